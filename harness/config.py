@@ -1,0 +1,231 @@
+"""Experiment files: pydantic models with `extra="forbid"`, so a typo is an error, not a default.
+
+An experiment file names its dataset, backend, search-space file, study and budget. `--set
+key=value` overrides are applied to the raw YAML and re-validated by the same models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from harness.errors import ConfigError
+
+DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+EXPERIMENTS_DIR = "experiments"
+
+# What the local backend's compute is priced at unless a config says otherwise: a 2-vCPU
+# general-purpose cloud instance, the size of the machine the demo was measured on.
+REFERENCE_INSTANCE = "AWS c7i.large on-demand, us-east-1 (Linux), list price 2026"
+REFERENCE_DOLLARS_PER_HOUR = 0.08925
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitConfig(_Strict):
+    """Fractions of the deduplicated data held out for validation and test."""
+
+    validation: float = Field(0.15, gt=0.0, lt=0.5)
+    test: float = Field(0.15, gt=0.0, lt=0.5)
+
+
+class DatasetConfig(_Strict):
+    """Where the labelled texts come from and how to read them.
+
+    `source` is a bundled short name (`rotten_tomatoes`, `tweets`), a CSV / JSONL / Parquet file, or
+    `hf:NAME` for a Hugging Face dataset (needs network access and the `datasets` package).
+    """
+
+    source: str = Field(min_length=1)
+    text_column: str = "text"
+    label_column: str = "label"
+    labels: list[str] | None = None
+    max_rows: int | None = Field(None, ge=10)
+    hf_split: str = "train"
+    ordinal: bool | None = None
+    system_prompt: str = "Classify the text. Answer with the label only."
+    split: SplitConfig = SplitConfig()
+
+
+class LocalBackendConfig(_Strict):
+    """A Hugging Face transformers encoder fine-tuned with a sequence-classification head."""
+
+    kind: Literal["local"]
+    model: str = "all-MiniLM-L6-v2"
+    base_learning_rate: float = Field(1e-4, gt=0.0)
+    max_length: int = Field(128, ge=8, le=4096)
+    eval_batch_size: int = Field(64, ge=1)
+    warmup_ratio: float = Field(0.06, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    dollars_per_hour: float = Field(REFERENCE_DOLLARS_PER_HOUR, ge=0.0)
+    instance: str = REFERENCE_INSTANCE
+    models_dir: str = "mlruns/models"
+
+
+BackendConfig = Annotated[LocalBackendConfig, Field(discriminator="kind")]
+
+
+class SamplerConfig(_Strict):
+    kind: Literal["tpe", "random", "nsga2", "grid"] = "tpe"
+
+
+class StudyConfig(_Strict):
+    """The Optuna study: which sampler, how many trials, what to optimise, where to store it.
+
+    With two objectives (the default) the answer is the Pareto front of test accuracy against
+    cost. With `objectives: [accuracy]`, accuracy alone is maximised, subject to
+    `max_trial_cost_usd` when given.
+    """
+
+    name: str | None = None
+    n_trials: int = Field(8, ge=1)
+    objectives: list[Literal["accuracy", "cost"]] = ["accuracy", "cost"]
+    max_trial_cost_usd: float | None = Field(None, gt=0.0)
+    sampler: SamplerConfig = SamplerConfig()
+    storage: str = DEFAULT_STORAGE
+
+    @model_validator(mode="after")
+    def _check_objectives(self) -> StudyConfig:
+        if self.objectives not in (["accuracy", "cost"], ["accuracy"]):
+            raise ValueError(f"must be [accuracy, cost] or [accuracy], got {self.objectives}")
+        return self
+
+
+class TrackingConfig(_Strict):
+    uri: str | None = None
+    experiment_name: str | None = None
+
+
+class ExperimentConfig(_Strict):
+    """One experiment file."""
+
+    name: str | None = None
+    description: str = ""
+    seed: int = 13
+    dataset: DatasetConfig
+    backend: BackendConfig
+    search_space: str
+    study: StudyConfig = StudyConfig()
+    budget_usd: float | None = Field(None, gt=0.0)
+    tracking: TrackingConfig = TrackingConfig()
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A validated experiment: its config, the file it came from, and its resolved name."""
+
+    config: ExperimentConfig
+    path: Path
+    raw: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.config.name or self.path.stem
+
+    @property
+    def study_name(self) -> str:
+        return self.config.study.name or self.name
+
+    def resolve_path(self, value: str) -> Path:
+        """Resolve a path named in the file: as given, then beside the file, then one level up."""
+        candidate = Path(value).expanduser()
+        if candidate.is_absolute():
+            return candidate
+        for base in (Path.cwd(), self.path.parent, self.path.parent.parent):
+            if (base / candidate).exists():
+                return base / candidate
+        return candidate
+
+
+def find_experiment_file(name_or_path: str) -> Path:
+    """Accept `experiments/demo.yaml`, `demo.yaml` or `demo` (looked up in `experiments/`)."""
+    direct = Path(name_or_path).expanduser()
+    if direct.is_file():
+        return direct
+    for candidate in (Path(EXPERIMENTS_DIR) / name_or_path, Path(EXPERIMENTS_DIR) / f"{name_or_path}.yaml"):
+        if candidate.is_file():
+            return candidate
+    known = sorted(p.stem for p in Path(EXPERIMENTS_DIR).glob("*.yaml"))
+    hint = f" Known experiments: {', '.join(known)}." if known else ""
+    raise ConfigError(f"{name_or_path}: no such experiment file.{hint}")
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse YAML safely; a syntax error names the file, line and column."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}{where}: invalid YAML ({problem})") from None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `key.sub=value` overrides to a copy of the raw config; values are parsed as YAML."""
+    result: dict[str, Any] = _deep_copy(raw)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. study.n_trials=4")
+        node = result
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part} is not a section")
+            node = child
+        try:
+            node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            node[parts[-1]] = value
+    return result
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def format_validation_error(source: str, exc: ValidationError) -> str:
+    """One line per problem, each naming the field path: `file: study.n_trials: ...`."""
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling)"
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"{source}: {field or '(top level)'}: {message}")
+    return "\n".join(lines)
+
+
+def load_experiment(name_or_path: str, overrides: list[str] | None = None) -> Experiment:
+    """Read, override and validate an experiment file. Raises ConfigError naming file and field."""
+    path = find_experiment_file(name_or_path)
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
+    raw = apply_overrides(raw, overrides or [])
+    source = f"{path} (with --set)" if overrides else str(path)
+    try:
+        config = ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc)) from None
+    return Experiment(config=config, path=path, raw=raw)

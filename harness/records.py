@@ -1,0 +1,127 @@
+"""Frozen records passed between the study, the backends, scoring and tracking.
+
+They hold plain values only (no tensors, no SDK objects) so they can be logged, compared in tests
+and sent across threads without surprises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One configuration to train, as proposed by the study.
+
+    `learning_rate_multiplier` uses OpenAI's name; the local backend multiplies its configured base
+    learning rate by it. `train_examples` is None for "the whole training split".
+    """
+
+    number: int
+    n_epochs: int
+    learning_rate_multiplier: float
+    batch_size: int
+    base_model: str
+    train_examples: int | None = None
+    seed: int = 0
+
+    def params(self) -> dict[str, Any]:
+        """The hyperparameters as MLflow params / table columns."""
+        return {
+            "n_epochs": self.n_epochs,
+            "learning_rate_multiplier": self.learning_rate_multiplier,
+            "batch_size": self.batch_size,
+            "base_model": self.base_model,
+            "train_examples": self.train_examples if self.train_examples is not None else "all",
+        }
+
+    def run_name(self) -> str:
+        """Readable MLflow run name, e.g. `t007 ep=3 lr=0.5 bs=16`."""
+        name = (
+            f"t{self.number:03d} ep={self.n_epochs} "
+            f"lr={self.learning_rate_multiplier:.3g} bs={self.batch_size}"
+        )
+        if self.train_examples is not None:
+            name += f" n={self.train_examples}"
+        return name
+
+
+@dataclass(frozen=True)
+class Cost:
+    """US dollars plus the raw quantities they came from, so every backend sits on one axis."""
+
+    usd: float = 0.0
+    compute_seconds: float = 0.0
+    trained_tokens: int = 0
+    inference_tokens: int = 0
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(
+            usd=self.usd + other.usd,
+            compute_seconds=self.compute_seconds + other.compute_seconds,
+            trained_tokens=self.trained_tokens + other.trained_tokens,
+            inference_tokens=self.inference_tokens + other.inference_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """What a backend knows after one epoch: validation quality and the cost so far."""
+
+    epoch: int
+    valid_accuracy: float
+    valid_loss: float | None
+    train_loss: float | None
+    cost_so_far: Cost
+    checkpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One prediction: the winning label, its probability and the score of every label."""
+
+    label: str
+    confidence: float
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """What `Backend.fine_tune` returns: a model that `Backend.predict` can call, and its cost."""
+
+    model_ref: str
+    epochs: tuple[EpochResult, ...]
+    train_cost: Cost
+    stopped_early: bool = False
+    job_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Test-set scores of one model."""
+
+    accuracy: float
+    macro_f1: float
+    weighted_f1: float
+    mae: float | None
+    n_examples: int
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """Everything one finished trial contributes to the study, the tracker and the report."""
+
+    spec: TrialSpec
+    model: TrainedModel
+    metrics: Metrics
+    eval_cost: Cost
+    wall_seconds: float
+    predictions: tuple[Prediction, ...]
+
+    @property
+    def total_cost(self) -> Cost:
+        return self.model.train_cost + self.eval_cost
+
+    def with_wall_seconds(self, seconds: float) -> TrialResult:
+        return replace(self, wall_seconds=seconds)
