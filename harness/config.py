@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harness.errors import ConfigError
 
@@ -92,11 +92,12 @@ class StudyConfig(_Strict):
     sampler: SamplerConfig = SamplerConfig()
     storage: str = DEFAULT_STORAGE
 
-    @model_validator(mode="after")
-    def _check_objectives(self) -> StudyConfig:
-        if self.objectives not in (["accuracy", "cost"], ["accuracy"]):
-            raise ValueError(f"must be [accuracy, cost] or [accuracy], got {self.objectives}")
-        return self
+    @field_validator("objectives")
+    @classmethod
+    def _check_objectives(cls, value: list[str]) -> list[str]:
+        if value not in (["accuracy", "cost"], ["accuracy"]):
+            raise ValueError(f"must be [accuracy, cost] or [accuracy], got {value}")
+        return value
 
 
 class TrackingConfig(_Strict):
@@ -207,7 +208,7 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
-        message = err["msg"]
+        message = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown key (check the spelling)"
         elif err["type"] == "missing":

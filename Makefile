@@ -1,0 +1,48 @@
+# The commands the README gives. Each target sets up what it needs (a virtualenv with the CPU build
+# of torch, the package with its extras, the offline model and data) on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test test-fast lint format bench ui clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# Pin torch first: a local CPU build; an unpinned torch would pull GBs of CUDA packages.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[local,openai,dev]"
+	$(BIN)/python -m harness.datasets fetch rotten_tomatoes tweets
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/harness sweep experiments/demo.yaml
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check harness tests benchmarks
+	$(BIN)/ruff format --check harness tests benchmarks
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format harness tests benchmarks
+	$(BIN)/ruff check --fix harness tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+ui: $(STAMP)
+	$(BIN)/harness ui
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

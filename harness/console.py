@@ -1,0 +1,131 @@
+"""What the CLI draws: progress bars for the sweep and for training, and the trials table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from harness.records import Cost, TrialResult, TrialSpec
+from harness.study import pareto_numbers
+
+
+class _TrainingBar:
+    """The backend-facing Progress: one bar, re-labelled for every epoch."""
+
+    def __init__(self, bars: Progress):
+        self._bars = bars
+        self._task: TaskID | None = None
+
+    def start(self, description: str, total: int) -> None:
+        if self._task is None:
+            self._task = self._bars.add_task(description, total=total)
+        else:
+            self._bars.reset(self._task, total=total, description=description, visible=True)
+
+    def advance(self, steps: int = 1) -> None:
+        if self._task is not None:
+            self._bars.advance(self._task, steps)
+
+    def finish(self) -> None:
+        if self._task is not None:
+            self._bars.update(self._task, visible=False)
+
+
+class RichView:
+    """Sweep progress on a rich console: a trials bar, a training bar, one line per trial."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.bars = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self.progress = _TrainingBar(self.bars)
+        self._sweep_task: TaskID | None = None
+
+    def __enter__(self) -> RichView:
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bars.stop()
+
+    def sweep_started(self, study_name: str, done: int, target: int) -> None:
+        if done:
+            self.console.print(f"Resuming study [bold]{study_name}[/]: {done} of {target} trials done.")
+        else:
+            self.console.print(f"Starting study [bold]{study_name}[/]: {target} trials.")
+        self._sweep_task = self.bars.add_task("trials", total=target, completed=done)
+
+    def trial_started(self, spec: TrialSpec, estimate: Cost) -> None:
+        self.console.print(f"[dim]{spec.run_name()}  (estimate ${estimate.usd:.4f})[/]")
+
+    def trial_finished(self, result: TrialResult) -> None:
+        if self._sweep_task is not None:
+            self.bars.advance(self._sweep_task)
+        curve = " ".join(f"{e.valid_accuracy:.3f}" for e in result.model.epochs)
+        self.console.print(
+            f"{result.spec.run_name()}  valid by epoch [{curve}]  "
+            f"test acc [bold]{result.metrics.accuracy:.4f}[/]  cost ${result.total_cost.usd:.4f}  "
+            f"{result.wall_seconds:.0f}s"
+        )
+
+    def trial_failed(self, spec: TrialSpec, reason: str) -> None:
+        self.console.print(f"[red]{spec.run_name()} failed:[/] {reason}")
+
+    def message(self, text: str) -> None:
+        self.console.print(text)
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return format(value, spec) if isinstance(value, int | float) else "-"
+
+
+def trials_table(study: optuna.Study, title: str) -> Table:
+    """Every trial of the study, Pareto-front members starred, best accuracy first."""
+    front = pareto_numbers(study)
+    table = Table(title=title, title_justify="left")
+    for column in ("#", "front", "state", "epochs", "lr mult", "batch", "train n"):
+        table.add_column(column, justify="right")
+    for column in ("valid acc", "test acc", "macro F1", "cost $", "seconds"):
+        table.add_column(column, justify="right")
+
+    def order(t: FrozenTrial) -> tuple[int, float]:
+        return (t.state != TrialState.COMPLETE, -float(t.user_attrs.get("test_accuracy", 0.0)))
+
+    for trial in sorted(study.get_trials(deepcopy=False), key=order):
+        attrs, params = trial.user_attrs, trial.params
+        curve = attrs.get("valid_accuracy_by_epoch") or []
+        table.add_row(
+            str(trial.number),
+            "*" if trial.number in front else "",
+            trial.state.name.lower(),
+            str(params.get("n_epochs", "-")),
+            _fmt(params.get("learning_rate_multiplier"), ".3g"),
+            str(params.get("batch_size", "-")),
+            str(attrs.get("train_examples") or params.get("train_examples") or "all"),
+            _fmt(curve[-1] if curve else None, ".4f"),
+            _fmt(attrs.get("test_accuracy"), ".4f"),
+            _fmt(attrs.get("test_macro_f1"), ".4f"),
+            _fmt(attrs.get("cost_usd"), ".5f"),
+            _fmt(attrs.get("wall_seconds"), ".0f"),
+        )
+    return table

@@ -1,0 +1,54 @@
+"""Test-set scores from predictions: pure functions over label strings, built on scikit-learn."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+
+from harness.records import Metrics
+
+
+def score(
+    y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str], ordinal: bool
+) -> Metrics:
+    """Accuracy, macro / weighted F1 and, for ordinal labels, mean absolute error.
+
+    A prediction outside `labels` counts as wrong (it is never dropped). MAE treats a prediction
+    outside the label set as the farthest possible error, so it cannot flatter a model.
+    """
+    if len(y_true) != len(y_pred) or not y_true:
+        raise ValueError(f"need equal, non-empty sequences, got {len(y_true)=} {len(y_pred)=}")
+    label_list = list(labels)
+    return Metrics(
+        accuracy=float(accuracy_score(y_true, y_pred)),
+        macro_f1=float(f1_score(y_true, y_pred, labels=label_list, average="macro", zero_division=0)),
+        weighted_f1=float(
+            f1_score(y_true, y_pred, labels=label_list, average="weighted", zero_division=0)
+        ),
+        mae=_ordinal_mae(y_true, y_pred, label_list) if ordinal else None,
+        n_examples=len(y_true),
+    )
+
+
+def _ordinal_mae(y_true: Sequence[str], y_pred: Sequence[str], labels: list[str]) -> float:
+    values = {label: float(label) for label in labels}
+    worst = max(values.values()) - min(values.values())
+    errors = [
+        abs(values[t] - values[p]) if p in values else worst
+        for t, p in zip(y_true, y_pred, strict=True)
+    ]
+    return float(np.mean(errors))
+
+
+def confusion(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+    """Confusion matrix, rows = true label, columns = predicted label, in `labels` order."""
+    return confusion_matrix(y_true, y_pred, labels=list(labels))
+
+
+def report_text(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> str:
+    """scikit-learn's per-class precision / recall / F1 table."""
+    return str(
+        classification_report(y_true, y_pred, labels=list(labels), digits=4, zero_division=0)
+    )

@@ -1,0 +1,133 @@
+"""Search-space files: Optuna's short form in YAML, turned into Optuna distributions.
+
+```yaml
+n_epochs: {type: int, low: 1, high: 3}
+learning_rate_multiplier: {type: float, low: 0.5, high: 4.0, log: true}
+batch_size: {type: categorical, choices: [16, 32]}
+train_examples: 1000            # a plain value fixes the parameter
+```
+
+`n_epochs`, `learning_rate_multiplier` and `batch_size` are required; `base_model` and
+`train_examples` are optional (the backend's model and the whole training split by default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+from harness.config import read_yaml
+from harness.errors import ConfigError
+
+REQUIRED = ("n_epochs", "learning_rate_multiplier", "batch_size")
+OPTIONAL = ("base_model", "train_examples")
+# The Python type every value of a parameter must have (bool is excluded from int on purpose).
+VALUE_TYPES: dict[str, tuple[type, ...]] = {
+    "n_epochs": (int,),
+    "learning_rate_multiplier": (int, float),
+    "batch_size": (int,),
+    "base_model": (str,),
+    "train_examples": (int,),
+}
+_KEYS = {
+    "int": {"type", "low", "high", "step", "log"},
+    "float": {"type", "low", "high", "step", "log"},
+    "categorical": {"type", "choices"},
+}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Distributions for the sampled parameters and values for the fixed ones."""
+
+    distributions: dict[str, BaseDistribution]
+    fixed: dict[str, Any]
+    path: Path
+
+    def grid(self) -> dict[str, list[Any]]:
+        """Every value of every sampled parameter, for Optuna's GridSampler."""
+        grid: dict[str, list[Any]] = {}
+        for name, dist in self.distributions.items():
+            grid[name] = _grid_values(name, dist, self.path)
+        return grid
+
+
+def load_search_space(path: Path) -> SearchSpace:
+    """Read and validate a search-space file. Raises ConfigError naming the file and parameter."""
+    raw = read_yaml(path)
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{path}: expected a mapping of parameter names to ranges")
+    unknown = sorted(set(raw) - set(REQUIRED) - set(OPTIONAL))
+    if unknown:
+        allowed = ", ".join(REQUIRED + OPTIONAL)
+        raise ConfigError(f"{path}: unknown parameter {unknown[0]!r} (allowed: {allowed})")
+    missing = [name for name in REQUIRED if name not in raw]
+    if missing:
+        raise ConfigError(f"{path}: missing parameter {missing[0]!r} (required: {', '.join(REQUIRED)})")
+    distributions: dict[str, BaseDistribution] = {}
+    fixed: dict[str, Any] = {}
+    for name, value in raw.items():
+        if isinstance(value, dict):
+            distributions[name] = _distribution(name, value, path)
+        else:
+            _check_value(name, value, path)
+            fixed[name] = value
+    return SearchSpace(distributions=distributions, fixed=fixed, path=path)
+
+
+def _distribution(name: str, spec: dict[str, Any], path: Path) -> BaseDistribution:
+    where = f"{path}: {name}"
+    kind = spec.get("type")
+    if kind not in _KEYS:
+        raise ConfigError(f"{where}: type must be int, float or categorical, got {kind!r}")
+    extra = sorted(set(spec) - _KEYS[kind])
+    if extra:
+        raise ConfigError(f"{where}: unknown key {extra[0]!r} for type {kind}")
+    try:
+        if kind == "categorical":
+            choices = spec.get("choices")
+            if not isinstance(choices, list) or not choices:
+                raise ValueError("choices must be a non-empty list")
+            for choice in choices:
+                _check_value(name, choice, path)
+            return CategoricalDistribution(choices)
+        if "low" not in spec or "high" not in spec:
+            raise ValueError("needs both low and high")
+        _check_value(name, spec["low"], path)
+        _check_value(name, spec["high"], path)
+        log = bool(spec.get("log", False))
+        if kind == "int":
+            return IntDistribution(spec["low"], spec["high"], log=log, step=spec.get("step", 1))
+        return FloatDistribution(spec["low"], spec["high"], log=log, step=spec.get("step"))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _check_value(name: str, value: Any, path: Path) -> None:
+    types = VALUE_TYPES[name]
+    if isinstance(value, bool) or not isinstance(value, types):
+        expected = " or ".join(t.__name__ for t in types)
+        raise ConfigError(f"{path}: {name}: expected {expected}, got {value!r}")
+    if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
+        raise ConfigError(f"{path}: {name}: must be positive, got {value!r}")
+
+
+def _grid_values(name: str, dist: BaseDistribution, path: Path) -> list[Any]:
+    if isinstance(dist, CategoricalDistribution):
+        return list(dist.choices)
+    if isinstance(dist, IntDistribution) and not dist.log:
+        return list(range(dist.low, dist.high + 1, dist.step))
+    if isinstance(dist, FloatDistribution) and dist.step is not None:
+        count = round((dist.high - dist.low) / dist.step)
+        return [round(dist.low + i * dist.step, 10) for i in range(count + 1)]
+    raise ConfigError(
+        f"{path}: {name}: the grid sampler needs choices or a linear step, not a continuous range"
+    )

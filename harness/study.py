@@ -1,0 +1,209 @@
+"""Open or resume an Optuna study, turn its trials into TrialSpecs, and read the Pareto front.
+
+The study lives in an RDB storage (SQLite under `mlruns/` by default, any SQLAlchemy URL for many
+workers), so running the same command again resumes it. A worker that dies leaves its trial
+RUNNING; `recover_crashed_trials` fails it and queues the same parameters again (Optuna's
+heartbeat covers other machines, a pid check covers this one without waiting for the grace period).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from harness.config import Experiment
+from harness.errors import ConfigError
+from harness.records import TrialSpec
+from harness.search_space import SearchSpace
+
+HEARTBEAT_SECONDS = 30
+GRACE_SECONDS = 120
+MAX_RETRIES = 2
+DIRECTIONS = {"accuracy": "maximize", "cost": "minimize"}
+
+
+@dataclass
+class StudyHandle:
+    """The Optuna study plus the storage it lives in (needed for heartbeats)."""
+
+    study: optuna.Study
+    storage: RDBStorage
+    objectives: tuple[str, ...]
+    retry: RetryHeartbeatStaleTrialCallback
+
+
+def _prepare_storage_url(url: str) -> str:
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        path = url.removeprefix("sqlite:///")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return url
+
+
+def make_sampler(experiment: Experiment, space: SearchSpace) -> optuna.samplers.BaseSampler:
+    """The configured sampler, seeded with the experiment's seed."""
+    kind, seed = experiment.config.study.sampler.kind, experiment.config.seed
+    constraints = _cost_constraint(experiment)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "grid":
+        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
+    return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints)
+
+
+def _cost_constraint(experiment: Experiment):  # type: ignore[no-untyped-def]
+    limit = experiment.config.study.max_trial_cost_usd
+    if limit is None:
+        return None
+
+    def constraint(trial: FrozenTrial) -> list[float]:
+        # Optuna treats values <= 0 as feasible.
+        return [float(trial.user_attrs.get("cost_usd", 0.0)) - limit]
+
+    return constraint
+
+
+def open_study(experiment: Experiment, space: SearchSpace, storage_url: str | None = None) -> StudyHandle:
+    """Create the study or load it if it exists; refuse to resume with other objectives."""
+    url = _prepare_storage_url(storage_url or experiment.config.study.storage)
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+    try:
+        storage = RDBStorage(
+            url,
+            heartbeat_interval=HEARTBEAT_SECONDS,
+            grace_period=GRACE_SECONDS,
+            heartbeat_stale_trial_callback=retry,
+        )
+    except Exception as exc:  # SQLAlchemy raises many types for a bad URL or unreachable server
+        raise ConfigError(f"study.storage: cannot open {url!r}: {exc}") from None
+    objectives = tuple(experiment.config.study.objectives)
+    directions = [DIRECTIONS[o] for o in objectives]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=experiment.study_name,
+        storage=storage,
+        sampler=make_sampler(experiment, space),
+        directions=directions,
+        load_if_exists=True,
+    )
+    existing = [d.name.lower() for d in study.directions]
+    if existing != directions:
+        raise ConfigError(
+            f"{experiment.path}: study {experiment.study_name!r} already exists in {url} with "
+            f"directions {existing}; set study.name to start a new study with {directions}"
+        )
+    return StudyHandle(study=study, storage=storage, objectives=objectives, retry=retry)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_crashed_trials(handle: StudyHandle) -> list[FrozenTrial]:
+    """Fail RUNNING trials whose worker is gone and queue their parameters again.
+
+    Returns the trials that were failed, so the tracker can close their MLflow runs.
+    """
+    host = socket.gethostname()
+    failed: list[FrozenTrial] = []
+    for trial in handle.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = trial.user_attrs.get("pid")
+        if trial.user_attrs.get("host") == host and isinstance(pid, int) and not _pid_alive(pid):
+            # Same machine, process gone: no need to wait for the heartbeat grace period.
+            if handle.storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                failed.append(handle.storage.get_trial(trial._trial_id))
+                handle.retry(handle.study, failed[-1])
+    before = {t.number for t in handle.study.get_trials(states=(TrialState.FAIL,))}
+    fail_stale_trials(handle.study)
+    failed += [
+        t for t in handle.study.get_trials(states=(TrialState.FAIL,)) if t.number not in before
+    ]
+    return failed
+
+
+@contextmanager
+def heartbeat(handle: StudyHandle, trial: Trial) -> Iterator[None]:
+    """Record this worker as alive while a trial runs (Optuna only does this inside optimize()).
+
+    Uses Optuna's public `record_heartbeat`; the trial id is Optuna's private `_trial_id`
+    because ask/tell exposes no public one.
+    """
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", os.getpid())
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            handle.storage.record_heartbeat(trial._trial_id)
+
+    handle.storage.record_heartbeat(trial._trial_id)
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def ask(handle: StudyHandle, space: SearchSpace) -> Trial:
+    """A new trial with every sampled parameter drawn (or a queued retry's parameters)."""
+    return handle.study.ask(fixed_distributions=space.distributions)
+
+
+def spec_from_trial(trial: Trial, space: SearchSpace, experiment: Experiment) -> TrialSpec:
+    """The trial's sampled parameters merged with the fixed ones."""
+    values = {**space.fixed, **trial.params}
+    return TrialSpec(
+        number=trial.number,
+        n_epochs=int(values["n_epochs"]),
+        learning_rate_multiplier=float(values["learning_rate_multiplier"]),
+        batch_size=int(values["batch_size"]),
+        base_model=str(values.get("base_model", experiment.config.backend.model)),
+        train_examples=int(values["train_examples"]) if "train_examples" in values else None,
+        seed=experiment.config.seed + trial.number,
+    )
+
+
+def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def pareto_numbers(study: optuna.Study) -> set[int]:
+    """Numbers of the trials on the Pareto front (the best trial for one objective)."""
+    if not completed_trials(study):
+        return set()
+    if len(study.directions) == 1:
+        return {study.best_trial.number}
+    return {t.number for t in study.best_trials}
+
+
+def load_existing_study(experiment: Experiment) -> optuna.Study:
+    """The experiment's study as stored; ConfigError when it has not been run yet."""
+    url = experiment.config.study.storage
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise ConfigError(f"no study storage at {url}: run `harness sweep {experiment.path}` first")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.load_study(study_name=experiment.study_name, storage=url)
+    except KeyError:
+        raise ConfigError(
+            f"study {experiment.study_name!r} not found in {url}: "
+            f"run `harness sweep {experiment.path}` first"
+        ) from None

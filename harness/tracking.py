@@ -1,0 +1,272 @@
+"""MLflow tracking: one parent run per study, one child run per trial.
+
+Everything goes through `MlflowClient` with explicit run ids rather than the fluent
+`mlflow.start_run` stack, so trials running in threads (remote backends) never log into each
+other's runs. `NullTracker` has the same methods and does nothing, for library use.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from harness.backends.base import PreparedData
+from harness.config import DEFAULT_TRACKING_URI, Experiment
+from harness.records import EpochResult, TrialResult, TrialSpec
+
+STUDY_TAG = "harness.study"
+TRIAL_TAG = "harness.trial_number"
+_SECRET_KEY = re.compile(r"(api[_-]?key|secret|token|password|authorization)", re.IGNORECASE)
+
+
+def tracking_uri(experiment: Experiment | None = None) -> str:
+    """`MLFLOW_TRACKING_URI` wins, then the experiment's `tracking.uri`, then the sqlite default."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    if experiment is not None and experiment.config.tracking.uri:
+        return experiment.config.tracking.uri
+    return DEFAULT_TRACKING_URI
+
+
+def redact(value: Any) -> Any:
+    """Copy of a config structure with anything that looks like a credential blanked out."""
+    if isinstance(value, dict):
+        return {
+            k: "***" if _SECRET_KEY.search(str(k)) else redact(v) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def _artifact_root(uri: str) -> str | None:
+    """Keep artifacts beside a local sqlite store instead of MLflow's cwd-relative default."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
+        return (db.parent / "artifacts").as_uri()
+    return None
+
+
+def _ensure_sqlite_dir(uri: str) -> None:
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+class NullTracker:
+    """A tracker that records nothing."""
+
+    def start_study(self, study_name: str, search_space: dict[str, Any]) -> str | None:
+        return None
+
+    def start_trial(self, spec: TrialSpec, backend: str) -> str | None:
+        return None
+
+    def log_epoch(self, run_id: str | None, epoch: EpochResult) -> None:
+        pass
+
+    def finish_trial(self, run_id: str | None, result: TrialResult, data: PreparedData) -> None:
+        pass
+
+    def fail_trial(self, run_id: str | None, reason: str, status: str = "FAILED") -> None:
+        pass
+
+    def mark_pareto(self, run_ids: dict[str, bool]) -> None:
+        pass
+
+    def finish_study(self, artifacts: dict[str, str] | None = None) -> None:
+        pass
+
+
+class MlflowTracker(NullTracker):
+    """Logs a study and its trials to an MLflow tracking store."""
+
+    def __init__(self, experiment: Experiment, data: PreparedData, parent_run_id: str | None):
+        import mlflow
+        from mlflow import MlflowClient
+
+        self._mlflow = mlflow
+        self.uri = tracking_uri(experiment)
+        _ensure_sqlite_dir(self.uri)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.experiment = experiment
+        self.data = data
+        self.experiment_id = self._experiment_id()
+        self.parent_run_id = parent_run_id
+
+    def _experiment_id(self) -> str:
+        name = self.experiment.config.tracking.experiment_name or self.experiment.name
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                self.client.restore_experiment(found.experiment_id)
+            return str(found.experiment_id)
+        return self.client.create_experiment(name, artifact_location=_artifact_root(self.uri))
+
+    def start_study(self, study_name: str, search_space: dict[str, Any]) -> str:
+        """Create the parent run, or reopen it when the study is resumed."""
+        if self.parent_run_id and self._run_exists(self.parent_run_id):
+            self.client.update_run(self.parent_run_id, status="RUNNING")
+            return self.parent_run_id
+        tags = {STUDY_TAG: study_name, "harness.experiment_file": str(self.experiment.path)}
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"study {study_name}")
+        self.parent_run_id = run.info.run_id
+        self.client.log_dict(self.parent_run_id, redact(self.experiment.raw), "config.yaml")
+        self.client.log_dict(self.parent_run_id, search_space, "search_space.json")
+        self._log_dataset(self.parent_run_id)
+        return self.parent_run_id
+
+    def _run_exists(self, run_id: str) -> bool:
+        try:
+            run = self.client.get_run(run_id)
+        except self._mlflow.exceptions.MlflowException:
+            return False
+        return run.info.lifecycle_stage == "active"
+
+    def _log_dataset(self, run_id: str) -> None:
+        import pandas as pd
+        from mlflow.entities import DatasetInput, InputTag
+
+        splits = {"train": self.data.train, "validation": self.data.validation, "test": self.data.test}
+        frame = pd.concat(
+            pd.DataFrame({"text": s.texts, "label": s.labels, "split": name})
+            for name, s in splits.items()
+        )
+        dataset = self._mlflow.data.from_pandas(
+            frame, source=self.data.name, targets="label", name=self.data.name,
+            digest=self.data.digest[:20],
+        )
+        tag = InputTag(key="mlflow.data.context", value="train/validation/test")
+        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), [tag])])
+
+    def start_trial(self, spec: TrialSpec, backend: str) -> str:
+        from mlflow.entities import Param
+
+        tags = {
+            "mlflow.parentRunId": self.parent_run_id or "",
+            STUDY_TAG: self.experiment.study_name,
+            TRIAL_TAG: str(spec.number),
+            "harness.data_digest": self.data.digest,
+        }
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=spec.run_name())
+        run_id = run.info.run_id
+        params = {**spec.params(), "backend": backend, "seed": spec.seed}
+        params["train_examples"] = spec.train_examples or len(self.data.train)
+        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        self.client.log_dict(run_id, redact(self.experiment.raw), "config.yaml")
+        return run_id
+
+    def log_epoch(self, run_id: str | None, epoch: EpochResult) -> None:
+        if run_id is None:
+            return
+        values = {
+            "valid_accuracy": epoch.valid_accuracy,
+            "valid_loss": epoch.valid_loss,
+            "train_loss": epoch.train_loss,
+            "epoch_cost_usd": epoch.cost_so_far.usd,
+        }
+        self._log_metrics(run_id, values, step=epoch.epoch)
+
+    def _log_metrics(self, run_id: str, values: dict[str, float | None], step: int = 0) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, step) for k, v in values.items() if v is not None]
+        self.client.log_batch(run_id, metrics=metrics)
+
+    def finish_trial(self, run_id: str | None, result: TrialResult, data: PreparedData) -> None:
+        if run_id is None:
+            return
+        self._log_metrics(run_id, trial_metrics(result))
+        self.client.set_tag(run_id, "fine_tuned_model", result.model.model_ref)
+        if result.model.job_id:
+            self.client.set_tag(run_id, "job_id", result.model.job_id)
+        self.client.set_tag(run_id, "stopped_early", str(result.model.stopped_early).lower())
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in write_trial_artifacts(result, data, Path(tmp)):
+                self.client.log_artifact(run_id, str(path))
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def fail_trial(self, run_id: str | None, reason: str, status: str = "FAILED") -> None:
+        if run_id is None or not self._run_exists(run_id):
+            return
+        self.client.set_tag(run_id, "failure_reason", reason[:5000])
+        self.client.set_terminated(run_id, status)
+
+    def mark_pareto(self, run_ids: dict[str, bool]) -> None:
+        for run_id, on_front in run_ids.items():
+            if self._run_exists(run_id):
+                self.client.set_tag(run_id, "pareto", str(on_front).lower())
+
+    def finish_study(self, artifacts: dict[str, str] | None = None) -> None:
+        if not self.parent_run_id:
+            return
+        for name, text in (artifacts or {}).items():
+            self.client.log_text(self.parent_run_id, text, name)
+        self.client.set_terminated(self.parent_run_id, "FINISHED")
+
+
+def trial_metrics(result: TrialResult) -> dict[str, float | None]:
+    """The scalar metrics of a finished trial, under the names DESIGN.md gives."""
+    total = result.total_cost
+    return {
+        "test_accuracy": result.metrics.accuracy,
+        "test_macro_f1": result.metrics.macro_f1,
+        "test_weighted_f1": result.metrics.weighted_f1,
+        "test_mae": result.metrics.mae,
+        "cost_usd": total.usd,
+        "train_cost_usd": result.model.train_cost.usd,
+        "eval_cost_usd": result.eval_cost.usd,
+        "trained_tokens": float(total.trained_tokens),
+        "compute_seconds": total.compute_seconds,
+        "wall_seconds": result.wall_seconds,
+        "epochs_trained": float(len(result.model.epochs)),
+    }
+
+
+def write_trial_artifacts(result: TrialResult, data: PreparedData, out: Path) -> list[Path]:
+    """Predictions table, confusion matrix image and classification report for one trial."""
+    import pandas as pd
+
+    from harness.scoring import report_text
+
+    predicted = [p.label for p in result.predictions]
+    table = pd.DataFrame(
+        {
+            "text": data.test.texts,
+            "true": data.test.labels,
+            "predicted": predicted,
+            "confidence": [round(p.confidence, 4) for p in result.predictions],
+            "correct": [t == p for t, p in zip(data.test.labels, predicted, strict=True)],
+        }
+    )
+    paths = [out / "predictions.csv", out / "classification_report.txt", out / "confusion_matrix.png"]
+    table.to_csv(paths[0], index=False)
+    paths[1].write_text(report_text(data.test.labels, predicted, data.labels), encoding="utf-8")
+    _plot_confusion(data.test.labels, predicted, data.labels, paths[2], result.spec.run_name())
+    return paths
+
+
+def _plot_confusion(
+    y_true: tuple[str, ...], y_pred: list[str], labels: tuple[str, ...], path: Path, title: str
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    size = 2.5 + 0.6 * len(labels)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay.from_predictions(
+        list(y_true), y_pred, labels=list(labels), ax=ax, colorbar=False, cmap="Blues"
+    )
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,88 @@
+"""Shared fixtures. Every test runs in its own temp directory with its own tracking store and
+study storage, no OpenAI key in the environment, and hubs switched off."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_GOOD = ["a delight", "wonderful", "moving and funny", "a triumph", "beautifully acted", "great fun"]
+_BAD = ["a mess", "dull", "tedious and long", "a disaster", "badly acted", "a waste of time"]
+_SUBJECTS = ["The film", "This movie", "The sequel", "Its second half", "The whole thing"]
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    for var in ("MLFLOW_TRACKING_URI", "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    return tmp_path
+
+
+def review_rows(n_per_class: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Distinct, clearly positive / negative one-line reviews (no duplicates)."""
+    rng = random.Random(seed)
+    rows: list[tuple[str, str]] = []
+    for label, phrases in (("positive", _GOOD), ("negative", _BAD)):
+        seen: set[str] = set()
+        while len(seen) < n_per_class:
+            text = f"{rng.choice(_SUBJECTS)} is {rng.choice(phrases)}, {rng.randint(1, 10_000)}."
+            if text not in seen:
+                seen.add(text)
+                rows.append((text, label))
+    rng.shuffle(rows)
+    return rows
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("text", "label")) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def write_experiment(
+    directory: Path,
+    data_path: Path,
+    space: dict | None = None,
+    **overrides: object,
+) -> Path:
+    """A small local experiment over `data_path`: MiniLM at max_length 32, two short trials."""
+    space_path = directory / "space.yaml"
+    space_path.write_text(
+        yaml.safe_dump(
+            space
+            or {
+                "n_epochs": {"type": "int", "low": 1, "high": 2},
+                "learning_rate_multiplier": {"type": "float", "low": 2.0, "high": 6.0, "log": True},
+                "batch_size": 8,
+            }
+        )
+    )
+    config: dict = {
+        "name": "tiny",
+        "seed": 3,
+        "dataset": {"source": str(data_path), "split": {"validation": 0.2, "test": 0.2}},
+        "backend": {"kind": "local", "max_length": 32, "models_dir": str(directory / "models")},
+        "search_space": str(space_path),
+        "study": {"n_trials": 2, "sampler": {"kind": "random"}},
+    }
+    for key, value in overrides.items():
+        config[key] = value
+    path = directory / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def tiny_csv(tmp_path: Path) -> Path:
+    return write_csv(tmp_path / "reviews.csv", review_rows(20))

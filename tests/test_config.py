@@ -1,0 +1,110 @@
+"""Experiment files: every shipped file loads; typos and bad values name the file and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.config import load_experiment
+from harness.errors import ConfigError
+from harness.search_space import load_search_space
+from tests.conftest import ROOT
+
+SHIPPED_EXPERIMENTS = sorted((ROOT / "experiments").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_EXPERIMENTS, ids=lambda p: p.name)
+def test_every_shipped_experiment_loads_with_its_search_space(path: Path) -> None:
+    experiment = load_experiment(str(path))
+    space_path = experiment.resolve_path(experiment.config.search_space)
+    assert space_path.is_file(), space_path
+    space = load_search_space(space_path)
+    assert {"n_epochs", "learning_rate_multiplier", "batch_size"} <= set(space.distributions) | set(
+        space.fixed
+    )
+
+
+def test_shipped_files_exist() -> None:
+    assert SHIPPED_EXPERIMENTS, "experiments/ must ship at least the demo"
+    assert (ROOT / "experiments" / "demo.yaml") in SHIPPED_EXPERIMENTS
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return path
+
+
+BASE = """
+dataset: {source: data.csv}
+backend: {kind: local}
+search_space: space.yaml
+"""
+
+
+def test_minimal_experiment_gets_defaults(tmp_path: Path) -> None:
+    exp = load_experiment(str(_write(tmp_path, BASE)))
+    assert exp.name == "exp"
+    assert exp.config.study.objectives == ["accuracy", "cost"]
+    assert exp.config.study.storage == "sqlite:///mlruns/optuna.db"
+    assert exp.config.backend.model == "all-MiniLM-L6-v2"
+
+
+def test_unknown_key_is_an_error_naming_file_and_field(tmp_path: Path) -> None:
+    path = _write(tmp_path, BASE + "study: {n_trails: 3}\n")
+    with pytest.raises(ConfigError) as err:
+        load_experiment(str(path))
+    assert str(path) in str(err.value)
+    assert "study.n_trails: unknown key" in str(err.value)
+
+
+def test_unknown_backend_kind_is_named(tmp_path: Path) -> None:
+    path = _write(tmp_path, BASE.replace("kind: local", "kind: locall"))
+    with pytest.raises(ConfigError, match=r"backend.*locall"):
+        load_experiment(str(path))
+
+
+def test_missing_required_key(tmp_path: Path) -> None:
+    path = _write(tmp_path, "backend: {kind: local}\nsearch_space: s.yaml\n")
+    with pytest.raises(ConfigError, match="dataset: required key is missing"):
+        load_experiment(str(path))
+
+
+def test_bad_value_names_field(tmp_path: Path) -> None:
+    path = _write(tmp_path, BASE + "study: {n_trials: 0}\n")
+    with pytest.raises(ConfigError, match="study.n_trials: Input should be greater than or equal to 1"):
+        load_experiment(str(path))
+
+
+def test_invalid_yaml_names_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, "dataset: {source: x\nbackend: [\n")
+    with pytest.raises(ConfigError, match=r"exp\.yaml:\d+:\d+: invalid YAML"):
+        load_experiment(str(path))
+
+
+def test_missing_experiment_lists_known(tmp_path: Path) -> None:
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "demo.yaml").write_text(BASE)
+    with pytest.raises(ConfigError, match="no such experiment file. Known experiments: demo"):
+        load_experiment("dmeo")
+    assert load_experiment("demo").name == "demo"
+
+
+def test_set_overrides_are_revalidated(tmp_path: Path) -> None:
+    path = _write(tmp_path, BASE)
+    exp = load_experiment(str(path), ["study.n_trials=3", "backend.base_learning_rate=2e-4"])
+    assert exp.config.study.n_trials == 3
+    assert exp.config.backend.base_learning_rate == pytest.approx(2e-4)
+    with pytest.raises(ConfigError, match=r"\(with --set\): study.n_trails: unknown key"):
+        load_experiment(str(path), ["study.n_trails=3"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_experiment(str(path), ["study.n_trials"])
+    with pytest.raises(ConfigError, match="Input should be a valid integer"):
+        load_experiment(str(path), ["study.n_trials=many"])
+
+
+def test_objectives_are_checked(tmp_path: Path) -> None:
+    path = _write(tmp_path, BASE + "study: {objectives: [cost]}\n")
+    with pytest.raises(ConfigError, match="study.objectives"):
+        load_experiment(str(path))

@@ -1,0 +1,75 @@
+"""Search-space files in Optuna's short form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from harness.errors import ConfigError
+from harness.search_space import load_search_space
+from tests.conftest import ROOT
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "search_spaces").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_search_space_loads(path: Path) -> None:
+    space = load_search_space(path)
+    assert space.distributions
+
+
+def _space(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return path
+
+
+GOOD = """
+n_epochs: {type: int, low: 1, high: 4}
+learning_rate_multiplier: {type: float, low: 0.1, high: 2.0, log: true}
+batch_size: {type: categorical, choices: [8, 16]}
+base_model: all-MiniLM-L6-v2
+"""
+
+
+def test_short_form_becomes_optuna_distributions(tmp_path: Path) -> None:
+    space = load_search_space(_space(tmp_path, GOOD))
+    assert space.distributions["n_epochs"] == IntDistribution(1, 4)
+    assert space.distributions["learning_rate_multiplier"] == FloatDistribution(0.1, 2.0, log=True)
+    assert space.distributions["batch_size"] == CategoricalDistribution([8, 16])
+    assert space.fixed == {"base_model": "all-MiniLM-L6-v2"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (GOOD + "warmup: 3\n", "unknown parameter 'warmup'"),
+        (GOOD.replace("n_epochs: {type: int, low: 1, high: 4}\n", ""), "missing parameter 'n_epochs'"),
+        (GOOD.replace("type: int", "type: integer"), "n_epochs: type must be int, float or categorical"),
+        (GOOD.replace("low: 1, high: 4", "low: 4, high: 1"), "n_epochs: "),
+        (GOOD.replace("low: 0.1,", "low: -0.1,"), "learning_rate_multiplier: must be positive"),
+        (GOOD.replace("choices: [8, 16]", "choices: []"), "batch_size: choices must be a non-empty list"),
+        (GOOD.replace("choices: [8, 16]", "choices: [8, big]"), "batch_size: expected int, got 'big'"),
+        (GOOD.replace("high: 4}", "high: 4, lgo: true}"), "n_epochs: unknown key 'lgo'"),
+        ("[1, 2]", "expected a mapping"),
+    ],
+)
+def test_bad_search_space_names_file_and_parameter(tmp_path: Path, text: str, message: str) -> None:
+    path = _space(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_search_space(path)
+    assert str(path) in str(err.value)
+    assert message in str(err.value)
+
+
+def test_grid_needs_discrete_values(tmp_path: Path) -> None:
+    space = load_search_space(_space(tmp_path, GOOD))
+    with pytest.raises(ConfigError, match="grid sampler needs choices"):
+        space.grid()
+    stepped = GOOD.replace("low: 0.1, high: 2.0, log: true", "low: 0.5, high: 1.5, step: 0.5")
+    grid = load_search_space(_space(tmp_path, stepped)).grid()
+    assert grid == {
+        "n_epochs": [1, 2, 3, 4],
+        "learning_rate_multiplier": [0.5, 1.0, 1.5],
+        "batch_size": [8, 16],
+    }
