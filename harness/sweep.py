@@ -158,8 +158,12 @@ def run_trial(
 
 def _on_epoch(tracker: NullTracker, run_id: str | None, trial: Trial, epoch: EpochResult) -> bool:
     tracker.log_epoch(run_id, epoch)
-    curve = list(trial.user_attrs.get("valid_accuracy_by_epoch", []))
-    trial.set_user_attr("valid_accuracy_by_epoch", [*curve, epoch.valid_accuracy])
+    # Kept in the study as well as in MLflow so reports can draw per-epoch curves from either.
+    for key, value in (
+        ("valid_accuracy_by_epoch", epoch.valid_accuracy),
+        ("cost_usd_by_epoch", epoch.cost_so_far.usd),
+    ):
+        trial.set_user_attr(key, [*trial.user_attrs.get(key, []), value])
     return False
 
 
