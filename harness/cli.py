@@ -31,7 +31,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 ExperimentArg = Annotated[str, typer.Argument(help="Experiment file, or its name in experiments/.")]
 SetOption = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override a config value, e.g. --set study.n_trials=4 (repeatable)."),
+    typer.Option(
+        "--set", help="Override a config value, e.g. --set study.n_trials=4 (repeatable)."
+    ),
 ]
 
 
@@ -70,10 +72,12 @@ def prepare(
     data, report = prepare_experiment(exp, backend)
     target = out or Path("mlruns") / "prepared" / exp.name / data.digest[:12]
     paths = write_prepared(data, report, target, exp.config.dataset.system_prompt)
-    console.print(report.to_markdown())
+    from rich.markdown import Markdown
+
+    console.print(Markdown(report.to_markdown()))
     console.print(f"\ndigest {data.digest}")
-    for name, path in paths.items():
-        console.print(f"{name:>28}  {path}")
+    for path in paths.values():
+        console.print(f"  {path}", soft_wrap=True)
 
 
 @app.command()
@@ -112,9 +116,52 @@ def trials(experiment: ExperimentArg, set_: SetOption = None) -> None:
 
 @app.command()
 @_user_errors
+def estimate(experiment: ExperimentArg, set_: SetOption = None) -> None:
+    """Price the sweep before spending anything: per trial and worst-case total."""
+    from harness.config import load_experiment
+    from harness.estimate import estimate_lines, estimate_sweep, estimate_table
+
+    result = estimate_sweep(load_experiment(experiment, set_))
+    console.print(estimate_table(result))
+    for line in estimate_lines(result):
+        console.print(line, markup=False, highlight=False)
+
+
+@app.command()
+@_user_errors
+def evaluate(
+    experiment: ExperimentArg,
+    model: Annotated[
+        str, typer.Option(help="Model to score: the base model (zero-shot) or a fine-tuned id.")
+    ],
+    set_: SetOption = None,
+) -> None:
+    """Score a model on the experiment's test set without training; logs an MLflow run."""
+    from harness.config import load_experiment
+    from harness.evaluation import evaluate_model
+
+    result = evaluate_model(load_experiment(experiment, set_), model)
+    label = " (synthetic: test server)" if result.synthetic else ""
+    m = result.metrics
+    lines = [
+        f"{result.model} on {m.n_examples} test examples{label}:",
+        f"  accuracy {m.accuracy:.4f}  macro-F1 {m.macro_f1:.4f}  weighted-F1 {m.weighted_f1:.4f}"
+        + (f"  MAE {m.mae:.3f}" if m.mae is not None else ""),
+        f"  answers outside the label set: {result.out_of_set} (counted as wrong)",
+        f"  cost ${result.cost.usd:.6f} ({result.cost.inference_tokens:,} tokens){label}",
+        f"MLflow run {result.run_id}",
+    ]
+    for line in lines:
+        console.print(line, markup=False, highlight=False)
+
+
+@app.command()
+@_user_errors
 def ui(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
-    experiment: Annotated[str | None, typer.Option(help="Use this experiment's tracking URI.")] = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="Use this experiment's tracking URI.")
+    ] = None,
 ) -> None:
     """Start the MLflow UI on 127.0.0.1 over the project's tracking store."""
     from harness.config import load_experiment
@@ -128,6 +175,54 @@ def ui(
         raise typer.Exit(subprocess.call(command))
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+
+
+@app.command()
+@_user_errors
+def report(
+    experiment: ExperimentArg,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Directory for the report files (default: mlruns/reports/EXPERIMENT)."),
+    ] = None,
+    monthly_requests: Annotated[
+        int, typer.Option(help="Inference requests a month, for the cost of ownership.")
+    ] = 10_000,
+    value_per_point: Annotated[
+        float | None, typer.Option(help="Dollars one accuracy point is worth to you.")
+    ] = None,
+    budget: Annotated[
+        float | None, typer.Option(help="Most one configuration may cost, in dollars.")
+    ] = None,
+    set_: SetOption = None,
+) -> None:
+    """Is paying more buying real accuracy? Pareto front, significance, baselines, advice."""
+    from harness.config import load_experiment
+    from harness.report import (
+        ReportOptions,
+        build_report,
+        default_out_dir,
+        log_report,
+        summary_lines,
+        write_report,
+    )
+
+    exp = load_experiment(experiment, set_)
+    options = ReportOptions(
+        monthly_requests=monthly_requests, value_per_point=value_per_point, budget=budget
+    )
+    result = build_report(exp, options)
+    paths = write_report(result, out or default_out_dir(exp))
+    problems = log_report(result, paths)
+    for line in summary_lines(result):
+        console.print(line, markup=False, highlight=False)
+    console.print()
+    for name in ("markdown", "html"):
+        console.print(f"{name:>8}  {paths[name]}", markup=False, highlight=False)
+    if result.parent_run_id and not problems:
+        console.print(f"Logged on MLflow run {result.parent_run_id}; front tagged pareto=true.")
+    for problem in problems:
+        err_console.print(f"warning: {problem}", markup=False, highlight=False)
 
 
 def main() -> None:

@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from harness.errors import ConfigError
 
@@ -70,7 +77,59 @@ class LocalBackendConfig(_Strict):
     models_dir: str = "mlruns/models"
 
 
-BackendConfig = Annotated[LocalBackendConfig, Field(discriminator="kind")]
+class PriceOverride(_Strict):
+    """Prices for one model in US dollars per 1M tokens, replacing the shipped table's row.
+
+    Given fields replace that row's; a model missing from the table needs `training_per_1m` and
+    both `fine_tuned_*` prices. `source` and `as_of` say where the numbers came from.
+    """
+
+    training_per_1m: float | None = Field(None, ge=0.0)
+    input_per_1m: float | None = Field(None, ge=0.0)
+    output_per_1m: float | None = Field(None, ge=0.0)
+    fine_tuned_input_per_1m: float | None = Field(None, ge=0.0)
+    fine_tuned_output_per_1m: float | None = Field(None, ge=0.0)
+    source: str = "experiment config"
+    as_of: str | None = None
+
+
+class OpenAIBackendConfig(_Strict):
+    """The OpenAI fine-tuning API, or any endpoint that speaks it (Azure OpenAI, a proxy).
+
+    The API key is deliberately not a field: it is read only from the `OPENAI_API_KEY`
+    environment variable, so it can never end up in an experiment file or in MLflow.
+    """
+
+    kind: Literal["openai"]
+    model: str = "gpt-4.1-nano-2025-04-14"
+    # None: `OPENAI_BASE_URL` from the environment, else OpenAI itself.
+    base_url: str | None = None
+    max_concurrency: int = Field(4, ge=1, le=64)  # fine-tuning jobs in flight at once
+    eval_concurrency: int = Field(8, ge=1, le=256)  # inference requests in flight at once
+    max_retries: int = Field(6, ge=0, le=20)  # per request, exponential backoff on 429 / 5xx
+    request_timeout: float = Field(60.0, gt=0.0)
+    max_tokens_per_example: int = Field(4096, ge=8)
+    min_examples: int = Field(10, ge=1)
+    poll_interval: float = Field(10.0, gt=0.0)  # first wait between job polls, seconds
+    poll_max_interval: float = Field(60.0, gt=0.0)  # the backoff never waits longer
+    job_timeout: float | None = Field(None, gt=0.0)  # seconds; None waits as long as it takes
+    evaluate_checkpoints: bool = True
+    top_logprobs: int = Field(5, ge=1, le=20)
+    estimate_margin: float = Field(0.10, ge=0.0, le=1.0)  # added to token-count estimates
+    suffix: str = Field("harness", pattern=r"^[a-z0-9-]{1,40}$")
+    # Set from `dataset.system_prompt` unless given; the chat format's system message.
+    system_prompt: str | None = None
+    prices: dict[str, PriceOverride] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {value!r}")
+        return value
+
+
+BackendConfig = Annotated[LocalBackendConfig | OpenAIBackendConfig, Field(discriminator="kind")]
 
 
 class SamplerConfig(_Strict):
@@ -118,6 +177,20 @@ class ExperimentConfig(_Strict):
     budget_usd: float | None = Field(None, gt=0.0)
     tracking: TrackingConfig = TrackingConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _share_system_prompt(cls, raw: Any) -> Any:
+        """The OpenAI backend formats prompts itself, so it gets the dataset's system prompt."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("backend"), dict):
+            return raw
+        backend, dataset = raw["backend"], raw.get("dataset")
+        prompt = dataset.get("system_prompt") if isinstance(dataset, dict) else None
+        if backend.get("kind") != "openai" or prompt is None:
+            return raw
+        if backend.get("system_prompt") not in (None, prompt):
+            raise ValueError("backend.system_prompt differs from dataset.system_prompt; set one")
+        return {**raw, "backend": {**backend, "system_prompt": prompt}}
+
 
 @dataclass(frozen=True)
 class Experiment:
@@ -151,7 +224,10 @@ def find_experiment_file(name_or_path: str) -> Path:
     direct = Path(name_or_path).expanduser()
     if direct.is_file():
         return direct
-    for candidate in (Path(EXPERIMENTS_DIR) / name_or_path, Path(EXPERIMENTS_DIR) / f"{name_or_path}.yaml"):
+    for candidate in (
+        Path(EXPERIMENTS_DIR) / name_or_path,
+        Path(EXPERIMENTS_DIR) / f"{name_or_path}.yaml",
+    ):
         if candidate.is_file():
             return candidate
     known = sorted(p.stem for p in Path(EXPERIMENTS_DIR).glob("*.yaml"))

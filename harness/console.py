@@ -10,14 +10,15 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.progress import Progress as RichProgress
 from rich.table import Table
 
+from harness.backends.base import Progress
 from harness.records import Cost, TrialResult, TrialSpec
 from harness.study import pareto_numbers
 
@@ -25,7 +26,7 @@ from harness.study import pareto_numbers
 class _TrainingBar:
     """The backend-facing Progress: one bar, re-labelled for every epoch."""
 
-    def __init__(self, bars: Progress):
+    def __init__(self, bars: RichProgress):
         self._bars = bars
         self._task: TaskID | None = None
 
@@ -49,7 +50,7 @@ class RichView:
 
     def __init__(self, console: Console):
         self.console = console
-        self.bars = Progress(
+        self.bars = RichProgress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
@@ -58,7 +59,7 @@ class RichView:
             console=console,
             transient=True,
         )
-        self.progress = _TrainingBar(self.bars)
+        self.progress: Progress = _TrainingBar(self.bars)
         self._sweep_task: TaskID | None = None
 
     def __enter__(self) -> RichView:
@@ -70,7 +71,9 @@ class RichView:
 
     def sweep_started(self, study_name: str, done: int, target: int) -> None:
         if done:
-            self.console.print(f"Resuming study [bold]{study_name}[/]: {done} of {target} trials done.")
+            self.console.print(
+                f"Resuming study [bold]{study_name}[/]: {done} of {target} trials done."
+            )
         else:
             self.console.print(f"Starting study [bold]{study_name}[/]: {target} trials.")
         self._sweep_task = self.bars.add_task("trials", total=target, completed=done)

@@ -30,5 +30,12 @@ class BackendError(HarnessError):
     """A backend could not train or predict (model missing, API refused, job failed)."""
 
 
+class TrainingRefused(BackendError):
+    """The provider takes no new fine-tuning jobs (OpenAI: HTTP 403 training_not_available).
+
+    The sweep stops on it instead of failing every remaining trial the same way.
+    """
+
+
 class BudgetExceeded(HarnessError):
     """Running the next trial could spend more than the sweep's budget allows."""

@@ -75,6 +75,9 @@ class EpochResult:
     train_loss: float | None
     cost_so_far: Cost
     checkpoint: str | None = None
+    # Test-set accuracy of this epoch's checkpoint, where a backend can call checkpoints (OpenAI
+    # keeps the last three): extra points for the accuracy-against-cost front.
+    test_accuracy: float | None = None
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,9 @@ def score(
     label_list = list(labels)
     return Metrics(
         accuracy=float(accuracy_score(y_true, y_pred)),
-        macro_f1=float(f1_score(y_true, y_pred, labels=label_list, average="macro", zero_division=0)),
+        macro_f1=float(
+            f1_score(y_true, y_pred, labels=label_list, average="macro", zero_division=0)
+        ),
         weighted_f1=float(
             f1_score(y_true, y_pred, labels=label_list, average="weighted", zero_division=0)
         ),

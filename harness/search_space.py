@@ -71,7 +71,9 @@ def load_search_space(path: Path) -> SearchSpace:
         raise ConfigError(f"{path}: unknown parameter {unknown[0]!r} (allowed: {allowed})")
     missing = [name for name in REQUIRED if name not in raw]
     if missing:
-        raise ConfigError(f"{path}: missing parameter {missing[0]!r} (required: {', '.join(REQUIRED)})")
+        raise ConfigError(
+            f"{path}: missing parameter {missing[0]!r} (required: {', '.join(REQUIRED)})"
+        )
     distributions: dict[str, BaseDistribution] = {}
     fixed: dict[str, Any] = {}
     for name, value in raw.items():

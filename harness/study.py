@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
@@ -28,7 +29,10 @@ from harness.search_space import SearchSpace
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120
 MAX_RETRIES = 2
-DIRECTIONS = {"accuracy": "maximize", "cost": "minimize"}
+DIRECTIONS: dict[str, Literal["maximize", "minimize"]] = {
+    "accuracy": "maximize",
+    "cost": "minimize",
+}
 
 
 @dataclass
@@ -73,7 +77,9 @@ def _cost_constraint(experiment: Experiment):  # type: ignore[no-untyped-def]
     return constraint
 
 
-def open_study(experiment: Experiment, space: SearchSpace, storage_url: str | None = None) -> StudyHandle:
+def open_study(
+    experiment: Experiment, space: SearchSpace, storage_url: str | None = None
+) -> StudyHandle:
     """Create the study or load it if it exists; refuse to resume with other objectives."""
     url = _prepare_storage_url(storage_url or experiment.config.study.storage)
     retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
@@ -124,11 +130,11 @@ def recover_crashed_trials(handle: StudyHandle) -> list[FrozenTrial]:
     failed: list[FrozenTrial] = []
     for trial in handle.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = trial.user_attrs.get("pid")
-        if trial.user_attrs.get("host") == host and isinstance(pid, int) and not _pid_alive(pid):
-            # Same machine, process gone: no need to wait for the heartbeat grace period.
-            if handle.storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-                failed.append(handle.storage.get_trial(trial._trial_id))
-                handle.retry(handle.study, failed[-1])
+        gone = trial.user_attrs.get("host") == host and isinstance(pid, int) and not _pid_alive(pid)
+        # Same machine, process gone: no need to wait for the heartbeat grace period.
+        if gone and handle.storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+            failed.append(handle.storage.get_trial(trial._trial_id))
+            handle.retry(handle.study, failed[-1])
     before = {t.number for t in handle.study.get_trials(states=(TrialState.FAIL,))}
     fail_stale_trials(handle.study)
     failed += [

@@ -1,13 +1,16 @@
 """The sweep: ask the study for a configuration, run it on the backend, log it, tell the study.
 
 Everything a user can get wrong (config, search space, data) is checked before the study or the
-tracking store is touched, so a bad input never leaves half a study behind.
+tracking store is touched, so a bad input never leaves half a study behind. A local backend runs
+one trial at a time in this thread; a remote backend (jobs that wait on a server) runs up to
+`backend.max_concurrency` trials in worker threads, while this thread alone talks to the study.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,12 +18,14 @@ from optuna.trial import Trial, TrialState
 
 from harness.backends import load_backend
 from harness.backends.base import Backend, PreparedData, Progress
+from harness.budget import Budget
 from harness.config import Experiment
 from harness.data import DataReport, prepare_data
-from harness.errors import BackendError, HarnessError
+from harness.errors import BackendError, TrainingRefused
+from harness.journal import TrialJournal
 from harness.records import Cost, EpochResult, TrialResult, TrialSpec
 from harness.scoring import score
-from harness.search_space import SearchSpace, load_search_space
+from harness.search_space import load_search_space
 from harness.study import (
     StudyHandle,
     ask,
@@ -61,8 +66,18 @@ class SweepOutcome:
     parent_run_id: str | None = None
 
 
-def prepare_experiment(experiment: Experiment, backend: Backend | None = None) -> tuple[PreparedData, DataReport]:
-    """Load, dedupe and split the experiment's dataset (token statistics when a backend is given)."""
+@dataclass
+class _Launched:
+    trial: Trial
+    spec: TrialSpec
+    run_id: str | None
+    estimate: Cost
+
+
+def prepare_experiment(
+    experiment: Experiment, backend: Backend | None = None
+) -> tuple[PreparedData, DataReport]:
+    """Load, dedupe and split the experiment's dataset (token statistics given a backend)."""
     return prepare_data(
         experiment.config.dataset,
         seed=experiment.config.seed,
@@ -73,10 +88,7 @@ def prepare_experiment(experiment: Experiment, backend: Backend | None = None) -
 
 
 def run_sweep(
-    experiment: Experiment,
-    view: SweepView,
-    add_trials: int = 0,
-    track: bool = True,
+    experiment: Experiment, view: SweepView, add_trials: int = 0, track: bool = True
 ) -> SweepOutcome:
     """Run the study until it holds `study.n_trials` (+ `add_trials`) completed trials."""
     space = load_search_space(experiment.resolve_path(experiment.config.search_space))
@@ -97,39 +109,48 @@ def run_sweep(
 
     target = max(experiment.config.study.n_trials, len(completed_trials(study))) + add_trials
     view.sweep_started(experiment.study_name, len(completed_trials(study)), target)
+    budget = Budget.from_study(experiment.config.budget_usd, study)
     attempts_left = 2 * target  # failures count too, so a broken backend cannot loop forever
-    while len(completed_trials(study)) < target and attempts_left > 0:
-        attempts_left -= 1
-        trial = ask(handle, space)
-        spec = spec_from_trial(trial, space, experiment)
-        estimate = backend.estimate(spec, data)
-        refusal = _budget_refusal(experiment, study, estimate)
-        if refusal:
-            study.tell(trial, state=TrialState.FAIL)
-            outcome.stopped = refusal
-            break
-        view.trial_started(spec, estimate)
-        run_id = tracker.start_trial(spec, backend.kind)
-        trial.set_user_attr("mlflow_run_id", run_id)
-        try:
-            with heartbeat(handle, trial):
-                result = run_trial(spec, data, backend, lambda e: _on_epoch(tracker, run_id, trial, e))
-        except HarnessError as exc:
-            _fail(trial, tracker, run_id, spec, str(exc), outcome, view)
-            if not isinstance(exc, BackendError):
-                raise
-            continue
-        except KeyboardInterrupt:
-            _fail(trial, tracker, run_id, spec, "interrupted", outcome, view, status="KILLED")
-            raise
-        tracker.finish_trial(run_id, result, data)
-        _tell(trial, handle, result)
-        outcome.results.append(result)
-        view.trial_finished(result)
+    running: dict[Future[TrialResult], _Launched] = {}
+    with _executor(backend) as pool:
+        while True:
+            # Launch while there is room, trials left to run, and budget to reserve.
+            while (
+                outcome.stopped is None
+                and attempts_left > 0
+                and len(running) < max(1, backend.max_concurrency)
+                and len(completed_trials(study)) + len(running) < target
+            ):
+                attempts_left -= 1
+                trial = ask(handle, space)
+                spec = spec_from_trial(trial, space, experiment)
+                estimate = backend.estimate(spec, data)
+                outcome.stopped = budget.reserve(trial.number, estimate)
+                if outcome.stopped:
+                    study.tell(trial, state=TrialState.FAIL)
+                    break
+                view.trial_started(spec, estimate)
+                run_id = tracker.start_trial(spec, backend.kind)
+                _reset_trial_attrs(trial, run_id)
+                journal = TrialJournal(trial, tracker, run_id)
+                on_epoch = _epoch_logger(tracker, run_id, trial)
+                future = pool.submit(
+                    _run_with_heartbeat, handle, trial, spec, data, backend, on_epoch, journal
+                )
+                running[future] = _Launched(trial, spec, run_id, estimate)
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                _collect(future, running.pop(future), handle, tracker, data, budget, outcome, view)
 
     front = pareto_numbers(study)
     tracker.mark_pareto(
-        {t.user_attrs["mlflow_run_id"]: t.number in front for t in completed_trials(study) if t.user_attrs.get("mlflow_run_id")}
+        {
+            t.user_attrs["mlflow_run_id"]: t.number in front
+            for t in completed_trials(study)
+            if t.user_attrs.get("mlflow_run_id")
+        }
     )
     tracker.finish_study()
     return outcome
@@ -140,10 +161,11 @@ def run_trial(
     data: PreparedData,
     backend: Backend,
     on_epoch: Callable[[EpochResult], bool],
+    journal: TrialJournal | None = None,
 ) -> TrialResult:
     """Fine-tune one configuration, then score it once on the test set."""
     started = time.perf_counter()
-    model = backend.fine_tune(spec, data, on_epoch)
+    model = backend.fine_tune(spec, data, on_epoch, journal)
     predictions, eval_cost = backend.predict(model.model_ref, data.test.texts)
     metrics = score(data.test.labels, [p.label for p in predictions], data.labels, data.ordinal)
     return TrialResult(
@@ -156,15 +178,100 @@ def run_trial(
     )
 
 
-def _on_epoch(tracker: NullTracker, run_id: str | None, trial: Trial, epoch: EpochResult) -> bool:
-    tracker.log_epoch(run_id, epoch)
-    # Kept in the study as well as in MLflow so reports can draw per-epoch curves from either.
-    for key, value in (
-        ("valid_accuracy_by_epoch", epoch.valid_accuracy),
-        ("cost_usd_by_epoch", epoch.cost_so_far.usd),
-    ):
-        trial.set_user_attr(key, [*trial.user_attrs.get(key, []), value])
-    return False
+def _run_with_heartbeat(
+    handle: StudyHandle,
+    trial: Trial,
+    spec: TrialSpec,
+    data: PreparedData,
+    backend: Backend,
+    on_epoch: Callable[[EpochResult], bool],
+    journal: TrialJournal,
+) -> TrialResult:
+    with heartbeat(handle, trial):
+        return run_trial(spec, data, backend, on_epoch, journal)
+
+
+def _collect(
+    future: Future[TrialResult],
+    launched: _Launched,
+    handle: StudyHandle,
+    tracker: NullTracker,
+    data: PreparedData,
+    budget: Budget,
+    outcome: SweepOutcome,
+    view: SweepView,
+) -> None:
+    """Record a finished trial: tell the study, close its MLflow run, settle its reservation."""
+    trial, spec, run_id = launched.trial, launched.spec, launched.run_id
+    try:
+        result = future.result()
+    except KeyboardInterrupt:
+        _fail(trial, tracker, run_id, spec, "interrupted", outcome, view, status="KILLED")
+        raise
+    except BackendError as exc:
+        budget.settle(trial.number, None)
+        _fail(trial, tracker, run_id, spec, str(exc), outcome, view)
+        if isinstance(exc, TrainingRefused):
+            outcome.stopped = str(exc)
+        return
+    except BaseException as exc:
+        _fail(trial, tracker, run_id, spec, f"{type(exc).__name__}: {exc}", outcome, view)
+        raise
+    budget.settle(trial.number, result.total_cost)
+    tracker.finish_trial(run_id, result, data)
+    _tell(trial, handle, result)
+    outcome.results.append(result)
+    view.trial_finished(result)
+
+
+def _executor(backend: Backend) -> Any:
+    """Worker threads for remote backends; the calling thread itself for one-at-a-time ones, so
+    Ctrl-C stops local training at once instead of waiting for a worker thread to finish."""
+    if backend.max_concurrency > 1:
+        return ThreadPoolExecutor(max_workers=backend.max_concurrency, thread_name_prefix="trial")
+    return _InlineExecutor()
+
+
+class _InlineExecutor:
+    def __enter__(self) -> _InlineExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def submit(self, fn: Callable[..., TrialResult], *args: Any) -> Future[TrialResult]:
+        future: Future[TrialResult] = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # handed to _collect, which re-raises Ctrl-C after cleanup
+            future.set_exception(exc)
+        return future
+
+
+def _reset_trial_attrs(trial: Trial, run_id: str | None) -> None:
+    # A retried trial inherits its predecessor's user attrs: keep the journal (the job id to
+    # reattach to), start the per-run records afresh.
+    trial.set_user_attr("mlflow_run_id", run_id)
+    for key in ("valid_accuracy_by_epoch", "cost_usd_by_epoch", "checkpoint_test_accuracy"):
+        trial.set_user_attr(key, [])
+
+
+def _epoch_logger(
+    tracker: NullTracker, run_id: str | None, trial: Trial
+) -> Callable[[EpochResult], bool]:
+    def on_epoch(epoch: EpochResult) -> bool:
+        tracker.log_epoch(run_id, epoch)
+        # Kept in the study as well as in MLflow so reports can draw per-epoch curves from either.
+        values = {
+            "valid_accuracy_by_epoch": epoch.valid_accuracy,
+            "cost_usd_by_epoch": epoch.cost_so_far.usd,
+            "checkpoint_test_accuracy": epoch.test_accuracy,
+        }
+        for key, value in values.items():
+            trial.set_user_attr(key, [*trial.user_attrs.get(key, []), value])
+        return False
+
+    return on_epoch
 
 
 def _tell(trial: Trial, handle: StudyHandle, result: TrialResult) -> None:
@@ -174,6 +281,7 @@ def _tell(trial: Trial, handle: StudyHandle, result: TrialResult) -> None:
         "train_cost_usd": result.model.train_cost.usd,
         "eval_cost_usd": result.eval_cost.usd,
         "compute_seconds": cost.compute_seconds,
+        "trained_tokens": cost.trained_tokens,
         "wall_seconds": result.wall_seconds,
         "test_accuracy": result.metrics.accuracy,
         "test_macro_f1": result.metrics.macro_f1,
@@ -205,21 +313,7 @@ def _fail(
     view.trial_failed(spec, reason)
 
 
-def _budget_refusal(experiment: Experiment, study: Any, estimate: Cost) -> str | None:
-    """Why the next trial may not start (budget), or None when it may."""
-    budget = experiment.config.budget_usd
-    if budget is None:
-        return None
-    spent = sum(float(t.user_attrs.get("cost_usd", 0.0)) for t in study.get_trials(deepcopy=False))
-    if spent + estimate.usd > budget:
-        return (
-            f"budget: ${spent:.4f} of ${budget:.4f} spent; the next trial is estimated at "
-            f"${estimate.usd:.4f}, so the sweep stops here (raise budget_usd to go on)"
-        )
-    return None
-
-
-def _space_summary(space: SearchSpace) -> dict[str, Any]:
+def _space_summary(space: Any) -> dict[str, Any]:
     summary: dict[str, Any] = {name: repr(dist) for name, dist in space.distributions.items()}
-    summary.update({name: value for name, value in space.fixed.items()})
+    summary.update(space.fixed)
     return summary

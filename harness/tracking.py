@@ -35,9 +35,7 @@ def tracking_uri(experiment: Experiment | None = None) -> str:
 def redact(value: Any) -> Any:
     """Copy of a config structure with anything that looks like a credential blanked out."""
     if isinstance(value, dict):
-        return {
-            k: "***" if _SECRET_KEY.search(str(k)) else redact(v) for k, v in value.items()
-        }
+        return {k: "***" if _SECRET_KEY.search(str(k)) else redact(v) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
     return value
@@ -66,6 +64,9 @@ class NullTracker:
         return None
 
     def log_epoch(self, run_id: str | None, epoch: EpochResult) -> None:
+        pass
+
+    def tag(self, run_id: str | None, key: str, value: str) -> None:
         pass
 
     def finish_trial(self, run_id: str | None, result: TrialResult, data: PreparedData) -> None:
@@ -130,13 +131,22 @@ class MlflowTracker(NullTracker):
         import pandas as pd
         from mlflow.entities import DatasetInput, InputTag
 
-        splits = {"train": self.data.train, "validation": self.data.validation, "test": self.data.test}
+        splits = {
+            "train": self.data.train,
+            "validation": self.data.validation,
+            "test": self.data.test,
+        }
         frame = pd.concat(
             pd.DataFrame({"text": s.texts, "label": s.labels, "split": name})
             for name, s in splits.items()
         )
-        dataset = self._mlflow.data.from_pandas(
-            frame, source=self.data.name, targets="label", name=self.data.name,
+        from mlflow.data.pandas_dataset import from_pandas
+
+        dataset = from_pandas(
+            frame,
+            source=self.data.name,
+            targets="label",
+            name=self.data.name,
             digest=self.data.digest[:20],
         )
         tag = InputTag(key="mlflow.data.context", value="train/validation/test")
@@ -159,6 +169,10 @@ class MlflowTracker(NullTracker):
         self.client.log_dict(run_id, redact(self.experiment.raw), "config.yaml")
         return run_id
 
+    def tag(self, run_id: str | None, key: str, value: str) -> None:
+        if run_id is not None:
+            self.client.set_tag(run_id, key, value)
+
     def log_epoch(self, run_id: str | None, epoch: EpochResult) -> None:
         if run_id is None:
             return
@@ -167,6 +181,7 @@ class MlflowTracker(NullTracker):
             "valid_loss": epoch.valid_loss,
             "train_loss": epoch.train_loss,
             "epoch_cost_usd": epoch.cost_so_far.usd,
+            "checkpoint_test_accuracy": epoch.test_accuracy,
         }
         self._log_metrics(run_id, values, step=epoch.epoch)
 
@@ -245,7 +260,11 @@ def write_trial_artifacts(result: TrialResult, data: PreparedData, out: Path) ->
             "correct": [t == p for t, p in zip(data.test.labels, predicted, strict=True)],
         }
     )
-    paths = [out / "predictions.csv", out / "classification_report.txt", out / "confusion_matrix.png"]
+    paths = [
+        out / "predictions.csv",
+        out / "classification_report.txt",
+        out / "confusion_matrix.png",
+    ]
     table.to_csv(paths[0], index=False)
     paths[1].write_text(report_text(data.test.labels, predicted, data.labels), encoding="utf-8")
     _plot_confusion(data.test.labels, predicted, data.labels, paths[2], result.spec.run_name())

@@ -12,7 +12,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
-_GOOD = ["a delight", "wonderful", "moving and funny", "a triumph", "beautifully acted", "great fun"]
+_GOOD = [
+    "a delight",
+    "wonderful",
+    "moving and funny",
+    "a triumph",
+    "beautifully acted",
+    "great fun",
+]
 _BAD = ["a mess", "dull", "tedious and long", "a disaster", "badly acted", "a waste of time"]
 _SUBJECTS = ["The film", "This movie", "The sequel", "Its second half", "The whole thing"]
 
@@ -42,7 +49,9 @@ def review_rows(n_per_class: int, seed: int = 0) -> list[tuple[str, str]]:
     return rows
 
 
-def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("text", "label")) -> Path:
+def write_csv(
+    path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("text", "label")
+) -> Path:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)

@@ -73,7 +73,9 @@ def test_missing_required_key(tmp_path: Path) -> None:
 
 def test_bad_value_names_field(tmp_path: Path) -> None:
     path = _write(tmp_path, BASE + "study: {n_trials: 0}\n")
-    with pytest.raises(ConfigError, match="study.n_trials: Input should be greater than or equal to 1"):
+    with pytest.raises(
+        ConfigError, match=r"study\.n_trials: Input should be greater than or equal to 1"
+    ):
         load_experiment(str(path))
 
 
@@ -86,7 +88,7 @@ def test_invalid_yaml_names_line(tmp_path: Path) -> None:
 def test_missing_experiment_lists_known(tmp_path: Path) -> None:
     (tmp_path / "experiments").mkdir()
     (tmp_path / "experiments" / "demo.yaml").write_text(BASE)
-    with pytest.raises(ConfigError, match="no such experiment file. Known experiments: demo"):
+    with pytest.raises(ConfigError, match=r"no such experiment file\. Known experiments: demo"):
         load_experiment("dmeo")
     assert load_experiment("demo").name == "demo"
 
@@ -106,5 +108,5 @@ def test_set_overrides_are_revalidated(tmp_path: Path) -> None:
 
 def test_objectives_are_checked(tmp_path: Path) -> None:
     path = _write(tmp_path, BASE + "study: {objectives: [cost]}\n")
-    with pytest.raises(ConfigError, match="study.objectives"):
+    with pytest.raises(ConfigError, match=r"study\.objectives"):
         load_experiment(str(path))

@@ -12,7 +12,9 @@ from harness.search_space import load_search_space
 from tests.conftest import ROOT
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "search_spaces").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "search_spaces").glob("*.yaml")), ids=lambda p: p.name
+)
 def test_every_shipped_search_space_loads(path: Path) -> None:
     space = load_search_space(path)
     assert space.distributions
@@ -44,12 +46,24 @@ def test_short_form_becomes_optuna_distributions(tmp_path: Path) -> None:
     ("text", "message"),
     [
         (GOOD + "warmup: 3\n", "unknown parameter 'warmup'"),
-        (GOOD.replace("n_epochs: {type: int, low: 1, high: 4}\n", ""), "missing parameter 'n_epochs'"),
-        (GOOD.replace("type: int", "type: integer"), "n_epochs: type must be int, float or categorical"),
+        (
+            GOOD.replace("n_epochs: {type: int, low: 1, high: 4}\n", ""),
+            "missing parameter 'n_epochs'",
+        ),
+        (
+            GOOD.replace("type: int", "type: integer"),
+            "n_epochs: type must be int, float or categorical",
+        ),
         (GOOD.replace("low: 1, high: 4", "low: 4, high: 1"), "n_epochs: "),
         (GOOD.replace("low: 0.1,", "low: -0.1,"), "learning_rate_multiplier: must be positive"),
-        (GOOD.replace("choices: [8, 16]", "choices: []"), "batch_size: choices must be a non-empty list"),
-        (GOOD.replace("choices: [8, 16]", "choices: [8, big]"), "batch_size: expected int, got 'big'"),
+        (
+            GOOD.replace("choices: [8, 16]", "choices: []"),
+            "batch_size: choices must be a non-empty list",
+        ),
+        (
+            GOOD.replace("choices: [8, 16]", "choices: [8, big]"),
+            "batch_size: expected int, got 'big'",
+        ),
         (GOOD.replace("high: 4}", "high: 4, lgo: true}"), "n_epochs: unknown key 'lgo'"),
         ("[1, 2]", "expected a mapping"),
     ],

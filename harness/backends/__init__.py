@@ -11,6 +11,7 @@ from harness.errors import ConfigError
 
 REGISTRY: dict[str, str] = {
     "local": "harness.backends.local:LocalBackend",
+    "openai": "harness.backends.openai:OpenAIBackend",
 }
 
 
@@ -18,7 +19,9 @@ def load_backend(config: Any, progress: Progress | None = None) -> Backend:
     """Instantiate the backend named by `config.kind` with its config and a progress sink."""
     target = REGISTRY.get(config.kind)
     if target is None:
-        raise ConfigError(f"backend.kind: unknown backend {config.kind!r} (known: {', '.join(REGISTRY)})")
+        raise ConfigError(
+            f"backend.kind: unknown backend {config.kind!r} (known: {', '.join(REGISTRY)})"
+        )
     module_name, _, class_name = target.partition(":")
     backend_class = getattr(importlib.import_module(module_name), class_name)
     backend: Backend = backend_class(config, progress=progress or NullProgress())

@@ -46,6 +46,31 @@ class PreparedData:
     name: str
 
 
+class Journal(Protocol):
+    """Durable notes about one trial that survive a crash (Optuna user attrs + MLflow tags).
+
+    A remote backend records its job id here *before* waiting on the job; when a killed sweep is
+    run again, the retried trial recalls the id and reattaches instead of paying for a new job.
+    """
+
+    def recall(self, key: str) -> str | None: ...
+
+    def record(self, key: str, value: str) -> None: ...
+
+
+class MemoryJournal:
+    """A journal that lives as long as the object: for library use and tests."""
+
+    def __init__(self, notes: dict[str, str] | None = None) -> None:
+        self.notes: dict[str, str] = dict(notes or {})
+
+    def recall(self, key: str) -> str | None:
+        return self.notes.get(key)
+
+    def record(self, key: str, value: str) -> None:
+        self.notes[key] = value
+
+
 class Progress(Protocol):
     """Where a backend reports training progress (the CLI draws it as a progress bar)."""
 
@@ -73,6 +98,9 @@ class Backend(Protocol):
     """What the sweep needs from a fine-tuning backend."""
 
     kind: str
+    # How many trials the sweep may run at once: 1 for a local device, more for remote jobs
+    # that mostly wait on a server.
+    max_concurrency: int
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text with this backend's tokenizer (for data reports and estimates)."""
@@ -91,7 +119,11 @@ class Backend(Protocol):
         ...
 
     def fine_tune(
-        self, spec: TrialSpec, data: PreparedData, on_epoch: EpochCallback
+        self,
+        spec: TrialSpec,
+        data: PreparedData,
+        on_epoch: EpochCallback,
+        journal: Journal | None = None,
     ) -> TrainedModel:
         """Train one configuration on `data.train`, evaluating on `data.validation` each epoch.
 
@@ -100,6 +132,8 @@ class Backend(Protocol):
             data: The prepared data; `data.test` must not be touched here.
             on_epoch: Called with every epoch's validation result; if it returns True the backend
                 stops and returns the model as it stands.
+            journal: Where to record what must survive a crash (a remote job id) and where to
+                find it again when the trial is retried; None means nothing is kept.
 
         Returns:
             A reference `predict` accepts, the per-epoch results and the training cost.

@@ -1,0 +1,156 @@
+"""A whole small sweep on the real MiniLM, asserted through MlflowClient and the Optuna storage."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from harness.backends.base import NullProgress
+from harness.config import load_experiment
+from harness.records import Cost, TrialResult, TrialSpec
+from harness.search_space import load_search_space
+from harness.study import open_study, recover_crashed_trials
+from harness.sweep import run_sweep
+from tests.conftest import write_experiment
+
+pytestmark = pytest.mark.slow
+
+PARAMS = {
+    "n_epochs",
+    "learning_rate_multiplier",
+    "batch_size",
+    "base_model",
+    "backend",
+    "train_examples",
+}
+METRICS = {
+    "test_accuracy",
+    "test_macro_f1",
+    "test_weighted_f1",
+    "cost_usd",
+    "train_cost_usd",
+    "eval_cost_usd",
+    "trained_tokens",
+    "wall_seconds",
+}
+
+
+class RecordingView:
+    """A SweepView that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.progress = NullProgress()
+        self.started: list[TrialSpec] = []
+        self.finished: list[TrialResult] = []
+        self.failed: list[tuple[TrialSpec, str]] = []
+        self.sweeps: list[tuple[int, int]] = []
+
+    def sweep_started(self, study_name: str, done: int, target: int) -> None:
+        self.sweeps.append((done, target))
+
+    def trial_started(self, spec: TrialSpec, estimate: Cost) -> None:
+        self.started.append(spec)
+
+    def trial_finished(self, result: TrialResult) -> None:
+        self.finished.append(result)
+
+    def trial_failed(self, spec: TrialSpec, reason: str) -> None:
+        self.failed.append((spec, reason))
+
+    def message(self, text: str) -> None:
+        pass
+
+
+def _runs(client: MlflowClient) -> tuple[list, list]:
+    experiment = client.get_experiment_by_name("tiny")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def test_sweep_tracks_every_trial_and_resumes(tmp_path: Path, tiny_csv: Path) -> None:
+    path = write_experiment(tmp_path, tiny_csv)
+    experiment = load_experiment(str(path))
+    view = RecordingView()
+
+    outcome = run_sweep(experiment, view)
+
+    assert len(outcome.results) == 2 and not outcome.failures
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db")
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 2
+    for trial in complete:
+        accuracy, cost = trial.values
+        assert 0.0 <= accuracy <= 1.0 and cost > 0.0
+        assert len(trial.user_attrs["valid_accuracy_by_epoch"]) == trial.params["n_epochs"]
+
+    client = MlflowClient("sqlite:///mlruns/mlflow.db")
+    parents, children = _runs(client)
+    assert len(parents) == 1 and len(children) == 2
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.info.run_name == "study tiny"
+    assert parent.inputs.dataset_inputs, "the dataset is logged as an MLflow input"
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.info.run_name.startswith("t00") and " ep=" in child.info.run_name
+        assert set(child.data.params) >= PARAMS
+        assert set(child.data.metrics) >= METRICS
+        assert child.data.tags["pareto"] in {"true", "false"}
+        history = client.get_metric_history(child.info.run_id, "valid_accuracy")
+        assert [m.step for m in history] == list(range(1, int(child.data.params["n_epochs"]) + 1))
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {
+            "predictions.csv",
+            "confusion_matrix.png",
+            "classification_report.txt",
+            "config.yaml",
+        } <= artifacts
+    assert any(c.data.tags["pareto"] == "true" for c in children)
+
+    # The same command again resumes: nothing new to run, same parent run.
+    again = run_sweep(load_experiment(str(path)), RecordingView())
+    assert again.results == [] and again.parent_run_id == parent.info.run_id
+    # --add extends the same study by one trial, logged under the same parent.
+    more = run_sweep(load_experiment(str(path)), RecordingView(), add_trials=1)
+    assert len(more.results) == 1 and more.results[0].spec.number == 2
+    parents, children = _runs(client)
+    assert len(parents) == 1 and len(children) == 3
+
+
+def test_budget_stops_the_sweep_before_spending(tmp_path: Path, tiny_csv: Path) -> None:
+    path = write_experiment(tmp_path, tiny_csv, budget_usd=1e-9)
+    outcome = run_sweep(load_experiment(str(path)), RecordingView())
+    assert outcome.results == []
+    assert outcome.stopped is not None and "budget" in outcome.stopped
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db")
+    assert not study.get_trials(states=(TrialState.COMPLETE,))
+
+
+def test_crashed_worker_trial_is_failed_and_retried(tmp_path: Path, tiny_csv: Path) -> None:
+    path = write_experiment(tmp_path, tiny_csv)
+    experiment = load_experiment(str(path))
+    space = load_search_space(experiment.resolve_path(experiment.config.search_space))
+    handle = open_study(experiment, space)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    trial = handle.study.ask(space.distributions)
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", dead.pid)
+    assert dead.pid != os.getpid()
+
+    failed = recover_crashed_trials(handle)
+
+    assert [t.number for t in failed] == [trial.number]
+    waiting = handle.study.get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == 1 and waiting[0].params == trial.params
