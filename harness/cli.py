@@ -85,16 +85,34 @@ def prepare(
 def sweep(
     experiment: ExperimentArg,
     add: Annotated[int, typer.Option(help="Run this many trials beyond study.n_trials.")] = 0,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Go on when the worst case exceeds the budget.")
+    ] = False,
     set_: SetOption = None,
 ) -> None:
-    """Run (or resume) the experiment's study and print the trials with the Pareto front."""
+    """Run (or resume) the experiment's study and print the trials with the Pareto front.
+
+    The budget is a hard cap: every trial reserves its worst-case cost before it starts. When the
+    worst case of the whole sweep exceeds the budget, the sweep asks first (--yes: go on and
+    stop when the budget is used up).
+    """
     from harness.config import load_experiment
     from harness.console import RichView, trials_table
     from harness.sweep import run_sweep
 
+    def confirm(worst: Any, limit: float) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            return False
+        return typer.confirm(
+            f"Worst case ${worst.usd:.4f} exceeds the budget ${limit:.4f}; trials stop when "
+            "the budget is used up. Go on?"
+        )
+
     exp = load_experiment(experiment, set_)
     with RichView(console) as view:
-        outcome = run_sweep(exp, view, add_trials=add)
+        outcome = run_sweep(exp, view, add_trials=add, confirm=confirm)
     if outcome.stopped:
         console.print(f"[yellow]{outcome.stopped}[/]")
     console.print(trials_table(outcome.handle.study, f"study {exp.study_name}  (* = Pareto front)"))
@@ -215,14 +233,97 @@ def report(
     paths = write_report(result, out or default_out_dir(exp))
     problems = log_report(result, paths)
     for line in summary_lines(result):
-        console.print(line, markup=False, highlight=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     console.print()
     for name in ("markdown", "html"):
-        console.print(f"{name:>8}  {paths[name]}", markup=False, highlight=False)
+        console.print(f"{name:>8}  {paths[name]}", markup=False, highlight=False, soft_wrap=True)
     if result.parent_run_id and not problems:
         console.print(f"Logged on MLflow run {result.parent_run_id}; front tagged pareto=true.")
     for problem in problems:
         err_console.print(f"warning: {problem}", markup=False, highlight=False)
+
+
+@app.command()
+@_user_errors
+def promote(
+    experiment: ExperimentArg,
+    trial: Annotated[
+        int | None,
+        typer.Option(help="Trial number to promote (default: best test accuracy on the front)."),
+    ] = None,
+    alias: Annotated[str, typer.Option(help="Registry alias to point at the model.")] = "champion",
+    set_: SetOption = None,
+) -> None:
+    """Register a trial's model in the MLflow model registry under an alias."""
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from harness.config import load_experiment
+    from harness.registry import promote as promote_trial
+
+    done = promote_trial(load_experiment(experiment, set_), trial_number=trial, alias=alias)
+    console.print(f"Chose {done.reason}", markup=False, highlight=False, soft_wrap=True)
+    action = "was already registered as" if done.reused else "registered as"
+    lines = [
+        f"Trial {done.trial_number} ({done.backend}, test accuracy {done.test_accuracy:.4f}, "
+        f"cost ${done.cost_usd:.6f}) {action} {done.name} version {done.version}; "
+        f"alias {done.alias!r} points at it.",
+        f"Model URI: {done.uri}  (logged on MLflow run {done.run_id})",
+        f'Try it:    harness predict {done.uri} "a sentence of your own"',
+    ]
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+@_user_errors
+def predict(
+    model_uri: Annotated[
+        str,
+        typer.Argument(
+            help="models:/NAME@ALIAS, models:/NAME/VERSION, or a registered name (its champion)."
+        ),
+    ],
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify.")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(help="Texts from a file: one per line, or a CSV / JSONL with a text column."),
+    ] = None,
+    column: Annotated[str, typer.Option(help="The text column of a CSV / JSONL file.")] = "text",
+    json_: Annotated[
+        bool, typer.Option("--json", help="One JSON object per text, with every label's score.")
+    ] = False,
+) -> None:
+    """Classify texts with a registered model, in the prompt format it was trained with."""
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from harness.errors import ConfigError
+    from harness.registry import load_classifier, read_texts
+
+    inputs = list(texts or []) + (read_texts(file, column) if file else [])
+    if not inputs:
+        raise ConfigError("nothing to classify: give texts as arguments or --file PATH")
+    frame = load_classifier(model_uri).predict(inputs)
+    _print_predictions(inputs, frame, json_)
+
+
+def _print_predictions(texts: list[str], frame: Any, as_json: bool) -> None:
+    import json
+
+    from rich.table import Table
+
+    scores = [c for c in frame.columns if c.startswith("score_")]
+    if as_json:
+        for text, row in zip(texts, frame.to_dict(orient="records"), strict=True):
+            record = {"text": text, "label": row["label"], "confidence": row["confidence"]}
+            record["scores"] = {c.removeprefix("score_"): row[c] for c in scores}
+            print(json.dumps(record, ensure_ascii=False))
+        return
+    table = Table("text", "label", "confidence")
+    for text, label, confidence in zip(texts, frame["label"], frame["confidence"], strict=True):
+        table.add_row(text, str(label), f"{confidence:.3f}")
+    console.print(table)
 
 
 def main() -> None:

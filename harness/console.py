@@ -63,7 +63,7 @@ class RichView:
         self._sweep_task: TaskID | None = None
 
     def __enter__(self) -> RichView:
-        self.bars.start()
+        # The bars start with the first trial, so a confirmation prompt before it stays readable.
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -76,6 +76,7 @@ class RichView:
             )
         else:
             self.console.print(f"Starting study [bold]{study_name}[/]: {target} trials.")
+        self.bars.start()
         self._sweep_task = self.bars.add_task("trials", total=target, completed=done)
 
     def trial_started(self, spec: TrialSpec, estimate: Cost) -> None:

@@ -7,6 +7,8 @@ before the backend starts waiting on anything.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from optuna.trial import Trial
 
 from harness.tracking import NullTracker
@@ -17,14 +19,26 @@ PREFIX = "journal."
 class TrialJournal:
     """The `harness.backends.base.Journal` of one Optuna trial and its MLflow run."""
 
-    def __init__(self, trial: Trial, tracker: NullTracker, run_id: str | None) -> None:
+    def __init__(
+        self, trial: Trial, tracker: NullTracker, run_id: str | None, study_name: str
+    ) -> None:
         self._trial = trial
         self._tracker = tracker
         self._run_id = run_id
+        # Facts about this run that a backend may put in job metadata; not durable notes.
+        self._facts = {"mlflow_run_id": run_id, "study_name": study_name}
 
     def recall(self, key: str) -> str | None:
-        value = self._trial.user_attrs.get(PREFIX + key)
+        value = self._trial.user_attrs.get(PREFIX + key, self._facts.get(key))
         return str(value) if value is not None else None
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Step metrics from a remote job (its events, its result file) on the trial's run."""
+        self._tracker.log_step_metrics(self._run_id, metrics, step)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """A text artifact (a job's result file) on the trial's run."""
+        self._tracker.log_text(self._run_id, text, artifact_file)
 
     def record(self, key: str, value: str) -> None:
         self._trial.set_user_attr(PREFIX + key, value)

@@ -109,6 +109,8 @@ class Metrics:
     weighted_f1: float
     mae: float | None
     n_examples: int
+    # Answers outside the label set (a generative model can say anything): counted wrong above.
+    out_of_set: int = 0
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ def score(
         ),
         mae=_ordinal_mae(y_true, y_pred, label_list) if ordinal else None,
         n_examples=len(y_true),
+        out_of_set=sum(1 for p in y_pred if p not in set(label_list)),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ from harness.config import Experiment
 from harness.errors import ConfigError
 from harness.records import TrialSpec
 from harness.search_space import SearchSpace
+
+# We run heartbeats ourselves around ask/tell trials (see `heartbeat`), which Optuna warns about.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120

@@ -21,11 +21,11 @@ from harness.backends.base import Backend, PreparedData, Progress
 from harness.budget import Budget
 from harness.config import Experiment
 from harness.data import DataReport, prepare_data
-from harness.errors import BackendError, TrainingRefused
+from harness.errors import BackendError, BudgetExceeded, TrainingRefused
 from harness.journal import TrialJournal
 from harness.records import Cost, EpochResult, TrialResult, TrialSpec
 from harness.scoring import score
-from harness.search_space import load_search_space
+from harness.search_space import SearchSpace, load_search_space
 from harness.study import (
     StudyHandle,
     ask,
@@ -64,6 +64,7 @@ class SweepOutcome:
     failures: list[tuple[TrialSpec, str]] = field(default_factory=list)
     stopped: str | None = None
     parent_run_id: str | None = None
+    synthetic: bool = False
 
 
 @dataclass
@@ -87,29 +88,47 @@ def prepare_experiment(
     )
 
 
+# Asked when the sweep's worst case exceeds its budget: (worst-case total, budget) -> go on?
+Confirm = Callable[[Cost, float], bool]
+
+
 def run_sweep(
-    experiment: Experiment, view: SweepView, add_trials: int = 0, track: bool = True
+    experiment: Experiment,
+    view: SweepView,
+    add_trials: int = 0,
+    track: bool = True,
+    confirm: Confirm | None = None,
 ) -> SweepOutcome:
-    """Run the study until it holds `study.n_trials` (+ `add_trials`) completed trials."""
+    """Run the study until it holds `study.n_trials` (+ `add_trials`) completed trials.
+
+    Raises:
+        BudgetExceeded: The worst case of the remaining trials exceeds `budget_usd` and
+            `confirm` (None: never) did not accept it. Nothing has been recorded then.
+    """
     space = load_search_space(experiment.resolve_path(experiment.config.search_space))
     backend = load_backend(experiment.config.backend, progress=view.progress)
     data, _ = prepare_experiment(experiment)
     handle = open_study(experiment, space)
     study = handle.study
+    target = max(experiment.config.study.n_trials, len(completed_trials(study))) + add_trials
+    budget = Budget.from_study(experiment.config.budget_usd, study)
+    remaining = target - len(completed_trials(study))
+    _check_worst_case(experiment, backend, data, space, budget, remaining, confirm)
     tracker = (
         MlflowTracker(experiment, data, study.user_attrs.get("mlflow_run_id"))
         if track
         else NullTracker()
     )
-    outcome = SweepOutcome(handle=handle)
+    outcome = SweepOutcome(handle=handle, synthetic=bool(getattr(backend, "synthetic", False)))
     outcome.parent_run_id = tracker.start_study(experiment.study_name, _space_summary(space))
     study.set_user_attr("mlflow_run_id", outcome.parent_run_id)
+    if outcome.synthetic:
+        tracker.tag(outcome.parent_run_id, "synthetic", "true")
+        view.message("(synthetic: the backend is a test server on this machine)")
     for crashed in recover_crashed_trials(handle):
         tracker.fail_trial(crashed.user_attrs.get("mlflow_run_id"), "worker died", "KILLED")
 
-    target = max(experiment.config.study.n_trials, len(completed_trials(study))) + add_trials
     view.sweep_started(experiment.study_name, len(completed_trials(study)), target)
-    budget = Budget.from_study(experiment.config.budget_usd, study)
     attempts_left = 2 * target  # failures count too, so a broken backend cannot loop forever
     running: dict[Future[TrialResult], _Launched] = {}
     with _executor(backend) as pool:
@@ -131,8 +150,10 @@ def run_sweep(
                     break
                 view.trial_started(spec, estimate)
                 run_id = tracker.start_trial(spec, backend.kind)
+                tracker.log_step_metrics(run_id, {"estimated_cost_usd": estimate.usd}, 0)
                 _reset_trial_attrs(trial, run_id)
-                journal = TrialJournal(trial, tracker, run_id)
+                trial.set_user_attr("estimated_cost_usd", estimate.usd)
+                journal = TrialJournal(trial, tracker, run_id, experiment.study_name)
                 on_epoch = _epoch_logger(tracker, run_id, trial)
                 future = pool.submit(
                     _run_with_heartbeat, handle, trial, spec, data, backend, on_epoch, journal
@@ -287,6 +308,7 @@ def _tell(trial: Trial, handle: StudyHandle, result: TrialResult) -> None:
         "test_macro_f1": result.metrics.macro_f1,
         "test_weighted_f1": result.metrics.weighted_f1,
         "test_mae": result.metrics.mae,
+        "test_out_of_set": result.metrics.out_of_set,
         "model_ref": result.model.model_ref,
         "train_examples": result.spec.train_examples,
     }
@@ -313,7 +335,35 @@ def _fail(
     view.trial_failed(spec, reason)
 
 
-def _space_summary(space: Any) -> dict[str, Any]:
+def _check_worst_case(
+    experiment: Experiment,
+    backend: Backend,
+    data: PreparedData,
+    space: SearchSpace,
+    budget: Budget,
+    remaining: int,
+    confirm: Confirm | None,
+) -> None:
+    """Ask before a sweep whose worst case could exceed the budget (the budget stays a hard cap
+    either way: no trial starts without its worst case reserved)."""
+    if budget.limit is None or remaining <= 0:
+        return
+    from harness.pricing import worst_case_total
+
+    n_trials = experiment.config.study.n_trials
+    per_trial = worst_case_total(experiment, backend, data, space).usd / n_trials
+    worst = Cost(usd=budget.spent + per_trial * remaining)
+    if worst.usd <= budget.limit or (confirm is not None and confirm(worst, budget.limit)):
+        return
+    raise BudgetExceeded(
+        f"{experiment.path}: the worst case of {remaining} more trials plus ${budget.spent:.4f} "
+        f"already spent is ${worst.usd:.4f}, over budget_usd ${budget.limit:.4f}; run "
+        "`harness estimate` to see why, lower study.n_trials, or pass --yes to run until the "
+        "budget is used up"
+    )
+
+
+def _space_summary(space: SearchSpace) -> dict[str, Any]:
     summary: dict[str, Any] = {name: repr(dist) for name, dist in space.distributions.items()}
     summary.update(space.fixed)
     return summary

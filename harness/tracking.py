@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,23 @@ def tracking_uri(experiment: Experiment | None = None) -> str:
     """`MLFLOW_TRACKING_URI` wins, then the experiment's `tracking.uri`, then the sqlite default."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
-        return env
+        return absolute_sqlite(env)
     if experiment is not None and experiment.config.tracking.uri:
-        return experiment.config.tracking.uri
-    return DEFAULT_TRACKING_URI
+        return absolute_sqlite(experiment.config.tracking.uri)
+    return absolute_sqlite(DEFAULT_TRACKING_URI)
+
+
+def absolute_sqlite(uri: str) -> str:
+    """`sqlite:///mlruns/x.db` relative to the current directory, made absolute.
+
+    MLflow caches stores by URI string, so two relative URIs from two directories in one process
+    would otherwise share the first directory's database.
+    """
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = uri.removeprefix("sqlite:///")
+        if path != ":memory:" and not path.startswith("/"):
+            return "sqlite:///" + str(Path(path).expanduser().resolve())
+    return uri
 
 
 def redact(value: Any) -> Any:
@@ -67,6 +81,12 @@ class NullTracker:
         pass
 
     def tag(self, run_id: str | None, key: str, value: str) -> None:
+        pass
+
+    def log_step_metrics(self, run_id: str | None, metrics: Mapping[str, float], step: int) -> None:
+        pass
+
+    def log_text(self, run_id: str | None, text: str, artifact_file: str) -> None:
         pass
 
     def finish_trial(self, run_id: str | None, result: TrialResult, data: PreparedData) -> None:
@@ -173,6 +193,14 @@ class MlflowTracker(NullTracker):
         if run_id is not None:
             self.client.set_tag(run_id, key, value)
 
+    def log_step_metrics(self, run_id: str | None, metrics: Mapping[str, float], step: int) -> None:
+        if run_id is not None:
+            self._log_metrics(run_id, dict(metrics), step=step)
+
+    def log_text(self, run_id: str | None, text: str, artifact_file: str) -> None:
+        if run_id is not None:
+            self.client.log_text(run_id, text, artifact_file)
+
     def log_epoch(self, run_id: str | None, epoch: EpochResult) -> None:
         if run_id is None:
             return
@@ -185,7 +213,7 @@ class MlflowTracker(NullTracker):
         }
         self._log_metrics(run_id, values, step=epoch.epoch)
 
-    def _log_metrics(self, run_id: str, values: dict[str, float | None], step: int = 0) -> None:
+    def _log_metrics(self, run_id: str, values: Mapping[str, float | None], step: int = 0) -> None:
         import time
 
         from mlflow.entities import Metric
@@ -234,6 +262,7 @@ def trial_metrics(result: TrialResult) -> dict[str, float | None]:
         "test_macro_f1": result.metrics.macro_f1,
         "test_weighted_f1": result.metrics.weighted_f1,
         "test_mae": result.metrics.mae,
+        "test_out_of_set": float(result.metrics.out_of_set),
         "cost_usd": total.usd,
         "train_cost_usd": result.model.train_cost.usd,
         "eval_cost_usd": result.eval_cost.usd,

@@ -1,0 +1,334 @@
+"""OpenAI backend: fine-tuning jobs on the OpenAI API or any endpoint that speaks it.
+
+Contract choices (the protocol itself is documented on `harness.backends.base.Backend`):
+
+- Client. Built on first use from `OPENAI_API_KEY` (only ever the environment) and
+  `backend.base_url` / `OPENAI_BASE_URL` (Azure OpenAI, a proxy, a test server), with the SDK's
+  retries (`max_retries`) on 429 and 5xx. `estimate` needs neither key nor network.
+- Files. Checked before upload (`min_examples`, `max_tokens_per_example`, labels in the label
+  set), uploaded once per content digest and found again after a restart (`_openai_files`).
+- Jobs. `method={"type": "supervised", ...}`, `seed`, `suffix` `<backend.suffix>-tNNN`, and
+  `metadata` naming the study, trial, data digest and MLflow run. The job id is recorded in the
+  journal before any waiting, so a killed sweep reattaches instead of paying twice
+  (`_openai_jobs`). Metrics events become step metrics (`step_train_loss`, ...) when the journal
+  can log metrics; the result file is kept as an artifact the same way.
+- Epoch points. Each epoch-end checkpoint OpenAI keeps (the last three) is evaluated on the
+  validation set and, except the last, whose weights are the final model's, on the test set: one
+  job yields up to three points. Their `cost_so_far` is what a job stopped at that epoch would
+  have cost: training prorated by epoch plus validating that checkpoint. What evaluating every
+  checkpoint really cost is part of the trial's `train_cost`, beside the job's own cost.
+- Evaluation by logprobs restricted to the label set, answers outside it counted
+  (`_openai_eval`); `predict` uses the label set of the last `fine_tune` (`evaluate` takes it).
+- Cost. `estimate` is a worst case: the longest training examples, epochs, `estimate_margin`,
+  and every evaluation above, at the price table's rates. Actual cost comes from the job's
+  `trained_tokens` and each response's `usage`.
+- Refusal. HTTP 403 `training_not_available` raises `TrainingRefused` (a `BackendError`) that
+  says plainly what happened and what still works; a sweep should stop on it.
+- Results from a loopback `base_url` are synthetic: `synthetic` is True and the journal gets
+  `synthetic=true`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from harness.backends._openai_client import api_errors, is_loopback, make_client, resolve_base_url
+from harness.backends._openai_eval import Evaluation, Evaluator
+from harness.backends._openai_files import (
+    FileStore,
+    PromptFormat,
+    check_examples,
+    check_size,
+    jsonl_bytes,
+)
+from harness.backends._openai_jobs import Checkpoint, FinishedJob, JobRequest, JobRunner
+from harness.backends._openai_tokens import TokenCounter, is_completion_model
+from harness.backends.base import (
+    EpochCallback,
+    Journal,
+    MemoryJournal,
+    NullProgress,
+    PreparedData,
+    Progress,
+    Split,
+)
+from harness.config import DatasetConfig, OpenAIBackendConfig
+from harness.data import subsample
+from harness.errors import BackendError
+from harness.pricing import PriceTable, load_price_table
+from harness.records import Cost, EpochResult, Prediction, TrainedModel, TrialSpec
+
+DEFAULT_SYSTEM_PROMPT: str = DatasetConfig.model_fields["system_prompt"].default
+MAX_EPOCH_POINTS = 3  # OpenAI keeps a checkpoint for each of the last three epochs
+
+
+class OpenAIBackend:
+    """Fine-tunes and evaluates through the official `openai` SDK; see the module docstring."""
+
+    kind = "openai"
+
+    def __init__(self, config: OpenAIBackendConfig, progress: Progress | None = None) -> None:
+        self.config = config
+        self.progress = progress or NullProgress()
+        self.max_concurrency = config.max_concurrency
+        self.prices: PriceTable = load_price_table(overrides=config.prices)
+        self.system_prompt = config.system_prompt or DEFAULT_SYSTEM_PROMPT
+        self.synthetic = is_loopback(resolve_base_url(config))
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self.files = FileStore(self.client)
+        self.jobs = JobRunner(self.client, config)
+        self.evaluator = Evaluator(self.client, config, self.prices, self.system_prompt)
+        self.labels: tuple[str, ...] | None = None
+        self.evaluations: dict[str, Evaluation] = {}  # the last evaluation of each model
+        self._token_cache: dict[tuple[str, str], tuple[list[int], int, int]] = {}
+
+    def client(self) -> Any:
+        """The SDK client, made on first use (needs `OPENAI_API_KEY`)."""
+        with self._lock:
+            if self._client is None:
+                self._client = make_client(self.config)
+            return self._client
+
+    def format_for(self, model: str) -> PromptFormat:
+        """Chat for chat models, prompt/completion for babbage-002 and davinci-002."""
+        return PromptFormat(chat=not is_completion_model(model), system_prompt=self.system_prompt)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text with the configured model's tiktoken encoding (works offline)."""
+        return TokenCounter(self.config.model).count(texts)
+
+    # ----------------------------------------------------------------------------- estimate
+
+    def estimate(self, spec: TrialSpec, data: PreparedData) -> Cost:
+        """Worst-case training plus evaluation cost of `spec`; see `estimate_parts`."""
+        train, evaluation = self.estimate_parts(spec, data)
+        return train + evaluation
+
+    def estimate_parts(self, spec: TrialSpec, data: PreparedData) -> tuple[Cost, Cost]:
+        """(training, evaluation) worst cases, before anything is spent.
+
+        Training: the `train_examples` longest examples' tokens x `n_epochs` x the training
+        price. Evaluation: validation and test prompts for every epoch point the job can yield
+        (up to three), a full label's tokens per answer, at fine-tuned rates. Token counts are
+        raised by `estimate_margin` for what tiktoken cannot see (the API's own formatting).
+        """
+        price = self.prices.lookup(spec.base_model)
+        example_tokens, valid_in, test_in = self._tokens(spec.base_model, data)
+        n = len(example_tokens) if spec.train_examples is None else spec.train_examples
+        margin = 1.0 + self.config.estimate_margin
+        trained = math.ceil(sum(example_tokens[:n]) * spec.n_epochs * margin)
+        points = min(MAX_EPOCH_POINTS, spec.n_epochs) if self.config.evaluate_checkpoints else 1
+        counter = TokenCounter(spec.base_model)
+        lead = "" if counter.chat else " "
+        budget = max(counter.count([lead + label for label in data.labels]))
+        tokens_in = math.ceil(points * (valid_in + test_in) * margin)
+        tokens_out = points * (len(data.validation) + len(data.test)) * budget
+        evaluation = Cost(
+            usd=price.inference_usd(tokens_in, tokens_out, fine_tuned=True),
+            inference_tokens=tokens_in + tokens_out,
+        )
+        return Cost(usd=price.training_usd(trained), trained_tokens=trained), evaluation
+
+    def _tokens(self, model: str, data: PreparedData) -> tuple[list[int], int, int]:
+        """Training example tokens (longest first) and validation / test prompt token totals."""
+        key = (model, data.digest)
+        if key not in self._token_cache:
+            counter, fmt = TokenCounter(model), self.format_for(model)
+            pairs = zip(data.train.texts, data.train.labels, strict=True)
+            examples = sorted((counter.example_tokens(fmt.record(t, y)) for t, y in pairs))
+            self._token_cache[key] = (
+                examples[::-1],
+                self._prompt_tokens(counter, fmt, data.validation),
+                self._prompt_tokens(counter, fmt, data.test),
+            )
+        return self._token_cache[key]
+
+    def _prompt_tokens(self, counter: TokenCounter, fmt: PromptFormat, split: Split) -> int:
+        if fmt.chat:
+            return sum(counter.chat_tokens([self.system_prompt, text]) for text in split.texts)
+        return sum(counter.count([fmt.prompt(text) for text in split.texts]))
+
+    # ----------------------------------------------------------------------------- training
+
+    def fine_tune(
+        self,
+        spec: TrialSpec,
+        data: PreparedData,
+        on_epoch: EpochCallback,
+        journal: Journal | None = None,
+    ) -> TrainedModel:
+        """Run (or reattach to) this trial's job, then evaluate its epoch checkpoints.
+
+        See `Backend.fine_tune` and the module docstring.
+
+        Raises:
+            TrainingRefused: The API takes no fine-tuning jobs (403 training_not_available).
+            BackendError: Upload, job or evaluation failed (after retries).
+            DataError: The training data fails the checks made before upload.
+        """
+        journal = journal or MemoryJournal()
+        self.labels = data.labels
+        if self.synthetic:
+            journal.record("synthetic", "true")
+        with api_errors(f"trial {spec.number}", self.config):
+            job_id = journal.recall("job_id")
+            if not job_id:
+                request = self._job_request(spec, data, journal)
+                job_id = self.jobs.submit(request, journal)
+            job = self.jobs.wait(job_id, journal)
+            finished = self.jobs.finish(job, journal)
+        journal.record("fine_tuned_model", finished.fine_tuned_model)
+        return self._epoch_points(spec, data, finished, on_epoch, journal)
+
+    def _job_request(self, spec: TrialSpec, data: PreparedData, journal: Journal) -> JobRequest:
+        """Check and upload the trial's files (once per content) and describe its job."""
+        fmt, counter = self.format_for(spec.base_model), TokenCounter(spec.base_model)
+        train = subsample(data.train, spec.train_examples, spec.seed)
+        limit = self.config.max_tokens_per_example
+        check_size(train, self.config.min_examples, "training set")
+        check_examples(train, data.labels, fmt, counter, limit, "training set")
+        check_examples(data.validation, data.labels, fmt, counter, limit, "validation set")
+        training_file = self.files.ensure(jsonl_bytes(train, fmt), "train", fmt)
+        validation_file = self.files.ensure(jsonl_bytes(data.validation, fmt), "valid", fmt)
+        journal.record("training_file", training_file)
+        journal.record("validation_file", validation_file)
+        links = {
+            "harness_study": journal.recall("study_name") or data.name,
+            "harness_trial": str(spec.number),
+            "harness_data": data.digest[:16],
+            "mlflow_run_id": journal.recall("mlflow_run_id") or "",
+        }
+        return JobRequest(
+            model=spec.base_model,
+            training_file=training_file,
+            validation_file=validation_file,
+            hyperparameters={
+                "n_epochs": spec.n_epochs,
+                "batch_size": spec.batch_size,
+                "learning_rate_multiplier": spec.learning_rate_multiplier,
+            },
+            seed=spec.seed,
+            suffix=f"{self.config.suffix}-t{spec.number:03d}",
+            metadata={key: value[:512] for key, value in links.items() if value},
+        )
+
+    def _epoch_points(
+        self,
+        spec: TrialSpec,
+        data: PreparedData,
+        job: FinishedJob,
+        on_epoch: EpochCallback,
+        journal: Journal,
+    ) -> TrainedModel:
+        """Evaluate checkpoints in epoch order, telling `on_epoch` about each."""
+        price = self.prices.lookup(spec.base_model)
+        trained = job.trained_tokens
+        if trained is None:  # an endpoint that does not report it: our own worst case
+            trained = self.estimate_parts(spec, data)[0].trained_tokens
+            journal.record("trained_tokens_source", "estimate")
+        job_cost = Cost(usd=price.training_usd(trained), trained_tokens=trained)
+        spent, epochs, model_ref = Cost(), [], job.fine_tuned_model
+        for point in self._points(job):
+            is_final = point.model == job.fine_tuned_model
+            valid = self._evaluate(point.model, data.validation, data.labels)
+            test = None if is_final else self._evaluate(point.model, data.test, data.labels)
+            spent += valid.cost + (test.cost if test is not None else Cost())
+            share = point.epoch / job.n_epochs
+            epochs.append(
+                EpochResult(
+                    epoch=point.epoch,
+                    valid_accuracy=_accuracy(valid, data.validation),
+                    valid_loss=_valid_loss(point.metrics),
+                    train_loss=point.metrics.get("train_loss"),
+                    cost_so_far=_scaled(job_cost, share) + valid.cost,
+                    checkpoint=point.model,
+                    test_accuracy=None if test is None else _accuracy(test, data.test),
+                )
+            )
+            if on_epoch(epochs[-1]) and not is_final:
+                model_ref = point.model
+                break
+        journal.record("epoch_eval_cost_usd", f"{spent.usd:.6f}")
+        journal.record("job_cost_usd", f"{job_cost.usd:.6f}")
+        return TrainedModel(
+            model_ref=model_ref,
+            epochs=tuple(epochs),
+            train_cost=job_cost + spent,
+            stopped_early=model_ref != job.fine_tuned_model,
+            job_id=job.id,
+        )
+
+    def _points(self, job: FinishedJob) -> list[Checkpoint]:
+        """Checkpoints before the last epoch (if evaluated), then the final model."""
+        earlier = [c for c in job.checkpoints if c.epoch < job.n_epochs]
+        if not self.config.evaluate_checkpoints:
+            earlier = []
+        last = [c for c in job.checkpoints if c.epoch == job.n_epochs]
+        metrics = last[-1].metrics if last else (job.rows[-1] if job.rows else {})
+        final = Checkpoint(job.n_epochs, int(metrics.get("step", 0)), job.fine_tuned_model, metrics)
+        return [*earlier[-(MAX_EPOCH_POINTS - 1) :], final]
+
+    # ---------------------------------------------------------------------------- inference
+
+    def evaluate(self, model: str, split: Split, labels: Sequence[str]) -> Evaluation:
+        """Classify a split's texts with `model` (fine-tuned, checkpoint, or base zero-shot)."""
+        return self._evaluate(model, split, tuple(labels))
+
+    def _evaluate(self, model: str, split: Split, labels: tuple[str, ...]) -> Evaluation:
+        key = f"{model}#{_texts_digest(split.texts)}"
+        cached = self.evaluations.get(key)
+        if cached is not None and cached.labels == labels:
+            # Already paid for (the test set of a checkpoint chosen by early stopping).
+            return replace(cached, cost=Cost())
+        with api_errors(f"evaluating {model}", self.config):
+            result = self.evaluator.evaluate(model, split.texts, labels, self.progress)
+        self.evaluations[key] = result
+        self.evaluations[model] = result
+        return result
+
+    def predict(self, model_ref: str, texts: Sequence[str]) -> tuple[list[Prediction], Cost]:
+        """Classify `texts` with `model_ref` against the label set of the last `fine_tune`."""
+        if self.labels is None:
+            raise BackendError(
+                "OpenAIBackend.predict needs the label set: run fine_tune first, or call "
+                "evaluate(model, split, labels)"
+            )
+        if not texts:
+            return [], Cost()
+        split = Split(tuple(texts), tuple("" for _ in texts))
+        result = self._evaluate(model_ref, split, self.labels)
+        return list(result.predictions), result.cost
+
+    def out_of_set(self, model_ref: str) -> int:
+        """How many predictions of `model_ref`'s last evaluation fell outside the label set."""
+        found = self.evaluations.get(model_ref)
+        return found.out_of_set if found is not None else 0
+
+
+def _accuracy(result: Evaluation, split: Split) -> float:
+    right = sum(p.label == y for p, y in zip(result.predictions, split.labels, strict=True))
+    return right / len(split) if len(split) else 0.0
+
+
+def _valid_loss(metrics: dict[str, float]) -> float | None:
+    # The full validation loss (whole validation file) when the API measured it; else a batch's.
+    return metrics.get("full_valid_loss", metrics.get("valid_loss"))
+
+
+def _scaled(cost: Cost, share: float) -> Cost:
+    return Cost(
+        usd=cost.usd * share,
+        compute_seconds=cost.compute_seconds * share,
+        trained_tokens=round(cost.trained_tokens * share),
+        inference_tokens=round(cost.inference_tokens * share),
+    )
+
+
+def _texts_digest(texts: Sequence[str]) -> str:
+    return hashlib.sha256("\x1e".join(texts).encode("utf-8")).hexdigest()[:16]

@@ -1,0 +1,154 @@
+"""What a sweep will cost before anything is spent: `harness estimate`.
+
+Nothing here calls an API or needs a key: token counts come from tiktoken (offline) for the
+OpenAI backend, throughput defaults for the local one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from harness.backends import load_backend
+from harness.backends.base import Backend, PreparedData
+from harness.config import Experiment
+from harness.pricing import Price, corner_specs, worst_case_total
+from harness.records import Cost, TrialSpec
+from harness.search_space import load_search_space
+
+
+@dataclass(frozen=True)
+class TrialEstimate:
+    """One configuration's estimated training and evaluation cost."""
+
+    spec: TrialSpec
+    train: Cost
+    evaluation: Cost
+
+    @property
+    def total(self) -> Cost:
+        return self.train + self.evaluation
+
+
+@dataclass(frozen=True)
+class SweepEstimate:
+    """The cheapest and dearest configurations, the worst case of the whole sweep, the prices."""
+
+    backend: str
+    n_trials: int
+    cheapest: list[TrialEstimate]
+    dearest: list[TrialEstimate]
+    worst_total: Cost
+    budget_usd: float | None
+    prices: list[Price]
+    synthetic: bool
+
+    @property
+    def worst_trial(self) -> Cost:
+        return max((row.total for row in self.dearest), key=lambda cost: cost.usd)
+
+    @property
+    def over_budget(self) -> bool:
+        return self.budget_usd is not None and self.worst_total.usd > self.budget_usd
+
+
+def _parts(backend: Backend, spec: TrialSpec, data: PreparedData) -> TrialEstimate:
+    split = getattr(backend, "estimate_parts", None)
+    if split is not None:
+        train, evaluation = split(spec, data)
+        return TrialEstimate(spec, train, evaluation)
+    return TrialEstimate(spec, backend.estimate(spec, data), Cost())
+
+
+def estimate_sweep(experiment: Experiment) -> SweepEstimate:
+    """Price the experiment's search space at its cheapest and dearest corners.
+
+    Raises:
+        ConfigError: The config, search space or a price is missing or invalid.
+        DataError: The dataset cannot be prepared.
+    """
+    from harness.sweep import prepare_experiment
+
+    space = load_search_space(experiment.resolve_path(experiment.config.search_space))
+    backend = load_backend(experiment.config.backend)
+    data, _ = prepare_experiment(experiment)
+    cheapest = [_parts(backend, s, data) for s in corner_specs(experiment, space, dearest=False)]
+    dearest = [_parts(backend, s, data) for s in corner_specs(experiment, space, dearest=True)]
+    table = getattr(backend, "prices", None)
+    models = sorted({row.spec.base_model for row in dearest})
+    return SweepEstimate(
+        backend=backend.kind,
+        n_trials=experiment.config.study.n_trials,
+        cheapest=cheapest,
+        dearest=dearest,
+        worst_total=worst_case_total(experiment, backend, data, space),
+        budget_usd=experiment.config.budget_usd,
+        prices=[table.lookup(model) for model in models] if table is not None else [],
+        synthetic=bool(getattr(backend, "synthetic", False)),
+    )
+
+
+SYNTHETIC_LABEL = "(synthetic: test server)"
+
+
+def _money(usd: float) -> str:
+    return f"${usd:,.4f}" if usd < 100 else f"${usd:,.2f}"
+
+
+def estimate_table(estimate: SweepEstimate) -> Any:
+    """A rich table: the cheapest and dearest corners of the search space, per base model.
+
+    Token-priced backends show trained and evaluation tokens; compute-priced ones seconds.
+    """
+    from rich.table import Table
+
+    rows = [("min", row) for row in estimate.cheapest] + [("max", row) for row in estimate.dearest]
+    models = sorted({row.spec.base_model for _, row in rows})
+    one_model = len(models) == 1
+    tokens = any(row.total.trained_tokens or row.total.inference_tokens for _, row in rows)
+    title = "Cost per trial, worst case, nothing spent"
+    title += f": {models[0]}" if one_model else ""
+    title += f" {SYNTHETIC_LABEL}" if estimate.synthetic else ""
+    table = Table(title=title)
+    headers = ["", *([] if one_model else ["model"]), "epochs", "examples"]
+    headers += ["trained tok", "train $", "eval tok", "eval $"] if tokens else ["compute s"]
+    for index, name in enumerate([*headers, "total $"]):
+        table.add_column(name, justify="left" if index == 0 or name == "model" else "right")
+    for corner, row in rows:
+        spec = row.spec
+        cells = [corner, *([] if one_model else [spec.base_model]), str(spec.n_epochs)]
+        cells.append("all" if spec.train_examples is None else f"{spec.train_examples:,}")
+        if tokens:
+            cells += [f"{row.train.trained_tokens:,}", _money(row.train.usd)]
+            cells += [f"{row.evaluation.inference_tokens:,}", _money(row.evaluation.usd)]
+        else:
+            cells.append(f"{row.total.compute_seconds:,.0f}")
+        table.add_row(*cells, _money(row.total.usd))
+    return table
+
+
+def estimate_lines(estimate: SweepEstimate) -> list[str]:
+    """The worst case of the whole sweep against the budget, and the prices it used."""
+    label = f" {SYNTHETIC_LABEL}" if estimate.synthetic else ""
+    lines = [
+        f"Worst case per trial: {_money(estimate.worst_trial.usd)}; for "
+        f"{estimate.n_trials} trials: {_money(estimate.worst_total.usd)}{label}.",
+    ]
+    if estimate.budget_usd is None:
+        lines.append("No budget_usd set: nothing caps what the sweep may spend.")
+    elif estimate.over_budget:
+        lines.append(
+            f"Over budget: the worst case exceeds budget_usd={_money(estimate.budget_usd)}; "
+            "`harness sweep` asks before starting (--yes skips the question) and starts no "
+            "trial whose worst case the remaining budget cannot cover."
+        )
+    else:
+        lines.append(f"Within budget_usd={_money(estimate.budget_usd)}.")
+    for price in estimate.prices:
+        lines.append(
+            f"Prices for {price.model} per 1M tokens: training ${price.training_per_1m}, "
+            f"fine-tuned input ${price.fine_tuned_input_per_1m}, output "
+            f"${price.fine_tuned_output_per_1m} ({price.source}, as of {price.as_of})."
+        )
+    lines.append("Estimate only: nothing was sent to any API and nothing was spent.")
+    return lines

@@ -1,0 +1,137 @@
+"""Evaluate a model without training it: `harness evaluate`.
+
+The base model zero-shot (the baseline every fine-tune must beat) or an existing fine-tuned model
+id is scored on the experiment's test set through the same path a trial's model takes, and the
+result is logged as its own MLflow run (tag `harness.kind=evaluation`) beside the study's runs.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from harness.backends import load_backend
+from harness.backends.base import PreparedData
+from harness.config import Experiment
+from harness.records import Cost, Metrics, Prediction
+from harness.scoring import score
+
+EVALUATION_TAG = "harness.kind"
+
+
+@dataclass(frozen=True)
+class ModelEvaluation:
+    """A model's test-set scores, what the evaluation cost, and how many answers missed."""
+
+    model: str
+    backend: str
+    metrics: Metrics
+    cost: Cost
+    out_of_set: int
+    predictions: tuple[Prediction, ...]
+    synthetic: bool
+    wall_seconds: float
+    run_id: str | None = None
+
+
+def evaluate_model(experiment: Experiment, model: str, track: bool = True) -> ModelEvaluation:
+    """Score `model` on the experiment's test set and (by default) log it to MLflow.
+
+    Raises:
+        ConfigError: Bad config, or the API key is missing.
+        BackendError: The model cannot be called (after retries).
+    """
+    from harness.sweep import prepare_experiment
+
+    backend = load_backend(experiment.config.backend)
+    data, _ = prepare_experiment(experiment)
+    started = time.perf_counter()
+    evaluate = getattr(backend, "evaluate", None)
+    if evaluate is not None:
+        found = evaluate(model, data.test, data.labels)
+        predictions, cost = tuple(found.predictions), found.cost
+    else:
+        listed, cost = backend.predict(model, data.test.texts)
+        predictions = tuple(listed)
+    metrics = score(data.test.labels, [p.label for p in predictions], data.labels, data.ordinal)
+    result = ModelEvaluation(
+        model=model,
+        backend=backend.kind,
+        metrics=metrics,
+        cost=cost,
+        out_of_set=sum(p.label not in data.labels for p in predictions),
+        predictions=predictions,
+        synthetic=bool(getattr(backend, "synthetic", False)),
+        wall_seconds=time.perf_counter() - started,
+    )
+    if not track:
+        return result
+    run_id = log_evaluation(experiment, data, result)
+    return replace(result, run_id=run_id)
+
+
+def log_evaluation(experiment: Experiment, data: PreparedData, result: ModelEvaluation) -> str:
+    """One MLflow run for the evaluation: params, metrics, tags and the predictions table."""
+    from mlflow.entities import Metric, Param
+
+    from harness.tracking import MlflowTracker, redact
+
+    tracker = MlflowTracker(experiment, data, None)
+    tags = {
+        EVALUATION_TAG: "evaluation",
+        "harness.model": result.model,
+        "harness.data_digest": data.digest,
+        "zero_shot": str(not result.model.startswith("ft:")).lower(),
+        "synthetic": str(result.synthetic).lower(),
+    }
+    run = tracker.client.create_run(
+        tracker.experiment_id, tags=tags, run_name=f"evaluate {result.model}"
+    )
+    run_id: str = run.info.run_id
+    now = int(time.time() * 1000)
+    params = {"model": result.model, "backend": result.backend, "test_examples": len(data.test)}
+    tracker.client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in _metrics(result).items() if v is not None],
+        params=[Param(k, str(v)) for k, v in params.items()],
+    )
+    tracker.client.log_dict(run_id, redact(experiment.raw), "config.yaml")
+    with tempfile.TemporaryDirectory() as tmp:
+        tracker.client.log_artifact(run_id, str(_predictions_csv(data, result, Path(tmp))))
+    tracker.client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def _metrics(result: ModelEvaluation) -> dict[str, Any]:
+    return {
+        "test_accuracy": result.metrics.accuracy,
+        "test_macro_f1": result.metrics.macro_f1,
+        "test_weighted_f1": result.metrics.weighted_f1,
+        "test_mae": result.metrics.mae,
+        "eval_cost_usd": result.cost.usd,
+        "inference_tokens": result.cost.inference_tokens,
+        "test_out_of_set": result.out_of_set,
+        "wall_seconds": result.wall_seconds,
+    }
+
+
+def _predictions_csv(data: PreparedData, result: ModelEvaluation, out: Path) -> Path:
+    import pandas as pd
+
+    predicted = [p.label for p in result.predictions]
+    table = pd.DataFrame(
+        {
+            "text": data.test.texts,
+            "true": data.test.labels,
+            "predicted": predicted,
+            "confidence": [round(p.confidence, 4) for p in result.predictions],
+            "correct": [t == p for t, p in zip(data.test.labels, predicted, strict=True)],
+            "in_label_set": [p in data.labels for p in predicted],
+        }
+    )
+    path = out / "predictions.csv"
+    table.to_csv(path, index=False)
+    return path

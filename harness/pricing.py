@@ -1,0 +1,237 @@
+"""The dated price table and the cost formulas (pure functions, no network).
+
+Prices are US dollars per 1M tokens and live in `harness/data/prices.yaml`, one row per model
+with the source and date it was read from; an experiment's `backend.prices` overrides rows.
+A fine-tuned model (`ft:BASE:org:suffix:id`, checkpoints `...:ckpt-step-N`) is priced by its base
+model's row at the fine-tuned inference rates; a dated alias (`gpt-4.1-nano`) finds its snapshot.
+
+`worst_case_total` is what a sweep must be able to pay before it starts: the dearest
+configuration the search space allows, times the number of trials.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from harness.errors import ConfigError
+from harness.records import Cost, TrialSpec
+
+if TYPE_CHECKING:
+    from harness.backends.base import Backend, PreparedData
+    from harness.config import Experiment, PriceOverride
+    from harness.search_space import SearchSpace
+
+PER_MILLION = 1_000_000
+_PRICE_FIELDS = (
+    "training_per_1m",
+    "input_per_1m",
+    "output_per_1m",
+    "fine_tuned_input_per_1m",
+    "fine_tuned_output_per_1m",
+)
+# Snapshot suffixes: gpt-4.1-nano-2025-04-14, gpt-3.5-turbo-0125.
+_SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$|-\d{4}$")
+
+
+def base_model_of(model_id: str) -> str:
+    """`ft:gpt-4.1-nano-2025-04-14:org:suffix:id[:ckpt-step-N]` -> `gpt-4.1-nano-2025-04-14`."""
+    return model_id.split(":")[1] if model_id.startswith("ft:") else model_id
+
+
+def is_fine_tuned(model_id: str) -> bool:
+    """True for fine-tuned models and their checkpoints (OpenAI names them `ft:...`)."""
+    return model_id.startswith("ft:")
+
+
+@dataclass(frozen=True)
+class Price:
+    """One row of the price table: dollars per 1M tokens, and where the numbers came from."""
+
+    model: str
+    training_per_1m: float | None
+    input_per_1m: float | None
+    output_per_1m: float | None
+    fine_tuned_input_per_1m: float | None
+    fine_tuned_output_per_1m: float | None
+    source: str
+    as_of: str
+
+    def training_usd(self, trained_tokens: int) -> float:
+        """Dollars for `trained_tokens` (tokens in the training file x epochs)."""
+        return trained_tokens * _need(self, "training_per_1m") / PER_MILLION
+
+    def inference_usd(self, input_tokens: int, output_tokens: int, fine_tuned: bool) -> float:
+        """Dollars for one or more requests' prompt and completion tokens."""
+        prefix = "fine_tuned_" if fine_tuned else ""
+        rate_in = _need(self, f"{prefix}input_per_1m")
+        rate_out = _need(self, f"{prefix}output_per_1m")
+        return (input_tokens * rate_in + output_tokens * rate_out) / PER_MILLION
+
+
+def _need(price: Price, name: str) -> float:
+    value = getattr(price, name)
+    if value is None:
+        raise ConfigError(
+            f"no {name} price for {price.model} ({price.source}); "
+            f"set backend.prices.{price.model}.{name} in the experiment file"
+        )
+    return float(value)
+
+
+class PriceTable:
+    """Prices by model snapshot, with lookups that understand fine-tuned ids and aliases."""
+
+    def __init__(self, rows: Mapping[str, Price]) -> None:
+        self.rows: dict[str, Price] = dict(rows)
+
+    def lookup(self, model_id: str) -> Price:
+        """The row pricing `model_id` (a snapshot, a dated alias, or a fine-tuned id).
+
+        Raises:
+            ConfigError: No row matches; the message says how to add one.
+        """
+        base = base_model_of(model_id)
+        if base in self.rows:
+            return self.rows[base]
+        dated = sorted(m for m in self.rows if _SNAPSHOT.sub("", m) == base)
+        if dated:
+            return self.rows[dated[-1]]  # the newest snapshot of an alias
+        raise ConfigError(
+            f"no price for model {base!r} (known: {', '.join(sorted(self.rows))}); add it under "
+            f"backend.prices.{base} with training_per_1m, fine_tuned_input_per_1m and "
+            "fine_tuned_output_per_1m"
+        )
+
+    def with_overrides(self, overrides: Mapping[str, PriceOverride]) -> PriceTable:
+        """A copy where each override replaces the given fields of its model's row."""
+        rows = dict(self.rows)
+        today = dt.date.today().isoformat()
+        for model, override in overrides.items():
+            given = {k: v for k, v in override.model_dump().items() if v is not None}
+            given.setdefault("as_of", today)
+            if model in rows:
+                rows[model] = replace(rows[model], **given)
+                continue
+            missing = [f for f in ("training_per_1m", *_PRICE_FIELDS[3:]) if f not in given]
+            if missing:
+                raise ConfigError(f"backend.prices.{model}: a new model needs {', '.join(missing)}")
+            values = {f: given.get(f) for f in _PRICE_FIELDS}
+            rows[model] = Price(model, source=given["source"], as_of=given["as_of"], **values)
+        return PriceTable(rows)
+
+
+def load_price_table(
+    path: Path | None = None, overrides: Mapping[str, PriceOverride] | None = None
+) -> PriceTable:
+    """Read the shipped table (or `path`) and apply an experiment's overrides.
+
+    Raises:
+        ConfigError: The file is malformed or a row lacks a field, source or date.
+    """
+    if path is None:
+        text = resources.files("harness").joinpath("data/prices.yaml").read_text("utf-8")
+        where = "harness/data/prices.yaml"
+    else:
+        text, where = path.read_text(encoding="utf-8"), str(path)
+    raw = yaml.safe_load(text)
+    rows = raw.get("rows") if isinstance(raw, dict) else None
+    if not isinstance(rows, list):
+        raise ConfigError(f"{where}: expected a `rows:` list")
+    table = PriceTable({row["model"]: _price_row(row, where) for row in rows})
+    return table.with_overrides(overrides or {})
+
+
+def _price_row(row: Any, where: str) -> Price:
+    names = [f.name for f in fields(Price)]
+    if not isinstance(row, dict) or set(row) != set(names):
+        raise ConfigError(f"{where}: every row needs exactly {', '.join(names)}; got {row!r}")
+    if not str(row["source"]).strip() or not str(row["as_of"]).strip():
+        raise ConfigError(f"{where}: {row['model']}: source and as_of must not be empty")
+    return Price(**{**row, "as_of": str(row["as_of"])})
+
+
+# --- worst case of a sweep -----------------------------------------------------------------
+
+
+def _cost_relevant_values(space: SearchSpace, name: str, default: Any, dearest: bool) -> list[Any]:
+    """The values of a parameter that make a trial dearest (or cheapest); every base model."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if name in space.fixed:
+        return [space.fixed[name]]
+    dist = space.distributions.get(name)
+    if dist is None:
+        return [default]
+    if isinstance(dist, CategoricalDistribution):
+        choices: list[Any] = list(dist.choices)
+        if name == "base_model":
+            return choices
+        return [max(choices) if dearest else min(choices)]
+    if isinstance(dist, IntDistribution):
+        top = dist.low + (dist.high - dist.low) // dist.step * dist.step
+        return [top if dearest else dist.low]
+    if isinstance(dist, FloatDistribution):
+        return [dist.high if dearest else dist.low]
+    raise ConfigError(f"{space.path}: {name}: cannot price distribution {dist!r}")
+
+
+def _first_value(space: SearchSpace, name: str, default: Any) -> Any:
+    if name in space.fixed:
+        return space.fixed[name]
+    dist = space.distributions.get(name)
+    choices = getattr(dist, "choices", None)
+    return choices[0] if choices else getattr(dist, "low", default)
+
+
+def corner_specs(
+    experiment: Experiment, space: SearchSpace, dearest: bool = True
+) -> list[TrialSpec]:
+    """One spec per base model the space allows, at the most (or fewest) epochs and examples.
+
+    Learning rate and batch size do not change what a job costs, so their first value is used.
+    """
+    models = _cost_relevant_values(space, "base_model", experiment.config.backend.model, dearest)
+    epochs = _cost_relevant_values(space, "n_epochs", 1, dearest)
+    examples = _cost_relevant_values(space, "train_examples", None, dearest)
+    return [
+        TrialSpec(
+            number=0,
+            n_epochs=int(n),
+            learning_rate_multiplier=float(_first_value(space, "learning_rate_multiplier", 1.0)),
+            batch_size=int(_first_value(space, "batch_size", 1)),
+            base_model=str(model),
+            train_examples=None if size is None else int(size),
+            seed=experiment.config.seed,
+        )
+        for model, n, size in itertools.product(models, epochs, examples)
+    ]
+
+
+def worst_case_total(
+    experiment: Experiment, backend: Backend, data: PreparedData, space: SearchSpace
+) -> Cost:
+    """What the whole sweep costs at most: the dearest trial, times `study.n_trials`.
+
+    `Backend.estimate` is already a per-trial worst case; this takes the dearest corner of the
+    search space, so no sampled configuration can cost more.
+    """
+    dearest = max(
+        (backend.estimate(spec, data) for spec in corner_specs(experiment, space)),
+        key=lambda cost: cost.usd,
+    )
+    n = experiment.config.study.n_trials
+    return Cost(
+        usd=dearest.usd * n,
+        compute_seconds=dearest.compute_seconds * n,
+        trained_tokens=dearest.trained_tokens * n,
+        inference_tokens=dearest.inference_tokens * n,
+    )

@@ -1,0 +1,236 @@
+"""Whole sweeps on the OpenAI backend against the fake server: tracking, budget, refusal, and a
+killed sweep that resumes without creating a single duplicate job.
+
+Every number the fake produces is synthetic; these tests check plumbing, not model quality.
+"""
+
+# The fixture is imported by name, so every test that takes it "redefines" it.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from harness.backends.base import NullProgress
+from harness.config import load_experiment
+from harness.errors import BudgetExceeded
+from harness.records import Cost, TrialResult, TrialSpec
+from harness.sweep import run_sweep
+from tests.conftest import review_rows, write_csv
+from tests.openai_fake import FakeOpenAI, openai_fake  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.slow
+KEY = "sk-harness-sweep-test-0123456789"
+JOBS = "/fine_tuning/jobs"
+
+
+@pytest.fixture(autouse=True)
+def api_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    return KEY
+
+
+class RecordingView:
+    """A SweepView that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.progress = NullProgress()
+        self.finished: list[TrialResult] = []
+        self.failed: list[tuple[TrialSpec, str]] = []
+
+    def sweep_started(self, study_name: str, done: int, target: int) -> None:
+        pass
+
+    def trial_started(self, spec: TrialSpec, estimate: Cost) -> None:
+        pass
+
+    def trial_finished(self, result: TrialResult) -> None:
+        self.finished.append(result)
+
+    def trial_failed(self, spec: TrialSpec, reason: str) -> None:
+        self.failed.append((spec, reason))
+
+    def message(self, text: str) -> None:
+        pass
+
+
+def _experiment(tmp_path: Path, n_trials: int = 3, **extra: Any) -> Path:
+    """An OpenAI experiment over 80 short reviews; OPENAI_BASE_URL says where the API is."""
+    csv = write_csv(tmp_path / "reviews.csv", review_rows(40, seed=4))
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "n_epochs: {type: int, low: 1, high: 3}\n"
+        "learning_rate_multiplier: {type: float, low: 0.5, high: 2.0, log: true}\n"
+        "batch_size: 8\n"
+    )
+    config: dict[str, Any] = {
+        "name": "oa-sweep",
+        "seed": 5,
+        "dataset": {"source": str(csv), "split": {"validation": 0.2, "test": 0.2}},
+        "backend": {
+            "kind": "openai",
+            "model": "gpt-4.1-nano-2025-04-14",
+            "max_concurrency": 2,
+            "poll_interval": 0.05,
+            "poll_max_interval": 0.1,
+        },
+        "search_space": str(space),
+        "study": {"n_trials": n_trials, "sampler": {"kind": "random"}},
+        **extra,
+    }
+    path = tmp_path / "oa.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _children(tmp_path: Path) -> list[Any]:
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    experiment = client.get_experiment_by_name("oa-sweep")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    return [run for run in runs if "mlflow.parentRunId" in run.data.tags]
+
+
+def _jobs_created(server: FakeOpenAI) -> int:
+    return server.state.count("POST", JOBS, status=200)
+
+
+@pytest.fixture
+def fake_env(
+    openai_fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> FakeOpenAI:
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_fake.base_url)
+    openai_fake.state.job_duration = 0.3
+    # Absolute: MLflow caches stores by URI, so a relative sqlite URI would reach an earlier
+    # test's directory.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    return openai_fake
+
+
+def test_sweep_tracks_costs_tokens_epochs_and_ids(tmp_path: Path, fake_env: FakeOpenAI) -> None:
+    path = _experiment(tmp_path, n_trials=2)
+    outcome = run_sweep(load_experiment(str(path)), RecordingView())
+    assert len(outcome.results) == 2 and outcome.stopped is None
+    assert _jobs_created(fake_env) == 2
+    assert fake_env.state.count("POST", "/files", status=200) == 2  # shared by every trial
+    children = _children(tmp_path)
+    assert len(children) == 2
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    for run in children:
+        metrics, tags = run.data.metrics, run.data.tags
+        for name in ("train_cost_usd", "eval_cost_usd", "cost_usd", "trained_tokens"):
+            assert metrics[name] > 0, name
+        assert tags["job_id"].startswith("ftjob-")
+        assert tags["fine_tuned_model"].startswith("ft:gpt-4.1-nano-2025-04-14:harness-test:")
+        assert tags["synthetic"] == "true"
+        epochs = int(run.data.params["n_epochs"])
+        history = client.get_metric_history(run.info.run_id, "valid_accuracy")
+        assert sorted(m.step for m in history) == list(range(1, epochs + 1))
+        checkpoints = client.get_metric_history(run.info.run_id, "checkpoint_test_accuracy")
+        assert len(checkpoints) == epochs - 1  # the last epoch is the final model's test score
+    # The key reached the server in a header and nothing else: not MLflow, not the study.
+    for file in tmp_path.rglob("*"):
+        if file.is_file():
+            assert KEY.encode() not in file.read_bytes(), file
+
+
+def test_sweep_logs_step_metrics_and_the_result_file(tmp_path: Path, fake_env: FakeOpenAI) -> None:
+    """Needs the sweep's journal to offer `log_metrics(metrics, step)` and `log_text`."""
+    run_sweep(load_experiment(str(_experiment(tmp_path, n_trials=1))), RecordingView())
+    (run,) = _children(tmp_path)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    assert client.get_metric_history(run.info.run_id, "step_train_loss")
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "openai")]
+    assert "openai/result_file.csv" in artifacts
+
+
+def test_budget_stops_the_sweep_before_overspending(tmp_path: Path, fake_env: FakeOpenAI) -> None:
+    from harness.backends import load_backend
+    from harness.pricing import corner_specs
+    from harness.search_space import load_search_space
+    from harness.sweep import prepare_experiment
+
+    experiment = load_experiment(str(_experiment(tmp_path, n_trials=4)))
+    space = load_search_space(experiment.resolve_path(experiment.config.search_space))
+    backend = load_backend(experiment.config.backend)
+    data, _ = prepare_experiment(experiment)
+    worst = max(backend.estimate(s, data).usd for s in corner_specs(experiment, space))
+    budget = 1.5 * worst  # room for one trial's worst case, never two at once
+    path = _experiment(tmp_path, n_trials=4, budget_usd=budget)
+    # Without confirmation, a sweep whose worst case exceeds the budget does not start at all.
+    with pytest.raises(BudgetExceeded, match="over budget_usd"):
+        run_sweep(load_experiment(str(path)), RecordingView())
+    assert _jobs_created(fake_env) == 0
+    # With it (--yes), trials run until the next one's reservation would break the budget.
+    outcome = run_sweep(load_experiment(str(path)), RecordingView(), confirm=lambda w, b: True)
+    assert outcome.stopped is not None and outcome.stopped.startswith("budget")
+    spent = sum(r.total_cost.usd for r in outcome.results)
+    assert spent <= budget
+    assert 1 <= _jobs_created(fake_env) < 4
+
+
+def test_training_refused_stops_the_sweep_with_one_clear_reason(
+    tmp_path: Path, fake_env: FakeOpenAI
+) -> None:
+    fake_env.state.refuse_training = True
+    view = RecordingView()
+    outcome = run_sweep(load_experiment(str(_experiment(tmp_path, n_trials=4))), view)
+    assert outcome.stopped is not None and "2027-01-06" in outcome.stopped
+    assert not outcome.results and _jobs_created(fake_env) == 0
+    refused = fake_env.state.count("POST", JOBS, status=403)
+    assert 1 <= refused <= 2  # at most the trials already in flight
+    children = _children(tmp_path)
+    assert children and all(
+        "training_not_available" in run.data.tags["failure_reason"] for run in children
+    )
+    assert all(run.info.status == "FAILED" for run in children)
+
+
+def _sweep_process(path: Path, server: FakeOpenAI, tmp_path: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": KEY}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    command = [sys.executable, "-m", "harness", "sweep", str(path)]
+    return subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+
+def test_killed_sweep_resumes_without_a_duplicate_job(
+    tmp_path: Path, openai_fake: FakeOpenAI
+) -> None:
+    openai_fake.state.job_duration = 3.0  # long enough to kill the sweep while it waits
+    path = _experiment(tmp_path, n_trials=2)
+    first = _sweep_process(path, openai_fake, tmp_path)
+    deadline = time.monotonic() + 60
+    while _jobs_created(openai_fake) == 0 and time.monotonic() < deadline:
+        assert first.poll() is None, first.communicate()[0].decode()[-2000:]
+        time.sleep(0.05)
+    assert _jobs_created(openai_fake) >= 1
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    before = set(openai_fake.state.jobs)
+
+    openai_fake.state.job_duration = 0.5
+    second = _sweep_process(path, openai_fake, tmp_path)
+    output = second.communicate(timeout=120)[0].decode()
+    assert second.returncode == 0, output[-3000:]
+
+    assert _jobs_created(openai_fake) == 2, output[-3000:]
+    study = optuna.load_study(
+        study_name="oa-sweep", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    )
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 2
+    assert before <= {t.user_attrs["journal.job_id"] for t in done}
