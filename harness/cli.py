@@ -24,8 +24,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (CI logs, files) gets a wide table instead of rich's 80-column squeeze, and error
+# lines are never hard-wrapped, so a path in a message stays greppable.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 ExperimentArg = Annotated[str, typer.Argument(help="Experiment file, or its name in experiments/.")]
@@ -299,7 +301,8 @@ def predict(
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from harness.errors import ConfigError
-    from harness.registry import load_classifier, read_texts
+    from harness.pyfunc_models import read_texts
+    from harness.registry import load_classifier
 
     inputs = list(texts or []) + (read_texts(file, column) if file else [])
     if not inputs:

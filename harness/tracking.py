@@ -160,11 +160,13 @@ class MlflowTracker(NullTracker):
             pd.DataFrame({"text": s.texts, "label": s.labels, "split": name})
             for name, s in splits.items()
         )
+        from mlflow.data.code_dataset_source import CodeDatasetSource
         from mlflow.data.pandas_dataset import from_pandas
 
         dataset = from_pandas(
             frame,
-            source=self.data.name,
+            # The frame is built by harness (deduped, split) from the configured source.
+            source=CodeDatasetSource(tags={"source": self.experiment.config.dataset.source}),
             targets="label",
             name=self.data.name,
             digest=self.data.digest[:20],

@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from harness.backends.base import NullProgress
 from harness.config import load_experiment
+from harness.errors import BudgetExceeded
 from harness.records import Cost, TrialResult, TrialSpec
 from harness.search_space import load_search_space
 from harness.study import open_study, recover_crashed_trials
@@ -130,7 +131,12 @@ def test_sweep_tracks_every_trial_and_resumes(tmp_path: Path, tiny_csv: Path) ->
 
 def test_budget_stops_the_sweep_before_spending(tmp_path: Path, tiny_csv: Path) -> None:
     path = write_experiment(tmp_path, tiny_csv, budget_usd=1e-9)
-    outcome = run_sweep(load_experiment(str(path)), RecordingView())
+    # The worst case exceeds the budget: without confirmation nothing starts, nothing is logged.
+    with pytest.raises(BudgetExceeded, match="over budget_usd"):
+        run_sweep(load_experiment(str(path)), RecordingView())
+    assert not Path("mlruns/mlflow.db").exists()
+    # Confirmed (--yes): the first trial's own reservation already breaks the budget.
+    outcome = run_sweep(load_experiment(str(path)), RecordingView(), confirm=lambda w, b: True)
     assert outcome.results == []
     assert outcome.stopped is not None and "budget" in outcome.stopped
     study = optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db")
