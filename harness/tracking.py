@@ -16,6 +16,7 @@ from typing import Any
 
 from harness.backends.base import PreparedData
 from harness.config import DEFAULT_TRACKING_URI, Experiment
+from harness.provenance import provenance_tags
 from harness.records import EpochResult, TrialResult, TrialSpec
 
 STUDY_TAG = "harness.study"
@@ -132,7 +133,11 @@ class MlflowTracker(NullTracker):
         if self.parent_run_id and self._run_exists(self.parent_run_id):
             self.client.update_run(self.parent_run_id, status="RUNNING")
             return self.parent_run_id
-        tags = {STUDY_TAG: study_name, "harness.experiment_file": str(self.experiment.path)}
+        tags = {
+            STUDY_TAG: study_name,
+            "harness.experiment_file": str(self.experiment.path),
+            **provenance_tags(self.experiment.config.seed, self.data.digest),
+        }
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"study {study_name}")
         self.parent_run_id = run.info.run_id
         self.client.log_dict(self.parent_run_id, redact(self.experiment.raw), "config.yaml")
@@ -181,7 +186,7 @@ class MlflowTracker(NullTracker):
             "mlflow.parentRunId": self.parent_run_id or "",
             STUDY_TAG: self.experiment.study_name,
             TRIAL_TAG: str(spec.number),
-            "harness.data_digest": self.data.digest,
+            **provenance_tags(spec.seed, self.data.digest),
         }
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=spec.run_name())
         run_id = run.info.run_id

@@ -108,6 +108,9 @@ def test_sweep_tracks_every_trial_and_resumes(tmp_path: Path, tiny_csv: Path) ->
         assert set(child.data.params) >= PARAMS
         assert set(child.data.metrics) >= METRICS
         assert child.data.tags["pareto"] in {"true", "false"}
+        # What it takes to reproduce the run.
+        for tag in ("harness.seed", "harness.data_digest", "harness.versions.torch"):
+            assert child.data.tags.get(tag), tag
         history = client.get_metric_history(child.info.run_id, "valid_accuracy")
         assert [m.step for m in history] == list(range(1, int(child.data.params["n_epochs"]) + 1))
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}

@@ -1,0 +1,383 @@
+"""The report: is paying more for fine-tuning buying real accuracy?
+
+`build_report` reads a study (finished or still running) and the trials' test-set predictions from
+MLflow, finds the Pareto front of accuracy against cost, prices and tests every step along it,
+adds baselines on the same test set, the cost of running each model for a month, and a
+recommendation. `write_report` renders it (markdown, self-contained HTML, charts) and
+`log_report` attaches it to the study's parent MLflow run and tags the front's trial runs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from harness.config import Experiment
+from harness.errors import ConfigError, HarnessError
+from harness.report_baselines import Baseline, compute_baselines
+from harness.report_front import (
+    Recommendation,
+    ReportOptions,
+    Step,
+    TrialRow,
+    comparer,
+    front_steps,
+    pareto_front,
+    recommend,
+)
+from harness.report_render import render_files
+from harness.significance import PairedComparison, compare_paired
+from harness.study import completed_trials, load_existing_study
+from harness.tracking import tracking_uri
+
+__all__ = [
+    "Report",
+    "ReportOptions",
+    "Step",
+    "TrialRow",
+    "build_report",
+    "default_out_dir",
+    "log_report",
+    "pareto_front",
+    "summary_lines",
+    "write_report",
+]
+
+PREDICTIONS = "predictions.csv"
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """Training once plus serving at the stated monthly volume."""
+
+    number: int
+    training: float
+    per_request: float | None
+    monthly: float | None
+
+    def months(self, count: int) -> float | None:
+        return None if self.monthly is None else self.training + count * self.monthly
+
+
+@dataclass(frozen=True)
+class EpochSummary:
+    """Where validation accuracy peaked and what the epochs after the peak cost."""
+
+    number: int
+    epochs: int
+    peak_epoch: int
+    peak_accuracy: float
+    cost_after_peak: float
+
+
+@dataclass
+class Report:
+    """Everything the rendered report shows; built by `build_report`."""
+
+    experiment: str
+    study: str
+    options: ReportOptions
+    trials: list[TrialRow]
+    front: list[TrialRow]
+    steps: list[Step]
+    baselines: list[Baseline]
+    baseline_comparisons: dict[int, PairedComparison]
+    ownership: list[Ownership]
+    epochs: list[EpochSummary]
+    recommendation: Recommendation
+    neighbour: TrialRow | None
+    sample: pd.DataFrame
+    n_test: int | None
+    backend: str
+    notes: list[str] = field(default_factory=list)
+    running: int = 0
+    tracking_uri: str = ""
+    parent_run_id: str | None = None
+
+    @property
+    def best_baseline(self) -> Baseline | None:
+        scored = [b for b in self.baselines if b.accuracy is not None]
+        return max(scored, key=lambda b: b.accuracy or 0.0) if scored else None
+
+
+# --- ownership, epochs, qualitative sample ---------------------------------------------------
+
+
+def ownership(rows: list[TrialRow], n_test: int | None, monthly_requests: int) -> list[Ownership]:
+    """Training cost plus inference at `monthly_requests`; per request = eval cost / test size."""
+    result = []
+    for row in rows:
+        training = float(row.attrs.get("train_cost_usd", row.cost))
+        per_request = float(row.attrs.get("eval_cost_usd", 0.0)) / n_test if n_test else None
+        monthly = per_request * monthly_requests if per_request is not None else None
+        result.append(Ownership(row.number, training, per_request, monthly))
+    return result
+
+
+def epoch_summary(row: TrialRow) -> EpochSummary | None:
+    """Peak validation epoch (the first, on ties) and the cost of the epochs after it."""
+    curve = [float(v) for v in row.attrs.get("valid_accuracy_by_epoch") or []]
+    costs = [float(v) for v in row.attrs.get("cost_usd_by_epoch") or []]
+    if not curve:
+        return None
+    peak = int(np.argmax(curve))
+    after = costs[-1] - costs[peak] if len(costs) == len(curve) else 0.0
+    return EpochSummary(row.number, len(curve), peak + 1, curve[peak], max(after, 0.0))
+
+
+def qualitative_sample(
+    chosen: TrialRow, neighbour: TrialRow | None, size: int, seed: int
+) -> pd.DataFrame:
+    """Test examples the chosen model or its cheaper neighbour got wrong, side by side."""
+    if chosen.predictions is None:
+        return pd.DataFrame()
+    frame = chosen.predictions[["text", "true"]].copy()
+    frame["chosen"] = chosen.predictions["predicted"]
+    frame["chosen_confidence"] = chosen.predictions["confidence"]
+    wrong = frame["chosen"] != frame["true"]
+    if neighbour is not None and neighbour.predictions is not None:
+        frame["neighbour"] = neighbour.predictions["predicted"].to_numpy()
+        frame["neighbour_confidence"] = neighbour.predictions["confidence"].to_numpy()
+        wrong |= frame["neighbour"] != frame["true"]
+    candidates = frame[wrong]
+    picked = np.random.default_rng(seed).permutation(len(candidates))[:size]
+    sample = candidates.iloc[np.sort(picked)]
+    # Examples the dearer model fixed come first: they are what the extra money bought.
+    order = (sample["chosen"] != sample["true"]).astype(int)
+    return sample.assign(_order=order).sort_values("_order", kind="stable").drop(columns="_order")
+
+
+# --- gathering -------------------------------------------------------------------------------
+
+
+def _client(uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return None  # never create an empty tracking store just to read from it
+    return MlflowClient(tracking_uri=uri)
+
+
+@contextmanager
+def _quiet_downloads() -> Iterator[None]:
+    """No MLflow progress bar per artifact: the report prints its own summary."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(key)
+    os.environ[key] = before if before is not None else "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+
+
+def _read_predictions(client: Any, run_id: str | None, tmp: str) -> pd.DataFrame | None:
+    if client is None or not run_id:
+        return None
+    try:
+        with _quiet_downloads():
+            path = client.download_artifacts(run_id, PREDICTIONS, str(Path(tmp) / run_id))
+    except Exception:  # MLflow raises several types for a missing run or artifact
+        return None
+    frame = pd.read_csv(
+        path, dtype={"text": str, "true": str, "predicted": str}, keep_default_na=False
+    )
+    frame["confidence"] = pd.to_numeric(frame["confidence"], errors="coerce")
+    return frame
+
+
+def _rows(experiment: Experiment, trials: list[FrozenTrial], client: Any) -> list[TrialRow]:
+    fixed = _fixed_params(experiment)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for t in sorted(trials, key=lambda t: t.number):
+            attrs = dict(t.user_attrs)
+            run_id = attrs.get("mlflow_run_id")
+            rows.append(
+                TrialRow(
+                    number=t.number,
+                    params={**fixed, **t.params},
+                    accuracy=float(attrs.get("test_accuracy", t.values[0])),
+                    cost=float(attrs.get("cost_usd", t.values[1] if len(t.values) > 1 else 0.0)),
+                    attrs=attrs,
+                    run_id=run_id,
+                    predictions=_read_predictions(client, run_id, tmp),
+                )
+            )
+    return rows
+
+
+def _fixed_params(experiment: Experiment) -> dict[str, Any]:
+    from harness.search_space import load_search_space
+
+    try:
+        return load_search_space(experiment.resolve_path(experiment.config.search_space)).fixed
+    except HarnessError:
+        return {}
+
+
+def _align(rows: list[TrialRow], notes: list[str]) -> pd.DataFrame | None:
+    """The test set the trials were scored on; drop predictions scored on a different one.
+
+    The newest trial's test set is the reference: it is the one the dataset gives now.
+    """
+    missing = [r.name for r in rows if r.predictions is None]
+    scored = [r for r in rows if r.predictions is not None]
+    if not scored:
+        notes.append(f"No trial has a {PREDICTIONS} artifact in MLflow: no significance tests.")
+        return None
+    if missing:
+        notes.append(f"No predictions in MLflow for {', '.join(missing)}: no paired tests there.")
+    reference = scored[-1].predictions[["text", "true"]]  # type: ignore[index]
+    for row in scored:
+        if not row.predictions[["text", "true"]].equals(reference):  # type: ignore[index]
+            notes.append(f"{row.name} was scored on a different test set: no paired tests there.")
+            row.predictions = None
+    return reference
+
+
+def build_report(experiment: Experiment, options: ReportOptions | None = None) -> Report:
+    """Gather the study and its predictions and analyse them.
+
+    Args:
+        experiment: The validated experiment whose study to report.
+        options: Monthly volume, value per accuracy point, budget and statistics settings.
+
+    Returns:
+        The report, ready for `write_report`.
+
+    Raises:
+        ConfigError: The study does not exist or has no completed trial yet.
+    """
+    options = options or ReportOptions()
+    study = load_existing_study(experiment)
+    trials = completed_trials(study)
+    if not trials:
+        raise ConfigError(
+            f"no completed trials yet in study {experiment.study_name!r}: "
+            f"run `harness sweep {experiment.path}` first"
+        )
+    uri = tracking_uri(experiment)
+    report = _analyse(experiment, _rows(experiment, trials, _client(uri)), options)
+    report.running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    report.tracking_uri = uri
+    report.parent_run_id = study.user_attrs.get("mlflow_run_id")
+    return report
+
+
+def _analyse(experiment: Experiment, rows: list[TrialRow], options: ReportOptions) -> Report:
+    notes: list[str] = []
+    reference = _align(rows, notes)
+    n_test = len(reference) if reference is not None else None
+    baselines, test_correct = compute_baselines(experiment, reference, notes)
+    compare = comparer(options)
+    front = [rows[i] for i in pareto_front([(r.accuracy, r.cost) for r in rows])]
+    for row in front:
+        row.on_front = True
+    recommendation = recommend(front, options, compare, n_test, rows)
+    index = front.index(recommendation.chosen)
+    neighbour = front[index - 1] if index > 0 else None
+    chosen = recommendation.chosen
+    return Report(
+        experiment=experiment.name,
+        study=experiment.study_name,
+        options=options,
+        trials=rows,
+        front=front,
+        steps=front_steps(front, compare),
+        baselines=baselines,
+        baseline_comparisons=_against_baseline(rows, test_correct, options),
+        ownership=ownership(rows, n_test, options.monthly_requests),
+        epochs=[s for s in map(epoch_summary, rows) if s is not None],
+        recommendation=recommendation,
+        neighbour=neighbour,
+        sample=qualitative_sample(chosen, neighbour, options.sample_size, options.seed),
+        n_test=n_test,
+        backend=experiment.config.backend.kind,
+        notes=notes,
+    )
+
+
+def _against_baseline(
+    rows: list[TrialRow], baseline_correct: np.ndarray | None, options: ReportOptions
+) -> dict[int, PairedComparison]:
+    if baseline_correct is None:
+        return {}
+    result = {}
+    for row in rows:
+        correct = row.correct
+        if correct is not None:
+            result[row.number] = compare_paired(
+                baseline_correct,
+                correct,
+                options.alpha,
+                options.power,
+                options.n_resamples,
+                options.seed,
+            )
+    return result
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+def default_out_dir(experiment: Experiment) -> Path:
+    return Path("mlruns") / "reports" / experiment.name
+
+
+def write_report(report: Report, out_dir: Path) -> dict[str, Path]:
+    """Write report.md, report.html (self-contained), the charts and trials.csv into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return render_files(report, out_dir)
+
+
+def log_report(report: Report, paths: dict[str, Path]) -> list[str]:
+    """Log the files on the study's parent run and tag every trial run `pareto=true|false`.
+
+    Returns:
+        What could not be done, in words (an empty list when everything was logged).
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client(report.tracking_uri)
+    if client is None:
+        return [f"not logged to MLflow: no tracking store at {report.tracking_uri}"]
+    problems = []
+    if report.parent_run_id:
+        try:
+            for path in paths.values():
+                client.log_artifact(report.parent_run_id, str(path), artifact_path="report")
+        except MlflowException as exc:
+            problems.append(f"not logged on parent run {report.parent_run_id}: {exc.message}")
+    else:
+        problems.append(
+            "not logged to MLflow: the study has no parent run (swept without tracking)"
+        )
+    for row in report.trials:
+        if row.run_id:
+            try:
+                client.set_tag(row.run_id, "pareto", str(row.on_front).lower())
+            except MlflowException:
+                problems.append(f"{row.name}: MLflow run {row.run_id} is gone; no pareto tag")
+    return problems
+
+
+def summary_lines(report: Report) -> list[str]:
+    """The terminal summary: the answer, then one line per step along the front."""
+    from harness.report_render import answer_lines, step_line
+
+    return [
+        *answer_lines(report),
+        "",
+        "Steps along the Pareto front (cheapest first):",
+        *map(step_line, report.steps),
+    ]

@@ -1,0 +1,128 @@
+"""Baselines on the trials' own test set: what accuracy costs without fine-tuning.
+
+A fine-tuned model is worth its price only if it beats what is nearly free: predicting the most
+frequent training label, and a TF-IDF + logistic-regression model trained on the same training
+split in seconds on a CPU. The base model without fine-tuning is a third baseline where the
+backend can score it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from harness.backends.base import PreparedData
+from harness.config import REFERENCE_DOLLARS_PER_HOUR, Experiment
+from harness.errors import HarnessError
+from harness.scoring import score
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A model scored on the same test examples as the trials (accuracy None: not available)."""
+
+    name: str
+    accuracy: float | None
+    macro_f1: float | None
+    cost: float | None
+    note: str
+    correct: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+
+def majority_baseline(data: PreparedData) -> Baseline:
+    """Always answer the most frequent training label (ties: the first in the label set)."""
+    counts = Counter(data.train.labels)
+    label = max(data.labels, key=lambda x: counts.get(x, 0))
+    predicted = [label] * len(data.test)
+    metrics = score(data.test.labels, predicted, data.labels, data.ordinal)
+    correct = np.asarray([t == label for t in data.test.labels], dtype=bool)
+    note = f"always {label!r}, the most frequent training label"
+    return Baseline("majority class", metrics.accuracy, metrics.macro_f1, 0.0, note, correct)
+
+
+def tfidf_baseline(data: PreparedData, dollars_per_hour: float) -> Baseline:
+    """TF-IDF word uni- and bigrams + logistic regression, trained on the training split only.
+
+    Its cost is the measured fit-and-predict time on this machine at the backend's $/hour, so it
+    sits on the same axis as the local trials.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    started = time.perf_counter()
+    model = make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+        LogisticRegression(max_iter=2000),
+    )
+    model.fit(list(data.train.texts), list(data.train.labels))
+    predicted = [str(p) for p in model.predict(list(data.test.texts))]
+    seconds = time.perf_counter() - started
+    metrics = score(data.test.labels, predicted, data.labels, data.ordinal)
+    correct = np.asarray([t == p for t, p in zip(data.test.labels, predicted, strict=True)])
+    note = f"scikit-learn, {seconds:.2f} s to train and score on this machine"
+    cost = seconds / 3600.0 * dollars_per_hour
+    return Baseline(
+        "TF-IDF + logistic regression", metrics.accuracy, metrics.macro_f1, cost, note, correct
+    )
+
+
+def base_model_baseline(experiment: Experiment) -> Baseline:
+    """The base model without fine-tuning, where the backend can score it."""
+    kind = experiment.config.backend.kind
+    name = f"{experiment.config.backend.model} without fine-tuning"
+    if kind == "local":
+        # An encoder's classification head is initialised at random before fine-tuning, so its
+        # untrained accuracy says nothing about the base model.
+        return Baseline(
+            name,
+            None,
+            None,
+            None,
+            "not available for the local backend (an untrained head is random)",
+        )
+    return Baseline(name, None, None, None, f"not available for the {kind} backend yet")
+
+
+def compute_baselines(
+    experiment: Experiment, reference: pd.DataFrame | None, notes: list[str]
+) -> tuple[list[Baseline], np.ndarray | None]:
+    """Every baseline, and the per-example correctness of the best one for paired tests.
+
+    The dataset is prepared again from the experiment file (same seed, same split); when it no
+    longer yields the test set the trials were scored on (`reference`), baselines are skipped
+    rather than compared on different examples.
+
+    Args:
+        experiment: The experiment whose dataset and backend to use.
+        reference: The trials' test set (columns text, true), or None when no trial has
+            predictions.
+        notes: Receives a sentence for anything that was skipped.
+
+    Returns:
+        The baselines, and the best one's correctness vector (None without `reference`).
+    """
+    from harness.sweep import prepare_experiment
+
+    base = base_model_baseline(experiment)
+    try:
+        data, _ = prepare_experiment(experiment)
+    except HarnessError as exc:
+        notes.append(f"Baselines skipped: the dataset could not be prepared ({exc}).")
+        return [base], None
+    if reference is not None and (
+        tuple(reference["text"]) != data.test.texts or tuple(reference["true"]) != data.test.labels
+    ):
+        notes.append(
+            "Baselines skipped: the dataset as configured now does not give the test set the "
+            "trials were scored on."
+        )
+        return [base], None
+    rate = getattr(experiment.config.backend, "dollars_per_hour", REFERENCE_DOLLARS_PER_HOUR)
+    baselines = [majority_baseline(data), tfidf_baseline(data, rate), base]
+    best = max(baselines[:2], key=lambda b: b.accuracy or 0.0)
+    return baselines, best.correct if reference is not None else None

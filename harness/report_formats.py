@@ -1,0 +1,379 @@
+"""The report's formats: markdown, self-contained HTML, and the charts they show.
+
+Charts: accuracy against cost (PNG, and inline SVG for the HTML) and per-epoch curves (PNG).
+
+The SVG is hand-written rather than drawn by a plotting library so the HTML report stays one
+self-contained file with no JavaScript bundle: each point carries a `<title>`, which browsers show
+as a tooltip on hover. Axis ticks come from matplotlib's locators so both charts agree.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from harness.report import Report, TrialRow
+
+# A document is a list of blocks: ("h1" | "h2" | "p", text), ("list", [text]),
+# ("table", (headers, rows)), ("image", (png name, alt)) and ("chart", (png name, alt)): the
+# accuracy-against-cost chart, a PNG in markdown and an interactive SVG in HTML.
+Block = tuple[str, Any]
+IMAGES = {"chart": "accuracy_vs_cost.png", "epochs": "epoch_curves.png"}
+
+_FRONT, _OTHER, _CHOSEN, _BASE = "#1f77b4", "#b0b0b0", "#d62728", "#2ca02c"
+
+
+# --- numbers in words ------------------------------------------------------------------------
+
+
+def usd(value: float | None) -> str:
+    """Dollars to three significant digits below $1 (`$0.0123`, `$0.10`), cents above (`$12.34`)."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if value == 0:
+        return "$0"
+    if value < 0:
+        return f"-{usd(-value)}"
+    if abs(value) >= 1:
+        return f"${value:,.2f}"
+    decimals = max(2, -math.floor(math.log10(abs(value))) + 2)
+    text = f"{value:.{decimals}f}"
+    # Three significant digits, but no trailing zeros beyond the cents: $0.10, $0.196, $0.005.
+    whole, _, fraction = text.partition(".")
+    return f"${whole}.{fraction[:2]}{fraction[2:].rstrip('0')}"
+
+
+def points(value: float) -> str:
+    """A signed difference in accuracy points, e.g. `+1.5 points`."""
+    return f"{value:+.1f} points"
+
+
+def percent(fraction: float) -> str:
+    return f"{100 * fraction:.1f}%"
+
+
+def ratio(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value:.0f}x" if value >= 10 else f"{value:.1f}x"
+
+
+def p_text(p_value: float) -> str:
+    return (
+        "p < 0.001"
+        if p_value < 0.001
+        else f"p = {p_value:.3f}"
+        if p_value < 0.1
+        else f"p = {p_value:.2f}"
+    )
+
+
+# --- charts --------------------------------------------------------------------------------
+
+
+def use_log_cost(costs: Sequence[float]) -> bool:
+    """Log scale when every cost is positive and they span more than a factor of 3."""
+    return bool(costs) and min(costs) > 0 and max(costs) / min(costs) > 3
+
+
+def _pyplot():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _tooltip(report: Report, row: TrialRow) -> str:
+    where = "Pareto front" if row.on_front else "dominated"
+    chosen = " (recommended)" if row is report.recommendation.chosen else ""
+    score = f"accuracy {percent(row.accuracy)}, cost {usd(row.cost)}"
+    return f"{row.name}{chosen}, {where}\n{row.describe()}\n{score}"
+
+
+def accuracy_cost_png(report: Report, path: Path) -> None:
+    """Scatter of test accuracy against cost, front joined, recommendation ringed, baselines."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    others = [t for t in report.trials if not t.on_front]
+    ax.scatter(
+        [t.cost for t in others], [100 * t.accuracy for t in others], c=_OTHER, label="other trials"
+    )
+    front = report.front
+    ax.plot(
+        [t.cost for t in front],
+        [100 * t.accuracy for t in front],
+        "o-",
+        c=_FRONT,
+        label="Pareto front",
+    )
+    for t in front:
+        ax.annotate(
+            f"t{t.number}",
+            (t.cost, 100 * t.accuracy),
+            textcoords="offset points",
+            xytext=(5, -12),
+            fontsize=8,
+        )
+    chosen = report.recommendation.chosen
+    ax.scatter(
+        [chosen.cost],
+        [100 * chosen.accuracy],
+        s=220,
+        facecolors="none",
+        edgecolors=_CHOSEN,
+        linewidths=2,
+        label="recommended",
+    )
+    _draw_baselines(ax, report)
+    if use_log_cost([t.cost for t in report.trials]):
+        ax.set_xscale("log")
+    ax.set_xlabel("cost per configuration (US dollars: training + test evaluation)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{report.experiment}: accuracy against cost", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _draw_baselines(ax: Any, report: Report) -> None:
+    for base in report.baselines:
+        if base.accuracy is not None:
+            ax.axhline(100 * base.accuracy, ls="--", lw=1, c=_BASE)
+            ax.annotate(
+                base.name,
+                (0.01, 100 * base.accuracy),
+                xycoords=("axes fraction", "data"),
+                fontsize=8,
+                color=_BASE,
+                va="bottom",
+            )
+
+
+def epochs_png(report: Report, path: Path) -> None:
+    """Validation accuracy and cumulative cost by epoch, one line per trial, front in colour."""
+    plt = _pyplot()
+    fig, (acc_ax, cost_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for t in report.trials:
+        curve = t.attrs.get("valid_accuracy_by_epoch") or []
+        costs = t.attrs.get("cost_usd_by_epoch") or []
+        style = {
+            "c": None if t.on_front else _OTHER,
+            "lw": 1.8 if t.on_front else 1,
+            "marker": "o",
+            "ms": 3,
+        }
+        label = f"t{t.number}" if t.on_front else None
+        if curve:
+            acc_ax.plot(range(1, len(curve) + 1), [100 * v for v in curve], label=label, **style)
+        if costs:
+            cost_ax.plot(range(1, len(costs) + 1), costs, **style)
+    acc_ax.set(
+        xlabel="epoch", ylabel="validation accuracy (%)", title="validation accuracy by epoch"
+    )
+    cost_ax.set(xlabel="epoch", ylabel="cost so far (US dollars)", title="cost by epoch")
+    epoch_costs = [float(c) for t in report.trials for c in t.attrs.get("cost_usd_by_epoch") or []]
+    if use_log_cost(epoch_costs):
+        cost_ax.set_yscale("log")
+    for ax in (acc_ax, cost_ax):
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if any(t.on_front for t in report.trials):
+        acc_ax.legend(fontsize=8, title="front", title_fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+class _Axis:
+    """Maps data to SVG pixels on a linear or log scale, with matplotlib's tick positions."""
+
+    def __init__(self, values: Sequence[float], pixels: tuple[float, float], log: bool):
+        from matplotlib.ticker import LogLocator, MaxNLocator
+
+        self.log, self.pixels = log, pixels
+        low, high = (
+            (math.log10(min(values)), math.log10(max(values)))
+            if log
+            else (min(values), max(values))
+        )
+        pad = (high - low) * 0.08 or (0.3 if log else max(abs(low) * 0.1, 0.01))
+        self.low, self.high = low - pad, high + pad
+        if log:
+            ticks = LogLocator(base=10, subs=(1.0, 2.0, 5.0)).tick_values(
+                10**self.low, 10**self.high
+            )
+        else:
+            ticks = MaxNLocator(6).tick_values(self.low, self.high)
+        self.ticks = [float(t) for t in ticks if self.low <= self._raw(t) <= self.high]
+
+    def _raw(self, value: float) -> float:
+        return math.log10(value) if self.log else value
+
+    def __call__(self, value: float) -> float:
+        start, end = self.pixels
+        return start + (self._raw(value) - self.low) / (self.high - self.low) * (end - start)
+
+
+def _el(tag: str, body: str = "", **attrs: object) -> str:
+    """One SVG element; `stroke_width=2` becomes `stroke-width="2"`, floats get one decimal."""
+    names = {"class_": "class"}
+    text = " ".join(
+        f'{names.get(k, k.replace("_", "-"))}="{f"{v:.1f}" if isinstance(v, float) else v}"'
+        for k, v in attrs.items()
+    )
+    opening = f"{tag} {text}" if text else tag
+    return f"<{opening}>{body}</{tag}>" if body else f"<{opening}/>"
+
+
+def accuracy_cost_svg(report: Report, width: int = 760, height: int = 430) -> str:
+    """The accuracy-against-cost chart as inline SVG; hover a point for its configuration."""
+    box = (70, width - 20, 34, height - 50)  # legend above the plot area
+    left, right, top, bottom = box
+    costs = [t.cost for t in report.trials]
+    scored = [b for b in report.baselines if b.accuracy is not None]
+    accs = [100 * t.accuracy for t in report.trials] + [100 * (b.accuracy or 0) for b in scored]
+    x = _Axis(costs, (left, right), use_log_cost(costs))
+    y = _Axis(accs, (bottom, top), log=False)
+    parts = _svg_axes(x, y, box)
+    for base in scored:
+        yy = y(100 * (base.accuracy or 0))
+        parts.append(
+            _el("line", x1=left, x2=right, y1=yy, y2=yy, stroke=_BASE, stroke_dasharray="5,4")
+        )
+        parts.append(_el("text", html.escape(base.name), x=left + 4, y=yy - 4, fill=_BASE))
+    line = " ".join(f"{x(t.cost):.1f},{y(100 * t.accuracy):.1f}" for t in report.front)
+    parts.append(_el("polyline", points=line, fill="none", stroke=_FRONT, stroke_width=1.5))
+    chosen = report.recommendation.chosen
+    ring: dict[str, object] = {"r": 11, "fill": "none", "stroke": _CHOSEN, "stroke_width": 2}
+    parts.append(_el("circle", "", cx=x(chosen.cost), cy=y(100 * chosen.accuracy), **ring))
+    for t in sorted(report.trials, key=lambda t: t.on_front):  # front drawn on top
+        cx, cy = x(t.cost), y(100 * t.accuracy)
+        tip = _el("title", html.escape(_tooltip(report, t)))
+        colour = _FRONT if t.on_front else _OTHER
+        parts.append(_el("circle", tip, class_="pt", cx=cx, cy=cy, r=6, fill=colour))
+        if t.on_front:
+            parts.append(_el("text", f"t{t.number}", x=cx + 8, y=cy + 14))
+    legend = [
+        (_FRONT, "● Pareto front"),
+        (_OTHER, "● other trials"),
+        (_CHOSEN, "○ recommended"),
+        (_BASE, "- - baselines"),
+    ]
+    spans = "  ".join(_el("tspan", text, fill=colour) for colour, text in legend)
+    parts.append(_el("text", spans, x=right, y=top - 12, text_anchor="end"))
+    body = "\n".join(parts)
+    return _el(
+        "svg",
+        f"\n{body}\n",
+        viewBox=f"0 0 {width} {height}",
+        width=width,
+        height=height,
+        role="img",
+        aria_label="accuracy against cost",
+        font_family="sans-serif",
+        font_size=11,
+    )
+
+
+def _svg_axes(x: _Axis, y: _Axis, box: tuple[int, int, int, int]) -> list[str]:
+    left, right, top, bottom = box
+    frame = {"fill": "none", "stroke": "#999"}
+    parts = [_el("rect", x=left, y=top, width=right - left, height=bottom - top, **frame)]
+    for tick in x.ticks:
+        xx = x(tick)
+        parts.append(_el("line", x1=xx, x2=xx, y1=top, y2=bottom, stroke="#eee"))
+        parts.append(_el("text", usd(tick), x=xx, y=bottom + 16, text_anchor="middle"))
+    for tick in y.ticks:
+        yy = y(tick)
+        parts.append(_el("line", x1=left, x2=right, y1=yy, y2=yy, stroke="#eee"))
+        parts.append(_el("text", f"{tick:g}%", x=left - 6, y=yy + 4, text_anchor="end"))
+    label = "cost per configuration, US dollars" + (" (log scale)" if x.log else "")
+    middle = {"text_anchor": "middle"}
+    parts.append(_el("text", label, x=(left + right) / 2, y=bottom + 38, **middle))
+    vertical = {"transform": "rotate(-90)", "x": -(top + bottom) / 2, "y": 16, **middle}
+    parts.append(_el("text", "test accuracy", **vertical))
+    return parts
+
+
+# --- markdown and HTML -----------------------------------------------------------------------
+
+
+def to_markdown(items: list[Block]) -> str:
+    out: list[str] = []
+    for kind, value in items:
+        if kind in ("h1", "h2"):
+            out.append(f"{'#' if kind == 'h1' else '##'} {value}")
+        elif kind == "p":
+            out.append(value)
+        elif kind == "list":
+            out.append("\n".join(f"- {item}" for item in value))
+        elif kind in ("image", "chart"):
+            out.append(f"![{value[1]}]({value[0]})")
+        elif kind == "table":
+            headers, rows = value
+            lines = [_md_row(headers), "|" + "---|" * len(headers)] + [_md_row(r) for r in rows]
+            out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
+
+
+def _md_row(cells: list[str]) -> str:
+    # Test texts are user data: keep them from breaking the table or being read as HTML.
+    clean = (
+        re.sub(r"<(?=[A-Za-z/!?])", "&lt;", str(c).replace("|", "\\|").replace("\n", " "))
+        for c in cells
+    )
+    return "| " + " | ".join(clean) + " |"
+
+
+def _inline(text: str) -> str:
+    escaped = html.escape(text)
+    escaped = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", escaped)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", escaped)
+
+
+_CSS = """
+body{font:15px/1.5 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}
+td,th{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}
+th{background:#f3f3f3} img{max-width:100%} code{font-size:13px}
+.pt{cursor:pointer} .pt:hover{stroke:#000;stroke-width:2.5}
+"""
+
+
+def to_html(items: list[Block], report: Report, images: dict[str, Path]) -> str:
+    body: list[str] = []
+    for kind, value in items:
+        if kind in ("h1", "h2"):
+            body.append(f"<{kind}>{_inline(value)}</{kind}>")
+        elif kind == "p":
+            body.append(f"<p>{_inline(value)}</p>")
+        elif kind == "list":
+            body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in value) + "</ul>")
+        elif kind == "chart":
+            body.append(accuracy_cost_svg(report))  # interactive: hover a point for its details
+        elif kind == "image":
+            data = base64.b64encode(images[value[0]].read_bytes()).decode("ascii")
+            body.append(f'<img alt="{html.escape(value[1])}" src="data:image/png;base64,{data}">')
+        elif kind == "table":
+            headers, rows = value
+            head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+            cells = "".join(
+                "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
+                for r in rows
+            )
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
+    title = html.escape(f"{report.experiment}: report")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
