@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast lint format bench ui clean
+.PHONY: setup demo test test-fast lint format ui clean browser
 
 setup: $(STAMP)
 
@@ -22,24 +22,26 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/harness sweep experiments/demo.yaml
+	$(BIN)/harness report experiments/demo.yaml
 
-test: $(STAMP)
+# Headless Chromium for the browser test of `harness ui` (Debian's package; needs root/apt).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: $(STAMP) browser
 	$(BIN)/pytest -q
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check harness tests benchmarks
-	$(BIN)/ruff format --check harness tests benchmarks
+	$(BIN)/ruff check harness tests
+	$(BIN)/ruff format --check harness tests
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format harness tests benchmarks
-	$(BIN)/ruff check --fix harness tests benchmarks
-
-bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	$(BIN)/ruff format harness tests
+	$(BIN)/ruff check --fix harness tests
 
 ui: $(STAMP)
 	$(BIN)/harness ui

@@ -1,0 +1,307 @@
+"""Hand-off: promote a real small sweep's trial into the MLflow registry, load it back as a pyfunc
+model, and call it through `harness predict`, for the local backend and (over the fake API) for
+the OpenAI backend."""
+
+# The fixture is imported by name, so the test that takes it "redefines" it.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.config import Experiment, load_experiment
+from harness.registry import Promotion, promote
+from harness.sweep import run_sweep
+from tests.conftest import review_rows, write_csv, write_experiment
+from tests.openai_fake import FakeOpenAI, openai_fake  # noqa: F401 - the fixture
+from tests.test_sweep import RecordingView
+
+pytestmark = pytest.mark.slow
+NAME = "tiny-classifier"
+KEY = "sk-harness-registry-test-0123456789"
+
+
+@dataclass
+class Swept:
+    """A finished two-trial local sweep in its own directory, with absolute store URIs."""
+
+    directory: Path
+    path: Path
+    store: str
+
+    def experiment(self) -> Experiment:
+        return load_experiment(str(self.path))
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=self.store)
+
+    def study(self) -> optuna.Study:
+        return optuna.load_study(study_name="tiny", storage=f"sqlite:///{self.directory}/optuna.db")
+
+    def backend_predictions(self, run_id: str) -> pd.DataFrame:
+        """What the backend predicted on the test set during the sweep (the trial's artifact)."""
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id,
+            artifact_path="predictions.csv",
+            dst_path=str(self.directory / run_id),
+            tracking_uri=self.store,
+        )
+        return pd.read_csv(local, keep_default_na=False)
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swept]:
+    directory = tmp_path_factory.mktemp("swept")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(directory)
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setenv("TOKENIZERS_PARALLELISM", "false")
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        store = f"sqlite:///{directory}/mlflow.db"
+        path = write_experiment(
+            directory,
+            write_csv(directory / "reviews.csv", review_rows(14)),
+            space={
+                "n_epochs": 1,
+                "learning_rate_multiplier": {"type": "float", "low": 2.0, "high": 6.0},
+                "batch_size": 8,
+            },
+            study={
+                "n_trials": 2,
+                "sampler": {"kind": "random"},
+                "storage": f"sqlite:///{directory}/optuna.db",
+            },
+            tracking={"uri": store},
+        )
+        outcome = run_sweep(load_experiment(str(path)), RecordingView())
+        assert len(outcome.results) == 2, outcome.failures
+    yield Swept(directory, path, store)
+
+
+@pytest.fixture(scope="module")
+def promoted(swept: Swept) -> Promotion:
+    return promote(swept.experiment())
+
+
+def test_promote_registers_the_front_best_and_it_predicts_like_the_backend(
+    swept: Swept, promoted: Promotion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    front = swept.study().best_trials
+    best = max(front, key=lambda t: (t.user_attrs["test_accuracy"], -t.user_attrs["cost_usd"]))
+    assert promoted.trial_number == best.number
+    assert promoted.run_id == best.user_attrs["mlflow_run_id"]
+    assert (promoted.name, promoted.alias) == (NAME, "champion")
+    assert promoted.uri == f"models:/{NAME}@champion"
+    assert "highest test accuracy" in promoted.reason and "Pareto front" in promoted.reason
+
+    client = swept.client()
+    version = client.get_model_version_by_alias(NAME, "champion")
+    assert str(version.version) == promoted.version
+    assert version.run_id == promoted.run_id  # shown under the trial's run in the UI
+    run = client.get_run(promoted.run_id)
+    assert version.tags["harness.trial_number"] == str(best.number)
+    assert float(version.tags["test_accuracy"]) == pytest.approx(best.user_attrs["test_accuracy"])
+    assert float(version.tags["cost_usd"]) == pytest.approx(best.user_attrs["cost_usd"], abs=1e-6)
+    assert version.tags["data_digest"] == run.data.tags["harness.data_digest"]
+    assert run.info.status == "FINISHED"
+    assert [o.model_id for o in run.outputs.model_outputs], "the model is logged on the run"
+
+    # A fresh load by registry URI (MLflow reads the store from the environment, as any app
+    # would) predicts exactly what the backend predicted on the test set during the sweep.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", swept.store)
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    expected = swept.backend_predictions(promoted.run_id)
+    frame = model.predict(expected["text"].tolist())
+    assert frame["label"].tolist() == expected["predicted"].tolist()
+    assert frame["confidence"].round(4).tolist() == pytest.approx(expected["confidence"].tolist())
+    assert list(frame.columns) == ["label", "confidence", "score_negative", "score_positive"]
+    totals = frame["score_negative"] + frame["score_positive"]
+    assert totals.tolist() == pytest.approx([1.0] * len(frame))
+    # A DataFrame with a `text` column works as well as a list.
+    same = model.predict(pd.DataFrame({"text": expected["text"].tolist()[:2]}))
+    assert same["label"].tolist() == expected["predicted"].tolist()[:2]
+
+
+def test_promote_with_trial_moves_the_alias_and_never_registers_a_trial_twice(
+    swept: Swept, promoted: Promotion
+) -> None:
+    other = next(
+        t.number
+        for t in swept.study().get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+        if t.number != promoted.trial_number
+    )
+    second = promote(swept.experiment(), trial_number=other)
+    assert second.trial_number == other and not second.reused
+    assert int(second.version) == int(promoted.version) + 1
+    assert "as asked" in second.reason
+    client = swept.client()
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == second.version
+
+    again = promote(swept.experiment(), trial_number=other, alias="challenger")
+    assert again.reused and again.version == second.version
+    back = promote(swept.experiment())  # the default choice again: its version, not a new one
+    assert back.reused and back.version == promoted.version
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == promoted.version
+    assert str(client.get_model_version_by_alias(NAME, "challenger").version) == second.version
+    assert len(client.search_model_versions(f"name = '{NAME}'")) == 2
+
+
+def _harness(*args: str, store: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m harness` in a fresh process, as a user runs it, against `store`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "OPENAI_"))}
+    env.update(MLFLOW_TRACKING_URI=store, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_predict_command_classifies_texts_and_files_like_the_backend(
+    swept: Swept, promoted: Promotion, tmp_path: Path
+) -> None:
+    expected = swept.backend_predictions(promoted.run_id)
+    texts = expected["text"].tolist()
+    csv = tmp_path / "new.csv"
+    pd.DataFrame({"id": range(len(texts) - 1), "text": texts[1:]}).to_csv(csv, index=False)
+
+    result = _harness(
+        "predict", NAME, texts[0], "--file", str(csv), "--json", store=swept.store, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [r["text"] for r in rows] == texts
+    assert [r["label"] for r in rows] == expected["predicted"].tolist()
+    assert all(set(r["scores"]) == {"negative", "positive"} for r in rows)
+    assert [round(r["confidence"], 4) for r in rows] == pytest.approx(expected["confidence"])
+
+
+def test_predict_prints_a_table_and_promote_says_which_trial_and_why(
+    swept: Swept, promoted: Promotion, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", swept.store)
+    lines = tmp_path / "texts.txt"
+    lines.write_text("The sequel is a delight, 7.\n\nThe film is dull, 9.\n", encoding="utf-8")
+    runner = CliRunner()
+    result = runner.invoke(app, ["predict", f"models:/{NAME}@champion", "--file", str(lines)])
+    assert result.exit_code == 0, result.output
+    assert "The sequel is a delight, 7." in result.output and "confidence" in result.output
+    assert "positive" in result.output or "negative" in result.output
+
+    result = runner.invoke(app, ["promote", str(swept.path)])
+    assert result.exit_code == 0, result.output
+    assert f"Chose trial {promoted.trial_number}: the highest test accuracy" in result.output
+    assert f"models:/{NAME}@champion" in result.output and "harness predict" in result.output
+
+
+def test_bad_model_uri_and_bad_trial_are_one_clear_message(
+    swept: Swept, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", swept.store)
+    runner = CliRunner()
+    result = runner.invoke(app, ["predict", "models:/nope@champion", "hello"])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)  # no traceback
+    assert "models:/nope@champion" in result.output
+    assert NAME in result.output  # names the models that do exist
+
+    bad_trial = runner.invoke(app, ["promote", str(swept.path), "--trial", "99"])
+    assert bad_trial.exit_code == 2 and "trial 99 is not a completed trial" in bad_trial.output
+    reserved = runner.invoke(app, ["promote", str(swept.path), "--alias", "v1"])
+    assert reserved.exit_code == 2 and "--alias 'v1'" in reserved.output
+    nothing = runner.invoke(app, ["predict", NAME])
+    assert nothing.exit_code == 2 and "nothing to classify" in nothing.output
+
+
+# --------------------------------------------------------------------------- OpenAI backend
+
+
+def _openai_experiment(tmp_path: Path) -> Path:
+    csv = write_csv(tmp_path / "reviews.csv", review_rows(20, seed=2))
+    space = tmp_path / "space.yaml"
+    space.write_text("n_epochs: 1\nlearning_rate_multiplier: 1.0\nbatch_size: 8\n")
+    config: dict[str, Any] = {
+        "name": "oa-promote",
+        "seed": 5,
+        "dataset": {"source": str(csv), "split": {"validation": 0.2, "test": 0.2}},
+        "backend": {
+            "kind": "openai",
+            "model": "babbage-002",
+            "poll_interval": 0.05,
+            "poll_max_interval": 0.1,
+        },
+        "search_space": str(space),
+        "study": {"n_trials": 1, "storage": f"sqlite:///{tmp_path}/optuna.db"},
+        "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db"},
+    }
+    path = tmp_path / "oa.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_promote_openai_trial_keeps_its_id_and_prompt_format_and_never_the_key(
+    openai_fake: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_fake.base_url)
+    openai_fake.state.job_duration = 0.2
+    openai_fake.state.set_oracle(
+        lambda model, prompt: (
+            {"positive": 0.8, "negative": 0.2}
+            if "delight" in prompt or "wonderful" in prompt
+            else {"positive": 0.3, "negative": 0.7}
+        )
+    )
+    experiment = load_experiment(str(_openai_experiment(tmp_path)))
+    outcome = run_sweep(experiment, RecordingView())
+    assert len(outcome.results) == 1, outcome.failures
+    model_id = outcome.results[0].model.model_ref
+
+    done = promote(experiment)
+    assert (done.name, done.backend) == ("oa-promote-classifier", "openai")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    model = mlflow.pyfunc.load_model(done.uri)
+    config = model.model_config
+    assert config["model"] == model_id and model_id.startswith("ft:babbage-002:")
+    assert config["base_url"] == openai_fake.base_url
+    assert config["prompt_format"] == "prompt_completion"
+    assert config["separator"] == "\n\n###\n\n" and config["completion_prefix"] == " "
+    assert config["labels"] == ["negative", "positive"]
+    stored = Path(mlflow.artifacts.download_artifacts(done.uri, dst_path=str(tmp_path / "m")))
+    for file in stored.rglob("*"):
+        if file.is_file():
+            assert KEY not in file.read_text(encoding="utf-8", errors="ignore"), file
+
+    before = openai_fake.state.count("POST", "/completions")
+    frame = model.predict(["The film is a delight", "The sequel is dull"])
+    assert frame["label"].tolist() == ["positive", "negative"]
+    assert frame["confidence"].tolist() == pytest.approx([0.8, 0.7])
+    calls = [r for r in openai_fake.state.requests if r.path.endswith("/completions")][before:]
+    assert {r.body["model"] for r in calls} == {model_id}
+    assert sorted(r.body["prompt"] for r in calls) == [
+        "The film is a delight\n\n###\n\n",
+        "The sequel is dull\n\n###\n\n",
+    ]
+
+    monkeypatch.delenv("OPENAI_API_KEY")
+    runner = CliRunner()
+    result = runner.invoke(app, ["predict", done.uri, "Was it good?"])
+    assert result.exit_code == 2 and "OPENAI_API_KEY is not set" in result.output
