@@ -119,19 +119,8 @@ def _metrics(result: ModelEvaluation) -> dict[str, Any]:
 
 
 def _predictions_csv(data: PreparedData, result: ModelEvaluation, out: Path) -> Path:
-    import pandas as pd
+    from harness.tracking import predictions_table
 
-    predicted = [p.label for p in result.predictions]
-    table = pd.DataFrame(
-        {
-            "text": data.test.texts,
-            "true": data.test.labels,
-            "predicted": predicted,
-            "confidence": [round(p.confidence, 4) for p in result.predictions],
-            "correct": [t == p for t, p in zip(data.test.labels, predicted, strict=True)],
-            "in_label_set": [p in data.labels for p in predicted],
-        }
-    )
     path = out / "predictions.csv"
-    table.to_csv(path, index=False)
+    predictions_table(data, result.predictions).to_csv(path, index=False)
     return path

@@ -10,14 +10,17 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.backends.base import PreparedData
 from harness.config import DEFAULT_TRACKING_URI, Experiment
 from harness.provenance import provenance_tags
-from harness.records import EpochResult, TrialResult, TrialSpec
+from harness.records import EpochResult, Prediction, TrialResult, TrialSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 STUDY_TAG = "harness.study"
 TRIAL_TAG = "harness.trial_number"
@@ -296,22 +299,29 @@ def trial_metrics(result: TrialResult) -> dict[str, float | None]:
     }
 
 
-def write_trial_artifacts(result: TrialResult, data: PreparedData, out: Path) -> list[Path]:
-    """Predictions table, confusion matrix image and classification report for one trial."""
+def predictions_table(data: PreparedData, predictions: Sequence[Prediction]) -> pd.DataFrame:
+    """The test set beside its predictions, for a qualitative look at the mistakes."""
     import pandas as pd
 
-    from harness.scoring import report_text
-
-    predicted = [p.label for p in result.predictions]
-    table = pd.DataFrame(
+    predicted = [p.label for p in predictions]
+    return pd.DataFrame(
         {
             "text": data.test.texts,
             "true": data.test.labels,
             "predicted": predicted,
-            "confidence": [round(p.confidence, 4) for p in result.predictions],
+            "confidence": [round(p.confidence, 4) for p in predictions],
             "correct": [t == p for t, p in zip(data.test.labels, predicted, strict=True)],
+            "in_label_set": [p in data.labels for p in predicted],
         }
     )
+
+
+def write_trial_artifacts(result: TrialResult, data: PreparedData, out: Path) -> list[Path]:
+    """Predictions table, confusion matrix image and classification report for one trial."""
+    from harness.scoring import report_text
+
+    predicted = [p.label for p in result.predictions]
+    table = predictions_table(data, result.predictions)
     paths = [
         out / "predictions.csv",
         out / "classification_report.txt",

@@ -350,7 +350,9 @@ class LocalBackend:
         return accuracy, F.cross_entropy(logits, labels).item()
 
     def _save(self, model: Any, tokenizer: Any, data: PreparedData, spec: TrialSpec) -> Path:
-        out = Path(self.config.models_dir) / data.digest[:12] / f"trial-{spec.number:04d}"
+        # Absolute, so the model_ref recorded in the study and MLflow works from any directory.
+        root = Path(self.config.models_dir).expanduser().resolve()
+        out = root / data.digest[:12] / f"trial-{spec.number:04d}"
         try:
             out.mkdir(parents=True, exist_ok=True)
             with quiet_transformers():  # no "Writing model shards" bar per trial
