@@ -27,8 +27,10 @@ from harness.errors import ConfigError
 from harness.records import TrialSpec
 from harness.search_space import SearchSpace
 
-# We run heartbeats ourselves around ask/tell trials (see `heartbeat`), which Optuna warns about.
+# We run heartbeats ourselves around ask/tell trials (see `heartbeat`), which Optuna warns about,
+# and rely on its heartbeat and retry features, which it flags as experimental on every use.
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120
