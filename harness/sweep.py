@@ -69,10 +69,31 @@ class SweepOutcome:
 
 @dataclass
 class _Launched:
+    """A trial handed to the executor, with what is needed to record how it ends."""
+
     trial: Trial
     spec: TrialSpec
     run_id: str | None
-    estimate: Cost
+    future: Future[TrialResult]
+
+
+@dataclass
+class _Sweep:
+    """What every step of one sweep needs, opened once by `_open`."""
+
+    experiment: Experiment
+    space: SearchSpace
+    backend: Backend
+    data: PreparedData
+    handle: StudyHandle
+    tracker: NullTracker
+    budget: Budget
+    view: SweepView
+    outcome: SweepOutcome
+    target: int
+
+    def completed(self) -> int:
+        return len(completed_trials(self.handle.study))
 
 
 def prepare_experiment(
@@ -103,78 +124,98 @@ def run_sweep(
 
     Raises:
         BudgetExceeded: The worst case of the remaining trials exceeds `budget_usd` and
-            `confirm` (None: never) did not accept it. Nothing has been recorded then.
+            `confirm` (None: never) did not accept it. Nothing has been run or logged then.
     """
+    sweep = _open(experiment, view, add_trials, track, confirm)
+    attempts_left = 2 * sweep.target  # failures count too: a broken backend cannot loop forever
+    running: dict[Future[TrialResult], _Launched] = {}
+    with _executor(sweep.backend) as pool:
+        while True:
+            # Launch while there is room, trials left to run, and budget to reserve.
+            while (
+                sweep.outcome.stopped is None
+                and attempts_left > 0
+                and len(running) < max(1, sweep.backend.max_concurrency)
+                and sweep.completed() + len(running) < sweep.target
+            ):
+                attempts_left -= 1
+                launched = _launch(sweep, pool)
+                if launched is None:
+                    break
+                running[launched.future] = launched
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                _collect(sweep, running.pop(future))
+    _close(sweep)
+    return sweep.outcome
+
+
+def _open(
+    experiment: Experiment,
+    view: SweepView,
+    add_trials: int,
+    track: bool,
+    confirm: Confirm | None,
+) -> _Sweep:
+    """Validate and load everything, check the budget, then open the study and its MLflow run."""
     space = load_search_space(experiment.resolve_path(experiment.config.search_space))
     backend = load_backend(experiment.config.backend, progress=view.progress)
     data, _ = prepare_experiment(experiment)
     handle = open_study(experiment, space)
-    study = handle.study
-    target = max(experiment.config.study.n_trials, len(completed_trials(study))) + add_trials
-    budget = Budget.from_study(experiment.config.budget_usd, study)
-    remaining = target - len(completed_trials(study))
-    _check_worst_case(experiment, backend, data, space, budget, remaining, confirm)
-    tracker = (
-        MlflowTracker(experiment, data, study.user_attrs.get("mlflow_run_id"))
-        if track
-        else NullTracker()
-    )
+    done = len(completed_trials(handle.study))
+    target = max(experiment.config.study.n_trials, done) + add_trials
+    budget = Budget.from_study(experiment.config.budget_usd, handle.study)
+    _check_worst_case(experiment, backend, data, space, budget, target - done, confirm)
+    parent = handle.study.user_attrs.get("mlflow_run_id")
+    tracker = MlflowTracker(experiment, data, parent) if track else NullTracker()
     outcome = SweepOutcome(handle=handle, synthetic=bool(getattr(backend, "synthetic", False)))
     outcome.parent_run_id = tracker.start_study(experiment.study_name, _space_summary(space))
-    study.set_user_attr("mlflow_run_id", outcome.parent_run_id)
+    handle.study.set_user_attr("mlflow_run_id", outcome.parent_run_id)
     if outcome.synthetic:
         tracker.tag(outcome.parent_run_id, "synthetic", "true")
         view.message("(synthetic: the backend is a test server on this machine)")
     for crashed in recover_crashed_trials(handle):
         tracker.fail_trial(crashed.user_attrs.get("mlflow_run_id"), "worker died", "KILLED")
+    view.sweep_started(experiment.study_name, done, target)
+    return _Sweep(experiment, space, backend, data, handle, tracker, budget, view, outcome, target)
 
-    view.sweep_started(experiment.study_name, len(completed_trials(study)), target)
-    attempts_left = 2 * target  # failures count too, so a broken backend cannot loop forever
-    running: dict[Future[TrialResult], _Launched] = {}
-    with _executor(backend) as pool:
-        while True:
-            # Launch while there is room, trials left to run, and budget to reserve.
-            while (
-                outcome.stopped is None
-                and attempts_left > 0
-                and len(running) < max(1, backend.max_concurrency)
-                and len(completed_trials(study)) + len(running) < target
-            ):
-                attempts_left -= 1
-                trial = ask(handle, space)
-                spec = spec_from_trial(trial, space, experiment)
-                estimate = backend.estimate(spec, data)
-                outcome.stopped = budget.reserve(trial.number, estimate)
-                if outcome.stopped:
-                    study.tell(trial, state=TrialState.FAIL)
-                    break
-                view.trial_started(spec, estimate)
-                run_id = tracker.start_trial(spec, backend.kind)
-                tracker.log_step_metrics(run_id, {"estimated_cost_usd": estimate.usd}, 0)
-                _reset_trial_attrs(trial, run_id)
-                trial.set_user_attr("estimated_cost_usd", estimate.usd)
-                journal = TrialJournal(trial, tracker, run_id, experiment.study_name)
-                on_epoch = _epoch_logger(tracker, run_id, trial)
-                future = pool.submit(
-                    _run_with_heartbeat, handle, trial, spec, data, backend, on_epoch, journal
-                )
-                running[future] = _Launched(trial, spec, run_id, estimate)
-            if not running:
-                break
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                _collect(future, running.pop(future), handle, tracker, data, budget, outcome, view)
 
-    front = pareto_numbers(study)
-    tracker.mark_pareto(
+def _launch(sweep: _Sweep, pool: Any) -> _Launched | None:
+    """Ask for a trial, reserve its worst case, open its MLflow run and start it (None: the
+    budget cannot cover it, and the sweep stops launching)."""
+    trial = ask(sweep.handle, sweep.space)
+    spec = spec_from_trial(trial, sweep.space, sweep.experiment)
+    estimate = sweep.backend.estimate(spec, sweep.data)
+    sweep.outcome.stopped = sweep.budget.reserve(trial.number, estimate)
+    if sweep.outcome.stopped:
+        sweep.handle.study.tell(trial, state=TrialState.FAIL)
+        return None
+    sweep.view.trial_started(spec, estimate)
+    run_id = sweep.tracker.start_trial(spec, sweep.backend.kind)
+    sweep.tracker.log_step_metrics(run_id, {"estimated_cost_usd": estimate.usd}, 0)
+    _reset_trial_attrs(trial, run_id)
+    trial.set_user_attr("estimated_cost_usd", estimate.usd)
+    journal = TrialJournal(trial, sweep.tracker, run_id, sweep.experiment.study_name)
+    on_epoch = _epoch_logger(sweep.tracker, run_id, trial)
+    future = pool.submit(
+        _run_with_heartbeat, sweep.handle, trial, spec, sweep.data, sweep.backend, on_epoch, journal
+    )
+    return _Launched(trial, spec, run_id, future)
+
+
+def _close(sweep: _Sweep) -> None:
+    """Tag the Pareto front on the trial runs and close the study's run."""
+    front = pareto_numbers(sweep.handle.study)
+    sweep.tracker.mark_pareto(
         {
             t.user_attrs["mlflow_run_id"]: t.number in front
-            for t in completed_trials(study)
+            for t in completed_trials(sweep.handle.study)
             if t.user_attrs.get("mlflow_run_id")
         }
     )
-    tracker.finish_study()
-    return outcome
+    sweep.tracker.finish_study()
 
 
 def run_trial(
@@ -212,37 +253,28 @@ def _run_with_heartbeat(
         return run_trial(spec, data, backend, on_epoch, journal)
 
 
-def _collect(
-    future: Future[TrialResult],
-    launched: _Launched,
-    handle: StudyHandle,
-    tracker: NullTracker,
-    data: PreparedData,
-    budget: Budget,
-    outcome: SweepOutcome,
-    view: SweepView,
-) -> None:
+def _collect(sweep: _Sweep, launched: _Launched) -> None:
     """Record a finished trial: tell the study, close its MLflow run, settle its reservation."""
-    trial, spec, run_id = launched.trial, launched.spec, launched.run_id
+    trial = launched.trial
     try:
-        result = future.result()
+        result = launched.future.result()
     except KeyboardInterrupt:
-        _fail(trial, tracker, run_id, spec, "interrupted", outcome, view, status="KILLED")
+        _fail(sweep, launched, "interrupted", status="KILLED")
         raise
     except BackendError as exc:
-        budget.settle(trial.number, None)
-        _fail(trial, tracker, run_id, spec, str(exc), outcome, view)
+        sweep.budget.settle(trial.number, None)
+        _fail(sweep, launched, str(exc))
         if isinstance(exc, TrainingRefused):
-            outcome.stopped = str(exc)
+            sweep.outcome.stopped = str(exc)
         return
     except BaseException as exc:
-        _fail(trial, tracker, run_id, spec, f"{type(exc).__name__}: {exc}", outcome, view)
+        _fail(sweep, launched, f"{type(exc).__name__}: {exc}")
         raise
-    budget.settle(trial.number, result.total_cost)
-    tracker.finish_trial(run_id, result, data)
-    _tell(trial, handle, result)
-    outcome.results.append(result)
-    view.trial_finished(result)
+    sweep.budget.settle(trial.number, result.total_cost)
+    sweep.tracker.finish_trial(launched.run_id, result, sweep.data)
+    _tell(trial, sweep.handle, result)
+    sweep.outcome.results.append(result)
+    sweep.view.trial_finished(result)
 
 
 def _executor(backend: Backend) -> Any:
@@ -318,21 +350,12 @@ def _tell(trial: Trial, handle: StudyHandle, result: TrialResult) -> None:
     handle.study.tell(trial, values)
 
 
-def _fail(
-    trial: Trial,
-    tracker: NullTracker,
-    run_id: str | None,
-    spec: TrialSpec,
-    reason: str,
-    outcome: SweepOutcome,
-    view: SweepView,
-    status: str = "FAILED",
-) -> None:
-    trial.set_user_attr("failure_reason", reason[:2000])
-    outcome.handle.study.tell(trial, state=TrialState.FAIL)
-    tracker.fail_trial(run_id, reason, status)
-    outcome.failures.append((spec, reason))
-    view.trial_failed(spec, reason)
+def _fail(sweep: _Sweep, launched: _Launched, reason: str, status: str = "FAILED") -> None:
+    launched.trial.set_user_attr("failure_reason", reason[:2000])
+    sweep.handle.study.tell(launched.trial, state=TrialState.FAIL)
+    sweep.tracker.fail_trial(launched.run_id, reason, status)
+    sweep.outcome.failures.append((launched.spec, reason))
+    sweep.view.trial_failed(launched.spec, reason)
 
 
 def _check_worst_case(
