@@ -150,6 +150,10 @@ def test_fine_tune_reports_every_epoch_and_saves(trained: Trained, data: Prepare
     assert model.train_cost.usd == pytest.approx(
         model.train_cost.compute_seconds * LocalBackendConfig(kind="local").dollars_per_hour / 3600
     )
+    # Every training token of every epoch: the text's tokens plus [CLS] and [SEP], within 32.
+    backend = trained[0]
+    per_epoch = sum(min(n + 2, 32) for n in backend.count_tokens(data.train.texts))
+    assert model.train_cost.trained_tokens == 2 * per_epoch
     saved = Path(model.model_ref)
     assert saved.name == "trial-0000" and saved.parent.name == data.digest[:12]
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {

@@ -29,7 +29,7 @@ import importlib.util
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +159,7 @@ class _Run:
     pad: tuple[int, bool]
     train_seconds: float = 0.0
     trained: int = 0
+    trained_tokens: int = 0  # tokens of every example, every epoch (OpenAI bills the same)
 
 
 class LocalBackend:
@@ -269,7 +270,10 @@ class LocalBackend:
         return TrainedModel(
             model_ref=str(ref),
             epochs=tuple(epochs),
-            train_cost=self._cost(time.perf_counter() - started - waited),
+            train_cost=replace(
+                self._cost(time.perf_counter() - started - waited),
+                trained_tokens=run.trained_tokens,
+            ),
             stopped_early=len(epochs) < spec.n_epochs,
         )
 
@@ -324,6 +328,7 @@ class LocalBackend:
             self.progress.finish()
         run.train_seconds += time.perf_counter() - began
         run.trained += n
+        run.trained_tokens += sum(len(ids) for ids in run.ids)
         return mean_loss
 
     def _train_step(self, run: _Run, rows: list[int]) -> torch.Tensor:
