@@ -24,6 +24,14 @@ _BAD = ["a mess", "dull", "tedious and long", "a disaster", "badly acted", "a wa
 _SUBJECTS = ["The film", "This movie", "The sequel", "Its second half", "The whole thing"]
 
 
+# The cheapest search space that still varies: one epoch, batch 8, the learning rate sampled.
+ONE_EPOCH_SPACE = {
+    "n_epochs": 1,
+    "learning_rate_multiplier": {"type": "float", "low": 2.0, "high": 6.0},
+    "batch_size": 8,
+}
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)

@@ -28,7 +28,7 @@ from harness.cli import app
 from harness.config import Experiment, load_experiment
 from harness.registry import Promotion, promote
 from harness.sweep import run_sweep
-from tests.conftest import review_rows, write_csv, write_experiment
+from tests.conftest import ONE_EPOCH_SPACE, review_rows, write_csv, write_experiment
 from tests.openai_fake import FakeOpenAI, openai_fake  # noqa: F401 - the fixture
 from tests.test_sweep import RecordingView
 
@@ -77,11 +77,7 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swept]:
         path = write_experiment(
             directory,
             write_csv(directory / "reviews.csv", review_rows(14)),
-            space={
-                "n_epochs": 1,
-                "learning_rate_multiplier": {"type": "float", "low": 2.0, "high": 6.0},
-                "batch_size": 8,
-            },
+            space=ONE_EPOCH_SPACE,
             study={
                 "n_trials": 2,
                 "sampler": {"kind": "random"},

@@ -31,7 +31,7 @@ from mlflow import MlflowClient
 
 from harness.config import load_experiment
 from harness.sweep import run_sweep
-from tests.conftest import ROOT, review_rows, write_csv, write_experiment
+from tests.conftest import ONE_EPOCH_SPACE, ROOT, review_rows, write_csv, write_experiment
 from tests.test_sweep import RecordingView
 
 pytestmark = pytest.mark.slow
@@ -101,11 +101,7 @@ def ui_server(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     path = write_experiment(
         tmp_path,
         write_csv(tmp_path / "reviews.csv", review_rows(14)),
-        space={
-            "n_epochs": 1,
-            "learning_rate_multiplier": {"type": "float", "low": 2.0, "high": 6.0},
-            "batch_size": 8,
-        },
+        space=ONE_EPOCH_SPACE,
         tracking={"uri": store},
     )
     outcome = run_sweep(load_experiment(str(path)), RecordingView())
