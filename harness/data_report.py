@@ -1,0 +1,161 @@
+"""The data report: rows read and dropped, class balance per split, text length and tokens.
+
+What `harness prepare` prints and writes beside the JSONL files; built by `harness.data`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from harness.backends.base import PreparedData, Split
+from harness.datasets import LoadedFrame
+
+SPLIT_NAMES = ("train", "validation", "test")
+TokenCounter = Callable[[Sequence[str]], list[int]]
+
+
+@dataclass(frozen=True)
+class LengthStats:
+    """Lengths of the texts of one split (characters or tokens)."""
+
+    mean: float
+    median: float
+    p95: float
+    max: int
+
+    @classmethod
+    def of(cls, lengths: Iterable[int]) -> LengthStats:
+        values = np.asarray(list(lengths), dtype=float)
+        if values.size == 0:
+            return cls(0.0, 0.0, 0.0, 0)
+        return cls(
+            mean=round(float(values.mean()), 2),
+            median=float(np.median(values)),
+            p95=round(float(np.percentile(values, 95)), 2),
+            max=int(values.max()),
+        )
+
+
+@dataclass(frozen=True)
+class SplitReport:
+    """Size, examples per class and text lengths of one split."""
+
+    size: int
+    class_counts: dict[str, int]
+    chars: LengthStats
+    tokens: LengthStats | None = None
+
+
+def _report(
+    loaded: LoadedFrame, data: PreparedData, duplicates: int, conflicts: int, after_dedupe: int
+) -> DataReport:
+    splits = (data.train, data.validation, data.test)
+    return DataReport(
+        name=data.name,
+        source=loaded.where,
+        labels=data.labels,
+        ordinal=data.ordinal,
+        digest=data.digest,
+        rows_read=loaded.rows_read,
+        rows_dropped_empty=loaded.rows_dropped_empty,
+        duplicates_removed=duplicates,
+        conflicting_labels_removed=conflicts,
+        rows_after_dedupe=after_dedupe,
+        rows_used=sum(len(s) for s in splits),
+        splits={n: _split_report(s, data.labels) for n, s in zip(SPLIT_NAMES, splits, strict=True)},
+    )
+
+
+def _split_report(split: Split, labels: tuple[str, ...]) -> SplitReport:
+    counts = Counter(split.labels)
+    return SplitReport(
+        size=len(split),
+        class_counts={label: counts[label] for label in labels},
+        chars=LengthStats.of(len(t) for t in split.texts),
+    )
+
+
+@dataclass(frozen=True)
+class DataReport:
+    """What preparation read, dropped and kept; written as `report.json` and `report.md`."""
+
+    name: str
+    source: str
+    labels: tuple[str, ...]
+    ordinal: bool
+    digest: str
+    rows_read: int
+    rows_dropped_empty: int
+    duplicates_removed: int
+    conflicting_labels_removed: int
+    rows_after_dedupe: int
+    rows_used: int
+    splits: dict[str, SplitReport] = field(default_factory=dict)
+
+    def with_tokens(self, data: PreparedData, counter: TokenCounter) -> DataReport:
+        """A copy with token-length statistics per split; `counter` gives one count per text."""
+        parts = {"train": data.train, "validation": data.validation, "test": data.test}
+        splits = {
+            name: replace(report, tokens=LengthStats.of(counter(list(parts[name].texts))))
+            for name, report in self.splits.items()
+        }
+        return replace(self, splits=splits)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (lists, dicts, numbers, strings)."""
+        result = asdict(self)
+        result["labels"] = list(self.labels)
+        return result
+
+    def to_markdown(self) -> str:
+        """A readable summary: row accounting, then one table row per split."""
+        lines = [
+            f"# Data: {self.name}",
+            "",
+            f"Source `{self.source}`; labels {', '.join(self.labels)}"
+            f"{' (ordinal)' if self.ordinal else ''}; digest `{self.digest[:16]}`.",
+            "",
+            "| rows | count |",
+            "|---|---:|",
+            f"| read | {self.rows_read:,} |",
+            f"| dropped: empty text or label | {self.rows_dropped_empty:,} |",
+            f"| dropped: duplicate texts | {self.duplicates_removed:,} |",
+            f"| dropped: same text, conflicting labels | {self.conflicting_labels_removed:,} |",
+            f"| after deduplication | {self.rows_after_dedupe:,} |",
+            f"| used (after `max_rows`) | {self.rows_used:,} |",
+            "",
+        ]
+        if self.conflicting_labels_removed:
+            lines += [
+                f"{self.conflicting_labels_removed:,} rows carried a text that also appears with "
+                "another label; every copy was dropped.",
+                "",
+            ]
+        return "\n".join(lines + self._split_table()) + "\n"
+
+    def _split_table(self) -> list[str]:
+        with_tokens = any(s.tokens is not None for s in self.splits.values())
+        header = ["split", "size", *self.labels, "chars mean", "median", "p95", "max"]
+        header += ["tokens mean", "p95", "max"] if with_tokens else []
+        rows = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+        for name, s in self.splits.items():
+            cells = [name, f"{s.size:,}", *(f"{s.class_counts.get(c, 0):,}" for c in self.labels)]
+            cells += [
+                f"{s.chars.mean:.1f}",
+                f"{s.chars.median:g}",
+                f"{s.chars.p95:g}",
+                str(s.chars.max),
+            ]
+            if with_tokens:
+                t = s.tokens or LengthStats(0.0, 0.0, 0.0, 0)
+                cells += [f"{t.mean:.1f}", f"{t.p95:g}", str(t.max)]
+            rows.append("| " + " | ".join(cells) + " |")
+        return rows
+
+
+# --- JSONL -----------------------------------------------------------------------------------
