@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast lint format ui clean browser
+.PHONY: setup demo test test-fast lint format bench ui clean browser
 
 setup: $(STAMP)
 
@@ -35,13 +35,17 @@ test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check harness tests
-	$(BIN)/ruff format --check harness tests
+	$(BIN)/ruff check harness tests benchmarks
+	$(BIN)/ruff format --check harness tests benchmarks
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format harness tests
-	$(BIN)/ruff check --fix harness tests
+	$(BIN)/ruff format harness tests benchmarks
+	$(BIN)/ruff check --fix harness tests benchmarks
+
+# Ratios against references measured in the same run; JSON in benchmarks/results/ (see its README).
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
 
 ui: $(STAMP)
 	$(BIN)/harness ui
