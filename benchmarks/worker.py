@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -45,13 +46,32 @@ def run_harness(args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _data(path: str) -> tuple[Any, Any]:
+@dataclass
+class _Setup:
+    """What the hand-written contenders share: the harness's own data, config and model."""
+
+    data: Any
+    cfg: Any
+    path: str
+    labels: list[str]
+    index: dict[str, int]
+
+
+def _setup(experiment_path: str) -> _Setup:
+    from harness.backends.local import resolve_model_path
     from harness.config import load_experiment
     from harness.sweep import prepare_experiment
 
-    experiment = load_experiment(path)
+    experiment = load_experiment(experiment_path)
     data, _ = prepare_experiment(experiment)
-    return experiment, data
+    labels = list(data.labels)
+    return _Setup(
+        data=data,
+        cfg=experiment.config.backend,
+        path=resolve_model_path(experiment.config.backend.model),
+        labels=labels,
+        index={label: i for i, label in enumerate(labels)},
+    )
 
 
 def run_plain(args: dict[str, Any]) -> dict[str, Any]:
@@ -64,15 +84,10 @@ def run_plain(args: dict[str, Any]) -> dict[str, Any]:
         get_linear_schedule_with_warmup,
     )
 
-    from harness.backends.local import resolve_model_path
-
     started = time.perf_counter()
 
-    experiment, data = _data(args["experiment"])
-    cfg = experiment.config.backend
-    path = resolve_model_path("all-MiniLM-L6-v2")
-    labels = list(data.labels)
-    index = {label: i for i, label in enumerate(labels)}
+    setup = _setup(args["experiment"])
+    data, cfg, path, labels, index = setup.data, setup.cfg, setup.path, setup.labels, setup.index
     torch.manual_seed(args["seed"])
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -151,15 +166,10 @@ def run_trainer(args: dict[str, Any]) -> dict[str, Any]:
         TrainingArguments,
     )
 
-    from harness.backends.local import resolve_model_path
-
     started = time.perf_counter()
 
-    experiment, data = _data(args["experiment"])
-    cfg = experiment.config.backend
-    path = resolve_model_path("all-MiniLM-L6-v2")
-    labels = list(data.labels)
-    index = {label: i for i, label in enumerate(labels)}
+    setup = _setup(args["experiment"])
+    data, cfg, path, labels, index = setup.data, setup.cfg, setup.path, setup.labels, setup.index
     tokenizer = AutoTokenizer.from_pretrained(path)
 
     def rows(split: Any) -> list[dict[str, Any]]:

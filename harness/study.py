@@ -27,11 +27,6 @@ from harness.errors import ConfigError
 from harness.records import TrialSpec
 from harness.search_space import SearchSpace
 
-# We run heartbeats ourselves around ask/tell trials (see `heartbeat`), which Optuna warns about,
-# and rely on its heartbeat and retry features, which it flags as experimental on every use.
-warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120
 MAX_RETRIES = 2
@@ -39,6 +34,19 @@ DIRECTIONS: dict[str, Literal["maximize", "minimize"]] = {
     "accuracy": "maximize",
     "cost": "minimize",
 }
+
+
+@contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Silence what Optuna says about the features used here, only around those calls.
+
+    We run heartbeats ourselves around ask/tell trials (see `heartbeat`), which Optuna warns
+    about on every `ask`, and its heartbeat and retry features flag themselves as experimental.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 @dataclass
@@ -88,14 +96,15 @@ def open_study(
 ) -> StudyHandle:
     """Create the study or load it if it exists; refuse to resume with other objectives."""
     url = _prepare_storage_url(storage_url or experiment.config.study.storage)
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
     try:
-        storage = RDBStorage(
-            url,
-            heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=GRACE_SECONDS,
-            heartbeat_stale_trial_callback=retry,
-        )
+        with _quiet_optuna():
+            retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+            storage = RDBStorage(
+                url,
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=GRACE_SECONDS,
+                heartbeat_stale_trial_callback=retry,
+            )
     except Exception as exc:  # SQLAlchemy raises many types for a bad URL or unreachable server
         raise ConfigError(f"study.storage: cannot open {url!r}: {exc}") from None
     objectives = tuple(experiment.config.study.objectives)
@@ -142,7 +151,8 @@ def recover_crashed_trials(handle: StudyHandle) -> list[FrozenTrial]:
             failed.append(handle.storage.get_trial(trial._trial_id))
             handle.retry(handle.study, failed[-1])
     before = {t.number for t in handle.study.get_trials(states=(TrialState.FAIL,))}
-    fail_stale_trials(handle.study)
+    with _quiet_optuna():
+        fail_stale_trials(handle.study)
     failed += [
         t for t in handle.study.get_trials(states=(TrialState.FAIL,)) if t.number not in before
     ]
@@ -176,7 +186,8 @@ def heartbeat(handle: StudyHandle, trial: Trial) -> Iterator[None]:
 
 def ask(handle: StudyHandle, space: SearchSpace) -> Trial:
     """A new trial with every sampled parameter drawn (or a queued retry's parameters)."""
-    return handle.study.ask(fixed_distributions=space.distributions)
+    with _quiet_optuna():
+        return handle.study.ask(fixed_distributions=space.distributions)
 
 
 def spec_from_trial(trial: Trial, space: SearchSpace, experiment: Experiment) -> TrialSpec:

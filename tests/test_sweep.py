@@ -18,7 +18,7 @@ from harness.config import load_experiment
 from harness.errors import BudgetExceeded
 from harness.records import Cost, TrialResult, TrialSpec
 from harness.search_space import load_search_space
-from harness.study import open_study, recover_crashed_trials
+from harness.study import ask, open_study, recover_crashed_trials
 from harness.sweep import run_sweep
 from tests.conftest import write_experiment
 
@@ -153,7 +153,7 @@ def test_crashed_worker_trial_is_failed_and_retried(tmp_path: Path, tiny_csv: Pa
     handle = open_study(experiment, space)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    trial = handle.study.ask(space.distributions)
+    trial = ask(handle, space)
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", dead.pid)
     assert dead.pid != os.getpid()
