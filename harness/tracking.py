@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.backends.base import PreparedData
 from harness.config import DEFAULT_TRACKING_URI, Experiment
+from harness.mlflow_store import ensure_sqlite_store
 from harness.provenance import provenance_tags
 from harness.records import EpochResult, Prediction, TrialResult, TrialSpec
 
@@ -83,11 +84,6 @@ def _artifact_root(uri: str) -> str | None:
     return None
 
 
-def _ensure_sqlite_dir(uri: str) -> None:
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
-
-
 class NullTracker:
     """A tracker that records nothing."""
 
@@ -129,9 +125,11 @@ class MlflowTracker(NullTracker):
         import mlflow
         from mlflow import MlflowClient
 
+        _import_plotting()  # once per sweep, not inside the first trial's logging
+
         self._mlflow = mlflow
         self.uri = tracking_uri(experiment)
-        _ensure_sqlite_dir(self.uri)
+        ensure_sqlite_store(self.uri)  # a new local store from a template: ms, not seconds
         self.client = MlflowClient(tracking_uri=self.uri)
         self.experiment = experiment
         self.data = data
@@ -239,26 +237,39 @@ class MlflowTracker(NullTracker):
         }
         self._log_metrics(run_id, values, step=epoch.epoch)
 
-    def _log_metrics(self, run_id: str, values: Mapping[str, float | None], step: int = 0) -> None:
+    def _log_metrics(
+        self,
+        run_id: str,
+        values: Mapping[str, float | None],
+        step: int = 0,
+        tags: Sequence[Any] = (),
+    ) -> None:
         import time
 
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, step) for k, v in values.items() if v is not None]
-        self.client.log_batch(run_id, metrics=metrics)
+        self.client.log_batch(run_id, metrics=metrics, tags=list(tags))
 
     def finish_trial(self, run_id: str | None, result: TrialResult, data: PreparedData) -> None:
         if run_id is None:
             return
-        self._log_metrics(run_id, trial_metrics(result))
-        self.client.set_tag(run_id, "fine_tuned_model", result.model.model_ref)
+        from mlflow.entities import RunTag
+
+        tags = {
+            "fine_tuned_model": result.model.model_ref,
+            "stopped_early": str(result.model.stopped_early).lower(),
+        }
         if result.model.job_id:
-            self.client.set_tag(run_id, "job_id", result.model.job_id)
-        self.client.set_tag(run_id, "stopped_early", str(result.model.stopped_early).lower())
+            tags["job_id"] = result.model.job_id
+        # One batch for metrics and tags, one copy for the artifacts: each call is a transaction.
+        self._log_metrics(
+            run_id, trial_metrics(result), tags=[RunTag(k, v) for k, v in tags.items()]
+        )
         with tempfile.TemporaryDirectory() as tmp:
-            for path in write_trial_artifacts(result, data, Path(tmp)):
-                self.client.log_artifact(run_id, str(path))
+            write_trial_artifacts(result, data, Path(tmp))
+            self.client.log_artifacts(run_id, tmp)
         self.client.set_terminated(run_id, "FINISHED")
 
     def fail_trial(self, run_id: str | None, reason: str, status: str = "FAILED") -> None:
@@ -333,12 +344,18 @@ def write_trial_artifacts(result: TrialResult, data: PreparedData, out: Path) ->
     return paths
 
 
+def _import_plotting() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never open a window, work without a display
+    import matplotlib.pyplot
+    import sklearn.metrics  # noqa: F401
+
+
 def _plot_confusion(
     y_true: tuple[str, ...], y_pred: list[str], labels: tuple[str, ...], path: Path, title: str
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
+    _import_plotting()
     import matplotlib.pyplot as plt
     from sklearn.metrics import ConfusionMatrixDisplay
 

@@ -1,0 +1,90 @@
+"""New local MLflow stores in milliseconds: copy an empty, fully migrated database.
+
+MLflow creates a sqlite tracking store by running every Alembic migration since its first
+release, which takes 3 to 5 seconds on a laptop core: longer than the rest of the tracking of a
+whole sweep. The migrated empty database is the same for every store of one MLflow version, so
+the harness builds it once per version under the user's cache folder (`$XDG_CACHE_HOME/harness`,
+default `~/.cache/harness`) and copies it for each new store. MLflow still checks the copy's
+schema revision when it opens it, as for any existing store.
+
+The copy's `Default` experiment (id 0, which MLflow creates with the store) gets the artifact
+folder the harness uses beside the database, `<db folder>/artifacts/0`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import tempfile
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """Where templates live: `$XDG_CACHE_HOME/harness` or `~/.cache/harness`."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "harness"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI (None for other stores and in-memory ones)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///")
+    return None if path in ("", ":memory:") else Path(path).expanduser()
+
+
+def ensure_sqlite_store(uri: str) -> None:
+    """Create the sqlite store at `uri` from the cached template if it does not exist yet.
+
+    Anything else (another backend, an existing file, a template that cannot be built or
+    copied) is left to MLflow, which then creates or opens the store the slow way.
+    """
+    db = sqlite_path(uri)
+    if db is None or db.exists():
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        template = _template()
+        _copy_new(template, db)
+        _point_default_experiment(db)
+    except (OSError, sqlite3.Error, ImportError):
+        return  # MLflow builds or repairs it itself
+
+
+def _template() -> Path:
+    """The migrated empty store for the installed MLflow, built on first use."""
+    import mlflow
+
+    template = cache_dir() / f"mlflow-{mlflow.__version__}-empty.db"
+    if template.is_file():
+        return template
+    template.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=template.parent) as tmp:
+        built = Path(tmp) / "empty.db"
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        store = SqlAlchemyStore(f"sqlite:///{built}", Path(tmp).as_uri())
+        store.engine.dispose()  # close the pool before the file moves
+        os.replace(built, template)  # atomic: a concurrent builder never sees half a file
+    return template
+
+
+def _copy_new(template: Path, db: Path) -> None:
+    """Copy `template` to `db` unless `db` appeared meanwhile (another process created it)."""
+    fd, tmp = tempfile.mkstemp(dir=db.parent, prefix=f".{db.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(template.read_bytes())
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, db)  # fails if it exists: never overwrite someone's store
+    finally:
+        os.unlink(tmp)
+
+
+def _point_default_experiment(db: Path) -> None:
+    artifacts = (db.resolve().parent / "artifacts" / "0").as_uri()
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (artifacts,)
+        )
