@@ -150,6 +150,9 @@ class StudyConfig(_Strict):
     max_trial_cost_usd: float | None = Field(None, gt=0.0)
     sampler: SamplerConfig = SamplerConfig()
     storage: str = DEFAULT_STORAGE
+    # Stop a trial after an epoch when even an optimistic finish cannot reach the front
+    # (`harness.stopping`); only on backends that train epoch by epoch (local).
+    early_stopping: bool = True
 
     @field_validator("objectives")
     @classmethod

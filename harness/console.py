@@ -86,6 +86,8 @@ class RichView:
         if self._sweep_task is not None:
             self.bars.advance(self._sweep_task)
         curve = " ".join(f"{e.valid_accuracy:.3f}" for e in result.model.epochs)
+        if result.model.stopped_early:
+            curve += f"; stopped: cannot reach the front in {result.spec.n_epochs} epochs"
         self.console.print(
             f"{result.spec.run_name()}  valid by epoch [{curve}]  "
             f"test acc [bold]{result.metrics.accuracy:.4f}[/]  cost ${result.total_cost.usd:.4f}  "
@@ -101,6 +103,13 @@ class RichView:
 
 def _fmt(value: Any, spec: str) -> str:
     return format(value, spec) if isinstance(value, int | float) else "-"
+
+
+def _epochs_cell(planned: Any, run: Any) -> str:
+    # "1/3": stopped early after one of three epochs (it could not reach the front).
+    if isinstance(planned, int) and isinstance(run, int) and run < planned:
+        return f"{run}/{planned}"
+    return "-" if planned is None else str(planned)
 
 
 def trials_table(study: optuna.Study, title: str) -> Table:
@@ -122,7 +131,7 @@ def trials_table(study: optuna.Study, title: str) -> Table:
             str(trial.number),
             "*" if trial.number in front else "",
             trial.state.name.lower(),
-            str(params.get("n_epochs", "-")),
+            _epochs_cell(params.get("n_epochs"), attrs.get("epochs_run")),
             _fmt(params.get("learning_rate_multiplier"), ".3g"),
             str(params.get("batch_size", "-")),
             str(attrs.get("train_examples") or params.get("train_examples") or "all"),

@@ -26,6 +26,7 @@ from harness.journal import TrialJournal
 from harness.records import Cost, EpochResult, TrialResult, TrialSpec
 from harness.scoring import score
 from harness.search_space import SearchSpace, load_search_space
+from harness.stopping import Curve, FrontStopper
 from harness.study import (
     StudyHandle,
     ask,
@@ -91,6 +92,7 @@ class _Sweep:
     view: SweepView
     outcome: SweepOutcome
     target: int
+    stopper: FrontStopper | None = None
 
     def completed(self) -> int:
         return len(completed_trials(self.handle.study))
@@ -179,7 +181,30 @@ def _open(
     for crashed in recover_crashed_trials(handle):
         tracker.fail_trial(crashed.user_attrs.get("mlflow_run_id"), "worker died", "KILLED")
     view.sweep_started(experiment.study_name, done, target)
-    return _Sweep(experiment, space, backend, data, handle, tracker, budget, view, outcome, target)
+    sweep = _Sweep(experiment, space, backend, data, handle, tracker, budget, view, outcome, target)
+    sweep.stopper = _stopper(experiment, backend, data, handle)
+    return sweep
+
+
+def _stopper(
+    experiment: Experiment, backend: Backend, data: PreparedData, handle: StudyHandle
+) -> FrontStopper | None:
+    """The early stopper, taught by the trials already finished (None where it saves nothing:
+    switched off, or a backend whose jobs are paid in full before any epoch is seen)."""
+    study = experiment.config.study
+    if not (study.early_stopping and backend.stops_early):
+        return None
+    stopper = FrontStopper(len(data.validation), use_cost="cost" in study.objectives)
+    for trial in completed_trials(handle.study):
+        stopper.add(_curve(trial.user_attrs))
+    return stopper
+
+
+def _curve(attrs: dict[str, Any]) -> Curve:
+    accuracy = [a for a in attrs.get("valid_accuracy_by_epoch", []) if a is not None]
+    cost = [c for c in attrs.get("cost_usd_by_epoch", []) if c is not None]
+    n = min(len(accuracy), len(cost))
+    return Curve(tuple(accuracy[:n]), tuple(cost[:n]))
 
 
 def _launch(sweep: _Sweep, pool: Any) -> _Launched | None:
@@ -198,7 +223,7 @@ def _launch(sweep: _Sweep, pool: Any) -> _Launched | None:
     _reset_trial_attrs(trial, run_id)
     trial.set_user_attr("estimated_cost_usd", estimate.usd)
     journal = TrialJournal(trial, sweep.tracker, run_id, sweep.experiment.study_name)
-    on_epoch = _epoch_logger(sweep.tracker, run_id, trial)
+    on_epoch = _epoch_logger(sweep.tracker, run_id, trial, spec, sweep.stopper)
     future = pool.submit(
         _run_with_heartbeat, sweep.handle, trial, spec, sweep.data, sweep.backend, on_epoch, journal
     )
@@ -273,6 +298,8 @@ def _collect(sweep: _Sweep, launched: _Launched) -> None:
     sweep.budget.settle(trial.number, result.total_cost)
     sweep.tracker.finish_trial(launched.run_id, result, sweep.data)
     _tell(trial, sweep.handle, result)
+    if sweep.stopper is not None:
+        sweep.stopper.add(_curve(trial.user_attrs))
     sweep.outcome.results.append(result)
     sweep.view.trial_finished(result)
 
@@ -310,9 +337,16 @@ def _reset_trial_attrs(trial: Trial, run_id: str | None) -> None:
 
 
 def _epoch_logger(
-    tracker: NullTracker, run_id: str | None, trial: Trial
+    tracker: NullTracker,
+    run_id: str | None,
+    trial: Trial,
+    spec: TrialSpec,
+    stopper: FrontStopper | None,
 ) -> Callable[[EpochResult], bool]:
+    seen: list[EpochResult] = []
+
     def on_epoch(epoch: EpochResult) -> bool:
+        seen.append(epoch)
         tracker.log_epoch(run_id, epoch)
         # Kept in the study as well as in MLflow so reports can draw per-epoch curves from either.
         values = {
@@ -322,7 +356,7 @@ def _epoch_logger(
         }
         for key, value in values.items():
             trial.set_user_attr(key, [*trial.user_attrs.get(key, []), value])
-        return False
+        return stopper is not None and stopper.should_stop(seen, spec.n_epochs)
 
     return on_epoch
 
@@ -343,6 +377,8 @@ def _tell(trial: Trial, handle: StudyHandle, result: TrialResult) -> None:
         "test_out_of_set": result.metrics.out_of_set,
         "model_ref": result.model.model_ref,
         "train_examples": result.spec.train_examples,
+        "epochs_run": len(result.model.epochs),
+        "stopped_early": result.model.stopped_early,
     }
     for key, value in attrs.items():
         trial.set_user_attr(key, value)

@@ -163,3 +163,41 @@ def test_crashed_worker_trial_is_failed_and_retried(tmp_path: Path, tiny_csv: Pa
     assert [t.number for t in failed] == [trial.number]
     waiting = handle.study.get_trials(states=(TrialState.WAITING,))
     assert len(waiting) == 1 and waiting[0].params == trial.params
+
+
+def test_a_trial_that_cannot_reach_the_front_stops_after_one_epoch(
+    tmp_path: Path, tiny_csv: Path
+) -> None:
+    space = {"n_epochs": 2, "learning_rate_multiplier": {"type": "float", "low": 2.0, "high": 6.0}}
+    path = write_experiment(tmp_path, tiny_csv, space={**space, "batch_size": 8})
+    experiment = load_experiment(str(path))
+    search = load_search_space(experiment.resolve_path(experiment.config.search_space))
+    handle = open_study(experiment, search)
+    # Two earlier trials whose models were perfect on validation for almost nothing.
+    for lr in (2.0, 3.0):
+        handle.study.add_trial(
+            optuna.trial.create_trial(
+                params={"learning_rate_multiplier": lr},
+                distributions=search.distributions,
+                values=[1.0, 1e-9],
+                user_attrs={"valid_accuracy_by_epoch": [0.9, 1.0], "cost_usd_by_epoch": [0, 1e-9]},
+            )
+        )
+    view = RecordingView()
+
+    outcome = run_sweep(load_experiment(str(path)), view, add_trials=1)
+
+    [result] = outcome.results
+    assert len(result.model.epochs) == 1 and result.model.stopped_early
+    trial = optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db").trials[-1]
+    assert trial.user_attrs["epochs_run"] == 1 and trial.user_attrs["stopped_early"]
+    _, [child] = _runs(MlflowClient("sqlite:///mlruns/mlflow.db"))
+    assert child.data.tags["stopped_early"] == "true"
+
+    # Switched off, the same trial runs both epochs.
+    off = run_sweep(
+        load_experiment(str(path), overrides=["study.early_stopping=false"]),
+        RecordingView(),
+        add_trials=1,
+    )
+    assert len(off.results[0].model.epochs) == 2 and not off.results[0].model.stopped_early

@@ -101,6 +101,9 @@ class Backend(Protocol):
     # How many trials the sweep may run at once: 1 for a local device, more for remote jobs
     # that mostly wait on a server.
     max_concurrency: int
+    # True when stopping after an epoch saves the remaining epochs' training (local). False when
+    # a job is paid in full before its epochs can be seen (OpenAI): the sweep then never stops.
+    stops_early: bool
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text with this backend's tokenizer (for data reports and estimates)."""

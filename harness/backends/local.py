@@ -168,6 +168,7 @@ class LocalBackend:
     kind = "local"
     # One trial at a time: two trainings on one device only slow each other down.
     max_concurrency = 1
+    stops_early = True
 
     def __init__(self, config: LocalBackendConfig, progress: Progress | None = None) -> None:
         self.config = config

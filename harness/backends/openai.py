@@ -76,6 +76,8 @@ class OpenAIBackend:
         self.config = config
         self.progress = progress or NullProgress()
         self.max_concurrency = config.max_concurrency
+        # Jobs are paid in full before their checkpoints can be evaluated: nothing to save.
+        self.stops_early = False
         self.prices: PriceTable = load_price_table(overrides=config.prices)
         self.system_prompt = config.system_prompt or DEFAULT_SYSTEM_PROMPT
         self.synthetic = is_loopback(resolve_base_url(config))
