@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import openai
@@ -27,6 +28,7 @@ from tests.openai_fake import (
     openai_fake,  # noqa: F401 - the fixture, used by test_fixture_serves_and_checks
     validate_component,
 )
+from tests.openai_fake.serve import FakeOpenAIProcess
 
 API_KEY = "sk-test-not-a-real-key"
 HYPERPARAMETERS = {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 0.5}
@@ -62,7 +64,7 @@ def _completion_jsonl(n: int = 12) -> bytes:
     return ("\n".join(json.dumps(line) for line in lines) + "\n").encode()
 
 
-def _client(server: FakeOpenAI, max_retries: int = 0) -> openai.OpenAI:
+def _client(server: FakeOpenAI | FakeOpenAIProcess, max_retries: int = 0) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=max_retries)
 
 
@@ -486,3 +488,31 @@ def test_server_stops_itself_when_idle() -> None:
             client.files.list()
         with pytest.raises(urllib.error.URLError):
             urllib.request.urlopen(f"{server.base_url}/files", timeout=2)
+
+
+# -- simulated latency and the server in a process of its own -----------------------------------
+
+
+def test_latency_delays_every_reply_and_overlaps_across_requests() -> None:
+    latency = 0.2
+    with FakeOpenAI(latency=latency) as server:
+        client = _client(server)
+        client.files.list()  # open the connection outside the timing
+        began = time.perf_counter()
+        client.chat.completions.create(model="gpt-4.1-nano", messages=HELLO)
+        assert time.perf_counter() - began >= latency
+        began = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda _: client.files.list(), range(4)))
+        assert time.perf_counter() - began < 3 * latency  # they waited together, not in turn
+    with pytest.raises(ValueError, match="latency"):
+        FakeOpenAI(latency=-1.0)
+
+
+def test_server_process_serves_then_reports_on_exit() -> None:
+    with FakeOpenAIProcess(api_key=API_KEY, latency=0.05, job_duration=1.0) as server:
+        assert server.base_url.startswith("http://127.0.0.1:")
+        reply = _client(server).chat.completions.create(model="gpt-4.1-nano", messages=HELLO)
+        assert reply.choices[0].message.content == "unknown"
+    assert server.summary["requests"] == 1
+    assert server.summary["errors"] == [] and server.summary["returncode"] == 0

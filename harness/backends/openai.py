@@ -73,6 +73,10 @@ class OpenAIBackend:
     kind = "openai"
 
     def __init__(self, config: OpenAIBackendConfig, progress: Progress | None = None) -> None:
+        # The SDK takes about a second to import. Import it here, in the sweep's thread: trial
+        # threads that each reach their first lazy import at once would queue on the import lock.
+        import openai  # noqa: F401
+
         self.config = config
         self.progress = progress or NullProgress()
         self.max_concurrency = config.max_concurrency

@@ -6,7 +6,9 @@ Use the server directly::
         client = openai.OpenAI(base_url=server.base_url, api_key="sk-test", max_retries=0)
 
 or the ``openai_fake`` fixture (register it from a conftest with
-``from tests.openai_fake import openai_fake``).
+``from tests.openai_fake import openai_fake``), or, in a child process of its own,
+``tests.openai_fake.serve.FakeOpenAIProcess`` (not imported here, so that
+``python -m tests.openai_fake.serve`` runs cleanly).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def openai_fake() -> Iterator[FakeOpenAI]:
     """A running fake (job duration 0.5 s, real clock, replies checked against the spec).
 
     Teardown stops it and raises if any reply broke the spec or a handler crashed. Options are
-    attributes of ``openai_fake.state`` (``job_duration``, ``refuse_training``,
+    attributes of ``openai_fake.state`` (``job_duration``, ``latency``, ``refuse_training``,
     ``result_files_base64``, ``validate``); for others construct :class:`FakeOpenAI` directly.
     """
     with FakeOpenAI() as server:

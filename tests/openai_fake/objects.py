@@ -53,6 +53,8 @@ class FakeConfig:
         result_files_base64: Serve result CSVs base64-encoded, as OpenAI sometimes does.
         min_examples: Fewer training examples fail the job while validating files.
         idle_timeout: Seconds without requests after which the server stops itself.
+        latency: Simulated seconds every request waits before its reply is sent (network and
+            model time; 0: none). The handler sleeps, so concurrent requests overlap it.
         base_models: Fine-tunable / callable base models, alias -> snapshot.
     """
 
@@ -65,6 +67,7 @@ class FakeConfig:
     result_files_base64: bool = False
     min_examples: int = 10
     idle_timeout: float | None = 600.0
+    latency: float = 0.0
     base_models: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_BASE_MODELS))
 
     def __post_init__(self) -> None:
@@ -74,6 +77,8 @@ class FakeConfig:
             raise ValueError(f"clock must be 'real' or 'manual', got {self.clock=}")
         if self.idle_timeout is not None and not self.idle_timeout > 0:
             raise ValueError(f"idle_timeout must be > 0 or None, got {self.idle_timeout=}")
+        if not self.latency >= 0:
+            raise ValueError(f"latency must be >= 0 seconds, got {self.latency=}")
 
 
 @dataclass

@@ -94,6 +94,11 @@ class FakeOpenAI:
         for thread in self._threads:
             thread.join(timeout=5)
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the server has stopped (``stop()`` or ``idle_timeout``); False on timeout."""
+        httpd = self._httpd
+        return True if httpd is None else httpd.stopping.wait(timeout)
+
     def raise_errors(self) -> None:
         """Raise ``AssertionError`` if any reply broke the spec or a handler crashed."""
         self.state.raise_errors()
@@ -195,6 +200,8 @@ class _Handler(BaseHTTPRequestHandler):
             state.requests.append(record)
         reply = _answer(state, request, self.headers.get("authorization"))
         record.status = reply.status
+        if state.latency > 0:
+            time.sleep(state.latency)  # releases the GIL: concurrent requests wait together
         self._send(reply)
 
     def _read_body(self) -> bytes:

@@ -43,15 +43,16 @@ _ALPHABET = string.ascii_letters + string.digits
 class FakeState:
     """Everything the fake server knows; safe to use from any thread.
 
-    Attributes a test may change at any time: ``job_duration`` (new jobs), ``refuse_training``
-    (every job creation gets 403 ``training_not_available``), ``result_files_base64``,
-    ``validate``. Read ``requests`` (every :class:`RecordedRequest`) and ``errors`` (problems of
-    the fake itself).
+    Attributes a test may change at any time: ``job_duration`` (new jobs), ``latency`` (seconds
+    each reply waits), ``refuse_training`` (every job creation gets 403
+    ``training_not_available``), ``result_files_base64``, ``validate``. Read ``requests`` (every
+    :class:`RecordedRequest`) and ``errors`` (problems of the fake itself).
     """
 
     def __init__(self, config: FakeConfig) -> None:
         self.config = config
         self.job_duration = config.job_duration
+        self.latency = config.latency
         self.validate = config.validate
         self.result_files_base64 = config.result_files_base64
         self.refuse_training = False
