@@ -255,7 +255,7 @@ def promote(
     experiment: ExperimentArg,
     trial: Annotated[
         int | None,
-        typer.Option(help="Trial number to promote (default: best test accuracy on the front)."),
+        typer.Option(help="Trial number to promote (default: the report's recommendation)."),
     ] = None,
     alias: Annotated[str, typer.Option(help="Registry alias to point at the model.")] = "champion",
     set_: SetOption = None,

@@ -107,6 +107,23 @@ def choose_trial(study: Any, trial_number: int | None = None) -> tuple[FrozenTri
     )
 
 
+def _report_choice(experiment: Experiment) -> tuple[int, str] | None:
+    """The trial `harness report` recommends, and its reason (None: one objective, or no report
+    can be built, and `choose_trial`'s default applies)."""
+    if experiment.config.study.objectives != ["accuracy", "cost"]:
+        return None
+    from harness.report import build_report
+
+    try:
+        chosen = build_report(experiment).recommendation
+    except HarnessError:
+        return None
+    return chosen.chosen.number, (
+        f"trial {chosen.chosen.number}, as `harness report` recommends: {chosen.text} "
+        "Pass --trial N to promote another."
+    )
+
+
 def _accuracy(trial: FrozenTrial) -> float:
     return float(trial.user_attrs.get("test_accuracy", trial.values[0]))
 
@@ -122,7 +139,8 @@ def promote(
 
     Args:
         experiment: The experiment whose study holds the trial.
-        trial_number: The trial to register; None picks it with `choose_trial`.
+        trial_number: The trial to register; None takes the one `harness report` recommends
+            (with one objective, or no report, `choose_trial`'s default).
         alias: The registry alias to set on the new (or existing) version.
 
     Returns:
@@ -135,7 +153,12 @@ def promote(
     import mlflow
     from mlflow import MlflowClient
 
-    trial, reason = choose_trial(load_existing_study(experiment), trial_number)
+    recommended = _report_choice(experiment) if trial_number is None else None
+    trial, reason = choose_trial(
+        load_existing_study(experiment), recommended[0] if recommended else trial_number
+    )
+    if recommended:
+        reason = recommended[1]
     uri = tracking_uri(experiment)
     client = MlflowClient(tracking_uri=uri)
     run = _trial_run(client, trial)

@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 from harness.cli import app
 from harness.config import Experiment, load_experiment
 from harness.registry import Promotion, promote
+from harness.report import build_report
 from harness.sweep import run_sweep
 from tests.conftest import ONE_EPOCH_SPACE, review_rows, write_csv, write_experiment
 from tests.openai_fake import FakeOpenAI, openai_fake  # noqa: F401 - the fixture
@@ -98,13 +99,14 @@ def promoted(swept: Swept) -> Promotion:
 def test_promote_registers_the_front_best_and_it_predicts_like_the_backend(
     swept: Swept, promoted: Promotion, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    front = swept.study().best_trials
-    best = max(front, key=lambda t: (t.user_attrs["test_accuracy"], -t.user_attrs["cost_usd"]))
-    assert promoted.trial_number == best.number
+    # By default, the trial `harness report` recommends: promote and report agree.
+    recommended = build_report(swept.experiment()).recommendation.chosen.number
+    assert promoted.trial_number == recommended
+    best = swept.study().trials[recommended]
     assert promoted.run_id == best.user_attrs["mlflow_run_id"]
     assert (promoted.name, promoted.alias) == (NAME, "champion")
     assert promoted.uri == f"models:/{NAME}@champion"
-    assert "highest test accuracy" in promoted.reason and "Pareto front" in promoted.reason
+    assert "as `harness report` recommends" in promoted.reason
 
     client = swept.client()
     version = client.get_model_version_by_alias(NAME, "champion")
@@ -205,7 +207,7 @@ def test_predict_prints_a_table_and_promote_says_which_trial_and_why(
 
     result = runner.invoke(app, ["promote", str(swept.path)])
     assert result.exit_code == 0, result.output
-    assert f"Chose trial {promoted.trial_number}: the highest test accuracy" in result.output
+    assert f"Chose trial {promoted.trial_number}, as `harness report` recommends" in result.output
     assert f"models:/{NAME}@champion" in result.output and "harness predict" in result.output
 
 
