@@ -8,7 +8,13 @@ import sys
 import time
 from collections.abc import Callable
 
-from benchmarks import growth, remote_concurrency, sweep_overhead, trial_overhead
+from benchmarks import (
+    growth,
+    remote_concurrency,
+    search_efficiency,
+    sweep_overhead,
+    trial_overhead,
+)
 from benchmarks.common import BenchResult, Figure, machine, write_result
 
 BENCHMARKS: dict[str, Callable[[], BenchResult]] = {
@@ -16,6 +22,7 @@ BENCHMARKS: dict[str, Callable[[], BenchResult]] = {
     "sweep_overhead": sweep_overhead.run,
     "remote_concurrency": remote_concurrency.run,
     "growth": growth.run,
+    "search_efficiency": search_efficiency.run,
 }
 
 

@@ -6,11 +6,22 @@ it ends, so trials running at once can never together spend more than the budget
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import optuna
 
+from harness.errors import BudgetExceeded
 from harness.records import Cost
+
+if TYPE_CHECKING:
+    from harness.backends.base import Backend, PreparedData
+    from harness.config import Experiment
+    from harness.search_space import SearchSpace
+
+# Asked when the sweep's worst case exceeds its budget: (worst-case total, budget) -> go on?
+Confirm = Callable[[Cost, float], bool]
 
 
 @dataclass
@@ -25,9 +36,7 @@ class Budget:
     def from_study(cls, limit: float | None, study: optuna.Study) -> Budget:
         """What the study's earlier trials already cost counts against the same budget."""
         trials = study.get_trials(deepcopy=False)
-        return cls(
-            limit=limit, spent=sum(float(t.user_attrs.get("cost_usd") or 0.0) for t in trials)
-        )
+        return cls(limit=limit, spent=sum(_spent(t.user_attrs) for t in trials))
 
     def reserve(self, trial_number: int, estimate: Cost) -> str | None:
         """Reserve `estimate` for a trial; return why not when it would break the budget."""
@@ -48,3 +57,38 @@ class Budget:
         self.reserved.pop(trial_number, None)
         if actual is not None:
             self.spent += actual.usd
+
+
+def _spent(attrs: dict[str, object]) -> float:
+    # A checkpoint trial's cost_usd includes training its parent trial already paid for;
+    # spent_usd is what it added (scoring it).
+    value = attrs.get("spent_usd", attrs.get("cost_usd"))
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def check_worst_case(
+    experiment: Experiment,
+    backend: Backend,
+    data: PreparedData,
+    space: SearchSpace,
+    budget: Budget,
+    remaining: int,
+    confirm: Confirm | None,
+) -> None:
+    """Ask before a sweep whose worst case could exceed the budget (the budget stays a hard cap
+    either way: no trial starts without its worst case reserved)."""
+    if budget.limit is None or remaining <= 0:
+        return
+    from harness.pricing import worst_case_total
+
+    n_trials = experiment.config.study.n_trials
+    per_trial = worst_case_total(experiment, backend, data, space).usd / n_trials
+    worst = Cost(usd=budget.spent + per_trial * remaining)
+    if worst.usd <= budget.limit or (confirm is not None and confirm(worst, budget.limit)):
+        return
+    raise BudgetExceeded(
+        f"{experiment.path}: the worst case of {remaining} more trials plus ${budget.spent:.4f} "
+        f"already spent is ${worst.usd:.4f}, over budget_usd ${budget.limit:.4f}; run "
+        "`harness estimate` to see why, lower study.n_trials, or pass --yes to run until the "
+        "budget is used up"
+    )

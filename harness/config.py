@@ -75,6 +75,9 @@ class LocalBackendConfig(_Strict):
     dollars_per_hour: float = Field(REFERENCE_DOLLARS_PER_HOUR, ge=0.0)
     instance: str = REFERENCE_INSTANCE
     models_dir: str = "mlruns/models"
+    # Keep the model after every epoch but the last and score it on the test set: each is an
+    # extra point of the front for a few seconds of scoring, not a training run of its own.
+    evaluate_checkpoints: bool = True
 
 
 class PriceOverride(_Strict):

@@ -130,7 +130,9 @@ def trials_table(study: optuna.Study, title: str) -> Table:
         table.add_row(
             str(trial.number),
             "*" if trial.number in front else "",
-            trial.state.name.lower(),
+            f"ckpt of {attrs['checkpoint_of']}"
+            if "checkpoint_of" in attrs
+            else trial.state.name.lower(),
             _epochs_cell(params.get("n_epochs"), attrs.get("epochs_run")),
             _fmt(params.get("learning_rate_multiplier"), ".3g"),
             str(params.get("batch_size", "-")),

@@ -71,11 +71,18 @@ class TrialRow:
         return f"trial {self.number}"
 
     def describe(self) -> str:
-        """Hyperparameters in words, e.g. `3 epochs, learning rate x2.1, batch 16`."""
+        """Hyperparameters in words, e.g. `3 epochs, learning rate x2.1, batch 16`, or for a
+        checkpoint `epoch 1 of 3 (checkpoint of trial 7), ...`."""
         p = self.params
         parts = (
             [f"{p['n_epochs']} epoch{'s' if p['n_epochs'] != 1 else ''}"] if "n_epochs" in p else []
         )
+        ran = self.attrs.get("epochs_run")
+        if parts and isinstance(ran, int) and ran < p["n_epochs"]:
+            # A checkpoint, or a trial stopped early: the schedule was for more epochs.
+            parts[0] = f"epoch {ran} of {p['n_epochs']}"
+            if "checkpoint_of" in self.attrs:
+                parts[0] += f" (checkpoint of trial {self.attrs['checkpoint_of']})"
         if "learning_rate_multiplier" in p:
             parts.append(f"learning rate x{float(p['learning_rate_multiplier']):.3g}")
         if "batch_size" in p:

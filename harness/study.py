@@ -205,7 +205,13 @@ def spec_from_trial(trial: Trial, space: SearchSpace, experiment: Experiment) ->
 
 
 def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Every completed trial, epoch checkpoints recorded as trials of their own included."""
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def trained_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Completed trials that trained a configuration: what `study.n_trials` counts."""
+    return [t for t in completed_trials(study) if "checkpoint_of" not in t.user_attrs]
 
 
 def pareto_numbers(study: optuna.Study) -> set[int]:

@@ -18,10 +18,19 @@ from optuna.trial import Trial, TrialState
 
 from harness.backends import load_backend
 from harness.backends.base import Backend, PreparedData, Progress
-from harness.budget import Budget
+from harness.budget import Budget, Confirm, check_worst_case
+from harness.checkpoints import (
+    Checkpoint,
+    add_checkpoint_trial,
+    checkpoint_epochs,
+    checkpoint_run_name,
+    prune_dominated,
+    score_checkpoint,
+    with_number,
+)
 from harness.config import Experiment
 from harness.data import DataReport, prepare_data
-from harness.errors import BackendError, BudgetExceeded, TrainingRefused
+from harness.errors import BackendError, TrainingRefused
 from harness.journal import TrialJournal
 from harness.records import Cost, EpochResult, TrialResult, TrialSpec
 from harness.scoring import score
@@ -36,6 +45,7 @@ from harness.study import (
     pareto_numbers,
     recover_crashed_trials,
     spec_from_trial,
+    trained_trials,
 )
 from harness.tracking import MlflowTracker, NullTracker
 
@@ -95,7 +105,7 @@ class _Sweep:
     stopper: FrontStopper | None = None
 
     def completed(self) -> int:
-        return len(completed_trials(self.handle.study))
+        return len(trained_trials(self.handle.study))
 
 
 def prepare_experiment(
@@ -109,10 +119,6 @@ def prepare_experiment(
         name=experiment.name,
         count_tokens=backend.count_tokens if backend is not None else None,
     )
-
-
-# Asked when the sweep's worst case exceeds its budget: (worst-case total, budget) -> go on?
-Confirm = Callable[[Cost, float], bool]
 
 
 def run_sweep(
@@ -166,10 +172,10 @@ def _open(
     backend = load_backend(experiment.config.backend, progress=view.progress)
     data, _ = prepare_experiment(experiment)
     handle = open_study(experiment, space)
-    done = len(completed_trials(handle.study))
+    done = len(trained_trials(handle.study))
     target = max(experiment.config.study.n_trials, done) + add_trials
     budget = Budget.from_study(experiment.config.budget_usd, handle.study)
-    _check_worst_case(experiment, backend, data, space, budget, target - done, confirm)
+    check_worst_case(experiment, backend, data, space, budget, target - done, confirm)
     parent = handle.study.user_attrs.get("mlflow_run_id")
     tracker = MlflowTracker(experiment, data, parent) if track else NullTracker()
     outcome = SweepOutcome(handle=handle, synthetic=bool(getattr(backend, "synthetic", False)))
@@ -233,6 +239,9 @@ def _launch(sweep: _Sweep, pool: Any) -> _Launched | None:
 def _close(sweep: _Sweep) -> None:
     """Tag the Pareto front on the trial runs and close the study's run."""
     front = pareto_numbers(sweep.handle.study)
+    pruned = prune_dominated(sweep.handle.study, front)
+    if pruned:
+        sweep.view.message(f"deleted {pruned} epoch checkpoint(s) that are off the Pareto front")
     sweep.tracker.mark_pareto(
         {
             t.user_attrs["mlflow_run_id"]: t.number in front
@@ -295,13 +304,56 @@ def _collect(sweep: _Sweep, launched: _Launched) -> None:
     except BaseException as exc:
         _fail(sweep, launched, f"{type(exc).__name__}: {exc}")
         raise
-    sweep.budget.settle(trial.number, result.total_cost)
+    checkpoints = _score_checkpoints(sweep, result)
+    scoring = sum((c.result.eval_cost for c in checkpoints), Cost())
+    sweep.budget.settle(trial.number, result.total_cost + scoring)
     sweep.tracker.finish_trial(launched.run_id, result, sweep.data)
     _tell(trial, sweep.handle, result)
     if sweep.stopper is not None:
         sweep.stopper.add(_curve(trial.user_attrs))
     sweep.outcome.results.append(result)
     sweep.view.trial_finished(result)
+    for checkpoint in checkpoints:
+        _record_checkpoint(sweep, trial, checkpoint)
+
+
+def _score_checkpoints(sweep: _Sweep, result: TrialResult) -> list[Checkpoint]:
+    """Score the trial's epoch checkpoints on the test set (one that fails is skipped)."""
+    scored = []
+    for epoch in checkpoint_epochs(result):
+        try:
+            scored.append(score_checkpoint(sweep.backend, sweep.data, result, epoch))
+        except BackendError as exc:
+            sweep.view.message(f"{result.spec.run_name()}: epoch {epoch.epoch} not scored: {exc}")
+    return scored
+
+
+def _record_checkpoint(sweep: _Sweep, parent: Trial, checkpoint: Checkpoint) -> None:
+    """A checkpoint becomes a completed trial with its own MLflow run (see harness.checkpoints)."""
+    study = sweep.handle.study
+    number = len(study.get_trials(deepcopy=False))  # the number add_trial will give it
+    checkpoint = with_number(checkpoint, number)
+    result = checkpoint.result
+    name = checkpoint_run_name(checkpoint)
+    run_id = sweep.tracker.start_trial(result.spec, sweep.backend.kind, name=name)
+    sweep.tracker.tag(run_id, "harness.checkpoint_of", str(checkpoint.parent))
+    for epoch in result.model.epochs:
+        sweep.tracker.log_epoch(run_id, epoch)
+    sweep.tracker.finish_trial(run_id, result, sweep.data)
+    attrs = {**_result_attrs(result), "mlflow_run_id": run_id}
+    study_config = sweep.experiment.config.study
+    added = add_checkpoint_trial(
+        study,
+        parent,
+        checkpoint,
+        attrs,
+        len(sweep.handle.objectives),
+        study_config.max_trial_cost_usd,
+    )
+    if added != number:  # another worker added a trial meanwhile
+        sweep.tracker.tag(run_id, "harness.trial_number", str(added))
+    if sweep.stopper is not None:
+        sweep.stopper.add(_curve(attrs))
 
 
 def _executor(backend: Backend) -> Any:
@@ -362,8 +414,16 @@ def _epoch_logger(
 
 
 def _tell(trial: Trial, handle: StudyHandle, result: TrialResult) -> None:
+    for key, value in _result_attrs(result).items():
+        trial.set_user_attr(key, value)
+    values = [result.metrics.accuracy, result.total_cost.usd][: len(handle.objectives)]
+    handle.study.tell(trial, values)
+
+
+def _result_attrs(result: TrialResult) -> dict[str, Any]:
+    """What a finished trial records in the study beside its objective values."""
     cost = result.total_cost
-    attrs: dict[str, Any] = {
+    return {
         "cost_usd": cost.usd,
         "train_cost_usd": result.model.train_cost.usd,
         "eval_cost_usd": result.eval_cost.usd,
@@ -380,10 +440,6 @@ def _tell(trial: Trial, handle: StudyHandle, result: TrialResult) -> None:
         "epochs_run": len(result.model.epochs),
         "stopped_early": result.model.stopped_early,
     }
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
-    values = [result.metrics.accuracy, cost.usd][: len(handle.objectives)]
-    handle.study.tell(trial, values)
 
 
 def _fail(sweep: _Sweep, launched: _Launched, reason: str, status: str = "FAILED") -> None:
@@ -392,34 +448,6 @@ def _fail(sweep: _Sweep, launched: _Launched, reason: str, status: str = "FAILED
     sweep.tracker.fail_trial(launched.run_id, reason, status)
     sweep.outcome.failures.append((launched.spec, reason))
     sweep.view.trial_failed(launched.spec, reason)
-
-
-def _check_worst_case(
-    experiment: Experiment,
-    backend: Backend,
-    data: PreparedData,
-    space: SearchSpace,
-    budget: Budget,
-    remaining: int,
-    confirm: Confirm | None,
-) -> None:
-    """Ask before a sweep whose worst case could exceed the budget (the budget stays a hard cap
-    either way: no trial starts without its worst case reserved)."""
-    if budget.limit is None or remaining <= 0:
-        return
-    from harness.pricing import worst_case_total
-
-    n_trials = experiment.config.study.n_trials
-    per_trial = worst_case_total(experiment, backend, data, space).usd / n_trials
-    worst = Cost(usd=budget.spent + per_trial * remaining)
-    if worst.usd <= budget.limit or (confirm is not None and confirm(worst, budget.limit)):
-        return
-    raise BudgetExceeded(
-        f"{experiment.path}: the worst case of {remaining} more trials plus ${budget.spent:.4f} "
-        f"already spent is ${worst.usd:.4f}, over budget_usd ${budget.limit:.4f}; run "
-        "`harness estimate` to see why, lower study.n_trials, or pass --yes to run until the "
-        "budget is used up"
-    )
 
 
 def _space_summary(space: SearchSpace) -> dict[str, Any]:

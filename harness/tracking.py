@@ -90,7 +90,7 @@ class NullTracker:
     def start_study(self, study_name: str, search_space: dict[str, Any]) -> str | None:
         return None
 
-    def start_trial(self, spec: TrialSpec, backend: str) -> str | None:
+    def start_trial(self, spec: TrialSpec, backend: str, name: str | None = None) -> str | None:
         return None
 
     def log_epoch(self, run_id: str | None, epoch: EpochResult) -> None:
@@ -196,7 +196,8 @@ class MlflowTracker(NullTracker):
         tag = InputTag(key="mlflow.data.context", value="train/validation/test")
         self.client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), [tag])])
 
-    def start_trial(self, spec: TrialSpec, backend: str) -> str:
+    def start_trial(self, spec: TrialSpec, backend: str, name: str | None = None) -> str:
+        """Open the trial's child run, named `name` or after its spec (`t007 ep=3 ...`)."""
         from mlflow.entities import Param
 
         tags = {
@@ -205,7 +206,9 @@ class MlflowTracker(NullTracker):
             TRIAL_TAG: str(spec.number),
             **provenance_tags(spec.seed, self.data.digest),
         }
-        run = self.client.create_run(self.experiment_id, tags=tags, run_name=spec.run_name())
+        run = self.client.create_run(
+            self.experiment_id, tags=tags, run_name=name or spec.run_name()
+        )
         run_id = run.info.run_id
         params = {**spec.params(), "backend": backend, "seed": spec.seed}
         params["train_examples"] = spec.train_examples or len(self.data.train)

@@ -121,8 +121,12 @@ def test_sweep_then_trials_then_bad_rerun_keeps_the_study(tmp_path: Path, tiny_c
     assert "Pareto front" in first.stdout
     table = harness("trials", str(path))
     assert table.returncode == 0
-    rows = [line for line in table.stdout.splitlines() if "complete" in line]
-    assert len(rows) == 2 and any("*" in row for row in rows)
+    lines = table.stdout.splitlines()
+    rows = [line for line in lines if "complete" in line]
+    checkpoints = [line for line in lines if "ckpt of" in line]
+    assert len(rows) == 2 and any("*" in line for line in rows + checkpoints)
+    # The epoch checkpoints of 2-epoch trials are listed as theirs, "1/2" epochs.
+    assert all("1/2" in line for line in checkpoints)
 
     # A typo on the command line is rejected before anything is touched...
     bad = harness("sweep", str(path), "--set", "study.n_trails=5")

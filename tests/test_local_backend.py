@@ -203,8 +203,30 @@ def test_same_seed_same_model_and_tokenized_once(
 
 
 def test_early_stop_when_callback_says_so(config: LocalBackendConfig, data: PreparedData) -> None:
-    model = LocalBackend(config).fine_tune(_spec(3, n_epochs=3), data, lambda e: True)
+    backend = LocalBackend(config)
+    model = backend.fine_tune(_spec(3, n_epochs=3), data, lambda e: True)
     assert len(model.epochs) == 1 and model.stopped_early
+    # The checkpoint saved after that epoch is the model: nothing is saved twice.
+    assert model.model_ref == model.epochs[0].checkpoint
+    assert Path(model.model_ref).name == "epoch-1"
+    predictions, _ = backend.predict(model.model_ref, data.test.texts[:3])
+    assert len(predictions) == 3
+
+
+def test_checkpoints_are_kept_apart_from_the_final_model(
+    trained: Trained, config: LocalBackendConfig, data: PreparedData
+) -> None:
+    backend, model, seen = trained
+    first, last = seen
+    assert first.checkpoint is not None and last.checkpoint is None
+    assert Path(first.checkpoint).parent == Path(model.model_ref)
+    # Scoring the checkpoint loads its own weights, not the final model kept in memory.
+    at_one, _ = backend.predict(first.checkpoint, data.test.texts)
+    at_two, _ = backend.predict(model.model_ref, data.test.texts)
+    assert [p.scores for p in at_one] != [p.scores for p in at_two]
+    off = config.model_copy(update={"evaluate_checkpoints": False})
+    plain = LocalBackend(off).fine_tune(_spec(5, n_epochs=2), data, lambda e: False)
+    assert all(e.checkpoint is None for e in plain.epochs)
 
 
 def test_subsample_and_progress(config: LocalBackendConfig, data: PreparedData) -> None:

@@ -89,15 +89,28 @@ def test_sweep_tracks_every_trial_and_resumes(tmp_path: Path, tiny_csv: Path) ->
     assert len(outcome.results) == 2 and not outcome.failures
     study = optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db")
     complete = study.get_trials(states=(TrialState.COMPLETE,))
-    assert len(complete) == 2
-    for trial in complete:
+    trained = [t for t in complete if "checkpoint_of" not in t.user_attrs]
+    checkpoints = [t for t in complete if "checkpoint_of" in t.user_attrs]
+    assert len(trained) == 2
+    for trial in trained:
         accuracy, cost = trial.values
         assert 0.0 <= accuracy <= 1.0 and cost > 0.0
         assert len(trial.user_attrs["valid_accuracy_by_epoch"]) == trial.params["n_epochs"]
+    # Every epoch before the last is kept and scored: an extra point of the front, paid for
+    # by scoring it (spent_usd), not by training again.
+    assert len(checkpoints) == sum(t.params["n_epochs"] - 1 for t in trained)
+    for checkpoint in checkpoints:
+        parent = study.trials[checkpoint.user_attrs["checkpoint_of"]]
+        assert checkpoint.params == parent.params and checkpoint.user_attrs["epochs_run"] == 1
+        assert 0.0 < checkpoint.user_attrs["spent_usd"] < checkpoint.values[1] < parent.values[1]
+        assert Path(checkpoint.user_attrs["model_ref"]).name == "epoch-1"
+        # A checkpoint off the front can never be the one to pick: its weights are deleted.
+        on_front = checkpoint.number in {t.number for t in study.best_trials}
+        assert Path(checkpoint.user_attrs["model_ref"]).is_dir() == on_front
 
     client = MlflowClient("sqlite:///mlruns/mlflow.db")
     parents, children = _runs(client)
-    assert len(parents) == 1 and len(children) == 2
+    assert len(parents) == 1 and len(children) == len(complete)
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert parent.info.run_name == "study tiny"
@@ -112,7 +125,10 @@ def test_sweep_tracks_every_trial_and_resumes(tmp_path: Path, tiny_csv: Path) ->
         for tag in ("harness.seed", "harness.data_digest", "harness.versions.torch"):
             assert child.data.tags.get(tag), tag
         history = client.get_metric_history(child.info.run_id, "valid_accuracy")
-        assert [m.step for m in history] == list(range(1, int(child.data.params["n_epochs"]) + 1))
+        epochs = int(child.data.metrics["epochs_trained"])
+        assert [m.step for m in history] == list(range(1, epochs + 1))
+        if child.data.tags.get("harness.checkpoint_of"):
+            assert " @ epoch " in child.info.run_name
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {
             "predictions.csv",
@@ -127,9 +143,10 @@ def test_sweep_tracks_every_trial_and_resumes(tmp_path: Path, tiny_csv: Path) ->
     assert again.results == [] and again.parent_run_id == parent.info.run_id
     # --add extends the same study by one trial, logged under the same parent.
     more = run_sweep(load_experiment(str(path)), RecordingView(), add_trials=1)
-    assert len(more.results) == 1 and more.results[0].spec.number == 2
+    assert len(more.results) == 1 and more.results[0].spec.number == len(complete)
     parents, children = _runs(client)
-    assert len(parents) == 1 and len(children) == 3
+    total = len(study.get_trials(states=(TrialState.COMPLETE,)))
+    assert len(parents) == 1 and len(children) == total > len(complete)
 
 
 def test_budget_stops_the_sweep_before_spending(tmp_path: Path, tiny_csv: Path) -> None:
@@ -191,7 +208,7 @@ def test_a_trial_that_cannot_reach_the_front_stops_after_one_epoch(
     assert len(result.model.epochs) == 1 and result.model.stopped_early
     trial = optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db").trials[-1]
     assert trial.user_attrs["epochs_run"] == 1 and trial.user_attrs["stopped_early"]
-    _, [child] = _runs(MlflowClient("sqlite:///mlruns/mlflow.db"))
+    _, [child] = _runs(MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db"))
     assert child.data.tags["stopped_early"] == "true"
 
     # Switched off, the same trial runs both epochs.

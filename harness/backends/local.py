@@ -20,6 +20,10 @@ Contract choices (the protocol itself is documented on `harness.backends.base.Ba
 - The final model and tokenizer are saved as safetensors under
   `models_dir/<digest[:12]>/trial-NNNN`, which is the `model_ref`. The model also stays in memory,
   so the `predict` on the test set that follows a trial does not reload it.
+- Checkpoints (`evaluate_checkpoints`, on by default): after every epoch but the last, the model
+  is also saved to `trial-NNNN/epoch-K` and named in that epoch's `EpochResult.checkpoint`; the
+  sweep scores each on the test set as an extra point of the front. A trial stopped early hands
+  back the checkpoint of the epoch it stopped at as its model.
 - `stopped_early` is True only when `on_epoch` asked to stop while epochs were left.
 """
 
@@ -78,6 +82,7 @@ DEFAULT_RATES: dict[str, tuple[float, float]] = {
     "cuda": (400.0, 2000.0),
 }
 FIXED_SECONDS = 5.0  # loading the model and saving it, per trial
+CHECKPOINT_SECONDS = 3.0  # saving a checkpoint, then loading it again to score it
 MAX_GRAD_NORM = 1.0  # as transformers.Trainer: keeps the larger learning rates of a sweep stable
 
 
@@ -217,8 +222,14 @@ class LocalBackend:
             if spec.train_examples is None
             else min(spec.train_examples, len(data.train))
         )
-        inferred = len(data.validation) * spec.n_epochs + len(data.test)
-        seconds = FIXED_SECONDS + n_train * spec.n_epochs / train_rate + inferred / infer_rate
+        checkpoints = spec.n_epochs - 1 if self.config.evaluate_checkpoints else 0
+        inferred = len(data.validation) * spec.n_epochs + len(data.test) * (1 + checkpoints)
+        seconds = (
+            FIXED_SECONDS
+            + checkpoints * CHECKPOINT_SECONDS
+            + n_train * spec.n_epochs / train_rate
+            + inferred / infer_rate
+        )
         return self._cost(seconds)
 
     def _cost(self, seconds: float) -> Cost:
@@ -256,17 +267,27 @@ class LocalBackend:
         run = self._start_run(spec, data, path, tokenizer, encoded.train)
         valid_labels = torch.tensor(_label_ids(data.validation, data.labels))
         epochs: list[EpochResult] = []
+        checkpoint: str | None = None
         for epoch in range(1, spec.n_epochs + 1):
             train_loss = self._train_epoch(run, f"{spec.run_name()} epoch {epoch}/{spec.n_epochs}")
             accuracy, loss = self._validate(run, encoded.validation, valid_labels)
+            checkpoint = None
+            if epoch < spec.n_epochs and self.config.evaluate_checkpoints:
+                checkpoint = self._save(run.model, tokenizer, data, spec, epoch=epoch)
             seconds = time.perf_counter() - started - waited
-            epochs.append(EpochResult(epoch, accuracy, loss, train_loss, self._cost(seconds)))
+            epochs.append(
+                EpochResult(epoch, accuracy, loss, train_loss, self._cost(seconds), checkpoint)
+            )
             asked = time.perf_counter()
             stop = on_epoch(epochs[-1])
             waited += time.perf_counter() - asked
             if stop:
                 break
-        ref = self._save(run.model, tokenizer, data, spec)
+        if checkpoint is not None:  # stopped where a checkpoint was saved: that is the model
+            ref = checkpoint
+            self._loaded = _Loaded(Path(checkpoint).resolve(), run.model, tokenizer)
+        else:
+            ref = self._save(run.model, tokenizer, data, spec)
         self._train_rates[spec.batch_size] = run.trained / max(run.train_seconds, 1e-9)
         return TrainedModel(
             model_ref=str(ref),
@@ -355,10 +376,20 @@ class LocalBackend:
         accuracy = (logits.argmax(dim=-1) == labels).float().mean().item()
         return accuracy, F.cross_entropy(logits, labels).item()
 
-    def _save(self, model: Any, tokenizer: Any, data: PreparedData, spec: TrialSpec) -> Path:
+    def _save(
+        self,
+        model: Any,
+        tokenizer: Any,
+        data: PreparedData,
+        spec: TrialSpec,
+        epoch: int | None = None,
+    ) -> str:
+        """Save the trial's model (or, with `epoch`, a checkpoint of it in a subfolder)."""
         # Absolute, so the model_ref recorded in the study and MLflow works from any directory.
         root = Path(self.config.models_dir).expanduser().resolve()
         out = root / data.digest[:12] / f"trial-{spec.number:04d}"
+        if epoch is not None:
+            out = out / f"epoch-{epoch}"
         try:
             out.mkdir(parents=True, exist_ok=True)
             with quiet_transformers():  # no "Writing model shards" bar per trial
@@ -366,8 +397,9 @@ class LocalBackend:
                 tokenizer.save_pretrained(out)
         except OSError as exc:
             raise BackendError(f"cannot save the model to {out}: {exc.strerror or exc}") from None
-        self._loaded = _Loaded(out.resolve(), model, tokenizer)
-        return out
+        if epoch is None:  # a checkpoint's model object trains on: never serve it from memory
+            self._loaded = _Loaded(out.resolve(), model, tokenizer)
+        return str(out)
 
     # ---------------------------------------------------------------------------- inference
 

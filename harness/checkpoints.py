@@ -1,0 +1,142 @@
+"""Epoch checkpoints as points of the front: score each, record it as a trial of its own.
+
+A backend that keeps the model of an epoch before the last names it in `EpochResult.checkpoint`
+(the local backend saves one per epoch, OpenAI keeps the last three). When a trial finishes, the
+sweep scores every such checkpoint on the test set (the OpenAI backend has already done it and
+charges nothing twice) and records it as a completed trial of the study with its own MLflow run,
+so the Pareto front, the report's paired tests and `promote` treat it like any other model:
+
+- params: the parent trial's (the schedule it was trained on); user attrs `checkpoint_of` (the
+  parent's number) and `epochs_run` (its epoch); the MLflow run is named like
+  `t012 ep=3 lr=2 bs=16 @ epoch 1 of t007`;
+- `cost_usd`: what producing and scoring this model cost (the parent's cost so far at that
+  epoch, plus scoring); `spent_usd`: what it added to the money spent (the scoring only: the
+  training was the parent's), which is what budgets add up;
+- checkpoints do not count towards `study.n_trials`.
+
+At the end of a sweep, local checkpoints that are not on the front are deleted: a model that is
+dominated stays dominated whatever later trials find, so it can never be the one to pick.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from harness.backends.base import Backend, PreparedData
+from harness.records import EpochResult, TrainedModel, TrialResult
+from harness.scoring import score
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A scored checkpoint of a finished trial."""
+
+    parent: int
+    epoch: int
+    result: TrialResult
+
+
+def checkpoint_epochs(result: TrialResult) -> list[EpochResult]:
+    """The epochs of `result` with a kept model other than the one the trial delivered."""
+    return [
+        e
+        for e in result.model.epochs
+        if e.checkpoint is not None and e.checkpoint != result.model.model_ref
+    ]
+
+
+def score_checkpoint(
+    backend: Backend, data: PreparedData, result: TrialResult, epoch: EpochResult
+) -> Checkpoint:
+    """Predict the test set with one checkpoint of `result`; what it cost comes with it."""
+    assert epoch.checkpoint is not None
+    started = time.perf_counter()
+    predictions, eval_cost = backend.predict(epoch.checkpoint, data.test.texts)
+    metrics = score(data.test.labels, [p.label for p in predictions], data.labels, data.ordinal)
+    model = TrainedModel(
+        model_ref=epoch.checkpoint,
+        epochs=result.model.epochs[: epoch.epoch],
+        train_cost=epoch.cost_so_far,
+        job_id=result.model.job_id,
+    )
+    scored = TrialResult(
+        spec=result.spec,
+        model=model,
+        metrics=metrics,
+        eval_cost=eval_cost,
+        wall_seconds=time.perf_counter() - started,
+        predictions=tuple(predictions),
+    )
+    return Checkpoint(result.spec.number, epoch.epoch, scored)
+
+
+def add_checkpoint_trial(
+    study: optuna.Study,
+    parent: optuna.Trial | FrozenTrial,
+    checkpoint: Checkpoint,
+    attrs: dict[str, Any],
+    objectives: int,
+    cost_limit: float | None = None,
+) -> int:
+    """Record a scored checkpoint as a completed trial; returns its trial number."""
+    result = checkpoint.result
+    values = [result.metrics.accuracy, result.total_cost.usd][:objectives]
+    user_attrs = {
+        **attrs,
+        "checkpoint_of": checkpoint.parent,
+        "spent_usd": result.eval_cost.usd,
+        "valid_accuracy_by_epoch": [e.valid_accuracy for e in result.model.epochs],
+        "cost_usd_by_epoch": [e.cost_so_far.usd for e in result.model.epochs],
+    }
+    # The sampler's cost constraint is computed after `tell`; an added trial needs its own.
+    system = {} if cost_limit is None else {"constraints": [result.total_cost.usd - cost_limit]}
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=parent.params,
+            distributions=parent.distributions,
+            values=values,
+            user_attrs=user_attrs,
+            system_attrs=system,
+        )
+    )
+    added = [
+        t.number
+        for t in study.get_trials(deepcopy=False)
+        if t.user_attrs.get("checkpoint_of") == checkpoint.parent
+        and t.user_attrs.get("epochs_run") == checkpoint.epoch
+    ]
+    return max(added)
+
+
+def checkpoint_run_name(checkpoint: Checkpoint) -> str:
+    """MLflow run name of a checkpoint trial, e.g. `t012 ep=3 lr=2 bs=16 @ epoch 1 of t007`."""
+    spec = checkpoint.result.spec
+    return f"{spec.run_name()} @ epoch {checkpoint.epoch} of t{checkpoint.parent:03d}"
+
+
+def with_number(checkpoint: Checkpoint, number: int) -> Checkpoint:
+    """The checkpoint with the trial number it is recorded under."""
+    spec = replace(checkpoint.result.spec, number=number)
+    return replace(checkpoint, result=replace(checkpoint.result, spec=spec))
+
+
+def prune_dominated(study: optuna.Study, front: set[int]) -> int:
+    """Delete local checkpoint folders of checkpoint trials off the front; returns how many."""
+    pruned = 0
+    for trial in study.get_trials(deepcopy=False):
+        if "checkpoint_of" not in trial.user_attrs or trial.number in front:
+            continue
+        folder = Path(str(trial.user_attrs.get("model_ref", "")))
+        # Only what the local backend wrote: `.../trial-NNNN/epoch-K`.
+        local = folder.name.startswith("epoch-") and folder.parent.name.startswith("trial-")
+        if local and (folder / "config.json").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            pruned += 1
+    return pruned

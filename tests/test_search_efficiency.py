@@ -1,0 +1,101 @@
+"""The search-efficiency replay: hypervolume arithmetic and pricing of stopped trials."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from benchmarks.search_efficiency import Strategy, Surface, hypervolume, replay
+
+
+def test_hypervolume_of_a_staircase() -> None:
+    ref = (10.0, 0.5)  # (highest cost, lowest accuracy)
+    # One point: a rectangle (10 - 2) x (0.7 - 0.5).
+    assert hypervolume([(2.0, 0.7)], ref) == pytest.approx(1.6)
+    # A dominated point adds nothing; a second front point adds its own step.
+    assert hypervolume([(2.0, 0.7), (3.0, 0.6)], ref) == pytest.approx(1.6)
+    assert hypervolume([(2.0, 0.7), (6.0, 0.9)], ref) == pytest.approx(4 * 0.2 + 4 * 0.4)
+    assert hypervolume([(11.0, 0.9), (2.0, 0.4)], ref) == 0.0  # outside the reference box
+
+
+def _surface() -> Surface:
+    """A made-up 2-epoch grid: more examples, more accuracy; each epoch costs 1 s per 100."""
+    grid = {
+        "n_epochs": [1, 2],
+        "learning_rate_multiplier": [0.5, 2.0],
+        "batch_size": [16],
+        "train_examples": [100, 200],
+    }
+    rows = []
+    for n_epochs, lr, bs, n in itertools.product(*grid.values()):
+        epochs = [
+            {
+                "epoch": k,
+                "train_loss": 0.5,
+                "valid_loss": 0.5,
+                "valid_accuracy": 0.5 + 0.1 * k * lr * n / 400,
+                "test_accuracy": 0.5 + 0.1 * k * lr * n / 400,
+                "train_valid_seconds": n / 100,
+                "test_seconds": 1.0,
+            }
+            for k in range(1, n_epochs + 1)
+        ]
+        config = dict(zip(grid, (n_epochs, lr, bs, n), strict=True))
+        rows.append({"config": config, "load_seconds": 2.0, "save_seconds": 0.5, "epochs": epochs})
+    return Surface(
+        {"grid": grid, "dollars_per_hour": 3600.0, "split_sizes": {"validation": 100}, "rows": rows}
+    )
+
+
+def test_a_stopped_trial_pays_for_the_epochs_it_ran() -> None:
+    surface = _surface()
+    row = surface.row(
+        {"n_epochs": 2, "learning_rate_multiplier": 1.9, "batch_size": 16, "train_examples": 200}
+    )
+    assert row["config"]["learning_rate_multiplier"] == 2.0  # snapped in log space
+    # $1 per second: load 2 + one epoch 2 + save 0.5 + test 1.
+    assert surface.outcome(row, 1).cost == pytest.approx(5.5)
+    assert surface.full(row).cost == pytest.approx(7.5)
+    # With checkpoints: epoch 1's model is saved on the way (0.5) and scored (load 2 + test 1).
+    assert surface.checkpoint(row, 1).cost == pytest.approx(2 + 2 + 0.5 + 3)
+    assert surface.outcome(row, 2, checkpoints=True).cost == pytest.approx(2 + 4 + 0.5 + 1.5)
+    # Stopped after epoch 1: its checkpoint is the model, scored once, never saved twice.
+    assert surface.outcome(row, 1, checkpoints=True).cost == pytest.approx(2 + 2 + 0.5 + 1)
+    assert surface.worst_case(row, checkpoints=True) == pytest.approx(8.0 + 3.0)
+
+
+def test_replay_never_spends_past_its_budget() -> None:
+    import optuna
+
+    surface = _surface()
+    strategy = Strategy("random", lambda seed: optuna.samplers.RandomSampler(seed=seed))
+    result = replay(surface, strategy, seed=0, budget=20.0)
+    assert result.spend and result.spend[-1] <= 20.0
+    assert len(result.points) == len(result.spend)
+
+
+def test_every_strategy_replays_on_a_surface(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    import json
+
+    from benchmarks import search_efficiency
+
+    raw = _surface()
+    payload = {
+        "grid": raw.grid,
+        "dollars_per_hour": 3600.0,
+        "split_sizes": {"validation": 100},
+        "rows": list(raw.rows.values()),
+    }
+    surface_file = tmp_path / "surface.json"
+    surface_file.write_text(json.dumps(payload))
+    monkeypatch.setattr(search_efficiency, "SURFACE", surface_file)
+    monkeypatch.setattr(search_efficiency, "SEEDS", 2)
+
+    result = search_efficiency.run()
+
+    names = {f.name.split(" HV")[0] for f in result.figures}
+    assert names == {"grid", "random", "optuna default", "harness"}
+    assert result.raw["grid"]["hv_share_by_spend_share"]["1.0"] == pytest.approx(1.0)
+    for figure in result.figures:
+        assert 0.0 <= figure.value <= 1.5
