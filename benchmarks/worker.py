@@ -181,6 +181,9 @@ def run_trainer(args: dict[str, Any]) -> dict[str, Any]:
             )
         ]
 
+    import torch
+
+    torch.manual_seed(args["seed"])  # the same new head as the other two contenders
     model = AutoModelForSequenceClassification.from_pretrained(
         path, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=index
     )

@@ -91,19 +91,27 @@ def run_provenance(cwd: Path | None = None) -> dict[str, str]:
     return info
 
 
-def provenance_tags(seed: int, data_digest: str, cwd: Path | None = None) -> dict[str, str]:
+def provenance_tags(
+    seed: int,
+    data_digest: str,
+    cwd: Path | None = None,
+    info: dict[str, str] | None = None,
+) -> dict[str, str]:
     """The MLflow tags that make a run reproducible, e.g. `harness.git_commit`.
 
     Args:
         seed: The seed the run used (the experiment seed for a study, the trial seed for a trial).
         data_digest: Content digest of the prepared train / validation / test data.
         cwd: The directory whose git repository is asked; the current directory by default.
+        info: A `run_provenance()` already taken (a sweep takes it once, not per trial: it
+            runs git twice).
 
     Returns:
         `run_provenance()` under the `harness.` prefix, plus `harness.seed` and
         `harness.data_digest`.
     """
-    tags = {f"{TAG_PREFIX}{key}": value for key, value in run_provenance(cwd).items()}
+    found = info if info is not None else run_provenance(cwd)
+    tags = {f"{TAG_PREFIX}{key}": value for key, value in found.items()}
     tags[f"{TAG_PREFIX}seed"] = str(seed)
     tags[f"{TAG_PREFIX}data_digest"] = data_digest
     return tags

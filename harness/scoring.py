@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import sklearn
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
 from harness.records import Metrics
@@ -52,6 +53,8 @@ def confusion(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str
 
 def report_text(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> str:
     """scikit-learn's per-class precision / recall / F1 table."""
-    return str(
-        classification_report(y_true, y_pred, labels=list(labels), digits=4, zero_division=0)
-    )
+    # The inputs are ours and already checked; sklearn's validation is most of the call's time.
+    with sklearn.config_context(skip_parameter_validation=True):
+        return str(
+            classification_report(y_true, y_pred, labels=list(labels), digits=4, zero_division=0)
+        )

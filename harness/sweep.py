@@ -224,8 +224,8 @@ def _launch(sweep: _Sweep, pool: Any) -> _Launched | None:
         sweep.handle.study.tell(trial, state=TrialState.FAIL)
         return None
     sweep.view.trial_started(spec, estimate)
-    run_id = sweep.tracker.start_trial(spec, sweep.backend.kind)
-    sweep.tracker.log_step_metrics(run_id, {"estimated_cost_usd": estimate.usd}, 0)
+    metrics = {"estimated_cost_usd": estimate.usd}
+    run_id = sweep.tracker.start_trial(spec, sweep.backend.kind, metrics=metrics)
     _reset_trial_attrs(trial, run_id)
     trial.set_user_attr("estimated_cost_usd", estimate.usd)
     journal = TrialJournal(trial, sweep.tracker, run_id, sweep.experiment.study_name)

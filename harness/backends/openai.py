@@ -14,9 +14,11 @@ Contract choices (the protocol itself is documented on `harness.backends.base.Ba
   can log metrics; the result file is kept as an artifact the same way.
 - Epoch points. Each epoch-end checkpoint OpenAI keeps (the last three) is evaluated on the
   validation set and, except the last, whose weights are the final model's, on the test set: one
-  job yields up to three points. Their `cost_so_far` is what a job stopped at that epoch would
-  have cost: training prorated by epoch plus validating that checkpoint. What evaluating every
-  checkpoint really cost is part of the trial's `train_cost`, beside the job's own cost.
+  job yields up to three points, which the sweep records as trials of their own
+  (`harness.checkpoints`; its `predict` on a checkpoint is served from this backend's cache).
+  Their `cost_so_far` is what a job stopped at that epoch would have cost: training prorated by
+  epoch plus validating and test-scoring that checkpoint. What evaluating every checkpoint
+  really cost is part of the trial's `train_cost`, beside the job's own cost.
 - Evaluation by logprobs restricted to the label set, answers outside it counted
   (`_openai_eval`); `predict` uses the label set of the last `fine_tune` (`evaluate` takes it).
 - Cost. `estimate` is a worst case: the longest training examples, epochs, `estimate_margin`,
@@ -252,7 +254,11 @@ class OpenAIBackend:
                     valid_accuracy=_accuracy(valid, data.validation),
                     valid_loss=_valid_loss(point.metrics),
                     train_loss=point.metrics.get("train_loss"),
-                    cost_so_far=_scaled(job_cost, share) + valid.cost,
+                    # Scoring this checkpoint on the test set included: `predict` on it later
+                    # is served from the cache at no cost (see harness.checkpoints).
+                    cost_so_far=_scaled(job_cost, share)
+                    + valid.cost
+                    + (test.cost if test is not None else Cost()),
                     checkpoint=point.model,
                     test_accuracy=None if test is None else _accuracy(test, data.test),
                 )
