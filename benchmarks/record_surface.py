@@ -20,8 +20,8 @@ epoch), and keeps whichever of the two runs was faster. Training is seeded and d
 the CPU, so the accuracies of both runs are the same; the rows that were re-recorded are listed
 in the surface file (`rerecorded`).
 
-Recording the full grid takes about 30 to 40 minutes on 2 CPU cores; it is run once, by hand,
-not by `make bench`.
+Recording the full grid took about an hour on 2 CPU cores (plus 10 minutes re-recording slow
+rows); it is run once, by hand, not by `make bench`.
 """
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ def finish() -> None:
     backend = experiment.config.backend
     surface = {
         "how": __doc__,
-        "experiment": EXPERIMENT,
+        "experiment": str(Path(EXPERIMENT).relative_to(Path(EXPERIMENT).parents[1])),
         "data_digest": data.digest,
         "split_sizes": {
             "train": len(data.train),

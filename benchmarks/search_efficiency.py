@@ -299,7 +299,7 @@ def hv_at(result: Replay, share_budget: float, ref: tuple[float, float]) -> floa
 def run() -> BenchResult:
     """Replay every strategy over `SEEDS` seeds; hypervolume as a share of the grid's."""
     if not SURFACE.is_file():
-        note = "no recorded surface: run `python -m benchmarks.record_surface` (30 to 40 min)"
+        note = "no recorded surface: run `python -m benchmarks.record_surface` (about an hour)"
         return BenchResult(
             "search_efficiency", [Figure("harness HV share", 0.0, "-", False, note=note)]
         )

@@ -1,6 +1,6 @@
 """Inside one sweep: is tokenization reused across trials, and what share does MLflow take?
 
-A 3-trial local sweep (400 training examples, one epoch: about the demo's smallest trial) runs
+A 4-trial local sweep (400 training examples, one epoch: about the demo's smallest trial) runs
 in this process. `LocalBackend._encode` (the cached dataset tokenization) and every public
 `MlflowTracker` method are wrapped with timers by monkeypatching; nested tracker calls count
 once (outermost only). Tracker time is split into what every trial pays (opening its run, epoch
@@ -40,7 +40,7 @@ SPACE = {
     "train_examples": 400,
 }
 PER_TRIAL = ("start_trial", "tag", "log_step_metrics", "log_text", "log_epoch", "finish_trial")
-N_TRIALS = 3
+N_TRIALS = 4
 
 
 class _Timers:

@@ -14,7 +14,7 @@ from typing import Any
 
 from benchmarks.common import BenchResult, Figure, local_experiment, run_worker
 
-REPEATS = 2
+REPEATS = 3
 SPACE = {"n_epochs": 1, "learning_rate_multiplier": 1.0, "batch_size": 16}
 CONTENDERS = ("harness", "plain", "trainer")
 

@@ -1,6 +1,8 @@
 """One contender per fresh interpreter: `python -m benchmarks.worker KIND JSON_ARGS`.
 
-Heavy imports (torch, transformers, the harness) happen before the clock starts, in all three.
+Heavy imports (torch, transformers, the harness and its MLflow) happen before the clock starts, in
+all three: they are paid once per process, not per trial (`sweep_overhead` reports MLflow's
+once-per-sweep seconds).
 KIND is `harness` (one `run_sweep` on the experiment file), `plain` (a hand-written PyTorch loop)
 or `trainer` (`transformers.Trainer`). All three load the same data through the harness's own
 `prepare_experiment`, with the same hyperparameters. The last line printed is a JSON object with
@@ -27,6 +29,8 @@ def _peak_rss_mb() -> float:
 
 def run_harness(args: dict[str, Any]) -> dict[str, Any]:
     """Time `load_experiment` + `run_sweep` (data, training, test scoring, MLflow tracking)."""
+    import mlflow  # noqa: F401 - the harness's own heavy import, once per process like torch's
+
     import harness.backends.local  # noqa: F401 - torch and transformers, as the others import
     from benchmarks.common import QuietView
     from harness.config import load_experiment

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from harness.backends.base import PreparedData
 from harness.config import DEFAULT_TRACKING_URI, Experiment
 from harness.mlflow_store import ensure_sqlite_store
@@ -234,7 +236,6 @@ class MlflowTracker(NullTracker):
             params=[Param(k, str(v)) for k, v in params.items()],
             metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
         )
-        self.client.log_dict(run_id, redact(self.experiment.raw), "config.yaml")
         return run_id
 
     def tag(self, run_id: str | None, key: str, value: str) -> None:
@@ -293,6 +294,9 @@ class MlflowTracker(NullTracker):
         )
         with tempfile.TemporaryDirectory() as tmp:
             write_trial_artifacts(result, data, Path(tmp))
+            # The resolved config beside them (the study's run has it too, from its start).
+            config = yaml.safe_dump(redact(self.experiment.raw), sort_keys=False)
+            (Path(tmp) / "config.yaml").write_text(config, encoding="utf-8")
             self.client.log_artifacts(run_id, tmp)
         self.client.set_terminated(run_id, "FINISHED")
 
