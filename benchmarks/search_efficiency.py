@@ -328,7 +328,7 @@ def run() -> BenchResult:
         spend = statistics.mean(r.spend[-1] / grid_spend if r.spend else 0.0 for r in replays)
         raw[strategy.name] = {
             "hv_share_by_spend_share": curve,
-            "mean_trials": statistics.mean(len(r.points) for r in replays),
+            "mean_points": statistics.mean(len(r.points) for r in replays),  # checkpoints too
             "mean_stopped": statistics.mean(r.stopped for r in replays),
             "mean_spend_share": spend,
         }

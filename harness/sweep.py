@@ -352,6 +352,11 @@ def _record_checkpoint(sweep: _Sweep, parent: Trial, checkpoint: Checkpoint) -> 
     )
     if added != number:  # another worker added a trial meanwhile
         sweep.tracker.tag(run_id, "harness.trial_number", str(added))
+    sweep.view.message(
+        f"  t{added:03d} = its epoch {checkpoint.epoch}: test acc "
+        f"{result.metrics.accuracy:.4f}  cost ${result.total_cost.usd:.4f} "
+        f"(scoring it: ${result.eval_cost.usd:.4f})"
+    )
     if sweep.stopper is not None:
         sweep.stopper.add(_curve(attrs))
 
