@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	# Pin torch first: a local CPU build; an unpinned torch would pull GBs of CUDA packages.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[local,openai,dev]"
-	$(BIN)/python -m harness.datasets fetch rotten_tomatoes tweets
+	$(BIN)/python -m harness.data fetch rotten_tomatoes tweets
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -132,7 +132,7 @@ def record(limit: int | None) -> None:
     from benchmarks.common import QuietView
     from harness.backends.local import LocalBackend
     from harness.config import load_experiment
-    from harness.sweep import prepare_experiment
+    from harness.data.prepare import prepare_experiment
 
     experiment = load_experiment(EXPERIMENT)
     data, _ = prepare_experiment(experiment)
@@ -179,7 +179,7 @@ def rerecord_slow() -> None:
     from benchmarks.common import QuietView
     from harness.backends.local import LocalBackend
     from harness.config import load_experiment
-    from harness.sweep import prepare_experiment
+    from harness.data.prepare import prepare_experiment
 
     experiment = load_experiment(EXPERIMENT)
     data, _ = prepare_experiment(experiment)
@@ -205,7 +205,7 @@ def finish() -> None:
     """Write the surface file: every grid row, the data and backend it came from, the machine."""
     from benchmarks.common import machine
     from harness.config import load_experiment
-    from harness.sweep import prepare_experiment
+    from harness.data.prepare import prepare_experiment
 
     experiment = load_experiment(EXPERIMENT)
     data, _ = prepare_experiment(experiment)

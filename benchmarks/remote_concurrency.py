@@ -161,7 +161,8 @@ def run() -> BenchResult:
     import openai  # noqa: F401 - a one-time import (~1 s) that would otherwise land in wave 1
 
     from harness.config import load_experiment
-    from harness.sweep import prepare_experiment, run_sweep
+    from harness.data.prepare import prepare_experiment
+    from harness.sweep.loop import run_sweep
     from tests.openai_fake.serve import FakeOpenAIProcess
 
     cwd = os.getcwd()

@@ -11,10 +11,10 @@ Strategies, all with real Optuna samplers and the harness's own stopper:
 - random: Optuna's RandomSampler;
 - optuna default: what `optuna.create_study(directions=[...])` uses (TPE in Optuna 5);
 - harness: what `harness sweep` does on the local backend by default: the sampler it builds
-  (`harness.study.make_sampler`); every epoch's model but the last kept and scored on the test
-  set as a point of its own (`harness.checkpoints`: it pays for saving it and for loading and
+  (`harness.sweep.study.make_sampler`); every epoch's model but the last kept and scored on the test
+  set as a point of its own (`harness.sweep.checkpoints`: it pays for saving it and for loading and
   scoring it, and the sampler is told about it as a completed trial); and
-  `harness.stopping.FrontStopper` after every epoch (a stopped trial's model is the checkpoint
+  `harness.sweep.stopping.FrontStopper` after every epoch (a stopped trial's model is the checkpoint
   of the epoch it reached).
 
 Each strategy except grid spends at most `SPEND_SHARE` of the grid's total; like `harness sweep`,
@@ -39,7 +39,7 @@ import optuna
 
 from benchmarks.common import ROOT, BenchResult, Figure
 from harness.records import Cost, EpochResult
-from harness.stopping import Curve, FrontStopper
+from harness.sweep.stopping import Curve, FrontStopper
 
 SURFACE = Path(__file__).resolve().parent / "data" / "response_surface.json"
 SPEND_SHARE = 0.30
@@ -270,8 +270,8 @@ def _run(
 
 def _harness_sampler(seed: int) -> optuna.samplers.BaseSampler:
     from harness.config import load_experiment
-    from harness.search_space import load_search_space
-    from harness.study import make_sampler
+    from harness.sweep.search_space import load_search_space
+    from harness.sweep.study import make_sampler
 
     experiment = load_experiment(str(ROOT / "experiments" / "demo.yaml"), [f"seed={seed}"])
     space = load_search_space(experiment.resolve_path(experiment.config.search_space))

@@ -82,8 +82,8 @@ def run() -> BenchResult:
     """Run the sweep with timers in place; report reuse and the tracker's share of wall time."""
     from harness.backends.local import LocalBackend
     from harness.config import load_experiment
-    from harness.sweep import run_sweep
-    from harness.tracking import MlflowTracker
+    from harness.sweep.loop import run_sweep
+    from harness.tracking.runs import MlflowTracker
 
     timers = _Timers()
     saved = {name: MlflowTracker.__dict__.get(name) for name in TRACKER_METHODS}

@@ -34,7 +34,7 @@ def run_harness(args: dict[str, Any]) -> dict[str, Any]:
     import harness.backends.local  # noqa: F401 - torch and transformers, as the others import
     from benchmarks.common import QuietView
     from harness.config import load_experiment
-    from harness.sweep import run_sweep
+    from harness.sweep.loop import run_sweep
 
     started = time.perf_counter()
     view = QuietView()
@@ -64,7 +64,7 @@ class _Setup:
 def _setup(experiment_path: str) -> _Setup:
     from harness.backends.local import resolve_model_path
     from harness.config import load_experiment
-    from harness.sweep import prepare_experiment
+    from harness.data.prepare import prepare_experiment
 
     experiment = load_experiment(experiment_path)
     data, _ = prepare_experiment(experiment)

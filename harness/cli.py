@@ -66,12 +66,12 @@ def prepare(
     """Load, dedupe, split and write the dataset as JSONL (chat and prompt/completion)."""
     from harness.backends import load_backend
     from harness.config import load_experiment
-    from harness.data import write_prepared
-    from harness.sweep import prepare_experiment
+    from harness.data.jsonl import write_prepared
+    from harness.data.prepare import prepare_experiment
 
     exp = load_experiment(experiment, set_)
     backend = load_backend(exp.config.backend)
-    data, report = prepare_experiment(exp, backend)
+    data, report = prepare_experiment(exp, backend.count_tokens)
     target = out or Path("mlruns") / "prepared" / exp.name / data.digest[:12]
     paths = write_prepared(data, report, target, exp.config.dataset.system_prompt)
     from rich.markdown import Markdown
@@ -100,7 +100,7 @@ def sweep(
     """
     from harness.config import load_experiment
     from harness.console import RichView, trials_table
-    from harness.sweep import run_sweep
+    from harness.sweep.loop import run_sweep
 
     def confirm(worst: Any, limit: float) -> bool:
         if yes:
@@ -127,7 +127,7 @@ def trials(experiment: ExperimentArg, set_: SetOption = None) -> None:
     """Print the study's trials as a table, Pareto-front members marked."""
     from harness.config import load_experiment
     from harness.console import trials_table
-    from harness.study import load_existing_study
+    from harness.sweep.study import load_existing_study
 
     exp = load_experiment(experiment, set_)
     study = load_existing_study(exp)
@@ -139,7 +139,7 @@ def trials(experiment: ExperimentArg, set_: SetOption = None) -> None:
 def estimate(experiment: ExperimentArg, set_: SetOption = None) -> None:
     """Price the sweep before spending anything: per trial and worst-case total."""
     from harness.config import load_experiment
-    from harness.estimate import estimate_lines, estimate_sweep, estimate_table
+    from harness.sweep.estimate import estimate_lines, estimate_sweep, estimate_table
 
     result = estimate_sweep(load_experiment(experiment, set_))
     console.print(estimate_table(result))
@@ -158,7 +158,7 @@ def evaluate(
 ) -> None:
     """Score a model on the experiment's test set without training; logs an MLflow run."""
     from harness.config import load_experiment
-    from harness.evaluation import evaluate_model
+    from harness.sweep.evaluation import evaluate_model
 
     result = evaluate_model(load_experiment(experiment, set_), model)
     label = " (synthetic: test server)" if result.synthetic else ""
@@ -185,7 +185,7 @@ def ui(
 ) -> None:
     """Start the MLflow UI on 127.0.0.1 over the project's tracking store."""
     from harness.config import load_experiment
-    from harness.tracking import chart_view_links, tracking_uri
+    from harness.tracking.store import chart_view_links, tracking_uri
 
     uri = tracking_uri(load_experiment(experiment) if experiment else None)
     base = f"http://127.0.0.1:{port}"
@@ -222,7 +222,7 @@ def report(
 ) -> None:
     """Is paying more buying real accuracy? Pareto front, significance, baselines, advice."""
     from harness.config import load_experiment
-    from harness.report import (
+    from harness.report.build import (
         ReportOptions,
         build_report,
         default_out_dir,
@@ -265,7 +265,7 @@ def promote(
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from harness.config import load_experiment
-    from harness.registry import promote as promote_trial
+    from harness.handoff.promote import promote as promote_trial
 
     done = promote_trial(load_experiment(experiment, set_), trial_number=trial, alias=alias)
     console.print(f"Chose {done.reason}", markup=False, highlight=False, soft_wrap=True)
@@ -305,13 +305,13 @@ def predict(
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from harness.errors import ConfigError
-    from harness.pyfunc_models import read_texts
-    from harness.registry import load_classifier
+    from harness.handoff.promote import load_registered_model
+    from harness.handoff.pyfunc import read_texts
 
     inputs = list(texts or []) + (read_texts(file, column) if file else [])
     if not inputs:
         raise ConfigError("nothing to classify: give texts as arguments or --file PATH")
-    frame = load_classifier(model_uri).predict(inputs)
+    frame = load_registered_model(model_uri).predict(inputs)
     _print_predictions(inputs, frame, json_)
 
 

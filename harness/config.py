@@ -154,7 +154,7 @@ class StudyConfig(_Strict):
     sampler: SamplerConfig = SamplerConfig()
     storage: str = DEFAULT_STORAGE
     # Stop a trial after an epoch when even an optimistic finish cannot reach the front
-    # (`harness.stopping`); only on backends that train epoch by epoch (local).
+    # (`harness.sweep.stopping`); only on backends that train epoch by epoch (local).
     early_stopping: bool = True
 
     @field_validator("objectives")

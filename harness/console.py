@@ -20,7 +20,7 @@ from rich.table import Table
 
 from harness.backends.base import Progress
 from harness.records import Cost, TrialResult, TrialSpec
-from harness.study import pareto_numbers
+from harness.sweep.study import pareto_numbers
 
 
 class _TrainingBar:

@@ -130,3 +130,31 @@ class TrialResult:
 
     def with_wall_seconds(self, seconds: float) -> TrialResult:
         return replace(self, wall_seconds=seconds)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Texts and their labels (label strings, from the dataset's label set)."""
+
+    texts: tuple[str, ...]
+    labels: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Deduplicated, split and shuffled data, identical for every trial of a sweep.
+
+    `digest` is a content hash of all three splits and the label set: two sweeps with the same
+    digest trained and tested on the same examples.
+    """
+
+    train: Split
+    validation: Split
+    test: Split
+    labels: tuple[str, ...]
+    digest: str
+    ordinal: bool
+    name: str

@@ -40,7 +40,7 @@ def test_help_lists_commands() -> None:
 
 def test_importing_harness_does_not_import_torch_or_openai() -> None:
     code = (
-        "import sys, harness, harness.cli, harness.config, harness.sweep;"
+        "import sys, harness, harness.cli, harness.config, harness.sweep.loop;"
         "print(sorted(m for m in ('torch', 'transformers', 'openai') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

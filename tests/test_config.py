@@ -8,7 +8,7 @@ import pytest
 
 from harness.config import load_experiment
 from harness.errors import ConfigError
-from harness.search_space import load_search_space
+from harness.sweep.search_space import load_search_space
 from tests.conftest import ROOT
 
 SHIPPED_EXPERIMENTS = sorted((ROOT / "experiments").glob("*.yaml"))

@@ -13,21 +13,18 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from harness.backends.base import PreparedData, Split
 from harness.config import DatasetConfig
-from harness.data import (
+from harness.data.jsonl import (
     PROMPT_SEPARATOR,
     chat_record,
-    ensure_bundled,
-    load_frame,
-    prepare_data,
     prompt_completion_record,
-    subsample,
     write_jsonl,
     write_prepared,
 )
-from harness.datasets import BUNDLED, CACHE_ENV, sha256_file
+from harness.data.prepare import ensure_bundled, load_frame, prepare_data, subsample
+from harness.data.sources import BUNDLED, CACHE_ENV, sha256_file
 from harness.errors import DataError
+from harness.records import PreparedData, Split
 
 SIZES = {"neg": 61, "neu": 27, "pos": 12}
 

@@ -20,11 +20,10 @@ pytest.importorskip("transformers")
 import huggingface_hub.constants
 
 from harness.backends import local
-from harness.backends.base import PreparedData, Split
 from harness.backends.local import LocalBackend, resolve_model_path
 from harness.config import LocalBackendConfig
 from harness.errors import BackendError
-from harness.records import EpochResult, TrainedModel, TrialSpec
+from harness.records import EpochResult, PreparedData, Split, TrainedModel, TrialSpec
 
 pytestmark = pytest.mark.slow
 

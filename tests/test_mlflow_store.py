@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from harness.mlflow_store import cache_dir, ensure_sqlite_store
+from harness.tracking.store import cache_dir, ensure_sqlite_store
 
 
 def test_a_new_store_is_a_working_copy_of_the_template(

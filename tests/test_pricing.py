@@ -8,17 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.backends.pricing import base_model_of, is_fine_tuned, load_price_table
 from harness.config import PriceOverride, load_experiment
 from harness.errors import ConfigError
-from harness.pricing import (
-    base_model_of,
-    corner_specs,
-    is_fine_tuned,
-    load_price_table,
-    worst_case_total,
-)
 from harness.records import Cost, TrialSpec
-from harness.search_space import load_search_space
+from harness.sweep.estimate import corner_specs, worst_case_total
+from harness.sweep.search_space import load_search_space
 from tests.conftest import ROOT
 
 REQUIRED_MODELS = (

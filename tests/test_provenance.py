@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.provenance import (
+from harness.tracking.provenance import (
     NOT_INSTALLED,
     PACKAGES,
     package_versions,
@@ -84,7 +84,7 @@ def test_provenance_tags_are_prefixed_strings_with_seed_and_digest(repo: Path) -
 
 def test_provenance_imports_nothing_heavy() -> None:
     code = (
-        "import sys; from harness.provenance import run_provenance; run_provenance();"
+        "import sys; from harness.tracking.provenance import run_provenance; run_provenance();"
         "heavy = ('torch', 'transformers', 'openai', 'mlflow');"
         "print(sorted(m for m in heavy if m in sys.modules))"
     )

@@ -26,9 +26,9 @@ from typer.testing import CliRunner
 
 from harness.cli import app
 from harness.config import Experiment, load_experiment
-from harness.registry import Promotion, promote
-from harness.report import build_report
-from harness.sweep import run_sweep
+from harness.handoff.promote import Promotion, promote
+from harness.report.build import build_report
+from harness.sweep.loop import run_sweep
 from tests.conftest import ONE_EPOCH_SPACE, review_rows, write_csv, write_experiment
 from tests.openai_fake import FakeOpenAI, openai_fake  # noqa: F401 - the fixture
 from tests.test_sweep import RecordingView

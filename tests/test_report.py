@@ -32,8 +32,9 @@ from typer.testing import CliRunner
 
 from harness.cli import app
 from harness.config import Experiment, load_experiment
+from harness.data.prepare import prepare_experiment
 from harness.errors import ConfigError
-from harness.report import (
+from harness.report.build import (
     ReportOptions,
     build_report,
     log_report,
@@ -41,9 +42,8 @@ from harness.report import (
     summary_lines,
     write_report,
 )
-from harness.report_front import TrialRow, comparer, knee_index, recommend
-from harness.study import pareto_numbers
-from harness.sweep import prepare_experiment
+from harness.report.front import TrialRow, comparer, knee_index, recommend
+from harness.sweep.study import pareto_numbers
 from tests.conftest import review_rows, write_csv
 
 N_TEST = 200

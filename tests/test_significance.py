@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from harness.significance import (
+from harness.report.significance import (
     bootstrap_difference_ci,
     compare_paired,
     examples_needed,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.records import Cost, EpochResult
-from harness.stopping import Curve, FrontStopper
+from harness.sweep.stopping import Curve, FrontStopper
 
 
 def _epochs(*points: tuple[float, float]) -> list[EpochResult]:
@@ -68,7 +68,7 @@ def test_a_small_validation_split_widens_the_margin() -> None:
 def test_the_budget_counts_a_checkpoint_trial_for_its_scoring_only() -> None:
     import optuna
 
-    from harness.budget import Budget
+    from harness.sweep.budget import Budget
 
     study = optuna.create_study(directions=["maximize", "minimize"])
     dist = {"x": optuna.distributions.FloatDistribution(0, 1)}

@@ -17,9 +17,9 @@ from harness.backends.base import NullProgress
 from harness.config import load_experiment
 from harness.errors import BudgetExceeded
 from harness.records import Cost, TrialResult, TrialSpec
-from harness.search_space import load_search_space
-from harness.study import ask, open_study, recover_crashed_trials
-from harness.sweep import run_sweep
+from harness.sweep.loop import run_sweep
+from harness.sweep.search_space import load_search_space
+from harness.sweep.study import ask, open_study, recover_crashed_trials
 from tests.conftest import write_experiment
 
 pytestmark = pytest.mark.slow

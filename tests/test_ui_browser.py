@@ -30,7 +30,7 @@ import pytest
 from mlflow import MlflowClient
 
 from harness.config import load_experiment
-from harness.sweep import run_sweep
+from harness.sweep.loop import run_sweep
 from tests.conftest import ONE_EPOCH_SPACE, ROOT, review_rows, write_csv, write_experiment
 from tests.test_sweep import RecordingView
 

@@ -9,7 +9,7 @@ from typing import Any
 from harness.backends.base import Backend, NullProgress, Progress
 from harness.errors import ConfigError
 
-REGISTRY: dict[str, str] = {
+BACKENDS: dict[str, str] = {
     "local": "harness.backends.local:LocalBackend",
     "openai": "harness.backends.openai:OpenAIBackend",
 }
@@ -17,10 +17,10 @@ REGISTRY: dict[str, str] = {
 
 def load_backend(config: Any, progress: Progress | None = None) -> Backend:
     """Instantiate the backend named by `config.kind` with its config and a progress sink."""
-    target = REGISTRY.get(config.kind)
+    target = BACKENDS.get(config.kind)
     if target is None:
         raise ConfigError(
-            f"backend.kind: unknown backend {config.kind!r} (known: {', '.join(REGISTRY)})"
+            f"backend.kind: unknown backend {config.kind!r} (known: {', '.join(BACKENDS)})"
         )
     module_name, _, class_name = target.partition(":")
     backend_class = getattr(importlib.import_module(module_name), class_name)

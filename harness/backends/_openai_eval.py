@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.backends._openai_files import PromptFormat
-from harness.backends._openai_tokens import TokenCounter, is_completion_model
+from harness.backends._openai_tokens import TiktokenCounter, is_completion_model
 from harness.backends.base import NullProgress, Progress
+from harness.backends.pricing import PriceTable, is_fine_tuned
 from harness.config import OpenAIBackendConfig
-from harness.pricing import PriceTable, is_fine_tuned
 from harness.records import Cost, Prediction
 
 LEGACY_MAX_LOGPROBS = 5  # the completions endpoint returns at most 5 alternatives
@@ -64,7 +64,7 @@ def _norm(text: str) -> str:
 class LabelChooser:
     """Maps a model's answer and first-token alternatives onto the label set."""
 
-    def __init__(self, labels: Sequence[str], counter: TokenCounter) -> None:
+    def __init__(self, labels: Sequence[str], counter: TiktokenCounter) -> None:
         self.labels = tuple(labels)
         self._by_norm = {_norm(label): label for label in self.labels}
         self._first = {label: _norm(counter.first_token(label)) for label in self.labels}
@@ -119,7 +119,7 @@ class Evaluator:
         progress: Progress | None = None,
     ) -> Evaluation:
         """Ask `model` about every text (concurrently) and choose a label for each answer."""
-        counter = TokenCounter(model)
+        counter = TiktokenCounter(model)
         chooser = LabelChooser(labels, counter)
         ask = self._asker(model, labels, counter)
         progress = progress or NullProgress()
@@ -163,7 +163,7 @@ class Evaluator:
                 raise
 
     def _asker(
-        self, model: str, labels: Sequence[str], counter: TokenCounter
+        self, model: str, labels: Sequence[str], counter: TiktokenCounter
     ) -> Callable[[str], Answer]:
         """A function text -> Answer for this model's endpoint and prompt format."""
         completion = is_completion_model(model)

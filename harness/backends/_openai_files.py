@@ -1,7 +1,7 @@
 """Training files: format, check before upload, and upload each content only once.
 
 Chat models train on `{"messages": [system, user, assistant]}`; babbage-002 and davinci-002 on
-`{"prompt": TEXT + separator, "completion": " " + LABEL}` (`harness.data` writes both).
+`{"prompt": TEXT + separator, "completion": " " + LABEL}` (`harness.data.prepare` writes both).
 
 An upload is keyed by the SHA-256 of its bytes. The file name embeds the first 12 hex digits
 (`harness-<digest12>-train.chat.jsonl`), so a restarted sweep finds the files it uploaded
@@ -19,10 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from harness.backends._openai_tokens import TokenCounter
-from harness.backends.base import Split
-from harness.data import PROMPT_SEPARATOR, chat_record, prompt_completion_record
+from harness.backends._openai_tokens import TiktokenCounter
+from harness.data.jsonl import PROMPT_SEPARATOR, chat_record, prompt_completion_record
 from harness.errors import DataError
+from harness.records import Split
 
 PURPOSE = "fine-tune"
 
@@ -73,7 +73,7 @@ def check_examples(
     split: Split,
     labels: tuple[str, ...],
     fmt: PromptFormat,
-    counter: TokenCounter,
+    counter: TiktokenCounter,
     limit: int,
     name: str,
 ) -> list[int]:

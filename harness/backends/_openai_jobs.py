@@ -60,7 +60,7 @@ class JobRequest:
 
 
 @dataclass(frozen=True)
-class Checkpoint:
+class JobCheckpoint:
     """An epoch-end checkpoint: a callable model with the metrics the API measured there."""
 
     epoch: int
@@ -79,7 +79,7 @@ class FinishedJob:
     n_epochs: int
     rows: list[dict[str, float]] = field(default_factory=list)
     result_csv: str | None = None
-    checkpoints: list[Checkpoint] = field(default_factory=list)
+    checkpoints: list[JobCheckpoint] = field(default_factory=list)
 
 
 def _journal_log(journal: Journal | None, metrics: Mapping[str, float], step: int) -> None:
@@ -288,7 +288,7 @@ def parse_result_csv(text: str) -> list[dict[str, float]]:
     return rows
 
 
-def number_epochs(items: list[Any], n_epochs: int, total_steps: int) -> list[Checkpoint]:
+def number_epochs(items: list[Any], n_epochs: int, total_steps: int) -> list[JobCheckpoint]:
     """Checkpoints oldest first, each with the epoch it ended.
 
     With the step count known, epoch = step / steps per epoch; otherwise the checkpoints are the
@@ -301,5 +301,7 @@ def number_epochs(items: list[Any], n_epochs: int, total_steps: int) -> list[Che
         if total_steps > 0:
             epoch = max(1, min(n_epochs, round(item.step_number * n_epochs / total_steps)))
         metrics = _numbers(item.metrics.model_dump(exclude_none=True))
-        found.append(Checkpoint(epoch, item.step_number, item.fine_tuned_model_checkpoint, metrics))
+        found.append(
+            JobCheckpoint(epoch, item.step_number, item.fine_tuned_model_checkpoint, metrics)
+        )
     return found

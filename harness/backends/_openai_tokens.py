@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.backends.pricing import base_model_of
 from harness.errors import ConfigError
-from harness.pricing import base_model_of
 
 # name -> (download URL, SHA-256 of the file), as in tiktoken_ext/openai_public.py.
 ENCODING_FILES: dict[str, tuple[str, str]] = {
@@ -118,7 +118,7 @@ def encoding_for(model_id: str) -> Any:
     return tiktoken.get_encoding(name)
 
 
-class TokenCounter:
+class TiktokenCounter:
     """Counts tokens of texts and formatted examples for one model."""
 
     def __init__(self, model_id: str) -> None:

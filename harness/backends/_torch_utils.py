@@ -197,7 +197,7 @@ def build_optimizer(
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, steps)
 
 
-def load_classifier(path: str | Path, labels: Sequence[str] | None = None) -> Any:
+def load_model_folder(path: str | Path, labels: Sequence[str] | None = None) -> Any:
     """A sequence-classification model from `path`, quietly.
 
     With `labels`, a fresh head for those labels replaces whatever head the checkpoint has (a

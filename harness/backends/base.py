@@ -8,42 +8,13 @@ changing `backend.kind` in an experiment file. Backends are loaded lazily by nam
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
-from harness.records import Cost, EpochResult, Prediction, TrainedModel, TrialSpec
+from harness.records import Cost, EpochResult, Prediction, PreparedData, TrainedModel, TrialSpec
 
 # Called after every epoch a backend can evaluate. Returning True asks the backend to stop
 # training early (the trial cannot reach the Pareto front); the backend then returns what it has.
 EpochCallback = Callable[[EpochResult], bool]
-
-
-@dataclass(frozen=True)
-class Split:
-    """Texts and their labels (label strings, from the dataset's label set)."""
-
-    texts: tuple[str, ...]
-    labels: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-
-@dataclass(frozen=True)
-class PreparedData:
-    """Deduplicated, split and shuffled data, identical for every trial of a sweep.
-
-    `digest` is a content hash of all three splits and the label set: two sweeps with the same
-    digest trained and tested on the same examples.
-    """
-
-    train: Split
-    validation: Split
-    test: Split
-    labels: tuple[str, ...]
-    digest: str
-    ordinal: bool
-    name: str
 
 
 class Journal(Protocol):

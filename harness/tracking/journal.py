@@ -11,25 +11,22 @@ from collections.abc import Mapping
 
 from optuna.trial import Trial
 
-from harness.tracking import NullTracker
-
-PREFIX = "journal."
+from harness.tracking.record import MLFLOW_RUN_ID, journal_key
+from harness.tracking.runs import Tracker
 
 
 class TrialJournal:
     """The `harness.backends.base.Journal` of one Optuna trial and its MLflow run."""
 
-    def __init__(
-        self, trial: Trial, tracker: NullTracker, run_id: str | None, study_name: str
-    ) -> None:
+    def __init__(self, trial: Trial, tracker: Tracker, run_id: str | None, study_name: str) -> None:
         self._trial = trial
         self._tracker = tracker
         self._run_id = run_id
         # Facts about this run that a backend may put in job metadata; not durable notes.
-        self._facts = {"mlflow_run_id": run_id, "study_name": study_name}
+        self._facts = {MLFLOW_RUN_ID: run_id, "study_name": study_name}
 
     def recall(self, key: str) -> str | None:
-        value = self._trial.user_attrs.get(PREFIX + key, self._facts.get(key))
+        value = self._trial.user_attrs.get(journal_key(key), self._facts.get(key))
         return str(value) if value is not None else None
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
@@ -41,5 +38,5 @@ class TrialJournal:
         self._tracker.log_text(self._run_id, text, artifact_file)
 
     def record(self, key: str, value: str) -> None:
-        self._trial.set_user_attr(PREFIX + key, value)
+        self._trial.set_user_attr(journal_key(key), value)
         self._tracker.tag(self._run_id, key, value)

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends import load_backend
-from harness.backends.base import PreparedData
 from harness.config import Experiment
-from harness.records import Cost, Metrics, Prediction
+from harness.records import Cost, Metrics, Prediction, PreparedData
 from harness.scoring import score
 
 EVALUATION_TAG = "harness.kind"
@@ -44,7 +43,7 @@ def evaluate_model(experiment: Experiment, model: str, track: bool = True) -> Mo
         ConfigError: Bad config, or the API key is missing.
         BackendError: The model cannot be called (after retries).
     """
-    from harness.sweep import prepare_experiment
+    from harness.data.prepare import prepare_experiment
 
     backend = load_backend(experiment.config.backend)
     data, _ = prepare_experiment(experiment)
@@ -77,7 +76,7 @@ def log_evaluation(experiment: Experiment, data: PreparedData, result: ModelEval
     """One MLflow run for the evaluation: params, metrics, tags and the predictions table."""
     from mlflow.entities import Metric, Param
 
-    from harness.tracking import MlflowTracker, redact
+    from harness.tracking.runs import MlflowTracker, redact
 
     tracker = MlflowTracker(experiment, data, None)
     tags = {
@@ -119,7 +118,7 @@ def _metrics(result: ModelEvaluation) -> dict[str, Any]:
 
 
 def _predictions_csv(data: PreparedData, result: ModelEvaluation, out: Path) -> Path:
-    from harness.tracking import predictions_table
+    from harness.tracking.artifacts import predictions_table
 
     path = out / "predictions.csv"
     predictions_table(data, result.predictions).to_csv(path, index=False)

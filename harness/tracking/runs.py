@@ -1,72 +1,35 @@
-"""MLflow tracking: one parent run per study, one child run per trial.
+"""Trackers: one parent run per study, one child run per trial.
+
+`Tracker` is the protocol the sweep talks to; `MlflowTracker` logs to an MLflow tracking store and
+`NullTracker` records nothing (library use, `track=False`). Neither inherits from the other, so a
+method `MlflowTracker` forgets is a type error, not a silent no-op.
 
 Everything goes through `MlflowClient` with explicit run ids rather than the fluent
 `mlflow.start_run` stack, so trials running in threads (remote backends) never log into each
-other's runs. `NullTracker` has the same methods and does nothing, for library use.
+other's runs.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import yaml
 
-from harness.backends.base import PreparedData
-from harness.config import DEFAULT_TRACKING_URI, Experiment
-from harness.mlflow_store import ensure_sqlite_store
-from harness.provenance import provenance_tags, run_provenance
-from harness.records import EpochResult, Prediction, TrialResult, TrialSpec
-
-if TYPE_CHECKING:
-    import pandas as pd
+from harness.config import Experiment
+from harness.records import EpochResult, PreparedData, TrialResult, TrialSpec
+from harness.tracking.artifacts import import_plotting, write_trial_artifacts
+from harness.tracking.provenance import provenance_tags, run_provenance
+from harness.tracking.record import epoch_metrics, trial_metrics
+from harness.tracking.store import ensure_sqlite_store, tracking_uri
 
 STUDY_TAG = "harness.study"
 TRIAL_TAG = "harness.trial_number"
 _SECRET_KEY = re.compile(r"(api[_-]?key|secret|token|password|authorization)", re.IGNORECASE)
-
-
-def tracking_uri(experiment: Experiment | None = None) -> str:
-    """`MLFLOW_TRACKING_URI` wins, then the experiment's `tracking.uri`, then the sqlite default."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return absolute_sqlite(env)
-    if experiment is not None and experiment.config.tracking.uri:
-        return absolute_sqlite(experiment.config.tracking.uri)
-    return absolute_sqlite(DEFAULT_TRACKING_URI)
-
-
-def absolute_sqlite(uri: str) -> str:
-    """`sqlite:///mlruns/x.db` relative to the current directory, made absolute.
-
-    MLflow caches stores by URI string, so two relative URIs from two directories in one process
-    would otherwise share the first directory's database.
-    """
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        path = uri.removeprefix("sqlite:///")
-        if path != ":memory:" and not path.startswith("/"):
-            return "sqlite:///" + str(Path(path).expanduser().resolve())
-    return uri
-
-
-def chart_view_links(uri: str, base_url: str) -> dict[str, str]:
-    """Per experiment, a UI link that lists every trial flat (sorted by test accuracy) in the
-    chart view; MLflow 3 otherwise opens on an overview page with trials folded under studies."""
-    from mlflow import MlflowClient
-
-    links = {}
-    for exp in MlflowClient(tracking_uri=uri).search_experiments():
-        if exp.name == "Default":
-            continue
-        links[exp.name] = (
-            f"{base_url}/#/experiments/{exp.experiment_id}/runs?"
-            "orderByKey=metrics.%60test_accuracy%60&orderByAsc=false&compareRunsMode=CHART"
-        )
-    return links
 
 
 def redact(value: Any) -> Any:
@@ -84,6 +47,63 @@ def _artifact_root(uri: str) -> str | None:
         db = Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
         return (db.parent / "artifacts").as_uri()
     return None
+
+
+class Tracker(Protocol):
+    """Where a sweep records its study and trials.
+
+    Run ids are the tracker's own (None from a tracker that records nothing); every method taking
+    a `run_id` accepts None and then does nothing.
+
+    Thread safety:
+        The sweep's main thread calls `start_study`, `start_trial`, `finish_trial`,
+        `fail_trial`, `mark_pareto` and `finish_study`. Trial worker threads (remote backends)
+        call `log_epoch`, `tag`, `log_step_metrics` and `log_text`, each for their own trial's
+        run only, concurrently with each other and with the main thread. Implementations must
+        allow that; `MlflowTracker` does, through one `MlflowClient` with explicit run ids.
+    """
+
+    def start_study(self, study_name: str, search_space: dict[str, Any]) -> str | None:
+        """Open the study's parent run (or reopen it when the study is resumed)."""
+        ...
+
+    def start_trial(
+        self,
+        spec: TrialSpec,
+        backend: str,
+        name: str | None = None,
+        metrics: Mapping[str, float] | None = None,
+    ) -> str | None:
+        """Open a trial's child run with its params and any metrics known up front."""
+        ...
+
+    def log_epoch(self, run_id: str | None, epoch: EpochResult) -> None:
+        """One epoch's validation accuracy, losses and cost so far, at step = epoch."""
+        ...
+
+    def tag(self, run_id: str | None, key: str, value: str) -> None: ...
+
+    def log_step_metrics(
+        self, run_id: str | None, metrics: Mapping[str, float], step: int
+    ) -> None: ...
+
+    def log_text(self, run_id: str | None, text: str, artifact_file: str) -> None: ...
+
+    def finish_trial(self, run_id: str | None, result: TrialResult, data: PreparedData) -> None:
+        """Metrics, tags and artifacts of a finished trial; the run ends FINISHED."""
+        ...
+
+    def fail_trial(self, run_id: str | None, reason: str, status: str = "FAILED") -> None:
+        """The run ends `status` (FAILED or KILLED) with the reason as a tag."""
+        ...
+
+    def mark_pareto(self, run_ids: dict[str, bool]) -> None:
+        """Tag each run `pareto=true|false`."""
+        ...
+
+    def finish_study(self, artifacts: dict[str, str] | None = None) -> None:
+        """Attach text artifacts to the parent run and end it."""
+        ...
 
 
 class NullTracker:
@@ -126,14 +146,14 @@ class NullTracker:
         pass
 
 
-class MlflowTracker(NullTracker):
+class MlflowTracker:
     """Logs a study and its trials to an MLflow tracking store."""
 
     def __init__(self, experiment: Experiment, data: PreparedData, parent_run_id: str | None):
         import mlflow
         from mlflow import MlflowClient
 
-        _import_plotting()  # once per sweep, not inside the first trial's logging
+        import_plotting()  # once per sweep, not inside the first trial's logging
 
         self._mlflow = mlflow
         self.uri = tracking_uri(experiment)
@@ -214,8 +234,6 @@ class MlflowTracker(NullTracker):
     ) -> str:
         """Open the trial's child run, named `name` or after its spec (`t007 ep=3 ...`), with
         its params and any `metrics` known up front (step 0) in one batch."""
-        import time
-
         from mlflow.entities import Metric, Param
 
         tags = {
@@ -253,14 +271,7 @@ class MlflowTracker(NullTracker):
     def log_epoch(self, run_id: str | None, epoch: EpochResult) -> None:
         if run_id is None:
             return
-        values = {
-            "valid_accuracy": epoch.valid_accuracy,
-            "valid_loss": epoch.valid_loss,
-            "train_loss": epoch.train_loss,
-            "epoch_cost_usd": epoch.cost_so_far.usd,
-            "checkpoint_test_accuracy": epoch.test_accuracy,
-        }
-        self._log_metrics(run_id, values, step=epoch.epoch)
+        self._log_metrics(run_id, epoch_metrics(epoch), step=epoch.epoch)
 
     def _log_metrics(
         self,
@@ -269,8 +280,6 @@ class MlflowTracker(NullTracker):
         step: int = 0,
         tags: Sequence[Any] = (),
     ) -> None:
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -317,91 +326,3 @@ class MlflowTracker(NullTracker):
         for name, text in (artifacts or {}).items():
             self.client.log_text(self.parent_run_id, text, name)
         self.client.set_terminated(self.parent_run_id, "FINISHED")
-
-
-def trial_metrics(result: TrialResult) -> dict[str, float | None]:
-    """The scalar metrics of a finished trial, under the names DESIGN.md gives."""
-    total = result.total_cost
-    return {
-        "test_accuracy": result.metrics.accuracy,
-        "test_macro_f1": result.metrics.macro_f1,
-        "test_weighted_f1": result.metrics.weighted_f1,
-        "test_mae": result.metrics.mae,
-        "test_out_of_set": float(result.metrics.out_of_set),
-        "cost_usd": total.usd,
-        "train_cost_usd": result.model.train_cost.usd,
-        "eval_cost_usd": result.eval_cost.usd,
-        "trained_tokens": float(total.trained_tokens),
-        "compute_seconds": total.compute_seconds,
-        "wall_seconds": result.wall_seconds,
-        "epochs_trained": float(len(result.model.epochs)),
-    }
-
-
-def predictions_table(data: PreparedData, predictions: Sequence[Prediction]) -> pd.DataFrame:
-    """The test set beside its predictions, for a qualitative look at the mistakes."""
-    import pandas as pd
-
-    predicted = [p.label for p in predictions]
-    return pd.DataFrame(
-        {
-            "text": data.test.texts,
-            "true": data.test.labels,
-            "predicted": predicted,
-            "confidence": [round(p.confidence, 4) for p in predictions],
-            "correct": [t == p for t, p in zip(data.test.labels, predicted, strict=True)],
-            "in_label_set": [p in data.labels for p in predicted],
-        }
-    )
-
-
-def write_trial_artifacts(result: TrialResult, data: PreparedData, out: Path) -> list[Path]:
-    """Predictions table, confusion matrix image and classification report for one trial."""
-    from harness.scoring import report_text
-
-    predicted = [p.label for p in result.predictions]
-    table = predictions_table(data, result.predictions)
-    paths = [
-        out / "predictions.csv",
-        out / "classification_report.txt",
-        out / "confusion_matrix.png",
-    ]
-    table.to_csv(paths[0], index=False)
-    paths[1].write_text(report_text(data.test.labels, predicted, data.labels), encoding="utf-8")
-    _plot_confusion(data.test.labels, predicted, data.labels, paths[2], result.spec.run_name())
-    return paths
-
-
-def _import_plotting() -> None:
-    import matplotlib.figure  # noqa: F401
-    import sklearn.metrics  # noqa: F401
-
-
-def _plot_confusion(
-    y_true: tuple[str, ...], y_pred: list[str], labels: tuple[str, ...], path: Path, title: str
-) -> None:
-    # The object-oriented Figure API, no pyplot: no global state, no GUI backend, and a third of
-    # the time of `ConfusionMatrixDisplay` + `tight_layout`, which matters once per trial.
-    import numpy as np
-    from matplotlib.figure import Figure
-
-    from harness.scoring import confusion
-
-    counts = confusion(y_true, y_pred, labels)
-    size = 2.5 + 0.6 * len(labels)
-    fig = Figure(figsize=(size, size))
-    ax = fig.add_subplot()
-    ax.imshow(counts, cmap="Blues")
-    ticks = range(len(labels))
-    ax.set_xticks(ticks, labels, rotation=45, ha="right")
-    ax.set_yticks(ticks, labels)
-    ax.set_xlabel("Predicted label")
-    ax.set_ylabel("True label")
-    ax.set_title(title, fontsize=9)
-    low, high = int(counts.min()), int(counts.max())
-    for (row, column), n in np.ndenumerate(counts):
-        # White text on the darker half of the colour scale (imshow spans min to max).
-        dark = high > low and (int(n) - low) / (high - low) > 0.5
-        ax.text(column, row, str(n), ha="center", va="center", color="white" if dark else "black")
-    fig.subplots_adjust(left=0.28, bottom=0.24, right=0.96, top=0.9)
-    fig.savefig(path, dpi=110)

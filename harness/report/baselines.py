@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from harness.backends.base import PreparedData
 from harness.config import REFERENCE_DOLLARS_PER_HOUR, Experiment
 from harness.errors import HarnessError
+from harness.records import PreparedData
 from harness.scoring import score
 
 
@@ -106,7 +106,7 @@ def compute_baselines(
     Returns:
         The baselines, and the best one's correctness vector (None without `reference`).
     """
-    from harness.sweep import prepare_experiment
+    from harness.data.prepare import prepare_experiment
 
     base = base_model_baseline(experiment)
     try:

@@ -19,6 +19,8 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
+from harness.config import DEFAULT_TRACKING_URI, Experiment
+
 
 def cache_dir() -> Path:
     """Where templates live: `$XDG_CACHE_HOME/harness` or `~/.cache/harness`."""
@@ -88,3 +90,42 @@ def _point_default_experiment(db: Path) -> None:
         conn.execute(
             "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (artifacts,)
         )
+
+
+def tracking_uri(experiment: Experiment | None = None) -> str:
+    """`MLFLOW_TRACKING_URI` wins, then the experiment's `tracking.uri`, then the sqlite default."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return absolute_sqlite(env)
+    if experiment is not None and experiment.config.tracking.uri:
+        return absolute_sqlite(experiment.config.tracking.uri)
+    return absolute_sqlite(DEFAULT_TRACKING_URI)
+
+
+def absolute_sqlite(uri: str) -> str:
+    """`sqlite:///mlruns/x.db` relative to the current directory, made absolute.
+
+    MLflow caches stores by URI string, so two relative URIs from two directories in one process
+    would otherwise share the first directory's database.
+    """
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = uri.removeprefix("sqlite:///")
+        if path != ":memory:" and not path.startswith("/"):
+            return "sqlite:///" + str(Path(path).expanduser().resolve())
+    return uri
+
+
+def chart_view_links(uri: str, base_url: str) -> dict[str, str]:
+    """Per experiment, a UI link that lists every trial flat (sorted by test accuracy) in the
+    chart view; MLflow 3 otherwise opens on an overview page with trials folded under studies."""
+    from mlflow import MlflowClient
+
+    links = {}
+    for exp in MlflowClient(tracking_uri=uri).search_experiments():
+        if exp.name == "Default":
+            continue
+        links[exp.name] = (
+            f"{base_url}/#/experiments/{exp.experiment_id}/runs?"
+            "orderByKey=metrics.%60test_accuracy%60&orderByAsc=false&compareRunsMode=CHART"
+        )
+    return links

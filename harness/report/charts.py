@@ -1,6 +1,5 @@
-"""The report's formats: markdown, self-contained HTML, and the charts they show.
-
-Charts: accuracy against cost (PNG, and inline SVG for the HTML) and per-epoch curves (PNG).
+"""The report's charts: accuracy against cost (PNG, and inline SVG for the HTML) and per-epoch
+curves (PNG).
 
 The SVG is hand-written rather than drawn by a plotting library so the HTML report stays one
 self-contained file with no JavaScript bundle: each point carries a `<title>`, which browsers show
@@ -9,69 +8,16 @@ as a tooltip on hover. Axis ticks come from matplotlib's locators so both charts
 
 from __future__ import annotations
 
-import base64
 import html
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from harness.report import Report, TrialRow
-
-# A document is a list of blocks: ("h1" | "h2" | "p", text), ("list", [text]),
-# ("table", (headers, rows)), ("image", (png name, alt)) and ("chart", (png name, alt)): the
-# accuracy-against-cost chart, a PNG in markdown and an interactive SVG in HTML.
-Block = tuple[str, Any]
-IMAGES = {"chart": "accuracy_vs_cost.png", "epochs": "epoch_curves.png"}
+from harness.report.formats import percent, usd
+from harness.report.model import Report, TrialRow
 
 _FRONT, _OTHER, _CHOSEN, _BASE = "#1f77b4", "#b0b0b0", "#d62728", "#2ca02c"
-
-
-# --- numbers in words ------------------------------------------------------------------------
-
-
-def usd(value: float | None) -> str:
-    """Dollars to three significant digits below $1 (`$0.0123`, `$0.10`), cents above (`$12.34`)."""
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    if value == 0:
-        return "$0"
-    if value < 0:
-        return f"-{usd(-value)}"
-    if abs(value) >= 1:
-        return f"${value:,.2f}"
-    decimals = max(2, -math.floor(math.log10(abs(value))) + 2)
-    text = f"{value:.{decimals}f}"
-    # Three significant digits, but no trailing zeros beyond the cents: $0.10, $0.196, $0.005.
-    whole, _, fraction = text.partition(".")
-    return f"${whole}.{fraction[:2]}{fraction[2:].rstrip('0')}"
-
-
-def points(value: float) -> str:
-    """A signed difference in accuracy points, e.g. `+1.5 points`."""
-    return f"{value:+.1f} points"
-
-
-def percent(fraction: float) -> str:
-    return f"{100 * fraction:.1f}%"
-
-
-def ratio(value: float | None) -> str:
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    return f"{value:.0f}x" if value >= 10 else f"{value:.1f}x"
-
-
-def p_text(p_value: float) -> str:
-    return (
-        "p < 0.001"
-        if p_value < 0.001
-        else f"p = {p_value:.3f}"
-        if p_value < 0.1
-        else f"p = {p_value:.2f}"
-    )
 
 
 # --- charts --------------------------------------------------------------------------------
@@ -303,77 +249,3 @@ def _svg_axes(x: _Axis, y: _Axis, box: tuple[int, int, int, int]) -> list[str]:
     vertical = {"transform": "rotate(-90)", "x": -(top + bottom) / 2, "y": 16, **middle}
     parts.append(_el("text", "test accuracy", **vertical))
     return parts
-
-
-# --- markdown and HTML -----------------------------------------------------------------------
-
-
-def to_markdown(items: list[Block]) -> str:
-    out: list[str] = []
-    for kind, value in items:
-        if kind in ("h1", "h2"):
-            out.append(f"{'#' if kind == 'h1' else '##'} {value}")
-        elif kind == "p":
-            out.append(value)
-        elif kind == "list":
-            out.append("\n".join(f"- {item}" for item in value))
-        elif kind in ("image", "chart"):
-            out.append(f"![{value[1]}]({value[0]})")
-        elif kind == "table":
-            headers, rows = value
-            lines = [_md_row(headers), "|" + "---|" * len(headers)] + [_md_row(r) for r in rows]
-            out.append("\n".join(lines))
-    return "\n\n".join(out) + "\n"
-
-
-def _md_row(cells: list[str]) -> str:
-    # Test texts are user data: keep them from breaking the table or being read as HTML.
-    clean = (
-        re.sub(r"<(?=[A-Za-z/!?])", "&lt;", str(c).replace("|", "\\|").replace("\n", " "))
-        for c in cells
-    )
-    return "| " + " | ".join(clean) + " |"
-
-
-def _inline(text: str) -> str:
-    escaped = html.escape(text)
-    escaped = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", escaped)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", escaped)
-
-
-_CSS = """
-body{font:15px/1.5 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}
-td,th{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}
-th{background:#f3f3f3} img{max-width:100%} code{font-size:13px}
-.pt{cursor:pointer} .pt:hover{stroke:#000;stroke-width:2.5}
-"""
-
-
-def to_html(items: list[Block], report: Report, images: dict[str, Path]) -> str:
-    body: list[str] = []
-    for kind, value in items:
-        if kind in ("h1", "h2"):
-            body.append(f"<{kind}>{_inline(value)}</{kind}>")
-        elif kind == "p":
-            body.append(f"<p>{_inline(value)}</p>")
-        elif kind == "list":
-            body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in value) + "</ul>")
-        elif kind == "chart":
-            body.append(accuracy_cost_svg(report))  # interactive: hover a point for its details
-        elif kind == "image":
-            data = base64.b64encode(images[value[0]].read_bytes()).decode("ascii")
-            body.append(f'<img alt="{html.escape(value[1])}" src="data:image/png;base64,{data}">')
-        elif kind == "table":
-            headers, rows = value
-            head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-            cells = "".join(
-                "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
-                for r in rows
-            )
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
-    title = html.escape(f"{report.experiment}: report")
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-        f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
-    )

@@ -10,27 +10,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
-from harness.report_formats import (
-    IMAGES,
-    Block,
-    accuracy_cost_png,
-    epochs_png,
-    p_text,
-    percent,
-    points,
-    ratio,
-    to_html,
-    to_markdown,
-    usd,
-)
-
-if TYPE_CHECKING:
-    from harness.report import Report, Step, TrialRow
-    from harness.significance import PairedComparison
+from harness.report.charts import accuracy_cost_png, epochs_png
+from harness.report.formats import IMAGES, Block, p_text, percent, points, ratio, usd
+from harness.report.markup import to_html, to_markdown
+from harness.report.model import Report, Step, TrialRow
+from harness.report.significance import PairedComparison
 
 PARAM_ORDER = ("n_epochs", "learning_rate_multiplier", "batch_size", "train_examples", "base_model")
 

@@ -5,7 +5,7 @@ text can leak into training; then a stratified, seeded train / validation / test
 of the result identifies it: two sweeps with the same digest used the same examples.
 
 Reading a source (bundled name, CSV / JSONL / Parquet file, `hf:NAME`) lives in
-`harness.datasets`; `load_frame` and `ensure_bundled` are re-exported here. Every problem a user
+`harness.data.sources`; `load_frame` and `ensure_bundled` are re-exported here. Every problem a user
 can fix raises `DataError` naming the file, column, class or line.
 """
 
@@ -19,29 +19,22 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from harness.backends.base import PreparedData, Split
-from harness.config import DatasetConfig, SplitConfig
-from harness.data_report import SPLIT_NAMES, TokenCounter, _report
-from harness.data_report import DataReport as DataReport  # re-exported
-from harness.data_report import LengthStats as LengthStats  # re-exported
-from harness.data_report import SplitReport as SplitReport  # re-exported
-from harness.datasets import canonical_label, read_frame
-from harness.datasets import ensure_bundled as ensure_bundled  # re-exported
-from harness.datasets import load_frame as load_frame  # re-exported
+from harness.config import DatasetConfig, Experiment, SplitConfig
+from harness.data.sources import canonical_label, read_frame
+from harness.data.sources import ensure_bundled as ensure_bundled  # re-exported
+from harness.data.sources import load_frame as load_frame  # re-exported
+from harness.data.summary import SPLIT_NAMES, TokenCounter, _report
+from harness.data.summary import DataReport as DataReport  # re-exported
+from harness.data.summary import LengthStats as LengthStats  # re-exported
+from harness.data.summary import SplitReport as SplitReport  # re-exported
 from harness.errors import DataError
-
-PROMPT_SEPARATOR = "\n\n###\n\n"
-JsonlFormat = Literal["chat", "prompt_completion"]
-FORMATS: tuple[JsonlFormat, ...] = ("chat", "prompt_completion")
-
-
-# --- preparation -----------------------------------------------------------------------------
+from harness.records import PreparedData, Split
 
 
 def prepare_data(
@@ -258,68 +251,14 @@ def subsample(split: Split, n: int | None, seed: int) -> Split:
     return Split(tuple(split.texts[i] for i in keep), tuple(split.labels[i] for i in keep))
 
 
-# --- report ----------------------------------------------------------------------------------
-
-
-def chat_record(text: str, label: str, system_prompt: str) -> dict[str, Any]:
-    """One chat-format training example: system prompt, the text as user, the label as assistant."""
-    return {
-        "messages": [
-            {"role": "system", "content": system_prompt},
-            {"role": "user", "content": text},
-            {"role": "assistant", "content": label},
-        ]
-    }
-
-
-def prompt_completion_record(text: str, label: str) -> dict[str, str]:
-    """One prompt/completion example: text + separator, then the label after a leading space."""
-    return {"prompt": text + PROMPT_SEPARATOR, "completion": " " + label}
-
-
-def write_jsonl(split: Split, path: Path, fmt: JsonlFormat, system_prompt: str) -> Path:
-    """Write a split as JSONL: UTF-8, one `json.dumps(..., ensure_ascii=False)` object per line.
-
-    Args:
-        split: The examples, written in order.
-        path: The file to write (parent directories are created).
-        fmt: `chat` or `prompt_completion`.
-        system_prompt: The system message of the chat format (unused by prompt_completion).
-
-    Returns:
-        `path`.
-    """
-    pairs = zip(split.texts, split.labels, strict=True)
-    if fmt == "chat":
-        records = [chat_record(text, label, system_prompt) for text, label in pairs]
-    elif fmt == "prompt_completion":
-        records = [prompt_completion_record(text, label) for text, label in pairs]
-    else:
-        raise ValueError(f"fmt must be 'chat' or 'prompt_completion', got {fmt=}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8", newline="\n") as handle:
-        handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-    return path
-
-
-def write_prepared(
-    data: PreparedData, report: DataReport, out_dir: Path, system_prompt: str
-) -> dict[str, Path]:
-    """Write every split in both formats plus `report.json` and `report.md` into `out_dir`.
-
-    Returns:
-        The written paths keyed by file name: `train.chat.jsonl`, `train.prompt_completion.jsonl`,
-        ... for train, validation and test, then `report.json` and `report.md`.
-    """
-    paths: dict[str, Path] = {}
-    for name, split in zip(SPLIT_NAMES, (data.train, data.validation, data.test), strict=True):
-        for fmt in FORMATS:
-            file_name = f"{name}.{fmt}.jsonl"
-            paths[file_name] = write_jsonl(split, out_dir / file_name, fmt, system_prompt)
-    paths["report.json"] = out_dir / "report.json"
-    paths["report.json"].write_text(
-        json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+def prepare_experiment(
+    experiment: Experiment, count_tokens: TokenCounter | None = None
+) -> tuple[PreparedData, DataReport]:
+    """Load, dedupe and split the experiment's dataset (token statistics given a counter)."""
+    return prepare_data(
+        experiment.config.dataset,
+        seed=experiment.config.seed,
+        resolve=experiment.resolve_path,
+        name=experiment.name,
+        count_tokens=count_tokens,
     )
-    paths["report.md"] = out_dir / "report.md"
-    paths["report.md"].write_text(report.to_markdown(), encoding="utf-8")
-    return paths

@@ -2,12 +2,12 @@
 
 `promote` turns one trial into a registered model version under an alias (`champion` unless
 told otherwise): the local backend's fine-tuned weights as a loadable pyfunc model, or an OpenAI
-fine-tune's model id with its prompt format (see `harness.pyfunc_models`). The model is logged
+fine-tune's model id with its prompt format (see `harness.handoff.pyfunc`). The model is logged
 to the trial's own MLflow run, so the UI shows it under the run that measured it, and the
 version is tagged with the trial number, test accuracy, cost and data digest. Promoting a trial
 that is already registered only moves the alias.
 
-`load_classifier` serves `harness predict`: any MLflow model URI, or a bare registered name
+`load_registered_model` serves `harness predict`: any MLflow model URI, or a bare registered name
 meaning its `champion`, loaded with one clear error for a bad URI.
 """
 
@@ -29,9 +29,10 @@ from optuna.trial import FrozenTrial
 
 from harness.config import Experiment
 from harness.errors import ConfigError, HarnessError
-from harness.pyfunc_models import ENTRY_POINTS, LOCAL_ARTIFACT, SCORE_PREFIX
-from harness.study import completed_trials, load_existing_study, pareto_numbers
-from harness.tracking import STUDY_TAG, tracking_uri
+from harness.handoff.pyfunc import ENTRY_POINTS, LOCAL_ARTIFACT, SCORE_PREFIX
+from harness.sweep.study import completed_trials, load_existing_study, pareto_numbers
+from harness.tracking.runs import STUDY_TAG
+from harness.tracking.store import tracking_uri
 
 DEFAULT_ALIAS = "champion"
 _URI_VARIABLE = "MLFLOW_TRACKING_URI"
@@ -112,7 +113,7 @@ def _report_choice(experiment: Experiment) -> tuple[int, str] | None:
     can be built, and `choose_trial`'s default applies)."""
     if experiment.config.study.objectives != ["accuracy", "cost"]:
         return None
-    from harness.report import build_report
+    from harness.report.build import build_report
 
     try:
         chosen = build_report(experiment).recommendation
@@ -313,8 +314,8 @@ def _openai_config(experiment: Experiment, trial: FrozenTrial, run: Any) -> dict
     from harness.backends._openai_client import resolve_base_url
     from harness.backends.openai import OpenAIBackend
     from harness.config import OpenAIBackendConfig
-    from harness.data import PROMPT_SEPARATOR
-    from harness.sweep import prepare_experiment
+    from harness.data.jsonl import PROMPT_SEPARATOR
+    from harness.data.prepare import prepare_experiment
 
     config = experiment.config.backend
     if not isinstance(config, OpenAIBackendConfig):
@@ -401,7 +402,7 @@ def resolve_model_uri(value: str) -> str:
     return f"models:/{value}@{DEFAULT_ALIAS}"
 
 
-def load_classifier(model_uri: str, store_uri: str | None = None) -> Any:
+def load_registered_model(model_uri: str, store_uri: str | None = None) -> Any:
     """Load a promoted (or any pyfunc) model; a bad URI is one clear `ConfigError`.
 
     Args:

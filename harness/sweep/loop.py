@@ -17,10 +17,15 @@ from typing import Any, Protocol
 from optuna.trial import Trial, TrialState
 
 from harness.backends import load_backend
-from harness.backends.base import Backend, PreparedData, Progress
-from harness.budget import Budget, Confirm, check_worst_case
-from harness.checkpoints import (
-    Checkpoint,
+from harness.backends.base import Backend, Progress
+from harness.config import Experiment
+from harness.data.prepare import prepare_experiment
+from harness.errors import BackendError, TrainingRefused
+from harness.records import Cost, EpochResult, PreparedData, TrialResult, TrialSpec
+from harness.scoring import score
+from harness.sweep.budget import Budget, Confirm, check_worst_case
+from harness.sweep.checkpoints import (
+    ScoredCheckpoint,
     add_checkpoint_trial,
     checkpoint_epochs,
     checkpoint_run_name,
@@ -28,15 +33,9 @@ from harness.checkpoints import (
     score_checkpoint,
     with_number,
 )
-from harness.config import Experiment
-from harness.data import DataReport, prepare_data
-from harness.errors import BackendError, TrainingRefused
-from harness.journal import TrialJournal
-from harness.records import Cost, EpochResult, TrialResult, TrialSpec
-from harness.scoring import score
-from harness.search_space import SearchSpace, load_search_space
-from harness.stopping import Curve, FrontStopper
-from harness.study import (
+from harness.sweep.search_space import SearchSpace, load_search_space
+from harness.sweep.stopping import Curve, FrontStopper
+from harness.sweep.study import (
     StudyHandle,
     ask,
     completed_trials,
@@ -47,7 +46,8 @@ from harness.study import (
     spec_from_trial,
     trained_trials,
 )
-from harness.tracking import MlflowTracker, NullTracker
+from harness.tracking.journal import TrialJournal
+from harness.tracking.runs import MlflowTracker, NullTracker, Tracker
 
 
 class SweepView(Protocol):
@@ -97,7 +97,7 @@ class _Sweep:
     backend: Backend
     data: PreparedData
     handle: StudyHandle
-    tracker: NullTracker
+    tracker: Tracker
     budget: Budget
     view: SweepView
     outcome: SweepOutcome
@@ -106,19 +106,6 @@ class _Sweep:
 
     def completed(self) -> int:
         return len(trained_trials(self.handle.study))
-
-
-def prepare_experiment(
-    experiment: Experiment, backend: Backend | None = None
-) -> tuple[PreparedData, DataReport]:
-    """Load, dedupe and split the experiment's dataset (token statistics given a backend)."""
-    return prepare_data(
-        experiment.config.dataset,
-        seed=experiment.config.seed,
-        resolve=experiment.resolve_path,
-        name=experiment.name,
-        count_tokens=backend.count_tokens if backend is not None else None,
-    )
 
 
 def run_sweep(
@@ -177,7 +164,7 @@ def _open(
     budget = Budget.from_study(experiment.config.budget_usd, handle.study)
     check_worst_case(experiment, backend, data, space, budget, target - done, confirm)
     parent = handle.study.user_attrs.get("mlflow_run_id")
-    tracker = MlflowTracker(experiment, data, parent) if track else NullTracker()
+    tracker: Tracker = MlflowTracker(experiment, data, parent) if track else NullTracker()
     outcome = SweepOutcome(handle=handle, synthetic=bool(getattr(backend, "synthetic", False)))
     outcome.parent_run_id = tracker.start_study(experiment.study_name, _space_summary(space))
     handle.study.set_user_attr("mlflow_run_id", outcome.parent_run_id)
@@ -317,7 +304,7 @@ def _collect(sweep: _Sweep, launched: _Launched) -> None:
         _record_checkpoint(sweep, trial, checkpoint)
 
 
-def _score_checkpoints(sweep: _Sweep, result: TrialResult) -> list[Checkpoint]:
+def _score_checkpoints(sweep: _Sweep, result: TrialResult) -> list[ScoredCheckpoint]:
     """Score the trial's epoch checkpoints on the test set (one that fails is skipped)."""
     scored = []
     for epoch in checkpoint_epochs(result):
@@ -328,8 +315,8 @@ def _score_checkpoints(sweep: _Sweep, result: TrialResult) -> list[Checkpoint]:
     return scored
 
 
-def _record_checkpoint(sweep: _Sweep, parent: Trial, checkpoint: Checkpoint) -> None:
-    """A checkpoint becomes a completed trial with its own MLflow run (see harness.checkpoints)."""
+def _record_checkpoint(sweep: _Sweep, parent: Trial, checkpoint: ScoredCheckpoint) -> None:
+    """A checkpoint becomes a completed trial with its own MLflow run (see `checkpoints`)."""
     study = sweep.handle.study
     number = len(study.get_trials(deepcopy=False))  # the number add_trial will give it
     checkpoint = with_number(checkpoint, number)
@@ -394,7 +381,7 @@ def _reset_trial_attrs(trial: Trial, run_id: str | None) -> None:
 
 
 def _epoch_logger(
-    tracker: NullTracker,
+    tracker: Tracker,
     run_id: str | None,
     trial: Trial,
     spec: TrialSpec,

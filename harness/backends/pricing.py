@@ -1,18 +1,17 @@
 """The dated price table and the cost formulas (pure functions, no network).
 
-Prices are US dollars per 1M tokens and live in `harness/data/prices.yaml`, one row per model
+Prices are US dollars per 1M tokens and live in `harness/backends/prices.yaml`, one row per model
 with the source and date it was read from; an experiment's `backend.prices` overrides rows.
 A fine-tuned model (`ft:BASE:org:suffix:id`, checkpoints `...:ckpt-step-N`) is priced by its base
 model's row at the fine-tuned inference rates; a dated alias (`gpt-4.1-nano`) finds its snapshot.
 
-`worst_case_total` is what a sweep must be able to pay before it starts: the dearest
-configuration the search space allows, times the number of trials.
+What a whole sweep may cost at most (`worst_case_total`) lives with the sweep, in
+`harness.sweep.estimate`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -23,12 +22,9 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from harness.errors import ConfigError
-from harness.records import Cost, TrialSpec
 
 if TYPE_CHECKING:
-    from harness.backends.base import Backend, PreparedData
-    from harness.config import Experiment, PriceOverride
-    from harness.search_space import SearchSpace
+    from harness.config import PriceOverride
 
 PER_MILLION = 1_000_000
 _PRICE_FIELDS = (
@@ -138,8 +134,8 @@ def load_price_table(
         ConfigError: The file is malformed or a row lacks a field, source or date.
     """
     if path is None:
-        text = resources.files("harness").joinpath("data/prices.yaml").read_text("utf-8")
-        where = "harness/data/prices.yaml"
+        text = resources.files("harness").joinpath("backends/prices.yaml").read_text("utf-8")
+        where = "harness/backends/prices.yaml"
     else:
         text, where = path.read_text(encoding="utf-8"), str(path)
     raw = yaml.safe_load(text)
@@ -157,81 +153,3 @@ def _price_row(row: Any, where: str) -> Price:
     if not str(row["source"]).strip() or not str(row["as_of"]).strip():
         raise ConfigError(f"{where}: {row['model']}: source and as_of must not be empty")
     return Price(**{**row, "as_of": str(row["as_of"])})
-
-
-# --- worst case of a sweep -----------------------------------------------------------------
-
-
-def _cost_relevant_values(space: SearchSpace, name: str, default: Any, dearest: bool) -> list[Any]:
-    """The values of a parameter that make a trial dearest (or cheapest); every base model."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    if name in space.fixed:
-        return [space.fixed[name]]
-    dist = space.distributions.get(name)
-    if dist is None:
-        return [default]
-    if isinstance(dist, CategoricalDistribution):
-        choices: list[Any] = list(dist.choices)
-        if name == "base_model":
-            return choices
-        return [max(choices) if dearest else min(choices)]
-    if isinstance(dist, IntDistribution):
-        top = dist.low + (dist.high - dist.low) // dist.step * dist.step
-        return [top if dearest else dist.low]
-    if isinstance(dist, FloatDistribution):
-        return [dist.high if dearest else dist.low]
-    raise ConfigError(f"{space.path}: {name}: cannot price distribution {dist!r}")
-
-
-def _first_value(space: SearchSpace, name: str, default: Any) -> Any:
-    if name in space.fixed:
-        return space.fixed[name]
-    dist = space.distributions.get(name)
-    choices = getattr(dist, "choices", None)
-    return choices[0] if choices else getattr(dist, "low", default)
-
-
-def corner_specs(
-    experiment: Experiment, space: SearchSpace, dearest: bool = True
-) -> list[TrialSpec]:
-    """One spec per base model the space allows, at the most (or fewest) epochs and examples.
-
-    Learning rate and batch size do not change what a job costs, so their first value is used.
-    """
-    models = _cost_relevant_values(space, "base_model", experiment.config.backend.model, dearest)
-    epochs = _cost_relevant_values(space, "n_epochs", 1, dearest)
-    examples = _cost_relevant_values(space, "train_examples", None, dearest)
-    return [
-        TrialSpec(
-            number=0,
-            n_epochs=int(n),
-            learning_rate_multiplier=float(_first_value(space, "learning_rate_multiplier", 1.0)),
-            batch_size=int(_first_value(space, "batch_size", 1)),
-            base_model=str(model),
-            train_examples=None if size is None else int(size),
-            seed=experiment.config.seed,
-        )
-        for model, n, size in itertools.product(models, epochs, examples)
-    ]
-
-
-def worst_case_total(
-    experiment: Experiment, backend: Backend, data: PreparedData, space: SearchSpace
-) -> Cost:
-    """What the whole sweep costs at most: the dearest trial, times `study.n_trials`.
-
-    `Backend.estimate` is already a per-trial worst case; this takes the dearest corner of the
-    search space, so no sampled configuration can cost more.
-    """
-    dearest = max(
-        (backend.estimate(spec, data) for spec in corner_specs(experiment, space)),
-        key=lambda cost: cost.usd,
-    )
-    n = experiment.config.study.n_trials
-    return Cost(
-        usd=dearest.usd * n,
-        compute_seconds=dearest.compute_seconds * n,
-        trained_tokens=dearest.trained_tokens * n,
-        inference_tokens=dearest.inference_tokens * n,
-    )

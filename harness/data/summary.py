@@ -1,6 +1,6 @@
 """The data report: rows read and dropped, class balance per split, text length and tokens.
 
-What `harness prepare` prints and writes beside the JSONL files; built by `harness.data`.
+What `harness prepare` prints and writes beside the JSONL files; built by `harness.data.prepare`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.backends.base import PreparedData, Split
-from harness.datasets import LoadedFrame
+from harness.data.sources import LoadedFrame
+from harness.records import PreparedData, Split
 
 SPLIT_NAMES = ("train", "validation", "test")
 TokenCounter = Callable[[Sequence[str]], list[int]]

@@ -29,13 +29,13 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from harness.backends.base import Backend, PreparedData
-from harness.records import EpochResult, TrainedModel, TrialResult
+from harness.backends.base import Backend
+from harness.records import EpochResult, PreparedData, TrainedModel, TrialResult
 from harness.scoring import score
 
 
 @dataclass(frozen=True)
-class Checkpoint:
+class ScoredCheckpoint:
     """A scored checkpoint of a finished trial."""
 
     parent: int
@@ -54,7 +54,7 @@ def checkpoint_epochs(result: TrialResult) -> list[EpochResult]:
 
 def score_checkpoint(
     backend: Backend, data: PreparedData, result: TrialResult, epoch: EpochResult
-) -> Checkpoint:
+) -> ScoredCheckpoint:
     """Predict the test set with one checkpoint of `result`; what it cost comes with it."""
     assert epoch.checkpoint is not None
     started = time.perf_counter()
@@ -74,13 +74,13 @@ def score_checkpoint(
         wall_seconds=time.perf_counter() - started,
         predictions=tuple(predictions),
     )
-    return Checkpoint(result.spec.number, epoch.epoch, scored)
+    return ScoredCheckpoint(result.spec.number, epoch.epoch, scored)
 
 
 def add_checkpoint_trial(
     study: optuna.Study,
     parent: optuna.Trial | FrozenTrial,
-    checkpoint: Checkpoint,
+    checkpoint: ScoredCheckpoint,
     attrs: dict[str, Any],
     objectives: int,
     cost_limit: float | None = None,
@@ -115,13 +115,13 @@ def add_checkpoint_trial(
     return max(added)
 
 
-def checkpoint_run_name(checkpoint: Checkpoint) -> str:
+def checkpoint_run_name(checkpoint: ScoredCheckpoint) -> str:
     """MLflow run name of a checkpoint trial, e.g. `t012 ep=3 lr=2 bs=16 @ epoch 1 of t007`."""
     spec = checkpoint.result.spec
     return f"{spec.run_name()} @ epoch {checkpoint.epoch} of t{checkpoint.parent:03d}"
 
 
-def with_number(checkpoint: Checkpoint, number: int) -> Checkpoint:
+def with_number(checkpoint: ScoredCheckpoint, number: int) -> ScoredCheckpoint:
     """The checkpoint with the trial number it is recorded under."""
     spec = replace(checkpoint.result.spec, number=number)
     return replace(checkpoint, result=replace(checkpoint.result, spec=spec))

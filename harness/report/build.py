@@ -13,7 +13,6 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +22,20 @@ from optuna.trial import FrozenTrial, TrialState
 
 from harness.config import Experiment
 from harness.errors import ConfigError, HarnessError
-from harness.report_baselines import Baseline, compute_baselines
-from harness.report_front import (
-    Recommendation,
+from harness.report.baselines import compute_baselines
+from harness.report.front import comparer, front_steps, pareto_front, recommend
+from harness.report.model import (
+    EpochSummary,
+    Ownership,
+    Report,
     ReportOptions,
     Step,
     TrialRow,
-    comparer,
-    front_steps,
-    pareto_front,
-    recommend,
 )
-from harness.report_render import render_files
-from harness.significance import PairedComparison, compare_paired
-from harness.study import completed_trials, load_existing_study
-from harness.tracking import tracking_uri
+from harness.report.render import answer_lines, render_files, step_line
+from harness.report.significance import PairedComparison, compare_paired
+from harness.sweep.study import completed_trials, load_existing_study
+from harness.tracking.store import tracking_uri
 
 __all__ = [
     "Report",
@@ -53,60 +51,6 @@ __all__ = [
 ]
 
 PREDICTIONS = "predictions.csv"
-
-
-@dataclass(frozen=True)
-class Ownership:
-    """Training once plus serving at the stated monthly volume."""
-
-    number: int
-    training: float
-    per_request: float | None
-    monthly: float | None
-
-    def months(self, count: int) -> float | None:
-        return None if self.monthly is None else self.training + count * self.monthly
-
-
-@dataclass(frozen=True)
-class EpochSummary:
-    """Where validation accuracy peaked and what the epochs after the peak cost."""
-
-    number: int
-    epochs: int
-    peak_epoch: int
-    peak_accuracy: float
-    cost_after_peak: float
-
-
-@dataclass
-class Report:
-    """Everything the rendered report shows; built by `build_report`."""
-
-    experiment: str
-    study: str
-    options: ReportOptions
-    trials: list[TrialRow]
-    front: list[TrialRow]
-    steps: list[Step]
-    baselines: list[Baseline]
-    baseline_comparisons: dict[int, PairedComparison]
-    ownership: list[Ownership]
-    epochs: list[EpochSummary]
-    recommendation: Recommendation
-    neighbour: TrialRow | None
-    sample: pd.DataFrame
-    n_test: int | None
-    backend: str
-    notes: list[str] = field(default_factory=list)
-    running: int = 0
-    tracking_uri: str = ""
-    parent_run_id: str | None = None
-
-    @property
-    def best_baseline(self) -> Baseline | None:
-        scored = [b for b in self.baselines if b.accuracy is not None]
-        return max(scored, key=lambda b: b.accuracy or 0.0) if scored else None
 
 
 # --- ownership, epochs, qualitative sample ---------------------------------------------------
@@ -217,7 +161,7 @@ def _rows(experiment: Experiment, trials: list[FrozenTrial], client: Any) -> lis
 
 
 def _fixed_params(experiment: Experiment) -> dict[str, Any]:
-    from harness.search_space import load_search_space
+    from harness.sweep.search_space import load_search_space
 
     try:
         return load_search_space(experiment.resolve_path(experiment.config.search_space)).fixed
@@ -373,8 +317,6 @@ def log_report(report: Report, paths: dict[str, Path]) -> list[str]:
 
 def summary_lines(report: Report) -> list[str]:
     """The terminal summary: the answer, then one line per step along the front."""
-    from harness.report_render import answer_lines, step_line
-
     return [
         *answer_lines(report),
         "",

@@ -32,16 +32,16 @@ TEXT_COLUMN = "text"
 SCORE_PREFIX = "score_"
 LOCAL_ARTIFACT = "model"  # the artifact key of the saved transformers directory
 
-# Models-from-code entry points, written next to the model by `harness.registry`.
+# Models-from-code entry points, written next to the model by `harness.handoff.promote`.
 ENTRY_POINTS = {
     "local": (
         "from mlflow.models import set_model\n"
-        "from harness.pyfunc_models import LocalClassifier\n\n"
+        "from harness.handoff.pyfunc import LocalClassifier\n\n"
         "set_model(LocalClassifier())\n"
     ),
     "openai": (
         "from mlflow.models import set_model\n"
-        "from harness.pyfunc_models import OpenAIClassifier\n\n"
+        "from harness.handoff.pyfunc import OpenAIClassifier\n\n"
         "set_model(OpenAIClassifier())\n"
     ),
 }
@@ -159,7 +159,7 @@ class OpenAIClassifier(PythonModel):
         """Check the stored prompt format is the one the backend writes; no request is made."""
         from harness.backends.openai import OpenAIBackend
         from harness.config import OpenAIBackendConfig
-        from harness.data import PROMPT_SEPARATOR
+        from harness.data.jsonl import PROMPT_SEPARATOR
 
         config = context.model_config or {}
         self.model_id = str(config["model"])
@@ -187,7 +187,7 @@ class OpenAIClassifier(PythonModel):
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
         """Ask the model once per text and pick the most probable label of the label set."""
-        from harness.backends.base import Split
+        from harness.records import Split
 
         texts = tuple(texts_of(model_input))
         split = Split(texts, tuple("" for _ in texts))

@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from harness.config import Experiment
 from harness.errors import ConfigError
 from harness.records import TrialSpec
-from harness.search_space import SearchSpace
+from harness.sweep.search_space import SearchSpace
 
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120

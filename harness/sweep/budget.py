@@ -14,11 +14,13 @@ import optuna
 
 from harness.errors import BudgetExceeded
 from harness.records import Cost
+from harness.sweep.estimate import worst_case_total
 
 if TYPE_CHECKING:
-    from harness.backends.base import Backend, PreparedData
+    from harness.backends.base import Backend
     from harness.config import Experiment
-    from harness.search_space import SearchSpace
+    from harness.records import PreparedData
+    from harness.sweep.search_space import SearchSpace
 
 # Asked when the sweep's worst case exceeds its budget: (worst-case total, budget) -> go on?
 Confirm = Callable[[Cost, float], bool]
@@ -79,8 +81,6 @@ def check_worst_case(
     either way: no trial starts without its worst case reserved)."""
     if budget.limit is None or remaining <= 0:
         return
-    from harness.pricing import worst_case_total
-
     n_trials = experiment.config.study.n_trials
     per_trial = worst_case_total(experiment, backend, data, space).usd / n_trials
     worst = Cost(usd=budget.spent + per_trial * remaining)

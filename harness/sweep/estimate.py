@@ -6,15 +6,17 @@ OpenAI backend, throughput defaults for the local one.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
 from harness.backends import load_backend
-from harness.backends.base import Backend, PreparedData
+from harness.backends.base import Backend
+from harness.backends.pricing import Price
 from harness.config import Experiment
-from harness.pricing import Price, corner_specs, worst_case_total
-from harness.records import Cost, TrialSpec
-from harness.search_space import load_search_space
+from harness.errors import ConfigError
+from harness.records import Cost, PreparedData, TrialSpec
+from harness.sweep.search_space import SearchSpace, load_search_space
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ def estimate_sweep(experiment: Experiment) -> SweepEstimate:
         ConfigError: The config, search space or a price is missing or invalid.
         DataError: The dataset cannot be prepared.
     """
-    from harness.sweep import prepare_experiment
+    from harness.data.prepare import prepare_experiment
 
     space = load_search_space(experiment.resolve_path(experiment.config.search_space))
     backend = load_backend(experiment.config.backend)
@@ -85,6 +87,84 @@ def estimate_sweep(experiment: Experiment) -> SweepEstimate:
         budget_usd=experiment.config.budget_usd,
         prices=[table.lookup(model) for model in models] if table is not None else [],
         synthetic=bool(getattr(backend, "synthetic", False)),
+    )
+
+
+# --- worst case of a sweep -----------------------------------------------------------------
+
+
+def _cost_relevant_values(space: SearchSpace, name: str, default: Any, dearest: bool) -> list[Any]:
+    """The values of a parameter that make a trial dearest (or cheapest); every base model."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if name in space.fixed:
+        return [space.fixed[name]]
+    dist = space.distributions.get(name)
+    if dist is None:
+        return [default]
+    if isinstance(dist, CategoricalDistribution):
+        choices: list[Any] = list(dist.choices)
+        if name == "base_model":
+            return choices
+        return [max(choices) if dearest else min(choices)]
+    if isinstance(dist, IntDistribution):
+        top = dist.low + (dist.high - dist.low) // dist.step * dist.step
+        return [top if dearest else dist.low]
+    if isinstance(dist, FloatDistribution):
+        return [dist.high if dearest else dist.low]
+    raise ConfigError(f"{space.path}: {name}: cannot price distribution {dist!r}")
+
+
+def _first_value(space: SearchSpace, name: str, default: Any) -> Any:
+    if name in space.fixed:
+        return space.fixed[name]
+    dist = space.distributions.get(name)
+    choices = getattr(dist, "choices", None)
+    return choices[0] if choices else getattr(dist, "low", default)
+
+
+def corner_specs(
+    experiment: Experiment, space: SearchSpace, dearest: bool = True
+) -> list[TrialSpec]:
+    """One spec per base model the space allows, at the most (or fewest) epochs and examples.
+
+    Learning rate and batch size do not change what a job costs, so their first value is used.
+    """
+    models = _cost_relevant_values(space, "base_model", experiment.config.backend.model, dearest)
+    epochs = _cost_relevant_values(space, "n_epochs", 1, dearest)
+    examples = _cost_relevant_values(space, "train_examples", None, dearest)
+    return [
+        TrialSpec(
+            number=0,
+            n_epochs=int(n),
+            learning_rate_multiplier=float(_first_value(space, "learning_rate_multiplier", 1.0)),
+            batch_size=int(_first_value(space, "batch_size", 1)),
+            base_model=str(model),
+            train_examples=None if size is None else int(size),
+            seed=experiment.config.seed,
+        )
+        for model, n, size in itertools.product(models, epochs, examples)
+    ]
+
+
+def worst_case_total(
+    experiment: Experiment, backend: Backend, data: PreparedData, space: SearchSpace
+) -> Cost:
+    """What the whole sweep costs at most: the dearest trial, times `study.n_trials`.
+
+    `Backend.estimate` is already a per-trial worst case; this takes the dearest corner of the
+    search space, so no sampled configuration can cost more.
+    """
+    dearest = max(
+        (backend.estimate(spec, data) for spec in corner_specs(experiment, space)),
+        key=lambda cost: cost.usd,
+    )
+    n = experiment.config.study.n_trials
+    return Cost(
+        usd=dearest.usd * n,
+        compute_seconds=dearest.compute_seconds * n,
+        trained_tokens=dearest.trained_tokens * n,
+        inference_tokens=dearest.inference_tokens * n,
     )
 
 

@@ -1,0 +1,190 @@
+"""What a report is made of: the reader's options, trial rows, steps along the front, the answer.
+
+Plain data, built by `harness.report.build` and `harness.report.front`, read by the renderers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import ConfigError
+from harness.report.baselines import Baseline
+from harness.report.formats import ratio, usd
+from harness.report.significance import PairedComparison
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """What the reader tells the report: inference volume and what accuracy is worth to them.
+
+    `value_per_point` is dollars one accuracy point (1 percentage point of test accuracy) is worth;
+    `budget` is the most one configuration may cost (training plus test evaluation, the study's cost
+    axis). With neither, the report recommends the knee of the Pareto front.
+    """
+
+    monthly_requests: int = 10_000
+    value_per_point: float | None = None
+    budget: float | None = None
+    alpha: float = 0.05
+    power: float = 0.8
+    n_resamples: int = 2000
+    seed: int = 0
+    sample_size: int = 12
+
+    def __post_init__(self) -> None:
+        if self.monthly_requests < 0:
+            raise ConfigError(f"--monthly-requests must be 0 or more, got {self.monthly_requests}")
+        if self.value_per_point is not None and self.value_per_point <= 0:
+            raise ConfigError(f"--value-per-point must be positive, got {self.value_per_point}")
+        if self.budget is not None and self.budget <= 0:
+            raise ConfigError(f"--budget must be positive, got {self.budget}")
+
+
+@dataclass(eq=False)  # rows are compared by identity: they carry DataFrames
+class TrialRow:
+    """One completed trial as the report sees it."""
+
+    number: int
+    params: dict[str, Any]
+    accuracy: float
+    cost: float
+    attrs: dict[str, Any]
+    run_id: str | None
+    predictions: pd.DataFrame | None = None
+    on_front: bool = False
+
+    @property
+    def correct(self) -> np.ndarray | None:
+        if self.predictions is None:
+            return None
+        return (self.predictions["true"] == self.predictions["predicted"]).to_numpy(dtype=bool)
+
+    @property
+    def name(self) -> str:
+        return f"trial {self.number}"
+
+    def describe(self) -> str:
+        """Hyperparameters in words, e.g. `3 epochs, learning rate x2.1, batch 16`, or for a
+        checkpoint `epoch 1 of 3 (checkpoint of trial 7), ...`."""
+        p = self.params
+        parts = (
+            [f"{p['n_epochs']} epoch{'s' if p['n_epochs'] != 1 else ''}"] if "n_epochs" in p else []
+        )
+        ran = self.attrs.get("epochs_run")
+        if parts and isinstance(ran, int) and ran < p["n_epochs"]:
+            # A checkpoint, or a trial stopped early: the schedule was for more epochs.
+            parts[0] = f"epoch {ran} of {p['n_epochs']}"
+            if "checkpoint_of" in self.attrs:
+                parts[0] += f" (checkpoint of trial {self.attrs['checkpoint_of']})"
+        if "learning_rate_multiplier" in p:
+            parts.append(f"learning rate x{float(p['learning_rate_multiplier']):.3g}")
+        if "batch_size" in p:
+            parts.append(f"batch {p['batch_size']}")
+        if p.get("train_examples") not in (None, "all"):
+            parts.append(f"{p['train_examples']} training examples")
+        if "base_model" in p:
+            parts.append(str(p["base_model"]))
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Step:
+    """Moving from one front member to the next dearer one."""
+
+    cheaper: TrialRow
+    dearer: TrialRow
+    comparison: PairedComparison | None
+
+    @property
+    def gain_points(self) -> float:
+        return 100.0 * (self.dearer.accuracy - self.cheaper.accuracy)
+
+    @property
+    def extra_cost(self) -> float:
+        return self.dearer.cost - self.cheaper.cost
+
+    @property
+    def cost_ratio(self) -> float | None:
+        return self.dearer.cost / self.cheaper.cost if self.cheaper.cost > 0 else None
+
+    @property
+    def price(self) -> str:
+        """`4.0x the cost ($6.00 per point)`, in words for the report."""
+        more = (
+            f"{ratio(self.cost_ratio)} the cost"
+            if self.cost_ratio
+            else f"{usd(self.extra_cost)} more"
+        )
+        return f"{more} ({usd(self.dollars_per_point)} per point)"
+
+    @property
+    def dollars_per_point(self) -> float | None:
+        return self.extra_cost / self.gain_points if self.gain_points > 0 else None
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The configuration to choose and two sentences saying why."""
+
+    chosen: TrialRow
+    mode: str
+    text: str
+    next_up: Step | None
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """Training once plus serving at the stated monthly volume."""
+
+    number: int
+    training: float
+    per_request: float | None
+    monthly: float | None
+
+    def months(self, count: int) -> float | None:
+        return None if self.monthly is None else self.training + count * self.monthly
+
+
+@dataclass(frozen=True)
+class EpochSummary:
+    """Where validation accuracy peaked and what the epochs after the peak cost."""
+
+    number: int
+    epochs: int
+    peak_epoch: int
+    peak_accuracy: float
+    cost_after_peak: float
+
+
+@dataclass
+class Report:
+    """Everything the rendered report shows; built by `build_report`."""
+
+    experiment: str
+    study: str
+    options: ReportOptions
+    trials: list[TrialRow]
+    front: list[TrialRow]
+    steps: list[Step]
+    baselines: list[Baseline]
+    baseline_comparisons: dict[int, PairedComparison]
+    ownership: list[Ownership]
+    epochs: list[EpochSummary]
+    recommendation: Recommendation
+    neighbour: TrialRow | None
+    sample: pd.DataFrame
+    n_test: int | None
+    backend: str
+    notes: list[str] = field(default_factory=list)
+    running: int = 0
+    tracking_uri: str = ""
+    parent_run_id: str | None = None
+
+    @property
+    def best_baseline(self) -> Baseline | None:
+        scored = [b for b in self.baselines if b.accuracy is not None]
+        return max(scored, key=lambda b: b.accuracy or 0.0) if scored else None

@@ -1,0 +1,14 @@
+"""Tracking: what a trial writes to the study and to MLflow, and the MLflow store it goes to.
+
+Entry point: the `Tracker` protocol with its two implementations, `MlflowTracker` and
+`NullTracker`. Modules: `record` (the one schema of a trial's keys, `TrialRecord`), `runs` (the
+trackers), `artifacts` (predictions table, confusion matrix, classification report), `journal`
+(notes a backend must find again after a crash), `store` (tracking URI, sqlite store template),
+`provenance` (what reproduces a run).
+"""
+
+from __future__ import annotations
+
+from harness.tracking.runs import MlflowTracker, NullTracker, Tracker
+
+__all__ = ["MlflowTracker", "NullTracker", "Tracker"]

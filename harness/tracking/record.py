@@ -1,0 +1,208 @@
+"""The trial record: the one schema of what a trial writes to the study and to MLflow.
+
+Every key a trial stores as an Optuna user attribute, and every scalar metric its MLflow run
+gets, is named here once (in the manner of Optuna's `_CONSTRAINTS_KEY`). Writers build the dicts
+with the functions below; readers go through `TrialRecord.from_attrs`, never through string keys.
+
+A trial's attributes are written in phases, each by one function:
+
+- `launch_attrs` when the trial starts (its MLflow run, its estimate; per-epoch lists reset),
+- `epoch_attrs` after every epoch (validation accuracy, cost so far, a checkpoint's test score),
+- `worker_attrs` when a worker picks it up (host and pid, for crash recovery),
+- `result_attrs` when it finishes (test metrics, costs, the model it delivered),
+- `checkpoint_attrs` for an epoch checkpoint recorded as a trial of its own,
+- `failure_attrs` when it fails, and `journal_key` for a backend's crash-proof notes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from harness.records import EpochResult, Metrics, TrialResult
+
+MLFLOW_RUN_ID = "mlflow_run_id"
+ESTIMATED_COST_USD = "estimated_cost_usd"
+VALID_ACCURACY_BY_EPOCH = "valid_accuracy_by_epoch"
+COST_USD_BY_EPOCH = "cost_usd_by_epoch"
+CHECKPOINT_TEST_ACCURACY = "checkpoint_test_accuracy"
+CHECKPOINT_OF = "checkpoint_of"
+SPENT_USD = "spent_usd"
+COST_USD = "cost_usd"
+TEST_ACCURACY = "test_accuracy"
+MODEL_REF = "model_ref"
+EPOCHS_RUN = "epochs_run"
+FAILURE_REASON = "failure_reason"
+HOST = "host"
+PID = "pid"
+JOURNAL_PREFIX = "journal."
+# The per-epoch lists a retried trial must start afresh (its journal it keeps).
+EPOCH_LISTS = (VALID_ACCURACY_BY_EPOCH, COST_USD_BY_EPOCH, CHECKPOINT_TEST_ACCURACY)
+
+
+def journal_key(key: str) -> str:
+    """The user attribute under which a backend's journal note `key` is stored."""
+    return JOURNAL_PREFIX + key
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What the study knows about one trial, typed; every field is optional because a trial
+    still running (or failed) has written only some of them."""
+
+    mlflow_run_id: str | None = None
+    estimated_cost_usd: float | None = None
+    test_accuracy: float | None = None
+    test_macro_f1: float | None = None
+    test_weighted_f1: float | None = None
+    test_mae: float | None = None
+    test_out_of_set: int = 0
+    cost_usd: float | None = None
+    train_cost_usd: float | None = None
+    eval_cost_usd: float | None = None
+    compute_seconds: float | None = None
+    trained_tokens: int | None = None
+    wall_seconds: float | None = None
+    model_ref: str | None = None
+    train_examples: int | None = None
+    epochs_run: int | None = None
+    stopped_early: bool = False
+    valid_accuracy_by_epoch: tuple[float, ...] = ()
+    cost_usd_by_epoch: tuple[float, ...] = ()
+    checkpoint_test_accuracy: tuple[float | None, ...] = ()
+    checkpoint_of: int | None = None
+    spent_usd: float | None = None
+    failure_reason: str | None = None
+    host: str | None = None
+    pid: int | None = None
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> TrialRecord:
+        """Read a trial's user attributes (unknown keys, such as journal notes, are ignored)."""
+        names = cls.__dataclass_fields__
+        values = {k: v for k, v in attrs.items() if k in names and v is not None}
+        for key in EPOCH_LISTS:
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+    @property
+    def is_checkpoint(self) -> bool:
+        """An epoch checkpoint of another trial, recorded as a trial of its own."""
+        return self.checkpoint_of is not None
+
+    @property
+    def spent(self) -> float:
+        """What this trial added to the money spent: a checkpoint's `cost_usd` includes training
+        its parent already paid for, so it counts only `spent_usd` (its scoring)."""
+        value = self.spent_usd if self.spent_usd is not None else self.cost_usd
+        return float(value or 0.0)
+
+    def curve(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-epoch validation accuracy and cost so far, of equal length."""
+        accuracy = [a for a in self.valid_accuracy_by_epoch if a is not None]
+        cost = [c for c in self.cost_usd_by_epoch if c is not None]
+        n = min(len(accuracy), len(cost))
+        return tuple(accuracy[:n]), tuple(cost[:n])
+
+
+def launch_attrs(run_id: str | None, estimated_cost_usd: float) -> dict[str, Any]:
+    """A trial starting: its run and estimate; the per-epoch lists start afresh (a retried trial
+    inherits its predecessor's attributes, of which it keeps only the journal)."""
+    attrs: dict[str, Any] = {MLFLOW_RUN_ID: run_id, ESTIMATED_COST_USD: estimated_cost_usd}
+    attrs.update({key: [] for key in EPOCH_LISTS})
+    return attrs
+
+
+def epoch_attrs(attrs: Mapping[str, Any], epoch: EpochResult) -> dict[str, Any]:
+    """The per-epoch lists of `attrs` with `epoch` appended."""
+    values = {
+        VALID_ACCURACY_BY_EPOCH: epoch.valid_accuracy,
+        COST_USD_BY_EPOCH: epoch.cost_so_far.usd,
+        CHECKPOINT_TEST_ACCURACY: epoch.test_accuracy,
+    }
+    return {key: [*attrs.get(key, []), value] for key, value in values.items()}
+
+
+def worker_attrs(host: str, pid: int) -> dict[str, Any]:
+    """Who runs the trial, so a dead worker's trial is recognised on the same host."""
+    return {HOST: host, PID: pid}
+
+
+def failure_attrs(reason: str) -> dict[str, Any]:
+    return {FAILURE_REASON: reason[:2000]}
+
+
+def result_attrs(result: TrialResult) -> dict[str, Any]:
+    """What a finished trial records in the study beside its objective values."""
+    cost = result.total_cost
+    return {
+        COST_USD: cost.usd,
+        "train_cost_usd": result.model.train_cost.usd,
+        "eval_cost_usd": result.eval_cost.usd,
+        "compute_seconds": cost.compute_seconds,
+        "trained_tokens": cost.trained_tokens,
+        "wall_seconds": result.wall_seconds,
+        **{f"test_{k}": v for k, v in _test_scores(result.metrics).items()},
+        MODEL_REF: result.model.model_ref,
+        "train_examples": result.spec.train_examples,
+        EPOCHS_RUN: len(result.model.epochs),
+        "stopped_early": result.model.stopped_early,
+    }
+
+
+def checkpoint_attrs(result: TrialResult, parent: int, run_id: str | None) -> dict[str, Any]:
+    """A scored epoch checkpoint of trial `parent`, recorded as a trial of its own."""
+    epochs = result.model.epochs
+    return {
+        **result_attrs(result),
+        MLFLOW_RUN_ID: run_id,
+        CHECKPOINT_OF: parent,
+        SPENT_USD: result.eval_cost.usd,
+        VALID_ACCURACY_BY_EPOCH: [e.valid_accuracy for e in epochs],
+        COST_USD_BY_EPOCH: [e.cost_so_far.usd for e in epochs],
+    }
+
+
+def _test_scores(metrics: Metrics) -> dict[str, Any]:
+    return {
+        "accuracy": metrics.accuracy,
+        "macro_f1": metrics.macro_f1,
+        "weighted_f1": metrics.weighted_f1,
+        "mae": metrics.mae,
+        "out_of_set": metrics.out_of_set,
+    }
+
+
+def test_metrics(metrics: Metrics) -> dict[str, float | None]:
+    """Test-set scores as MLflow metrics (`test_accuracy`, `test_macro_f1`, ...)."""
+    return {
+        f"test_{k}": float(v) if v is not None else None for k, v in _test_scores(metrics).items()
+    }
+
+
+def trial_metrics(result: TrialResult) -> dict[str, float | None]:
+    """The scalar MLflow metrics of a finished trial, under the names DESIGN.md gives."""
+    total = result.total_cost
+    return {
+        **test_metrics(result.metrics),
+        COST_USD: total.usd,
+        "train_cost_usd": result.model.train_cost.usd,
+        "eval_cost_usd": result.eval_cost.usd,
+        "trained_tokens": float(total.trained_tokens),
+        "compute_seconds": total.compute_seconds,
+        "wall_seconds": result.wall_seconds,
+        "epochs_trained": float(len(result.model.epochs)),
+    }
+
+
+def epoch_metrics(epoch: EpochResult) -> dict[str, float | None]:
+    """One epoch's MLflow metrics, logged at step = epoch number."""
+    return {
+        "valid_accuracy": epoch.valid_accuracy,
+        "valid_loss": epoch.valid_loss,
+        "train_loss": epoch.train_loss,
+        "epoch_cost_usd": epoch.cost_so_far.usd,
+        CHECKPOINT_TEST_ACCURACY: epoch.test_accuracy,
+    }
