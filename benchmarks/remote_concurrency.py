@@ -131,12 +131,11 @@ def _eval_throughput(experiment: Any, model: str, labels: tuple[str, ...]) -> di
     from harness.backends.openai import OpenAIBackend
 
     backend = OpenAIBackend(experiment.config.backend)
-    backend.labels = labels
-    backend.predict(model, ["warm up the connection pool"])
+    backend.predict(model, ["warm up the connection pool"], labels)
     latencies = []
     for i in range(LATENCY_SAMPLES):
         began = time.perf_counter()
-        backend.predict(model, [f"single request number {i}, a fine film"])
+        backend.predict(model, [f"single request number {i}, a fine film"], labels)
         latencies.append(time.perf_counter() - began)
     latency = statistics.median(latencies)
     texts = [
@@ -144,7 +143,7 @@ def _eval_throughput(experiment: Any, model: str, labels: tuple[str, ...]) -> di
         for i in range(EVAL_TEXTS)
     ]
     began = time.perf_counter()
-    predictions, _ = backend.predict(model, texts)
+    predictions, _ = backend.predict(model, texts, labels)
     seconds = time.perf_counter() - began
     assert len(predictions) == EVAL_TEXTS
     return {

@@ -167,7 +167,7 @@ def evaluate(
         f"{result.model} on {m.n_examples} test examples{label}:",
         f"  accuracy {m.accuracy:.4f}  macro-F1 {m.macro_f1:.4f}  weighted-F1 {m.weighted_f1:.4f}"
         + (f"  MAE {m.mae:.3f}" if m.mae is not None else ""),
-        f"  answers outside the label set: {result.out_of_set} (counted as wrong)",
+        f"  answers outside the label set: {result.metrics.out_of_set} (counted as wrong)",
         f"  cost ${result.cost.usd:.6f} ({result.cost.inference_tokens:,} tokens){label}",
         f"MLflow run {result.run_id}",
     ]
@@ -305,8 +305,8 @@ def predict(
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from harness.errors import ConfigError
-    from harness.handoff.promote import load_registered_model
     from harness.handoff.pyfunc import read_texts
+    from harness.handoff.serve import load_registered_model
 
     inputs = list(texts or []) + (read_texts(file, column) if file else [])
     if not inputs:

@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -79,6 +80,11 @@ class LocalBackendConfig(_Strict):
     # extra point of the front for a few seconds of scoring, not a training run of its own.
     evaluate_checkpoints: bool = True
 
+    @property
+    def compute_dollars_per_hour(self) -> float:
+        """What an hour of this machine's compute costs (the TF-IDF baseline runs here)."""
+        return self.dollars_per_hour
+
 
 class PriceOverride(_Strict):
     """Prices for one model in US dollars per 1M tokens, replacing the shipped table's row.
@@ -123,6 +129,11 @@ class OpenAIBackendConfig(_Strict):
     # Set from `dataset.system_prompt` unless given; the chat format's system message.
     system_prompt: str | None = None
     prices: dict[str, PriceOverride] = Field(default_factory=dict)
+
+    @property
+    def compute_dollars_per_hour(self) -> float:
+        """The reference instance's price: what the TF-IDF baseline costs on this machine."""
+        return REFERENCE_DOLLARS_PER_HOUR
 
     @field_validator("base_url")
     @classmethod
@@ -312,3 +323,11 @@ def load_experiment(name_or_path: str, overrides: list[str] | None = None) -> Ex
     except ValidationError as exc:
         raise ConfigError(format_validation_error(source, exc)) from None
     return Experiment(config=config, path=path, raw=raw)
+
+
+def parse_backend_config(raw: Any, where: str) -> LocalBackendConfig | OpenAIBackendConfig:
+    """A backend section from a dict (a stored model's config); ConfigError names `where`."""
+    try:
+        return TypeAdapter(BackendConfig).validate_python(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: invalid backend settings: {exc}") from None

@@ -21,6 +21,7 @@ from rich.table import Table
 from harness.backends.base import Progress
 from harness.records import Cost, TrialResult, TrialSpec
 from harness.sweep.study import pareto_numbers
+from harness.tracking.record import TrialRecord
 
 
 class _TrainingBar:
@@ -121,26 +122,28 @@ def trials_table(study: optuna.Study, title: str) -> Table:
     for column in ("valid acc", "test acc", "macro F1", "cost $", "seconds"):
         table.add_column(column, justify="right")
 
+    records = {
+        t.number: TrialRecord.from_attrs(t.user_attrs) for t in study.get_trials(deepcopy=False)
+    }
+
     def order(t: FrozenTrial) -> tuple[int, float]:
-        return (t.state != TrialState.COMPLETE, -float(t.user_attrs.get("test_accuracy", 0.0)))
+        return (t.state != TrialState.COMPLETE, -(records[t.number].test_accuracy or 0.0))
 
     for trial in sorted(study.get_trials(deepcopy=False), key=order):
-        attrs, params = trial.user_attrs, trial.params
-        curve = attrs.get("valid_accuracy_by_epoch") or []
+        record, params = records[trial.number], trial.params
+        curve = record.valid_accuracy_by_epoch
         table.add_row(
             str(trial.number),
             "*" if trial.number in front else "",
-            f"ckpt of {attrs['checkpoint_of']}"
-            if "checkpoint_of" in attrs
-            else trial.state.name.lower(),
-            _epochs_cell(params.get("n_epochs"), attrs.get("epochs_run")),
+            f"ckpt of {record.checkpoint_of}" if record.is_checkpoint else trial.state.name.lower(),
+            _epochs_cell(params.get("n_epochs"), record.epochs_run),
             _fmt(params.get("learning_rate_multiplier"), ".3g"),
             str(params.get("batch_size", "-")),
-            str(attrs.get("train_examples") or params.get("train_examples") or "all"),
+            str(record.train_examples or params.get("train_examples") or "all"),
             _fmt(curve[-1] if curve else None, ".4f"),
-            _fmt(attrs.get("test_accuracy"), ".4f"),
-            _fmt(attrs.get("test_macro_f1"), ".4f"),
-            _fmt(attrs.get("cost_usd"), ".5f"),
-            _fmt(attrs.get("wall_seconds"), ".0f"),
+            _fmt(record.test_accuracy, ".4f"),
+            _fmt(record.test_macro_f1, ".4f"),
+            _fmt(record.cost_usd, ".5f"),
+            _fmt(record.wall_seconds, ".0f"),
         )
     return table

@@ -164,8 +164,8 @@ def test_predict_after_reload_matches_in_memory_model(
     trained: Trained, config: LocalBackendConfig, data: PreparedData
 ) -> None:
     backend, model, _ = trained
-    in_memory, cost = backend.predict(model.model_ref, data.test.texts)
-    reloaded, _ = LocalBackend(config).predict(model.model_ref, data.test.texts)
+    in_memory, cost = backend.predict(model.model_ref, data.test.texts, data.labels)
+    reloaded, _ = LocalBackend(config).predict(model.model_ref, data.test.texts, data.labels)
     assert len(in_memory) == len(data.test) and cost.usd > 0.0 and cost.compute_seconds > 0.0
     for first, second in zip(in_memory, reloaded, strict=True):
         assert set(first.scores) == set(LABELS)
@@ -179,7 +179,7 @@ def test_predict_after_reload_matches_in_memory_model(
 
 def test_training_learns_the_tiny_task(trained: Trained, data: PreparedData) -> None:
     backend, model, seen = trained
-    predictions, _ = backend.predict(model.model_ref, data.test.texts)
+    predictions, _ = backend.predict(model.model_ref, data.test.texts, data.labels)
     correct = sum(p.label == t for p, t in zip(predictions, data.test.labels, strict=True))
     assert correct / len(data.test) >= 0.75, [e.valid_accuracy for e in seen]
 
@@ -189,9 +189,9 @@ def test_same_seed_same_model_and_tokenized_once(
 ) -> None:
     backend = LocalBackend(config)
     first = backend.fine_tune(_spec(1), data, lambda e: False)
-    first_scores, _ = backend.predict(first.model_ref, data.test.texts)
+    first_scores, _ = backend.predict(first.model_ref, data.test.texts, data.labels)
     second = backend.fine_tune(_spec(2), data, lambda e: False)
-    second_scores, _ = backend.predict(second.model_ref, data.test.texts)
+    second_scores, _ = backend.predict(second.model_ref, data.test.texts, data.labels)
     assert backend.tokenize_calls == 1
     for a, b in zip(first_scores, second_scores, strict=True):
         for label in LABELS:
@@ -208,7 +208,7 @@ def test_early_stop_when_callback_says_so(config: LocalBackendConfig, data: Prep
     # The checkpoint saved after that epoch is the model: nothing is saved twice.
     assert model.model_ref == model.epochs[0].checkpoint
     assert Path(model.model_ref).name == "epoch-1"
-    predictions, _ = backend.predict(model.model_ref, data.test.texts[:3])
+    predictions, _ = backend.predict(model.model_ref, data.test.texts[:3], data.labels)
     assert len(predictions) == 3
 
 
@@ -220,8 +220,8 @@ def test_checkpoints_are_kept_apart_from_the_final_model(
     assert first.checkpoint is not None and last.checkpoint is None
     assert Path(first.checkpoint).parent == Path(model.model_ref)
     # Scoring the checkpoint loads its own weights, not the final model kept in memory.
-    at_one, _ = backend.predict(first.checkpoint, data.test.texts)
-    at_two, _ = backend.predict(model.model_ref, data.test.texts)
+    at_one, _ = backend.predict(first.checkpoint, data.test.texts, data.labels)
+    at_two, _ = backend.predict(model.model_ref, data.test.texts, data.labels)
     assert [p.scores for p in at_one] != [p.scores for p in at_two]
     off = config.model_copy(update={"evaluate_checkpoints": False})
     plain = LocalBackend(off).fine_tune(_spec(5, n_epochs=2), data, lambda e: False)
@@ -277,7 +277,7 @@ def test_unknown_model_names_it_and_suggests_the_offline_one(
 
 def test_predict_unknown_ref(config: LocalBackendConfig, tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="no fine-tuned model"):
-        LocalBackend(config).predict(str(tmp_path / "missing"), ["text"])
+        LocalBackend(config).predict(str(tmp_path / "missing"), ["text"], ("a", "b"))
 
 
 def test_offline_names_resolve_without_importing_the_package() -> None:

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from harness.backends import _openai_tokens, load_backend
 from harness.backends._openai_client import scrub
-from harness.backends.base import MemoryJournal
+from harness.backends.base import MemoryJournal, NullProgress
 from harness.backends.openai import OpenAIBackend
 from harness.cli import app
 from harness.config import OpenAIBackendConfig
@@ -174,9 +174,9 @@ def test_job_body_epoch_points_and_costs(openai_fake: FakeOpenAI, data: Prepared
     assert eval_spend == pytest.approx(float(journal.notes["epoch_eval_cost_usd"]), abs=1e-6)
     assert eval_spend > 0 and model.train_cost.inference_tokens > 0
 
-    predictions, cost = backend.predict(model.model_ref, data.test.texts)
+    predictions, cost = backend.predict(model.model_ref, data.test.texts, data.labels)
     assert [p.label for p in predictions] == list(data.test.labels)
-    assert cost.usd > 0 and backend.out_of_set(model.model_ref) == 0
+    assert cost.usd > 0 and all(p.label in data.labels for p in predictions)
 
     # Metrics events became step metrics; the result file was kept.
     assert any("step_train_loss" in m for m, _ in journal.metrics)
@@ -261,7 +261,7 @@ def test_completion_model_trains_on_prompt_completion(
     assert all(n.endswith(".prompt_completion.jsonl") for n in names)
     negatives = data.validation.labels.count("negative") / len(data.validation)
     assert [e.valid_accuracy for e in model.epochs] == [negatives, 1.0]
-    predictions, _ = backend.predict(model.model_ref, data.test.texts)
+    predictions, _ = backend.predict(model.model_ref, data.test.texts, data.labels)
     assert [p.label for p in predictions] == list(data.test.labels)
     assert openai_fake.state.count("POST", "/completions") > 0
     assert openai_fake.state.count("POST", "/chat/completions") == 0
@@ -326,7 +326,7 @@ def test_retries_429_and_5xx_then_gives_up(openai_fake: FakeOpenAI, data: Prepar
     state.fail_next("/chat/completions", 429, count=10, retry_after=0.01)
     backend = _backend(openai_fake, max_retries=2, eval_concurrency=1)
     with pytest.raises(BackendError, match=r"HTTP 429 rate_limit_exceeded.*after 2 retries"):
-        backend.evaluate(model.model_ref, data.test, LABELS)
+        backend.predict(model.model_ref, data.test.texts, LABELS)
 
 
 def test_polling_outlasts_an_outage_the_sdk_gave_up_on(
@@ -343,7 +343,7 @@ def test_missing_key_says_how_to_set_it(
 ) -> None:
     monkeypatch.delenv("OPENAI_API_KEY")
     backend = _backend(openai_fake)
-    assert backend.estimate(_spec(), data).usd > 0  # estimating needs no key
+    assert backend.estimate(_spec(), data).total.usd > 0  # estimating needs no key
     with pytest.raises(ConfigError, match="export OPENAI_API_KEY=sk-"):
         backend.fine_tune(_spec(), data, _no)
     assert "api_key" not in OpenAIBackendConfig.model_fields
@@ -355,7 +355,7 @@ def test_wrong_key_and_key_shaped_text_are_scrubbed(openai_fake: FakeOpenAI) -> 
     with FakeOpenAI(api_key="sk-the-only-valid-key") as server:
         backend = _backend(server)
         with pytest.raises(ConfigError, match="rejected OPENAI_API_KEY") as err:
-            backend.evaluate(NANO, Split(("a",), ("negative",)), LABELS)
+            backend.predict(NANO, ("a",), LABELS)
         assert KEY not in str(err.value)
 
 
@@ -378,7 +378,7 @@ def test_logprobs_choose_labels_and_count_answers_outside_the_set(
         lambda model_id, prompt: answers[prompt.removesuffix("\n\n###\n\n").split("\n")[-1]]
     )
     backend = _backend(openai_fake, model=model)
-    result = backend.evaluate(model, Split(texts, ("positive",) * 4), LABELS)
+    result = backend.evaluator.evaluate(model, texts, LABELS, NullProgress())
     labels = [p.label for p in result.predictions]
     assert labels == ["positive", "negative", "positive", "maybe"]
     assert result.predictions[0].confidence == pytest.approx(0.8)
@@ -408,7 +408,7 @@ def test_concurrent_requests_stay_under_the_limit(openai_fake: FakeOpenAI) -> No
     openai_fake.state.set_oracle(oracle)
     backend = _backend(openai_fake, eval_concurrency=3)
     texts = tuple(f"text {i}" for i in range(12))
-    result = backend.evaluate(NANO, Split(texts, ("positive",) * 12), LABELS)
+    result = backend.evaluator.evaluate(NANO, texts, LABELS, NullProgress())
     assert len(result.predictions) == 12 and peak[0] == 3
 
 
@@ -433,7 +433,8 @@ def test_estimate_matches_hand_computed_numbers(
     prompts = sum(chat(system, t) for t in data.validation.texts + data.test.texts)
     tokens_in = math.ceil(2 * prompts * 1.1)  # two epoch points, each on validation and test
     tokens_out = 2 * 16 * 1  # one token per label answer
-    train, evaluation = backend.estimate_parts(_spec(epochs=2, train_examples=12), data)
+    estimate = backend.estimate(_spec(epochs=2, train_examples=12), data)
+    train, evaluation = estimate.train, estimate.evaluation
     assert train.trained_tokens == train_tokens
     assert train.usd == pytest.approx(train_tokens * 1.50 / 1e6)
     assert evaluation.inference_tokens == tokens_in + tokens_out
@@ -518,7 +519,7 @@ def test_evaluate_command_logs_a_run_and_never_writes_the_key(
     assert run.data.metrics["test_out_of_set"] == 16
     assert run.data.metrics["test_accuracy"] == 0.0
 
-    assert not load_backend(OpenAIBackendConfig(kind="openai")).synthetic
+    assert not load_backend(OpenAIBackendConfig(kind="openai")).capabilities.synthetic
     for file in tmp_path.rglob("*"):
         if file.is_file():
             assert KEY.encode() not in file.read_bytes(), file

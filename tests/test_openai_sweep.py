@@ -166,7 +166,7 @@ def test_budget_stops_the_sweep_before_overspending(tmp_path: Path, fake_env: Fa
     space = load_search_space(experiment.resolve_path(experiment.config.search_space))
     backend = load_backend(experiment.config.backend)
     data, _ = prepare_experiment(experiment)
-    worst = max(backend.estimate(s, data).usd for s in corner_specs(experiment, space))
+    worst = max(backend.estimate(s, data).total.usd for s in corner_specs(experiment, space))
     budget = 1.5 * worst  # room for one trial's worst case, never two at once
     path = _experiment(tmp_path, n_trials=4, budget_usd=budget)
     # Without confirmation, a sweep whose worst case exceeds the budget does not start at all.

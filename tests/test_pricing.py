@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.backends.base import Estimate
 from harness.backends.pricing import base_model_of, is_fine_tuned, load_price_table
 from harness.config import PriceOverride, load_experiment
 from harness.errors import ConfigError
@@ -86,11 +87,10 @@ class _TokensTimesEpochs:
     """A backend whose estimate is easy to check: $1 per epoch per 100 training examples."""
 
     kind = "fake"
-    max_concurrency = 1
 
-    def estimate(self, spec: TrialSpec, data: object) -> Cost:
+    def estimate(self, spec: TrialSpec, data: object) -> Estimate:
         n = spec.train_examples or 1000
-        return Cost(usd=spec.n_epochs * n / 100, trained_tokens=spec.n_epochs * n)
+        return Estimate(Cost(usd=spec.n_epochs * n / 100, trained_tokens=spec.n_epochs * n), Cost())
 
 
 def test_worst_case_total_takes_the_dearest_corner_times_trials(tmp_path: Path) -> None:

@@ -42,8 +42,10 @@ from harness.report.build import (
     summary_lines,
     write_report,
 )
-from harness.report.front import TrialRow, comparer, knee_index, recommend
+from harness.report.front import comparer, knee_index, recommend
+from harness.report.model import TrialRow
 from harness.sweep.study import pareto_numbers
+from harness.tracking.record import TrialRecord
 from tests.conftest import review_rows, write_csv
 
 N_TEST = 200
@@ -296,8 +298,7 @@ def test_baselines_and_gain_over_the_best(known: Constructed, knee_report: Any) 
     tfidf = by_name["TF-IDF + logistic regression"]
     assert tfidf.accuracy is not None and 0.55 < tfidf.accuracy < 0.9
     assert (
-        "not available for the local backend"
-        in by_name["all-MiniLM-L6-v2 without fine-tuning"].note
+        "harness evaluate --model BASE" in by_name["all-MiniLM-L6-v2 without fine-tuning"].note
     )
     assert knee_report.best_baseline is tfidf
     vs_base = knee_report.baseline_comparisons
@@ -422,7 +423,10 @@ def _row(number: int, cost: float, n_correct: int, n: int = N_TEST) -> TrialRow:
             "confidence": 0.9,
         }
     )
-    return TrialRow(number, {"n_epochs": 1}, n_correct / n, cost, {}, None, frame, on_front=True)
+    record = TrialRecord()
+    return TrialRow(
+        number, {"n_epochs": 1}, n_correct / n, cost, record, None, frame, on_front=True
+    )
 
 
 def test_knee_is_not_bought_with_noise() -> None:

@@ -7,14 +7,82 @@ changing `backend.kind` in an experiment file. Backends are loaded lazily by nam
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from harness.records import Cost, EpochResult, Prediction, PreparedData, TrainedModel, TrialSpec
+
+if TYPE_CHECKING:
+    from harness.backends.pricing import Price
 
 # Called after every epoch a backend can evaluate. Returning True asks the backend to stop
 # training early (the trial cannot reach the Pareto front); the backend then returns what it has.
 EpochCallback = Callable[[EpochResult], bool]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, declared once so callers never probe with `getattr`.
+
+    Attributes:
+        synthetic: It talks to a test server on this machine: what it returns proves plumbing,
+            never a result, and is labelled synthetic wherever it is shown.
+        scores_base_model: `predict` works on the untuned base model (zero-shot), so the base
+            model is a baseline the report can show (`harness evaluate --model BASE`).
+        max_concurrency: How many trials the sweep may run at once: 1 for a local device, more
+            for remote jobs that mostly wait on a server.
+        thread_safe: `fine_tune` and `predict` may run in several threads at once on one
+            instance (remote backends); False means one call at a time, from one thread.
+        stops_early: Stopping after an epoch saves the remaining epochs' cost (local). False
+            when a job is paid in full before its epochs can be seen (OpenAI).
+        priced_by_tokens: Cost comes from a dated per-token price table (`price_rows`);
+            False for compute-priced backends (seconds x dollars per hour).
+    """
+
+    synthetic: bool = False
+    scores_base_model: bool = False
+    max_concurrency: int = 1
+    thread_safe: bool = False
+    stops_early: bool = False
+    priced_by_tokens: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be at least 1, got {self.max_concurrency=}")
+        if self.max_concurrency > 1 and not self.thread_safe:
+            raise ValueError("a backend running several trials at once must be thread_safe")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A worst-case cost before anything is spent, split into training and evaluation."""
+
+    train: Cost
+    evaluation: Cost
+
+    @property
+    def total(self) -> Cost:
+        return self.train + self.evaluation
+
+
+@dataclass(frozen=True)
+class ModelPackage:
+    """What a registered model carries so it can be called later, on any machine.
+
+    Never a secret: keys are read from the environment when the model is called.
+
+    Attributes:
+        config: JSON-able settings that `Backend.open_package` needs again (the backend's own
+            config, labels, prompt format); stored as the MLflow model's `model_config`.
+        artifacts: Local files or folders to copy into the model (name -> path), such as a local
+            model's weights; empty for a model that lives on a provider's servers.
+        requirements: The packages calling the model needs, beside `harness`.
+    """
+
+    config: dict[str, Any]
+    artifacts: dict[str, str] = field(default_factory=dict)
+    requirements: tuple[str, ...] = ()
 
 
 class Journal(Protocol):
@@ -66,29 +134,52 @@ class NullProgress:
 
 
 class Backend(Protocol):
-    """What the sweep needs from a fine-tuning backend."""
+    """What the sweep, the report and the hand-off need from a fine-tuning backend.
+
+    Every backend (local encoder, OpenAI and compatible endpoints) implements all of it; what
+    differs is declared in `capabilities`, never probed. One contract test suite
+    (`tests/backend_contract.py`) runs against every backend.
+
+    Thread safety:
+        The sweep calls `estimate` from its main thread only. Where `capabilities.thread_safe`
+        is True, `fine_tune` and `predict` run in trial worker threads, several at once; else
+        one call at a time. `on_epoch` and the journal are called from the thread that runs
+        `fine_tune`.
+
+    Errors:
+        Anything that goes wrong on the backend's side (a model that cannot be loaded, an API
+        refusal, a failed job) is raised as `BackendError` (or `TrainingRefused`), with a
+        message a user can act on; a bad setting is `ConfigError`.
+    """
 
     kind: str
-    # How many trials the sweep may run at once: 1 for a local device, more for remote jobs
-    # that mostly wait on a server.
-    max_concurrency: int
-    # True when stopping after an epoch saves the remaining epochs' training (local). False when
-    # a job is paid in full before its epochs can be seen (OpenAI): the sweep then never stops.
-    stops_early: bool
+    capabilities: Capabilities
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text with this backend's tokenizer (for data reports and estimates)."""
         ...
 
-    def estimate(self, spec: TrialSpec, data: PreparedData) -> Cost:
+    def estimate(self, spec: TrialSpec, data: PreparedData) -> Estimate:
         """Worst-case cost of `fine_tune` plus test-set `predict` for `spec`, before spending.
+
+        The actual cost of the trial (training plus scoring the test set) is never above
+        `estimate(...).total`: budgets reserve it before the trial starts.
 
         Args:
             spec: The configuration to price.
             data: The prepared data the trial will use.
 
         Returns:
-            The estimated cost in dollars with the quantities it came from.
+            Training and evaluation worst cases in dollars with the quantities they came from.
+        """
+        ...
+
+    def price_rows(self, models: Sequence[str]) -> list[Price]:
+        """The dated price rows `estimate` uses for these base models (empty when the backend
+        is priced by compute time, not by a price table).
+
+        Raises:
+            ConfigError: A model has no price row.
         """
         ...
 
@@ -104,8 +195,9 @@ class Backend(Protocol):
         Args:
             spec: Hyperparameters, base model, training-set size and seed.
             data: The prepared data; `data.test` must not be touched here.
-            on_epoch: Called with every epoch's validation result; if it returns True the backend
-                stops and returns the model as it stands.
+            on_epoch: Called with every epoch's validation result, in epoch order; if it
+                returns True the backend stops (where `capabilities.stops_early`) and returns
+                the model as it stands.
             journal: Where to record what must survive a crash (a remote job id) and where to
                 find it again when the trial is retried; None means nothing is kept.
 
@@ -117,10 +209,48 @@ class Backend(Protocol):
         """
         ...
 
-    def predict(self, model_ref: str, texts: Sequence[str]) -> tuple[list[Prediction], Cost]:
-        """Classify `texts` with a fine-tuned model; one prediction per text, same order.
+    def predict(
+        self, model_ref: str, texts: Sequence[str], labels: Sequence[str]
+    ) -> tuple[list[Prediction], Cost]:
+        """Classify `texts` with a model; one prediction per text, in input order.
+
+        Args:
+            model_ref: A reference `fine_tune` returned (or an epoch checkpoint it named), or a
+                base model where `capabilities.scores_base_model`.
+            texts: The texts to classify.
+            labels: The label set; every prediction carries a score for each label. A
+                generative model's answer outside it is returned as given (and counted wrong).
 
         Returns:
             The predictions (label, confidence, per-label scores) and what inference cost.
+
+        Raises:
+            BackendError: The model cannot be loaded or called.
+        """
+        ...
+
+    def discard(self, model_ref: str) -> bool:
+        """Delete a kept model the sweep no longer needs (a checkpoint off the Pareto front).
+
+        Returns:
+            True if something was deleted; False where nothing is stored by the harness (a
+            provider's model) or it is already gone.
+        """
+        ...
+
+    def package(self, model_ref: str, labels: Sequence[str]) -> ModelPackage:
+        """What a registered model must carry to be called later with `open_package`.
+
+        Raises:
+            BackendError: The model is gone (a local checkpoint deleted, weights moved).
+        """
+        ...
+
+    def open_package(self, config: Mapping[str, Any], artifacts: Mapping[str, str]) -> str:
+        """The `model_ref` to `predict` with for a package made by `package` (its artifacts now
+        at the paths given), after checking this harness calls it the way it was trained.
+
+        Raises:
+            BackendError: The package was made for a prompt format this version does not write.
         """
         ...

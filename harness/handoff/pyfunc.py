@@ -1,13 +1,14 @@
 """MLflow pyfunc wrappers for promoted models: what `mlflow.pyfunc.load_model` gives back.
 
-Both wrappers classify with the backend code the sweep itself used, so a registered model puts a
-text to the model exactly as it was trained and scored (same tokenizer and `max_length` for a
-local encoder; same chat messages or prompt + separator, and the same logprob label choice, for
-an OpenAI fine-tune). Everything a wrapper needs travels with the model: the local weights as an
-artifact, the OpenAI model id, endpoint, label set and prompt format in `model_config` (never
-the API key, which is read from `OPENAI_API_KEY` when predicting).
+One wrapper serves every backend: it rebuilds the backend the sweep used and classifies with its
+`predict`, so a registered model puts a text to the model exactly as it was trained and scored
+(same tokenizer and `max_length` for a local encoder; same chat messages or prompt + separator,
+and the same logprob label choice, for an OpenAI fine-tune). What it needs travels with the model,
+as the backend packaged it (`Backend.package`): the local weights as an artifact, the OpenAI model
+id, endpoint, label set and prompt format in `model_config` (never the API key, which is read from
+`OPENAI_API_KEY` when predicting).
 
-They are logged as "models from code" (`ENTRY_POINTS` below: a two-line file that MLflow copies
+It is logged as a "model from code" (`ENTRY_POINT` below: a two-line file that MLflow copies
 into the model) rather than pickled: pickled models are what MLflow is moving away from, and the
 file keeps the model readable. Loading needs `harness` importable, nothing else of its state.
 
@@ -30,21 +31,13 @@ from harness.records import Prediction
 
 TEXT_COLUMN = "text"
 SCORE_PREFIX = "score_"
-LOCAL_ARTIFACT = "model"  # the artifact key of the saved transformers directory
 
-# Models-from-code entry points, written next to the model by `harness.handoff.promote`.
-ENTRY_POINTS = {
-    "local": (
-        "from mlflow.models import set_model\n"
-        "from harness.handoff.pyfunc import LocalClassifier\n\n"
-        "set_model(LocalClassifier())\n"
-    ),
-    "openai": (
-        "from mlflow.models import set_model\n"
-        "from harness.handoff.pyfunc import OpenAIClassifier\n\n"
-        "set_model(OpenAIClassifier())\n"
-    ),
-}
+# The models-from-code entry point, written next to the model by `harness.handoff.promote`.
+ENTRY_POINT = (
+    "from mlflow.models import set_model\n"
+    "from harness.handoff.pyfunc import HarnessClassifier\n\n"
+    "set_model(HarnessClassifier())\n"
+)
 
 
 def texts_of(model_input: Any) -> list[str]:
@@ -110,31 +103,24 @@ def predictions_frame(predictions: Sequence[Prediction], labels: Sequence[str]) 
     return pd.DataFrame(rows, columns=columns)
 
 
-class LocalClassifier(PythonModel):
-    """A fine-tuned transformers encoder saved by the local backend.
+class HarnessClassifier(PythonModel):
+    """A promoted model of any backend, called through that backend's own `predict`.
 
-    Artifacts: `model`, the directory `save_pretrained` wrote (weights, config with id2label,
-    tokenizer). Config: `labels` (in the head's order) and `max_length` (the truncation the model
-    was trained and scored with).
+    Config (`model_config`): what `Backend.package` stored: `backend` (the backend's settings,
+    never a key), `labels` (the label set, in the order of the score columns) and whatever the
+    backend needs to find its model again (an OpenAI model id and prompt format). Artifacts: the
+    files the backend packaged (a local model's weights folder).
     """
 
     def load_context(self, context: Any) -> None:
-        """Load the weights and tokenizer once, on the CPU unless a GPU is available."""
-        from harness.backends.local import LocalBackend
-        from harness.config import LocalBackendConfig
+        """Rebuild the backend and check the package fits this version; no paid request."""
+        from harness.backends import load_backend
+        from harness.config import parse_backend_config
 
-        config = context.model_config or {}
+        config = dict(context.model_config or {})
         self.labels = [str(label) for label in config["labels"]]
-        self.model_dir = context.artifacts[LOCAL_ARTIFACT]
-        self.backend = LocalBackend(
-            LocalBackendConfig(
-                kind="local",
-                model=self.model_dir,
-                max_length=int(config["max_length"]),
-                eval_batch_size=int(config.get("eval_batch_size", 64)),
-            )
-        )
-        self.backend.predict(self.model_dir, ["warm-up"])  # load now, not on the first request
+        self.backend = load_backend(parse_backend_config(config["backend"], "model_config"))
+        self.model_ref = self.backend.open_package(config, dict(context.artifacts or {}))
 
     # `model_input` is hinted as a DataFrame, the shape MLflow's signature check hands over (a
     # hint MLflow does not try to infer a schema from); `texts_of` accepts the other shapes too.
@@ -142,54 +128,6 @@ class LocalClassifier(PythonModel):
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
         """Label, confidence and per-label scores for every text."""
-        predictions, _ = self.backend.predict(self.model_dir, texts_of(model_input))
+        texts = texts_of(model_input)
+        predictions, _ = self.backend.predict(self.model_ref, texts, self.labels)
         return predictions_frame(predictions, self.labels)
-
-
-class OpenAIClassifier(PythonModel):
-    """A fine-tuned OpenAI model (or one on a compatible endpoint), called over the API.
-
-    Config: `model` (the `ft:...` id), `base_model`, `base_url` (None: `OPENAI_BASE_URL`, else
-    OpenAI), `labels`, `prompt_format` (`chat` or `prompt_completion`), `system_prompt` (chat),
-    `separator` (prompt/completion) and `prices` (the experiment's price overrides). The key comes
-    from `OPENAI_API_KEY` at predict time.
-    """
-
-    def load_context(self, context: Any) -> None:
-        """Check the stored prompt format is the one the backend writes; no request is made."""
-        from harness.backends.openai import OpenAIBackend
-        from harness.config import OpenAIBackendConfig
-        from harness.data.jsonl import PROMPT_SEPARATOR
-
-        config = context.model_config or {}
-        self.model_id = str(config["model"])
-        self.labels = tuple(str(label) for label in config["labels"])
-        self.backend = OpenAIBackend(
-            OpenAIBackendConfig(
-                kind="openai",
-                model=str(config["base_model"]),
-                base_url=config.get("base_url"),
-                system_prompt=config.get("system_prompt"),
-                prices=config.get("prices") or {},
-            )
-        )
-        trained = self.backend.format_for(self.model_id)
-        if config.get("prompt_format") != trained.name or (
-            not trained.chat and config.get("separator") != PROMPT_SEPARATOR
-        ):
-            raise ValueError(
-                f"{self.model_id} was trained with prompt format {config.get('prompt_format')!r} "
-                f"(separator {config.get('separator')!r}); this harness version writes "
-                f"{trained.name!r} with separator {PROMPT_SEPARATOR!r}"
-            )
-
-    def predict(
-        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-    ) -> pd.DataFrame:
-        """Ask the model once per text and pick the most probable label of the label set."""
-        from harness.records import Split
-
-        texts = tuple(texts_of(model_input))
-        split = Split(texts, tuple("" for _ in texts))
-        evaluation = self.backend.evaluate(self.model_id, split, self.labels)
-        return predictions_frame(evaluation.predictions, self.labels)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from harness.config import REFERENCE_DOLLARS_PER_HOUR, Experiment
+from harness.config import Experiment
 from harness.errors import HarnessError
 from harness.records import PreparedData
 from harness.scoring import score
@@ -72,20 +72,18 @@ def tfidf_baseline(data: PreparedData, dollars_per_hour: float) -> Baseline:
 
 
 def base_model_baseline(experiment: Experiment) -> Baseline:
-    """The base model without fine-tuning, where the backend can score it."""
-    kind = experiment.config.backend.kind
+    """The base model without fine-tuning: not scored by the report, which never spends money.
+
+    `harness evaluate --model BASE` scores it where the backend can call an untuned model
+    (`Capabilities.scores_base_model`); an encoder's untrained head is random, so there it says
+    nothing about the base model.
+    """
     name = f"{experiment.config.backend.model} without fine-tuning"
-    if kind == "local":
-        # An encoder's classification head is initialised at random before fine-tuning, so its
-        # untrained accuracy says nothing about the base model.
-        return Baseline(
-            name,
-            None,
-            None,
-            None,
-            "not available for the local backend (an untrained head is random)",
-        )
-    return Baseline(name, None, None, None, f"not available for the {kind} backend yet")
+    note = (
+        "not scored by the report; `harness evaluate --model BASE` scores it zero-shot where "
+        "the backend can call an untuned model (an encoder's untrained head is random)"
+    )
+    return Baseline(name, None, None, None, note)
 
 
 def compute_baselines(
@@ -122,7 +120,7 @@ def compute_baselines(
             "trials were scored on."
         )
         return [base], None
-    rate = getattr(experiment.config.backend, "dollars_per_hour", REFERENCE_DOLLARS_PER_HOUR)
+    rate = experiment.config.backend.compute_dollars_per_hour
     baselines = [majority_baseline(data), tfidf_baseline(data, rate), base]
     best = max(baselines[:2], key=lambda b: b.accuracy or 0.0)
     return baselines, best.correct if reference is not None else None

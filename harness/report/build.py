@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from harness.config import Experiment
 from harness.errors import ConfigError, HarnessError
 from harness.report.baselines import compute_baselines
-from harness.report.front import comparer, front_steps, pareto_front, recommend
+from harness.report.front import comparer, front_steps, recommend
 from harness.report.model import (
     EpochSummary,
     Ownership,
@@ -34,7 +34,8 @@ from harness.report.model import (
 )
 from harness.report.render import answer_lines, render_files, step_line
 from harness.report.significance import PairedComparison, compare_paired
-from harness.sweep.study import completed_trials, load_existing_study
+from harness.sweep.study import completed_trials, load_existing_study, pareto_front
+from harness.tracking.record import MLFLOW_RUN_ID, TrialRecord
 from harness.tracking.store import tracking_uri
 
 __all__ = [
@@ -60,8 +61,9 @@ def ownership(rows: list[TrialRow], n_test: int | None, monthly_requests: int) -
     """Training cost plus inference at `monthly_requests`; per request = eval cost / test size."""
     result = []
     for row in rows:
-        training = float(row.attrs.get("train_cost_usd", row.cost))
-        per_request = float(row.attrs.get("eval_cost_usd", 0.0)) / n_test if n_test else None
+        record = row.record
+        training = record.train_cost_usd if record.train_cost_usd is not None else row.cost
+        per_request = (record.eval_cost_usd or 0.0) / n_test if n_test else None
         monthly = per_request * monthly_requests if per_request is not None else None
         result.append(Ownership(row.number, training, per_request, monthly))
     return result
@@ -69,8 +71,8 @@ def ownership(rows: list[TrialRow], n_test: int | None, monthly_requests: int) -
 
 def epoch_summary(row: TrialRow) -> EpochSummary | None:
     """Peak validation epoch (the first, on ties) and the cost of the epochs after it."""
-    curve = [float(v) for v in row.attrs.get("valid_accuracy_by_epoch") or []]
-    costs = [float(v) for v in row.attrs.get("cost_usd_by_epoch") or []]
+    curve = [float(v) for v in row.record.valid_accuracy_by_epoch]
+    costs = [float(v) for v in row.record.cost_usd_by_epoch]
     if not curve:
         return None
     peak = int(np.argmax(curve))
@@ -144,20 +146,24 @@ def _rows(experiment: Experiment, trials: list[FrozenTrial], client: Any) -> lis
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for t in sorted(trials, key=lambda t: t.number):
-            attrs = dict(t.user_attrs)
-            run_id = attrs.get("mlflow_run_id")
+            record = TrialRecord.from_attrs(t.user_attrs)
+            run_id = record.mlflow_run_id
             rows.append(
                 TrialRow(
                     number=t.number,
                     params={**fixed, **t.params},
-                    accuracy=float(attrs.get("test_accuracy", t.values[0])),
-                    cost=float(attrs.get("cost_usd", t.values[1] if len(t.values) > 1 else 0.0)),
-                    attrs=attrs,
+                    accuracy=_or(record.test_accuracy, t.values[0]),
+                    cost=_or(record.cost_usd, t.values[1] if len(t.values) > 1 else 0.0),
+                    record=record,
                     run_id=run_id,
                     predictions=_read_predictions(client, run_id, tmp),
                 )
             )
     return rows
+
+
+def _or(value: float | None, default: float) -> float:
+    return float(value if value is not None else default)
 
 
 def _fixed_params(experiment: Experiment) -> dict[str, Any]:
@@ -214,7 +220,7 @@ def build_report(experiment: Experiment, options: ReportOptions | None = None) -
     report = _analyse(experiment, _rows(experiment, trials, _client(uri)), options)
     report.running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
     report.tracking_uri = uri
-    report.parent_run_id = study.user_attrs.get("mlflow_run_id")
+    report.parent_run_id = study.user_attrs.get(MLFLOW_RUN_ID)
     return report
 
 

@@ -110,8 +110,8 @@ def epochs_png(report: Report, path: Path) -> None:
     plt = _pyplot()
     fig, (acc_ax, cost_ax) = plt.subplots(1, 2, figsize=(10, 4))
     for t in report.trials:
-        curve = t.attrs.get("valid_accuracy_by_epoch") or []
-        costs = t.attrs.get("cost_usd_by_epoch") or []
+        curve = t.record.valid_accuracy_by_epoch
+        costs = t.record.cost_usd_by_epoch
         style = {
             "c": None if t.on_front else _OTHER,
             "lw": 1.8 if t.on_front else 1,
@@ -127,7 +127,7 @@ def epochs_png(report: Report, path: Path) -> None:
         xlabel="epoch", ylabel="validation accuracy (%)", title="validation accuracy by epoch"
     )
     cost_ax.set(xlabel="epoch", ylabel="cost so far (US dollars)", title="cost by epoch")
-    epoch_costs = [float(c) for t in report.trials for c in t.attrs.get("cost_usd_by_epoch") or []]
+    epoch_costs = [float(c) for t in report.trials for c in t.record.cost_usd_by_epoch]
     if use_log_cost(epoch_costs):
         cost_ax.set_yscale("log")
     for ax in (acc_ax, cost_ax):

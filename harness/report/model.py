@@ -15,6 +15,7 @@ from harness.errors import ConfigError
 from harness.report.baselines import Baseline
 from harness.report.formats import ratio, usd
 from harness.report.significance import PairedComparison
+from harness.tracking.record import TrialRecord
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class TrialRow:
     params: dict[str, Any]
     accuracy: float
     cost: float
-    attrs: dict[str, Any]
+    record: TrialRecord
     run_id: str | None
     predictions: pd.DataFrame | None = None
     on_front: bool = False
@@ -74,12 +75,12 @@ class TrialRow:
         parts = (
             [f"{p['n_epochs']} epoch{'s' if p['n_epochs'] != 1 else ''}"] if "n_epochs" in p else []
         )
-        ran = self.attrs.get("epochs_run")
+        ran = self.record.epochs_run
         if parts and isinstance(ran, int) and ran < p["n_epochs"]:
             # A checkpoint, or a trial stopped early: the schedule was for more epochs.
             parts[0] = f"epoch {ran} of {p['n_epochs']}"
-            if "checkpoint_of" in self.attrs:
-                parts[0] += f" (checkpoint of trial {self.attrs['checkpoint_of']})"
+            if self.record.is_checkpoint:
+                parts[0] += f" (checkpoint of trial {self.record.checkpoint_of})"
         if "learning_rate_multiplier" in p:
             parts.append(f"learning rate x{float(p['learning_rate_multiplier']):.3g}")
         if "batch_size" in p:

@@ -15,6 +15,7 @@ import optuna
 from harness.errors import BudgetExceeded
 from harness.records import Cost
 from harness.sweep.estimate import worst_case_total
+from harness.tracking.record import TrialRecord
 
 if TYPE_CHECKING:
     from harness.backends.base import Backend
@@ -38,7 +39,8 @@ class Budget:
     def from_study(cls, limit: float | None, study: optuna.Study) -> Budget:
         """What the study's earlier trials already cost counts against the same budget."""
         trials = study.get_trials(deepcopy=False)
-        return cls(limit=limit, spent=sum(_spent(t.user_attrs) for t in trials))
+        spent = sum(TrialRecord.from_attrs(t.user_attrs).spent for t in trials)
+        return cls(limit=limit, spent=spent)
 
     def reserve(self, trial_number: int, estimate: Cost) -> str | None:
         """Reserve `estimate` for a trial; return why not when it would break the budget."""
@@ -59,13 +61,6 @@ class Budget:
         self.reserved.pop(trial_number, None)
         if actual is not None:
             self.spent += actual.usd
-
-
-def _spent(attrs: dict[str, object]) -> float:
-    # A checkpoint trial's cost_usd includes training its parent trial already paid for;
-    # spent_usd is what it added (scoring it).
-    value = attrs.get("spent_usd", attrs.get("cost_usd"))
-    return float(value) if isinstance(value, int | float) else 0.0
 
 
 def check_worst_case(

@@ -14,17 +14,15 @@ so the Pareto front, the report's paired tests and `promote` treat it like any o
   training was the parent's), which is what budgets add up;
 - checkpoints do not count towards `study.n_trials`.
 
-At the end of a sweep, local checkpoints that are not on the front are deleted: a model that is
-dominated stays dominated whatever later trials find, so it can never be the one to pick.
+At the end of a sweep, the backend deletes the checkpoints that are not on the front (`discard`):
+a model that is dominated stays dominated whatever later trials find, so it can never be the one
+to pick.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -32,6 +30,7 @@ from optuna.trial import FrozenTrial
 from harness.backends.base import Backend
 from harness.records import EpochResult, PreparedData, TrainedModel, TrialResult
 from harness.scoring import score
+from harness.tracking.record import TrialRecord, checkpoint_attrs
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ def score_checkpoint(
     """Predict the test set with one checkpoint of `result`; what it cost comes with it."""
     assert epoch.checkpoint is not None
     started = time.perf_counter()
-    predictions, eval_cost = backend.predict(epoch.checkpoint, data.test.texts)
+    predictions, eval_cost = backend.predict(epoch.checkpoint, data.test.texts, data.labels)
     metrics = score(data.test.labels, [p.label for p in predictions], data.labels, data.ordinal)
     model = TrainedModel(
         model_ref=epoch.checkpoint,
@@ -81,20 +80,14 @@ def add_checkpoint_trial(
     study: optuna.Study,
     parent: optuna.Trial | FrozenTrial,
     checkpoint: ScoredCheckpoint,
-    attrs: dict[str, Any],
+    run_id: str | None,
     objectives: int,
     cost_limit: float | None = None,
-) -> int:
-    """Record a scored checkpoint as a completed trial; returns its trial number."""
+) -> tuple[int, TrialRecord]:
+    """Record a scored checkpoint as a completed trial; returns its trial number and record."""
     result = checkpoint.result
+    attrs = checkpoint_attrs(result, checkpoint.parent, run_id)
     values = [result.metrics.accuracy, result.total_cost.usd][:objectives]
-    user_attrs = {
-        **attrs,
-        "checkpoint_of": checkpoint.parent,
-        "spent_usd": result.eval_cost.usd,
-        "valid_accuracy_by_epoch": [e.valid_accuracy for e in result.model.epochs],
-        "cost_usd_by_epoch": [e.cost_so_far.usd for e in result.model.epochs],
-    }
     # The sampler's cost constraint is computed after `tell`; an added trial needs its own.
     system = {} if cost_limit is None else {"constraints": [result.total_cost.usd - cost_limit]}
     study.add_trial(
@@ -102,17 +95,17 @@ def add_checkpoint_trial(
             params=parent.params,
             distributions=parent.distributions,
             values=values,
-            user_attrs=user_attrs,
+            user_attrs=attrs,
             system_attrs=system,
         )
     )
     added = [
         t.number
         for t in study.get_trials(deepcopy=False)
-        if t.user_attrs.get("checkpoint_of") == checkpoint.parent
-        and t.user_attrs.get("epochs_run") == checkpoint.epoch
+        if (record := TrialRecord.from_attrs(t.user_attrs)).checkpoint_of == checkpoint.parent
+        and record.epochs_run == checkpoint.epoch
     ]
-    return max(added)
+    return max(added), TrialRecord.from_attrs(attrs)
 
 
 def checkpoint_run_name(checkpoint: ScoredCheckpoint) -> str:
@@ -127,16 +120,12 @@ def with_number(checkpoint: ScoredCheckpoint, number: int) -> ScoredCheckpoint:
     return replace(checkpoint, result=replace(checkpoint.result, spec=spec))
 
 
-def prune_dominated(study: optuna.Study, front: set[int]) -> int:
-    """Delete local checkpoint folders of checkpoint trials off the front; returns how many."""
+def prune_dominated(study: optuna.Study, front: set[int], backend: Backend) -> int:
+    """Have the backend delete the models of checkpoint trials off the front; returns how many
+    it deleted (a provider's checkpoints are not the harness's to delete)."""
     pruned = 0
     for trial in study.get_trials(deepcopy=False):
-        if "checkpoint_of" not in trial.user_attrs or trial.number in front:
-            continue
-        folder = Path(str(trial.user_attrs.get("model_ref", "")))
-        # Only what the local backend wrote: `.../trial-NNNN/epoch-K`.
-        local = folder.name.startswith("epoch-") and folder.parent.name.startswith("trial-")
-        if local and (folder / "config.json").is_file():
-            shutil.rmtree(folder, ignore_errors=True)
-            pruned += 1
+        record = TrialRecord.from_attrs(trial.user_attrs)
+        if record.is_checkpoint and trial.number not in front and record.model_ref:
+            pruned += backend.discard(record.model_ref)
     return pruned

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.backends import load_backend
-from harness.backends.base import Backend
+from harness.backends.base import Backend, Estimate
 from harness.backends.pricing import Price
 from harness.config import Experiment
 from harness.errors import ConfigError
@@ -24,12 +24,19 @@ class TrialEstimate:
     """One configuration's estimated training and evaluation cost."""
 
     spec: TrialSpec
-    train: Cost
-    evaluation: Cost
+    estimate: Estimate
+
+    @property
+    def train(self) -> Cost:
+        return self.estimate.train
+
+    @property
+    def evaluation(self) -> Cost:
+        return self.estimate.evaluation
 
     @property
     def total(self) -> Cost:
-        return self.train + self.evaluation
+        return self.estimate.total
 
 
 @dataclass(frozen=True)
@@ -54,14 +61,6 @@ class SweepEstimate:
         return self.budget_usd is not None and self.worst_total.usd > self.budget_usd
 
 
-def _parts(backend: Backend, spec: TrialSpec, data: PreparedData) -> TrialEstimate:
-    split = getattr(backend, "estimate_parts", None)
-    if split is not None:
-        train, evaluation = split(spec, data)
-        return TrialEstimate(spec, train, evaluation)
-    return TrialEstimate(spec, backend.estimate(spec, data), Cost())
-
-
 def estimate_sweep(experiment: Experiment) -> SweepEstimate:
     """Price the experiment's search space at its cheapest and dearest corners.
 
@@ -74,9 +73,11 @@ def estimate_sweep(experiment: Experiment) -> SweepEstimate:
     space = load_search_space(experiment.resolve_path(experiment.config.search_space))
     backend = load_backend(experiment.config.backend)
     data, _ = prepare_experiment(experiment)
-    cheapest = [_parts(backend, s, data) for s in corner_specs(experiment, space, dearest=False)]
-    dearest = [_parts(backend, s, data) for s in corner_specs(experiment, space, dearest=True)]
-    table = getattr(backend, "prices", None)
+    cheapest = [
+        TrialEstimate(s, backend.estimate(s, data))
+        for s in corner_specs(experiment, space, dearest=False)
+    ]
+    dearest = [TrialEstimate(s, backend.estimate(s, data)) for s in corner_specs(experiment, space)]
     models = sorted({row.spec.base_model for row in dearest})
     return SweepEstimate(
         backend=backend.kind,
@@ -85,8 +86,8 @@ def estimate_sweep(experiment: Experiment) -> SweepEstimate:
         dearest=dearest,
         worst_total=worst_case_total(experiment, backend, data, space),
         budget_usd=experiment.config.budget_usd,
-        prices=[table.lookup(model) for model in models] if table is not None else [],
-        synthetic=bool(getattr(backend, "synthetic", False)),
+        prices=backend.price_rows(models),
+        synthetic=backend.capabilities.synthetic,
     )
 
 
@@ -156,7 +157,7 @@ def worst_case_total(
     search space, so no sampled configuration can cost more.
     """
     dearest = max(
-        (backend.estimate(spec, data) for spec in corner_specs(experiment, space)),
+        (backend.estimate(spec, data).total for spec in corner_specs(experiment, space)),
         key=lambda cost: cost.usd,
     )
     n = experiment.config.study.n_trials

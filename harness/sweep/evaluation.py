@@ -11,12 +11,12 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from harness.backends import load_backend
 from harness.config import Experiment
 from harness.records import Cost, Metrics, Prediction, PreparedData
 from harness.scoring import score
+from harness.tracking.record import test_metrics
 
 EVALUATION_TAG = "harness.kind"
 
@@ -29,7 +29,6 @@ class ModelEvaluation:
     backend: str
     metrics: Metrics
     cost: Cost
-    out_of_set: int
     predictions: tuple[Prediction, ...]
     synthetic: bool
     wall_seconds: float
@@ -48,22 +47,16 @@ def evaluate_model(experiment: Experiment, model: str, track: bool = True) -> Mo
     backend = load_backend(experiment.config.backend)
     data, _ = prepare_experiment(experiment)
     started = time.perf_counter()
-    evaluate = getattr(backend, "evaluate", None)
-    if evaluate is not None:
-        found = evaluate(model, data.test, data.labels)
-        predictions, cost = tuple(found.predictions), found.cost
-    else:
-        listed, cost = backend.predict(model, data.test.texts)
-        predictions = tuple(listed)
+    listed, cost = backend.predict(model, data.test.texts, data.labels)
+    predictions = tuple(listed)
     metrics = score(data.test.labels, [p.label for p in predictions], data.labels, data.ordinal)
     result = ModelEvaluation(
         model=model,
         backend=backend.kind,
         metrics=metrics,
         cost=cost,
-        out_of_set=sum(p.label not in data.labels for p in predictions),
         predictions=predictions,
-        synthetic=bool(getattr(backend, "synthetic", False)),
+        synthetic=backend.capabilities.synthetic,
         wall_seconds=time.perf_counter() - started,
     )
     if not track:
@@ -104,15 +97,11 @@ def log_evaluation(experiment: Experiment, data: PreparedData, result: ModelEval
     return run_id
 
 
-def _metrics(result: ModelEvaluation) -> dict[str, Any]:
+def _metrics(result: ModelEvaluation) -> dict[str, float | None]:
     return {
-        "test_accuracy": result.metrics.accuracy,
-        "test_macro_f1": result.metrics.macro_f1,
-        "test_weighted_f1": result.metrics.weighted_f1,
-        "test_mae": result.metrics.mae,
+        **test_metrics(result.metrics),
         "eval_cost_usd": result.cost.usd,
-        "inference_tokens": result.cost.inference_tokens,
-        "test_out_of_set": result.out_of_set,
+        "inference_tokens": float(result.cost.inference_tokens),
         "wall_seconds": result.wall_seconds,
     }
 

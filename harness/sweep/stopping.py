@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from harness.records import EpochResult
+from harness.tracking.record import TrialRecord
 
 MIN_CURVES = 2  # finished trials that must have run an epoch before its gain counts as known
 NOISE_SE = 2.0  # standard errors of validation accuracy added to the optimistic finish
@@ -48,6 +49,11 @@ class Curve:
 
     accuracy: tuple[float, ...]
     cost: tuple[float, ...]
+
+    @classmethod
+    def of(cls, record: TrialRecord) -> Curve:
+        """The curve a trial recorded in the study."""
+        return cls(*record.curve())
 
     def delivered(self) -> Point | None:
         """The point of the model the trial ended with (its last epoch)."""

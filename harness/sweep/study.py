@@ -12,7 +12,7 @@ import os
 import socket
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,7 @@ from harness.config import Experiment
 from harness.errors import ConfigError
 from harness.records import TrialSpec
 from harness.sweep.search_space import SearchSpace
+from harness.tracking.record import TrialRecord, worker_attrs
 
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120
@@ -86,7 +87,7 @@ def _cost_constraint(experiment: Experiment):  # type: ignore[no-untyped-def]
 
     def constraint(trial: FrozenTrial) -> list[float]:
         # Optuna treats values <= 0 as feasible.
-        return [float(trial.user_attrs.get("cost_usd", 0.0)) - limit]
+        return [float(TrialRecord.from_attrs(trial.user_attrs).cost_usd or 0.0) - limit]
 
     return constraint
 
@@ -144,8 +145,9 @@ def recover_crashed_trials(handle: StudyHandle) -> list[FrozenTrial]:
     host = socket.gethostname()
     failed: list[FrozenTrial] = []
     for trial in handle.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = trial.user_attrs.get("pid")
-        gone = trial.user_attrs.get("host") == host and isinstance(pid, int) and not _pid_alive(pid)
+        record = TrialRecord.from_attrs(trial.user_attrs)
+        pid = record.pid
+        gone = record.host == host and isinstance(pid, int) and not _pid_alive(pid)
         # Same machine, process gone: no need to wait for the heartbeat grace period.
         if gone and handle.storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
             failed.append(handle.storage.get_trial(trial._trial_id))
@@ -166,8 +168,8 @@ def heartbeat(handle: StudyHandle, trial: Trial) -> Iterator[None]:
     Uses Optuna's public `record_heartbeat`; the trial id is Optuna's private `_trial_id`
     because ask/tell exposes no public one.
     """
-    trial.set_user_attr("host", socket.gethostname())
-    trial.set_user_attr("pid", os.getpid())
+    for key, value in worker_attrs(socket.gethostname(), os.getpid()).items():
+        trial.set_user_attr(key, value)
     stop = threading.Event()
 
     def beat() -> None:
@@ -211,16 +213,42 @@ def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 def trained_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Completed trials that trained a configuration: what `study.n_trials` counts."""
-    return [t for t in completed_trials(study) if "checkpoint_of" not in t.user_attrs]
+    return [
+        t for t in completed_trials(study) if not TrialRecord.from_attrs(t.user_attrs).is_checkpoint
+    ]
+
+
+def pareto_front(values: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the (accuracy, cost) pairs no other pair beats on both, cheapest first.
+
+    A pair is dominated when another is at least as accurate and at most as costly, and strictly
+    better on one of the two; equal pairs are both kept, as Optuna does.
+    """
+
+    def dominated(i: int) -> bool:
+        acc, cost = values[i]
+        return any(
+            a >= acc and c <= cost and (a > acc or c < cost)
+            for j, (a, c) in enumerate(values)
+            if j != i
+        )
+
+    keep = [i for i in range(len(values)) if not dominated(i)]
+    return sorted(keep, key=lambda i: (values[i][1], -values[i][0]))
 
 
 def pareto_numbers(study: optuna.Study) -> set[int]:
-    """Numbers of the trials on the Pareto front (the best trial for one objective)."""
-    if not completed_trials(study):
+    """Numbers of the trials on the Pareto front of accuracy against cost (the best trial for one
+    objective); with a cost constraint, among the trials that meet it, as Optuna's `best_trials`.
+    """
+    trials = completed_trials(study)
+    if not trials:
         return set()
     if len(study.directions) == 1:
         return {study.best_trial.number}
-    return {t.number for t in study.best_trials}
+    feasible = [t for t in trials if all(c <= 0.0 for c in t.system_attrs.get("constraints", ()))]
+    front = pareto_front([(t.values[0], t.values[1]) for t in feasible])
+    return {feasible[i].number for i in front}
 
 
 def load_existing_study(experiment: Experiment) -> optuna.Study:
