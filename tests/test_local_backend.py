@@ -19,7 +19,7 @@ pytest.importorskip("transformers")
 
 import huggingface_hub.constants
 
-from harness.backends import local
+from harness.backends import _local_models, local
 from harness.backends.local import LocalBackend, resolve_model_path
 from harness.config import LocalBackendConfig
 from harness.errors import BackendError
@@ -245,18 +245,18 @@ def test_estimate_is_positive_and_scales_with_epochs(
 ) -> None:
     backend = LocalBackend(config)
     one, three = (
-        backend.estimate(_spec(n_epochs=1), data),
-        backend.estimate(_spec(n_epochs=3), data),
+        backend.estimate(_spec(n_epochs=1), data).total,
+        backend.estimate(_spec(n_epochs=3), data).total,
     )
     assert 0.0 < one.usd < three.usd and 0.0 < one.compute_seconds < three.compute_seconds
     assert one.usd == pytest.approx(one.compute_seconds * config.dollars_per_hour / 3600)
-    fewer = backend.estimate(_spec(n_epochs=3, train_examples=4), data)
+    fewer = backend.estimate(_spec(n_epochs=3, train_examples=4), data).total
     assert fewer.compute_seconds < three.compute_seconds
 
 
 def test_estimate_uses_measured_throughput(trained: Trained, data: PreparedData) -> None:
     backend, model, _ = trained
-    estimate = backend.estimate(_spec(), data)
+    estimate = backend.estimate(_spec(), data).total
     # a real trial of this spec has been measured: the estimate is its cost plus overheads
     assert estimate.compute_seconds > 0.0
     assert estimate.compute_seconds < model.train_cost.compute_seconds + local.FIXED_SECONDS + 30
@@ -281,11 +281,11 @@ def test_predict_unknown_ref(config: LocalBackendConfig, tmp_path: Path) -> None
 
 
 def test_offline_names_resolve_without_importing_the_package() -> None:
-    sys.modules.pop(local.OFFLINE_PACKAGE, None)
+    sys.modules.pop(_local_models.OFFLINE_PACKAGE, None)
     for name in ("all-MiniLM-L6-v2", "MINILM", "minilm"):
         path = Path(resolve_model_path(name))
         assert path.name == "model" and (path / "config.json").is_file()
-    assert local.OFFLINE_PACKAGE not in sys.modules
+    assert _local_models.OFFLINE_PACKAGE not in sys.modules
 
 
 def test_missing_offline_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
