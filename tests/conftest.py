@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.records import PreparedData, Split
+
 ROOT = Path(__file__).resolve().parents[1]
 
 _GOOD = [
@@ -103,3 +105,22 @@ def write_experiment(
 @pytest.fixture
 def tiny_csv(tmp_path: Path) -> Path:
     return write_csv(tmp_path / "reviews.csv", review_rows(20))
+
+
+def prepared(
+    rows: list[tuple[str, str]], labels: tuple[str, ...], digest: str, name: str
+) -> PreparedData:
+    """40 labelled rows as prepared data: 24 train, 8 validation, 8 test, in order."""
+
+    def split(part: list[tuple[str, str]]) -> Split:
+        return Split(tuple(t for t, _ in part), tuple(y for _, y in part))
+
+    return PreparedData(
+        train=split(rows[:24]),
+        validation=split(rows[24:32]),
+        test=split(rows[32:40]),
+        labels=labels,
+        digest=digest,
+        ordinal=False,
+        name=name,
+    )

@@ -10,9 +10,9 @@ import pytest
 from harness.backends.local import LocalBackend
 from harness.backends.openai import OpenAIBackend
 from harness.config import LocalBackendConfig, OpenAIBackendConfig
-from harness.records import PreparedData, Split, TrialSpec
+from harness.records import PreparedData, TrialSpec
 from tests.backend_contract import BackendCase, BackendContract
-from tests.conftest import review_rows
+from tests.conftest import prepared, review_rows
 from tests.openai_fake import FakeOpenAI
 
 LABELS = ("negative", "positive")
@@ -20,20 +20,8 @@ KEY = "sk-contract-KEY-0123456789abcdef0123"
 
 
 def _data() -> PreparedData:
-    rows = review_rows(20, seed=3)  # 40 distinct texts: 24 train, 8 validation, 8 test
-
-    def split(part: list[tuple[str, str]]) -> Split:
-        return Split(tuple(t for t, _ in part), tuple(y for _, y in part))
-
-    return PreparedData(
-        train=split(rows[:24]),
-        validation=split(rows[24:32]),
-        test=split(rows[32:]),
-        labels=LABELS,
-        digest="c" * 64,
-        ordinal=False,
-        name="contract",
-    )
+    # 40 distinct texts: 24 train, 8 validation, 8 test
+    return prepared(review_rows(20, seed=3), LABELS, "c" * 64, "contract")
 
 
 @pytest.mark.slow

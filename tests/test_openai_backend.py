@@ -31,8 +31,8 @@ from harness.backends.openai import OpenAIBackend
 from harness.cli import app
 from harness.config import OpenAIBackendConfig
 from harness.errors import BackendError, ConfigError, DataError, TrainingRefused
-from harness.records import EpochResult, PreparedData, Split, TrialSpec
-from tests.conftest import review_rows, write_csv
+from harness.records import EpochResult, PreparedData, TrialSpec
+from tests.conftest import prepared, review_rows, write_csv
 from tests.openai_fake import FakeOpenAI, openai_fake  # noqa: F401 - the fixture
 
 KEY = "sk-harness-test-KEY-0123456789abcdef"
@@ -46,22 +46,10 @@ def api_key(monkeypatch: pytest.MonkeyPatch) -> str:
     return KEY
 
 
-def _split(rows: list[tuple[str, str]]) -> Split:
-    return Split(tuple(t for t, _ in rows), tuple(y for _, y in rows))
-
-
 @pytest.fixture
 def data() -> PreparedData:
-    rows = review_rows(20, seed=1)  # 40 distinct texts: 24 train, 8 validation, 8 test
-    return PreparedData(
-        train=_split(rows[:24]),
-        validation=_split(rows[24:32]),
-        test=_split(rows[32:]),
-        labels=LABELS,
-        digest="d" * 64,
-        ordinal=False,
-        name="tiny",
-    )
+    # 40 distinct texts: 24 train, 8 validation, 8 test
+    return prepared(review_rows(20, seed=1), LABELS, "d" * 64, "tiny")
 
 
 def _backend(server: FakeOpenAI, **options: Any) -> OpenAIBackend:

@@ -26,18 +26,6 @@ class TrialEstimate:
     spec: TrialSpec
     estimate: Estimate
 
-    @property
-    def train(self) -> Cost:
-        return self.estimate.train
-
-    @property
-    def evaluation(self) -> Cost:
-        return self.estimate.evaluation
-
-    @property
-    def total(self) -> Cost:
-        return self.estimate.total
-
 
 @dataclass(frozen=True)
 class SweepEstimate:
@@ -54,7 +42,7 @@ class SweepEstimate:
 
     @property
     def worst_trial(self) -> Cost:
-        return max((row.total for row in self.dearest), key=lambda cost: cost.usd)
+        return max((row.estimate.total for row in self.dearest), key=lambda cost: cost.usd)
 
     @property
     def over_budget(self) -> bool:
@@ -186,7 +174,8 @@ def estimate_table(estimate: SweepEstimate) -> Any:
     rows = [("min", row) for row in estimate.cheapest] + [("max", row) for row in estimate.dearest]
     models = sorted({row.spec.base_model for _, row in rows})
     one_model = len(models) == 1
-    tokens = any(row.total.trained_tokens or row.total.inference_tokens for _, row in rows)
+    totals = [row.estimate.total for _, row in rows]
+    tokens = any(total.trained_tokens or total.inference_tokens for total in totals)
     title = "Cost per trial, worst case, nothing spent"
     title += f": {models[0]}" if one_model else ""
     title += f" {SYNTHETIC_LABEL}" if estimate.synthetic else ""
@@ -200,11 +189,12 @@ def estimate_table(estimate: SweepEstimate) -> Any:
         cells = [corner, *([] if one_model else [spec.base_model]), str(spec.n_epochs)]
         cells.append("all" if spec.train_examples is None else f"{spec.train_examples:,}")
         if tokens:
-            cells += [f"{row.train.trained_tokens:,}", _money(row.train.usd)]
-            cells += [f"{row.evaluation.inference_tokens:,}", _money(row.evaluation.usd)]
+            train, evaluation = row.estimate.train, row.estimate.evaluation
+            cells += [f"{train.trained_tokens:,}", _money(train.usd)]
+            cells += [f"{evaluation.inference_tokens:,}", _money(evaluation.usd)]
         else:
-            cells.append(f"{row.total.compute_seconds:,.0f}")
-        table.add_row(*cells, _money(row.total.usd))
+            cells.append(f"{row.estimate.total.compute_seconds:,.0f}")
+        table.add_row(*cells, _money(row.estimate.total.usd))
     return table
 
 
