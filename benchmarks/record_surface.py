@@ -65,7 +65,8 @@ def record_one(backend: Any, data: Any, config: dict[str, Any], number: int) -> 
     import torch
 
     from harness.backends._torch_utils import ordered_logits, quiet_transformers
-    from harness.backends.local import _label_ids, resolve_model_path
+    from harness.backends._local_training import label_ids, start_run, train_epoch, validate
+    from harness.backends.local import resolve_model_path
     from harness.records import TrialSpec
 
     spec = TrialSpec(
@@ -81,16 +82,17 @@ def record_one(backend: Any, data: Any, config: dict[str, Any], number: int) -> 
     path = resolve_model_path(spec.base_model)
     tokenizer = backend._tokenizer(path, spec.base_model)
     encoded = backend._encode(path, tokenizer, data)
-    run = backend._start_run(spec, data, path, tokenizer, encoded.train)
+    run = start_run(backend.config, backend.device, spec, data, path, tokenizer, encoded.train)
     load_seconds = time.perf_counter() - started
-    valid_labels = torch.tensor(_label_ids(data.validation, data.labels))
+    valid_labels = torch.tensor(label_ids(data.validation, data.labels))
     test_ids = backend._token_ids(tokenizer, data.test.texts)
-    test_labels = torch.tensor(_label_ids(data.test, data.labels))
+    test_labels = torch.tensor(label_ids(data.test, data.labels))
     epochs = []
     for epoch in range(1, spec.n_epochs + 1):
         began = time.perf_counter()
-        train_loss = backend._train_epoch(run, f"{spec.run_name()} epoch {epoch}")
-        valid_accuracy, valid_loss = backend._validate(run, encoded.validation, valid_labels)
+        train_loss = train_epoch(run, backend.progress, f"{spec.run_name()} epoch {epoch}")
+        batch = backend.config.eval_batch_size
+        valid_accuracy, valid_loss, _ = validate(run, encoded.validation, valid_labels, batch)
         trained = time.perf_counter()
         logits = ordered_logits(
             run.model, test_ids, backend.config.eval_batch_size, run.pad, backend.device
