@@ -64,8 +64,8 @@ def record_one(backend: Any, data: Any, config: dict[str, Any], number: int) -> 
     """Train one configuration with the local backend's own loop; score every epoch."""
     import torch
 
-    from harness.backends._torch_utils import ordered_logits, quiet_transformers
     from harness.backends._local_training import label_ids, start_run, train_epoch, validate
+    from harness.backends._torch_utils import ordered_logits, quiet_transformers
     from harness.backends.local import resolve_model_path
     from harness.records import TrialSpec
 
