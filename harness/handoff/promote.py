@@ -27,8 +27,15 @@ from harness.errors import ConfigError, HarnessError
 from harness.handoff.pyfunc import ENTRY_POINT, SCORE_PREFIX
 from harness.handoff.serve import DEFAULT_ALIAS, pointed_at
 from harness.sweep.study import completed_trials, load_existing_study, pareto_numbers
-from harness.tracking.record import TrialRecord
-from harness.tracking.runs import STUDY_TAG
+from harness.tracking.record import (
+    DATA_DIGEST_TAG,
+    FINE_TUNED_MODEL_TAG,
+    REGISTERED_MODEL_TAG,
+    STUDY_TAG,
+    SYNTHETIC_TAG,
+    TRIAL_TAG,
+    TrialRecord,
+)
 from harness.tracking.store import tracking_uri
 
 LOGGED_MODEL_NAME = "classifier"
@@ -163,7 +170,7 @@ def promote(
             logged = _log_model(experiment, trial, run, backend, Path(tmp))
             version = mlflow.register_model(logged.model_uri, name, tags=_version_tags(trial, run))
         client.update_registered_model(name, description=_model_description(experiment))
-        client.set_tag(run.info.run_id, "harness.registered_model", f"{name}/{version.version}")
+        client.set_tag(run.info.run_id, REGISTERED_MODEL_TAG, f"{name}/{version.version}")
     else:
         version = existing
     try:
@@ -227,7 +234,7 @@ def _log_model(
         name=LOGGED_MODEL_NAME,
         source_run_id=run.info.run_id,
         params=dict(run.data.params),
-        tags={"harness.trial_number": str(trial.number)},
+        tags={TRIAL_TAG: str(trial.number)},
     )
     with warnings.catch_warnings():
         # No input example on purpose: validating one would load the weights a second time, or
@@ -260,11 +267,11 @@ def _package(experiment: Experiment, trial: FrozenTrial, run: Any, backend_kind:
             f"names backend.kind {config.kind!r}"
         )
     model_ref = TrialRecord.from_attrs(trial.user_attrs).model_ref
-    model_ref = model_ref or run.data.tags.get("fine_tuned_model")
+    model_ref = model_ref or run.data.tags.get(FINE_TUNED_MODEL_TAG)
     if not model_ref:
         raise ConfigError(f"trial {trial.number} recorded no fine-tuned model")
     data, _ = prepare_experiment(experiment)
-    trained_on = run.data.tags.get("harness.data_digest")
+    trained_on = run.data.tags.get(DATA_DIGEST_TAG)
     if trained_on and trained_on != data.digest:
         raise ConfigError(
             f"{experiment.path}: its data no longer matches what trial {trial.number} trained on "
@@ -295,16 +302,16 @@ def _pins(packages: tuple[str, ...]) -> list[str]:
 def _version_tags(trial: FrozenTrial, run: Any) -> dict[str, str]:
     tags = run.data.tags
     values = {
-        "harness.trial_number": str(trial.number),
-        "harness.study": tags.get(STUDY_TAG, ""),
+        TRIAL_TAG: str(trial.number),
+        STUDY_TAG: tags.get(STUDY_TAG, ""),
         "test_accuracy": f"{_accuracy(trial):.6f}",
         "cost_usd": f"{_cost(trial):.6f}",
-        "data_digest": tags.get("harness.data_digest", ""),
+        "data_digest": tags.get(DATA_DIGEST_TAG, ""),
         "backend": run.data.params.get("backend", ""),
         "base_model": run.data.params.get("base_model", ""),
-        "fine_tuned_model": tags.get("fine_tuned_model", ""),
+        FINE_TUNED_MODEL_TAG: tags.get(FINE_TUNED_MODEL_TAG, ""),
         "mlflow_run_name": tags.get("mlflow.runName", ""),
-        "synthetic": tags.get("synthetic", "false"),
+        SYNTHETIC_TAG: tags.get(SYNTHETIC_TAG, "false"),
     }
     return {key: value for key, value in values.items() if value}
 

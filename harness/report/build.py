@@ -35,7 +35,7 @@ from harness.report.model import (
 from harness.report.render import answer_lines, render_files, step_line
 from harness.report.significance import PairedComparison, compare_paired
 from harness.sweep.study import completed_trials, load_existing_study, pareto_front
-from harness.tracking.record import MLFLOW_RUN_ID, TrialRecord
+from harness.tracking.record import MLFLOW_RUN_ID, PARETO_TAG, TrialRecord
 from harness.tracking.store import tracking_uri
 
 __all__ = [
@@ -315,7 +315,7 @@ def log_report(report: Report, paths: dict[str, Path]) -> list[str]:
     for row in report.trials:
         if row.run_id:
             try:
-                client.set_tag(row.run_id, "pareto", str(row.on_front).lower())
+                client.set_tag(row.run_id, PARETO_TAG, str(row.on_front).lower())
             except MlflowException:
                 problems.append(f"{row.name}: MLflow run {row.run_id} is gone; no pareto tag")
     return problems

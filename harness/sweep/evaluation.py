@@ -16,7 +16,7 @@ from harness.backends import load_backend
 from harness.config import Experiment
 from harness.records import Cost, Metrics, Prediction, PreparedData
 from harness.scoring import score
-from harness.tracking.record import test_metrics
+from harness.tracking.record import DATA_DIGEST_TAG, SYNTHETIC_TAG, test_metrics
 
 EVALUATION_TAG = "harness.kind"
 
@@ -75,9 +75,9 @@ def log_evaluation(experiment: Experiment, data: PreparedData, result: ModelEval
     tags = {
         EVALUATION_TAG: "evaluation",
         "harness.model": result.model,
-        "harness.data_digest": data.digest,
+        DATA_DIGEST_TAG: data.digest,
         "zero_shot": str(not result.model.startswith("ft:")).lower(),
-        "synthetic": str(result.synthetic).lower(),
+        SYNTHETIC_TAG: str(result.synthetic).lower(),
     }
     run = tracker.client.create_run(
         tracker.experiment_id, tags=tags, run_name=f"evaluate {result.model}"

@@ -49,7 +49,10 @@ from harness.sweep.study import (
 from harness.sweep.trial import epoch_logger, executor, run_with_heartbeat, set_attrs
 from harness.tracking.journal import TrialJournal
 from harness.tracking.record import (
+    CHECKPOINT_OF_TAG,
     MLFLOW_RUN_ID,
+    SYNTHETIC_TAG,
+    TRIAL_TAG,
     TrialRecord,
     failure_attrs,
     launch_attrs,
@@ -179,7 +182,7 @@ def _open(
     outcome.parent_run_id = tracker.start_study(experiment.study_name, _space_summary(space))
     handle.study.set_user_attr(MLFLOW_RUN_ID, outcome.parent_run_id)
     if outcome.synthetic:
-        tracker.tag(outcome.parent_run_id, "synthetic", "true")
+        tracker.tag(outcome.parent_run_id, SYNTHETIC_TAG, "true")
         view.message("(synthetic: the backend is a test server on this machine)")
     for crashed in recover_crashed_trials(handle):
         run_id = TrialRecord.from_attrs(crashed.user_attrs).mlflow_run_id
@@ -290,7 +293,7 @@ def _record_checkpoint(sweep: _Sweep, parent: Trial, checkpoint: ScoredCheckpoin
     run_id = sweep.tracker.start_trial(
         result.spec, sweep.backend.kind, name=checkpoint_run_name(checkpoint)
     )
-    sweep.tracker.tag(run_id, "harness.checkpoint_of", str(checkpoint.parent))
+    sweep.tracker.tag(run_id, CHECKPOINT_OF_TAG, str(checkpoint.parent))
     for epoch in result.model.epochs:
         sweep.tracker.log_epoch(run_id, epoch)
     sweep.tracker.finish_trial(run_id, result, sweep.data)
@@ -298,7 +301,7 @@ def _record_checkpoint(sweep: _Sweep, parent: Trial, checkpoint: ScoredCheckpoin
     objectives = len(sweep.handle.objectives)
     added, record = add_checkpoint_trial(study, parent, checkpoint, run_id, objectives, limit)
     if added != number:  # another worker added a trial meanwhile
-        sweep.tracker.tag(run_id, "harness.trial_number", str(added))
+        sweep.tracker.tag(run_id, TRIAL_TAG, str(added))
     sweep.view.message(
         f"  t{added:03d} = its epoch {checkpoint.epoch}: test acc "
         f"{result.metrics.accuracy:.4f}  cost ${result.total_cost.usd:.4f} "

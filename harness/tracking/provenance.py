@@ -14,6 +14,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from harness.tracking.record import DATA_DIGEST_TAG
+
 # The distributions whose versions change a result (or the cost of getting it).
 PACKAGES = (
     "harness",
@@ -113,5 +115,5 @@ def provenance_tags(
     found = info if info is not None else run_provenance(cwd)
     tags = {f"{TAG_PREFIX}{key}": value for key, value in found.items()}
     tags[f"{TAG_PREFIX}seed"] = str(seed)
-    tags[f"{TAG_PREFIX}data_digest"] = data_digest
+    tags[DATA_DIGEST_TAG] = data_digest
     return tags

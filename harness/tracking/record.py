@@ -37,6 +37,18 @@ FAILURE_REASON = "failure_reason"
 HOST = "host"
 PID = "pid"
 JOURNAL_PREFIX = "journal."
+# MLflow tags of a study's and a trial's runs (metrics are named in `trial_metrics`).
+STUDY_TAG = "harness.study"
+TRIAL_TAG = "harness.trial_number"
+CHECKPOINT_OF_TAG = "harness.checkpoint_of"
+DATA_DIGEST_TAG = "harness.data_digest"  # written with the provenance tags
+REGISTERED_MODEL_TAG = "harness.registered_model"
+FINE_TUNED_MODEL_TAG = "fine_tuned_model"
+JOB_ID_TAG = "job_id"
+STOPPED_EARLY_TAG = "stopped_early"
+PARETO_TAG = "pareto"
+SYNTHETIC_TAG = "synthetic"
+FAILURE_REASON_TAG = "failure_reason"
 # The per-epoch lists a retried trial must start afresh (its journal it keeps).
 EPOCH_LISTS = (VALID_ACCURACY_BY_EPOCH, COST_USD_BY_EPOCH, CHECKPOINT_TEST_ACCURACY)
 
@@ -195,6 +207,17 @@ def trial_metrics(result: TrialResult) -> dict[str, float | None]:
         "wall_seconds": result.wall_seconds,
         "epochs_trained": float(len(result.model.epochs)),
     }
+
+
+def trial_tags(result: TrialResult) -> dict[str, str]:
+    """The MLflow tags of a finished trial: the model it delivered, how its training ended."""
+    tags = {
+        FINE_TUNED_MODEL_TAG: result.model.model_ref,
+        STOPPED_EARLY_TAG: str(result.model.stopped_early).lower(),
+    }
+    if result.model.job_id:
+        tags[JOB_ID_TAG] = result.model.job_id
+    return tags
 
 
 def epoch_metrics(epoch: EpochResult) -> dict[str, float | None]:

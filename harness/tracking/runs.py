@@ -24,11 +24,17 @@ from harness.config import Experiment
 from harness.records import EpochResult, PreparedData, TrialResult, TrialSpec
 from harness.tracking.artifacts import import_plotting, write_trial_artifacts
 from harness.tracking.provenance import provenance_tags, run_provenance
-from harness.tracking.record import epoch_metrics, trial_metrics
+from harness.tracking.record import (
+    FAILURE_REASON_TAG,
+    PARETO_TAG,
+    STUDY_TAG,
+    TRIAL_TAG,
+    epoch_metrics,
+    trial_metrics,
+    trial_tags,
+)
 from harness.tracking.store import ensure_sqlite_store, tracking_uri
 
-STUDY_TAG = "harness.study"
-TRIAL_TAG = "harness.trial_number"
 _SECRET_KEY = re.compile(r"(api[_-]?key|secret|token|password|authorization)", re.IGNORECASE)
 
 
@@ -291,12 +297,7 @@ class MlflowTracker:
             return
         from mlflow.entities import RunTag
 
-        tags = {
-            "fine_tuned_model": result.model.model_ref,
-            "stopped_early": str(result.model.stopped_early).lower(),
-        }
-        if result.model.job_id:
-            tags["job_id"] = result.model.job_id
+        tags = trial_tags(result)
         # One batch for metrics and tags, one copy for the artifacts: each call is a transaction.
         self._log_metrics(
             run_id, trial_metrics(result), tags=[RunTag(k, v) for k, v in tags.items()]
@@ -312,13 +313,13 @@ class MlflowTracker:
     def fail_trial(self, run_id: str | None, reason: str, status: str = "FAILED") -> None:
         if run_id is None or not self._run_exists(run_id):
             return
-        self.client.set_tag(run_id, "failure_reason", reason[:5000])
+        self.client.set_tag(run_id, FAILURE_REASON_TAG, reason[:5000])
         self.client.set_terminated(run_id, status)
 
     def mark_pareto(self, run_ids: dict[str, bool]) -> None:
         for run_id, on_front in run_ids.items():
             if self._run_exists(run_id):
-                self.client.set_tag(run_id, "pareto", str(on_front).lower())
+                self.client.set_tag(run_id, PARETO_TAG, str(on_front).lower())
 
     def finish_study(self, artifacts: dict[str, str] | None = None) -> None:
         if not self.parent_run_id:
