@@ -1,5 +1,9 @@
-"""The CLI through its real entry point: bad input gives one clear line, a non-zero exit, no
-traceback, and leaves what was recorded alone."""
+"""The CLI: bad input gives one clear line, a non-zero exit, no traceback, and leaves what was
+recorded alone.
+
+The commands run in-process (`tests.cli_runner`); the entry points themselves, and one clean
+error through a real process, run as a user runs them, in a fresh interpreter.
+"""
 
 from __future__ import annotations
 
@@ -10,32 +14,36 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.cli_runner import assert_clean_error, run_cli
 from tests.conftest import write_csv, write_experiment
 
-
-def harness(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `python -m harness` as a user would, in a fresh process."""
-    return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=600,
-    )
+# The `harness` console script installed next to this interpreter, and `python -m harness`.
+ENTRY_POINTS = {
+    "script": [str(Path(sys.executable).with_name("harness"))],
+    "module": [sys.executable, "-m", "harness"],
+}
 
 
-def assert_clean_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert result.returncode != 0, result.stdout
-    assert "Traceback" not in result.stderr + result.stdout
-    for needle in needles:
-        assert needle in result.stderr, result.stderr
+def _process(entry: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real entry point in a fresh process, as a user runs it."""
+    command = [*ENTRY_POINTS[entry], *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
-def test_help_lists_commands() -> None:
-    result = harness("--help")
-    assert result.returncode == 0
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+def test_entry_points_list_commands(entry: str) -> None:
+    result = _process(entry, "--help")
+    assert result.returncode == 0, result.stderr
     for command in ("prepare", "sweep", "trials", "ui"):
         assert command in result.stdout
+
+
+def test_a_real_process_exits_with_one_clear_line() -> None:
+    result = _process("script", "sweep", "nope")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: nope: no such experiment file"), line
 
 
 def test_importing_harness_does_not_import_torch_or_openai() -> None:
@@ -49,35 +57,35 @@ def test_importing_harness_does_not_import_torch_or_openai() -> None:
 
 def test_config_typo(tmp_path: Path, tiny_csv: Path) -> None:
     path = write_experiment(tmp_path, tiny_csv, study={"n_trails": 2})
-    assert_clean_error(harness("sweep", str(path)), str(path), "study.n_trails: unknown key")
+    assert_clean_error(run_cli("sweep", str(path)), str(path), "study.n_trails: unknown key")
 
 
 def test_missing_experiment(tmp_path: Path) -> None:
-    assert_clean_error(harness("sweep", "nope"), "nope: no such experiment file")
+    assert_clean_error(run_cli("sweep", "nope"), "nope: no such experiment file")
 
 
 def test_missing_data_file(tmp_path: Path) -> None:
     path = write_experiment(tmp_path, tmp_path / "absent.csv")
-    assert_clean_error(harness("prepare", str(path)), "absent.csv")
+    assert_clean_error(run_cli("prepare", str(path)), "absent.csv")
 
 
 def test_missing_column(tmp_path: Path) -> None:
     data = write_csv(tmp_path / "d.csv", [("good", "positive")] * 3, header=("review", "label"))
     path = write_experiment(tmp_path, data)
-    assert_clean_error(harness("prepare", str(path)), "d.csv", "text")
+    assert_clean_error(run_cli("prepare", str(path)), "d.csv", "text")
 
 
 def test_one_class_data(tmp_path: Path) -> None:
     rows = [(f"good film number {i}", "positive") for i in range(30)]
     path = write_experiment(tmp_path, write_csv(tmp_path / "one.csv", rows))
-    assert_clean_error(harness("prepare", str(path)), "one class")
+    assert_clean_error(run_cli("prepare", str(path)), "one class")
 
 
 def test_malformed_jsonl_names_the_line(tmp_path: Path) -> None:
     data = tmp_path / "d.jsonl"
     data.write_text('{"text": "fine", "label": "a"}\n{"text": "broken", \n')
     path = write_experiment(tmp_path, data)
-    assert_clean_error(harness("prepare", str(path)), "d.jsonl", "line 2")
+    assert_clean_error(run_cli("prepare", str(path)), "d.jsonl", "line 2")
 
 
 def test_unknown_dataset_name(tmp_path: Path) -> None:
@@ -85,7 +93,7 @@ def test_unknown_dataset_name(tmp_path: Path) -> None:
     config = yaml.safe_load(path.read_text())
     config["dataset"]["source"] = "rotten_tomatos"
     path.write_text(yaml.safe_dump(config))
-    assert_clean_error(harness("prepare", str(path)), "rotten_tomatos", "rotten_tomatoes")
+    assert_clean_error(run_cli("prepare", str(path)), "rotten_tomatos", "rotten_tomatoes")
 
 
 def test_bad_search_space(tmp_path: Path, tiny_csv: Path) -> None:
@@ -95,19 +103,19 @@ def test_bad_search_space(tmp_path: Path, tiny_csv: Path) -> None:
         "batch_size": 8,
     }
     path = write_experiment(tmp_path, tiny_csv, space=space)
-    assert_clean_error(harness("sweep", str(path)), "space.yaml: n_epochs: needs both low and high")
+    assert_clean_error(run_cli("sweep", str(path)), "space.yaml: n_epochs: needs both low and high")
 
 
 def test_trials_before_any_sweep(tmp_path: Path, tiny_csv: Path) -> None:
     path = write_experiment(tmp_path, tiny_csv)
-    assert_clean_error(harness("trials", str(path)), "run `harness sweep")
+    assert_clean_error(run_cli("trials", str(path)), "run `harness sweep")
 
 
 @pytest.mark.slow
 def test_prepare_writes_both_jsonl_formats(tmp_path: Path, tiny_csv: Path) -> None:
     path = write_experiment(tmp_path, tiny_csv)
-    result = harness("prepare", str(path), "--out", str(tmp_path / "out"))
-    assert result.returncode == 0, result.stderr
+    result = run_cli("prepare", str(path), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.stderr
     written = {p.name for p in (tmp_path / "out").iterdir()}
     assert {"train.chat.jsonl", "train.prompt_completion.jsonl", "test.chat.jsonl"} <= written
     assert "digest" in result.stdout
@@ -116,11 +124,11 @@ def test_prepare_writes_both_jsonl_formats(tmp_path: Path, tiny_csv: Path) -> No
 @pytest.mark.slow
 def test_sweep_then_trials_then_bad_rerun_keeps_the_study(tmp_path: Path, tiny_csv: Path) -> None:
     path = write_experiment(tmp_path, tiny_csv)
-    first = harness("sweep", str(path))
-    assert first.returncode == 0, first.stderr
+    first = run_cli("sweep", str(path))
+    assert first.exit_code == 0, first.stderr
     assert "Pareto front" in first.stdout
-    table = harness("trials", str(path))
-    assert table.returncode == 0
+    table = run_cli("trials", str(path))
+    assert table.exit_code == 0, table.output
     lines = table.stdout.splitlines()
     rows = [line for line in lines if "complete" in line]
     checkpoints = [line for line in lines if "ckpt of" in line]
@@ -129,8 +137,8 @@ def test_sweep_then_trials_then_bad_rerun_keeps_the_study(tmp_path: Path, tiny_c
     assert all("1/2" in line for line in checkpoints)
 
     # A typo on the command line is rejected before anything is touched...
-    bad = harness("sweep", str(path), "--set", "study.n_trails=5")
+    bad = run_cli("sweep", str(path), "--set", "study.n_trails=5")
     assert_clean_error(bad, "study.n_trails: unknown key")
     # ...and the study is still there, intact.
-    again = harness("trials", str(path))
+    again = run_cli("trials", str(path))
     assert again.stdout == table.stdout

@@ -22,16 +22,15 @@ import tiktoken
 import tiktoken.load
 import tiktoken.registry
 import yaml
-from typer.testing import CliRunner
 
 from harness.backends import _openai_tokens, load_backend
 from harness.backends._openai_client import scrub
 from harness.backends.base import MemoryJournal, NullProgress
 from harness.backends.openai import OpenAIBackend
-from harness.cli import app
 from harness.config import OpenAIBackendConfig
 from harness.errors import BackendError, ConfigError, DataError, TrainingRefused
 from harness.records import EpochResult, PreparedData, TrialSpec
+from tests.cli_runner import run_cli
 from tests.conftest import prepared, review_rows, write_csv
 from tests.openai_fake import FakeOpenAI, openai_fake  # noqa: F401 - the fixture
 
@@ -480,7 +479,7 @@ def test_estimate_command_prices_without_any_request(
     tmp_path: Path, openai_fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("OPENAI_API_KEY")
-    result = CliRunner().invoke(app, ["estimate", str(_experiment(tmp_path, openai_fake))])
+    result = run_cli("estimate", str(_experiment(tmp_path, openai_fake)))
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "Worst case per trial" in text and "for 4 trials" in text
@@ -496,7 +495,7 @@ def test_evaluate_command_logs_a_run_and_never_writes_the_key(
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     path = _experiment(tmp_path, openai_fake)
-    result = CliRunner().invoke(app, ["evaluate", str(path), "--model", "gpt-4.1-nano"])
+    result = run_cli("evaluate", str(path), "--model", "gpt-4.1-nano")
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "(synthetic: test server)" in text

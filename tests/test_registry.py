@@ -8,9 +8,6 @@ the OpenAI backend."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +19,12 @@ import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
-from typer.testing import CliRunner
 
-from harness.cli import app
 from harness.config import Experiment, load_experiment
 from harness.handoff.promote import Promotion, promote
 from harness.report.build import build_report
 from harness.sweep.loop import run_sweep
+from tests.cli_runner import assert_clean_error, run_cli
 from tests.conftest import ONE_EPOCH_SPACE, review_rows, write_csv, write_experiment
 from tests.openai_fake import FakeOpenAI, openai_fake  # noqa: F401 - the fixture
 from tests.test_sweep import RecordingView
@@ -160,20 +156,6 @@ def test_promote_with_trial_moves_the_alias_and_never_registers_a_trial_twice(
     assert len(client.search_model_versions(f"name = '{NAME}'")) == 2
 
 
-def _harness(*args: str, store: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """`python -m harness` in a fresh process, as a user runs it, against `store`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "OPENAI_"))}
-    env.update(MLFLOW_TRACKING_URI=store, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-    )
-
-
 def test_predict_command_classifies_texts_and_files_like_the_backend(
     swept: Swept, promoted: Promotion, tmp_path: Path
 ) -> None:
@@ -182,10 +164,9 @@ def test_predict_command_classifies_texts_and_files_like_the_backend(
     csv = tmp_path / "new.csv"
     pd.DataFrame({"id": range(len(texts) - 1), "text": texts[1:]}).to_csv(csv, index=False)
 
-    result = _harness(
-        "predict", NAME, texts[0], "--file", str(csv), "--json", store=swept.store, cwd=tmp_path
-    )
-    assert result.returncode == 0, result.stderr
+    args = ("predict", NAME, texts[0], "--file", str(csv), "--json")
+    result = run_cli(*args, env={"MLFLOW_TRACKING_URI": swept.store})
+    assert result.exit_code == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [r["text"] for r in rows] == texts
     assert [r["label"] for r in rows] == expected["predicted"].tolist()
@@ -199,34 +180,35 @@ def test_predict_prints_a_table_and_promote_says_which_trial_and_why(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", swept.store)
     lines = tmp_path / "texts.txt"
     lines.write_text("The sequel is a delight, 7.\n\nThe film is dull, 9.\n", encoding="utf-8")
-    runner = CliRunner()
-    result = runner.invoke(app, ["predict", f"models:/{NAME}@champion", "--file", str(lines)])
+    result = run_cli("predict", f"models:/{NAME}@champion", "--file", str(lines))
     assert result.exit_code == 0, result.output
-    assert "The sequel is a delight, 7." in result.output and "confidence" in result.output
-    assert "positive" in result.output or "negative" in result.output
+    assert "The sequel is a delight, 7." in result.stdout and "confidence" in result.stdout
+    assert "positive" in result.stdout or "negative" in result.stdout
 
-    result = runner.invoke(app, ["promote", str(swept.path)])
+    result = run_cli("promote", str(swept.path))
     assert result.exit_code == 0, result.output
-    assert f"Chose trial {promoted.trial_number}, as `harness report` recommends" in result.output
-    assert f"models:/{NAME}@champion" in result.output and "harness predict" in result.output
+    assert f"Chose trial {promoted.trial_number}, as `harness report` recommends" in result.stdout
+    assert f"models:/{NAME}@champion" in result.stdout and "harness predict" in result.stdout
 
 
 def test_bad_model_uri_and_bad_trial_are_one_clear_message(
     swept: Swept, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", swept.store)
-    runner = CliRunner()
-    result = runner.invoke(app, ["predict", "models:/nope@champion", "hello"])
-    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)  # no traceback
-    assert "models:/nope@champion" in result.output
-    assert NAME in result.output  # names the models that do exist
+    result = run_cli("predict", "models:/nope@champion", "hello")
+    # Names the models that do exist.
+    assert_clean_error(result, "models:/nope@champion", NAME)
+    assert result.exit_code == 2
 
-    bad_trial = runner.invoke(app, ["promote", str(swept.path), "--trial", "99"])
-    assert bad_trial.exit_code == 2 and "trial 99 is not a completed trial" in bad_trial.output
-    reserved = runner.invoke(app, ["promote", str(swept.path), "--alias", "v1"])
-    assert reserved.exit_code == 2 and "--alias 'v1'" in reserved.output
-    nothing = runner.invoke(app, ["predict", NAME])
-    assert nothing.exit_code == 2 and "nothing to classify" in nothing.output
+    bad_trial = run_cli("promote", str(swept.path), "--trial", "99")
+    assert_clean_error(bad_trial, "trial 99 is not a completed trial")
+    assert bad_trial.exit_code == 2
+    reserved = run_cli("promote", str(swept.path), "--alias", "v1")
+    assert_clean_error(reserved, "--alias 'v1'")
+    assert reserved.exit_code == 2
+    nothing = run_cli("predict", NAME)
+    assert_clean_error(nothing, "nothing to classify")
+    assert nothing.exit_code == 2
 
 
 # --------------------------------------------------------------------------- OpenAI backend
@@ -279,7 +261,7 @@ def test_promote_openai_trial_keeps_its_id_and_prompt_format_and_never_the_key(
     model = mlflow.pyfunc.load_model(done.uri)
     config = model.model_config
     assert config["model"] == model_id and model_id.startswith("ft:babbage-002:")
-    assert config["base_url"] == openai_fake.base_url
+    assert config["backend"]["base_url"] == openai_fake.base_url
     assert config["prompt_format"] == "prompt_completion"
     assert config["separator"] == "\n\n###\n\n" and config["completion_prefix"] == " "
     assert config["labels"] == ["negative", "positive"]
@@ -300,6 +282,6 @@ def test_promote_openai_trial_keeps_its_id_and_prompt_format_and_never_the_key(
     ]
 
     monkeypatch.delenv("OPENAI_API_KEY")
-    runner = CliRunner()
-    result = runner.invoke(app, ["predict", done.uri, "Was it good?"])
-    assert result.exit_code == 2 and "OPENAI_API_KEY is not set" in result.output
+    result = run_cli("predict", done.uri, "Was it good?")
+    assert_clean_error(result, "OPENAI_API_KEY is not set")
+    assert result.exit_code == 2

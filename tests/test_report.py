@@ -28,9 +28,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-from typer.testing import CliRunner
 
-from harness.cli import app
 from harness.config import Experiment, load_experiment
 from harness.data.prepare import prepare_experiment
 from harness.errors import ConfigError
@@ -46,6 +44,7 @@ from harness.report.front import comparer, knee_index, recommend
 from harness.report.model import TrialRow
 from harness.sweep.study import pareto_numbers
 from harness.tracking.record import TrialRecord
+from tests.cli_runner import assert_clean_error, run_cli
 from tests.conftest import review_rows, write_csv
 
 N_TEST = 200
@@ -297,9 +296,7 @@ def test_baselines_and_gain_over_the_best(known: Constructed, knee_report: Any) 
     )
     tfidf = by_name["TF-IDF + logistic regression"]
     assert tfidf.accuracy is not None and 0.55 < tfidf.accuracy < 0.9
-    assert (
-        "harness evaluate --model BASE" in by_name["all-MiniLM-L6-v2 without fine-tuning"].note
-    )
+    assert "harness evaluate --model BASE" in by_name["all-MiniLM-L6-v2 without fine-tuning"].note
     assert knee_report.best_baseline is tfidf
     vs_base = knee_report.baseline_comparisons
     assert set(vs_base) == set(KNOWN)
@@ -361,8 +358,8 @@ def test_logged_on_parent_run_and_tags(known: Constructed, tmp_path: Path) -> No
 
 def test_cli_report(known: Constructed, tmp_path: Path) -> None:
     out = tmp_path / "cli-out"
-    result = CliRunner().invoke(
-        app, ["report", str(known.experiment_path), "--out", str(out), "--value-per-point", "1"]
+    result = run_cli(
+        "report", str(known.experiment_path), "--out", str(out), "--value-per-point", "1"
     )
     assert result.exit_code == 0, result.output
     assert result.output.startswith("Answer: Choose trial 2")
@@ -371,16 +368,15 @@ def test_cli_report(known: Constructed, tmp_path: Path) -> None:
 
 
 def test_cli_default_out_dir(known: Constructed, isolated: Path) -> None:
-    result = CliRunner().invoke(app, ["report", str(known.experiment_path), "--budget", "0.5"])
+    result = run_cli("report", str(known.experiment_path), "--budget", "0.5")
     assert result.exit_code == 0, result.output
     assert (isolated / "mlruns" / "reports" / "known" / "report.md").is_file()
 
 
 def test_cli_rejects_bad_options(known: Constructed) -> None:
-    result = CliRunner().invoke(app, ["report", str(known.experiment_path), "--budget", "-1"])
+    result = run_cli("report", str(known.experiment_path), "--budget", "-1")
+    assert_clean_error(result, "--budget must be positive")
     assert result.exit_code == 2
-    assert "--budget must be positive" in result.output
-    assert "Traceback" not in result.output
 
 
 def test_empty_study_is_a_clear_error(tmp_path: Path) -> None:
@@ -393,10 +389,9 @@ def test_empty_study_is_a_clear_error(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="no completed trials yet"):
         build_report(experiment)
-    result = CliRunner().invoke(app, ["report", str(path)])
+    result = run_cli("report", str(path))
+    assert_clean_error(result, "no completed trials yet", "harness sweep")
     assert result.exit_code == 2
-    assert "no completed trials yet" in result.output and "harness sweep" in result.output
-    assert "Traceback" not in result.output
 
 
 def test_without_predictions_the_report_says_so(tmp_path: Path) -> None:
