@@ -63,19 +63,3 @@ def test_a_small_validation_split_widens_the_margin() -> None:
     stopper.add(Curve((0.70, 0.75, 0.78), (1.0, 2.0, 3.0)))
     stopper.add(Curve((0.80, 0.84, 0.86), (2.0, 4.0, 6.0)))
     assert not stopper.should_stop(_epochs((0.60, 1.0)), n_epochs=3)
-
-
-def test_the_budget_counts_a_checkpoint_trial_for_its_scoring_only() -> None:
-    import optuna
-
-    from harness.sweep.budget import Budget
-
-    study = optuna.create_study(directions=["maximize", "minimize"])
-    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
-    for attrs in ({"cost_usd": 1.0}, {"cost_usd": 0.6, "spent_usd": 0.1, "checkpoint_of": 0}):
-        study.add_trial(
-            optuna.trial.create_trial(
-                params={"x": 0.5}, distributions=dist, values=[0.8, 1.0], user_attrs=attrs
-            )
-        )
-    assert Budget.from_study(2.0, study).spent == pytest.approx(1.1)

@@ -3,7 +3,9 @@
 Paying twice for one trial is the failure this module exists to prevent. Before a job is created
 a random key is written to the trial's journal and sent in the job's `metadata`; right after,
 the job id is written too. A retried trial recalls the id (reattach), or, if the sweep died in
-the instant between creating the job and recording its id, finds the job by its key.
+the instant between creating the job and recording its id, finds the job by its key. The create
+call itself is never retried blindly: after any failure the key is looked up first, since a
+server may have created the job and lost only the reply.
 """
 
 from __future__ import annotations
@@ -126,21 +128,47 @@ class JobRunner:
         else:
             key = uuid.uuid4().hex[:16]
             journal.record("job_key", key)  # before creating: a crash now still finds the job
-        job = self._client().fine_tuning.jobs.create(
-            model=request.model,
-            training_file=request.training_file,
-            validation_file=request.validation_file,
-            method={
-                "type": "supervised",
-                "supervised": {"hyperparameters": request.hyperparameters},
-            },
-            seed=request.seed,
-            suffix=request.suffix,
-            metadata={**request.metadata, "harness_job_key": key},
-        )
-        self.created += 1
-        journal.record("job_id", str(job.id))
-        return str(job.id)
+        return self._create(request, key, journal)
+
+    def _create(self, request: JobRequest, key: str, journal: Journal) -> str:
+        """Create the job, retrying by hand: never the SDK's automatic retry.
+
+        A create whose reply was lost (a 500 or a dropped connection after the server committed)
+        may have made a paid job; retrying it blindly makes a second one. So the create call
+        runs with no automatic retries, and after every failure the job is looked up by its key
+        before another attempt.
+        """
+        client = self._client().with_options(max_retries=0)
+        transient = _transient_errors()
+        delay = self.config.poll_interval
+        for attempt in range(self.config.max_retries + 1):
+            try:
+                job = client.fine_tuning.jobs.create(
+                    model=request.model,
+                    training_file=request.training_file,
+                    validation_file=request.validation_file,
+                    method={
+                        "type": "supervised",
+                        "supervised": {"hyperparameters": request.hyperparameters},
+                    },
+                    seed=request.seed,
+                    suffix=request.suffix,
+                    metadata={**request.metadata, "harness_job_key": key},
+                )
+            except transient:
+                found = self._find_by_key(key)  # a listing is safe to retry: the SDK does
+                if found:
+                    journal.record("job_id", found)
+                    return found
+                if attempt == self.config.max_retries:
+                    raise
+                self._sleep(delay)
+                delay = min(delay * 2, self.config.poll_max_interval)
+                continue
+            self.created += 1
+            journal.record("job_id", str(job.id))
+            return str(job.id)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _find_by_key(self, key: str) -> str | None:
         jobs = self._client().fine_tuning.jobs.list(metadata={"harness_job_key": key}, limit=50)

@@ -1,21 +1,33 @@
-"""The sweep's budget: a hard cap on dollars, with reservations for trials in flight.
+"""The sweep's budget: a ledger of money committed, kept in the study storage.
 
-A trial's worst-case estimate is reserved before it starts and settled with its actual cost when
-it ends, so trials running at once can never together spend more than the budget.
+Every trial reserves its worst case (`reserved_usd`, a user attribute of its Optuna trial) before
+it may spend anything, and that reservation counts against `budget_usd` until it is settled:
+
+- a completed trial is settled by its actual cost (`cost_usd`; a checkpoint trial by `spent_usd`,
+  what scoring it added);
+- a failed trial stays committed at its reservation, unless it is known to have spent nothing (a
+  remote trial that never created a job is settled at $0);
+- trials that share a job key (a killed trial and the retry that resumes its job) share one paid
+  job: the group counts once, settled by whichever of them completed, else at its reservation.
+
+Because the ledger lives in the storage, it survives kills and restarts, and a resumed sweep
+counts what earlier processes committed. Reservations are made by the sweep's main thread only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import optuna
+from optuna.trial import FrozenTrial, Trial, TrialState
 
 from harness.errors import BudgetExceeded
 from harness.records import Cost
 from harness.sweep.estimate import worst_case_total
-from harness.tracking.record import TrialRecord
+from harness.tracking.record import TrialRecord, reserve_attrs, settle_attrs
 
 if TYPE_CHECKING:
     from harness.backends.base import Backend
@@ -27,40 +39,62 @@ if TYPE_CHECKING:
 Confirm = Callable[[Cost, float], bool]
 
 
+def committed_usd(trials: Iterable[FrozenTrial]) -> float:
+    """Dollars committed by these trials, a paid job counted once (see the module docstring)."""
+    groups: dict[str, list[tuple[bool, float]]] = defaultdict(list)
+    total = 0.0
+    for trial in trials:
+        record = TrialRecord.from_attrs(trial.user_attrs)
+        entry = (trial.state == TrialState.COMPLETE, _committed(trial.state, record))
+        if record.job_key and not record.is_checkpoint:
+            groups[record.job_key].append(entry)
+        else:
+            total += entry[1]
+    for entries in groups.values():
+        settled = [usd for complete, usd in entries if complete]
+        total += sum(settled) if settled else max(usd for _, usd in entries)
+    return total
+
+
+def _committed(state: TrialState, record: TrialRecord) -> float:
+    if state == TrialState.COMPLETE:
+        return record.spent
+    if record.settled_usd is not None:
+        return float(record.settled_usd)
+    return float(record.reserved_usd or 0.0)
+
+
 @dataclass
 class Budget:
-    """Spent dollars (from the study's finished trials) plus reservations of running ones."""
+    """The ledger of one study, read from its storage every time it is asked."""
 
     limit: float | None
-    spent: float = 0.0
-    reserved: dict[int, float] = field(default_factory=dict)
+    study: optuna.Study
 
-    @classmethod
-    def from_study(cls, limit: float | None, study: optuna.Study) -> Budget:
-        """What the study's earlier trials already cost counts against the same budget."""
-        trials = study.get_trials(deepcopy=False)
-        spent = sum(TrialRecord.from_attrs(t.user_attrs).spent for t in trials)
-        return cls(limit=limit, spent=spent)
+    def committed(self) -> float:
+        return committed_usd(self.study.get_trials(deepcopy=False))
 
-    def reserve(self, trial_number: int, estimate: Cost) -> str | None:
+    def reserve(self, trial: Trial, estimate: Cost) -> str | None:
         """Reserve `estimate` for a trial; return why not when it would break the budget."""
-        if self.limit is None:
-            return None
-        committed = self.spent + sum(self.reserved.values())
-        if committed + estimate.usd > self.limit:
-            return (
-                f"budget: ${self.spent:.4f} spent and ${committed - self.spent:.4f} reserved of "
-                f"${self.limit:.4f}; the next trial could cost up to ${estimate.usd:.4f}, so no "
-                "more trials start (raise budget_usd to go on)"
-            )
-        self.reserved[trial_number] = estimate.usd
+        if self.limit is not None:
+            committed = self.committed()
+            if committed + estimate.usd > self.limit:
+                return (
+                    f"budget: ${committed:.4f} committed of ${self.limit:.4f} (spent, or reserved "
+                    f"by trials not settled); the next trial could cost up to ${estimate.usd:.4f}, "
+                    "so no more trials start (raise budget_usd to go on)"
+                )
+        for key, value in reserve_attrs(estimate.usd).items():
+            trial.set_user_attr(key, value)
         return None
 
-    def settle(self, trial_number: int, actual: Cost | None) -> None:
-        """Replace a trial's reservation with what it actually cost (None: nothing)."""
-        self.reserved.pop(trial_number, None)
-        if actual is not None:
-            self.spent += actual.usd
+    def settle_failed(self, trial: Trial) -> None:
+        """A failing trial (still RUNNING): settle it at $0 when it is known to have spent
+        nothing (a remote trial that never created its job); else its reservation stands."""
+        record = TrialRecord.from_attrs(trial.user_attrs)
+        if record.job_key is not None and record.job_id is None:
+            for key, value in settle_attrs(0.0).items():
+                trial.set_user_attr(key, value)
 
 
 def check_worst_case(
@@ -76,14 +110,15 @@ def check_worst_case(
     either way: no trial starts without its worst case reserved)."""
     if budget.limit is None or remaining <= 0:
         return
+    committed = budget.committed()
     n_trials = experiment.config.study.n_trials
     per_trial = worst_case_total(experiment, backend, data, space).usd / n_trials
-    worst = Cost(usd=budget.spent + per_trial * remaining)
+    worst = Cost(usd=committed + per_trial * remaining)
     if worst.usd <= budget.limit or (confirm is not None and confirm(worst, budget.limit)):
         return
     raise BudgetExceeded(
-        f"{experiment.path}: the worst case of {remaining} more trials plus ${budget.spent:.4f} "
-        f"already spent is ${worst.usd:.4f}, over budget_usd ${budget.limit:.4f}; run "
+        f"{experiment.path}: the worst case of {remaining} more trials plus ${committed:.4f} "
+        f"already committed is ${worst.usd:.4f}, over budget_usd ${budget.limit:.4f}; run "
         "`harness estimate` to see why, lower study.n_trials, or pass --yes to run until the "
         "budget is used up"
     )

@@ -39,6 +39,7 @@ from harness.sweep.stopping import Curve, FrontStopper
 from harness.sweep.study import (
     StudyHandle,
     ask,
+    claim,
     completed_trials,
     open_study,
     pareto_numbers,
@@ -174,7 +175,7 @@ def _open(
     handle = open_study(experiment, space)
     done = len(trained_trials(handle.study))
     target = max(experiment.config.study.n_trials, done) + add_trials
-    budget = Budget.from_study(experiment.config.budget_usd, handle.study)
+    budget = Budget(experiment.config.budget_usd, handle.study)
     check_worst_case(experiment, backend, data, space, budget, target - done, confirm)
     parent = handle.study.user_attrs.get(MLFLOW_RUN_ID)
     tracker: Tracker = MlflowTracker(experiment, data, parent) if track else NullTracker()
@@ -211,9 +212,10 @@ def _launch(sweep: _Sweep, pool: Any) -> _Launched | None:
     """Ask for a trial, reserve its worst case, open its MLflow run and start it (None: the
     budget cannot cover it, and the sweep stops launching)."""
     trial = ask(sweep.handle, sweep.space)
+    claim(sweep.handle, trial)
     spec = spec_from_trial(trial, sweep.space, sweep.experiment)
     estimate = sweep.backend.estimate(spec, sweep.data).total
-    sweep.outcome.stopped = sweep.budget.reserve(trial.number, estimate)
+    sweep.outcome.stopped = sweep.budget.reserve(trial, estimate)
     if sweep.outcome.stopped:
         sweep.handle.study.tell(trial, state=TrialState.FAIL)
         return None
@@ -252,7 +254,6 @@ def _collect(sweep: _Sweep, launched: _Launched) -> None:
         _fail(sweep, launched, "interrupted", status="KILLED")
         raise
     except BackendError as exc:
-        sweep.budget.settle(trial.number, None)
         _fail(sweep, launched, str(exc))
         if isinstance(exc, TrainingRefused):
             sweep.outcome.stopped = str(exc)
@@ -261,8 +262,6 @@ def _collect(sweep: _Sweep, launched: _Launched) -> None:
         _fail(sweep, launched, f"{type(exc).__name__}: {exc}")
         raise
     checkpoints = _score_checkpoints(sweep, result)
-    scoring = sum((c.result.eval_cost for c in checkpoints), Cost())
-    sweep.budget.settle(trial.number, result.total_cost + scoring)
     sweep.tracker.finish_trial(launched.run_id, result, sweep.data)
     _tell(trial, sweep.handle, result)
     if sweep.stopper is not None:
@@ -319,6 +318,7 @@ def _tell(trial: Trial, handle: StudyHandle, result: TrialResult) -> None:
 
 def _fail(sweep: _Sweep, launched: _Launched, reason: str, status: str = "FAILED") -> None:
     set_attrs(launched.trial, failure_attrs(reason))
+    sweep.budget.settle_failed(launched.trial)
     sweep.handle.study.tell(launched.trial, state=TrialState.FAIL)
     sweep.tracker.fail_trial(launched.run_id, reason, status)
     sweep.outcome.failures.append((launched.spec, reason))

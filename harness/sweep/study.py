@@ -3,11 +3,15 @@
 The study lives in an RDB storage (SQLite under `mlruns/` by default, any SQLAlchemy URL for many
 workers), so running the same command again resumes it. A worker that dies leaves its trial
 RUNNING; `recover_crashed_trials` fails it and queues the same parameters again (Optuna's
-heartbeat covers other machines, a pid check covers this one without waiting for the grace period).
+heartbeat covers other machines, a pid check covers this one without waiting for the grace period)
+with its journal, so a retry resumes the trial's paid job instead of paying for another: such a
+trial is requeued however often it is killed. A resumed study's sampler is seeded past the trials
+it already holds, so a new process does not redraw the configurations an earlier one tried.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 import threading
@@ -19,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from harness.config import Experiment
@@ -57,7 +61,6 @@ class StudyHandle:
     study: optuna.Study
     storage: RDBStorage
     objectives: tuple[str, ...]
-    retry: RetryHeartbeatStaleTrialCallback
 
 
 def _prepare_storage_url(url: str) -> str:
@@ -67,9 +70,12 @@ def _prepare_storage_url(url: str) -> str:
     return url
 
 
-def make_sampler(experiment: Experiment, space: SearchSpace) -> optuna.samplers.BaseSampler:
-    """The configured sampler, seeded with the experiment's seed."""
-    kind, seed = experiment.config.study.sampler.kind, experiment.config.seed
+def make_sampler(
+    experiment: Experiment, space: SearchSpace, offset: int = 0
+) -> optuna.samplers.BaseSampler:
+    """The configured sampler, seeded with the experiment's seed plus `offset` (the number of
+    trials the study already holds: a resumed study draws on, rather than again)."""
+    kind, seed = experiment.config.study.sampler.kind, experiment.config.seed + offset
     constraints = _cost_constraint(experiment)
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -99,12 +105,11 @@ def open_study(
     url = _prepare_storage_url(storage_url or experiment.config.study.storage)
     try:
         with _quiet_optuna():
-            retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
             storage = RDBStorage(
                 url,
                 heartbeat_interval=HEARTBEAT_SECONDS,
                 grace_period=GRACE_SECONDS,
-                heartbeat_stale_trial_callback=retry,
+                heartbeat_stale_trial_callback=requeue,
             )
     except Exception as exc:  # SQLAlchemy raises many types for a bad URL or unreachable server
         raise ConfigError(f"study.storage: cannot open {url!r}: {exc}") from None
@@ -124,7 +129,33 @@ def open_study(
             f"{experiment.path}: study {experiment.study_name!r} already exists in {url} with "
             f"directions {existing}; set study.name to start a new study with {directions}"
         )
-    return StudyHandle(study=study, storage=storage, objectives=objectives, retry=retry)
+    held = len(study.get_trials(deepcopy=False))
+    if held:
+        study.sampler = make_sampler(experiment, space, offset=held)
+    return StudyHandle(study=study, storage=storage, objectives=objectives)
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue a failed trial's parameters again, with its journal and its ledger entry.
+
+    A trial with a remote job key may have a paid job: it is requeued however often it was
+    killed, so that a retry resumes the job. Other trials are retried `MAX_RETRIES` times.
+    Used for crashed workers on this host and as Optuna's stale-heartbeat callback.
+    """
+    record = TrialRecord.from_attrs(trial.user_attrs)
+    history = list(trial.system_attrs.get("retry_history", []))
+    if record.job_key is None and len(history) >= MAX_RETRIES:
+        return
+    first = trial.system_attrs.get("failed_trial", trial.number)
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs=trial.user_attrs,
+            system_attrs={"failed_trial": first, "retry_history": [*history, trial.number]},
+        )
+    )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -142,16 +173,13 @@ def recover_crashed_trials(handle: StudyHandle) -> list[FrozenTrial]:
 
     Returns the trials that were failed, so the tracker can close their MLflow runs.
     """
-    host = socket.gethostname()
+    host, now = socket.gethostname(), datetime.datetime.now()
     failed: list[FrozenTrial] = []
     for trial in handle.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        record = TrialRecord.from_attrs(trial.user_attrs)
-        pid = record.pid
-        gone = record.host == host and isinstance(pid, int) and not _pid_alive(pid)
-        # Same machine, process gone: no need to wait for the heartbeat grace period.
+        gone = _worker_gone(trial, host, now)
         if gone and handle.storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
             failed.append(handle.storage.get_trial(trial._trial_id))
-            handle.retry(handle.study, failed[-1])
+            requeue(handle.study, failed[-1])
     before = {t.number for t in handle.study.get_trials(states=(TrialState.FAIL,))}
     with _quiet_optuna():
         fail_stale_trials(handle.study)
@@ -161,6 +189,25 @@ def recover_crashed_trials(handle: StudyHandle) -> list[FrozenTrial]:
     return failed
 
 
+def _worker_gone(trial: FrozenTrial, host: str, now: datetime.datetime) -> bool:
+    """Whether a RUNNING trial's worker is known to be dead without waiting for heartbeats."""
+    record = TrialRecord.from_attrs(trial.user_attrs)
+    if record.pid is None:
+        # Killed between `ask` and `claim`: no heartbeat will ever come to go stale.
+        started = trial.datetime_start
+        return started is not None and (now - started).total_seconds() > GRACE_SECONDS
+    # Same machine, process gone: no need to wait for the heartbeat grace period.
+    return record.host == host and not _pid_alive(record.pid)
+
+
+def claim(handle: StudyHandle, trial: Trial) -> None:
+    """Record, right after `ask`, which worker runs the trial, and a first heartbeat: a trial
+    whose worker dies at any later moment is then recovered."""
+    for key, value in worker_attrs(socket.gethostname(), os.getpid()).items():
+        trial.set_user_attr(key, value)
+    handle.storage.record_heartbeat(trial._trial_id)
+
+
 @contextmanager
 def heartbeat(handle: StudyHandle, trial: Trial) -> Iterator[None]:
     """Record this worker as alive while a trial runs (Optuna only does this inside optimize()).
@@ -168,8 +215,6 @@ def heartbeat(handle: StudyHandle, trial: Trial) -> Iterator[None]:
     Uses Optuna's public `record_heartbeat`; the trial id is Optuna's private `_trial_id`
     because ask/tell exposes no public one.
     """
-    for key, value in worker_attrs(socket.gethostname(), os.getpid()).items():
-        trial.set_user_attr(key, value)
     stop = threading.Event()
 
     def beat() -> None:

@@ -24,6 +24,8 @@ from harness.records import EpochResult, Metrics, TrialResult
 
 MLFLOW_RUN_ID = "mlflow_run_id"
 ESTIMATED_COST_USD = "estimated_cost_usd"
+RESERVED_USD = "reserved_usd"  # the budget ledger: committed from launch until settled
+SETTLED_USD = "settled_usd"  # what a failed trial is known to have cost
 VALID_ACCURACY_BY_EPOCH = "valid_accuracy_by_epoch"
 COST_USD_BY_EPOCH = "cost_usd_by_epoch"
 CHECKPOINT_TEST_ACCURACY = "checkpoint_test_accuracy"
@@ -88,6 +90,12 @@ class TrialRecord:
     failure_reason: str | None = None
     host: str | None = None
     pid: int | None = None
+    reserved_usd: float | None = None
+    settled_usd: float | None = None
+    # A remote backend's crash-proof notes (journal): the key its job is created under, and the
+    # job's id once created. Trials that share a job key share one paid job.
+    job_key: str | None = None
+    job_id: str | None = None
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> TrialRecord:
@@ -97,6 +105,9 @@ class TrialRecord:
         for key in EPOCH_LISTS:
             if key in values:
                 values[key] = tuple(values[key])
+        for note in ("job_key", "job_id"):
+            if attrs.get(journal_key(note)):
+                values[note] = str(attrs[journal_key(note)])
         return cls(**values)
 
     @property
@@ -121,7 +132,8 @@ class TrialRecord:
 
 def launch_attrs(run_id: str | None, estimated_cost_usd: float) -> dict[str, Any]:
     """A trial starting: its run and estimate; the per-epoch lists start afresh (a retried trial
-    inherits its predecessor's attributes, of which it keeps only the journal)."""
+    inherits its predecessor's attributes, of which it keeps only the journal and the ledger's
+    reservation, which `reserve_attrs` renews)."""
     attrs: dict[str, Any] = {MLFLOW_RUN_ID: run_id, ESTIMATED_COST_USD: estimated_cost_usd}
     attrs.update({key: [] for key in EPOCH_LISTS})
     return attrs
@@ -135,6 +147,16 @@ def epoch_attrs(attrs: Mapping[str, Any], epoch: EpochResult) -> dict[str, Any]:
         CHECKPOINT_TEST_ACCURACY: epoch.test_accuracy,
     }
     return {key: [*attrs.get(key, []), value] for key, value in values.items()}
+
+
+def reserve_attrs(usd: float) -> dict[str, Any]:
+    """The budget ledger's entry for a trial about to spend: its worst case, not yet settled."""
+    return {RESERVED_USD: usd, SETTLED_USD: None}
+
+
+def settle_attrs(usd: float) -> dict[str, Any]:
+    """What a trial that did not complete is known to have cost (replaces its reservation)."""
+    return {SETTLED_USD: usd}
 
 
 def worker_attrs(host: str, pid: int) -> dict[str, Any]:

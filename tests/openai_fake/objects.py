@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import random
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -118,6 +119,8 @@ class Rule:
     pattern: str | re.Pattern[str]
     method: str | None = None
     remaining: int = 1
+    rate: float = 1.0  # the chance that a matching request is taken while uses remain
+    rng: random.Random | None = None
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method.upper() != method:
@@ -128,10 +131,12 @@ class Rule:
 
     def take(self, method: str, path: str) -> bool:
         """Use up one match if this request matches and uses remain."""
-        if self.remaining > 0 and self.matches(method, path):
-            self.remaining -= 1
-            return True
-        return False
+        if self.remaining <= 0 or not self.matches(method, path):
+            return False
+        if self.rate < 1.0 and (self.rng or random).random() >= self.rate:
+            return False
+        self.remaining -= 1
+        return True
 
 
 @dataclass

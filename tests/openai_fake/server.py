@@ -235,6 +235,9 @@ def _answer(state: FakeState, request: ApiRequest, authorization: str | None) ->
         if fault is not None:
             raise fault
         reply = route(state, request)
+        lost = state.take_lost_reply(request.method, request.path)
+        if lost is not None:  # handled (and committed), but the client sees an error
+            raise lost
     except ApiError as error:
         reply = Reply(error.body(), "ErrorResponse", error.status, headers=error.headers)
     except Exception:  # a bug in the fake or in a test's oracle: fail loudly at teardown

@@ -64,6 +64,7 @@ class FakeState:
         self._files: dict[str, StoredFile] = {}
         self._jobs: dict[str, SimJob] = {}
         self._faults: list[tuple[Rule, ApiError]] = []
+        self._lost_replies: list[tuple[Rule, ApiError]] = []
         self._tampers: list[tuple[Rule, Callable[[Any], Any]]] = []
         self._job_failures: list[dict[str, Any]] = []
         self._oracle: Oracle | None = None
@@ -115,9 +116,16 @@ class FakeState:
         code: str | None = None,
         count: int = 1,
         method: str | None = None,
+        after: bool = False,
+        rate: float = 1.0,
         **error: Any,
     ) -> None:
         """Answer the next ``count`` matching requests with an error instead of handling them.
+
+        With ``after=True`` the request IS handled (a job is created, a file stored) and only its
+        reply is lost: the client sees the error, as when a real server or proxy fails after
+        committing. With ``rate`` < 1 each matching request fails with that probability (seeded
+        by the server's seed) until ``count`` have failed.
 
         Args:
             path_pattern: A glob on the path, with or without ``/v1`` (``"/fine_tuning/jobs"``,
@@ -130,8 +138,9 @@ class FakeState:
                 0.05) for :func:`~tests.openai_fake.errors.injected_error`.
         """
         fault = injected_error(status, code=code, **error)
+        rule = Rule(path_pattern, method, count, rate, self._rng)
         with self.lock:
-            self._faults.append((Rule(path_pattern, method, count), fault))
+            (self._lost_replies if after else self._faults).append((rule, fault))
 
     def fail_next_job(
         self,
@@ -229,6 +238,12 @@ class FakeState:
         """Use up and return the first planned fault matching this request, if any."""
         with self.lock:
             return next((error for rule, error in self._faults if rule.take(method, path)), None)
+
+    def take_lost_reply(self, method: str, path: str) -> ApiError | None:
+        """Use up and return the first planned lost reply matching this handled request."""
+        with self.lock:
+            rules = self._lost_replies
+            return next((error for rule, error in rules if rule.take(method, path)), None)
 
     def take_tamper(self, method: str, path: str) -> Callable[[Any], Any] | None:
         """Use up and return the first planned reply tamper matching this request, if any."""

@@ -1,0 +1,84 @@
+"""The budget ledger: what it counts as committed, from a real (in-memory) Optuna storage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from harness.records import Cost
+from harness.sweep.budget import Budget, committed_usd
+
+DIST = {"x": optuna.distributions.FloatDistribution(0, 1)}
+
+
+def _study() -> optuna.Study:
+    return optuna.create_study(directions=["maximize", "minimize"])
+
+
+def _add(study: optuna.Study, state: TrialState, **attrs: Any) -> None:
+    values = [0.8, float(attrs.get("cost_usd", 0.0))] if state == TrialState.COMPLETE else None
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"x": 0.5}, distributions=DIST, values=values, user_attrs=attrs, state=state
+        )
+    )
+
+
+def test_a_checkpoint_trial_counts_for_its_scoring_only() -> None:
+    study = _study()
+    _add(study, TrialState.COMPLETE, cost_usd=1.0)
+    _add(study, TrialState.COMPLETE, cost_usd=0.6, spent_usd=0.1, checkpoint_of=0)
+    assert Budget(2.0, study).committed() == pytest.approx(1.1)
+
+
+def test_a_failed_trial_stays_committed_at_its_reservation() -> None:
+    study = _study()
+    _add(study, TrialState.FAIL, reserved_usd=0.4)  # a killed local trial: what it used is unknown
+    _add(study, TrialState.FAIL, reserved_usd=0.3, settled_usd=0.0)  # known to have spent nothing
+    assert Budget(2.0, study).committed() == pytest.approx(0.4)
+
+
+def test_a_killed_trial_and_the_retry_that_resumed_its_job_count_once() -> None:
+    study = _study()
+    job = {"journal.job_key": "k1", "journal.job_id": "ftjob-1"}
+    _add(study, TrialState.FAIL, reserved_usd=0.5, **job)  # killed while its job ran
+    _add(study, TrialState.FAIL, reserved_usd=0.5, **job)  # killed again
+    trials = study.get_trials()
+    assert committed_usd(trials) == pytest.approx(0.5)  # one job, still unsettled
+    _add(study, TrialState.COMPLETE, reserved_usd=0.5, cost_usd=0.2, **job)  # resumed, billed
+    assert committed_usd(study.get_trials()) == pytest.approx(0.2)
+    _add(study, TrialState.FAIL, reserved_usd=0.7, **{"journal.job_key": "k2"})
+    assert committed_usd(study.get_trials()) == pytest.approx(0.9)
+
+
+def test_a_reservation_is_refused_when_it_would_break_the_budget() -> None:
+    study = _study()
+    _add(study, TrialState.FAIL, reserved_usd=0.6)
+    budget = Budget(1.0, study)
+    first = study.ask(DIST)
+    assert budget.reserve(first, Cost(usd=0.3)) is None
+    assert first.user_attrs["reserved_usd"] == 0.3
+    second = study.ask(DIST)
+    reason = budget.reserve(second, Cost(usd=0.2))
+    assert reason is not None and "$0.9000 committed of $1.0000" in reason
+    assert "reserved_usd" not in study.trials[second.number].user_attrs
+
+
+def test_a_failing_remote_trial_without_a_job_is_settled_at_zero() -> None:
+    study = _study()
+    budget = Budget(1.0, study)
+    no_job = study.ask(DIST)
+    budget.reserve(no_job, Cost(usd=0.4))
+    no_job.set_user_attr("journal.job_key", "k3")
+    budget.settle_failed(no_job)
+    with_job = study.ask(DIST)
+    budget.reserve(with_job, Cost(usd=0.4))
+    with_job.set_user_attr("journal.job_key", "k4")
+    with_job.set_user_attr("journal.job_id", "ftjob-4")
+    budget.settle_failed(with_job)
+    for trial in (no_job, with_job):
+        study.tell(trial, state=TrialState.FAIL)
+    assert budget.committed() == pytest.approx(0.4)
