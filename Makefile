@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast lint format bench ui clean browser
+.PHONY: setup demo test test-fast lint format bench ui clean browser postgres
 
 setup: $(STAMP)
 
@@ -28,7 +28,12 @@ demo: $(STAMP)
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-test: $(STAMP) browser
+# PostgreSQL's binaries for the many-workers tests (Debian's package; needs root/apt); the tests
+# start and stop a server of their own in a temp dir.
+postgres:
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
+
+test: $(STAMP) browser postgres
 	$(BIN)/pytest -q
 
 test-fast: $(STAMP)

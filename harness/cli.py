@@ -15,8 +15,9 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, TrainingRefused
 
 app = typer.Typer(
     help="Decide which fine-tuning setup to pay for: sweep, track, compare.",
@@ -47,7 +48,8 @@ def _user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except HarnessError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            # Escaped: messages quote config values such as `[accuracy, cost]`, not markup.
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("interrupted: run the same command again to resume the study")
@@ -115,10 +117,19 @@ def sweep(
     exp = load_experiment(experiment, set_)
     with RichView(console) as view:
         outcome = run_sweep(exp, view, add_trials=add, confirm=confirm)
-    if outcome.stopped:
-        console.print(f"[yellow]{outcome.stopped}[/]")
+    if outcome.stopped and not outcome.refused:
+        console.print(f"[yellow]{escape(outcome.stopped)}[/]")
     console.print(trials_table(outcome.handle.study, f"study {exp.study_name}  (* = Pareto front)"))
     console.print(f"MLflow parent run {outcome.parent_run_id}; browse with `harness ui`.")
+    if outcome.refused:
+        err_console.print(f"[bold red]error:[/] {escape(outcome.stopped or '')}", highlight=False)
+        raise typer.Exit(TrainingRefused.exit_code)
+    if outcome.all_failed:
+        reason = outcome.failures[-1][1]
+        err_console.print(
+            f"[bold red]error:[/] every trial failed; the last: {escape(reason)}", highlight=False
+        )
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -183,13 +194,18 @@ def ui(
         str | None, typer.Option(help="Use this experiment's tracking URI.")
     ] = None,
 ) -> None:
-    """Start the MLflow UI on 127.0.0.1 over the project's tracking store."""
+    """Start the MLflow UI on 127.0.0.1 over the project's tracking store (a tracking server,
+    `http(s)://`, serves its own UI: its address is printed instead)."""
     from harness.config import load_experiment
-    from harness.tracking.store import chart_view_links, tracking_uri
+    from harness.tracking.store import chart_view_links, is_remote, tracking_uri
+    from harness.urls import redact_text
 
     uri = tracking_uri(load_experiment(experiment) if experiment else None)
+    if is_remote(uri):
+        _remote_ui(uri)
+        return
     base = f"http://127.0.0.1:{port}"
-    console.print(f"MLflow UI for {uri} at {base}  (Ctrl-C to stop)", soft_wrap=True)
+    console.print(f"MLflow UI for {redact_text(uri)} at {base}  (Ctrl-C to stop)", soft_wrap=True)
     for name, link in chart_view_links(uri, base).items():
         console.print(f"  {name}: every trial charted by test accuracy: {link}", soft_wrap=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
@@ -199,6 +215,55 @@ def ui(
     sys.stdout.flush()
     # Become the server, so Ctrl-C and SIGTERM reach it directly and nothing is left orphaned.
     os.execve(sys.executable, command, env)
+
+
+def _remote_ui(uri: str) -> None:
+    """Print a tracking server's UI address and chart links; nothing is started here."""
+    from harness.tracking.store import chart_view_links
+    from harness.urls import redact_text
+
+    base = uri.rstrip("/")
+    console.print(f"MLflow UI: {redact_text(base)}  (the tracking server's own)", soft_wrap=True)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # say so now if it is down
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    try:
+        links = chart_view_links(uri, base)
+    except Exception as exc:  # the server is down or refuses us: the address is still the answer
+        err_console.print(f"warning: {redact_text(str(exc))[:300]}", markup=False, highlight=False)
+        return
+    for name, link in links.items():
+        line = f"  {name}: every trial charted by test accuracy: {redact_text(link)}"
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
+study_app = typer.Typer(help="Share one study among workers on several machines.")
+app.add_typer(study_app, name="study")
+
+
+@study_app.command("create")
+@_user_errors
+def study_create(experiment: ExperimentArg, set_: SetOption = None) -> None:
+    """Create the experiment's study and its MLflow study run once, before workers join.
+
+    Then run `harness sweep EXPERIMENT` on every machine, with the same `study.storage` and
+    `MLFLOW_TRACKING_URI`. Running it again finds both.
+    """
+    from harness.config import load_experiment
+    from harness.sweep.shared import create_shared_study
+    from harness.tracking.store import tracking_uri
+    from harness.urls import redact_text
+
+    exp = load_experiment(experiment, set_)
+    done = create_shared_study(exp)
+    state = "created" if done.created_run else "found"
+    lines = [
+        f"study {done.study_name} in {redact_text(exp.config.study.storage)}: "
+        f"{done.trials} trial(s) held",
+        f"MLflow study run {done.parent_run_id} ({state}) in {redact_text(tracking_uri(exp))}",
+        f"Start workers with: harness sweep {experiment}",
+    ]
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

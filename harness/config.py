@@ -6,7 +6,9 @@ key=value` overrides are applied to the raw YAML and re-validated by the same mo
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -38,7 +40,7 @@ class _Strict(BaseModel):
 
 
 class SplitConfig(_Strict):
-    """Fractions of the deduplicated data held out for validation and test."""
+    """Shares held out for validation (every choice is made on it) and test (it only confirms)."""
 
     validation: float = Field(0.15, gt=0.0, lt=0.5)
     test: float = Field(0.15, gt=0.0, lt=0.5)
@@ -62,6 +64,18 @@ class DatasetConfig(_Strict):
     split: SplitConfig = SplitConfig()
 
 
+class LocalCalibration(_Strict):
+    """Seconds per 1,000 tokens pinned for local pricing (copy what a trial recorded), so two
+    machines price the same work alike; `calibration: auto` measures them once per machine.
+    A trial costs (tokens trained x `train_seconds_per_1k_tokens` + tokens scored x
+    `infer_seconds_per_1k_tokens`) / 1000 x `dollars_per_hour` / 3600."""
+
+    train_seconds_per_1k_tokens: float = Field(gt=0.0)
+    infer_seconds_per_1k_tokens: float = Field(gt=0.0)
+    as_of: date  # when the numbers were measured
+    source: str = "experiment config"
+
+
 class LocalBackendConfig(_Strict):
     """A Hugging Face transformers encoder fine-tuned with a sequence-classification head."""
 
@@ -75,6 +89,9 @@ class LocalBackendConfig(_Strict):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     dollars_per_hour: float = Field(REFERENCE_DOLLARS_PER_HOUR, ge=0.0)
     instance: str = REFERENCE_INSTANCE
+    # Seconds per token that turn work into dollars: `auto` (read as None) measures them once
+    # per machine; a mapping pins them.
+    calibration: LocalCalibration | None = None
     models_dir: str = "mlruns/models"
     # Keep the model after every epoch but the last and score it on the test set: each is an
     # extra point of the front for a few seconds of scoring, not a training run of its own.
@@ -84,6 +101,15 @@ class LocalBackendConfig(_Strict):
     def compute_dollars_per_hour(self) -> float:
         """What an hour of this machine's compute costs (the TF-IDF baseline runs here)."""
         return self.dollars_per_hour
+
+    @field_validator("calibration", mode="before")
+    @classmethod
+    def _read_calibration(cls, value: Any) -> Any:  # `auto` is None; another word says why not
+        if isinstance(value, str) and value != "auto":
+            raise ValueError(
+                f"must be auto or a mapping (train_seconds_per_1k_tokens, ...): {value!r}"
+            )
+        return None if value == "auto" else value
 
 
 class PriceOverride(_Strict):
@@ -144,6 +170,7 @@ class OpenAIBackendConfig(_Strict):
 
 
 BackendConfig = Annotated[LocalBackendConfig | OpenAIBackendConfig, Field(discriminator="kind")]
+BACKEND_KINDS = ("local", "openai")
 
 
 class SamplerConfig(_Strict):
@@ -261,10 +288,23 @@ def read_yaml(path: Path) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}{where}: invalid YAML ({problem})") from None
+        raise ConfigError(_yaml_problem(path, exc)) from None
+
+
+def _yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
+    """Where the YAML went wrong: the construct left open (an unclosed `[`) where there is one,
+    since the parser notices only on a later line."""
+    mark = getattr(exc, "problem_mark", None)
+    context_mark = getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    if context_mark is not None and mark is not None and context_mark.line != mark.line:
+        context = getattr(exc, "context", None) or "while parsing"
+        return (
+            f"{path}:{context_mark.line + 1}:{context_mark.column + 1}: invalid YAML ({context} "
+            f"opened here: {problem} on line {mark.line + 1})"
+        )
+    where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+    return f"{path}{where}: invalid YAML ({problem})"
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -296,14 +336,48 @@ def _deep_copy(value: Any) -> Any:
     return value
 
 
+def _did_you_mean(loc: tuple[int | str, ...]) -> str:
+    """` (did you mean 'label_column'?)` for a misspelt key, else a hint to check the spelling."""
+    model = _model_at([str(part) for part in loc[:-1]])
+    known = list(model.model_fields) if model is not None else []
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else " (check the spelling)"
+
+
+def _model_at(parts: list[str]) -> type[BaseModel] | None:
+    """The config model at a pydantic error location (the backend union by its kind tag)."""
+    model: type[BaseModel] = ExperimentConfig
+    members: dict[str, type[BaseModel]] = {
+        "local": LocalBackendConfig,
+        "openai": OpenAIBackendConfig,
+    }
+    while parts:
+        part, parts = parts[0], parts[1:]
+        if model is ExperimentConfig and part == "backend":
+            member = members.get(parts[0]) if parts else None
+            if member is None:
+                return None
+            model, parts = member, parts[1:]
+            continue
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
 def format_validation_error(source: str, exc: ValidationError) -> str:
     """One line per problem, each naming the field path: `file: study.n_trials: ...`."""
     lines = []
     for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+        parts = [str(p) for p in err["loc"] if not str(p).startswith("function-after")]
+        if len(parts) > 1 and parts[0] == "backend" and parts[1] in BACKEND_KINDS:
+            del parts[1]  # the tag pydantic adds for the union member, not a key of the file
+        field = ".".join(parts)
         message = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling)"
+            message = "unknown key" + _did_you_mean(err["loc"])
         elif err["type"] == "missing":
             message = "required key is missing"
         lines.append(f"{source}: {field or '(top level)'}: {message}")

@@ -7,6 +7,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -96,7 +97,7 @@ class RichView:
         )
 
     def trial_failed(self, spec: TrialSpec, reason: str) -> None:
-        self.console.print(f"[red]{spec.run_name()} failed:[/] {reason}")
+        self.console.print(f"[red]{spec.run_name()} failed:[/] {escape(reason)}")
 
     def message(self, text: str) -> None:
         self.console.print(text)
@@ -114,24 +115,31 @@ def _epochs_cell(planned: Any, run: Any) -> str:
 
 
 def trials_table(study: optuna.Study, title: str) -> Table:
-    """Every trial of the study, Pareto-front members starred, best accuracy first."""
+    """Every trial of the study, Pareto-front members starred, best validation accuracy first.
+
+    The front is the study's: validation accuracy (of the model each trial delivered) against
+    cost. Test accuracy is shown beside it, never ranked on; `harness report` adds the
+    baselines to the front and walks it to a recommendation.
+    """
     front = pareto_numbers(study)
-    table = Table(title=title, title_justify="left")
+    caption = (
+        "* Pareto front of validation accuracy against cost; test accuracy is reported, never "
+        "chosen on. `harness report` adds the baselines and the recommendation."
+    )
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     for column in ("#", "front", "state", "epochs", "lr mult", "batch", "train n"):
         table.add_column(column, justify="right")
     for column in ("valid acc", "test acc", "macro F1", "cost $", "seconds"):
         table.add_column(column, justify="right")
 
-    records = {
-        t.number: TrialRecord.from_attrs(t.user_attrs) for t in study.get_trials(deepcopy=False)
-    }
+    trials = study.get_trials(deepcopy=False)  # one snapshot: other workers may add trials
+    records = {t.number: TrialRecord.from_attrs(t.user_attrs) for t in trials}
 
     def order(t: FrozenTrial) -> tuple[int, float]:
-        return (t.state != TrialState.COMPLETE, -(records[t.number].test_accuracy or 0.0))
+        return (t.state != TrialState.COMPLETE, -(records[t.number].selection_accuracy or 0.0))
 
-    for trial in sorted(study.get_trials(deepcopy=False), key=order):
+    for trial in sorted(trials, key=order):
         record, params = records[trial.number], trial.params
-        curve = record.valid_accuracy_by_epoch
         table.add_row(
             str(trial.number),
             "*" if trial.number in front else "",
@@ -140,7 +148,7 @@ def trials_table(study: optuna.Study, title: str) -> Table:
             _fmt(params.get("learning_rate_multiplier"), ".3g"),
             str(params.get("batch_size", "-")),
             str(record.train_examples or params.get("train_examples") or "all"),
-            _fmt(curve[-1] if curve else None, ".4f"),
+            _fmt(record.selection_accuracy, ".4f"),
             _fmt(record.test_accuracy, ".4f"),
             _fmt(record.test_macro_f1, ".4f"),
             _fmt(record.cost_usd, ".5f"),

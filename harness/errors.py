@@ -36,6 +36,8 @@ class TrainingRefused(BackendError):
     The sweep stops on it instead of failing every remaining trial the same way.
     """
 
+    exit_code = 3
+
 
 class BudgetExceeded(HarnessError):
     """Running the next trial could spend more than the sweep's budget allows."""

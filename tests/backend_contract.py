@@ -72,6 +72,11 @@ class BackendContract:
         assert backend.capabilities.max_concurrency >= 1
         assert isinstance(backend.kind, str) and backend.kind
 
+    def test_preflight_passes_for_a_healthy_backend_and_spends_nothing(
+        self, case: BackendCase
+    ) -> None:
+        case.make().preflight(case.data, [case.spec.base_model])
+
     def test_actual_cost_is_never_above_the_estimate(self, case: BackendCase) -> None:
         backend = case.make()
         estimate = backend.estimate(case.spec, case.data)

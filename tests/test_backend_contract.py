@@ -43,6 +43,8 @@ class TestLocalBackend(BackendContract):
             data=_data(),
             spec=spec,
             missing_model=str(Path(models) / "no-such-model"),
+            # The cost calibration is measured once into this cache, not the user's.
+            env={"XDG_CACHE_HOME": str(tmp_path_factory.mktemp("cache"))},
         )
 
 

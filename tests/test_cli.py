@@ -142,3 +142,35 @@ def test_sweep_then_trials_then_bad_rerun_keeps_the_study(tmp_path: Path, tiny_c
     # ...and the study is still there, intact.
     again = run_cli("trials", str(path))
     assert again.stdout == table.stdout
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needles"),
+    [
+        (["study.objectives=[cost]"], ["study.objectives", "[accuracy, cost] or [accuracy]"]),
+        (["backend.max_lenght=64"], ["backend.max_lenght: unknown key"]),
+        (["study.storage=sqlite:////proc/no/such/optuna.db"], ["study.storage", "/proc/no"]),
+        (["study.sampler.kind=grid"], ["grid sampler needs choices"]),
+    ],
+)
+def test_bad_settings_name_the_field_and_the_allowed_values_and_record_nothing(
+    tmp_path: Path, tiny_csv: Path, overrides: list[str], needles: list[str]
+) -> None:
+    path = write_experiment(tmp_path, tiny_csv)
+    args = [item for override in overrides for item in ("--set", override)]
+    assert_clean_error(run_cli("sweep", str(path), *args), *needles)
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_a_yaml_error_names_the_line_the_problem_starts_on(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\ndataset:\n  source: a.csv\n  labels: [a, b\nbackend: {kind: local}\n")
+    assert_clean_error(run_cli("sweep", str(path)), f"{path}:4:11: invalid YAML")
+
+
+def test_too_few_rows_to_split_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    rows = [(f"good film number {i}", "positive") for i in range(3)]
+    rows += [(f"bad film number {i}", "negative") for i in range(3)]
+    csv = write_csv(tmp_path / "few.csv", rows)
+    path = write_experiment(tmp_path, csv)
+    assert_clean_error(run_cli("prepare", str(path)), str(csv), "too few to split", "dataset.split")

@@ -56,7 +56,30 @@ def test_unknown_key_is_an_error_naming_file_and_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_experiment(str(path))
     assert str(path) in str(err.value)
-    assert "study.n_trails: unknown key" in str(err.value)
+    assert "study.n_trails: unknown key (did you mean 'n_trials'?)" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "suggestion"),
+    [
+        ("dataset: {source: data.csv, lable_column: y}\n", "dataset.lable_column", "label_column"),
+        ("budget: 3\n", "budget", "budget_usd"),
+    ],
+)
+def test_a_misspelt_key_gets_a_suggestion(
+    tmp_path: Path, extra: str, field: str, suggestion: str
+) -> None:
+    text = BASE.replace("dataset: {source: data.csv}\n", "") + extra
+    with pytest.raises(
+        ConfigError, match=rf"{field}: unknown key \(did you mean '{suggestion}'\?\)"
+    ):
+        load_experiment(str(_write(tmp_path, text)))
+
+
+def test_a_backend_typo_names_the_key_as_written_in_the_file(tmp_path: Path) -> None:
+    text = BASE.replace("backend: {kind: local}", "backend: {kind: local, max_lenght: 64}")
+    with pytest.raises(ConfigError, match=r"backend\.max_lenght: unknown key \(did you mean"):
+        load_experiment(str(_write(tmp_path, text)))
 
 
 def test_unknown_backend_kind_is_named(tmp_path: Path) -> None:

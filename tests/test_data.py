@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from harness.config import DatasetConfig
+from harness.data.bundled import BUNDLED, CACHE_ENV, sha256_file
 from harness.data.jsonl import (
     PROMPT_SEPARATOR,
     chat_record,
@@ -22,7 +23,6 @@ from harness.data.jsonl import (
     write_prepared,
 )
 from harness.data.prepare import ensure_bundled, load_frame, prepare_data, subsample
-from harness.data.sources import BUNDLED, CACHE_ENV, sha256_file
 from harness.errors import DataError
 from harness.records import PreparedData, Split
 
@@ -221,6 +221,20 @@ def test_jsonl_json_and_parquet_read_like_csv(tmp_path: Path) -> None:
         frame = load_frame(DatasetConfig(source=str(path)), Path)
         assert list(frame.columns) == ["text", "label"]
         assert frame.equals(expected)
+
+
+def test_a_semicolon_or_tab_csv_reads_like_a_comma_one(tmp_path: Path) -> None:
+    rows = _rows({"a": 3, "b": 2})
+    expected = load_frame(DatasetConfig(source=str(_csv(tmp_path / "d.csv", rows))), Path)
+    for name, delimiter in (("semi.csv", ";"), ("tabs.csv", "\t")):
+        path = tmp_path / name
+        pd.DataFrame(rows).to_csv(path, sep=delimiter, index=False)
+        assert load_frame(DatasetConfig(source=str(path)), Path).equals(expected)
+
+
+def test_a_missing_relative_file_says_where_it_was_looked_for(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="is relative: looked up from the current directory"):
+        load_frame(DatasetConfig(source="nowhere/d.csv"), Path)
 
 
 def test_custom_columns_and_label_canonicalisation(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1] / "harness"
 
 # Lowest first. A module may import modules of its own layer or of layers below it.
 LAYERS: list[tuple[str, ...]] = [
-    ("harness", "harness.errors", "harness.records", "harness.config", "harness.scoring"),
+    ("harness", "harness.errors", "harness.urls", "harness.records", "harness.config"),
+    ("harness.scoring",),  # metrics from predictions, on top of the records
     ("harness.data",),
     ("harness.backends",),
     ("harness.tracking",),

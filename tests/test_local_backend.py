@@ -1,15 +1,20 @@
 """The local backend with the real offline all-MiniLM-L6-v2 on a few dozen sentences.
 
 Trainings are tiny (max_length 32, batch 8, 24 training sentences), so the whole file runs in
-well under a minute on two CPU cores.
+about a minute on two CPU cores. The cost calibration lives in a cache folder of this module's
+own: the first test that needs it measures it for real, once.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
+import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -18,12 +23,15 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import huggingface_hub.constants
+from pydantic import ValidationError
 
-from harness.backends import _local_models, local
+from harness.backends import _local_calibration, _local_models, local
+from harness.backends._local_calibration import Rates
+from harness.backends.base import MemoryJournal
 from harness.backends.local import LocalBackend, resolve_model_path
-from harness.config import LocalBackendConfig
+from harness.config import LocalBackendConfig, LocalCalibration, parse_backend_config
 from harness.errors import BackendError
-from harness.records import EpochResult, PreparedData, Split, TrainedModel, TrialSpec
+from harness.records import Cost, EpochResult, PreparedData, Split, TrainedModel, TrialSpec
 
 pytestmark = pytest.mark.slow
 
@@ -56,6 +64,15 @@ def offline() -> Iterator[None]:
         patch.setenv("HF_HUB_OFFLINE", "1")
         patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
         yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def calibration_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The calibration is stored in the user cache: this module's own, not the user's."""
+    folder = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(folder))
+        yield folder
 
 
 def _split(start: int, n_per_class: int) -> Split:
@@ -146,13 +163,22 @@ def test_fine_tune_reports_every_epoch_and_saves(trained: Trained, data: Prepare
         assert epoch.cost_so_far.usd > 0.0 and epoch.cost_so_far.compute_seconds > 0.0
     assert seen[1].cost_so_far.compute_seconds > seen[0].cost_so_far.compute_seconds
     assert model.train_cost.compute_seconds >= seen[-1].cost_so_far.compute_seconds
-    assert model.train_cost.usd == pytest.approx(
-        model.train_cost.compute_seconds * LocalBackendConfig(kind="local").dollars_per_hour / 3600
-    )
-    # Every training token of every epoch: the text's tokens plus [CLS] and [SEP], within 32.
+    # Every training token of every epoch, and every validation text scored after each epoch:
+    # the text's tokens plus [CLS] and [SEP], within 32.
     backend = trained[0]
     per_epoch = sum(min(n + 2, 32) for n in backend.count_tokens(data.train.texts))
-    assert model.train_cost.trained_tokens == 2 * per_epoch
+    per_validation = sum(min(n + 2, 32) for n in backend.count_tokens(data.validation.texts))
+    cost = model.train_cost
+    assert cost.trained_tokens == 2 * per_epoch and cost.inference_tokens == 2 * per_validation
+    assert seen[0].cost_so_far.trained_tokens == per_epoch
+    # The dollars are those tokens at the calibrated rates, not the seconds the trial took.
+    rates = backend.pricing.rates(resolve_model_path("minilm"), "minilm")
+    calibrated = (
+        cost.trained_tokens * rates.train_seconds_per_1k_tokens
+        + cost.inference_tokens * rates.infer_seconds_per_1k_tokens
+    ) / 1000
+    per_hour = LocalBackendConfig(kind="local").dollars_per_hour
+    assert cost.usd == pytest.approx(calibrated * per_hour / 3600, rel=1e-12)
     saved = Path(model.model_ref)
     assert saved.name == "trial-0000" and saved.parent.name == data.digest[:12]
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {
@@ -165,8 +191,12 @@ def test_predict_after_reload_matches_in_memory_model(
 ) -> None:
     backend, model, _ = trained
     in_memory, cost = backend.predict(model.model_ref, data.test.texts, data.labels)
-    reloaded, _ = LocalBackend(config).predict(model.model_ref, data.test.texts, data.labels)
+    fresh = LocalBackend(config)
+    reloaded, reload_cost = fresh.predict(model.model_ref, data.test.texts, data.labels)
     assert len(in_memory) == len(data.test) and cost.usd > 0.0 and cost.compute_seconds > 0.0
+    # Loading the model took seconds the in-memory call did not spend; the work is the same.
+    assert reload_cost.inference_tokens == cost.inference_tokens > 0
+    assert reload_cost.usd == cost.usd and fresh.pricing.calibrations == 0
     for first, second in zip(in_memory, reloaded, strict=True):
         assert set(first.scores) == set(LABELS)
         assert sum(first.scores.values()) == pytest.approx(1.0, abs=1e-6)
@@ -240,26 +270,184 @@ def test_subsample_and_progress(config: LocalBackendConfig, data: PreparedData) 
     assert progress.advanced == 4 and progress.finished == 2
 
 
-def test_estimate_is_positive_and_scales_with_epochs(
+def test_estimate_counts_the_tokens_of_every_epoch(
     config: LocalBackendConfig, data: PreparedData
 ) -> None:
     backend = LocalBackend(config)
     one, three = (
-        backend.estimate(_spec(n_epochs=1), data).total,
-        backend.estimate(_spec(n_epochs=3), data).total,
+        backend.estimate(_spec(n_epochs=1), data),
+        backend.estimate(_spec(n_epochs=3), data),
     )
-    assert 0.0 < one.usd < three.usd and 0.0 < one.compute_seconds < three.compute_seconds
-    assert one.usd == pytest.approx(one.compute_seconds * config.dollars_per_hour / 3600)
-    fewer = backend.estimate(_spec(n_epochs=3, train_examples=4), data).total
-    assert fewer.compute_seconds < three.compute_seconds
+    assert one.train.trained_tokens > 0 and one.train.inference_tokens > 0
+    assert three.train.trained_tokens == 3 * one.train.trained_tokens
+    assert three.train.inference_tokens == 3 * one.train.inference_tokens  # validation per epoch
+    # The test set is scored for the model and for each of its two checkpoints.
+    assert three.evaluation.inference_tokens == 3 * one.evaluation.inference_tokens
+    assert 0.0 < one.total.usd < three.total.usd
+    assert three.train.usd == pytest.approx(3 * one.train.usd, rel=1e-12)
+    fewer = backend.estimate(_spec(n_epochs=3, train_examples=4), data)
+    assert 0 < fewer.train.trained_tokens < three.train.trained_tokens
 
 
-def test_estimate_uses_measured_throughput(trained: Trained, data: PreparedData) -> None:
+def test_estimate_is_exact_for_a_full_trial_and_bounds_a_stopped_one(
+    trained: Trained, config: LocalBackendConfig, data: PreparedData
+) -> None:
+    backend, model, seen = trained
+    estimate = backend.estimate(_spec(), data)
+    # Tokens are known before training: the estimate of a trial that ran all its epochs is it.
+    assert estimate.train.trained_tokens == model.train_cost.trained_tokens
+    assert estimate.train.inference_tokens == model.train_cost.inference_tokens
+    assert estimate.train.usd == model.train_cost.usd
+    # Scoring the model and its checkpoint on the test set, as the sweep does.
+    assert seen[0].checkpoint is not None
+    scoring = [
+        backend.predict(ref, data.test.texts, data.labels)[1]
+        for ref in (seen[0].checkpoint, model.model_ref)
+    ]
+    actual = model.train_cost + sum(scoring, Cost())
+    assert actual.inference_tokens == estimate.total.inference_tokens
+    assert actual.usd == pytest.approx(estimate.total.usd, rel=1e-12)
+    # A trial stopped after its first epoch costs less than the estimate of its full run.
+    stopped = LocalBackend(config).fine_tune(_spec(9, n_epochs=3), data, lambda e: True)
+    assert stopped.train_cost.usd < backend.estimate(_spec(9, n_epochs=3), data).train.usd
+
+
+def test_identical_trials_cost_the_same_while_another_process_burns_cpu(
+    config: LocalBackendConfig, data: PreparedData
+) -> None:
+    spec = _spec(10, n_epochs=1)
+    quiet = LocalBackend(config)
+    first = quiet.fine_tune(spec, data, lambda e: False)
+    _, first_scoring = quiet.predict(first.model_ref, data.test.texts, data.labels)
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        loaded = LocalBackend(config)  # as a later process: the stored calibration
+        second = loaded.fine_tune(replace(spec, number=11), data, lambda e: False)
+        _, second_scoring = loaded.predict(second.model_ref, data.test.texts, data.labels)
+        assert busy.poll() is None, "the busy loop ran for the whole second trial"
+    finally:
+        busy.kill()
+        busy.wait()
+    seconds = (first.train_cost.compute_seconds, second.train_cost.compute_seconds)
+    assert second.train_cost.usd == pytest.approx(first.train_cost.usd, rel=0.05), seconds
+    # Token pricing makes it exact: the same work, the same rates.
+    assert second.train_cost == replace(first.train_cost, compute_seconds=seconds[1])
+    assert second_scoring.usd == first_scoring.usd
+    assert loaded.pricing.calibrations == 0
+    assert min(seconds) > 0.0  # the seconds are still measured, and logged beside
+
+
+def _fake_measure(calls: list[int]) -> Callable[..., Rates]:
+    def measure(path: str, device: object, max_length: int, *args: object) -> Rates:
+        calls.append(max_length)
+        return Rates(1.5, 0.5, "2026-01-01T00:00:00+00:00", "test machine", "measured")
+
+    return measure
+
+
+def test_calibration_is_measured_once_and_reused(
+    config: LocalBackendConfig,
+    data: PreparedData,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    calls: list[int] = []
+    monkeypatch.setattr(_local_calibration, "measure", _fake_measure(calls))
+    first = LocalBackend(config)
+    before = first.estimate(_spec(), data)
+    first.estimate(_spec(n_epochs=1), data)
+    files = list((tmp_path / "cache" / "harness" / "local-calibration").glob("*.json"))
+    assert calls == [32] and len(files) == 1 and first.pricing.calibrations == 1
+    stored = json.loads(files[0].read_text(encoding="utf-8"))
+    assert stored["as_of"] == "2026-01-01T00:00:00+00:00" and stored["machine"] == "test machine"
+    assert stored["key"]["max_length"] == 32 and stored["key"]["device"] == "cpu"
+    assert stored["key"]["model"]["num_hidden_layers"] == 6
+    written = files[0].stat().st_mtime_ns
+    second = LocalBackend(config)  # a later process
+    assert second.estimate(_spec(), data).total == before.total
+    assert calls == [32] and second.pricing.calibrations == 0
+    assert files[0].stat().st_mtime_ns == written
+    # Another max_length is other work per token: calibrated on its own.
+    LocalBackend(config.model_copy(update={"max_length": 48})).estimate(_spec(), data)
+    assert calls == [32, 48]
+    # A damaged file is measured again and replaced.
+    files[0].write_text("{not json", encoding="utf-8")
+    LocalBackend(config).estimate(_spec(), data)
+    assert calls == [32, 48, 32]
+    assert json.loads(files[0].read_text(encoding="utf-8"))["machine"] == "test machine"
+
+
+def test_pinned_calibration_is_used_as_given(
+    config: LocalBackendConfig, data: PreparedData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(_local_calibration, "measure", _fake_measure(calls))
+    pin = LocalCalibration(
+        train_seconds_per_1k_tokens=2.0, infer_seconds_per_1k_tokens=0.5, as_of=date(2026, 1, 2)
+    )
+    backend = LocalBackend(config.model_copy(update={"calibration": pin, "dollars_per_hour": 3.6}))
+    journal = MemoryJournal()
+    model = backend.fine_tune(_spec(12, n_epochs=1), data, lambda e: False, journal)
+    cost = model.train_cost
+    # 3.6 dollars an hour is a dollar per 1,000 seconds.
+    expected = (cost.trained_tokens * 2.0 + cost.inference_tokens * 0.5) / 1000 / 1000
+    assert cost.usd == pytest.approx(expected, rel=1e-12) and calls == []
+    note = json.loads(journal.notes[local.PRICING_NOTE])
+    assert note["train_seconds_per_1k_tokens"] == 2.0 and note["infer_seconds_per_1k_tokens"] == 0.5
+    assert note["as_of"] == "2026-01-02" and note["source"] == "config"
+    assert note["dollars_per_hour"] == 3.6
+
+
+def test_a_package_carries_the_rates_it_was_priced_at(
+    trained: Trained, data: PreparedData, monkeypatch: pytest.MonkeyPatch
+) -> None:
     backend, model, _ = trained
-    estimate = backend.estimate(_spec(), data).total
-    # a real trial of this spec has been measured: the estimate is its cost plus overheads
-    assert estimate.compute_seconds > 0.0
-    assert estimate.compute_seconds < model.train_cost.compute_seconds + local.FIXED_SECONDS + 30
+    package = backend.package(model.model_ref, data.labels)
+    rates = backend.pricing.rates(model.model_ref, model.model_ref)
+    setting = package.config["backend"]["calibration"]
+    assert setting["train_seconds_per_1k_tokens"] == rates.train_seconds_per_1k_tokens
+    assert setting["as_of"] == rates.as_of[:10] and setting["source"] == rates.machine
+    # A serving process prices requests as the sweep did, and never calibrates.
+    calls: list[int] = []
+    monkeypatch.setattr(_local_calibration, "measure", _fake_measure(calls))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(Path.cwd() / "empty-cache"))
+    served = LocalBackend(parse_backend_config(package.config["backend"], "model_config"))
+    ref = served.open_package(package.config, package.artifacts)
+    _, cost = served.predict(ref, data.test.texts, data.labels)
+    _, original = backend.predict(model.model_ref, data.test.texts, data.labels)
+    assert cost.usd == pytest.approx(original.usd, rel=1e-12) and calls == []
+
+
+def test_calibration_setting_is_validated() -> None:
+    pinned = LocalBackendConfig.model_validate(
+        {
+            "kind": "local",
+            "calibration": {
+                "train_seconds_per_1k_tokens": 1.2,
+                "infer_seconds_per_1k_tokens": 0.3,
+                "as_of": "2026-11-29",
+            },
+        }
+    )
+    assert isinstance(pinned.calibration, LocalCalibration)
+    assert pinned.calibration.as_of == date(2026, 11, 29)
+    auto = LocalBackendConfig.model_validate({"kind": "local", "calibration": "auto"})
+    assert auto.calibration is None and LocalBackendConfig(kind="local").calibration is None
+    bad: list[object] = [
+        "manual",
+        {"train_seconds_per_1k_tokens": 0, "infer_seconds_per_1k_tokens": 1, "as_of": "2026-01-01"},
+        {"train_seconds_per_1k_tokens": 1, "infer_seconds_per_1k_tokens": 1},
+        {
+            "train_seconds_per_1k_tokens": 1,
+            "infer_seconds_per_1k_tokens": 1,
+            "as_of": "2026-01-01",
+            "x": 1,
+        },
+    ]
+    for value in bad:
+        with pytest.raises(ValidationError):
+            LocalBackendConfig.model_validate({"kind": "local", "calibration": value})
 
 
 def test_unknown_model_names_it_and_suggests_the_offline_one(

@@ -28,6 +28,7 @@ from harness.config import load_experiment
 from harness.errors import BudgetExceeded
 from harness.records import Cost, TrialResult, TrialSpec
 from harness.sweep.loop import run_sweep
+from tests.cli_runner import run_cli
 from tests.conftest import review_rows, write_csv
 from tests.openai_fake import FakeOpenAI, openai_fake  # noqa: F401 - the fixture
 
@@ -189,13 +190,34 @@ def test_training_refused_stops_the_sweep_with_one_clear_reason(
     outcome = run_sweep(load_experiment(str(_experiment(tmp_path, n_trials=4))), view)
     assert outcome.stopped is not None and "2027-01-06" in outcome.stopped
     assert not outcome.results and _jobs_created(fake_env) == 0
-    refused = fake_env.state.count("POST", JOBS, status=403)
-    assert 1 <= refused <= 2  # at most the trials already in flight
+    # One trial at a time until a first job is accepted: the refusal is met once.
+    assert fake_env.state.count("POST", JOBS, status=403) == 1
+    assert len(view.failed) == 0  # not announced per trial: the sweep says it once
     children = _children(tmp_path)
     assert children and all(
         "training_not_available" in run.data.tags["failure_reason"] for run in children
     )
     assert all(run.info.status == "FAILED" for run in children)
+
+
+def test_the_cli_says_a_refusal_once_and_exits_non_zero(
+    tmp_path: Path, fake_env: FakeOpenAI
+) -> None:
+    fake_env.state.refuse_training = True
+    result = run_cli("sweep", str(_experiment(tmp_path, n_trials=4)))
+    assert result.exit_code == 3
+    assert (result.stdout + result.stderr).count("2027-01-06") == 1
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_sweep_whose_every_trial_failed_exits_non_zero(
+    tmp_path: Path, fake_env: FakeOpenAI
+) -> None:
+    for _ in range(8):
+        fake_env.state.fail_next_job("invalid_training_file", "The training file is invalid.")
+    result = run_cli("sweep", str(_experiment(tmp_path, n_trials=2)))
+    assert result.exit_code == 1, result.stdout + result.stderr
+    assert "every trial failed" in result.stderr and "invalid" in result.stderr
 
 
 def _sweep_process(path: Path, server: FakeOpenAI, tmp_path: Path) -> subprocess.Popen[bytes]:
@@ -234,3 +256,92 @@ def test_killed_sweep_resumes_without_a_duplicate_job(
     done = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(done) == 2
     assert before <= {t.user_attrs["journal.job_id"] for t in done}
+
+
+@pytest.mark.parametrize(
+    ("problem", "needle", "code"),
+    [
+        ("no key", "OPENAI_API_KEY is not set", 2),
+        ("wrong key", "rejected OPENAI_API_KEY", 2),
+        ("unreachable", "cannot reach", 1),
+        ("long example", "max_tokens_per_example", 2),
+        ("unpriced model", "no price", 2),
+    ],
+)
+def test_free_checks_fail_before_anything_is_recorded(
+    tmp_path: Path,
+    fake_env: FakeOpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    problem: str,
+    needle: str,
+    code: int,
+) -> None:
+    backend: dict[str, Any] = {}
+    if problem == "no key":
+        monkeypatch.delenv("OPENAI_API_KEY")
+    elif problem == "wrong key":
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-not-the-right-one-0123456789")
+        fake_env.state.fail_next("/fine_tuning/jobs", 401, code="invalid_api_key", count=10)
+    elif problem == "unreachable":
+        monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # discard port: refused
+    elif problem == "long example":
+        backend = {"max_tokens_per_example": 8}
+    else:
+        backend = {"model": "babbage-003"}
+    path = _experiment(tmp_path, n_trials=2)
+    if backend:
+        config = yaml.safe_load(path.read_text())
+        config["backend"].update(backend)
+        path.write_text(yaml.safe_dump(config))
+    result = run_cli("sweep", str(path))
+    assert result.exit_code == code, result.stdout + result.stderr
+    assert needle in result.stderr and "Traceback" not in result.stderr
+    assert fake_env.state.count("POST", "/files") == 0 and fake_env.state.count("POST", JOBS) == 0
+    assert not (tmp_path / "mlruns" / "optuna.db").exists()
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+
+
+def _checkpoint_trials(tmp_path: Path, name: str = "oa-sweep") -> dict[int, list[int]]:
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
+    found: dict[int, list[int]] = {}
+    for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+        if "checkpoint_of" in trial.user_attrs:
+            parent = trial.user_attrs["checkpoint_of"]
+            found.setdefault(parent, []).append(trial.user_attrs["epochs_run"])
+    return {parent: sorted(epochs) for parent, epochs in found.items()}
+
+
+def test_a_ten_epoch_job_records_its_last_checkpoints_by_epoch(
+    tmp_path: Path, fake_env: FakeOpenAI
+) -> None:
+    path = _experiment(tmp_path, n_trials=1)
+    (tmp_path / "space.yaml").write_text(
+        "n_epochs: 10\nlearning_rate_multiplier: 1.0\nbatch_size: 8\n"
+    )
+    outcome = run_sweep(load_experiment(str(path)), RecordingView())
+    (result,) = outcome.results
+    assert [e.epoch for e in result.model.epochs] == [8, 9, 10]
+    assert _checkpoint_trials(tmp_path) == {0: [8, 9]}
+
+
+class _KilledAfterTheTrial(RecordingView):
+    """Dies in the instant after a trial completes and before its checkpoints are recorded."""
+
+    def trial_finished(self, result: TrialResult) -> None:
+        super().trial_finished(result)
+        raise KeyboardInterrupt
+
+
+def test_a_kill_between_a_trial_and_its_checkpoints_loses_neither(
+    tmp_path: Path, fake_env: FakeOpenAI
+) -> None:
+    path = _experiment(tmp_path, n_trials=1)
+    (tmp_path / "space.yaml").write_text(
+        "n_epochs: 3\nlearning_rate_multiplier: 1.0\nbatch_size: 8\n"
+    )
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(load_experiment(str(path)), _KilledAfterTheTrial())
+    assert _checkpoint_trials(tmp_path) == {}
+    outcome = run_sweep(load_experiment(str(path)), RecordingView())
+    assert outcome.results == [] and _jobs_created(fake_env) == 1  # nothing trained again
+    assert _checkpoint_trials(tmp_path) == {0: [1, 2]}

@@ -95,8 +95,11 @@ def promoted(swept: Swept) -> Promotion:
 def test_promote_registers_the_front_best_and_it_predicts_like_the_backend(
     swept: Swept, promoted: Promotion, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # By default, the trial `harness report` recommends: promote and report agree.
-    recommended = build_report(swept.experiment()).recommendation.chosen.number
+    # By default, the trial `harness report` recommends: promote and report agree (when the
+    # report's answer is a baseline, the fine-tuned trial its walk would choose).
+    recommendation = build_report(swept.experiment()).recommendation
+    assert recommendation.fine_tuned is not None
+    recommended = recommendation.fine_tuned.number
     assert promoted.trial_number == recommended
     best = swept.study().trials[recommended]
     assert promoted.run_id == best.user_attrs["mlflow_run_id"]

@@ -1,20 +1,26 @@
 """The report on constructed studies with known answers: a real Optuna SQLite storage, a real
-MLflow store with `predictions.csv` artifacts, and per-example correctness chosen so that the
-front, the marginal figures, the significance verdicts and the recommendation are known.
+MLflow store with `predictions.csv` artifacts, and validation accuracies and per-example test
+correctness chosen so that the front, the steps, the walk and its test-set check are known.
 
-The known study (200 test examples):
+The known study (200 validation and 200 test examples; baselines: majority class 51% validation,
+TF-IDF 72% validation for about $0.000001):
 
-    trial  accuracy  cost   correct on test examples
-    0      0.700     0.01   0..139
-    1      0.900     0.02   0..179            (+20 points over 0: real)
-    2      0.950     1.00   0..189            (+5 points over 1: 10 one way, p = 0.002, real)
-    3      0.800     0.05   0..159            (dominated by 1)
-    4      0.900     0.03   20..199           (A/A with 1: 20 each way; dominated by 1)
-    5      0.955     4.00   0..187, 190..192  (+0.5 points over 2 for 4x the cost: noise)
+    trial  valid  test   cost   correct on test examples
+    0      0.840  0.700  0.01   0..139            (+12 validation points over TF-IDF: shown at
+                                                   0.05 / 6, the six trials dearer than it)
+    1      0.930  0.900  0.02   0..179            (+9 over 0: shown at 0.05 / 5)
+    2      0.985  0.950  1.00   0..189            (+5.5 over 1: shown at 0.05 / 3, p = 0.006)
+    3      0.620  0.800  0.012  0..159            (checkpoint of 1 at epoch 1; a 10-point loss
+                                                   against TF-IDF on validation; dominated)
+    4      0.930  0.900  0.03   20..199           (as good as 1 on validation, dearer: dominated)
+    5      0.990  0.955  4.00   0..187, 190..192  (+0.5 over 2 for 4x the cost: noise)
+
+Test accuracy of trial 0 is below TF-IDF's (75%): nothing is chosen on test.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -28,12 +34,16 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from scipy.stats import norm
 
 from harness.config import Experiment, load_experiment
 from harness.data.prepare import prepare_experiment
 from harness.errors import ConfigError
+from harness.handoff.promote import _report_choice, choose_trial
+from harness.report.baselines import Baseline
 from harness.report.build import (
     ReportOptions,
+    baseline_rows,
     build_report,
     log_report,
     pareto_front,
@@ -42,19 +52,21 @@ from harness.report.build import (
 )
 from harness.report.front import comparer, knee_index, recommend
 from harness.report.model import TrialRow
+from harness.report.render import trials_frame
 from harness.sweep.study import pareto_numbers
 from harness.tracking.record import TrialRecord
 from tests.cli_runner import assert_clean_error, run_cli
 from tests.conftest import review_rows, write_csv
 
-N_TEST = 200
-KNOWN: dict[int, tuple[float, list[range]]] = {
-    0: (0.01, [range(0, 140)]),
-    1: (0.02, [range(0, 180)]),
-    2: (1.00, [range(0, 190)]),
-    3: (0.05, [range(0, 160)]),
-    4: (0.03, [range(20, 200)]),
-    5: (4.00, [range(0, 188), range(190, 193)]),
+N_TEST = N_VALID = 200
+MAJORITY, TFIDF = "majority class", "TF-IDF + logistic regression"
+KNOWN: dict[int, tuple[float, float, list[range]]] = {
+    0: (0.840, 0.01, [range(0, 140)]),
+    1: (0.930, 0.02, [range(0, 180)]),
+    2: (0.985, 1.00, [range(0, 190)]),
+    3: (0.620, 0.012, [range(0, 160)]),
+    4: (0.930, 0.03, [range(20, 200)]),
+    5: (0.990, 4.00, [range(0, 188), range(190, 193)]),
 }
 DISTRIBUTIONS = {
     "n_epochs": IntDistribution(1, 3),
@@ -94,7 +106,7 @@ def _write_experiment(directory: Path, name: str, tracking: bool) -> Path:
     )
     config: dict[str, Any] = {
         "name": name,
-        "dataset": {"source": str(data), "split": {"validation": 0.1, "test": 0.2}},
+        "dataset": {"source": str(data), "split": {"validation": 0.2, "test": 0.2}},
         "backend": {"kind": "local"},
         "search_space": str(space),
         "study": {"name": name, "storage": f"sqlite:///{directory / 'optuna.db'}"},
@@ -130,10 +142,46 @@ def _correct(ranges: list[range]) -> np.ndarray:
     return correct
 
 
+def _attrs(number: int, valid: float, cost: float, test: float) -> dict[str, Any]:
+    """What a trial records; trial 1 ran 3 epochs (peak at 2), trial 3 is its epoch-1 checkpoint,
+    whose test scoring came from a cache at no cost."""
+    attrs: dict[str, Any] = {
+        "cost_usd": cost,
+        "train_cost_usd": 0.9 * cost,
+        "eval_cost_usd": 0.1 * cost,
+        "compute_seconds": cost * 40_000,
+        "wall_seconds": cost * 40_000,
+        "valid_accuracy": valid,
+        "test_accuracy": test,
+        "test_macro_f1": test - 0.01,
+        "test_weighted_f1": test - 0.005,
+        "test_mae": None,
+        "model_ref": f"models/t{number}",
+        "train_examples": None,
+        "valid_accuracy_by_epoch": [valid],
+        "cost_usd_by_epoch": [0.9 * cost],
+        "epochs_run": 1,
+    }
+    if number == 1:
+        attrs.update(
+            valid_accuracy_by_epoch=[0.62, 0.94, 0.93],
+            cost_usd_by_epoch=[0.006, 0.012, 0.018],
+            epochs_run=3,
+        )
+    if number == 3:
+        attrs.update(checkpoint_of=1, eval_cost_usd=0.0, spent_usd=0.0, wall_seconds=0.4)
+    return attrs
+
+
 def construct(
-    directory: Path, name: str = "known", tracking: bool = True, running: int = 0
+    directory: Path,
+    name: str = "known",
+    tracking: bool = True,
+    running: int = 0,
+    trials: dict[int, tuple[float, float, list[range]]] | None = None,
 ) -> Constructed:
-    """A study with the KNOWN trials, their predictions logged to MLflow when `tracking`."""
+    """A study with the KNOWN trials (or `trials`), their predictions logged to MLflow when
+    `tracking`."""
     path = _write_experiment(directory, name, tracking)
     experiment = load_experiment(str(path))
     data, _ = prepare_experiment(experiment)
@@ -152,23 +200,9 @@ def construct(
         parent = client.create_run(exp_id, run_name=f"study {name}").info.run_id
         study.set_user_attr("mlflow_run_id", parent)
     run_ids: dict[int, str] = {}
-    for number, (cost, ranges) in KNOWN.items():
+    for number, (valid, cost, ranges) in (trials or KNOWN).items():
         correct = _correct(ranges)
-        attrs: dict[str, Any] = {
-            "cost_usd": cost,
-            "train_cost_usd": 0.9 * cost,
-            "eval_cost_usd": 0.1 * cost,
-            "compute_seconds": cost * 40_000,
-            "wall_seconds": cost * 40_000,
-            "test_accuracy": float(correct.mean()),
-            "test_macro_f1": float(correct.mean()) - 0.01,
-            "test_weighted_f1": float(correct.mean()) - 0.005,
-            "test_mae": None,
-            "model_ref": f"models/t{number}",
-            "train_examples": None,
-            "valid_accuracy_by_epoch": [0.80, 0.88, 0.87] if number == 1 else [0.7 + number / 100],
-            "cost_usd_by_epoch": [0.006, 0.012, 0.018] if number == 1 else [0.9 * cost],
-        }
+        attrs = _attrs(number, valid, cost, float(correct.mean()))
         if client is not None:
             run = client.create_run(
                 exp_id, run_name=f"t{number:03d}", tags={"mlflow.parentRunId": parent}
@@ -178,13 +212,13 @@ def construct(
             _predictions(data.test.texts, data.test.labels, correct).to_csv(csv, index=False)
             client.log_artifact(run.info.run_id, str(csv))
         params = {
-            "n_epochs": 3 if number == 1 else 1,
+            "n_epochs": 3 if number in (1, 3) else 1,
             "learning_rate_multiplier": 1.0 + number / 4,
             "batch_size": 16,
         }
         study.add_trial(
             optuna.trial.create_trial(
-                values=[float(correct.mean()), cost],
+                values=[valid, cost],
                 params=params,
                 distributions=DISTRIBUTIONS,
                 user_attrs=attrs,
@@ -205,11 +239,16 @@ def knee_report(known: Constructed) -> Any:
     return build_report(known.experiment(), ReportOptions())
 
 
-def test_front_matches_optuna(known: Constructed, knee_report: Any) -> None:
-    assert [t.number for t in knee_report.front] == [0, 1, 2, 5]
+def test_front_is_on_validation_and_includes_the_baselines(
+    known: Constructed, knee_report: Any
+) -> None:
+    names = [t.name for t in knee_report.front]
+    assert names == [MAJORITY, TFIDF, "trial 0", "trial 1", "trial 2", "trial 5"]
     study = optuna.load_study(study_name="known", storage=known.experiment().config.study.storage)
-    assert {t.number for t in knee_report.front} == pareto_numbers(study)
+    tuned = {t.number for t in knee_report.front if not t.is_baseline}
+    assert tuned == pareto_numbers(study)  # the study was told validation accuracy too
     assert [t.number for t in knee_report.trials if not t.on_front] == [3, 4]
+    assert knee_report.selected_on == "validation" and knee_report.n_valid == N_VALID
 
 
 def test_pareto_front_keeps_ties_and_sorts_by_cost() -> None:
@@ -217,33 +256,49 @@ def test_pareto_front_keeps_ties_and_sorts_by_cost() -> None:
     assert pareto_front(points) == [1, 0, 2, 4]
 
 
-def test_marginal_figures(knee_report: Any) -> None:
-    steps = {(s.cheaper.number, s.dearer.number): s for s in knee_report.steps}
-    assert list(steps) == [(0, 1), (1, 2), (2, 5)]
-    first, second, last = steps[(0, 1)], steps[(1, 2)], steps[(2, 5)]
-    assert first.gain_points == pytest.approx(20.0)
+def test_marginal_figures_are_on_validation(knee_report: Any) -> None:
+    steps = {(s.cheaper.name, s.dearer.name): s for s in knee_report.steps}
+    assert list(steps) == [
+        (MAJORITY, TFIDF),
+        (TFIDF, "trial 0"),
+        ("trial 0", "trial 1"),
+        ("trial 1", "trial 2"),
+        ("trial 2", "trial 5"),
+    ]
+    first, second, last = (
+        steps["trial 0", "trial 1"],
+        steps["trial 1", "trial 2"],
+        steps["trial 2", "trial 5"],
+    )
+    assert first.gain_points == pytest.approx(9.0)
+    assert first.test_gain_points == pytest.approx(20.0)
     assert first.cost_ratio == pytest.approx(2.0)
-    assert first.dollars_per_point == pytest.approx(0.0005)
-    assert second.gain_points == pytest.approx(5.0)
+    assert first.dollars_per_point == pytest.approx(0.01 / 9)
+    assert second.gain_points == pytest.approx(5.5)
     assert second.cost_ratio == pytest.approx(50.0)
-    assert second.dollars_per_point == pytest.approx(0.98 / 5)
+    assert second.dollars_per_point == pytest.approx(0.98 / 5.5)
     assert last.gain_points == pytest.approx(0.5)
     assert last.cost_ratio == pytest.approx(4.0)
     assert last.dollars_per_point == pytest.approx(6.0)
 
 
-def test_significance_verdicts(knee_report: Any) -> None:
-    steps = {(s.cheaper.number, s.dearer.number): s.comparison for s in knee_report.steps}
-    assert steps[(0, 1)].significant and steps[(0, 1)].only_b == 40
-    assert steps[(1, 2)].significant
-    assert steps[(1, 2)].p_value == pytest.approx(2 * 0.5**10)
-    # 4x the cost for +0.5 points: 3 examples one way, 2 the other.
-    noise = steps[(2, 5)]
-    assert not noise.significant and noise.p_value == pytest.approx(1.0)
-    assert noise.examples_needed is not None and noise.examples_needed > 10 * N_TEST
+def test_validation_verdicts(knee_report: Any) -> None:
+    steps = {(s.cheaper.name, s.dearer.name): s.valid for s in knee_report.steps}
+    up = steps["trial 1", "trial 2"]
+    se = math.sqrt(0.93 * 0.07 / N_VALID + 0.985 * 0.015 / N_VALID)
+    assert up.p_value == pytest.approx(norm.sf((0.055 - 1 / N_VALID) / se))
+    # Trials 2, 4 and 5 cost more than trial 1: a step up from it is tested at 0.05 / 3.
+    assert up.alpha == pytest.approx(0.05 / 3)
+    assert up.gain_shown and up.p_value < 0.05 / 3
+    assert steps["trial 0", "trial 1"].gain_shown and steps["trial 0", "trial 1"].alpha == 0.01
+    # 12 points over TF-IDF would pass at 0.05 / 6; 10 (p = 0.011) would not.
+    assert steps[TFIDF, "trial 0"].gain_shown and steps[TFIDF, "trial 0"].p_value < 0.05 / 6
+    noise = steps["trial 2", "trial 5"]
+    assert not noise.gain_shown and noise.p_value > 0.4
+    assert noise.examples_needed() is not None and noise.examples_needed() > 10 * N_VALID
 
 
-def test_a_a_trial_is_not_significantly_different(knee_report: Any) -> None:
+def test_a_a_trial_is_not_significantly_different_on_test(knee_report: Any) -> None:
     rows = {t.number: t for t in knee_report.trials}
     result = comparer(ReportOptions())(rows[1], rows[4])
     assert result is not None
@@ -251,23 +306,39 @@ def test_a_a_trial_is_not_significantly_different(knee_report: Any) -> None:
     assert not result.significant
 
 
-def test_knee_without_value_or_budget(knee_report: Any) -> None:
+def test_knee_walk_and_its_one_test_set_check(knee_report: Any) -> None:
     rec = knee_report.recommendation
     assert rec.mode == "knee"
     assert rec.chosen.number == 1
-    assert rec.text.startswith("Choose trial 1 (3 epochs, learning rate x1.25, batch 16): 90.0%")
-    assert "trial 2, adds +5.0 points for 50x the cost ($0.196 per point)" in rec.text
+    assert [(m.kind, m.taken) for m in rec.walk.moves] == [
+        ("negligible", True),  # TF-IDF costs a millionth of a dollar more than always-positive
+        ("tested", True),
+        ("tested", True),
+        ("knee", False),
+    ]
+    assert rec.text.startswith(
+        "Choose trial 1 (3 epochs, learning rate x1.25, batch 16): 93.0% validation accuracy "
+        "(90.0% on test) for $0.02."
+    )
+    assert "The next step up, trial 2, adds +5.5 points on validation for 50x the cost" in rec.text
+    assert "past the knee" in rec.text
+    # The test set is read once: trial 1 against trial 0, which it was bought over.
+    assert rec.rival is not None and rec.rival.number == 0
+    assert rec.confirmation is not None and rec.confirmation.only_b == 40
+    assert "On the test set, checked once against trial 0: +20.0 points" in rec.text
+    assert rec.text.endswith(": confirmed.")
+    assert rec.fine_tuned is rec.chosen
     assert knee_report.neighbour.number == 0
 
 
 @pytest.mark.parametrize(
     ("value", "budget", "chosen", "phrase"),
     [
-        (0.1, None, 1, "more than the $0.10 a point is worth to you"),
-        (1.0, None, 2, "within noise for 200 test examples"),
-        (100.0, None, 2, "within noise for 200 test examples (McNemar p = 1.00"),
+        (0.1, None, 1, "at $0.10 a point its net value"),
+        (2.0, None, 2, "The next step up, trial 5, adds +0.5 points on validation"),
+        (100.0, None, 2, "not surely positive: not worth paying for"),
         (None, 0.5, 1, "costs $1.00, over your $0.50 budget"),
-        (None, 5.0, 2, "within noise"),
+        (None, 5.0, 2, "within noise (200 validation examples, one-sided p = 0."),
         (1.0, 0.5, 1, "over your $0.50 budget"),
     ],
 )
@@ -277,40 +348,75 @@ def test_recommendation_for_given_values(
     report = build_report(known.experiment(), ReportOptions(value_per_point=value, budget=budget))
     assert report.recommendation.chosen.number == chosen
     assert phrase in report.recommendation.text
-    # Two sentences a manager can read.
-    assert report.recommendation.text.count(". ") == 1
+    # Three sentences a manager can read: the choice, the comparison behind it, the test check.
+    assert report.recommendation.text.count(". ") == 2, report.recommendation.text
 
 
-def test_nothing_fits_a_tiny_budget(known: Constructed) -> None:
+def test_value_rule_prices_the_interval_not_the_estimate(known: Constructed) -> None:
+    # At $1 a point, trial 2's +5.5 validation points are worth $5.50 against $0.98 more, but
+    # the gain's lower bound (about 0.75 points at 0.05 / 3) is worth less: not bought.
+    report = build_report(known.experiment(), ReportOptions(value_per_point=1.0))
+    assert report.recommendation.chosen.number == 1
+    move = report.recommendation.deciding_move
+    assert move is not None and not move.taken and move.net_value is not None
+    estimate, low, high = move.net_value
+    assert estimate == pytest.approx(1.0 * 5.5 - 0.98)
+    assert low < 0 < estimate < high
+    # At $2 a point the lower bound is worth more than the extra cost: bought.
+    rich = build_report(known.experiment(), ReportOptions(value_per_point=2.0))
+    assert rich.recommendation.chosen.number == 2
+    bought = [m for m in rich.recommendation.walk.moves if m.taken][-1]
+    assert bought.net_value is not None and bought.net_value[1] > 0
+
+
+def test_a_tiny_budget_means_do_not_fine_tune(known: Constructed) -> None:
     report = build_report(known.experiment(), ReportOptions(budget=0.005))
-    assert report.recommendation.chosen.number == 0
-    assert report.recommendation.text.startswith("No configuration fits the $0.005 budget")
+    rec = report.recommendation
+    assert rec.chosen.name == TFIDF
+    assert rec.text.startswith(f"Don't fine-tune within the $0.005 budget: {TFIDF} (")
+    assert rec.fine_tuned is not None and rec.fine_tuned.number == 0
+    assert "If you fine-tune anyway: trial 0" in " ".join(summary_lines(report))
 
 
-def test_baselines_and_gain_over_the_best(known: Constructed, knee_report: Any) -> None:
+def test_baselines_and_the_gain_over_the_best(known: Constructed, knee_report: Any) -> None:
     data, _ = prepare_experiment(known.experiment())
     majority = Counter(data.train.labels).most_common(1)[0][0]
     by_name = {b.name: b for b in knee_report.baselines}
-    assert by_name["majority class"].accuracy == pytest.approx(
-        data.test.labels.count(majority) / N_TEST
+    assert by_name[MAJORITY].accuracy == pytest.approx(data.test.labels.count(majority) / N_TEST)
+    assert by_name[MAJORITY].valid_accuracy == pytest.approx(
+        data.validation.labels.count(majority) / N_VALID
     )
-    tfidf = by_name["TF-IDF + logistic regression"]
+    tfidf = by_name[TFIDF]
     assert tfidf.accuracy is not None and 0.55 < tfidf.accuracy < 0.9
+    assert tfidf.valid_accuracy is not None and 0.55 < tfidf.valid_accuracy < 0.8
     assert "harness evaluate --model BASE" in by_name["all-MiniLM-L6-v2 without fine-tuning"].note
     assert knee_report.best_baseline is tfidf
     vs_base = knee_report.baseline_comparisons
     assert set(vs_base) == set(KNOWN)
-    assert vs_base[2].difference == pytest.approx(0.95 - tfidf.accuracy)
+    assert vs_base[2].difference == pytest.approx(0.985 - tfidf.valid_accuracy)
+    # A 10-point loss is a loss, never "real".
+    frame = trials_frame(knee_report).set_index("trial")
+    assert vs_base[3].loss_shown and frame.loc[3, "vs_best_baseline"].startswith("loss")
+    assert frame.loc[2, "vs_best_baseline"].startswith("gain")
+    assert not frame["vs_best_baseline"].str.contains("real").any()
 
 
-def test_ownership_epochs_and_sample(knee_report: Any) -> None:
+def test_ownership_epochs_checkpoints_and_sample(knee_report: Any) -> None:
     own = {o.number: o for o in knee_report.ownership}
     # Local backend: inference per request = eval cost / test examples.
     assert own[1].per_request == pytest.approx(0.002 / N_TEST)
     assert own[1].monthly == pytest.approx(0.002 / N_TEST * 10_000)
     assert own[1].months(12) == pytest.approx(0.018 + 12 * 0.1)
+    # A checkpoint scored from a cache at no cost still runs at its parent's cost per request.
+    assert own[3].per_request == pytest.approx(own[1].per_request)
+    frame = trials_frame(knee_report).set_index("trial")
+    assert frame.loc[3, "kind"] == "checkpoint of trial 1"
+    assert (frame.loc[3, "n_epochs"], frame.loc[3, "epochs_run"]) == (3, 1)
+    assert frame.loc[3, "valid_accuracy"] == pytest.approx(0.62)
+    rows = {t.number: t for t in knee_report.trials}
+    assert rows[3].describe().startswith("epoch 1 of 3 (checkpoint of trial 1)")
     epochs = {e.number: e for e in knee_report.epochs}
-    assert (epochs[1].peak_epoch, epochs[1].epochs) == (2, 3)
+    assert (epochs[1].peak_epoch, epochs[1].epochs, epochs[1].last_accuracy) == (2, 3, 0.93)
     assert epochs[1].cost_after_peak == pytest.approx(0.006)
     sample = knee_report.sample
     assert 0 < len(sample) <= ReportOptions().sample_size
@@ -329,11 +435,26 @@ def test_written_report_answers_first_and_is_self_contained(
     report = build_report(known.experiment(), ReportOptions(value_per_point=100.0))
     paths = write_report(report, tmp_path / "out")
     assert {p.name for p in paths.values()} >= {"report.md", "report.html", "accuracy_vs_cost.png"}
-    lines = [line for line in paths["markdown"].read_text().splitlines() if line.strip()]
+    markdown = paths["markdown"].read_text()
+    lines = [line for line in markdown.splitlines() if line.strip()]
     assert lines[0].startswith("# known:")
     assert lines[1].startswith("**Answer:** Choose trial 2")
-    assert "+0.5 points for 4.0x the cost ($6.00 per point)" in lines[1]
-    assert "within noise" in lines[1]
+    assert "+0.5 points on validation for 4.0x the cost ($6.00 per point)" in lines[1]
+    # The one test-set check: trial 2 against trial 5, the step it was preferred to.
+    assert "checked once against trial 5: -0.5 points" in lines[1]
+    assert "consistent with not paying for trial 5" in lines[1]
+    headings = [line for line in lines if line.startswith("## ")]
+    assert headings == [
+        "## Steps along the Pareto front",
+        "## Baselines on the same data",
+        "## All completed trials",
+        "## Per-epoch curves",
+        "## Total cost of ownership",
+        "## Misclassified examples",
+        "## Method",
+    ]
+    assert "Choose on validation, confirm on test" in markdown
+    assert not re.search(r"\breal\b", markdown)
     page = paths["html"].read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page)
     assert "<script src" not in page and "<link" not in page
@@ -359,11 +480,14 @@ def test_logged_on_parent_run_and_tags(known: Constructed, tmp_path: Path) -> No
 def test_cli_report(known: Constructed, tmp_path: Path) -> None:
     out = tmp_path / "cli-out"
     result = run_cli(
-        "report", str(known.experiment_path), "--out", str(out), "--value-per-point", "1"
+        "report", str(known.experiment_path), "--out", str(out), "--value-per-point", "2"
     )
     assert result.exit_code == 0, result.output
     assert result.output.startswith("Answer: Choose trial 2")
-    assert "trial 2 -> trial 5: +0.5 points for 4.0x the cost ($6.00 per point)" in result.output
+    assert (
+        "trial 2 -> trial 5: +0.5 points on validation for 4.0x the cost ($6.00 per point)"
+        in result.output
+    )
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
 
 
@@ -394,21 +518,23 @@ def test_empty_study_is_a_clear_error(tmp_path: Path) -> None:
     assert result.exit_code == 2
 
 
-def test_without_predictions_the_report_says_so(tmp_path: Path) -> None:
+def test_without_predictions_the_walk_still_runs_but_nothing_is_checked(tmp_path: Path) -> None:
     constructed = construct(tmp_path, name="untracked", tracking=False)
     report = build_report(constructed.experiment(), ReportOptions(value_per_point=100.0))
-    assert [t.number for t in report.front] == [0, 1, 2, 5]
-    assert all(s.comparison is None for s in report.steps)
-    # Without paired tests the point estimate decides: +0.5 points is worth $3 at $100 a point.
-    assert report.recommendation.chosen.number == 5
+    assert [t.number for t in report.front if not t.is_baseline] == [0, 1, 2, 5]
+    assert all(s.valid is not None for s in report.steps)  # validation needs no predictions
+    assert report.recommendation.chosen.number == 2
+    assert report.recommendation.confirmation is None
     assert report.recommendation.text.endswith(
-        "It is the most accurate configuration found, and the dearest."
+        "Not checked on the test set against trial 5: no per-example predictions."
     )
     assert any("predictions.csv" in note for note in report.notes)
     assert log_report(report, write_report(report, tmp_path / "out"))[0].startswith("not logged")
 
 
-def _row(number: int, cost: float, n_correct: int, n: int = N_TEST) -> TrialRow:
+def _row(
+    number: int, cost: float, n_correct: int, valid: float | None = None, n: int = N_TEST
+) -> TrialRow:
     correct = np.arange(n) < n_correct
     frame = pd.DataFrame(
         {
@@ -418,9 +544,26 @@ def _row(number: int, cost: float, n_correct: int, n: int = N_TEST) -> TrialRow:
             "confidence": 0.9,
         }
     )
-    record = TrialRecord()
     return TrialRow(
-        number, {"n_epochs": 1}, n_correct / n, cost, record, None, frame, on_front=True
+        number,
+        {"n_epochs": 1},
+        n_correct / n,
+        cost,
+        TrialRecord(),
+        None,
+        frame,
+        on_front=True,
+        valid_accuracy=n_correct / n if valid is None else valid,
+    )
+
+
+def _baselines(majority: float, tfidf: float) -> list[TrialRow]:
+    correct = np.arange(N_TEST) < int(tfidf * N_TEST)
+    return baseline_rows(
+        [
+            Baseline(MAJORITY, 0.5, None, 0.0, "always 'a'", np.arange(N_TEST) < 100, majority),
+            Baseline(TFIDF, tfidf, None, 1e-6, "scikit-learn", correct, tfidf),
+        ]
     )
 
 
@@ -429,7 +572,72 @@ def test_knee_is_not_bought_with_noise() -> None:
     front = [_row(0, 0.010, 150), _row(1, 0.011, 152), _row(2, 1.0, 154)]
     assert knee_index([r.cost for r in front], [r.accuracy for r in front]) == 1
     options = ReportOptions()
-    rec = recommend(front, options, comparer(options), N_TEST)
+    rec = recommend(front, options, comparer(options), N_VALID)
     assert rec.chosen.number == 0
-    assert "trial 1, adds +1.0 points for 1.1x the cost" in rec.text
-    assert "within noise for 200 test examples (McNemar p = 0.50" in rec.text
+    assert "trial 1, adds +1.0 points on validation for 1.1x the cost" in rec.text
+    assert "within noise (200 validation examples, one-sided p = 0.4" in rec.text
+
+
+@pytest.mark.parametrize(("dearer_cost", "chosen"), [(0.01004, 1), (0.0106, 0)])
+def test_a_negligible_extra_cost_is_settled_by_the_point_estimate(
+    dearer_cost: float, chosen: int
+) -> None:
+    # +1 validation point is noise on 200 examples; at 0.4% more it is taken anyway, at 6% more
+    # (and more than $0.0001) it must be shown first.
+    front = [_row(0, 0.0100, 150), _row(1, dearer_cost, 152)]
+    options = ReportOptions()
+    rec = recommend(front, options, comparer(options), N_VALID)
+    assert rec.chosen.number == chosen
+    if chosen == 1:
+        assert "at a negligible extra cost the point estimate decides" in rec.text
+
+
+def test_tfidf_as_good_for_less_means_do_not_fine_tune() -> None:
+    tuned = [_row(0, 0.01, 146, valid=0.73), _row(1, 0.02, 148, valid=0.74)]
+    front = [*_baselines(0.5, 0.72), *tuned]
+    options = ReportOptions()
+    rec = recommend(front, options, comparer(options), N_VALID, front)
+    assert rec.chosen.name == TFIDF
+    assert rec.text.startswith(f"Don't fine-tune: {TFIDF} (scikit-learn) is as good for less:")
+    # Neither trial is worth it; the closer one (+2 points) is the comparison that decided it,
+    # and the one the test set checks.
+    assert "No step up is worth it; the closest, trial 1, adds +2.0 points on validation" in (
+        rec.text
+    )
+    assert rec.rival is not None and rec.rival.number == 1
+    assert rec.text.endswith("consistent with not paying for trial 1.")
+    assert rec.fine_tuned is not None and rec.fine_tuned.number == 0
+
+
+def test_a_majority_class_better_than_every_trial_is_the_answer() -> None:
+    tuned = [_row(0, 0.01, 110, valid=0.55)]
+    candidates = [*_baselines(0.60, 0.58), *tuned]
+    front = [candidates[i] for i in pareto_front([(r.valid_accuracy, r.cost) for r in candidates])]
+    assert [r.name for r in front] == [MAJORITY]
+    options = ReportOptions()
+    rec = recommend(front, options, comparer(options), N_VALID, candidates)
+    assert rec.text.startswith(f"Don't fine-tune: {MAJORITY} (always 'a') beats every fine-tuned")
+    assert rec.fine_tuned is tuned[0]
+
+
+def test_promote_follows_the_report_and_says_so_when_it_says_do_not_fine_tune(
+    known: Constructed, tmp_path: Path
+) -> None:
+    choice = _report_choice(known.experiment())
+    assert choice is not None
+    number, reason = choice
+    assert number == 1 and reason.startswith("trial 1, as `harness report` recommends: Choose")
+    # Without a report: the front member most accurate on validation, never on test.
+    study = optuna.load_study(study_name="known", storage=known.experiment().config.study.storage)
+    best, why = choose_trial(study)
+    assert best.number == 5 and "highest validation accuracy on the Pareto front" in why
+    # Trials no better than TF-IDF (72% validation): the answer is not to fine-tune, and the
+    # default promotion says so while naming the trial the walk would fine-tune.
+    weak = {0: (0.73, 0.01, [range(0, 150)]), 1: (0.735, 0.02, [range(0, 152)])}
+    constructed = construct(tmp_path, name="weak", trials=weak)
+    choice = _report_choice(constructed.experiment())
+    assert choice is not None
+    number, reason = choice
+    assert number == 0
+    assert "as `harness report` recommends among the fine-tuned models" in reason
+    assert f"its answer is not to fine-tune: Don't fine-tune: {TFIDF}" in reason

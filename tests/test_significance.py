@@ -1,5 +1,6 @@
-"""Paired significance: known p-values, intervals that cover what they should, and sample sizes
-that deliver the power they promise (checked by simulation)."""
+"""Significance: known p-values, intervals that cover what they should, and sample sizes that
+deliver the power they promise (checked by simulation); paired on the test set, unpaired on
+validation accuracies."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import math
 
 import numpy as np
 import pytest
-from scipy.stats import binomtest
+from scipy.stats import binomtest, norm
 
 from harness.report.significance import (
+    UnpairedComparison,
     bootstrap_difference_ci,
     compare_paired,
     examples_needed,
@@ -128,3 +130,52 @@ def test_bad_inputs_name_the_value() -> None:
         compare_paired([], [])
     with pytest.raises(ValueError, match="confidence"):
         bootstrap_difference_ci([True], [False], confidence=1.5)
+
+
+# --- unpaired: validation accuracies alone ----------------------------------------------------
+
+
+def test_unpaired_p_value_by_formula() -> None:
+    # 0.90 against 0.96 on 200 examples each: Wald statistic with Yates' correction (1/200).
+    result = UnpairedComparison(200, 200, 0.90, 0.96)
+    se = math.sqrt(0.9 * 0.1 / 200 + 0.96 * 0.04 / 200)
+    assert result.standard_error == pytest.approx(se)
+    assert result.p_value == pytest.approx(norm.sf((0.06 - 0.005) / se))
+    assert result.p_value_loss == pytest.approx(norm.sf((-0.06 - 0.005) / se))
+    assert result.gain_shown and not result.loss_shown
+
+
+@pytest.mark.parametrize(("a", "b"), [(0.80, 0.84), (0.80, 0.86), (0.70, 0.60), (0.5, 0.5)])
+def test_unpaired_bound_and_p_value_agree(a: float, b: float) -> None:
+    result = UnpairedComparison(300, 300, a, b, alpha=0.05)
+    assert (result.low > 0) == result.gain_shown
+    assert (result.high < 0) == result.loss_shown
+    assert result.low < result.difference < result.high
+
+
+def test_unpaired_level_holds_for_equal_models() -> None:
+    # A/A on 600 examples, independent errors: "gain shown" at most alpha of the time.
+    rng = np.random.default_rng(0)
+    counts = rng.binomial(600, 0.8, size=(20_000, 2)) / 600
+    shown = [UnpairedComparison(600, 600, a, b).gain_shown for a, b in counts]
+    assert np.mean(shown) <= 0.05
+
+
+def test_unpaired_examples_needed_delivers_about_the_promised_power() -> None:
+    needed = UnpairedComparison(600, 600, 0.80, 0.85).examples_needed(power=0.8)
+    assert needed is not None and 600 < needed < 1000
+    rng = np.random.default_rng(1)
+    draws = rng.binomial(needed, [0.80, 0.85], size=(2000, 2)) / needed
+    power = np.mean([UnpairedComparison(needed, needed, a, b).gain_shown for a, b in draws])
+    assert 0.72 <= power <= 0.85  # the continuity correction costs a little power
+    assert UnpairedComparison(600, 600, 0.8, 0.8).examples_needed() is None
+
+
+def test_unpaired_edge_cases_and_bad_inputs() -> None:
+    perfect = UnpairedComparison(50, 50, 0.0, 1.0)
+    assert perfect.standard_error == 0.0 and perfect.p_value == 0.0 and perfect.gain_shown
+    assert UnpairedComparison(50, 50, 1.0, 1.0).p_value == 1.0
+    with pytest.raises(ValueError, match="example counts"):
+        UnpairedComparison(0, 10, 0.5, 0.5)
+    with pytest.raises(ValueError, match="alpha"):
+        UnpairedComparison(10, 10, 0.5, 0.5, alpha=0.7)

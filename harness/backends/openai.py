@@ -59,6 +59,7 @@ from harness.backends.base import (
     ModelPackage,
     NullProgress,
     Progress,
+    RemoteJob,
 )
 from harness.backends.pricing import Price, PriceTable, base_model_of, load_price_table
 from harness.config import DatasetConfig, OpenAIBackendConfig
@@ -152,6 +153,22 @@ class OpenAIBackend:
             inference_tokens=tokens_in + tokens_out,
         )
         return Estimate(Cost(usd=price.training_usd(trained), trained_tokens=trained), evaluation)
+
+    def preflight(self, data: PreparedData, models: Sequence[str]) -> None:
+        """Prices, example limits, then one cheap authenticated request (a job listing) with few
+        retries: a missing or rejected key, or an endpoint that cannot be reached, stops the
+        sweep here instead of failing every trial after minutes of retries."""
+        limit = self.config.max_tokens_per_example
+        for model in models:
+            self.prices.lookup(model)
+            fmt, counter = self.format_for(model), TiktokenCounter(model)
+            check_examples(data.train, data.labels, fmt, counter, limit, "training set")
+            check_examples(data.validation, data.labels, fmt, counter, limit, "validation set")
+        quick = self.client().with_options(
+            max_retries=1, timeout=min(15.0, self.config.request_timeout)
+        )
+        with api_errors("checking the fine-tuning endpoint", self.config):
+            quick.fine_tuning.jobs.list(limit=1)
 
     def price_rows(self, models: Sequence[str]) -> list[Price]:
         """The dated price table's rows for `models` (ConfigError for a model without one)."""
@@ -329,6 +346,21 @@ class OpenAIBackend:
     def discard(self, model_ref: str) -> bool:
         """Nothing to delete: fine-tuned models and checkpoints live on the provider's side."""
         return False
+
+    def remote_jobs(self, study_name: str) -> list[RemoteJob]:
+        """This study's jobs on the endpoint, priced from the tokens each was billed for."""
+        with api_errors(f"listing the jobs of study {study_name}", self.config):
+            jobs = self.jobs.of_study(study_name)
+        found = []
+        for job in jobs:
+            tokens = getattr(job, "trained_tokens", None)
+            cost = None
+            if tokens is not None:
+                cost = Cost(
+                    usd=self.prices.lookup(job.model).training_usd(tokens), trained_tokens=tokens
+                )
+            found.append(RemoteJob(str(job.id), str(job.status), job.fine_tuned_model, cost))
+        return found
 
     # ----------------------------------------------------------------------------- hand-off
 

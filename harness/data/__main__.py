@@ -2,6 +2,6 @@
 
 import sys
 
-from harness.data.sources import main
+from harness.data.bundled import main
 
 sys.exit(main())

@@ -26,8 +26,8 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from harness.config import DatasetConfig, Experiment, SplitConfig
+from harness.data.bundled import ensure_bundled as ensure_bundled  # re-exported
 from harness.data.sources import canonical_label, read_frame
-from harness.data.sources import ensure_bundled as ensure_bundled  # re-exported
 from harness.data.sources import load_frame as load_frame  # re-exported
 from harness.data.summary import SPLIT_NAMES, TokenCounter, _report
 from harness.data.summary import DataReport as DataReport  # re-exported
@@ -73,7 +73,7 @@ def prepare_data(
         keep = _stratified_indices(row_labels, config.max_rows, seed)
         texts, row_labels = [texts[i] for i in keep], [row_labels[i] for i in keep]
     _check_classes(Counter(row_labels), labels, config.split, loaded.where)
-    splits = _split(texts, row_labels, config.split, seed)
+    splits = _split(texts, row_labels, config.split, seed, loaded.where)
     _check_split(splits, labels, config.split, loaded.where)
     ordinal = config.ordinal if config.ordinal is not None else all(_is_int(x) for x in labels)
     data = PreparedData(
@@ -153,7 +153,7 @@ def _too_few(where: str, label: str, count: int, split: SplitConfig) -> str:
 
 
 def _split(
-    texts: list[str], labels: list[str], split: SplitConfig, seed: int
+    texts: list[str], labels: list[str], split: SplitConfig, seed: int, where: str
 ) -> tuple[Split, Split, Split]:
     """Stratified, seeded train / validation / test; train_test_split also shuffles each part."""
     index = np.arange(len(texts))
@@ -166,8 +166,15 @@ def _split(
         train, valid = train_test_split(
             rest, test_size=fraction, stratify=rest_labels, random_state=seed
         )
-    except ValueError as exc:  # e.g. fewer test rows than classes
-        raise DataError(f"cannot split {len(texts)} rows stratified by label ({exc})") from None
+    except ValueError:  # e.g. fewer test rows than classes
+        n_classes = len(set(labels))
+        raise DataError(
+            f"{where}: {len(texts)} rows after deduplication are too few to split stratified "
+            f"into train / validation / test with validation={split.validation}, "
+            f"test={split.test}: each split needs at least one row of each of the {n_classes} "
+            f"classes (about {math.ceil(n_classes / min(split.validation, split.test))} rows); "
+            "add rows or raise dataset.split.validation / dataset.split.test"
+        ) from None
     parts = [
         Split(tuple(texts[i] for i in p), tuple(labels[i] for i in p)) for p in (train, valid, test)
     ]

@@ -74,8 +74,9 @@ def registered_model_name(experiment: Experiment) -> str:
 def choose_trial(study: Any, trial_number: int | None = None) -> tuple[FrozenTrial, str]:
     """The trial to promote and a sentence saying why.
 
-    By default: the most accurate trial on the Pareto front (accuracy against cost), ties going
-    to the cheaper one; with one objective the study's best trial.
+    By default: the trial on the Pareto front with the highest validation accuracy (the study's
+    objective; the test set only confirms), ties going to the cheaper one; with one objective the
+    study's best trial. `promote` prefers the one `harness report` recommends (`_report_choice`).
 
     Raises:
         ConfigError: The study has no completed trial, or `trial_number` is not one of them.
@@ -92,38 +93,59 @@ def choose_trial(study: Any, trial_number: int | None = None) -> tuple[FrozenTri
             )
         where = "on" if trial_number in front else "not on"
         return done[trial_number], f"trial {trial_number}, as asked ({where} the Pareto front)"
-    best = max((done[n] for n in front), key=lambda t: (_accuracy(t), -_cost(t), -t.number))
+
+    def valid(trial: FrozenTrial) -> float:
+        accuracy = TrialRecord.from_attrs(trial.user_attrs).selection_accuracy
+        return float(accuracy if accuracy is not None else trial.values[0])
+
+    best = max((done[n] for n in front), key=lambda t: (valid(t), -_cost(t), -t.number))
     if len(study.directions) == 1:
-        why = "the study's best trial (one objective: accuracy, within any cost constraint)"
+        why = (
+            "the study's best trial (one objective: validation accuracy, within any cost "
+            "constraint)"
+        )
     else:
-        why = f"the highest test accuracy on the Pareto front (trials {', '.join(map(str, front))})"
-        tied = [n for n in front if n != best.number and _accuracy(done[n]) == _accuracy(best)]
+        why = (
+            "the highest validation accuracy on the Pareto front "
+            f"(trials {', '.join(map(str, front))})"
+        )
+        tied = [n for n in front if n != best.number and valid(done[n]) == valid(best)]
         if tied:
             why += f", and cheaper than trial(s) {', '.join(map(str, tied))} at that accuracy"
     return best, (
-        f"trial {best.number}: {why}; test accuracy {_accuracy(best):.4f}, cost "
-        f"${_cost(best):.6f}. Pass --trial N to promote another."
+        f"trial {best.number}: {why}; validation accuracy {valid(best):.4f}, test accuracy "
+        f"{_accuracy(best):.4f}, cost ${_cost(best):.6f}. Pass --trial N to promote another."
     )
 
 
 def _report_choice(experiment: Experiment) -> tuple[int, str] | None:
-    """The trial `harness report` recommends, and its reason (None: one objective, or no report
-    can be built, and `choose_trial`'s default applies)."""
+    """The trial `harness report` recommends, and its reason; when its answer is a baseline (do
+    not fine-tune), the fine-tuned trial its walk would choose, saying so (None: one objective,
+    or no report can be built, and `choose_trial`'s default applies)."""
     if experiment.config.study.objectives != ["accuracy", "cost"]:
         return None
     from harness.report.build import build_report
 
     try:
-        chosen = build_report(experiment).recommendation
+        rec = build_report(experiment).recommendation
     except HarnessError:
         return None
-    return chosen.chosen.number, (
-        f"trial {chosen.chosen.number}, as `harness report` recommends: {chosen.text} "
-        "Pass --trial N to promote another."
+    if not rec.chosen.is_baseline:
+        return rec.chosen.number, (
+            f"trial {rec.chosen.number}, as `harness report` recommends: {rec.text} "
+            "Pass --trial N to promote another."
+        )
+    if rec.fine_tuned is None:
+        return None
+    return rec.fine_tuned.number, (
+        f"trial {rec.fine_tuned.number}, as `harness report` recommends among the fine-tuned "
+        f"models; but its answer is not to fine-tune: {rec.text} Pass --trial N to promote "
+        "another."
     )
 
 
 def _accuracy(trial: FrozenTrial) -> float:
+    """Test accuracy (what the registry's version is tagged with; never what it was chosen on)."""
     accuracy = TrialRecord.from_attrs(trial.user_attrs).test_accuracy
     return float(accuracy if accuracy is not None else trial.values[0])
 

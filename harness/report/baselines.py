@@ -2,14 +2,16 @@
 
 A fine-tuned model is worth its price only if it beats what is nearly free: predicting the most
 frequent training label, and a TF-IDF + logistic-regression model trained on the same training
-split in seconds on a CPU. The base model without fine-tuning is a third baseline where the
-backend can score it.
+split in seconds on a CPU. Both are scored on the validation split (they take part in the front
+and the walk like any trial) and on the test split. The base model without fine-tuning is a
+third baseline where the backend can score it.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +25,8 @@ from harness.scoring import score
 
 @dataclass(frozen=True)
 class Baseline:
-    """A model scored on the same test examples as the trials (accuracy None: not available)."""
+    """A model scored on the same validation and test examples as the trials (accuracy None: not
+    available); `correct` is per test example."""
 
     name: str
     accuracy: float | None
@@ -31,6 +34,13 @@ class Baseline:
     cost: float | None
     note: str
     correct: np.ndarray | None = field(default=None, repr=False, compare=False)
+    valid_accuracy: float | None = None
+
+    @property
+    def selection_accuracy(self) -> float:
+        """Validation accuracy where known, else test accuracy (0 when not scored)."""
+        value = self.valid_accuracy if self.valid_accuracy is not None else self.accuracy
+        return float(value or 0.0)
 
 
 def majority_baseline(data: PreparedData) -> Baseline:
@@ -40,8 +50,15 @@ def majority_baseline(data: PreparedData) -> Baseline:
     predicted = [label] * len(data.test)
     metrics = score(data.test.labels, predicted, data.labels, data.ordinal)
     correct = np.asarray([t == label for t in data.test.labels], dtype=bool)
+    valid = _accuracy(data.validation.labels, [label] * len(data.validation))
     note = f"always {label!r}, the most frequent training label"
-    return Baseline("majority class", metrics.accuracy, metrics.macro_f1, 0.0, note, correct)
+    return Baseline("majority class", metrics.accuracy, metrics.macro_f1, 0.0, note, correct, valid)
+
+
+def _accuracy(truth: Sequence[str], predicted: Sequence[str]) -> float | None:
+    if not truth:
+        return None
+    return sum(t == p for t, p in zip(truth, predicted, strict=True)) / len(truth)
 
 
 def tfidf_baseline(data: PreparedData, dollars_per_hour: float) -> Baseline:
@@ -64,11 +81,15 @@ def tfidf_baseline(data: PreparedData, dollars_per_hour: float) -> Baseline:
     seconds = time.perf_counter() - started
     metrics = score(data.test.labels, predicted, data.labels, data.ordinal)
     correct = np.asarray([t == p for t, p in zip(data.test.labels, predicted, strict=True)])
+    valid = (
+        _accuracy(data.validation.labels, [str(p) for p in model.predict(data.validation.texts)])
+        if len(data.validation)
+        else None
+    )
     note = f"scikit-learn, {seconds:.2f} s to train and score on this machine"
     cost = seconds / 3600.0 * dollars_per_hour
-    return Baseline(
-        "TF-IDF + logistic regression", metrics.accuracy, metrics.macro_f1, cost, note, correct
-    )
+    name = "TF-IDF + logistic regression"
+    return Baseline(name, metrics.accuracy, metrics.macro_f1, cost, note, correct, valid)
 
 
 def base_model_baseline(experiment: Experiment) -> Baseline:
@@ -88,12 +109,12 @@ def base_model_baseline(experiment: Experiment) -> Baseline:
 
 def compute_baselines(
     experiment: Experiment, reference: pd.DataFrame | None, notes: list[str]
-) -> tuple[list[Baseline], np.ndarray | None]:
-    """Every baseline, and the per-example correctness of the best one for paired tests.
+) -> tuple[list[Baseline], int | None]:
+    """Every baseline, and the number of validation examples the trials were scored on.
 
     The dataset is prepared again from the experiment file (same seed, same split); when it no
     longer yields the test set the trials were scored on (`reference`), baselines are skipped
-    rather than compared on different examples.
+    rather than compared on different examples, and the validation size is not known.
 
     Args:
         experiment: The experiment whose dataset and backend to use.
@@ -102,7 +123,8 @@ def compute_baselines(
         notes: Receives a sentence for anything that was skipped.
 
     Returns:
-        The baselines, and the best one's correctness vector (None without `reference`).
+        The baselines (each scored on validation and test), and the validation size (None when
+        the dataset could not be prepared as the trials saw it).
     """
     from harness.data.prepare import prepare_experiment
 
@@ -121,6 +143,4 @@ def compute_baselines(
         )
         return [base], None
     rate = experiment.config.backend.compute_dollars_per_hour
-    baselines = [majority_baseline(data), tfidf_baseline(data, rate), base]
-    best = max(baselines[:2], key=lambda b: b.accuracy or 0.0)
-    return baselines, best.correct if reference is not None else None
+    return [majority_baseline(data), tfidf_baseline(data, rate), base], len(data.validation) or None

@@ -1,9 +1,10 @@
 """The report: is paying more for fine-tuning buying real accuracy?
 
 `build_report` reads a study (finished or still running) and the trials' test-set predictions from
-MLflow, finds the Pareto front of accuracy against cost, prices and tests every step along it,
-adds baselines on the same test set, the cost of running each model for a month, and a
-recommendation. `write_report` renders it (markdown, self-contained HTML, charts) and
+MLflow, adds the baselines (scored on the same validation and test sets), finds the Pareto front
+of validation accuracy against cost, prices and tests every step along it on validation, walks it
+to a recommendation, checks that once on the test set, and adds the cost of running each model
+for a month. `write_report` renders it (markdown, self-contained HTML, charts) and
 `log_report` attaches it to the study's parent MLflow run and tags the front's trial runs.
 """
 
@@ -16,24 +17,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.config import Experiment
 from harness.errors import ConfigError, HarnessError
-from harness.report.baselines import compute_baselines
+from harness.report.answer import answer_lines, step_line
+from harness.report.baselines import Baseline, compute_baselines
 from harness.report.front import comparer, front_steps, recommend
 from harness.report.model import (
-    EpochSummary,
-    Ownership,
     Report,
     ReportOptions,
     Step,
     TrialRow,
 )
-from harness.report.render import answer_lines, render_files, step_line
-from harness.report.significance import PairedComparison, compare_paired
+from harness.report.render import render_files
+from harness.report.sections import epoch_summary, ownership, qualitative_sample
+from harness.report.significance import UnpairedComparison
 from harness.sweep.study import completed_trials, load_existing_study, pareto_front
 from harness.tracking.record import MLFLOW_RUN_ID, PARETO_TAG, TrialRecord
 from harness.tracking.store import tracking_uri
@@ -52,54 +52,6 @@ __all__ = [
 ]
 
 PREDICTIONS = "predictions.csv"
-
-
-# --- ownership, epochs, qualitative sample ---------------------------------------------------
-
-
-def ownership(rows: list[TrialRow], n_test: int | None, monthly_requests: int) -> list[Ownership]:
-    """Training cost plus inference at `monthly_requests`; per request = eval cost / test size."""
-    result = []
-    for row in rows:
-        record = row.record
-        training = record.train_cost_usd if record.train_cost_usd is not None else row.cost
-        per_request = (record.eval_cost_usd or 0.0) / n_test if n_test else None
-        monthly = per_request * monthly_requests if per_request is not None else None
-        result.append(Ownership(row.number, training, per_request, monthly))
-    return result
-
-
-def epoch_summary(row: TrialRow) -> EpochSummary | None:
-    """Peak validation epoch (the first, on ties) and the cost of the epochs after it."""
-    curve = [float(v) for v in row.record.valid_accuracy_by_epoch]
-    costs = [float(v) for v in row.record.cost_usd_by_epoch]
-    if not curve:
-        return None
-    peak = int(np.argmax(curve))
-    after = costs[-1] - costs[peak] if len(costs) == len(curve) else 0.0
-    return EpochSummary(row.number, len(curve), peak + 1, curve[peak], max(after, 0.0))
-
-
-def qualitative_sample(
-    chosen: TrialRow, neighbour: TrialRow | None, size: int, seed: int
-) -> pd.DataFrame:
-    """Test examples the chosen model or its cheaper neighbour got wrong, side by side."""
-    if chosen.predictions is None:
-        return pd.DataFrame()
-    frame = chosen.predictions[["text", "true"]].copy()
-    frame["chosen"] = chosen.predictions["predicted"]
-    frame["chosen_confidence"] = chosen.predictions["confidence"]
-    wrong = frame["chosen"] != frame["true"]
-    if neighbour is not None and neighbour.predictions is not None:
-        frame["neighbour"] = neighbour.predictions["predicted"].to_numpy()
-        frame["neighbour_confidence"] = neighbour.predictions["confidence"].to_numpy()
-        wrong |= frame["neighbour"] != frame["true"]
-    candidates = frame[wrong]
-    picked = np.random.default_rng(seed).permutation(len(candidates))[:size]
-    sample = candidates.iloc[np.sort(picked)]
-    # Examples the dearer model fixed come first: they are what the extra money bought.
-    order = (sample["chosen"] != sample["true"]).astype(int)
-    return sample.assign(_order=order).sort_values("_order", kind="stable").drop(columns="_order")
 
 
 # --- gathering -------------------------------------------------------------------------------
@@ -157,6 +109,7 @@ def _rows(experiment: Experiment, trials: list[FrozenTrial], client: Any) -> lis
                     record=record,
                     run_id=run_id,
                     predictions=_read_predictions(client, run_id, tmp),
+                    valid_accuracy=record.selection_accuracy,
                 )
             )
     return rows
@@ -228,24 +181,31 @@ def _analyse(experiment: Experiment, rows: list[TrialRow], options: ReportOption
     notes: list[str] = []
     reference = _align(rows, notes)
     n_test = len(reference) if reference is not None else None
-    baselines, test_correct = compute_baselines(experiment, reference, notes)
-    compare = comparer(options)
-    front = [rows[i] for i in pareto_front([(r.accuracy, r.cost) for r in rows])]
+    baselines, n_valid = compute_baselines(experiment, reference, notes)
+    candidates = rows + baseline_rows(baselines)
+    selected_on = _selection_basis(candidates, notes)
+    if n_valid is None and selected_on == "validation":
+        notes.append(
+            "The validation size is not known (the dataset could not be prepared as the trials "
+            "saw it): steps along the front are decided by the point estimate, untested."
+        )
+    front = _front(candidates)
     for row in front:
         row.on_front = True
-    recommendation = recommend(front, options, compare, n_test, rows)
-    index = front.index(recommendation.chosen)
-    neighbour = front[index - 1] if index > 0 else None
-    chosen = recommendation.chosen
+    compare = comparer(options)
+    recommendation = recommend(front, options, compare, n_valid, candidates)
+    shown = recommendation.fine_tuned if recommendation.chosen.is_baseline else None
+    chosen = shown or recommendation.chosen
+    neighbour = _cheaper_neighbour(front, chosen)
     return Report(
         experiment=experiment.name,
         study=experiment.study_name,
         options=options,
         trials=rows,
         front=front,
-        steps=front_steps(front, compare),
+        steps=front_steps(front, n_valid, options, candidates),
         baselines=baselines,
-        baseline_comparisons=_against_baseline(rows, test_correct, options),
+        baseline_comparisons=_against_baseline(rows, baselines, n_valid, options.alpha),
         ownership=ownership(rows, n_test, options.monthly_requests),
         epochs=[s for s in map(epoch_summary, rows) if s is not None],
         recommendation=recommendation,
@@ -254,27 +214,69 @@ def _analyse(experiment: Experiment, rows: list[TrialRow], options: ReportOption
         n_test=n_test,
         backend=experiment.config.backend.kind,
         notes=notes,
+        n_valid=n_valid,
+        selected_on=selected_on,
     )
 
 
+def baseline_rows(baselines: list[Baseline]) -> list[TrialRow]:
+    """The scored baselines as candidates of the front (numbered -1, -2, ...)."""
+    scored = [b for b in baselines if b.accuracy is not None and b.cost is not None]
+    return [
+        TrialRow(
+            number=-(i + 1),
+            params={},
+            accuracy=float(b.accuracy or 0.0),
+            cost=float(b.cost or 0.0),
+            record=TrialRecord(),
+            run_id=None,
+            valid_accuracy=b.valid_accuracy,
+            baseline=b,
+        )
+        for i, b in enumerate(scored)
+    ]
+
+
+def _selection_basis(candidates: list[TrialRow], notes: list[str]) -> str:
+    """Validation, unless some candidate has no validation accuracy: then all are compared on
+    test (one basis for all), and the report says the choice is biased."""
+    missing = [r.name for r in candidates if r.valid_accuracy is None]
+    if not missing:
+        return "validation"
+    for row in candidates:
+        row.valid_accuracy = None
+    notes.append(
+        f"No validation accuracy recorded for {', '.join(missing)}: the front and the choice are "
+        "formed on test accuracy, so the chosen model's test accuracy overstates it a little."
+    )
+    return "test"
+
+
+def _front(rows: list[TrialRow]) -> list[TrialRow]:
+    return [rows[i] for i in pareto_front([(r.selection_accuracy, r.cost) for r in rows])]
+
+
+def _cheaper_neighbour(front: list[TrialRow], row: TrialRow) -> TrialRow | None:
+    """The next cheaper front member with test predictions (for the side-by-side sample)."""
+    below = front[: front.index(row)] if row in front else []
+    return next((r for r in reversed(below) if r.predictions is not None), None)
+
+
 def _against_baseline(
-    rows: list[TrialRow], baseline_correct: np.ndarray | None, options: ReportOptions
-) -> dict[int, PairedComparison]:
-    if baseline_correct is None:
+    rows: list[TrialRow], baselines: list[Baseline], n_valid: int | None, alpha: float
+) -> dict[int, UnpairedComparison]:
+    """Every trial against the best baseline on validation, two-sided at `alpha`."""
+    scored = [b for b in baselines if b.valid_accuracy is not None]
+    best = max(scored, key=lambda b: b.selection_accuracy) if scored else None
+    if best is None or not n_valid:
         return {}
-    result = {}
-    for row in rows:
-        correct = row.correct
-        if correct is not None:
-            result[row.number] = compare_paired(
-                baseline_correct,
-                correct,
-                options.alpha,
-                options.power,
-                options.n_resamples,
-                options.seed,
-            )
-    return result
+    return {
+        row.number: UnpairedComparison(
+            n_valid, n_valid, best.selection_accuracy, row.valid_accuracy, alpha / 2
+        )
+        for row in rows
+        if row.valid_accuracy is not None
+    }
 
 
 # --- output ----------------------------------------------------------------------------------

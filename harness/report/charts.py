@@ -40,50 +40,53 @@ def _pyplot():  # type: ignore[no-untyped-def]
 def _tooltip(report: Report, row: TrialRow) -> str:
     where = "Pareto front" if row.on_front else "dominated"
     chosen = " (recommended)" if row is report.recommendation.chosen else ""
-    score = f"accuracy {percent(row.accuracy)}, cost {usd(row.cost)}"
+    valid = f"validation {percent(row.valid_accuracy)}, " if row.valid_accuracy is not None else ""
+    score = f"{valid}test {percent(row.accuracy)}, cost {usd(row.cost)}"
     return f"{row.name}{chosen}, {where}\n{row.describe()}\n{score}"
 
 
+def _y(row: TrialRow) -> float:
+    """What the chart's vertical axis shows: the accuracy the front is formed on, in percent."""
+    return 100 * row.selection_accuracy
+
+
+def _plotted(report: Report) -> tuple[list[TrialRow], bool]:
+    """The front members the cost axis can show (a free baseline has no place on a log scale;
+    its dashed line shows it), and whether that axis is logarithmic."""
+    log = use_log_cost([t.cost for t in report.trials])
+    return [r for r in report.front if r.cost > 0 or not log], log
+
+
 def accuracy_cost_png(report: Report, path: Path) -> None:
-    """Scatter of test accuracy against cost, front joined, recommendation ringed, baselines."""
+    """Scatter of validation accuracy against cost, front joined, recommendation ringed,
+    baselines as dashed lines."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     others = [t for t in report.trials if not t.on_front]
-    ax.scatter(
-        [t.cost for t in others], [100 * t.accuracy for t in others], c=_OTHER, label="other trials"
-    )
-    front = report.front
-    ax.plot(
-        [t.cost for t in front],
-        [100 * t.accuracy for t in front],
-        "o-",
-        c=_FRONT,
-        label="Pareto front",
-    )
+    ax.scatter([t.cost for t in others], [_y(t) for t in others], c=_OTHER, label="other trials")
+    front, log = _plotted(report)
+    ax.plot([t.cost for t in front], [_y(t) for t in front], "o-", c=_FRONT, label="Pareto front")
     for t in front:
         ax.annotate(
-            f"t{t.number}",
-            (t.cost, 100 * t.accuracy),
-            textcoords="offset points",
-            xytext=(5, -12),
-            fontsize=8,
+            t.short, (t.cost, _y(t)), textcoords="offset points", xytext=(5, -12), fontsize=8
         )
     chosen = report.recommendation.chosen
-    ax.scatter(
-        [chosen.cost],
-        [100 * chosen.accuracy],
-        s=220,
-        facecolors="none",
-        edgecolors=_CHOSEN,
-        linewidths=2,
-        label="recommended",
-    )
+    if chosen in front:
+        ax.scatter(
+            [chosen.cost],
+            [_y(chosen)],
+            s=220,
+            facecolors="none",
+            edgecolors=_CHOSEN,
+            linewidths=2,
+            label="recommended",
+        )
     _draw_baselines(ax, report)
-    if use_log_cost([t.cost for t in report.trials]):
+    if log:
         ax.set_xscale("log")
     ax.set_xlabel("cost per configuration (US dollars: training + test evaluation)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{report.experiment}: accuracy against cost", fontsize=10)
+    ax.set_ylabel(f"{report.selected_on} accuracy (%)")
+    ax.set_title(f"{report.experiment}: {report.selected_on} accuracy against cost", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -94,10 +97,10 @@ def accuracy_cost_png(report: Report, path: Path) -> None:
 def _draw_baselines(ax: Any, report: Report) -> None:
     for base in report.baselines:
         if base.accuracy is not None:
-            ax.axhline(100 * base.accuracy, ls="--", lw=1, c=_BASE)
+            ax.axhline(100 * base.selection_accuracy, ls="--", lw=1, c=_BASE)
             ax.annotate(
                 base.name,
-                (0.01, 100 * base.accuracy),
+                (0.01, 100 * base.selection_accuracy),
                 xycoords=("axes fraction", "data"),
                 fontsize=8,
                 color=_BASE,
@@ -185,38 +188,34 @@ def accuracy_cost_svg(report: Report, width: int = 760, height: int = 430) -> st
     """The accuracy-against-cost chart as inline SVG; hover a point for its configuration."""
     box = (70, width - 20, 34, height - 50)  # legend above the plot area
     left, right, top, bottom = box
-    costs = [t.cost for t in report.trials]
+    front, log = _plotted(report)
+    costs = [t.cost for t in report.trials] + [t.cost for t in front]
     scored = [b for b in report.baselines if b.accuracy is not None]
-    accs = [100 * t.accuracy for t in report.trials] + [100 * (b.accuracy or 0) for b in scored]
-    x = _Axis(costs, (left, right), use_log_cost(costs))
+    accs = [_y(t) for t in report.trials] + [100 * b.selection_accuracy for b in scored]
+    x = _Axis(costs, (left, right), log)
     y = _Axis(accs, (bottom, top), log=False)
-    parts = _svg_axes(x, y, box)
+    parts = _svg_axes(x, y, box, f"{report.selected_on} accuracy")
     for base in scored:
-        yy = y(100 * (base.accuracy or 0))
+        yy = y(100 * base.selection_accuracy)
         parts.append(
             _el("line", x1=left, x2=right, y1=yy, y2=yy, stroke=_BASE, stroke_dasharray="5,4")
         )
         parts.append(_el("text", html.escape(base.name), x=left + 4, y=yy - 4, fill=_BASE))
-    line = " ".join(f"{x(t.cost):.1f},{y(100 * t.accuracy):.1f}" for t in report.front)
+    line = " ".join(f"{x(t.cost):.1f},{y(_y(t)):.1f}" for t in front)
     parts.append(_el("polyline", points=line, fill="none", stroke=_FRONT, stroke_width=1.5))
     chosen = report.recommendation.chosen
     ring: dict[str, object] = {"r": 11, "fill": "none", "stroke": _CHOSEN, "stroke_width": 2}
-    parts.append(_el("circle", "", cx=x(chosen.cost), cy=y(100 * chosen.accuracy), **ring))
-    for t in sorted(report.trials, key=lambda t: t.on_front):  # front drawn on top
-        cx, cy = x(t.cost), y(100 * t.accuracy)
+    if chosen in front:
+        parts.append(_el("circle", "", cx=x(chosen.cost), cy=y(_y(chosen)), **ring))
+    points = [*report.trials, *(r for r in front if r.is_baseline)]
+    for t in sorted(points, key=lambda t: t.on_front):  # front drawn on top
+        cx, cy = x(t.cost), y(_y(t))
         tip = _el("title", html.escape(_tooltip(report, t)))
-        colour = _FRONT if t.on_front else _OTHER
+        colour = _BASE if t.is_baseline else _FRONT if t.on_front else _OTHER
         parts.append(_el("circle", tip, class_="pt", cx=cx, cy=cy, r=6, fill=colour))
         if t.on_front:
-            parts.append(_el("text", f"t{t.number}", x=cx + 8, y=cy + 14))
-    legend = [
-        (_FRONT, "● Pareto front"),
-        (_OTHER, "● other trials"),
-        (_CHOSEN, "○ recommended"),
-        (_BASE, "- - baselines"),
-    ]
-    spans = "  ".join(_el("tspan", text, fill=colour) for colour, text in legend)
-    parts.append(_el("text", spans, x=right, y=top - 12, text_anchor="end"))
+            parts.append(_el("text", html.escape(t.short), x=cx + 8, y=cy + 14))
+    parts.append(_legend(right, top))
     body = "\n".join(parts)
     return _el(
         "svg",
@@ -225,13 +224,24 @@ def accuracy_cost_svg(report: Report, width: int = 760, height: int = 430) -> st
         width=width,
         height=height,
         role="img",
-        aria_label="accuracy against cost",
+        aria_label=f"{report.selected_on} accuracy against cost",
         font_family="sans-serif",
         font_size=11,
     )
 
 
-def _svg_axes(x: _Axis, y: _Axis, box: tuple[int, int, int, int]) -> list[str]:
+def _legend(right: float, top: float) -> str:
+    legend = [
+        (_FRONT, "● Pareto front"),
+        (_OTHER, "● other trials"),
+        (_CHOSEN, "○ recommended"),
+        (_BASE, "● - - baselines"),
+    ]
+    spans = "  ".join(_el("tspan", text, fill=colour) for colour, text in legend)
+    return _el("text", spans, x=right, y=top - 12, text_anchor="end")
+
+
+def _svg_axes(x: _Axis, y: _Axis, box: tuple[int, int, int, int], label_y: str) -> list[str]:
     left, right, top, bottom = box
     frame = {"fill": "none", "stroke": "#999"}
     parts = [_el("rect", x=left, y=top, width=right - left, height=bottom - top, **frame)]
@@ -247,5 +257,5 @@ def _svg_axes(x: _Axis, y: _Axis, box: tuple[int, int, int, int]) -> list[str]:
     middle = {"text_anchor": "middle"}
     parts.append(_el("text", label, x=(left + right) / 2, y=bottom + 38, **middle))
     vertical = {"transform": "rotate(-90)", "x": -(top + bottom) / 2, "y": 16, **middle}
-    parts.append(_el("text", "test accuracy", **vertical))
+    parts.append(_el("text", label_y, **vertical))
     return parts

@@ -13,8 +13,9 @@ import pandas as pd
 
 from harness.errors import ConfigError
 from harness.report.baselines import Baseline
+from harness.report.decide import Move, Walk
 from harness.report.formats import ratio, usd
-from harness.report.significance import PairedComparison
+from harness.report.significance import PairedComparison, UnpairedComparison
 from harness.tracking.record import TrialRecord
 
 
@@ -22,9 +23,11 @@ from harness.tracking.record import TrialRecord
 class ReportOptions:
     """What the reader tells the report: inference volume and what accuracy is worth to them.
 
-    `value_per_point` is dollars one accuracy point (1 percentage point of test accuracy) is worth;
+    `value_per_point` is dollars one accuracy point (1 percentage point of accuracy) is worth;
     `budget` is the most one configuration may cost (training plus test evaluation, the study's cost
-    axis). With neither, the report recommends the knee of the Pareto front.
+    axis). With neither, the walk along the front stops at its knee at the latest. `alpha` is the
+    family-wise one-sided level of every step up the walk (shared among the candidates dearer
+    than the current choice) and the two-sided level of the test-set check.
     """
 
     monthly_requests: int = 10_000
@@ -47,7 +50,11 @@ class ReportOptions:
 
 @dataclass(eq=False)  # rows are compared by identity: they carry DataFrames
 class TrialRow:
-    """One completed trial as the report sees it."""
+    """One completed trial as the report sees it, or a baseline taking part in the front.
+
+    `accuracy` is test accuracy (reported, never chosen on); `valid_accuracy` is the validation
+    accuracy of the model the trial delivered, which the front and the walk are formed on.
+    """
 
     number: int
     params: dict[str, Any]
@@ -57,20 +64,41 @@ class TrialRow:
     run_id: str | None
     predictions: pd.DataFrame | None = None
     on_front: bool = False
+    valid_accuracy: float | None = None
+    baseline: Baseline | None = None
+
+    @property
+    def selection_accuracy(self) -> float:
+        """What the front is formed on: validation accuracy (test accuracy only where none was
+        recorded, which the report then says)."""
+        return self.valid_accuracy if self.valid_accuracy is not None else self.accuracy
 
     @property
     def correct(self) -> np.ndarray | None:
+        if self.baseline is not None:
+            return self.baseline.correct
         if self.predictions is None:
             return None
         return (self.predictions["true"] == self.predictions["predicted"]).to_numpy(dtype=bool)
 
     @property
+    def is_baseline(self) -> bool:
+        return self.baseline is not None
+
+    @property
     def name(self) -> str:
-        return f"trial {self.number}"
+        return self.baseline.name if self.baseline is not None else f"trial {self.number}"
+
+    @property
+    def short(self) -> str:
+        """A chart label: `t7`, or the baseline's name."""
+        return self.baseline.name if self.baseline is not None else f"t{self.number}"
 
     def describe(self) -> str:
         """Hyperparameters in words, e.g. `3 epochs, learning rate x2.1, batch 16`, or for a
-        checkpoint `epoch 1 of 3 (checkpoint of trial 7), ...`."""
+        checkpoint `epoch 1 of 3 (checkpoint of trial 7), ...`; a baseline's note."""
+        if self.baseline is not None:
+            return self.baseline.note
         p = self.params
         parts = (
             [f"{p['n_epochs']} epoch{'s' if p['n_epochs'] != 1 else ''}"] if "n_epochs" in p else []
@@ -94,14 +122,24 @@ class TrialRow:
 
 @dataclass(frozen=True)
 class Step:
-    """Moving from one front member to the next dearer one."""
+    """Moving from one front member to the next dearer one, judged on validation accuracy.
+
+    `valid` tests the validation gain (None: the validation size is unknown). The test accuracies
+    of both ends are shown, never tested: the test set checks only the chosen model (see
+    `Recommendation.confirmation`).
+    """
 
     cheaper: TrialRow
     dearer: TrialRow
-    comparison: PairedComparison | None
+    valid: UnpairedComparison | None
 
     @property
     def gain_points(self) -> float:
+        """Validation accuracy gained, in points."""
+        return 100.0 * (self.dearer.selection_accuracy - self.cheaper.selection_accuracy)
+
+    @property
+    def test_gain_points(self) -> float:
         return 100.0 * (self.dearer.accuracy - self.cheaper.accuracy)
 
     @property
@@ -129,12 +167,24 @@ class Step:
 
 @dataclass(frozen=True)
 class Recommendation:
-    """The configuration to choose and two sentences saying why."""
+    """The model to choose, why (the walk along the validation front), and its test-set check.
+
+    `deciding` is the step whose verdict settled the choice; `rival` the model the chosen one
+    was chosen over, named before the test set is read; `confirmation` the one paired test on
+    the test set, chosen (B) against rival (A). `fine_tuned` is the walk's choice among the
+    fine-tuned trials alone: the answer itself when that is a trial, else what to fine-tune if
+    one fine-tunes anyway (what `harness promote` registers by default).
+    """
 
     chosen: TrialRow
     mode: str
     text: str
-    next_up: Step | None
+    walk: Walk
+    deciding: Step | None = None
+    deciding_move: Move | None = None
+    rival: TrialRow | None = None
+    confirmation: PairedComparison | None = None
+    fine_tuned: TrialRow | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +209,7 @@ class EpochSummary:
     peak_epoch: int
     peak_accuracy: float
     cost_after_peak: float
+    last_accuracy: float = 0.0
 
 
 @dataclass
@@ -172,7 +223,7 @@ class Report:
     front: list[TrialRow]
     steps: list[Step]
     baselines: list[Baseline]
-    baseline_comparisons: dict[int, PairedComparison]
+    baseline_comparisons: dict[int, UnpairedComparison]
     ownership: list[Ownership]
     epochs: list[EpochSummary]
     recommendation: Recommendation
@@ -184,8 +235,11 @@ class Report:
     running: int = 0
     tracking_uri: str = ""
     parent_run_id: str | None = None
+    n_valid: int | None = None
+    selected_on: str = "validation"  # "test" only for a study that recorded no validation
 
     @property
     def best_baseline(self) -> Baseline | None:
+        """The baseline most accurate on what the front is formed on (validation)."""
         scored = [b for b in self.baselines if b.accuracy is not None]
-        return max(scored, key=lambda b: b.accuracy or 0.0) if scored else None
+        return max(scored, key=lambda b: b.selection_accuracy) if scored else None

@@ -14,99 +14,14 @@ from typing import Any
 
 import pandas as pd
 
+from harness.report.answer import answer_lines, move_text, step_verdict, versus_verdict
 from harness.report.charts import accuracy_cost_png, epochs_png
+from harness.report.decide import NEGLIGIBLE_SHARE, NEGLIGIBLE_USD
 from harness.report.formats import IMAGES, Block, p_text, percent, points, ratio, usd
 from harness.report.markup import to_html, to_markdown
-from harness.report.model import Report, Step, TrialRow
-from harness.report.significance import PairedComparison
+from harness.report.model import Report, TrialRow
 
 PARAM_ORDER = ("n_epochs", "learning_rate_multiplier", "batch_size", "train_examples", "base_model")
-
-
-# --- verdicts and the answer ----------------------------------------------------------------
-
-
-def verdict(cmp: PairedComparison | None) -> str:
-    """`real`, `within noise (about N examples would tell)` or `untested`."""
-    if cmp is None:
-        return "untested (no predictions)"
-    if cmp.significant:
-        return "real"
-    if cmp.examples_needed is None:
-        return "within noise (no difference)"
-    return f"within noise (about {cmp.examples_needed:,} test examples would tell)"
-
-
-def _ci(cmp: PairedComparison | None) -> str:
-    return "-" if cmp is None else f"{100 * cmp.ci_low:+.1f} to {100 * cmp.ci_high:+.1f}"
-
-
-def _detectable(cmp: PairedComparison | None) -> str:
-    if cmp is None:
-        return "-"
-    return (
-        "none at this size"
-        if cmp.minimum_detectable is None
-        else f"{100 * cmp.minimum_detectable:.1f} points"
-    )
-
-
-def answer_lines(report: Report) -> list[str]:
-    """The lines that answer the question: recommendation, baseline check, running cost, basis."""
-    rec = report.recommendation
-    lines = [f"Answer: {rec.text}", *_baseline_line(report), *_running_cost_line(report)]
-    running = (
-        f" ({report.running} still running: this report covers the completed ones)"
-        if report.running
-        else ""
-    )
-    size = f", {report.n_test:,} test examples" if report.n_test else ""
-    lines.append(
-        f"Based on {len(report.trials)} completed trial{'s' if len(report.trials) != 1 else ''}"
-        f"{running}{size}, {len(report.front)} on "
-        "the Pareto front; cost = training + test-set evaluation, US dollars."
-    )
-    return lines
-
-
-def _baseline_line(report: Report) -> list[str]:
-    best, chosen = report.best_baseline, report.recommendation.chosen
-    if best is None or best.accuracy is None:
-        return []
-    gain = 100 * (chosen.accuracy - best.accuracy)
-    cmp = report.baseline_comparisons.get(chosen.number)
-    if cmp is None:
-        judged = "untested (no predictions)"
-    elif cmp.significant and gain > 0:
-        judged = f"real (McNemar {p_text(cmp.p_value)})"
-    elif cmp.significant:
-        judged = f"the baseline is really better (McNemar {p_text(cmp.p_value)})"
-    else:
-        judged = f"within noise (McNemar {p_text(cmp.p_value)}): fine-tuning has not beaten it"
-    against = f"Against the best baseline ({best.name}, {percent(best.accuracy)})"
-    return [f"{against}: {points(gain)}, {judged}."]
-
-
-def _running_cost_line(report: Report) -> list[str]:
-    number = report.recommendation.chosen.number
-    own = next((o for o in report.ownership if o.number == number), None)
-    if own is None or own.monthly is None:
-        return []
-    return [
-        f"Running it: {usd(own.training)} to train, then {usd(own.monthly)} a month at "
-        f"{report.options.monthly_requests:,} requests ({usd(own.months(12))} in the first year)."
-    ]
-
-
-def step_line(step: Step) -> str:
-    """One step along the front in words, for the terminal."""
-    cmp = step.comparison
-    p_value = f", McNemar {p_text(cmp.p_value)}, 95% CI {_ci(cmp)} points" if cmp else ""
-    return (
-        f"  {step.cheaper.name} -> {step.dearer.name}: {points(step.gain_points)} for "
-        f"{step.price}: "
-        f"{verdict(cmp)}{p_value}"
-    )
 
 
 # --- sections --------------------------------------------------------------------------------
@@ -127,28 +42,37 @@ def blocks(report: Report) -> list[Block]:
 
 
 def _front(report: Report) -> list[Block]:
+    index = {id(r): i for i, r in enumerate(report.front)}
     rows = [
         [
             f"{s.cheaper.name} -> {s.dearer.name}",
-            f"{percent(s.cheaper.accuracy)} -> {percent(s.dearer.accuracy)}",
+            f"{percent(s.cheaper.selection_accuracy)} -> {percent(s.dearer.selection_accuracy)}",
             points(s.gain_points),
             ratio(s.cost_ratio),
             usd(s.extra_cost),
             usd(s.dollars_per_point),
-            p_text(s.comparison.p_value) if s.comparison else "-",
-            _ci(s.comparison),
-            _detectable(s.comparison),
-            verdict(s.comparison),
+            p_text(s.valid.p_value) if s.valid else "-",
+            f"{s.valid.alpha:.2g}" if s.valid else "-",
+            f"{100 * s.valid.low:+.1f}" if s.valid else "-",
+            step_verdict(s.valid),
+            _walk_cell(report, index[id(s.dearer)]),
+            f"{percent(s.cheaper.accuracy)} -> {percent(s.dearer.accuracy)}",
         ]
         for s in report.steps
     ]
-    headers = ["step", "accuracy", "gain", "cost ratio", "extra cost", "$ per point"]
-    headers += ["McNemar", "95% CI (points)", "smallest detectable gain", "verdict"]
+    headers = ["step", "validation accuracy", "gain", "cost ratio", "extra cost", "$ per point"]
+    headers += ["one-sided p", "tested at", "gain at least (points)", "verdict", "the walk"]
+    headers += ["test accuracy (not tested)"]
+    o = report.options
     intro = (
-        "Each step moves to the next dearer configuration on the Pareto front. A gain is real "
-        'when the exact McNemar test on the same test examples rejects "no difference" at '
-        f"{report.options.alpha:g}; the smallest detectable gain is what this test set detects "
-        f"with {report.options.power:.0%} power at the two models' observed disagreement."
+        "Each step moves to the next dearer member of the Pareto front of validation accuracy "
+        "against cost (baselines included). A gain is shown when a one-sided two-proportion "
+        f"test on the {report.n_valid or 'unknown number of'} validation examples rejects "
+        f'"no better" at {o.alpha:g} shared among the candidates dearer than the cheaper end '
+        '(the step was picked from them): "tested at"; "gain at least" is the matching lower '
+        "bound. The walk goes cheapest-first, buys the cheapest step up worth it and stops "
+        "where none is. Test accuracies are shown, not tested: the test set checks only the "
+        "chosen model, once (see the answer)."
     )
     table: list[Block] = (
         [("table", (headers, rows))] if rows else [("p", "The front has one member: no steps.")]
@@ -157,14 +81,21 @@ def _front(report: Report) -> list[Block]:
         ("h2", "Steps along the Pareto front"),
         ("p", intro),
         *table,
-        ("chart", (IMAGES["chart"], "Accuracy against cost")),
+        ("chart", (IMAGES["chart"], "Validation accuracy against cost")),
     ]
+
+
+def _walk_cell(report: Report, index: int) -> str:
+    move = report.recommendation.walk.fate(index)
+    start = report.front[move.start].name if move is not None else ""
+    return move_text(move, index, start)
 
 
 def _baselines(report: Report) -> list[Block]:
     rows = [
         [
             b.name,
+            percent(b.valid_accuracy) if b.valid_accuracy is not None else "-",
             percent(b.accuracy) if b.accuracy is not None else "-",
             f"{b.macro_f1:.3f}" if b.macro_f1 is not None else "-",
             usd(b.cost),
@@ -172,9 +103,15 @@ def _baselines(report: Report) -> list[Block]:
         ]
         for b in report.baselines
     ]
+    headers = ["baseline", "validation accuracy", "test accuracy", "macro F1", "cost", "note"]
+    text = (
+        "Scored on the same validation and test examples as the trials; the scored ones are "
+        "members of the front like any trial, so the answer can be not to fine-tune."
+    )
     return [
-        ("h2", "Baselines on the same test set"),
-        ("table", (["baseline", "accuracy", "macro F1", "cost", "note"], rows)),
+        ("h2", "Baselines on the same data"),
+        ("p", text),
+        ("table", (headers, rows)),
     ]
 
 
@@ -184,25 +121,36 @@ def _param_names(trials: list[TrialRow]) -> list[str]:
 
 
 def trials_frame(report: Report) -> pd.DataFrame:
-    """One row per completed trial: hyperparameters, scores, cost, time, gain over the baseline."""
+    """One row per completed trial: hyperparameters, epochs run, validation and test scores,
+    cost, time, and the validation gain over the best baseline."""
     best = report.best_baseline
     records = []
     for t in report.trials:
         cmp = report.baseline_comparisons.get(t.number)
-        gain = 100 * (t.accuracy - best.accuracy) if best and best.accuracy is not None else None
+        record = t.record
+        kind = (
+            f"checkpoint of trial {record.checkpoint_of}"
+            if record.is_checkpoint
+            else "stopped early"
+            if record.stopped_early
+            else ""
+        )
         records.append(
             {
                 "trial": t.number,
                 "front": "yes" if t.on_front else "",
+                "kind": kind,
                 **{n: t.params.get(n, "") for n in _param_names(report.trials)},
-                "accuracy": t.accuracy,
-                "macro_f1": t.record.test_macro_f1,
-                "weighted_f1": t.record.test_weighted_f1,
-                "mae": t.record.test_mae,
+                "epochs_run": record.epochs_run,
+                "valid_accuracy": t.valid_accuracy,
+                "test_accuracy": t.accuracy,
+                "macro_f1": record.test_macro_f1,
+                "weighted_f1": record.test_weighted_f1,
+                "mae": record.test_mae,
                 "cost_usd": t.cost,
-                "wall_seconds": t.record.wall_seconds,
-                "vs_best_baseline_points": gain,
-                "vs_best_baseline": verdict(cmp) if cmp else "",
+                "wall_seconds": record.wall_seconds,
+                "vs_best_baseline_points": 100 * cmp.difference if cmp and best else None,
+                "vs_best_baseline": versus_verdict(cmp),
             }
         )
     return pd.DataFrame.from_records(records)
@@ -213,11 +161,11 @@ def _cell(value: Any, column: str) -> str:
         return "-"
     if column == "cost_usd":
         return usd(float(value))
-    if column == "accuracy":
+    if column in ("valid_accuracy", "test_accuracy"):
         return percent(float(value))
     if column == "vs_best_baseline_points":
         return f"{float(value):+.1f}"
-    if column == "wall_seconds":
+    if column in ("wall_seconds", "epochs_run"):
         return f"{float(value):.0f}"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -227,7 +175,11 @@ def _trials(report: Report) -> list[Block]:
     rows = [[_cell(v, c) for c, v in row.items()] for row in frame.to_dict("records")]
     best = report.best_baseline
     intro = (
-        f"Gains are against the best baseline ({best.name})." if best else "No baseline was scored."
+        f"Gains are in validation points against the best baseline ({best.name}), two-sided at "
+        f"{report.options.alpha:g}; a checkpoint shows the epochs it ran, and its seconds are "
+        "those of scoring it (its training was its parent's)."
+        if best
+        else "No baseline was scored."
     )
     headers = [str(c).replace("_", " ") for c in frame.columns]
     return [("h2", "All completed trials"), ("p", intro), ("table", (headers, rows))]
@@ -242,7 +194,9 @@ def _epochs(report: Report) -> list[Block]:
             f"Validation accuracy peaked before the last epoch in {len(past)} of "
             f"{len(report.epochs)} trials; the epochs after the peak cost "
             f"{usd(sum(e.cost_after_peak for e in past))} in all and bought no validation "
-            "accuracy: that is where another epoch stops paying."
+            "accuracy: that is where another epoch stops paying. This is the accuracy the front "
+            "and its steps are judged on, so where a trial's epoch checkpoints were scored, the "
+            "epochs after its peak are dominated there too."
         )
     else:
         text = "Every trial was still improving at its last epoch: another epoch may still pay."
@@ -252,11 +206,13 @@ def _epochs(report: Report) -> list[Block]:
             str(e.epochs),
             str(e.peak_epoch),
             percent(e.peak_accuracy),
+            percent(e.last_accuracy),
             usd(e.cost_after_peak),
         ]
         for e in report.epochs
     ]
-    headers = ["trial", "epochs", "peak epoch", "peak validation accuracy", "cost after the peak"]
+    headers = ["trial", "epochs run", "peak epoch", "peak validation accuracy"]
+    headers += ["last epoch's validation accuracy", "cost after the peak"]
     return [
         ("h2", "Per-epoch curves"),
         ("p", text),
@@ -285,20 +241,26 @@ def _ownership(report: Report) -> list[Block]:
         if report.n_test
         else "not known (no test-set size)"
     )
-    text = f"Training once, then serving {n:,} requests a month. Inference per request = {basis}."
+    text = (
+        f"Training once, then serving {n:,} requests a month. Inference per request = {basis}; "
+        "a checkpoint is the same model an epoch earlier and runs at its parent's cost per "
+        "request."
+    )
     headers = ["trial", "front", "training", "per 1,000 requests", f"per month ({n:,})"]
     headers += ["first month", "first year"]
     return [("h2", "Total cost of ownership"), ("p", text), ("table", (headers, rows))]
 
 
 def _qualitative(report: Report) -> list[Block]:
-    chosen, neighbour, sample = report.recommendation.chosen, report.neighbour, report.sample
+    rec, neighbour, sample = report.recommendation, report.neighbour, report.sample
+    chosen = rec.fine_tuned if rec.chosen.is_baseline and rec.fine_tuned else rec.chosen
     head: list[Block] = [("h2", "Misclassified examples")]
     if sample.empty:
         text = f"No misclassified examples to show for {chosen.name} (or no predictions)."
         return [*head, ("p", text)]
     side = neighbour is not None and "neighbour" in sample.columns
-    text = f"A seeded sample of test examples that {chosen.name} (recommended)"
+    role = "recommended" if chosen is rec.chosen else "the fine-tuned choice"
+    text = f"A seeded sample of test examples that {chosen.name} ({role})"
     if side and neighbour is not None:
         text += (
             f" or its cheaper neighbour on the front, {neighbour.name}, got wrong. Examples only "
@@ -328,13 +290,33 @@ def _guess(label: Any, confidence: Any) -> str:
 def _method(report: Report) -> list[Block]:
     o = report.options
     run = f"parent MLflow run `{report.parent_run_id}`" if report.parent_run_id else "no MLflow run"
+    confidence = f"{1 - 2 * o.alpha:.0%}"
     items = [
-        "Pareto front: trials no other trial beats on both test accuracy and cost.",
-        "Paired tests on the same test examples: exact McNemar (two-sided binomial test on the "
+        "Choose on validation, confirm on test. The study optimises validation accuracy (of the "
+        "model each trial delivered) and cost; the Pareto front here is every model, baselines "
+        f"included, that no other beats on both {report.selected_on} accuracy and cost. Test "
+        "accuracies are shown for every model and are unbiased because nothing was chosen on "
+        "them (choosing on test overstates the winner by about a point).",
+        "The walk: from the cheapest front member, look at the dearer ones. If the next costs at "
+        f"most {NEGLIGIBLE_SHARE:.0%} more than the model last bought on evidence, or at most "
+        f"{usd(NEGLIGIBLE_USD)} more, its higher validation accuracy decides (no money worth "
+        "testing for). Otherwise each dearer member within reach is tested against the current "
+        "choice: a one-sided two-proportion test of the validation accuracies (Wald, with "
+        "Yates' continuity correction; conservative for models scored on the same examples) at "
+        f"alpha {o.alpha:g} divided by the number of candidates dearer than the current choice "
+        "(Bonferroni: the front was picked from them on the same data). Without a value per "
+        "point a step is worth it when its gain is shown; with one, when value x gain - extra "
+        "cost is surely positive (the gain's matching lower bound, priced, above the extra "
+        f"cost; the {confidence} interval is shown). The walk buys the cheapest step worth it "
+        "and goes on; it stops where none is (the closest is the comparison shown), at the "
+        "budget, and without a value or budget at the knee of the front. So the chance of "
+        "paying for any dearer model that is no better stays below alpha.",
+        "The test set is read once for a decision: exact McNemar (two-sided binomial test on the "
         f"examples only one model gets right) and a {o.n_resamples:,}-resample paired bootstrap "
-        f"interval (seed {o.seed}).",
-        "Examples needed: Connor's normal approximation for McNemar at alpha "
-        f"{o.alpha:g} and power {o.power:g}, at the observed disagreement rate (roughly).",
+        f"interval (seed {o.seed}) of the chosen model against the model it was chosen over, "
+        "named by the walk before the test set is read.",
+        "Examples needed: the normal approximation of the validation test at alpha "
+        f"{o.alpha:g} and power {o.power:g}, at the observed accuracies (roughly).",
         f"Study `{report.study}`, backend `{report.backend}`, tracking `{report.tracking_uri}`, "
         f"{run}.",
     ]

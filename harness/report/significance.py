@@ -243,3 +243,101 @@ def compare_paired(
         minimum_detectable=minimum_detectable_difference(n, discordant, alpha, power),
         examples_needed=examples_needed((only_b - only_a) / n, discordant, alpha, power),
     )
+
+
+# --- unpaired: accuracies alone, as on the validation set ------------------------------------
+
+
+@dataclass(frozen=True)
+class UnpairedComparison:
+    """Model B against model A from their accuracies alone: no per-example predictions.
+
+    The harness keeps every model's validation accuracy but not its per-example validation
+    predictions, so choices made on validation are tested as two binomial proportions: the Wald
+    statistic of the difference with Yates' continuity correction, one-sided ("is B better?").
+    Two models scored on the same examples agree more often than independent ones, so the real
+    spread of their difference is smaller than this test assumes: on a shared validation set it
+    is conservative (fewer false gains, less power than a paired test would have).
+
+    Attributes:
+        n_a: Examples A was scored on.
+        n_b: Examples B was scored on.
+        accuracy_a: Accuracy of A.
+        accuracy_b: Accuracy of B.
+        alpha: One-sided significance level of `gain_shown` and `loss_shown`; the interval
+            `low`..`high` has coverage 1 - 2 alpha (each end a one-sided 1 - alpha bound).
+    """
+
+    n_a: int
+    n_b: int
+    accuracy_a: float
+    accuracy_b: float
+    alpha: float = ALPHA
+
+    def __post_init__(self) -> None:
+        if self.n_a < 1 or self.n_b < 1:
+            raise ValueError(f"example counts must be positive, got {self.n_a=} {self.n_b=}")
+        if not 0.0 < self.alpha < 0.5:
+            raise ValueError(f"alpha must be in (0, 0.5), got {self.alpha=}")
+
+    @property
+    def difference(self) -> float:
+        """accuracy(B) - accuracy(A), as a fraction."""
+        return self.accuracy_b - self.accuracy_a
+
+    @property
+    def standard_error(self) -> float:
+        a, b = self.accuracy_a, self.accuracy_b
+        return math.sqrt(a * (1.0 - a) / self.n_a + b * (1.0 - b) / self.n_b)
+
+    @property
+    def correction(self) -> float:
+        """Yates' continuity correction for two proportions: (1/n_a + 1/n_b) / 2."""
+        return 0.5 * (1.0 / self.n_a + 1.0 / self.n_b)
+
+    def _tail(self, shift: float) -> float:
+        se = self.standard_error
+        if se == 0.0:
+            return 0.0 if shift > 0 else 1.0
+        return float(norm.sf(shift / se))
+
+    @property
+    def p_value(self) -> float:
+        """One-sided p-value of "B is no better than A"."""
+        return self._tail(self.difference - self.correction)
+
+    @property
+    def p_value_loss(self) -> float:
+        """One-sided p-value of "B is no worse than A"."""
+        return self._tail(-self.difference - self.correction)
+
+    @property
+    def low(self) -> float:
+        """One-sided 1 - alpha lower bound of the difference: above 0 exactly when p < alpha."""
+        z = norm.ppf(1.0 - self.alpha)
+        return self.difference - self.correction - z * self.standard_error
+
+    @property
+    def high(self) -> float:
+        """One-sided 1 - alpha upper bound of the difference."""
+        z = norm.ppf(1.0 - self.alpha)
+        return self.difference + self.correction + z * self.standard_error
+
+    @property
+    def gain_shown(self) -> bool:
+        return self.p_value < self.alpha
+
+    @property
+    def loss_shown(self) -> bool:
+        return self.p_value_loss < self.alpha
+
+    def examples_needed(self, power: float = POWER) -> int | None:
+        """Examples per model to show the observed difference with the given power (roughly:
+        the normal approximation at the observed accuracies); None without a difference."""
+        delta = abs(self.difference)
+        if delta == 0.0:
+            return None
+        a, b = self.accuracy_a, self.accuracy_b
+        spread = max(a * (1.0 - a) + b * (1.0 - b), delta**2 / 2)
+        z = norm.ppf(1.0 - self.alpha) + norm.ppf(power)
+        return math.ceil(z**2 * spread / delta**2)

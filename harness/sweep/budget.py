@@ -11,7 +11,10 @@ it may spend anything, and that reservation counts against `budget_usd` until it
   job: the group counts once, settled by whichever of them completed, else at its reservation.
 
 Because the ledger lives in the storage, it survives kills and restarts, and a resumed sweep
-counts what earlier processes committed. Reservations are made by the sweep's main thread only.
+counts what earlier processes committed. Reservations are made by the sweep's main thread only,
+and each reads the ledger and writes its entry under the study's `budget` lock (an advisory lock
+in PostgreSQL, a file lock beside SQLite; see `harness.sweep.locks`): workers on other machines
+sharing the study never both pass the check with the last dollars.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from harness.errors import BudgetExceeded
 from harness.records import Cost
 from harness.sweep.estimate import worst_case_total
+from harness.sweep.locks import study_lock
 from harness.tracking.record import TrialRecord, reserve_attrs, settle_attrs
 
 if TYPE_CHECKING:
@@ -75,17 +79,21 @@ class Budget:
         return committed_usd(self.study.get_trials(deepcopy=False))
 
     def reserve(self, trial: Trial, estimate: Cost) -> str | None:
-        """Reserve `estimate` for a trial; return why not when it would break the budget."""
-        if self.limit is not None:
-            committed = self.committed()
-            if committed + estimate.usd > self.limit:
-                return (
-                    f"budget: ${committed:.4f} committed of ${self.limit:.4f} (spent, or reserved "
-                    f"by trials not settled); the next trial could cost up to ${estimate.usd:.4f}, "
-                    "so no more trials start (raise budget_usd to go on)"
-                )
-        for key, value in reserve_attrs(estimate.usd).items():
-            trial.set_user_attr(key, value)
+        """Reserve `estimate` for a trial; return why not when it would break the budget.
+
+        Atomic across workers: the ledger is read and the reservation written under the study's
+        `budget` lock."""
+        with study_lock(self.study, "budget"):
+            if self.limit is not None:
+                committed = self.committed()
+                if committed + estimate.usd > self.limit:
+                    return (
+                        f"budget: ${committed:.4f} committed of ${self.limit:.4f} (spent, or "
+                        "reserved by trials not settled); the next trial could cost up to "
+                        f"${estimate.usd:.4f}, so no more trials start (raise budget_usd to go on)"
+                    )
+            for key, value in reserve_attrs(estimate.usd).items():
+                trial.set_user_attr(key, value)
         return None
 
     def settle_failed(self, trial: Trial) -> None:

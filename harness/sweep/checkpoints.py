@@ -22,13 +22,22 @@ to pick.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from harness.backends.base import Backend
-from harness.records import EpochResult, PreparedData, TrainedModel, TrialResult
+from harness.records import (
+    Cost,
+    EpochResult,
+    Metrics,
+    PreparedData,
+    TrainedModel,
+    TrialResult,
+    TrialSpec,
+)
 from harness.scoring import score
 from harness.tracking.record import TrialRecord, checkpoint_attrs
 
@@ -61,7 +70,8 @@ def score_checkpoint(
     metrics = score(data.test.labels, [p.label for p in predictions], data.labels, data.ordinal)
     model = TrainedModel(
         model_ref=epoch.checkpoint,
-        epochs=result.model.epochs[: epoch.epoch],
+        # By epoch number: a remote job's result lists only its last epochs (8, 9, 10 of 10).
+        epochs=tuple(e for e in result.model.epochs if e.epoch <= epoch.epoch),
         train_cost=epoch.cost_so_far,
         job_id=result.model.job_id,
     )
@@ -87,7 +97,13 @@ def add_checkpoint_trial(
     """Record a scored checkpoint as a completed trial; returns its trial number and record."""
     result = checkpoint.result
     attrs = checkpoint_attrs(result, checkpoint.parent, run_id)
-    values = [result.metrics.accuracy, result.total_cost.usd][:objectives]
+    values = [
+        next(
+            (e.valid_accuracy for e in result.model.epochs if e.epoch == checkpoint.epoch),
+            result.model.epochs[-1].valid_accuracy,
+        ),
+        result.total_cost.usd,
+    ][:objectives]
     # The sampler's cost constraint is computed after `tell`; an added trial needs its own.
     system = {} if cost_limit is None else {"constraints": [result.total_cost.usd - cost_limit]}
     study.add_trial(
@@ -129,3 +145,36 @@ def prune_dominated(study: optuna.Study, front: set[int], backend: Backend) -> i
         if record.is_checkpoint and trial.number not in front and record.model_ref:
             pruned += backend.discard(record.model_ref)
     return pruned
+
+
+def due_checkpoints(
+    study: optuna.Study, spec_of: Callable[[FrozenTrial], TrialSpec]
+) -> list[tuple[FrozenTrial, EpochResult, TrialResult]]:
+    """Checkpoints that completed trials still owe the study (a kill came between the trial and
+    its checkpoints): each with the parent trial and a result rebuilt from what it recorded."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    records = {t.number: TrialRecord.from_attrs(t.user_attrs) for t in complete}
+    recorded = {(r.checkpoint_of, r.epochs_run) for r in records.values() if r.is_checkpoint}
+    owed = []
+    for trial in complete:
+        record = records[trial.number]
+        for epoch, ref in record.checkpoints_due:
+            if (trial.number, epoch) not in recorded:
+                result = _rebuilt(spec_of(trial), record, dict(record.checkpoints_due))
+                point = next(e for e in result.model.epochs if e.epoch == epoch)
+                owed.append((trial, replace(point, checkpoint=ref), result))
+    return owed
+
+
+def _rebuilt(spec: TrialSpec, record: TrialRecord, refs: dict[int, str]) -> TrialResult:
+    """Enough of a finished trial's result to score its checkpoints: spec, epochs, costs."""
+    accuracy, cost = record.curve()
+    last = record.epochs_run or len(accuracy)
+    first = last - len(accuracy) + 1  # a remote job records only its last epochs
+    epochs = tuple(
+        EpochResult(first + i, a, None, None, Cost(usd=c), refs.get(first + i))
+        for i, (a, c) in enumerate(zip(accuracy, cost, strict=True))
+    )
+    model = TrainedModel(record.model_ref or "", epochs, Cost(), job_id=record.job_id)
+    metrics = Metrics(record.test_accuracy or 0.0, 0.0, 0.0, None, 0)
+    return TrialResult(spec, model, metrics, Cost(), 0.0, ())

@@ -1,7 +1,8 @@
 """What a sweep will cost before anything is spent: `harness estimate`.
 
 Nothing here calls an API or needs a key: token counts come from tiktoken (offline) for the
-OpenAI backend, throughput defaults for the local one.
+OpenAI backend and from the model's own tokenizer for the local one, whose per-token rates are
+calibrated once per machine (see `harness.backends._local_calibration`).
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ def _money(usd: float) -> str:
 def estimate_table(estimate: SweepEstimate) -> Any:
     """A rich table: the cheapest and dearest corners of the search space, per base model.
 
-    Token-priced backends show trained and evaluation tokens; compute-priced ones seconds.
+    Backends that price tokens show trained and evaluation tokens; others compute seconds.
     """
     from rich.table import Table
 

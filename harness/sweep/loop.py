@@ -8,15 +8,19 @@ wait on a server) runs up to `capabilities.max_concurrency` trials in worker thr
 thread alone asks and tells the study, reserves and settles the budget, opens and closes MLflow
 runs and records checkpoints. A worker thread writes only to its own trial: per-epoch user
 attributes, journal notes, heartbeats and its run's metrics (see `harness.sweep.trial`).
+
+Processes on one machine or many share a study through its storage: one study run, one target
+and budget for all, and each recovers dead workers' trials (see `harness.sweep.shared`).
 """
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from optuna.trial import Trial, TrialState
+from optuna.trial import FrozenTrial, Trial, TrialState
 
 from harness.backends import load_backend
 from harness.backends.base import Backend, Progress
@@ -30,11 +34,22 @@ from harness.sweep.checkpoints import (
     add_checkpoint_trial,
     checkpoint_epochs,
     checkpoint_run_name,
+    due_checkpoints,
     prune_dominated,
     score_checkpoint,
     with_number,
 )
+from harness.sweep.estimate import corner_specs
+from harness.sweep.locks import study_lock
 from harness.sweep.search_space import SearchSpace, load_search_space
+from harness.sweep.shared import (
+    Recovery,
+    join_study_run,
+    others_running,
+    space_summary,
+    tag_front_and_leave,
+    toward_target,
+)
 from harness.sweep.stopping import Curve, FrontStopper
 from harness.sweep.study import (
     StudyHandle,
@@ -42,8 +57,6 @@ from harness.sweep.study import (
     claim,
     completed_trials,
     open_study,
-    pareto_numbers,
-    recover_crashed_trials,
     spec_from_trial,
     trained_trials,
 )
@@ -51,12 +64,13 @@ from harness.sweep.trial import epoch_logger, executor, run_with_heartbeat, set_
 from harness.tracking.journal import TrialJournal
 from harness.tracking.record import (
     CHECKPOINT_OF_TAG,
-    MLFLOW_RUN_ID,
     SYNTHETIC_TAG,
     TRIAL_TAG,
     TrialRecord,
+    checkpoints_due_attrs,
     failure_attrs,
     launch_attrs,
+    objective_accuracy,
     result_attrs,
 )
 from harness.tracking.runs import MlflowTracker, NullTracker, Tracker
@@ -86,8 +100,14 @@ class SweepOutcome:
     results: list[TrialResult] = field(default_factory=list)
     failures: list[tuple[TrialSpec, str]] = field(default_factory=list)
     stopped: str | None = None
+    refused: bool = False  # the provider takes no fine-tuning jobs (`stopped` says why)
     parent_run_id: str | None = None
     synthetic: bool = False
+
+    @property
+    def all_failed(self) -> bool:
+        """Trials ran and every one failed: the sweep did not do its job."""
+        return bool(self.failures) and not self.results
 
 
 @dataclass
@@ -114,7 +134,11 @@ class _Sweep:
     view: SweepView
     outcome: SweepOutcome
     target: int
+    recovery: Recovery
     stopper: FrontStopper | None = None
+    # Whether the backend has accepted a job (or finished a trial) in this sweep; local
+    # backends run one trial at a time anyway.
+    accepted: bool = False
 
     def completed(self) -> int:
         return len(trained_trials(self.handle.study))
@@ -136,29 +160,60 @@ def run_sweep(
     sweep = _open(experiment, view, add_trials, track, confirm)
     attempts_left = 2 * sweep.target  # failures count too: a broken backend cannot loop forever
     running: dict[Future[TrialResult], _Launched] = {}
-    with executor(sweep.backend) as pool:
-        while True:
-            # launch while there is room, trials left to run, and budget to reserve
-            while (
-                sweep.outcome.stopped is None
-                and attempts_left > 0
-                and len(running) < sweep.backend.capabilities.max_concurrency
-                and sweep.completed() + len(running) < sweep.target
-            ):
-                attempts_left -= 1
-                launched = _launch(sweep, pool)
-                if launched is None:
+    try:
+        with executor(sweep.backend) as pool:
+            while True:
+                # launch while there is room, trials left to run, and budget to reserve
+                while (
+                    sweep.outcome.stopped is None
+                    and attempts_left > 0
+                    and len(running) < _room(sweep, running)
+                ):
+                    launched = _launch(sweep, pool)
+                    if launched is None:
+                        break
+                    attempts_left -= 1
+                    running[launched.future] = launched
+                if not running and not _wait_for_others(sweep, attempts_left):
                     break
-                running[launched.future] = launched
-            if not running:
-                break
-            # wait for any trial to end, then record it
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                _collect(sweep, running.pop(future))
-    # tag the front, close the study's run
-    _close(sweep)
+                # wait for a trial to end (or, before any job was accepted, to start its job),
+                # waking on the heartbeat to recover trials of workers that died
+                beat = sweep.handle.heartbeat_seconds
+                if running:
+                    timeout = beat if sweep.accepted else 0.5
+                    done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        _collect(sweep, running.pop(future))
+                else:
+                    time.sleep(min(beat, 2.0))
+                sweep.recovery()
+    finally:
+        # tag the front, close the study's run (also when a trial raised or Ctrl-C came)
+        _close(sweep)
     return sweep.outcome
+
+
+def _wait_for_others(sweep: _Sweep, attempts_left: int) -> bool:
+    """Nothing of this worker runs: stay while the study is short of its target and another
+    worker's trial runs (should that worker die, its trial is ours to resume)."""
+    going = sweep.outcome.stopped is None and attempts_left > 0
+    return going and sweep.completed() < sweep.target and others_running(sweep.handle)
+
+
+def _room(sweep: _Sweep, running: dict[Future[TrialResult], _Launched]) -> int:
+    """How many trials may run at once. One until the backend has accepted a first job in this
+    sweep: a provider that refuses training (or rejects the key) then refuses one trial, not
+    `max_concurrency` of them each uploading its files first."""
+    if sweep.backend.capabilities.max_concurrency == 1:
+        return 1
+    if not sweep.accepted:
+        sweep.accepted = any(
+            TrialRecord.from_attrs(
+                sweep.handle.storage.get_trial(r.trial._trial_id).user_attrs
+            ).job_id
+            for r in running.values()
+        )
+    return sweep.backend.capabilities.max_concurrency if sweep.accepted else 1
 
 
 def _open(
@@ -172,26 +227,44 @@ def _open(
     space = load_search_space(experiment.resolve_path(experiment.config.search_space))
     backend = load_backend(experiment.config.backend, progress=view.progress)
     data, _ = prepare_experiment(experiment)
-    handle = open_study(experiment, space)
+    models = sorted({spec.base_model for spec in corner_specs(experiment, space)})
+    backend.preflight(data, models)  # nothing is recorded before every free check passed
+    handle = open_study(experiment, space, join=True)
     done = len(trained_trials(handle.study))
     target = max(experiment.config.study.n_trials, done) + add_trials
     budget = Budget(experiment.config.budget_usd, handle.study)
     check_worst_case(experiment, backend, data, space, budget, target - done, confirm)
-    parent = handle.study.user_attrs.get(MLFLOW_RUN_ID)
-    tracker: Tracker = MlflowTracker(experiment, data, parent) if track else NullTracker()
+    tracker: Tracker = MlflowTracker(experiment, data, None) if track else NullTracker()
     outcome = SweepOutcome(handle=handle, synthetic=backend.capabilities.synthetic)
-    outcome.parent_run_id = tracker.start_study(experiment.study_name, _space_summary(space))
-    handle.study.set_user_attr(MLFLOW_RUN_ID, outcome.parent_run_id)
+    summary = space_summary(space)
+    outcome.parent_run_id = join_study_run(handle, tracker, experiment.study_name, summary)
     if outcome.synthetic:
         tracker.tag(outcome.parent_run_id, SYNTHETIC_TAG, "true")
         view.message("(synthetic: the backend is a test server on this machine)")
-    for crashed in recover_crashed_trials(handle):
-        run_id = TrialRecord.from_attrs(crashed.user_attrs).mlflow_run_id
-        tracker.fail_trial(run_id, "worker died", "KILLED")
+    recovery = Recovery(handle, tracker)
+    recovery(now=True)
     view.sweep_started(experiment.study_name, done, target)
-    sweep = _Sweep(experiment, space, backend, data, handle, tracker, budget, view, outcome, target)
+    sweep = _Sweep(
+        experiment, space, backend, data, handle, tracker, budget, view, outcome, target, recovery
+    )
+    _record_owed_checkpoints(sweep)
     sweep.stopper = _stopper(experiment, backend, data, handle)
     return sweep
+
+
+def _record_owed_checkpoints(sweep: _Sweep) -> None:
+    """Checkpoints a killed sweep scored but did not record: score and record them now."""
+
+    def spec_of(trial: FrozenTrial) -> TrialSpec:
+        return spec_from_trial(trial, sweep.space, sweep.experiment)
+
+    for parent, epoch, result in due_checkpoints(sweep.handle.study, spec_of):
+        try:
+            checkpoint = score_checkpoint(sweep.backend, sweep.data, result, epoch)
+        except BackendError as exc:
+            sweep.view.message(f"trial {parent.number}: epoch {epoch.epoch} not scored: {exc}")
+            continue
+        _record_checkpoint(sweep, parent, checkpoint)
 
 
 def _stopper(
@@ -209,13 +282,17 @@ def _stopper(
 
 
 def _launch(sweep: _Sweep, pool: Any) -> _Launched | None:
-    """Ask for a trial, reserve its worst case, open its MLflow run and start it (None: the
-    budget cannot cover it, and the sweep stops launching)."""
-    trial = ask(sweep.handle, sweep.space)
-    claim(sweep.handle, trial)
-    spec = spec_from_trial(trial, sweep.space, sweep.experiment)
-    estimate = sweep.backend.estimate(spec, sweep.data).total
-    sweep.outcome.stopped = sweep.budget.reserve(trial, estimate)
+    """Ask for a trial, reserve its worst case, open its MLflow run and start it (None: the study
+    has its trials, counting every worker's running ones, or the budget cannot cover the next
+    and the sweep stops launching). Counting, asking and reserving hold the `launch` lock."""
+    with study_lock(sweep.handle.study, "launch"):
+        if toward_target(sweep.handle) >= sweep.target:  # every worker's trials count
+            return None
+        trial = ask(sweep.handle, sweep.space)
+        claim(sweep.handle, trial)
+        spec = spec_from_trial(trial, sweep.space, sweep.experiment)
+        estimate = sweep.backend.estimate(spec, sweep.data).total
+        sweep.outcome.stopped = sweep.budget.reserve(trial, estimate)
     if sweep.outcome.stopped:
         sweep.handle.study.tell(trial, state=TrialState.FAIL)
         return None
@@ -232,17 +309,12 @@ def _launch(sweep: _Sweep, pool: Any) -> _Launched | None:
 
 
 def _close(sweep: _Sweep) -> None:
-    """Delete checkpoints off the front, tag the front on the trial runs, close the study's run."""
-    study = sweep.handle.study
-    front = pareto_numbers(study)
-    pruned = prune_dominated(study, front, sweep.backend)
+    """Tag the front on the trial runs, close the study's run unless another worker still runs
+    trials (see `shared.tag_front_and_leave`), delete checkpoints off the front."""
+    front = tag_front_and_leave(sweep.handle, sweep.tracker)
+    pruned = prune_dominated(sweep.handle.study, front, sweep.backend)
     if pruned:
         sweep.view.message(f"deleted {pruned} epoch checkpoint(s) that are off the Pareto front")
-    records = {t.number: TrialRecord.from_attrs(t.user_attrs) for t in completed_trials(study)}
-    sweep.tracker.mark_pareto(
-        {r.mlflow_run_id: n in front for n, r in records.items() if r.mlflow_run_id}
-    )
-    sweep.tracker.finish_study()
 
 
 def _collect(sweep: _Sweep, launched: _Launched) -> None:
@@ -253,17 +325,25 @@ def _collect(sweep: _Sweep, launched: _Launched) -> None:
     except KeyboardInterrupt:
         _fail(sweep, launched, "interrupted", status="KILLED")
         raise
+    except TrainingRefused as exc:
+        # Said once, by whoever shows `stopped`; every trial in flight is refused alike.
+        _fail(sweep, launched, str(exc), announce=False)
+        sweep.outcome.stopped, sweep.outcome.refused = str(exc), True
+        return
     except BackendError as exc:
         _fail(sweep, launched, str(exc))
-        if isinstance(exc, TrainingRefused):
-            sweep.outcome.stopped = str(exc)
         return
     except BaseException as exc:
         _fail(sweep, launched, f"{type(exc).__name__}: {exc}")
         raise
+    sweep.accepted = True
     checkpoints = _score_checkpoints(sweep, result)
     sweep.tracker.finish_trial(launched.run_id, result, sweep.data)
-    _tell(trial, sweep.handle, result)
+    # Owed before the trial completes: a kill before they are recorded leaves them to `_open`.
+    set_attrs(
+        trial, checkpoints_due_attrs([(c.epoch, c.result.model.model_ref) for c in checkpoints])
+    )
+    _tell(trial, sweep.handle, result, len(sweep.data.train))
     if sweep.stopper is not None:
         sweep.stopper.add(Curve.of(TrialRecord.from_attrs(trial.user_attrs)))
     sweep.outcome.results.append(result)
@@ -283,7 +363,9 @@ def _score_checkpoints(sweep: _Sweep, result: TrialResult) -> list[ScoredCheckpo
     return scored
 
 
-def _record_checkpoint(sweep: _Sweep, parent: Trial, checkpoint: ScoredCheckpoint) -> None:
+def _record_checkpoint(
+    sweep: _Sweep, parent: Trial | FrozenTrial, checkpoint: ScoredCheckpoint
+) -> None:
     """A checkpoint becomes a completed trial with its own MLflow run (see `checkpoints`)."""
     study = sweep.handle.study
     number = len(study.get_trials(deepcopy=False))  # the number add_trial will give it
@@ -310,22 +392,21 @@ def _record_checkpoint(sweep: _Sweep, parent: Trial, checkpoint: ScoredCheckpoin
         sweep.stopper.add(Curve.of(record))
 
 
-def _tell(trial: Trial, handle: StudyHandle, result: TrialResult) -> None:
-    set_attrs(trial, result_attrs(result))
-    values = [result.metrics.accuracy, result.total_cost.usd][: len(handle.objectives)]
+def _tell(trial: Trial, handle: StudyHandle, result: TrialResult, train_rows: int) -> None:
+    """Record the trial and tell the study its validation accuracy (never the test set's: the
+    front is formed on validation, the test set only confirms) and its cost."""
+    set_attrs(trial, result_attrs(result, train_rows))
+    values = [objective_accuracy(result), result.total_cost.usd][: len(handle.objectives)]
     handle.study.tell(trial, values)
 
 
-def _fail(sweep: _Sweep, launched: _Launched, reason: str, status: str = "FAILED") -> None:
+def _fail(
+    sweep: _Sweep, launched: _Launched, reason: str, status: str = "FAILED", announce: bool = True
+) -> None:
     set_attrs(launched.trial, failure_attrs(reason))
     sweep.budget.settle_failed(launched.trial)
     sweep.handle.study.tell(launched.trial, state=TrialState.FAIL)
     sweep.tracker.fail_trial(launched.run_id, reason, status)
     sweep.outcome.failures.append((launched.spec, reason))
-    sweep.view.trial_failed(launched.spec, reason)
-
-
-def _space_summary(space: SearchSpace) -> dict[str, Any]:
-    summary: dict[str, Any] = {name: repr(dist) for name, dist in space.distributions.items()}
-    summary.update(space.fixed)
-    return summary
+    if announce:
+        sweep.view.trial_failed(launched.spec, reason)

@@ -7,51 +7,53 @@ heartbeat covers other machines, a pid check covers this one without waiting for
 with its journal, so a retry resumes the trial's paid job instead of paying for another: such a
 trial is requeued however often it is killed. A resumed study's sampler is seeded past the trials
 it already holds, so a new process does not redraw the configurations an earlier one tried.
+
+Many workers (processes, machines) share one study: its creation runs under a lock in the
+storage (`harness.sweep.locks`), each worker that joins is numbered and its sampler seeded with a
+stream of its own, and every worker fails and requeues stale trials on the heartbeat (see
+`harness.sweep.shared`). Storage URLs are never printed with their password.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
-import socket
 import threading
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import optuna
+import sqlalchemy.exc
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from harness.config import Experiment
 from harness.errors import ConfigError
 from harness.records import TrialSpec
+from harness.sweep.locks import url_lock
 from harness.sweep.search_space import SearchSpace
+from harness.sweep.storage import (
+    GRACE_SECONDS,
+    HEARTBEAT_SECONDS,
+    create_study,
+    join_study,
+    prepare_storage_url,
+    worker_host,
+)
+from harness.sweep.storage import quiet_optuna as _quiet_optuna
 from harness.tracking.record import TrialRecord, worker_attrs
+from harness.urls import redact_text, with_driver
 
-HEARTBEAT_SECONDS = 30
-GRACE_SECONDS = 120
 MAX_RETRIES = 2
+WORKER_STRIDE = 1_000_003  # sampler seeds of successive workers lie this far apart
 DIRECTIONS: dict[str, Literal["maximize", "minimize"]] = {
     "accuracy": "maximize",
     "cost": "minimize",
 }
-
-
-@contextmanager
-def _quiet_optuna() -> Iterator[None]:
-    """Silence what Optuna says about the features used here, only around those calls.
-
-    We run heartbeats ourselves around ask/tell trials (see `heartbeat`), which Optuna warns
-    about on every `ask`, and its heartbeat and retry features flag themselves as experimental.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        yield
 
 
 @dataclass
@@ -61,20 +63,25 @@ class StudyHandle:
     study: optuna.Study
     storage: RDBStorage
     objectives: tuple[str, ...]
+    worker: int = 0  # this worker's number among those that joined the study
+    # Trials this worker failed as stale (heartbeat), for `recover_crashed_trials` to return.
+    stale: list[FrozenTrial] = field(default_factory=list)
 
+    @property
+    def heartbeat_seconds(self) -> int:
+        return self.storage.heartbeat_interval or HEARTBEAT_SECONDS
 
-def _prepare_storage_url(url: str) -> str:
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-        path = url.removeprefix("sqlite:///")
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    return url
+    @property
+    def grace_seconds(self) -> int:
+        return self.storage.grace_period or GRACE_SECONDS
 
 
 def make_sampler(
     experiment: Experiment, space: SearchSpace, offset: int = 0
 ) -> optuna.samplers.BaseSampler:
     """The configured sampler, seeded with the experiment's seed plus `offset` (the number of
-    trials the study already holds: a resumed study draws on, rather than again)."""
+    trials the study already holds, plus `WORKER_STRIDE` times the worker's number: a resumed
+    study draws on, rather than again, and workers sharing a study draw streams of their own)."""
     kind, seed = experiment.config.study.sampler.kind, experiment.config.seed + offset
     constraints = _cost_constraint(experiment)
     if kind == "random":
@@ -99,40 +106,47 @@ def _cost_constraint(experiment: Experiment):  # type: ignore[no-untyped-def]
 
 
 def open_study(
-    experiment: Experiment, space: SearchSpace, storage_url: str | None = None
+    experiment: Experiment, space: SearchSpace, storage_url: str | None = None, join: bool = False
 ) -> StudyHandle:
-    """Create the study or load it if it exists; refuse to resume with other objectives."""
-    url = _prepare_storage_url(storage_url or experiment.config.study.storage)
-    try:
-        with _quiet_optuna():
-            storage = RDBStorage(
-                url,
-                heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=GRACE_SECONDS,
-                heartbeat_stale_trial_callback=requeue,
-            )
-    except Exception as exc:  # SQLAlchemy raises many types for a bad URL or unreachable server
-        raise ConfigError(f"study.storage: cannot open {url!r}: {exc}") from None
-    objectives = tuple(experiment.config.study.objectives)
-    directions = [DIRECTIONS[o] for o in objectives]
+    """Create the study or load it if it exists; refuse to resume with other objectives.
+
+    Race-free: workers started together on an empty database create the storage's tables and
+    the study one at a time (the study's `open` lock), and a create that still conflicts (a
+    creator outside the harness) is retried. A worker that `join`s gets a number, and its
+    sampler is seeded past the trials held and by that number, so workers draw distinct streams.
+    """
+    sampler = make_sampler(experiment, space)  # a sampler that cannot work fails before any file
+    url = prepare_storage_url(storage_url or experiment.config.study.storage)
+    directions = [DIRECTIONS[o] for o in experiment.config.study.objectives]
+    stale: list[FrozenTrial] = []
+
+    def on_stale(study: optuna.Study, trial: FrozenTrial) -> None:
+        stale.append(trial)
+        requeue(study, trial)
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=experiment.study_name,
-        storage=storage,
-        sampler=make_sampler(experiment, space),
-        directions=directions,
-        load_if_exists=True,
-    )
+    try:
+        with url_lock(url, f"{experiment.study_name}:open"):
+            name = experiment.study_name
+            storage, study = create_study(url, name, directions, sampler, on_stale)
+            worker = join_study(study) if join else 0
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, OSError, ValueError) as exc:
+        # SQLAlchemy raises many types for a bad URL or an unreachable server
+        raise ConfigError(
+            f"study.storage: cannot open {redact_text(url)!r}: {redact_text(str(exc))}"
+        ) from None
     existing = [d.name.lower() for d in study.directions]
     if existing != directions:
         raise ConfigError(
-            f"{experiment.path}: study {experiment.study_name!r} already exists in {url} with "
-            f"directions {existing}; set study.name to start a new study with {directions}"
+            f"{experiment.path}: study {experiment.study_name!r} already exists in "
+            f"{redact_text(url)} with directions {existing}; set study.name to start a new study "
+            f"with {directions}"
         )
     held = len(study.get_trials(deepcopy=False))
-    if held:
-        study.sampler = make_sampler(experiment, space, offset=held)
-    return StudyHandle(study=study, storage=storage, objectives=objectives)
+    if held or worker:
+        study.sampler = make_sampler(experiment, space, offset=held + worker * WORKER_STRIDE)
+    objectives = tuple(experiment.config.study.objectives)
+    return StudyHandle(study, storage, objectives, worker=worker, stale=stale)
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -171,31 +185,39 @@ def _pid_alive(pid: int) -> bool:
 def recover_crashed_trials(handle: StudyHandle) -> list[FrozenTrial]:
     """Fail RUNNING trials whose worker is gone and queue their parameters again.
 
-    Returns the trials that were failed, so the tracker can close their MLflow runs.
+    Returns the trials this worker failed (when several workers look at once, each trial is
+    failed and requeued by one of them), so the tracker can close their MLflow runs. Every
+    worker calls it at start and then on the heartbeat, so survivors resume a dead worker's
+    trials within the grace period.
     """
-    host, now = socket.gethostname(), datetime.datetime.now()
+    host, now = worker_host(), datetime.datetime.now()
     failed: list[FrozenTrial] = []
     for trial in handle.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        gone = _worker_gone(trial, host, now)
-        if gone and handle.storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+        if _worker_gone(trial, host, now, handle.grace_seconds) and _fail(handle, trial):
             failed.append(handle.storage.get_trial(trial._trial_id))
             requeue(handle.study, failed[-1])
-    before = {t.number for t in handle.study.get_trials(states=(TrialState.FAIL,))}
     with _quiet_optuna():
-        fail_stale_trials(handle.study)
-    failed += [
-        t for t in handle.study.get_trials(states=(TrialState.FAIL,)) if t.number not in before
-    ]
+        fail_stale_trials(handle.study)  # its callback records what it failed in handle.stale
+    failed += handle.stale
+    handle.stale.clear()
     return failed
 
 
-def _worker_gone(trial: FrozenTrial, host: str, now: datetime.datetime) -> bool:
+def _fail(handle: StudyHandle, trial: FrozenTrial) -> bool:
+    """Fail a RUNNING trial; False when another worker finished or failed it first."""
+    try:
+        return handle.storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+    except UpdateFinishedTrialError:
+        return False
+
+
+def _worker_gone(trial: FrozenTrial, host: str, now: datetime.datetime, grace: int) -> bool:
     """Whether a RUNNING trial's worker is known to be dead without waiting for heartbeats."""
     record = TrialRecord.from_attrs(trial.user_attrs)
     if record.pid is None:
         # Killed between `ask` and `claim`: no heartbeat will ever come to go stale.
         started = trial.datetime_start
-        return started is not None and (now - started).total_seconds() > GRACE_SECONDS
+        return started is not None and (now - started).total_seconds() > grace
     # Same machine, process gone: no need to wait for the heartbeat grace period.
     return record.host == host and not _pid_alive(record.pid)
 
@@ -203,7 +225,7 @@ def _worker_gone(trial: FrozenTrial, host: str, now: datetime.datetime) -> bool:
 def claim(handle: StudyHandle, trial: Trial) -> None:
     """Record, right after `ask`, which worker runs the trial, and a first heartbeat: a trial
     whose worker dies at any later moment is then recovered."""
-    for key, value in worker_attrs(socket.gethostname(), os.getpid()).items():
+    for key, value in worker_attrs(worker_host(), os.getpid()).items():
         trial.set_user_attr(key, value)
     handle.storage.record_heartbeat(trial._trial_id)
 
@@ -218,7 +240,7 @@ def heartbeat(handle: StudyHandle, trial: Trial) -> Iterator[None]:
     stop = threading.Event()
 
     def beat() -> None:
-        while not stop.wait(HEARTBEAT_SECONDS):
+        while not stop.wait(handle.heartbeat_seconds):
             handle.storage.record_heartbeat(trial._trial_id)
 
     handle.storage.record_heartbeat(trial._trial_id)
@@ -237,7 +259,9 @@ def ask(handle: StudyHandle, space: SearchSpace) -> Trial:
         return handle.study.ask(fixed_distributions=space.distributions)
 
 
-def spec_from_trial(trial: Trial, space: SearchSpace, experiment: Experiment) -> TrialSpec:
+def spec_from_trial(
+    trial: Trial | FrozenTrial, space: SearchSpace, experiment: Experiment
+) -> TrialSpec:
     """The trial's sampled parameters merged with the fixed ones."""
     values = {**space.fixed, **trial.params}
     return TrialSpec(
@@ -298,14 +322,20 @@ def pareto_numbers(study: optuna.Study) -> set[int]:
 
 def load_existing_study(experiment: Experiment) -> optuna.Study:
     """The experiment's study as stored; ConfigError when it has not been run yet."""
-    url = experiment.config.study.storage
+    url = with_driver(experiment.config.study.storage)
+    shown = redact_text(url)
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        raise ConfigError(f"no study storage at {url}: run `harness sweep {experiment.path}` first")
+        raise ConfigError(
+            f"no study storage at {shown}: run `harness sweep {experiment.path}` first"
+        )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         return optuna.load_study(study_name=experiment.study_name, storage=url)
     except KeyError:
         raise ConfigError(
-            f"study {experiment.study_name!r} not found in {url}: "
+            f"study {experiment.study_name!r} not found in {shown}: "
             f"run `harness sweep {experiment.path}` first"
         ) from None
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
+        reason = redact_text(str(exc))
+        raise ConfigError(f"study.storage: cannot open {shown!r}: {reason}") from None

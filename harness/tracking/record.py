@@ -33,12 +33,18 @@ CHECKPOINT_OF = "checkpoint_of"
 SPENT_USD = "spent_usd"
 COST_USD = "cost_usd"
 TEST_ACCURACY = "test_accuracy"
+# Validation accuracy of the model the trial delivered: what the study optimises and the report
+# chooses on (the test set only confirms).
+VALID_ACCURACY = "valid_accuracy"
 MODEL_REF = "model_ref"
 EPOCHS_RUN = "epochs_run"
 FAILURE_REASON = "failure_reason"
 HOST = "host"
 PID = "pid"
 JOURNAL_PREFIX = "journal."
+# Epoch checkpoints a completed trial still has to record as trials of their own: written before
+# the trial completes, so a kill in between leaves them to the next start, never lost.
+CHECKPOINTS_DUE = "checkpoints_due"
 # MLflow tags of a study's and a trial's runs (metrics are named in `trial_metrics`).
 STUDY_TAG = "harness.study"
 TRIAL_TAG = "harness.trial_number"
@@ -67,6 +73,7 @@ class TrialRecord:
 
     mlflow_run_id: str | None = None
     estimated_cost_usd: float | None = None
+    valid_accuracy: float | None = None
     test_accuracy: float | None = None
     test_macro_f1: float | None = None
     test_weighted_f1: float | None = None
@@ -92,6 +99,7 @@ class TrialRecord:
     pid: int | None = None
     reserved_usd: float | None = None
     settled_usd: float | None = None
+    checkpoints_due: tuple[tuple[int, str], ...] = ()
     # A remote backend's crash-proof notes (journal): the key its job is created under, and the
     # job's id once created. Trials that share a job key share one paid job.
     job_key: str | None = None
@@ -105,10 +113,21 @@ class TrialRecord:
         for key in EPOCH_LISTS:
             if key in values:
                 values[key] = tuple(values[key])
+        if CHECKPOINTS_DUE in values:
+            values[CHECKPOINTS_DUE] = tuple((int(e), str(r)) for e, r in values[CHECKPOINTS_DUE])
         for note in ("job_key", "job_id"):
             if attrs.get(journal_key(note)):
                 values[note] = str(attrs[journal_key(note)])
         return cls(**values)
+
+    @property
+    def selection_accuracy(self) -> float | None:
+        """Validation accuracy of the model the trial delivered (for a trial recorded before
+        `valid_accuracy` was, its last epoch's); None when it has none."""
+        if self.valid_accuracy is not None:
+            return float(self.valid_accuracy)
+        curve = [a for a in self.valid_accuracy_by_epoch if a is not None]
+        return float(curve[-1]) if curve else None
 
     @property
     def is_checkpoint(self) -> bool:
@@ -159,6 +178,11 @@ def settle_attrs(usd: float) -> dict[str, Any]:
     return {SETTLED_USD: usd}
 
 
+def checkpoints_due_attrs(due: list[tuple[int, str]]) -> dict[str, Any]:
+    """The (epoch, model reference) of every scored checkpoint a trial is about to record."""
+    return {CHECKPOINTS_DUE: [[epoch, ref] for epoch, ref in due]}
+
+
 def worker_attrs(host: str, pid: int) -> dict[str, Any]:
     """Who runs the trial, so a dead worker's trial is recognised on the same host."""
     return {HOST: host, PID: pid}
@@ -168,8 +192,17 @@ def failure_attrs(reason: str) -> dict[str, Any]:
     return {FAILURE_REASON: reason[:2000]}
 
 
-def result_attrs(result: TrialResult) -> dict[str, Any]:
-    """What a finished trial records in the study beside its objective values."""
+def used_train_examples(requested: int | None, available: int | None) -> int | None:
+    """The training-set size a trial really used: `requested` (None: all) capped at the
+    `available` rows; `requested` as it is when the rows are not known."""
+    if available is None:
+        return requested
+    return available if requested is None else min(requested, available)
+
+
+def result_attrs(result: TrialResult, train_rows: int | None = None) -> dict[str, Any]:
+    """What a finished trial records in the study beside its objective values; with
+    `train_rows` (the training split's size), `train_examples` is the size used, not asked."""
     cost = result.total_cost
     return {
         COST_USD: cost.usd,
@@ -178,10 +211,12 @@ def result_attrs(result: TrialResult) -> dict[str, Any]:
         "compute_seconds": cost.compute_seconds,
         "trained_tokens": cost.trained_tokens,
         "wall_seconds": result.wall_seconds,
+        VALID_ACCURACY: delivered_valid_accuracy(result),
         **{f"test_{k}": v for k, v in _test_scores(result.metrics).items()},
         MODEL_REF: result.model.model_ref,
-        "train_examples": result.spec.train_examples,
-        EPOCHS_RUN: len(result.model.epochs),
+        "train_examples": used_train_examples(result.spec.train_examples, train_rows),
+        # The last epoch's number, not a count: a remote job reports only its last epochs.
+        EPOCHS_RUN: result.model.epochs[-1].epoch if result.model.epochs else 0,
         "stopped_early": result.model.stopped_early,
     }
 
@@ -189,14 +224,33 @@ def result_attrs(result: TrialResult) -> dict[str, Any]:
 def checkpoint_attrs(result: TrialResult, parent: int, run_id: str | None) -> dict[str, Any]:
     """A scored epoch checkpoint of trial `parent`, recorded as a trial of its own."""
     epochs = result.model.epochs
+    own = [e.valid_accuracy for e in epochs if e.checkpoint == result.model.model_ref]
     return {
         **result_attrs(result),
+        **({VALID_ACCURACY: own[-1]} if own else {}),
         MLFLOW_RUN_ID: run_id,
         CHECKPOINT_OF: parent,
         SPENT_USD: result.eval_cost.usd,
         VALID_ACCURACY_BY_EPOCH: [e.valid_accuracy for e in epochs],
         COST_USD_BY_EPOCH: [e.cost_so_far.usd for e in epochs],
     }
+
+
+def delivered_valid_accuracy(result: TrialResult, epoch: int | None = None) -> float | None:
+    """Validation accuracy of the model the trial delivered: that of its last epoch (or of epoch
+    number `epoch`, for a checkpoint); None when the backend validated no epoch."""
+    epochs = result.model.epochs
+    if epoch is not None:
+        return next((e.valid_accuracy for e in epochs if e.epoch == epoch), None)
+    return epochs[-1].valid_accuracy if epochs else None
+
+
+def objective_accuracy(result: TrialResult) -> float:
+    """The accuracy the study is told: validation accuracy of the delivered model (test accuracy
+    only where no epoch was validated; the record then has no `valid_accuracy` and the report
+    says it had to choose on test)."""
+    valid = delivered_valid_accuracy(result)
+    return float(valid if valid is not None else result.metrics.accuracy)
 
 
 def _test_scores(metrics: Metrics) -> dict[str, Any]:
@@ -228,6 +282,7 @@ def trial_metrics(result: TrialResult) -> dict[str, float | None]:
         "compute_seconds": total.compute_seconds,
         "wall_seconds": result.wall_seconds,
         "epochs_trained": float(len(result.model.epochs)),
+        "valid_accuracy_final": delivered_valid_accuracy(result),
     }
 
 

@@ -15,6 +15,7 @@ import re
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,18 +33,25 @@ from harness.tracking.record import (
     epoch_metrics,
     trial_metrics,
     trial_tags,
+    used_train_examples,
 )
 from harness.tracking.store import ensure_sqlite_store, tracking_uri
+from harness.urls import redact_text
 
+# Set on a trial run whose spec asked for more training examples than the split has.
+TRAIN_EXAMPLES_WARNING_TAG = "harness.train_examples_capped"
 _SECRET_KEY = re.compile(r"(api[_-]?key|secret|token|password|authorization)", re.IGNORECASE)
 
 
 def redact(value: Any) -> Any:
-    """Copy of a config structure with anything that looks like a credential blanked out."""
+    """Copy of a config structure with anything that looks like a credential blanked out: values
+    of keys named like secrets, and passwords inside URLs (`postgresql://user:***@host/db`)."""
     if isinstance(value, dict):
         return {k: "***" if _SECRET_KEY.search(str(k)) else redact(v) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)
     return value
 
 
@@ -69,8 +77,11 @@ class Tracker(Protocol):
         allow that; `MlflowTracker` does, through one `MlflowClient` with explicit run ids.
     """
 
-    def start_study(self, study_name: str, search_space: dict[str, Any]) -> str | None:
-        """Open the study's parent run (or reopen it when the study is resumed)."""
+    def start_study(
+        self, study_name: str, search_space: dict[str, Any], run_id: str | None = None
+    ) -> str | None:
+        """Open the study's parent run: reopen `run_id` (or the one the tracker was given) when
+        it exists (a resumed study, another worker's), else create it."""
         ...
 
     def start_trial(
@@ -104,18 +115,21 @@ class Tracker(Protocol):
         ...
 
     def mark_pareto(self, run_ids: dict[str, bool]) -> None:
-        """Tag each run `pareto=true|false`."""
+        """Tag each run `pareto=true|false` (idempotent; a run another worker is tagging at the
+        same moment is tagged by one of them, never an error)."""
         ...
 
     def finish_study(self, artifacts: dict[str, str] | None = None) -> None:
-        """Attach text artifacts to the parent run and end it."""
+        """Attach text artifacts to the parent run and end it (idempotent)."""
         ...
 
 
 class NullTracker:
     """A tracker that records nothing."""
 
-    def start_study(self, study_name: str, search_space: dict[str, Any]) -> str | None:
+    def start_study(
+        self, study_name: str, search_space: dict[str, Any], run_id: str | None = None
+    ) -> str | None:
         return None
 
     def start_trial(
@@ -174,14 +188,26 @@ class MlflowTracker:
     def _experiment_id(self) -> str:
         name = self.experiment.config.tracking.experiment_name or self.experiment.name
         found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            if found.lifecycle_stage == "deleted":
-                self.client.restore_experiment(found.experiment_id)
-            return str(found.experiment_id)
-        return self.client.create_experiment(name, artifact_location=_artifact_root(self.uri))
+        if found is None:
+            try:
+                return self.client.create_experiment(
+                    name, artifact_location=_artifact_root(self.uri)
+                )
+            except self._mlflow.exceptions.MlflowException:
+                # RESOURCE_ALREADY_EXISTS: another worker created it meanwhile; adopt it.
+                found = self.client.get_experiment_by_name(name)
+                if found is None:
+                    raise
+        if found.lifecycle_stage == "deleted":
+            self.client.restore_experiment(found.experiment_id)
+        return str(found.experiment_id)
 
-    def start_study(self, study_name: str, search_space: dict[str, Any]) -> str:
-        """Create the parent run, or reopen it when the study is resumed."""
+    def start_study(
+        self, study_name: str, search_space: dict[str, Any], run_id: str | None = None
+    ) -> str:
+        """Create the parent run, or reopen it (`run_id`, else the one the tracker was given)
+        when the study is resumed or another worker created it."""
+        self.parent_run_id = run_id or self.parent_run_id
         if self.parent_run_id and self._run_exists(self.parent_run_id):
             self.client.update_run(self.parent_run_id, status="RUNNING")
             return self.parent_run_id
@@ -223,7 +249,9 @@ class MlflowTracker:
         dataset = from_pandas(
             frame,
             # The frame is built by harness (deduped, split) from the configured source.
-            source=CodeDatasetSource(tags={"source": self.experiment.config.dataset.source}),
+            source=CodeDatasetSource(
+                tags={"source": redact_text(self.experiment.config.dataset.source)}
+            ),
             targets="label",
             name=self.data.name,
             digest=self.data.digest[:20],
@@ -239,21 +267,37 @@ class MlflowTracker:
         metrics: Mapping[str, float] | None = None,
     ) -> str:
         """Open the trial's child run, named `name` or after its spec (`t007 ep=3 ...`), with
-        its params and any `metrics` known up front (step 0) in one batch."""
+        its params and any `metrics` known up front (step 0) in one batch.
+
+        `train_examples` is logged as the size the trial trains on: a spec asking for more rows
+        than the training split has is capped at the split (as the backends cap it), and the
+        size it asked for is kept as `train_examples_requested`, with a warning tag.
+        """
         from mlflow.entities import Metric, Param
 
+        available = len(self.data.train)
+        used = used_train_examples(spec.train_examples, available)
+        capped = spec.train_examples is not None and spec.train_examples > available
         tags = {
             "mlflow.parentRunId": self.parent_run_id or "",
             STUDY_TAG: self.experiment.study_name,
             TRIAL_TAG: str(spec.number),
             **provenance_tags(spec.seed, self.data.digest, info=self.provenance),
         }
+        if capped:
+            tags[TRAIN_EXAMPLES_WARNING_TAG] = (
+                f"asked for {spec.train_examples} training examples; "
+                f"the training split has {available}, so all {available} were used"
+            )
+        shown = replace(spec, train_examples=used) if capped else spec  # the run name says n=
         run = self.client.create_run(
-            self.experiment_id, tags=tags, run_name=name or spec.run_name()
+            self.experiment_id, tags=tags, run_name=name or shown.run_name()
         )
         run_id = run.info.run_id
         params = {**spec.params(), "backend": backend, "seed": spec.seed}
-        params["train_examples"] = spec.train_examples or len(self.data.train)
+        params["train_examples"] = used
+        if capped:
+            params["train_examples_requested"] = spec.train_examples
         now = int(time.time() * 1000)
         self.client.log_batch(
             run_id,
@@ -318,8 +362,15 @@ class MlflowTracker:
 
     def mark_pareto(self, run_ids: dict[str, bool]) -> None:
         for run_id, on_front in run_ids.items():
-            if self._run_exists(run_id):
-                self.client.set_tag(run_id, PARETO_TAG, str(on_front).lower())
+            for attempt in range(3):
+                try:
+                    if self._run_exists(run_id):
+                        self.client.set_tag(run_id, PARETO_TAG, str(on_front).lower())
+                    break
+                except self._mlflow.exceptions.MlflowException:
+                    # Another worker wrote the same tag at the same moment (a unique violation
+                    # in the store): the tag is there; look again, then leave it to them.
+                    time.sleep(0.1 * (attempt + 1))
 
     def finish_study(self, artifacts: dict[str, str] | None = None) -> None:
         if not self.parent_run_id:

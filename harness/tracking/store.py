@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from harness.config import DEFAULT_TRACKING_URI, Experiment
+from harness.urls import with_driver
 
 
 def cache_dir() -> Path:
@@ -93,13 +94,22 @@ def _point_default_experiment(db: Path) -> None:
 
 
 def tracking_uri(experiment: Experiment | None = None) -> str:
-    """`MLFLOW_TRACKING_URI` wins, then the experiment's `tracking.uri`, then the sqlite default."""
+    """`MLFLOW_TRACKING_URI` wins, then the experiment's `tracking.uri`, then the sqlite default.
+
+    A database URI gets a driver that is installed (`postgresql://` becomes
+    `postgresql+psycopg://` without psycopg2); an `http(s)://` URI is a tracking server.
+    """
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
-        return absolute_sqlite(env)
+        return with_driver(absolute_sqlite(env))
     if experiment is not None and experiment.config.tracking.uri:
-        return absolute_sqlite(experiment.config.tracking.uri)
+        return with_driver(absolute_sqlite(experiment.config.tracking.uri))
     return absolute_sqlite(DEFAULT_TRACKING_URI)
+
+
+def is_remote(uri: str) -> bool:
+    """Whether `uri` is a tracking server (which serves its own UI) rather than a store."""
+    return uri.startswith(("http://", "https://"))
 
 
 def absolute_sqlite(uri: str) -> str:

@@ -1,0 +1,137 @@
+"""The answer in words: verdicts, the lines that open the report and the terminal summary."""
+
+from __future__ import annotations
+
+from harness.report.decide import Move
+from harness.report.formats import p_text, percent, points, usd
+from harness.report.front import reach
+from harness.report.model import Report, Step
+from harness.report.significance import UnpairedComparison
+
+# --- verdicts --------------------------------------------------------------------------------
+
+
+def step_verdict(cmp: UnpairedComparison | None) -> str:
+    """A step up the front judged on validation: `gain shown`, `within noise (...)`, `untested`."""
+    if cmp is None:
+        return "untested (validation size unknown)"
+    if cmp.gain_shown:
+        return "gain shown"
+    needed = cmp.examples_needed()
+    if needed is None or cmp.difference <= 0:
+        return "within noise (no gain)"
+    return f"within noise (about {needed:,} validation examples would tell)"
+
+
+def versus_verdict(cmp: UnpairedComparison | None) -> str:
+    """B against A in either direction: `gain`, `loss` (never called real) or `within noise`."""
+    if cmp is None:
+        return ""
+    if cmp.gain_shown:
+        return f"gain ({p_text(cmp.p_value)})"
+    if cmp.loss_shown:
+        return f"loss ({p_text(cmp.p_value_loss)})"
+    return "within noise"
+
+
+def move_text(move: Move | None, index: int, start: str) -> str:
+    """What the walk did about front member `index` (from `Walk.fate`); `start` names the member
+    the walk compared it with, when that is not its cheaper neighbour on the front."""
+    text = _move_text(move, index)
+    return f"{text} (against {start})" if move is not None and move.start != index - 1 else text
+
+
+def _move_text(move: Move | None, index: int) -> str:
+    if move is None:
+        return "not reached"
+    if move.kind == "negligible":
+        return "taken: negligible extra cost" if move.taken else "skipped: no more accurate"
+    if move.kind == "budget":
+        return "stops here: over budget"
+    if move.kind == "knee":
+        return "stops here: past the knee"
+    if move.taken:
+        return "bought" if move.end == index else "passed over: not worth it"
+    return "not worth it: the walk stops" if move.end == index else "not worth it"
+
+
+# --- the answer ------------------------------------------------------------------------------
+
+
+def answer_lines(report: Report) -> list[str]:
+    """The lines that answer the question: recommendation, baseline check, running cost, basis."""
+    rec = report.recommendation
+    lines = [
+        f"Answer: {rec.text}",
+        *_anyway_line(report),
+        *_baseline_line(report),
+        *_running_cost_line(report),
+    ]
+    running = (
+        f" ({report.running} still running: this report covers the completed ones)"
+        if report.running
+        else ""
+    )
+    sizes = [
+        f"{n:,} {what} examples"
+        for n, what in ((report.n_valid, "validation"), (report.n_test, "test"))
+        if n
+    ]
+    size = f", {' and '.join(sizes)}" if sizes else ""
+    lines.append(
+        f"Based on {len(report.trials)} completed trial{'s' if len(report.trials) != 1 else ''}"
+        f"{running}{size}, {len(report.front)} on the Pareto front of {report.selected_on} "
+        "accuracy against cost (baselines included); cost = training + test-set evaluation, "
+        "US dollars."
+    )
+    return lines
+
+
+def _anyway_line(report: Report) -> list[str]:
+    rec = report.recommendation
+    tuned = rec.fine_tuned
+    if not rec.chosen.is_baseline or tuned is None:
+        return []
+    return [
+        f"If you fine-tune anyway: {tuned.name} ({tuned.describe()}), {reach(tuned)} for "
+        f"{usd(tuned.cost)}; `harness promote` registers it by default."
+    ]
+
+
+def _baseline_line(report: Report) -> list[str]:
+    best, chosen = report.best_baseline, report.recommendation.chosen
+    if best is None or best.accuracy is None or chosen.is_baseline:
+        return []
+    cmp = report.baseline_comparisons.get(chosen.number)
+    if cmp is None:
+        gain = 100 * (chosen.accuracy - best.accuracy)
+        return [f"Against the best baseline ({best.name}): {points(gain)} on test, untested."]
+    judged = versus_verdict(cmp)
+    tail = ": fine-tuning has not beaten it" if judged == "within noise" else ""
+    against = (
+        f"Against the best baseline ({best.name}, {percent(best.selection_accuracy)} validation, "
+        f"{percent(best.accuracy)} test)"
+    )
+    return [f"{against}: {points(100 * cmp.difference)} on validation, {judged}{tail}."]
+
+
+def _running_cost_line(report: Report) -> list[str]:
+    rec = report.recommendation
+    row = rec.chosen if not rec.chosen.is_baseline else None
+    own = next((o for o in report.ownership if row is not None and o.number == row.number), None)
+    if own is None or own.monthly is None:
+        return []
+    return [
+        f"Running it: {usd(own.training)} to train, then {usd(own.monthly)} a month at "
+        f"{report.options.monthly_requests:,} requests ({usd(own.months(12))} in the first year)."
+    ]
+
+
+def step_line(step: Step) -> str:
+    """One step along the front in words, for the terminal."""
+    cmp = step.valid
+    tested = f" (one-sided {p_text(cmp.p_value)})" if cmp else ""
+    return (
+        f"  {step.cheaper.name} -> {step.dearer.name}: {points(step.gain_points)} on validation "
+        f"for {step.price}: {step_verdict(cmp)}{tested}"
+    )

@@ -1,0 +1,63 @@
+"""The report's per-trial sections: cost of ownership, per-epoch summaries, a qualitative sample."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from harness.report.model import EpochSummary, Ownership, TrialRow
+
+# --- ownership, epochs, qualitative sample ---------------------------------------------------
+
+
+def ownership(rows: list[TrialRow], n_test: int | None, monthly_requests: int) -> list[Ownership]:
+    """Training cost plus inference at `monthly_requests`; per request = eval cost / test size.
+
+    A checkpoint runs like its parent (the same model, an epoch earlier), so it is priced at its
+    parent's per-request cost: its own test scoring may have been served from a cache for free.
+    """
+    by_number = {row.number: row for row in rows}
+    result = []
+    for row in rows:
+        record = row.record
+        training = record.train_cost_usd if record.train_cost_usd is not None else row.cost
+        of = record.checkpoint_of
+        parent = by_number.get(of) if of is not None else None
+        scoring = (parent or row).record.eval_cost_usd
+        per_request = (scoring or 0.0) / n_test if n_test else None
+        monthly = per_request * monthly_requests if per_request is not None else None
+        result.append(Ownership(row.number, training, per_request, monthly))
+    return result
+
+
+def epoch_summary(row: TrialRow) -> EpochSummary | None:
+    """Peak validation epoch (the first, on ties) and the cost of the epochs after it."""
+    curve = [float(v) for v in row.record.valid_accuracy_by_epoch]
+    costs = [float(v) for v in row.record.cost_usd_by_epoch]
+    if not curve:
+        return None
+    peak = int(np.argmax(curve))
+    after = costs[-1] - costs[peak] if len(costs) == len(curve) else 0.0
+    return EpochSummary(row.number, len(curve), peak + 1, curve[peak], max(after, 0.0), curve[-1])
+
+
+def qualitative_sample(
+    chosen: TrialRow, neighbour: TrialRow | None, size: int, seed: int
+) -> pd.DataFrame:
+    """Test examples the chosen model or its cheaper neighbour got wrong, side by side."""
+    if chosen.predictions is None:
+        return pd.DataFrame()
+    frame = chosen.predictions[["text", "true"]].copy()
+    frame["chosen"] = chosen.predictions["predicted"]
+    frame["chosen_confidence"] = chosen.predictions["confidence"]
+    wrong = frame["chosen"] != frame["true"]
+    if neighbour is not None and neighbour.predictions is not None:
+        frame["neighbour"] = neighbour.predictions["predicted"].to_numpy()
+        frame["neighbour_confidence"] = neighbour.predictions["confidence"].to_numpy()
+        wrong |= frame["neighbour"] != frame["true"]
+    candidates = frame[wrong]
+    picked = np.random.default_rng(seed).permutation(len(candidates))[:size]
+    sample = candidates.iloc[np.sort(picked)]
+    # Examples the dearer model fixed come first: they are what the extra money bought.
+    order = (sample["chosen"] != sample["true"]).astype(int)
+    return sample.assign(_order=order).sort_values("_order", kind="stable").drop(columns="_order")

@@ -1,0 +1,44 @@
+"""Database and tracking URLs: the driver a plain URL needs, and credentials kept out of text.
+
+Storage URLs carry passwords (`postgresql://user:password@host/db`). Everything the harness writes
+where others can read it (MLflow artifacts and tags, log lines, error messages) goes through
+`redact_text` first, so a password never leaves the process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+
+REDACTED = "***"
+# scheme://user:password@host: the password, up to the last `@` before any whitespace.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*:)[^\s]*@")
+# ...?password=... (libpq and SQLAlchemy accept credentials as query parameters too).
+_QUERY_SECRET = re.compile(
+    r"(?P<head>[?&](?:password|passwd|pwd|sslpassword|api[_-]?key|token)=)[^&#\s]*",
+    re.IGNORECASE,
+)
+# OpenAI-style API keys, wherever they appear.
+_API_KEY = re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-]{8,}")
+
+
+def redact_text(text: str) -> str:
+    """`text` with URL passwords, credential query parameters and API keys blanked out."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}{REDACTED}@", text)
+    text = _QUERY_SECRET.sub(lambda m: f"{m['head']}{REDACTED}", text)
+    return _API_KEY.sub(f"sk-{REDACTED}", text)
+
+
+def with_driver(url: str) -> str:
+    """A SQLAlchemy URL that works with the installed drivers.
+
+    `postgresql://` means psycopg2 to SQLAlchemy; the harness installs psycopg 3, so a plain URL
+    (and libpq's `postgres://` spelling) becomes `postgresql+psycopg://` unless psycopg2 is
+    installed. Other URLs are returned unchanged.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        return url
+    if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg"):
+        return f"postgresql+psycopg://{rest}"
+    return f"postgresql://{rest}"

@@ -1,0 +1,140 @@
+"""A study shared by many workers, the parts that need no server: secrets kept out of text, the
+driver a plain PostgreSQL URL gets, workers opening one SQLite study at once, the budget reserved
+atomically across workers, and `harness ui` over a tracking server.
+
+The same steps against a real PostgreSQL and MLflow server, with worker processes, are in
+`test_many_workers.py`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+
+from harness.config import load_experiment
+from harness.records import Cost
+from harness.sweep.budget import Budget
+from harness.sweep.search_space import load_search_space
+from harness.sweep.study import ask, open_study
+from harness.tracking.runs import redact
+from harness.urls import redact_text, with_driver
+from tests.cli_runner import assert_clean_error, run_cli
+from tests.conftest import write_experiment
+
+DIST = {"x": optuna.distributions.FloatDistribution(0, 1)}
+
+
+def test_passwords_and_keys_are_blanked_wherever_they_appear() -> None:
+    text = (
+        "cannot open 'postgresql://harness:s3cr%40t@db.example:5432/optuna': refused; "
+        "tracking at https://me:pw@mlflow.example/ and mysql://u:p@h/db?password=x&ssl=1; "
+        "key sk-proj-abcdefghijklmnop"
+    )
+    shown = redact_text(text)
+    for secret in ("s3cr%40t", ":pw@", ":p@", "password=x", "abcdefghijklmnop"):
+        assert secret not in shown
+    assert "postgresql://harness:***@db.example:5432/optuna" in shown
+    assert "https://me:***@mlflow.example/" in shown
+    assert redact_text("http://127.0.0.1:5000/#/experiments/1") == (
+        "http://127.0.0.1:5000/#/experiments/1"
+    )
+    config = {"study": {"storage": "postgresql://u:hunter2@h/db"}, "api_key": "x", "seed": 1}
+    assert redact(config) == {
+        "study": {"storage": "postgresql://u:***@h/db"},
+        "api_key": "***",
+        "seed": 1,
+    }
+
+
+def test_a_plain_postgresql_url_gets_an_installed_driver() -> None:
+    url = with_driver("postgresql://u:p@h:5432/db")
+    if importlib.util.find_spec("psycopg2") is None:
+        assert url == "postgresql+psycopg://u:p@h:5432/db"
+    assert with_driver("postgres://u:p@h/db").startswith("postgresql")
+    assert with_driver("postgresql+psycopg://h/db") == "postgresql+psycopg://h/db"
+    assert with_driver("sqlite:///mlruns/optuna.db") == "sqlite:///mlruns/optuna.db"
+
+
+def test_an_unreachable_database_is_one_clean_error_without_its_password(
+    tiny_csv: Path, tmp_path: Path
+) -> None:
+    path = write_experiment(tmp_path, tiny_csv)
+    url = "study.storage=postgresql://harness:hunter2@127.0.0.1:1/optuna"
+    result = run_cli("trials", str(path), "--set", url)
+    assert_clean_error(result)
+    result = run_cli("study", "create", str(path), "--set", url)
+    assert_clean_error(result, "cannot open", "harness:***@127.0.0.1:1")
+    assert "hunter2" not in result.output
+
+
+def _in_threads(count: int, work: Callable[[int], Any]) -> list[Any]:
+    """Run `work(i)` in `count` threads released together; their results in order."""
+    barrier, results = threading.Barrier(count), [None] * count
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = work(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+def test_workers_opening_one_sqlite_study_together_get_one_study_and_own_streams(
+    tiny_csv: Path, tmp_path: Path
+) -> None:
+    experiment = load_experiment(str(write_experiment(tmp_path, tiny_csv)))
+    space = load_search_space(experiment.resolve_path(experiment.config.search_space))
+    handles = _in_threads(3, lambda _: open_study(experiment, space, join=True))
+    assert sorted(h.worker for h in handles) == [0, 1, 2]
+    assert len({h.study._study_id for h in handles}) == 1
+    firsts = [ask(h, space).params["learning_rate_multiplier"] for h in handles]
+    assert len(set(firsts)) == 3, "each worker draws from a stream of its own"
+
+
+def test_reservations_are_atomic_across_workers_on_sqlite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    optuna.create_study(study_name="s", storage=url, directions=["maximize", "minimize"])
+    _assert_reservations_atomic(url, monkeypatch)
+
+
+def _assert_reservations_atomic(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four workers (each with its own storage connection) reserve $0.40 of $1.00 at the same
+    moment, with the ledger read made slow: two get it, two are refused."""
+    read = Budget.committed
+
+    def slow_read(self: Budget) -> float:
+        value = read(self)
+        time.sleep(0.3)  # every worker would read $0 before any of them wrote
+        return value
+
+    monkeypatch.setattr(Budget, "committed", slow_read)
+
+    def reserve(_: int) -> str | None:
+        study = optuna.load_study(study_name="s", storage=url)
+        return Budget(1.0, study).reserve(study.ask(DIST), Cost(usd=0.4))
+
+    refusals = _in_threads(4, reserve)
+    assert sum(r is None for r in refusals) == 2, refusals
+
+
+def test_ui_over_a_tracking_server_points_at_it_and_starts_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://user:hunter2@127.0.0.1:1")
+    result = run_cli("ui")  # a server that is down: its address is still the answer
+    assert result.exit_code == 0, result.output
+    assert "MLflow UI: http://user:***@127.0.0.1:1" in result.stdout
+    assert "hunter2" not in result.output
