@@ -345,3 +345,35 @@ def test_a_kill_between_a_trial_and_its_checkpoints_loses_neither(
     outcome = run_sweep(load_experiment(str(path)), RecordingView())
     assert outcome.results == [] and _jobs_created(fake_env) == 1  # nothing trained again
     assert _checkpoint_trials(tmp_path) == {0: [1, 2]}
+
+
+class _Listening(RecordingView):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.messages.append(text)
+
+
+def test_a_paid_job_no_trial_owns_is_reported_with_its_cost(
+    tmp_path: Path, fake_env: FakeOpenAI
+) -> None:
+    import openai
+
+    path = _experiment(tmp_path, n_trials=1)
+    run_sweep(load_experiment(str(path)), RecordingView())  # uploads the training file
+    client = openai.OpenAI(base_url=fake_env.base_url, api_key=KEY, max_retries=0)
+    training = next(iter(fake_env.state.files))
+    stray = client.fine_tuning.jobs.create(
+        model="gpt-4.1-nano-2025-04-14",
+        training_file=training,
+        metadata={"harness_study": "oa-sweep"},
+    )
+    time.sleep(0.5)  # the fake's job runs to the end and is billed
+    view = _Listening()
+    run_sweep(load_experiment(str(path)), view, add_trials=1)
+    reports = [m for m in view.messages if stray.id in m]
+    assert len(reports) == 1 and "belong to no trial" in reports[0] and "billed" in reports[0]
+    owned = [job_id for job_id in fake_env.state.jobs if job_id != stray.id]
+    assert len(owned) == 2 and all(job_id not in reports[0] for job_id in owned)

@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from harness.backends import load_backend
-from harness.backends.base import Backend, Progress
+from harness.backends.base import Backend
 from harness.config import Experiment
 from harness.data.prepare import prepare_experiment
 from harness.errors import BackendError, TrainingRefused
-from harness.records import Cost, PreparedData, TrialResult, TrialSpec
+from harness.records import PreparedData, TrialResult, TrialSpec
 from harness.sweep.budget import Budget, Confirm, check_worst_case
 from harness.sweep.checkpoints import (
     ScoredCheckpoint,
@@ -41,6 +41,8 @@ from harness.sweep.checkpoints import (
 )
 from harness.sweep.estimate import corner_specs
 from harness.sweep.locks import study_lock
+from harness.sweep.orphans import orphaned_jobs, orphans_message
+from harness.sweep.outcome import SweepOutcome, SweepView
 from harness.sweep.search_space import SearchSpace, load_search_space
 from harness.sweep.shared import (
     Recovery,
@@ -74,40 +76,6 @@ from harness.tracking.record import (
     result_attrs,
 )
 from harness.tracking.runs import MlflowTracker, NullTracker, Tracker
-
-
-class SweepView(Protocol):
-    """Where the sweep reports what it is doing (the CLI draws it with rich)."""
-
-    progress: Progress
-
-    def sweep_started(self, study_name: str, done: int, target: int) -> None: ...
-
-    def trial_started(self, spec: TrialSpec, estimate: Cost) -> None: ...
-
-    def trial_finished(self, result: TrialResult) -> None: ...
-
-    def trial_failed(self, spec: TrialSpec, reason: str) -> None: ...
-
-    def message(self, text: str) -> None: ...
-
-
-@dataclass
-class SweepOutcome:
-    """What one `run_sweep` call did; the study itself holds the full history."""
-
-    handle: StudyHandle
-    results: list[TrialResult] = field(default_factory=list)
-    failures: list[tuple[TrialSpec, str]] = field(default_factory=list)
-    stopped: str | None = None
-    refused: bool = False  # the provider takes no fine-tuning jobs (`stopped` says why)
-    parent_run_id: str | None = None
-    synthetic: bool = False
-
-    @property
-    def all_failed(self) -> bool:
-        """Trials ran and every one failed: the sweep did not do its job."""
-        return bool(self.failures) and not self.results
 
 
 @dataclass
@@ -243,6 +211,9 @@ def _open(
         view.message("(synthetic: the backend is a test server on this machine)")
     recovery = Recovery(handle, tracker)
     recovery(now=True)
+    orphans = orphaned_jobs(handle.study, backend)
+    if orphans:
+        view.message(orphans_message(experiment.study_name, orphans))
     view.sweep_started(experiment.study_name, done, target)
     sweep = _Sweep(
         experiment, space, backend, data, handle, tracker, budget, view, outcome, target, recovery
