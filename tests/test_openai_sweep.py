@@ -377,3 +377,20 @@ def test_a_paid_job_no_trial_owns_is_reported_with_its_cost(
     assert len(reports) == 1 and "belong to no trial" in reports[0] and "billed" in reports[0]
     owned = [job_id for job_id in fake_env.state.jobs if job_id != stray.id]
     assert len(owned) == 2 and all(job_id not in reports[0] for job_id in owned)
+
+
+def test_a_trial_asking_for_more_rows_than_exist_says_so_and_records_the_rows_used(
+    tmp_path: Path, fake_env: FakeOpenAI
+) -> None:
+    path = _experiment(tmp_path, n_trials=1)
+    (tmp_path / "space.yaml").write_text(
+        "n_epochs: 1\nlearning_rate_multiplier: 1.0\nbatch_size: 8\ntrain_examples: 1200\n"
+    )
+    view = _Listening()
+    run_sweep(load_experiment(str(path)), view)
+    rows = 48  # 80 rows, 20% validation, 20% test
+    assert any(f"is more than the {rows} training rows" in m for m in view.messages), view.messages
+    study = optuna.load_study(
+        study_name="oa-sweep", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    )
+    assert study.trials[0].user_attrs["train_examples"] == rows

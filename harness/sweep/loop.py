@@ -267,6 +267,12 @@ def _launch(sweep: _Sweep, pool: Any) -> _Launched | None:
     if sweep.outcome.stopped:
         sweep.handle.study.tell(trial, state=TrialState.FAIL)
         return None
+    rows = len(sweep.data.train)
+    if spec.train_examples is not None and spec.train_examples > rows:
+        sweep.view.message(
+            f"{spec.run_name()}: train_examples {spec.train_examples} is more than the {rows} "
+            f"training rows; it trains on all {rows} (logged as train_examples={rows})"
+        )
     sweep.view.trial_started(spec, estimate)
     metrics = {"estimated_cost_usd": estimate.usd}
     run_id = sweep.tracker.start_trial(spec, sweep.backend.kind, metrics=metrics)
