@@ -62,14 +62,14 @@ def toward_target(handle: StudyHandle) -> int:
     )
 
 
+def _mine(trial: FrozenTrial) -> bool:
+    record = TrialRecord.from_attrs(trial.user_attrs)
+    return (record.host, record.pid) == (worker_host(), os.getpid())
+
+
 def others_running(handle: StudyHandle) -> bool:
     """Whether a trial of another worker is RUNNING (this worker's own are ending with it)."""
-    me = (worker_host(), os.getpid())
-    for trial in running_trials(handle):
-        record = TrialRecord.from_attrs(trial.user_attrs)
-        if (record.host, record.pid) != me:
-            return True
-    return False
+    return not all(_mine(t) for t in running_trials(handle))
 
 
 def join_study_run(
@@ -99,6 +99,8 @@ class Recovery:
         if not now and time.monotonic() - self.last < self.handle.heartbeat_seconds:
             return 0
         self.last = time.monotonic()
+        for trial in filter(_mine, running_trials(self.handle)):
+            self.handle.storage.record_heartbeat(trial._trial_id)  # alive: never stale to us
         crashed = recover_crashed_trials(self.handle)
         for trial in crashed:
             run_id = TrialRecord.from_attrs(trial.user_attrs).mlflow_run_id
