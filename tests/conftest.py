@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -124,3 +125,41 @@ def prepared(
         ordinal=False,
         name=name,
     )
+
+
+def openai_experiment(
+    directory: Path,
+    name: str,
+    n_trials: int,
+    backend: dict[str, Any] | None = None,
+    study: dict[str, Any] | None = None,
+    **extra: Any,
+) -> Path:
+    """An OpenAI experiment over 80 short reviews (48 train, 16 validation, 16 test), a random
+    sampler over epochs and learning rate; OPENAI_BASE_URL says where the API is."""
+    csv = write_csv(directory / "reviews.csv", review_rows(40, seed=4))
+    space = directory / "space.yaml"
+    space.write_text(
+        "n_epochs: {type: int, low: 1, high: 3}\n"
+        "learning_rate_multiplier: {type: float, low: 0.5, high: 2.0, log: true}\n"
+        "batch_size: 8\n"
+    )
+    config: dict[str, Any] = {
+        "name": name,
+        "seed": 5,
+        "dataset": {"source": str(csv), "split": {"validation": 0.2, "test": 0.2}},
+        "backend": {
+            "kind": "openai",
+            "model": "gpt-4.1-nano-2025-04-14",
+            "max_concurrency": 2,
+            "poll_interval": 0.05,
+            "poll_max_interval": 0.1,
+            **(backend or {}),
+        },
+        "search_space": str(space),
+        "study": {"n_trials": n_trials, "sampler": {"kind": "random"}, **(study or {})},
+        **extra,
+    }
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

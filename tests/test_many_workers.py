@@ -21,11 +21,9 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import optuna
 import pytest
-import yaml
 from mlflow import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
@@ -35,10 +33,10 @@ from harness.sweep.search_space import load_search_space
 from harness.sweep.study import open_study
 from harness.urls import with_driver
 from tests.cli_runner import run_cli
-from tests.conftest import review_rows, write_csv
+from tests.conftest import openai_experiment
 from tests.openai_fake import FakeOpenAI, openai_fake  # noqa: F401 - the fixture
 from tests.services import MlflowServer, Postgres, mlflow_server, postgres_server
-from tests.test_money_safety import KEY, MODEL, _billed
+from tests.test_money_safety import KEY, _billed
 from tests.test_shared_study import _assert_reservations_atomic, _in_threads
 
 pytestmark = pytest.mark.slow
@@ -60,32 +58,16 @@ def tracking(
 
 
 def _experiment(tmp_path: Path, storage: str, name: str, n_trials: int, budget: float) -> Path:
-    csv = write_csv(tmp_path / "reviews.csv", review_rows(40, seed=4))
-    space = tmp_path / "space.yaml"
-    space.write_text(
-        "n_epochs: {type: int, low: 1, high: 3}\n"
-        "learning_rate_multiplier: {type: float, low: 0.5, high: 2.0, log: true}\n"
-        "batch_size: 8\n"
+    # The same seed on every worker: their sampler streams differ all the same.
+    return openai_experiment(
+        tmp_path,
+        name,
+        n_trials,
+        backend={"poll_max_interval": 0.2},
+        study={"storage": storage},
+        tracking={"experiment_name": name},
+        budget_usd=budget,
     )
-    config: dict[str, Any] = {
-        "name": name,
-        "seed": 5,  # the same seed on every worker: their streams differ all the same
-        "dataset": {"source": str(csv), "split": {"validation": 0.2, "test": 0.2}},
-        "backend": {
-            "kind": "openai",
-            "model": MODEL,
-            "max_concurrency": 2,
-            "poll_interval": 0.05,
-            "poll_max_interval": 0.2,
-        },
-        "search_space": str(space),
-        "study": {"n_trials": n_trials, "sampler": {"kind": "random"}, "storage": storage},
-        "tracking": {"experiment_name": name},
-        "budget_usd": budget,
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def _env(server: FakeOpenAI, tracking: MlflowServer, host: str) -> dict[str, str]:

@@ -23,14 +23,13 @@ from typing import Any
 
 import optuna
 import pytest
-import yaml
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from harness.backends.pricing import load_price_table
 from harness.config import load_experiment
 from harness.sweep.loop import run_sweep
-from tests.conftest import review_rows, write_csv
+from tests.conftest import openai_experiment
 from tests.openai_fake import FakeOpenAI, openai_fake  # noqa: F401 - the fixture
 from tests.test_openai_sweep import RecordingView
 
@@ -47,32 +46,7 @@ def api_key(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def _experiment(tmp_path: Path, n_trials: int, budget: float, **backend: Any) -> Path:
-    csv = write_csv(tmp_path / "reviews.csv", review_rows(40, seed=4))
-    space = tmp_path / "space.yaml"
-    space.write_text(
-        "n_epochs: {type: int, low: 1, high: 3}\n"
-        "learning_rate_multiplier: {type: float, low: 0.5, high: 2.0, log: true}\n"
-        "batch_size: 8\n"
-    )
-    config: dict[str, Any] = {
-        "name": "money",
-        "seed": 5,
-        "dataset": {"source": str(csv), "split": {"validation": 0.2, "test": 0.2}},
-        "backend": {
-            "kind": "openai",
-            "model": MODEL,
-            "max_concurrency": 2,
-            "poll_interval": 0.05,
-            "poll_max_interval": 0.1,
-            **backend,
-        },
-        "search_space": str(space),
-        "study": {"n_trials": n_trials, "sampler": {"kind": "random"}},
-        "budget_usd": budget,
-    }
-    path = tmp_path / "money.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return openai_experiment(tmp_path, "money", n_trials, backend=backend, budget_usd=budget)
 
 
 def _study(tmp_path: Path) -> optuna.Study:

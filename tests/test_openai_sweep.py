@@ -29,7 +29,7 @@ from harness.errors import BudgetExceeded
 from harness.records import Cost, TrialResult, TrialSpec
 from harness.sweep.loop import run_sweep
 from tests.cli_runner import run_cli
-from tests.conftest import review_rows, write_csv
+from tests.conftest import openai_experiment
 from tests.openai_fake import FakeOpenAI, openai_fake  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.slow
@@ -68,32 +68,7 @@ class RecordingView:
 
 
 def _experiment(tmp_path: Path, n_trials: int = 3, **extra: Any) -> Path:
-    """An OpenAI experiment over 80 short reviews; OPENAI_BASE_URL says where the API is."""
-    csv = write_csv(tmp_path / "reviews.csv", review_rows(40, seed=4))
-    space = tmp_path / "space.yaml"
-    space.write_text(
-        "n_epochs: {type: int, low: 1, high: 3}\n"
-        "learning_rate_multiplier: {type: float, low: 0.5, high: 2.0, log: true}\n"
-        "batch_size: 8\n"
-    )
-    config: dict[str, Any] = {
-        "name": "oa-sweep",
-        "seed": 5,
-        "dataset": {"source": str(csv), "split": {"validation": 0.2, "test": 0.2}},
-        "backend": {
-            "kind": "openai",
-            "model": "gpt-4.1-nano-2025-04-14",
-            "max_concurrency": 2,
-            "poll_interval": 0.05,
-            "poll_max_interval": 0.1,
-        },
-        "search_space": str(space),
-        "study": {"n_trials": n_trials, "sampler": {"kind": "random"}},
-        **extra,
-    }
-    path = tmp_path / "oa.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return openai_experiment(tmp_path, "oa-sweep", n_trials, **extra)
 
 
 def _children(tmp_path: Path) -> list[Any]:

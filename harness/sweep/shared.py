@@ -105,6 +105,9 @@ class Recovery:
         for trial in crashed:
             run_id = TrialRecord.from_attrs(trial.user_attrs).mlflow_run_id
             self.tracker.fail_trial(run_id, "worker died", "KILLED")
+        if now:  # at start: also runs whose worker died before it recorded their id
+            running = {t.number for t in running_trials(self.handle)}
+            self.tracker.close_abandoned_runs(running)
         return len(crashed)
 
 

@@ -114,6 +114,11 @@ class Tracker(Protocol):
         """The run ends `status` (FAILED or KILLED) with the reason as a tag."""
         ...
 
+    def close_abandoned_runs(self, running: set[int]) -> int:
+        """End as KILLED the study's trial runs still RUNNING whose trial number is not in
+        `running` (a worker died between opening a run and recording its id); returns how many."""
+        ...
+
     def mark_pareto(self, run_ids: dict[str, bool]) -> None:
         """Tag each run `pareto=true|false` (idempotent; a run another worker is tagging at the
         same moment is tagged by one of them, never an error)."""
@@ -158,6 +163,9 @@ class NullTracker:
 
     def fail_trial(self, run_id: str | None, reason: str, status: str = "FAILED") -> None:
         pass
+
+    def close_abandoned_runs(self, running: set[int]) -> int:
+        return 0
 
     def mark_pareto(self, run_ids: dict[str, bool]) -> None:
         pass
@@ -359,6 +367,23 @@ class MlflowTracker:
             return
         self.client.set_tag(run_id, FAILURE_REASON_TAG, reason[:5000])
         self.client.set_terminated(run_id, status)
+
+    def close_abandoned_runs(self, running: set[int]) -> int:
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.`{STUDY_TAG}` = '{self.experiment.study_name}' "
+                "and attributes.status = 'RUNNING'"
+            ),
+        )
+        closed = 0
+        for run in found:
+            number = run.data.tags.get(TRIAL_TAG)
+            if number is None or not number.isdigit() or int(number) in running:
+                continue  # the study's own run, or a trial some worker still runs
+            self.fail_trial(run.info.run_id, "worker died before recording this run", "KILLED")
+            closed += 1
+        return closed
 
     def mark_pareto(self, run_ids: dict[str, bool]) -> None:
         for run_id, on_front in run_ids.items():

@@ -1,0 +1,29 @@
+"""The MLflow tracker against a real (sqlite) store: what it closes when a worker died."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.config import load_experiment
+from harness.records import TrialSpec
+from harness.tracking.runs import MlflowTracker
+from tests.conftest import prepared, review_rows, write_experiment
+
+
+def test_runs_whose_worker_died_before_recording_them_are_closed(
+    tmp_path: Path, tiny_csv: Path
+) -> None:
+    experiment = load_experiment(str(write_experiment(tmp_path, tiny_csv)))
+    data = prepared(review_rows(20), ("negative", "positive"), "d" * 64, "tiny")
+    tracker = MlflowTracker(experiment, data, None)
+    parent = tracker.start_study(experiment.study_name, {})
+    spec = TrialSpec(0, 1, 1.0, 8, "all-MiniLM-L6-v2")
+    abandoned = tracker.start_trial(spec, "local")  # its trial is no longer running
+    alive = tracker.start_trial(TrialSpec(3, 1, 1.0, 8, "all-MiniLM-L6-v2"), "local")
+
+    assert tracker.close_abandoned_runs(running={3}) == 1
+    status = {run_id: tracker.client.get_run(run_id).info.status for run_id in (parent, alive)}
+    assert status == {parent: "RUNNING", alive: "RUNNING"}
+    closed = tracker.client.get_run(abandoned)
+    assert closed.info.status == "KILLED" and "worker died" in closed.data.tags["failure_reason"]
+    assert tracker.close_abandoned_runs(running={3}) == 0
