@@ -23,13 +23,14 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from harness.config import Experiment
-from harness.errors import ConfigError, HarnessError
+from harness.errors import BackendError, ConfigError, HarnessError
 from harness.handoff.pyfunc import ENTRY_POINT, SCORE_PREFIX
 from harness.handoff.serve import DEFAULT_ALIAS, pointed_at
 from harness.sweep.study import completed_trials, load_existing_study, pareto_numbers
 from harness.tracking.record import (
     DATA_DIGEST_TAG,
     FINE_TUNED_MODEL_TAG,
+    MODEL_FILES,
     REGISTERED_MODEL_TAG,
     STUDY_TAG,
     SYNTHETIC_TAG,
@@ -246,7 +247,7 @@ def _log_model(
     from mlflow import MlflowClient
     from mlflow.models import Model
 
-    package = _package(experiment, trial, run, backend_kind)
+    package = _package(experiment, trial, run, backend_kind, tmp)
     entry = tmp / "harness_classifier.py"
     entry.write_text(ENTRY_POINT, encoding="utf-8")
     # Created here so the model lands in the trial's experiment; Model.log alone would put it
@@ -277,8 +278,12 @@ def _log_model(
         )
 
 
-def _package(experiment: Experiment, trial: FrozenTrial, run: Any, backend_kind: str) -> Any:
-    """What the trial's backend says its model must carry (labels from the data it trained on)."""
+def _package(
+    experiment: Experiment, trial: FrozenTrial, run: Any, backend_kind: str, tmp: Path
+) -> Any:
+    """What the trial's backend says its model must carry (labels from the data it trained on).
+    A model whose files are not on this machine is fetched from its run, where a sweep tracked
+    on a server put them."""
     from harness.backends import load_backend
     from harness.data.prepare import prepare_experiment
 
@@ -299,7 +304,29 @@ def _package(experiment: Experiment, trial: FrozenTrial, run: Any, backend_kind:
             f"{experiment.path}: its data no longer matches what trial {trial.number} trained on "
             f"(digest {data.digest[:12]} now, {trained_on[:12]} then), so the label set is unsure"
         )
-    return load_backend(config).package(model_ref, data.labels)
+    backend = load_backend(config)
+    try:
+        return backend.package(model_ref, data.labels)
+    except BackendError:
+        fetched = _fetch_model_files(run, tmp)
+        if fetched is None:
+            raise
+        return backend.package(fetched, data.labels)
+
+
+def _fetch_model_files(run: Any, tmp: Path) -> str | None:
+    """The run's copy of its model's files, downloaded; None if it has none."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path=MODEL_FILES, dst_path=str(tmp)
+        )
+    except (MlflowException, OSError):
+        return None
+    entries = list(Path(path).iterdir())
+    return str(entries[0]) if len(entries) == 1 else None
 
 
 def _signature(labels: list[str]) -> Any:

@@ -75,7 +75,8 @@ from harness.tracking.record import (
     objective_accuracy,
     result_attrs,
 )
-from harness.tracking.runs import MlflowTracker, NullTracker, Tracker
+from harness.tracking.runs import MlflowTracker
+from harness.tracking.tracker import NullTracker, Tracker
 
 
 @dataclass
@@ -315,6 +316,7 @@ def _collect(sweep: _Sweep, launched: _Launched) -> None:
         raise
     sweep.accepted = True
     checkpoints = _score_checkpoints(sweep, result)
+    _share_model(sweep, launched.run_id, result)
     sweep.tracker.finish_trial(launched.run_id, result, sweep.data)
     # Owed before the trial completes: a kill before they are recorded leaves them to `_open`.
     set_attrs(
@@ -354,6 +356,7 @@ def _record_checkpoint(
     sweep.tracker.tag(run_id, CHECKPOINT_OF_TAG, str(checkpoint.parent))
     for epoch in result.model.epochs:
         sweep.tracker.log_epoch(run_id, epoch)
+    _share_model(sweep, run_id, result)
     sweep.tracker.finish_trial(run_id, result, sweep.data)
     limit = sweep.experiment.config.study.max_trial_cost_usd
     objectives = len(sweep.handle.objectives)
@@ -367,6 +370,12 @@ def _record_checkpoint(
     )
     if sweep.stopper is not None:
         sweep.stopper.add(Curve.of(record))
+
+
+def _share_model(sweep: _Sweep, run_id: str | None, result: TrialResult) -> None:
+    """A model kept on this machine goes to the run too where other machines read the store."""
+    files = sweep.backend.package(result.model.model_ref, sweep.data.labels).artifacts
+    sweep.tracker.log_model_files(run_id, files)
 
 
 def _tell(trial: Trial, handle: StudyHandle, result: TrialResult, train_rows: int) -> None:

@@ -35,7 +35,8 @@ from harness.sweep.study import (
     recover_crashed_trials,
 )
 from harness.tracking.record import MLFLOW_RUN_ID, TrialRecord
-from harness.tracking.runs import MlflowTracker, Tracker
+from harness.tracking.runs import MlflowTracker
+from harness.tracking.tracker import Tracker
 
 
 def space_summary(space: SearchSpace) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from harness.sweep.stopping import FrontStopper
 from harness.sweep.study import StudyHandle, heartbeat
 from harness.tracking.journal import TrialJournal
 from harness.tracking.record import epoch_attrs
-from harness.tracking.runs import Tracker
+from harness.tracking.tracker import Tracker
 
 EpochLogger = Callable[[EpochResult], bool]
 

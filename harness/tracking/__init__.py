@@ -9,6 +9,7 @@ trackers), `artifacts` (predictions table, confusion matrix, classification repo
 
 from __future__ import annotations
 
-from harness.tracking.runs import MlflowTracker, NullTracker, Tracker
+from harness.tracking.runs import MlflowTracker
+from harness.tracking.tracker import NullTracker, Tracker
 
 __all__ = ["MlflowTracker", "NullTracker", "Tracker"]

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from optuna.trial import Trial
 
 from harness.tracking.record import MLFLOW_RUN_ID, journal_key
-from harness.tracking.runs import Tracker
+from harness.tracking.tracker import Tracker
 
 
 class TrialJournal:

@@ -57,6 +57,8 @@ STOPPED_EARLY_TAG = "stopped_early"
 PARETO_TAG = "pareto"
 SYNTHETIC_TAG = "synthetic"
 FAILURE_REASON_TAG = "failure_reason"
+# The run artifact folder holding a local model's files where the tracking store is remote.
+MODEL_FILES = "model_files"
 # The per-epoch lists a retried trial must start afresh (its journal it keeps).
 EPOCH_LISTS = (VALID_ACCURACY_BY_EPOCH, COST_USD_BY_EPOCH, CHECKPOINT_TEST_ACCURACY)
 
