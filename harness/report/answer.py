@@ -6,7 +6,7 @@ from harness.report.decide import Move
 from harness.report.formats import p_text, percent, points, usd
 from harness.report.front import reach
 from harness.report.model import Report, Step
-from harness.report.significance import UnpairedComparison
+from harness.report.significance import ALPHA, UnpairedComparison
 
 # --- verdicts --------------------------------------------------------------------------------
 
@@ -20,6 +20,13 @@ def step_verdict(cmp: UnpairedComparison | None) -> str:
     needed = cmp.examples_needed()
     if needed is None or cmp.difference <= 0:
         return "within noise (no gain)"
+    if cmp.p_value < ALPHA:
+        # Small p, still noise: the step is one of several candidates, each tested at alpha over
+        # their number (see `decide`); p = 0.004 alone must not read as a gain.
+        return (
+            f"within noise for the several candidates tried (needs p < {cmp.alpha:.2g}; "
+            f"about {needed:,} validation examples would tell)"
+        )
     return f"within noise (about {needed:,} validation examples would tell)"
 
 
