@@ -374,6 +374,8 @@ def _record_checkpoint(
 
 def _share_model(sweep: _Sweep, run_id: str | None, result: TrialResult) -> None:
     """A model kept on this machine goes to the run too where other machines read the store."""
+    if not sweep.tracker.shares_files:
+        return  # nothing to package: the files stay where promote finds them
     files = sweep.backend.package(result.model.model_ref, sweep.data.labels).artifacts
     sweep.tracker.log_model_files(run_id, files)
 

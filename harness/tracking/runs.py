@@ -257,10 +257,14 @@ class MlflowTracker:
         self.client.set_tag(run_id, FAILURE_REASON_TAG, reason[:5000])
         self.client.set_terminated(run_id, status)
 
-    def log_model_files(self, run_id: str | None, files: Mapping[str, str]) -> None:
+    @property
+    def shares_files(self) -> bool:
         # A local store is on this machine, beside the models already: copying every trial's
         # weights (90 MB for MiniLM) there would only double the disk used.
-        if run_id is None or not self.uri.startswith(("http://", "https://")):
+        return self.uri.startswith(("http://", "https://"))
+
+    def log_model_files(self, run_id: str | None, files: Mapping[str, str]) -> None:
+        if run_id is None or not self.shares_files:
             return
         for name, path in files.items():
             self.client.log_artifacts(run_id, path, artifact_path=f"{MODEL_FILES}/{name}")

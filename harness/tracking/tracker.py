@@ -60,9 +60,14 @@ class Tracker(Protocol):
         """The run ends `status` (FAILED or KILLED) with the reason as a tag."""
         ...
 
+    @property
+    def shares_files(self) -> bool:
+        """Whether the store is shared with other machines (a tracking server), so a model's
+        local files must go to its run for any of them to promote it."""
+        ...
+
     def log_model_files(self, run_id: str | None, files: Mapping[str, str]) -> None:
-        """Copy a model's local files (name -> folder) to the run, where the store is shared
-        with other machines (a tracking server), so any of them can promote the model."""
+        """Copy a model's local files (name -> folder) to the run where `shares_files`."""
         ...
 
     def close_abandoned_runs(self, running: set[int]) -> int:
@@ -114,6 +119,10 @@ class NullTracker:
 
     def fail_trial(self, run_id: str | None, reason: str, status: str = "FAILED") -> None:
         pass
+
+    @property
+    def shares_files(self) -> bool:
+        return False
 
     def log_model_files(self, run_id: str | None, files: Mapping[str, str]) -> None:
         pass
