@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.backend_config import LocalBackendConfig, OpenAIBackendConfig
 from harness.backends.local import LocalBackend
 from harness.backends.openai import OpenAIBackend
-from harness.config import LocalBackendConfig, OpenAIBackendConfig
 from harness.records import PreparedData, TrialSpec
 from tests.backend_contract import BackendCase, BackendContract
 from tests.conftest import prepared, review_rows

@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[1] / "harness"
 
 # Lowest first. A module may import modules of its own layer or of layers below it.
 LAYERS: list[tuple[str, ...]] = [
-    ("harness", "harness.errors", "harness.urls", "harness.records", "harness.config"),
+    # harness.config reads the `backend:` section with the models in harness.backend_config.
+    ("harness", "harness.errors", "harness.urls", "harness.records", "harness.backend_config"),
+    ("harness.config",),
     ("harness.scoring",),  # metrics from predictions, on top of the records
     ("harness.data",),
     ("harness.backends",),

@@ -23,11 +23,11 @@ import tiktoken.load
 import tiktoken.registry
 import yaml
 
+from harness.backend_config import OpenAIBackendConfig
 from harness.backends import _openai_tokens, load_backend
 from harness.backends._openai_client import scrub
 from harness.backends.base import MemoryJournal, NullProgress
 from harness.backends.openai import OpenAIBackend
-from harness.config import OpenAIBackendConfig
 from harness.errors import BackendError, ConfigError, DataError, TrainingRefused
 from harness.records import EpochResult, PreparedData, TrialSpec
 from tests.cli_runner import run_cli

@@ -40,11 +40,11 @@ from typing import Any
 import torch
 from transformers import AutoConfig
 
+from harness.backend_config import LocalBackendConfig, LocalCalibration
 from harness.backends._local_models import load_error
 from harness.backends._local_training import Run, train_step
 from harness.backends._torch_utils import build_optimizer, load_model_folder, ordered_logits
 from harness.backends.base import Progress
-from harness.config import LocalBackendConfig, LocalCalibration
 from harness.records import Cost
 
 TRAIN_BATCH = 16  # the batch of the throughput figures in DESIGN.md

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from harness.backend_config import LocalBackendConfig
 from harness.backends._local_models import load_error
 from harness.backends._torch_utils import (
     autocast,
@@ -25,7 +26,6 @@ from harness.backends._torch_utils import (
     padding_of,
 )
 from harness.backends.base import Progress
-from harness.config import LocalBackendConfig
 from harness.data.prepare import subsample
 from harness.errors import DataError
 from harness.records import PreparedData, Split, TrialSpec

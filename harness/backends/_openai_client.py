@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
-from harness.config import OpenAIBackendConfig
+from harness.backend_config import OpenAIBackendConfig
 from harness.errors import BackendError, ConfigError, TrainingRefused
 
 KEY_VARIABLE = "OPENAI_API_KEY"

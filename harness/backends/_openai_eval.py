@@ -25,11 +25,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from harness.backend_config import OpenAIBackendConfig
 from harness.backends._openai_files import PromptFormat
 from harness.backends._openai_tokens import TiktokenCounter, is_completion_model
 from harness.backends.base import NullProgress, Progress
 from harness.backends.pricing import PriceTable, is_fine_tuned
-from harness.config import OpenAIBackendConfig
 from harness.records import Cost, Prediction
 
 LEGACY_MAX_LOGPROBS = 5  # the completions endpoint returns at most 5 alternatives

@@ -21,8 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from harness.backend_config import OpenAIBackendConfig
 from harness.backends.base import Journal
-from harness.config import OpenAIBackendConfig
 from harness.errors import BackendError
 
 TERMINAL = ("succeeded", "failed", "cancelled")

@@ -46,6 +46,7 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer
 
+from harness.backend_config import LocalBackendConfig
 from harness.backends._local_calibration import Pricing, Rates
 from harness.backends._local_models import (
     check_head,
@@ -85,7 +86,6 @@ from harness.backends.base import (
     RemoteJob,
 )
 from harness.backends.pricing import Price
-from harness.config import LocalBackendConfig
 from harness.data.prepare import subsample
 from harness.errors import BackendError, ConfigError
 from harness.records import Cost, EpochResult, Prediction, PreparedData, TrainedModel, TrialSpec

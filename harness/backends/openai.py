@@ -39,6 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from harness.backend_config import OpenAIBackendConfig
 from harness.backends._openai_client import api_errors, is_loopback, make_client, resolve_base_url
 from harness.backends._openai_eval import Evaluation, Evaluator
 from harness.backends._openai_files import (
@@ -62,7 +63,7 @@ from harness.backends.base import (
     RemoteJob,
 )
 from harness.backends.pricing import Price, PriceTable, base_model_of, load_price_table
-from harness.config import DatasetConfig, OpenAIBackendConfig
+from harness.config import DatasetConfig
 from harness.data.jsonl import PROMPT_SEPARATOR
 from harness.data.prepare import subsample
 from harness.errors import BackendError

@@ -24,7 +24,7 @@ import yaml
 from harness.errors import ConfigError
 
 if TYPE_CHECKING:
-    from harness.config import PriceOverride
+    from harness.backend_config import PriceOverride
 
 PER_MILLION = 1_000_000
 _PRICE_FIELDS = (
