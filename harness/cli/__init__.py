@@ -1,0 +1,18 @@
+"""The `harness` command: thin commands over the library, one module per stage.
+
+Importing this package registers every command on `app`.
+"""
+
+from __future__ import annotations
+
+# isort: off  (commands are listed in `--help` in the order they are registered: the workflow's)
+from harness.cli import run, report, handoff, view
+# isort: on
+from harness.cli.common import app
+
+__all__ = ["app", "handoff", "main", "report", "run", "view"]
+
+
+def main() -> None:
+    """Entry point of the `harness` script and `python -m harness`."""
+    app()
