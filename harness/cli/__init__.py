@@ -5,9 +5,8 @@ Importing this package registers every command on `app`.
 
 from __future__ import annotations
 
-# isort: off  (commands are listed in `--help` in the order they are registered: the workflow's)
-from harness.cli import run, report, handoff, view
-# isort: on
+# `--help` lists commands in the order they are registered: the workflow's, not the alphabet's.
+from harness.cli import run, report, handoff, view  # noqa: I001
 from harness.cli.common import app
 
 __all__ = ["app", "handoff", "main", "report", "run", "view"]
