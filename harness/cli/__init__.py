@@ -5,11 +5,15 @@ Importing this package registers every command on `app`.
 
 from __future__ import annotations
 
-# `--help` lists commands in the order they are registered: the workflow's, not the alphabet's.
-from harness.cli import run, report, handoff, view  # noqa: I001
+import importlib
+
 from harness.cli.common import app
 
-__all__ = ["app", "handoff", "main", "report", "run", "view"]
+# `--help` lists commands in the order they are registered: the workflow's, not the alphabet's.
+for _module in ("run", "report", "handoff", "view"):
+    importlib.import_module(f"harness.cli.{_module}")
+
+__all__ = ["app", "main"]
 
 
 def main() -> None:
