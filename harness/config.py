@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -23,9 +23,8 @@ from pydantic import (
 
 from harness.backend_config import (
     BACKEND_KINDS,
+    AnyBackendConfig,
     BackendConfig,
-    LocalBackendConfig,
-    OpenAIBackendConfig,
     Strict,
 )
 from harness.errors import ConfigError
@@ -114,16 +113,29 @@ class ExperimentConfig(Strict):
     @model_validator(mode="before")
     @classmethod
     def _share_system_prompt(cls, raw: Any) -> Any:
-        """The OpenAI backend formats prompts itself, so it gets the dataset's system prompt."""
+        """Backends that format chat prompts themselves get the dataset's system prompt."""
         if not isinstance(raw, dict) or not isinstance(raw.get("backend"), dict):
             return raw
         backend, dataset = raw["backend"], raw.get("dataset")
         prompt = dataset.get("system_prompt") if isinstance(dataset, dict) else None
-        if backend.get("kind") != "openai" or prompt is None:
+        if not _takes_system_prompt(backend.get("kind")) or prompt is None:
             return raw
         if backend.get("system_prompt") not in (None, prompt):
             raise ValueError("backend.system_prompt differs from dataset.system_prompt; set one")
         return {**raw, "backend": {**backend, "system_prompt": prompt}}
+
+
+def _kind_of(model: type[BaseModel]) -> str:
+    """A backend section's `kind` tag."""
+    return str(get_args(model.model_fields["kind"].annotation)[0])
+
+
+def _takes_system_prompt(kind: Any) -> bool:
+    """Whether the backend section of this kind has a `system_prompt` setting."""
+    for model in get_args(AnyBackendConfig):
+        if kind == _kind_of(model):
+            return "system_prompt" in model.model_fields
+    return False
 
 
 @dataclass(frozen=True)
@@ -132,7 +144,8 @@ class Experiment:
 
     config: ExperimentConfig
     path: Path
-    raw: dict[str, Any]
+    raw: dict[str, Any]  # as validated: the file with the overrides applied
+    overrides: tuple[str, ...] = ()  # the `--set KEY=VALUE` items, as given
 
     @property
     def name(self) -> str:
@@ -237,10 +250,7 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
 def _model_at(parts: list[str]) -> type[BaseModel] | None:
     """The config model at a pydantic error location (the backend union by its kind tag)."""
     model: type[BaseModel] = ExperimentConfig
-    members: dict[str, type[BaseModel]] = {
-        "local": LocalBackendConfig,
-        "openai": OpenAIBackendConfig,
-    }
+    members = {_kind_of(member): member for member in get_args(AnyBackendConfig)}
     while parts:
         part, parts = parts[0], parts[1:]
         if model is ExperimentConfig and part == "backend":
@@ -286,10 +296,10 @@ def load_experiment(name_or_path: str, overrides: list[str] | None = None) -> Ex
         config = ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(source, exc)) from None
-    return Experiment(config=config, path=path, raw=raw)
+    return Experiment(config=config, path=path, raw=raw, overrides=tuple(overrides or ()))
 
 
-def parse_backend_config(raw: Any, where: str) -> LocalBackendConfig | OpenAIBackendConfig:
+def parse_backend_config(raw: Any, where: str) -> AnyBackendConfig:
     """A backend section from a dict (a stored model's config); ConfigError names `where`."""
     try:
         return TypeAdapter(BackendConfig).validate_python(raw)

@@ -48,6 +48,31 @@ class TestLocalBackend(BackendContract):
         )
 
 
+@pytest.mark.slow
+class TestLocalLMBackend(BackendContract):
+    """LoRA on the real SmolLM2-135M weights, converted once per machine into the user's cache
+    (resolved before the case's own cache is set, so the calibration alone is measured)."""
+
+    @pytest.fixture(scope="class")
+    def case(self, tmp_path_factory: pytest.TempPathFactory) -> BackendCase:
+        from harness.backend_config import LocalLMBackendConfig
+        from harness.backends._lm_models import offline_smollm2
+        from harness.backends.local_lm import LocalLMBackend
+
+        models = tmp_path_factory.mktemp("lm-models")
+        config = LocalLMBackendConfig(
+            kind="local_lm", max_length=40, eval_batch_size=16, device="cpu", models_dir=str(models)
+        )
+        spec = TrialSpec(0, 2, 4.0, 8, str(offline_smollm2()), train_examples=12, seed=5)
+        return BackendCase(
+            make=lambda: LocalLMBackend(config),
+            data=_data(),
+            spec=spec,
+            missing_model=str(Path(models) / "no-such-model"),
+            env={"XDG_CACHE_HOME": str(tmp_path_factory.mktemp("lm-cache"))},
+        )
+
+
 class TestOpenAIBackend(BackendContract):
     @pytest.fixture(scope="class")
     def case(self) -> Iterator[BackendCase]:
@@ -77,4 +102,44 @@ class TestOpenAIBackend(BackendContract):
                 spec=spec,
                 missing_model="ft:gpt-4.1-nano-2025-04-14:org:none:nosuchmodel",
                 env={"OPENAI_API_KEY": KEY},
+            )
+
+
+class TestTogetherBackend(BackendContract):
+    @pytest.fixture(scope="class")
+    def case(self) -> Iterator[BackendCase]:
+        from harness.backend_config import PriceOverride, TogetherBackendConfig
+        from harness.backends.together import TogetherBackend
+        from tests.together_fake import FakeTogether
+
+        data = _data()
+        truth = {
+            t: y
+            for s in (data.train, data.validation, data.test)
+            for t, y in zip(s.texts, s.labels, strict=True)
+        }
+        model = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
+        with FakeTogether(job_duration=0.2) as server:
+
+            def oracle(model_id: str, text: str) -> dict[str, float]:
+                label = truth.get(text, "positive")
+                return {label: 0.9, ("positive" if label == "negative" else "negative"): 0.1}
+
+            server.state.oracle = oracle
+            price = PriceOverride(
+                training_per_1m=1.0, fine_tuned_input_per_1m=0.2, fine_tuned_output_per_1m=0.2
+            )
+            config = TogetherBackendConfig(
+                kind="together",
+                base_url=server.base_url,
+                poll_interval=0.02,
+                poll_max_interval=0.05,
+                prices={model: price},
+            )
+            yield BackendCase(
+                make=lambda: TogetherBackend(config),
+                data=data,
+                spec=TrialSpec(1, 2, 1.0, 4, model, seed=7),
+                missing_model="harness-test/no-such-model",
+                env={"TOGETHER_API_KEY": "tg-contract-KEY-0123456789abcdef"},
             )

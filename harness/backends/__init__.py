@@ -12,6 +12,8 @@ from harness.errors import ConfigError
 BACKENDS: dict[str, str] = {
     "local": "harness.backends.local:LocalBackend",
     "openai": "harness.backends.openai:OpenAIBackend",
+    "together": "harness.backends.together:TogetherBackend",
+    "local_lm": "harness.backends.local_lm:LocalLMBackend",
 }
 
 

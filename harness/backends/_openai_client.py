@@ -32,8 +32,11 @@ REFUSED_MESSAGE = (
 
 
 def resolve_base_url(config: OpenAIBackendConfig) -> str | None:
-    """`backend.base_url`, else `OPENAI_BASE_URL`, else None (OpenAI itself)."""
-    return config.base_url or os.environ.get("OPENAI_BASE_URL") or None
+    """`backend.base_url`, else the provider's variable (`OPENAI_BASE_URL`) or URL convention,
+    else None (OpenAI itself); see `harness.backends.providers`."""
+    from harness.backends.providers import resolve_base_url as by_provider
+
+    return by_provider(config)
 
 
 def is_loopback(base_url: str | None) -> bool:
@@ -50,38 +53,30 @@ def is_loopback(base_url: str | None) -> bool:
 
 
 def make_client(config: OpenAIBackendConfig) -> Any:
-    """An `openai.OpenAI` client for the configured endpoint, with the key from the environment.
+    """An SDK client for the configured provider and endpoint, with the key from the environment.
 
     Raises:
-        ConfigError: `OPENAI_API_KEY` is not set, or the `openai` package is not installed.
+        ConfigError: The provider's key variable is not set, or `openai` is not installed.
     """
-    key = os.environ.get(KEY_VARIABLE, "").strip()
-    if not key:
-        raise ConfigError(
-            f"{KEY_VARIABLE} is not set. The key is read only from the environment, never from a "
-            f"file: run `export {KEY_VARIABLE}=sk-...` (get a key at "
-            "https://platform.openai.com/api-keys, or use your endpoint's key with "
-            "OPENAI_BASE_URL)."
-        )
     try:
-        import openai
+        import openai  # noqa: F401
     except ImportError:
         raise ConfigError(
             "the OpenAI backend needs the `openai` package: pip install 'harness[openai]'"
         ) from None
-    return openai.OpenAI(
-        api_key=key,
-        base_url=resolve_base_url(config),
-        max_retries=config.max_retries,
-        timeout=config.request_timeout,
-    )
+    from harness.backends.providers import make_client as by_provider
+
+    return by_provider(config)
 
 
 def scrub(text: str) -> str:
     """`text` with the API key (and anything shaped like a key) replaced by `***`."""
-    key = os.environ.get(KEY_VARIABLE, "").strip()
-    if key:
-        text = text.replace(key, "***")
+    from harness.backends.providers import ALL_KEY_VARIABLES
+
+    for variable in ALL_KEY_VARIABLES:
+        key = os.environ.get(variable, "").strip()
+        if key:
+            text = text.replace(key, "***")
     return _KEY_LIKE.sub(r"\1-***", text)
 
 
@@ -120,9 +115,12 @@ def api_errors(action: str, config: OpenAIBackendConfig) -> Iterator[None]:
             raise TrainingRefused(REFUSED_MESSAGE) from None
         raise BackendError(f"{action}: {describe(exc)}") from None
     except openai.AuthenticationError as exc:
+        from harness.backends.providers import profile_of
+
+        variable = profile_of(config).key_variable
         raise ConfigError(
-            f"{action}: the endpoint rejected {KEY_VARIABLE} ({describe(exc)}); "
-            "check the key and OPENAI_BASE_URL"
+            f"{action}: the endpoint rejected {variable} ({describe(exc)}); "
+            "check the key and the endpoint (backend.base_url or OPENAI_BASE_URL)"
         ) from None
     except (openai.RateLimitError, openai.InternalServerError) as exc:
         raise BackendError(

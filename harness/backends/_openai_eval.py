@@ -23,14 +23,24 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from harness.backend_config import OpenAIBackendConfig
 from harness.backends._openai_files import PromptFormat
 from harness.backends._openai_tokens import TiktokenCounter, is_completion_model
 from harness.backends.base import NullProgress, Progress
 from harness.backends.pricing import PriceTable, is_fine_tuned
 from harness.records import Cost, Prediction
+
+
+class EvalSettings(Protocol):
+    """The settings scoring reads (every remote backend's config has them)."""
+
+    @property
+    def eval_concurrency(self) -> int: ...
+
+    @property
+    def top_logprobs(self) -> int: ...
+
 
 LEGACY_MAX_LOGPROBS = 5  # the completions endpoint returns at most 5 alternatives
 
@@ -101,7 +111,7 @@ class Evaluator:
     def __init__(
         self,
         client: Callable[[], Any],
-        config: OpenAIBackendConfig,
+        config: EvalSettings,
         prices: PriceTable,
         system_prompt: str,
     ) -> None:
@@ -117,11 +127,13 @@ class Evaluator:
         texts: Sequence[str],
         labels: Sequence[str],
         progress: Progress | None = None,
+        served_as: str | None = None,
     ) -> Evaluation:
-        """Ask `model` about every text (concurrently) and choose a label for each answer."""
+        """Ask `model` about every text (concurrently) and choose a label for each answer;
+        `served_as` is the name requests carry where it differs (an Azure deployment)."""
         counter = TiktokenCounter(model)
         chooser = LabelChooser(labels, counter)
-        ask = self._asker(model, labels, counter)
+        ask = self._asker(model, labels, counter, served_as or model)
         progress = progress or NullProgress()
         progress.start(f"evaluating {model}", total=len(texts))
         try:
@@ -130,10 +142,9 @@ class Evaluator:
             progress.finish()
         predictions = tuple(chooser.choose(answer) for answer in answers)
         known = set(labels)
-        price = self.prices.lookup(model)
         tokens_in = sum(a.input_tokens for a in answers)
         tokens_out = sum(a.output_tokens for a in answers)
-        usd = price.inference_usd(tokens_in, tokens_out, fine_tuned=is_fine_tuned(model))
+        usd = self._price(model, tokens_in, tokens_out)
         return Evaluation(
             model=model,
             labels=tuple(labels),
@@ -142,6 +153,11 @@ class Evaluator:
             out_of_set=sum(p.label not in known for p in predictions),
             answers_not_labels=sum(a.text.strip() not in known for a in answers),
         )
+
+    def _price(self, model: str, tokens_in: int, tokens_out: int) -> float:
+        """Dollars for these tokens of `model` (a fine-tuned model at fine-tuned rates)."""
+        price = self.prices.lookup(model)
+        return price.inference_usd(tokens_in, tokens_out, fine_tuned=is_fine_tuned(model))
 
     def _map(
         self, ask: Callable[[str], Answer], texts: Sequence[str], progress: Progress
@@ -163,7 +179,7 @@ class Evaluator:
                 raise
 
     def _asker(
-        self, model: str, labels: Sequence[str], counter: TiktokenCounter
+        self, model: str, labels: Sequence[str], counter: TiktokenCounter, served_as: str
     ) -> Callable[[str], Answer]:
         """A function text -> Answer for this model's endpoint and prompt format."""
         completion = is_completion_model(model)
@@ -176,9 +192,9 @@ class Evaluator:
         budget = max(counter.count([lead + label for label in labels]) or [1])
         if completion:
             preamble = f"{listed}\n\n" if zero_shot else ""
-            return lambda text: self._complete(model, fmt.prompt(text, preamble), budget)
+            return lambda text: self._complete(served_as, fmt.prompt(text, preamble), budget)
         system = f"{self.system_prompt}\n{listed}" if zero_shot else self.system_prompt
-        return lambda text: self._chat(model, fmt.messages(text, system), budget)
+        return lambda text: self._chat(served_as, fmt.messages(text, system), budget)
 
     def _chat(self, model: str, messages: list[dict[str, str]], budget: int) -> Answer:
         response = self._client().chat.completions.create(

@@ -97,6 +97,67 @@ def _thin(rows: list[dict[str, float]], limit: int) -> list[dict[str, float]]:
     return [row for i, row in enumerate(rows) if i % every == 0 or i == len(rows) - 1]
 
 
+def job_key(
+    journal: Journal, find: Callable[[str], str | None], length: int
+) -> tuple[str, str | None]:
+    """This trial's job key (made and journalled now if new: a crash after this still finds the
+    job) and its job id if one is known: recalled, or found on the server by the key."""
+    known = journal.recall("job_id")
+    key = journal.recall("job_key")
+    if known or not key:
+        if not key:
+            key = uuid.uuid4().hex[:length]
+            journal.record("job_key", key)  # before creating: a crash now still finds the job
+        return key, known
+    found = find(key)
+    if found:
+        journal.record("job_id", found)
+    return key, found
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How often, and how patiently, a failed job creation is tried again."""
+
+    attempts: int  # retries after the first attempt
+    delay: float  # seconds before the first retry, doubled each time
+    max_delay: float
+
+
+def create_once(
+    create: Callable[[], str],
+    find: Callable[[], str | None],
+    journal: Journal,
+    transient: tuple[type[Exception], ...],
+    retry: Retry,
+    sleep: Callable[[float], None],
+) -> str:
+    """Create a paid job, retrying by hand and never blindly; record its id.
+
+    A create whose reply was lost (a 500 or a dropped connection after the server committed)
+    may have made a paid job; retrying it blindly makes a second one. So `create` must make no
+    automatic retries, and after every transient failure the job is looked up (`find`, by the
+    trial's key) before another attempt.
+    """
+    delay = retry.delay
+    for attempt in range(retry.attempts + 1):
+        try:
+            job_id = create()
+        except transient:
+            found = find()  # a listing is safe to retry
+            if found:
+                journal.record("job_id", found)
+                return found
+            if attempt == retry.attempts:
+                raise
+            sleep(delay)
+            delay = min(delay * 2, retry.max_delay)
+            continue
+        journal.record("job_id", job_id)
+        return job_id
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 class JobRunner:
     """Creates, finds and waits for fine-tuning jobs through one SDK client."""
 
@@ -116,59 +177,33 @@ class JobRunner:
 
     def submit(self, request: JobRequest, journal: Journal) -> str:
         """The id of this trial's job: recalled, found by key, or created now (and recorded)."""
-        known = journal.recall("job_id")
+        key, known = job_key(journal, self._find_by_key, 16)
         if known:
             return known
-        key = journal.recall("job_key")
-        if key:
-            found = self._find_by_key(key)
-            if found:
-                journal.record("job_id", found)
-                return found
-        else:
-            key = uuid.uuid4().hex[:16]
-            journal.record("job_key", key)  # before creating: a crash now still finds the job
-        return self._create(request, key, journal)
-
-    def _create(self, request: JobRequest, key: str, journal: Journal) -> str:
-        """Create the job, retrying by hand: never the SDK's automatic retry.
-
-        A create whose reply was lost (a 500 or a dropped connection after the server committed)
-        may have made a paid job; retrying it blindly makes a second one. So the create call
-        runs with no automatic retries, and after every failure the job is looked up by its key
-        before another attempt.
-        """
         client = self._client().with_options(max_retries=0)
-        transient = _transient_errors()
-        delay = self.config.poll_interval
-        for attempt in range(self.config.max_retries + 1):
-            try:
-                job = client.fine_tuning.jobs.create(
-                    model=request.model,
-                    training_file=request.training_file,
-                    validation_file=request.validation_file,
-                    method={
-                        "type": "supervised",
-                        "supervised": {"hyperparameters": request.hyperparameters},
-                    },
-                    seed=request.seed,
-                    suffix=request.suffix,
-                    metadata={**request.metadata, "harness_job_key": key},
-                )
-            except transient:
-                found = self._find_by_key(key)  # a listing is safe to retry: the SDK does
-                if found:
-                    journal.record("job_id", found)
-                    return found
-                if attempt == self.config.max_retries:
-                    raise
-                self._sleep(delay)
-                delay = min(delay * 2, self.config.poll_max_interval)
-                continue
+
+        def create() -> str:
+            job = client.fine_tuning.jobs.create(
+                model=request.model,
+                training_file=request.training_file,
+                validation_file=request.validation_file,
+                method={
+                    "type": "supervised",
+                    "supervised": {"hyperparameters": request.hyperparameters},
+                },
+                seed=request.seed,
+                suffix=request.suffix,
+                metadata={**request.metadata, "harness_job_key": key},
+            )
             self.created += 1
-            journal.record("job_id", str(job.id))
             return str(job.id)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+
+        retry = Retry(
+            self.config.max_retries, self.config.poll_interval, self.config.poll_max_interval
+        )
+        return create_once(
+            create, lambda: self._find_by_key(key), journal, _transient_errors(), retry, self._sleep
+        )
 
     def of_study(self, study_name: str) -> list[Any]:
         """Jobs whose metadata names this study (checked here too: an endpoint may ignore the

@@ -32,7 +32,6 @@ Contract choices (the protocol itself is documented on `harness.backends.base.Ba
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
 from collections.abc import Mapping, Sequence
@@ -41,6 +40,7 @@ from typing import Any
 
 from harness.backend_config import OpenAIBackendConfig
 from harness.backends._openai_client import api_errors, is_loopback, make_client, resolve_base_url
+from harness.backends._openai_epochs import PointPlan, epoch_points, point_count, texts_digest
 from harness.backends._openai_eval import Evaluation, Evaluator
 from harness.backends._openai_files import (
     FileStore,
@@ -49,7 +49,7 @@ from harness.backends._openai_files import (
     check_size,
     jsonl_bytes,
 )
-from harness.backends._openai_jobs import FinishedJob, JobCheckpoint, JobRequest, JobRunner
+from harness.backends._openai_jobs import FinishedJob, JobRequest, JobRunner
 from harness.backends._openai_tokens import TiktokenCounter, is_completion_model
 from harness.backends.base import (
     Capabilities,
@@ -62,14 +62,20 @@ from harness.backends.base import (
     Progress,
     RemoteJob,
 )
-from harness.backends.pricing import Price, PriceTable, base_model_of, load_price_table
+from harness.backends.pricing import (
+    Price,
+    PriceTable,
+    base_model_of,
+    is_fine_tuned,
+    load_price_table,
+)
+from harness.backends.providers import AzureDeployments, job_hyperparameters, require_prices
 from harness.config import DatasetConfig
 from harness.data.jsonl import PROMPT_SEPARATOR
 from harness.data.prepare import subsample
 from harness.errors import BackendError
 from harness.records import (
     Cost,
-    EpochResult,
     Prediction,
     PreparedData,
     Split,
@@ -103,7 +109,12 @@ class OpenAIBackend:
             stops_early=False,
             priced_by_tokens=True,
         )
-        self.prices: PriceTable = load_price_table(overrides=config.prices)
+        self.prices: PriceTable = load_price_table(
+            overrides=config.prices, provider=config.provider
+        )
+        self.plan = PointPlan(config.evaluate_checkpoints, MAX_EPOCH_POINTS)
+        # Azure serves a fine-tuned model only through a deployment, made for each scoring.
+        self.deployments = AzureDeployments(config) if config.azure is not None else None
         self.system_prompt = config.system_prompt or DEFAULT_SYSTEM_PROMPT
         self._client: Any = None
         self._lock = threading.Lock()
@@ -143,16 +154,16 @@ class OpenAIBackend:
         n = len(example_tokens) if spec.train_examples is None else spec.train_examples
         margin = 1.0 + self.config.estimate_margin
         trained = math.ceil(sum(example_tokens[:n]) * spec.n_epochs * margin)
-        points = min(MAX_EPOCH_POINTS, spec.n_epochs) if self.config.evaluate_checkpoints else 1
+        points = point_count(spec.n_epochs, self.plan)
         counter = TiktokenCounter(spec.base_model)
         lead = "" if counter.chat else " "
         budget = max(counter.count([lead + label for label in data.labels]))
         tokens_in = math.ceil(points * (valid_in + test_in) * margin)
         tokens_out = points * (len(data.validation) + len(data.test)) * budget
-        evaluation = Cost(
-            usd=price.inference_usd(tokens_in, tokens_out, fine_tuned=True),
-            inference_tokens=tokens_in + tokens_out,
-        )
+        usd = price.inference_usd(tokens_in, tokens_out, fine_tuned=True)
+        if self.deployments is not None:  # a deployment per scoring, under an hour each
+            usd += price.hosting_usd(2 * points)
+        evaluation = Cost(usd=usd, inference_tokens=tokens_in + tokens_out)
         return Estimate(Cost(usd=price.training_usd(trained), trained_tokens=trained), evaluation)
 
     def preflight(self, data: PreparedData, models: Sequence[str]) -> None:
@@ -161,7 +172,7 @@ class OpenAIBackend:
         sweep here instead of failing every trial after minutes of retries."""
         limit = self.config.max_tokens_per_example
         for model in models:
-            self.prices.lookup(model)
+            require_prices(self.prices.lookup(model), hosted=self.deployments is not None)
             fmt, counter = self.format_for(model), TiktokenCounter(model)
             check_examples(data.train, data.labels, fmt, counter, limit, "training set")
             check_examples(data.validation, data.labels, fmt, counter, limit, "validation set")
@@ -170,6 +181,8 @@ class OpenAIBackend:
         )
         with api_errors("checking the fine-tuning endpoint", self.config):
             quick.fine_tuning.jobs.list(limit=1)
+        if self.deployments is not None:
+            self.deployments.check()
 
     def price_rows(self, models: Sequence[str]) -> list[Price]:
         """The dated price table's rows for `models` (ConfigError for a model without one)."""
@@ -247,11 +260,7 @@ class OpenAIBackend:
             model=spec.base_model,
             training_file=training_file,
             validation_file=validation_file,
-            hyperparameters={
-                "n_epochs": spec.n_epochs,
-                "batch_size": spec.batch_size,
-                "learning_rate_multiplier": spec.learning_rate_multiplier,
-            },
+            hyperparameters=job_hyperparameters(self.config, spec),
             seed=spec.seed,
             suffix=f"{self.config.suffix}-t{spec.number:03d}",
             metadata={key: value[:512] for key, value in links.items() if value},
@@ -265,73 +274,45 @@ class OpenAIBackend:
         on_epoch: EpochCallback,
         journal: Journal,
     ) -> TrainedModel:
-        """Evaluate checkpoints in epoch order, telling `on_epoch` about each."""
+        """Score the job's checkpoints in epoch order (`_openai_epochs.epoch_points`)."""
         price = self.prices.lookup(spec.base_model)
         trained = job.trained_tokens
         if trained is None:  # an endpoint that does not report it: our own worst case
             trained = self.estimate(spec, data).train.trained_tokens
             journal.record("trained_tokens_source", "estimate")
         job_cost = Cost(usd=price.training_usd(trained), trained_tokens=trained)
-        spent, epochs, model_ref = Cost(), [], job.fine_tuned_model
-        for point in self._points(job):
-            is_final = point.model == job.fine_tuned_model
-            valid = self._evaluate(point.model, data.validation, data.labels)
-            test = None if is_final else self._evaluate(point.model, data.test, data.labels)
-            spent += valid.cost + (test.cost if test is not None else Cost())
-            share = point.epoch / job.n_epochs
-            epochs.append(
-                EpochResult(
-                    epoch=point.epoch,
-                    valid_accuracy=_accuracy(valid, data.validation),
-                    valid_loss=_valid_loss(point.metrics),
-                    train_loss=point.metrics.get("train_loss"),
-                    # Scoring this checkpoint on the test set included: `predict` on it later
-                    # is served from the cache at no cost (see harness.sweep.checkpoints).
-                    cost_so_far=_scaled(job_cost, share)
-                    + valid.cost
-                    + (test.cost if test is not None else Cost()),
-                    checkpoint=point.model,
-                    test_accuracy=None if test is None else _accuracy(test, data.test),
-                )
-            )
-            if on_epoch(epochs[-1]) and not is_final:
-                model_ref = point.model
-                break
-        journal.record("epoch_eval_cost_usd", f"{spent.usd:.6f}")
-        journal.record("job_cost_usd", f"{job_cost.usd:.6f}")
-        return TrainedModel(
-            model_ref=model_ref,
-            epochs=tuple(epochs),
-            train_cost=job_cost + spent,
-            stopped_early=model_ref != job.fine_tuned_model,
-            job_id=job.id,
-        )
 
-    def _points(self, job: FinishedJob) -> list[JobCheckpoint]:
-        """Checkpoints before the last epoch (if evaluated), then the final model."""
-        earlier = [c for c in job.checkpoints if c.epoch < job.n_epochs]
-        if not self.config.evaluate_checkpoints:
-            earlier = []
-        last = [c for c in job.checkpoints if c.epoch == job.n_epochs]
-        metrics = last[-1].metrics if last else (job.rows[-1] if job.rows else {})
-        final = JobCheckpoint(
-            job.n_epochs, int(metrics.get("step", 0)), job.fine_tuned_model, metrics
-        )
-        return [*earlier[-(MAX_EPOCH_POINTS - 1) :], final]
+        def score(model: str, split: Split) -> Evaluation:
+            return self._evaluate(model, split, data.labels)
+
+        return epoch_points(job, job_cost, data, score, on_epoch, journal, self.plan)
 
     # ---------------------------------------------------------------------------- inference
 
     def _evaluate(self, model: str, split: Split, labels: tuple[str, ...]) -> Evaluation:
-        key = f"{model}#{_texts_digest(split.texts)}"
+        key = f"{model}#{texts_digest(split.texts)}"
         cached = self.evaluations.get(key)
         if cached is not None and cached.labels == labels:
             # Already paid for (the test set of a checkpoint chosen by early stopping).
             return replace(cached, cost=Cost())
         with api_errors(f"evaluating {model}", self.config):
-            result = self.evaluator.evaluate(model, split.texts, labels, self.progress)
+            result = self._score(model, split, labels)
         self.evaluations[key] = result
         self.evaluations[model] = result
         return result
+
+    def _score(self, model: str, split: Split, labels: tuple[str, ...]) -> Evaluation:
+        """Ask the model (on Azure, a fine-tuned one through a deployment made for this scoring,
+        whose hosting hours are part of what scoring cost)."""
+        if self.deployments is None or not is_fine_tuned(model):
+            return self.evaluator.evaluate(model, split.texts, labels, self.progress)
+
+        def use(name: str) -> Evaluation:
+            return self.evaluator.evaluate(model, split.texts, labels, self.progress, name)
+
+        result, deployment = self.deployments.run(model, use)
+        hosting = self.prices.lookup(model).hosting_usd(deployment.hours)
+        return replace(result, cost=result.cost + Cost(usd=hosting))
 
     def predict(
         self, model_ref: str, texts: Sequence[str], labels: Sequence[str]
@@ -393,26 +374,3 @@ class OpenAIBackend:
                 f"{trained.name!r} with separator {PROMPT_SEPARATOR!r}"
             )
         return model_id
-
-
-def _accuracy(result: Evaluation, split: Split) -> float:
-    right = sum(p.label == y for p, y in zip(result.predictions, split.labels, strict=True))
-    return right / len(split) if len(split) else 0.0
-
-
-def _valid_loss(metrics: dict[str, float]) -> float | None:
-    # The full validation loss (whole validation file) when the API measured it; else a batch's.
-    return metrics.get("full_valid_loss", metrics.get("valid_loss"))
-
-
-def _scaled(cost: Cost, share: float) -> Cost:
-    return Cost(
-        usd=cost.usd * share,
-        compute_seconds=cost.compute_seconds * share,
-        trained_tokens=round(cost.trained_tokens * share),
-        inference_tokens=round(cost.inference_tokens * share),
-    )
-
-
-def _texts_digest(texts: Sequence[str]) -> str:
-    return hashlib.sha256("\x1e".join(texts).encode("utf-8")).hexdigest()[:16]

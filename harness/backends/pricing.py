@@ -34,18 +34,24 @@ _PRICE_FIELDS = (
     "fine_tuned_input_per_1m",
     "fine_tuned_output_per_1m",
 )
+_AZURE_FT = ".ft-"  # Azure OpenAI names a fine-tuned model BASE.ft-<job id hex>
+_OPTIONAL_FIELDS = ("hosting_per_hour", "provider")
 # Snapshot suffixes: gpt-4.1-nano-2025-04-14, gpt-3.5-turbo-0125.
 _SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$|-\d{4}$")
 
 
 def base_model_of(model_id: str) -> str:
-    """`ft:gpt-4.1-nano-2025-04-14:org:suffix:id[:ckpt-step-N]` -> `gpt-4.1-nano-2025-04-14`."""
-    return model_id.split(":")[1] if model_id.startswith("ft:") else model_id
+    """`ft:gpt-4.1-nano-2025-04-14:org:suffix:id[:ckpt-step-N]` -> `gpt-4.1-nano-2025-04-14`;
+    Azure OpenAI's `gpt-4.1-nano-2025-04-14.ft-<id>` likewise."""
+    if model_id.startswith("ft:"):
+        return model_id.split(":")[1]
+    return model_id.split(_AZURE_FT)[0]
 
 
 def is_fine_tuned(model_id: str) -> bool:
-    """True for fine-tuned models and their checkpoints (OpenAI names them `ft:...`)."""
-    return model_id.startswith("ft:")
+    """True for fine-tuned models and their checkpoints (OpenAI names them `ft:...`, Azure
+    `BASE.ft-<id>`)."""
+    return model_id.startswith("ft:") or _AZURE_FT in model_id
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,10 @@ class Price:
     fine_tuned_output_per_1m: float | None
     source: str
     as_of: str
+    # Dollars per hour a deployed fine-tuned model costs while it exists (Azure OpenAI hosting),
+    # whether or not it is called; None where the provider bills no hosting.
+    hosting_per_hour: float | None = None
+    provider: str = "openai"  # whose price list the row is from (`backend.provider` / kind)
 
     def training_usd(self, trained_tokens: int) -> float:
         """Dollars for `trained_tokens` (tokens in the training file x epochs)."""
@@ -71,6 +81,10 @@ class Price:
         rate_in = _need(self, f"{prefix}input_per_1m")
         rate_out = _need(self, f"{prefix}output_per_1m")
         return (input_tokens * rate_in + output_tokens * rate_out) / PER_MILLION
+
+    def hosting_usd(self, hours: float) -> float:
+        """Dollars for keeping a fine-tuned model deployed `hours` (Azure OpenAI)."""
+        return hours * _need(self, "hosting_per_hour")
 
 
 def _need(price: Price, name: str) -> float:
@@ -120,15 +134,19 @@ class PriceTable:
             missing = [f for f in ("training_per_1m", *_PRICE_FIELDS[3:]) if f not in given]
             if missing:
                 raise ConfigError(f"backend.prices.{model}: a new model needs {', '.join(missing)}")
-            values = {f: given.get(f) for f in _PRICE_FIELDS}
-            rows[model] = Price(model, source=given["source"], as_of=given["as_of"], **values)
+            values: dict[str, Any] = {f: given.get(f) for f in _PRICE_FIELDS}
+            values |= {"hosting_per_hour": given.get("hosting_per_hour")}
+            values |= {"source": given["source"], "as_of": given["as_of"]}
+            rows[model] = Price(model, **values)
         return PriceTable(rows)
 
 
 def load_price_table(
-    path: Path | None = None, overrides: Mapping[str, PriceOverride] | None = None
+    path: Path | None = None,
+    overrides: Mapping[str, PriceOverride] | None = None,
+    provider: str = "openai",
 ) -> PriceTable:
-    """Read the shipped table (or `path`) and apply an experiment's overrides.
+    """Read the shipped table (or `path`), keep `provider`'s rows, apply an experiment's overrides.
 
     Raises:
         ConfigError: The file is malformed or a row lacks a field, source or date.
@@ -142,14 +160,19 @@ def load_price_table(
     rows = raw.get("rows") if isinstance(raw, dict) else None
     if not isinstance(rows, list):
         raise ConfigError(f"{where}: expected a `rows:` list")
-    table = PriceTable({row["model"]: _price_row(row, where) for row in rows})
+    parsed = [_price_row(row, where) for row in rows]
+    table = PriceTable({row.model: row for row in parsed if row.provider == provider})
     return table.with_overrides(overrides or {})
 
 
 def _price_row(row: Any, where: str) -> Price:
     names = [f.name for f in fields(Price)]
-    if not isinstance(row, dict) or set(row) != set(names):
-        raise ConfigError(f"{where}: every row needs exactly {', '.join(names)}; got {row!r}")
+    required = [name for name in names if name not in _OPTIONAL_FIELDS]
+    if not isinstance(row, dict) or not set(required) <= set(row) <= set(names):
+        raise ConfigError(
+            f"{where}: every row needs exactly {', '.join(required)} (optionally "
+            f"{', '.join(_OPTIONAL_FIELDS)}); got {row!r}"
+        )
     if not str(row["source"]).strip() or not str(row["as_of"]).strip():
         raise ConfigError(f"{where}: {row['model']}: source and as_of must not be empty")
     return Price(**{**row, "as_of": str(row["as_of"])})

