@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from benchmarks import (
     growth,
+    lm_trial,
     remote_concurrency,
     search_efficiency,
     sweep_overhead,
@@ -23,6 +24,7 @@ BENCHMARKS: dict[str, Callable[[], BenchResult]] = {
     "remote_concurrency": remote_concurrency.run,
     "growth": growth.run,
     "search_efficiency": search_efficiency.run,
+    "lm_trial": lm_trial.run,
 }
 
 

@@ -15,7 +15,9 @@ class TrialSpec:
     """One configuration to train, as proposed by the study.
 
     `learning_rate_multiplier` uses OpenAI's name; the local backend multiplies its configured base
-    learning rate by it. `train_examples` is None for "the whole training split".
+    learning rate by it. `train_examples` is None for "the whole training split"; `lora_rank` /
+    `lora_alpha` None for "the backend's setting". `study` names the study the trial belongs to,
+    so two studies on the same data keep their models apart.
     """
 
     number: int
@@ -25,16 +27,21 @@ class TrialSpec:
     base_model: str
     train_examples: int | None = None
     seed: int = 0
+    lora_rank: int | None = None
+    lora_alpha: int | None = None
+    study: str = ""
 
     def params(self) -> dict[str, Any]:
         """The hyperparameters as MLflow params / table columns."""
-        return {
+        params: dict[str, Any] = {
             "n_epochs": self.n_epochs,
             "learning_rate_multiplier": self.learning_rate_multiplier,
             "batch_size": self.batch_size,
             "base_model": self.base_model,
             "train_examples": self.train_examples if self.train_examples is not None else "all",
         }
+        lora = {"lora_rank": self.lora_rank, "lora_alpha": self.lora_alpha}
+        return params | {k: v for k, v in lora.items() if v is not None}
 
     def run_name(self) -> str:
         """Readable MLflow run name, e.g. `t007 ep=3 lr=0.5 bs=16`."""
@@ -44,6 +51,8 @@ class TrialSpec:
         )
         if self.train_examples is not None:
             name += f" n={self.train_examples}"
+        if self.lora_rank is not None:
+            name += f" r={self.lora_rank}"
         return name
 
 

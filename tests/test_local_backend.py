@@ -487,3 +487,16 @@ def test_count_tokens(config: LocalBackendConfig) -> None:
     counts = LocalBackend(config).count_tokens(["hello world", "", "word " * 300])
     # no [CLS]/[SEP], no truncation or padding from the file's max_length of 128
     assert counts == [2, 0, 300]
+
+
+def test_two_studies_on_the_same_data_keep_their_models_apart(tmp_path: Path) -> None:
+    # `demo` and `demo_mpnet` share a data digest: trial 0 of one must not overwrite the other's.
+    def folder(study: str, epoch: int | None = None) -> Path:
+        spec = TrialSpec(0, 1, 1.0, 16, "m", study=study)
+        return _local_models.model_folder(str(tmp_path), "d" * 64, spec, epoch)
+
+    mini, mpnet, odd = folder("demo"), folder("demo_mpnet"), folder("../a b/c")
+    assert mini != mpnet and mini.name == mpnet.name == "trial-0000"
+    assert odd.parent.name == "a-b-c" and odd.is_relative_to(tmp_path)  # one safe component
+    assert folder("demo", 1) == mini / "epoch-1"
+    assert folder("").parent.name == "d" * 12  # a spec made outside a study: the old layout

@@ -40,10 +40,16 @@ from typing import Any
 import torch
 from transformers import AutoConfig
 
-from harness.backend_config import LocalBackendConfig, LocalCalibration
+from harness.backend_config import LocalBackendConfig, LocalCalibration, LocalLMBackendConfig
 from harness.backends._local_models import load_error
 from harness.backends._local_training import Run, train_step
-from harness.backends._torch_utils import build_optimizer, load_model_folder, ordered_logits
+from harness.backends._torch_utils import (
+    Timed,
+    Workload,
+    build_optimizer,
+    load_model_folder,
+    ordered_logits,
+)
 from harness.backends.base import Progress
 from harness.records import Cost
 
@@ -125,10 +131,17 @@ class Pricing:
     stored by an earlier process, or measured now), and one formula for estimates and actual
     costs, so that an estimate of the same tokens is the same number."""
 
-    def __init__(self, config: LocalBackendConfig, device: torch.device, progress: Progress):
+    def __init__(
+        self,
+        config: LocalBackendConfig | LocalLMBackendConfig,
+        device: torch.device,
+        progress: Progress,
+        workload: Workload | None = None,
+    ):
         self.config = config
         self.device = device
         self.progress = progress
+        self.workload = workload or ENCODER
         self.calibrations = 0  # measured by this object: tests see the cache work
         self._rates: dict[str, Rates] = {}  # by cache file name, so a process reads it once
 
@@ -146,13 +159,14 @@ class Pricing:
                 settings = AutoConfig.from_pretrained(path)
             except (OSError, ValueError) as exc:
                 raise load_error(name, path, exc) from None
-        key = calibration_key(settings, self.device, self.config.max_length)
+        key = calibration_key(settings, self.device, self.config.max_length, self.workload.name)
         memo = cache_file(key).name
         if memo not in self._rates:
             rates = cached(key)
             if rates is None:
                 self.calibrations += 1
-                measured = measure(path, self.device, self.config.max_length, self.progress, name)
+                max_length, progress = self.config.max_length, self.progress
+                measured = measure(path, self.device, max_length, progress, name, self.workload)
                 rates = store(key, measured, name)
             self._rates[memo] = rates
         return self._rates[memo]
@@ -180,17 +194,21 @@ def pinned(calibration: LocalCalibration) -> Rates:
     )
 
 
-def calibration_key(model_config: Any, device: torch.device, max_length: int) -> dict[str, Any]:
-    """What the rates depend on: machine, model architecture, device and max_length."""
+def calibration_key(
+    model_config: Any, device: torch.device, max_length: int, workload: str = ""
+) -> dict[str, Any]:
+    """What the rates depend on: machine, model architecture, device, max_length and the
+    workload (named only where it is not the encoder's, so older keys stay valid)."""
     settings = model_config.to_dict()
     architecture = {k: settings[k] for k in ARCHITECTURE_FIELDS if settings.get(k) is not None}
-    return {
+    key = {
         "machine": _hardware(device),
         "model": architecture,
         "device": device.type,
         "max_length": max_length,
         "method": METHOD,
     }
+    return {**key, "workload": workload} if workload else key
 
 
 def cache_file(key: dict[str, Any]) -> Path:
@@ -257,7 +275,12 @@ def store(key: dict[str, Any], rates: Rates, model: str) -> Rates:
 
 
 def measure(
-    path: str, device: torch.device, max_length: int, progress: Progress, description: str
+    path: str,
+    device: torch.device,
+    max_length: int,
+    progress: Progress,
+    description: str,
+    workload: Workload | None = None,
 ) -> Rates:
     """Time the training step and inference of the model at `path` on synthetic texts.
 
@@ -265,24 +288,26 @@ def measure(
     because short classification texts seldom fill `max_length` and per-token time depends on
     length. Token values do not change the compute, so they are drawn at random (seeded).
     """
-    model = load_model_folder(path, ("a", "b")).to(device)
+    workload = workload or ENCODER
+    timed = workload.prepare(path, device)
     generator = torch.Generator().manual_seed(0)
     low, high = max(2, max_length // 8), max(2, max_length * 5 // 8)
-    lengths = torch.randint(low, high + 1, (N_SEQUENCES,), generator=generator).tolist()
-    vocab = int(model.config.vocab_size)
-    sequences = [torch.randint(0, vocab, (n,), generator=generator).tolist() for n in lengths]
+    n = max(workload.n_sequences, STEPS * workload.train_batch)
+    lengths = torch.randint(low, high + 1, (n,), generator=generator).tolist()
+    vocab = timed.vocab_size
+    sequences = [torch.randint(0, vocab, (k,), generator=generator).tolist() for k in lengths]
     progress.start(f"calibrating local cost for {description} (once per machine)", 2 * REPEATS)
     try:
-        train = _time_training(model, device, sequences, progress)
-        infer = _time_inference(model, device, sequences, progress)
+        train = _time_training(timed, workload.train_batch, device, sequences, progress)
+        infer = _time_inference(timed, workload.eval_batch, device, sequences, progress)
     finally:
         progress.finish()
     return Rates(train, infer, _now(), _describe(device), "measured")
 
 
-def _time_training(
-    model: Any, device: torch.device, sequences: list[list[int]], progress: Progress
-) -> float:
+def _prepare_encoder(path: str, device: torch.device) -> Timed:
+    """The local encoder's model with a two-label head, its trial step and its inference."""
+    model = load_model_folder(path, ("a", "b")).to(device)
     optimizer, scheduler = build_optimizer(
         model, lr=1e-6, weight_decay=0.01, warmup_ratio=0.0, steps=1 + STEPS * REPEATS
     )
@@ -292,20 +317,37 @@ def _time_training(
         optimizer=optimizer,
         scheduler=scheduler,
         generator=torch.Generator().manual_seed(0),
-        ids=sequences,
-        labels=torch.zeros(len(sequences), dtype=torch.long),
+        ids=[],
+        labels=torch.zeros(TRAIN_BATCH, dtype=torch.long),
         batch_size=TRAIN_BATCH,
         pad=(0, False),
     )
+
+    def train(batch: list[list[int]]) -> None:
+        run.ids = batch
+        train_step(run, list(range(len(batch))))
+
+    def infer(sequences: list[list[int]]) -> None:
+        ordered_logits(model, sequences, EVAL_BATCH, (0, False), device)  # copies to the CPU
+
     model.train()
-    batches = [list(range(i, i + TRAIN_BATCH)) for i in range(0, STEPS * TRAIN_BATCH, TRAIN_BATCH)]
-    tokens = sum(len(sequences[i]) for rows in batches for i in rows)
-    train_step(run, batches[0])  # warm-up: first-call allocations and kernel choice
+    return Timed(train, infer, int(model.config.vocab_size))
+
+
+ENCODER = Workload("", _prepare_encoder, TRAIN_BATCH, EVAL_BATCH, N_SEQUENCES)
+
+
+def _time_training(
+    timed: Timed, batch: int, device: torch.device, sequences: list[list[int]], progress: Progress
+) -> float:
+    batches = [sequences[i : i + batch] for i in range(0, STEPS * batch, batch)]
+    tokens = sum(len(ids) for rows in batches for ids in rows)
+    timed.train(batches[0])  # warm-up: first-call allocations and kernel choice
     clock, best = _clock(device), math.inf
     for _ in range(REPEATS):
         began = clock()
         for rows in batches:
-            train_step(run, rows)
+            timed.train(rows)
         _synchronize(device)
         best = min(best, clock() - began)
         progress.advance()
@@ -313,14 +355,15 @@ def _time_training(
 
 
 def _time_inference(
-    model: Any, device: torch.device, sequences: list[list[int]], progress: Progress
+    timed: Timed, batch: int, device: torch.device, sequences: list[list[int]], progress: Progress
 ) -> float:
     tokens = sum(len(ids) for ids in sequences)
-    ordered_logits(model, sequences[:EVAL_BATCH], EVAL_BATCH, (0, False), device)  # warm-up
+    timed.infer(sequences[:batch])  # warm-up
     clock, best = _clock(device), math.inf
     for _ in range(REPEATS):
         began = clock()
-        ordered_logits(model, sequences, EVAL_BATCH, (0, False), device)  # copies to the CPU
+        timed.infer(sequences)
+        _synchronize(device)
         best = min(best, clock() - began)
         progress.advance()
     return best / tokens * 1000.0

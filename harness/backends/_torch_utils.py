@@ -10,6 +10,7 @@ import contextlib
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,40 @@ from transformers.utils import logging as hf_logging
 
 from harness.errors import BackendError
 from harness.records import Prediction
+
+
+@dataclass(frozen=True)
+class Timed:
+    """A loaded model's own training step and inference, as a workload's calibration times them.
+
+    Attributes:
+        train: One optimizer step on a batch of token-id sequences.
+        infer: Score sequences (their outputs copied to the CPU, as a trial does).
+        vocab_size: Token ids are drawn below it.
+    """
+
+    train: Callable[[list[list[int]]], None]
+    infer: Callable[[list[list[int]]], None]
+    vocab_size: int
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a backend's calibration times: its model, its step, its batch sizes.
+
+    Attributes:
+        name: Part of the cache key; empty for the encoder (keys measured before workloads).
+        prepare: Load the model at a path onto a device and return its timed operations.
+        train_batch: Sequences per timed training step.
+        eval_batch: Sequences per inference batch.
+        n_sequences: Synthetic sequences: the training batches and the inference set.
+    """
+
+    name: str
+    prepare: Callable[[str, torch.device], Timed]
+    train_batch: int
+    eval_batch: int
+    n_sequences: int
 
 
 def pick_device(requested: str) -> torch.device:

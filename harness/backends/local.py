@@ -25,8 +25,8 @@ Contract choices (the protocol itself is documented on `harness.backends.base.Ba
   `estimate` counts the same tokens for all `spec.n_epochs` and every checkpoint's scoring, so
   it is exact for a trial that runs to the end and an upper bound for any other.
 - The final model and tokenizer are saved as safetensors under
-  `models_dir/<digest[:12]>/trial-NNNN`, which is the `model_ref`. The model also stays in memory,
-  so the `predict` on the test set that follows a trial does not reload it.
+  `models_dir/<digest[:12]>/<study>/trial-NNNN`, which is the `model_ref`. The model also stays
+  in memory, so the `predict` on the test set that follows a trial does not reload it.
 - Checkpoints (`evaluate_checkpoints`, on by default): after every epoch but the last, the model
   is also saved to `trial-NNNN/epoch-K` and named in that epoch's `EpochResult.checkpoint`; the
   sweep scores each on the test set as an extra point of the front. A trial stopped early hands
@@ -269,7 +269,7 @@ class LocalBackend:
         epoch: int | None = None,
     ) -> str:
         """Save the trial's model (or, with `epoch`, a checkpoint of it in a subfolder)."""
-        out = model_folder(self.config.models_dir, data.digest, spec.number, epoch)
+        out = model_folder(self.config.models_dir, data.digest, spec, epoch)
         try:
             out.mkdir(parents=True, exist_ok=True)
             with quiet_transformers():  # no "Writing model shards" bar per trial

@@ -30,7 +30,7 @@ def report(
     set_: SetOption = None,
 ) -> None:
     """Is paying more buying real accuracy? Pareto front, significance, baselines, advice."""
-    from harness.config import load_experiment
+    from harness.cli.common import load_target
     from harness.report.build import (
         ReportOptions,
         build_report,
@@ -40,7 +40,7 @@ def report(
         write_report,
     )
 
-    exp = load_experiment(experiment, set_)
+    exp = load_target(experiment, set_)
     options = ReportOptions(
         monthly_requests=monthly_requests, value_per_point=value_per_point, budget=budget
     )
@@ -54,5 +54,69 @@ def report(
         console.print(f"{name:>8}  {paths[name]}", markup=False, highlight=False, soft_wrap=True)
     if result.parent_run_id and not problems:
         console.print(f"Logged on MLflow run {result.parent_run_id}; front tagged pareto=true.")
+    for problem in problems:
+        err_console.print(f"warning: {problem}", markup=False, highlight=False)
+
+
+@app.command()
+@user_errors
+def compare(
+    experiments: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="EXPERIMENT...",
+            help="Two or more experiment files, names in experiments/, or studies' names.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory for the report files (default: mlruns/reports/compare-A-vs-B)."
+        ),
+    ] = None,
+    monthly_requests: Annotated[
+        int, typer.Option(help="Inference requests a month, for the cost of ownership.")
+    ] = 10_000,
+    value_per_point: Annotated[
+        float | None, typer.Option(help="Dollars one accuracy point is worth to you.")
+    ] = None,
+    budget: Annotated[
+        float | None, typer.Option(help="Most one configuration may cost, in dollars.")
+    ] = None,
+    set_: SetOption = None,
+) -> None:
+    """One report across studies on the same data: which model and backend is worth paying for?
+
+    Every trial and checkpoint of every study, plus the baselines once, on one Pareto front of
+    validation accuracy against cost, decided as `harness report` decides and checked once on
+    the same test examples. `--set` applies to every experiment.
+    """
+    from harness.cli.common import load_target
+    from harness.report.build import ReportOptions, summary_lines
+    from harness.report.compare import (
+        COMPARE_EXPERIMENT,
+        build_comparison,
+        comparison_dir,
+        record_comparison,
+    )
+
+    loaded = [load_target(name, set_) for name in experiments]
+    options = ReportOptions(
+        monthly_requests=monthly_requests, value_per_point=value_per_point, budget=budget
+    )
+    result = build_comparison(loaded, options)
+    paths, problems = record_comparison(result, loaded, out or comparison_dir(result))
+    for line in summary_lines(result):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.print()
+    for name in ("markdown", "html"):
+        console.print(f"{name:>8}  {paths[name]}", markup=False, highlight=False, soft_wrap=True)
+    if result.parent_run_id and not problems:
+        console.print(
+            f"Logged as MLflow run {result.parent_run_id} in experiment {COMPARE_EXPERIMENT}.",
+            markup=False,
+            highlight=False,
+        )
     for problem in problems:
         err_console.print(f"warning: {problem}", markup=False, highlight=False)

@@ -43,10 +43,12 @@ __all__ = [
     "ReportOptions",
     "Step",
     "TrialRow",
+    "analyse",
     "build_report",
     "default_out_dir",
     "log_report",
     "pareto_front",
+    "study_rows",
     "summary_lines",
     "write_report",
 ]
@@ -162,6 +164,21 @@ def build_report(experiment: Experiment, options: ReportOptions | None = None) -
         ConfigError: The study does not exist or has no completed trial yet.
     """
     options = options or ReportOptions()
+    rows, running, parent_run_id = study_rows(experiment)
+    report = analyse(experiment, rows, options)
+    report.running = running
+    report.tracking_uri = tracking_uri(experiment)
+    report.parent_run_id = parent_run_id
+    return report
+
+
+def study_rows(experiment: Experiment) -> tuple[list[TrialRow], int, str | None]:
+    """The study's completed trials as report rows, each with its test predictions from MLflow;
+    the number of trials still running; the study's parent MLflow run.
+
+    Raises:
+        ConfigError: The study does not exist or has no completed trial yet.
+    """
     study = load_existing_study(experiment)
     trials = completed_trials(study)
     if not trials:
@@ -169,15 +186,15 @@ def build_report(experiment: Experiment, options: ReportOptions | None = None) -
             f"no completed trials yet in study {experiment.study_name!r}: "
             f"run `harness sweep {experiment.path}` first"
         )
-    uri = tracking_uri(experiment)
-    report = _analyse(experiment, _rows(experiment, trials, _client(uri)), options)
-    report.running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-    report.tracking_uri = uri
-    report.parent_run_id = study.user_attrs.get(MLFLOW_RUN_ID)
-    return report
+    rows = _rows(experiment, trials, _client(tracking_uri(experiment)))
+    running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    return rows, running, study.user_attrs.get(MLFLOW_RUN_ID)
 
 
-def _analyse(experiment: Experiment, rows: list[TrialRow], options: ReportOptions) -> Report:
+def analyse(experiment: Experiment, rows: list[TrialRow], options: ReportOptions) -> Report:
+    """The report on `rows` (one study's, or several studies' on the same data with unique
+    `number`s, as `harness.report.compare` gives them): the baselines of `experiment`'s data,
+    the front, its steps, the walk and its test-set check, ownership, epochs and a sample."""
     notes: list[str] = []
     reference = _align(rows, notes)
     n_test = len(reference) if reference is not None else None

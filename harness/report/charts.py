@@ -121,7 +121,7 @@ def epochs_png(report: Report, path: Path) -> None:
             "marker": "o",
             "ms": 3,
         }
-        label = f"t{t.number}" if t.on_front else None
+        label = t.short if t.on_front else None
         if curve:
             acc_ax.plot(range(1, len(curve) + 1), [100 * v for v in curve], label=label, **style)
         if costs:

@@ -48,12 +48,28 @@ class ReportOptions:
             raise ConfigError(f"--budget must be positive, got {self.budget}")
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where a row of a comparison across studies comes from (`harness compare`): its
+    experiment, backend kind, base model and its trial number in that study."""
+
+    experiment: str
+    backend: str
+    model: str
+    trial: int
+
+    def columns(self) -> dict[str, str]:
+        return {"experiment": self.experiment, "backend": self.backend, "base_model": self.model}
+
+
 @dataclass(eq=False)  # rows are compared by identity: they carry DataFrames
 class TrialRow:
     """One completed trial as the report sees it, or a baseline taking part in the front.
 
     `accuracy` is test accuracy (reported, never chosen on); `valid_accuracy` is the validation
-    accuracy of the model the trial delivered, which the front and the walk are formed on.
+    accuracy of the model the trial delivered, which the front and the walk are formed on. In a
+    comparison across studies `origin` says which study the trial is from and `number` is only
+    a key unique within the report (the trial's own number is `trial_number`).
     """
 
     number: int
@@ -66,6 +82,17 @@ class TrialRow:
     on_front: bool = False
     valid_accuracy: float | None = None
     baseline: Baseline | None = None
+    origin: Origin | None = None
+
+    @property
+    def trial_number(self) -> int:
+        """The trial's number in its own study."""
+        return self.origin.trial if self.origin is not None else self.number
+
+    @property
+    def source(self) -> str | None:
+        """The experiment the row is from, in a comparison across studies (else None)."""
+        return self.origin.experiment if self.origin is not None else None
 
     @property
     def selection_accuracy(self) -> float:
@@ -87,12 +114,18 @@ class TrialRow:
 
     @property
     def name(self) -> str:
-        return self.baseline.name if self.baseline is not None else f"trial {self.number}"
+        if self.baseline is not None:
+            return self.baseline.name
+        o = self.origin
+        return f"{o.experiment} trial {o.trial}" if o is not None else f"trial {self.number}"
 
     @property
     def short(self) -> str:
-        """A chart label: `t7`, or the baseline's name."""
-        return self.baseline.name if self.baseline is not None else f"t{self.number}"
+        """A chart label: `t7` (`demo:t7` across studies), or the baseline's name."""
+        if self.baseline is not None:
+            return self.baseline.name
+        o = self.origin
+        return f"{o.experiment}:t{o.trial}" if o is not None else f"t{self.number}"
 
     def describe(self) -> str:
         """Hyperparameters in words, e.g. `3 epochs, learning rate x2.1, batch 16`, or for a
@@ -117,6 +150,8 @@ class TrialRow:
             parts.append(f"{p['train_examples']} training examples")
         if "base_model" in p:
             parts.append(str(p["base_model"]))
+        elif self.origin is not None:
+            parts.append(f"{self.origin.model} ({self.origin.backend})")
         return ", ".join(parts)
 
 
@@ -237,6 +272,11 @@ class Report:
     parent_run_id: str | None = None
     n_valid: int | None = None
     selected_on: str = "validation"  # "test" only for a study that recorded no validation
+    data_digest: str = ""  # set by `harness compare`: the data every study shares
+
+    def name_of(self, number: int) -> str:
+        """The name of the trial row keyed `number` (`trial 7`, `demo trial 7` across studies)."""
+        return next((t.name for t in self.trials if t.number == number), f"trial {number}")
 
     @property
     def best_baseline(self) -> Baseline | None:

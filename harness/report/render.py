@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness.report._compare_sections import compared_studies
 from harness.report.answer import answer_lines, move_text, step_verdict, versus_verdict
 from harness.report.charts import accuracy_cost_png, epochs_png
 from harness.report.decide import NEGLIGIBLE_SHARE, NEGLIGIBLE_USD
@@ -36,7 +37,8 @@ def blocks(report: Report) -> list[Block]:
         *[("p", line) for line in answer[1:]],
         *[("p", f"Note: {note}") for note in report.notes],
     ]
-    for section in (_front, _baselines, _trials, _epochs, _ownership, _qualitative, _method):
+    sections = (compared_studies, _front, _baselines, _trials, _epochs, _ownership)
+    for section in (*sections, _qualitative, _method):
         result += section(report)
     return result
 
@@ -137,7 +139,8 @@ def trials_frame(report: Report) -> pd.DataFrame:
         )
         records.append(
             {
-                "trial": t.number,
+                **(t.origin.columns() if t.origin is not None else {}),
+                "trial": t.trial_number,
                 "front": "yes" if t.on_front else "",
                 "kind": kind,
                 **{n: t.params.get(n, "") for n in _param_names(report.trials)},
@@ -202,7 +205,7 @@ def _epochs(report: Report) -> list[Block]:
         text = "Every trial was still improving at its last epoch: another epoch may still pay."
     rows = [
         [
-            f"trial {e.number}",
+            report.name_of(e.number),
             str(e.epochs),
             str(e.peak_epoch),
             percent(e.peak_accuracy),
@@ -226,7 +229,7 @@ def _ownership(report: Report) -> list[Block]:
     front = {t.number for t in report.front}
     rows = [
         [
-            f"trial {o.number}",
+            report.name_of(o.number),
             "yes" if o.number in front else "",
             usd(o.training),
             usd(o.per_request * 1000 if o.per_request is not None else None),

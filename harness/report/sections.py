@@ -16,13 +16,14 @@ def ownership(rows: list[TrialRow], n_test: int | None, monthly_requests: int) -
     A checkpoint runs like its parent (the same model, an epoch earlier), so it is priced at its
     parent's per-request cost: its own test scoring may have been served from a cache for free.
     """
-    by_number = {row.number: row for row in rows}
+    # By study and trial number: across studies (`harness compare`) trial numbers repeat.
+    by_trial = {(row.source, row.trial_number): row for row in rows}
     result = []
     for row in rows:
         record = row.record
         training = record.train_cost_usd if record.train_cost_usd is not None else row.cost
         of = record.checkpoint_of
-        parent = by_number.get(of) if of is not None else None
+        parent = by_trial.get((row.source, of)) if of is not None else None
         scoring = (parent or row).record.eval_cost_usd
         per_request = (scoring or 0.0) / n_test if n_test else None
         monthly = per_request * monthly_requests if per_request is not None else None

@@ -8,7 +8,8 @@ train_examples: 1000            # a plain value fixes the parameter
 ```
 
 `n_epochs`, `learning_rate_multiplier` and `batch_size` are required; `base_model` and
-`train_examples` are optional (the backend's model and the whole training split by default).
+`train_examples` are optional (the backend's model and the whole training split by default);
+`lora_rank` and `lora_alpha` are optional for the local LM backend (its config's by default).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from harness.config import read_yaml
 from harness.errors import ConfigError
 
 REQUIRED = ("n_epochs", "learning_rate_multiplier", "batch_size")
-OPTIONAL = ("base_model", "train_examples")
+OPTIONAL = ("base_model", "train_examples", "lora_rank", "lora_alpha")
 # The Python type every value of a parameter must have (bool is excluded from int on purpose).
 VALUE_TYPES: dict[str, tuple[type, ...]] = {
     "n_epochs": (int,),
@@ -36,6 +37,8 @@ VALUE_TYPES: dict[str, tuple[type, ...]] = {
     "batch_size": (int,),
     "base_model": (str,),
     "train_examples": (int,),
+    "lora_rank": (int,),
+    "lora_alpha": (int,),
 }
 _KEYS = {
     "int": {"type", "low", "high", "step", "log"},

@@ -45,7 +45,12 @@ from harness.sweep.storage import (
     worker_host,
 )
 from harness.sweep.storage import quiet_optuna as _quiet_optuna
-from harness.tracking.record import TrialRecord, worker_attrs
+from harness.tracking.record import (
+    EXPERIMENT_YAML,
+    TrialRecord,
+    experiment_attrs,
+    worker_attrs,
+)
 from harness.urls import redact_text, with_driver
 
 MAX_RETRIES = 2
@@ -129,6 +134,9 @@ def open_study(
         with url_lock(url, f"{experiment.study_name}:open"):
             name = experiment.study_name
             storage, study = create_study(url, name, directions, sampler, on_stale)
+            if EXPERIMENT_YAML not in study.user_attrs:  # new (or older than these attributes)
+                for key, value in experiment_attrs(experiment).items():
+                    study.set_user_attr(key, value)
             worker = join_study(study) if join else 0
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, OSError, ValueError) as exc:
         # SQLAlchemy raises many types for a bad URL or an unreachable server
@@ -272,6 +280,9 @@ def spec_from_trial(
         base_model=str(values.get("base_model", experiment.config.backend.model)),
         train_examples=int(values["train_examples"]) if "train_examples" in values else None,
         seed=experiment.config.seed + trial.number,
+        lora_rank=int(values["lora_rank"]) if "lora_rank" in values else None,
+        lora_alpha=int(values["lora_alpha"]) if "lora_alpha" in values else None,
+        study=experiment.study_name,
     )
 
 

@@ -1,0 +1,234 @@
+"""`harness compare`: one report across studies on the same data.
+
+Which model to fine-tune is the biggest cost lever, and each study answers only for its own base
+model and backend. `build_comparison` pools every completed trial and checkpoint of several
+studies (a MiniLM sweep, a bigger encoder, a LoRA-tuned LLM, an OpenAI model) with the baselines,
+scored once, and hands them to the report's own analysis (`harness.report.build.analyse`): one
+Pareto front of validation accuracy against cost, one walk with one Bonferroni family (every
+candidate of every study), one paired check on the test set. It needs the same examples
+everywhere, so studies whose prepared data differ (another dataset, split, seed or label set) are
+refused, naming the split that differs. `record_comparison` writes the report and logs it as a run
+of its own in the MLflow experiment `harness-compare`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.config import Experiment
+from harness.errors import ConfigError
+from harness.records import PreparedData
+from harness.report.build import analyse, study_rows, write_report
+from harness.report.model import Origin, Report, ReportOptions, TrialRow
+from harness.tracking.store import tracking_uri
+
+COMPARE_EXPERIMENT = "harness-compare"
+COMPARED_TAG = "harness.compared_studies"  # comma-separated study names
+KIND_TAG = "harness.kind"  # `compare`, so the runs of several comparisons can be filtered
+
+__all__ = [
+    "COMPARE_EXPERIMENT",
+    "build_comparison",
+    "comparison_dir",
+    "record_comparison",
+    "shared_data",
+]
+
+
+def build_comparison(experiments: Sequence[Experiment], options: ReportOptions) -> Report:
+    """Gather the studies of `experiments` and analyse them as one.
+
+    Args:
+        experiments: Two or more experiments whose studies ran on the same prepared data.
+        options: As for `harness report`.
+
+    Returns:
+        The report (unlogged: `record_comparison` writes and logs it). Its trial rows carry
+        their `origin`; their `number`s are keys unique within the report.
+
+    Raises:
+        ConfigError: Fewer than two studies, a study named twice, a study missing or without a
+            completed trial, or data that differ (the message names the split).
+    """
+    names = [e.study_name for e in experiments]
+    if len(experiments) < 2:
+        raise ConfigError("harness compare needs two or more experiments (or studies)")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"study {twice[0]!r} is named twice: compare distinct studies")
+    data = shared_data(experiments)
+    rows: list[TrialRow] = []
+    running = 0
+    for experiment in experiments:
+        found, still_running, _ = study_rows(experiment)
+        backend = experiment.config.backend
+        for row in found:
+            row.origin = Origin(experiment.study_name, backend.kind, backend.model, row.number)
+        rows += found
+        running += still_running
+    for key, row in enumerate(rows):
+        row.number = key  # trial numbers repeat across studies; baselines keep -1, -2
+    report = analyse(experiments[0], rows, options)
+    report.experiment = report.study = " vs ".join(names)
+    report.backend = ", ".join(dict.fromkeys(e.config.backend.kind for e in experiments))
+    report.running = running
+    report.tracking_uri = tracking_uri(experiments[0])
+    report.data_digest = data.digest
+    report.notes.append(
+        f"{len(experiments)} studies on the same data (digest {data.digest[:12]}); the baselines "
+        f"are scored once, at {experiments[0].study_name}'s compute price."
+    )
+    return report
+
+
+def shared_data(experiments: Sequence[Experiment]) -> PreparedData:
+    """The prepared data every experiment gives (the first's).
+
+    Raises:
+        ConfigError: Two experiments give different data: the message names them, the splits
+            (or the label sets) that differ and both digests.
+    """
+    from harness.data.prepare import prepare_experiment
+
+    first = experiments[0]
+    reference, _ = prepare_experiment(first)
+    for other in experiments[1:]:
+        data, _ = prepare_experiment(other)
+        if data.digest != reference.digest:
+            raise ConfigError(_differs(first, reference, other, data))
+    return reference
+
+
+def _differs(a: Experiment, da: PreparedData, b: Experiment, db: PreparedData) -> str:
+    parts = [
+        name for name in ("train", "validation", "test") if getattr(da, name) != getattr(db, name)
+    ]
+    if da.labels != db.labels:
+        what = f"their label sets differ ({list(da.labels)} vs {list(db.labels)})"
+    elif len(parts) == 1:
+        what = f"the {parts[0]} split differs"
+    else:
+        what = f"the {', '.join(parts[:-1])} and {parts[-1]} splits differ"
+    return (
+        f"cannot compare {a.study_name} ({a.path}) and {b.study_name} ({b.path}): they are not "
+        f"on the same data: {what} (data digest {da.digest[:12]} vs {db.digest[:12]}). "
+        "Compare studies with the same `dataset` section and `seed`, so every model is chosen "
+        "on the same validation examples and checked on the same test examples."
+    )
+
+
+def comparison_dir(report: Report) -> Path:
+    """`mlruns/reports/compare-A-vs-B`, beside the studies' own reports."""
+    return Path("mlruns") / "reports" / ("compare-" + report.study.replace(" vs ", "-vs-"))
+
+
+def _artifact_root(uri: str) -> str | None:
+    """Artifacts beside a local sqlite store, as the sweep keeps them."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
+        return (db.parent / "artifacts").as_uri()
+    return None
+
+
+def _experiment_id(client: Any) -> str:
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(COMPARE_EXPERIMENT)
+    if found is None:
+        try:
+            return str(
+                client.create_experiment(
+                    COMPARE_EXPERIMENT, artifact_location=_artifact_root(client.tracking_uri)
+                )
+            )
+        except MlflowException:  # created meanwhile by another process: adopt it
+            found = client.get_experiment_by_name(COMPARE_EXPERIMENT)
+            if found is None:
+                raise
+    if found.lifecycle_stage == "deleted":
+        client.restore_experiment(found.experiment_id)
+    return str(found.experiment_id)
+
+
+def record_comparison(
+    report: Report, experiments: Sequence[Experiment], out_dir: Path
+) -> tuple[dict[str, Path], list[str]]:
+    """Write the report into `out_dir` and log it as a run of its own, named after the studies,
+    in the MLflow experiment `harness-compare` of the first experiment's tracking store: the
+    files under `report/`, the answer as metrics and tags. The studies' own runs are left as
+    they are (their `pareto` tags are their own fronts').
+
+    Returns:
+        The files written, and what could not be logged, in words (empty when all was).
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from harness.tracking.store import sqlite_path
+
+    db = sqlite_path(report.tracking_uri)
+    if db is not None and not db.exists():
+        paths = write_report(report, out_dir)
+        return paths, [f"not logged to MLflow: no tracking store at {report.tracking_uri}"]
+    client = MlflowClient(tracking_uri=report.tracking_uri)
+    try:
+        run = client.create_run(
+            _experiment_id(client), run_name=f"compare {report.study}", tags=_tags(report)
+        )
+    except MlflowException as exc:
+        return write_report(report, out_dir), [f"not logged to MLflow: {exc.message}"]
+    report.parent_run_id = run.info.run_id
+    status = "FAILED"
+    try:
+        paths = write_report(report, out_dir)
+        for path in paths.values():
+            client.log_artifact(run.info.run_id, str(path), artifact_path="report")
+        _log_answer(client, run.info.run_id, report, experiments)
+        status = "FINISHED"
+    finally:
+        client.set_terminated(run.info.run_id, status=status)
+    return paths, []
+
+
+def _tags(report: Report) -> dict[str, str]:
+    from harness.tracking.record import DATA_DIGEST_TAG
+
+    studies = dict.fromkeys(t.source for t in report.trials if t.source is not None)
+    return {
+        KIND_TAG: "compare",
+        COMPARED_TAG: ",".join(s for s in studies if s),
+        DATA_DIGEST_TAG: report.data_digest,
+    }
+
+
+def _log_answer(
+    client: Any, run_id: str, report: Report, experiments: Sequence[Experiment]
+) -> None:
+    rec = report.recommendation
+    chosen = rec.chosen
+    client.set_tag(run_id, "harness.answer", chosen.name)
+    client.set_tag(run_id, "harness.answer_text", rec.text[:5000])
+    if chosen.origin is not None:
+        for key, value in chosen.origin.columns().items():
+            client.set_tag(run_id, f"harness.answer_{key}", value)
+    metrics = {
+        "answer_valid_accuracy": chosen.selection_accuracy,
+        "answer_test_accuracy": chosen.accuracy,
+        "answer_cost_usd": chosen.cost,
+        "candidates": float(len(report.trials)),
+        "front_size": float(len(report.front)),
+    }
+    for metric, number in metrics.items():
+        client.log_metric(run_id, metric, number)
+    o = report.options
+    params: dict[str, object] = {
+        "experiments": ",".join(str(e.path) for e in experiments)[:6000],
+        "monthly_requests": o.monthly_requests,
+        "value_per_point": o.value_per_point,
+        "budget": o.budget,
+        "alpha": o.alpha,
+    }
+    for param, setting in params.items():
+        client.log_param(run_id, param, "" if setting is None else setting)
