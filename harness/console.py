@@ -1,16 +1,24 @@
-"""What the CLI draws: progress bars for the sweep and for training, and the trials table."""
+"""What the CLI draws: the live sweep view (a status line with time left and money, progress
+bars, a line per epoch and per trial), and the trials table."""
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from rich.console import Console
+from rich import box
+from rich.console import Console, ConsoleOptions, JustifyMethod, RenderableType, RenderResult
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
@@ -18,9 +26,11 @@ from rich.progress import (
 )
 from rich.progress import Progress as RichProgress
 from rich.table import Table
+from rich.text import Text
 
 from harness.backends.base import Progress
-from harness.records import Cost, TrialResult, TrialSpec
+from harness.records import Cost, EpochResult, TrialResult, TrialSpec
+from harness.sweep.live import SweepStatus
 from harness.sweep.study import pareto_numbers
 from harness.tracking.record import TrialRecord
 
@@ -47,17 +57,105 @@ class _TrainingBar:
             self._bars.update(self._task, visible=False)
 
 
+def usd(value: float) -> str:
+    """Dollars as the trials table shows them (`dollars`: local trials cost fractions of a cent)."""
+    return f"${dollars(value)}"
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "-:--:--"
+    whole = max(0, round(seconds))
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+def status_text(status: SweepStatus, seconds_left: float | None, final: bool = False) -> Text:
+    """The sweep's status line: trials done, time left (not once `final`), and the money
+    against the budget.
+
+    Spent is settled money (finished trials; failed ones at their reservation); reserved is the
+    worst case held for running trials until they settle. No trial starts unless its own worst
+    case fits in what spent and reserved leave of the budget.
+    """
+    budget = "none" if status.budget is None else usd(status.budget)
+    text = Text(f"{status.done}/{status.target} trials", style="bold")
+    if not final:
+        text.append(f" · ETA {_clock(seconds_left)}")
+    text.append(f" · spent {usd(status.spent)} · reserved {usd(status.reserved)}")
+    text.append(f" · budget {budget}")
+    return text
+
+
+class _StatusLine:
+    """The status line, its ETA counting down between the sweep's updates."""
+
+    def __init__(self) -> None:
+        self.status: SweepStatus | None = None
+        self.deadline: float | None = None
+
+    def update(self, status: SweepStatus) -> None:
+        self.status = status
+        left = status.seconds_left
+        self.deadline = None if left is None else time.monotonic() + left
+
+    def seconds_left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def __rich__(self) -> RenderableType:
+        if self.status is None:
+            return Text("")
+        return status_text(self.status, self.seconds_left())
+
+
+class _RemainingColumn(TimeRemainingColumn):
+    """Time left: the sweep's from the estimates on the trials bar (rich's own would wait for
+    trials to finish at a steady pace), rich's on the training bar."""
+
+    max_refresh = 0.2  # the sweep's ETA counts down between the sweep's updates
+
+    def __init__(self, line: _StatusLine):
+        super().__init__()
+        self.line = line
+
+    def render(self, task: Task) -> Text:
+        if task.fields.get("sweep"):
+            return Text(_clock(self.line.seconds_left()), style="progress.remaining")
+        return super().render(task)
+
+
+class _SweepBars(RichProgress):
+    """The progress bars with the status line above them."""
+
+    def __init__(self, line: _StatusLine, *columns: Any, **options: Any):
+        self.line = line  # before the base class, which renders once while it starts
+        super().__init__(*columns, **options)
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        if self.line.status is not None:
+            yield self.line
+        yield self.make_tasks_table(self.tasks)
+
+
 class RichView:
-    """Sweep progress on a rich console: a trials bar, a training bar, one line per trial."""
+    """The live sweep view on a rich console; implements `SweepView` and `LiveView`.
+
+    Above the bars (trials, and the running trial's training steps) a status line: trials done
+    of the target, the time left (from the trials' estimates, see `harness.sweep.live`), money
+    spent and reserved against the budget. Printed as they come: each trial's estimate, each
+    epoch's validation accuracy, each trial's result, a trial skipped for budget and why. Rich's
+    console and bars take a lock, so trial worker threads may call it.
+    """
 
     def __init__(self, console: Console):
         self.console = console
-        self.bars = RichProgress(
+        self.line = _StatusLine()
+        self.bars = _SweepBars(
+            self.line,
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            TimeRemainingColumn(),
+            _RemainingColumn(self.line),
             console=console,
             transient=True,
         )
@@ -70,6 +168,8 @@ class RichView:
 
     def __exit__(self, *exc: object) -> None:
         self.bars.stop()
+        if self.line.status is not None:  # the last status stays on the screen
+            self.console.print(status_text(self.line.status, None, final=True))
 
     def sweep_started(self, study_name: str, done: int, target: int) -> None:
         if done:
@@ -79,25 +179,42 @@ class RichView:
         else:
             self.console.print(f"Starting study [bold]{study_name}[/]: {target} trials.")
         self.bars.start()
-        self._sweep_task = self.bars.add_task("trials", total=target, completed=done)
+        self._sweep_task = self.bars.add_task("trials", total=target, completed=done, sweep=True)
+
+    def sweep_status(self, status: SweepStatus) -> None:
+        before = self.line.status
+        self.line.update(status)
+        if self._sweep_task is not None:
+            self.bars.update(self._sweep_task, completed=status.done, total=status.target)
+        if not self.console.is_terminal and before is not None and before.done != status.done:
+            self.console.print(status_text(status, status.seconds_left))  # logs get no live line
 
     def trial_started(self, spec: TrialSpec, estimate: Cost) -> None:
-        self.console.print(f"[dim]{spec.run_name()}  (estimate ${estimate.usd:.4f})[/]")
+        self.console.print(f"[dim]{spec.run_name()}  (estimate up to {usd(estimate.usd)})[/]")
+
+    def trial_epoch(self, spec: TrialSpec, epoch: EpochResult) -> None:
+        self.console.print(
+            f"  {spec.run_name()}  epoch {epoch.epoch}/{spec.n_epochs}  valid acc "
+            f"[bold]{epoch.valid_accuracy:.4f}[/]  {usd(epoch.cost_so_far.usd)} so far",
+            highlight=False,
+        )
 
     def trial_finished(self, result: TrialResult) -> None:
-        if self._sweep_task is not None:
-            self.bars.advance(self._sweep_task)
         curve = " ".join(f"{e.valid_accuracy:.3f}" for e in result.model.epochs)
         if result.model.stopped_early:
             curve += f"; stopped: cannot reach the front in {result.spec.n_epochs} epochs"
         self.console.print(
-            f"{result.spec.run_name()}  valid by epoch [{curve}]  "
-            f"test acc [bold]{result.metrics.accuracy:.4f}[/]  cost ${result.total_cost.usd:.4f}  "
+            f"{result.spec.run_name()}  valid [{curve}]  test acc "
+            f"[bold]{result.metrics.accuracy:.4f}[/]  {usd(result.total_cost.usd)}  "
             f"{result.wall_seconds:.0f}s"
         )
 
     def trial_failed(self, spec: TrialSpec, reason: str) -> None:
         self.console.print(f"[red]{spec.run_name()} failed:[/] {escape(reason)}")
+
+    def trial_skipped(self, spec: TrialSpec | None, reason: str) -> None:
+        who = "next trial" if spec is None else spec.run_name()
+        self.console.print(f"[yellow]{who} skipped:[/] {escape(reason)}")
 
     def message(self, text: str) -> None:
         self.console.print(text)
@@ -114,7 +231,86 @@ def _epochs_cell(planned: Any, run: Any) -> str:
     return "-" if planned is None else str(planned)
 
 
-def trials_table(study: optuna.Study, title: str) -> Table:
+def dollars(value: Any) -> str:
+    """Dollars to three significant digits without an exponent: 0.00123, 0.0456, 1.23, 148."""
+    if not isinstance(value, int | float):
+        return "-"
+    if value == 0 or abs(value) >= 100:
+        return f"{value:.0f}"
+    decimals = min(8, max(0, 2 - math.floor(math.log10(abs(value)))))
+    return f"{value:.{decimals}f}"
+
+
+def duration(seconds: Any) -> str:
+    """Wall time as m:ss, or h:mm:ss from an hour."""
+    if not isinstance(seconds, int | float):
+        return "-"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+# (header, justify) of every column, and the order they give way in on a narrow terminal.
+_COLUMNS: dict[str, JustifyMethod] = {
+    "#": "right",
+    "state": "left",
+    "ep": "right",
+    "lr": "right",
+    "batch": "right",
+    "n": "right",
+    "valid": "right",
+    "test": "right",
+    "F1": "right",
+    "cost $": "right",
+    "time": "right",
+}
+_GIVE_WAY = ("time", "F1", "batch")
+_LEGEND = (
+    "* Pareto front of validation accuracy against cost. ep: epochs run/planned; lr: "
+    "learning-rate multiplier; n: training examples; valid, test: accuracy; F1: macro-F1 on "
+    "test. Test accuracy is reported, never chosen on; `harness report` adds the baselines "
+    "and the recommendation."
+)
+
+
+@dataclass
+class TrialsTable:
+    """The trials table, laid out when printed: as many columns as the width holds without
+    cutting a number (from 80 columns on, all but `time`, `F1` and `batch` for sure)."""
+
+    title: str
+    rows: list[dict[str, str]]
+
+    def table(self, columns: list[str]) -> Table:
+        table = Table(
+            title=self.title,
+            title_justify="left",
+            caption=_LEGEND,
+            caption_justify="left",
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+            padding=(0, 1, 0, 0),
+        )
+        for name in columns:
+            table.add_column(name, justify=_COLUMNS[name], no_wrap=True)
+        for row in self.rows:
+            table.add_row(*(row[name] for name in columns))
+        return table
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        columns = list(_COLUMNS)
+        table = self.table(columns)
+        unbounded = options.update(max_width=10_000)  # the width it wants, not what it would get
+        for name in _GIVE_WAY:
+            if Measurement.get(console, unbounded, table).maximum <= options.max_width:
+                break
+            columns.remove(name)
+            table = self.table(columns)
+        yield table
+
+
+def trials_table(study: optuna.Study, title: str) -> TrialsTable:
     """Every trial of the study, Pareto-front members starred, best validation accuracy first.
 
     The front is the study's: validation accuracy (of the model each trial delivered) against
@@ -122,28 +318,19 @@ def trials_table(study: optuna.Study, title: str) -> Table:
     baselines to the front and walks it to a recommendation.
     """
     front = pareto_numbers(study)
-    caption = (
-        "* Pareto front of validation accuracy against cost; test accuracy is reported, never "
-        "chosen on. `harness report` adds the baselines and the recommendation."
-    )
-    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
-    for column in ("#", "front", "state", "epochs", "lr mult", "batch", "train n"):
-        table.add_column(column, justify="right")
-    for column in ("valid acc", "test acc", "macro F1", "cost $", "seconds"):
-        table.add_column(column, justify="right")
-
     trials = study.get_trials(deepcopy=False)  # one snapshot: other workers may add trials
     records = {t.number: TrialRecord.from_attrs(t.user_attrs) for t in trials}
 
     def order(t: FrozenTrial) -> tuple[int, float]:
         return (t.state != TrialState.COMPLETE, -(records[t.number].selection_accuracy or 0.0))
 
+    rows = []
     for trial in sorted(trials, key=order):
         record, params = records[trial.number], trial.params
-        table.add_row(
-            str(trial.number),
-            "*" if trial.number in front else "",
-            f"ckpt of {record.checkpoint_of}" if record.is_checkpoint else trial.state.name.lower(),
+        state = "complete" if trial.state == TrialState.COMPLETE else trial.state.name.lower()
+        cells = [
+            f"{trial.number}{'*' if trial.number in front else ' '}",
+            f"ckpt of {record.checkpoint_of}" if record.is_checkpoint else state,
             _epochs_cell(params.get("n_epochs"), record.epochs_run),
             _fmt(params.get("learning_rate_multiplier"), ".3g"),
             str(params.get("batch_size", "-")),
@@ -151,7 +338,8 @@ def trials_table(study: optuna.Study, title: str) -> Table:
             _fmt(record.selection_accuracy, ".4f"),
             _fmt(record.test_accuracy, ".4f"),
             _fmt(record.test_macro_f1, ".4f"),
-            _fmt(record.cost_usd, ".5f"),
-            _fmt(record.wall_seconds, ".0f"),
-        )
-    return table
+            dollars(record.cost_usd),
+            duration(record.wall_seconds),
+        ]
+        rows.append(dict(zip(_COLUMNS, cells, strict=True)))
+    return TrialsTable(title, rows)

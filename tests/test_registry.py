@@ -84,7 +84,9 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swept]:
         )
         outcome = run_sweep(load_experiment(str(path)), RecordingView())
         assert len(outcome.results) == 2, outcome.failures
-    yield Swept(directory, path, store)
+        # The module's tests run in the project folder, as a user's commands do: model folders
+        # inside it are recorded relative to it (a copied project uses its own).
+        yield Swept(directory, path, store)
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,18 @@
-"""`harness ui` in a real browser: a tiny sweep, the MLflow UI started by the real command, and
-headless Chromium (driven over the DevTools protocol) rendering the experiment's chart view, one
-trial's page and its artifacts. The pages must list the trials by their readable names, with
-hyperparameters as params and accuracy and cost as metrics; the page and its screenshot are
-kept in `tests/artifacts/` and the test's tmp dir.
+"""`harness ui` and `harness dashboard` in a real browser: a tiny sweep, both servers started by
+the real commands, and headless Chromium (driven over the DevTools protocol) rendering what
+their printed links open:
 
-Chromium comes from Debian (`make browser`, which `make test` runs first). Without it the test
-tries the same install, and skips only when that fails outside CI.
+- the MLflow UI's saved view: the trials only, sorted by validation accuracy, with their metric
+  columns (values in full, costs included) and run names; its chart mode with accuracy-vs-cost
+  scatter plots; one trial's page and its artifacts;
+- optuna-dashboard's study page: the Pareto front plot of validation accuracy against cost and
+  the hyperparameter importance.
+
+Then `harness ui` is stopped with SIGTERM: quietly, and nothing is left listening. The pages and
+screenshots are kept in `tests/artifacts/` and the test's tmp dir.
+
+Chromium comes from Debian (`make browser`, which `make test` runs first). Without it the tests
+try the same install, and skip only when that fails outside CI.
 """
 
 from __future__ import annotations
@@ -18,20 +25,24 @@ import re
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
 import pytest
 from mlflow import MlflowClient
+from mlflow.entities import Run
 
+from harness.cli._serve import check_port
 from harness.config import load_experiment
 from harness.sweep.loop import run_sweep
 from tests.conftest import ONE_EPOCH_SPACE, ROOT, review_rows, write_csv, write_experiment
+from tests.services import free_port
 from tests.test_sweep import RecordingView
 
 pytestmark = pytest.mark.slow
@@ -40,7 +51,8 @@ INSTALL = (
     "command -v chromium >/dev/null || (apt-get update -qq && "
     "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)"
 )
-SERVER_LIFETIME_S = 300  # the UI's process group kills itself after this, even if pytest dies
+# Each server's process group kills itself after this, even if pytest dies.
+SERVER_LIFETIME_S = 300
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",  # root in a container
@@ -54,6 +66,20 @@ CHROMIUM_FLAGS = [
     "--hide-scrollbars",
     "--window-size=1600,1000",
 ]
+# Every cell of the runs table, by row index and column id, as the page shows it.
+TABLE_CELLS = """(() => {
+  const rows = {};
+  for (const cell of document.querySelectorAll('.ag-row .ag-cell[col-id]')) {
+    const index = cell.closest('.ag-row').getAttribute('row-index');
+    (rows[index] = rows[index] || {})[cell.getAttribute('col-id')] = cell.innerText.trim();
+  }
+  return JSON.stringify(rows);
+})()"""
+# The data of every Plotly chart on the page: per chart, per trace, its x and y values.
+PLOTS = """JSON.stringify([...document.querySelectorAll('.js-plotly-plot')].map(
+  plot => (plot.data || []).map(trace => ({x: trace.x || [], y: trace.y || []}))
+))"""
+RUN_NAME = "attributes.`Run Name`"
 
 
 @pytest.fixture
@@ -69,12 +95,6 @@ def chromium() -> str:
             pytest.fail(reason)
         pytest.skip(reason)
     return found
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:
@@ -94,61 +114,98 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
         return
 
 
-@pytest.fixture
-def ui_server(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
-    """A swept store and `harness ui` serving it; yields (base URL, store URI, server log)."""
-    store = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+@dataclass(frozen=True)
+class Swept:
+    """A project folder after a two-trial sweep."""
+
+    folder: Path
+    experiment: Path
+    store: str
+    storage: str
+
+
+@dataclass(frozen=True)
+class Served:
+    """A `harness ui` or `harness dashboard` process, its address and its output."""
+
+    proc: subprocess.Popen[bytes]
+    base: str
+    log: Path
+
+    def link(self, label: str) -> str:
+        """The link printed after `label:`."""
+        found = re.search(re.escape(label) + r": (http://\S+)", self.log.read_text())
+        assert found, f"no {label!r} link printed:\n{self.log.read_text()}"
+        return found.group(1)
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory) -> Swept:
+    folder = tmp_path_factory.mktemp("project")
+    store = f"sqlite:///{folder}/mlruns/mlflow.db"
+    storage = f"sqlite:///{folder}/mlruns/optuna.db"
     path = write_experiment(
-        tmp_path,
-        write_csv(tmp_path / "reviews.csv", review_rows(14)),
+        folder,
+        write_csv(folder / "reviews.csv", review_rows(14)),
         space=ONE_EPOCH_SPACE,
         tracking={"uri": store},
+        study={"n_trials": 2, "sampler": {"kind": "random"}, "storage": storage},
     )
-    outcome = run_sweep(load_experiment(str(path)), RecordingView())
+    with pytest.MonkeyPatch.context() as patch:  # what the autouse `isolated` does per test
+        patch.chdir(folder)
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setenv("TOKENIZERS_PARALLELISM", "false")
+        outcome = run_sweep(load_experiment(str(path)), RecordingView())
     assert len(outcome.results) == 2, outcome.failures
+    return Swept(folder, path, store, storage)
 
-    port, log = _free_port(), tmp_path / "ui.log"
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": store,
-        # One web worker instead of four, and no background job runner (it serves GenAI
-        # features only, with eight more processes): this is a 2-core machine.
-        "MLFLOW_WORKERS": "1",
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-    }
-    # sh keeps a sleeping watchdog in the process group, then becomes `harness ui` itself.
+
+def _serve(swept: Swept, name: str, *args: str) -> Iterator[Served]:
+    """`harness ARGS --port P` in the project folder, until it says it is up."""
+    port, log = free_port(), swept.folder / f"{name}.log"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["HF_HUB_OFFLINE"] = "1"
+    # sh keeps a sleeping watchdog in the process group, then becomes `harness` itself.
     watchdog = f'(sleep {SERVER_LIFETIME_S}; kill -TERM 0) & exec "$@"'
-    command = ["sh", "-c", watchdog, "sh", sys.executable, "-m", "harness", "ui"]
+    command = ["sh", "-c", watchdog, "sh", sys.executable, "-m", "harness", *args]
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [*command, "--port", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
-            cwd=tmp_path,
+            cwd=swept.folder,
             start_new_session=True,
         )
     try:
-        base = f"http://127.0.0.1:{port}"
-        _wait_until_up(base, proc, log)
-        yield base, store, log
+        served = Served(proc, f"http://127.0.0.1:{port}", log)
+        _wait_until_up(served, "(Ctrl-C to stop)")
+        yield served
     finally:
         _stop_group(proc)
 
 
-def _wait_until_up(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 180
+@pytest.fixture(scope="module")
+def ui_server(swept: Swept) -> Iterator[Served]:
+    yield from _serve(swept, "ui", "ui")
+
+
+@pytest.fixture(scope="module")
+def dashboard_server(swept: Swept) -> Iterator[Served]:
+    yield from _serve(swept, "dashboard", "dashboard", str(swept.experiment))
+
+
+def _wait_until_up(served: Served, needle: str) -> None:
+    """Until the command prints `needle`, which it does once its server answers."""
+    deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"harness ui exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
+        if served.proc.poll() is not None:
+            pytest.fail(f"exited with {served.proc.returncode}:\n{served.log.read_text()}")
+        if needle in served.log.read_text():
+            return
         time.sleep(0.5)
-    pytest.fail(f"harness ui did not answer within 180 s:\n{log.read_text()}")
+    pytest.fail(f"no {needle!r} within 240 s:\n{served.log.read_text()}")
 
 
 class _Browser:
@@ -273,69 +330,178 @@ def _post_json(url: str, body: dict[str, object]) -> dict[str, object]:
         return result
 
 
-def test_ui_lists_the_trials_and_their_metrics_in_the_chart_view(
-    chromium: str, ui_server: tuple[str, str, Path], tmp_path: Path
-) -> None:
-    base, store, log = ui_server
-    assert base in log.read_text(), "harness ui prints the URL it serves"
+Plot = list[dict[str, list[float]]]  # a chart's traces, each with its x and y values
+
+
+def _plots(browser: _Browser, count: int, timeout: float = 60) -> list[Plot]:
+    """The data of the page's Plotly charts, once there are `count` of them with data."""
+    deadline, plots = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        plots = json.loads(str(browser.evaluate(PLOTS)))
+        if len(plots) >= count and all(any(t["x"] for t in p) for p in plots[:count]):
+            break
+        time.sleep(0.5)
+    return plots
+
+
+def _points(plot: Plot) -> list[tuple[float, float]]:
+    """Every (x, y) point of one chart, sorted."""
+    return sorted((x, y) for trace in plot for x, y in zip(trace["x"], trace["y"], strict=True))
+
+
+def _trials(store: str) -> list[Run]:
     client = MlflowClient(tracking_uri=store)
     experiment = client.get_experiment_by_name("tiny")
     assert experiment is not None
-    experiment_id = experiment.experiment_id
-    trials = [r for r in client.search_runs([experiment_id]) if "mlflow.parentRunId" in r.data.tags]
-    names = sorted(r.info.run_name for r in trials)
-    assert len(names) == 2 and all(re.match(r"t00\d ep=1 lr=", n) for n in names), names
+    runs = client.search_runs([experiment.experiment_id])
+    return [r for r in runs if "mlflow.parentRunId" in r.data.tags]
 
+
+def test_ui_opens_the_trials_sorted_by_validation_accuracy_with_metric_columns(
+    chromium: str, ui_server: Served, swept: Swept, tmp_path: Path
+) -> None:
+    trials = _trials(swept.store)
+    by_name = {r.info.run_name: r for r in trials}
+    assert len(by_name) == 2 and all(re.match(r"t00\d ep=1 lr=", n) for n in by_name), by_name
+    link = ui_server.link("tiny: trials sorted by validation accuracy")
+    assert link.startswith(f"{ui_server.base}/#/experiments/") and "viewStateShareKey=" in link
+
+    browser = _Browser(chromium, tmp_path / "profile")
+    try:
+        browser.open(link, width=3000)  # wide enough that no column is virtualised away
+        needles = [*by_name, "valid_accuracy_final", "cost_usd", "Sort: valid_accuracy_final"]
+        text = browser.wait_for_text(needles, timeout=120)
+        rows = json.loads(str(browser.evaluate(TABLE_CELLS)))
+        (tmp_path / "ui_trials_table.html").write_text(
+            str(browser.evaluate("document.documentElement.outerHTML")), encoding="utf-8"
+        )
+        browser.screenshot(tmp_path / "ui_trials_table.png")
+    finally:
+        browser.close()
+    _keep(tmp_path / "ui_trials_table.html", "ui_trials_table.html", tmp_path)
+    _keep(tmp_path / "ui_trials_table.png", "ui_trials_table.png", tmp_path)
+
+    for needle in needles:
+        assert needle in text, f"{needle!r} not on the page: {text[:3000]}"
+    assert "study tiny" not in text, "the study's parent run is filtered out"
+    shown = [rows[i] for i in sorted(rows, key=int)]
+    # The name cell starts with the run's colour (`#c82d4c`) on a line of its own.
+    names = [row.get(RUN_NAME, "").splitlines()[-1] for row in shown]
+    assert sorted(names) == sorted(by_name), f"full run names, trials only: {names}"
+    accuracies = [by_name[n].data.metrics["valid_accuracy_final"] for n in names]
+    assert accuracies == sorted(accuracies, reverse=True), "sorted by validation accuracy"
+    for row, name in zip(shown, names, strict=True):
+        metrics = by_name[name].data.metrics
+        for key in ("valid_accuracy_final", "test_accuracy", "cost_usd"):
+            cell = row.get(f"metrics.`{key}`")
+            assert cell, f"no {key} column: {sorted(row)}"
+            # Every digit MLflow has, not a rounded `0.00`: a cost of $0.00001 reads as such.
+            assert float(cell) == pytest.approx(metrics[key], rel=1e-9), (key, cell)
+        assert row.get("tags.`pareto`") in ("true", "false"), sorted(row)
+        assert row.get("params.`learning_rate_multiplier`"), sorted(row)
+
+
+def test_ui_charts_accuracy_against_cost(
+    chromium: str, ui_server: Served, swept: Swept, tmp_path: Path
+) -> None:
+    trials = _trials(swept.store)
+    link = ui_server.link("tiny: accuracy vs cost charts")
+    browser = _Browser(chromium, tmp_path / "profile")
+    try:
+        browser.open(link)
+        needles = ["Accuracy vs cost (4)", "cost_usd vs. valid_accuracy_final", "Parallel"]
+        text = browser.wait_for_text([*needles, "Model metrics ("], timeout=120)
+        plots = _plots(browser, 2)
+        browser.screenshot(tmp_path / "ui_chart_view.png")
+    finally:
+        browser.close()
+    _keep(tmp_path / "ui_chart_view.png", "ui_chart_view.png", tmp_path)
+
+    for needle in needles:
+        assert needle in text, f"{needle!r} not on the page: {text[:3000]}"
+    for trial in trials:  # every trial listed by its full name beside the charts
+        assert trial.info.run_name in text, trial.info.run_name
+    assert plots, "no chart drawn"
+    # The first chart is validation accuracy against cost, one point per trial.
+    expected = sorted(
+        (t.data.metrics["cost_usd"], t.data.metrics["valid_accuracy_final"]) for t in trials
+    )
+    assert _points(plots[0]) == expected, plots[0]
+
+
+def test_ui_shows_a_trials_params_metrics_and_artifacts(
+    chromium: str, ui_server: Served, swept: Swept, tmp_path: Path
+) -> None:
+    run = _trials(swept.store)[0]
+    experiment_id = run.info.experiment_id
     # The server answers the UI's own API calls: the trials with metrics, and their artifacts.
+    base = ui_server.base
     found = _post_json(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id]})
     served = {r["info"]["run_name"]: r["data"] for r in found["runs"]}  # type: ignore[index]
-    assert set(names) <= set(served)
-    assert all(
-        {"test_accuracy", "cost_usd"} <= {m["key"] for m in served[n]["metrics"]} for n in names
-    )
-    artifact = f"{base}/get-artifact?path=predictions.csv&run_uuid={trials[0].info.run_id}"
+    assert {"test_accuracy", "cost_usd"} <= {m["key"] for m in served[run.info.run_name]["metrics"]}
+    artifact = f"{base}/get-artifact?path=predictions.csv&run_uuid={run.info.run_id}"
     with urllib.request.urlopen(artifact, timeout=30) as response:
         assert response.read().decode().startswith("text,true,predicted,confidence")
 
-    # The chart view, sorted by test accuracy: sorting lists the trials flat instead of folded
-    # under the study's parent run, so every trial is charted without clicking anything.
-    page = (
-        f"{base}/#/experiments/{experiment_id}/runs"
-        "?orderByKey=metrics.%60test_accuracy%60&orderByAsc=false&compareRunsMode=CHART"
-    )
-    run = trials[0]
     run_page = f"{base}/#/experiments/{experiment_id}/runs/{run.info.run_id}"
     browser = _Browser(chromium, tmp_path / "profile")
     try:
-        browser.open(page)
-        text = browser.wait_for_text([*names, "Model metrics (", "cost_usd"], timeout=120)
-        dom = str(browser.evaluate("document.documentElement.outerHTML"))
-        (tmp_path / "ui_chart_view.html").write_text(dom, encoding="utf-8")
-        shot = tmp_path / "ui_chart_view.png"
-        browser.screenshot(shot)
-        # One trial's page: hyperparameters as params, accuracy and cost as metrics.
-        browser.navigate(run_page)
+        browser.open(run_page)
         run_text = browser.wait_for_text(
             [run.info.run_name, "learning_rate_multiplier", "test_accuracy", "cost_usd"], 60
         )
-        # Its artifacts, listed where the UI opens them.
         browser.navigate(f"{run_page}/artifacts")
         files = browser.wait_for_text(["predictions.csv", "confusion_matrix.png"], timeout=60)
     finally:
         browser.close()
-    _keep(tmp_path / "ui_chart_view.html", "ui_chart_view.html", tmp_path)
-    _keep(shot, shot.name, tmp_path)
-
-    for name in names:
-        assert name in text, f"trial {name!r} not on the page: {text[:2000]}"
-    charts = re.search(r"Model metrics \((\d+)\)", text)
-    assert charts is not None and int(charts.group(1)) >= 10, text[:2000]
-    assert "cost_usd" in text, f"no cost_usd chart on the page: {text[:2000]}"
-    assert shot.read_bytes().startswith(b"\x89PNG")
-    assert shot.stat().st_size > 20_000, "a blank page compresses to almost nothing"
     for needle in ("learning_rate_multiplier", "batch_size", "test_accuracy", "cost_usd"):
         assert needle in run_text, f"{needle} not on the run page: {run_text[:2000]}"
     accuracy = f"{run.data.metrics['test_accuracy']:.3g}"[:4]
     assert accuracy in run_text, f"test accuracy {accuracy} not shown: {run_text[:2000]}"
     for needle in ("predictions.csv", "confusion_matrix.png", "classification_report.txt"):
         assert needle in files, f"{needle} not among the artifacts: {files[:2000]}"
+
+
+def test_dashboard_shows_the_study_and_its_pareto_front(
+    chromium: str, dashboard_server: Served, swept: Swept, tmp_path: Path
+) -> None:
+    study = optuna.load_study(study_name="tiny", storage=swept.storage)
+    link = dashboard_server.link("study tiny: Pareto front, history, importance")
+    assert link == f"{dashboard_server.base}/dashboard/studies/{study._study_id}"
+    browser = _Browser(chromium, tmp_path / "profile")
+    try:
+        browser.open(link)
+        needles = [
+            "tiny",
+            "Pareto Front",
+            "valid_accuracy",
+            "cost_usd",
+            "Hyperparameter Importance",
+        ]
+        text = browser.wait_for_text(needles, timeout=120)
+        plots = _plots(browser, 1)
+        browser.screenshot(tmp_path / "dashboard_study.png")
+    finally:
+        browser.close()
+    _keep(tmp_path / "dashboard_study.png", "dashboard_study.png", tmp_path)
+
+    for needle in needles:
+        assert needle in text, f"{needle!r} not on the page: {text[:3000]}"
+    assert study.metric_names == ["valid_accuracy", "cost_usd"], "named by `harness dashboard`"
+    assert plots, "no chart drawn"
+    # The first plot is the Pareto front: every completed trial, at its (accuracy, cost).
+    completed = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+    assert _points(plots[0]) == sorted((t.values[0], t.values[1]) for t in completed), plots[0]
+
+
+def test_ui_stops_on_sigterm_quietly_and_leaves_nothing_listening(ui_server: Served) -> None:
+    """Last in this file: it stops the module's `harness ui`."""
+    port = int(ui_server.base.rsplit(":", 1)[1])
+    ui_server.proc.send_signal(signal.SIGTERM)  # the harness alone, as `kill PID` does
+    assert ui_server.proc.wait(timeout=60) == 0
+    with pytest.raises(OSError):  # connection refused: the server is gone
+        urllib.request.urlopen(f"{ui_server.base}/health", timeout=5)
+    check_port(port)  # free: the MLflow server is not listening
+    log = ui_server.log.read_text()
+    assert "Traceback" not in log and "Warning" not in log, log  # Starlette's is silenced
+    assert log.rstrip().endswith("MLflow UI stopped."), log

@@ -2,40 +2,296 @@
 
 Every `HarnessError` becomes one line on stderr and a non-zero exit; anything else is a bug and
 keeps its traceback.
+
+EXPERIMENT (`load_target`) names a file or a study. A study records the experiment it was created
+from (`harness.tracking.record.experiment_attrs`: the resolved YAML, its file, the `--set`
+overrides), so `harness trials x` opens a study made with `--set study.name=x` without its file
+and its overrides. The order: an existing file, `experiments/NAME(.yaml)`, then a study named NAME
+in the default storage (`mlruns/optuna.db`); a name that is both a file in `experiments/` and a
+study made from another file uses the file and says so.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+import yaml
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-from harness.errors import HarnessError
+from harness import __version__
+from harness.config import (
+    DEFAULT_STORAGE,
+    EXPERIMENTS_DIR,
+    Experiment,
+    ExperimentConfig,
+    apply_overrides,
+    find_experiment_file,
+    format_validation_error,
+    load_experiment,
+)
+from harness.errors import ConfigError, HarnessError
+from harness.urls import redact_text, with_driver
+
+# Option values named by what they hold, never by a Python type (`<int>`, `<list[str]>`).
+_METAVARS = {"<int>": "N", "<float>": "NUMBER", "<path>": "PATH", "<list[str]>": "TEXT"}
+
+
+class _Argument(TyperArgument):
+    """An argument shown as click shows it: `EXPERIMENT` in the usage line, no type beside it."""
+
+    def get_usage_pieces(self, ctx: Any) -> list[str]:
+        name = self.display_name_raw
+        many = self.nargs != 1 and not name.endswith("...")  # a metavar may say it already
+        return [(name if self.required else f"[{name}]") + ("..." if many else "")]
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+
+def _tidy(param: Any) -> None:
+    """Give a parameter a metavar a user reads: none for a flag, `N`, `PATH`, `TEXT`..."""
+    if isinstance(param, TyperArgument) and not isinstance(param, _Argument):
+        param.__class__ = _Argument  # adds two display methods, no state
+        param.metavar = param.metavar or str(param.name).upper()
+    elif isinstance(param, TyperOption) and param.metavar is None:
+        if param.is_flag or param.count:
+            param.metavar = ""
+        else:
+            shown = param.display_type(None)  # type: ignore[arg-type]  # unused for plain types
+            param.metavar = _METAVARS.get(shown, shown.strip("<>").upper())
+
+
+class HarnessCommand(TyperCommand):
+    """A command whose help shows clean metavars (`--set KEY=VALUE`, `--yes`, `EXPERIMENT`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            _tidy(param)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        _tidy(option)
+        return option
+
+
+class HarnessGroup(TyperGroup):
+    """A command group with the same clean help as `HarnessCommand`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            _tidy(param)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        _tidy(option)
+        return option
+
 
 app = typer.Typer(
-    help="Decide which fine-tuning setup to pay for: sweep, track, compare.",
+    cls=HarnessGroup,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Markdown re-flows docstring paragraphs to the terminal; `-h` everywhere (click inherits it).
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-# Piped output (CI logs, files) gets a wide table instead of rich's 80-column squeeze, and error
-# lines are never hard-wrapped, so a path in a message stays greppable.
-console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def _console_width() -> int | None:
+    """The terminal's width; piped, `COLUMNS` when set, else 160 (CI logs, files)."""
+    if sys.stdout.isatty():
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else 160
+
+
+# Piped output gets a wide table instead of rich's 80-column squeeze, and error lines are never
+# hard-wrapped, so a path in a message stays greppable.
+console = Console(width=_console_width())
 err_console = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
-ExperimentArg = Annotated[str, typer.Argument(help="Experiment file, or its name in experiments/.")]
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"harness {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Decide which fine-tuning setup to pay for: sweep, track, compare.
+
+    EXPERIMENT is an experiment file, its name in experiments/, or the name of a study in
+    mlruns/optuna.db (one made with `--set study.name=NAME` included).
+    """
+
+
+ExperimentArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="EXPERIMENT",
+        help="Experiment file, its name in experiments/, or a study's name.",
+        show_default=False,
+    ),
+]
 SetOption = Annotated[
     list[str] | None,
     typer.Option(
-        "--set", help="Override a config value, e.g. --set study.n_trials=4 (repeatable)."
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a config value, e.g. --set study.n_trials=4 (repeatable).",
     ),
 ]
+
+
+def load_target(name: str, overrides: list[str] | None = None) -> Experiment:
+    """The experiment EXPERIMENT names: a file, `experiments/NAME`, or a study's name.
+
+    Raises:
+        ConfigError: Nothing of that name (the message lists the experiments and studies known,
+            with the closest), an invalid config, or a study too old to hold its experiment.
+    """
+    if Path(name).expanduser().is_file():
+        return load_experiment(name, overrides)
+    study_names = _study_names(DEFAULT_STORAGE)
+    try:
+        path = find_experiment_file(name)
+    except ConfigError:  # no such file: a study's name, or nothing known
+        if name not in study_names:
+            raise ConfigError(_unknown(name, study_names)) from None
+        return _from_study(name, DEFAULT_STORAGE, overrides)
+    experiment = load_experiment(str(path), overrides)
+    if name in study_names and experiment.study_name != name:
+        err_console.print(
+            f"note: {name!r} is both {path} (study {experiment.study_name!r}) and a study in "
+            f"{DEFAULT_STORAGE} ({_made_from(name)}); using the file. To open the study, run the "
+            "command with that file and those --set options.",
+            markup=False,
+            highlight=False,
+        )
+    return experiment
+
+
+def _made_from(name: str) -> str:
+    """`made from FILE --set ...` for a study in the default storage, as far as it says."""
+    import optuna
+
+    from harness.tracking.record import StudyOrigin
+
+    study = optuna.load_study(study_name=name, storage=open_storage(DEFAULT_STORAGE))
+    origin = StudyOrigin.from_attrs(study.user_attrs)
+    if origin.path is None:
+        return "made before studies recorded their experiment"
+    return " ".join(["made from", origin.path, *(f"--set {o}" for o in origin.overrides)])
+
+
+def sqlite_missing(url: str) -> bool:
+    """Whether `url` is a SQLite file that does not exist (opening it would create it)."""
+    path = url.removeprefix("sqlite:///")
+    return url.startswith("sqlite:///") and path != ":memory:" and not Path(path).exists()
+
+
+def _study_names(url: str) -> list[str]:
+    """The studies in a storage; none where the SQLite file does not exist or cannot be read."""
+    if sqlite_missing(url):
+        return []
+    try:
+        return [s.study_name for s in open_storage(url).get_all_studies()]
+    except ConfigError:
+        return []
+
+
+def open_storage(url: str) -> Any:
+    """The RDB storage at `url`, read-only in spirit (nothing is created but Optuna's tables)."""
+    import optuna
+    import sqlalchemy.exc
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        storage = optuna.storages.RDBStorage(with_driver(url))
+        storage.get_all_studies()
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, OSError, ValueError) as exc:
+        reason = redact_text(str(exc)).splitlines()[0]
+        raise ConfigError(f"cannot open study storage {redact_text(url)!r}: {reason}") from None
+    return storage
+
+
+def _from_study(name: str, url: str, overrides: list[str] | None) -> Experiment:
+    """Rebuild the experiment a study was created from, with `overrides` applied on top."""
+    import optuna
+
+    from harness.tracking.record import StudyOrigin
+
+    study = optuna.load_study(study_name=name, storage=open_storage(url))
+    origin = StudyOrigin.from_attrs(study.user_attrs)
+    if origin.yaml is None:
+        raise ConfigError(
+            f"study {name!r} in {redact_text(url)} was created before studies recorded their "
+            "experiment: open it with its experiment file (and the --set options it was made "
+            f"with), e.g. harness trials FILE --set study.name={name}"
+        )
+    raw = yaml.safe_load(origin.yaml)
+    # Where it was found, not the stored text (whose password, if any, is blanked).
+    raw.setdefault("study", {})["storage"] = url
+    raw = apply_overrides(raw, overrides or [])
+    source = f"study {name!r} (made from {origin.path})" + (" with --set" if overrides else "")
+    try:
+        config = ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc)) from None
+    path = Path(origin.path or f"{name}.yaml")
+    return Experiment(config, path, raw, overrides=(*origin.overrides, *(overrides or ())))
+
+
+def _unknown(name: str, study_names: list[str]) -> str:
+    """`NAME: no experiment file or study of that name` with what is known and the closest."""
+    files = sorted(p.stem for p in Path(EXPERIMENTS_DIR).glob("*.yaml"))
+    close = difflib.get_close_matches(name, [*files, *study_names], n=1, cutoff=0.6)
+    parts = [f"{name}: no such experiment file, and no study of that name in {DEFAULT_STORAGE}."]
+    if close:
+        parts.append(f"Did you mean {close[0]!r}?")
+    parts.append(f"Known experiments: {', '.join(files) or 'none'}.")
+    parts.append(f"Studies: {', '.join(sorted(study_names)) or 'none'}.")
+    return " ".join(parts)
+
+
+def one_format(**chosen: bool) -> str | None:
+    """The one output format chosen among flags such as `--json` / `--csv` (None: the table).
+
+    Raises:
+        ConfigError: More than one was given.
+    """
+    picked = [name for name, on in chosen.items() if on]
+    if len(picked) > 1:
+        flags = " and ".join(f"--{name}" for name in picked)
+        raise ConfigError(f"{flags}: choose one output format")
+    return picked[0] if picked else None
+
+
+def examples(*lines: str) -> str:
+    """A command's `Examples:` epilog; each line a command, with an optional `# comment`."""
+    return "Examples:\n\n```\n" + "\n".join(lines) + "\n```"
 
 
 def user_errors(func: F) -> F:

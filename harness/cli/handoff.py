@@ -7,7 +7,16 @@ from typing import Annotated, Any
 
 import typer
 
-from harness.cli.common import ExperimentArg, SetOption, app, console, user_errors
+from harness.cli.common import (
+    ExperimentArg,
+    SetOption,
+    app,
+    console,
+    err_console,
+    load_target,
+    user_errors,
+)
+from harness.errors import ConfigError
 
 
 @app.command()
@@ -16,19 +25,22 @@ def promote(
     experiment: ExperimentArg,
     trial: Annotated[
         int | None,
-        typer.Option(help="Trial number to promote (default: the report's recommendation)."),
+        typer.Option(
+            metavar="N", help="Trial number to promote (default: the report's recommendation)."
+        ),
     ] = None,
-    alias: Annotated[str, typer.Option(help="Registry alias to point at the model.")] = "champion",
+    alias: Annotated[
+        str, typer.Option(metavar="ALIAS", help="Registry alias to point at the model.")
+    ] = "champion",
     set_: SetOption = None,
 ) -> None:
     """Register a trial's model in the MLflow model registry under an alias."""
     import os
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from harness.config import load_experiment
     from harness.handoff.promote import promote as promote_trial
 
-    done = promote_trial(load_experiment(experiment, set_), trial_number=trial, alias=alias)
+    done = promote_trial(load_target(experiment, set_), trial_number=trial, alias=alias)
     console.print(f"Chose {done.reason}", markup=False, highlight=False, soft_wrap=True)
     action = "was already registered as" if done.reused else "registered as"
     lines = [
@@ -42,53 +54,96 @@ def promote(
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
+# Keys a `--json` record gives the prediction; an input column of the same name is renamed.
+PREDICTION_KEYS = ("label", "confidence", "scores")
+
+
 @app.command()
 @user_errors
 def predict(
     model_uri: Annotated[
         str,
         typer.Argument(
-            help="models:/NAME@ALIAS, models:/NAME/VERSION, or a registered name (its champion)."
+            metavar="MODEL",
+            help="models:/NAME@ALIAS, models:/NAME/VERSION, or a registered name (its champion).",
         ),
     ],
     texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify.")] = None,
     file: Annotated[
         Path | None,
-        typer.Option(help="Texts from a file: one per line, or a CSV / JSONL with a text column."),
+        typer.Option(
+            metavar="PATH",
+            help="Texts from a file: one per line, or a CSV / JSONL with a text column.",
+        ),
     ] = None,
-    column: Annotated[str, typer.Option(help="The text column of a CSV / JSONL file.")] = "text",
+    column: Annotated[
+        str, typer.Option(metavar="NAME", help="The text column of a CSV / JSONL file.")
+    ] = "text",
     json_: Annotated[
-        bool, typer.Option("--json", help="One JSON object per text, with every label's score.")
+        bool,
+        typer.Option(
+            "--json",
+            help="One JSON object per text: the input row's columns (a CSV / JSONL file's), "
+            "then label, confidence and every label's score (an input column named label, "
+            "confidence or scores becomes input_label, ...).",
+        ),
     ] = False,
+    experiment: Annotated[
+        str | None,
+        typer.Option(
+            metavar="EXPERIMENT",
+            help="Find the model in this experiment's tracking store (its tracking.uri).",
+        ),
+    ] = None,
+    set_: SetOption = None,
 ) -> None:
-    """Classify texts with a registered model, in the prompt format it was trained with."""
+    """Classify texts with a registered model, in the prompt format it was trained with.
+
+    Empty and whitespace-only texts are skipped (and counted on stderr). The model carries its
+    own prompt format and settings; an experiment only says where the registry is.
+    """
     import os
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from harness.errors import ConfigError
-    from harness.handoff.pyfunc import read_texts
+    from harness.handoff.pyfunc import read_rows, row_text
     from harness.handoff.serve import load_registered_model
 
-    inputs = list(texts or []) + (read_texts(file, column) if file else [])
-    if not inputs:
-        raise ConfigError("nothing to classify: give texts as arguments or --file PATH")
-    frame = load_registered_model(model_uri).predict(inputs)
-    _print_predictions(inputs, frame, json_)
+    if set_ and experiment is None:
+        raise ConfigError("--set applies to an experiment's config: give --experiment too")
+    inputs = [({"text": text}, text) for text in texts or []]
+    if file is not None:
+        inputs += [(row, row_text(row, column)) for row in read_rows(file, column)]
+    kept = [(row, text) for row, text in inputs if text.strip()]
+    if len(kept) < len(inputs):
+        skipped = len(inputs) - len(kept)
+        noun = "row" if skipped == 1 else "rows"
+        err_console.print(f"skipped {skipped} empty {noun}", markup=False, highlight=False)
+    if not kept:
+        given = f"all {len(inputs)} texts given are empty" if inputs else "no texts given"
+        raise ConfigError(f"nothing to classify ({given}): give texts as arguments or --file PATH")
+    store = None
+    if experiment is not None:
+        from harness.tracking.store import tracking_uri
+
+        store = tracking_uri(load_target(experiment, set_))
+    frame = load_registered_model(model_uri, store).predict([text for _, text in kept])
+    _print_predictions(kept, frame, json_)
 
 
-def _print_predictions(texts: list[str], frame: Any, as_json: bool) -> None:
+def _print_predictions(rows: list[tuple[dict[str, Any], str]], frame: Any, as_json: bool) -> None:
     import json
 
     from rich.table import Table
 
     scores = [c for c in frame.columns if c.startswith("score_")]
     if as_json:
-        for text, row in zip(texts, frame.to_dict(orient="records"), strict=True):
-            record = {"text": text, "label": row["label"], "confidence": row["confidence"]}
-            record["scores"] = {c.removeprefix("score_"): row[c] for c in scores}
-            print(json.dumps(record, ensure_ascii=False))
+        for (row, _), found in zip(rows, frame.to_dict(orient="records"), strict=True):
+            record = {(f"input_{k}" if k in PREDICTION_KEYS else k): v for k, v in row.items()}
+            record["label"], record["confidence"] = found["label"], found["confidence"]
+            record["scores"] = {c.removeprefix("score_"): found[c] for c in scores}
+            print(json.dumps(record, ensure_ascii=False, default=str))
         return
     table = Table("text", "label", "confidence")
-    for text, label, confidence in zip(texts, frame["label"], frame["confidence"], strict=True):
+    for (_, text), label, confidence in zip(rows, frame["label"], frame["confidence"], strict=True):
         table.add_row(text, str(label), f"{confidence:.3f}")
     console.print(table)

@@ -2,31 +2,51 @@
 
 from __future__ import annotations
 
+import json
+import math
+import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from harness.cli.common import ExperimentArg, SetOption, app, console, err_console, user_errors
-from harness.errors import TrainingRefused
+from harness.cli.common import (
+    ExperimentArg,
+    HarnessGroup,
+    SetOption,
+    app,
+    console,
+    err_console,
+    load_target,
+    one_format,
+    user_errors,
+)
+from harness.errors import ConfigError, TrainingRefused
+
+if TYPE_CHECKING:
+    import optuna
+
+    from harness.config import Experiment
+    from harness.tracking.record import TrialRecord
 
 
 @app.command()
 @user_errors
 def prepare(
     experiment: ExperimentArg,
-    out: Annotated[Path | None, typer.Option(help="Directory for the JSONL files.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(metavar="DIR", help="Directory for the JSONL files.")
+    ] = None,
     set_: SetOption = None,
 ) -> None:
     """Load, dedupe, split and write the dataset as JSONL (chat and prompt/completion)."""
     from harness.backends import load_backend
-    from harness.config import load_experiment
     from harness.data.jsonl import write_prepared
     from harness.data.prepare import prepare_experiment
 
-    exp = load_experiment(experiment, set_)
+    exp = load_target(experiment, set_)
     backend = load_backend(exp.config.backend)
     data, report = prepare_experiment(exp, backend.count_tokens)
     target = out or Path("mlruns") / "prepared" / exp.name / data.digest[:12]
@@ -55,7 +75,6 @@ def sweep(
     worst case of the whole sweep exceeds the budget, the sweep asks first (--yes: go on and
     stop when the budget is used up).
     """
-    from harness.config import load_experiment
     from harness.console import RichView, trials_table
     from harness.sweep.loop import run_sweep
 
@@ -69,7 +88,7 @@ def sweep(
             "the budget is used up. Go on?"
         )
 
-    exp = load_experiment(experiment, set_)
+    exp = load_target(experiment, set_)
     with RichView(console) as view:
         outcome = run_sweep(exp, view, add_trials=add, confirm=confirm)
     if outcome.stopped and not outcome.refused:
@@ -89,25 +108,156 @@ def sweep(
 
 @app.command()
 @user_errors
-def trials(experiment: ExperimentArg, set_: SetOption = None) -> None:
-    """Print the study's trials as a table, Pareto-front members marked."""
-    from harness.config import load_experiment
+def trials(
+    experiment: ExperimentArg,
+    set_: SetOption = None,
+    json_: Annotated[
+        bool, typer.Option("--json", help="One JSON list of trial records (params, metrics, $).")
+    ] = False,
+    csv_: Annotated[
+        bool, typer.Option("--csv", help="CSV: a header, then one row per trial or checkpoint.")
+    ] = False,
+) -> None:
+    """Print the study's trials as a table, Pareto-front members starred.
+
+    `--json` and `--csv` write every trial (checkpoints included) by number, for scripts: the
+    same fields whatever the study holds, empty (null) where a trial has no value.
+    """
     from harness.console import trials_table
     from harness.sweep.study import load_existing_study
 
-    exp = load_experiment(experiment, set_)
+    chosen = one_format(json=json_, csv=csv_)
+    exp = load_target(experiment, set_)
     study = load_existing_study(exp)
-    console.print(trials_table(study, f"study {exp.study_name}  (* = Pareto front)"))
+    if chosen is None:
+        console.print(trials_table(study, f"study {exp.study_name}  (* = Pareto front)"))
+        return
+    records = trial_records(study, _fixed_params(exp))
+    if chosen == "json":
+        print(json.dumps(records, indent=2, ensure_ascii=False, allow_nan=False))
+    else:
+        _write_csv(records)
+
+
+# The fields of a trial record, in order: `--csv` columns (params flattened, lists joined by ";").
+PARAMS = ("n_epochs", "learning_rate_multiplier", "batch_size", "train_examples", "base_model")
+METRICS = ("valid_accuracy", "test_accuracy", "test_macro_f1", "test_weighted_f1", "test_mae")
+COSTS = (
+    *("cost_usd", "spent_usd", "train_cost_usd", "eval_cost_usd", "estimated_cost_usd"),
+    *("compute_seconds", "trained_tokens", "wall_seconds"),
+)
+CSV_COLUMNS = (
+    *("number", "state", "pareto", "checkpoint_of", "checkpoints"),
+    *(f"param_{name}" for name in PARAMS),
+    *("epochs_run", "stopped_early", "train_examples_used", *METRICS, *COSTS),
+    *("valid_accuracy_by_epoch", "cost_usd_by_epoch", "mlflow_run_id", "model_ref"),
+    *("started", "completed", "failure_reason"),
+)
+
+
+def trial_records(study: optuna.Study, fixed: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every trial of the study by number, as plain data: what `--json` writes.
+
+    Each record: number, state (Optuna's, lower case), pareto, checkpoint_of (the trial an
+    epoch checkpoint came from), checkpoints (the numbers of this trial's own), params (the
+    search space's fixed values included), epochs_run, stopped_early, train_examples_used,
+    metrics, cost, the per-epoch curves, the MLflow run, the model, start and end times, and
+    why it failed.
+    """
+    from harness.sweep.study import pareto_numbers
+    from harness.tracking.record import TrialRecord
+
+    front = pareto_numbers(study)
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    records = [TrialRecord.from_attrs(t.user_attrs) for t in trials]
+    children: dict[int, list[int]] = {}
+    for trial, record in zip(trials, records, strict=True):
+        if record.checkpoint_of is not None:
+            children.setdefault(record.checkpoint_of, []).append(trial.number)
+    return [
+        {
+            "number": trial.number,
+            "state": trial.state.name.lower(),
+            "pareto": trial.number in front,
+            "checkpoint_of": record.checkpoint_of,
+            "checkpoints": children.get(trial.number, []),
+            "params": {**dict.fromkeys(PARAMS), **fixed, **trial.params},
+            **_outcome(record),
+            "started": _when(trial.datetime_start),
+            "completed": _when(trial.datetime_complete),
+            "failure_reason": record.failure_reason,
+        }
+        for trial, record in zip(trials, records, strict=True)
+    ]
+
+
+def _outcome(record: TrialRecord) -> dict[str, Any]:
+    """What a trial produced: epochs, metrics, cost, curves, its MLflow run and model."""
+    metrics = {k: _finite(getattr(record, k)) for k in METRICS[1:]}
+    return {
+        "epochs_run": record.epochs_run,
+        "stopped_early": record.stopped_early,
+        "train_examples_used": record.train_examples,
+        "metrics": {"valid_accuracy": _finite(record.selection_accuracy), **metrics},
+        "cost": {k: _finite(getattr(record, k)) for k in COSTS},
+        "valid_accuracy_by_epoch": list(record.valid_accuracy_by_epoch),
+        "cost_usd_by_epoch": list(record.cost_usd_by_epoch),
+        "mlflow_run_id": record.mlflow_run_id,
+        "model_ref": record.model_ref,
+    }
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: those (never a real score or cost) become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _when(moment: Any) -> str | None:
+    return moment.isoformat(timespec="seconds") if moment is not None else None
+
+
+def _write_csv(records: list[dict[str, Any]]) -> None:
+    """The records flat, one row each, in `CSV_COLUMNS` order; empty where null."""
+    import csv
+
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for record in records:
+        flat = {**record, **record["metrics"], **record["cost"]}
+        flat.update({f"param_{k}": v for k, v in record["params"].items()})
+        writer.writerow([_csv_cell(flat.get(column)) for column in CSV_COLUMNS])
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ";".join(_csv_cell(v) for v in value)
+    return str(value)
+
+
+def _fixed_params(exp: Experiment) -> dict[str, Any]:
+    """The search space's fixed values (a trial records only what it sampled); none when the
+    search-space file is gone or broken, since the trials are still worth listing."""
+    from harness.sweep.search_space import load_search_space
+
+    try:
+        return load_search_space(exp.resolve_path(exp.config.search_space)).fixed
+    except ConfigError:
+        return {}
 
 
 @app.command()
 @user_errors
 def estimate(experiment: ExperimentArg, set_: SetOption = None) -> None:
     """Price the sweep before spending anything: per trial and worst-case total."""
-    from harness.config import load_experiment
     from harness.sweep.estimate import estimate_lines, estimate_sweep, estimate_table
 
-    result = estimate_sweep(load_experiment(experiment, set_))
+    result = estimate_sweep(load_target(experiment, set_))
     console.print(estimate_table(result))
     for line in estimate_lines(result):
         console.print(line, markup=False, highlight=False)
@@ -118,15 +268,17 @@ def estimate(experiment: ExperimentArg, set_: SetOption = None) -> None:
 def evaluate(
     experiment: ExperimentArg,
     model: Annotated[
-        str, typer.Option(help="Model to score: the base model (zero-shot) or a fine-tuned id.")
+        str,
+        typer.Option(
+            metavar="ID", help="Model to score: the base model (zero-shot) or a fine-tuned id."
+        ),
     ],
     set_: SetOption = None,
 ) -> None:
     """Score a model on the experiment's test set without training; logs an MLflow run."""
-    from harness.config import load_experiment
     from harness.sweep.evaluation import evaluate_model
 
-    result = evaluate_model(load_experiment(experiment, set_), model)
+    result = evaluate_model(load_target(experiment, set_), model)
     label = " (synthetic: test server)" if result.synthetic else ""
     m = result.metrics
     lines = [
@@ -141,7 +293,7 @@ def evaluate(
         console.print(line, markup=False, highlight=False)
 
 
-study_app = typer.Typer(help="Share one study among workers on several machines.")
+study_app = typer.Typer(cls=HarnessGroup, help="Share one study among workers on several machines.")
 app.add_typer(study_app, name="study")
 
 
@@ -153,19 +305,19 @@ def study_create(experiment: ExperimentArg, set_: SetOption = None) -> None:
     Then run `harness sweep EXPERIMENT` on every machine, with the same `study.storage` and
     `MLFLOW_TRACKING_URI`. Running it again finds both.
     """
-    from harness.config import load_experiment
     from harness.sweep.shared import create_shared_study
     from harness.tracking.store import tracking_uri
     from harness.urls import redact_text
 
-    exp = load_experiment(experiment, set_)
+    exp = load_target(experiment, set_)
     done = create_shared_study(exp)
     state = "created" if done.created_run else "found"
     lines = [
         f"study {done.study_name} in {redact_text(exp.config.study.storage)}: "
         f"{done.trials} trial(s) held",
         f"MLflow study run {done.parent_run_id} ({state}) in {redact_text(tracking_uri(exp))}",
-        f"Start workers with: harness sweep {experiment}",
+        "Start workers with: "
+        + shlex.join(["harness", "sweep", experiment, *(f"--set={o}" for o in set_ or [])]),
     ]
     for line in lines:
         console.print(line, markup=False, highlight=False, soft_wrap=True)

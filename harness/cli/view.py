@@ -1,61 +1,216 @@
-"""Commands that open the tracking store in a browser."""
+"""Commands that open the results in a browser: the MLflow UI and optuna-dashboard.
+
+Both serve on 127.0.0.1 from a supervised child process (`harness.cli._serve`): a busy port is
+an error, Ctrl-C and SIGTERM stop the server and exit quietly.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
-from typing import Annotated
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from harness.cli.common import app, console, err_console, user_errors
+from harness.cli.common import SetOption, app, console, err_console, load_target, user_errors
+from harness.errors import ConfigError
+
+if TYPE_CHECKING:
+    from harness.tracking.views import ViewLinks
+
+PortOption = Annotated[int, typer.Option(help="Port on 127.0.0.1.")]
+# MLflow 3.17 imports `starlette.middleware.wsgi`, which Starlette 1.x deprecates with a
+# UserWarning printed at every start of the UI: MLflow's to fix, nothing a user can act on.
+_STARLETTE_WARNING = "ignore:starlette.middleware.wsgi is deprecated:UserWarning"
+_OBJECTIVE_NAMES = {"accuracy": "valid_accuracy", "cost": "cost_usd"}
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _quiet_interrupt(func: F) -> F:
+    """Ctrl-C before the server starts: exit 130 without the sweep's "resume" advice."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 @app.command()
 @user_errors
+@_quiet_interrupt
 def ui(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+    port: PortOption = 5000,
     experiment: Annotated[
-        str | None, typer.Option(help="Use this experiment's tracking URI.")
+        str | None,
+        typer.Option(metavar="EXPERIMENT", help="Use this experiment's (or study's) tracking URI."),
     ] = None,
+    set_: SetOption = None,
 ) -> None:
-    """Start the MLflow UI on 127.0.0.1 over the project's tracking store (a tracking server,
-    `http(s)://`, serves its own UI: its address is printed instead)."""
-    from harness.config import load_experiment
-    from harness.tracking.store import chart_view_links, is_remote, tracking_uri
+    """The MLflow UI on 127.0.0.1 over the project's tracking store, with a saved view of the
+    trials (a tracking server, `http(s)://`, serves its own UI: its address is printed instead)."""
+    from harness.cli._serve import Server, check_port, serve
+    from harness.tracking.store import is_remote, sqlite_path, tracking_uri
     from harness.urls import redact_text
 
-    uri = tracking_uri(load_experiment(experiment) if experiment else None)
+    uri = tracking_uri(load_target(experiment, set_) if experiment else None)
     if is_remote(uri):
         _remote_ui(uri)
         return
-    base = f"http://127.0.0.1:{port}"
-    console.print(f"MLflow UI for {redact_text(uri)} at {base}  (Ctrl-C to stop)", soft_wrap=True)
-    for name, link in chart_view_links(uri, base).items():
-        console.print(f"  {name}: every trial charted by test accuracy: {link}", soft_wrap=True)
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
+    check_port(port)
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise ConfigError(
+            f"no MLflow store at {db}: run `harness sweep EXPERIMENT` in this folder first, "
+            "or point --experiment or MLFLOW_TRACKING_URI at the store"
+        )
+    server = Server("MLflow UI", _mlflow_command(port), port, "/health", _mlflow_env(uri))
+    links = _view_links(uri, server.base_url)
+    console.print(f"Starting the MLflow UI for {redact_text(uri)} ...", soft_wrap=True)
+
+    def ready() -> None:
+        console.print(f"MLflow UI at {server.base_url}  (Ctrl-C to stop)", soft_wrap=True)
+        _print_links(links)
+
+    serve(server, ready)
+    err_console.print("MLflow UI stopped.")
+
+
+def _mlflow_command(port: int) -> list[str]:
+    command = [sys.executable, "-m", "mlflow", "ui"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    # One worker and no GenAI job runner: the UI answers in seconds instead of ~30 s on 2 cores.
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    sys.stdout.flush()
-    # Become the server, so Ctrl-C and SIGTERM reach it directly and nothing is left orphaned.
-    os.execve(sys.executable, command, env)
+    # Warnings and errors only: the harness says when the server is up and where.
+    return [*command, "--uvicorn-opts", "--log-level warning"]
+
+
+def _mlflow_env(uri: str) -> dict[str, str]:
+    env = dict(os.environ)
+    # The store in the environment, not in the arguments that `ps` shows everyone (a database
+    # URL has a password); the registry is the same store (said explicitly: one line less).
+    env["MLFLOW_BACKEND_STORE_URI"] = env["MLFLOW_REGISTRY_STORE_URI"] = uri
+    # No GenAI job runner (eight more processes) and one worker: the UI answers in seconds
+    # instead of ~30 s on 2 cores. No usage telemetry from a local UI.
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    env["PYTHONWARNINGS"] = ",".join(filter(None, (env.get("PYTHONWARNINGS"), _STARLETTE_WARNING)))
+    return env
+
+
+def _view_links(uri: str, base: str) -> dict[str, ViewLinks]:
+    """The saved view's links per experiment; none (with a warning) if it cannot be written."""
+    from harness.tracking.views import saved_view_links
+    from harness.urls import redact_text
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MLflow's own deprecations, not the user's business
+            return saved_view_links(uri, base)
+    except Exception as exc:  # a read-only or unreachable store: the UI is still worth opening
+        message = f"warning: no saved view: {redact_text(str(exc))[:300]}"
+        err_console.print(message, markup=False, highlight=False)
+        return {}
+
+
+def _print_links(links: dict[str, ViewLinks]) -> None:
+    from harness.urls import redact_text
+
+    for name, link in links.items():
+        for line in (
+            f"  {name}: trials sorted by validation accuracy: {link.table}",
+            f"  {name}: accuracy vs cost charts: {link.charts}",
+        ):
+            console.print(redact_text(line), soft_wrap=True, markup=False, highlight=False)
+    if links:
+        for line in (
+            "  A shared view: click 'Override saved view' to keep your changes to it; clear the",
+            "  search box (trials only) to see each study's run and its report.",
+        ):
+            console.print(line, markup=False, highlight=False)
 
 
 def _remote_ui(uri: str) -> None:
-    """Print a tracking server's UI address and chart links; nothing is started here."""
-    from harness.tracking.store import chart_view_links
+    """Print a tracking server's UI address and saved-view links; nothing is started here."""
     from harness.urls import redact_text
 
     base = uri.rstrip("/")
     console.print(f"MLflow UI: {redact_text(base)}  (the tracking server's own)", soft_wrap=True)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # say so now if it is down
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    try:
-        links = chart_view_links(uri, base)
-    except Exception as exc:  # the server is down or refuses us: the address is still the answer
-        err_console.print(f"warning: {redact_text(str(exc))[:300]}", markup=False, highlight=False)
-        return
-    for name, link in links.items():
-        line = f"  {name}: every trial charted by test accuracy: {redact_text(link)}"
-        console.print(line, soft_wrap=True, markup=False, highlight=False)
+    _print_links(_view_links(uri, base))
+
+
+@app.command()
+@user_errors
+@_quiet_interrupt
+def dashboard(
+    experiment: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="EXPERIMENT",
+            help="Experiment file, its name in experiments/, or a study's name (default: every "
+            "study in mlruns/optuna.db).",
+            show_default=False,
+        ),
+    ] = None,
+    port: PortOption = 8080,
+    set_: SetOption = None,
+) -> None:
+    """optuna-dashboard on 127.0.0.1 over the study storage: the Pareto front, parameter
+    importance, every trial, updated live while a sweep runs."""
+    from harness.cli._dashboard_server import STORAGE_ENV
+    from harness.cli._serve import Server, check_port, serve
+    from harness.urls import redact_text
+
+    check_port(port)
+    url, page, study = _dashboard_target(experiment, set_)
+    command = [sys.executable, "-m", "harness.cli._dashboard_server", str(port)]
+    # The URL travels in the environment, never in the arguments, which `ps` shows everyone.
+    env = {**os.environ, STORAGE_ENV: url}
+    server = Server("optuna-dashboard", command, port, "/api/meta", env)
+    console.print(f"Starting optuna-dashboard for {redact_text(url)} ...", soft_wrap=True)
+
+    def ready() -> None:
+        console.print(f"optuna-dashboard at {server.base_url}  (Ctrl-C to stop)", soft_wrap=True)
+        what = f"study {study}: Pareto front, history, importance" if study else "the studies"
+        console.print(f"  {what}: {server.base_url}{page}", soft_wrap=True, markup=False)
+
+    serve(server, ready)
+    err_console.print("optuna-dashboard stopped.")
+
+
+def _dashboard_target(experiment: str | None, set_: list[str] | None) -> tuple[str, str, str]:
+    """(storage URL, page to open, study name or "") for `harness dashboard`.
+
+    With an experiment, its study must exist (a clear error otherwise); its objectives get
+    names (`valid_accuracy`, `cost_usd`) where the study has none, so the dashboard labels
+    its axes with them instead of "Objective 0" and "Objective 1".
+    """
+    from harness.config import DEFAULT_STORAGE
+    from harness.sweep.study import load_existing_study
+    from harness.tracking.store import absolute_sqlite, sqlite_path
+    from harness.urls import with_driver
+
+    if experiment is None:
+        url = absolute_sqlite(DEFAULT_STORAGE)
+        db = sqlite_path(url)
+        if db is not None and not db.is_file():
+            raise ConfigError(
+                f"no study storage at {db}: run `harness sweep EXPERIMENT` in this folder "
+                "first, or name the experiment: `harness dashboard EXPERIMENT`"
+            )
+        return url, "/dashboard", ""
+    exp = load_target(experiment, set_)
+    study = load_existing_study(exp)
+    if study.metric_names is None:
+        names = [_OBJECTIVE_NAMES[o] for o in exp.config.study.objectives]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # experimental in Optuna
+            study.set_metric_names(names)
+    url = with_driver(absolute_sqlite(exp.config.study.storage))
+    return url, f"/dashboard/studies/{study._study_id}", exp.study_name

@@ -14,11 +14,13 @@ file keeps the model readable. Loading needs `harness` importable, nothing else 
 
 `predict` takes a DataFrame with a `text` column (or one column of texts), a Series, a list of
 strings or one string, and returns one row per text: `label`, `confidence` and `score_<label>`
-for every label of the label set. `read_texts` reads the texts of `harness predict --file`.
+for every label of the label set. `read_rows` reads the rows of `harness predict --file`.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -69,24 +71,71 @@ def texts_of(model_input: Any) -> list[str]:
 
 
 def read_texts(path: Path, column: str = TEXT_COLUMN) -> list[str]:
-    """Texts from a file: a CSV or JSONL with a `column`, else plain text, one per line.
+    """The non-blank texts of a file (see `read_rows`), in file order."""
+    texts = (row_text(row, column) for row in read_rows(path, column))
+    return [text for text in texts if text.strip()]
+
+
+def read_rows(path: Path, column: str = TEXT_COLUMN) -> list[dict[str, Any]]:
+    """The rows of a file, every column kept: a CSV (comma, else a sniffed `;`, tab or `|`) or a
+    JSONL with a `column`, else plain text with one text per line (as `{"text": line}`). Blank
+    texts are kept: the caller decides what to do with them (`row_text` reads one).
 
     Raises:
-        ConfigError: The file cannot be read, or a CSV / JSONL has no such column.
+        ConfigError: The file cannot be read, a JSONL line is not a JSON object, or a CSV /
+            JSONL has no such column.
     """
+    suffix = path.suffix.lower()
     try:
-        if path.suffix.lower() == ".csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        elif path.suffix.lower() in (".jsonl", ".ndjson"):
-            frame = pd.read_json(path, lines=True, dtype=False)
+        if suffix == ".csv":
+            rows = _csv_rows(path)
+        elif suffix in (".jsonl", ".ndjson"):
+            rows = _jsonl_rows(path)
         else:
-            lines = path.read_text(encoding="utf-8").splitlines()
-            return [line for line in lines if line.strip()]
-    except (OSError, ValueError) as exc:
+            return [{TEXT_COLUMN: line} for line in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and pandas' errors included
         raise ConfigError(f"{path}: cannot read texts ({exc})") from None
-    if column not in frame.columns:
-        raise ConfigError(f"{path}: no {column!r} column (columns: {', '.join(frame.columns)})")
-    return [str(text) for text in frame[column].tolist()]
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    if rows and column not in columns:
+        raise ConfigError(f"{path}: no {column!r} column (columns: {', '.join(columns)})")
+    return rows
+
+
+def row_text(row: dict[str, Any], column: str = TEXT_COLUMN) -> str:
+    """A row's text: missing or null is empty, a number its digits."""
+    value = row.get(column)
+    return "" if value is None else str(value)
+
+
+def _csv_rows(path: Path) -> list[dict[str, Any]]:
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    if len(frame.columns) == 1:  # a spreadsheet exported with `;` or tabs reads as one column
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            sample = handle.read(64 * 1024)
+        try:
+            delimiter = csv.Sniffer().sniff(sample, delimiters=";\t|").delimiter
+        except csv.Error:
+            delimiter = ","
+        if delimiter != ",":
+            frame = pd.read_csv(
+                path, sep=delimiter, dtype=str, keep_default_na=False, encoding="utf-8-sig"
+            )
+    return [{str(k): v for k, v in row.items()} for row in frame.to_dict(orient="records")]
+
+
+def _jsonl_rows(path: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"line {number}: malformed JSON, {exc.msg}") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"line {number}: a JSON {type(record).__name__}, expected an object")
+        rows.append(record)
+    return rows
 
 
 def predictions_frame(predictions: Sequence[Prediction], labels: Sequence[str]) -> pd.DataFrame:

@@ -19,6 +19,7 @@ sharing the study never both pass the check with the last dollars.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -45,19 +46,42 @@ Confirm = Callable[[Cost, float], bool]
 
 def committed_usd(trials: Iterable[FrozenTrial]) -> float:
     """Dollars committed by these trials, a paid job counted once (see the module docstring)."""
-    groups: dict[str, list[tuple[bool, float]]] = defaultdict(list)
-    total = 0.0
+    return sum(ledger_usd(trials))
+
+
+def ledger_usd(trials: Iterable[FrozenTrial]) -> tuple[float, float]:
+    """What `committed_usd` adds up, split in two: (spent, reserved). Reserved is the worst case
+    held for trials still running (or queued to resume a paid job) and not yet settled; spent is
+    the rest, a failed trial's unsettled reservation included (its money may be gone)."""
+    groups: dict[str, list[tuple[TrialState, float]]] = defaultdict(list)
+    spent = reserved = 0.0
     for trial in trials:
         record = TrialRecord.from_attrs(trial.user_attrs)
-        entry = (trial.state == TrialState.COMPLETE, _committed(trial.state, record))
+        entry = (trial.state, _committed(trial.state, record))
         if record.job_key and not record.is_checkpoint:
             groups[record.job_key].append(entry)
+        elif _holding(entry[0], record):
+            reserved += entry[1]
         else:
-            total += entry[1]
+            spent += entry[1]
     for entries in groups.values():
-        settled = [usd for complete, usd in entries if complete]
-        total += sum(settled) if settled else max(usd for _, usd in entries)
-    return total
+        settled = [usd for state, usd in entries if state == TrialState.COMPLETE]
+        if settled:
+            spent += sum(settled)
+            continue
+        usd = max(usd for _, usd in entries)
+        if any(state in _LIVE for state, _ in entries):
+            reserved += usd
+        else:
+            spent += usd
+    return spent, reserved
+
+
+_LIVE = (TrialState.RUNNING, TrialState.WAITING)
+
+
+def _holding(state: TrialState, record: TrialRecord) -> bool:
+    return state in _LIVE and record.settled_usd is None
 
 
 def _committed(state: TrialState, record: TrialRecord) -> float:
@@ -78,23 +102,35 @@ class Budget:
     def committed(self) -> float:
         return committed_usd(self.study.get_trials(deepcopy=False))
 
+    def ledger(self) -> tuple[float, float]:
+        """(spent, reserved) as `ledger_usd` reads them now; they add up to `committed()`."""
+        return ledger_usd(self.study.get_trials(deepcopy=False))
+
     def reserve(self, trial: Trial, estimate: Cost) -> str | None:
         """Reserve `estimate` for a trial; return why not when it would break the budget.
 
         Atomic across workers: the ledger is read and the reservation written under the study's
         `budget` lock."""
         with study_lock(self.study, "budget"):
-            if self.limit is not None:
-                committed = self.committed()
-                if committed + estimate.usd > self.limit:
-                    return (
-                        f"budget: ${committed:.4f} committed of ${self.limit:.4f} (spent, or "
-                        "reserved by trials not settled); the next trial could cost up to "
-                        f"${estimate.usd:.4f}, so no more trials start (raise budget_usd to go on)"
-                    )
+            short = self.shortfall(estimate)
+            if short is not None:
+                return short
             for key, value in reserve_attrs(estimate.usd).items():
                 trial.set_user_attr(key, value)
         return None
+
+    def shortfall(self, estimate: Cost, what: str = "this trial") -> str | None:
+        """Why `estimate` does not fit in what is left of the budget (None: it fits)."""
+        if self.limit is None:
+            return None
+        committed = self.committed()
+        if committed + estimate.usd <= self.limit:
+            return None
+        return (
+            f"budget: {_usd(committed)} committed of {_usd(self.limit)} (spent, or reserved by "
+            f"trials not settled); {what} could cost up to {_usd(estimate.usd)}, so no more "
+            "trials start (raise budget_usd to go on)"
+        )
 
     def settle_failed(self, trial: Trial) -> None:
         """A failing trial (still RUNNING): settle it at $0 when it is known to have spent
@@ -130,3 +166,10 @@ def check_worst_case(
         "`harness estimate` to see why, lower study.n_trials, or pass --yes to run until the "
         "budget is used up"
     )
+
+
+def _usd(value: float) -> str:
+    """Dollars to four places; below a cent (local trials) to three significant digits."""
+    if value <= 0 or value >= 0.01:
+        return f"${value:.4f}"
+    return f"${value:.{2 - math.floor(math.log10(value))}f}"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from optuna.trial import FrozenTrial, Trial, TrialState
@@ -27,7 +27,8 @@ from harness.backends.base import Backend
 from harness.config import Experiment
 from harness.data.prepare import prepare_experiment
 from harness.errors import BackendError, TrainingRefused
-from harness.records import PreparedData, TrialResult, TrialSpec
+from harness.records import Cost, PreparedData, TrialResult, TrialSpec
+from harness.sweep import admission
 from harness.sweep.budget import Budget, Confirm, check_worst_case
 from harness.sweep.checkpoints import (
     ScoredCheckpoint,
@@ -40,6 +41,7 @@ from harness.sweep.checkpoints import (
     with_number,
 )
 from harness.sweep.estimate import corner_specs
+from harness.sweep.live import LiveStatus
 from harness.sweep.locks import study_lock
 from harness.sweep.orphans import orphaned_jobs, orphans_message
 from harness.sweep.outcome import SweepOutcome, SweepView
@@ -55,9 +57,6 @@ from harness.sweep.shared import (
 from harness.sweep.stopping import Curve, FrontStopper
 from harness.sweep.study import (
     StudyHandle,
-    ask,
-    claim,
-    completed_trials,
     open_study,
     spec_from_trial,
     trained_trials,
@@ -108,9 +107,21 @@ class _Sweep:
     # Whether the backend has accepted a job (or finished a trial) in this sweep; local
     # backends run one trial at a time anyway.
     accepted: bool = False
+    live: LiveStatus = field(init=False)  # money, epochs and time left, for a live view
+    cheapest: Cost = field(init=False)  # no trial starts when the budget cannot cover this
+
+    def __post_init__(self) -> None:
+        workers = self.backend.capabilities.max_concurrency
+        self.live = LiveStatus(self.view, self.budget, self.handle, self.target, workers)
+        priced = (self.experiment, self.backend, self.data, self.space)
+        self.cheapest = admission.cheapest_trial(*priced) if self.budget.limit else Cost()
 
     def completed(self) -> int:
         return len(trained_trials(self.handle.study))
+
+    def price(self, trial: Trial) -> tuple[TrialSpec, Cost]:
+        spec = spec_from_trial(trial, self.space, self.experiment)
+        return spec, self.backend.estimate(spec, self.data).total
 
 
 def run_sweep(
@@ -219,8 +230,9 @@ def _open(
     sweep = _Sweep(
         experiment, space, backend, data, handle, tracker, budget, view, outcome, target, recovery
     )
+    sweep.live.update()
     _record_owed_checkpoints(sweep)
-    sweep.stopper = _stopper(experiment, backend, data, handle)
+    sweep.stopper = admission.front_stopper(experiment, backend, data, handle)
     return sweep
 
 
@@ -239,20 +251,6 @@ def _record_owed_checkpoints(sweep: _Sweep) -> None:
         _record_checkpoint(sweep, parent, checkpoint)
 
 
-def _stopper(
-    experiment: Experiment, backend: Backend, data: PreparedData, handle: StudyHandle
-) -> FrontStopper | None:
-    """The early stopper, taught by the trials already finished (None where it saves nothing:
-    switched off, or a backend whose jobs are paid in full before any epoch is seen)."""
-    study = experiment.config.study
-    if not (study.early_stopping and backend.capabilities.stops_early):
-        return None
-    stopper = FrontStopper(len(data.validation), use_cost="cost" in study.objectives)
-    for trial in completed_trials(handle.study):
-        stopper.add(Curve.of(TrialRecord.from_attrs(trial.user_attrs)))
-    return stopper
-
-
 def _launch(sweep: _Sweep, pool: Any) -> _Launched | None:
     """Ask for a trial, reserve its worst case, open its MLflow run and start it (None: the study
     has its trials, counting every worker's running ones, or the budget cannot cover the next
@@ -260,14 +258,10 @@ def _launch(sweep: _Sweep, pool: Any) -> _Launched | None:
     with study_lock(sweep.handle.study, "launch"):
         if toward_target(sweep.handle) >= sweep.target:  # every worker's trials count
             return None
-        trial = ask(sweep.handle, sweep.space)
-        claim(sweep.handle, trial)
-        spec = spec_from_trial(trial, sweep.space, sweep.experiment)
-        estimate = sweep.backend.estimate(spec, sweep.data).total
-        sweep.outcome.stopped = sweep.budget.reserve(trial, estimate)
-    if sweep.outcome.stopped:
-        sweep.handle.study.tell(trial, state=TrialState.FAIL)
+        asked = admission.ask_within_budget(sweep)
+    if asked is None:
         return None
+    trial, spec, estimate = asked.trial, asked.spec, asked.estimate
     rows = len(sweep.data.train)
     if spec.train_examples is not None and spec.train_examples > rows:
         sweep.view.message(
@@ -275,11 +269,14 @@ def _launch(sweep: _Sweep, pool: Any) -> _Launched | None:
             f"training rows; it trains on all {rows} (logged as train_examples={rows})"
         )
     sweep.view.trial_started(spec, estimate)
+    sweep.live.started(spec, estimate)
     metrics = {"estimated_cost_usd": estimate.usd}
     run_id = sweep.tracker.start_trial(spec, sweep.backend.kind, metrics=metrics)
     set_attrs(trial, launch_attrs(run_id, estimate.usd))
     journal = TrialJournal(trial, sweep.tracker, run_id, sweep.experiment.study_name)
-    on_epoch = epoch_logger(sweep.tracker, run_id, trial, spec, sweep.stopper)
+    on_epoch = epoch_logger(
+        sweep.tracker, run_id, trial, spec, sweep.stopper, sweep.live.epoch(spec)
+    )
     future = pool.submit(
         run_with_heartbeat, sweep.handle, trial, spec, sweep.data, sweep.backend, on_epoch, journal
     )
@@ -327,6 +324,7 @@ def _collect(sweep: _Sweep, launched: _Launched) -> None:
         sweep.stopper.add(Curve.of(TrialRecord.from_attrs(trial.user_attrs)))
     sweep.outcome.results.append(result)
     sweep.view.trial_finished(result)
+    sweep.live.finished(launched.spec, result.wall_seconds)
     for checkpoint in checkpoints:
         _record_checkpoint(sweep, trial, checkpoint)
 
@@ -398,3 +396,4 @@ def _fail(
     sweep.outcome.failures.append((launched.spec, reason))
     if announce:
         sweep.view.trial_failed(launched.spec, reason)
+    sweep.live.failed(launched.spec)

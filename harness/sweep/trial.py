@@ -76,8 +76,10 @@ def epoch_logger(
     trial: Trial,
     spec: TrialSpec,
     stopper: FrontStopper | None,
+    notify: Callable[[EpochResult], None] | None = None,
 ) -> EpochLogger:
-    """Log each epoch to MLflow and the study; ask the stopper whether to go on."""
+    """Log each epoch to MLflow and the study, show it (`notify`: the live view); ask the
+    stopper whether to go on."""
     seen: list[EpochResult] = []
 
     def on_epoch(epoch: EpochResult) -> bool:
@@ -85,6 +87,8 @@ def epoch_logger(
         tracker.log_epoch(run_id, epoch)
         # Kept in the study as well as in MLflow so reports can draw per-epoch curves from either.
         set_attrs(trial, epoch_attrs(trial.user_attrs, epoch))
+        if notify is not None:
+            notify(epoch)
         return stopper is not None and stopper.should_stop(seen, spec.n_epochs)
 
     return on_epoch

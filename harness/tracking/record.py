@@ -11,16 +11,25 @@ A trial's attributes are written in phases, each by one function:
 - `worker_attrs` when a worker picks it up (host and pid, for crash recovery),
 - `result_attrs` when it finishes (test metrics, costs, the model it delivered),
 - `checkpoint_attrs` for an epoch checkpoint recorded as a trial of its own,
-- `failure_attrs` when it fails, and `journal_key` for a backend's crash-proof notes.
+- `failure_attrs` when it fails, `skipped_attrs` when the budget cannot cover it, and
+  `journal_key` for a backend's crash-proof notes.
+
+Local model folders inside the project are recorded relative to it (`portable_ref`) and read
+back absolute (`local_ref`), so a copied or moved project uses its own copies.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
+from harness.config import Experiment
 from harness.records import EpochResult, Metrics, TrialResult
+from harness.urls import redact_text
 
 MLFLOW_RUN_ID = "mlflow_run_id"
 ESTIMATED_COST_USD = "estimated_cost_usd"
@@ -39,6 +48,9 @@ VALID_ACCURACY = "valid_accuracy"
 MODEL_REF = "model_ref"
 EPOCHS_RUN = "epochs_run"
 FAILURE_REASON = "failure_reason"
+# Why a trial was never run: the budget could not cover its worst case (told PRUNED, not FAIL).
+SKIPPED_REASON = "skipped_reason"
+PROJECT_DIR = "project_dir"  # the working directory `./` model references were recorded in
 HOST = "host"
 PID = "pid"
 JOURNAL_PREFIX = "journal."
@@ -57,10 +69,16 @@ STOPPED_EARLY_TAG = "stopped_early"
 PARETO_TAG = "pareto"
 SYNTHETIC_TAG = "synthetic"
 FAILURE_REASON_TAG = "failure_reason"
+STOPPED_TAG = "harness.stopped"  # on a study's run: why its sweep started no more trials
 # The run artifact folder holding a local model's files where the tracking store is remote.
 MODEL_FILES = "model_files"
 # The per-epoch lists a retried trial must start afresh (its journal it keeps).
 EPOCH_LISTS = (VALID_ACCURACY_BY_EPOCH, COST_USD_BY_EPOCH, CHECKPOINT_TEST_ACCURACY)
+# Study user attributes written when the study is created: its experiment as resolved (`--set`
+# applied), the file it came from and the overrides, so commands can open the study by its name.
+EXPERIMENT_YAML = "experiment_yaml"
+EXPERIMENT_PATH = "experiment_path"
+EXPERIMENT_OVERRIDES = "experiment_overrides"
 
 
 def journal_key(key: str) -> str:
@@ -97,6 +115,7 @@ class TrialRecord:
     checkpoint_of: int | None = None
     spent_usd: float | None = None
     failure_reason: str | None = None
+    skipped_reason: str | None = None
     host: str | None = None
     pid: int | None = None
     reserved_usd: float | None = None
@@ -116,7 +135,12 @@ class TrialRecord:
             if key in values:
                 values[key] = tuple(values[key])
         if CHECKPOINTS_DUE in values:
-            values[CHECKPOINTS_DUE] = tuple((int(e), str(r)) for e, r in values[CHECKPOINTS_DUE])
+            due = values[CHECKPOINTS_DUE]
+            values[CHECKPOINTS_DUE] = tuple(
+                (int(e), local_ref(str(r), attrs.get(PROJECT_DIR))) for e, r in due
+            )
+        if MODEL_REF in values:
+            values[MODEL_REF] = local_ref(str(values[MODEL_REF]), attrs.get(PROJECT_DIR))
         for note in ("job_key", "job_id"):
             if attrs.get(journal_key(note)):
                 values[note] = str(attrs[journal_key(note)])
@@ -151,11 +175,46 @@ class TrialRecord:
         return tuple(accuracy[:n]), tuple(cost[:n])
 
 
+@dataclass(frozen=True)
+class StudyOrigin:
+    """The experiment a study was created from, as its user attributes hold it (a study made
+    before they were written has none: `yaml` is None)."""
+
+    yaml: str | None = None
+    path: str | None = None
+    overrides: tuple[str, ...] = ()
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> StudyOrigin:
+        yaml_text, path = attrs.get(EXPERIMENT_YAML), attrs.get(EXPERIMENT_PATH)
+        return cls(
+            yaml=str(yaml_text) if yaml_text else None,
+            path=str(path) if path else None,
+            overrides=tuple(str(o) for o in attrs.get(EXPERIMENT_OVERRIDES) or ()),
+        )
+
+
+def experiment_attrs(experiment: Experiment) -> dict[str, Any]:
+    """What a new study records about its experiment: the resolved config as YAML (passwords
+    and keys blanked, as everywhere else), its file (relative to the working directory when
+    inside it, as the default storage is) and the `--set` overrides."""
+    path = os.path.abspath(experiment.path)
+    if not os.path.relpath(path).startswith(".."):
+        path = os.path.relpath(path)
+    text = yaml.safe_dump(experiment.raw, sort_keys=False, allow_unicode=True)
+    return {
+        EXPERIMENT_YAML: redact_text(text),
+        EXPERIMENT_PATH: path,
+        EXPERIMENT_OVERRIDES: [redact_text(o) for o in experiment.overrides],
+    }
+
+
 def launch_attrs(run_id: str | None, estimated_cost_usd: float) -> dict[str, Any]:
     """A trial starting: its run and estimate; the per-epoch lists start afresh (a retried trial
     inherits its predecessor's attributes, of which it keeps only the journal and the ledger's
     reservation, which `reserve_attrs` renews)."""
     attrs: dict[str, Any] = {MLFLOW_RUN_ID: run_id, ESTIMATED_COST_USD: estimated_cost_usd}
+    attrs[SKIPPED_REASON] = None  # a requeued retry of a trial once skipped for budget runs now
     attrs.update({key: [] for key in EPOCH_LISTS})
     return attrs
 
@@ -182,7 +241,8 @@ def settle_attrs(usd: float) -> dict[str, Any]:
 
 def checkpoints_due_attrs(due: list[tuple[int, str]]) -> dict[str, Any]:
     """The (epoch, model reference) of every scored checkpoint a trial is about to record."""
-    return {CHECKPOINTS_DUE: [[epoch, ref] for epoch, ref in due]}
+    due_refs = [[epoch, portable_ref(ref)] for epoch, ref in due]
+    return {CHECKPOINTS_DUE: due_refs, PROJECT_DIR: os.getcwd()}
 
 
 def worker_attrs(host: str, pid: int) -> dict[str, Any]:
@@ -192,6 +252,35 @@ def worker_attrs(host: str, pid: int) -> dict[str, Any]:
 
 def failure_attrs(reason: str) -> dict[str, Any]:
     return {FAILURE_REASON: reason[:2000]}
+
+
+def skipped_attrs(reason: str) -> dict[str, Any]:
+    """A trial asked for but never run: the budget could not cover it (nothing was spent)."""
+    return {SKIPPED_REASON: reason[:2000], **settle_attrs(0.0)}
+
+
+def portable_ref(ref: str) -> str:
+    """A model reference as recorded: a local folder inside the working directory (the project,
+    against which `models_dir` and the default stores resolve) relative to it and marked `./`,
+    so a copied or moved project finds its own models and never the original's; anything else
+    (a provider's model id, a folder outside the project) as it is."""
+    if not os.path.isabs(ref):
+        return ref
+    inside = os.path.relpath(ref)
+    return ref if inside.startswith("..") else "./" + inside
+
+
+def local_ref(ref: str, project_dir: str | None = None) -> str:
+    """A recorded model reference as used: `portable_ref`'s `./` paths absolute again, in the
+    working directory's project; where that has no such folder (a command run from elsewhere),
+    in `project_dir`, the folder it was recorded from (only read from there, never written)."""
+    if not ref.startswith("./"):
+        return ref
+    here = os.path.abspath(ref)
+    if project_dir is None or os.path.exists(here):
+        return here
+    there = os.path.join(project_dir, ref[2:])
+    return there if os.path.exists(there) else here
 
 
 def used_train_examples(requested: int | None, available: int | None) -> int | None:
@@ -215,7 +304,8 @@ def result_attrs(result: TrialResult, train_rows: int | None = None) -> dict[str
         "wall_seconds": result.wall_seconds,
         VALID_ACCURACY: delivered_valid_accuracy(result),
         **{f"test_{k}": v for k, v in _test_scores(result.metrics).items()},
-        MODEL_REF: result.model.model_ref,
+        MODEL_REF: portable_ref(result.model.model_ref),
+        PROJECT_DIR: os.getcwd(),  # where `./` references were recorded from
         "train_examples": used_train_examples(result.spec.train_examples, train_rows),
         # The last epoch's number, not a count: a remote job reports only its last epochs.
         EPOCHS_RUN: result.model.epochs[-1].epoch if result.model.epochs else 0,
@@ -291,7 +381,7 @@ def trial_metrics(result: TrialResult) -> dict[str, float | None]:
 def trial_tags(result: TrialResult) -> dict[str, str]:
     """The MLflow tags of a finished trial: the model it delivered, how its training ended."""
     tags = {
-        FINE_TUNED_MODEL_TAG: result.model.model_ref,
+        FINE_TUNED_MODEL_TAG: portable_ref(result.model.model_ref),
         STOPPED_EARLY_TAG: str(result.model.stopped_early).lower(),
     }
     if result.model.job_id:

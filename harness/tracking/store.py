@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from harness.config import DEFAULT_TRACKING_URI, Experiment
+from harness.tracking.relocate import reroot_store
 from harness.urls import with_driver
 
 
@@ -97,8 +98,18 @@ def tracking_uri(experiment: Experiment | None = None) -> str:
     """`MLFLOW_TRACKING_URI` wins, then the experiment's `tracking.uri`, then the sqlite default.
 
     A database URI gets a driver that is installed (`postgresql://` becomes
-    `postgresql+psycopg://` without psycopg2); an `http(s)://` URI is a tracking server.
+    `postgresql+psycopg://` without psycopg2); an `http(s)://` URI is a tracking server. A sqlite
+    store that was copied or moved here is re-rooted on its new folder first (see
+    `harness.tracking.relocate`), so nothing the caller logs lands in the original.
     """
+    uri = _configured_uri(experiment)
+    db = sqlite_path(uri)
+    if db is not None and db.is_file():
+        reroot_store(db)
+    return uri
+
+
+def _configured_uri(experiment: Experiment | None) -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return with_driver(absolute_sqlite(env))
@@ -123,19 +134,3 @@ def absolute_sqlite(uri: str) -> str:
         if path != ":memory:" and not path.startswith("/"):
             return "sqlite:///" + str(Path(path).expanduser().resolve())
     return uri
-
-
-def chart_view_links(uri: str, base_url: str) -> dict[str, str]:
-    """Per experiment, a UI link that lists every trial flat (sorted by test accuracy) in the
-    chart view; MLflow 3 otherwise opens on an overview page with trials folded under studies."""
-    from mlflow import MlflowClient
-
-    links = {}
-    for exp in MlflowClient(tracking_uri=uri).search_experiments():
-        if exp.name == "Default":
-            continue
-        links[exp.name] = (
-            f"{base_url}/#/experiments/{exp.experiment_id}/runs?"
-            "orderByKey=metrics.%60test_accuracy%60&orderByAsc=false&compareRunsMode=CHART"
-        )
-    return links

@@ -1,0 +1,156 @@
+"""`harness studies`: the studies in a storage, with what each holds and where it came from.
+
+(Opening a study by its name, as every command's EXPERIMENT, is `harness.cli.common.load_target`.)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from harness.cli.common import (
+    SetOption,
+    app,
+    console,
+    load_target,
+    one_format,
+    open_storage,
+    sqlite_missing,
+    user_errors,
+)
+from harness.config import DEFAULT_STORAGE, EXPERIMENTS_DIR, load_experiment
+from harness.errors import ConfigError
+from harness.urls import redact_text, with_driver
+
+if TYPE_CHECKING:
+    import optuna
+
+# `load_target` lives with the other common arguments; importable from here as well.
+__all__ = ["StudyRow", "load_target", "studies", "study_rows"]
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    """One study as `harness studies` lists it."""
+
+    name: str
+    complete: int
+    checkpoints: int
+    running: int
+    failed: int
+    other: int  # waiting (queued retries) and pruned
+    best_valid_accuracy: float | None
+    spent_usd: float
+    experiment: str | None
+    last_activity: str | None  # ISO 8601, local time, to the second
+
+
+def study_rows(storage: Any) -> list[StudyRow]:
+    """Every study in `storage`, by name."""
+    import optuna
+
+    rows = []
+    for summary in sorted(storage.get_all_studies(), key=lambda s: s.study_name):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        rows.append(_row(study))
+    return rows
+
+
+def _row(study: optuna.Study) -> StudyRow:
+    from optuna.trial import TrialState
+
+    from harness.sweep.budget import committed_usd
+    from harness.tracking.record import StudyOrigin, TrialRecord
+
+    trials = study.get_trials(deepcopy=False)
+    records = [TrialRecord.from_attrs(t.user_attrs) for t in trials]
+    complete = [r for t, r in zip(trials, records, strict=True) if t.state == TrialState.COMPLETE]
+    accuracies = [r.selection_accuracy for r in complete if r.selection_accuracy is not None]
+    states = [t.state for t in trials]
+    moments = [m for t in trials for m in (t.datetime_start, t.datetime_complete) if m]
+    origin = StudyOrigin.from_attrs(study.user_attrs)
+    return StudyRow(
+        name=study.study_name,
+        complete=sum(not r.is_checkpoint for r in complete),
+        checkpoints=sum(r.is_checkpoint for r in complete),
+        running=states.count(TrialState.RUNNING),
+        failed=states.count(TrialState.FAIL),
+        other=states.count(TrialState.WAITING) + states.count(TrialState.PRUNED),
+        best_valid_accuracy=max(accuracies) if accuracies else None,
+        spent_usd=committed_usd(t for t in trials if t.state != TrialState.RUNNING),
+        experiment=origin.path or _experiment_named(study.study_name),
+        last_activity=max(moments).isoformat(sep=" ", timespec="seconds") if moments else None,
+    )
+
+
+def _experiment_named(study_name: str) -> str | None:
+    """For a study that does not record its experiment: the file in `experiments/` whose study
+    has its name, marked as a guess."""
+    for path in sorted(Path(EXPERIMENTS_DIR).glob("*.yaml")):
+        try:
+            if load_experiment(str(path)).study_name == study_name:
+                return f"{path} (by name)"
+        except ConfigError:
+            continue
+    return None
+
+
+def _trial_counts(row: StudyRow) -> str:
+    parts = [f"{row.complete} done"]
+    parts += [f"{row.checkpoints} ckpt"] if row.checkpoints else []
+    parts += [f"{row.running} running"] if row.running else []
+    parts += [f"{row.failed} failed"] if row.failed else []
+    parts += [f"{row.other} queued/pruned"] if row.other else []
+    return ", ".join(parts)
+
+
+@app.command()
+@user_errors
+def studies(
+    storage: Annotated[
+        str | None,
+        typer.Option(metavar="URL", help=f"Study storage (default: {DEFAULT_STORAGE})."),
+    ] = None,
+    experiment: Annotated[
+        str | None,
+        typer.Option(metavar="EXPERIMENT", help="Use this experiment's study.storage."),
+    ] = None,
+    set_: SetOption = None,
+    json_: Annotated[bool, typer.Option("--json", help="One JSON list of studies.")] = False,
+) -> None:
+    """List the studies in a storage: trials by state, best validation accuracy, money spent,
+    the experiment each came from, last activity."""
+    if storage is not None and experiment is not None:
+        raise ConfigError("--storage and --experiment: give one (the experiment names a storage)")
+    if set_ and experiment is None:
+        raise ConfigError("--set applies to an experiment's config: give --experiment too")
+    url = storage or (
+        load_target(experiment, set_).config.study.storage if experiment else DEFAULT_STORAGE
+    )
+    rows = [] if sqlite_missing(with_driver(url)) else study_rows(open_storage(url))
+    if one_format(json=json_) == "json":
+        print(json.dumps([asdict(row) for row in rows], indent=2))
+        return
+    if not rows:
+        console.print(f"no studies in {redact_text(url)}", markup=False, highlight=False)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"studies in {redact_text(url)}", title_justify="left")
+    for column in ("study", "trials", "best valid", "spent $", "experiment", "last activity"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        best = "-" if row.best_valid_accuracy is None else f"{row.best_valid_accuracy:.4f}"
+        table.add_row(
+            row.name,
+            _trial_counts(row),
+            best,
+            f"{row.spent_usd:.4f}",
+            row.experiment or "-",
+            row.last_activity or "-",
+        )
+    console.print(table)

@@ -1,0 +1,115 @@
+"""Whether a trial starts, and how far it goes: the budget gate and the early stopper.
+
+Trials the budget cannot cover are never run and never counted as failures. Before asking the
+study for a trial, the sweep checks that the cheapest configuration the search space allows still
+fits in the budget (`cheapest_trial`): when it does not, no trial is asked for at all. When it
+fits but the configuration drawn does not, that trial is told PRUNED (not FAIL: nothing went
+wrong and nothing was spent), with the reason as its `skipped_reason` attribute, settled at $0 in
+the ledger, and without an MLflow run of its own. Either way the study's MLflow run gets the
+reason as its `harness.stopped` tag, so the UI says why the sweep stopped.
+
+A skipped trial that was a queued retry of a paid remote job is queued again, so that a later
+sweep with more budget still resumes that job instead of paying for another.
+
+Local trials that cannot reach the Pareto front stop early: `front_stopper` builds the stopper
+(`harness.sweep.stopping`) from the trials already finished.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from optuna.trial import Trial, TrialState
+
+from harness.backends.base import Backend
+from harness.config import Experiment
+from harness.records import Cost, PreparedData, TrialSpec
+from harness.sweep.budget import Budget
+from harness.sweep.estimate import corner_specs
+from harness.sweep.live import LiveStatus
+from harness.sweep.outcome import SweepOutcome
+from harness.sweep.search_space import SearchSpace
+from harness.sweep.stopping import Curve, FrontStopper
+from harness.sweep.study import StudyHandle, ask, claim, completed_trials, requeue
+from harness.tracking.record import STOPPED_TAG, TrialRecord, skipped_attrs
+from harness.tracking.tracker import Tracker
+
+
+def cheapest_trial(
+    experiment: Experiment, backend: Backend, data: PreparedData, space: SearchSpace
+) -> Cost:
+    """The worst case of the cheapest configuration the space allows (fewest epochs and
+    examples, the cheapest base model): no trial the study can draw reserves less."""
+    specs = corner_specs(experiment, space, dearest=False)
+    return min((backend.estimate(spec, data).total for spec in specs), key=lambda c: c.usd)
+
+
+@dataclass(frozen=True)
+class Asked:
+    """A trial to run, its worst case reserved in the budget."""
+
+    trial: Trial
+    spec: TrialSpec
+    estimate: Cost
+
+
+class Launching(Protocol):
+    """What `ask_within_budget` needs of the sweep."""
+
+    handle: StudyHandle
+    space: SearchSpace
+    budget: Budget
+    cheapest: Cost  # `cheapest_trial`
+    tracker: Tracker
+    outcome: SweepOutcome
+    live: LiveStatus
+
+    def price(self, trial: Trial) -> tuple[TrialSpec, Cost]:
+        """The trial's configuration and its worst case."""
+        ...
+
+
+def ask_within_budget(sweep: Launching) -> Asked | None:
+    """Ask for a trial and reserve its worst case. None when the budget cannot cover it: the
+    trial is skipped (or, when not even the cheapest could be covered, none is asked for), the
+    sweep's outcome, the live view and the study's MLflow run say why, and no more trials
+    start. The caller holds the study's `launch` lock."""
+    spec = None
+    reason = sweep.budget.shortfall(sweep.cheapest, "the cheapest trial the space allows")
+    if reason is None:
+        trial = ask(sweep.handle, sweep.space)
+        claim(sweep.handle, trial)
+        spec, estimate = sweep.price(trial)
+        reason = sweep.budget.reserve(trial, estimate)
+        if reason is None:
+            return Asked(trial, spec, estimate)
+        skip_trial(sweep.handle, trial, reason)
+    sweep.outcome.stopped = reason
+    sweep.tracker.tag(sweep.outcome.parent_run_id, STOPPED_TAG, reason[:5000])
+    sweep.live.skipped(spec, reason)
+    return None
+
+
+def skip_trial(handle: StudyHandle, trial: Trial, reason: str) -> None:
+    """Tell a trial the budget cannot cover PRUNED, with `reason`, settled at $0."""
+    for key, value in skipped_attrs(reason).items():
+        trial.set_user_attr(key, value)
+    handle.study.tell(trial, state=TrialState.PRUNED)
+    frozen = handle.storage.get_trial(trial._trial_id)
+    if TrialRecord.from_attrs(frozen.user_attrs).job_key is not None:
+        requeue(handle.study, frozen)  # a paid job waits for the budget to be raised
+
+
+def front_stopper(
+    experiment: Experiment, backend: Backend, data: PreparedData, handle: StudyHandle
+) -> FrontStopper | None:
+    """The early stopper, taught by the trials already finished (None where it saves nothing:
+    switched off, or a backend whose jobs are paid in full before any epoch is seen)."""
+    study = experiment.config.study
+    if not (study.early_stopping and backend.capabilities.stops_early):
+        return None
+    stopper = FrontStopper(len(data.validation), use_cost="cost" in study.objectives)
+    for trial in completed_trials(handle.study):
+        stopper.add(Curve.of(TrialRecord.from_attrs(trial.user_attrs)))
+    return stopper
