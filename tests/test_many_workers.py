@@ -140,7 +140,15 @@ def _assert_shared(
     params = [tuple(sorted(t.params.items())) for t in done]
     assert len(set(params)) == len(params), f"a configuration was drawn twice: {params}"
     used = sorted(t.user_attrs["journal.job_id"] for t in done)
-    assert used == sorted(server.state.jobs), "every job created is the job of one trial"
+    assert used == sorted(server.state.jobs), "every job created is the job of one trial: " + str(
+        (
+            {
+                j: (o.get("metadata") or {}).get("harness_job_key")
+                for j, o in server.state.jobs.items()
+            },
+            [(t.number, t.state.name, t.user_attrs.get("journal.job_key")) for t in trials],
+        )
+    )
     assert _billed(server) <= budget
     client = MlflowClient(tracking.uri)
     experiment = client.get_experiment_by_name(study.study_name)

@@ -369,3 +369,42 @@ def test_a_trial_asking_for_more_rows_than_exist_says_so_and_records_the_rows_us
         study_name="oa-sweep", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db"
     )
     assert study.trials[0].user_attrs["train_examples"] == rows
+
+
+def test_a_paid_job_requeued_after_the_target_is_met_still_runs(
+    tmp_path: Path, fake_env: FakeOpenAI
+) -> None:
+    # A killed worker's second trial can be requeued after the survivors have met n_trials
+    # (seen with three workers on PostgreSQL): its job is paid, so it must still be resumed,
+    # on its own job, and never left waiting or paid again.
+    import openai
+
+    path = _experiment(tmp_path, n_trials=1)
+    run_sweep(load_experiment(str(path)), RecordingView())
+    client = openai.OpenAI(base_url=fake_env.base_url, api_key=KEY, max_retries=0)
+    key = "0123456789abcdef"
+    paid = client.fine_tuning.jobs.create(
+        model="gpt-4.1-nano-2025-04-14",
+        training_file=next(iter(fake_env.state.files)),
+        metadata={"harness_study": "oa-sweep", "harness_job_key": key},
+    )
+    study = optuna.load_study(
+        study_name="oa-sweep", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    )
+    done = study.trials[0]
+    study.add_trial(  # the dead worker's trial as recovery requeues it: its journal, no job id
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params={**done.params, "n_epochs": 1 + done.params.get("n_epochs", 1) % 3},
+            distributions=done.distributions,
+            user_attrs={"journal.job_key": key, "reserved_usd": 0.01},
+            system_attrs={"failed_trial": 7, "retry_history": [7]},
+        )
+    )
+    outcome = run_sweep(load_experiment(str(path)), RecordingView())
+    assert [r.model.job_id for r in outcome.results] == [paid.id]
+    assert _jobs_created(fake_env) == 2, "the paid job was resumed, not created again"
+    states = [
+        t.state for t in optuna.load_study(study_name="oa-sweep", storage=study._storage).trials
+    ]
+    assert TrialState.WAITING not in states and TrialState.RUNNING not in states

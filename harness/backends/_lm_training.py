@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,13 @@ from harness.backends._torch_utils import autocast, build_optimizer, clip_gradie
 from harness.backends.base import Progress
 from harness.errors import DataError
 from harness.records import Prediction, PreparedData, TrialSpec
+
+# PEFT (0.21) probes `model.is_gradient_checkpointing`, which transformers 5 deprecates with a
+# FutureWarning on every adapter made: once per trial on the sweep's screen, for nothing the
+# user can change. Only that message is silenced.
+warnings.filterwarnings(
+    "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+)
 
 MAX_GRAD_NORM = 1.0  # as transformers.Trainer and the encoder's loop
 

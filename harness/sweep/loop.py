@@ -49,7 +49,9 @@ from harness.sweep.search_space import SearchSpace, load_search_space
 from harness.sweep.shared import (
     Recovery,
     join_study_run,
+    others_hold_paid_jobs,
     others_running,
+    paid_job_waiting,
     space_summary,
     tag_front_and_leave,
     toward_target,
@@ -174,10 +176,13 @@ def run_sweep(
 
 
 def _wait_for_others(sweep: _Sweep, attempts_left: int) -> bool:
-    """Nothing of this worker runs: stay while the study is short of its target and another
-    worker's trial runs (should that worker die, its trial is ours to resume)."""
-    going = sweep.outcome.stopped is None and attempts_left > 0
-    return going and sweep.completed() < sweep.target and others_running(sweep.handle)
+    """Nothing of this worker runs: stay while another worker's trial runs and the study is
+    short of its target, or that trial holds a paid job (should its worker die, the trial is
+    ours to resume: a paid job is never left behind)."""
+    if sweep.outcome.stopped is not None or attempts_left <= 0:
+        return False
+    short = sweep.completed() < sweep.target and others_running(sweep.handle)
+    return short or others_hold_paid_jobs(sweep.handle) or paid_job_waiting(sweep.handle)
 
 
 def _room(sweep: _Sweep, running: dict[Future[TrialResult], _Launched]) -> int:
@@ -256,7 +261,8 @@ def _launch(sweep: _Sweep, pool: Any) -> _Launched | None:
     has its trials, counting every worker's running ones, or the budget cannot cover the next
     and the sweep stops launching). Counting, asking and reserving hold the `launch` lock."""
     with study_lock(sweep.handle.study, "launch"):
-        if toward_target(sweep.handle) >= sweep.target:  # every worker's trials count
+        reached = toward_target(sweep.handle) >= sweep.target  # every worker's trials count
+        if reached and not paid_job_waiting(sweep.handle):  # a paid job runs past the target
             return None
         asked = admission.ask_within_budget(sweep)
     if asked is None:

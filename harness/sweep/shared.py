@@ -63,6 +63,22 @@ def toward_target(handle: StudyHandle) -> int:
     )
 
 
+def paid_job_waiting(handle: StudyHandle) -> bool:
+    """Whether a trial queued to resume a paid job waits: it runs even past `n_trials`, since
+    its money is spent (a killed worker's second job may be requeued after the target is met)."""
+    waiting = handle.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    return any(TrialRecord.from_attrs(t.user_attrs).job_key for t in waiting)
+
+
+def others_hold_paid_jobs(handle: StudyHandle) -> bool:
+    """Whether another worker's RUNNING trial has a job of its own: should that worker die, a
+    survivor must be there to resume the job, so workers wait for it before leaving."""
+    return any(
+        not _mine(t) and TrialRecord.from_attrs(t.user_attrs).job_key
+        for t in running_trials(handle)
+    )
+
+
 def _mine(trial: FrozenTrial) -> bool:
     record = TrialRecord.from_attrs(trial.user_attrs)
     return (record.host, record.pid) == (worker_host(), os.getpid())
