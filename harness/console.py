@@ -310,6 +310,14 @@ class TrialsTable:
         yield table
 
 
+def state_label(state: TrialState, record: TrialRecord) -> str:
+    """A trial's state as the user reads it: a trial the budget could not cover (told PRUNED
+    with its reason, never run) is `skipped`, not a failure."""
+    if state == TrialState.PRUNED and record.skipped_reason:
+        return "skipped"
+    return state.name.lower()
+
+
 def trials_table(study: optuna.Study, title: str) -> TrialsTable:
     """Every trial of the study, Pareto-front members starred, best validation accuracy first.
 
@@ -327,7 +335,7 @@ def trials_table(study: optuna.Study, title: str) -> TrialsTable:
     rows = []
     for trial in sorted(trials, key=order):
         record, params = records[trial.number], trial.params
-        state = "complete" if trial.state == TrialState.COMPLETE else trial.state.name.lower()
+        state = state_label(trial.state, record)
         cells = [
             f"{trial.number}{'*' if trial.number in front else ' '}",
             f"ckpt of {record.checkpoint_of}" if record.is_checkpoint else state,

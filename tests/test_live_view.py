@@ -3,6 +3,7 @@ budget ledger split into spent and reserved, and a trial skipped for budget on a
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -244,6 +245,10 @@ def test_a_trial_the_budget_cannot_cover_is_skipped_with_its_reason_not_failed(
     # The trials table does not call it a failure.
     listed = run_cli("trials", str(path))
     assert listed.exit_code == 0 and "fail" not in listed.stdout.lower()
+    assert "skipped" in listed.stdout
+    as_json = run_cli("trials", str(path), "--json")
+    skipped = [t for t in json.loads(as_json.stdout) if t["state"] == "skipped"]
+    assert len(skipped) == 1 and "budget" in skipped[0]["failure_reason"]
 
 
 def test_recording_view_is_still_a_sweep_view() -> None:

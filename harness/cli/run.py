@@ -158,12 +158,14 @@ CSV_COLUMNS = (
 def trial_records(study: optuna.Study, fixed: dict[str, Any]) -> list[dict[str, Any]]:
     """Every trial of the study by number, as plain data: what `--json` writes.
 
-    Each record: number, state (Optuna's, lower case), pareto, checkpoint_of (the trial an
+    Each record: number, state (Optuna's, lower case; `skipped`: the budget could not cover
+    it), pareto, checkpoint_of (the trial an
     epoch checkpoint came from), checkpoints (the numbers of this trial's own), params (the
     search space's fixed values included), epochs_run, stopped_early, train_examples_used,
     metrics, cost, the per-epoch curves, the MLflow run, the model, start and end times, and
-    why it failed.
+    why it failed or was skipped.
     """
+    from harness.console import state_label
     from harness.sweep.study import pareto_numbers
     from harness.tracking.record import TrialRecord
 
@@ -177,7 +179,7 @@ def trial_records(study: optuna.Study, fixed: dict[str, Any]) -> list[dict[str, 
     return [
         {
             "number": trial.number,
-            "state": trial.state.name.lower(),
+            "state": state_label(trial.state, record),
             "pareto": trial.number in front,
             "checkpoint_of": record.checkpoint_of,
             "checkpoints": children.get(trial.number, []),
@@ -185,7 +187,7 @@ def trial_records(study: optuna.Study, fixed: dict[str, Any]) -> list[dict[str, 
             **_outcome(record),
             "started": _when(trial.datetime_start),
             "completed": _when(trial.datetime_complete),
-            "failure_reason": record.failure_reason,
+            "failure_reason": record.failure_reason or record.skipped_reason,
         }
         for trial, record in zip(trials, records, strict=True)
     ]
