@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.backends._local_models import model_folder
+from harness.backends._local_models import local_or_hub, model_folder
 from harness.errors import BackendError
 from harness.records import TrialSpec
 
@@ -51,12 +51,7 @@ def resolve_lm_path(name: str) -> str:
     """
     if name.strip().lower() in SMOLLM2_NAMES:
         return str(offline_smollm2())
-    candidate = Path(name).expanduser()
-    if candidate.is_dir():
-        return str(candidate)
-    if name.startswith(("/", ".", "~")) or candidate.is_file():
-        raise BackendError(f"model {name!r}: no such model directory")
-    return name
+    return local_or_hub(name)
 
 
 def smollm2_gguf() -> Path:

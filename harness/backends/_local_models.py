@@ -59,6 +59,15 @@ def resolve_model_path(name: str) -> str:
         return str(_offline_minilm())
     if name.strip().lower() in MPNET_NAMES:
         return str(offline_mpnet())
+    return local_or_hub(name)
+
+
+def local_or_hub(name: str) -> str:
+    """A model name that is no offline copy: a local directory as it is, else a hub id.
+
+    Raises:
+        BackendError: `name` looks like a filesystem path that is not a directory.
+    """
     candidate = Path(name).expanduser()
     if candidate.is_dir():
         return str(candidate)
