@@ -64,6 +64,11 @@ class Cost:
     compute_seconds: float = 0.0
     trained_tokens: int = 0
     inference_tokens: int = 0
+    # The part of `usd` that paid for hosting a deployed model by the hour (an Azure deployment,
+    # a Together dedicated endpoint), and the hours billed: hosting runs whether or not the model
+    # is called, so the cost of ownership counts it per month, not per request.
+    hosting_usd: float = 0.0
+    hosting_hours: float = 0.0
 
     def __add__(self, other: Cost) -> Cost:
         return Cost(
@@ -71,6 +76,8 @@ class Cost:
             compute_seconds=self.compute_seconds + other.compute_seconds,
             trained_tokens=self.trained_tokens + other.trained_tokens,
             inference_tokens=self.inference_tokens + other.inference_tokens,
+            hosting_usd=self.hosting_usd + other.hosting_usd,
+            hosting_hours=self.hosting_hours + other.hosting_hours,
         )
 
 

@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness.backends.base import ModelPackage
+from harness.backends.base import ModelPackage, RemoteJob
 from harness.errors import BackendError
 from harness.records import TrialSpec
 
@@ -201,6 +201,33 @@ def is_checkpoint_folder(path: Path) -> bool:
     """A checkpoint folder this backend wrote: `.../trial-NNNN/epoch-K` with a model in it."""
     named = path.name.startswith("epoch-") and path.parent.name.startswith("trial-")
     return named and is_model_folder(path)
+
+
+class LocalFolders:
+    """What the two local backends share about the folders they write: nothing runs remotely,
+    and a checkpoint folder (never a trial's final model) can be deleted once it is dominated.
+
+    A subclass keeps the model it last loaded in `_loaded` (anything with a resolved `ref`
+    path) and overrides `_is_checkpoint` when its folders hold something else than a model."""
+
+    _loaded: Any
+
+    def _is_checkpoint(self, folder: Path) -> bool:
+        return is_checkpoint_folder(folder)
+
+    def remote_jobs(self, study_name: str) -> list[RemoteJob]:
+        """None: nothing runs anywhere but here."""
+        return []
+
+    def discard(self, model_ref: str) -> bool:
+        """Delete a checkpoint folder this backend wrote (never a trial's final model)."""
+        folder = Path(model_ref).expanduser()
+        if not self._is_checkpoint(folder):
+            return False
+        if self._loaded is not None and self._loaded.ref == folder.resolve():
+            self._loaded = None  # a later predict must not use weights that are gone
+        shutil.rmtree(folder, ignore_errors=True)
+        return True
 
 
 def folder_labels(path: Path) -> list[str]:

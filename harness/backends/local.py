@@ -36,7 +36,6 @@ Contract choices (the protocol itself is documented on `harness.backends.base.Ba
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,8 +48,8 @@ from transformers import AutoTokenizer
 from harness.backend_config import LocalBackendConfig
 from harness.backends._local_calibration import Pricing, Rates
 from harness.backends._local_models import (
+    LocalFolders,
     check_head,
-    is_checkpoint_folder,
     is_model_folder,
     load_error,
     model_folder,
@@ -83,7 +82,6 @@ from harness.backends.base import (
     ModelPackage,
     NullProgress,
     Progress,
-    RemoteJob,
 )
 from harness.backends.pricing import Price
 from harness.data.prepare import subsample
@@ -116,7 +114,7 @@ class _Loaded:
     tokenizer: Any
 
 
-class LocalBackend:
+class LocalBackend(LocalFolders):
     """Fine-tunes on this machine (CUDA, Apple MPS or CPU); one trial at a time."""
 
     kind = "local"
@@ -328,20 +326,6 @@ class LocalBackend:
             raise BackendError(f"cannot load the fine-tuned model at {model_ref}: {exc}") from None
         self._loaded = _Loaded(path, model.to(self.device), tokenizer)
         return self._loaded.model, tokenizer
-
-    def remote_jobs(self, study_name: str) -> list[RemoteJob]:
-        """None: nothing runs anywhere but here."""
-        return []
-
-    def discard(self, model_ref: str) -> bool:
-        """Delete a checkpoint folder this backend wrote (never a trial's final model)."""
-        folder = Path(model_ref).expanduser()
-        if not is_checkpoint_folder(folder):
-            return False
-        if self._loaded is not None and self._loaded.ref == folder.resolve():
-            self._loaded = None
-        shutil.rmtree(folder, ignore_errors=True)
-        return True
 
     # ----------------------------------------------------------------------------- hand-off
 

@@ -26,7 +26,6 @@ log-probability restricted to the label set (`_lm_training`). The protocol is do
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -62,6 +61,7 @@ from harness.backends._lm_training import (
 )
 from harness.backends._lm_workload import LM_WORKLOAD, load_causal_lm, load_tokenizer
 from harness.backends._local_calibration import Pricing, Rates
+from harness.backends._local_models import LocalFolders
 from harness.backends._torch_utils import (
     out_of_memory_as_backend_error,
     pick_device,
@@ -76,7 +76,6 @@ from harness.backends.base import (
     ModelPackage,
     NullProgress,
     Progress,
-    RemoteJob,
 )
 from harness.backends.pricing import Price
 from harness.data.prepare import subsample
@@ -99,7 +98,7 @@ class _Loaded:
     fmt: Formatter
 
 
-class LocalLMBackend:
+class LocalLMBackend(LocalFolders):
     """LoRA-tunes a causal LM on this machine (CUDA, Apple MPS or CPU); one trial at a time."""
 
     kind = "local_lm"
@@ -344,19 +343,8 @@ class LocalLMBackend:
             raise load_error(name, base, exc) from None
         return model.to(self.device).eval()
 
-    def remote_jobs(self, study_name: str) -> list[RemoteJob]:
-        """None: nothing runs anywhere but here."""
-        return []
-
-    def discard(self, model_ref: str) -> bool:
-        """Delete a checkpoint folder this backend wrote (never a trial's final model)."""
-        folder = Path(model_ref).expanduser()
-        if not is_checkpoint_folder(folder):
-            return False
-        if self._loaded is not None and self._loaded.ref == folder.resolve():
-            self._loaded = None
-        shutil.rmtree(folder, ignore_errors=True)
-        return True
+    def _is_checkpoint(self, folder: Path) -> bool:
+        return is_checkpoint_folder(folder)  # an adapter inside, not a whole model
 
     # ----------------------------------------------------------------------------- hand-off
 
