@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from harness.backends.pricing import base_model_of, is_fine_tuned, load_price_ta
 from harness.config import load_experiment
 from harness.errors import ConfigError
 from harness.records import Cost, TrialSpec
-from harness.sweep.estimate import corner_specs, worst_case_total
+from harness.sweep.estimate import corner_specs, price_line, worst_case_total
 from harness.sweep.search_space import load_search_space
 from tests.conftest import ROOT
 
@@ -135,3 +136,16 @@ def test_shipped_openai_experiments_are_priced(name: str) -> None:
     load_price_table(overrides=experiment.config.backend.prices).lookup(
         experiment.config.backend.model
     )
+
+
+def test_price_line_says_how_old_the_figures_are_and_the_hosting_rate() -> None:
+    table = load_price_table()
+    row = table.lookup("gpt-4.1-nano-2025-04-14")
+    fresh = price_line(row, today=date.fromisoformat(row.as_of))
+    assert "days old" not in fresh and f"as of {row.as_of})" in fresh
+    stale = price_line(row, today=date(2026, 11, 30))
+    assert re.search(r"as of 2025-07-01; 517 days old: check the source", stale)
+    assert "hosting" not in stale  # OpenAI bills no hosting
+    override = {"gpt-4.1-nano-2025-04-14": PriceOverride(hosting_per_hour=1.7)}
+    hosted = price_line(load_price_table(overrides=override).lookup("gpt-4.1-nano-2025-04-14"))
+    assert "hosting $1.7 an hour a deployment exists" in hosted

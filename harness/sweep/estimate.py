@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from harness.backends import load_backend
@@ -216,11 +217,30 @@ def estimate_lines(estimate: SweepEstimate) -> list[str]:
         )
     else:
         lines.append(f"Within budget_usd={_money(estimate.budget_usd)}.")
-    for price in estimate.prices:
-        lines.append(
-            f"Prices for {price.model} per 1M tokens: training ${price.training_per_1m}, "
-            f"fine-tuned input ${price.fine_tuned_input_per_1m}, output "
-            f"${price.fine_tuned_output_per_1m} ({price.source}, as of {price.as_of})."
-        )
+    lines.extend(price_line(price) for price in estimate.prices)
     lines.append("Estimate only: nothing was sent to any API and nothing was spent.")
     return lines
+
+
+STALE_AFTER_DAYS = 180  # prices move; past this a row's date is worth a look at its source
+
+
+def price_line(price: Price, today: date | None = None) -> str:
+    """One model's rates in words, with its source and how old the figures are."""
+    hosting = (
+        f", hosting ${price.hosting_per_hour} an hour a deployment exists"
+        if price.hosting_per_hour is not None
+        else ""
+    )
+    age = ""
+    try:
+        days = ((today or date.today()) - date.fromisoformat(price.as_of[:10])).days
+    except ValueError:  # a free-form date in a user's override: shown as given
+        days = 0
+    if days > STALE_AFTER_DAYS:
+        age = f"; {days} days old: check the source before trusting the figures"
+    return (
+        f"Prices for {price.model} per 1M tokens: training ${price.training_per_1m}, "
+        f"fine-tuned input ${price.fine_tuned_input_per_1m}, output "
+        f"${price.fine_tuned_output_per_1m}{hosting} ({price.source}, as of {price.as_of}{age})."
+    )
