@@ -144,7 +144,8 @@ PARAMS = ("n_epochs", "learning_rate_multiplier", "batch_size", "train_examples"
 METRICS = ("valid_accuracy", "test_accuracy", "test_macro_f1", "test_weighted_f1", "test_mae")
 COSTS = (
     *("cost_usd", "spent_usd", "train_cost_usd", "eval_cost_usd", "estimated_cost_usd"),
-    *("compute_seconds", "trained_tokens", "wall_seconds"),
+    *("eval_hosting_usd", "eval_hosting_hours", "compute_seconds", "trained_tokens"),
+    "wall_seconds",
 )
 CSV_COLUMNS = (
     *("number", "state", "pareto", "checkpoint_of", "checkpoints"),
@@ -288,7 +289,13 @@ def evaluate(
         f"  accuracy {m.accuracy:.4f}  macro-F1 {m.macro_f1:.4f}  weighted-F1 {m.weighted_f1:.4f}"
         + (f"  MAE {m.mae:.3f}" if m.mae is not None else ""),
         f"  answers outside the label set: {result.metrics.out_of_set} (counted as wrong)",
-        f"  cost ${result.cost.usd:.6f} ({result.cost.inference_tokens:,} tokens){label}",
+        f"  cost ${result.cost.usd:.6f} ({result.cost.inference_tokens:,} tokens"
+        + (
+            f"; ${result.cost.hosting_usd:.6f} of it hosting, {result.cost.hosting_hours:g} h"
+            if result.cost.hosting_hours
+            else ""
+        )
+        + f"){label}",
         f"MLflow run {result.run_id}",
     ]
     for line in lines:

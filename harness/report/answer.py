@@ -128,8 +128,10 @@ def _running_cost_line(report: Report) -> list[str]:
     own = next((o for o in report.ownership if row is not None and o.number == row.number), None)
     if own is None or own.monthly is None:
         return []
+    hosting = own.hosting_per_month
+    of_which = f", of which {usd(hosting)} hosting," if hosting is not None else ""
     return [
-        f"Running it: {usd(own.training)} to train, then {usd(own.monthly)} a month at "
+        f"Running it: {usd(own.training)} to train, then {usd(own.monthly)} a month{of_which} at "
         f"{report.options.monthly_requests:,} requests ({usd(own.months(12))} in the first year)."
     ]
 

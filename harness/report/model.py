@@ -224,12 +224,14 @@ class Recommendation:
 
 @dataclass(frozen=True)
 class Ownership:
-    """Training once plus serving at the stated monthly volume."""
+    """Training once plus serving at the stated monthly volume; `monthly` includes
+    `hosting_per_month` (a deployment billed by the hour; None where none is)."""
 
     number: int
     training: float
     per_request: float | None
     monthly: float | None
+    hosting_per_month: float | None = None
 
     def months(self, count: int) -> float | None:
         return None if self.monthly is None else self.training + count * self.monthly

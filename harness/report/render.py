@@ -21,6 +21,7 @@ from harness.report.decide import NEGLIGIBLE_SHARE, NEGLIGIBLE_USD
 from harness.report.formats import IMAGES, Block, p_text, percent, points, ratio, usd
 from harness.report.markup import to_html, to_markdown
 from harness.report.model import Report, TrialRow
+from harness.report.sections import HOURS_PER_MONTH
 
 PARAM_ORDER = ("n_epochs", "learning_rate_multiplier", "batch_size", "train_examples", "base_model")
 
@@ -227,18 +228,13 @@ def _epochs(report: Report) -> list[Block]:
 def _ownership(report: Report) -> list[Block]:
     n = report.options.monthly_requests
     front = {t.number for t in report.front}
-    rows = [
-        [
-            report.name_of(o.number),
-            "yes" if o.number in front else "",
-            usd(o.training),
-            usd(o.per_request * 1000 if o.per_request is not None else None),
-            usd(o.monthly),
-            usd(o.months(1)),
-            usd(o.months(12)),
-        ]
-        for o in sorted(report.ownership, key=lambda o: (o.number not in front, o.number))
-    ]
+    hosted = any(o.hosting_per_month is not None for o in report.ownership)
+    rows = []
+    for o in sorted(report.ownership, key=lambda o: (o.number not in front, o.number)):
+        row = [report.name_of(o.number), "yes" if o.number in front else "", usd(o.training)]
+        row.append(usd(o.per_request * 1000 if o.per_request is not None else None))
+        row += [usd(o.hosting_per_month)] if hosted else []
+        rows.append([*row, usd(o.monthly), usd(o.months(1)), usd(o.months(12))])
     basis = (
         f"the trial's test-set evaluation cost / {report.n_test:,} test examples"
         if report.n_test
@@ -249,8 +245,16 @@ def _ownership(report: Report) -> list[Block]:
         "a checkpoint is the same model an epoch earlier and runs at its parent's cost per "
         "request."
     )
-    headers = ["trial", "front", "training", "per 1,000 requests", f"per month ({n:,})"]
-    headers += ["first month", "first year"]
+    if hosted:
+        text += (
+            " A deployed model billed by the hour (Azure OpenAI hosting) is paid for every hour "
+            "it exists, called or not: its hosting is taken out of the evaluation cost before "
+            f"the per-request price, and counted as a month of it ({HOURS_PER_MONTH:g} hours at "
+            "the hourly rate the evaluation paid) in the monthly cost."
+        )
+    headers = ["trial", "front", "training", "per 1,000 requests"]
+    headers += ["hosting / month"] if hosted else []
+    headers += [f"per month ({n:,})", "first month", "first year"]
     return [("h2", "Total cost of ownership"), ("p", text), ("table", (headers, rows))]
 
 

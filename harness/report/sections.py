@@ -6,15 +6,25 @@ import numpy as np
 import pandas as pd
 
 from harness.report.model import EpochSummary, Ownership, TrialRow
+from harness.tracking.record import TrialRecord
 
 # --- ownership, epochs, qualitative sample ---------------------------------------------------
 
 
+# Hours in a month (365 x 24 / 12): a deployment billed by the hour is billed all of them.
+HOURS_PER_MONTH = 730.0
+
+
 def ownership(rows: list[TrialRow], n_test: int | None, monthly_requests: int) -> list[Ownership]:
-    """Training cost plus inference at `monthly_requests`; per request = eval cost / test size.
+    """Training cost plus a month of serving `monthly_requests`, plus a month of hosting.
+
+    Per request = (eval cost - eval hosting) / test size: hosting a deployment (Azure bills it
+    by the hour whether or not it is called) is not a per-request price, so it is taken out and
+    counted as its hourly rate (hosting paid / hours billed) x `HOURS_PER_MONTH`.
 
     A checkpoint runs like its parent (the same model, an epoch earlier), so it is priced at its
-    parent's per-request cost: its own test scoring may have been served from a cache for free.
+    parent's per-request cost and hosting: its own test scoring may have been served from a
+    cache for free.
     """
     # By study and trial number: across studies (`harness compare`) trial numbers repeat.
     by_trial = {(row.source, row.trial_number): row for row in rows}
@@ -24,11 +34,23 @@ def ownership(rows: list[TrialRow], n_test: int | None, monthly_requests: int) -
         training = record.train_cost_usd if record.train_cost_usd is not None else row.cost
         of = record.checkpoint_of
         parent = by_trial.get((row.source, of)) if of is not None else None
-        scoring = (parent or row).record.eval_cost_usd
-        per_request = (scoring or 0.0) / n_test if n_test else None
+        priced = (parent or row).record
+        hosting = hosting_per_month(priced)
+        scoring = (priced.eval_cost_usd or 0.0) - priced.eval_hosting_usd
+        per_request = max(scoring, 0.0) / n_test if n_test else None
         monthly = per_request * monthly_requests if per_request is not None else None
-        result.append(Ownership(row.number, training, per_request, monthly))
+        if monthly is not None and hosting is not None:
+            monthly += hosting
+        result.append(Ownership(row.number, training, per_request, monthly, hosting))
     return result
+
+
+def hosting_per_month(record: TrialRecord) -> float | None:
+    """A month of hosting the trial's model at the hourly rate its scoring paid; None where its
+    scoring billed no hosting hours."""
+    if record.eval_hosting_hours <= 0:
+        return None
+    return record.eval_hosting_usd / record.eval_hosting_hours * HOURS_PER_MONTH
 
 
 def epoch_summary(row: TrialRow) -> EpochSummary | None:

@@ -16,7 +16,7 @@ from harness.backends import load_backend
 from harness.config import Experiment
 from harness.records import Cost, Metrics, Prediction, PreparedData
 from harness.scoring import score
-from harness.tracking.record import DATA_DIGEST_TAG, SYNTHETIC_TAG, test_metrics
+from harness.tracking.record import DATA_DIGEST_TAG, SYNTHETIC_TAG, hosting_metrics, test_metrics
 
 EVALUATION_TAG = "harness.kind"
 
@@ -101,6 +101,7 @@ def _metrics(result: ModelEvaluation) -> dict[str, float | None]:
     return {
         **test_metrics(result.metrics),
         "eval_cost_usd": result.cost.usd,
+        **hosting_metrics(result.cost),
         "inference_tokens": float(result.cost.inference_tokens),
         "wall_seconds": result.wall_seconds,
     }

@@ -28,7 +28,8 @@ from typing import Any
 import yaml
 
 from harness.config import Experiment
-from harness.records import EpochResult, Metrics, TrialResult
+from harness.records import Cost, EpochResult, Metrics, TrialResult
+from harness.tracking.refs import local_ref, portable_ref
 from harness.urls import redact_text
 
 MLFLOW_RUN_ID = "mlflow_run_id"
@@ -102,6 +103,10 @@ class TrialRecord:
     cost_usd: float | None = None
     train_cost_usd: float | None = None
     eval_cost_usd: float | None = None
+    # The part of eval_cost_usd that paid for hosting a deployment by the hour, and the hours
+    # billed (absent: none), so the cost of ownership can count hosting per month.
+    eval_hosting_usd: float = 0.0
+    eval_hosting_hours: float = 0.0
     compute_seconds: float | None = None
     trained_tokens: int | None = None
     wall_seconds: float | None = None
@@ -259,30 +264,6 @@ def skipped_attrs(reason: str) -> dict[str, Any]:
     return {SKIPPED_REASON: reason[:2000], **settle_attrs(0.0)}
 
 
-def portable_ref(ref: str) -> str:
-    """A model reference as recorded: a local folder inside the working directory (the project,
-    against which `models_dir` and the default stores resolve) relative to it and marked `./`,
-    so a copied or moved project finds its own models and never the original's; anything else
-    (a provider's model id, a folder outside the project) as it is."""
-    if not os.path.isabs(ref):
-        return ref
-    inside = os.path.relpath(ref)
-    return ref if inside.startswith("..") else "./" + inside
-
-
-def local_ref(ref: str, project_dir: str | None = None) -> str:
-    """A recorded model reference as used: `portable_ref`'s `./` paths absolute again, in the
-    working directory's project; where that has no such folder (a command run from elsewhere),
-    in `project_dir`, the folder it was recorded from (only read from there, never written)."""
-    if not ref.startswith("./"):
-        return ref
-    here = os.path.abspath(ref)
-    if project_dir is None or os.path.exists(here):
-        return here
-    there = os.path.join(project_dir, ref[2:])
-    return there if os.path.exists(there) else here
-
-
 def used_train_examples(requested: int | None, available: int | None) -> int | None:
     """The training-set size a trial really used: `requested` (None: all) capped at the
     `available` rows; `requested` as it is when the rows are not known."""
@@ -299,6 +280,7 @@ def result_attrs(result: TrialResult, train_rows: int | None = None) -> dict[str
         COST_USD: cost.usd,
         "train_cost_usd": result.model.train_cost.usd,
         "eval_cost_usd": result.eval_cost.usd,
+        **hosting_metrics(result.eval_cost),
         "compute_seconds": cost.compute_seconds,
         "trained_tokens": cost.trained_tokens,
         "wall_seconds": result.wall_seconds,
@@ -311,6 +293,14 @@ def result_attrs(result: TrialResult, train_rows: int | None = None) -> dict[str
         EPOCHS_RUN: result.model.epochs[-1].epoch if result.model.epochs else 0,
         "stopped_early": result.model.stopped_early,
     }
+
+
+def hosting_metrics(cost: Cost) -> dict[str, float]:
+    """`eval_hosting_usd` and `eval_hosting_hours`: what scoring paid to host a deployed model by
+    the hour (an Azure deployment), as a trial attribute or MLflow metric; empty where none."""
+    if not cost.hosting_hours and not cost.hosting_usd:
+        return {}
+    return {"eval_hosting_usd": cost.hosting_usd, "eval_hosting_hours": cost.hosting_hours}
 
 
 def checkpoint_attrs(result: TrialResult, parent: int, run_id: str | None) -> dict[str, Any]:
@@ -370,6 +360,7 @@ def trial_metrics(result: TrialResult) -> dict[str, float | None]:
         COST_USD: total.usd,
         "train_cost_usd": result.model.train_cost.usd,
         "eval_cost_usd": result.eval_cost.usd,
+        **hosting_metrics(result.eval_cost),
         "trained_tokens": float(total.trained_tokens),
         "compute_seconds": total.compute_seconds,
         "wall_seconds": result.wall_seconds,
