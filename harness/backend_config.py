@@ -166,6 +166,9 @@ def check_extras(extras: dict[str, Any], allowed: dict[str, type], who: str) -> 
             raise ValueError(f"{name}: must be {kind.__name__}, got {value!r}")
 
 
+AZURE_SUFFIX_ROOM = 18  # characters of backend.suffix that fit in an Azure job suffix
+
+
 class AzureSettings(Strict):
     """Where an Azure OpenAI resource lives, and how its fine-tuned models are deployed.
 
@@ -233,6 +236,13 @@ class OpenAIBackendConfig(Strict):
                 "backend.azure (resource, subscription_id, resource_group) is needed with "
                 "provider: azure, and only then"
             )
+        if self.azure is not None and len(self.suffix) > AZURE_SUFFIX_ROOM:
+            # Azure's job suffix is at most 40 characters and carries the study and job key
+            # too (`<suffix>-<study6>-tNNN-<key8>`): that leaves 18 for backend.suffix.
+            raise ValueError(
+                f"suffix: {self.suffix!r} is {len(self.suffix)} characters; with provider: "
+                f"azure at most {AZURE_SUFFIX_ROOM}"
+            )
         return self
 
     @field_validator("base_url")
@@ -252,6 +262,36 @@ TOGETHER_EXTRAS: dict[str, type] = {
     "lora_alpha": int,
     "lora_dropout": float,
 }
+
+
+class TogetherServing(Strict):
+    """How Together serves a fine-tuned model or checkpoint for scoring.
+
+    `serverless`: called by its name (serverless LoRA, billed per token; not every model has
+    it). `dedicated`: an endpoint on `hardware` made for each scoring and deleted after it,
+    billed by the started minute at the price row's `hosting_per_hour`; the budget reserves
+    `max_minutes` per endpoint, and scoring stops before an endpoint outlives them.
+    """
+
+    kind: Literal["serverless", "dedicated"] = "serverless"
+    hardware: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,100}$")  # 1x_nvidia_h100_...
+    max_minutes: int = Field(30, ge=2, le=1440)
+    # Together stops an endpoint idle this long itself: the safety net if the harness dies.
+    inactive_timeout: int = Field(10, ge=1, le=1440)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"kind": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_hardware(self) -> TogetherServing:
+        if self.kind == "dedicated" and self.hardware is None:
+            raise ValueError(
+                "dedicated serving needs hardware (a Together hardware id, e.g. "
+                "1x_nvidia_h100_80gb_sxm; GET /v1/hardware lists them)"
+            )
+        return self
 
 
 class TogetherBackendConfig(Strict):
@@ -283,6 +323,7 @@ class TogetherBackendConfig(Strict):
     suffix: str = Field("harness", pattern=r"^[a-z0-9-]{1,12}$")
     system_prompt: str | None = None
     prices: dict[str, PriceOverride] = Field(default_factory=dict)
+    serving: TogetherServing = Field(default_factory=TogetherServing)
 
     @property
     def compute_dollars_per_hour(self) -> float:

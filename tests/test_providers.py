@@ -53,7 +53,7 @@ class Provider:
 
 
 def _nebius() -> Iterator[Provider]:
-    with FakeOpenAI(job_duration=0.3, base_models={LLAMA: LLAMA}) as server:
+    with FakeOpenAI(job_duration=0.3, base_models={LLAMA: LLAMA}, dialect="nebius") as server:
         yield Provider(
             "nebius",
             {"NEBIUS_API_KEY": "nb-test-key-0123456789"},
@@ -73,22 +73,28 @@ def _nebius() -> Iterator[Provider]:
         )
 
 
+def azure_backend(azure: FakeAzure, **more: Any) -> dict[str, Any]:
+    """The `backend:` of an Azure experiment on `azure`, priced with test figures."""
+    return {
+        "provider": "azure",
+        "base_url": azure.endpoint,
+        "azure": {
+            "resource": "harness-test",
+            "subscription_id": "sub",
+            "resource_group": "rg",
+            "management_url": azure.management_url,
+        },
+        "prices": {NANO: {**PRICE, "hosting_per_hour": 0.01, **PRICE_NOTE}},
+        **more,
+    }
+
+
 def _azure() -> Iterator[Provider]:
     with FakeAzure(key="az-test-key-0123456789", token="arm-token") as azure:
         yield Provider(
             "azure",
             {"AZURE_OPENAI_API_KEY": "az-test-key-0123456789", "AZURE_ACCESS_TOKEN": "arm-token"},
-            {
-                "provider": "azure",
-                "base_url": azure.endpoint,
-                "azure": {
-                    "resource": "harness-test",
-                    "subscription_id": "sub",
-                    "resource_group": "rg",
-                    "management_url": azure.management_url,
-                },
-                "prices": {NANO: {**PRICE, "hosting_per_hour": 0.01, **PRICE_NOTE}},
-            },
+            azure_backend(azure),
             lambda: list(azure.inner.state.jobs),
             lambda: azure.inner.state.count("POST", "/fine_tuning/jobs", status=200),
             lambda: azure.inner.state.fail_next(
@@ -101,6 +107,8 @@ def _azure() -> Iterator[Provider]:
 def _together() -> Iterator[Provider]:
     with FakeTogether(job_duration=0.3) as server:
         state = server.state
+        # Together quotes and bills at the row's rate: each job is quoted, then billed.
+        state.price_per_token = PRICE["training_per_1m"] / 1e6
 
         def billed() -> int:
             return sum(

@@ -1,7 +1,8 @@
 """Fine-tuning jobs: create or reattach, poll with backoff, read events, results and checkpoints.
 
 Paying twice for one trial is the failure this module exists to prevent. Before a job is created
-a random key is written to the trial's journal and sent in the job's `metadata`; right after,
+a random key is written to the trial's journal and sent in the job's `metadata` (in its `suffix`
+on an endpoint that keeps no metadata: Nebius); right after,
 the job id is written too. A retried trial recalls the id (reattach), or, if the sweep died in
 the instant between creating the job and recording its id, finds the job by its key. The create
 call itself is never retried blindly: after any failure the key is looked up first, since a
@@ -16,13 +17,20 @@ import csv
 import io
 import math
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from harness.backend_config import OpenAIBackendConfig
+from harness.backends._job_keys import (
+    SUFFIX_KEY_LENGTH,
+    Retry,
+    create_once,
+    job_key,
+    study_tag,
+)
 from harness.backends.base import Journal
+from harness.backends.providers import create_arguments
 from harness.errors import BackendError
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -59,6 +67,8 @@ class JobRequest:
     seed: int
     suffix: str
     metadata: dict[str, str]
+    study: str = ""  # names the study in the suffix where the key travels there
+    number: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,67 +107,6 @@ def _thin(rows: list[dict[str, float]], limit: int) -> list[dict[str, float]]:
     return [row for i, row in enumerate(rows) if i % every == 0 or i == len(rows) - 1]
 
 
-def job_key(
-    journal: Journal, find: Callable[[str], str | None], length: int
-) -> tuple[str, str | None]:
-    """This trial's job key (made and journalled now if new: a crash after this still finds the
-    job) and its job id if one is known: recalled, or found on the server by the key."""
-    known = journal.recall("job_id")
-    key = journal.recall("job_key")
-    if known or not key:
-        if not key:
-            key = uuid.uuid4().hex[:length]
-            journal.record("job_key", key)  # before creating: a crash now still finds the job
-        return key, known
-    found = find(key)
-    if found:
-        journal.record("job_id", found)
-    return key, found
-
-
-@dataclass(frozen=True)
-class Retry:
-    """How often, and how patiently, a failed job creation is tried again."""
-
-    attempts: int  # retries after the first attempt
-    delay: float  # seconds before the first retry, doubled each time
-    max_delay: float
-
-
-def create_once(
-    create: Callable[[], str],
-    find: Callable[[], str | None],
-    journal: Journal,
-    transient: tuple[type[Exception], ...],
-    retry: Retry,
-    sleep: Callable[[float], None],
-) -> str:
-    """Create a paid job, retrying by hand and never blindly; record its id.
-
-    A create whose reply was lost (a 500 or a dropped connection after the server committed)
-    may have made a paid job; retrying it blindly makes a second one. So `create` must make no
-    automatic retries, and after every transient failure the job is looked up (`find`, by the
-    trial's key) before another attempt.
-    """
-    delay = retry.delay
-    for attempt in range(retry.attempts + 1):
-        try:
-            job_id = create()
-        except transient:
-            found = find()  # a listing is safe to retry
-            if found:
-                journal.record("job_id", found)
-                return found
-            if attempt == retry.attempts:
-                raise
-            sleep(delay)
-            delay = min(delay * 2, retry.max_delay)
-            continue
-        journal.record("job_id", job_id)
-        return job_id
-    raise AssertionError("unreachable: the last attempt returns or raises")
-
-
 class JobRunner:
     """Creates, finds and waits for fine-tuning jobs through one SDK client."""
 
@@ -170,6 +119,11 @@ class JobRunner:
         self._client = client
         self.config = config
         self._sleep = sleep
+        # Nebius's job API has no `metadata` (its create body and job object list `suffix`,
+        # at most 64 characters, instead): there the key travels in the suffix, as on Together.
+        self.key_in_suffix = config.provider == "nebius"
+        # Azure's job API has no `metadata` either (its own document; `harness.backends._azure`).
+        self.key_in_suffix |= config.provider == "azure"
         self.created = 0  # jobs this runner created (for tests and logs)
         self._logged: dict[str, set[int]] = {}  # steps already logged, per job
 
@@ -181,20 +135,31 @@ class JobRunner:
         if known:
             return known
         client = self._client().with_options(max_retries=0)
+        if self.key_in_suffix:  # an endpoint that keeps no metadata: the suffix names the job
+            labels: dict[str, Any] = {
+                "suffix": f"{self.config.suffix}-{study_tag(request.study)}-t"
+                f"{request.number:03d}-{key[:SUFFIX_KEY_LENGTH]}"
+            }
+        else:
+            labels = {
+                "suffix": request.suffix,
+                "metadata": {**request.metadata, "harness_job_key": key},
+            }
 
         def create() -> str:
-            job = client.fine_tuning.jobs.create(
-                model=request.model,
-                training_file=request.training_file,
-                validation_file=request.validation_file,
-                method={
+            arguments: dict[str, Any] = {
+                "model": request.model,
+                "training_file": request.training_file,
+                "validation_file": request.validation_file,
+                "method": {
                     "type": "supervised",
                     "supervised": {"hyperparameters": request.hyperparameters},
                 },
-                seed=request.seed,
-                suffix=request.suffix,
-                metadata={**request.metadata, "harness_job_key": key},
-            )
+                "seed": request.seed,
+                **labels,
+            }
+            # in the provider's own terms (Azure declares other shapes for the same fields)
+            job = client.fine_tuning.jobs.create(**create_arguments(self.config, arguments))
             self.created += 1
             return str(job.id)
 
@@ -206,28 +171,47 @@ class JobRunner:
         )
 
     def of_study(self, study_name: str) -> list[Any]:
-        """Jobs whose metadata names this study (checked here too: an endpoint may ignore the
-        filter and list every job)."""
-        jobs = self._client().fine_tuning.jobs.list(
-            metadata={"harness_study": study_name}, limit=100
+        """Jobs whose metadata (or suffix) names this study (checked here too: an endpoint may
+        ignore the filter and list every job)."""
+        tag = f"{self.config.suffix}-{study_tag(study_name)}-t"
+        return self._jobs_where(
+            {"harness_study": study_name},
+            lambda job: (job.metadata or {}).get("harness_study") == study_name,
+            lambda suffix: suffix.startswith(tag),
+            limit=100,
         )
+
+    def _find_by_key(self, key: str) -> str | None:
+        found = self._jobs_where(
+            {"harness_job_key": key},
+            lambda job: (job.metadata or {}).get("harness_job_key") == key,
+            lambda suffix: suffix.endswith(f"-{key[:SUFFIX_KEY_LENGTH]}"),
+            limit=50,
+        )
+        return str(found[0].id) if found else None
+
+    def _jobs_where(
+        self,
+        metadata: dict[str, str],
+        by_metadata: Callable[[Any], bool],
+        by_suffix: Callable[[str], bool],
+        limit: int,
+    ) -> list[Any]:
+        """Jobs that match, searched among the newest `MAX_JOBS_SEARCHED`: by metadata, or by
+        the job's `suffix` field where the endpoint keeps no metadata."""
+        if self.key_in_suffix:
+            jobs = self._client().fine_tuning.jobs.list(limit=limit)
+            matches = lambda job: by_suffix(str(getattr(job, "suffix", None) or ""))  # noqa: E731
+        else:
+            jobs = self._client().fine_tuning.jobs.list(metadata=metadata, limit=limit)
+            matches = by_metadata
         found = []
         for index, job in enumerate(jobs):
-            if (job.metadata or {}).get("harness_study") == study_name:
+            if matches(job):  # checked here: an endpoint that ignores the filter lists every job
                 found.append(job)
             if index >= MAX_JOBS_SEARCHED:
                 break
         return found
-
-    def _find_by_key(self, key: str) -> str | None:
-        jobs = self._client().fine_tuning.jobs.list(metadata={"harness_job_key": key}, limit=50)
-        for index, job in enumerate(jobs):
-            # Check the key ourselves: an endpoint that ignores the filter lists every job.
-            if (job.metadata or {}).get("harness_job_key") == key:
-                return str(job.id)
-            if index >= MAX_JOBS_SEARCHED:
-                break
-        return None
 
     # -- wait -----------------------------------------------------------------------------------
 

@@ -28,6 +28,14 @@ class TransientError(BackendError):
     """A request that failed in a way a retry may cure (429, 5xx, a dropped connection)."""
 
 
+class RefusedError(BackendError):
+    """A request Together answered with a 4xx other than 401: `status` says which."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def resolve_base_url(config: TogetherBackendConfig) -> str:
     """`backend.base_url`, else `TOGETHER_BASE_URL`, else Together's API."""
     return (config.base_url or os.environ.get("TOGETHER_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
@@ -73,7 +81,7 @@ class TogetherClient:
             ConfigError: The key is missing or rejected (401).
             TransientError: Still 429 / 5xx / unreachable after `retries` (default
                 `max_retries`) retries.
-            BackendError: Any other refusal, with the server's message.
+            RefusedError: Any other refusal (`status`), with the server's message.
         """
         import httpx2 as httpx
 
@@ -112,5 +120,5 @@ def _decoded(reply: Any, action: str) -> Any:
     if reply.status_code == 401:
         raise ConfigError(f"{action}: Together rejected {KEY_VARIABLE} ({_describe(reply)})")
     if reply.status_code >= 400:
-        raise BackendError(f"{action}: {_describe(reply)}")
+        raise RefusedError(f"{action}: {_describe(reply)}", reply.status_code)
     return reply.json() if reply.content else {}

@@ -7,17 +7,21 @@ output model name carries the suffix, so after a failed create (a 500 whose job 
 same, a dropped connection) the job is looked up in `GET /v1/fine-tunes` by its key before
 another attempt, exactly as the OpenAI backend looks up its metadata key; the create call itself
 is never retried blindly. The study digest finds a study's jobs for `remote_jobs`.
+
+A new job is quoted first (`before_create`: `_together_quote`); a job recalled or found by its
+key is not. What Together billed is read from the job's `total_price` (nanodollars, as its SDK's
+`finetune_price_to_dollars` reads it).
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from harness.backend_config import TogetherBackendConfig
-from harness.backends._openai_jobs import FinishedJob, JobCheckpoint, Retry, create_once, job_key
+from harness.backends._job_keys import Retry, create_once, job_key, study_tag
+from harness.backends._openai_jobs import FinishedJob, JobCheckpoint
 from harness.backends._together_client import TogetherClient, TransientError
 from harness.backends.base import Journal
 from harness.errors import BackendError
@@ -25,11 +29,7 @@ from harness.errors import BackendError
 TERMINAL = ("completed", "error", "cancelled")
 BACKOFF = 1.5
 POLL_OUTAGE_SECONDS = 900
-
-
-def study_tag(study_name: str) -> str:
-    """Six hex digits naming a study inside a job suffix."""
-    return hashlib.sha256(study_name.encode("utf-8")).hexdigest()[:6]
+NANODOLLARS = 1_000_000_000
 
 
 class TogetherFiles:
@@ -70,11 +70,20 @@ class TogetherJobs:
         self._sleep = sleep
         self.created = 0
 
-    def submit(self, body: dict[str, Any], study: str, number: int, journal: Journal) -> str:
-        """The id of this trial's job: recalled, found by key, or created now (and recorded)."""
+    def submit(
+        self,
+        body: dict[str, Any],
+        study: str,
+        number: int,
+        journal: Journal,
+        before_create: Callable[[], None] = lambda: None,
+    ) -> str:
+        """The id of this trial's job: recalled, found by key, or created now (and recorded);
+        `before_create` runs once, only when a job is about to be created, and may refuse."""
         key, known = job_key(journal, self._find, 8)
         if known:
             return known
+        before_create()
         suffix = f"{self.config.suffix}-{study_tag(study)}-t{number:03d}-{key[:8]}"
 
         def create() -> str:
@@ -143,6 +152,14 @@ class TogetherJobs:
             model = name if epoch == n_epochs else f"{name}:{step}"
             done.checkpoints.append(JobCheckpoint(epoch, step, model, {"step": float(step)}))
         return done
+
+
+def billed_usd(job: Mapping[str, Any]) -> float | None:
+    """What Together billed a finished job, in dollars (None: not reported, or zero)."""
+    price = job.get("total_price")
+    if job.get("status") != "completed" or not isinstance(price, int | float) or price <= 0:
+        return None
+    return float(price) / NANODOLLARS
 
 
 def _completed(job: dict[str, Any]) -> dict[str, Any]:

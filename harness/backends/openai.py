@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -228,6 +228,8 @@ class OpenAIBackend:
         journal = journal or MemoryJournal()
         if self.capabilities.synthetic:
             journal.record("synthetic", "true")
+        if self.deployments is not None:  # first, what a killed run of this trial left billing
+            self.deployments.clear_recorded(journal)
         with api_errors(f"trial {spec.number}", self.config):
             job_id = journal.recall("job_id")
             if not job_id:
@@ -236,7 +238,10 @@ class OpenAIBackend:
             job = self.jobs.wait(job_id, journal)
             finished = self.jobs.finish(job, journal)
         journal.record("fine_tuned_model", finished.fine_tuned_model)
-        return self._epoch_points(spec, data, finished, on_epoch, journal)
+        if self.deployments is None:
+            return self._epoch_points(spec, data, finished, on_epoch, journal)
+        with self.deployments.journalled(journal):  # deployments noted in the trial's journal
+            return self._epoch_points(spec, data, finished, on_epoch, journal)
 
     def _job_request(self, spec: TrialSpec, data: PreparedData, journal: Journal) -> JobRequest:
         """Check and upload the trial's files (once per content) and describe its job."""
@@ -264,6 +269,8 @@ class OpenAIBackend:
             seed=spec.seed,
             suffix=f"{self.config.suffix}-t{spec.number:03d}",
             metadata={key: value[:512] for key, value in links.items() if value},
+            study=links["harness_study"],
+            number=spec.number,
         )
 
     def _epoch_points(
@@ -312,7 +319,8 @@ class OpenAIBackend:
 
         result, deployment = self.deployments.run(model, use)
         hosting = self.prices.lookup(model).hosting_usd(deployment.hours)
-        return replace(result, cost=result.cost + Cost(usd=hosting))
+        hosted = Cost(usd=hosting, hosting_usd=hosting, hosting_hours=deployment.hours)
+        return replace(result, cost=result.cost + hosted)
 
     def predict(
         self, model_ref: str, texts: Sequence[str], labels: Sequence[str]
@@ -328,6 +336,13 @@ class OpenAIBackend:
     def discard(self, model_ref: str) -> bool:
         """Nothing to delete: fine-tuned models and checkpoints live on the provider's side."""
         return False
+
+    def release_deployments(self, study_name: str, held: Collection[str]) -> list[str]:
+        """Delete this study's Azure deployments no running trial holds (`DeploysModels`);
+        nothing elsewhere: other providers serve fine-tuned models without one."""
+        if self.deployments is None:
+            return []
+        return self.deployments.release(study_name, held)
 
     def remote_jobs(self, study_name: str) -> list[RemoteJob]:
         """This study's jobs on the endpoint, priced from the tokens each was billed for."""

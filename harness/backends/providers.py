@@ -7,9 +7,11 @@ how the key is sent, which hyperparameters a job takes, and whose price list app
   $OPENAI_API_KEY`; `n_epochs`, `batch_size`, `learning_rate_multiplier`.
 - `azure`: `https://{resource}.openai.azure.com/openai` with `api-key: $AZURE_OPENAI_API_KEY` and
   an `api-version` query parameter on every request (the SDK's `AzureOpenAI` client). Same
-  hyperparameters as OpenAI. A fine-tuned model is only callable through a deployment, made
-  through Azure Resource Manager (`AzureDeployments`) before it is scored and deleted after; its
-  hosting price per hour is part of what scoring cost.
+  hyperparameters as OpenAI, sent top-level as Azure's document declares them; no job metadata
+  (the document has none), so the trial's job key travels in the job's suffix. A fine-tuned
+  model is only callable through a deployment, made through Azure Resource Manager
+  (`AzureDeployments`) before it is scored and deleted after; its hosting price per hour is part
+  of what scoring cost. See `harness.backends._azure`.
 - `nebius`: https://api.tokenfactory.nebius.com/v1/ (formerly api.studio.nebius.com; or
   `NEBIUS_BASE_URL`), `Authorization: Bearer $NEBIUS_API_KEY`. Takes an absolute `learning_rate`
   (`base_learning_rate` x the multiplier) and LoRA / warmup / weight-decay extras.
@@ -20,18 +22,41 @@ ones it does.
 
 from __future__ import annotations
 
-import math
 import os
-import re
-import time
-from collections.abc import Callable
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from harness.backend_config import OpenAIBackendConfig
+from harness.backends import _azure
+from harness.backends._azure import (
+    DEPLOYMENT_NOTE,
+    SKU_NAMES,
+    TOKEN_VARIABLE,
+    AzureDeployments,
+    Deployment,
+    deployment_name,
+)
 from harness.backends.pricing import Price
-from harness.errors import BackendError, ConfigError
+from harness.errors import ConfigError
 from harness.records import TrialSpec
+
+__all__ = [
+    "DEPLOYMENT_NOTE",
+    "PROFILES",
+    "SKU_NAMES",
+    "TOKEN_VARIABLE",
+    "AzureDeployments",
+    "Deployment",
+    "DeploysModels",
+    "Profile",
+    "create_arguments",
+    "deployment_name",
+    "job_hyperparameters",
+    "make_client",
+    "require_prices",
+    "resolve_base_url",
+]
 
 
 @dataclass(frozen=True)
@@ -126,114 +151,21 @@ def require_prices(price: Price, hosted: bool = False) -> None:
         price.hosting_usd(0)
 
 
-# -- Azure deployments ---------------------------------------------------------------------------
-
-TOKEN_VARIABLE = "AZURE_ACCESS_TOKEN"
-SKU_NAMES = {
-    "developer": "DeveloperTier",
-    "standard": "Standard",
-    "globalstandard": "GlobalStandard",
-}
-_DEPLOY_TIMEOUT = 1800.0  # seconds a deployment may take to become usable
+# -- jobs in each provider's terms ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Deployment:
-    """A deployment made for one evaluation: its name and how long it was hosted."""
-
-    name: str
-    hours: float  # billed hours: Azure bills hosting by the hour, a started hour counted whole
-
-
-class AzureDeployments:
-    """Deploys a fine-tuned model through Azure Resource Manager, then deletes it.
-
-    `PUT .../accounts/{resource}/deployments/{name}` with the model and the SKU
-    (`backend.azure.deployment_sku`), polled until `provisioningState` is `Succeeded`; `DELETE`
-    afterwards, also when scoring failed, so no hosting runs on unnoticed.
-    """
-
-    def __init__(
-        self, config: OpenAIBackendConfig, sleep: Callable[[float], None] = time.sleep
-    ) -> None:
-        assert config.azure is not None
-        self.azure = config.azure
-        self.config = config
-        self._sleep = sleep
-
-    def _url(self, name: str) -> str:
-        a = self.azure
-        return (
-            f"{a.management_url.rstrip('/')}/subscriptions/{a.subscription_id}/resourceGroups/"
-            f"{a.resource_group}/providers/Microsoft.CognitiveServices/accounts/{a.resource}/"
-            f"deployments/{name}?api-version={a.management_api_version}"
-        )
-
-    def _client(self) -> Any:
-        import httpx2 as httpx
-
-        token = os.environ.get(TOKEN_VARIABLE, "").strip()
-        if not token:
-            raise ConfigError(
-                f"{TOKEN_VARIABLE} is not set: Azure OpenAI deploys fine-tuned models through "
-                "Azure Resource Manager; run `export AZURE_ACCESS_TOKEN=$(az account "
-                "get-access-token --query accessToken -o tsv)`"
-            )
-        return httpx.Client(
-            headers={"Authorization": f"Bearer {token}"}, timeout=self.config.request_timeout
-        )
-
-    def check(self) -> None:
-        """Fail early (no spending) when deployments could not be made: no token."""
-        self._client().close()
-
-    def run(self, model: str, use: Callable[[str], Any]) -> tuple[Any, Deployment]:
-        """Deploy `model`, call `use(deployment_name)`, delete the deployment; the result and
-        what hosting it was billed."""
-        name = deployment_name(model)
-        body = {
-            "sku": {"name": SKU_NAMES[self.azure.deployment_sku], "capacity": 1},
-            "properties": {"model": {"format": "OpenAI", "name": model, "version": "1"}},
-        }
-        started = time.monotonic()
-        with self._client() as http:
-            self._call(http, "PUT", name, json=body)
-            try:
-                self._until_ready(http, name)
-                result = use(name)
-            finally:
-                self._call(http, "DELETE", name)
-        hours = max(1, math.ceil((time.monotonic() - started) / 3600))
-        return result, Deployment(name, float(hours))
-
-    def _until_ready(self, http: Any, name: str) -> None:
-        waited, interval = 0.0, self.config.poll_interval
-        while True:
-            state = self._call(http, "GET", name).get("properties", {}).get("provisioningState")
-            if state == "Succeeded":
-                return
-            if state in ("Failed", "Canceled") or waited > _DEPLOY_TIMEOUT:
-                raise BackendError(f"Azure deployment {name} is {state} after {waited:.0f} s")
-            self._sleep(interval)
-            waited += interval
-            interval = min(interval * 1.5, self.config.poll_max_interval)
-
-    def _call(self, http: Any, method: str, name: str, **kwargs: Any) -> dict[str, Any]:
-        for attempt in range(self.config.max_retries + 1):
-            reply = http.request(method, self._url(name), **kwargs)
-            if reply.status_code not in (429, 500, 502, 503) or attempt == self.config.max_retries:
-                break
-            self._sleep(min(2.0**attempt * self.config.poll_interval, 30.0))
-        if reply.status_code == 401:
-            raise ConfigError(f"Azure Resource Manager rejected {TOKEN_VARIABLE} (HTTP 401)")
-        if reply.status_code >= 400:
-            raise BackendError(
-                f"Azure deployment {name}: {method} answered HTTP {reply.status_code}: "
-                f"{reply.text[:300]}"
-            )
-        return reply.json() if reply.content else {}
+def create_arguments(config: OpenAIBackendConfig, arguments: dict[str, Any]) -> dict[str, Any]:
+    """`fine_tuning.jobs.create` arguments (OpenAI's shapes) in the provider's own terms: as
+    they are, or for Azure as its document declares them (`harness.backends._azure`)."""
+    if config.azure is not None:
+        return _azure.create_arguments(arguments)
+    return arguments
 
 
-def deployment_name(model: str) -> str:
-    """A valid, stable deployment name for a model id (letters, digits, `-`, at most 64)."""
-    return re.sub(r"[^A-Za-z0-9-]+", "-", model).strip("-")[-64:].lstrip("-") or "harness"
+@runtime_checkable
+class DeploysModels(Protocol):
+    """A backend that hosts models in deployments billed while they exist (Azure): it deletes a
+    study's deployments no running trial holds (`held`: names running trials noted under
+    `DEPLOYMENT_NOTE` in their journals) and returns their names."""
+
+    def release_deployments(self, study_name: str, held: Collection[str]) -> list[str]: ...

@@ -14,11 +14,18 @@ Contract choices (the protocol is documented on `harness.backends.base.Backend`)
 - Epoch points. Every epoch's checkpoint is scored like the OpenAI backend's
   (`_openai_epochs`): the final model is `model_output_name`, an earlier checkpoint
   `model_output_name:STEP`.
+- Quote. A new job is first quoted by Together (`/v1/fine-tunes/estimate-price`, the create
+  body's parameters) and refused when Together will not start it or quotes more than the budget
+  reserved for its training (`_together_quote`); the quote goes to the journal.
 - Scoring. `POST /v1/chat/completions` with `logprobs` (Together's integer form), the label
-  chosen from the first token's alternatives as for OpenAI (`_openai_eval.LabelChooser`).
+  chosen from the first token's alternatives as for OpenAI (`_openai_eval.LabelChooser`). With
+  `serving: dedicated`, a fine-tuned model or checkpoint is scored on a dedicated endpoint made
+  for it (`_together_endpoints`): validation and test on one endpoint, the hosting counted in
+  the test scoring's cost (the first `predict` of that test set returns it).
 - Cost. Together bills tokens processed (`token_count` x `n_epochs`) at the model's rate for
-  LoRA or full training; token estimates come from tiktoken, not the model's tokenizer, so the
-  default `estimate_margin` is 25%.
+  LoRA or full training; the job's billed `total_price` wins over that arithmetic when Together
+  reports it. Token estimates come from tiktoken, not the model's tokenizer, so the default
+  `estimate_margin` is 25%. A dedicated endpoint bills its minutes, not tokens.
 - Results from a loopback `base_url` are synthetic.
 """
 
@@ -26,14 +33,15 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from harness.backend_config import TogetherBackendConfig
+from harness.backends._job_keys import study_tag
 from harness.backends._openai_client import is_loopback
 from harness.backends._openai_epochs import PointPlan, epoch_points, point_count, texts_digest
-from harness.backends._openai_eval import Answer, Evaluation, Evaluator
+from harness.backends._openai_eval import Evaluation
 from harness.backends._openai_files import (
     PromptFormat,
     check_examples,
@@ -43,7 +51,10 @@ from harness.backends._openai_files import (
 )
 from harness.backends._openai_tokens import TiktokenCounter
 from harness.backends._together_client import TogetherClient
-from harness.backends._together_jobs import TogetherFiles, TogetherJobs
+from harness.backends._together_endpoints import TogetherEndpoints, minutes_since
+from harness.backends._together_eval import TogetherEvaluator
+from harness.backends._together_jobs import TogetherFiles, TogetherJobs, billed_usd
+from harness.backends._together_quote import ask_quote, check_quote
 from harness.backends.base import (
     Capabilities,
     EpochCallback,
@@ -63,45 +74,6 @@ from harness.errors import BackendError
 from harness.records import Cost, Prediction, PreparedData, Split, TrainedModel, TrialSpec
 
 DEFAULT_SYSTEM_PROMPT: str = DatasetConfig.model_fields["system_prompt"].default
-
-
-class TogetherEvaluator(Evaluator):
-    """Scores through Together's chat endpoint; prices every model at its base model's row."""
-
-    def __init__(self, client: TogetherClient, backend: TogetherBackend) -> None:
-        super().__init__(lambda: client, backend.config, backend.prices, backend.system_prompt)
-        self.http = client
-        self.backend = backend
-
-    def _asker(
-        self, model: str, labels: Sequence[str], counter: TiktokenCounter, served_as: str
-    ) -> Callable[[str], Answer]:
-        fmt = PromptFormat(chat=True, system_prompt=self.system_prompt)
-        budget = max(counter.count(list(labels)) or [1])
-        return lambda text: self._ask(served_as, fmt.messages(text), budget)
-
-    def _ask(self, model: str, messages: list[dict[str, str]], budget: int) -> Answer:
-        body = {
-            "model": model,
-            "messages": messages,
-            "max_tokens": budget,
-            "temperature": 0,
-            "logprobs": self.config.top_logprobs,
-        }
-        reply = self.http.request("POST", "/chat/completions", f"scoring with {model}", json=body)
-        choice = reply["choices"][0]
-        top = (choice.get("logprobs") or {}).get("top_logprobs") or {}
-        first = top[0] if isinstance(top, list) and top else top
-        alternatives = tuple((str(t), float(p)) for t, p in dict(first or {}).items())
-        usage = reply.get("usage") or {}
-        content = (choice.get("message") or {}).get("content") or ""
-        return Answer(
-            content, alternatives, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
-        )
-
-    def _price(self, model: str, tokens_in: int, tokens_out: int) -> float:
-        price = self.prices.lookup(self.backend.base_of(model))
-        return price.inference_usd(tokens_in, tokens_out, fine_tuned=True)
 
 
 class TogetherBackend:
@@ -127,8 +99,10 @@ class TogetherBackend:
         self.plan = PointPlan(config.evaluate_checkpoints, max_points=1_000)
         self.files = TogetherFiles(self.http)
         self.jobs = TogetherJobs(self.http, config)
+        self.endpoints = TogetherEndpoints(self.http, config)
         self.evaluator = TogetherEvaluator(self.http, self)
         self.evaluations: dict[str, Evaluation] = {}
+        self._unbilled: set[str] = set()  # scored evaluations whose cost no caller has counted
         self._bases: dict[str, str] = {}  # fine-tuned model -> its base model
         self._lock = threading.Lock()
 
@@ -136,6 +110,11 @@ class TogetherBackend:
         """The base model a fine-tuned model (or checkpoint) was trained from."""
         with self._lock:
             return self._bases.get(model.rsplit(":", 1)[0], self._bases.get(model, model))
+
+    def hosts(self, model: str) -> bool:
+        """Whether `model` is scored on a dedicated endpoint (a fine-tuned model, dedicated
+        serving); base models are always called serverless."""
+        return self.config.serving.kind == "dedicated" and self.base_of(model) != model
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text, counted with tiktoken (an approximation of the model's tokenizer)."""
@@ -163,13 +142,20 @@ class TogetherBackend:
             usd=price.inference_usd(tokens_in, tokens_out, fine_tuned=True),
             inference_tokens=tokens_in + tokens_out,
         )
+        if self.config.serving.kind == "dedicated":  # an endpoint per model, its longest life
+            hours = points * self.config.serving.max_minutes / 60
+            hosting = price.hosting_usd(hours)
+            asked = tokens_in + tokens_out
+            evaluation = Cost(
+                hosting, inference_tokens=asked, hosting_usd=hosting, hosting_hours=hours
+            )
         return Estimate(Cost(usd=price.training_usd(trained), trained_tokens=trained), evaluation)
 
     def preflight(self, data: PreparedData, models: Sequence[str]) -> None:
         """Prices, example limits, then one authenticated listing with one retry."""
         limit = self.config.max_tokens_per_example
         for model in models:
-            require_prices(self.prices.lookup(model))
+            require_prices(self.prices.lookup(model), self.config.serving.kind == "dedicated")
             counter = TiktokenCounter(model)
             check_examples(data.train, data.labels, self.fmt, counter, limit, "training set")
             check_examples(data.validation, data.labels, self.fmt, counter, limit, "validation set")
@@ -189,23 +175,52 @@ class TogetherBackend:
         journal = journal or MemoryJournal()
         if self.capabilities.synthetic:
             journal.record("synthetic", "true")
+        study = journal.recall("study_name") or data.name
         job_id = journal.recall("job_id")
         if not job_id:
-            body = self._job_body(spec, data)
-            study = journal.recall("study_name") or data.name
-            job_id = self.jobs.submit(body, study, spec.number, journal)
-        job = self.jobs.finish(self.jobs.wait(job_id))
+            job_id = self._submit(spec, data, study, journal)
+        reply = self.jobs.wait(job_id)
+        job = self.jobs.finish(reply)
         journal.record("fine_tuned_model", job.fine_tuned_model)
         with self._lock:
             self._bases[job.fine_tuned_model] = spec.base_model
         price = self.prices.lookup(spec.base_model)
         trained = job.trained_tokens or self.estimate(spec, data).train.trained_tokens
-        job_cost = Cost(usd=price.training_usd(trained), trained_tokens=trained)
+        billed = billed_usd(reply)  # what Together billed, where it says
+        if billed is not None:
+            journal.record("billed_usd", f"{billed:.6f}")
+        usd = price.training_usd(trained) if billed is None else billed
+        job_cost = Cost(usd=usd, trained_tokens=trained)
+        label = f"{study_tag(study)}-t{spec.number:03d}"
 
         def score(model: str, split: Split) -> Evaluation:
+            if not self.hosts(model):
+                return self._evaluate(model, split, data.labels)
+            if not self._cached(model, data.validation):
+                # One endpoint scores both sets: starting one takes minutes, billed.
+                self._hosted(model, (data.validation, data.test), data.labels, label, journal)
+            if split is data.test:
+                # The hosting is the test scoring's cost, counted when the sweep predicts this
+                # checkpoint's test set (its checkpoint trial), not in the epoch's cost so far:
+                # cost so far never goes down, and the training stays within its estimate.
+                with self._lock:
+                    return replace(self.evaluations[self._key(model, split)], cost=Cost())
             return self._evaluate(model, split, data.labels)
 
         return epoch_points(job, job_cost, data, score, on_epoch, journal, self.plan)
+
+    def _submit(self, spec: TrialSpec, data: PreparedData, study: str, journal: Journal) -> str:
+        """Create this trial's job (or find the one a lost reply made), quoted first."""
+        body = self._job_body(spec, data)
+        reserved = self.estimate(spec, data).train
+        price = self.prices.lookup(spec.base_model)
+
+        def quote() -> None:
+            answer = ask_quote(self.http, body)
+            journal.record("provider_quote_usd", answer.note())
+            check_quote(answer, reserved, price, spec.number)
+
+        return self.jobs.submit(body, study, spec.number, journal, before_create=quote)
 
     def _job_body(self, spec: TrialSpec, data: PreparedData) -> dict[str, Any]:
         """Check and upload the training file (once per content); the job's request body."""
@@ -239,13 +254,59 @@ class TogetherBackend:
         }
 
     def _evaluate(self, model: str, split: Split, labels: tuple[str, ...]) -> Evaluation:
-        key = f"{model}#{texts_digest(split.texts)}"
-        cached = self.evaluations.get(key)
+        """Score `split` (once: a repeat is served from the cache at no cost)."""
+        key = self._key(model, split)
+        with self._lock:
+            cached = self.evaluations.get(key)
+            unbilled = key in self._unbilled
+            self._unbilled.discard(key)
         if cached is not None and cached.labels == labels:
-            return replace(cached, cost=Cost())  # already paid for
+            return cached if unbilled else replace(cached, cost=Cost())  # already paid for
+        if self.hosts(model):
+            self._hosted(model, (split,), labels, "eval", MemoryJournal())
+            return self._evaluate(model, split, labels)
         result = self.evaluator.evaluate(model, split.texts, labels, self.progress)
-        self.evaluations[key] = result
+        with self._lock:
+            self.evaluations[key] = result
         return result
+
+    @staticmethod
+    def _key(model: str, split: Split) -> str:
+        return f"{model}#{texts_digest(split.texts)}"
+
+    def _cached(self, model: str, split: Split) -> bool:
+        with self._lock:
+            return self._key(model, split) in self.evaluations
+
+    def _hosted(
+        self,
+        model: str,
+        splits: Sequence[Split],
+        labels: tuple[str, ...],
+        label: str,
+        journal: Journal,
+    ) -> None:
+        """Score `splits` on one dedicated endpoint for `model`, kept unbilled for `_evaluate`;
+        the hosting is counted in the last split's cost."""
+
+        def use(name: str, deadline: float) -> list[Evaluation]:
+            self.evaluator.deadlines[name] = deadline
+            try:
+                return [
+                    self.evaluator.evaluate(model, s.texts, labels, self.progress, name)
+                    for s in splits
+                ]
+            finally:
+                self.evaluator.deadlines.pop(name, None)
+
+        results, hosting = self.endpoints.serve(model, label, journal, use)
+        usd = self.prices.lookup(self.base_of(model)).hosting_usd(hosting.hours)
+        hosted = Cost(usd=usd, hosting_usd=usd, hosting_hours=hosting.hours)
+        results[-1] = replace(results[-1], cost=results[-1].cost + hosted)
+        with self._lock:
+            for split, result in zip(splits, results, strict=True):
+                self.evaluations[self._key(model, split)] = result
+                self._unbilled.add(self._key(model, split))
 
     def predict(
         self, model_ref: str, texts: Sequence[str], labels: Sequence[str]
@@ -262,18 +323,41 @@ class TogetherBackend:
         return False
 
     def remote_jobs(self, study_name: str) -> list[RemoteJob]:
-        """This study's jobs (by the study digest in their suffix), priced from their tokens."""
+        """This study's jobs (by the study digest in their suffix), at what Together billed or
+        priced from their tokens; with dedicated serving, also its live endpoints (billed by
+        the minute until deleted), priced from their age."""
         found = []
         for job in self.jobs.of_study(study_name):
-            tokens = job.get("token_count")
-            cost = None
-            if tokens is not None and job.get("model") in self.prices.rows:
+            tokens, billed = job.get("token_count"), billed_usd(job)
+            cost = None if billed is None else Cost(usd=billed)
+            if cost is None and tokens is not None and job.get("model") in self.prices.rows:
                 trained = tokens * int(job.get("n_epochs") or 1)
                 usd = self.prices.lookup(job["model"]).training_usd(trained)
                 cost = Cost(usd=usd, trained_tokens=trained)
             name = job.get("model_output_name")
             found.append(RemoteJob(str(job["id"]), str(job["status"]), name, cost))
+        if self.config.serving.kind == "dedicated":
+            tag = f"{self.config.suffix}-{study_tag(study_name)}-t"
+            found += [self._endpoint_job(e) for e in self.endpoints.of_study(tag)]
         return found
+
+    def release_deployments(self, study_name: str, held: Collection[str]) -> list[str]:
+        """Delete this study's dedicated endpoints no running trial holds (`DeploysModels`):
+        left by a killed sweep, they bill by the minute until deleted."""
+        if self.config.serving.kind != "dedicated":
+            return []
+        tag = f"{self.config.suffix}-{study_tag(study_name)}-t"
+        return self.endpoints.release(tag, held)
+
+    def _endpoint_job(self, endpoint: Mapping[str, Any]) -> RemoteJob:
+        minutes = minutes_since(endpoint.get("created_at"))
+        rate = self.prices.lookup(self.config.model).hosting_per_hour
+        cost = None
+        if minutes is not None and rate is not None:
+            usd = rate * minutes / 60
+            cost = Cost(usd=usd, hosting_usd=usd, hosting_hours=minutes / 60)
+        status = f"dedicated endpoint {endpoint.get('state')}, billed by the minute until deleted"
+        return RemoteJob(str(endpoint["id"]), status, str(endpoint.get("model") or ""), cost)
 
     def package(self, model_ref: str, labels: Sequence[str]) -> ModelPackage:
         """The model name, endpoint, labels and prompt format; never the key."""

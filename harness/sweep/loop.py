@@ -43,7 +43,7 @@ from harness.sweep.checkpoints import (
 from harness.sweep.estimate import corner_specs
 from harness.sweep.live import LiveStatus
 from harness.sweep.locks import study_lock
-from harness.sweep.orphans import orphaned_jobs, orphans_message
+from harness.sweep.orphans import orphaned_jobs, orphans_message, release_deployments
 from harness.sweep.outcome import SweepOutcome, SweepView
 from harness.sweep.search_space import SearchSpace, load_search_space
 from harness.sweep.shared import (
@@ -228,6 +228,9 @@ def _open(
         view.message("(synthetic: the backend is a test server on this machine)")
     recovery = Recovery(handle, tracker)
     recovery(now=True)
+    released = release_deployments(handle.study, backend)  # first: what is gone is no orphan
+    if released:
+        view.message(released)
     orphans = orphaned_jobs(handle.study, backend)
     if orphans:
         view.message(orphans_message(experiment.study_name, orphans))
@@ -296,6 +299,9 @@ def _close(sweep: _Sweep) -> None:
     pruned = prune_dominated(sweep.handle.study, front, sweep.backend)
     if pruned:
         sweep.view.message(f"deleted {pruned} epoch checkpoint(s) that are off the Pareto front")
+    released = release_deployments(sweep.handle.study, sweep.backend)
+    if released:
+        sweep.view.message(released)
 
 
 def _collect(sweep: _Sweep, launched: _Launched) -> None:

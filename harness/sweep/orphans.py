@@ -11,9 +11,13 @@ scores a succeeded one without paying for training again).
 from __future__ import annotations
 
 import optuna
+from optuna.trial import TrialState
 
+from harness.backends._together_endpoints import JOURNAL_KEY as ENDPOINT_NOTE
 from harness.backends.base import Backend, RemoteJob
-from harness.tracking.record import TrialRecord
+from harness.backends.providers import DEPLOYMENT_NOTE, DeploysModels
+from harness.errors import HarnessError
+from harness.tracking.record import TrialRecord, journal_key
 
 
 def orphaned_jobs(study: optuna.Study, backend: Backend) -> list[RemoteJob]:
@@ -22,7 +26,19 @@ def orphaned_jobs(study: optuna.Study, backend: Backend) -> list[RemoteJob]:
     if not jobs:
         return []
     owned = {TrialRecord.from_attrs(t.user_attrs).job_id for t in study.get_trials(deepcopy=False)}
+    owned |= held_hosting(study)  # a dedicated endpoint another worker's trial is scoring on
     return [job for job in jobs if job.id not in owned]
+
+
+def held_hosting(study: optuna.Study) -> set[str]:
+    """Deployments (Azure) and dedicated endpoints (Together) that running trials hold: each
+    notes its own in its journal before creating one."""
+    return {
+        name
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        for note in (DEPLOYMENT_NOTE, ENDPOINT_NOTE)
+        for name in str(trial.user_attrs.get(journal_key(note)) or "").split()
+    }
 
 
 def orphans_message(study_name: str, jobs: list[RemoteJob]) -> str:
@@ -37,4 +53,28 @@ def orphans_message(study_name: str, jobs: list[RemoteJob]) -> str:
         f"{len(jobs)} fine-tuning job(s) of study {study_name!r} on the provider belong to no "
         f"trial (${total:.4f} billed in all): {'; '.join(parts)}. They are not counted in this "
         "study's budget; `harness evaluate EXPERIMENT --model ft:...` scores a succeeded one."
+    )
+
+
+def release_deployments(study: optuna.Study, backend: Backend) -> str | None:
+    """Delete the study's model deployments (Azure) or dedicated endpoints (Together) that no
+    running trial holds, so none bills
+    by the hour after a killed sweep; a line saying what was deleted, or why nothing could be
+    (None when there was nothing to do). A running trial notes its own in its journal."""
+    if not isinstance(backend, DeploysModels):
+        return None
+    try:
+        deleted = backend.release_deployments(study.study_name, held_hosting(study))
+    except HarnessError as exc:
+        return (
+            f"could not check study {study.study_name!r} for leftover model deployments ({exc}); "
+            "a deployment bills by the hour while it exists: delete any left in the provider's "
+            "console"
+        )
+    if not deleted:
+        return None
+    return (
+        f"deleted {len(deleted)} model deployment(s) of study {study.study_name!r} that no "
+        f"running trial held (left by a killed sweep; hosting bills by the hour): "
+        f"{', '.join(deleted)}"
     )

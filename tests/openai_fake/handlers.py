@@ -192,11 +192,32 @@ def _create_job(state: FakeState, request: ApiRequest) -> Reply:
     if state.refuse_training:  # refused before the body is even looked at
         raise ApiError(403, TRAINING_NOT_AVAILABLE, code="training_not_available")
     _check_request(state, "CreateFineTuningJobRequest", body)
+    if state.config.dialect == "nebius":
+        body = _nebius_job_body(state, body)
     for key in ("model", "training_file"):
         if not isinstance(body.get(key), str):
             raise ApiError(400, f"Missing required parameter: '{key}'.", param=key)
     _check_job_options(body)
     return Reply(state.create_job(body), "FineTuningJob")
+
+
+# The create body Nebius documents (`POST /v1/fine_tuning/jobs`, docs.tokenfactory.nebius.com).
+NEBIUS_JOB_FIELDS = frozenset(
+    {
+        *("model", "training_file", "from_checkpoint", "validation_file", "hyperparameters"),
+        *("method", "integrations", "seed", "suffix", "tags", "extra_body"),
+    }
+)
+
+
+def _nebius_job_body(state: FakeState, body: dict[str, Any]) -> dict[str, Any]:
+    """Nebius keeps only the fields it documents (a `metadata` sent to it is lost), and its
+    `suffix` is 64 characters at most (422 otherwise)."""
+    dropped = sorted(set(body) - NEBIUS_JOB_FIELDS)
+    state.dropped_fields.extend(dropped)
+    if len(str(body.get("suffix") or "")) > 64:
+        raise ApiError(422, "suffix: String should have at most 64 characters", param="suffix")
+    return {key: value for key, value in body.items() if key in NEBIUS_JOB_FIELDS}
 
 
 def _check_job_options(body: dict[str, Any]) -> None:

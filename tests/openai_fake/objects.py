@@ -57,6 +57,11 @@ class FakeConfig:
         latency: Simulated seconds every request waits before its reply is sent (network and
             model time; 0: none). The handler sleeps, so concurrent requests overlap it.
         base_models: Fine-tunable / callable base models, alias -> snapshot.
+        dialect: ``"openai"``, or ``"nebius"``: Nebius Token Factory's job API as its reference
+            documents it (docs.tokenfactory.nebius.com, OpenAPI 20260506): the create body has
+            no ``metadata`` (fields it does not know are dropped, as its server does), the job
+            object carries ``suffix`` (64 characters at most) and no ``metadata``, and the job
+            listing takes no metadata filter.
     """
 
     job_duration: float = 0.5
@@ -70,6 +75,7 @@ class FakeConfig:
     idle_timeout: float | None = 600.0
     latency: float = 0.0
     base_models: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_BASE_MODELS))
+    dialect: Literal["openai", "nebius"] = "openai"
 
     def __post_init__(self) -> None:
         if not self.job_duration > 0:

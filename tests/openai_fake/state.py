@@ -56,6 +56,7 @@ class FakeState:
         self.validate = config.validate
         self.result_files_base64 = config.result_files_base64
         self.refuse_training = False
+        self.dropped_fields: list[str] = []  # create-body fields a dialect did not keep
         self.requests: list[RecordedRequest] = []
         self.errors: list[str] = []
         self.lock = threading.RLock()
@@ -326,12 +327,17 @@ class FakeState:
         with self.lock:
             job = self._job(job_id)
             self._refresh()
-            return job.to_api(self.now(), self.unix, self.config.organization)
+            api = job.to_api(self.now(), self.unix, self.config.organization)
+            if self.config.dialect == "nebius":  # Nebius's job object: a suffix, no metadata
+                api |= {"suffix": job.request.get("suffix"), "metadata": None}
+            return api
 
     def list_jobs(
         self, metadata: Mapping[str, str], *, null_metadata: bool
     ) -> list[dict[str, Any]]:
         """Jobs newest first whose metadata has every given pair (or none, if ``null_metadata``)."""
+        if self.config.dialect == "nebius":  # Nebius's listing takes no metadata filter
+            metadata, null_metadata = {}, False
         with self.lock:
             found = []
             for job_id, job in reversed(self._jobs.items()):

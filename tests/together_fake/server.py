@@ -1,7 +1,8 @@
 """A stateful fake of Together AI's fine-tuning API on 127.0.0.1, checked against its OpenAPI.
 
 Serves `/v1/files` (list), `/v1/files/upload`, `/v1/fine-tunes` (create, list),
-`/v1/fine-tunes/{id}` (+ `/events`, `/checkpoints`, `/cancel`) and `/v1/chat/completions`.
+`/v1/fine-tunes/estimate-price`, `/v1/fine-tunes/{id}` (+ `/events`, `/checkpoints`,
+`/cancel`), `/v1/endpoints` (create, list; get and delete by id) and `/v1/chat/completions`.
 Every JSON reply, and the create-job and chat requests, are validated against the components of
 Together's published
 OpenAPI document kept in `openapi.yaml` here (`spec.py`); a reply that breaks it becomes a 500
@@ -11,6 +12,11 @@ Jobs run on the wall clock: pending, queued, running, uploading, then completed 
 `job_duration` seconds, with `token_count` = round(words x 1.3) of the training file (one epoch),
 `n_checkpoints` checkpoints evenly spaced in steps, and `model_output_name`
 `harness-test/<model>-<suffix>-<6 hex>`; a checkpoint is callable as `<output name>:<step>`.
+Prices: a quote and a finished job's `total_price` are tokens x `state.price_per_token` (0 by
+default); a quote over `state.user_limit` is not allowed to proceed. Dedicated endpoints start
+after `state.endpoint_start` seconds (PENDING, STARTING, STARTED; ERROR for the next
+`state.failing_endpoints`), answer chat completions by their `name` while STARTED, and are gone
+once deleted; `state.serverless_lora = False` refuses fine-tuned models called by name.
 Faults: `state.fail_next(method, path_glob, status, after=False, rate=1.0, count=1)` (with
 `after=True` the request is handled, then answered with the error). Nothing it returns is a result.
 """
@@ -31,17 +37,82 @@ from urllib.parse import urlsplit
 from tests.openai_fake.handlers import parse_multipart
 
 from .spec import errors_for
-from .state import ApiError, Job, TogetherState, _iso
+from .state import ApiError, Endpoint, Job, TogetherState, _iso
 
 
-def create_job(state: TogetherState, body: dict[str, Any]) -> dict[str, Any]:
+def _training_lines(state: TogetherState, body: dict[str, Any]) -> list[dict[str, Any]]:
     content = state.contents.get(str(body.get("training_file")))
     if content is None:
         raise ApiError(400, f"training_file {body.get('training_file')} does not exist")
     if body.get("model") not in state.base_models:
         raise ApiError(400, f"model {body.get('model')} is not available for fine-tuning")
-    lines = [json.loads(line) for line in content.decode().splitlines() if line.strip()]
-    words = sum(len(m["content"].split()) for line in lines for m in line["messages"])
+    return [json.loads(line) for line in content.decode().splitlines() if line.strip()]
+
+
+def _tokens(lines: list[dict[str, Any]]) -> int:
+    return round(sum(len(m["content"].split()) for line in lines for m in line["messages"]) * 1.3)
+
+
+def quote(state: TogetherState, body: dict[str, Any]) -> dict[str, Any]:
+    tokens = _tokens(_training_lines(state, body))
+    price = state.job_price(tokens, body)
+    reply: dict[str, Any] = {
+        "estimated_total_price": price,
+        "allowed_to_proceed": state.user_limit is None or price <= state.user_limit,
+        "estimated_train_token_count": tokens * int(body.get("n_epochs", 1)),
+        "estimated_eval_token_count": 0,
+    }
+    with state.lock:
+        state.quotes.append(body)
+    return reply | ({} if state.user_limit is None else {"user_limit": state.user_limit})
+
+
+def create_endpoint(state: TogetherState, body: dict[str, Any]) -> dict[str, Any]:
+    if body["hardware"] not in state.hardware:
+        known = ", ".join(sorted(state.hardware))
+        raise ApiError(400, f"hardware {body['hardware']} is not available (available: {known})")
+    if state.trained_labels(str(body["model"])) is None:
+        raise ApiError(404, f"model {body['model']} not found", "model_not_available")
+    with state.lock:
+        endpoint_id = f"endpoint-{uuid.UUID(int=state._rng.getrandbits(128))}"
+        short = str(body["model"]).split("/")[-1]
+        fails = state.failing_endpoints > 0
+        state.failing_endpoints -= fails
+        endpoint = Endpoint(
+            body,
+            endpoint_id,
+            f"harness-test-endpoints/{short}-{endpoint_id[-8:]}",
+            time.monotonic(),
+            time.time(),
+            state.endpoint_start,
+            fails,
+        )
+        state.endpoints[endpoint_id] = endpoint
+    return state.endpoint_object(endpoint)
+
+
+def _endpoints(state: TogetherState, method: str, rest: list[str], raw: bytes) -> tuple[Any, str]:
+    if method == "POST" and not rest:
+        body = json.loads(raw)
+        _check(state, "CreateEndpointRequest", body)
+        return create_endpoint(state, body), "DedicatedEndpoint"
+    if method == "GET" and not rest:
+        listed = [state.endpoint_object(e, listed=True) for e in state.live_endpoints()]
+        return {"object": "list", "data": listed}, "ListEndpointsResponse"
+    endpoint = state.endpoints.get(rest[0])
+    if endpoint is None or endpoint.deleted is not None or len(rest) > 1:
+        raise ApiError(404, f"endpoint {rest[0]} not found")
+    if method == "GET":
+        return state.endpoint_object(endpoint), "DedicatedEndpoint"
+    if method == "DELETE":
+        with state.lock:
+            endpoint.deleted = time.monotonic()
+        return None, ""  # 204 No Content
+    raise ApiError(404, f"no route {method} /endpoints/{rest[0]}")
+
+
+def create_job(state: TogetherState, body: dict[str, Any]) -> dict[str, Any]:
+    lines = _training_lines(state, body)
     labels = sorted({line["messages"][-1]["content"] for line in lines})
     epochs, n_ckpt = int(body.get("n_epochs", 1)), int(body.get("n_checkpoints", 1))
     batch = body.get("batch_size", 8)
@@ -53,7 +124,7 @@ def create_job(state: TogetherState, body: dict[str, Any]) -> dict[str, Any]:
             job_id,
             time.monotonic(),
             len(lines),
-            round(words * 1.3),
+            _tokens(lines),
             tuple(labels),
             state.job_duration,
         )
@@ -124,8 +195,14 @@ def route(
         return state.files[file_id], "FileResponse"
     if method == "GET" and parts == ["files"]:
         return {"data": list(state.files.values())}, "FileList"
+    if method == "POST" and parts == ["fine-tunes", "estimate-price"]:
+        body = json.loads(raw)
+        _check(state, "FineTuneEstimatePriceRequest", body)
+        return quote(state, body), "FineTuneEstimatePriceResponse"
     if parts[:1] == ["fine-tunes"]:
         return _fine_tunes(state, method, parts[1:], raw)
+    if parts[:1] == ["endpoints"]:
+        return _endpoints(state, method, parts[1:], raw)
     if method == "POST" and parts == ["chat", "completions"]:
         body = json.loads(raw)
         _check(state, "ChatCompletionRequest", body)
@@ -210,7 +287,7 @@ class FakeTogether:
                 status, body = _answer(state, self.command, path, raw, self.headers)
                 with state.lock:
                     state.requests.append((self.command, path, status))
-                payload = json.dumps(body).encode()
+                payload = b"" if status == 204 else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(payload)))
@@ -252,7 +329,7 @@ def _answer(
     except Exception:
         state.errors.append(f"{method} {path} crashed:\n{traceback.format_exc()}")
         return 500, {"error": {"message": "the fake crashed", "type": "server_error"}}
-    if schema is not None:
+    if schema:
         problems = errors_for(schema, body)
         if problems:
             state.errors.append(f"{method} {path}: reply breaks {schema}: {problems}")
@@ -260,4 +337,4 @@ def _answer(
     after = state.take_fault(method, path, after=True)
     if after is not None:  # handled and committed, but the client sees an error
         return after, {"error": {"message": f"injected {after}", "type": "server_error"}}
-    return 200, body
+    return (204, None) if body is None else (200, body)

@@ -1,8 +1,10 @@
 """Validate bodies against Together AI's published OpenAPI components (`openapi.yaml` here).
 
 `openapi.yaml` holds the components the fake serves, copied unchanged (examples dropped) from
-`togethercomputer/openapi` (`openapi.yaml`, commit 090263a, 2026-04-28), plus the inline request
-body of `POST /fine-tunes` as `CreateFineTuneRequest`. OpenAPI 3.0's `nullable` is rewritten to
+`togethercomputer/openapi` (`openapi.yaml`, commit 090263a, 2026-04-28), plus inline bodies
+named here: the request of `POST /fine-tunes` (`CreateFineTuneRequest`), the request and reply of
+`POST /fine-tunes/estimate-price` (`FineTuneEstimatePrice{Request,Response}`) and the reply of
+`GET /endpoints` (`ListEndpointsResponse`). OpenAPI 3.0's `nullable` is rewritten to
 JSON Schema 2020-12 the same way as for OpenAI's document (`tests.openai_fake.schema`).
 """
 

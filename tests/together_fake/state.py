@@ -1,8 +1,10 @@
-"""The fake Together account: files, jobs (on the wall clock), models, and the fault plan."""
+"""The fake Together account: files, jobs and dedicated endpoints (on the wall clock), models,
+prices (quotes and bills at `price_per_token`, a credit limit), and the fault plan."""
 
 from __future__ import annotations
 
 import fnmatch
+import math
 import random
 import threading
 import time
@@ -45,6 +47,20 @@ class Job:
     checkpoints: list[int] = field(default_factory=list)
 
 
+@dataclass
+class Endpoint:
+    """A dedicated endpoint: PENDING, STARTING, then STARTED (or ERROR) after `start` seconds."""
+
+    request: dict[str, Any]
+    id: str
+    name: str
+    created: float  # monotonic
+    created_wall: float
+    start: float
+    fails: bool = False
+    deleted: float | None = None
+
+
 def _iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
 
@@ -65,6 +81,18 @@ class TogetherState:
         self.base_models = {"meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"}
         self.oracle: Oracle | None = None
         self._rng = random.Random(0)
+        # Prices: dollars per token processed, quoted and billed alike (0: the fake bills
+        # nothing); a credit limit over which a quote is not allowed to proceed.
+        self.price_per_token = 0.0
+        self.user_limit: float | None = None
+        self.quotes: list[dict[str, Any]] = []  # every estimate-price request, as sent
+        # Dedicated endpoints: start time, hardware offered, how many of the next fail.
+        self.endpoints: dict[str, Endpoint] = {}
+        self.endpoint_start = 0.3
+        self.hardware = {"1x_nvidia_h100_80gb_sxm", "2x_nvidia_h100_80gb_sxm"}
+        self.failing_endpoints = 0
+        # False: a fine-tuned model answers only on a dedicated endpoint (no serverless LoRA).
+        self.serverless_lora = True
 
     def fail_next(
         self,
@@ -132,7 +160,8 @@ class TogetherState:
         }
         if done:
             body["token_count"] = job.tokens
-            body["total_price"] = 0  # not a price: the fake bills nothing
+            # Nanodollars, as Together's SDK reads it (finetune_price_to_dollars); 0 unless set.
+            body["total_price"] = round(self.job_price(job.tokens, request) * 1e9)
         if status == "error":
             body["events"] = [self._event(job, "job_error", "too few examples (fewer than 10)")]
         if not truncated and request.get("training_type"):
@@ -156,10 +185,63 @@ class TogetherState:
             "hash": uuid.uuid4().hex[:8],
         }
 
+    def job_price(self, tokens: int, request: dict[str, Any]) -> float:
+        """Dollars for a job over a file of `tokens` (eval tokens: the harness asks none)."""
+        return tokens * int(request.get("n_epochs", 1)) * self.price_per_token
+
+    def endpoint_state(self, endpoint: Endpoint) -> str:
+        share = (time.monotonic() - endpoint.created) / endpoint.start if endpoint.start else 1.0
+        if share < 0.3:
+            return "PENDING"
+        if share < 1.0:
+            return "STARTING"
+        return "ERROR" if endpoint.fails else "STARTED"
+
+    def live_endpoints(self) -> list[Endpoint]:
+        with self.lock:
+            return [e for e in self.endpoints.values() if e.deleted is None]
+
+    def billed_minutes(self) -> int:
+        """Started minutes of every endpoint, created to deleted (or now)."""
+        with self.lock:
+            ends = [(e.deleted or time.monotonic()) - e.created for e in self.endpoints.values()]
+        return sum(max(1, math.ceil(seconds / 60)) for seconds in ends)
+
+    def endpoint_object(self, endpoint: Endpoint, listed: bool = False) -> dict[str, Any]:
+        request = endpoint.request
+        body: dict[str, Any] = {
+            "object": "endpoint",
+            "id": endpoint.id,
+            "name": endpoint.name,
+            "model": request["model"],
+            "type": "dedicated",
+            "owner": "harness-test",
+            "state": self.endpoint_state(endpoint),
+            "created_at": _iso(endpoint.created_wall),
+        }
+        if not listed:
+            body |= {
+                "display_name": request.get("display_name", endpoint.name),
+                "hardware": request["hardware"],
+                "autoscaling": request["autoscaling"],
+            }
+        return body
+
     def model_labels(self, model: str) -> tuple[str, ...] | None:
-        """The labels a callable model answers with (None: no such model)."""
+        """The labels a callable model answers with (None: no such model, or not callable
+        serverless, or an endpoint not STARTED)."""
         if model in self.base_models:
             return ("unknown",)
+        with self.lock:
+            for endpoint in self.endpoints.values():
+                if endpoint.name == model and endpoint.deleted is None:
+                    if self.endpoint_state(endpoint) != "STARTED":
+                        return None
+                    return self.trained_labels(str(endpoint.request["model"]))
+        return self.trained_labels(model) if self.serverless_lora else None
+
+    def trained_labels(self, model: str) -> tuple[str, ...] | None:
+        """The labels of a completed job's model or checkpoint (None: no such model)."""
         name, _, step = model.rpartition(":")
         with self.lock:
             for job in self.jobs.values():

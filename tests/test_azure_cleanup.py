@@ -1,0 +1,88 @@
+"""No Azure deployment left billing: a real `harness sweep` killed while a slow deployment is being
+made for scoring, then run again, deletes every deployment it made and pays each job once.
+
+Azure bills a deployment's hosting by the hour for as long as it exists, used or not; a sweep
+killed between the `PUT` and the `DELETE` would leave one billing forever unless the name was
+recorded first and looked for again.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from harness.backends._azure import DEPLOYMENT_NOTE
+from harness.tracking.record import journal_key
+from tests.azure_fake import FakeAzure
+from tests.test_providers import (
+    Provider,
+    _assert_each_job_paid_once,
+    _experiment,
+    _study,
+    _sweep_process,
+    azure_backend,
+)
+
+KEY, TOKEN = "az-test-key-0123456789", "arm-token"
+DEPLOY_SECONDS = 4.0  # long enough to kill the sweep while the deployment is being made
+
+
+@pytest.fixture
+def slow_azure(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[tuple[Provider, FakeAzure]]:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    with FakeAzure(key=KEY, token=TOKEN, job_duration=0.3, deploy_seconds=DEPLOY_SECONDS) as azure:
+        state = azure.inner.state
+        provider = Provider(
+            "azure",
+            {"AZURE_OPENAI_API_KEY": KEY, "AZURE_ACCESS_TOKEN": TOKEN},
+            # One deployment per scoring: validation, then test.
+            azure_backend(azure, evaluate_checkpoints=False),
+            lambda: list(state.jobs),
+            lambda: state.count("POST", "/fine_tuning/jobs", status=200),
+            lambda: None,
+            lambda: sum(j.get("trained_tokens") or 0 for j in state.jobs.values()),
+        )
+        for key, value in provider.env.items():
+            monkeypatch.setenv(key, value)
+        yield provider, azure
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_while_a_deployment_is_made_leaves_none_billing(
+    tmp_path: Path, slow_azure: tuple[Provider, FakeAzure]
+) -> None:
+    provider, azure = slow_azure
+    path = _experiment(tmp_path, provider, 1)
+    first = _sweep_process(path, provider, tmp_path)
+    deadline = time.monotonic() + 120
+    while not azure.arm.live and time.monotonic() < deadline:
+        assert first.poll() is None, first.communicate()[0].decode()[-2000:]
+        time.sleep(0.02)
+    first.send_signal(signal.SIGKILL)  # the deployment is still being made: nothing deletes it
+    first.wait(timeout=10)
+    left = sorted(azure.arm.live)
+    assert len(left) == 1
+    # its name was in the trial's journal before the PUT
+    notes = [t.user_attrs.get(journal_key(DEPLOYMENT_NOTE)) for t in _study(tmp_path).trials]
+    assert left[0] in notes
+    jobs_before = set(provider.jobs())
+
+    second = _sweep_process(path, provider, tmp_path)
+    output = second.communicate(timeout=240)[0].decode()
+    assert second.returncode == 0, output[-3000:]
+    assert "model deployment(s)" in output and left[0] in output  # reported as deleted
+    assert azure.arm.live == {}
+    made = azure.deployments_made
+    assert len(made) >= 3 and all(d.deleted is not None for d in made)  # killed one + 2 scorings
+    assert all(d.tags == {"harness_study": "prov"} for d in made)
+    assert set(provider.jobs()) == jobs_before  # the resumed trial reattached to its job
+    _assert_each_job_paid_once(tmp_path, provider, 1)
+    complete = [t for t in _study(tmp_path).trials if t.state == TrialState.COMPLETE]
+    assert complete and all(not t.user_attrs.get(journal_key(DEPLOYMENT_NOTE)) for t in complete)
