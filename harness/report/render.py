@@ -247,8 +247,9 @@ def _ownership(report: Report) -> list[Block]:
     )
     if hosted:
         text += (
-            " A deployed model billed by the hour (Azure OpenAI hosting) is paid for every hour "
-            "it exists, called or not: its hosting is taken out of the evaluation cost before "
+            " A deployed model billed by the hour (an Azure OpenAI deployment, a Together "
+            "dedicated endpoint) is paid for every hour it exists, called or not: its hosting "
+            "is taken out of the evaluation cost before "
             f"the per-request price, and counted as a month of it ({HOURS_PER_MONTH:g} hours at "
             "the hourly rate the evaluation paid) in the monthly cost."
         )

@@ -18,8 +18,9 @@ HOURS_PER_MONTH = 730.0
 def ownership(rows: list[TrialRow], n_test: int | None, monthly_requests: int) -> list[Ownership]:
     """Training cost plus a month of serving `monthly_requests`, plus a month of hosting.
 
-    Per request = (eval cost - eval hosting) / test size: hosting a deployment (Azure bills it
-    by the hour whether or not it is called) is not a per-request price, so it is taken out and
+    Per request = (eval cost - eval hosting) / test size: hosting a deployment (Azure, a Together
+    dedicated endpoint: billed by the hour or minute whether or not it is called) is not a
+    per-request price, so it is taken out and
     counted as its hourly rate (hosting paid / hours billed) x `HOURS_PER_MONTH`.
 
     A checkpoint runs like its parent (the same model, an epoch earlier), so it is priced at its
