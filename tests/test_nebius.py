@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import optuna
 import pytest
 
 from harness.backend_config import OpenAIBackendConfig
@@ -19,6 +20,8 @@ from harness.backends._openai_jobs import study_tag
 from harness.backends.base import MemoryJournal
 from harness.backends.openai import OpenAIBackend
 from harness.records import EpochResult, PreparedData, TrialSpec
+from harness.sweep.orphans import orphaned_jobs
+from harness.tracking.record import journal_key
 from tests.conftest import prepared, review_rows
 from tests.openai_fake import FakeOpenAI
 
@@ -97,3 +100,24 @@ def test_killed_between_create_and_record_finds_the_job_by_its_key(data: Prepare
         again = _backend(server).fine_tune(_spec(), data, _no, keyed)
         assert again.job_id == model.job_id and keyed.notes["job_id"] == model.job_id
         assert len(_created(server)) == 1
+
+
+def test_a_job_whose_trial_was_killed_before_recording_its_id_is_no_orphan(
+    data: PreparedData,
+) -> None:
+    """The sweep reports a study's jobs no trial owns. A trial killed after creating its job
+    but before recording the id owns the job by the key in its journal (its retry finds the job
+    by it), so that job is not reported; a job no trial's key names still is."""
+    with FakeOpenAI(job_duration=0.2, base_models={LLAMA: LLAMA}, dialect="nebius") as server:
+        backend = _backend(server)
+        journal = MemoryJournal({"study_name": STUDY})
+        model = backend.fine_tune(_spec(), data, _no, journal)
+        study = optuna.create_study(study_name=STUDY, directions=["maximize", "minimize"])
+        trial = study.ask()
+        trial.set_user_attr(journal_key("job_key"), journal.notes["job_key"])  # no job_id yet
+        assert orphaned_jobs(study, backend) == []
+
+        other = optuna.create_study(study_name=STUDY, directions=["maximize", "minimize"])
+        other.ask().set_user_attr(journal_key("job_key"), "0123456789abcdef")
+        (orphan,) = orphaned_jobs(other, backend)
+        assert orphan.id == model.job_id and orphan.key == journal.notes["job_key"][:8]

@@ -18,12 +18,39 @@ from harness.backends.base import Journal
 
 SUFFIX_KEY_LENGTH = 8  # hex digits of the job key in a suffix (Nebius, Together: 64 at most)
 
-__all__ = ["SUFFIX_KEY_LENGTH", "Retry", "create_once", "job_key", "study_tag"]
+__all__ = [
+    "SUFFIX_KEY_LENGTH",
+    "Retry",
+    "create_once",
+    "job_key",
+    "key_in",
+    "keyed_suffix",
+    "owns",
+    "study_tag",
+]
 
 
 def study_tag(study_name: str) -> str:
     """Six hex digits naming a study inside a job suffix."""
     return hashlib.sha256(study_name.encode("utf-8")).hexdigest()[:6]
+
+
+def keyed_suffix(base: str, study: str, number: int, key: str) -> str:
+    """A job suffix that names the study, the trial and the job key: where the key travels on
+    an endpoint that keeps no metadata."""
+    return f"{base}-{study_tag(study)}-t{number:03d}-{key[:SUFFIX_KEY_LENGTH]}"
+
+
+def key_in(suffix: str | None) -> str | None:
+    """The job key's head a `keyed_suffix` carries, if `suffix` is one."""
+    tail = (suffix or "").rsplit("-", 1)[-1]
+    keyed = len(tail) == SUFFIX_KEY_LENGTH and all(c in "0123456789abcdef" for c in tail)
+    return tail if keyed else None
+
+
+def owns(job_key: str | None, remote_key: str | None) -> bool:
+    """Whether a trial's journalled `job_key` is the key a remote job was created under."""
+    return bool(job_key and remote_key) and str(job_key).startswith(str(remote_key))
 
 
 def job_key(

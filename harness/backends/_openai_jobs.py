@@ -27,6 +27,7 @@ from harness.backends._job_keys import (
     Retry,
     create_once,
     job_key,
+    keyed_suffix,
     study_tag,
 )
 from harness.backends.base import Journal
@@ -136,10 +137,8 @@ class JobRunner:
             return known
         client = self._client().with_options(max_retries=0)
         if self.key_in_suffix:  # an endpoint that keeps no metadata: the suffix names the job
-            labels: dict[str, Any] = {
-                "suffix": f"{self.config.suffix}-{study_tag(request.study)}-t"
-                f"{request.number:03d}-{key[:SUFFIX_KEY_LENGTH]}"
-            }
+            suffix = keyed_suffix(self.config.suffix, request.study, request.number, key)
+            labels: dict[str, Any] = {"suffix": suffix}
         else:
             labels = {
                 "suffix": request.suffix,

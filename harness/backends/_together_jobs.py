@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from harness.backend_config import TogetherBackendConfig
-from harness.backends._job_keys import Retry, create_once, job_key, study_tag
+from harness.backends._job_keys import Retry, create_once, job_key, keyed_suffix, study_tag
 from harness.backends._openai_jobs import FinishedJob, JobCheckpoint
 from harness.backends._together_client import TogetherClient, TransientError
 from harness.backends.base import Journal
@@ -84,7 +84,7 @@ class TogetherJobs:
         if known:
             return known
         before_create()
-        suffix = f"{self.config.suffix}-{study_tag(study)}-t{number:03d}-{key[:8]}"
+        suffix = keyed_suffix(self.config.suffix, study, number, key)
 
         def create() -> str:
             job = self.client.request(

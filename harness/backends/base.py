@@ -94,6 +94,9 @@ class RemoteJob:
     status: str
     model: str | None
     cost: Cost | None  # None while the provider has not reported what it trained
+    # The job key it was created under (whole from metadata, or the head a suffix carries): a
+    # trial killed before recording the job's id still owns it by the key in its journal.
+    key: str | None = None
 
 
 class Journal(Protocol):

@@ -39,6 +39,7 @@ from dataclasses import replace
 from typing import Any
 
 from harness.backend_config import OpenAIBackendConfig
+from harness.backends._job_keys import key_in
 from harness.backends._openai_client import api_errors, is_loopback, make_client, resolve_base_url
 from harness.backends._openai_epochs import PointPlan, epoch_points, point_count, texts_digest
 from harness.backends._openai_eval import Evaluation, Evaluator
@@ -356,7 +357,9 @@ class OpenAIBackend:
                 cost = Cost(
                     usd=self.prices.lookup(job.model).training_usd(tokens), trained_tokens=tokens
                 )
-            found.append(RemoteJob(str(job.id), str(job.status), job.fine_tuned_model, cost))
+            metadata = job.metadata or {}
+            key = metadata.get("harness_job_key") or key_in(getattr(job, "suffix", None))
+            found.append(RemoteJob(str(job.id), str(job.status), job.fine_tuned_model, cost, key))
         return found
 
     # ----------------------------------------------------------------------------- hand-off

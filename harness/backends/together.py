@@ -38,7 +38,7 @@ from dataclasses import replace
 from typing import Any
 
 from harness.backend_config import TogetherBackendConfig
-from harness.backends._job_keys import study_tag
+from harness.backends._job_keys import key_in, study_tag
 from harness.backends._openai_client import is_loopback
 from harness.backends._openai_epochs import PointPlan, epoch_points, point_count, texts_digest
 from harness.backends._openai_eval import Evaluation
@@ -335,7 +335,8 @@ class TogetherBackend:
                 usd = self.prices.lookup(job["model"]).training_usd(trained)
                 cost = Cost(usd=usd, trained_tokens=trained)
             name = job.get("model_output_name")
-            found.append(RemoteJob(str(job["id"]), str(job["status"]), name, cost))
+            key = key_in(job.get("suffix"))
+            found.append(RemoteJob(str(job["id"]), str(job["status"]), name, cost, key))
         if self.config.serving.kind == "dedicated":
             tag = f"{self.config.suffix}-{study_tag(study_name)}-t"
             found += [self._endpoint_job(e) for e in self.endpoints.of_study(tag)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
+from harness.backends._job_keys import owns
 from harness.backends._together_endpoints import JOURNAL_KEY as ENDPOINT_NOTE
 from harness.backends.base import Backend, RemoteJob
 from harness.backends.providers import DEPLOYMENT_NOTE, DeploysModels
@@ -25,9 +26,14 @@ def orphaned_jobs(study: optuna.Study, backend: Backend) -> list[RemoteJob]:
     jobs = backend.remote_jobs(study.study_name)
     if not jobs:
         return []
-    owned = {TrialRecord.from_attrs(t.user_attrs).job_id for t in study.get_trials(deepcopy=False)}
-    owned |= held_hosting(study)  # a dedicated endpoint another worker's trial is scoring on
-    return [job for job in jobs if job.id not in owned]
+    records = [TrialRecord.from_attrs(t.user_attrs) for t in study.get_trials(deepcopy=False)]
+    owned = {record.job_id for record in records} | held_hosting(study)  # + endpoints in use
+    # A trial killed between creating its job and recording the id owns it by its key (its
+    # retry finds the job by that key): no orphan.
+    keys = [record.job_key for record in records if record.job_key]
+    return [
+        job for job in jobs if job.id not in owned and not any(owns(key, job.key) for key in keys)
+    ]
 
 
 def held_hosting(study: optuna.Study) -> set[str]:
