@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends.base import ModelPackage, RemoteJob
+from harness.backends.pricing import Price
 from harness.errors import BackendError
 from harness.records import TrialSpec
 
@@ -204,8 +205,9 @@ def is_checkpoint_folder(path: Path) -> bool:
 
 
 class LocalFolders:
-    """What the two local backends share about the folders they write: nothing runs remotely,
-    and a checkpoint folder (never a trial's final model) can be deleted once it is dominated.
+    """What the two local backends share: no price table (calibrated rates instead), nothing
+    runs remotely, and a checkpoint folder (never a trial's final model) can be deleted once it
+    is dominated.
 
     A subclass keeps the model it last loaded in `_loaded` (anything with a resolved `ref`
     path) and overrides `_is_checkpoint` when its folders hold something else than a model."""
@@ -217,6 +219,10 @@ class LocalFolders:
 
     def remote_jobs(self, study_name: str) -> list[RemoteJob]:
         """None: nothing runs anywhere but here."""
+        return []
+
+    def price_rows(self, models: Sequence[str]) -> list[Price]:
+        """None: a local backend is priced by calibrated per-token rates, not a price table."""
         return []
 
     def discard(self, model_ref: str) -> bool:

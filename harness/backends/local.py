@@ -83,7 +83,6 @@ from harness.backends.base import (
     NullProgress,
     Progress,
 )
-from harness.backends.pricing import Price
 from harness.data.prepare import subsample
 from harness.errors import BackendError, ConfigError
 from harness.records import Cost, EpochResult, Prediction, PreparedData, TrainedModel, TrialSpec
@@ -178,10 +177,6 @@ class LocalBackend(LocalFolders):
         trained and nothing needs a network."""
         for model in models:
             self._tokenizer(resolve_model_path(model), model)
-
-    def price_rows(self, models: Sequence[str]) -> list[Price]:
-        """None: the local backend's per-token rates are calibrated, not a price table."""
-        return []
 
     # ----------------------------------------------------------------------------- training
 

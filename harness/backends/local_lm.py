@@ -77,7 +77,6 @@ from harness.backends.base import (
     NullProgress,
     Progress,
 )
-from harness.backends.pricing import Price
 from harness.data.prepare import subsample
 from harness.errors import BackendError, ConfigError
 from harness.records import Cost, EpochResult, Prediction, PreparedData, TrainedModel, TrialSpec
@@ -146,10 +145,6 @@ class LocalLMBackend(LocalFolders):
         for model in models:
             fmt = self._format(resolve_lm_path(model), model)
             fmt.prompts(data.train.texts[:1], data.labels)  # max_length leaves room for text
-
-    def price_rows(self, models: Sequence[str]) -> list[Price]:
-        """None: priced by calibrated per-token rates, not a price table."""
-        return []
 
     # ----------------------------------------------------------------------------- training
 
