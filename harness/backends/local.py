@@ -86,6 +86,7 @@ from harness.backends.base import (
 from harness.data.prepare import subsample
 from harness.errors import BackendError, ConfigError
 from harness.records import Cost, EpochResult, Prediction, PreparedData, TrainedModel, TrialSpec
+from harness.scoring import pack_bits
 
 MODEL_ARTIFACT = "model"  # a packaged model's weights folder
 PRICING_NOTE = "local_pricing"  # the journal note naming the rates a trial is priced at
@@ -225,7 +226,7 @@ class LocalBackend(LocalFolders):
         for epoch in range(1, spec.n_epochs + 1):
             described = f"{spec.run_name()} epoch {epoch}/{spec.n_epochs}"
             train_loss = train_epoch(run, self.progress, described)
-            accuracy, loss, _ = validate(
+            accuracy, loss, right = validate(
                 run, encoded.validation, valid_labels, self.config.eval_batch_size
             )
             scored += encoded.validation_tokens
@@ -234,7 +235,11 @@ class LocalBackend(LocalFolders):
                 checkpoint = self._save(run.model, tokenizer, data, spec, epoch=epoch)
             seconds = time.perf_counter() - started - waited
             cost = self.pricing.cost(rates, run.trained_tokens, scored, seconds)
-            epochs.append(EpochResult(epoch, accuracy, loss, train_loss, cost, checkpoint))
+            epochs.append(
+                EpochResult(
+                    epoch, accuracy, loss, train_loss, cost, checkpoint, None, pack_bits(right)
+                )
+            )
             asked = time.perf_counter()
             stop = on_epoch(epochs[-1])
             waited += time.perf_counter() - asked

@@ -80,6 +80,7 @@ from harness.backends.base import (
 from harness.data.prepare import subsample
 from harness.errors import BackendError, ConfigError
 from harness.records import Cost, EpochResult, Prediction, PreparedData, TrainedModel, TrialSpec
+from harness.scoring import pack_bits
 
 MODEL_ARTIFACT = "model"
 PRICING_NOTE = "local_pricing"
@@ -191,7 +192,7 @@ class LocalLMBackend(LocalFolders):
         for epoch in range(1, spec.n_epochs + 1):
             described = f"{spec.run_name()} epoch {epoch}/{spec.n_epochs}"
             train_loss = train_epoch(run, self.progress, described)
-            accuracy, loss, out, _ = validate(
+            accuracy, loss, out, right = validate(
                 run.model, prompts, labels, truth, self.config.eval_batch_size, fmt.eos, self.device
             )
             scored += scored_tokens(prompts, labels)
@@ -202,7 +203,11 @@ class LocalLMBackend(LocalFolders):
             if epoch < spec.n_epochs and self.config.evaluate_checkpoints:
                 checkpoint = self._save(run, fmt, data, spec, path, epoch)
             cost = self.pricing.cost(rates, run.trained_tokens, scored, _since(started, waited))
-            epochs.append(EpochResult(epoch, accuracy, loss, train_loss, cost, checkpoint))
+            epochs.append(
+                EpochResult(
+                    epoch, accuracy, loss, train_loss, cost, checkpoint, None, pack_bits(right)
+                )
+            )
             asked = time.perf_counter()
             stop = on_epoch(epochs[-1])
             waited += time.perf_counter() - asked
