@@ -24,7 +24,8 @@ from harness.config import Experiment
 from harness.errors import ConfigError, HarnessError
 from harness.report.answer import answer_lines, step_line
 from harness.report.baselines import Baseline, compute_baselines
-from harness.report.front import comparer, front_steps, recommend
+from harness.report.evidence import ValidationComparison
+from harness.report.front import comparer, evidence_of, front_steps, recommend
 from harness.report.model import (
     Report,
     ReportOptions,
@@ -33,7 +34,6 @@ from harness.report.model import (
 )
 from harness.report.render import render_files
 from harness.report.sections import epoch_summary, ownership, qualitative_sample
-from harness.report.significance import UnpairedComparison
 from harness.sweep.study import completed_trials, load_existing_study, pareto_front
 from harness.tracking.record import MLFLOW_RUN_ID, PARETO_TAG, TrialRecord
 from harness.tracking.store import tracking_uri
@@ -222,7 +222,7 @@ def analyse(experiment: Experiment, rows: list[TrialRow], options: ReportOptions
         front=front,
         steps=front_steps(front, n_valid, options, candidates),
         baselines=baselines,
-        baseline_comparisons=_against_baseline(rows, baselines, n_valid, options.alpha),
+        baseline_comparisons=_against_baseline(rows, candidates, n_valid, options.alpha),
         ownership=ownership(rows, n_test, options.monthly_requests),
         epochs=[s for s in map(epoch_summary, rows) if s is not None],
         recommendation=recommendation,
@@ -280,20 +280,23 @@ def _cheaper_neighbour(front: list[TrialRow], row: TrialRow) -> TrialRow | None:
 
 
 def _against_baseline(
-    rows: list[TrialRow], baselines: list[Baseline], n_valid: int | None, alpha: float
-) -> dict[int, UnpairedComparison]:
-    """Every trial against the best baseline on validation, two-sided at `alpha`."""
-    scored = [b for b in baselines if b.valid_accuracy is not None]
-    best = max(scored, key=lambda b: b.selection_accuracy) if scored else None
-    if best is None or not n_valid:
+    rows: list[TrialRow], candidates: list[TrialRow], n_valid: int | None, alpha: float
+) -> dict[int, ValidationComparison]:
+    """Every trial against the best baseline on validation (paired where both recorded their
+    answers), two-sided at `alpha`."""
+    scored = [i for i, r in enumerate(candidates) if r.is_baseline]
+    if not scored or not n_valid:
         return {}
-    return {
-        row.number: UnpairedComparison(
-            n_valid, n_valid, best.selection_accuracy, row.valid_accuracy, alpha / 2
-        )
-        for row in rows
-        if row.valid_accuracy is not None
-    }
+    best = max(scored, key=lambda i: candidates[i].selection_accuracy)
+    evidence = evidence_of(candidates, n_valid, alpha)
+    comparisons = {}
+    for i, row in enumerate(candidates):
+        if row.is_baseline or row.valid_accuracy is None:
+            continue
+        comparison = evidence.compare(best, i, alpha / 2)
+        if comparison is not None:
+            comparisons[row.number] = comparison
+    return comparisons
 
 
 # --- output ----------------------------------------------------------------------------------
