@@ -110,10 +110,11 @@ class Walk:
 
     @property
     def deciding(self) -> Move | None:
-        """The comparison that decided the choice: the last one the walk declined (where it
-        stopped), else the one that bought the chosen member."""
-        if self.moves and not self.moves[-1].taken:
-            return self.moves[-1]
+        """The comparison that decided the choice: the last one the walk declined from the
+        chosen member (where it stopped), else the one that bought the chosen member."""
+        declined = [m for m in self.moves if not m.taken and m.start == self.chosen]
+        if declined:
+            return declined[-1]
         taken = [m for m in self.moves if m.taken]
         return taken[-1] if taken else None
 
@@ -158,7 +159,10 @@ class _Walker:
     def move(self, start: int, end: int, kind: Kind = "tested") -> Move:
         family = self.family(start)
         a, b = self.front[start], self.front[end]
-        estimate = self.evidence.estimate(b, a, family)
+        # Without a value or a budget (the knee mode) nothing prices an expected gain: only a
+        # corrected gain shown at alpha buys.
+        strict = self.rule.value_per_point is None and self.rule.budget is None
+        estimate = self.evidence.estimate(b, a, family, strict)
         extra = float(self.evidence.costs[b] - self.evidence.costs[a])
         test = self.evidence.compare(a, b, self.rule.alpha / family)
         return Move(

@@ -10,16 +10,18 @@ report says so.
 The front was picked from many fine-tuned candidates on this same data, so the best of them
 looks better than it is (the winner's curse). `Evidence` corrects for that by empirical Bayes:
 
-- **Contenders.** Fine-tuned candidates shown worse than the most accurate one (paired, one-sided,
-  Bonferroni over their number) are out of the running; they keep their own estimates.
-- **Equal until shown different.** Among the contenders, the expected accuracy of each is their
-  pooled mean unless some contender is shown better than the cheapest one (one-sided, Bonferroni):
-  a pretest, so that equally good configurations tie exactly and the cheapest wins, whatever a
-  point is worth (a continuous shrinkage would always leave the luckiest a little ahead).
-- **Shrinkage.** Once they are shown to differ, each contender's deviation from the pooled mean
-  is shrunk by tau^2 / (tau^2 + s_j^2), with tau^2 the spread of the true accuracies estimated
-  by the method of moments from the observed spread and s_j^2 the noise of each deviation
-  (paired: the variance of the model's answers against the contenders' consensus per example).
+- **Equal until shown different.** The fine-tuned candidates tie at their pooled mean unless
+  they are shown to differ (some one better than the cheapest, or their spread larger than
+  noise; `_differ`): a pretest, so that equally good configurations tie exactly and the cheapest
+  wins, whatever a point is worth (a continuous shrinkage would always leave the luckiest a
+  little ahead).
+- **Contenders.** Once they differ, candidates shown worse than the most accurate one (paired,
+  one-sided, Bonferroni over their number) are out of the running and keep their own estimates.
+- **Shrinkage.** Each contender's deviation from the contenders' mean is shrunk by
+  tau^2 / (tau^2 + s_j^2), with tau^2 the spread of their true accuracies estimated by the
+  method of moments (zero when the observed spread is no larger than noise: they tie) and s_j^2
+  the noise of each deviation (paired: the variance of the model's answers against the
+  contenders' consensus per example).
 
 Baselines are not picked from anything: their estimates are their own accuracies.
 """
@@ -241,8 +243,9 @@ class Evidence:
         return deviation, np.maximum(noise, 1e-12)
 
     def _differ(self) -> bool:
-        """Are the fine-tuned candidates shown to differ? Some one shown better than the cheapest (a max
-        test, strong against a few better ones), or their spread shown larger than noise (the
+        """Are the fine-tuned candidates shown to differ? Some one shown better than the
+        cheapest (a max test, strong against a few better ones), or their spread shown larger
+        than noise (the
         chi-square of their deviations, strong against many small differences): each at half
         of alpha, so equal contenders pass it in at most alpha of studies."""
         group = self.contenders
@@ -275,10 +278,12 @@ class Evidence:
 
     # --- the gain of one candidate over another -----------------------------------------------
 
-    def estimate(self, better: int, cheaper: int, family: int) -> Estimate:
+    def estimate(self, better: int, cheaper: int, family: int, strict: bool = False) -> Estimate:
         """The selection-corrected gain of `better` over `cheaper`, and whether it is shown.
 
-        Shown means: within contenders that differ, always (the expected values decide); for a
+        Shown means: within contenders that differ, always (the expected values decide), unless
+        `strict` (no value per point to weigh them: the corrected gain must pass at alpha /
+        `family`); for a
         contender over a non-contender, the contenders' pooled gain over it at alpha (alpha / 2
         each for the pooled gain and, at alpha / (2 family), the candidate's own gain, once the
         contenders differ); otherwise the paired gain at alpha / `family`.
@@ -287,8 +292,13 @@ class Evidence:
         gain = float(self.shrunk[better] - self.shrunk[cheaper])
         spread = self.weight * self.noise
         if better in inside and cheaper in inside:
+            tied = not self.heterogeneous or self.weight[better] == self.weight[cheaper] == 0
+            if tied:  # no difference shown between them: as uncertain as the raw difference
+                _, se = self.contrast(self._unit(better) - self._unit(cheaper))
+                return Estimate(0.0, se, False, True)
             sd = math.sqrt(spread[better] + spread[cheaper])
-            return Estimate(gain, sd, self.heterogeneous or gain > 0, not self.heterogeneous)
+            shown = not strict or (sd > 0 and gain / sd > _z(self.alpha / family))
+            return Estimate(gain, sd, shown, False)
         if better in inside and better == self.best and self.tuned[cheaper]:
             # `cheaper` is a fine-tuned model already shown worse than this, the best one.
             _, se = self.contrast(self._unit(better) - self._unit(cheaper))

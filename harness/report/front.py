@@ -244,17 +244,20 @@ def _top(chosen: TrialRow, trials: Sequence[TrialRow]) -> str:
 
 def _evidence(move: Move, n_valid: int | None) -> str:
     """The numbers behind a comparison: the selection-corrected gain, its interval and chance,
-    and the raw paired test with the level it was held to."""
+    and the raw test with the level it was held to."""
     test, estimate = move.test, move.estimate
     if test is None or estimate is None:
         return "no validation size known, so the point estimate decides"
+    kind = "paired" if test.paired else "unpaired: recorded before answers were kept"
+    shared = f" at {test.alpha:.2g} ({move.family} candidates)" if move.family > 1 else ""
+    raw = f"{n_valid:,} validation examples, {kind}, one-sided {p_text(test.p_value)}{shared}"
+    if estimate.pooled:
+        return f"no difference between them is shown, so they tie; {raw}"
     low, high = estimate.interval()
-    kind = "paired" if test.paired else "unpaired (recorded before answers were kept)"
-    shared = f", tested at {test.alpha:.2g} shared among {move.family}" if move.family > 1 else ""
     return (
-        f"{points(100 * estimate.gain)} expected after correcting for selection (95% interval "
-        f"{points(100 * low)} to {points(100 * high)}; {estimate.probability:.0%} likely better), "
-        f"{n_valid:,} validation examples, {kind}, one-sided {p_text(test.p_value)}{shared}"
+        f"{points(100 * estimate.gain)} expected after correcting for selection, 95% interval "
+        f"{points(100 * low)} to {points(100 * high)}, {estimate.probability:.0%} likely "
+        f"better; {raw}"
     )
 
 
@@ -273,20 +276,17 @@ def _why(move: Move, step: Step, options: ReportOptions, n_valid: int | None) ->
             "the choice."
         )
     evidence, value = _evidence(move, n_valid), _value_text(move, options)
+    worth = f"; {value}" if value else ""
     if move.taken:
-        return (
-            f"Bought over {step.cheaper.name}: {gain} for {step.price}; {evidence}"
-            f"{'; ' + value if value else ''}."
-        )
+        return f"Bought over {step.cheaper.name}: {gain} for {step.price} ({evidence}){worth}."
     if not move.shown:
         return (
-            f"{step.dearer.name}, the best dearer option, adds {gain} for {step.price}, but that "
-            f"is not shown to be a real gain over {step.cheaper.name} ({evidence}): "
-            "not worth paying for."
+            f"Not worth paying for {step.dearer.name}, the best dearer option: it adds {gain} "
+            f"for {step.price}, not shown to be better than {step.cheaper.name} ({evidence})."
         )
     return (
-        f"{step.dearer.name}, the best dearer option, adds {gain} for {step.price} ({evidence}), "
-        f"but {value or 'it is not worth its price'}: not worth paying for."
+        f"Not worth paying for {step.dearer.name}, the best dearer option: it adds {gain} for "
+        f"{step.price} ({evidence}){worth or '; not worth its price'}."
     )
 
 

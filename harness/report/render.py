@@ -316,8 +316,8 @@ def _method(report: Report) -> list[Block]:
         "expected values decide; where a tie is plausible a one-sided paired test at alpha "
         f"{o.alpha:g}, shared among the candidates dearer than that alternative (Bonferroni), "
         "must pass. Otherwise it looks again below. So a dearer model that is no better is "
-        "bought in at most about alpha of sweeps at any value per point, while a real, "
-        "valuable gain is bought.",
+        "bought in at most about alpha of sweeps at any value per point, while a gain that is "
+        "shown and worth its price is bought.",
         "The test set is read once for a decision: exact McNemar (two-sided binomial test on the "
         f"examples only one model gets right) and a {o.n_resamples:,}-resample paired bootstrap "
         f"interval (seed {o.seed}) of the chosen model against the model it was chosen over, "
