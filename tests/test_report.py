@@ -491,6 +491,31 @@ def test_cli_report(known: Constructed, tmp_path: Path) -> None:
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
 
 
+def test_cli_risk_buys_on_a_lower_quantile(known: Constructed, tmp_path: Path) -> None:
+    mean = run_cli(
+        "report",
+        str(known.experiment_path),
+        "--out",
+        str(tmp_path / "a"),
+        "--value-per-point",
+        "0.2",
+    )
+    careful = run_cli(
+        "report",
+        str(known.experiment_path),
+        "--out",
+        str(tmp_path / "b"),
+        "--value-per-point",
+        "0.2",
+        "--risk",
+        "0.05",
+    )
+    assert mean.output.startswith("Answer: Choose trial 2")
+    assert careful.output.startswith("Answer: Choose trial 1")
+    bad = run_cli("report", str(known.experiment_path), "--risk", "0.9")
+    assert_clean_error(bad, "--risk must be in (0, 0.5]")
+
+
 def test_cli_default_out_dir(known: Constructed, isolated: Path) -> None:
     result = run_cli("report", str(known.experiment_path), "--budget", "0.5")
     assert result.exit_code == 0, result.output

@@ -9,6 +9,14 @@ import typer
 
 from harness.cli.common import ExperimentArg, SetOption, app, console, err_console, user_errors
 
+RiskOption = Annotated[
+    float,
+    typer.Option(
+        help="Buy on this quantile of the true gain instead of its expected value (0.5): "
+        "0.1 pays only for a gain that is worth its price 9 times in 10."
+    ),
+]
+
 
 @app.command()
 @user_errors
@@ -27,6 +35,7 @@ def report(
     budget: Annotated[
         float | None, typer.Option(help="Most one configuration may cost, in dollars.")
     ] = None,
+    risk: RiskOption = 0.5,
     set_: SetOption = None,
 ) -> None:
     """Is paying more buying real accuracy? Pareto front, significance, baselines, advice."""
@@ -42,7 +51,10 @@ def report(
 
     exp = load_target(experiment, set_)
     options = ReportOptions(
-        monthly_requests=monthly_requests, value_per_point=value_per_point, budget=budget
+        monthly_requests=monthly_requests,
+        value_per_point=value_per_point,
+        budget=budget,
+        risk=risk,
     )
     result = build_report(exp, options)
     paths = write_report(result, out or default_out_dir(exp))
@@ -84,6 +96,7 @@ def compare(
     budget: Annotated[
         float | None, typer.Option(help="Most one configuration may cost, in dollars.")
     ] = None,
+    risk: RiskOption = 0.5,
     set_: SetOption = None,
 ) -> None:
     """One report across studies on the same data: which model and backend is worth paying for?
@@ -103,7 +116,10 @@ def compare(
 
     loaded = [load_target(name, set_) for name in experiments]
     options = ReportOptions(
-        monthly_requests=monthly_requests, value_per_point=value_per_point, budget=budget
+        monthly_requests=monthly_requests,
+        value_per_point=value_per_point,
+        budget=budget,
+        risk=risk,
     )
     result = build_comparison(loaded, options)
     paths, problems = record_comparison(result, loaded, out or comparison_dir(result))
