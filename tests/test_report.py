@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from harness.handoff.promote import _report_choice, choose_trial
 from harness.report.baselines import Baseline
 from harness.report.build import (
     ReportOptions,
+    _weigh_running,
     baseline_rows,
     build_report,
     log_report,
@@ -53,6 +54,8 @@ from harness.report.build import (
 from harness.report.front import comparer, knee_index, knee_limit, recommend
 from harness.report.model import TrialRow
 from harness.report.render import trials_frame
+from harness.report.sections import ownership
+from harness.scoring import pack_bits
 from harness.sweep.study import pareto_numbers
 from harness.tracking.record import TrialRecord
 from tests.cli_runner import assert_clean_error, run_cli
@@ -471,10 +474,11 @@ def test_logged_on_parent_run_and_tags(known: Constructed, tmp_path: Path) -> No
     client = MlflowClient(tracking_uri=known.tracking_uri)
     logged = {Path(a.path).name for a in client.list_artifacts(known.parent_run_id, "report")}
     assert {"report.md", "report.html", "accuracy_vs_cost.png", "epoch_curves.png"} <= logged
-    tags = {
-        n: client.get_run(run_id).data.tags.get("pareto") for n, run_id in known.run_ids.items()
-    }
-    assert tags == {0: "true", 1: "true", 2: "true", 3: "false", 4: "false", 5: "true"}
+    tags = {n: client.get_run(run_id).data.tags for n, run_id in known.run_ids.items()}
+    front = {n: t.get("harness.report_front") for n, t in tags.items()}
+    assert front == {0: "true", 1: "true", 2: "true", 3: "false", 4: "false", 5: "true"}
+    # The study's own `pareto` tag is the sweep's: the report never writes it.
+    assert not any("pareto" in t for t in tags.values())
 
 
 def test_cli_report(known: Constructed, tmp_path: Path) -> None:
@@ -621,6 +625,31 @@ def test_a_member_a_negligible_share_past_the_knee_is_within_reach() -> None:
     costs, accuracies = [0.01, 0.02, 0.0201, 1.0], [0.70, 0.90, 0.91, 0.92]
     assert knee_limit(costs, accuracies, [True] * 4) == 2
     assert knee_limit([0.01, 0.02, 0.03, 1.0], accuracies, [True] * 4) == 1
+
+
+def test_a_stated_volume_weighs_a_year_of_hosting_in_the_choice() -> None:
+    # Trial 1 is 3 points better but served from a deployment billed $1.70 an hour; trial 0
+    # costs nothing to host. At $100 a point (+$300) the training costs alone buy trial 1; a
+    # year of hosting ($14,892) does not.
+    cheap, hosted = _row(0, 0.01, 150, valid=0.75), _row(1, 0.02, 156, valid=0.78)
+    hosted.record = TrialRecord(
+        train_cost_usd=0.01, eval_cost_usd=3.41, eval_hosting_usd=3.40, eval_hosting_hours=2.0
+    )
+    cheap.record = TrialRecord(train_cost_usd=0.009, eval_cost_usd=0.001)
+    front = [cheap, hosted]
+    for row in front:  # answers recorded: compared paired, 6 more right of 200, none fewer
+        row.record = replace(
+            row.record, valid_correct=pack_bits(np.arange(200) < 200 * row.valid_accuracy)
+        )
+    options = ReportOptions(value_per_point=100.0)
+    assert recommend(front, options, comparer(options), N_VALID).chosen.number == 1
+    running = ReportOptions(value_per_point=100.0, weigh_running=True)
+    _weigh_running(front, ownership(front, N_TEST, running.monthly_requests))
+    # Training, then 12 months of serving 10,000 requests at $0.01 / 200 each and of hosting.
+    assert hosted.decision_cost == pytest.approx(0.01 + 12 * (0.01 / 200 * 10_000 + 1.70 * 730))
+    rec = recommend(front, running, comparer(running), N_VALID)
+    assert rec.chosen.number == 0
+    assert "extra first-year cost" in rec.text
 
 
 def test_tfidf_as_good_for_less_means_do_not_fine_tune() -> None:

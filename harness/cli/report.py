@@ -27,8 +27,12 @@ def report(
         typer.Option(help="Directory for the report files (default: mlruns/reports/EXPERIMENT)."),
     ] = None,
     monthly_requests: Annotated[
-        int, typer.Option(help="Inference requests a month, for the cost of ownership.")
-    ] = 10_000,
+        int | None,
+        typer.Option(
+            help="Inference requests a month (default 10,000, shown only): given, the choice "
+            "weighs the first year's cost of ownership, serving and hosting included."
+        ),
+    ] = None,
     value_per_point: Annotated[
         float | None, typer.Option(help="Dollars one accuracy point is worth to you.")
     ] = None,
@@ -51,7 +55,8 @@ def report(
 
     exp = load_target(experiment, set_)
     options = ReportOptions(
-        monthly_requests=monthly_requests,
+        monthly_requests=10_000 if monthly_requests is None else monthly_requests,
+        weigh_running=monthly_requests is not None,
         value_per_point=value_per_point,
         budget=budget,
         risk=risk,
@@ -65,7 +70,10 @@ def report(
     for name in ("markdown", "html"):
         console.print(f"{name:>8}  {paths[name]}", markup=False, highlight=False, soft_wrap=True)
     if result.parent_run_id and not problems:
-        console.print(f"Logged on MLflow run {result.parent_run_id}; front tagged pareto=true.")
+        console.print(
+            f"Logged on MLflow run {result.parent_run_id}; the report's front (baselines "
+            "included) tagged harness.report_front=true."
+        )
     for problem in problems:
         err_console.print(f"warning: {problem}", markup=False, highlight=False)
 
@@ -88,8 +96,12 @@ def compare(
         ),
     ] = None,
     monthly_requests: Annotated[
-        int, typer.Option(help="Inference requests a month, for the cost of ownership.")
-    ] = 10_000,
+        int | None,
+        typer.Option(
+            help="Inference requests a month (default 10,000, shown only): given, the choice "
+            "weighs the first year's cost of ownership, serving and hosting included."
+        ),
+    ] = None,
     value_per_point: Annotated[
         float | None, typer.Option(help="Dollars one accuracy point is worth to you.")
     ] = None,
@@ -116,7 +128,8 @@ def compare(
 
     loaded = [load_target(name, set_) for name in experiments]
     options = ReportOptions(
-        monthly_requests=monthly_requests,
+        monthly_requests=10_000 if monthly_requests is None else monthly_requests,
+        weigh_running=monthly_requests is not None,
         value_per_point=value_per_point,
         budget=budget,
         risk=risk,

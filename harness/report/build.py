@@ -27,6 +27,7 @@ from harness.report.baselines import Baseline, compute_baselines
 from harness.report.evidence import ValidationComparison
 from harness.report.front import comparer, evidence_of, front_steps, recommend
 from harness.report.model import (
+    Ownership,
     Report,
     ReportOptions,
     Step,
@@ -35,7 +36,7 @@ from harness.report.model import (
 from harness.report.render import render_files
 from harness.report.sections import epoch_summary, ownership, qualitative_sample
 from harness.sweep.study import completed_trials, load_existing_study, pareto_front
-from harness.tracking.record import MLFLOW_RUN_ID, PARETO_TAG, TrialRecord
+from harness.tracking.record import MLFLOW_RUN_ID, REPORT_FRONT_TAG, TrialRecord
 from harness.tracking.store import tracking_uri
 
 __all__ = [
@@ -209,6 +210,9 @@ def analyse(experiment: Experiment, rows: list[TrialRow], options: ReportOptions
     front = _front(candidates)
     for row in front:
         row.on_front = True
+    owned = ownership(rows, n_test, options.monthly_requests)
+    if options.weigh_running:
+        _weigh_running(rows, owned)
     compare = comparer(options)
     recommendation = recommend(front, options, compare, n_valid, candidates)
     shown = recommendation.fine_tuned if recommendation.chosen.is_baseline else None
@@ -223,7 +227,7 @@ def analyse(experiment: Experiment, rows: list[TrialRow], options: ReportOptions
         steps=front_steps(front, n_valid, options, candidates),
         baselines=baselines,
         baseline_comparisons=_against_baseline(rows, candidates, n_valid, options.alpha),
-        ownership=ownership(rows, n_test, options.monthly_requests),
+        ownership=owned,
         epochs=[s for s in map(epoch_summary, rows) if s is not None],
         recommendation=recommendation,
         neighbour=neighbour,
@@ -234,6 +238,16 @@ def analyse(experiment: Experiment, rows: list[TrialRow], options: ReportOptions
         n_valid=n_valid,
         selected_on=selected_on,
     )
+
+
+def _weigh_running(rows: list[TrialRow], owned: list[Ownership]) -> None:
+    """Have the choice weigh each trial's first year of ownership (training, then 12 months of
+    serving and hosting at the stated volume); baselines run for next to nothing."""
+    by_number = {o.number: o for o in owned}
+    for row in rows:
+        own = by_number.get(row.number)
+        year = own.months(12) if own is not None else None
+        row.decision_cost = year if year is not None else row.cost
 
 
 def baseline_rows(baselines: list[Baseline]) -> list[TrialRow]:
@@ -313,7 +327,9 @@ def write_report(report: Report, out_dir: Path) -> dict[str, Path]:
 
 
 def log_report(report: Report, paths: dict[str, Path]) -> list[str]:
-    """Log the files on the study's parent run and tag every trial run `pareto=true|false`.
+    """Log the files on the study's parent run and tag every trial run with whether it is on
+    the report's front, baselines included (`harness.report_front=true|false`; the study's own
+    `pareto` tag, trials only, is the sweep's and is left alone).
 
     Returns:
         What could not be done, in words (an empty list when everything was logged).
@@ -337,9 +353,9 @@ def log_report(report: Report, paths: dict[str, Path]) -> list[str]:
     for row in report.trials:
         if row.run_id:
             try:
-                client.set_tag(row.run_id, PARETO_TAG, str(row.on_front).lower())
+                client.set_tag(row.run_id, REPORT_FRONT_TAG, str(row.on_front).lower())
             except MlflowException:
-                problems.append(f"{row.name}: MLflow run {row.run_id} is gone; no pareto tag")
+                problems.append(f"{row.name}: MLflow run {row.run_id} is gone; not tagged")
     return problems
 
 

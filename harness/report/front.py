@@ -74,7 +74,7 @@ def evidence_of(candidates: Sequence[TrialRow], n_valid: int | None, alpha: floa
         [r.selection_accuracy for r in candidates],
         [r.valid_correct for r in candidates],
         [not r.is_baseline for r in candidates],
-        [r.cost for r in candidates],
+        [r.cost if r.decision_cost is None else r.decision_cost for r in candidates],
         n_valid,
         alpha,
     )
@@ -295,9 +295,10 @@ def _value_text(move: Move, options: ReportOptions) -> str:
     if net is None:
         return ""
     estimate, low, high = net
+    extra = "extra first-year cost" if options.weigh_running else "extra cost"
     return (
-        f"at {usd(options.value_per_point)} a point its expected net value (value x gain - extra "
-        f"cost) is {usd(estimate)} (95% interval {usd(low)} to {usd(high)})"
+        f"at {usd(options.value_per_point)} a point its expected net value (value x gain - "
+        f"{extra}) is {usd(estimate)} (95% interval {usd(low)} to {usd(high)})"
     )
 
 

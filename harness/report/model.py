@@ -42,6 +42,9 @@ class ReportOptions:
     seed: int = 0
     sample_size: int = 12
     risk: float = 0.5
+    # The reader stated a volume (`--monthly-requests`): the choice weighs the first year's cost
+    # of ownership (training, then 12 months of serving and hosting), not the sweep's cost.
+    weigh_running: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.risk <= 0.5:
@@ -89,6 +92,9 @@ class TrialRow:
     valid_accuracy: float | None = None
     baseline: Baseline | None = None
     origin: Origin | None = None
+    # What the choice weighs when it is not `cost`: the first year's cost of ownership, where
+    # the reader gave a monthly volume (None: `cost`).
+    decision_cost: float | None = None
 
     @property
     def trial_number(self) -> int:

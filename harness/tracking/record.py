@@ -71,7 +71,10 @@ REGISTERED_MODEL_TAG = "harness.registered_model"
 FINE_TUNED_MODEL_TAG = "fine_tuned_model"
 JOB_ID_TAG = "job_id"
 STOPPED_EARLY_TAG = "stopped_early"
-PARETO_TAG = "pareto"
+PARETO_TAG = "pareto"  # the study's own front (trials only), written by the sweep
+# The report's front, baselines included (a trial off it is beaten by a baseline or a trial):
+# written by `harness report`, under its own name so it never flips the sweep's `pareto`.
+REPORT_FRONT_TAG = "harness.report_front"
 SYNTHETIC_TAG = "synthetic"
 FAILURE_REASON_TAG = "failure_reason"
 STOPPED_TAG = "harness.stopped"  # on a study's run: why its sweep started no more trials
