@@ -285,6 +285,15 @@ def test_marginal_figures_are_on_validation(knee_report: Any) -> None:
     assert last.dollars_per_point == pytest.approx(6.0)
 
 
+def test_a_study_recorded_before_answers_were_kept_is_compared_unpaired_and_says_so(
+    knee_report: Any,
+) -> None:
+    notes = " ".join(knee_report.notes)
+    assert "every validation comparison is unpaired" in notes
+    assert "trial 0" in notes and TFIDF not in notes  # the baselines recorded theirs
+    assert all(s.valid is not None and not s.valid.paired for s in knee_report.steps)
+
+
 def test_validation_verdicts(knee_report: Any) -> None:
     steps = {(s.cheaper.name, s.dearer.name): s.valid for s in knee_report.steps}
     up = steps["trial 1", "trial 2"]

@@ -15,8 +15,11 @@ from optuna.trial import TrialState
 
 from harness.backends.base import NullProgress
 from harness.config import load_experiment
+from harness.data.prepare import prepare_experiment
 from harness.errors import BudgetExceeded
 from harness.records import Cost, TrialResult, TrialSpec
+from harness.report.build import build_report
+from harness.scoring import unpack_correct
 from harness.sweep.loop import run_sweep
 from harness.sweep.search_space import load_search_space
 from harness.sweep.study import ask, open_study, recover_crashed_trials
@@ -99,6 +102,15 @@ def test_sweep_tracks_every_trial_and_resumes(tmp_path: Path, tiny_csv: Path) ->
     # Every epoch before the last is kept and scored: an extra point of the front, paid for
     # by scoring it (spent_usd), not by training again.
     assert len(checkpoints) == sum(t.params["n_epochs"] - 1 for t in trained)
+    # Every model records which validation examples it got right, so the report compares them
+    # paired; a checkpoint records its own epoch's.
+    n_valid = len(prepare_experiment(experiment)[0].validation)
+    for trial in complete:
+        right = unpack_correct(trial.user_attrs["valid_correct"])
+        assert right.size == n_valid and right.mean() == pytest.approx(trial.values[0])
+    report = build_report(experiment)
+    assert report.steps and all(s.valid is not None and s.valid.paired for s in report.steps)
+    assert not any("unpaired" in note for note in report.notes)
     for checkpoint in checkpoints:
         parent = study.trials[checkpoint.user_attrs["checkpoint_of"]]
         assert checkpoint.params == parent.params and checkpoint.user_attrs["epochs_run"] == 1

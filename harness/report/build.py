@@ -207,6 +207,7 @@ def analyse(experiment: Experiment, rows: list[TrialRow], options: ReportOptions
             "The validation size is not known (the dataset could not be prepared as the trials "
             "saw it): steps along the front are decided by the point estimate, untested."
         )
+    _note_unpaired(candidates, n_valid, notes)
     front = _front(candidates)
     for row in front:
         row.on_front = True
@@ -238,6 +239,21 @@ def analyse(experiment: Experiment, rows: list[TrialRow], options: ReportOptions
         n_valid=n_valid,
         selected_on=selected_on,
     )
+
+
+def _note_unpaired(candidates: list[TrialRow], n_valid: int | None, notes: list[str]) -> None:
+    """Say when validation comparisons cannot be paired, and which trials are why."""
+    if not n_valid:
+        return
+    missing = [
+        r.name for r in candidates if r.valid_correct is None or len(r.valid_correct) != n_valid
+    ]
+    if missing:
+        notes.append(
+            f"No record of which validation examples {', '.join(missing)} got right (recorded "
+            "before the harness kept it): every validation comparison is unpaired, as if the "
+            "models had been scored on different examples, which is less precise."
+        )
 
 
 def _weigh_running(rows: list[TrialRow], owned: list[Ownership]) -> None:
