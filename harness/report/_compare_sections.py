@@ -36,9 +36,9 @@ def compared_studies(report: Report) -> list[Block]:
     headers += ["best validation (its test) accuracy", "cost per trial"]
     intro = (
         f"One Pareto front across {len(studies)} studies on the same data: every completed "
-        "trial and checkpoint of each, plus the baselines once, judged by one walk with one "
-        "Bonferroni family (every candidate of every study counts), and checked once on the "
-        "same test examples."
+        "trial and checkpoint of each, plus the baselines once, judged by one walk (every "
+        "candidate of every study counts in its selection correction and its families), and "
+        "checked once on the same test examples."
     )
     return [
         ("h2", "Studies compared"),

@@ -4,11 +4,11 @@ Which model to fine-tune is the biggest cost lever, and each study answers only 
 model and backend. `build_comparison` pools every completed trial and checkpoint of several
 studies (a MiniLM sweep, a bigger encoder, a LoRA-tuned LLM, an OpenAI model) with the baselines,
 scored once, and hands them to the report's own analysis (`harness.report.build.analyse`): one
-Pareto front of validation accuracy against cost, one walk with one Bonferroni family (every
-candidate of every study), one paired check on the test set. It needs the same examples
-everywhere, so studies whose prepared data differ (another dataset, split, seed or label set) are
-refused, naming the split that differs. `record_comparison` writes the report and logs it as a run
-of its own in the MLflow experiment `harness-compare`.
+Pareto front of validation accuracy against cost, one walk whose selection correction and
+families count every candidate of every study, one paired check on the test set. It needs the
+same examples everywhere, so studies whose prepared data differ (another dataset, split, seed or
+label set) are refused, naming the split that differs. `record_comparison` writes the report and
+logs it as a run of its own in the MLflow experiment `harness-compare`.
 """
 
 from __future__ import annotations

@@ -306,10 +306,10 @@ def _method(report: Report) -> list[Block]:
         "them (choosing on test overstates the winner by about a point).",
         "The walk (paired on the validation examples every model was scored on, where each "
         "recorded which it got right): every fine-tuned candidate's expected accuracy is "
-        "corrected for having picked the best of many on the same data (empirical Bayes: "
-        "candidates shown worse than the best drop out; the rest tie at their pooled mean until "
-        "one is shown better than the cheapest, then each is shrunk towards the mean by how "
-        "much of its spread is noise). From the cheapest front member the walk takes the most "
+        "corrected for having picked the best of many on the same data (empirical Bayes: they "
+        "tie at their pooled mean until they are shown to differ; then those shown worse than "
+        "the best drop out and each of the rest is shrunk towards their mean by how much of "
+        "its spread is noise). From the cheapest front member the walk takes the most "
         "valuable member within reach (with a value per point: value x expected gain - extra "
         "cost; otherwise the expected accuracy) and buys it over the most valuable cheaper "
         "alternative when its advantage is shown: among candidates shown to differ the "
@@ -317,13 +317,25 @@ def _method(report: Report) -> list[Block]:
         f"{o.alpha:g}, shared among the candidates dearer than that alternative (Bonferroni), "
         "must pass. Otherwise it looks again below. So a dearer model that is no better is "
         "bought in at most about alpha of sweeps at any value per point, while a gain that is "
-        "shown and worth its price is bought.",
+        "shown and worth its price is bought. Without a value or a budget (the knee mode) the "
+        "corrected gain must itself pass that test. "
+        + (
+            f"The choice weighs the gain's {o.risk:g} quantile, not its mean. "
+            if o.risk != 0.5
+            else ""
+        )
+        + (
+            "The choice weighs each model's first-year cost of ownership at "
+            f"{o.monthly_requests:,} requests a month, hosting included."
+            if o.weigh_running
+            else ""
+        ),
         "The test set is read once for a decision: exact McNemar (two-sided binomial test on the "
         f"examples only one model gets right) and a {o.n_resamples:,}-resample paired bootstrap "
         f"interval (seed {o.seed}) of the chosen model against the model it was chosen over, "
         "named by the walk before the test set is read.",
         "Examples needed: the normal approximation of the validation test at alpha "
-        f"{o.alpha:g} and power {o.power:g}, at the observed accuracies (roughly).",
+        f"{o.alpha:g} and power {o.power:g}, at the observed spread per example (roughly).",
         f"Study `{report.study}`, backend `{report.backend}`, tracking `{report.tracking_uri}`, "
         f"{run}.",
     ]
