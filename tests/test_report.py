@@ -501,6 +501,12 @@ def test_cli_report(known: Constructed, tmp_path: Path) -> None:
         "trial 2 -> trial 5: +0.5 points on validation for 4.0x the cost ($6.00 per point)"
         in result.output
     )
+    # Each step's own claim, then what the walk did: never one verdict read as the other.
+    lines = result.output.splitlines()
+    bought = next(line for line in lines if "trial 1 -> trial 2" in line)
+    assert bought.endswith("gain shown (one-sided p = 0.003); the walk: bought")
+    passed = next(line for line in lines if "trial 0 -> trial 1" in line)
+    assert passed.endswith("the walk: passed over: a dearer one was worth more")
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
 
 

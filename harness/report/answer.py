@@ -6,7 +6,7 @@ from harness.report.decide import Move
 from harness.report.evidence import ValidationComparison
 from harness.report.formats import p_text, percent, points, usd
 from harness.report.front import reach
-from harness.report.model import Report, Step
+from harness.report.model import Report, Step, TrialRow
 from harness.report.significance import ALPHA
 
 # --- verdicts --------------------------------------------------------------------------------
@@ -46,7 +46,8 @@ def move_text(move: Move | None, index: int, start: str) -> str:
     """What the walk did about front member `index` (from `Walk.fate`); `start` names the member
     the walk compared it with, when that is not its cheaper neighbour on the front."""
     text = _move_text(move, index)
-    return f"{text} (against {start})" if move is not None and move.start != index - 1 else text
+    direct = move is not None and move.end == index and move.start != index - 1
+    return f"{text} (against {start})" if direct else text
 
 
 def _move_text(move: Move | None, index: int) -> str:
@@ -57,7 +58,7 @@ def _move_text(move: Move | None, index: int) -> str:
     if move.kind == "knee":
         return "stops here: past the knee"
     if move.taken:
-        return "bought" if move.end == index else "passed over for a better buy"
+        return "bought" if move.end == index else "passed over: a dearer one was worth more"
     return "not worth it" if move.shown else "gain not shown"
 
 
@@ -135,11 +136,21 @@ def _running_cost_line(report: Report) -> list[str]:
     ]
 
 
-def step_line(step: Step) -> str:
-    """One step along the front in words, for the terminal."""
+def walk_text(report: Report, dearer: TrialRow) -> str:
+    """What the walk did about front member `dearer`, naming the member it was weighed against
+    when that is not its cheaper neighbour."""
+    index = next(i for i, r in enumerate(report.front) if r is dearer)
+    move = report.recommendation.walk.fate(index)
+    start = report.front[move.start].name if move is not None else ""
+    return move_text(move, index, start)
+
+
+def step_line(step: Step, report: Report) -> str:
+    """One step along the front in words, for the terminal: the claim (is the step's gain
+    shown?) and, apart from it, what the walk did, so the two never read as one verdict."""
     cmp = step.valid
     tested = f" (one-sided {p_text(cmp.p_value)})" if cmp else ""
     return (
         f"  {step.cheaper.name} -> {step.dearer.name}: {points(step.gain_points)} on validation "
-        f"for {step.price}: {step_verdict(cmp)}{tested}"
+        f"for {step.price}: {step_verdict(cmp)}{tested}; the walk: {walk_text(report, step.dearer)}"
     )

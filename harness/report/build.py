@@ -380,6 +380,7 @@ def summary_lines(report: Report) -> list[str]:
     return [
         *answer_lines(report),
         "",
-        "Steps along the Pareto front (cheapest first):",
-        *map(step_line, report.steps),
+        "Steps along the Pareto front (cheapest first): each step's own gain, tested as a "
+        "claim, then what the walk did (it buys by expected value, see the method):",
+        *(step_line(step, report) for step in report.steps),
     ]

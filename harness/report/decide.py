@@ -67,10 +67,16 @@ class Move:
     value_per_point: float | None = None
     family: int = 1
     estimate: Estimate | None = None
+    origin: int | None = None  # where the walk stood, when `start` is a cheaper rival above it
 
     @property
     def gain_points(self) -> float | None:
         return None if self.test is None else 100.0 * self.test.difference
+
+    @property
+    def low(self) -> int:
+        """The cheapest front member the move stepped from (the walk's position)."""
+        return self.start if self.origin is None else min(self.origin, self.start)
 
     @property
     def shown(self) -> bool:
@@ -106,7 +112,7 @@ class Walk:
         ending = [m for m in self.moves if m.end == index]
         if ending:
             return ending[-1]
-        return next((m for m in self.moves if m.taken and m.start < index < m.end), None)
+        return next((m for m in self.moves if m.taken and m.low < index < m.end), None)
 
     @property
     def deciding(self) -> Move | None:
@@ -186,7 +192,7 @@ class _Walker:
                 moves.append(self.move(current, max(options, key=self.worth)))
                 break
             rival = max([current, *(o for o in options if o < best)], key=self.worth)
-            move = self.move(rival, best)
+            move = replace(self.move(rival, best), origin=current)
             if self.worth_buying(move):
                 moves.append(replace(move, taken=True))
                 current, options = best, [o for o in options if o > best]

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from harness.report._compare_sections import compared_studies
-from harness.report.answer import answer_lines, move_text, step_verdict, versus_verdict
+from harness.report.answer import answer_lines, step_verdict, versus_verdict, walk_text
 from harness.report.charts import accuracy_cost_png, epochs_png
 from harness.report.formats import IMAGES, Block, p_text, percent, points, ratio, usd
 from harness.report.markup import to_html, to_markdown
@@ -89,9 +89,7 @@ def _front(report: Report) -> list[Block]:
 
 
 def _walk_cell(report: Report, index: int) -> str:
-    move = report.recommendation.walk.fate(index)
-    start = report.front[move.start].name if move is not None else ""
-    return move_text(move, index, start)
+    return walk_text(report, report.front[index])
 
 
 def _baselines(report: Report) -> list[Block]:
