@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -40,7 +42,8 @@ from harness.config import Experiment, load_experiment
 from harness.data.prepare import prepare_experiment
 from harness.errors import ConfigError
 from harness.handoff.promote import _report_choice, choose_trial
-from harness.report.baselines import Baseline
+from harness.records import PreparedData, Split
+from harness.report.baselines import Baseline, tfidf_baseline
 from harness.report.build import (
     ReportOptions,
     _weigh_running,
@@ -714,3 +717,23 @@ def test_promote_follows_the_report_and_says_so_when_it_says_do_not_fine_tune(
     assert number == 0
     assert "as `harness report` recommends among the fine-tuned models" in reason
     assert f"its answer is not to fine-tune: Don't fine-tune: {TFIDF}" in reason
+
+
+def test_the_tfidf_baseline_costs_the_same_while_other_processes_burn_cpu() -> None:
+    # Priced by CPU seconds (work done), not wall-clock seconds, which load moves several-fold.
+    rows = review_rows(1500, seed=3)
+    texts, labels = tuple(t for t, _ in rows), tuple(label for _, label in rows)
+    train = Split(texts[:2400], labels[:2400])
+    rest = Split(texts[2400:], labels[2400:])
+    data = PreparedData(train, rest, rest, ("negative", "positive"), "d", False, "tiny")
+    quiet = [tfidf_baseline(data, 3600.0).cost for _ in range(2)]
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        loaded = [tfidf_baseline(data, 3600.0).cost for _ in range(2)]
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    low, high = min(quiet), min(loaded)
+    assert low is not None and high is not None and low > 0
+    assert 0.7 < high / low < 1.4, (quiet, loaded)
