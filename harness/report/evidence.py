@@ -189,7 +189,8 @@ class Evidence:
         if not self.n:
             return mean, 0.0
         if self.matrix is not None:
-            per_example = weights @ self.matrix
+            used = np.flatnonzero(weights)  # most contrasts involve two models of many
+            per_example = weights[used] @ self.matrix[used]
             return mean, float(per_example.std(ddof=1) / math.sqrt(self.n)) if self.n > 1 else 0.0
         variance = float(np.sum(weights**2 * self.x * (1.0 - self.x)) / self.n)
         return mean, math.sqrt(variance)
