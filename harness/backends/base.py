@@ -255,6 +255,12 @@ class Backend(Protocol):
         """
         ...
 
+    def is_base_model(self, model_ref: str) -> bool:
+        """Whether `model_ref` names an untuned base model (scored zero-shot) rather than a
+        model `fine_tune` made or one of its checkpoints; decided from what the backend knows
+        of its own models, never from the shape of a provider's names."""
+        ...
+
     def discard(self, model_ref: str) -> bool:
         """Delete a kept model the sweep no longer needs (a checkpoint off the Pareto front).
 

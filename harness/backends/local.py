@@ -304,6 +304,10 @@ class LocalBackend(LocalFolders):
         scored = sum(len(row) for row in ids)
         return to_predictions(logits, names), self.pricing.cost(rates, 0, scored, seconds)
 
+    def is_base_model(self, model_ref: str) -> bool:
+        """A reference that is no folder `fine_tune` wrote (see `Backend.is_base_model`)."""
+        return not is_model_folder(Path(model_ref).expanduser().resolve())
+
     def _model_at(self, model_ref: str) -> tuple[Any, Any]:
         """The in-memory model if `model_ref` is it, else load it from disk (and keep it)."""
         path = Path(model_ref).expanduser().resolve()

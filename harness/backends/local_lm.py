@@ -299,6 +299,10 @@ class LocalLMBackend(LocalFolders):
             rates, 0, scores.tokens, seconds
         )
 
+    def is_base_model(self, model_ref: str) -> bool:
+        """A reference that is no adapter folder `fine_tune` wrote: scored zero-shot."""
+        return not is_adapter_folder(Path(model_ref).expanduser())
+
     def _model_at(self, model_ref: str) -> tuple[Any, Formatter, str]:
         """The in-memory model if `model_ref` is it, else load adapter and base (and keep them).
         A reference that is no adapter folder is a base model, scored zero-shot."""

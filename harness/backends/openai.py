@@ -334,6 +334,10 @@ class OpenAIBackend:
         result = self._evaluate(model_ref, split, tuple(labels))
         return list(result.predictions), result.cost
 
+    def is_base_model(self, model_ref: str) -> bool:
+        """No fine-tuned name (`ft:...` on OpenAI, `BASE.ft-<id>` on Azure, and a checkpoint)."""
+        return not is_fine_tuned(model_ref)
+
     def discard(self, model_ref: str) -> bool:
         """Nothing to delete: fine-tuned models and checkpoints live on the provider's side."""
         return False

@@ -70,7 +70,7 @@ from harness.backends.pricing import Price, PriceTable, load_price_table
 from harness.backends.providers import require_prices
 from harness.config import DatasetConfig
 from harness.data.prepare import subsample
-from harness.errors import BackendError
+from harness.errors import BackendError, ConfigError
 from harness.records import Cost, Prediction, PreparedData, Split, TrainedModel, TrialSpec
 
 DEFAULT_SYSTEM_PROMPT: str = DatasetConfig.model_fields["system_prompt"].default
@@ -107,9 +107,27 @@ class TogetherBackend:
         self._lock = threading.Lock()
 
     def base_of(self, model: str) -> str:
-        """The base model a fine-tuned model (or checkpoint) was trained from."""
+        """The base model a fine-tuned model (or checkpoint) was trained from: known from this
+        run's jobs, else (a resumed sweep scoring checkpoints a killed one owed) read from the
+        job Together lists under the model's name, so it is priced before anything is paid."""
+        name = model.rsplit(":", 1)[0]
         with self._lock:
-            return self._bases.get(model.rsplit(":", 1)[0], self._bases.get(model, model))
+            known = self._bases.get(name, self._bases.get(model))
+        if known is not None or self._priced(model):
+            return known or model
+        for job in self.jobs.listing():
+            if job.get("model_output_name") == name and job.get("model"):
+                with self._lock:
+                    self._bases[name] = str(job["model"])
+                return str(job["model"])
+        return model
+
+    def _priced(self, model: str) -> bool:
+        try:
+            self.prices.lookup(model)
+        except ConfigError:
+            return False
+        return True
 
     def hosts(self, model: str) -> bool:
         """Whether `model` is scored on a dedicated endpoint (a fine-tuned model, dedicated
@@ -262,6 +280,8 @@ class TogetherBackend:
             self._unbilled.discard(key)
         if cached is not None and cached.labels == labels:
             return cached if unbilled else replace(cached, cost=Cost())  # already paid for
+        # Priced before the first request: a model without a price row is refused unpaid.
+        self.prices.lookup(self.base_of(model))
         if self.hosts(model):
             self._hosted(model, (split,), labels, "eval", MemoryJournal())
             return self._evaluate(model, split, labels)
@@ -317,6 +337,10 @@ class TogetherBackend:
         split = Split(tuple(texts), tuple("" for _ in texts))
         result = self._evaluate(model_ref, split, tuple(labels))
         return list(result.predictions), result.cost
+
+    def is_base_model(self, model_ref: str) -> bool:
+        """No model a job of this account made (see `base_of`)."""
+        return self.base_of(model_ref) == model_ref
 
     def discard(self, model_ref: str) -> bool:
         """Nothing to delete: models and checkpoints live on Together's side."""
