@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 from harness.backend_config import OpenAIBackendConfig
 from harness.errors import BackendError, ConfigError, TrainingRefused
 
-KEY_VARIABLE = "OPENAI_API_KEY"
 _KEY_LIKE = re.compile(r"\b(sk|sess|key)-[A-Za-z0-9_\-*]{6,}")
 REFUSED_MESSAGE = (
     "OpenAI refused to create a fine-tuning job (HTTP 403 training_not_available): OpenAI has "
