@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from harness.records import Cost, EpochResult, Prediction, PreparedData, TrainedModel, TrialSpec
 
 if TYPE_CHECKING:
-    from harness.backends.pricing import Price
+    from harness.backends.hosted.pricing import Price
 
 # Called after every epoch a backend can evaluate. Returning True asks the backend to stop
 # training early (the trial cannot reach the Pareto front); the backend then returns what it has.

@@ -13,10 +13,10 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
-from harness.backends._job_keys import owns
-from harness.backends._together_endpoints import JOURNAL_KEY as ENDPOINT_NOTE
 from harness.backends.base import Backend, RemoteJob
-from harness.backends.providers import DEPLOYMENT_NOTE, DeploysModels
+from harness.backends.hosted._job_keys import owns
+from harness.backends.openai._providers import DEPLOYMENT_NOTE, DeploysModels
+from harness.backends.together._endpoints import JOURNAL_KEY as ENDPOINT_NOTE
 from harness.errors import HarnessError
 from harness.tracking.record import TrialRecord, journal_key
 
