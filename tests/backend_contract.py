@@ -71,6 +71,12 @@ class BackendContract:
         assert isinstance(backend.capabilities, Capabilities)
         assert backend.capabilities.max_concurrency >= 1
         assert isinstance(backend.kind, str) and backend.kind
+        # What a backend may do is declared, never probed: a backend that deploys nothing has
+        # nothing to release, and one that does names where its trials note what they hold.
+        if not backend.capabilities.deploys_models:
+            assert backend.release_deployments("no-such-study", ()) == []
+        else:
+            assert backend.capabilities.hosting_notes
 
     def test_preflight_passes_for_a_healthy_backend_and_spends_nothing(
         self, case: BackendCase

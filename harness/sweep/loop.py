@@ -114,7 +114,7 @@ class _Sweep:
 
     def __post_init__(self) -> None:
         workers = self.backend.capabilities.max_concurrency
-        self.live = LiveStatus(self.view, self.budget, self.handle, self.target, workers)
+        self.live = LiveStatus(self.view.live, self.budget, self.handle, self.target, workers)
         priced = (self.experiment, self.backend, self.data, self.space)
         self.cheapest = admission.cheapest_trial(*priced) if self.budget.limit else Cost()
 

@@ -25,7 +25,6 @@ __all__ = [
     "job_key",
     "key_in",
     "keyed_suffix",
-    "owns",
     "study_tag",
 ]
 
@@ -46,11 +45,6 @@ def key_in(suffix: str | None) -> str | None:
     tail = (suffix or "").rsplit("-", 1)[-1]
     keyed = len(tail) == SUFFIX_KEY_LENGTH and all(c in "0123456789abcdef" for c in tail)
     return tail if keyed else None
-
-
-def owns(job_key: str | None, remote_key: str | None) -> bool:
-    """Whether a trial's journalled `job_key` is the key a remote job was created under."""
-    return bool(job_key and remote_key) and str(job_key).startswith(str(remote_key))
 
 
 def job_key(

@@ -20,7 +20,7 @@ import re
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -225,6 +225,10 @@ class LocalFolders:
 
     def remote_jobs(self, study_name: str) -> list[RemoteJob]:
         """None: nothing runs anywhere but here."""
+        return []
+
+    def release_deployments(self, study_name: str, held: Collection[str]) -> list[str]:
+        """None: a local model is never deployed (`capabilities.deploys_models` is False)."""
         return []
 
     def price_rows(self, models: Sequence[str]) -> list[Price]:

@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from harness.backends.base import Journal
 from harness.backends.hosted._epochs import FinishedJob, JobCheckpoint
@@ -49,15 +49,6 @@ def _transient_errors() -> tuple[type[Exception], ...]:
     return (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
 
 
-@runtime_checkable
-class MetricsJournal(Protocol):
-    """A journal that can also log step metrics and text artifacts on the trial's MLflow run."""
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
-
-    def log_text(self, text: str, artifact_file: str) -> None: ...
-
-
 @dataclass(frozen=True)
 class JobRequest:
     """What a trial asks the fine-tuning API for."""
@@ -74,7 +65,7 @@ class JobRequest:
 
 
 def _journal_log(journal: Journal | None, metrics: Mapping[str, float], step: int) -> None:
-    if isinstance(journal, MetricsJournal) and metrics:
+    if journal is not None and metrics:
         journal.log_metrics({STEP_PREFIX + k: v for k, v in metrics.items()}, step)
 
 
@@ -267,7 +258,7 @@ class JobRunner:
 
     def _log_rows(self, done: FinishedJob, journal: Journal | None) -> None:
         """The result file as an artifact, and its steps the events did not cover as metrics."""
-        if not isinstance(journal, MetricsJournal) or done.result_csv is None:
+        if journal is None or done.result_csv is None:
             return
         journal.log_text(done.result_csv, "openai/result_file.csv")
         logged = self._logged.setdefault(done.id, set())

@@ -23,9 +23,8 @@ naming the ones it does.
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from harness.backends.openai import _azure
 from harness.backends.openai._azure import (
@@ -47,7 +46,6 @@ __all__ = [
     "TOKEN_VARIABLE",
     "AzureDeployments",
     "Deployment",
-    "DeploysModels",
     "Profile",
     "create_arguments",
     "deployment_name",
@@ -154,12 +152,3 @@ def create_arguments(config: OpenAIBackendConfig, arguments: dict[str, Any]) -> 
     if config.azure is not None:
         return _azure.create_arguments(arguments)
     return arguments
-
-
-@runtime_checkable
-class DeploysModels(Protocol):
-    """A backend that hosts models in deployments billed while they exist (Azure): it deletes a
-    study's deployments no running trial holds (`held`: names running trials noted under
-    `DEPLOYMENT_NOTE` in their journals) and returns their names."""
-
-    def release_deployments(self, study_name: str, held: Collection[str]) -> list[str]: ...

@@ -78,6 +78,7 @@ from harness.backends.hosted.pricing import (
 from harness.backends.openai._client import api_errors
 from harness.backends.openai._jobs import JobRequest, JobRunner
 from harness.backends.openai._providers import (
+    DEPLOYMENT_NOTE,
     AzureDeployments,
     job_hyperparameters,
     make_client,
@@ -121,7 +122,9 @@ class OpenAIBackend:
             thread_safe=True,
             # Jobs are paid in full before their checkpoints can be evaluated: nothing to save.
             stops_early=False,
-            priced_by_tokens=True,
+            # Azure serves a fine-tuned model only through a deployment, billed while it exists.
+            deploys_models=config.azure is not None,
+            hosting_notes=(DEPLOYMENT_NOTE,),
         )
         self.prices: PriceTable = load_price_table(
             overrides=config.prices, provider=config.provider
@@ -356,7 +359,7 @@ class OpenAIBackend:
         return False
 
     def release_deployments(self, study_name: str, held: Collection[str]) -> list[str]:
-        """Delete this study's Azure deployments no running trial holds (`DeploysModels`);
+        """Delete this study's Azure deployments no running trial holds;
         nothing elsewhere: other providers serve fine-tuned models without one."""
         if self.deployments is None:
             return []

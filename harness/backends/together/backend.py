@@ -62,6 +62,7 @@ from harness.backends.hosted._loopback import is_loopback
 from harness.backends.hosted._tokens import TiktokenCounter
 from harness.backends.hosted.pricing import Price, PriceTable, load_price_table, require_prices
 from harness.backends.together._client import TogetherClient
+from harness.backends.together._endpoints import JOURNAL_KEY as ENDPOINT_NOTE
 from harness.backends.together._endpoints import TogetherEndpoints, minutes_since
 from harness.backends.together._eval import TogetherEvaluator
 from harness.backends.together._jobs import TogetherFiles, TogetherJobs, billed_usd
@@ -90,7 +91,9 @@ class TogetherBackend:
             max_concurrency=config.max_concurrency,
             thread_safe=True,
             stops_early=False,  # a job is paid in full before its checkpoints can be scored
-            priced_by_tokens=True,
+            # Dedicated serving makes an endpoint per scoring, billed by the minute.
+            deploys_models=config.serving.kind == "dedicated",
+            hosting_notes=(ENDPOINT_NOTE,),
         )
         self.prices: PriceTable = load_price_table(overrides=config.prices, provider="together")
         self.system_prompt = config.system_prompt or DEFAULT_SYSTEM_PROMPT
@@ -374,7 +377,7 @@ class TogetherBackend:
         return found
 
     def release_deployments(self, study_name: str, held: Collection[str]) -> list[str]:
-        """Delete this study's dedicated endpoints no running trial holds (`DeploysModels`):
+        """Delete this study's dedicated endpoints no running trial holds:
         left by a killed sweep, they bill by the minute until deleted."""
         if self.config.serving.kind != "dedicated":
             return []
