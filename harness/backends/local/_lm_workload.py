@@ -1,6 +1,6 @@
 """Loading a causal LM for the local LM backend, and the workload its cost is calibrated on.
 
-The calibration (`_local_calibration`) times this backend's own training step (LoRA adapters at
+The calibration (`_calibration`) times this backend's own training step (LoRA adapters at
 the default rank on every linear layer, loss on the last two tokens of each synthetic sequence as
 its completion) and its own scoring (one position kept per prompt, as for single-token labels).
 Batches are smaller than the encoder's: a causal LM step is an order of magnitude dearer.

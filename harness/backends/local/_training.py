@@ -112,7 +112,7 @@ def train_epoch(run: Run, progress: Progress, description: str) -> float:
 def train_step(run: Run, rows: list[int]) -> torch.Tensor:
     """One optimizer step on the examples `rows`; their summed loss, left on the device.
 
-    Also what the calibration times (`_local_calibration`), so the per-token rate a trial is
+    Also what the calibration times (`_calibration`), so the per-token rate a trial is
     priced at is measured on exactly this code.
     """
     batch = pad_batch([run.ids[i] for i in rows], *run.pad, run.device)

@@ -18,7 +18,7 @@ Contract choices (the protocol itself is documented on `harness.backends.base.Ba
   trained x training seconds per token + tokens scored x inference seconds per token) x
   `dollars_per_hour` / 3600. Trained: the subset's tokens (special tokens included, truncated
   at `max_length`), every epoch; scored: the validation texts every epoch (training cost), the
-  texts `predict` scores (evaluation cost). Rates: `_local_calibration` (calibrated once per
+  texts `predict` scores (evaluation cost). Rates: `_calibration` (calibrated once per
   machine, or pinned in `config.calibration`); a trial's journal records them. Loading and
   saving are not priced (the same for every trial). The seconds a call took (`fine_tune`
   without `on_epoch`; `predict` with loading) are `Cost.compute_seconds`, beside the dollars.
@@ -55,6 +55,7 @@ from harness.backends.base import (
     Progress,
 )
 from harness.backends.local._calibration import Pricing, Rates
+from harness.backends.local._epochs import Validation, run_epochs
 from harness.backends.local._models import (
     LocalFolders,
     check_head,
@@ -76,6 +77,7 @@ from harness.backends.local._torch_utils import (
     use_all_cores,
 )
 from harness.backends.local._training import (
+    Run,
     check_inputs,
     label_ids,
     start_run,
@@ -85,7 +87,7 @@ from harness.backends.local._training import (
 from harness.backends.local.config import LocalBackendConfig
 from harness.data.prepare import subsample
 from harness.errors import BackendError, ConfigError
-from harness.records import Cost, EpochResult, Prediction, PreparedData, TrainedModel, TrialSpec
+from harness.records import Cost, Prediction, PreparedData, TrainedModel, TrialSpec
 
 MODEL_ARTIFACT = "model"  # a packaged model's weights folder
 PRICING_NOTE = "local_pricing"  # the journal note naming the rates a trial is priced at
@@ -111,6 +113,45 @@ class _Loaded:
     ref: Path
     model: Any
     tokenizer: Any
+
+
+class _EncoderEpochs:
+    """The encoder's phases of an epoch (`harness.backends.local._epochs.EpochSteps`)."""
+
+    def __init__(
+        self,
+        backend: LocalBackend,
+        spec: TrialSpec,
+        data: PreparedData,
+        trial: tuple[Run, Any, _Encoded],
+        rates: Rates,
+    ) -> None:
+        self.backend, self.spec, self.data, self.rates = backend, spec, data, rates
+        self.run, self.tokenizer, self.encoded = trial
+        self.valid_labels = torch.tensor(label_ids(data.validation, data.labels))
+        self.scored = 0  # validation tokens scored so far
+
+    def train(self, described: str) -> float:
+        return train_epoch(self.run, self.backend.progress, described)
+
+    def validate(self) -> Validation:
+        accuracy, loss, _ = validate(
+            self.run,
+            self.encoded.validation,
+            self.valid_labels,
+            self.backend.config.eval_batch_size,
+        )
+        self.scored += self.encoded.validation_tokens
+        return Validation(accuracy, loss)
+
+    def save(self, epoch: int | None) -> str:
+        return self.backend._save(self.run.model, self.tokenizer, self.data, self.spec, epoch)
+
+    def keep(self, checkpoint: str) -> None:
+        self.backend._loaded = _Loaded(Path(checkpoint).resolve(), self.run.model, self.tokenizer)
+
+    def cost(self, seconds: float) -> Cost:
+        return self.backend.pricing.cost(self.rates, self.run.trained_tokens, self.scored, seconds)
 
 
 class LocalBackend(LocalFolders):
@@ -214,44 +255,11 @@ class LocalBackend(LocalFolders):
         rates: Rates,
     ) -> TrainedModel:
         started = time.perf_counter()
-        waited = 0.0  # seconds spent in on_epoch, which is not this backend's compute
         tokenizer = self._tokenizer(path, spec.base_model)
         encoded = self._encode(path, tokenizer, data)
         run = start_run(self.config, self.device, spec, data, path, tokenizer, encoded.train)
-        valid_labels = torch.tensor(label_ids(data.validation, data.labels))
-        epochs: list[EpochResult] = []
-        checkpoint: str | None = None
-        scored = 0  # validation tokens scored so far
-        for epoch in range(1, spec.n_epochs + 1):
-            described = f"{spec.run_name()} epoch {epoch}/{spec.n_epochs}"
-            train_loss = train_epoch(run, self.progress, described)
-            accuracy, loss, _ = validate(
-                run, encoded.validation, valid_labels, self.config.eval_batch_size
-            )
-            scored += encoded.validation_tokens
-            checkpoint = None
-            if epoch < spec.n_epochs and self.config.evaluate_checkpoints:
-                checkpoint = self._save(run.model, tokenizer, data, spec, epoch=epoch)
-            seconds = time.perf_counter() - started - waited
-            cost = self.pricing.cost(rates, run.trained_tokens, scored, seconds)
-            epochs.append(EpochResult(epoch, accuracy, loss, train_loss, cost, checkpoint))
-            asked = time.perf_counter()
-            stop = on_epoch(epochs[-1])
-            waited += time.perf_counter() - asked
-            if stop:
-                break
-        if checkpoint is not None:  # stopped where a checkpoint was saved: that is the model
-            ref = checkpoint
-            self._loaded = _Loaded(Path(checkpoint).resolve(), run.model, tokenizer)
-        else:
-            ref = self._save(run.model, tokenizer, data, spec)
-        seconds = time.perf_counter() - started - waited
-        return TrainedModel(
-            model_ref=str(ref),
-            epochs=tuple(epochs),
-            train_cost=self.pricing.cost(rates, run.trained_tokens, scored, seconds),
-            stopped_early=len(epochs) < spec.n_epochs,
-        )
+        steps = _EncoderEpochs(self, spec, data, (run, tokenizer, encoded), rates)
+        return run_epochs(spec, on_epoch, steps, self.config.evaluate_checkpoints, started)
 
     def _save(
         self,

@@ -12,7 +12,7 @@ log-probability restricted to the label set (`_lm_training`). The protocol is do
 - Validation after every epoch; a checkpoint (the adapter) after every epoch but the last
   (`evaluate_checkpoints`); stopping when `on_epoch` says so; a stopped trial hands back the
   checkpoint of its epoch.
-- Cost is the work done, priced at rates calibrated on this machine (`_local_calibration`, with
+- Cost is the work done, priced at rates calibrated on this machine (`_calibration`, with
   this backend's own training step and scoring as the workload): tokens trained (prompt and
   completion, every example, every epoch) and tokens scored (every prompt, once per group of
   labels sharing their leading tokens). `estimate` counts the same tokens, so it is exact for a
@@ -44,6 +44,7 @@ from harness.backends.base import (
     Progress,
 )
 from harness.backends.local._calibration import Pricing, Rates
+from harness.backends.local._epochs import Validation, run_epochs
 from harness.backends.local._lm_format import Formatter, formatter, label_sequences
 from harness.backends.local._lm_models import (
     adapter_folder,
@@ -79,7 +80,7 @@ from harness.backends.local._torch_utils import (
 from harness.backends.local.config import LocalLMBackendConfig
 from harness.data.prepare import subsample
 from harness.errors import BackendError, ConfigError
-from harness.records import Cost, EpochResult, Prediction, PreparedData, TrainedModel, TrialSpec
+from harness.records import Cost, Prediction, PreparedData, TrainedModel, TrialSpec
 
 MODEL_ARTIFACT = "model"
 PRICING_NOTE = "local_pricing"
@@ -178,49 +179,11 @@ class LocalLMBackend(LocalFolders):
         base: tuple[str, Rates],
         journal: Journal | None,
     ) -> TrainedModel:
-        started, waited = time.perf_counter(), 0.0
+        started = time.perf_counter()
         path, rates = base
         run, fmt = self._start(spec, data, path)
-        labels = label_sequences(fmt, data.labels)
-        prompts = fmt.prompts(data.validation.texts, data.labels)
-        truth = torch.tensor([data.labels.index(y) for y in data.validation.labels])
-        epochs: list[EpochResult] = []
-        outside: list[int] = []
-        checkpoint: str | None = None
-        scored = 0
-        for epoch in range(1, spec.n_epochs + 1):
-            described = f"{spec.run_name()} epoch {epoch}/{spec.n_epochs}"
-            train_loss = train_epoch(run, self.progress, described)
-            accuracy, loss, out, _ = validate(
-                run.model, prompts, labels, truth, self.config.eval_batch_size, fmt.eos, self.device
-            )
-            scored += scored_tokens(prompts, labels)
-            outside.append(out)
-            if journal is not None:
-                journal.record(GREEDY_NOTE, json.dumps({"per_epoch": outside, "of": len(truth)}))
-            checkpoint = None
-            if epoch < spec.n_epochs and self.config.evaluate_checkpoints:
-                checkpoint = self._save(run, fmt, data, spec, path, epoch)
-            cost = self.pricing.cost(rates, run.trained_tokens, scored, _since(started, waited))
-            epochs.append(EpochResult(epoch, accuracy, loss, train_loss, cost, checkpoint))
-            asked = time.perf_counter()
-            stop = on_epoch(epochs[-1])
-            waited += time.perf_counter() - asked
-            if stop:
-                break
-        if checkpoint is not None:
-            ref = checkpoint
-            self._loaded = _Loaded(Path(checkpoint).resolve(), run.model, fmt)
-        else:
-            ref = self._save(run, fmt, data, spec, path)
-        return TrainedModel(
-            model_ref=ref,
-            epochs=tuple(epochs),
-            train_cost=self.pricing.cost(
-                rates, run.trained_tokens, scored, _since(started, waited)
-            ),
-            stopped_early=len(epochs) < spec.n_epochs,
-        )
+        steps = _LMEpochs(self, spec, data, (run, fmt, path), (rates, journal))
+        return run_epochs(spec, on_epoch, steps, self.config.evaluate_checkpoints, started)
 
     def _start(self, spec: TrialSpec, data: PreparedData, path: str) -> tuple[LMRun, Formatter]:
         """The trial's examples, a fresh base model with new adapters, optimizer and schedule."""
@@ -400,5 +363,52 @@ class LocalLMBackend(LocalFolders):
         return scored_tokens(fmt.prompts(texts, labels), label_sequences(fmt, labels))
 
 
-def _since(started: float, waited: float) -> float:
-    return time.perf_counter() - started - waited
+class _LMEpochs:
+    """The LM's phases of an epoch (`harness.backends.local._epochs.EpochSteps`); validation
+    also journals the answers greedy decoding would put outside the label set."""
+
+    def __init__(
+        self,
+        backend: LocalLMBackend,
+        spec: TrialSpec,
+        data: PreparedData,
+        trial: tuple[LMRun, Formatter, str],
+        priced: tuple[Rates, Journal | None],
+    ) -> None:
+        self.backend, self.spec, self.data = backend, spec, data
+        (self.run, self.fmt, self.path), (self.rates, self.journal) = trial, priced
+        self.labels = label_sequences(self.fmt, data.labels)
+        self.prompts = self.fmt.prompts(data.validation.texts, data.labels)
+        self.truth = torch.tensor([data.labels.index(y) for y in data.validation.labels])
+        self.outside: list[int] = []
+        self.scored = 0  # validation tokens scored so far
+
+    def train(self, described: str) -> float:
+        return train_epoch(self.run, self.backend.progress, described)
+
+    def validate(self) -> Validation:
+        run, fmt, config = self.run, self.fmt, self.backend.config
+        accuracy, loss, out, _ = validate(
+            run.model,
+            self.prompts,
+            self.labels,
+            self.truth,
+            config.eval_batch_size,
+            fmt.eos,
+            self.backend.device,
+        )
+        self.scored += scored_tokens(self.prompts, self.labels)
+        self.outside.append(out)
+        if self.journal is not None:
+            greedy = {"per_epoch": self.outside, "of": len(self.truth)}
+            self.journal.record(GREEDY_NOTE, json.dumps(greedy))
+        return Validation(accuracy, loss)
+
+    def save(self, epoch: int | None) -> str:
+        return self.backend._save(self.run, self.fmt, self.data, self.spec, self.path, epoch)
+
+    def keep(self, checkpoint: str) -> None:
+        self.backend._loaded = _Loaded(Path(checkpoint).resolve(), self.run.model, self.fmt)
+
+    def cost(self, seconds: float) -> Cost:
+        return self.backend.pricing.cost(self.rates, self.run.trained_tokens, self.scored, seconds)

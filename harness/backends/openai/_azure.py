@@ -9,7 +9,7 @@ hyperparameters). There is no `metadata`, the job object has none either, and th
 takes only `after` and `limit`. So the trial's job key cannot travel in metadata as on OpenAI:
 it travels in the suffix, `<backend.suffix>-<study6>-tNNN-<key8>` (at most 40 characters, so
 `backend.suffix` has at most 18 here), which the job object returns; a job is found again by it
-and a study's jobs by `<backend.suffix>-<study6>-t` (`_openai_jobs.JobRunner`, as for Nebius).
+and a study's jobs by `<backend.suffix>-<study6>-t` (`_jobs.JobRunner`, as for Nebius).
 
 Deployments (Resource Manager, api-version 2024-10-01): a fine-tuned model is callable only
 through a deployment, hosted (and billed) by the hour while it exists, used or not. Each is

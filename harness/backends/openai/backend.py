@@ -6,11 +6,11 @@ Contract choices (the protocol itself is documented on `harness.backends.base.Ba
   `backend.base_url` / `OPENAI_BASE_URL` (Azure OpenAI, a proxy, a test server), with the SDK's
   retries (`max_retries`) on 429 and 5xx. `estimate` needs neither key nor network.
 - Files. Checked before upload (`min_examples`, `max_tokens_per_example`, labels in the label
-  set), uploaded once per content digest and found again after a restart (`_openai_files`).
+  set), uploaded once per content digest and found again after a restart (`hosted._files`).
 - Jobs. `method={"type": "supervised", ...}`, `seed`, `suffix` `<backend.suffix>-tNNN`, and
   `metadata` naming the study, trial, data digest and MLflow run. The job id is recorded in the
   journal before any waiting, so a killed sweep reattaches instead of paying twice
-  (`_openai_jobs`). Metrics events become step metrics (`step_train_loss`, ...) when the journal
+  (`_jobs`). Metrics events become step metrics (`step_train_loss`, ...) when the journal
   can log metrics; the result file is kept as an artifact the same way.
 - Epoch points. Each epoch-end checkpoint OpenAI keeps (the last three) is evaluated on the
   validation set and, except the last, whose weights are the final model's, on the test set: one
@@ -20,7 +20,7 @@ Contract choices (the protocol itself is documented on `harness.backends.base.Ba
   epoch plus validating and test-scoring that checkpoint. What evaluating every checkpoint
   really cost is part of the trial's `train_cost`, beside the job's own cost.
 - Evaluation by logprobs restricted to the label set, answers outside it counted
-  (`_openai_eval`); `predict` uses the label set of the last `fine_tune` (`evaluate` takes it).
+  (`hosted._eval`); `predict` uses the label set of the last `fine_tune` (`evaluate` takes it).
 - Cost. `estimate` is a worst case: the longest training examples, epochs, `estimate_margin`,
   and every evaluation above, at the price table's rates. Actual cost comes from the job's
   `trained_tokens` and each response's `usage`.
@@ -298,7 +298,7 @@ class OpenAIBackend:
         on_epoch: EpochCallback,
         journal: Journal,
     ) -> TrainedModel:
-        """Score the job's checkpoints in epoch order (`_openai_epochs.epoch_points`)."""
+        """Score the job's checkpoints in epoch order (`hosted._epochs.epoch_points`)."""
         price = self.prices.lookup(spec.base_model)
         trained = job.trained_tokens
         if trained is None:  # an endpoint that does not report it: our own worst case

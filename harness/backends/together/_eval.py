@@ -2,7 +2,7 @@
 
 Together takes `logprobs` as an integer (how many alternatives) and answers `top_logprobs` as one
 mapping per token; the label is chosen from the first token's alternatives as for OpenAI
-(`_openai_eval.LabelChooser`). A fine-tuned model is priced at its base model's row, or at
+(`hosted._eval.LabelChooser`). A fine-tuned model is priced at its base model's row, or at
 nothing per token when it is served on a dedicated endpoint (which bills its minutes); scoring on
 an endpoint stops at its deadline (`deadlines`), so an endpoint never outlives what the budget
 reserved for it.

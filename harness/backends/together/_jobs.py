@@ -8,7 +8,7 @@ same, a dropped connection) the job is looked up in `GET /v1/fine-tunes` by its 
 another attempt, exactly as the OpenAI backend looks up its metadata key; the create call itself
 is never retried blindly. The study digest finds a study's jobs for `remote_jobs`.
 
-A new job is quoted first (`before_create`: `_together_quote`); a job recalled or found by its
+A new job is quoted first (`before_create`: `_quote`); a job recalled or found by its
 key is not. What Together billed is read from the job's `total_price` (nanodollars, as its SDK's
 `finetune_price_to_dollars` reads it).
 """

@@ -3,24 +3,24 @@
 Contract choices (the protocol is documented on `harness.backends.base.Backend`):
 
 - Client. `httpx` against `backend.base_url` / `TOGETHER_BASE_URL` / api.together.xyz with the
-  key from `TOGETHER_API_KEY` (`_together_client`).
+  key from `TOGETHER_API_KEY` (`_client`).
 - Files. Chat-format JSONL, checked before upload (`min_examples`, `max_tokens_per_example`,
   labels), uploaded once per content digest and found again by name after a restart.
 - Jobs. `n_epochs`, `learning_rate` (`base_learning_rate` x the sampled multiplier),
   `batch_size`, `training_type` Lora (`lora_r`, `lora_alpha`, `lora_dropout`) or Full,
   `n_checkpoints` = `n_epochs` (one per epoch), `n_evals` 0 (validation is scored here, and
   Together bills every evaluation's tokens). The job id goes to the journal before any waiting;
-  creation is found again by the key in its suffix after a failure (`_together_jobs`).
+  creation is found again by the key in its suffix after a failure (`_jobs`).
 - Epoch points. Every epoch's checkpoint is scored like the OpenAI backend's
-  (`_openai_epochs`): the final model is `model_output_name`, an earlier checkpoint
+  (`hosted._epochs`): the final model is `model_output_name`, an earlier checkpoint
   `model_output_name:STEP`.
 - Quote. A new job is first quoted by Together (`/v1/fine-tunes/estimate-price`, the create
   body's parameters) and refused when Together will not start it or quotes more than the budget
-  reserved for its training (`_together_quote`); the quote goes to the journal.
+  reserved for its training (`_quote`); the quote goes to the journal.
 - Scoring. `POST /v1/chat/completions` with `logprobs` (Together's integer form), the label
-  chosen from the first token's alternatives as for OpenAI (`_openai_eval.LabelChooser`). With
+  chosen from the first token's alternatives as for OpenAI (`hosted._eval.LabelChooser`). With
   `serving: dedicated`, a fine-tuned model or checkpoint is scored on a dedicated endpoint made
-  for it (`_together_endpoints`): validation and test on one endpoint, the hosting counted in
+  for it (`_endpoints`): validation and test on one endpoint, the hosting counted in
   the test scoring's cost (the first `predict` of that test set returns it).
 - Cost. Together bills tokens processed (`token_count` x `n_epochs`) at the model's rate for
   LoRA or full training; the job's billed `total_price` wins over that arithmetic when Together
