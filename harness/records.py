@@ -94,6 +94,9 @@ class EpochResult:
     # Test-set accuracy of this epoch's checkpoint, where a backend can call checkpoints (OpenAI
     # keeps the last three): extra points for the accuracy-against-cost front.
     test_accuracy: float | None = None
+    # Which validation examples this epoch's model got right (`harness.scoring.pack_correct`),
+    # so the report compares any two models paired, on the same examples.
+    valid_correct: str | None = None
 
 
 @dataclass(frozen=True)

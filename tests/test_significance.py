@@ -1,6 +1,6 @@
 """Significance: known p-values, intervals that cover what they should, and sample sizes that
-deliver the power they promise (checked by simulation); paired on the test set, unpaired on
-validation accuracies."""
+deliver the power they promise (checked by simulation); paired on the test set, and on the
+validation set where each model recorded its answers (unpaired in a study recorded before)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest, norm
 
+from harness.report.evidence import Evidence, ValidationComparison
 from harness.report.significance import (
-    UnpairedComparison,
     bootstrap_difference_ci,
     compare_paired,
     examples_needed,
@@ -132,50 +132,66 @@ def test_bad_inputs_name_the_value() -> None:
         bootstrap_difference_ci([True], [False], confidence=1.5)
 
 
-# --- unpaired: validation accuracies alone ----------------------------------------------------
+# --- on validation: paired where answers were recorded, unpaired before ---------------------
 
 
-def test_unpaired_p_value_by_formula() -> None:
-    # 0.90 against 0.96 on 200 examples each: Wald statistic with Yates' correction (1/200).
-    result = UnpairedComparison(200, 200, 0.90, 0.96)
-    se = math.sqrt(0.9 * 0.1 / 200 + 0.96 * 0.04 / 200)
-    assert result.standard_error == pytest.approx(se)
-    assert result.p_value == pytest.approx(norm.sf((0.06 - 0.005) / se))
-    assert result.p_value_loss == pytest.approx(norm.sf((-0.06 - 0.005) / se))
+def _evidence(rows: list[np.ndarray | None], n: int) -> Evidence:
+    accuracies = [float(np.mean(r)) if r is not None else 0.8 for r in rows]
+    return Evidence(accuracies, rows, [True] * len(rows), list(range(len(rows))), n)
+
+
+def test_paired_validation_comparison_by_formula() -> None:
+    a, b = paired(200, only_a=6, only_b=18, both=160)
+    result = _evidence([a, b], 200).compare(0, 1, 0.05)
+    assert result is not None and result.paired
+    per_example = b.astype(float) - a.astype(float)
+    se = per_example.std(ddof=1) / math.sqrt(200)
+    assert result.se == pytest.approx(se)
+    assert result.p_value == pytest.approx(norm.sf(0.06 / se))
     assert result.gain_shown and not result.loss_shown
+    assert (result.low > 0) == result.gain_shown and result.low < result.difference < result.high
+    # The same accuracies taken as independent samples: a much wider spread.
+    unpaired = _evidence([a, None], 200)
+    unpaired.x[1] = b.mean()
+    loose = unpaired.compare(0, 1, 0.05)
+    assert loose is not None and not loose.paired
+    assert loose.se == pytest.approx(math.sqrt(0.83 * 0.17 / 200 + 0.89 * 0.11 / 200))
+    assert loose.se > 1.4 * result.se
 
 
-@pytest.mark.parametrize(("a", "b"), [(0.80, 0.84), (0.80, 0.86), (0.70, 0.60), (0.5, 0.5)])
-def test_unpaired_bound_and_p_value_agree(a: float, b: float) -> None:
-    result = UnpairedComparison(300, 300, a, b, alpha=0.05)
-    assert (result.low > 0) == result.gain_shown
-    assert (result.high < 0) == result.loss_shown
-    assert result.low < result.difference < result.high
-
-
-def test_unpaired_level_holds_for_equal_models() -> None:
-    # A/A on 600 examples, independent errors: "gain shown" at most alpha of the time.
+def test_paired_level_holds_for_equal_models() -> None:
+    # A/A on 600 shared examples with correlated answers: "gain shown" at most alpha.
     rng = np.random.default_rng(0)
-    counts = rng.binomial(600, 0.8, size=(20_000, 2)) / 600
-    shown = [UnpairedComparison(600, 600, a, b).gain_shown for a, b in counts]
-    assert np.mean(shown) <= 0.05
+    shown = 0
+    for _ in range(4000):
+        easy = rng.beta(4.0, 1.0, size=600)
+        a, b = rng.random(600) < easy, rng.random(600) < easy
+        result = _evidence([a, b], 600).compare(0, 1, 0.05)
+        shown += result is not None and result.gain_shown
+    assert shown / 4000 <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / 4000)
 
 
-def test_unpaired_examples_needed_delivers_about_the_promised_power() -> None:
-    needed = UnpairedComparison(600, 600, 0.80, 0.85).examples_needed(power=0.8)
-    assert needed is not None and 600 < needed < 1000
+def test_paired_examples_needed_delivers_about_the_promised_power() -> None:
+    # Known cells: only A right 3%, only B right 9%, both right 80%.
+    a, b = paired(200, only_a=6, only_b=18, both=160)
+    result = _evidence([a, b], 200).compare(0, 1, 0.05)
+    assert result is not None
+    count = result.examples_needed(power=0.8)
+    assert count is not None and 150 < count < 400
     rng = np.random.default_rng(1)
-    draws = rng.binomial(needed, [0.80, 0.85], size=(2000, 2)) / needed
-    power = np.mean([UnpairedComparison(needed, needed, a, b).gain_shown for a, b in draws])
-    assert 0.72 <= power <= 0.85  # the continuity correction costs a little power
-    assert UnpairedComparison(600, 600, 0.8, 0.8).examples_needed() is None
+    cells = rng.multinomial(count, [0.03, 0.09, 0.80, 0.08], size=2000)
+    shown = 0
+    for only_a, only_b, both, _ in cells:
+        x, y = paired(count, int(only_a), int(only_b), int(both))
+        verdict = _evidence([x, y], count).compare(0, 1, 0.05)
+        shown += verdict is not None and verdict.gain_shown
+    assert 0.72 <= shown / 2000 <= 0.88
 
 
-def test_unpaired_edge_cases_and_bad_inputs() -> None:
-    perfect = UnpairedComparison(50, 50, 0.0, 1.0)
-    assert perfect.standard_error == 0.0 and perfect.p_value == 0.0 and perfect.gain_shown
-    assert UnpairedComparison(50, 50, 1.0, 1.0).p_value == 1.0
-    with pytest.raises(ValueError, match="example counts"):
-        UnpairedComparison(0, 10, 0.5, 0.5)
+def test_validation_comparison_edge_cases() -> None:
+    same = _evidence([np.ones(10, bool), np.ones(10, bool)], 10).compare(0, 1, 0.05)
+    assert same is not None and same.se == 0 and not same.gain_shown
+    assert same.examples_needed() is None
+    assert _evidence([np.ones(10, bool), np.ones(10, bool)], 0).compare(0, 1, 0.05) is None
     with pytest.raises(ValueError, match="alpha"):
-        UnpairedComparison(10, 10, 0.5, 0.5, alpha=0.7)
+        ValidationComparison(10, 0.5, 0.6, 0.1, alpha=0.7)

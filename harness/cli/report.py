@@ -9,6 +9,14 @@ import typer
 
 from harness.cli.common import ExperimentArg, SetOption, app, console, err_console, user_errors
 
+RiskOption = Annotated[
+    float,
+    typer.Option(
+        help="Buy on this quantile of the true gain instead of its expected value (0.5): "
+        "0.1 pays only for a gain that is worth its price 9 times in 10."
+    ),
+]
+
 
 @app.command()
 @user_errors
@@ -19,14 +27,19 @@ def report(
         typer.Option(help="Directory for the report files (default: mlruns/reports/EXPERIMENT)."),
     ] = None,
     monthly_requests: Annotated[
-        int, typer.Option(help="Inference requests a month, for the cost of ownership.")
-    ] = 10_000,
+        int | None,
+        typer.Option(
+            help="Inference requests a month (default 10,000, shown only): given, the choice "
+            "weighs the first year's cost of ownership, serving and hosting included."
+        ),
+    ] = None,
     value_per_point: Annotated[
         float | None, typer.Option(help="Dollars one accuracy point is worth to you.")
     ] = None,
     budget: Annotated[
         float | None, typer.Option(help="Most one configuration may cost, in dollars.")
     ] = None,
+    risk: RiskOption = 0.5,
     set_: SetOption = None,
 ) -> None:
     """Is paying more buying real accuracy? Pareto front, significance, baselines, advice."""
@@ -42,7 +55,11 @@ def report(
 
     exp = load_target(experiment, set_)
     options = ReportOptions(
-        monthly_requests=monthly_requests, value_per_point=value_per_point, budget=budget
+        monthly_requests=10_000 if monthly_requests is None else monthly_requests,
+        weigh_running=monthly_requests is not None,
+        value_per_point=value_per_point,
+        budget=budget,
+        risk=risk,
     )
     result = build_report(exp, options)
     paths = write_report(result, out or default_out_dir(exp))
@@ -53,7 +70,10 @@ def report(
     for name in ("markdown", "html"):
         console.print(f"{name:>8}  {paths[name]}", markup=False, highlight=False, soft_wrap=True)
     if result.parent_run_id and not problems:
-        console.print(f"Logged on MLflow run {result.parent_run_id}; front tagged pareto=true.")
+        console.print(
+            f"Logged on MLflow run {result.parent_run_id}; the report's front (baselines "
+            "included) tagged harness.report_front=true."
+        )
     for problem in problems:
         err_console.print(f"warning: {problem}", markup=False, highlight=False)
 
@@ -76,14 +96,19 @@ def compare(
         ),
     ] = None,
     monthly_requests: Annotated[
-        int, typer.Option(help="Inference requests a month, for the cost of ownership.")
-    ] = 10_000,
+        int | None,
+        typer.Option(
+            help="Inference requests a month (default 10,000, shown only): given, the choice "
+            "weighs the first year's cost of ownership, serving and hosting included."
+        ),
+    ] = None,
     value_per_point: Annotated[
         float | None, typer.Option(help="Dollars one accuracy point is worth to you.")
     ] = None,
     budget: Annotated[
         float | None, typer.Option(help="Most one configuration may cost, in dollars.")
     ] = None,
+    risk: RiskOption = 0.5,
     set_: SetOption = None,
 ) -> None:
     """One report across studies on the same data: which model and backend is worth paying for?
@@ -103,7 +128,11 @@ def compare(
 
     loaded = [load_target(name, set_) for name in experiments]
     options = ReportOptions(
-        monthly_requests=monthly_requests, value_per_point=value_per_point, budget=budget
+        monthly_requests=10_000 if monthly_requests is None else monthly_requests,
+        weigh_running=monthly_requests is not None,
+        value_per_point=value_per_point,
+        budget=budget,
+        risk=risk,
     )
     result = build_comparison(loaded, options)
     paths, problems = record_comparison(result, loaded, out or comparison_dir(result))

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from harness.report.decide import Move
+from harness.report.evidence import ValidationComparison
 from harness.report.formats import p_text, percent, points, usd
 from harness.report.front import reach
 from harness.report.model import Report, Step
-from harness.report.significance import ALPHA, UnpairedComparison
+from harness.report.significance import ALPHA
 
 # --- verdicts --------------------------------------------------------------------------------
 
 
-def step_verdict(cmp: UnpairedComparison | None) -> str:
+def step_verdict(cmp: ValidationComparison | None) -> str:
     """A step up the front judged on validation: `gain shown`, `within noise (...)`, `untested`."""
     if cmp is None:
         return "untested (validation size unknown)"
@@ -30,7 +31,7 @@ def step_verdict(cmp: UnpairedComparison | None) -> str:
     return f"within noise (about {needed:,} validation examples would tell)"
 
 
-def versus_verdict(cmp: UnpairedComparison | None) -> str:
+def versus_verdict(cmp: ValidationComparison | None) -> str:
     """B against A in either direction: `gain`, `loss` (never called real) or `within noise`."""
     if cmp is None:
         return ""
@@ -51,15 +52,13 @@ def move_text(move: Move | None, index: int, start: str) -> str:
 def _move_text(move: Move | None, index: int) -> str:
     if move is None:
         return "not reached"
-    if move.kind == "negligible":
-        return "taken: negligible extra cost" if move.taken else "skipped: no more accurate"
     if move.kind == "budget":
         return "stops here: over budget"
     if move.kind == "knee":
         return "stops here: past the knee"
     if move.taken:
-        return "bought" if move.end == index else "passed over: not worth it"
-    return "not worth it: the walk stops" if move.end == index else "not worth it"
+        return "bought" if move.end == index else "passed over for a better buy"
+    return "not worth it" if move.shown else "gain not shown"
 
 
 # --- the answer ------------------------------------------------------------------------------

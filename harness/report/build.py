@@ -24,8 +24,10 @@ from harness.config import Experiment
 from harness.errors import ConfigError, HarnessError
 from harness.report.answer import answer_lines, step_line
 from harness.report.baselines import Baseline, compute_baselines
-from harness.report.front import comparer, front_steps, recommend
+from harness.report.evidence import ValidationComparison
+from harness.report.front import comparer, evidence_of, front_steps, recommend
 from harness.report.model import (
+    Ownership,
     Report,
     ReportOptions,
     Step,
@@ -33,9 +35,8 @@ from harness.report.model import (
 )
 from harness.report.render import render_files
 from harness.report.sections import epoch_summary, ownership, qualitative_sample
-from harness.report.significance import UnpairedComparison
 from harness.sweep.study import completed_trials, load_existing_study, pareto_front
-from harness.tracking.record import MLFLOW_RUN_ID, PARETO_TAG, TrialRecord
+from harness.tracking.record import MLFLOW_RUN_ID, REPORT_FRONT_TAG, TrialRecord
 from harness.tracking.store import tracking_uri
 
 __all__ = [
@@ -209,6 +210,9 @@ def analyse(experiment: Experiment, rows: list[TrialRow], options: ReportOptions
     front = _front(candidates)
     for row in front:
         row.on_front = True
+    owned = ownership(rows, n_test, options.monthly_requests)
+    if options.weigh_running:
+        _weigh_running(rows, owned)
     compare = comparer(options)
     recommendation = recommend(front, options, compare, n_valid, candidates)
     shown = recommendation.fine_tuned if recommendation.chosen.is_baseline else None
@@ -222,8 +226,8 @@ def analyse(experiment: Experiment, rows: list[TrialRow], options: ReportOptions
         front=front,
         steps=front_steps(front, n_valid, options, candidates),
         baselines=baselines,
-        baseline_comparisons=_against_baseline(rows, baselines, n_valid, options.alpha),
-        ownership=ownership(rows, n_test, options.monthly_requests),
+        baseline_comparisons=_against_baseline(rows, candidates, n_valid, options.alpha),
+        ownership=owned,
         epochs=[s for s in map(epoch_summary, rows) if s is not None],
         recommendation=recommendation,
         neighbour=neighbour,
@@ -234,6 +238,16 @@ def analyse(experiment: Experiment, rows: list[TrialRow], options: ReportOptions
         n_valid=n_valid,
         selected_on=selected_on,
     )
+
+
+def _weigh_running(rows: list[TrialRow], owned: list[Ownership]) -> None:
+    """Have the choice weigh each trial's first year of ownership (training, then 12 months of
+    serving and hosting at the stated volume); baselines run for next to nothing."""
+    by_number = {o.number: o for o in owned}
+    for row in rows:
+        own = by_number.get(row.number)
+        year = own.months(12) if own is not None else None
+        row.decision_cost = year if year is not None else row.cost
 
 
 def baseline_rows(baselines: list[Baseline]) -> list[TrialRow]:
@@ -280,20 +294,23 @@ def _cheaper_neighbour(front: list[TrialRow], row: TrialRow) -> TrialRow | None:
 
 
 def _against_baseline(
-    rows: list[TrialRow], baselines: list[Baseline], n_valid: int | None, alpha: float
-) -> dict[int, UnpairedComparison]:
-    """Every trial against the best baseline on validation, two-sided at `alpha`."""
-    scored = [b for b in baselines if b.valid_accuracy is not None]
-    best = max(scored, key=lambda b: b.selection_accuracy) if scored else None
-    if best is None or not n_valid:
+    rows: list[TrialRow], candidates: list[TrialRow], n_valid: int | None, alpha: float
+) -> dict[int, ValidationComparison]:
+    """Every trial against the best baseline on validation (paired where both recorded their
+    answers), two-sided at `alpha`."""
+    scored = [i for i, r in enumerate(candidates) if r.is_baseline]
+    if not scored or not n_valid:
         return {}
-    return {
-        row.number: UnpairedComparison(
-            n_valid, n_valid, best.selection_accuracy, row.valid_accuracy, alpha / 2
-        )
-        for row in rows
-        if row.valid_accuracy is not None
-    }
+    best = max(scored, key=lambda i: candidates[i].selection_accuracy)
+    evidence = evidence_of(candidates, n_valid, alpha)
+    comparisons = {}
+    for i, row in enumerate(candidates):
+        if row.is_baseline or row.valid_accuracy is None:
+            continue
+        comparison = evidence.compare(best, i, alpha / 2)
+        if comparison is not None:
+            comparisons[row.number] = comparison
+    return comparisons
 
 
 # --- output ----------------------------------------------------------------------------------
@@ -310,7 +327,9 @@ def write_report(report: Report, out_dir: Path) -> dict[str, Path]:
 
 
 def log_report(report: Report, paths: dict[str, Path]) -> list[str]:
-    """Log the files on the study's parent run and tag every trial run `pareto=true|false`.
+    """Log the files on the study's parent run and tag every trial run with whether it is on
+    the report's front, baselines included (`harness.report_front=true|false`; the study's own
+    `pareto` tag, trials only, is the sweep's and is left alone).
 
     Returns:
         What could not be done, in words (an empty list when everything was logged).
@@ -334,9 +353,9 @@ def log_report(report: Report, paths: dict[str, Path]) -> list[str]:
     for row in report.trials:
         if row.run_id:
             try:
-                client.set_tag(row.run_id, PARETO_TAG, str(row.on_front).lower())
+                client.set_tag(row.run_id, REPORT_FRONT_TAG, str(row.on_front).lower())
             except MlflowException:
-                problems.append(f"{row.name}: MLflow run {row.run_id} is gone; no pareto tag")
+                problems.append(f"{row.name}: MLflow run {row.run_id} is gone; not tagged")
     return problems
 
 

@@ -1,34 +1,27 @@
-"""The decision rule: walk the validation front cheapest-first, stop where no step is worth it.
+"""The decision rule: the most valuable front member whose advantage is real.
 
-The Pareto front of validation accuracy against cost is sorted by cost. Starting from its
-cheapest member (the current choice), the walk repeats:
+The Pareto front of validation accuracy against cost is sorted by cost. Every candidate has a
+selection-corrected expected accuracy (`harness.report.evidence.Evidence`: paired on the same
+validation examples, shrunk for having picked the best of many, tied where no difference is
+shown). What a candidate is worth:
 
-- **Negligible extra cost.** When the next member costs at most `NEGLIGIBLE_SHARE` more than the
-  model last bought on evidence, or at most `NEGLIGIBLE_USD` more, the point estimate decides: a
-  member more accurate on validation is taken, no money worth testing for being at stake, so a
-  tie on significance does not go to the cheaper model. Such steps are measured from the same
-  model, so a run of them cannot add up unseen.
-- **Otherwise, a tested step up.** Every dearer member within reach (the budget; without a value
-  per point or a budget, the knee of the front) is compared with the current choice on
-  validation accuracy (`UnpairedComparison`, one-sided). The members of the front were picked
-  from all the candidates dearer than the current choice on the same validation data, so each
-  comparison is tested at alpha divided by that number of candidates (Bonferroni): the chance
-  that any dearer candidate no better than the current choice passes stays below alpha however
-  the front came out. Without a value per point a step is worth it when its gain is shown; with
-  `value_per_point`, when its net value, value x gain - extra cost, is surely positive (the
-  gain's one-sided lower bound, priced, exceeds the extra cost). The walk buys the cheapest step
-  worth it and goes on from there; when none is, it stops, and the step that came closest is the
-  comparison that decided it.
+- with `value_per_point` (dollars a point of accuracy is worth): value x expected accuracy -
+  cost, the expected net value (cost of running it included where the report was given a volume);
+- with only a budget, or neither (the knee mode): the expected accuracy, ties going to the cheaper.
 
-Each step up is a claim "this dearer model is better than the current one", tested at
-family-wise alpha, and the walk stops at the first stage where no claim can be made, so the
-chance of paying for a dearer model that is no better stays below alpha: about 3% at alpha 0.05
-with 20 equally accurate candidates in the worst case of independent errors, less when the
-models' errors are correlated, as they are on a shared validation set (`tests/test_verdicts.py`
-measures it). Stepping only to the next neighbour instead would be blind to a real gain that
-sits behind a cheaper member as good as the current one (a +5-point gain behind nine such
-candidates: found in about 3% of simulated sweeps, against 64% for this rule). The test set
-plays no part in the walk: it checks the choice once afterwards (see `harness.report.front`).
+From the cheapest member the walk looks at everything dearer within reach (the budget; without a
+value or a budget, the knee of the front): the most valuable, `best`, is bought over the most
+valuable cheaper alternative, `rival`, when the evidence shows it is better (`Evidence.estimate`:
+among contenders shown to differ, the expected values decide; anywhere a tie is plausible, a
+one-sided paired test at alpha shared among the candidates dearer than `rival` must pass). If it
+is not shown, `best` and everything dearer is dropped and the walk looks again below it; if it is,
+the walk goes on from `best`. It stops where staying is worth most.
+
+So a dearer model that is no better than a cheaper one is bought in at most about alpha of
+sweeps at any value per point and any price scale (`tests/test_verdicts.py`: 20 equally accurate
+candidates), while among configurations shown to differ the choice is the one of highest expected
+net value, not the cheapest significant step. The test set plays no part: it checks the choice
+once afterwards (see `harness.report.front`).
 """
 
 from __future__ import annotations
@@ -37,69 +30,70 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from harness.report.significance import ALPHA, UnpairedComparison
+from harness.report.evidence import Estimate, Evidence, ValidationComparison
+from harness.report.significance import ALPHA
 
-NEGLIGIBLE_SHARE = 0.05
-NEGLIGIBLE_USD = 0.0001
-
-Kind = Literal["tested", "negligible", "budget", "knee"]
+Kind = Literal["tested", "budget", "knee"]
 
 
 @dataclass(frozen=True)
 class Rule:
-    """What the reader asks of the walk: the family-wise level, and optionally what a validation
-    accuracy point is worth (the net-value rule) and the most a model may cost."""
+    """What the reader asks of the walk: the family-wise level, optionally what a validation
+    accuracy point is worth (the net-value rule), the most a model may cost, and `risk`: decide
+    on this quantile of the true gain instead of its mean (0.5)."""
 
     alpha: float = ALPHA
     value_per_point: float | None = None
     budget: float | None = None
-
-
-def negligible(extra_cost: float, anchor_cost: float) -> bool:
-    """True when `extra_cost` over a model costing `anchor_cost` is too small to test for."""
-    return extra_cost <= max(NEGLIGIBLE_SHARE * anchor_cost, NEGLIGIBLE_USD)
+    risk: float = 0.5
 
 
 @dataclass(frozen=True)
 class Move:
-    """One step the walk considered: from the current choice `start` to a dearer front member
+    """One comparison the walk made, between front members `start` (the cheaper alternative) and
     `end` (indices into the front).
 
-    `kind`: `tested` (on validation, at alpha / `family`), `negligible` (the point estimate
-    decided), `budget` or `knee` (the walk stopped before `end` without testing it). `taken`:
-    the walk moved to `end`. A declined tested move is the closest of the members tested.
+    `kind`: `tested` (on validation), `budget` or `knee` (the walk stopped before `end`).
+    `taken`: the walk bought `end`. `test` is the raw paired comparison of `end` against `start`
+    at alpha / `family`; `estimate` the selection-corrected gain and whether it was shown.
     """
 
     start: int
     end: int
     kind: Kind
     taken: bool
-    test: UnpairedComparison | None
+    test: ValidationComparison | None
     extra_cost: float
     value_per_point: float | None = None
-    family: int = 1  # candidates the step was picked from: its test is at alpha / family
+    family: int = 1
+    estimate: Estimate | None = None
 
     @property
     def gain_points(self) -> float | None:
         return None if self.test is None else 100.0 * self.test.difference
 
     @property
+    def shown(self) -> bool:
+        return self.estimate is not None and self.estimate.shown
+
+    @property
     def net_value(self) -> tuple[float, float, float] | None:
-        """value x gain - extra cost: the estimate and its one-sided bounds at the test's level
-        (dollars)."""
-        if self.value_per_point is None or self.test is None:
+        """value x expected gain - extra cost, and its 95% interval (dollars)."""
+        if self.value_per_point is None or self.estimate is None:
             return None
-        worth, t = 100.0 * self.value_per_point, self.test
+        worth = 100.0 * self.value_per_point
+        low, high = self.estimate.interval()
+        gain = self.estimate.gain
         return (
-            worth * t.difference - self.extra_cost,
-            worth * t.low - self.extra_cost,
-            worth * t.high - self.extra_cost,
+            worth * gain - self.extra_cost,
+            worth * low - self.extra_cost,
+            worth * high - self.extra_cost,
         )
 
 
 @dataclass(frozen=True)
 class Walk:
-    """Where the walk ended (`chosen`, an index into the front) and every step it considered."""
+    """Where the walk ended (`chosen`, an index into the front) and every comparison it made."""
 
     chosen: int
     moves: tuple[Move, ...]
@@ -107,160 +101,127 @@ class Walk:
     top: int = 0  # the dearest member within reach (budget, knee)
 
     def fate(self, index: int) -> Move | None:
-        """The move that settled front member `index`: the one ending there, else the tested
-        move that considered it on the way (its `end` is another member: this one was tested and
-        not worth it), else None (never reached)."""
-        for move in self.moves:
-            if move.end == index:
-                return move
-        for move in self.moves:
-            last = move.end if move.taken else self.top
-            if move.kind == "tested" and move.start < index <= last:
-                return move
-        return None
+        """The move that settled front member `index`: the one ending there, else a taken move
+        that passed over it (None: never weighed)."""
+        ending = [m for m in self.moves if m.end == index]
+        if ending:
+            return ending[-1]
+        return next((m for m in self.moves if m.taken and m.start < index < m.end), None)
 
     @property
     def deciding(self) -> Move | None:
-        """The comparison that decided the choice: the step the walk stopped at, else (it ran to
-        the top) the step that bought the chosen member; None for a front of one member."""
-        if self.moves and not self.moves[-1].taken and self.moves[-1].kind != "negligible":
-            return self.moves[-1]
+        """The comparison that decided the choice: the last one the walk declined from the
+        chosen member (where it stopped), else the one that bought the chosen member."""
+        declined = [m for m in self.moves if not m.taken and m.start == self.chosen]
+        if declined:
+            return declined[-1]
         taken = [m for m in self.moves if m.taken]
-        return taken[-1] if taken else (self.moves[-1] if self.moves else None)
+        return taken[-1] if taken else None
 
     @property
     def chosen_over(self) -> int | None:
         """The front member the chosen one was chosen over, named before the test set is read:
         the other end of the deciding comparison; where the walk stopped for money (budget,
-        knee), the member the chosen one was bought over on evidence, if any."""
+        knee), the member the chosen one was bought over, if any."""
         move = self.deciding
         if move is None:
             return None
         if move.kind in ("budget", "knee"):
             bought = [m for m in self.moves if m.taken and m.end == self.chosen]
-            if bought and bought[-1].kind == "tested":
-                return bought[-1].start
+            return bought[-1].start if bought else None
         return move.start if move.end == self.chosen else move.end
-
-
-def _worth(test: UnpairedComparison | None, gain: float, extra: float, value: float | None) -> bool:
-    if test is None:  # no validation size known: the point estimate is all there is
-        return gain > 0 and (value is None or 100.0 * value * gain > extra)
-    if value is None:
-        return test.gain_shown
-    return 100.0 * value * test.low > extra
-
-
-def _margin(
-    test: UnpairedComparison | None, gain: float, extra: float, value: float | None
-) -> float:
-    """How close a declined step came to being worth it (higher: closer), to name the best case."""
-    if test is None:
-        return gain if value is None else 100.0 * value * gain - extra
-    return -test.p_value if value is None else 100.0 * value * test.low - extra
-
-
-def _reach(costs: Sequence[float], budget: float | None, last: int | None) -> int:
-    """Index of the dearest member the walk may reach (within the budget, up to the knee)."""
-    top = len(costs) - 1 if last is None else min(last, len(costs) - 1)
-    while budget is not None and top > 0 and costs[top] > budget:
-        top -= 1
-    return top
 
 
 @dataclass
 class _Walker:
     """The walk's state along one front (see `walk`)."""
 
-    accuracies: Sequence[float]
-    costs: Sequence[float]
-    n_valid: int | None
+    front: Sequence[int]  # candidate indices, cheapest first
+    evidence: Evidence
     rule: Rule
-    pool: Sequence[float]
-    current: int = 0
+    top: int
 
-    @property
-    def value(self) -> float | None:
-        return self.rule.value_per_point
+    def worth(self, index: int) -> tuple[float, float]:
+        """What front member `index` is worth to the reader (higher is better)."""
+        candidate = self.front[index]
+        accuracy = float(self.evidence.shrunk[candidate])
+        cost = float(self.evidence.costs[candidate])
+        if self.rule.value_per_point is None:
+            return accuracy, -cost
+        return 100.0 * self.rule.value_per_point * accuracy - cost, 0.0
 
-    @property
-    def budget(self) -> float | None:
-        return self.rule.budget
+    def family(self, start: int) -> int:
+        """Candidates dearer than front member `start`, within reach."""
+        costs, low = self.evidence.costs, self.evidence.costs[self.front[start]]
+        high = self.evidence.costs[self.front[self.top]]
+        return max(1, int(((costs > low) & (costs <= high)).sum()))
 
-    def move(self, end: int, kind: Kind, taken: bool = False, family: int = 1) -> Move:
-        a, b = self.accuracies[self.current], self.accuracies[end]
-        test = (
-            UnpairedComparison(self.n_valid, self.n_valid, a, b, self.rule.alpha / family)
-            if self.n_valid
-            else None
+    def move(self, start: int, end: int, kind: Kind = "tested") -> Move:
+        family = self.family(start)
+        a, b = self.front[start], self.front[end]
+        # Without a value or a budget (the knee mode) nothing prices an expected gain: only a
+        # corrected gain shown at alpha buys.
+        strict = self.rule.value_per_point is None and self.rule.budget is None
+        estimate = self.evidence.estimate(b, a, family, strict)
+        extra = float(self.evidence.costs[b] - self.evidence.costs[a])
+        test = self.evidence.compare(a, b, self.rule.alpha / family)
+        return Move(
+            start, end, kind, False, test, extra, self.rule.value_per_point, family, estimate
         )
-        extra = self.costs[end] - self.costs[self.current]
-        return Move(self.current, end, kind, taken, test, extra, self.value, family)
 
-    def family(self) -> int:
-        """Candidates dearer than the current choice (within the budget)."""
-        low, high = self.costs[self.current], self.budget
-        return max(1, sum(low < c and (high is None or c <= high) for c in self.pool))
+    def worth_buying(self, move: Move) -> bool:
+        """Shown better, and (at a value per point) worth its price at the reader's risk."""
+        if not move.shown or move.estimate is None:
+            return False
+        if self.rule.value_per_point is None:
+            return True
+        gain = move.estimate.quantile(self.rule.risk)
+        return 100.0 * self.rule.value_per_point * gain > move.extra_cost
 
-    def step_up(self, start: int, top: int) -> Move:
-        """The cheapest member in start..top worth buying (taken), else the closest (not)."""
-        tried = [self.move(end, "tested", family=self.family()) for end in range(start, top + 1)]
-        gains = [self.accuracies[m.end] - self.accuracies[self.current] for m in tried]
-        for m, gain in zip(tried, gains, strict=True):
-            if _worth(m.test, gain, m.extra_cost, self.value):
-                return replace(m, taken=True)
-        closest = max(
-            zip(tried, gains, strict=True),
-            key=lambda mg: _margin(mg[0].test, mg[1], mg[0].extra_cost, self.value),
-        )
-        return closest[0]
-
-    def run(self, top: int) -> Walk:
-        position, anchor, moves = 1, self.costs[0], []
-        while position < len(self.costs):
-            if position > top:
-                over = self.budget is not None and self.costs[position] > self.budget
-                moves.append(self.move(position, "budget" if over else "knee"))
+    def run(self) -> Walk:
+        current, options, moves = 0, list(range(1, self.top + 1)), []
+        while options:
+            best = max([current, *options], key=self.worth)
+            if best == current:
+                moves.append(self.move(current, max(options, key=self.worth)))
                 break
-            if negligible(self.costs[position] - anchor, anchor):
-                taken = self.accuracies[position] > self.accuracies[self.current]
-                moves.append(self.move(position, "negligible", taken))
-                self.current = position if taken else self.current
-                position += 1
-                continue
-            moves.append(self.step_up(position, top))
-            if not moves[-1].taken:
-                break
-            self.current = moves[-1].end
-            position, anchor = self.current + 1, self.costs[self.current]
-        return Walk(self.current, tuple(moves), top=top)
+            rival = max([current, *(o for o in options if o < best)], key=self.worth)
+            move = self.move(rival, best)
+            if self.worth_buying(move):
+                moves.append(replace(move, taken=True))
+                current, options = best, [o for o in options if o > best]
+            else:
+                moves.append(move)
+                options = [o for o in options if o < best]
+        if current == self.top and self.top + 1 < len(self.front):
+            moves.append(self.move(current, self.top + 1, self._stop_kind()))
+        return Walk(current, tuple(moves), top=self.top)
+
+    def _stop_kind(self) -> Kind:
+        next_cost = self.evidence.costs[self.front[self.top + 1]]
+        over = self.rule.budget is not None and next_cost > self.rule.budget
+        return "budget" if over else "knee"
 
 
 def walk(
-    accuracies: Sequence[float],
-    costs: Sequence[float],
-    n_valid: int | None,
+    front: Sequence[int],
+    evidence: Evidence,
     rule: Rule = Rule(),
     last: int | None = None,
-    candidates: Sequence[float] | None = None,
 ) -> Walk:
-    """Walk a front (sorted by cost; validation accuracies) and return where it stops.
+    """Walk a front and return where it stops.
 
     Args:
-        accuracies: Validation accuracy of each front member, cheapest first.
-        costs: Cost of each, ascending.
-        n_valid: Validation examples every member was scored on (None: unknown, the point
-            estimate decides every step).
-        rule: The family-wise one-sided level of each step up (`alpha`); `value_per_point`,
-            dollars one validation accuracy point is worth (the net-value rule); `budget`, the
-            most a member may cost.
+        front: Indices of the front's members among the evidence's candidates, cheapest first.
+        evidence: Validation evidence of every candidate the front was drawn from.
+        rule: The family-wise one-sided level (`alpha`); `value_per_point`, dollars one
+            validation accuracy point is worth; `budget`, the most a member may cost; `risk`.
         last: Index of the last member the walk may reach (the knee), None for no limit.
-        candidates: Costs of every model the front was drawn from, its members included: a step
-            up from a member shares `alpha` among the candidates dearer than it (within the
-            budget). Default: the front's own costs (valid only for a front not formed on the
-            same data).
     """
+    costs = [float(evidence.costs[i]) for i in front]
     if rule.budget is not None and costs[0] > rule.budget:
         return Walk(0, (), over_budget=True)
-    pool = list(candidates) if candidates is not None else list(costs)
-    return _Walker(accuracies, costs, n_valid, rule, pool).run(_reach(costs, rule.budget, last))
+    top = len(costs) - 1 if last is None else min(last, len(costs) - 1)
+    while rule.budget is not None and top > 0 and costs[top] > rule.budget:
+        top -= 1
+    return _Walker(front, evidence, rule, top).run()

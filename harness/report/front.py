@@ -15,10 +15,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from harness.report.decide import NEGLIGIBLE_SHARE, NEGLIGIBLE_USD, Move, Rule, Walk, walk
+from harness.report.decide import Move, Rule, Walk, walk
+from harness.report.evidence import Evidence
 from harness.report.formats import p_text, percent, points, usd
 from harness.report.model import Recommendation, ReportOptions, Step, TrialRow
-from harness.report.significance import PairedComparison, UnpairedComparison, compare_paired
+from harness.report.significance import PairedComparison, compare_paired
 from harness.sweep.study import pareto_front
 
 # --- the Pareto front and its steps ----------------------------------------------------------
@@ -67,50 +68,65 @@ def comparer(options: ReportOptions) -> Comparer:
     return compare
 
 
-def family(row: TrialRow, candidates: Sequence[TrialRow], budget: float | None) -> int:
-    """Candidates dearer than `row` (within the budget): a step up from it is picked among them,
-    so its test shares alpha among them (Bonferroni)."""
-    limit = budget if budget is not None else float("inf")
-    return max(1, sum(row.cost < c.cost <= limit for c in candidates))
+def evidence_of(candidates: Sequence[TrialRow], n_valid: int | None, alpha: float) -> Evidence:
+    """The validation evidence of every candidate (paired where each recorded its answers)."""
+    return Evidence(
+        [r.selection_accuracy for r in candidates],
+        [r.valid_correct for r in candidates],
+        [not r.is_baseline for r in candidates],
+        [r.cost if r.decision_cost is None else r.decision_cost for r in candidates],
+        n_valid,
+        alpha,
+    )
 
 
-def validation_test(
-    a: TrialRow, b: TrialRow, n_valid: int | None, alpha: float
-) -> UnpairedComparison | None:
-    """B against A on their validation accuracies (None: the validation size is unknown)."""
-    if not n_valid:
-        return None
-    return UnpairedComparison(n_valid, n_valid, a.selection_accuracy, b.selection_accuracy, alpha)
+def _index(rows: Sequence[TrialRow], candidates: Sequence[TrialRow]) -> list[int]:
+    where = {id(r): i for i, r in enumerate(candidates)}
+    return [where[id(r)] for r in rows]
 
 
 def front_steps(
     front: list[TrialRow], n_valid: int | None, options: ReportOptions, candidates: list[TrialRow]
 ) -> list[Step]:
-    """One step per pair of neighbours on the front (sorted by cost), tested on validation at
-    the level the walk uses from the cheaper end."""
-    return [
-        Step(
-            a,
-            b,
-            validation_test(a, b, n_valid, options.alpha / family(a, candidates, options.budget)),
-        )
-        for a, b in itertools.pairwise(front)
-    ]
+    """One step per pair of neighbours on the front (sorted by cost), each a claim tested paired
+    on validation at alpha shared among the candidates dearer than the cheaper end (the front
+    was picked from them on the same data)."""
+    evidence = evidence_of(candidates, n_valid, options.alpha)
+    index = _index(front, candidates)
+    limit = options.budget if options.budget is not None else float("inf")
+    steps = []
+    pairs = zip(itertools.pairwise(front), itertools.pairwise(index), strict=True)
+    for (a, b), (i, j) in pairs:
+        family = max(1, sum(a.cost < c.cost <= limit for c in candidates))
+        steps.append(Step(a, b, evidence.compare(i, j, options.alpha / family)))
+    return steps
 
 
 # --- recommendation --------------------------------------------------------------------------
 
+# Past the knee, a member dearer than the knee by at most this share of the knee's own cost is
+# still within reach: no money worth stopping for is at stake (relative, so it means the same at
+# local and hosted prices).
+NEGLIGIBLE_SHARE = 0.05
 
-def _knee_limit(front: list[TrialRow]) -> int | None:
-    """Index of the knee among the front's fine-tuned members (baselines, nearly free, would
-    always be the knee); None when fewer than three of them, or none above the chord."""
-    tuned = [i for i, r in enumerate(front) if not r.is_baseline]
-    if len(tuned) < 3:
+
+def knee_limit(
+    costs: Sequence[float], accuracies: Sequence[float], tuned: Sequence[bool]
+) -> int | None:
+    """Index of the last front member within reach of the knee (the knee among the fine-tuned
+    members, baselines being nearly free, then any member dearer by a negligible share); None
+    when fewer than three are fine-tuned, or none lies above the chord."""
+    chosen = [i for i, t in enumerate(tuned) if t]
+    if len(chosen) < 3:
         return None
-    costs, accuracies = [front[i].cost for i in tuned], [front[i].selection_accuracy for i in tuned]
-    if float(_elevation(costs, accuracies).max()) <= 1e-9:
+    xs, ys = [costs[i] for i in chosen], [accuracies[i] for i in chosen]
+    if float(_elevation(xs, ys).max()) <= 1e-9:
         return None  # no member above the chord: points get no dearer along the front, no knee
-    return tuned[knee_index(costs, accuracies)]
+    knee = chosen[knee_index(xs, ys)]
+    last = knee
+    while last + 1 < len(costs) and costs[last + 1] - costs[knee] <= NEGLIGIBLE_SHARE * costs[knee]:
+        last += 1
+    return last
 
 
 def walk_front(
@@ -121,14 +137,16 @@ def walk_front(
 ) -> Walk:
     """The decision rule of `harness.report.decide` on a front of rows drawn from `candidates`
     (default: the front alone)."""
-    return walk(
-        [r.selection_accuracy for r in front],
-        [r.cost for r in front],
-        n_valid,
-        Rule(options.alpha, options.value_per_point, options.budget),
-        _knee_limit(front) if _mode(options) == "knee" else None,
-        [r.cost for r in (candidates if candidates is not None else front)],
-    )
+    pool = list(candidates) if candidates is not None else list(front)
+    last = None
+    if _mode(options) == "knee":
+        last = knee_limit(
+            [r.cost for r in front],
+            [r.selection_accuracy for r in front],
+            [not r.is_baseline for r in front],
+        )
+    rule = Rule(options.alpha, options.value_per_point, options.budget, options.risk)
+    return walk(_index(front, pool), evidence_of(pool, n_valid, options.alpha), rule, last)
 
 
 def _mode(options: ReportOptions) -> str:
@@ -149,7 +167,7 @@ def recommend(
     Args:
         front: The front on validation accuracy against cost (baselines included), cheapest
             first.
-        options: Value per point, budget, alpha.
+        options: Value per point, budget, alpha, risk.
         compare: The paired test on the test set.
         n_valid: Validation examples every model was scored on (None: unknown).
         candidates: Every model the front was drawn from, baselines included (default: the
@@ -184,10 +202,13 @@ def recommend(
 
 
 def reach(row: TrialRow) -> str:
-    """`81.0% validation accuracy (79.5% on the test set)`."""
+    """`79.5% test accuracy (chosen on 81.0% validation accuracy)`: the test figure first, read
+    once and unbiased; the validation figure is the one the choice was made on, which picking
+    the best of many inflates."""
     if row.valid_accuracy is None:
         return f"{percent(row.accuracy)} test accuracy"
-    return f"{percent(row.valid_accuracy)} validation accuracy ({percent(row.accuracy)} on test)"
+    chosen_on = percent(row.valid_accuracy)
+    return f"{percent(row.accuracy)} test accuracy (chosen on {chosen_on} validation)"
 
 
 def _what(chosen: TrialRow, options: ReportOptions, result: Walk, front: list[TrialRow]) -> str:
@@ -222,18 +243,22 @@ def _top(chosen: TrialRow, trials: Sequence[TrialRow]) -> str:
 
 
 def _evidence(move: Move, n_valid: int | None) -> str:
-    test = move.test
-    if test is None:
+    """The numbers behind a comparison: the selection-corrected gain, its interval and chance,
+    and the raw test with the level it was held to."""
+    test, estimate = move.test, move.estimate
+    if test is None or estimate is None:
         return "no validation size known, so the point estimate decides"
-    needed = test.examples_needed()
-    tell = f"; about {needed:,} would tell" if needed and not test.gain_shown else ""
-    shared = (
-        f", needs p < {test.alpha:.2g} ({test.alpha * move.family:g} shared among "
-        f"{move.family} dearer candidates)"
-        if move.family > 1
-        else ""
+    kind = "paired" if test.paired else "unpaired: recorded before answers were kept"
+    shared = f" at {test.alpha:.2g} ({move.family} candidates)" if move.family > 1 else ""
+    raw = f"{n_valid:,} validation examples, {kind}, one-sided {p_text(test.p_value)}{shared}"
+    if estimate.pooled:
+        return f"no difference between them is shown, so they tie; {raw}"
+    low, high = estimate.interval()
+    return (
+        f"{points(100 * estimate.gain)} expected after correcting for selection, 95% interval "
+        f"{points(100 * low)} to {points(100 * high)}, {estimate.probability:.0%} likely "
+        f"better; {raw}"
     )
-    return f"{n_valid:,} validation examples, one-sided {p_text(test.p_value)}{shared}{tell}"
 
 
 def _why(move: Move, step: Step, options: ReportOptions, n_valid: int | None) -> str:
@@ -250,31 +275,18 @@ def _why(move: Move, step: Step, options: ReportOptions, n_valid: int | None) ->
             "of the front each point costs more; pass --value-per-point or --budget to price "
             "the choice."
         )
-    if move.kind == "negligible" and not move.taken:
+    evidence, value = _evidence(move, n_valid), _value_text(move, options)
+    worth = f"; {value}" if value else ""
+    if move.taken:
+        return f"Bought over {step.cheaper.name}: {gain} for {step.price} ({evidence}){worth}."
+    if not move.shown:
         return (
-            f"{step.dearer.name} costs at most {NEGLIGIBLE_SHARE:.0%} (or {usd(NEGLIGIBLE_USD)}) "
-            "more and is no more accurate on validation."
+            f"Not worth paying for {step.dearer.name}, the best dearer option: it adds {gain} "
+            f"for {step.price}, not shown to be better than {step.cheaper.name} ({evidence})."
         )
-    if move.kind == "negligible":
-        return (
-            f"It costs at most {NEGLIGIBLE_SHARE:.0%} (or {usd(NEGLIGIBLE_USD)}) more than "
-            f"{step.cheaper.name} and adds {gain}: at a negligible extra cost the point "
-            "estimate decides."
-        )
-    value = _value_text(move, options)
-    if not move.taken:
-        # The best case among the dearer members the walk could reach; none was worth it.
-        verdict = value or f"within noise ({_evidence(move, n_valid)})"
-        which = (
-            f"The next step up, {step.dearer.name},"
-            if move.end == move.start + 1
-            else f"No step up is worth it; the closest, {step.dearer.name},"
-        )
-        return f"{which} adds {gain} for {step.price}: {verdict}: not worth paying for."
-    shown = value or f"shown ({_evidence(move, n_valid)})"
     return (
-        f"Each step up the front to it was worth it; the last, over {step.cheaper.name}, adds "
-        f"{gain} for {step.price}: {shown}."
+        f"Not worth paying for {step.dearer.name}, the best dearer option: it adds {gain} for "
+        f"{step.price} ({evidence}){worth or '; not worth its price'}."
     )
 
 
@@ -283,12 +295,10 @@ def _value_text(move: Move, options: ReportOptions) -> str:
     if net is None:
         return ""
     estimate, low, high = net
-    level = move.test.alpha if move.test is not None else options.alpha
-    confidence = f"{100 * (1 - 2 * level):.3g}%"
-    sure = "surely positive" if move.taken else "not surely positive"
+    extra = "extra first-year cost" if options.weigh_running else "extra cost"
     return (
-        f"at {usd(options.value_per_point)} a point its net value (value x gain - extra cost) is "
-        f"{usd(estimate)} ({confidence} interval {usd(low)} to {usd(high)}), {sure}"
+        f"at {usd(options.value_per_point)} a point its expected net value (value x gain - "
+        f"{extra}) is {usd(estimate)} (95% interval {usd(low)} to {usd(high)})"
     )
 
 

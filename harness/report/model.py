@@ -14,8 +14,10 @@ import pandas as pd
 from harness.errors import ConfigError
 from harness.report.baselines import Baseline
 from harness.report.decide import Move, Walk
+from harness.report.evidence import ValidationComparison
 from harness.report.formats import ratio, usd
-from harness.report.significance import PairedComparison, UnpairedComparison
+from harness.report.significance import PairedComparison
+from harness.scoring import unpack_correct
 from harness.tracking.record import TrialRecord
 
 
@@ -24,6 +26,7 @@ class ReportOptions:
     """What the reader tells the report: inference volume and what accuracy is worth to them.
 
     `value_per_point` is dollars one accuracy point (1 percentage point of accuracy) is worth;
+    `risk` the quantile of the true gain a purchase is decided on (0.5: its expected value);
     `budget` is the most one configuration may cost (training plus test evaluation, the study's cost
     axis). With neither, the walk along the front stops at its knee at the latest. `alpha` is the
     family-wise one-sided level of every step up the walk (shared among the candidates dearer
@@ -38,8 +41,14 @@ class ReportOptions:
     n_resamples: int = 2000
     seed: int = 0
     sample_size: int = 12
+    risk: float = 0.5
+    # The reader stated a volume (`--monthly-requests`): the choice weighs the first year's cost
+    # of ownership (training, then 12 months of serving and hosting), not the sweep's cost.
+    weigh_running: bool = False
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.risk <= 0.5:
+            raise ConfigError(f"--risk must be in (0, 0.5], got {self.risk}")
         if self.monthly_requests < 0:
             raise ConfigError(f"--monthly-requests must be 0 or more, got {self.monthly_requests}")
         if self.value_per_point is not None and self.value_per_point <= 0:
@@ -83,6 +92,9 @@ class TrialRow:
     valid_accuracy: float | None = None
     baseline: Baseline | None = None
     origin: Origin | None = None
+    # What the choice weighs when it is not `cost`: the first year's cost of ownership, where
+    # the reader gave a monthly volume (None: `cost`).
+    decision_cost: float | None = None
 
     @property
     def trial_number(self) -> int:
@@ -107,6 +119,20 @@ class TrialRow:
         if self.predictions is None:
             return None
         return (self.predictions["true"] == self.predictions["predicted"]).to_numpy(dtype=bool)
+
+    @property
+    def valid_correct(self) -> np.ndarray | None:
+        """Which validation examples the model got right (None: not recorded, as in a study
+        made before it was kept, or unreadable)."""
+        if self.baseline is not None:
+            return self.baseline.valid_correct
+        packed = self.record.valid_correct
+        if not packed:
+            return None
+        try:
+            return unpack_correct(packed)
+        except ValueError:
+            return None
 
     @property
     def is_baseline(self) -> bool:
@@ -166,7 +192,7 @@ class Step:
 
     cheaper: TrialRow
     dearer: TrialRow
-    valid: UnpairedComparison | None
+    valid: ValidationComparison | None
 
     @property
     def gain_points(self) -> float:
@@ -260,7 +286,7 @@ class Report:
     front: list[TrialRow]
     steps: list[Step]
     baselines: list[Baseline]
-    baseline_comparisons: dict[int, UnpairedComparison]
+    baseline_comparisons: dict[int, ValidationComparison]
     ownership: list[Ownership]
     epochs: list[EpochSummary]
     recommendation: Recommendation

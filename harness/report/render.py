@@ -17,7 +17,6 @@ import pandas as pd
 from harness.report._compare_sections import compared_studies
 from harness.report.answer import answer_lines, move_text, step_verdict, versus_verdict
 from harness.report.charts import accuracy_cost_png, epochs_png
-from harness.report.decide import NEGLIGIBLE_SHARE, NEGLIGIBLE_USD
 from harness.report.formats import IMAGES, Block, p_text, percent, points, ratio, usd
 from harness.report.markup import to_html, to_markdown
 from harness.report.model import Report, TrialRow
@@ -69,13 +68,14 @@ def _front(report: Report) -> list[Block]:
     o = report.options
     intro = (
         "Each step moves to the next dearer member of the Pareto front of validation accuracy "
-        "against cost (baselines included). A gain is shown when a one-sided two-proportion "
-        f"test on the {report.n_valid or 'unknown number of'} validation examples rejects "
+        "against cost (baselines included). A gain is shown when a one-sided paired test on "
+        f"the {report.n_valid or 'unknown number of'} validation examples rejects "
         f'"no better" at {o.alpha:g} shared among the candidates dearer than the cheaper end '
         '(the step was picked from them): "tested at"; "gain at least" is the matching lower '
-        "bound. The walk goes cheapest-first, buys the cheapest step up worth it and stops "
-        "where none is. Test accuracies are shown, not tested: the test set checks only the "
-        "chosen model, once (see the answer)."
+        "bound: a claim, with family-wise error control. The walk (see the method) chooses by "
+        "expected value among what it could buy, so it may buy a step whose gain alone is not "
+        "shown: its column says what it did. Test accuracies are shown, not tested: the test "
+        "set checks only the chosen model, once (see the answer)."
     )
     table: list[Block] = (
         [("table", (headers, rows))] if rows else [("p", "The front has one member: no steps.")]
@@ -298,27 +298,26 @@ def _guess(label: Any, confidence: Any) -> str:
 def _method(report: Report) -> list[Block]:
     o = report.options
     run = f"parent MLflow run `{report.parent_run_id}`" if report.parent_run_id else "no MLflow run"
-    confidence = f"{1 - 2 * o.alpha:.0%}"
     items = [
         "Choose on validation, confirm on test. The study optimises validation accuracy (of the "
         "model each trial delivered) and cost; the Pareto front here is every model, baselines "
         f"included, that no other beats on both {report.selected_on} accuracy and cost. Test "
         "accuracies are shown for every model and are unbiased because nothing was chosen on "
         "them (choosing on test overstates the winner by about a point).",
-        "The walk: from the cheapest front member, look at the dearer ones. If the next costs at "
-        f"most {NEGLIGIBLE_SHARE:.0%} more than the model last bought on evidence, or at most "
-        f"{usd(NEGLIGIBLE_USD)} more, its higher validation accuracy decides (no money worth "
-        "testing for). Otherwise each dearer member within reach is tested against the current "
-        "choice: a one-sided two-proportion test of the validation accuracies (Wald, with "
-        "Yates' continuity correction; conservative for models scored on the same examples) at "
-        f"alpha {o.alpha:g} divided by the number of candidates dearer than the current choice "
-        "(Bonferroni: the front was picked from them on the same data). Without a value per "
-        "point a step is worth it when its gain is shown; with one, when value x gain - extra "
-        "cost is surely positive (the gain's matching lower bound, priced, above the extra "
-        f"cost; the {confidence} interval is shown). The walk buys the cheapest step worth it "
-        "and goes on; it stops where none is (the closest is the comparison shown), at the "
-        "budget, and without a value or budget at the knee of the front. So the chance of "
-        "paying for any dearer model that is no better stays below alpha.",
+        "The walk (paired on the validation examples every model was scored on, where each "
+        "recorded which it got right): every fine-tuned candidate's expected accuracy is "
+        "corrected for having picked the best of many on the same data (empirical Bayes: "
+        "candidates shown worse than the best drop out; the rest tie at their pooled mean until "
+        "one is shown better than the cheapest, then each is shrunk towards the mean by how "
+        "much of its spread is noise). From the cheapest front member the walk takes the most "
+        "valuable member within reach (with a value per point: value x expected gain - extra "
+        "cost; otherwise the expected accuracy) and buys it over the most valuable cheaper "
+        "alternative when its advantage is shown: among candidates shown to differ the "
+        "expected values decide; where a tie is plausible a one-sided paired test at alpha "
+        f"{o.alpha:g}, shared among the candidates dearer than that alternative (Bonferroni), "
+        "must pass. Otherwise it looks again below. So a dearer model that is no better is "
+        "bought in at most about alpha of sweeps at any value per point, while a gain that is "
+        "shown and worth its price is bought.",
         "The test set is read once for a decision: exact McNemar (two-sided binomial test on the "
         f"examples only one model gets right) and a {o.n_resamples:,}-resample paired bootstrap "
         f"interval (seed {o.seed}) of the chosen model against the model it was chosen over, "

@@ -171,8 +171,17 @@ def _rebuilt(spec: TrialSpec, record: TrialRecord, refs: dict[int, str]) -> Tria
     accuracy, cost = record.curve()
     last = record.epochs_run or len(accuracy)
     first = last - len(accuracy) + 1  # a remote job records only its last epochs
+    right = record.valid_correct_by_epoch  # empty for a trial recorded before it was kept
     epochs = tuple(
-        EpochResult(first + i, a, None, None, Cost(usd=c), refs.get(first + i))
+        EpochResult(
+            first + i,
+            a,
+            None,
+            None,
+            Cost(usd=c),
+            refs.get(first + i),
+            valid_correct=right[i] if i < len(right) else None,
+        )
         for i, (a, c) in enumerate(zip(accuracy, cost, strict=True))
     )
     model = TrainedModel(record.model_ref or "", epochs, Cost(), job_id=record.job_id)

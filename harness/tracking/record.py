@@ -39,6 +39,10 @@ SETTLED_USD = "settled_usd"  # what a failed trial is known to have cost
 VALID_ACCURACY_BY_EPOCH = "valid_accuracy_by_epoch"
 COST_USD_BY_EPOCH = "cost_usd_by_epoch"
 CHECKPOINT_TEST_ACCURACY = "checkpoint_test_accuracy"
+# Which validation examples each epoch's model / the delivered model got right, packed
+# (`harness.scoring.pack_correct`): the report compares models paired, on the same examples.
+VALID_CORRECT_BY_EPOCH = "valid_correct_by_epoch"
+VALID_CORRECT = "valid_correct"
 CHECKPOINT_OF = "checkpoint_of"
 SPENT_USD = "spent_usd"
 COST_USD = "cost_usd"
@@ -67,14 +71,22 @@ REGISTERED_MODEL_TAG = "harness.registered_model"
 FINE_TUNED_MODEL_TAG = "fine_tuned_model"
 JOB_ID_TAG = "job_id"
 STOPPED_EARLY_TAG = "stopped_early"
-PARETO_TAG = "pareto"
+PARETO_TAG = "pareto"  # the study's own front (trials only), written by the sweep
+# The report's front, baselines included (a trial off it is beaten by a baseline or a trial):
+# written by `harness report`, under its own name so it never flips the sweep's `pareto`.
+REPORT_FRONT_TAG = "harness.report_front"
 SYNTHETIC_TAG = "synthetic"
 FAILURE_REASON_TAG = "failure_reason"
 STOPPED_TAG = "harness.stopped"  # on a study's run: why its sweep started no more trials
 # The run artifact folder holding a local model's files where the tracking store is remote.
 MODEL_FILES = "model_files"
 # The per-epoch lists a retried trial must start afresh (its journal it keeps).
-EPOCH_LISTS = (VALID_ACCURACY_BY_EPOCH, COST_USD_BY_EPOCH, CHECKPOINT_TEST_ACCURACY)
+EPOCH_LISTS = (
+    VALID_ACCURACY_BY_EPOCH,
+    COST_USD_BY_EPOCH,
+    CHECKPOINT_TEST_ACCURACY,
+    VALID_CORRECT_BY_EPOCH,
+)
 # Study user attributes written when the study is created: its experiment as resolved (`--set`
 # applied), the file it came from and the overrides, so commands can open the study by its name.
 EXPERIMENT_YAML = "experiment_yaml"
@@ -95,6 +107,9 @@ class TrialRecord:
     mlflow_run_id: str | None = None
     estimated_cost_usd: float | None = None
     valid_accuracy: float | None = None
+    # Which validation examples the delivered model got right (packed; None in a study recorded
+    # before it was kept: the report then compares that trial unpaired).
+    valid_correct: str | None = None
     test_accuracy: float | None = None
     test_macro_f1: float | None = None
     test_weighted_f1: float | None = None
@@ -117,6 +132,7 @@ class TrialRecord:
     valid_accuracy_by_epoch: tuple[float, ...] = ()
     cost_usd_by_epoch: tuple[float, ...] = ()
     checkpoint_test_accuracy: tuple[float | None, ...] = ()
+    valid_correct_by_epoch: tuple[str | None, ...] = ()
     checkpoint_of: int | None = None
     spent_usd: float | None = None
     failure_reason: str | None = None
@@ -230,6 +246,7 @@ def epoch_attrs(attrs: Mapping[str, Any], epoch: EpochResult) -> dict[str, Any]:
         VALID_ACCURACY_BY_EPOCH: epoch.valid_accuracy,
         COST_USD_BY_EPOCH: epoch.cost_so_far.usd,
         CHECKPOINT_TEST_ACCURACY: epoch.test_accuracy,
+        VALID_CORRECT_BY_EPOCH: epoch.valid_correct,
     }
     return {key: [*attrs.get(key, []), value] for key, value in values.items()}
 
@@ -285,6 +302,7 @@ def result_attrs(result: TrialResult, train_rows: int | None = None) -> dict[str
         "trained_tokens": cost.trained_tokens,
         "wall_seconds": result.wall_seconds,
         VALID_ACCURACY: delivered_valid_accuracy(result),
+        VALID_CORRECT: delivered_valid_correct(result),
         **{f"test_{k}": v for k, v in _test_scores(result.metrics).items()},
         MODEL_REF: portable_ref(result.model.model_ref),
         PROJECT_DIR: os.getcwd(),  # where `./` references were recorded from
@@ -306,10 +324,14 @@ def hosting_metrics(cost: Cost) -> dict[str, float]:
 def checkpoint_attrs(result: TrialResult, parent: int, run_id: str | None) -> dict[str, Any]:
     """A scored epoch checkpoint of trial `parent`, recorded as a trial of its own."""
     epochs = result.model.epochs
-    own = [e.valid_accuracy for e in epochs if e.checkpoint == result.model.model_ref]
+    own = [e for e in epochs if e.checkpoint == result.model.model_ref]
     return {
         **result_attrs(result),
-        **({VALID_ACCURACY: own[-1]} if own else {}),
+        **(
+            {VALID_ACCURACY: own[-1].valid_accuracy, VALID_CORRECT: own[-1].valid_correct}
+            if own
+            else {}
+        ),
         MLFLOW_RUN_ID: run_id,
         CHECKPOINT_OF: parent,
         SPENT_USD: result.eval_cost.usd,
@@ -325,6 +347,12 @@ def delivered_valid_accuracy(result: TrialResult, epoch: int | None = None) -> f
     if epoch is not None:
         return next((e.valid_accuracy for e in epochs if e.epoch == epoch), None)
     return epochs[-1].valid_accuracy if epochs else None
+
+
+def delivered_valid_correct(result: TrialResult) -> str | None:
+    """Which validation examples the delivered model (its last epoch) got right, packed."""
+    epochs = result.model.epochs
+    return epochs[-1].valid_correct if epochs else None
 
 
 def objective_accuracy(result: TrialResult) -> float:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from harness.backends.base import EpochCallback, Journal
 from harness.backends.hosted._eval import Evaluation
 from harness.records import Cost, EpochResult, PreparedData, Split, TrainedModel
+from harness.scoring import pack_correct
 
 Scorer = Callable[[str, Split], Evaluation]  # (model id, split) -> its evaluation
 
@@ -79,6 +80,9 @@ def epoch_points(
                 cost_so_far=scaled(job_cost, point.epoch / job.n_epochs) + valid.cost + tested,
                 checkpoint=point.model,
                 test_accuracy=None if test is None else accuracy(test, data.test),
+                valid_correct=pack_correct(
+                    data.validation.labels, [p.label for p in valid.predictions]
+                ),
             )
         )
         if on_epoch(epochs[-1]) and not is_final:

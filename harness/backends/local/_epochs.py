@@ -22,10 +22,12 @@ from harness.records import Cost, EpochResult, TrainedModel, TrialSpec
 
 @dataclass(frozen=True)
 class Validation:
-    """One epoch's validation: accuracy and mean loss on the validation set."""
+    """One epoch's validation: accuracy and mean loss on the validation set, and which
+    examples were right (`harness.scoring.pack_bits`, for paired comparisons)."""
 
     accuracy: float
     loss: float | None
+    correct: str | None = None
 
 
 class EpochSteps(Protocol):
@@ -77,7 +79,15 @@ def run_epochs(
             checkpoint = steps.save(epoch)
         cost = steps.cost(time.perf_counter() - started - waited)
         epochs.append(
-            EpochResult(epoch, validation.accuracy, validation.loss, train_loss, cost, checkpoint)
+            EpochResult(
+                epoch,
+                validation.accuracy,
+                validation.loss,
+                train_loss,
+                cost,
+                checkpoint,
+                valid_correct=validation.correct,
+            )
         )
         asked = time.perf_counter()
         stop = on_epoch(epochs[-1])

@@ -130,13 +130,12 @@ def train_step(run: Run, rows: list[int]) -> torch.Tensor:
 
 def validate(
     run: Run, ids: list[list[int]], labels: torch.Tensor, eval_batch_size: int
-) -> tuple[float, float, float]:
-    """Accuracy and mean cross-entropy on the validation split."""
-    began = time.perf_counter()
+) -> tuple[float, float, list[bool]]:
+    """Accuracy and mean cross-entropy on the validation split, and which examples were right
+    (for paired comparisons between models)."""
     logits = ordered_logits(run.model, ids, eval_batch_size, run.pad, run.device)
-    rate = len(ids) / max(time.perf_counter() - began, 1e-9)
-    accuracy = (logits.argmax(dim=-1) == labels).float().mean().item()
-    return accuracy, F.cross_entropy(logits, labels).item(), rate
+    right = logits.argmax(dim=-1) == labels
+    return right.float().mean().item(), F.cross_entropy(logits, labels).item(), right.tolist()
 
 
 def label_ids(split: Split, labels: tuple[str, ...]) -> list[int]:

@@ -88,6 +88,7 @@ from harness.backends.local.config import LocalBackendConfig
 from harness.data.prepare import subsample
 from harness.errors import BackendError, ConfigError
 from harness.records import Cost, Prediction, PreparedData, TrainedModel, TrialSpec
+from harness.scoring import pack_bits
 
 MODEL_ARTIFACT = "model"  # a packaged model's weights folder
 PRICING_NOTE = "local_pricing"  # the journal note naming the rates a trial is priced at
@@ -135,14 +136,14 @@ class _EncoderEpochs:
         return train_epoch(self.run, self.backend.progress, described)
 
     def validate(self) -> Validation:
-        accuracy, loss, _ = validate(
+        accuracy, loss, right = validate(
             self.run,
             self.encoded.validation,
             self.valid_labels,
             self.backend.config.eval_batch_size,
         )
         self.scored += self.encoded.validation_tokens
-        return Validation(accuracy, loss)
+        return Validation(accuracy, loss, pack_bits(right))
 
     def save(self, epoch: int | None) -> str:
         return self.backend._save(self.run.model, self.tokenizer, self.data, self.spec, epoch)

@@ -81,6 +81,7 @@ from harness.backends.local.config import LocalLMBackendConfig
 from harness.data.prepare import subsample
 from harness.errors import BackendError, ConfigError
 from harness.records import Cost, Prediction, PreparedData, TrainedModel, TrialSpec
+from harness.scoring import pack_bits
 
 MODEL_ARTIFACT = "model"
 PRICING_NOTE = "local_pricing"
@@ -388,7 +389,7 @@ class _LMEpochs:
 
     def validate(self) -> Validation:
         run, fmt, config = self.run, self.fmt, self.backend.config
-        accuracy, loss, out, _ = validate(
+        accuracy, loss, out, right = validate(
             run.model,
             self.prompts,
             self.labels,
@@ -402,7 +403,7 @@ class _LMEpochs:
         if self.journal is not None:
             greedy = {"per_epoch": self.outside, "of": len(self.truth)}
             self.journal.record(GREEDY_NOTE, json.dumps(greedy))
-        return Validation(accuracy, loss)
+        return Validation(accuracy, loss, pack_bits(right))
 
     def save(self, epoch: int | None) -> str:
         return self.backend._save(self.run, self.fmt, self.data, self.spec, self.path, epoch)

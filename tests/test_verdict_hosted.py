@@ -1,0 +1,97 @@
+"""The verdict on a hosted study through the fake OpenAI server: a real sweep (the real SDK over
+HTTP, a real Optuna storage and MLflow store), then `harness report` at two values per point.
+
+The data are short reviews with a quarter of their labels flipped, so TF-IDF + logistic
+regression reaches about 72%. The fake's models answer by an oracle (synthetic numbers, never a
+result): a job's checkpoint after epoch 1, 2 and 3 gets each example's label right with
+probability 0.74, 0.78 and 0.86, independently per example. At $100 a point the report must buy
+the clearly better fine-tuned model; at $0.0001 a point no fine-tuned model is worth its price,
+and it must stay with the cheapest adequate option, TF-IDF. Either way its first figure is the
+chosen model's test accuracy.
+"""
+
+# The fixture is imported by name, so every test that takes it "redefines" it.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.config import load_experiment
+from harness.sweep.loop import run_sweep
+from tests.cli_runner import run_cli
+from tests.conftest import openai_experiment, review_rows, write_csv
+from tests.openai_fake import FakeOpenAI, openai_fake  # noqa: F401 - the fixture
+from tests.test_openai_sweep import RecordingView
+
+pytestmark = pytest.mark.slow
+SKILL = {1: 0.74, 2: 0.78, 3: 0.86}
+TFIDF = "TF-IDF + logistic regression"
+
+
+def _noisy_reviews(directory: Path) -> tuple[Path, dict[str, str]]:
+    rng = np.random.default_rng(0)
+    flip = {"positive": "negative", "negative": "positive"}
+    rows = [
+        (text, flip[label] if rng.random() < 0.25 else label)
+        for text, label in review_rows(600, seed=7)
+    ]
+    return write_csv(directory / "noisy.csv", rows), dict(rows)
+
+
+def _oracle(server: FakeOpenAI, truth: Mapping[str, str]) -> None:
+    def answer(model_id: str, prompt: str) -> Mapping[str, float]:
+        info = server.state.model_info(model_id)
+        label = truth.get(prompt.strip())
+        if info is None or label is None:
+            return {"positive": 0.5, "negative": 0.5}
+        draw = hashlib.sha256(f"{model_id}|{prompt}".encode()).digest()[0] / 256
+        right = draw < SKILL.get(info.epoch or 1, 0.74)
+        other = "negative" if label == "positive" else "positive"
+        return {label if right else other: 0.9, other if right else label: 0.1}
+
+    server.state.set_oracle(answer)
+
+
+def test_the_report_buys_a_clearly_better_hosted_model_only_when_it_is_worth_it(
+    tmp_path: Path, openai_fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-verdict-hosted-0123456789")
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_fake.base_url)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    openai_fake.state.job_duration = 0.2
+    csv, truth = _noisy_reviews(tmp_path)
+    _oracle(openai_fake, truth)
+    path = openai_experiment(tmp_path, "hosted-verdict", 2, backend={"max_concurrency": 2})
+    text = path.read_text().replace(str(tmp_path / "reviews.csv"), str(csv))
+    path.write_text(text.replace("n_epochs: {type: int, low: 1, high: 3}", "n_epochs: 3"))
+    (tmp_path / "space.yaml").write_text(
+        "n_epochs: 3\nlearning_rate_multiplier: {type: float, low: 0.5, high: 2.0}\nbatch_size: 8\n"
+    )
+    outcome = run_sweep(load_experiment(str(path)), RecordingView())
+    assert len(outcome.results) == 2
+
+    rich = run_cli("report", str(path), "--out", str(tmp_path / "rich"), "--value-per-point", "100")
+    assert rich.exit_code == 0, rich.output
+    answer = rich.output.splitlines()[0]
+    assert answer.startswith("Answer: Choose trial "), answer
+    # The first figure is the chosen model's test accuracy; validation is named as what it was
+    # chosen on.
+    assert re.match(
+        r"Answer: Choose trial \d+ \([^)]*\): [\d.]+% test accuracy \(chosen on", answer
+    )
+    assert "epoch 1 of 3" not in answer.split(":")[1]  # the 86% model, not an earlier epoch
+
+    frugal = run_cli(
+        "report", str(path), "--out", str(tmp_path / "frugal"), "--value-per-point", "0.0001"
+    )
+    assert frugal.exit_code == 0, frugal.output
+    first = frugal.output.splitlines()[0]
+    assert first.startswith(f"Answer: Don't fine-tune: {TFIDF}"), first
+    assert re.search(r"[\d.]+% test accuracy \(chosen on [\d.]+% validation\)", first)
