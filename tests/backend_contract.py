@@ -95,6 +95,9 @@ class BackendContract:
     def test_on_epoch_is_called_once_per_epoch_in_order(self, trained: Trained) -> None:
         numbers = [epoch.epoch for epoch in trained.seen]
         assert numbers == list(range(1, len(numbers) + 1)) and numbers
+        # Which validation examples each epoch got right travels with it (paired comparisons),
+        # from the one local epoch loop as from the hosted one.
+        assert all(epoch.valid_correct for epoch in trained.seen)
         assert list(trained.model.epochs) == trained.seen
         costs = [epoch.cost_so_far.usd for epoch in trained.seen]
         assert costs == sorted(costs), "cost so far never goes down"
