@@ -73,22 +73,21 @@ def run_epochs(
     for epoch in range(1, spec.n_epochs + 1):
         described = f"{spec.run_name()} epoch {epoch}/{spec.n_epochs}"
         train_loss = steps.train(described)
-        validation = steps.validate()
+        valid = steps.validate()
         checkpoint = None
         if epoch < spec.n_epochs and evaluate_checkpoints:
             checkpoint = steps.save(epoch)
         cost = steps.cost(time.perf_counter() - started - waited)
-        epochs.append(
-            EpochResult(
-                epoch,
-                validation.accuracy,
-                validation.loss,
-                train_loss,
-                cost,
-                checkpoint,
-                valid_correct=validation.correct,
-            )
+        point = EpochResult(
+            epoch,
+            valid.accuracy,
+            valid.loss,
+            train_loss,
+            cost,
+            checkpoint,
+            valid_correct=valid.correct,
         )
+        epochs.append(point)
         asked = time.perf_counter()
         stop = on_epoch(epochs[-1])
         waited += time.perf_counter() - asked

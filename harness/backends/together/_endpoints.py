@@ -24,15 +24,16 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from harness.backends.base import Journal, MemoryJournal
+from harness.backends.base import Journal, MemoryJournal, RemoteJob
 from harness.backends.together._client import RefusedError, TogetherClient, TransientError
 from harness.backends.together.config import TogetherBackendConfig
 from harness.errors import BackendError
+from harness.records import Cost
 
 T = TypeVar("T")
 LIVE = ("PENDING", "STARTING", "STARTED", "STOPPING")
@@ -187,6 +188,17 @@ class TogetherEndpoints:
                 )
             self._sleep(interval)
             interval = min(interval * 1.5, self.config.poll_max_interval)
+
+
+def endpoint_job(endpoint: Mapping[str, Any], rate: float | None) -> RemoteJob:
+    """A live endpoint as a study's paid job, priced at `rate` dollars an hour from its age."""
+    minutes = minutes_since(endpoint.get("created_at"))
+    cost = None
+    if minutes is not None and rate is not None:
+        usd = rate * minutes / 60
+        cost = Cost(usd=usd, hosting_usd=usd, hosting_hours=minutes / 60)
+    status = f"dedicated endpoint {endpoint.get('state')}, billed by the minute until deleted"
+    return RemoteJob(str(endpoint["id"]), status, str(endpoint.get("model") or ""), cost)
 
 
 def minutes_since(created_at: str | None, now: datetime | None = None) -> int | None:

@@ -63,7 +63,7 @@ from harness.backends.hosted._tokens import TiktokenCounter
 from harness.backends.hosted.pricing import Price, PriceTable, load_price_table, require_prices
 from harness.backends.together._client import TogetherClient
 from harness.backends.together._endpoints import JOURNAL_KEY as ENDPOINT_NOTE
-from harness.backends.together._endpoints import TogetherEndpoints, minutes_since
+from harness.backends.together._endpoints import TogetherEndpoints, endpoint_job
 from harness.backends.together._eval import TogetherEvaluator
 from harness.backends.together._jobs import TogetherFiles, TogetherJobs, billed_usd
 from harness.backends.together._quote import ask_quote, check_quote
@@ -373,7 +373,8 @@ class TogetherBackend:
             found.append(RemoteJob(str(job["id"]), str(job["status"]), name, cost, key))
         if self.config.serving.kind == "dedicated":
             tag = f"{self.config.suffix}-{study_tag(study_name)}-t"
-            found += [self._endpoint_job(e) for e in self.endpoints.of_study(tag)]
+            rate = self.prices.lookup(self.config.model).hosting_per_hour
+            found += [endpoint_job(e, rate) for e in self.endpoints.of_study(tag)]
         return found
 
     def release_deployments(self, study_name: str, held: Collection[str]) -> list[str]:
@@ -383,16 +384,6 @@ class TogetherBackend:
             return []
         tag = f"{self.config.suffix}-{study_tag(study_name)}-t"
         return self.endpoints.release(tag, held)
-
-    def _endpoint_job(self, endpoint: Mapping[str, Any]) -> RemoteJob:
-        minutes = minutes_since(endpoint.get("created_at"))
-        rate = self.prices.lookup(self.config.model).hosting_per_hour
-        cost = None
-        if minutes is not None and rate is not None:
-            usd = rate * minutes / 60
-            cost = Cost(usd=usd, hosting_usd=usd, hosting_hours=minutes / 60)
-        status = f"dedicated endpoint {endpoint.get('state')}, billed by the minute until deleted"
-        return RemoteJob(str(endpoint["id"]), status, str(endpoint.get("model") or ""), cost)
 
     def package(self, model_ref: str, labels: Sequence[str]) -> ModelPackage:
         """The model name, endpoint, labels and prompt format; never the key."""
