@@ -48,6 +48,7 @@ class QuietView:
 
     def __init__(self) -> None:
         self.progress = NullProgress()
+        self.live = None  # no live events (`SweepView.live`)
         self.failed: list[tuple[TrialSpec, str]] = []
 
     def sweep_started(self, study_name: str, done: int, target: int) -> None:

@@ -95,8 +95,8 @@ def _data() -> Any:
 
 
 def _harness(data: Any, model: str, folder: str) -> tuple[int, float]:
-    from harness.backend_config import LocalLMBackendConfig
-    from harness.backends.local_lm import LocalLMBackend
+    from harness.backends.local.config import LocalLMBackendConfig
+    from harness.backends.local.lm import LocalLMBackend
     from harness.records import TrialSpec
 
     config = LocalLMBackendConfig.model_validate(
@@ -245,7 +245,7 @@ def _trl(data: Any, model_path: str, folder: str) -> tuple[int, float]:
 def _main(kind: str, folder: str) -> None:
     import torch
 
-    from harness.backends._lm_models import offline_smollm2
+    from harness.backends.local._lm_models import offline_smollm2
 
     torch.set_num_threads(torch.get_num_threads())
     data, model = _data(), str(offline_smollm2())

@@ -64,9 +64,9 @@ def record_one(backend: Any, data: Any, config: dict[str, Any], number: int) -> 
     """Train one configuration with the local backend's own loop; score every epoch."""
     import torch
 
-    from harness.backends._local_training import label_ids, start_run, train_epoch, validate
-    from harness.backends._torch_utils import ordered_logits, quiet_transformers
-    from harness.backends.local import resolve_model_path
+    from harness.backends.local._torch_utils import ordered_logits, quiet_transformers
+    from harness.backends.local._training import label_ids, start_run, train_epoch, validate
+    from harness.backends.local.encoder import resolve_model_path
     from harness.records import TrialSpec
 
     spec = TrialSpec(
@@ -132,7 +132,7 @@ def _done() -> dict[str, dict[str, Any]]:
 def record(limit: int | None) -> None:
     """Record the configurations not yet in the partial file (at most `limit` of them)."""
     from benchmarks.common import QuietView
-    from harness.backends.local import LocalBackend
+    from harness.backends.local.encoder import LocalBackend
     from harness.config import load_experiment
     from harness.data.prepare import prepare_experiment
 
@@ -179,7 +179,7 @@ def slow_rows(rows: list[dict[str, Any]], tolerance: float = 1.15) -> list[dict[
 def rerecord_slow() -> None:
     """Train the slow rows again; keep the faster run of each (see the module docstring)."""
     from benchmarks.common import QuietView
-    from harness.backends.local import LocalBackend
+    from harness.backends.local.encoder import LocalBackend
     from harness.config import load_experiment
     from harness.data.prepare import prepare_experiment
 

@@ -128,7 +128,7 @@ def _experiment(folder: Path) -> Path:
 
 def _eval_throughput(experiment: Any, model: str, labels: tuple[str, ...]) -> dict[str, Any]:
     """Single-request latency (median of one-text calls), then EVAL_TEXTS texts at once."""
-    from harness.backends.openai import OpenAIBackend
+    from harness.backends.openai.backend import OpenAIBackend
 
     backend = OpenAIBackend(experiment.config.backend)
     backend.predict(model, ["warm up the connection pool"], labels)

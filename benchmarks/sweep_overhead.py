@@ -80,7 +80,7 @@ class _Timers:
 
 def run() -> BenchResult:
     """Run the sweep with timers in place; report reuse and the tracker's share of wall time."""
-    from harness.backends.local import LocalBackend
+    from harness.backends.local.encoder import LocalBackend
     from harness.config import load_experiment
     from harness.sweep.loop import run_sweep
     from harness.tracking.runs import MlflowTracker

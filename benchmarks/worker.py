@@ -31,7 +31,7 @@ def run_harness(args: dict[str, Any]) -> dict[str, Any]:
     """Time `load_experiment` + `run_sweep` (data, training, test scoring, MLflow tracking)."""
     import mlflow  # noqa: F401 - the harness's own heavy import, once per process like torch's
 
-    import harness.backends.local  # noqa: F401 - torch and transformers, as the others import
+    import harness.backends.local.encoder  # noqa: F401 - torch and transformers, as the others import
     from benchmarks.common import QuietView
     from harness.config import load_experiment
     from harness.sweep.loop import run_sweep
@@ -62,7 +62,7 @@ class _Setup:
 
 
 def _setup(experiment_path: str) -> _Setup:
-    from harness.backends.local import resolve_model_path
+    from harness.backends.local.encoder import resolve_model_path
     from harness.config import load_experiment
     from harness.data.prepare import prepare_experiment
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -21,12 +21,8 @@ from pydantic import (
     model_validator,
 )
 
-from harness.backend_config import (
-    BACKEND_KINDS,
-    AnyBackendConfig,
-    BackendConfig,
-    Strict,
-)
+from harness.backends.registry import BACKEND_KINDS, KINDS, AnyBackendConfig, BackendConfig
+from harness.backends.settings import Strict
 from harness.errors import ConfigError
 
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
@@ -125,17 +121,10 @@ class ExperimentConfig(Strict):
         return {**raw, "backend": {**backend, "system_prompt": prompt}}
 
 
-def _kind_of(model: type[BaseModel]) -> str:
-    """A backend section's `kind` tag."""
-    return str(get_args(model.model_fields["kind"].annotation)[0])
-
-
 def _takes_system_prompt(kind: Any) -> bool:
     """Whether the backend section of this kind has a `system_prompt` setting."""
-    for model in get_args(AnyBackendConfig):
-        if kind == _kind_of(model):
-            return "system_prompt" in model.model_fields
-    return False
+    entry = KINDS.get(kind) if isinstance(kind, str) else None
+    return entry is not None and "system_prompt" in entry.config.model_fields
 
 
 @dataclass(frozen=True)
@@ -250,7 +239,7 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
 def _model_at(parts: list[str]) -> type[BaseModel] | None:
     """The config model at a pydantic error location (the backend union by its kind tag)."""
     model: type[BaseModel] = ExperimentConfig
-    members = {_kind_of(member): member for member in get_args(AnyBackendConfig)}
+    members: dict[str, type[BaseModel]] = {name: entry.config for name, entry in KINDS.items()}
     while parts:
         part, parts = parts[0], parts[1:]
         if model is ExperimentConfig and part == "backend":

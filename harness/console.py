@@ -30,7 +30,7 @@ from rich.text import Text
 
 from harness.backends.base import Progress
 from harness.records import Cost, EpochResult, TrialResult, TrialSpec
-from harness.sweep.live import SweepStatus
+from harness.sweep.live import LiveView, SweepStatus
 from harness.sweep.study import pareto_numbers
 from harness.tracking.record import TrialRecord
 
@@ -148,6 +148,7 @@ class RichView:
 
     def __init__(self, console: Console):
         self.console = console
+        self.live: LiveView | None = self  # it shows the live events itself (`SweepView.live`)
         self.line = _StatusLine()
         self.bars = _SweepBars(
             self.line,

@@ -6,7 +6,7 @@ and sent across threads without surprises.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -146,9 +146,6 @@ class TrialResult:
     @property
     def total_cost(self) -> Cost:
         return self.model.train_cost + self.eval_cost
-
-    def with_wall_seconds(self, seconds: float) -> TrialResult:
-        return replace(self, wall_seconds=seconds)
 
 
 @dataclass(frozen=True)

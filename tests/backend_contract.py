@@ -71,6 +71,12 @@ class BackendContract:
         assert isinstance(backend.capabilities, Capabilities)
         assert backend.capabilities.max_concurrency >= 1
         assert isinstance(backend.kind, str) and backend.kind
+        # What a backend may do is declared, never probed: a backend that deploys nothing has
+        # nothing to release, and one that does names where its trials note what they hold.
+        if not backend.capabilities.deploys_models:
+            assert backend.release_deployments("no-such-study", ()) == []
+        else:
+            assert backend.capabilities.hosting_notes
 
     def test_preflight_passes_for_a_healthy_backend_and_spends_nothing(
         self, case: BackendCase
@@ -89,6 +95,9 @@ class BackendContract:
     def test_on_epoch_is_called_once_per_epoch_in_order(self, trained: Trained) -> None:
         numbers = [epoch.epoch for epoch in trained.seen]
         assert numbers == list(range(1, len(numbers) + 1)) and numbers
+        # Which validation examples each epoch got right travels with it (paired comparisons),
+        # from the one local epoch loop as from the hosted one.
+        assert all(epoch.valid_correct for epoch in trained.seen)
         assert list(trained.model.epochs) == trained.seen
         costs = [epoch.cost_so_far.usd for epoch in trained.seen]
         assert costs == sorted(costs), "cost so far never goes down"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from harness.backends._azure import DEPLOYMENT_NOTE
+from harness.backends.openai._azure import DEPLOYMENT_NOTE
 from harness.tracking.record import journal_key
 from tests.azure_fake import FakeAzure
 from tests.test_providers import (

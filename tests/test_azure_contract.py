@@ -16,10 +16,10 @@ from typing import Any
 import httpx2
 import pytest
 
-from harness.backend_config import AzureSettings, OpenAIBackendConfig
-from harness.backends._azure import DEPLOYMENT_NOTE, AzureDeployments, deployment_name
 from harness.backends.base import MemoryJournal
-from harness.backends.openai import OpenAIBackend
+from harness.backends.openai._azure import DEPLOYMENT_NOTE, AzureDeployments, deployment_name
+from harness.backends.openai.backend import OpenAIBackend
+from harness.backends.openai.config import AzureSettings, OpenAIBackendConfig
 from harness.records import EpochResult, PreparedData, TrialSpec
 from tests.azure_fake import FakeAzure
 from tests.azure_fake.spec import errors_for, load_subset

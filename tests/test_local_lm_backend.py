@@ -17,12 +17,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.backend_config import LocalLMBackendConfig
-from harness.backends import _lm_models
-from harness.backends._lm_format import formatter, label_sequences
-from harness.backends._lm_models import BASE, cached_conversion, offline_smollm2, resolve_lm_path
-from harness.backends._lm_training import completion_batch, score_labels
 from harness.backends.base import MemoryJournal
+from harness.backends.local import _lm_models
+from harness.backends.local._lm_format import formatter, label_sequences
+from harness.backends.local._lm_models import (
+    BASE,
+    cached_conversion,
+    offline_smollm2,
+    resolve_lm_path,
+)
+from harness.backends.local._lm_training import completion_batch, score_labels
+from harness.backends.local.config import LocalLMBackendConfig
 from harness.errors import BackendError
 from harness.records import EpochResult, PreparedData, TrainedModel, TrialSpec
 from tests.cli_runner import assert_clean_error, run_cli
@@ -145,7 +150,7 @@ class Trained:
 
 @pytest.fixture(scope="module")
 def trained(smollm2: str, config: LocalLMBackendConfig, data: PreparedData) -> Iterator[Trained]:
-    from harness.backends.local_lm import LocalLMBackend
+    from harness.backends.local.lm import LocalLMBackend
 
     backend = LocalLMBackend(config)
     journal, seen = MemoryJournal(), []
@@ -278,7 +283,7 @@ def test_a_package_holds_its_base_model_and_predicts_alone(
 ) -> None:
     import shutil
 
-    from harness.backends.local_lm import LocalLMBackend
+    from harness.backends.local.lm import LocalLMBackend
 
     package = trained.backend.package(trained.model.model_ref, data.labels)  # type: ignore[attr-defined]
     folder = Path(package.artifacts["model"])
@@ -304,7 +309,7 @@ def test_a_package_holds_its_base_model_and_predicts_alone(
 def test_the_base_model_scores_zero_shot(
     smollm2: str, config: LocalLMBackendConfig, data: PreparedData
 ) -> None:
-    from harness.backends.local_lm import LocalLMBackend
+    from harness.backends.local.lm import LocalLMBackend
 
     predictions, cost = LocalLMBackend(config).predict(smollm2, data.test.texts[:3], LABELS)
     assert [set(p.scores) for p in predictions] == [set(LABELS)] * 3

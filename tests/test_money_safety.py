@@ -26,7 +26,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from harness.backends.pricing import load_price_table
+from harness.backends.hosted.pricing import load_price_table
 from harness.config import load_experiment
 from harness.sweep.loop import run_sweep
 from tests.conftest import openai_experiment

@@ -15,10 +15,10 @@ from typing import Any
 import optuna
 import pytest
 
-from harness.backend_config import OpenAIBackendConfig
-from harness.backends._openai_jobs import study_tag
 from harness.backends.base import MemoryJournal
-from harness.backends.openai import OpenAIBackend
+from harness.backends.hosted._job_keys import study_tag
+from harness.backends.openai.backend import OpenAIBackend
+from harness.backends.openai.config import OpenAIBackendConfig
 from harness.records import EpochResult, PreparedData, TrialSpec
 from harness.sweep.orphans import orphaned_jobs
 from harness.tracking.record import journal_key

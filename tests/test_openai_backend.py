@@ -23,11 +23,12 @@ import tiktoken.load
 import tiktoken.registry
 import yaml
 
-from harness.backend_config import OpenAIBackendConfig
-from harness.backends import _openai_tokens, load_backend
-from harness.backends._openai_client import scrub
+from harness.backends import load_backend
 from harness.backends.base import MemoryJournal, NullProgress
-from harness.backends.openai import OpenAIBackend
+from harness.backends.hosted import _tokens as _openai_tokens
+from harness.backends.openai._client import scrub
+from harness.backends.openai.backend import OpenAIBackend
+from harness.backends.openai.config import OpenAIBackendConfig
 from harness.errors import BackendError, ConfigError, DataError, TrainingRefused
 from harness.records import EpochResult, PreparedData, TrialSpec
 from tests.cli_runner import run_cli

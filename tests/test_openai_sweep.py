@@ -48,6 +48,7 @@ class RecordingView:
 
     def __init__(self) -> None:
         self.progress = NullProgress()
+        self.live = None  # no live events (`SweepView.live`)
         self.finished: list[TrialResult] = []
         self.failed: list[tuple[TrialSpec, str]] = []
 

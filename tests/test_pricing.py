@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.backend_config import PriceOverride
 from harness.backends.base import Estimate
-from harness.backends.pricing import base_model_of, is_fine_tuned, load_price_table
+from harness.backends.hosted.config import PriceOverride
+from harness.backends.hosted.pricing import base_model_of, is_fine_tuned, load_price_table
 from harness.config import load_experiment
 from harness.errors import ConfigError
 from harness.records import Cost, TrialSpec

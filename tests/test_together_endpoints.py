@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from harness.backends._together_endpoints import TogetherEndpoints
 from harness.backends.base import MemoryJournal
-from harness.backends.together import TogetherBackend
+from harness.backends.together._endpoints import TogetherEndpoints
+from harness.backends.together.backend import TogetherBackend
 from harness.config import load_experiment
 from harness.errors import BackendError
 from harness.records import Cost, PreparedData, TrainedModel, TrialSpec

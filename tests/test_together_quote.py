@@ -16,9 +16,10 @@ from typing import Any
 import optuna
 import pytest
 
-from harness.backend_config import PriceOverride, TogetherBackendConfig
 from harness.backends.base import MemoryJournal
-from harness.backends.together import TogetherBackend
+from harness.backends.hosted.config import PriceOverride
+from harness.backends.together.backend import TogetherBackend
+from harness.backends.together.config import TogetherBackendConfig
 from harness.config import load_experiment
 from harness.errors import TrainingRefused
 from harness.records import PreparedData, TrialSpec

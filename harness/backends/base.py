@@ -7,14 +7,14 @@ changing `backend.kind` in an experiment file. Backends are loaded lazily by nam
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from harness.records import Cost, EpochResult, Prediction, PreparedData, TrainedModel, TrialSpec
 
 if TYPE_CHECKING:
-    from harness.backends.pricing import Price
+    from harness.backends.hosted.pricing import Price
 
 # Called after every epoch a backend can evaluate. Returning True asks the backend to stop
 # training early (the trial cannot reach the Pareto front); the backend then returns what it has.
@@ -36,9 +36,13 @@ class Capabilities:
             instance (remote backends); False means one call at a time, from one thread.
         stops_early: Stopping after an epoch saves the remaining epochs' cost (local). False
             when a job is paid in full before its epochs can be seen (OpenAI).
-        priced_by_tokens: Cost comes from a provider's dated per-token price table
-            (`price_rows`); False where the backend prices its own work (the local backend:
-            tokens x seconds per token calibrated on this machine x dollars per hour).
+        deploys_models: Scoring a fine-tuned model deploys it where hosting bills by the hour
+            while it exists (Azure deployments, Together dedicated endpoints). The sweep then
+            calls `release_deployments` when it opens and closes, so none a killed sweep left
+            keeps billing; elsewhere it never calls it.
+        hosting_notes: The journal keys under which a running trial notes the deployments it
+            holds (space-separated names), so the sweep neither deletes them under it nor
+            reports them as paid hosting nobody owns.
     """
 
     synthetic: bool = False
@@ -46,13 +50,16 @@ class Capabilities:
     max_concurrency: int = 1
     thread_safe: bool = False
     stops_early: bool = False
-    priced_by_tokens: bool = False
+    deploys_models: bool = False
+    hosting_notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {self.max_concurrency=}")
         if self.max_concurrency > 1 and not self.thread_safe:
             raise ValueError("a backend running several trials at once must be thread_safe")
+        if self.deploys_models and not self.hosting_notes:
+            raise ValueError("a backend that deploys models must name its hosting_notes")
 
 
 @dataclass(frozen=True)
@@ -98,17 +105,28 @@ class RemoteJob:
     # trial killed before recording the job's id still owns it by the key in its journal.
     key: str | None = None
 
+    def owned_by(self, job_key: str | None) -> bool:
+        """Whether a trial's journalled `job_key` is the key this job was created under (the
+        job carries the whole key in its metadata, or its head in its suffix)."""
+        return bool(job_key and self.key) and str(job_key).startswith(str(self.key))
+
 
 class Journal(Protocol):
     """Durable notes about one trial that survive a crash (Optuna user attrs + MLflow tags).
 
     A remote backend records its job id here *before* waiting on the job; when a killed sweep is
     run again, the retried trial recalls the id and reattaches instead of paying for a new job.
+    It also takes what a job reports while it runs (step metrics, its result file), for the
+    trial's run; every journal takes them, so no backend asks which kind it was handed.
     """
 
     def recall(self, key: str) -> str | None: ...
 
     def record(self, key: str, value: str) -> None: ...
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
+
+    def log_text(self, text: str, artifact_file: str) -> None: ...
 
 
 class MemoryJournal:
@@ -116,12 +134,20 @@ class MemoryJournal:
 
     def __init__(self, notes: dict[str, str] | None = None) -> None:
         self.notes: dict[str, str] = dict(notes or {})
+        self.metrics: list[tuple[int, dict[str, float]]] = []  # (step, metrics) as logged
+        self.texts: dict[str, str] = {}  # artifact file -> text
 
     def recall(self, key: str) -> str | None:
         return self.notes.get(key)
 
     def record(self, key: str, value: str) -> None:
         self.notes[key] = value
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        self.metrics.append((step, dict(metrics)))
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.texts[artifact_file] = text
 
 
 class Progress(Protocol):
@@ -255,12 +281,29 @@ class Backend(Protocol):
         """
         ...
 
+    def is_base_model(self, model_ref: str) -> bool:
+        """Whether `model_ref` names an untuned base model (scored zero-shot) rather than a
+        model `fine_tune` made or one of its checkpoints; decided from what the backend knows
+        of its own models, never from the shape of a provider's names."""
+        ...
+
     def discard(self, model_ref: str) -> bool:
         """Delete a kept model the sweep no longer needs (a checkpoint off the Pareto front).
 
         Returns:
             True if something was deleted; False where nothing is stored by the harness (a
             provider's model) or it is already gone.
+        """
+        ...
+
+    def release_deployments(self, study_name: str, held: Collection[str]) -> list[str]:
+        """Delete this study's deployed models that no running trial holds (`held`: the names
+        running trials noted under `capabilities.hosting_notes`), so none a killed sweep left
+        bills by the hour; returns the names deleted. Called only where
+        `capabilities.deploys_models`.
+
+        Raises:
+            HarnessError: The provider could not be asked or refused a deletion.
         """
         ...
 

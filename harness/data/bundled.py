@@ -30,10 +30,6 @@ from harness.errors import DataError, HarnessError
 
 CACHE_ENV = "HARNESS_CACHE_DIR"
 _PIP_TIMEOUT_S = 300
-_ACCEPTED = (
-    "a bundled name ({bundled}), a .csv, .jsonl, .json or .parquet file, "
-    "or hf:NAME[:CONFIG] for a Hugging Face dataset"
-)
 _DECIMAL_INT = re.compile(r"[+-]?\d+(\.0*)?")
 
 

@@ -2,7 +2,7 @@
 
 Nothing here calls an API or needs a key: token counts come from tiktoken (offline) for the
 OpenAI backend and from the model's own tokenizer for the local one, whose per-token rates are
-calibrated once per machine (see `harness.backends._local_calibration`).
+calibrated once per machine (see `harness.backends.local._calibration`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from harness.backends import load_backend
 from harness.backends.base import Backend, Estimate
-from harness.backends.pricing import Price
+from harness.backends.hosted.pricing import Price
 from harness.config import Experiment
 from harness.errors import ConfigError
 from harness.records import Cost, PreparedData, TrialSpec

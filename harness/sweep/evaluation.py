@@ -14,6 +14,7 @@ from pathlib import Path
 
 from harness.backends import load_backend
 from harness.config import Experiment
+from harness.errors import ConfigError
 from harness.records import Cost, Metrics, Prediction, PreparedData
 from harness.scoring import score
 from harness.tracking.record import DATA_DIGEST_TAG, SYNTHETIC_TAG, hosting_metrics, test_metrics
@@ -32,6 +33,7 @@ class ModelEvaluation:
     predictions: tuple[Prediction, ...]
     synthetic: bool
     wall_seconds: float
+    zero_shot: bool = False  # the untuned base model, as the backend knows its models
     run_id: str | None = None
 
 
@@ -39,12 +41,20 @@ def evaluate_model(experiment: Experiment, model: str, track: bool = True) -> Mo
     """Score `model` on the experiment's test set and (by default) log it to MLflow.
 
     Raises:
-        ConfigError: Bad config, or the API key is missing.
+        ConfigError: Bad config, the API key is missing, or `model` is a base model the
+            backend cannot score untuned (`Capabilities.scores_base_model`).
         BackendError: The model cannot be called (after retries).
     """
     from harness.data.prepare import prepare_experiment
 
     backend = load_backend(experiment.config.backend)
+    zero_shot = backend.is_base_model(model)
+    if zero_shot and not backend.capabilities.scores_base_model:
+        raise ConfigError(
+            f"{model} is a base model, and the {backend.kind} backend cannot score one untuned "
+            "(an encoder's classification head is random before fine-tuning); name a model a "
+            "trial made"
+        )
     data, _ = prepare_experiment(experiment)
     started = time.perf_counter()
     listed, cost = backend.predict(model, data.test.texts, data.labels)
@@ -58,6 +68,7 @@ def evaluate_model(experiment: Experiment, model: str, track: bool = True) -> Mo
         predictions=predictions,
         synthetic=backend.capabilities.synthetic,
         wall_seconds=time.perf_counter() - started,
+        zero_shot=zero_shot,
     )
     if not track:
         return result
@@ -76,7 +87,7 @@ def log_evaluation(experiment: Experiment, data: PreparedData, result: ModelEval
         EVALUATION_TAG: "evaluation",
         "harness.model": result.model,
         DATA_DIGEST_TAG: data.digest,
-        "zero_shot": str(not result.model.startswith("ft:")).lower(),
+        "zero_shot": str(result.zero_shot).lower(),
         SYNTHETIC_TAG: str(result.synthetic).lower(),
     }
     run = tracker.client.create_run(

@@ -1,9 +1,9 @@
 """What a running sweep tells a live view beyond the basics: each epoch as it is validated, the
 money (spent, reserved, budget), the time left, and trials skipped for budget.
 
-The sweep reports the basics to any `SweepView` (`harness.sweep.outcome`); a view that also
-implements `LiveView` (the CLI's) gets these events too, through `LiveStatus`. Views that do not
-(tests, benchmarks, library callers) are handed nothing extra.
+The sweep reports the basics to any `SweepView` (`harness.sweep.outcome`); a view that declares
+a `LiveView` as its `live` (the CLI's) gets these events too, through `LiveStatus`. Views whose
+`live` is None (tests, benchmarks, library callers) are handed nothing extra.
 
 Time left comes from the estimates: every trial's worst case is priced from its tokens before
 it starts (`Backend.estimate`), and for the local backend that price is made of calibrated
@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from harness.records import Cost, EpochResult, TrialSpec
 from harness.sweep.budget import Budget
@@ -48,7 +48,6 @@ class SweepStatus:
     seconds_left: float | None
 
 
-@runtime_checkable
 class LiveView(Protocol):
     """The events a live view gets beyond `SweepView`'s."""
 
@@ -79,9 +78,10 @@ class _Quiet:
         pass
 
 
-def live_view(view: object) -> LiveView:
-    """`view` itself where it takes the live events, else a view that drops them."""
-    return view if isinstance(view, LiveView) else _Quiet()
+def live_view(live: LiveView | None) -> LiveView:
+    """Where a view declares its live events go (`SweepView.live`), else a view that drops
+    them."""
+    return live if live is not None else _Quiet()
 
 
 @dataclass
@@ -151,9 +151,14 @@ class LiveStatus:
     """Feeds a live view: the sweep calls it as trials start and end, it sends the status."""
 
     def __init__(
-        self, view: object, budget: Budget, handle: StudyHandle, target: int, concurrency: int
+        self,
+        live: LiveView | None,
+        budget: Budget,
+        handle: StudyHandle,
+        target: int,
+        concurrency: int,
     ):
-        self.view = live_view(view)
+        self.view = live_view(live)
         self.budget = budget
         self.handle = handle
         self.target = target

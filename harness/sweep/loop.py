@@ -26,7 +26,7 @@ from harness.backends import load_backend
 from harness.backends.base import Backend
 from harness.config import Experiment
 from harness.data.prepare import prepare_experiment
-from harness.errors import BackendError, TrainingRefused
+from harness.errors import BackendError, ConfigError, TrainingRefused
 from harness.records import Cost, PreparedData, TrialResult, TrialSpec
 from harness.sweep import admission
 from harness.sweep.budget import Budget, Confirm, check_worst_case
@@ -114,7 +114,7 @@ class _Sweep:
 
     def __post_init__(self) -> None:
         workers = self.backend.capabilities.max_concurrency
-        self.live = LiveStatus(self.view, self.budget, self.handle, self.target, workers)
+        self.live = LiveStatus(self.view.live, self.budget, self.handle, self.target, workers)
         priced = (self.experiment, self.backend, self.data, self.space)
         self.cheapest = admission.cheapest_trial(*priced) if self.budget.limit else Cost()
 
@@ -253,7 +253,7 @@ def _record_owed_checkpoints(sweep: _Sweep) -> None:
     for parent, epoch, result in due_checkpoints(sweep.handle.study, spec_of):
         try:
             checkpoint = score_checkpoint(sweep.backend, sweep.data, result, epoch)
-        except BackendError as exc:
+        except (BackendError, ConfigError) as exc:  # a missing price: said, not a crash
             sweep.view.message(f"trial {parent.number}: epoch {epoch.epoch} not scored: {exc}")
             continue
         _record_checkpoint(sweep, parent, checkpoint)
@@ -347,7 +347,7 @@ def _score_checkpoints(sweep: _Sweep, result: TrialResult) -> list[ScoredCheckpo
     for epoch in checkpoint_epochs(result):
         try:
             scored.append(score_checkpoint(sweep.backend, sweep.data, result, epoch))
-        except BackendError as exc:
+        except (BackendError, ConfigError) as exc:
             sweep.view.message(f"{result.spec.run_name()}: epoch {epoch.epoch} not scored: {exc}")
     return scored
 

@@ -13,10 +13,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
-from harness.backends._job_keys import owns
-from harness.backends._together_endpoints import JOURNAL_KEY as ENDPOINT_NOTE
 from harness.backends.base import Backend, RemoteJob
-from harness.backends.providers import DEPLOYMENT_NOTE, DeploysModels
 from harness.errors import HarnessError
 from harness.tracking.record import TrialRecord, journal_key
 
@@ -27,22 +24,23 @@ def orphaned_jobs(study: optuna.Study, backend: Backend) -> list[RemoteJob]:
     if not jobs:
         return []
     records = [TrialRecord.from_attrs(t.user_attrs) for t in study.get_trials(deepcopy=False)]
-    owned = {record.job_id for record in records} | held_hosting(study)  # + endpoints in use
+    owned = {record.job_id for record in records} | held_hosting(study, backend)  # + in use
     # A trial killed between creating its job and recording the id owns it by its key (its
     # retry finds the job by that key): no orphan.
     keys = [record.job_key for record in records if record.job_key]
     return [
-        job for job in jobs if job.id not in owned and not any(owns(key, job.key) for key in keys)
+        job for job in jobs if job.id not in owned and not any(job.owned_by(key) for key in keys)
     ]
 
 
-def held_hosting(study: optuna.Study) -> set[str]:
+def held_hosting(study: optuna.Study, backend: Backend) -> set[str]:
     """Deployments (Azure) and dedicated endpoints (Together) that running trials hold: each
-    notes its own in its journal before creating one."""
+    notes its own in its journal, under the backend's `capabilities.hosting_notes`, before
+    creating one."""
     return {
         name
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        for note in (DEPLOYMENT_NOTE, ENDPOINT_NOTE)
+        for note in backend.capabilities.hosting_notes
         for name in str(trial.user_attrs.get(journal_key(note)) or "").split()
     }
 
@@ -67,10 +65,10 @@ def release_deployments(study: optuna.Study, backend: Backend) -> str | None:
     running trial holds, so none bills
     by the hour after a killed sweep; a line saying what was deleted, or why nothing could be
     (None when there was nothing to do). A running trial notes its own in its journal."""
-    if not isinstance(backend, DeploysModels):
+    if not backend.capabilities.deploys_models:
         return None
     try:
-        deleted = backend.release_deployments(study.study_name, held_hosting(study))
+        deleted = backend.release_deployments(study.study_name, held_hosting(study, backend))
     except HarnessError as exc:
         return (
             f"could not check study {study.study_name!r} for leftover model deployments ({exc}); "

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from harness.backends.base import Progress
 from harness.records import Cost, TrialResult, TrialSpec
 from harness.sweep.study import StudyHandle
 
+if TYPE_CHECKING:
+    from harness.sweep.live import LiveView
+
 
 class SweepView(Protocol):
-    """Where the sweep reports what it is doing (the CLI draws it with rich)."""
+    """Where the sweep reports what it is doing (the CLI draws it with rich).
+
+    Attributes:
+        progress: Where the backend draws a running trial's training steps.
+        live: Where the live events go (each epoch, money, time left, trials skipped for
+            budget; see `harness.sweep.live`): the view itself where it shows them, None where
+            it does not (tests, benchmarks, library callers), so nothing is probed.
+    """
 
     progress: Progress
+    live: LiveView | None
 
     def sweep_started(self, study_name: str, done: int, target: int) -> None: ...
 

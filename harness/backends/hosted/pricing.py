@@ -1,0 +1,187 @@
+"""The dated price table and the cost formulas (pure functions, no network).
+
+Prices are US dollars per 1M tokens and live in `harness/backends/hosted/prices.yaml`, one row
+per model with the source and date it was read from; `backend.prices` in a config overrides rows.
+A fine-tuned model (`ft:BASE:org:suffix:id`, checkpoints `...:ckpt-step-N`) is priced by its base
+model's row at the fine-tuned inference rates; a dated alias (`gpt-4.1-nano`) finds its snapshot.
+
+What a whole sweep may cost at most (`worst_case_total`) lives with the sweep, in
+`harness.sweep.estimate`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from harness.errors import ConfigError
+
+if TYPE_CHECKING:
+    from harness.backends.hosted.config import PriceOverride
+
+PER_MILLION = 1_000_000
+_PRICE_FIELDS = (
+    "training_per_1m",
+    "input_per_1m",
+    "output_per_1m",
+    "fine_tuned_input_per_1m",
+    "fine_tuned_output_per_1m",
+)
+_AZURE_FT = ".ft-"  # Azure OpenAI names a fine-tuned model BASE.ft-<job id hex>
+_OPTIONAL_FIELDS = ("hosting_per_hour", "provider")
+# Snapshot suffixes: gpt-4.1-nano-2025-04-14, gpt-3.5-turbo-0125.
+_SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$|-\d{4}$")
+
+
+def base_model_of(model_id: str) -> str:
+    """`ft:gpt-4.1-nano-2025-04-14:org:suffix:id[:ckpt-step-N]` -> `gpt-4.1-nano-2025-04-14`;
+    Azure OpenAI's `gpt-4.1-nano-2025-04-14.ft-<id>` likewise."""
+    if model_id.startswith("ft:"):
+        return model_id.split(":")[1]
+    return model_id.split(_AZURE_FT)[0]
+
+
+def is_fine_tuned(model_id: str) -> bool:
+    """True for fine-tuned models and their checkpoints (OpenAI names them `ft:...`, Azure
+    `BASE.ft-<id>`)."""
+    return model_id.startswith("ft:") or _AZURE_FT in model_id
+
+
+@dataclass(frozen=True)
+class Price:
+    """One row of the price table: dollars per 1M tokens, and where the numbers came from."""
+
+    model: str
+    training_per_1m: float | None
+    input_per_1m: float | None
+    output_per_1m: float | None
+    fine_tuned_input_per_1m: float | None
+    fine_tuned_output_per_1m: float | None
+    source: str
+    as_of: str
+    # Dollars per hour a deployed fine-tuned model costs while it exists (Azure OpenAI hosting),
+    # whether or not it is called; None where the provider bills no hosting.
+    hosting_per_hour: float | None = None
+    provider: str = "openai"  # whose price list the row is from (`backend.provider` / kind)
+
+    def training_usd(self, trained_tokens: int) -> float:
+        """Dollars for `trained_tokens` (tokens in the training file x epochs)."""
+        return trained_tokens * _need(self, "training_per_1m") / PER_MILLION
+
+    def inference_usd(self, input_tokens: int, output_tokens: int, fine_tuned: bool) -> float:
+        """Dollars for one or more requests' prompt and completion tokens."""
+        prefix = "fine_tuned_" if fine_tuned else ""
+        rate_in = _need(self, f"{prefix}input_per_1m")
+        rate_out = _need(self, f"{prefix}output_per_1m")
+        return (input_tokens * rate_in + output_tokens * rate_out) / PER_MILLION
+
+    def hosting_usd(self, hours: float) -> float:
+        """Dollars for keeping a fine-tuned model deployed `hours` (Azure OpenAI)."""
+        return hours * _need(self, "hosting_per_hour")
+
+
+def _need(price: Price, name: str) -> float:
+    value = getattr(price, name)
+    if value is None:
+        raise ConfigError(
+            f"no {name} price for {price.model} ({price.source}); "
+            f"set backend.prices.{price.model}.{name} in the experiment file"
+        )
+    return float(value)
+
+
+class PriceTable:
+    """Prices by model snapshot, with lookups that understand fine-tuned ids and aliases."""
+
+    def __init__(self, rows: Mapping[str, Price]) -> None:
+        self.rows: dict[str, Price] = dict(rows)
+
+    def lookup(self, model_id: str) -> Price:
+        """The row pricing `model_id` (a snapshot, a dated alias, or a fine-tuned id).
+
+        Raises:
+            ConfigError: No row matches; the message says how to add one.
+        """
+        base = base_model_of(model_id)
+        if base in self.rows:
+            return self.rows[base]
+        dated = sorted(m for m in self.rows if _SNAPSHOT.sub("", m) == base)
+        if dated:
+            return self.rows[dated[-1]]  # the newest snapshot of an alias
+        raise ConfigError(
+            f"no price for model {base!r} (known: {', '.join(sorted(self.rows))}); add it under "
+            f"backend.prices.{base} with training_per_1m, fine_tuned_input_per_1m and "
+            "fine_tuned_output_per_1m"
+        )
+
+    def with_overrides(self, overrides: Mapping[str, PriceOverride]) -> PriceTable:
+        """A copy where each override replaces the given fields of its model's row."""
+        rows = dict(self.rows)
+        today = dt.date.today().isoformat()
+        for model, override in overrides.items():
+            given = {k: v for k, v in override.model_dump().items() if v is not None}
+            given.setdefault("as_of", today)
+            if model in rows:
+                rows[model] = replace(rows[model], **given)
+                continue
+            missing = [f for f in ("training_per_1m", *_PRICE_FIELDS[3:]) if f not in given]
+            if missing:
+                raise ConfigError(f"backend.prices.{model}: a new model needs {', '.join(missing)}")
+            values: dict[str, Any] = {f: given.get(f) for f in _PRICE_FIELDS}
+            values |= {"hosting_per_hour": given.get("hosting_per_hour")}
+            values |= {"source": given["source"], "as_of": given["as_of"]}
+            rows[model] = Price(model, **values)
+        return PriceTable(rows)
+
+
+def load_price_table(
+    path: Path | None = None,
+    overrides: Mapping[str, PriceOverride] | None = None,
+    provider: str = "openai",
+) -> PriceTable:
+    """Read the shipped table (or `path`), keep `provider`'s rows, apply an experiment's overrides.
+
+    Raises:
+        ConfigError: The file is malformed or a row lacks a field, source or date.
+    """
+    if path is None:
+        text = resources.files("harness").joinpath("backends/hosted/prices.yaml").read_text("utf-8")
+        where = "harness/backends/hosted/prices.yaml"
+    else:
+        text, where = path.read_text(encoding="utf-8"), str(path)
+    raw = yaml.safe_load(text)
+    rows = raw.get("rows") if isinstance(raw, dict) else None
+    if not isinstance(rows, list):
+        raise ConfigError(f"{where}: expected a `rows:` list")
+    parsed = [_price_row(row, where) for row in rows]
+    table = PriceTable({row.model: row for row in parsed if row.provider == provider})
+    return table.with_overrides(overrides or {})
+
+
+def _price_row(row: Any, where: str) -> Price:
+    names = [f.name for f in fields(Price)]
+    required = [name for name in names if name not in _OPTIONAL_FIELDS]
+    if not isinstance(row, dict) or not set(required) <= set(row) <= set(names):
+        raise ConfigError(
+            f"{where}: every row needs exactly {', '.join(required)} (optionally "
+            f"{', '.join(_OPTIONAL_FIELDS)}); got {row!r}"
+        )
+    if not str(row["source"]).strip() or not str(row["as_of"]).strip():
+        raise ConfigError(f"{where}: {row['model']}: source and as_of must not be empty")
+    return Price(**{**row, "as_of": str(row["as_of"])})
+
+
+def require_prices(price: Price, hosted: bool = False) -> None:
+    """Raise ConfigError, naming the field to set, when a price a trial needs is missing (a
+    shipped row whose figure could not be read): before anything is spent."""
+    price.training_usd(0)
+    price.inference_usd(0, 0, fine_tuned=True)
+    if hosted:
+        price.hosting_usd(0)

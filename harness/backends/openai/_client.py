@@ -1,0 +1,97 @@
+"""The `openai` SDK client, built lazily from the environment, and its errors in our terms.
+
+The API key comes only from `OPENAI_API_KEY`; it is never a config field, never logged, and is
+scrubbed from any error text that could end up in MLflow (OpenAI's 401 message quotes part of
+a wrong key). Retries on 429 and 5xx (with `Retry-After` and exponential backoff) are the SDK's
+own, configured by `max_retries`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from harness.backends.openai.config import OpenAIBackendConfig
+from harness.errors import BackendError, ConfigError, TrainingRefused
+
+_KEY_LIKE = re.compile(r"\b(sk|sess|key)-[A-Za-z0-9_\-*]{6,}")
+REFUSED_MESSAGE = (
+    "OpenAI refused to create a fine-tuning job (HTTP 403 training_not_available): OpenAI has "
+    "stopped accepting new self-serve fine-tuning jobs (new organisations have been refused since "
+    "2026, every organisation from 2027-01-06). Evaluating models that are already fine-tuned "
+    "still works: `harness evaluate EXPERIMENT --model ft:...`. To train, point backend.base_url "
+    "(or OPENAI_BASE_URL) at any endpoint that speaks the OpenAI fine-tuning API, such as Azure "
+    "OpenAI or a compatible server."
+)
+
+
+def scrub(text: str) -> str:
+    """`text` with the API key (and anything shaped like a key) replaced by `***`."""
+    from harness.backends.openai._providers import ALL_KEY_VARIABLES
+
+    for variable in ALL_KEY_VARIABLES:
+        key = os.environ.get(variable, "").strip()
+        if key:
+            text = text.replace(key, "***")
+    return _KEY_LIKE.sub(r"\1-***", text)
+
+
+def _code(exc: Any) -> str | None:
+    code = getattr(exc, "code", None)
+    body = getattr(exc, "body", None)
+    if code is None and isinstance(body, dict):
+        code = body.get("code")
+    return str(code) if code is not None else None
+
+
+def describe(exc: Exception) -> str:
+    """One line for an SDK error: status, code and the server's message, key scrubbed."""
+    status = getattr(exc, "status_code", None)
+    message = getattr(exc, "message", None) or str(exc)
+    parts = [f"HTTP {status}" if status else type(exc).__name__]
+    code = _code(exc)
+    if code:
+        parts.append(code)
+    return scrub(f"{' '.join(parts)}: {message}")
+
+
+@contextmanager
+def api_errors(action: str, config: OpenAIBackendConfig) -> Iterator[None]:
+    """Turn SDK exceptions raised while doing `action` into harness errors.
+
+    403 `training_not_available` becomes `TrainingRefused`; 401 a `ConfigError` about the key;
+    everything else (after the SDK's retries) a `BackendError` naming the action.
+    """
+    import openai
+
+    try:
+        yield
+    except openai.PermissionDeniedError as exc:
+        if _code(exc) == "training_not_available":
+            raise TrainingRefused(REFUSED_MESSAGE) from None
+        raise BackendError(f"{action}: {describe(exc)}") from None
+    except openai.AuthenticationError as exc:
+        from harness.backends.openai._providers import profile_of
+
+        variable = profile_of(config).key_variable
+        raise ConfigError(
+            f"{action}: the endpoint rejected {variable} ({describe(exc)}); "
+            "check the key and the endpoint (backend.base_url or OPENAI_BASE_URL)"
+        ) from None
+    except (openai.RateLimitError, openai.InternalServerError) as exc:
+        raise BackendError(
+            f"{action}: {describe(exc)} (gave up after {config.max_retries} retries; "
+            "raise backend.max_retries or try later)"
+        ) from None
+    except openai.APIConnectionError as exc:
+        from harness.backends.openai._providers import resolve_base_url
+
+        where = resolve_base_url(config) or "api.openai.com"
+        raise BackendError(
+            f"{action}: cannot reach {where} ({describe(exc)}) after {config.max_retries} retries"
+        ) from None
+    except openai.APIError as exc:
+        raise BackendError(f"{action}: {describe(exc)}") from None
