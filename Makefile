@@ -57,8 +57,11 @@ postgres:
 tmux:
 	command -v tmux >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux)
 
+# The fast tier first (no model downloads, no servers, the sweep loop on an in-memory backend):
+# a broken change fails in minutes; then the slow tier (real models, servers, browsers).
 test: $(STAMP) $(BIGGER) browser postgres tmux
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -x -m "not slow"
+	$(BIN)/pytest -q -m slow
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow"

@@ -8,7 +8,10 @@ a named lock so that two workers never both pass the same check:
 - PostgreSQL: a transaction-level advisory lock (`pg_advisory_xact_lock`) on a connection of its
   own, released when the block ends or the worker dies (its connection closes);
 - SQLite (one machine): an exclusive `flock` on a file beside the database;
-- anything else (an in-memory storage, another database): no lock; one worker per study.
+- an in-memory storage (it lives in one process): a lock of that process;
+- anything else (a journal file, a proxy to another server): refused with `ConfigError`. A
+  storage the harness cannot lock would let two workers pass the budget check together, so it
+  is never used without one.
 
 Locks are named per study, so studies sharing a database do not wait on each other. Nested
 locks are taken in one order only (`launch`, then `budget`).
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,8 @@ import optuna
 import sqlalchemy
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
+
+from harness.errors import ConfigError
 
 
 def _key(name: str) -> int:
@@ -84,18 +90,37 @@ def url_lock(url: str, name: str) -> Iterator[None]:
         engine.dispose()
 
 
-def _engine_of(study: optuna.Study) -> Engine | None:
-    storage: Any = study._storage  # Optuna wraps its RDBStorage in a cache layer
-    engine = getattr(getattr(storage, "_backend", storage), "engine", None)
-    return engine if isinstance(engine, Engine) else None
+_PROCESS_LOCKS: dict[str, threading.Lock] = {}
+_PROCESS_GUARD = threading.Lock()
+
+
+def _process_lock(name: str) -> threading.Lock:
+    with _PROCESS_GUARD:
+        return _PROCESS_LOCKS.setdefault(name, threading.Lock())
+
+
+def _storage_of(study: optuna.Study) -> Any:
+    storage: Any = study._storage  # Optuna wraps its RDBStorage in a cache layer (`_backend`)
+    return getattr(storage, "_backend", storage)
 
 
 @contextlib.contextmanager
 def study_lock(study: optuna.Study, name: str) -> Iterator[None]:
-    """Hold the study's lock `name` (see the module docstring) for the block."""
-    engine = _engine_of(study)
-    if engine is None:
-        yield
-        return
-    with engine_lock(engine, f"{study.study_name}:{name}"):
-        yield
+    """Hold the study's lock `name` (see the module docstring) for the block.
+
+    Raises:
+        ConfigError: The study's storage is one the harness cannot lock.
+    """
+    storage, named = _storage_of(study), f"{study.study_name}:{name}"
+    if isinstance(storage, optuna.storages.RDBStorage):
+        with engine_lock(storage.engine, named):
+            yield
+    elif isinstance(storage, optuna.storages.InMemoryStorage):
+        with _process_lock(f"{id(storage)}:{named}"):
+            yield
+    else:
+        raise ConfigError(
+            f"study {study.study_name!r}: the harness cannot lock a {type(storage).__name__} "
+            "storage for its budget and launches; use SQLite (one machine) or PostgreSQL "
+            "(several) in study.storage"
+        )

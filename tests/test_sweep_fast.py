@@ -1,0 +1,121 @@
+"""The real sweep loop on the in-memory backend (`tests/memory_backend.py`): the study, budget
+ledger, admission, checkpoints, resume, failures and the report, in seconds. The fast tier's
+guard of the loop; the slow tier runs the same paths on real models and servers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from harness.config import load_experiment
+from harness.report.build import build_report
+from harness.scoring import unpack_correct
+from harness.sweep import loop
+from harness.sweep.loop import run_sweep
+from harness.tracking.record import TrialRecord
+from tests.conftest import review_rows, write_csv, write_experiment
+from tests.memory_backend import MemoryBackend
+from tests.test_sweep import RecordingView
+
+SPACE = {
+    "n_epochs": {"type": "int", "low": 1, "high": 3},
+    "learning_rate_multiplier": {"type": "float", "low": 0.5, "high": 4.0, "log": True},
+    "batch_size": 8,
+}
+
+
+@pytest.fixture
+def backend(monkeypatch: pytest.MonkeyPatch) -> MemoryBackend:
+    """One in-memory backend every sweep of the test loads (its models outlive a sweep, as a
+    local backend's folders do)."""
+    memory = MemoryBackend()
+    monkeypatch.setattr(loop, "load_backend", lambda config, progress=None: memory)
+    return memory
+
+
+def _experiment(tmp_path: Path, n_trials: int, **overrides: object) -> Path:
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
+    study = {"n_trials": n_trials, "sampler": {"kind": "random"}}
+    return write_experiment(tmp_path, data, SPACE, study=study, **overrides)
+
+
+def _study() -> optuna.Study:
+    return optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db")
+
+
+def _records(states: tuple[TrialState, ...] = (TrialState.COMPLETE,)) -> list[TrialRecord]:
+    return [TrialRecord.from_attrs(t.user_attrs) for t in _study().get_trials(states=states)]
+
+
+def test_a_sweep_records_trials_checkpoints_and_a_paired_report(
+    tmp_path: Path, backend: MemoryBackend
+) -> None:
+    path = _experiment(tmp_path, 5)
+    outcome = run_sweep(load_experiment(str(path)), RecordingView())
+    assert len(outcome.results) == 5 and not outcome.failures
+    # Each trial trained once (checkpoints take trial numbers of their own, never trained).
+    assert sorted(backend.trained) == sorted(r.spec.number for r in outcome.results)
+    records = _records()
+    trials = [r for r in records if not r.is_checkpoint]
+    checkpoints = [r for r in records if r.is_checkpoint]
+    assert len(trials) == 5
+    # Every epoch before the last of a trial that ran on is a point of its own.
+    assert len(checkpoints) == sum(max(0, (r.epochs_run or 0) - 1) for r in trials)
+    for record in records:
+        assert record.valid_correct is not None
+        right = unpack_correct(record.valid_correct)
+        assert right.mean() == pytest.approx(record.valid_accuracy)
+    # The ledger counts each trial once and each checkpoint's scoring only.
+    spent = sum(r.spent for r in records)
+    assert spent == pytest.approx(
+        sum(r.total_cost.usd for r in outcome.results)
+        + sum(r.spent_usd or 0.0 for r in checkpoints)
+    )
+    client = MlflowClient("sqlite:///mlruns/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert len(runs) == len(records) + 1  # one per trial and checkpoint, plus the study's
+    report = build_report(load_experiment(str(path)))
+    assert all(s.valid is not None and s.valid.paired for s in report.steps)
+    assert report.recommendation.text.startswith(("Choose", "Don't fine-tune"))
+
+
+def test_the_budget_stops_the_sweep_before_it_overspends(
+    tmp_path: Path, backend: MemoryBackend
+) -> None:
+    path = _experiment(tmp_path, 8, budget_usd=0.004)
+    outcome = run_sweep(load_experiment(str(path)), RecordingView(), confirm=lambda *_: True)
+    assert outcome.stopped is not None and "budget" in outcome.stopped
+    spent = sum(r.spent for r in _records())
+    assert 0 < spent <= 0.004
+    assert len(outcome.results) < 8
+
+
+def test_a_resumed_sweep_trains_only_what_is_missing(
+    tmp_path: Path, backend: MemoryBackend
+) -> None:
+    path = _experiment(tmp_path, 2)
+    first = run_sweep(load_experiment(str(path)), RecordingView())
+    again = run_sweep(load_experiment(str(path)), RecordingView(), add_trials=2)
+    assert len(first.results) == 2 and len(again.results) == 2
+    assert again.parent_run_id == first.parent_run_id
+    trained = [r.spec.number for r in first.results + again.results]
+    assert sorted(backend.trained) == sorted(trained)
+    assert len([r for r in _records() if not r.is_checkpoint]) == 4
+
+
+def test_a_failed_trial_is_recorded_and_the_sweep_goes_on(
+    tmp_path: Path, backend: MemoryBackend
+) -> None:
+    backend.fail = frozenset({2})  # the second trial's job fails
+    path = _experiment(tmp_path, 3)
+    view = RecordingView()
+    outcome = run_sweep(load_experiment(str(path)), view)
+    assert [spec.number for spec, _ in view.failed] == [backend.trained[1]]
+    assert "the synthetic job failed" in view.failed[0][1]
+    assert len(outcome.results) == 3
+    failed = _records((TrialState.FAIL,))
+    assert len(failed) == 1 and "synthetic job failed" in (failed[0].failure_reason or "")
