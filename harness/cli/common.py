@@ -13,12 +13,16 @@ study made from another file uses the file and says so.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -39,7 +43,7 @@ from harness.config import (
     format_validation_error,
     load_experiment,
 )
-from harness.errors import ConfigError, HarnessError
+from harness.errors import ConfigError, HarnessError, Terminated
 from harness.urls import redact_text, with_driver
 
 # Option values named by what they hold, never by a Python type (`<int>`, `<list[str]>`).
@@ -305,8 +309,31 @@ def user_errors(func: F) -> F:
             # Escaped: messages quote config values such as `[accuracy, cost]`, not markup.
             err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted: run the same command again to resume the study")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as exc:
+            why = f" ({exc})" if isinstance(exc, Terminated) else ""
+            err_console.print(f"interrupted{why}: run the same command again to resume the study")
+            raise typer.Exit(exc.exit_code if isinstance(exc, Terminated) else 130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def stop_signals_as_interrupt() -> Iterator[None]:
+    """While inside: SIGTERM and SIGHUP raise `Terminated` (a KeyboardInterrupt) where Ctrl-C
+    would raise, once; a second signal during the clean-up that follows is ignored."""
+    received: list[int] = []
+
+    def interrupt(signum: int, _frame: FrameType | None) -> None:
+        if not received:
+            received.append(signum)
+            raise Terminated(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread (a test runner's worker, say)
+        return
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -21,6 +21,7 @@ from harness.cli.common import (
     err_console,
     load_target,
     one_format,
+    stop_signals_as_interrupt,
     user_errors,
 )
 from harness.errors import ConfigError, TrainingRefused
@@ -89,7 +90,7 @@ def sweep(
         )
 
     exp = load_target(experiment, set_)
-    with RichView(console) as view:
+    with stop_signals_as_interrupt(), RichView(console) as view:
         outcome = run_sweep(exp, view, add_trials=add, confirm=confirm)
     if outcome.stopped and not outcome.refused:
         console.print(f"[yellow]{escape(outcome.stopped)}[/]")
