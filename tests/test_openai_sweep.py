@@ -195,6 +195,23 @@ def test_a_sweep_whose_every_trial_failed_exits_non_zero(
     assert "every trial failed" in result.stderr and "invalid" in result.stderr
 
 
+def test_optuna_draws_the_pareto_front_of_a_harness_study(
+    tmp_path: Path, fake_env: FakeOpenAI
+) -> None:
+    path = _experiment(tmp_path, n_trials=3)
+    outcome = run_sweep(load_experiment(str(path)), RecordingView())
+    study = optuna.load_study(
+        study_name="oa-sweep", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    )
+    assert len(outcome.results) == 3
+    figure = optuna.visualization.plot_pareto_front(
+        study, target_names=["validation accuracy", "cost (USD)"]
+    )
+    points = sum(len(trace.x) for trace in figure.data if trace.x is not None)
+    assert points == len(study.get_trials(states=(TrialState.COMPLETE,)))
+    assert figure.layout.xaxis.title.text == "validation accuracy"
+
+
 def _sweep_process(path: Path, server: FakeOpenAI, tmp_path: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": KEY}
     env.pop("MLFLOW_TRACKING_URI", None)
