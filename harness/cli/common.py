@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 import yaml
@@ -41,10 +41,14 @@ from harness.config import (
     apply_overrides,
     find_experiment_file,
     format_validation_error,
+    inline_search_space,
     load_experiment,
 )
 from harness.errors import ConfigError, HarnessError, Terminated
 from harness.urls import redact_text, with_driver
+
+if TYPE_CHECKING:
+    from harness.tracking.record import StudyOrigin
 
 # Option values named by what they hold, never by a Python type (`<int>`, `<list[str]>`).
 _METAVARS = {"<int>": "N", "<float>": "NUMBER", "<path>": "PATH", "<list[str]>": "TEXT"}
@@ -177,7 +181,7 @@ def load_target(name: str, overrides: list[str] | None = None) -> Experiment:
             with the closest), an invalid config, or a study too old to hold its experiment.
     """
     if Path(name).expanduser().is_file():
-        return load_experiment(name, overrides)
+        return _as_recorded(load_experiment(name, overrides), overrides)
     study_names = _study_names(DEFAULT_STORAGE)
     try:
         path = find_experiment_file(name)
@@ -185,7 +189,7 @@ def load_target(name: str, overrides: list[str] | None = None) -> Experiment:
         if name not in study_names:
             raise ConfigError(_unknown(name, study_names)) from None
         return _from_study(name, DEFAULT_STORAGE, overrides)
-    experiment = load_experiment(str(path), overrides)
+    experiment = _as_recorded(load_experiment(str(path), overrides), overrides)
     if name in study_names and experiment.study_name != name:
         err_console.print(
             f"note: {name!r} is both {path} (study {experiment.study_name!r}) and a study in "
@@ -195,6 +199,32 @@ def load_target(name: str, overrides: list[str] | None = None) -> Experiment:
             highlight=False,
         )
     return experiment
+
+
+def _as_recorded(experiment: Experiment, overrides: list[str] | None) -> Experiment:
+    """The file's experiment, or its study's as recorded where they differ (`_recorded`)."""
+    from harness.cli._recorded import as_recorded
+
+    def note(text: str) -> None:
+        err_console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    return as_recorded(experiment, overrides, _recorded_study, note)
+
+
+def _recorded_study(
+    name: str, url: str, overrides: list[str] | None
+) -> tuple[StudyOrigin, Experiment] | None:
+    """A study's origin and recorded experiment (with `overrides`); None: no such study yet, or
+    one that recorded nothing."""
+    import optuna
+
+    from harness.tracking.record import StudyOrigin
+
+    if sqlite_missing(url) or name not in _study_names(url):
+        return None
+    study = optuna.load_study(study_name=name, storage=open_storage(url))
+    origin = StudyOrigin.from_attrs(study.user_attrs)
+    return None if origin.yaml is None else (origin, _from_study(name, url, overrides))
 
 
 def _made_from(name: str) -> str:
@@ -258,7 +288,8 @@ def _from_study(name: str, url: str, overrides: list[str] | None) -> Experiment:
     raw = yaml.safe_load(origin.yaml)
     # Where it was found, not the stored text (whose password, if any, is blanked).
     raw.setdefault("study", {})["storage"] = url
-    raw = apply_overrides(raw, overrides or [])
+    made_from = Path(origin.path or f"{name}.yaml")
+    raw = apply_overrides(inline_search_space(raw, made_from, overrides or []), overrides or [])
     source = f"study {name!r} (made from {origin.path})" + (" with --set" if overrides else "")
     try:
         config = ExperimentConfig.model_validate(raw)

@@ -94,7 +94,8 @@ def sweep(
         outcome = run_sweep(exp, view, add_trials=add, confirm=confirm)
     if outcome.stopped and not outcome.refused:
         console.print(f"[yellow]{escape(outcome.stopped)}[/]")
-    console.print(trials_table(outcome.handle.study, f"study {exp.study_name}  (* = Pareto front)"))
+    title = f"study {exp.study_name}  (* = Pareto front)"
+    console.print(trials_table(outcome.handle.study, title, _fixed_params(exp)))
     console.print(f"MLflow parent run {outcome.parent_run_id}; browse with `harness ui`.")
     if outcome.refused:
         err_console.print(f"[bold red]error:[/] {escape(outcome.stopped or '')}", highlight=False)
@@ -131,7 +132,8 @@ def trials(
     exp = load_target(experiment, set_)
     study = load_existing_study(exp)
     if chosen is None:
-        console.print(trials_table(study, f"study {exp.study_name}  (* = Pareto front)"))
+        title = f"study {exp.study_name}  (* = Pareto front)"
+        console.print(trials_table(study, title, _fixed_params(exp)))
         return
     records = trial_records(study, _fixed_params(exp))
     if chosen == "json":
@@ -247,10 +249,10 @@ def _csv_cell(value: Any) -> str:
 def _fixed_params(exp: Experiment) -> dict[str, Any]:
     """The search space's fixed values (a trial records only what it sampled); none when the
     search-space file is gone or broken, since the trials are still worth listing."""
-    from harness.sweep.search_space import load_search_space
+    from harness.sweep.search_space import experiment_space
 
     try:
-        return load_search_space(exp.resolve_path(exp.config.search_space)).fixed
+        return experiment_space(exp).fixed
     except ConfigError:
         return {}
 
@@ -262,6 +264,8 @@ def estimate(experiment: ExperimentArg, set_: SetOption = None) -> None:
     from harness.sweep.estimate import estimate_lines, estimate_sweep, estimate_table
 
     result = estimate_sweep(load_target(experiment, set_))
+    for warning in result.warnings:
+        err_console.print(warning, markup=False, highlight=False, soft_wrap=True)
     console.print(estimate_table(result))
     for line in estimate_lines(result):
         console.print(line, markup=False, highlight=False)

@@ -45,7 +45,7 @@ from harness.sweep.live import LiveStatus
 from harness.sweep.locks import study_lock
 from harness.sweep.orphans import orphaned_jobs, orphans_message, release_deployments
 from harness.sweep.outcome import SweepOutcome, SweepView
-from harness.sweep.search_space import SearchSpace, load_search_space
+from harness.sweep.search_space import SearchSpace, experiment_space, oversized_train_examples
 from harness.sweep.shared import (
     Recovery,
     join_study_run,
@@ -209,11 +209,13 @@ def _open(
     confirm: Confirm | None,
 ) -> _Sweep:
     """Validate and load everything, check the budget, then open the study and its MLflow run."""
-    space = load_search_space(experiment.resolve_path(experiment.config.search_space))
+    space = experiment_space(experiment)
     backend = load_backend(experiment.config.backend, progress=view.progress)
     data, _ = prepare_experiment(experiment)
     models = sorted({spec.base_model for spec in corner_specs(experiment, space)})
     backend.preflight(data, models)  # nothing is recorded before every free check passed
+    if oversized := oversized_train_examples(space, len(data.train)):
+        view.message(oversized)
     handle = open_study(experiment, space, join=True)
     done = len(trained_trials(handle.study))
     target = max(experiment.config.study.n_trials, done) + add_trials
