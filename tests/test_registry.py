@@ -208,6 +208,9 @@ def test_bad_model_uri_and_bad_trial_are_one_clear_message(
     bad_trial = run_cli("promote", str(swept.path), "--trial", "99")
     assert_clean_error(bad_trial, "trial 99 is not a completed trial")
     assert bad_trial.exit_code == 2
+    alias = run_cli("predict", f"models:/{NAME}@nope", "hello")
+    assert_clean_error(alias, "nope", f"Registered models: {NAME}.")
+    assert ".." not in alias.stderr.replace("...", ""), alias.stderr
     reserved = run_cli("promote", str(swept.path), "--alias", "v1")
     assert_clean_error(reserved, "--alias 'v1'")
     assert reserved.exit_code == 2

@@ -135,7 +135,7 @@ def trials(
         title = f"study {exp.study_name}  (* = Pareto front)"
         console.print(trials_table(study, title, _fixed_params(exp)))
         return
-    records = trial_records(study, _fixed_params(exp))
+    records = trial_records(study, _fixed_params(exp), _local_files(exp))
     if chosen == "json":
         print(json.dumps(records, indent=2, ensure_ascii=False, allow_nan=False))
     else:
@@ -155,12 +155,19 @@ CSV_COLUMNS = (
     *(f"param_{name}" for name in PARAMS),
     *("epochs_run", "stopped_early", "train_examples_used", *METRICS, *COSTS),
     *("valid_accuracy_by_epoch", "cost_usd_by_epoch", "mlflow_run_id", "model_ref"),
+    "model_deleted",
     *("started", "completed", "failure_reason"),
 )
 
 
-def trial_records(study: optuna.Study, fixed: dict[str, Any]) -> list[dict[str, Any]]:
+def trial_records(
+    study: optuna.Study, fixed: dict[str, Any], local_files: bool = False
+) -> list[dict[str, Any]]:
     """Every trial of the study by number, as plain data: what `--json` writes.
+
+    `model_deleted` is true for an epoch checkpoint off the front whose weights the sweep
+    deleted (`local_files`: the backend keeps its models in folders on this machine); its
+    `model_ref` still says where they were.
 
     Each record: number, state (Optuna's, lower case; `skipped`: the budget could not cover
     it), pareto, checkpoint_of (the trial an
@@ -189,6 +196,11 @@ def trial_records(study: optuna.Study, fixed: dict[str, Any]) -> list[dict[str, 
             "checkpoints": children.get(trial.number, []),
             "params": {**dict.fromkeys(PARAMS), **fixed, **trial.params},
             **_outcome(record),
+            "model_deleted": local_files
+            and record.is_checkpoint
+            and trial.number not in front
+            and bool(record.model_ref)
+            and not Path(record.model_ref or "").exists(),
             "started": _when(trial.datetime_start),
             "completed": _when(trial.datetime_complete),
             "failure_reason": record.failure_reason or record.skipped_reason,
@@ -244,6 +256,11 @@ def _csv_cell(value: Any) -> str:
     if isinstance(value, list):
         return ";".join(_csv_cell(v) for v in value)
     return str(value)
+
+
+def _local_files(exp: Experiment) -> bool:
+    """Whether the experiment's backend keeps its models in folders here (the local ones)."""
+    return exp.config.backend.kind in ("local", "local_lm")
 
 
 def _fixed_params(exp: Experiment) -> dict[str, Any]:

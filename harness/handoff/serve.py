@@ -68,6 +68,7 @@ def load_registered_model(model_uri: str, store_uri: str | None = None) -> Any:
         except (MlflowException, OSError, ValueError) as exc:
             message = getattr(exc, "message", None) or str(exc)
             first = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
+            first = first.rstrip(".")  # the list of models follows, after its own period
             raise ConfigError(
                 f"cannot load model {uri!r} from {store}: {first}{_known_models(store)}"
             ) from None
