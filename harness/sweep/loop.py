@@ -60,6 +60,7 @@ from harness.sweep.stopping import Curve, FrontStopper
 from harness.sweep.study import (
     StudyHandle,
     open_study,
+    requeue,
     spec_from_trial,
     trained_trials,
 )
@@ -169,6 +170,9 @@ def run_sweep(
                 else:
                     time.sleep(min(beat, 2.0))
                 sweep.recovery()
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP (`harness.errors.Terminated`)
+        _abandon(sweep, running)
+        raise
     finally:
         # tag the front, close the study's run (also when a trial raised or Ctrl-C came)
         _close(sweep)
@@ -398,6 +402,15 @@ def _tell(trial: Trial, handle: StudyHandle, result: TrialResult, train_rows: in
     set_attrs(trial, result_attrs(result, train_rows))
     values = [objective_accuracy(result), result.total_cost.usd][: len(handle.objectives)]
     handle.study.tell(trial, values)
+
+
+def _abandon(sweep: _Sweep, running: dict[Future[TrialResult], _Launched]) -> None:
+    """Interrupted while trials run in worker threads: fail each (its MLflow run closed as
+    KILLED, its reservation settled) and queue it again, so the next sweep resumes its paid job
+    rather than paying twice. The threads are daemons and end with the process."""
+    for launched in running.values():
+        _fail(sweep, launched, "interrupted", status="KILLED")
+        requeue(sweep.handle.study, sweep.handle.storage.get_trial(launched.trial._trial_id))
 
 
 def _fail(
