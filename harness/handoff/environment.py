@@ -22,7 +22,10 @@ from harness.handoff.pyfunc import SCORE_PREFIX, TEXT_COLUMN
 
 # The harness's own dependencies, where its distribution metadata cannot be read (run from a
 # source tree that was never installed). Kept in step with pyproject.toml by a test.
-_CORE = ("mlflow", "optuna", "pandas", "pyarrow", "scikit-learn", "numpy", "pydantic", "pyyaml")
+_CORE = (
+    *("mlflow", "optuna", "pandas", "pyarrow", "scikit-learn", "numpy", "pydantic", "pyyaml"),
+    "rich",
+)
 # Dependencies of the commands only (`harness dashboard`, shared PostgreSQL studies, charts,
 # the CLI): a model never imports them.
 _NOT_FOR_MODELS = frozenset({"optuna-dashboard", "psycopg", "matplotlib", "typer", "plotly"})

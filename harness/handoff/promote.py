@@ -353,5 +353,6 @@ def _model_description(experiment: Experiment) -> str:
     return (
         f"Text classifier promoted by `harness promote` from experiment {experiment.name} "
         f"({experiment.path}). Call it with `harness predict models:/NAME@ALIAS TEXT` or "
-        "`mlflow.pyfunc.load_model(...)` (needs the `harness` package installed)."
+        "`mlflow.pyfunc.load_model(...).predict(pd.DataFrame({'text': [...]}))`, or serve it "
+        "with `harness serve NAME` (`mlflow models serve`); it carries its own harness code."
     )

@@ -10,7 +10,8 @@ id, endpoint, label set and prompt format in `model_config` (never the API key, 
 
 It is logged as a "model from code" (`ENTRY_POINT` below: a two-line file that MLflow copies
 into the model) rather than pickled: pickled models are what MLflow is moving away from, and the
-file keeps the model readable. Loading needs `harness` importable, nothing else of its state.
+file keeps the model readable. The harness code travels with the model (`code_paths`, see
+`harness.handoff.environment`), so loading needs no `harness` installed.
 
 The model's signature names its input (`harness.handoff.environment`): `predict` reads the `text`
 column of a DataFrame by name, whatever columns come before it, and refuses a frame without one
