@@ -54,7 +54,8 @@ def as_recorded(
     given = " with these --set" if overrides else ""
     report(
         f"note: study {name!r} was {made}; {experiment.path}{given} now differs in {shown}: "
-        "using the study's recorded experiment (set study.name to start another study)"
+        "using the study's recorded experiment (--set KEY=VALUE changes a value for this "
+        "command; set study.name to start another study)"
     )
     return Experiment(recorded.config, experiment.path, recorded.raw, recorded.overrides)
 
