@@ -256,13 +256,18 @@ def test_sigterm_stops_a_hosted_sweep_at_once_and_its_job_is_resumed_not_paid_tw
     openai_fake.state.job_duration = 120.0  # the sweep must not wait for it to end
     path = _experiment(tmp_path, n_trials=1)
     first = _sweep_process(path, openai_fake, tmp_path)
-    deadline = time.monotonic() + 60
-    while _jobs_created(openai_fake) == 0 and time.monotonic() < deadline:
-        assert first.poll() is None, first.communicate()[0].decode()[-2000:]
-        time.sleep(0.05)
-    time.sleep(0.5)  # the job id is journalled and the trial waits on the job
-    first.send_signal(signal.SIGTERM)
-    output = first.communicate(timeout=60)[0].decode()
+    try:
+        deadline = time.monotonic() + 60
+        while _jobs_created(openai_fake) == 0 and time.monotonic() < deadline:
+            assert first.poll() is None, first.communicate()[0].decode()[-2000:]
+            time.sleep(0.05)
+        time.sleep(0.5)  # the job id is journalled and the trial waits on the job
+        first.send_signal(signal.SIGTERM)
+        output = first.communicate(timeout=60)[0].decode()
+    finally:
+        if first.poll() is None:  # it did not stop: leave nothing running
+            first.kill()
+            first.wait()
     assert first.returncode == 143, output[-3000:]
     assert "interrupted (SIGTERM)" in output and "Traceback" not in output, output[-3000:]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,7 +24,6 @@ from typing import Any
 import mlflow
 import pandas as pd
 import pytest
-import yaml
 from mlflow.exceptions import MlflowException
 
 from harness.handoff.promote import Promotion
@@ -127,6 +127,7 @@ def served(swept: Swept, promoted: Promotion, tmp_path: Path) -> Iterator[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        process_group=0,  # so a server that outlives it can be stopped with it
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -143,7 +144,11 @@ def served(swept: Swept, promoted: Promotion, tmp_path: Path) -> Iterator[str]:
         yield base
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # it did not stop: its whole group goes
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
     assert proc.returncode == 0, out
     assert "Model server at" in out and "not found" not in out
     with socket.socket() as sock:  # nothing left listening
@@ -178,31 +183,51 @@ def test_predict_command_refuses_what_the_model_refuses(swept: Swept, promoted: 
     assert_clean_error(result, "nothing to classify")
 
 
+def _env_manager() -> str | None:
+    """MLflow's `virtualenv` manager needs pyenv (it makes the env with `python -m venv`), `uv`
+    needs uv; None where neither is here."""
+    if shutil.which("pyenv"):
+        return "virtualenv"
+    return "uv" if shutil.which("uv") else None
+
+
+# Signs that an environment could not be built because a package index was out of reach.
+_OFFLINE = (
+    *("No matching distribution", "Could not find a version", "NewConnectionError"),
+    *("Network is unreachable", "Temporary failure in name resolution", "Could not resolve host"),
+)
+
+
 @pytest.mark.skipif(
-    not any(
-        (Path(p) / "virtualenv").exists() or (Path(p) / "uv").exists()
-        for p in [*os.environ.get("PATH", "").split(os.pathsep), str(Path(sys.executable).parent)]
-    ),
-    reason="no `uv` or `virtualenv` here: `mlflow models serve --env-manager uv|virtualenv` "
-    "cannot build the model's environment (it installs its requirements from PyPI)",
+    _env_manager() is None,
+    reason="neither pyenv (for --env-manager virtualenv) nor uv is installed: MLflow cannot "
+    "build the model's own environment here",
 )
 def test_a_fresh_environment_builds_from_the_requirements(
     swept: Swept, promoted: Promotion, tmp_path: Path
 ) -> None:
-    on_path = os.environ["PATH"].split(os.pathsep)
-    manager = "uv" if any((Path(p) / "uv").exists() for p in on_path) else "virtualenv"
+    """`mlflow models predict --env-manager virtualenv`: a new environment with only the model's
+    requirements.txt (downloaded from the package index) classifies by the `text` column."""
+    manager = _env_manager()
     local = _model_dir(swept, promoted, tmp_path)
-    (tmp_path / "in.json").write_text(json.dumps({"text": ["A delight."]}))
+    data = tmp_path / "in.csv"
+    data.write_text('id,text\n1,"The film is a delight, 7."\n')
     command = [sys.executable, "-m", "mlflow", "models", "predict", "-m", str(local)]
-    command += ["-i", str(tmp_path / "in.json"), "-t", "json", "--env-manager", manager]
+    command += ["-i", str(data), "-t", "csv", "--env-manager", str(manager)]
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env["MLFLOW_ENV_ROOT"] = str(tmp_path / "envs")  # the environment is built under tmp_path
+    if manager == "virtualenv":  # MLflow's own pyenv root there: lend it this machine's Python
+        version = (local / "python_env.yaml").read_text().split("python:")[1].split()[0]
+        pyenv = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True)
+        installed = Path(pyenv.stdout.strip()) / "versions" / version
+        if installed.is_dir():
+            (tmp_path / "envs" / "pyenv_root" / "versions").mkdir(parents=True)
+            (tmp_path / "envs" / "pyenv_root" / "versions" / version).symlink_to(installed)
     result = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=3000,
-        env={**os.environ, "MLFLOW_ENV_ROOT": str(tmp_path / "envs")},
+        command, capture_output=True, text=True, timeout=2400, env=env, cwd=tmp_path
     )
-    if result.returncode != 0 and "network" in (result.stderr + result.stdout).lower():
-        pytest.skip(f"{manager} could not build the environment offline: {result.stderr[-300:]}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert yaml.safe_load(result.stdout)
+    output = result.stdout + result.stderr
+    if result.returncode != 0 and any(sign in output for sign in _OFFLINE):
+        pytest.skip(f"{manager} could not build the environment offline: {output[-500:]}")
+    assert result.returncode == 0, output[-3000:]
+    assert '"label"' in result.stdout, output[-3000:]
