@@ -7,6 +7,7 @@ started from a shell whose PATH lacks the virtualenv's bin, in a folder of its o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -206,28 +207,48 @@ _OFFLINE = (
 def test_a_fresh_environment_builds_from_the_requirements(
     swept: Swept, promoted: Promotion, tmp_path: Path
 ) -> None:
-    """`mlflow models predict --env-manager virtualenv`: a new environment with only the model's
-    requirements.txt (downloaded from the package index) classifies by the `text` column."""
+    """`mlflow models serve --env-manager virtualenv`: a new environment with nothing but the
+    model's requirements.txt (installed from the package index) serves it by the `text` column."""
     manager = _env_manager()
-    local = _model_dir(swept, promoted, tmp_path)
-    data = tmp_path / "in.csv"
-    data.write_text('id,text\n1,"The film is a delight, 7."\n')
-    command = [sys.executable, "-m", "mlflow", "models", "predict", "-m", str(local)]
-    command += ["-i", str(data), "-t", "csv", "--env-manager", str(manager)]
+    local = _model_dir(swept, promoted, tmp_path / "model")
+    port = _free_port()
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(local)]
+    command += ["--env-manager", str(manager), "--host", "127.0.0.1", "--port", str(port)]
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     env["MLFLOW_ENV_ROOT"] = str(tmp_path / "envs")  # the environment is built under tmp_path
-    if manager == "virtualenv":  # MLflow's own pyenv root there: lend it this machine's Python
-        version = (local / "python_env.yaml").read_text().split("python:")[1].split()[0]
-        pyenv = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True)
-        installed = Path(pyenv.stdout.strip()) / "versions" / version
-        if installed.is_dir():
-            (tmp_path / "envs" / "pyenv_root" / "versions").mkdir(parents=True)
-            (tmp_path / "envs" / "pyenv_root" / "versions" / version).symlink_to(installed)
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=2400, env=env, cwd=tmp_path
+    log = (tmp_path / "serve.log").open("w+")
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0
     )
-    output = result.stdout + result.stderr
-    if result.returncode != 0 and any(sign in output for sign in _OFFLINE):
-        pytest.skip(f"{manager} could not build the environment offline: {output[-500:]}")
-    assert result.returncode == 0, output[-3000:]
-    assert '"label"' in result.stdout, output[-3000:]
+    try:
+        deadline = time.monotonic() + 2400  # builds the environment first: minutes
+        while not _answers(f"http://127.0.0.1:{port}/ping"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                output = log.read()
+                if any(sign in output for sign in _OFFLINE):
+                    pytest.skip(f"{manager} could not build the environment: {output[-500:]}")
+                pytest.fail(f"the server never answered: {output[-3000:]}")
+            time.sleep(2)
+        body = {"dataframe_split": {"columns": ["id", "text"], "data": [[1, "A delight, 7."]]}}
+        url = f"http://127.0.0.1:{port}/invocations"
+        status, answer = _post(url, json.dumps(body).encode(), "application/json")
+        assert status == 200, answer
+        assert answer["predictions"][0]["label"] in {"negative", "positive"}
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
