@@ -28,7 +28,7 @@ from harness.config import Experiment
 from harness.data.prepare import prepare_experiment
 from harness.errors import BackendError, TrainingRefused
 from harness.records import Cost, PreparedData, TrialResult, TrialSpec
-from harness.sweep import admission
+from harness.sweep import admission, search_space
 from harness.sweep.budget import Budget, Confirm, check_worst_case
 from harness.sweep.checkpoints import (
     ScoredCheckpoint,
@@ -45,7 +45,7 @@ from harness.sweep.live import LiveStatus
 from harness.sweep.locks import study_lock
 from harness.sweep.orphans import orphaned_jobs, orphans_message, release_deployments
 from harness.sweep.outcome import SweepOutcome, SweepView
-from harness.sweep.search_space import SearchSpace, experiment_space, oversized_train_examples
+from harness.sweep.search_space import SearchSpace, experiment_space
 from harness.sweep.shared import (
     Recovery,
     join_study_run,
@@ -218,7 +218,7 @@ def _open(
     data, _ = prepare_experiment(experiment)
     models = sorted({spec.base_model for spec in corner_specs(experiment, space)})
     backend.preflight(data, models)  # nothing is recorded before every free check passed
-    if oversized := oversized_train_examples(space, len(data.train)):
+    if oversized := search_space.oversized_train_examples(space, len(data.train)):
         view.message(oversized)
     handle = open_study(experiment, space, join=True)
     done = len(trained_trials(handle.study))
@@ -277,12 +277,8 @@ def _launch(sweep: _Sweep, pool: Any) -> _Launched | None:
     if asked is None:
         return None
     trial, spec, estimate = asked.trial, asked.spec, asked.estimate
-    rows = len(sweep.data.train)
-    if spec.train_examples is not None and spec.train_examples > rows:
-        sweep.view.message(
-            f"{spec.run_name()}: train_examples {spec.train_examples} is more than the {rows} "
-            f"training rows; it trains on all {rows} (logged as train_examples={rows})"
-        )
+    if capped := search_space.capped_train_examples(spec, len(sweep.data.train)):
+        sweep.view.message(capped)
     sweep.view.trial_started(spec, estimate)
     sweep.live.started(spec, estimate)
     metrics = {"estimated_cost_usd": estimate.usd}
@@ -405,9 +401,7 @@ def _tell(trial: Trial, handle: StudyHandle, result: TrialResult, train_rows: in
 
 
 def _abandon(sweep: _Sweep, running: dict[Future[TrialResult], _Launched]) -> None:
-    """Interrupted while trials run in worker threads: fail each (its MLflow run closed as
-    KILLED, its reservation settled) and queue it again, so the next sweep resumes its paid job
-    rather than paying twice. The threads are daemons and end with the process."""
+    """Interrupted: fail the trials in flight (runs KILLED), queue them again to resume jobs."""
     for launched in running.values():
         _fail(sweep, launched, "interrupted", status="KILLED")
         requeue(sweep.handle.study, sweep.handle.storage.get_trial(launched.trial._trial_id))

@@ -28,6 +28,7 @@ from optuna.distributions import (
 
 from harness.config import Experiment, read_yaml
 from harness.errors import ConfigError
+from harness.records import TrialSpec
 
 REQUIRED = ("n_epochs", "learning_rate_multiplier", "batch_size")
 OPTIONAL = ("base_model", "train_examples", "lora_rank", "lora_alpha")
@@ -121,6 +122,16 @@ def oversized_train_examples(space: SearchSpace, rows: int) -> str | None:
         f"warning: the search space's train_examples {sizes} "
         f"{'exceeds' if len(over) == 1 else 'exceed'} the {rows:,} training rows: a trial "
         f"that samples {'it' if len(over) == 1 else 'them'} trains on all {rows:,}"
+    )
+
+
+def capped_train_examples(spec: TrialSpec, rows: int) -> str | None:
+    """What a trial that asks for more training examples than the split holds is told."""
+    if spec.train_examples is None or spec.train_examples <= rows:
+        return None
+    return (
+        f"{spec.run_name()}: train_examples {spec.train_examples} is more than the {rows} "
+        f"training rows; it trains on all {rows} (logged as train_examples={rows})"
     )
 
 
