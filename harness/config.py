@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import yaml
 from pydantic import (
@@ -101,7 +101,8 @@ class ExperimentConfig(Strict):
     seed: int = 13
     dataset: DatasetConfig
     backend: BackendConfig
-    search_space: str
+    # A search-space file, or the space itself (a `--set search_space.NAME=...` inlines the file).
+    search_space: str | dict[str, Any]
     study: StudyConfig = StudyConfig()
     budget_usd: float | None = Field(None, gt=0.0)
     tracking: TrackingConfig = TrackingConfig()
@@ -144,15 +145,42 @@ class Experiment:
     def study_name(self) -> str:
         return self.config.study.name or self.name
 
-    def resolve_path(self, value: str) -> Path:
-        """Resolve a path named in the file: as given, then beside the file, then one level up."""
-        candidate = Path(value).expanduser()
-        if candidate.is_absolute():
-            return candidate
-        for base in (Path.cwd(), self.path.parent, self.path.parent.parent):
-            if (base / candidate).exists():
-                return base / candidate
+    @overload
+    def resolve_path(self, value: str) -> Path: ...
+    @overload
+    def resolve_path(self, value: dict[str, Any]) -> dict[str, Any]: ...
+    def resolve_path(self, value: str | dict[str, Any]) -> Path | dict[str, Any]:
+        """Resolve a path named in the file: as given, then beside the file, then one level up.
+        A mapping (a search space given inline) is already what a path would lead to."""
+        return value if isinstance(value, dict) else resolve_beside(value, self.path)
+
+
+def resolve_beside(value: str, path: Path) -> Path:
+    """A path named in the file at `path`: as given, then beside it, then one level up."""
+    candidate = Path(value).expanduser()
+    if candidate.is_absolute():
         return candidate
+    for base in (Path.cwd(), path.parent, path.parent.parent):
+        if (base / candidate).exists():
+            return base / candidate
+    return candidate
+
+
+def inline_search_space(raw: dict[str, Any], path: Path, overrides: list[str]) -> dict[str, Any]:
+    """`raw` with its search-space file read into it when an override sets one of its
+    parameters (`--set search_space.n_epochs=1`), so the override applies to a mapping.
+
+    Raises:
+        ConfigError: The search-space file cannot be read or is not a mapping.
+    """
+    touches = any(item.partition("=")[0].strip().startswith("search_space.") for item in overrides)
+    if not touches or not isinstance(raw.get("search_space"), str):
+        return raw
+    file = resolve_beside(raw["search_space"], path)
+    space = read_yaml(file)
+    if not isinstance(space, dict):
+        raise ConfigError(f"{file}: expected a mapping of parameter names to ranges")
+    return {**raw, "search_space": space}
 
 
 def find_experiment_file(name_or_path: str) -> Path:
@@ -279,7 +307,7 @@ def load_experiment(name_or_path: str, overrides: list[str] | None = None) -> Ex
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
-    raw = apply_overrides(raw, overrides or [])
+    raw = apply_overrides(inline_search_space(raw, path, overrides or []), overrides or [])
     source = f"{path} (with --set)" if overrides else str(path)
     try:
         config = ExperimentConfig.model_validate(raw)

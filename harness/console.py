@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -319,8 +319,11 @@ def state_label(state: TrialState, record: TrialRecord) -> str:
     return state.name.lower()
 
 
-def trials_table(study: optuna.Study, title: str) -> TrialsTable:
-    """Every trial of the study, Pareto-front members starred, best validation accuracy first.
+def trials_table(
+    study: optuna.Study, title: str, fixed: Mapping[str, Any] | None = None
+) -> TrialsTable:
+    """Every trial of the study, Pareto-front members starred, best validation accuracy first;
+    `fixed`: the search space's fixed values (a trial records only what it sampled).
 
     The front is the study's: validation accuracy (of the model each trial delivered) against
     cost. Test accuracy is shown beside it, never ranked on; `harness report` adds the
@@ -335,7 +338,7 @@ def trials_table(study: optuna.Study, title: str) -> TrialsTable:
 
     rows = []
     for trial in sorted(trials, key=order):
-        record, params = records[trial.number], trial.params
+        record, params = records[trial.number], {**(fixed or {}), **trial.params}
         state = state_label(trial.state, record)
         cells = [
             f"{trial.number}{'*' if trial.number in front else ' '}",

@@ -7,6 +7,8 @@ keeps its traceback.
 
 from __future__ import annotations
 
+import signal
+
 
 class HarnessError(Exception):
     """Base class for errors a user can act on. `exit_code` is what the CLI returns."""
@@ -41,3 +43,17 @@ class TrainingRefused(BackendError):
 
 class BudgetExceeded(HarnessError):
     """Running the next trial could spend more than the sweep's budget allows."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where Ctrl-C raises KeyboardInterrupt, so a sweep that is
+    `kill`ed, timed out or loses its terminal stops exactly as Ctrl-C stops it (the running
+    trial settled, its MLflow run closed); the CLI then exits 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

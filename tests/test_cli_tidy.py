@@ -178,6 +178,26 @@ def test_a_wider_terminal_gets_every_column(made: Path) -> None:
     assert "…" not in narrow and max(len(line) for line in narrow.splitlines()) <= 70
 
 
+def test_fixed_epochs_and_batch_show_their_value_not_a_dash(tmp_path: Path, tiny_csv: Path) -> None:
+    # The space fixes n_epochs and batch_size: a trial records only what it sampled (the rate).
+    path = write_experiment(tmp_path, tiny_csv)  # batch_size 8 fixed, n_epochs sampled
+    made = run_cli("study", "create", str(path), "--set", "search_space.n_epochs=2")
+    assert made.exit_code == 0, made.stderr
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db")
+    rate = FloatDistribution(2.0, 6.0, log=True)
+    study.add_trial(
+        optuna.trial.create_trial(
+            values=[0.75, 0.001],
+            params={"learning_rate_multiplier": 3.0},
+            distributions={"learning_rate_multiplier": rate},
+        )
+    )
+    result = run_cli("trials", str(path), "--set", "search_space.n_epochs=2")
+    assert result.exit_code == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.lstrip().startswith("0"))
+    assert row.split()[1:5] == ["complete", "2", "3", "8"], row
+
+
 def test_piped_output_honours_columns(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "stdout", io.StringIO())  # not a terminal
     monkeypatch.setenv("COLUMNS", "80")
@@ -284,6 +304,28 @@ def test_a_file_in_experiments_wins_over_a_study_and_says_so(made: Path) -> None
     assert f"made from tiny.yaml --set study.name={STUDY}" in result.stderr
 
 
+def test_a_study_keeps_its_overrides_when_opened_through_its_file(
+    tmp_path: Path, tiny_csv: Path
+) -> None:
+    from harness.cli.common import load_target
+    from harness.sweep.search_space import experiment_space
+
+    path = write_experiment(tmp_path, tiny_csv, space=SPACE)
+    made = run_cli("study", "create", str(path), "--set", "search_space.n_epochs=1")
+    assert made.exit_code == 0, made.stderr
+    # Opened through the file alone: the study's recorded experiment, and a note saying so.
+    result = run_cli("trials", str(path), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "note: study 'tiny' was made from tiny.yaml --set search_space.n_epochs=1" in (
+        result.stderr
+    )
+    assert "differs in search_space.n_epochs: using the study's recorded" in result.stderr
+    assert experiment_space(load_target(str(path))).fixed["n_epochs"] == 1
+    # The same file with the same --set: nothing to say.
+    same = run_cli("trials", str(path), "--set", "search_space.n_epochs=1")
+    assert same.exit_code == 0 and "note:" not in same.stderr
+
+
 def test_an_unknown_name_lists_what_is_known_with_the_closest(made: Path) -> None:
     (made.parent / "experiments").mkdir()
     (made.parent / "experiments" / "demo.yaml").write_text(made.read_text())
@@ -357,6 +399,26 @@ def test_studies_lists_trials_by_state_best_accuracy_money_and_origin(made: Path
     assert table.exit_code == 0, table.stderr
     assert STUDY in table.stdout and "4 done, 1 ckpt, 1 running, 1 failed" in table.stdout
     assert f"{max(d.valid for d in FINISHED):.4f}" in table.stdout
+
+
+def test_studies_at_80_columns_break_no_word(made: Path) -> None:
+    from harness.cli.common import open_storage
+    from harness.cli.studies import studies_table, study_rows
+
+    storage = "sqlite:///mlruns/optuna.db"
+    optuna.create_study(study_name="demo-learning-rate", storage=storage)
+    rows = study_rows(open_storage(storage))
+    console = Console(width=80, file=io.StringIO(), record=True)
+    console.print(studies_table(rows, storage))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    words = text.split()
+    best = max(d.valid for d in FINISHED)
+    when = next(row.last_activity or "" for row in rows if row.name == STUDY).replace("T", " ")
+    for word in ("demo-learning-rate", STUDY, "running,", "failed", f"{best:.4f}", "tiny.yaml"):
+        assert word in words, (word, text)
+    assert when[:10] in words and when[11:16] in words, text
+    assert "161" in words  # dollars to three significant digits (160.8...)
 
 
 def test_studies_of_another_storage_or_an_experiments(made: Path, tmp_path: Path) -> None:

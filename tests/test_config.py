@@ -129,6 +129,34 @@ def test_set_overrides_are_revalidated(tmp_path: Path) -> None:
         load_experiment(str(path), ["study.n_trials=many"])
 
 
+def test_set_search_space_fixes_a_value_or_sets_a_range(tmp_path: Path) -> None:
+    from optuna.distributions import FloatDistribution
+
+    from harness.sweep.search_space import experiment_space
+
+    (tmp_path / "space.yaml").write_text(
+        "n_epochs: {type: int, low: 1, high: 3}\n"
+        "learning_rate_multiplier: {type: float, low: 1.0, high: 4.0, log: true}\n"
+        "batch_size: 8\n"
+    )
+    path = _write(tmp_path, BASE)
+    overrides = [
+        "search_space.n_epochs=1",
+        "search_space.learning_rate_multiplier={type: float, low: 0.5, high: 2}",
+    ]
+    exp = load_experiment(str(path), overrides)
+    space = experiment_space(exp)
+    assert space.fixed == {"n_epochs": 1, "batch_size": 8}
+    assert space.distributions == {
+        "learning_rate_multiplier": FloatDistribution(0.5, 2.0, log=False)
+    }
+    assert experiment_space(load_experiment(str(path))).fixed == {"batch_size": 8}  # file kept
+    with pytest.raises(ConfigError, match=r"search_space: n_epochs: expected int, got 'one'"):
+        experiment_space(load_experiment(str(path), ["search_space.n_epochs=one"]))
+    with pytest.raises(ConfigError, match="unknown parameter 'n_epoch'"):
+        experiment_space(load_experiment(str(path), ["search_space.n_epoch=1"]))
+
+
 def test_objectives_are_checked(tmp_path: Path) -> None:
     path = _write(tmp_path, BASE + "study: {objectives: [cost]}\n")
     with pytest.raises(ConfigError, match=r"study\.objectives"):

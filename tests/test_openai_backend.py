@@ -489,6 +489,31 @@ def test_estimate_command_prices_without_any_request(
     assert openai_fake.state.requests == []
 
 
+def test_estimate_warns_of_sizes_beyond_the_training_split_and_shows_small_costs(
+    tmp_path: Path, openai_fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY")
+    path = _experiment(tmp_path, openai_fake)  # 80 rows: 48 to train on
+    sizes = "search_space.train_examples={type: categorical, choices: [20, 400, 1200]}"
+    result = run_cli("estimate", str(path), "--set", sizes, "--set", "search_space.n_epochs=1")
+    assert result.exit_code == 0, result.output
+    assert (
+        "warning: the search space's train_examples 400, 1,200 exceed the 48 training rows"
+        in " ".join(result.stderr.split())
+    )
+    assert "$0.0000 " not in result.stdout and "$0.00000" not in result.stdout
+    quiet = run_cli("estimate", str(path))
+    assert quiet.exit_code == 0 and "warning" not in quiet.stderr
+
+
+def test_small_costs_keep_three_significant_digits() -> None:
+    from harness.sweep.estimate import _money
+
+    assert _money(0.0) == "$0.00" and _money(123.456) == "$123.46"
+    assert _money(0.5) == "$0.5000"
+    assert _money(0.0000123) == "$0.0000123" and _money(0.00042) == "$0.000420"
+
+
 def test_evaluate_command_logs_a_run_and_never_writes_the_key(
     tmp_path: Path, openai_fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -196,6 +196,23 @@ def test_a_sweep_whose_every_trial_failed_exits_non_zero(
     assert "every trial failed" in result.stderr and "invalid" in result.stderr
 
 
+def test_optuna_draws_the_pareto_front_of_a_harness_study(
+    tmp_path: Path, fake_env: FakeOpenAI
+) -> None:
+    path = _experiment(tmp_path, n_trials=3)
+    outcome = run_sweep(load_experiment(str(path)), RecordingView())
+    study = optuna.load_study(
+        study_name="oa-sweep", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    )
+    assert len(outcome.results) == 3
+    figure = optuna.visualization.plot_pareto_front(
+        study, target_names=["validation accuracy", "cost (USD)"]
+    )
+    points = sum(len(trace.x) for trace in figure.data if trace.x is not None)
+    assert points == len(study.get_trials(states=(TrialState.COMPLETE,)))
+    assert figure.layout.xaxis.title.text == "validation accuracy"
+
+
 def _sweep_process(path: Path, server: FakeOpenAI, tmp_path: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": KEY}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -232,6 +249,42 @@ def test_killed_sweep_resumes_without_a_duplicate_job(
     done = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(done) == 2
     assert before <= {t.user_attrs["journal.job_id"] for t in done}
+
+
+def test_sigterm_stops_a_hosted_sweep_at_once_and_its_job_is_resumed_not_paid_twice(
+    tmp_path: Path, openai_fake: FakeOpenAI
+) -> None:
+    openai_fake.state.job_duration = 120.0  # the sweep must not wait for it to end
+    path = _experiment(tmp_path, n_trials=1)
+    first = _sweep_process(path, openai_fake, tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while _jobs_created(openai_fake) == 0 and time.monotonic() < deadline:
+            assert first.poll() is None, first.communicate()[0].decode()[-2000:]
+            time.sleep(0.05)
+        time.sleep(0.5)  # the job id is journalled and the trial waits on the job
+        first.send_signal(signal.SIGTERM)
+        output = first.communicate(timeout=60)[0].decode()
+    finally:
+        if first.poll() is None:  # it did not stop: leave nothing running
+            first.kill()
+            first.wait()
+    assert first.returncode == 143, output[-3000:]
+    assert "interrupted (SIGTERM)" in output and "Traceback" not in output, output[-3000:]
+
+    storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    study = optuna.load_study(study_name="oa-sweep", storage=storage)
+    states = sorted(t.state.name for t in study.get_trials())
+    assert states == ["FAIL", "WAITING"]  # settled, and queued again to resume its paid job
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("oa-sweep").experiment_id])
+    assert runs and {r.info.status for r in runs} <= {"KILLED", "FINISHED"}
+
+    openai_fake.state.advance(120.0)  # the paid job has finished meanwhile
+    second = _sweep_process(path, openai_fake, tmp_path)
+    rest = second.communicate(timeout=120)[0].decode()
+    assert second.returncode == 0, rest[-3000:]
+    assert _jobs_created(openai_fake) == 1, rest[-3000:]  # the same job, not a second one
 
 
 @pytest.mark.parametrize(

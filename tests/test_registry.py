@@ -126,15 +126,15 @@ def test_promote_registers_the_front_best_and_it_predicts_like_the_backend(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", swept.store)
     model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
     expected = swept.backend_predictions(promoted.run_id)
-    frame = model.predict(expected["text"].tolist())
+    frame = model.predict(pd.DataFrame({"text": expected["text"].tolist()}))
     assert frame["label"].tolist() == expected["predicted"].tolist()
     assert frame["confidence"].round(4).tolist() == pytest.approx(expected["confidence"].tolist())
     assert list(frame.columns) == ["label", "confidence", "score_negative", "score_positive"]
     totals = frame["score_negative"] + frame["score_positive"]
     assert totals.tolist() == pytest.approx([1.0] * len(frame))
-    # A DataFrame with a `text` column works as well as a list.
-    same = model.predict(pd.DataFrame({"text": expected["text"].tolist()[:2]}))
-    assert same["label"].tolist() == expected["predicted"].tolist()[:2]
+    # The signature names the input: a bare list of texts is refused, not guessed at.
+    with pytest.raises(mlflow.exceptions.MlflowException, match=r"missing inputs \['text'\]"):
+        model.predict(expected["text"].tolist()[:2])
 
 
 def test_promote_with_trial_moves_the_alias_and_never_registers_a_trial_twice(
@@ -208,6 +208,9 @@ def test_bad_model_uri_and_bad_trial_are_one_clear_message(
     bad_trial = run_cli("promote", str(swept.path), "--trial", "99")
     assert_clean_error(bad_trial, "trial 99 is not a completed trial")
     assert bad_trial.exit_code == 2
+    alias = run_cli("predict", f"models:/{NAME}@nope", "hello")
+    assert_clean_error(alias, "nope", f"Registered models: {NAME}.")
+    assert ".." not in alias.stderr.replace("...", ""), alias.stderr
     reserved = run_cli("promote", str(swept.path), "--alias", "v1")
     assert_clean_error(reserved, "--alias 'v1'")
     assert reserved.exit_code == 2
@@ -276,7 +279,7 @@ def test_promote_openai_trial_keeps_its_id_and_prompt_format_and_never_the_key(
             assert KEY not in file.read_text(encoding="utf-8", errors="ignore"), file
 
     before = openai_fake.state.count("POST", "/completions")
-    frame = model.predict(["The film is a delight", "The sequel is dull"])
+    frame = model.predict(pd.DataFrame({"text": ["The film is a delight", "The sequel is dull"]}))
     assert frame["label"].tolist() == ["positive", "negative"]
     assert frame["confidence"].tolist() == pytest.approx([0.8, 0.7])
     calls = [r for r in openai_fake.state.requests if r.path.endswith("/completions")][before:]

@@ -87,3 +87,18 @@ def test_grid_needs_discrete_values(tmp_path: Path) -> None:
         "learning_rate_multiplier": [0.5, 1.0, 1.5],
         "batch_size": [8, 16],
     }
+
+
+def test_sizes_beyond_the_training_split_are_named(tmp_path: Path) -> None:
+    from harness.sweep.search_space import oversized_train_examples
+
+    path = tmp_path / "space.yaml"
+    path.write_text(
+        "n_epochs: 1\nlearning_rate_multiplier: 1.0\nbatch_size: 8\n"
+        "train_examples: {type: categorical, choices: [100, 400, 1200]}\n"
+    )
+    space = load_search_space(path)
+    warning = oversized_train_examples(space, 171)
+    assert warning is not None
+    assert "train_examples 400, 1,200 exceed the 171 training rows" in warning
+    assert oversized_train_examples(space, 1200) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from harness.scoring import unpack_correct
 from harness.sweep.loop import run_sweep
 from harness.sweep.search_space import load_search_space
 from harness.sweep.study import ask, open_study, recover_crashed_trials
+from tests.cli_runner import run_cli
 from tests.conftest import write_experiment
 
 pytestmark = pytest.mark.slow
@@ -120,6 +122,12 @@ def test_sweep_tracks_every_trial_and_resumes(tmp_path: Path, tiny_csv: Path) ->
         # A checkpoint off the front can never be the one to pick: its weights are deleted.
         on_front = checkpoint.number in {t.number for t in study.best_trials}
         assert Path(checkpoint.user_attrs["model_ref"]).is_dir() == on_front
+    # `trials --json` says which checkpoints' weights are gone, rather than point at nothing.
+    listed = {r["number"]: r for r in json.loads(run_cli("trials", str(path), "--json").stdout)}
+    for checkpoint in checkpoints:
+        on_front = checkpoint.number in {t.number for t in study.best_trials}
+        assert listed[checkpoint.number]["model_deleted"] is not on_front
+    assert not any(listed[t.number]["model_deleted"] for t in trained)
 
     client = MlflowClient("sqlite:///mlruns/mlflow.db")
     parents, children = _runs(client)
@@ -130,6 +138,9 @@ def test_sweep_tracks_every_trial_and_resumes(tmp_path: Path, tiny_csv: Path) ->
     assert parent.inputs.dataset_inputs, "the dataset is logged as an MLflow input"
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        # The trial's page shows the data it trained on too, as the same dataset.
+        (used,) = child.inputs.dataset_inputs
+        assert used.dataset.digest == parent.inputs.dataset_inputs[0].dataset.digest
         assert child.info.run_name.startswith("t00") and " ep=" in child.info.run_name
         assert set(child.data.params) >= PARAMS
         assert set(child.data.metrics) >= METRICS

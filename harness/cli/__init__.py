@@ -65,6 +65,10 @@ EXAMPLES: dict[str, str] = {
         "harness predict models:/demo-classifier@champion --file reviews.csv --json",
         "harness predict models:/demo-classifier/2 --file in.jsonl --column review",
     ),
+    "serve": examples(
+        "harness serve demo-classifier       # on http://127.0.0.1:5001",
+        "harness serve models:/demo-classifier/2 --port 5002",
+    ),
     "ui": examples("harness ui", "harness ui --port 5001 --experiment demo"),
     "dashboard": examples("harness dashboard demo"),
     "study create": examples(

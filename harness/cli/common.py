@@ -13,13 +13,17 @@ study made from another file uses the file and says so.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 import yaml
@@ -37,10 +41,14 @@ from harness.config import (
     apply_overrides,
     find_experiment_file,
     format_validation_error,
+    inline_search_space,
     load_experiment,
 )
-from harness.errors import ConfigError, HarnessError
+from harness.errors import ConfigError, HarnessError, Terminated
 from harness.urls import redact_text, with_driver
+
+if TYPE_CHECKING:
+    from harness.tracking.record import StudyOrigin
 
 # Option values named by what they hold, never by a Python type (`<int>`, `<list[str]>`).
 _METAVARS = {"<int>": "N", "<float>": "NUMBER", "<path>": "PATH", "<list[str]>": "TEXT"}
@@ -173,7 +181,7 @@ def load_target(name: str, overrides: list[str] | None = None) -> Experiment:
             with the closest), an invalid config, or a study too old to hold its experiment.
     """
     if Path(name).expanduser().is_file():
-        return load_experiment(name, overrides)
+        return _as_recorded(load_experiment(name, overrides), overrides)
     study_names = _study_names(DEFAULT_STORAGE)
     try:
         path = find_experiment_file(name)
@@ -181,7 +189,7 @@ def load_target(name: str, overrides: list[str] | None = None) -> Experiment:
         if name not in study_names:
             raise ConfigError(_unknown(name, study_names)) from None
         return _from_study(name, DEFAULT_STORAGE, overrides)
-    experiment = load_experiment(str(path), overrides)
+    experiment = _as_recorded(load_experiment(str(path), overrides), overrides)
     if name in study_names and experiment.study_name != name:
         err_console.print(
             f"note: {name!r} is both {path} (study {experiment.study_name!r}) and a study in "
@@ -191,6 +199,32 @@ def load_target(name: str, overrides: list[str] | None = None) -> Experiment:
             highlight=False,
         )
     return experiment
+
+
+def _as_recorded(experiment: Experiment, overrides: list[str] | None) -> Experiment:
+    """The file's experiment, or its study's as recorded where they differ (`_recorded`)."""
+    from harness.cli._recorded import as_recorded
+
+    def note(text: str) -> None:
+        err_console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    return as_recorded(experiment, overrides, _recorded_study, note)
+
+
+def _recorded_study(
+    name: str, url: str, overrides: list[str] | None
+) -> tuple[StudyOrigin, Experiment] | None:
+    """A study's origin and recorded experiment (with `overrides`); None: no such study yet, or
+    one that recorded nothing."""
+    import optuna
+
+    from harness.tracking.record import StudyOrigin
+
+    if sqlite_missing(url) or name not in _study_names(url):
+        return None
+    study = optuna.load_study(study_name=name, storage=open_storage(url))
+    origin = StudyOrigin.from_attrs(study.user_attrs)
+    return None if origin.yaml is None else (origin, _from_study(name, url, overrides))
 
 
 def _made_from(name: str) -> str:
@@ -254,7 +288,8 @@ def _from_study(name: str, url: str, overrides: list[str] | None) -> Experiment:
     raw = yaml.safe_load(origin.yaml)
     # Where it was found, not the stored text (whose password, if any, is blanked).
     raw.setdefault("study", {})["storage"] = url
-    raw = apply_overrides(raw, overrides or [])
+    made_from = Path(origin.path or f"{name}.yaml")
+    raw = apply_overrides(inline_search_space(raw, made_from, overrides or []), overrides or [])
     source = f"study {name!r} (made from {origin.path})" + (" with --set" if overrides else "")
     try:
         config = ExperimentConfig.model_validate(raw)
@@ -305,8 +340,31 @@ def user_errors(func: F) -> F:
             # Escaped: messages quote config values such as `[accuracy, cost]`, not markup.
             err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted: run the same command again to resume the study")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as exc:
+            why = f" ({exc})" if isinstance(exc, Terminated) else ""
+            err_console.print(f"interrupted{why}: run the same command again to resume the study")
+            raise typer.Exit(exc.exit_code if isinstance(exc, Terminated) else 130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def stop_signals_as_interrupt() -> Iterator[None]:
+    """While inside: SIGTERM and SIGHUP raise `Terminated` (a KeyboardInterrupt) where Ctrl-C
+    would raise, once; a second signal during the clean-up that follows is ignored."""
+    received: list[int] = []
+
+    def interrupt(signum: int, _frame: FrameType | None) -> None:
+        if not received:
+            received.append(signum)
+            raise Terminated(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread (a test runner's worker, say)
+        return
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

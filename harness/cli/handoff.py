@@ -105,8 +105,8 @@ def predict(
     import os
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from harness.handoff.pyfunc import read_rows, row_text
-    from harness.handoff.serve import load_registered_model
+    from harness.handoff.pyfunc import read_rows, row_text, skipped_message
+    from harness.handoff.serve import classify, load_registered_model
 
     if set_ and experiment is None:
         raise ConfigError("--set applies to an experiment's config: give --experiment too")
@@ -115,9 +115,8 @@ def predict(
         inputs += [(row, row_text(row, column)) for row in read_rows(file, column)]
     kept = [(row, text) for row, text in inputs if text.strip()]
     if len(kept) < len(inputs):
-        skipped = len(inputs) - len(kept)
-        noun = "row" if skipped == 1 else "rows"
-        err_console.print(f"skipped {skipped} empty {noun}", markup=False, highlight=False)
+        message = skipped_message(len(inputs) - len(kept))
+        err_console.print(message, markup=False, highlight=False)
     if not kept:
         given = f"all {len(inputs)} texts given are empty" if inputs else "no texts given"
         raise ConfigError(f"nothing to classify ({given}): give texts as arguments or --file PATH")
@@ -126,7 +125,7 @@ def predict(
         from harness.tracking.store import tracking_uri
 
         store = tracking_uri(load_target(experiment, set_))
-    frame = load_registered_model(model_uri, store).predict([text for _, text in kept])
+    frame = classify(load_registered_model(model_uri, store), [text for _, text in kept])
     _print_predictions(kept, frame, json_)
 
 
@@ -147,3 +146,59 @@ def _print_predictions(rows: list[tuple[dict[str, Any], str]], frame: Any, as_js
     for (_, text), label, confidence in zip(rows, frame["label"], frame["confidence"], strict=True):
         table.add_row(text, str(label), f"{confidence:.3f}")
     console.print(table)
+
+
+@app.command()
+@user_errors
+def serve(
+    model_uri: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODEL",
+            help="models:/NAME@ALIAS, models:/NAME/VERSION, or a registered name (its champion).",
+        ),
+    ],
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5001,
+    experiment: Annotated[
+        str | None,
+        typer.Option(
+            metavar="EXPERIMENT",
+            help="Find the model in this experiment's tracking store (its tracking.uri).",
+        ),
+    ] = None,
+    set_: SetOption = None,
+) -> None:
+    """Serve a registered model over HTTP on 127.0.0.1 (`mlflow models serve`, this
+    environment): POST rows with a `text` column to /invocations. Ctrl-C stops it."""
+    import os
+    import sys
+
+    from harness.cli._serve import Server, check_port
+    from harness.cli._serve import serve as supervise
+    from harness.handoff.serve import resolve_model_uri
+    from harness.tracking.store import tracking_uri
+
+    if set_ and experiment is None:
+        raise ConfigError("--set applies to an experiment's config: give --experiment too")
+    check_port(port)
+    uri = resolve_model_uri(model_uri)
+    env = dict(os.environ)
+    env["MLFLOW_TRACKING_URI"] = tracking_uri(load_target(experiment, set_) if experiment else None)
+    # MLflow starts its server as `uvicorn ...`, looked up on PATH: this environment's first.
+    bin_dir = os.path.dirname(sys.executable)
+    env["PATH"] = os.pathsep.join(filter(None, (bin_dir, env.get("PATH"))))
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri]
+    command += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+    server = Server(f"model server for {uri}", command, port, "/ping", env)
+    console.print(f"Serving {uri} ...", markup=False, highlight=False, soft_wrap=True)
+
+    def ready() -> None:
+        for line in (
+            f"Model server at {server.base_url}/invocations  (Ctrl-C to stop)",
+            f"Try it: curl -s {server.base_url}/invocations -H 'Content-Type: application/json' "
+            """-d '{"dataframe_split": {"columns": ["text"], "data": [["a sentence"]]}}'""",
+        ):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    supervise(server, ready)
+    err_console.print("Model server stopped.")

@@ -21,6 +21,7 @@ from harness.cli.common import (
     err_console,
     load_target,
     one_format,
+    stop_signals_as_interrupt,
     user_errors,
 )
 from harness.errors import ConfigError, TrainingRefused
@@ -89,11 +90,12 @@ def sweep(
         )
 
     exp = load_target(experiment, set_)
-    with RichView(console) as view:
+    with stop_signals_as_interrupt(), RichView(console) as view:
         outcome = run_sweep(exp, view, add_trials=add, confirm=confirm)
     if outcome.stopped and not outcome.refused:
         console.print(f"[yellow]{escape(outcome.stopped)}[/]")
-    console.print(trials_table(outcome.handle.study, f"study {exp.study_name}  (* = Pareto front)"))
+    title = f"study {exp.study_name}  (* = Pareto front)"
+    console.print(trials_table(outcome.handle.study, title, _fixed_params(exp)))
     console.print(f"MLflow parent run {outcome.parent_run_id}; browse with `harness ui`.")
     if outcome.refused:
         err_console.print(f"[bold red]error:[/] {escape(outcome.stopped or '')}", highlight=False)
@@ -130,9 +132,10 @@ def trials(
     exp = load_target(experiment, set_)
     study = load_existing_study(exp)
     if chosen is None:
-        console.print(trials_table(study, f"study {exp.study_name}  (* = Pareto front)"))
+        title = f"study {exp.study_name}  (* = Pareto front)"
+        console.print(trials_table(study, title, _fixed_params(exp)))
         return
-    records = trial_records(study, _fixed_params(exp))
+    records = trial_records(study, _fixed_params(exp), _local_files(exp))
     if chosen == "json":
         print(json.dumps(records, indent=2, ensure_ascii=False, allow_nan=False))
     else:
@@ -152,12 +155,19 @@ CSV_COLUMNS = (
     *(f"param_{name}" for name in PARAMS),
     *("epochs_run", "stopped_early", "train_examples_used", *METRICS, *COSTS),
     *("valid_accuracy_by_epoch", "cost_usd_by_epoch", "mlflow_run_id", "model_ref"),
+    "model_deleted",
     *("started", "completed", "failure_reason"),
 )
 
 
-def trial_records(study: optuna.Study, fixed: dict[str, Any]) -> list[dict[str, Any]]:
+def trial_records(
+    study: optuna.Study, fixed: dict[str, Any], local_files: bool = False
+) -> list[dict[str, Any]]:
     """Every trial of the study by number, as plain data: what `--json` writes.
+
+    `model_deleted` is true for an epoch checkpoint off the front whose weights the sweep
+    deleted (`local_files`: the backend keeps its models in folders on this machine); its
+    `model_ref` still says where they were.
 
     Each record: number, state (Optuna's, lower case; `skipped`: the budget could not cover
     it), pareto, checkpoint_of (the trial an
@@ -186,6 +196,11 @@ def trial_records(study: optuna.Study, fixed: dict[str, Any]) -> list[dict[str, 
             "checkpoints": children.get(trial.number, []),
             "params": {**dict.fromkeys(PARAMS), **fixed, **trial.params},
             **_outcome(record),
+            "model_deleted": local_files
+            and record.is_checkpoint
+            and trial.number not in front
+            and bool(record.model_ref)
+            and not Path(record.model_ref or "").exists(),
             "started": _when(trial.datetime_start),
             "completed": _when(trial.datetime_complete),
             "failure_reason": record.failure_reason or record.skipped_reason,
@@ -243,13 +258,18 @@ def _csv_cell(value: Any) -> str:
     return str(value)
 
 
+def _local_files(exp: Experiment) -> bool:
+    """Whether the experiment's backend keeps its models in folders here (the local ones)."""
+    return exp.config.backend.kind in ("local", "local_lm")
+
+
 def _fixed_params(exp: Experiment) -> dict[str, Any]:
     """The search space's fixed values (a trial records only what it sampled); none when the
     search-space file is gone or broken, since the trials are still worth listing."""
-    from harness.sweep.search_space import load_search_space
+    from harness.sweep.search_space import experiment_space
 
     try:
-        return load_search_space(exp.resolve_path(exp.config.search_space)).fixed
+        return experiment_space(exp).fixed
     except ConfigError:
         return {}
 
@@ -261,6 +281,8 @@ def estimate(experiment: ExperimentArg, set_: SetOption = None) -> None:
     from harness.sweep.estimate import estimate_lines, estimate_sweep, estimate_table
 
     result = estimate_sweep(load_target(experiment, set_))
+    for warning in result.warnings:
+        err_console.print(warning, markup=False, highlight=False, soft_wrap=True)
     console.print(estimate_table(result))
     for line in estimate_lines(result):
         console.print(line, markup=False, highlight=False)

@@ -138,19 +138,67 @@ def studies(
     if not rows:
         console.print(f"no studies in {redact_text(url)}", markup=False, highlight=False)
         return
+    console.print(studies_table(rows, url, console.width))
+
+
+# Laid out by hand, so that nothing is cut inside a word: numbers and times keep their width, a
+# study name up to 24 characters, and when the row is too wide the experiment (down to 12) and then
+# the trial counts (down to "1 running,") and a long study name (down to 12) give way, wrapping at
+# spaces. Only a study name or an experiment path wider than its column is folded.
+_NAMES = ("study", "trials", "valid", "spent $", "experiment", "last active")
+_SHRINK = (("experiment", 12), ("trials", 10), ("study", 12))
+
+
+def studies_table(rows: list[StudyRow], url: str, width: int = 80) -> Any:
+    """The rich table of `harness studies` for a terminal `width` wide: `valid` is the best
+    validation accuracy, spent dollars to three significant digits, the last activity to the
+    minute."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"studies in {redact_text(url)}", title_justify="left")
-    for column in ("study", "trials", "best valid", "spent $", "experiment", "last activity"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        best = "-" if row.best_valid_accuracy is None else f"{row.best_valid_accuracy:.4f}"
-        table.add_row(
+    from harness.console import dollars
+
+    cells = [
+        [
             row.name,
             _trial_counts(row),
-            best,
-            f"{row.spent_usd:.4f}",
+            "-" if row.best_valid_accuracy is None else f"{row.best_valid_accuracy:.4f}",
+            dollars(row.spent_usd),
             row.experiment or "-",
-            row.last_activity or "-",
+            (row.last_activity or "-").replace("T", " ")[:16],  # to the minute
+        ]
+        for row in rows
+    ]
+    table = Table(
+        title=f"studies in {redact_text(url)}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+    )
+    for name, size in _column_widths(cells, width).items():
+        table.add_column(
+            name,
+            width=size,
+            overflow="fold" if name in ("study", "experiment") else "ellipsis",
+            justify="right" if name in ("valid", "spent $") else "left",
         )
-    console.print(table)
+    for row_cells in cells:
+        table.add_row(*row_cells)
+    return table
+
+
+def _column_widths(cells: list[list[str]], width: int) -> dict[str, int]:
+    widths = {
+        name: max([len(name), *(len(row[index]) for row in cells)])
+        for index, name in enumerate(_NAMES)
+    }
+    widths["study"] = min(widths["study"], 24)
+    # Each column has a space of padding after it, and the box a separator between columns.
+    excess = sum(widths.values()) + 2 * len(_NAMES) - 1 - width
+    for name, floor in _SHRINK:
+        cut = max(0, min(excess, widths[name] - floor))
+        widths[name] -= cut
+        excess -= cut
+    return {name: size + 1 for name, size in widths.items()}  # rich's width counts the padding

@@ -2,7 +2,8 @@
 
 Entry point: `promote` (a trial's model into the model registry under an alias) and
 `load_registered_model` (call it with the prompt format it was trained on). Modules: `promote`,
-`serve` (load a registered model) and `pyfunc` (the MLflow model-from-code class that calls it).
+`serve` (load a registered model), `pyfunc` (the MLflow model-from-code class that calls it) and
+`environment` (what a logged model carries: its signature, its code and its requirements).
 """
 
 from __future__ import annotations

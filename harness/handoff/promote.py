@@ -16,7 +16,6 @@ import re
 import tempfile
 import warnings
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,8 @@ from optuna.trial import FrozenTrial
 
 from harness.config import Experiment
 from harness.errors import BackendError, ConfigError, HarnessError
-from harness.handoff.pyfunc import ENTRY_POINT, SCORE_PREFIX
+from harness.handoff.environment import harness_code, model_requirements, model_signature
+from harness.handoff.pyfunc import ENTRY_POINT, TEXT_COLUMN
 from harness.handoff.serve import DEFAULT_ALIAS, pointed_at
 from harness.sweep.study import completed_trials, load_existing_study, pareto_numbers
 from harness.tracking.record import (
@@ -41,8 +41,9 @@ from harness.tracking.store import tracking_uri
 
 LOGGED_MODEL_NAME = "classifier"
 REGISTERED_SUFFIX = "-classifier"
-# Requirements are pinned (`_pins`) so that logging a model never loads it in a subprocess to
-# guess them. `harness` itself is not on PyPI: a model's environment needs it from this project.
+# Requirements are pinned (`environment.model_requirements`) so that logging a model never loads
+# it in a subprocess to guess them. `harness` itself is not on PyPI: its code travels with the
+# model (`environment.harness_code`).
 
 
 @dataclass(frozen=True)
@@ -272,8 +273,10 @@ def _log_model(
             python_model=str(entry),
             artifacts=package.artifacts or None,
             model_config=package.config,
-            signature=_signature(package.config["labels"]),
-            pip_requirements=_pins(("mlflow", "pandas", *package.requirements)),
+            signature=model_signature(package.config["labels"]),
+            metadata={"labels": package.config["labels"], "text_column": TEXT_COLUMN},
+            code_paths=[harness_code(tmp / "code")],
+            pip_requirements=model_requirements(package.requirements),
             flavor_name="pyfunc.ModelFromCode",
         )
 
@@ -329,25 +332,6 @@ def _fetch_model_files(run: Any, tmp: Path) -> str | None:
     return str(entries[0]) if len(entries) == 1 else None
 
 
-def _signature(labels: list[str]) -> Any:
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
-    outputs: list[Any] = [ColSpec("string", "label"), ColSpec("double", "confidence")]
-    outputs += [ColSpec("double", f"{SCORE_PREFIX}{label}") for label in labels]
-    return ModelSignature(inputs=Schema([ColSpec("string")]), outputs=Schema(outputs))
-
-
-def _pins(packages: tuple[str, ...]) -> list[str]:
-    pins = []
-    for name in packages:
-        try:
-            pins.append(f"{name}=={metadata.version(name).split('+')[0]}")
-        except metadata.PackageNotFoundError:
-            pins.append(name)
-    return pins
-
-
 def _version_tags(trial: FrozenTrial, run: Any) -> dict[str, str]:
     tags = run.data.tags
     values = {
@@ -369,5 +353,6 @@ def _model_description(experiment: Experiment) -> str:
     return (
         f"Text classifier promoted by `harness promote` from experiment {experiment.name} "
         f"({experiment.path}). Call it with `harness predict models:/NAME@ALIAS TEXT` or "
-        "`mlflow.pyfunc.load_model(...)` (needs the `harness` package installed)."
+        "`mlflow.pyfunc.load_model(...).predict(pd.DataFrame({'text': [...]}))`, or serve it "
+        "with `harness serve NAME` (`mlflow models serve`); it carries its own harness code."
     )

@@ -10,17 +10,23 @@ id, endpoint, label set and prompt format in `model_config` (never the API key, 
 
 It is logged as a "model from code" (`ENTRY_POINT` below: a two-line file that MLflow copies
 into the model) rather than pickled: pickled models are what MLflow is moving away from, and the
-file keeps the model readable. Loading needs `harness` importable, nothing else of its state.
+file keeps the model readable. The harness code travels with the model (`code_paths`, see
+`harness.handoff.environment`), so loading needs no `harness` installed.
 
-`predict` takes a DataFrame with a `text` column (or one column of texts), a Series, a list of
-strings or one string, and returns one row per text: `label`, `confidence` and `score_<label>`
-for every label of the label set. `read_rows` reads the rows of `harness predict --file`.
+The model's signature names its input (`harness.handoff.environment`): `predict` reads the `text`
+column of a DataFrame by name, whatever columns come before it, and refuses a frame without one
+(MLflow checks the signature first; other columns are dropped). It returns one row per input
+row: `label`, `confidence` and `score_<label>` for every label of the label set. A row whose
+text is empty, blank or not text is skipped and counted, as `harness predict` does: its row
+comes back with a null label, and the count is logged (`skipped 2 empty rows`); a batch with
+nothing to classify is refused. `read_rows` reads the rows of `harness predict --file`.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +39,7 @@ from harness.records import Prediction
 
 TEXT_COLUMN = "text"
 SCORE_PREFIX = "score_"
+_logger = logging.getLogger(__name__)
 
 # The models-from-code entry point, written next to the model by `harness.handoff.promote`.
 ENTRY_POINT = (
@@ -42,32 +49,51 @@ ENTRY_POINT = (
 )
 
 
-def texts_of(model_input: Any) -> list[str]:
-    """The texts in whatever shape a pyfunc caller hands over.
+def texts_of(model_input: Any) -> list[str | None]:
+    """The texts of a frame's `text` column (a Series, a list or one string is taken as the
+    texts themselves), each as `text_or_none` reads it.
 
     Raises:
-        ValueError: A DataFrame with several columns and none named `text`, or no texts at all
-            in a shape this does not understand.
+        MlflowException: A DataFrame without a `text` column (naming the columns it has), or a
+            shape this does not understand. MLflow's own error type, so a model server answers
+            HTTP 400 with the message.
     """
+    from mlflow.exceptions import MlflowException
+
     if isinstance(model_input, str):
-        return [model_input]
+        model_input = [model_input]
     if isinstance(model_input, pd.DataFrame):
-        if TEXT_COLUMN in model_input.columns:
-            column = model_input[TEXT_COLUMN]
-        elif len(model_input.columns) == 1:
-            column = model_input.iloc[:, 0]
-        else:
-            raise ValueError(
-                f"expected a {TEXT_COLUMN!r} column, got columns {list(model_input.columns)}"
+        if TEXT_COLUMN not in model_input.columns:
+            raise MlflowException.invalid_parameter_value(
+                f"expected a {TEXT_COLUMN!r} column, got columns "
+                f"{[str(c) for c in model_input.columns]}"
             )
-        return [str(t) for t in column.tolist()]
-    if isinstance(model_input, pd.Series):
-        return [str(t) for t in model_input.tolist()]
-    if hasattr(model_input, "tolist"):  # numpy arrays
+        model_input = model_input[TEXT_COLUMN]
+    if hasattr(model_input, "tolist"):  # Series, numpy arrays
         model_input = model_input.tolist()
     if isinstance(model_input, Sequence):
-        return [str(t) for t in model_input]
-    raise ValueError(f"cannot read texts from a {type(model_input).__name__}")
+        return [text_or_none(value) for value in model_input]
+    raise MlflowException.invalid_parameter_value(
+        f"cannot read texts from a {type(model_input).__name__}: give a DataFrame with a "
+        f"{TEXT_COLUMN!r} column"
+    )
+
+
+def text_or_none(value: Any) -> str | None:
+    """A value's text as `harness predict` reads it: a string, or a number's digits; None for
+    null, NaN, an empty or whitespace-only string, or anything else (a list, a dict)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return None if value != value else str(value)  # NaN is pandas' null
+    if isinstance(value, str):
+        return value if value.strip() else None
+    return None
+
+
+def skipped_message(skipped: int) -> str:
+    """What `harness predict` and a served model say about rows without a text."""
+    return f"skipped {skipped} empty {'row' if skipped == 1 else 'rows'}"
 
 
 def read_texts(path: Path, column: str = TEXT_COLUMN) -> list[str]:
@@ -102,9 +128,8 @@ def read_rows(path: Path, column: str = TEXT_COLUMN) -> list[dict[str, Any]]:
 
 
 def row_text(row: dict[str, Any], column: str = TEXT_COLUMN) -> str:
-    """A row's text: missing or null is empty, a number its digits."""
-    value = row.get(column)
-    return "" if value is None else str(value)
+    """A row's text (`text_or_none`): missing, null or not text is empty, a number its digits."""
+    return text_or_none(row.get(column)) or ""
 
 
 def _csv_rows(path: Path) -> list[dict[str, Any]]:
@@ -176,7 +201,26 @@ class HarnessClassifier(PythonModel):
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        """Label, confidence and per-label scores for every text."""
+        """Label, confidence and per-label scores for every row; null for a row without text.
+
+        Raises:
+            MlflowException: No `text` column, or not one text to classify.
+        """
+        from mlflow.exceptions import MlflowException
+
         texts = texts_of(model_input)
-        predictions, _ = self.backend.predict(self.model_ref, texts, self.labels)
-        return predictions_frame(predictions, self.labels)
+        kept = [i for i, text in enumerate(texts) if text is not None]
+        if not kept:
+            given = f"all {len(texts)} texts given are empty" if texts else "no rows given"
+            raise MlflowException.invalid_parameter_value(f"nothing to classify ({given})")
+        if len(kept) < len(texts):
+            _logger.warning(skipped_message(len(texts) - len(kept)))
+        predictions, _ = self.backend.predict(
+            self.model_ref, [str(texts[i]) for i in kept], self.labels
+        )
+        frame = predictions_frame(predictions, self.labels)
+        if len(kept) == len(texts):
+            return frame
+        # Skipped rows: null in every column (None, not NaN, so JSON answers carry `null`).
+        frame = frame.set_axis(kept).reindex(range(len(texts))).astype(object)
+        return frame.where(frame.notna(), None)

@@ -68,9 +68,23 @@ def load_registered_model(model_uri: str, store_uri: str | None = None) -> Any:
         except (MlflowException, OSError, ValueError) as exc:
             message = getattr(exc, "message", None) or str(exc)
             first = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
+            first = first.rstrip(".")  # the list of models follows, after its own period
             raise ConfigError(
                 f"cannot load model {uri!r} from {store}: {first}{_known_models(store)}"
             ) from None
+
+
+def classify(model: Any, texts: list[str]) -> Any:
+    """`model.predict` on a frame of `texts` (its `text` column, as the signature names it); an
+    input the model refuses is one clear `ConfigError`."""
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return model.predict(pd.DataFrame({"text": texts}))
+    except MlflowException as exc:
+        first = exc.message.strip().splitlines()[0] if exc.message.strip() else "refused"
+        raise ConfigError(f"the model refused the texts: {first}") from None
 
 
 def _known_models(store: str) -> str:

@@ -8,6 +8,7 @@ calibrated once per machine (see `harness.backends.local._calibration`).
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -18,7 +19,7 @@ from harness.backends.hosted.pricing import Price
 from harness.config import Experiment
 from harness.errors import ConfigError
 from harness.records import Cost, PreparedData, TrialSpec
-from harness.sweep.search_space import SearchSpace, load_search_space
+from harness.sweep.search_space import SearchSpace, experiment_space, oversized_train_examples
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class SweepEstimate:
     budget_usd: float | None
     prices: list[Price]
     synthetic: bool
+    warnings: tuple[str, ...] = ()  # the space asks for more examples than the split holds
 
     @property
     def worst_trial(self) -> Cost:
@@ -60,7 +62,7 @@ def estimate_sweep(experiment: Experiment) -> SweepEstimate:
     """
     from harness.data.prepare import prepare_experiment
 
-    space = load_search_space(experiment.resolve_path(experiment.config.search_space))
+    space = experiment_space(experiment)
     backend = load_backend(experiment.config.backend)
     data, _ = prepare_experiment(experiment)
     cheapest = [
@@ -78,6 +80,7 @@ def estimate_sweep(experiment: Experiment) -> SweepEstimate:
         budget_usd=experiment.config.budget_usd,
         prices=backend.price_rows(models),
         synthetic=backend.capabilities.synthetic,
+        warnings=tuple(filter(None, [oversized_train_examples(space, len(data.train))])),
     )
 
 
@@ -163,7 +166,13 @@ SYNTHETIC_LABEL = "(synthetic: test server)"
 
 
 def _money(usd: float) -> str:
-    return f"${usd:,.4f}" if usd < 100 else f"${usd:,.2f}"
+    """Dollars with cents, or three significant digits below a cent (never `$0.0000` for a cost
+    that is not zero)."""
+    if usd == 0 or usd >= 100:
+        return f"${usd:,.2f}"
+    if usd >= 0.01:
+        return f"${usd:,.4f}"
+    return f"${usd:.{2 - math.floor(math.log10(usd))}f}"
 
 
 def estimate_table(estimate: SweepEstimate) -> Any:

@@ -28,7 +28,7 @@ from harness.config import Experiment
 from harness.data.prepare import prepare_experiment
 from harness.errors import BackendError, ConfigError, TrainingRefused
 from harness.records import Cost, PreparedData, TrialResult, TrialSpec
-from harness.sweep import admission
+from harness.sweep import admission, search_space
 from harness.sweep.budget import Budget, Confirm, check_worst_case
 from harness.sweep.checkpoints import (
     ScoredCheckpoint,
@@ -45,7 +45,7 @@ from harness.sweep.live import LiveStatus
 from harness.sweep.locks import study_lock
 from harness.sweep.orphans import orphaned_jobs, orphans_message, release_deployments
 from harness.sweep.outcome import SweepOutcome, SweepView
-from harness.sweep.search_space import SearchSpace, load_search_space
+from harness.sweep.search_space import SearchSpace, experiment_space
 from harness.sweep.shared import (
     Recovery,
     join_study_run,
@@ -60,6 +60,7 @@ from harness.sweep.stopping import Curve, FrontStopper
 from harness.sweep.study import (
     StudyHandle,
     open_study,
+    requeue,
     spec_from_trial,
     trained_trials,
 )
@@ -169,6 +170,9 @@ def run_sweep(
                 else:
                     time.sleep(min(beat, 2.0))
                 sweep.recovery()
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP (`harness.errors.Terminated`)
+        _abandon(sweep, running)
+        raise
     finally:
         # tag the front, close the study's run (also when a trial raised or Ctrl-C came)
         _close(sweep)
@@ -209,11 +213,13 @@ def _open(
     confirm: Confirm | None,
 ) -> _Sweep:
     """Validate and load everything, check the budget, then open the study and its MLflow run."""
-    space = load_search_space(experiment.resolve_path(experiment.config.search_space))
+    space = experiment_space(experiment)
     backend = load_backend(experiment.config.backend, progress=view.progress)
     data, _ = prepare_experiment(experiment)
     models = sorted({spec.base_model for spec in corner_specs(experiment, space)})
     backend.preflight(data, models)  # nothing is recorded before every free check passed
+    if oversized := search_space.oversized_train_examples(space, len(data.train)):
+        view.message(oversized)
     handle = open_study(experiment, space, join=True)
     done = len(trained_trials(handle.study))
     target = max(experiment.config.study.n_trials, done) + add_trials
@@ -271,12 +277,8 @@ def _launch(sweep: _Sweep, pool: Any) -> _Launched | None:
     if asked is None:
         return None
     trial, spec, estimate = asked.trial, asked.spec, asked.estimate
-    rows = len(sweep.data.train)
-    if spec.train_examples is not None and spec.train_examples > rows:
-        sweep.view.message(
-            f"{spec.run_name()}: train_examples {spec.train_examples} is more than the {rows} "
-            f"training rows; it trains on all {rows} (logged as train_examples={rows})"
-        )
+    if capped := search_space.capped_train_examples(spec, len(sweep.data.train)):
+        sweep.view.message(capped)
     sweep.view.trial_started(spec, estimate)
     sweep.live.started(spec, estimate)
     metrics = {"estimated_cost_usd": estimate.usd}
@@ -396,6 +398,13 @@ def _tell(trial: Trial, handle: StudyHandle, result: TrialResult, train_rows: in
     set_attrs(trial, result_attrs(result, train_rows))
     values = [objective_accuracy(result), result.total_cost.usd][: len(handle.objectives)]
     handle.study.tell(trial, values)
+
+
+def _abandon(sweep: _Sweep, running: dict[Future[TrialResult], _Launched]) -> None:
+    """Interrupted: fail the trials in flight (runs KILLED), queue them again to resume jobs."""
+    for launched in running.values():
+        _fail(sweep, launched, "interrupted", status="KILLED")
+        requeue(sweep.handle.study, sweep.handle.storage.get_trial(launched.trial._trial_id))
 
 
 def _fail(

@@ -14,6 +14,7 @@ train_examples: 1000            # a plain value fixes the parameter
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,9 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from harness.config import read_yaml
+from harness.config import Experiment, read_yaml
 from harness.errors import ConfigError
+from harness.records import TrialSpec
 
 REQUIRED = ("n_epochs", "learning_rate_multiplier", "batch_size")
 OPTIONAL = ("base_model", "train_examples", "lora_rank", "lora_alpha")
@@ -63,9 +65,14 @@ class SearchSpace:
         return grid
 
 
-def load_search_space(path: Path) -> SearchSpace:
-    """Read and validate a search-space file. Raises ConfigError naming the file and parameter."""
-    raw = read_yaml(path)
+def load_search_space(source: Path | Mapping[str, Any], where: Path | None = None) -> SearchSpace:
+    """Read and validate a search-space file, or a space given inline (`where`: the experiment
+    file it is in, for messages). Raises ConfigError naming the file and parameter."""
+    if isinstance(source, Mapping):
+        path = Path(f"{where or 'the experiment'}: search_space")
+        raw: Any = dict(source)
+    else:
+        path, raw = source, read_yaml(source)
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"{path}: expected a mapping of parameter names to ranges")
     unknown = sorted(set(raw) - set(REQUIRED) - set(OPTIONAL))
@@ -86,6 +93,46 @@ def load_search_space(path: Path) -> SearchSpace:
             _check_value(name, value, path)
             fixed[name] = value
     return SearchSpace(distributions=distributions, fixed=fixed, path=path)
+
+
+def experiment_space(experiment: Experiment) -> SearchSpace:
+    """The experiment's search space: its file, or the mapping given inline."""
+    source = experiment.config.search_space
+    if isinstance(source, dict):
+        return load_search_space(source, experiment.path)
+    return load_search_space(experiment.resolve_path(source))
+
+
+def oversized_train_examples(space: SearchSpace, rows: int) -> str | None:
+    """A warning when the space can ask for more training examples than the split holds (a
+    trial that does trains on all `rows`, so those sizes are one); None when none can."""
+    dist = space.distributions.get("train_examples")
+    values: list[int] = []
+    if "train_examples" in space.fixed:
+        values = [space.fixed["train_examples"]]
+    elif isinstance(dist, CategoricalDistribution):
+        values = [v for v in dist.choices if isinstance(v, int)]
+    elif isinstance(dist, IntDistribution):
+        values = [dist.high]
+    over = sorted(v for v in values if v > rows)
+    if not over:
+        return None
+    sizes = ", ".join(f"{v:,}" for v in over)
+    return (
+        f"warning: the search space's train_examples {sizes} "
+        f"{'exceeds' if len(over) == 1 else 'exceed'} the {rows:,} training rows: a trial "
+        f"that samples {'it' if len(over) == 1 else 'them'} trains on all {rows:,}"
+    )
+
+
+def capped_train_examples(spec: TrialSpec, rows: int) -> str | None:
+    """What a trial that asks for more training examples than the split holds is told."""
+    if spec.train_examples is None or spec.train_examples <= rows:
+        return None
+    return (
+        f"{spec.run_name()}: train_examples {spec.train_examples} is more than the {rows} "
+        f"training rows; it trains on all {rows} (logged as train_examples={rows})"
+    )
 
 
 def _distribution(name: str, spec: dict[str, Any], path: Path) -> BaseDistribution:

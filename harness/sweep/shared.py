@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from harness.config import Experiment
 from harness.sweep.locks import study_lock
-from harness.sweep.search_space import SearchSpace, load_search_space
+from harness.sweep.search_space import SearchSpace, experiment_space
 from harness.sweep.storage import worker_host
 from harness.sweep.study import (
     StudyHandle,
@@ -161,7 +161,7 @@ def create_shared_study(experiment: Experiment) -> CreatedStudy:
     """
     from harness.data.prepare import prepare_experiment
 
-    space = load_search_space(experiment.resolve_path(experiment.config.search_space))
+    space = experiment_space(experiment)
     data, _ = prepare_experiment(experiment)
     handle = open_study(experiment, space)
     tracker = MlflowTracker(experiment, data, None)

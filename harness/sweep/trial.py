@@ -10,9 +10,10 @@ sweep's thread.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 from optuna.trial import Trial
@@ -97,10 +98,34 @@ def epoch_logger(
 def executor(backend: Backend) -> Any:
     """Worker threads for remote backends; the calling thread itself for one-at-a-time ones, so
     Ctrl-C stops local training at once instead of waiting for a worker thread to finish."""
-    workers = backend.capabilities.max_concurrency
-    if workers > 1:
-        return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trial")
+    if backend.capabilities.max_concurrency > 1:
+        return _DaemonExecutor()
     return _InlineExecutor()
+
+
+class _DaemonExecutor:
+    """A thread per trial (the sweep launches at most `max_concurrency` at once), each a daemon:
+    on Ctrl-C or SIGTERM the sweep fails and requeues the trials in flight and exits, instead of
+    waiting, as a thread pool would, for remote jobs that may run for hours to end. A requeued
+    trial resumes its paid job in the next sweep."""
+
+    def __enter__(self) -> _DaemonExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def submit(self, fn: Callable[..., TrialResult], *args: Any) -> Future[TrialResult]:
+        future: Future[TrialResult] = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to _collect with the rest
+                future.set_exception(exc)
+
+        threading.Thread(target=run, name="trial", daemon=True).start()
+        return future
 
 
 class _InlineExecutor:

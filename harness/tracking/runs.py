@@ -81,6 +81,7 @@ class MlflowTracker:
         self.experiment_id = self._experiment_id()
         self.parent_run_id = parent_run_id
         self.provenance = run_provenance()  # once per sweep: code and versions do not change
+        self._dataset_input: Any = None  # built on first use (`_log_dataset`)
 
     def _experiment_id(self) -> str:
         name = self.experiment.config.tracking.experiment_name or self.experiment.name
@@ -128,6 +129,13 @@ class MlflowTracker:
         return run.info.lifecycle_stage == "active"
 
     def _log_dataset(self, run_id: str) -> None:
+        """The prepared data as the run's MLflow input (its Datasets on the run's page); built
+        once, logged on the study's run and on every trial's."""
+        if self._dataset_input is None:
+            self._dataset_input = self._build_dataset_input()
+        self.client.log_inputs(run_id, datasets=[self._dataset_input])
+
+    def _build_dataset_input(self) -> Any:
         import pandas as pd
         from mlflow.entities import DatasetInput, InputTag
 
@@ -154,7 +162,7 @@ class MlflowTracker:
             digest=self.data.digest[:20],
         )
         tag = InputTag(key="mlflow.data.context", value="train/validation/test")
-        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), [tag])])
+        return DatasetInput(dataset._to_mlflow_entity(), [tag])
 
     def start_trial(
         self,
@@ -191,6 +199,7 @@ class MlflowTracker:
             self.experiment_id, tags=tags, run_name=name or shown.run_name()
         )
         run_id = run.info.run_id
+        self._log_dataset(run_id)
         params = {**spec.params(), "backend": backend, "seed": spec.seed}
         params["train_examples"] = used
         if capped:
