@@ -737,3 +737,17 @@ def test_the_tfidf_baseline_costs_the_same_while_other_processes_burn_cpu() -> N
     low, high = min(quiet), min(loaded)
     assert low is not None and high is not None and low > 0
     assert 0.7 < high / low < 1.4, (quiet, loaded)
+
+
+def test_one_epoch_trials_are_not_said_to_be_still_improving() -> None:
+    from types import SimpleNamespace
+
+    from harness.report.model import EpochSummary
+    from harness.report.render import _epochs
+
+    one = SimpleNamespace(epochs=[EpochSummary(0, 1, 1, 0.9, 0.0, 0.9)], name_of=str)
+    text = " ".join(str(body) for kind, body in _epochs(one) if kind == "p")  # type: ignore[arg-type]
+    assert "still improving" not in text and "one epoch" in text
+    two = SimpleNamespace(epochs=[EpochSummary(0, 2, 2, 0.9, 0.0, 0.9)], name_of=str)
+    text = " ".join(str(body) for kind, body in _epochs(two) if kind == "p")  # type: ignore[arg-type]
+    assert "still improving at its last epoch" in text

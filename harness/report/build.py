@@ -123,10 +123,10 @@ def _or(value: float | None, default: float) -> float:
 
 
 def _fixed_params(experiment: Experiment) -> dict[str, Any]:
-    from harness.sweep.search_space import load_search_space
+    from harness.sweep.search_space import experiment_space
 
     try:
-        return load_search_space(experiment.resolve_path(experiment.config.search_space)).fixed
+        return experiment_space(experiment).fixed
     except HarnessError:
         return {}
 

@@ -200,6 +200,8 @@ def _epochs(report: Report) -> list[Block]:
             "and its steps are judged on, so where a trial's epoch checkpoints were scored, the "
             "epochs after its peak are dominated there too."
         )
+    elif all(e.epochs < 2 for e in report.epochs):
+        text = "Every trial ran one epoch: the curves cannot say whether another would pay."
     else:
         text = "Every trial was still improving at its last epoch: another epoch may still pay."
     rows = [
