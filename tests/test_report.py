@@ -476,6 +476,8 @@ def test_written_report_answers_first_and_is_self_contained(
     assert "http://" not in page and "https://" not in page  # not even an SVG namespace
     assert page.count("<title>") >= len(KNOWN)  # one tooltip per trial, plus the page title
     assert "data:image/png;base64," in page
+    # Wide tables scroll inside the page's 1,100 px column instead of widening the page.
+    assert "max-width:1100px" in page and "overflow-x:auto" in page
     assert paths["chart"].read_bytes().startswith(b"\x89PNG")
 
 
@@ -751,3 +753,19 @@ def test_one_epoch_trials_are_not_said_to_be_still_improving() -> None:
     two = SimpleNamespace(epochs=[EpochSummary(0, 2, 2, 0.9, 0.0, 0.9)], name_of=str)
     text = " ".join(str(body) for kind, body in _epochs(two) if kind == "p")  # type: ignore[arg-type]
     assert "still improving at its last epoch" in text
+
+
+def test_accuracy_axes_stop_at_one_hundred_percent() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from harness.report.charts import percent_axis
+
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 3], [90.0, 99.0, 100.0])
+    assert ax.get_ylim()[1] > 100.4  # matplotlib's own margin
+    percent_axis(ax)
+    assert ax.get_ylim()[1] <= 101.0
+    plt.close(fig)

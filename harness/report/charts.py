@@ -66,9 +66,16 @@ def accuracy_cost_png(report: Report, path: Path) -> None:
     ax.scatter([t.cost for t in others], [_y(t) for t in others], c=_OTHER, label="other trials")
     front, log = _plotted(report)
     ax.plot([t.cost for t in front], [_y(t) for t in front], "o-", c=_FRONT, label="Pareto front")
-    for t in front:
+    for i, t in enumerate(front):
+        # Neighbours on the front are often close: alternate below and above so labels such as
+        # t5 and t6 do not print over each other.
+        below = i % 2 == 0
         ax.annotate(
-            t.short, (t.cost, _y(t)), textcoords="offset points", xytext=(5, -12), fontsize=8
+            t.short,
+            (t.cost, _y(t)),
+            textcoords="offset points",
+            xytext=(5, -12 if below else 6),
+            fontsize=8,
         )
     chosen = report.recommendation.chosen
     if chosen in front:
@@ -84,6 +91,7 @@ def accuracy_cost_png(report: Report, path: Path) -> None:
     _draw_baselines(ax, report)
     if log:
         ax.set_xscale("log")
+    percent_axis(ax)
     ax.set_xlabel("cost per configuration (US dollars: training + test evaluation)")
     ax.set_ylabel(f"{report.selected_on} accuracy (%)")
     ax.set_title(f"{report.experiment}: {report.selected_on} accuracy against cost", fontsize=10)
@@ -92,6 +100,12 @@ def accuracy_cost_png(report: Report, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def percent_axis(ax: Any) -> None:
+    """An accuracy axis never runs past 100% (matplotlib's margin drew it to 105%)."""
+    bottom, top = ax.get_ylim()
+    ax.set_ylim(max(bottom, 0.0), min(top, 101.0))
 
 
 def _draw_baselines(ax: Any, report: Report) -> None:
@@ -129,6 +143,7 @@ def epochs_png(report: Report, path: Path) -> None:
     acc_ax.set(
         xlabel="epoch", ylabel="validation accuracy (%)", title="validation accuracy by epoch"
     )
+    percent_axis(acc_ax)
     cost_ax.set(xlabel="epoch", ylabel="cost so far (US dollars)", title="cost by epoch")
     epoch_costs = [float(c) for t in report.trials for c in t.record.cost_usd_by_epoch]
     if use_log_cost(epoch_costs):

@@ -49,7 +49,8 @@ def _inline(text: str) -> str:
 
 _CSS = """
 body{font:15px/1.5 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}
+table{border-collapse:collapse;margin:1em 0;font-size:13px;display:block;max-width:100%;
+overflow-x:auto}
 td,th{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#f3f3f3} img{max-width:100%} code{font-size:13px}
 .pt{cursor:pointer} .pt:hover{stroke:#000;stroke-width:2.5}
