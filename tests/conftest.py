@@ -42,6 +42,8 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    # A developer's own `harness prices refresh` never changes what tests price.
+    monkeypatch.setenv("HARNESS_PRICES_FILE", str(tmp_path / "prices.local.yaml"))
     return tmp_path
 
 

@@ -178,9 +178,12 @@ class OpenAIBackend:
         tokens_in = math.ceil(points * (valid_in + test_in) * margin)
         tokens_out = points * (len(data.validation) + len(data.test)) * budget
         usd = price.inference_usd(tokens_in, tokens_out, fine_tuned=True)
+        hosting = 0.0
         if self.deployments is not None:  # a deployment per scoring, under an hour each
-            usd += price.hosting_usd(2 * points)
-        evaluation = Cost(usd=usd, inference_tokens=tokens_in + tokens_out)
+            hosting = self._scoring_hosting_usd(price, 2 * points)
+        evaluation = Cost(
+            usd=usd + hosting, inference_tokens=tokens_in + tokens_out, hosting_usd=hosting
+        )
         return Estimate(Cost(usd=price.training_usd(trained), trained_tokens=trained), evaluation)
 
     def preflight(self, data: PreparedData, models: Sequence[str]) -> None:
@@ -189,7 +192,7 @@ class OpenAIBackend:
         sweep here instead of failing every trial after minutes of retries."""
         limit = self.config.max_tokens_per_example
         for model in models:
-            require_prices(self.prices.lookup(model), hosted=self.deployments is not None)
+            require_prices(self.prices.lookup(model), hosted=self._bills_hosting)
             fmt, counter = self.format_for(model), TiktokenCounter(model)
             check_examples(data.train, data.labels, fmt, counter, limit, "training set")
             check_examples(data.validation, data.labels, fmt, counter, limit, "validation set")
@@ -200,6 +203,17 @@ class OpenAIBackend:
             quick.fine_tuning.jobs.list(limit=1)
         if self.deployments is not None:
             self.deployments.check()
+
+    @property
+    def _bills_hosting(self) -> bool:
+        """Azure Standard and Global deployments bill hosting by the hour; Developer deployments
+        (the default for scoring) bill none: tokens at the Global rate, deleted after 24 h."""
+        azure = self.config.azure
+        return azure is not None and azure.deployment_sku != "developer"
+
+    def _scoring_hosting_usd(self, price: Price, hours: float) -> float:
+        """What `hours` of a scoring deployment bill: the row's hourly rate, none on Developer."""
+        return price.hosting_usd(hours) if self._bills_hosting else 0.0
 
     def price_rows(self, models: Sequence[str]) -> list[Price]:
         """The dated price table's rows for `models` (ConfigError for a model without one)."""
@@ -335,7 +349,7 @@ class OpenAIBackend:
             return self.evaluator.evaluate(model, split.texts, labels, self.progress, name)
 
         result, deployment = self.deployments.run(model, use)
-        hosting = self.prices.lookup(model).hosting_usd(deployment.hours)
+        hosting = self._scoring_hosting_usd(self.prices.lookup(model), deployment.hours)
         hosted = Cost(usd=hosting, hosting_usd=hosting, hosting_hours=deployment.hours)
         return replace(result, cost=result.cost + hosted)
 
