@@ -189,22 +189,70 @@ def current_rows(path: Path | None = None) -> tuple[list[Price], Path | None]:
     return list(rows.values()), local
 
 
+def hardware_rates() -> dict[str, tuple[float, str, str]]:
+    """Together hardware id -> (dollars an hour, source, as_of), from the local table's
+    `hardware:` list (`harness prices refresh`); empty when there is none.
+
+    Raises:
+        ConfigError: The local table is malformed; the message names the file and entry.
+    """
+    path = local_table_path()
+    if not path.is_file():
+        return {}
+    read_rows(path)
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    rates: dict[str, tuple[float, str, str]] = {}
+    for entry in (raw.get("hardware") or []) if isinstance(raw, dict) else []:
+        rate = entry.get("hosting_per_hour") if isinstance(entry, dict) else None
+        if not isinstance(rate, int | float) or isinstance(rate, bool) or "hardware" not in entry:
+            raise ConfigError(f"{path}: hardware: every entry needs hardware and hosting_per_hour")
+        rates[str(entry["hardware"])] = (
+            float(rate),
+            str(entry.get("source")),
+            str(entry.get("as_of")),
+        )
+    return rates
+
+
+def with_hardware_rate(prices: PriceTable, hardware: str | None) -> PriceTable:
+    """The rows that name no hourly rate with the one `harness prices refresh` read for a
+    Together dedicated endpoint on `hardware`; the table as it is without one."""
+    rate = hardware_rates().get(hardware) if hardware else None
+    if rate is None:
+        return prices
+    hourly, source, as_of = rate
+    rows = {
+        model: replace(
+            row,
+            hosting_per_hour=hourly,
+            source=f"{row.source}; hosting: {source} ({hardware}, as of {as_of})",
+        )
+        if row.hosting_per_hour is None
+        else row
+        for model, row in prices.rows.items()
+    }
+    return PriceTable(rows)
+
+
 def load_price_table(
     path: Path | None = None,
     overrides: Mapping[str, PriceOverride] | None = None,
     provider: str = "openai",
+    hardware: str | None = None,
 ) -> PriceTable:
     """Read the shipped table (or `path`), keep `provider`'s rows, apply an experiment's overrides.
 
     The local table written by `harness prices refresh` (see `local_table_path`) replaces the
-    shipped rows it has, unless `path` is given.
+    shipped rows it has, unless `path` is given. `hardware` (a Together dedicated endpoint's
+    hardware id) gives every row that names no hourly rate the hardware's refreshed one.
 
     Raises:
         ConfigError: A file is malformed or a row lacks a field, source or date.
     """
     parsed, _ = current_rows(path)
     table = PriceTable({row.model: row for row in parsed if row.provider == provider})
-    return table.with_overrides(overrides or {})
+    table = table.with_overrides(overrides or {})
+    return with_hardware_rate(table, hardware)
 
 
 def _price_row(row: Any, where: str) -> Price:

@@ -26,6 +26,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from harness.backends.hosted.pricing import Price
 from harness.backends.openai import _azure
 from harness.backends.openai._azure import (
     DEPLOYMENT_NOTE,
@@ -47,11 +48,13 @@ __all__ = [
     "AzureDeployments",
     "Deployment",
     "Profile",
+    "bills_hosting",
     "create_arguments",
     "deployment_name",
     "job_hyperparameters",
     "make_client",
     "resolve_base_url",
+    "scoring_hosting_usd",
 ]
 
 
@@ -141,6 +144,17 @@ def job_hyperparameters(config: OpenAIBackendConfig, spec: TrialSpec) -> dict[st
     else:
         sampled["learning_rate_multiplier"] = spec.learning_rate_multiplier
     return {**sampled, **config.hyperparameters}
+
+
+def bills_hosting(config: OpenAIBackendConfig) -> bool:
+    """Azure Standard and Global deployments bill hosting by the hour; Developer deployments
+    (the default for scoring) bill none: tokens at the Global rate, deleted after 24 h."""
+    return config.azure is not None and config.azure.deployment_sku != "developer"
+
+
+def scoring_hosting_usd(config: OpenAIBackendConfig, price: Price, hours: float) -> float:
+    """What `hours` of a scoring deployment bill: the row's hourly rate, none on Developer."""
+    return price.hosting_usd(hours) if bills_hosting(config) else 0.0
 
 
 # -- jobs in each provider's terms ----------------------------------------------------------------

@@ -80,9 +80,11 @@ from harness.backends.openai._jobs import JobRequest, JobRunner
 from harness.backends.openai._providers import (
     DEPLOYMENT_NOTE,
     AzureDeployments,
+    bills_hosting,
     job_hyperparameters,
     make_client,
     resolve_base_url,
+    scoring_hosting_usd,
 )
 from harness.backends.openai.config import OpenAIBackendConfig
 from harness.config import DatasetConfig
@@ -180,7 +182,7 @@ class OpenAIBackend:
         usd = price.inference_usd(tokens_in, tokens_out, fine_tuned=True)
         hosting = 0.0
         if self.deployments is not None:  # a deployment per scoring, under an hour each
-            hosting = self._scoring_hosting_usd(price, 2 * points)
+            hosting = scoring_hosting_usd(self.config, price, 2 * points)
         evaluation = Cost(
             usd=usd + hosting, inference_tokens=tokens_in + tokens_out, hosting_usd=hosting
         )
@@ -192,7 +194,7 @@ class OpenAIBackend:
         sweep here instead of failing every trial after minutes of retries."""
         limit = self.config.max_tokens_per_example
         for model in models:
-            require_prices(self.prices.lookup(model), hosted=self._bills_hosting)
+            require_prices(self.prices.lookup(model), hosted=bills_hosting(self.config))
             fmt, counter = self.format_for(model), TiktokenCounter(model)
             check_examples(data.train, data.labels, fmt, counter, limit, "training set")
             check_examples(data.validation, data.labels, fmt, counter, limit, "validation set")
@@ -203,17 +205,6 @@ class OpenAIBackend:
             quick.fine_tuning.jobs.list(limit=1)
         if self.deployments is not None:
             self.deployments.check()
-
-    @property
-    def _bills_hosting(self) -> bool:
-        """Azure Standard and Global deployments bill hosting by the hour; Developer deployments
-        (the default for scoring) bill none: tokens at the Global rate, deleted after 24 h."""
-        azure = self.config.azure
-        return azure is not None and azure.deployment_sku != "developer"
-
-    def _scoring_hosting_usd(self, price: Price, hours: float) -> float:
-        """What `hours` of a scoring deployment bill: the row's hourly rate, none on Developer."""
-        return price.hosting_usd(hours) if self._bills_hosting else 0.0
 
     def price_rows(self, models: Sequence[str]) -> list[Price]:
         """The dated price table's rows for `models` (ConfigError for a model without one)."""
@@ -349,7 +340,7 @@ class OpenAIBackend:
             return self.evaluator.evaluate(model, split.texts, labels, self.progress, name)
 
         result, deployment = self.deployments.run(model, use)
-        hosting = self._scoring_hosting_usd(self.prices.lookup(model), deployment.hours)
+        hosting = scoring_hosting_usd(self.config, self.prices.lookup(model), deployment.hours)
         hosted = Cost(usd=hosting, hosting_usd=hosting, hosting_hours=deployment.hours)
         return replace(result, cost=result.cost + hosted)
 
