@@ -29,7 +29,7 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -39,11 +39,12 @@ import yaml
 
 from harness.backends.hosted.pricing import (
     Price,
+    PriceTable,
     current_rows,
     local_table_path,
     read_rows,
 )
-from harness.errors import BackendError
+from harness.errors import BackendError, ConfigError
 
 AZURE_URL = "https://prices.azure.com/api/retail/prices"
 AZURE_URL_VARIABLE = "AZURE_RETAIL_PRICES_URL"
@@ -245,6 +246,43 @@ def nebius_rows(key: str) -> Refreshed:
     ]
     notes = [] if rows else ["nebius: no model with a training price"]
     return Refreshed("nebius", rows, [], notes)
+
+
+def price_nebius(prices: PriceTable, base_url: str | None, models: Sequence[str], key: str) -> None:
+    """Put each model's row from Nebius's models API into `prices` (kept where the API gives
+    no inference figure), before anything is spent.
+
+    Raises:
+        ConfigError: The API lists no such model, or its training price is missing or zero;
+            the message names the field to set instead.
+        BackendError: The API cannot be reached or answers something else.
+    """
+    if not models:
+        return
+    api = re.sub(r"/v1$", "", (base_url or f"{NEBIUS_API}/v1").rstrip("/"))
+    body = get_json(f"{api}/v0/models", key)
+    entries = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(entries, list):
+        raise BackendError(f"{api}/v0/models: expected a `data` list")
+    by_id = {str(e.get("id")): e for e in entries if isinstance(e, dict)}
+    for model in models:
+        entry = by_id.get(model)
+        row = nebius_price(entry, api) if entry is not None else None
+        if row is None:
+            said = "lists no such model" if entry is None else "gives no (or a zero) price"
+            raise ConfigError(
+                f"Nebius's models API ({api}/v0/models) {said} for {model}: "
+                "fine_tune.training_price_per_million_tokens; set "
+                f"backend.prices.{model}.training_per_1m (with fine_tuned_input_per_1m and "
+                "fine_tuned_output_per_1m) from your rate card"
+            )
+        old = prices.rows.get(model)
+        keep = {
+            name: getattr(old, name)
+            for name in ("fine_tuned_input_per_1m", "fine_tuned_output_per_1m")
+            if old is not None and getattr(row, name) is None
+        }
+        prices.rows[model] = replace(row, **keep)
 
 
 # --- Together ------------------------------------------------------------------------------

@@ -83,6 +83,7 @@ from harness.backends.openai._providers import (
     bills_hosting,
     job_hyperparameters,
     make_client,
+    read_live_prices,
     resolve_base_url,
     scoring_hosting_usd,
 )
@@ -180,12 +181,10 @@ class OpenAIBackend:
         tokens_in = math.ceil(points * (valid_in + test_in) * margin)
         tokens_out = points * (len(data.validation) + len(data.test)) * budget
         usd = price.inference_usd(tokens_in, tokens_out, fine_tuned=True)
-        hosting = 0.0
-        if self.deployments is not None:  # a deployment per scoring, under an hour each
-            hosting = scoring_hosting_usd(self.config, price, 2 * points)
-        evaluation = Cost(
-            usd=usd + hosting, inference_tokens=tokens_in + tokens_out, hosting_usd=hosting
-        )
+        # Azure: a deployment per scoring, under an hour each; none billed on Developer.
+        hosting = scoring_hosting_usd(self.config, price, 2 * points)
+        evaluation = Cost(usd + hosting, inference_tokens=tokens_in + tokens_out)
+        evaluation = replace(evaluation, hosting_usd=hosting)
         return Estimate(Cost(usd=price.training_usd(trained), trained_tokens=trained), evaluation)
 
     def preflight(self, data: PreparedData, models: Sequence[str]) -> None:
@@ -193,6 +192,7 @@ class OpenAIBackend:
         retries: a missing or rejected key, or an endpoint that cannot be reached, stops the
         sweep here instead of failing every trial after minutes of retries."""
         limit = self.config.max_tokens_per_example
+        read_live_prices(self.config, self.base_url, self.prices, models)  # Nebius: its models API
         for model in models:
             require_prices(self.prices.lookup(model), hosted=bills_hosting(self.config))
             fmt, counter = self.format_for(model), TiktokenCounter(model)
