@@ -262,6 +262,7 @@ class OpenAIBackend:
         journal.record("fine_tuned_model", finished.fine_tuned_model)
         if self.deployments is None:
             return self._epoch_points(spec, data, finished, on_epoch, journal)
+        journal.record("azure_deployment_sku", self.deployments.azure.deployment_sku)  # scored on
         with self.deployments.journalled(journal):  # deployments noted in the trial's journal
             return self._epoch_points(spec, data, finished, on_epoch, journal)
 
