@@ -263,7 +263,9 @@ def test_scoring_deployments_bill_hosting_only_off_the_developer_tier(
     backend = OpenAIBackend(config)
     backend.fine_tune(_spec(), _data(), _on_epoch, journal)
     assert journal.recall("azure_deployment_sku") == sku
+    assert journal.recall("serving_hosting_per_hour") == "0.01"  # the row's, for ownership
     estimate = backend.estimate(_spec(), _data()).evaluation
     assert (estimate.hosting_usd > 0) is billed
     scored = backend.evaluations.values()
     assert scored and (sum(e.cost.hosting_usd for e in scored) > 0) is billed
+    assert (sum(e.cost.hosting_hours for e in scored) > 0) is billed  # hours billed, not used

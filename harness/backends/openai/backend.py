@@ -181,8 +181,7 @@ class OpenAIBackend:
         tokens_in = math.ceil(points * (valid_in + test_in) * margin)
         tokens_out = points * (len(data.validation) + len(data.test)) * budget
         usd = price.inference_usd(tokens_in, tokens_out, fine_tuned=True)
-        # Azure: a deployment per scoring, under an hour each; none billed on Developer.
-        hosting = scoring_hosting_usd(self.config, price, 2 * points)
+        hosting = scoring_hosting_usd(self.config, price, 2 * points)  # Azure; 0 on Developer
         evaluation = Cost(usd + hosting, inference_tokens=tokens_in + tokens_out)
         evaluation = replace(evaluation, hosting_usd=hosting)
         return Estimate(Cost(usd=price.training_usd(trained), trained_tokens=trained), evaluation)
@@ -262,7 +261,7 @@ class OpenAIBackend:
         journal.record("fine_tuned_model", finished.fine_tuned_model)
         if self.deployments is None:
             return self._epoch_points(spec, data, finished, on_epoch, journal)
-        journal.record("azure_deployment_sku", self.deployments.azure.deployment_sku)  # scored on
+        self.deployments.note_tier(journal, self.prices.lookup(spec.base_model).hosting_per_hour)
         with self.deployments.journalled(journal):  # deployments noted in the trial's journal
             return self._epoch_points(spec, data, finished, on_epoch, journal)
 
@@ -341,8 +340,9 @@ class OpenAIBackend:
             return self.evaluator.evaluate(model, split.texts, labels, self.progress, name)
 
         result, deployment = self.deployments.run(model, use)
-        hosting = scoring_hosting_usd(self.config, self.prices.lookup(model), deployment.hours)
-        hosted = Cost(usd=hosting, hosting_usd=hosting, hosting_hours=deployment.hours)
+        hours = deployment.hours if bills_hosting(self.config) else 0.0  # Developer: none billed
+        hosting = scoring_hosting_usd(self.config, self.prices.lookup(model), hours)
+        hosted = Cost(usd=hosting, hosting_usd=hosting, hosting_hours=hours)
         return replace(result, cost=result.cost + hosted)
 
     def predict(
