@@ -276,3 +276,15 @@ def test_an_extra_a_provider_does_not_take_is_a_config_error_naming_the_allowed(
 ) -> None:
     path = openai_experiment(tmp_path, "extras", 1, backend=backend)
     assert_clean_error(run_cli("estimate", str(path)), needle)
+
+
+def test_estimate_itemises_hosting_for_a_standard_azure_deployment() -> None:
+    from tests.conftest import ROOT
+
+    path = str(ROOT / "experiments" / "azure_gpt41nano.yaml")
+    developer = run_cli("estimate", path)
+    standard = run_cli("estimate", path, "--set", "backend.azure.deployment_sku=standard")
+    assert developer.exit_code == 0 and standard.exit_code == 0, standard.stderr
+    column = "┃ hosting $ ┃"
+    assert column not in developer.stdout  # Developer deployments bill no hosting
+    assert column in standard.stdout and "$1.7 an hour" in " ".join(standard.stdout.split())
