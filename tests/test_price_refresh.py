@@ -43,7 +43,9 @@ def test_refresh_reads_all_three_apis_into_a_dated_local_table(
     assert nano.as_of == today and "Azure Retail Prices API" in nano.source
     assert "2025-05-01" in nano.source and "2025-06-01" in nano.source
     mini = load_price_table(provider="azure").lookup("gpt-4.1-mini-2025-04-14")
-    assert mini.training_per_1m == pytest.approx(5.0) and mini.fine_tuned_input_per_1m == 0.40
+    assert mini.training_per_1m == pytest.approx(5.0)
+    assert mini.input_per_1m == mini.fine_tuned_input_per_1m == pytest.approx(0.42)
+    assert mini.fine_tuned_output_per_1m == 1.60  # no meter read: the shipped figure stays
 
     llama = load_price_table(provider="nebius").lookup("meta-llama/Meta-Llama-3.1-8B-Instruct")
     assert (llama.training_per_1m, llama.fine_tuned_input_per_1m) == (0.4, 0.02)

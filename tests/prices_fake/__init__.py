@@ -50,6 +50,8 @@ PAGE_TWO = [
     _meter("GPT41 nano FT Hosting", 1.7, "1 Hour", since="2025-06-01"),
     _meter("gpt 4.1 mini FT Trng Glbl", 0.005, "1K"),
     _meter("gpt 4.1 mini batch inp Glbl", 0.0002, "1K"),  # batch: not taken
+    _meter("gpt 4.1 mini Inp Glbl", 0.00042, "1K"),  # the base model's: fine-tuned at its rate
+    _meter("gpt 4.1 mini Inp DZone", 0.00044, "1K"),  # Data Zone: not the Global rate
 ]
 NEBIUS_MODELS = [
     {

@@ -128,29 +128,33 @@ def azure_items(region: str) -> list[dict[str, Any]]:
     return items
 
 
-def _azure_field(item: dict[str, Any]) -> tuple[str, float] | None:
-    """Which price field a meter gives, per 1M tokens or per hour; None for other meters."""
+def _azure_fields(item: dict[str, Any]) -> list[tuple[str, float]]:
+    """Which price fields a meter gives, per 1M tokens or per hour; none for other meters.
+
+    Training and inference are taken at the Global rate only (the shipped rows' basis); a base
+    model's inference meter prices its fine-tuned models too, unless a fine-tuned meter exists
+    (Azure bills fine-tuned inference at the base model's rate)."""
     name = f" {item.get('meterName', '')} {item.get('skuName', '')} ".lower()
     unit = str(item.get("unitOfMeasure", "")).strip().lower()
     price = item.get("retailPrice")
     if not isinstance(price, int | float) or any(word in name for word in _AZURE_SKIP):
-        return None
+        return []
     if unit in ("1 hour", "1/hour", "1 hours"):
-        return ("hosting_per_hour", float(price)) if "host" in name else None
+        return [("hosting_per_hour", float(price))] if "host" in name else []
     per = _UNITS.get(unit)
     if per is None:
-        return None  # training billed per hour (older models) and other units: not token rates
+        return []  # training billed per hour (older models) and other units: not token rates
     rate = float(price) * per  # dollars per 1M tokens
+    if "glbl" not in name and "global" not in name:
+        return []  # Regional, Data Zone and Developer meters
     if "trng" in name or "training" in name:
-        global_ = "glbl" in name or "global" in name
-        return ("training_per_1m", rate) if global_ else None
-    if not ("ft" in name.split() or "fine" in name or "ftuned" in name):
-        return None
-    if "outp" in name or "output" in name:
-        return "fine_tuned_output_per_1m", rate
-    if "inp" in name or "input" in name:
-        return "fine_tuned_input_per_1m", rate
-    return None
+        return [("training_per_1m", rate)]
+    output, input_ = "outp" in name or "output" in name, "inp" in name or "input" in name
+    if not (output or input_):
+        return []
+    side = "output" if output else "input"
+    tuned = "ft" in name.split() or "fine" in name or "ftuned" in name
+    return [(f"fine_tuned_{side}_per_1m" if tuned else f"{side}_per_1m", rate)]
 
 
 def azure_rows(items: Iterable[dict[str, Any]], shipped: list[Price], region: str) -> Refreshed:
@@ -159,15 +163,15 @@ def azure_rows(items: Iterable[dict[str, Any]], shipped: list[Price], region: st
     families = sorted(((_family(p.model), p) for p in shipped), key=lambda f: -len(f[0]))
     found: dict[str, dict[str, tuple[float, str]]] = {}
     for item in items:
-        field = _azure_field(item)
         meter = _squash(f"{item.get('meterName', '')}")
-        match = next((p for family, p in families if family and family in meter), None)
-        if field is None or match is None:
-            continue
-        found.setdefault(match.model, {})[field[0]] = (
-            field[1],
-            str(item.get("effectiveStartDate", ""))[:10],
-        )
+        match = next((p.model for family, p in families if family and family in meter), "")
+        since = str(item.get("effectiveStartDate", ""))[:10]
+        for name, rate in _azure_fields(item) if match else []:
+            found.setdefault(match, {})[name] = (rate, since)
+    for read in found.values():  # fine-tuned inference at the base model's rate
+        for side in ("input", "output"):
+            if f"{side}_per_1m" in read:
+                read.setdefault(f"fine_tuned_{side}_per_1m", read[f"{side}_per_1m"])
     rows, notes = [], []
     for price in shipped:
         fields = found.get(price.model)
