@@ -118,3 +118,12 @@ def test_dedicated_together_serving_takes_the_refreshed_hardware_rate() -> None:
     row = load_backend(config).price_rows([model])[0]
     assert row.hosting_per_hour == pytest.approx(3.30)
     assert "Together hardware list" in row.source and "issue #24" in row.source
+
+
+def test_an_unwritable_local_table_is_one_clear_error(tmp_path: Path) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    with PriceServer() as server:
+        env = {**_env(server), "HARNESS_PRICES_FILE": str(blocked / "prices.local.yaml")}
+        result = run_cli("prices", "refresh", "--only", "together", env=env)
+    assert_clean_error(result, "cannot write the local price table", "HARNESS_PRICES_FILE")

@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from harness.backends.hosted.pricing import (
+    LOCAL_TABLE_VARIABLE,
     Price,
     PriceTable,
     current_rows,
@@ -366,8 +367,14 @@ def write_local_table(done: list[Refreshed]) -> Path:
         "# replace the shipped table's (harness/backends/hosted/prices.yaml). Delete this file\n"
         "# to go back to the shipped table.\n"
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(header + text, encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(header + text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the local price table {path}: {exc.strerror or exc}; set "
+            f"{LOCAL_TABLE_VARIABLE} to a file you can write"
+        ) from None
     return path
 
 
