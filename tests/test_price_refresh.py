@@ -52,6 +52,13 @@ def test_refresh_reads_all_three_apis_into_a_dated_local_table(
     assert llama.fine_tuned_output_per_1m == 0.06 and llama.as_of == today
     assert hardware_rates()["1x_nvidia_h100_80gb_sxm"][0] == pytest.approx(3.30)  # 5.5 c/min
 
+    # The shipped Nebius experiment, unpriceable offline, is now estimated from the live row.
+    from tests.conftest import ROOT
+
+    nebius = run_cli("estimate", str(ROOT / "experiments" / "nebius_llama8b.yaml"))
+    assert nebius.exit_code == 0, nebius.stderr
+    assert "Nebius models API" in " ".join(nebius.stdout.split())
+
     listing = run_cli("prices")
     assert listing.exit_code == 0 and "Live rows from" in listing.stdout
     assert "1x_nvidia_h100_80gb_sxm: $3.3 an hour" in " ".join(listing.stdout.split())
