@@ -36,7 +36,7 @@ def test_refresh_reads_all_three_apis_into_a_dated_local_table(
     today = date.today().isoformat()
 
     nano = load_price_table(provider="azure").lookup(NANO)
-    assert nano.training_per_1m == pytest.approx(1.50)  # $0.0015 per 1K, the Global meter
+    assert nano.training_per_1m == pytest.approx(1.65)  # per 1K; the dearer Regional meter
     assert nano.fine_tuned_input_per_1m == pytest.approx(0.10)  # already per 1M
     assert nano.fine_tuned_output_per_1m == pytest.approx(0.40)  # not the cached rate
     assert nano.hosting_per_hour == pytest.approx(1.70)  # per hour, never scaled

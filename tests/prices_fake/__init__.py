@@ -5,7 +5,7 @@ Each route answers in the shape its API documents (no live answer could be fetch
 - `GET /api/retail/prices` (Azure Retail Prices API, public): `{"Items": [...], "NextPageLink",
   "Count", ...}` with `retailPrice`, `unitOfMeasure`, `meterName`, `productName`, `skuName`,
   `armRegionName`, `effectiveStartDate`; two pages, token meters per `1K` and per `1M`, hosting
-  per `1 Hour`, and meters a reader must not take (cached, batch, regional training).
+  per `1 Hour`, and meters a reader must not take (cached, batch, Data Zone, Developer training).
 - `GET /v0/models` (Nebius Token Factory, bearer key): `{"data": [{"id", "fine_tune":
   {"training_price_per_million_tokens"}, "flavours": [...]}]}`.
 - `GET /v1/hardware` (Together, bearer key): `{"data": [{"id", "pricing": {"cents_per_minute"}}]}`.
@@ -41,14 +41,15 @@ def _meter(name: str, price: float, unit: str, sku: str = "", since: str = "2025
 
 PAGE_ONE = [
     _meter("gpt 4.1 nano FT Trng Glbl 1M Tokens", 0.0015, "1K"),  # per 1K: $1.50 per 1M
-    _meter("gpt 4.1 nano FT Trng Regional 1M Tokens", 0.00165, "1K"),  # not the Global rate
+    _meter("gpt 4.1 nano FT Trng Regional 1M Tokens", 0.00165, "1K"),  # dearer: the worst case
+    _meter("gpt 4.1 nano FT Trng Dev 1M Tokens", 0.00075, "1K"),  # Developer tier: not taken
     _meter("gpt-4.1-nano ft inp Glbl", 0.1, "1M"),  # already per 1M
     _meter("gpt-4.1-nano ft outp Glbl", 0.0004, "1K"),
     _meter("gpt-4.1-nano ft cached inp Glbl", 0.000025, "1K"),  # a cached rate: not taken
 ]
 PAGE_TWO = [
     _meter("GPT41 nano FT Hosting", 1.7, "1 Hour", since="2025-06-01"),
-    _meter("gpt 4.1 mini FT Trng Glbl", 0.005, "1K"),
+    _meter("gpt 4.1 mini FT Trng Glbl", 0.005, "1K"),  # the only training meter: taken
     _meter("gpt 4.1 mini batch inp Glbl", 0.0002, "1K"),  # batch: not taken
     _meter("gpt 4.1 mini Inp Glbl", 0.00042, "1K"),  # the base model's: fine-tuned at its rate
     _meter("gpt 4.1 mini Inp DZone", 0.00044, "1K"),  # Data Zone: not the Global rate

@@ -132,9 +132,10 @@ def azure_items(region: str) -> list[dict[str, Any]]:
 def _azure_fields(item: dict[str, Any]) -> list[tuple[str, float]]:
     """Which price fields a meter gives, per 1M tokens or per hour; none for other meters.
 
-    Training and inference are taken at the Global rate only (the shipped rows' basis); a base
-    model's inference meter prices its fine-tuned models too, unless a fine-tuned meter exists
-    (Azure bills fine-tuned inference at the base model's rate)."""
+    Training: every tier but Developer, the dearest kept by the caller (a job names no training
+    tier, so the worst case is priced). Inference: the Global rate (what Developer deployments
+    bill); a base model's meter prices its fine-tuned models too, unless a fine-tuned meter
+    exists (Azure bills fine-tuned inference at the base model's rate)."""
     name = f" {item.get('meterName', '')} {item.get('skuName', '')} ".lower()
     unit = str(item.get("unitOfMeasure", "")).strip().lower()
     price = item.get("retailPrice")
@@ -146,10 +147,10 @@ def _azure_fields(item: dict[str, Any]) -> list[tuple[str, float]]:
     if per is None:
         return []  # training billed per hour (older models) and other units: not token rates
     rate = float(price) * per  # dollars per 1M tokens
+    if "trng" in name or "training" in name:  # any tier but Developer: the dearest is kept
+        return [] if " dev" in name else [("training_per_1m", rate)]
     if "glbl" not in name and "global" not in name:
-        return []  # Regional, Data Zone and Developer meters
-    if "trng" in name or "training" in name:
-        return [("training_per_1m", rate)]
+        return []  # Regional, Data Zone and Developer inference meters
     output, input_ = "outp" in name or "output" in name, "inp" in name or "input" in name
     if not (output or input_):
         return []
@@ -168,7 +169,9 @@ def azure_rows(items: Iterable[dict[str, Any]], shipped: list[Price], region: st
         match = next((p.model for family, p in families if family and family in meter), "")
         since = str(item.get("effectiveStartDate", ""))[:10]
         for name, rate in _azure_fields(item) if match else []:
-            found.setdefault(match, {})[name] = (rate, since)
+            read = found.setdefault(match, {})
+            if name != "training_per_1m" or rate > read.get(name, (0.0, ""))[0]:
+                read[name] = (rate, since)
     for read in found.values():  # fine-tuned inference at the base model's rate
         for side in ("input", "output"):
             if f"{side}_per_1m" in read:
