@@ -107,8 +107,9 @@ def test_a_wrong_rate_in_the_local_table_names_the_field(tmp_path: Path) -> None
     assert_clean_error(run_cli("prices"), "prices.local.yaml", "training_per_1m must be a number")
 
 
-def test_refresh_refuses_an_unknown_provider() -> None:
+def test_an_unknown_provider_is_refused_naming_the_known_ones() -> None:
     assert_clean_error(run_cli("prices", "refresh", "--only", "aws"), "--only aws")
+    assert_clean_error(run_cli("prices", "--provider", "aws"), "--provider aws", "azure, nebius")
 
 
 def test_dedicated_together_serving_takes_the_refreshed_hardware_rate() -> None:

@@ -39,6 +39,11 @@ def prices(
     from harness.sweep.estimate import STALE_AFTER_DAYS, age_days
 
     rows, local = current_rows()
+    known = sorted({row.provider for row in rows})
+    if provider is not None and provider not in known:
+        from harness.errors import ConfigError
+
+        raise ConfigError(f"--provider {provider}: no rows; the table has {', '.join(known)}")
     table = Table(title="Hosted prices, US dollars per 1M tokens (hosting per hour)")
     headers = ["provider", "model", "train", "ft in", "ft out", "host/h", "as of", "age"]
     for name in [*headers, "source"]:
