@@ -135,3 +135,14 @@ def test_an_unwritable_local_table_is_one_clear_error(tmp_path: Path) -> None:
         env = {**_env(server), "HARNESS_PRICES_FILE": str(blocked / "prices.local.yaml")}
         result = run_cli("prices", "refresh", "--only", "together", env=env)
     assert_clean_error(result, "cannot write the local price table", "HARNESS_PRICES_FILE")
+
+
+def test_a_second_refresh_merges_and_does_not_nest_sources() -> None:
+    with PriceServer() as server:
+        env = _env(server)
+        assert run_cli("prices", "refresh", "--only", "azure", env=env).exit_code == 0
+        first = load_price_table(provider="azure").lookup(NANO).source
+        assert run_cli("prices", "refresh", "--only", "azure", env=env).exit_code == 0
+        assert run_cli("prices", "refresh", "--only", "together", env=env).exit_code == 0
+    assert load_price_table(provider="azure").lookup(NANO).source == first  # not nested
+    assert "1x_nvidia_h100_80gb_sxm" in hardware_rates()  # both refreshes kept

@@ -41,9 +41,10 @@ from harness.backends.hosted.pricing import (
     LOCAL_TABLE_VARIABLE,
     Price,
     PriceTable,
-    current_rows,
+    hardware_rates,
     local_table_path,
     read_rows,
+    shipped_table_path,
 )
 from harness.errors import BackendError, ConfigError
 
@@ -327,7 +328,7 @@ def together_hardware(key: str) -> Refreshed:
 def refresh(providers: Iterable[str], region: str) -> tuple[list[Refreshed], list[str]]:
     """Read every named provider's API; what failed or was skipped comes back as a line each
     (never a key)."""
-    shipped, _ = current_rows()
+    shipped = read_rows(shipped_table_path())  # not an earlier refresh's rows: sources stay short
     done: list[Refreshed] = []
     failed: list[str] = []
     for provider in providers:
@@ -383,5 +384,6 @@ def write_local_table(done: list[Refreshed]) -> Path:
 
 def _load_local(path: Path) -> dict[str, Any]:
     read_rows(path)  # a malformed table is said, naming the file, before it is merged
+    hardware_rates()
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     return raw if isinstance(raw, dict) else {}
