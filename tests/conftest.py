@@ -74,6 +74,8 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, session_cache: Pat
     monkeypatch.setenv("XDG_CACHE_HOME", str(session_cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    # A developer's own `harness prices refresh` never changes what tests price.
+    monkeypatch.setenv("HARNESS_PRICES_FILE", str(tmp_path / "prices.local.yaml"))
     return tmp_path
 
 

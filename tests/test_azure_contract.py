@@ -244,3 +244,28 @@ def test_release_deletes_the_studys_deployments_no_running_trial_holds(azure: Fa
     assert sorted(azure.arm.live) == sorted([held, other])
     listed = [body for schema, body in azure.arm.replies if schema == "DeploymentListResult"]
     assert listed and all(b["value"] for b in listed)
+
+
+# -- which deployment scores, and what its hosting costs (issue #24) -----------------------------
+
+
+@pytest.mark.parametrize(("sku", "billed"), [("developer", False), ("standard", True)])
+def test_scoring_deployments_bill_hosting_only_off_the_developer_tier(
+    azure: FakeAzure, sku: str, billed: bool
+) -> None:
+    """Developer deployments (the default) bill no hosting; a Standard one bills the row's
+    hourly rate; the trial says which tier scored it."""
+    config = _config(azure)
+    assert config.azure is not None
+    settings = config.azure.model_copy(update={"deployment_sku": sku})
+    config = config.model_copy(update={"azure": settings})
+    journal = _journal()
+    backend = OpenAIBackend(config)
+    backend.fine_tune(_spec(), _data(), _on_epoch, journal)
+    assert journal.recall("azure_deployment_sku") == sku
+    assert journal.recall("serving_hosting_per_hour") == "0.01"  # the row's, for ownership
+    estimate = backend.estimate(_spec(), _data()).evaluation
+    assert (estimate.hosting_usd > 0) is billed
+    scored = backend.evaluations.values()
+    assert scored and (sum(e.cost.hosting_usd for e in scored) > 0) is billed
+    assert (sum(e.cost.hosting_hours for e in scored) > 0) is billed  # hours billed, not used

@@ -117,6 +117,14 @@ def test_sweep_tracks_costs_tokens_epochs_and_ids(tmp_path: Path, fake_env: Fake
         assert sorted(m.step for m in history) == list(range(1, epochs + 1))
         checkpoints = client.get_metric_history(run.info.run_id, "checkpoint_test_accuracy")
         assert len(checkpoints) == epochs - 1  # the last epoch is the final model's test score
+    # The study run says which dated price row priced the sweep.
+    experiment = client.get_experiment_by_name("oa-sweep")
+    assert experiment is not None
+    parents = [r for r in client.search_runs([experiment.experiment_id]) if r not in children]
+    used = {run.data.tags.get("harness.prices") for run in parents} - {None}
+    assert any(
+        "openai gpt-4.1-nano-2025-04-14:" in str(u) and "as of 2025-07-01" in str(u) for u in used
+    )
     # The key reached the server in a header and nothing else: not MLflow, not the study.
     for file in tmp_path.rglob("*"):
         if file.is_file():

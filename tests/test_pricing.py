@@ -142,7 +142,7 @@ def test_price_line_says_how_old_the_figures_are_and_the_hosting_rate() -> None:
     table = load_price_table()
     row = table.lookup("gpt-4.1-nano-2025-04-14")
     fresh = price_line(row, today=date.fromisoformat(row.as_of))
-    assert "days old" not in fresh and f"as of {row.as_of})" in fresh
+    assert f"as of {row.as_of}; 0 days old)" in fresh and "check the source" not in fresh
     stale = price_line(row, today=date(2026, 11, 30))
     assert re.search(r"as of 2025-07-01; 517 days old: check the source", stale)
     assert "hosting" not in stale  # OpenAI bills no hosting

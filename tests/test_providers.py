@@ -9,6 +9,7 @@ Providers: Nebius (OpenAI's API, LoRA extras; the OpenAI fake), Azure OpenAI (`a
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -228,7 +229,8 @@ def test_an_unpriced_provider_model_is_a_clear_error_before_anything_is_spent(
 ) -> None:
     path = _experiment(tmp_path, provider, 2)
     config = yaml.safe_load(path.read_text())
-    config["backend"]["prices"] = {}  # the shipped rows have no figures for these providers
+    config["backend"]["prices"] = {}
+    config["backend"]["model"] = "a-model-the-table-lacks"
     path.write_text(yaml.safe_dump(config))
     for command in ("estimate", "sweep"):
         assert_clean_error(run_cli(command, str(path)), "backend.prices.")
@@ -236,13 +238,24 @@ def test_an_unpriced_provider_model_is_a_clear_error_before_anything_is_spent(
     assert not (tmp_path / "mlruns" / "optuna.db").exists()
 
 
-@pytest.mark.parametrize("name", ["together_llama8b", "nebius_llama8b", "azure_gpt41nano"])
-def test_estimate_prices_the_shipped_provider_examples_offline(name: str) -> None:
+@pytest.mark.parametrize("name", ["together_llama8b", "azure_gpt41nano"])
+def test_estimate_prices_the_shipped_provider_examples_from_sourced_rows(name: str) -> None:
     from tests.conftest import ROOT
 
     result = run_cli("estimate", str(ROOT / "experiments" / f"{name}.yaml"))
     assert result.exit_code == 0, result.stderr
-    assert "nothing was spent" in result.stdout and "EXAMPLE FIGURE" in result.stdout
+    out = " ".join(result.stdout.split())
+    assert "nothing was spent" in out and "EXAMPLE FIGURE" not in out
+    assert "issue #24" in out and re.search(r"as of \d{4}-\d{2}-\d{2}; \d+ days old", out)
+
+
+def test_nebius_estimate_offline_names_the_field_and_the_live_source() -> None:
+    """Nebius publishes no training price: offline, the estimate stops and says where to get it."""
+    from tests.conftest import ROOT
+
+    result = run_cli("estimate", str(ROOT / "experiments" / "nebius_llama8b.yaml"))
+    assert_clean_error(result, "backend.prices.meta-llama/Meta-Llama-3.1-8B-Instruct.")
+    assert "harness prices refresh" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -263,3 +276,15 @@ def test_an_extra_a_provider_does_not_take_is_a_config_error_naming_the_allowed(
 ) -> None:
     path = openai_experiment(tmp_path, "extras", 1, backend=backend)
     assert_clean_error(run_cli("estimate", str(path)), needle)
+
+
+def test_estimate_itemises_hosting_for_a_standard_azure_deployment() -> None:
+    from tests.conftest import ROOT
+
+    path = str(ROOT / "experiments" / "azure_gpt41nano.yaml")
+    developer = run_cli("estimate", path)
+    standard = run_cli("estimate", path, "--set", "backend.azure.deployment_sku=standard")
+    assert developer.exit_code == 0 and standard.exit_code == 0, standard.stderr
+    column = "┃ hosting $ ┃"
+    assert column not in developer.stdout  # Developer deployments bill no hosting
+    assert column in standard.stdout and "$1.7 an hour" in " ".join(standard.stdout.split())

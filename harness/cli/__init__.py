@@ -15,7 +15,7 @@ from typer.main import get_command_name
 from harness.cli.common import HarnessCommand, HarnessGroup, app, examples
 
 # `--help` lists commands in the order they are registered: the workflow's, not the alphabet's.
-for _module in ("run", "studies", "report", "handoff", "view"):
+for _module in ("run", "studies", "report", "handoff", "view", "prices"):
     importlib.import_module(f"harness.cli.{_module}")
 
 __all__ = ["EXAMPLES", "app", "main"]
@@ -71,6 +71,11 @@ EXAMPLES: dict[str, str] = {
     ),
     "ui": examples("harness ui", "harness ui --port 5001 --experiment demo"),
     "dashboard": examples("harness dashboard demo"),
+    "prices": examples("harness prices", "harness prices --provider azure"),
+    "prices refresh": examples(
+        "harness prices refresh                  # Azure needs no key",
+        "harness prices refresh --only azure --region swedencentral",
+    ),
     "study create": examples(
         "harness study create demo --set study.storage=postgresql://db.host/optuna",
     ),

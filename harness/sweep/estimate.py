@@ -192,7 +192,9 @@ def estimate_table(estimate: SweepEstimate) -> Any:
     title += f" {SYNTHETIC_LABEL}" if estimate.synthetic else ""
     table = Table(title=title)
     headers = ["", *([] if one_model else ["model"]), "epochs", "examples"]
+    hosted = any(row.estimate.evaluation.hosting_usd for _, row in rows)
     headers += ["trained tok", "train $", "eval tok", "eval $"] if tokens else ["compute s"]
+    headers += ["hosting $"] if hosted else []
     for index, name in enumerate([*headers, "total $"]):
         table.add_column(name, justify="left" if index == 0 or name == "model" else "right")
     for corner, row in rows:
@@ -202,9 +204,11 @@ def estimate_table(estimate: SweepEstimate) -> Any:
         if tokens:
             train, evaluation = row.estimate.train, row.estimate.evaluation
             cells += [f"{train.trained_tokens:,}", _money(train.usd)]
-            cells += [f"{evaluation.inference_tokens:,}", _money(evaluation.usd)]
+            tokens_usd = evaluation.usd - evaluation.hosting_usd
+            cells += [f"{evaluation.inference_tokens:,}", _money(tokens_usd)]
         else:
             cells.append(f"{row.estimate.total.compute_seconds:,.0f}")
+        cells += [_money(row.estimate.evaluation.hosting_usd)] if hosted else []
         table.add_row(*cells, _money(row.estimate.total.usd))
     return table
 
@@ -241,15 +245,27 @@ def price_line(price: Price, today: date | None = None) -> str:
         if price.hosting_per_hour is not None
         else ""
     )
-    age = ""
-    try:
-        days = ((today or date.today()) - date.fromisoformat(price.as_of[:10])).days
-    except ValueError:  # a free-form date in a user's override: shown as given
-        days = 0
-    if days > STALE_AFTER_DAYS:
-        age = f"; {days} days old: check the source before trusting the figures"
     return (
         f"Prices for {price.model} per 1M tokens: training ${price.training_per_1m}, "
         f"fine-tuned input ${price.fine_tuned_input_per_1m}, output "
-        f"${price.fine_tuned_output_per_1m}{hosting} ({price.source}, as of {price.as_of}{age})."
+        f"${price.fine_tuned_output_per_1m}{hosting} ({price.source}, as of {price.as_of}"
+        f"{age_words(price.as_of, today)})."
     )
+
+
+def age_days(as_of: str, today: date | None = None) -> int | None:
+    """Days since a row's date; None for a free-form date in a user's override."""
+    try:
+        return ((today or date.today()) - date.fromisoformat(as_of[:10])).days
+    except ValueError:
+        return None
+
+
+def age_words(as_of: str, today: date | None = None) -> str:
+    """`; 37 days old`, with a warning past `STALE_AFTER_DAYS`; empty for a free-form date."""
+    days = age_days(as_of, today)
+    if days is None:
+        return ""
+    if days > STALE_AFTER_DAYS:
+        return f"; {days} days old: check the source before trusting the figures"
+    return f"; {days} days old"

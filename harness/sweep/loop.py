@@ -68,6 +68,7 @@ from harness.sweep.trial import epoch_logger, executor, run_with_heartbeat, set_
 from harness.tracking.journal import TrialJournal
 from harness.tracking.record import (
     CHECKPOINT_OF_TAG,
+    PRICES_TAG,
     SYNTHETIC_TAG,
     TRIAL_TAG,
     TrialRecord,
@@ -229,6 +230,10 @@ def _open(
     outcome = SweepOutcome(handle=handle, synthetic=backend.capabilities.synthetic)
     summary = space_summary(space)
     outcome.parent_run_id = join_study_run(handle, tracker, experiment.study_name, summary)
+    rows = backend.price_rows(models)  # which dated rows price this sweep (hosted backends)
+    used = "; ".join(f"{p.provider} {p.model}: {p.source}, as of {p.as_of}" for p in rows)
+    if used:
+        tracker.tag(outcome.parent_run_id, PRICES_TAG, used[:5000])
     if outcome.synthetic:
         tracker.tag(outcome.parent_run_id, SYNTHETIC_TAG, "true")
         view.message("(synthetic: the backend is a test server on this machine)")

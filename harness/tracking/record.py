@@ -64,6 +64,7 @@ JOURNAL_PREFIX = "journal."
 CHECKPOINTS_DUE = "checkpoints_due"
 # MLflow tags of a study's and a trial's runs (metrics are named in `trial_metrics`).
 STUDY_TAG = "harness.study"
+PRICES_TAG = "harness.prices"  # the price rows a sweep used, with source and date
 TRIAL_TAG = "harness.trial_number"
 CHECKPOINT_OF_TAG = "harness.checkpoint_of"
 DATA_DIGEST_TAG = "harness.data_digest"  # written with the provenance tags

@@ -84,6 +84,29 @@ def _route(method: str, pattern: str) -> Callable[[Handler], Handler]:
     return register
 
 
+def _nebius_models(state: FakeState, request: ApiRequest) -> Reply:
+    """Nebius's models API (`GET /v0/models`), only in the nebius dialect."""
+    if state.config.dialect != "nebius":
+        raise ApiError(404, f"Invalid URL ({request.method} {request.path})")
+    prices = state.config.nebius_training_prices
+    data = []
+    for model in sorted({*state.config.base_models.values(), *prices}):
+        price = prices.get(model, 0.4)
+        flavour = {
+            "name": "base",
+            "pricing": {
+                "input_price_per_million_tokens": 0.02,
+                "output_price_per_million_tokens": 0.06,
+            },
+        }
+        tune = None if price is None else {"training_price_per_million_tokens": price}
+        data.append({"id": model, "object": "model", "fine_tune": tune, "flavours": [flavour]})
+    return Reply({"object": "list", "data": data}, None)
+
+
+_ROUTES.append(("GET", re.compile("^/v0/models$"), _nebius_models))
+
+
 def route(state: FakeState, request: ApiRequest) -> Reply:
     """Dispatch ``request`` to its handler (404 ``Invalid URL`` like OpenAI if there is none)."""
     for method, regex, handler in _ROUTES:

@@ -61,7 +61,10 @@ class FakeConfig:
             documents it (docs.tokenfactory.nebius.com, OpenAPI 20260506): the create body has
             no ``metadata`` (fields it does not know are dropped, as its server does), the job
             object carries ``suffix`` (64 characters at most) and no ``metadata``, and the job
-            listing takes no metadata filter.
+            listing takes no metadata filter. It also answers Nebius's models API,
+            ``GET /v0/models``, in its documented shape: ``fine_tune.training_price_per_million_
+            tokens`` from ``nebius_training_prices`` (0.4 for a base model not named there; a
+            model named with ``None`` has no ``fine_tune``) and a base flavour at 0.02 / 0.06.
     """
 
     job_duration: float = 0.5
@@ -76,6 +79,7 @@ class FakeConfig:
     latency: float = 0.0
     base_models: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_BASE_MODELS))
     dialect: Literal["openai", "nebius"] = "openai"
+    nebius_training_prices: dict[str, float | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.job_duration > 0:

@@ -1,7 +1,10 @@
 """The dated price table and the cost formulas (pure functions, no network).
 
 Prices are US dollars per 1M tokens and live in `harness/backends/hosted/prices.yaml`, one row
-per model with the source and date it was read from; `backend.prices` in a config overrides rows.
+per model with the source and date it was read from. `harness prices refresh` writes rows read
+live from the providers to a local table beside it (`prices.local.yaml`, or the file named by
+`HARNESS_PRICES_FILE`), whose rows replace the shipped ones; `backend.prices` in a config
+overrides both.
 A fine-tuned model (`ft:BASE:org:suffix:id`, checkpoints `...:ckpt-step-N`) is priced by its base
 model's row at the fine-tuned inference rates; a dated alias (`gpt-4.1-nano`) finds its snapshot.
 
@@ -12,6 +15,7 @@ What a whole sweep may cost at most (`worst_case_total`) lives with the sweep, i
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -141,28 +145,114 @@ class PriceTable:
         return PriceTable(rows)
 
 
+SHIPPED_TABLE = "backends/hosted/prices.yaml"  # inside the `harness` package
+LOCAL_TABLE_VARIABLE = "HARNESS_PRICES_FILE"
+
+
+def shipped_table_path() -> Path:
+    """Where the shipped table lies (inside the installed package)."""
+    return Path(str(resources.files("harness").joinpath(SHIPPED_TABLE)))
+
+
+def local_table_path() -> Path:
+    """The local table `harness prices refresh` writes: `$HARNESS_PRICES_FILE`, else
+    `prices.local.yaml` beside the shipped table."""
+    named = os.environ.get(LOCAL_TABLE_VARIABLE, "").strip()
+    return Path(named) if named else shipped_table_path().with_name("prices.local.yaml")
+
+
+def read_rows(path: Path) -> list[Price]:
+    """Every row of a price table file (all providers).
+
+    Raises:
+        ConfigError: The file is not YAML, has no `rows:` list, or a row is malformed; the
+            message names the file.
+    """
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the price table: {exc}") from None
+    rows = raw.get("rows") if isinstance(raw, dict) else None
+    if not isinstance(rows, list):
+        raise ConfigError(f"{path}: expected a `rows:` list")
+    return [_price_row(row, str(path)) for row in rows]
+
+
+def current_rows(path: Path | None = None) -> tuple[list[Price], Path | None]:
+    """The shipped table's rows (or `path`'s) with the local table's rows in place of theirs,
+    and the local table's path where one was read (None: the shipped table serves alone)."""
+    rows = {(r.provider, r.model): r for r in read_rows(path or shipped_table_path())}
+    local = local_table_path()
+    if path is not None or not local.is_file():
+        return list(rows.values()), None
+    rows |= {(r.provider, r.model): r for r in read_rows(local)}
+    return list(rows.values()), local
+
+
+def hardware_rates() -> dict[str, tuple[float, str, str]]:
+    """Together hardware id -> (dollars an hour, source, as_of), from the local table's
+    `hardware:` list (`harness prices refresh`); empty when there is none.
+
+    Raises:
+        ConfigError: The local table is malformed; the message names the file and entry.
+    """
+    path = local_table_path()
+    if not path.is_file():
+        return {}
+    read_rows(path)
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    rates: dict[str, tuple[float, str, str]] = {}
+    for entry in (raw.get("hardware") or []) if isinstance(raw, dict) else []:
+        rate = entry.get("hosting_per_hour") if isinstance(entry, dict) else None
+        if not isinstance(rate, int | float) or isinstance(rate, bool) or "hardware" not in entry:
+            raise ConfigError(f"{path}: hardware: every entry needs hardware and hosting_per_hour")
+        rates[str(entry["hardware"])] = (
+            float(rate),
+            str(entry.get("source")),
+            str(entry.get("as_of")),
+        )
+    return rates
+
+
+def with_hardware_rate(prices: PriceTable, hardware: str | None) -> PriceTable:
+    """The rows that name no hourly rate with the one `harness prices refresh` read for a
+    Together dedicated endpoint on `hardware`; the table as it is without one."""
+    rate = hardware_rates().get(hardware) if hardware else None
+    if rate is None:
+        return prices
+    hourly, source, as_of = rate
+    rows = {
+        model: replace(
+            row,
+            hosting_per_hour=hourly,
+            source=f"{row.source}; hosting: {source} ({hardware}, as of {as_of})",
+        )
+        if row.hosting_per_hour is None
+        else row
+        for model, row in prices.rows.items()
+    }
+    return PriceTable(rows)
+
+
 def load_price_table(
     path: Path | None = None,
     overrides: Mapping[str, PriceOverride] | None = None,
     provider: str = "openai",
+    hardware: str | None = None,
 ) -> PriceTable:
     """Read the shipped table (or `path`), keep `provider`'s rows, apply an experiment's overrides.
 
+    The local table written by `harness prices refresh` (see `local_table_path`) replaces the
+    shipped rows it has, unless `path` is given. `hardware` (a Together dedicated endpoint's
+    hardware id) gives every row that names no hourly rate the hardware's refreshed one.
+
     Raises:
-        ConfigError: The file is malformed or a row lacks a field, source or date.
+        ConfigError: A file is malformed or a row lacks a field, source or date.
     """
-    if path is None:
-        text = resources.files("harness").joinpath("backends/hosted/prices.yaml").read_text("utf-8")
-        where = "harness/backends/hosted/prices.yaml"
-    else:
-        text, where = path.read_text(encoding="utf-8"), str(path)
-    raw = yaml.safe_load(text)
-    rows = raw.get("rows") if isinstance(raw, dict) else None
-    if not isinstance(rows, list):
-        raise ConfigError(f"{where}: expected a `rows:` list")
-    parsed = [_price_row(row, where) for row in rows]
+    parsed, _ = current_rows(path)
     table = PriceTable({row.model: row for row in parsed if row.provider == provider})
-    return table.with_overrides(overrides or {})
+    table = table.with_overrides(overrides or {})
+    return with_hardware_rate(table, hardware)
 
 
 def _price_row(row: Any, where: str) -> Price:
@@ -175,6 +265,10 @@ def _price_row(row: Any, where: str) -> Price:
         )
     if not str(row["source"]).strip() or not str(row["as_of"]).strip():
         raise ConfigError(f"{where}: {row['model']}: source and as_of must not be empty")
+    for name in (*_PRICE_FIELDS, "hosting_per_hour"):
+        value = row.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ConfigError(f"{where}: {row['model']}: {name} must be a number, got {value!r}")
     return Price(**{**row, "as_of": str(row["as_of"])})
 
 

@@ -112,6 +112,15 @@ class AzureDeployments:
         self._inflight: set[str] = set()  # deployments this process is using now
         self._guard = threading.Lock()
 
+    def note_tier(self, journal: Journal, hosting_per_hour: float | None) -> None:
+        """Say which deployment tier scores the trial (`azure_deployment_sku`) and what serving
+        its model bills an hour on a Standard or Global deployment (`serving_hosting_per_hour`,
+        for its cost of ownership): a Developer deployment bills no hosting, but Azure deletes
+        it after 24 h, so production needs one that does."""
+        journal.record("azure_deployment_sku", self.azure.deployment_sku)
+        if hosting_per_hour is not None:
+            journal.record("serving_hosting_per_hour", f"{hosting_per_hour:g}")
+
     @contextlib.contextmanager
     def journalled(self, journal: Journal) -> Iterator[None]:
         """Deployments made in this thread inside the block are noted in `journal`."""

@@ -23,9 +23,12 @@ naming the ones it does.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from harness.backends.hosted.live_prices import price_nebius
+from harness.backends.hosted.pricing import Price, PriceTable
 from harness.backends.openai import _azure
 from harness.backends.openai._azure import (
     DEPLOYMENT_NOTE,
@@ -47,11 +50,14 @@ __all__ = [
     "AzureDeployments",
     "Deployment",
     "Profile",
+    "bills_hosting",
     "create_arguments",
     "deployment_name",
     "job_hyperparameters",
     "make_client",
+    "read_live_prices",
     "resolve_base_url",
+    "scoring_hosting_usd",
 ]
 
 
@@ -141,6 +147,31 @@ def job_hyperparameters(config: OpenAIBackendConfig, spec: TrialSpec) -> dict[st
     else:
         sampled["learning_rate_multiplier"] = spec.learning_rate_multiplier
     return {**sampled, **config.hyperparameters}
+
+
+def bills_hosting(config: OpenAIBackendConfig) -> bool:
+    """Azure Standard and Global deployments bill hosting by the hour; Developer deployments
+    (the default for scoring) bill none: tokens at the Global rate, deleted after 24 h."""
+    return config.azure is not None and config.azure.deployment_sku != "developer"
+
+
+def scoring_hosting_usd(config: OpenAIBackendConfig, price: Price, hours: float) -> float:
+    """What `hours` of a scoring deployment bill: the row's hourly rate, none on Developer."""
+    return price.hosting_usd(hours) if bills_hosting(config) else 0.0
+
+
+def read_live_prices(
+    config: OpenAIBackendConfig, base_url: str | None, prices: PriceTable, models: Sequence[str]
+) -> None:
+    """Nebius publishes its fine-tuning prices only through its models API: read each model's
+    row from it before anything is spent (`harness.backends.hosted.live_prices.price_nebius`),
+    unless the experiment gives that model's prices itself. Other providers: nothing to read."""
+    if config.provider == "nebius":
+        own = [model for model in models if model not in config.prices]
+        key = os.environ.get(PROFILES["nebius"].key_variable, "").strip()
+        if own and not key:
+            make_client(config)  # says how to set the key
+        price_nebius(prices, base_url, own, key)
 
 
 # -- jobs in each provider's terms ----------------------------------------------------------------

@@ -80,9 +80,12 @@ from harness.backends.openai._jobs import JobRequest, JobRunner
 from harness.backends.openai._providers import (
     DEPLOYMENT_NOTE,
     AzureDeployments,
+    bills_hosting,
     job_hyperparameters,
     make_client,
+    read_live_prices,
     resolve_base_url,
+    scoring_hosting_usd,
 )
 from harness.backends.openai.config import OpenAIBackendConfig
 from harness.config import DatasetConfig
@@ -178,9 +181,9 @@ class OpenAIBackend:
         tokens_in = math.ceil(points * (valid_in + test_in) * margin)
         tokens_out = points * (len(data.validation) + len(data.test)) * budget
         usd = price.inference_usd(tokens_in, tokens_out, fine_tuned=True)
-        if self.deployments is not None:  # a deployment per scoring, under an hour each
-            usd += price.hosting_usd(2 * points)
-        evaluation = Cost(usd=usd, inference_tokens=tokens_in + tokens_out)
+        hosting = scoring_hosting_usd(self.config, price, 2 * points)  # Azure; 0 on Developer
+        evaluation = Cost(usd + hosting, inference_tokens=tokens_in + tokens_out)
+        evaluation = replace(evaluation, hosting_usd=hosting)
         return Estimate(Cost(usd=price.training_usd(trained), trained_tokens=trained), evaluation)
 
     def preflight(self, data: PreparedData, models: Sequence[str]) -> None:
@@ -188,8 +191,9 @@ class OpenAIBackend:
         retries: a missing or rejected key, or an endpoint that cannot be reached, stops the
         sweep here instead of failing every trial after minutes of retries."""
         limit = self.config.max_tokens_per_example
+        read_live_prices(self.config, self.base_url, self.prices, models)  # Nebius: its models API
         for model in models:
-            require_prices(self.prices.lookup(model), hosted=self.deployments is not None)
+            require_prices(self.prices.lookup(model), hosted=bills_hosting(self.config))
             fmt, counter = self.format_for(model), TiktokenCounter(model)
             check_examples(data.train, data.labels, fmt, counter, limit, "training set")
             check_examples(data.validation, data.labels, fmt, counter, limit, "validation set")
@@ -257,6 +261,7 @@ class OpenAIBackend:
         journal.record("fine_tuned_model", finished.fine_tuned_model)
         if self.deployments is None:
             return self._epoch_points(spec, data, finished, on_epoch, journal)
+        self.deployments.note_tier(journal, self.prices.lookup(spec.base_model).hosting_per_hour)
         with self.deployments.journalled(journal):  # deployments noted in the trial's journal
             return self._epoch_points(spec, data, finished, on_epoch, journal)
 
@@ -335,8 +340,9 @@ class OpenAIBackend:
             return self.evaluator.evaluate(model, split.texts, labels, self.progress, name)
 
         result, deployment = self.deployments.run(model, use)
-        hosting = self.prices.lookup(model).hosting_usd(deployment.hours)
-        hosted = Cost(usd=hosting, hosting_usd=hosting, hosting_hours=deployment.hours)
+        hours = deployment.hours if bills_hosting(self.config) else 0.0  # Developer: none billed
+        hosting = scoring_hosting_usd(self.config, self.prices.lookup(model), hours)
+        hosted = Cost(usd=hosting, hosting_usd=hosting, hosting_hours=hours)
         return replace(result, cost=result.cost + hosted)
 
     def predict(

@@ -60,7 +60,7 @@ from harness.backends.hosted._files import (
 from harness.backends.hosted._job_keys import key_in, study_tag
 from harness.backends.hosted._loopback import is_loopback
 from harness.backends.hosted._tokens import TiktokenCounter
-from harness.backends.hosted.pricing import Price, PriceTable, load_price_table, require_prices
+from harness.backends.hosted.pricing import Price, load_price_table, require_prices
 from harness.backends.together._client import TogetherClient
 from harness.backends.together._endpoints import JOURNAL_KEY as ENDPOINT_NOTE
 from harness.backends.together._endpoints import TogetherEndpoints, endpoint_job
@@ -95,7 +95,7 @@ class TogetherBackend:
             deploys_models=config.serving.kind == "dedicated",
             hosting_notes=(ENDPOINT_NOTE,),
         )
-        self.prices: PriceTable = load_price_table(overrides=config.prices, provider="together")
+        self.prices = load_price_table(None, config.prices, "together", config.serving.hardware)
         self.system_prompt = config.system_prompt or DEFAULT_SYSTEM_PROMPT
         self.fmt = PromptFormat(chat=True, system_prompt=self.system_prompt)
         self.plan = PointPlan(config.evaluate_checkpoints, max_points=1_000)

@@ -1,0 +1,148 @@
+"""`harness prices` and `harness prices refresh` against fakes of the three price APIs."""
+
+from __future__ import annotations
+
+import socket
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from harness.backends.hosted.pricing import hardware_rates, load_price_table
+from tests.cli_runner import assert_clean_error, run_cli
+from tests.prices_fake import KEY, PriceServer
+
+NANO = "gpt-4.1-nano-2025-04-14"
+
+
+def _env(server: PriceServer) -> dict[str, str | None]:
+    return {
+        "AZURE_RETAIL_PRICES_URL": f"{server.url}/api/retail/prices",
+        "NEBIUS_BASE_URL": f"{server.url}/v1/",
+        "TOGETHER_BASE_URL": f"{server.url}/v1",
+        "NEBIUS_API_KEY": KEY,
+        "TOGETHER_API_KEY": KEY,
+    }
+
+
+def test_refresh_reads_all_three_apis_into_a_dated_local_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with PriceServer() as server:
+        result = run_cli("prices", "refresh", env=_env(server))
+    assert result.exit_code == 0, result.stderr
+    local = tmp_path / "prices.local.yaml"
+    assert local.is_file() and KEY not in local.read_text()
+    today = date.today().isoformat()
+
+    nano = load_price_table(provider="azure").lookup(NANO)
+    assert nano.training_per_1m == pytest.approx(1.65)  # per 1K; the dearer Regional meter
+    assert nano.fine_tuned_input_per_1m == pytest.approx(0.10)  # already per 1M
+    assert nano.fine_tuned_output_per_1m == pytest.approx(0.40)  # not the cached rate
+    assert nano.hosting_per_hour == pytest.approx(1.70)  # per hour, never scaled
+    assert nano.as_of == today and "Azure Retail Prices API" in nano.source
+    assert "2025-05-01" in nano.source and "2025-06-01" in nano.source
+    mini = load_price_table(provider="azure").lookup("gpt-4.1-mini-2025-04-14")
+    assert mini.training_per_1m == pytest.approx(5.0)
+    assert mini.input_per_1m == mini.fine_tuned_input_per_1m == pytest.approx(0.42)
+    assert mini.fine_tuned_output_per_1m == 1.60  # no meter read: the shipped figure stays
+
+    llama = load_price_table(provider="nebius").lookup("meta-llama/Meta-Llama-3.1-8B-Instruct")
+    assert (llama.training_per_1m, llama.fine_tuned_input_per_1m) == (0.4, 0.02)
+    assert llama.fine_tuned_output_per_1m == 0.06 and llama.as_of == today
+    assert hardware_rates()["1x_nvidia_h100_80gb_sxm"][0] == pytest.approx(3.30)  # 5.5 c/min
+
+    # The shipped Nebius experiment, unpriceable offline, is now estimated from the live row.
+    from tests.conftest import ROOT
+
+    nebius = run_cli("estimate", str(ROOT / "experiments" / "nebius_llama8b.yaml"))
+    assert nebius.exit_code == 0, nebius.stderr
+    assert "Nebius models API" in " ".join(nebius.stdout.split())
+
+    listing = run_cli("prices")
+    assert listing.exit_code == 0 and "Live rows from" in listing.stdout
+    assert "1x_nvidia_h100_80gb_sxm: $3.3 an hour" in " ".join(listing.stdout.split())
+
+
+def test_offline_the_shipped_table_serves_and_says_so(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env: dict[str, str | None] = {
+        "AZURE_RETAIL_PRICES_URL": f"http://127.0.0.1:{port}/api/retail/prices",
+        "NEBIUS_API_KEY": None,
+        "TOGETHER_API_KEY": None,
+    }
+    result = run_cli("prices", "refresh", env=env)
+    assert result.exit_code == 1
+    err = " ".join(result.stderr.split())
+    assert "azure: cannot reach" in err and "NEBIUS_API_KEY is not set" in err
+    assert "the shipped table" in err and "Traceback" not in result.output
+    assert not (tmp_path / "prices.local.yaml").exists()
+    listing = run_cli("prices", "--provider", "together")
+    assert listing.exit_code == 0 and "Shipped table only" in listing.stdout
+    assert "issue #24" in " ".join(listing.stdout.split())
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("rows: {not: a list}", "expected a `rows:` list"),
+        ("rows:\n  - {model: x}\n", "every row needs exactly"),
+        ("rows: [\n", "cannot read the price table"),
+    ],
+)
+def test_a_malformed_local_table_is_one_clear_error(tmp_path: Path, text: str, needle: str) -> None:
+    (tmp_path / "prices.local.yaml").write_text(text)
+    assert_clean_error(run_cli("prices"), "prices.local.yaml", needle)
+
+
+def test_a_wrong_rate_in_the_local_table_names_the_field(tmp_path: Path) -> None:
+    row = (
+        "rows:\n  - {model: m, provider: azure, training_per_1m: cheap, input_per_1m: null,"
+        " output_per_1m: null, fine_tuned_input_per_1m: null, fine_tuned_output_per_1m: null,"
+        " source: s, as_of: '2026-01-01'}\n"
+    )
+    (tmp_path / "prices.local.yaml").write_text(row)
+    assert_clean_error(run_cli("prices"), "prices.local.yaml", "training_per_1m must be a number")
+
+
+def test_an_unknown_provider_is_refused_naming_the_known_ones() -> None:
+    assert_clean_error(run_cli("prices", "refresh", "--only", "aws"), "--only aws")
+    assert_clean_error(run_cli("prices", "--provider", "aws"), "--provider aws", "azure, nebius")
+
+
+def test_dedicated_together_serving_takes_the_refreshed_hardware_rate() -> None:
+    from harness.backends import load_backend
+    from harness.backends.together.config import TogetherBackendConfig
+
+    model = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
+    serving = {"kind": "dedicated", "hardware": "1x_nvidia_h100_80gb_sxm", "max_minutes": 30}
+    config = TogetherBackendConfig(kind="together", model=model, serving=serving)
+    assert load_backend(config).price_rows([model])[0].hosting_per_hour is None  # not yet read
+    with PriceServer() as server:
+        env = _env(server)
+        assert run_cli("prices", "refresh", "--only", "together", env=env).exit_code == 0
+    row = load_backend(config).price_rows([model])[0]
+    assert row.hosting_per_hour == pytest.approx(3.30)
+    assert "Together hardware list" in row.source and "issue #24" in row.source
+
+
+def test_an_unwritable_local_table_is_one_clear_error(tmp_path: Path) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    with PriceServer() as server:
+        env = {**_env(server), "HARNESS_PRICES_FILE": str(blocked / "prices.local.yaml")}
+        result = run_cli("prices", "refresh", "--only", "together", env=env)
+    assert_clean_error(result, "cannot write the local price table", "HARNESS_PRICES_FILE")
+
+
+def test_a_second_refresh_merges_and_does_not_nest_sources() -> None:
+    with PriceServer() as server:
+        env = _env(server)
+        assert run_cli("prices", "refresh", "--only", "azure", env=env).exit_code == 0
+        first = load_price_table(provider="azure").lookup(NANO).source
+        assert run_cli("prices", "refresh", "--only", "azure", env=env).exit_code == 0
+        assert run_cli("prices", "refresh", "--only", "together", env=env).exit_code == 0
+    assert load_price_table(provider="azure").lookup(NANO).source == first  # not nested
+    assert "1x_nvidia_h100_80gb_sxm" in hardware_rates()  # both refreshes kept
