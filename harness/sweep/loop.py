@@ -54,6 +54,7 @@ from harness.sweep.shared import (
     paid_job_waiting,
     space_summary,
     tag_front_and_leave,
+    tag_prices,
     toward_target,
 )
 from harness.sweep.stopping import Curve, FrontStopper
@@ -68,7 +69,6 @@ from harness.sweep.trial import epoch_logger, executor, run_with_heartbeat, set_
 from harness.tracking.journal import TrialJournal
 from harness.tracking.record import (
     CHECKPOINT_OF_TAG,
-    PRICES_TAG,
     SYNTHETIC_TAG,
     TRIAL_TAG,
     TrialRecord,
@@ -230,20 +230,15 @@ def _open(
     outcome = SweepOutcome(handle=handle, synthetic=backend.capabilities.synthetic)
     summary = space_summary(space)
     outcome.parent_run_id = join_study_run(handle, tracker, experiment.study_name, summary)
-    rows = backend.price_rows(models)  # which dated rows price this sweep (hosted backends)
-    used = "; ".join(f"{p.provider} {p.model}: {p.source}, as of {p.as_of}" for p in rows)
-    if used:
-        tracker.tag(outcome.parent_run_id, PRICES_TAG, used[:5000])
+    tag_prices(tracker, outcome.parent_run_id, backend.price_rows(models))
     if outcome.synthetic:
         tracker.tag(outcome.parent_run_id, SYNTHETIC_TAG, "true")
         view.message("(synthetic: the backend is a test server on this machine)")
     recovery = Recovery(handle, tracker)
     recovery(now=True)
-    released = release_deployments(handle.study, backend)  # first: what is gone is no orphan
-    if released:
+    if released := release_deployments(handle.study, backend):  # first: gone is no orphan
         view.message(released)
-    orphans = orphaned_jobs(handle.study, backend)
-    if orphans:
+    if orphans := orphaned_jobs(handle.study, backend):
         view.message(orphans_message(experiment.study_name, orphans))
     view.sweep_started(experiment.study_name, done, target)
     sweep = _Sweep(

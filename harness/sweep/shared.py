@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from harness.backends.hosted.pricing import Price
 from harness.config import Experiment
 from harness.sweep.locks import study_lock
 from harness.sweep.search_space import SearchSpace, experiment_space
@@ -34,7 +36,7 @@ from harness.sweep.study import (
     pareto_numbers,
     recover_crashed_trials,
 )
-from harness.tracking.record import MLFLOW_RUN_ID, TrialRecord
+from harness.tracking.record import MLFLOW_RUN_ID, PRICES_TAG, TrialRecord
 from harness.tracking.runs import MlflowTracker
 from harness.tracking.tracker import Tracker
 
@@ -171,3 +173,11 @@ def create_shared_study(experiment: Experiment) -> CreatedStudy:
         tracker.finish_study()  # nothing runs yet: each worker reopens it as it joins
     trials = len(handle.study.get_trials(deepcopy=False))
     return CreatedStudy(experiment.study_name, trials, run_id, created_run=run_id != before)
+
+
+def tag_prices(tracker: Tracker, run_id: str | None, rows: Sequence[Price]) -> None:
+    """Tag the study's run with the dated price rows this sweep is priced at (hosted backends;
+    none for a backend priced by compute time), so a result says which prices it rests on."""
+    used = "; ".join(f"{p.provider} {p.model}: {p.source}, as of {p.as_of}" for p in rows)
+    if used:
+        tracker.tag(run_id, PRICES_TAG, used[:5000])
