@@ -769,3 +769,19 @@ def test_accuracy_axes_stop_at_one_hundred_percent() -> None:
     percent_axis(ax)
     assert ax.get_ylim()[1] <= 101.0
     plt.close(fig)
+
+
+def test_a_model_scored_without_hosting_fees_still_bills_hosting_once_served() -> None:
+    # Scored on an Azure Developer deployment (no hosting fee), the trial noted what its model
+    # bills an hour on the Standard deployment that serves it: the cost of ownership counts it.
+    scored = _row(0, 0.02, 150, valid=0.75)
+    scored.record = TrialRecord(train_cost_usd=0.01, eval_cost_usd=0.01)
+    scored.serving_hosting_per_hour = 1.70
+    checkpoint = _row(1, 0.015, 148, valid=0.74)
+    checkpoint.record = TrialRecord(checkpoint_of=0, train_cost_usd=0.01, eval_cost_usd=0.0)
+    owned = {o.number: o for o in ownership([scored, checkpoint], N_TEST, 10_000)}
+    assert owned[0].hosting_per_month == pytest.approx(1.70 * 730)
+    assert owned[1].hosting_per_month == pytest.approx(1.70 * 730)  # its parent's model
+    plain = _row(2, 0.02, 150, valid=0.75)
+    plain.record = TrialRecord(train_cost_usd=0.01, eval_cost_usd=0.01)
+    assert ownership([plain], N_TEST, 10_000)[0].hosting_per_month is None

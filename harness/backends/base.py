@@ -21,6 +21,12 @@ if TYPE_CHECKING:
 EpochCallback = Callable[[EpochResult], bool]
 
 
+# The journal note in which a trial scored without hosting fees (an Azure Developer deployment)
+# records what hosting its model would bill an hour once served on a Standard or Global one, so
+# the cost of ownership never shows a served model cheaper than it is.
+SERVING_HOSTING_NOTE = "serving_hosting_per_hour"
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a backend can do, declared once so callers never probe with `getattr`.

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from harness.backends.base import SERVING_HOSTING_NOTE
 from harness.config import Experiment
 from harness.errors import ConfigError, HarnessError
 from harness.report.answer import answer_lines, step_line
@@ -36,7 +37,7 @@ from harness.report.model import (
 from harness.report.render import render_files
 from harness.report.sections import epoch_summary, ownership, qualitative_sample
 from harness.sweep.study import completed_trials, load_existing_study, pareto_front
-from harness.tracking.record import MLFLOW_RUN_ID, REPORT_FRONT_TAG, TrialRecord
+from harness.tracking.record import MLFLOW_RUN_ID, REPORT_FRONT_TAG, TrialRecord, journal_key
 from harness.tracking.store import tracking_uri
 
 __all__ = [
@@ -113,9 +114,20 @@ def _rows(experiment: Experiment, trials: list[FrozenTrial], client: Any) -> lis
                     run_id=run_id,
                     predictions=_read_predictions(client, run_id, tmp),
                     valid_accuracy=record.selection_accuracy,
+                    serving_hosting_per_hour=_serving_rate(t.user_attrs),
                 )
             )
     return rows
+
+
+def _serving_rate(attrs: dict[str, Any]) -> float | None:
+    """The hourly hosting a trial's backend noted its model bills once served (see
+    `SERVING_HOSTING_NOTE`), where it noted one."""
+    note = attrs.get(journal_key(SERVING_HOSTING_NOTE))
+    try:
+        return float(note) if note else None
+    except ValueError:
+        return None
 
 
 def _or(value: float | None, default: float) -> float:

@@ -95,6 +95,9 @@ class TrialRow:
     # What the choice weighs when it is not `cost`: the first year's cost of ownership, where
     # the reader gave a monthly volume (None: `cost`).
     decision_cost: float | None = None
+    # Dollars an hour its model bills once served where scoring paid none (an Azure Developer
+    # deployment scored it; serving takes a Standard one): None where nothing says so.
+    serving_hosting_per_hour: float | None = None
 
     @property
     def trial_number(self) -> int:

@@ -36,7 +36,10 @@ def ownership(rows: list[TrialRow], n_test: int | None, monthly_requests: int) -
         of = record.checkpoint_of
         parent = by_trial.get((row.source, of)) if of is not None else None
         priced = (parent or row).record
+        serving = (parent or row).serving_hosting_per_hour
         hosting = hosting_per_month(priced)
+        if hosting is None and serving:  # scored without hosting fees; served, it bills
+            hosting = serving * HOURS_PER_MONTH
         scoring = (priced.eval_cost_usd or 0.0) - priced.eval_hosting_usd
         per_request = max(scoring, 0.0) / n_test if n_test else None
         monthly = per_request * monthly_requests if per_request is not None else None

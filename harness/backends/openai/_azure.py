@@ -32,7 +32,7 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from harness.backends.base import Journal
+from harness.backends.base import SERVING_HOSTING_NOTE, Journal
 from harness.backends.hosted._job_keys import study_tag
 from harness.backends.openai.config import OpenAIBackendConfig
 from harness.errors import BackendError, ConfigError
@@ -119,7 +119,7 @@ class AzureDeployments:
         it after 24 h, so production needs one that does."""
         journal.record("azure_deployment_sku", self.azure.deployment_sku)
         if hosting_per_hour is not None:
-            journal.record("serving_hosting_per_hour", f"{hosting_per_hour:g}")
+            journal.record(SERVING_HOSTING_NOTE, f"{hosting_per_hour:g}")
 
     @contextlib.contextmanager
     def journalled(self, journal: Journal) -> Iterator[None]:
