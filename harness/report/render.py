@@ -36,6 +36,9 @@ def blocks(report: Report) -> list[Block]:
         ("p", f"**Answer:** {answer[0].removeprefix('Answer: ')}"),
         *[("p", line) for line in answer[1:]],
         *[("p", f"Note: {note}") for note in report.notes],
+        # The one chart right under the answer: with it, the answer reads on one screen; the
+        # tables follow (folded in the HTML where wide).
+        ("chart", (IMAGES["chart"], "Validation accuracy against cost")),
     ]
     sections = (compared_studies, _front, _baselines, _trials, _epochs, _ownership)
     for section in (*sections, _qualitative, _method):
@@ -84,7 +87,6 @@ def _front(report: Report) -> list[Block]:
         ("h2", "Steps along the Pareto front"),
         ("p", intro),
         *table,
-        ("chart", (IMAGES["chart"], "Validation accuracy against cost")),
     ]
 
 
