@@ -223,13 +223,16 @@ def accuracy_cost_svg(report: Report, width: int = 760, height: int = 430) -> st
     if chosen in front:
         parts.append(_el("circle", "", cx=x(chosen.cost), cy=y(_y(chosen)), **ring))
     points = [*report.trials, *(r for r in front if r.is_baseline)]
+    place = {id(t): i for i, t in enumerate(front)}
     for t in sorted(points, key=lambda t: t.on_front):  # front drawn on top
         cx, cy = x(t.cost), y(_y(t))
         tip = _el("title", html.escape(_tooltip(report, t)))
         colour = _BASE if t.is_baseline else _FRONT if t.on_front else _OTHER
         parts.append(_el("circle", tip, class_="pt", cx=cx, cy=cy, r=6, fill=colour))
-        if t.on_front:
-            parts.append(_el("text", html.escape(t.short), x=cx + 8, y=cy + 14))
+        if t.on_front:  # neighbours alternate below and above, so close labels stay apart
+            below = place.get(id(t), 0) % 2 == 0
+            label = html.escape(t.short)
+            parts.append(_el("text", label, x=cx + 8, y=cy + 14 if below else cy - 8))
     parts.append(_legend(right, top))
     body = "\n".join(parts)
     return _el(
