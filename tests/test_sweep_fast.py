@@ -119,3 +119,20 @@ def test_a_failed_trial_is_recorded_and_the_sweep_goes_on(
     assert len(outcome.results) == 3
     failed = _records((TrialState.FAIL,))
     assert len(failed) == 1 and "synthetic job failed" in (failed[0].failure_reason or "")
+
+
+def test_checkpoints_record_the_training_rows_their_trial_used(
+    tmp_path: Path, backend: MemoryBackend
+) -> None:
+    # Issue 23: `harness trials` showed a checkpoint at the size asked for (800) beside its trial
+    # at the size used (the training split's, here 70 of 100 rows).
+    space = {**SPACE, "n_epochs": 2, "train_examples": 800}
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
+    study = {"n_trials": 1, "sampler": {"kind": "random"}}
+    path = write_experiment(tmp_path, data, space, study=study)
+    run_sweep(load_experiment(str(path)), RecordingView())
+    records = _records()
+    (trial,) = [r for r in records if not r.is_checkpoint]
+    (checkpoint,) = [r for r in records if r.is_checkpoint]
+    assert trial.train_examples is not None and trial.train_examples < 800
+    assert checkpoint.train_examples == trial.train_examples

@@ -321,12 +321,21 @@ def hosting_metrics(cost: Cost) -> dict[str, float]:
     return {"eval_hosting_usd": cost.hosting_usd, "eval_hosting_hours": cost.hosting_hours}
 
 
-def checkpoint_attrs(result: TrialResult, parent: int, run_id: str | None) -> dict[str, Any]:
-    """A scored epoch checkpoint of trial `parent`, recorded as a trial of its own."""
+def checkpoint_attrs(
+    result: TrialResult, parent: int, run_id: str | None, train_examples: int | None = None
+) -> dict[str, Any]:
+    """A scored epoch checkpoint of trial `parent`, recorded as a trial of its own.
+
+    `train_examples` is the training-set size its trial recorded (the size used, capped at the
+    split); without it the checkpoint records its spec's, the size asked for.
+    """
     epochs = result.model.epochs
     own = [e for e in epochs if e.checkpoint == result.model.model_ref]
+    attrs = result_attrs(result)
+    if train_examples is not None:
+        attrs["train_examples"] = train_examples
     return {
-        **result_attrs(result),
+        **attrs,
         **(
             {VALID_ACCURACY: own[-1].valid_accuracy, VALID_CORRECT: own[-1].valid_correct}
             if own
