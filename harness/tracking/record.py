@@ -324,23 +324,14 @@ def hosting_metrics(cost: Cost) -> dict[str, float]:
 def checkpoint_attrs(
     result: TrialResult, parent: int, run_id: str | None, train_examples: int | None = None
 ) -> dict[str, Any]:
-    """A scored epoch checkpoint of trial `parent`, recorded as a trial of its own.
-
-    `train_examples` is the training-set size its trial recorded (the size used, capped at the
-    split); without it the checkpoint records its spec's, the size asked for.
-    """
+    """A scored epoch checkpoint of trial `parent`, recorded as a trial of its own, with the
+    training-set size its trial recorded (`train_examples`, the size used; else as asked)."""
     epochs = result.model.epochs
-    own = [e for e in epochs if e.checkpoint == result.model.model_ref]
-    attrs = result_attrs(result)
-    if train_examples is not None:
-        attrs["train_examples"] = train_examples
+    own = next((e for e in reversed(epochs) if e.checkpoint == result.model.model_ref), None)
+    scored = {VALID_ACCURACY: own.valid_accuracy, VALID_CORRECT: own.valid_correct} if own else {}
     return {
-        **attrs,
-        **(
-            {VALID_ACCURACY: own[-1].valid_accuracy, VALID_CORRECT: own[-1].valid_correct}
-            if own
-            else {}
-        ),
+        **result_attrs(result, train_rows=train_examples),  # a size used caps the size asked
+        **scored,
         MLFLOW_RUN_ID: run_id,
         CHECKPOINT_OF: parent,
         SPENT_USD: result.eval_cost.usd,
