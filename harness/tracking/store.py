@@ -19,6 +19,7 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
+from harness.cache import cache_dir as harness_cache_dir
 from harness.config import DEFAULT_TRACKING_URI, Experiment
 from harness.tracking.relocate import reroot_store
 from harness.urls import with_driver
@@ -26,8 +27,7 @@ from harness.urls import with_driver
 
 def cache_dir() -> Path:
     """Where templates live: `$XDG_CACHE_HOME/harness` or `~/.cache/harness`."""
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "harness"
+    return harness_cache_dir()
 
 
 def sqlite_path(uri: str) -> Path | None:
