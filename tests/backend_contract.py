@@ -4,11 +4,13 @@ A backend's test module subclasses `BackendContract` and provides a class-scoped
 (a `BackendCase`: how to build the backend, tiny data, a spec to train). Every test here then
 runs against that backend, so what `harness.backends.base.Backend` promises holds for all of them:
 
+- preflight spends nothing and makes nothing (the case's spending snapshot is unchanged);
 - the actual cost of a trial (training plus scoring the test set) is never above its estimate;
 - `on_epoch` is called once per epoch, in order, and asking to stop is honoured where declared;
 - predictions come back in input order, one per text, with a score for every label;
 - failures are `BackendError`, never a raw library exception;
-- a packaged model opens again and predicts the same; `discard` deletes only what it may.
+- a packaged model opens again and predicts the same; `discard` never takes a final model, and
+  a checkpoint it says it kept still answers.
 """
 
 from __future__ import annotations
