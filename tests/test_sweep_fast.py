@@ -125,7 +125,7 @@ def test_checkpoints_record_the_training_rows_their_trial_used(
     tmp_path: Path, backend: MemoryBackend
 ) -> None:
     # Issue 23: `harness trials` showed a checkpoint at the size asked for (800) beside its trial
-    # at the size used (the training split's, here 70 of 100 rows).
+    # at the size used (the training split's, 120 rows here).
     space = {**SPACE, "n_epochs": 2, "train_examples": 800}
     data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
     study = {"n_trials": 1, "sampler": {"kind": "random"}}
@@ -136,3 +136,8 @@ def test_checkpoints_record_the_training_rows_their_trial_used(
     (checkpoint,) = [r for r in records if r.is_checkpoint]
     assert trial.train_examples is not None and trial.train_examples < 800
     assert checkpoint.train_examples == trial.train_examples
+    # Its MLflow run says the size used too (an absolute URI: MLflow caches stores by it).
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    names = sorted(r.info.run_name for r in runs if "n=" in r.info.run_name)
+    assert len(names) == 2 and all(f"n={trial.train_examples}" in name for name in names), names

@@ -166,9 +166,12 @@ class MlflowTracker:
                 f"the training split has {available}, so all {available} were used"
             )
         shown = replace(spec, train_examples=used) if capped else spec  # the run name says n=
-        run = self.client.create_run(
-            self.experiment_id, tags=tags, run_name=name or shown.run_name()
+        # A given name built on the spec's own (a checkpoint's `t012 ... @ epoch 1 of t007`)
+        # says n= as used too, like its trial's.
+        run_name = (
+            shown.run_name() if name is None else name.replace(spec.run_name(), shown.run_name(), 1)
         )
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=run_name)
         run_id = run.info.run_id
         params = {**spec.params(), "backend": backend, "seed": spec.seed}
         params["train_examples"] = used
