@@ -4,6 +4,7 @@ guard of the loop; the slow tier runs the same paths on real models and servers.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import optuna
@@ -17,6 +18,7 @@ from harness.scoring import unpack_correct
 from harness.sweep import loop
 from harness.sweep.loop import run_sweep
 from harness.tracking.record import TrialRecord
+from tests.cli_runner import run_cli
 from tests.conftest import review_rows, write_csv, write_experiment
 from tests.memory_backend import MemoryBackend
 from tests.test_sweep import RecordingView
@@ -141,3 +143,6 @@ def test_checkpoints_record_the_training_rows_their_trial_used(
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     names = sorted(r.info.run_name for r in runs if "n=" in r.info.run_name)
     assert len(names) == 2 and all(f"n={trial.train_examples}" in name for name in names), names
+    # `harness trials` reads the records: every row says the rows used.
+    shown = json.loads(run_cli("trials", str(path), "--json").output)
+    assert [row["train_examples_used"] for row in shown] == [trial.train_examples] * 2
