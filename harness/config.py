@@ -65,8 +65,9 @@ class SamplerConfig(Strict):
 class StudyConfig(Strict):
     """The Optuna study: which sampler, how many trials, what to optimise, where to store it.
 
-    With two objectives (the default) the answer is the Pareto front of test accuracy against
-    cost. With `objectives: [accuracy]`, accuracy alone is maximised, subject to
+    With two objectives (the default) the study is told validation accuracy and cost, and the
+    answer comes from the Pareto front of validation accuracy against cost (the test set only
+    confirms it). With `objectives: [accuracy]`, accuracy alone is maximised, subject to
     `max_trial_cost_usd` when given.
     """
 

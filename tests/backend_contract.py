@@ -4,18 +4,20 @@ A backend's test module subclasses `BackendContract` and provides a class-scoped
 (a `BackendCase`: how to build the backend, tiny data, a spec to train). Every test here then
 runs against that backend, so what `harness.backends.base.Backend` promises holds for all of them:
 
+- preflight spends nothing and makes nothing (the case's spending snapshot is unchanged);
 - the actual cost of a trial (training plus scoring the test set) is never above its estimate;
 - `on_epoch` is called once per epoch, in order, and asking to stop is honoured where declared;
 - predictions come back in input order, one per text, with a score for every label;
 - failures are `BackendError`, never a raw library exception;
-- a packaged model opens again and predicts the same; `discard` deletes only what it may.
+- a packaged model opens again and predicts the same; `discard` never takes a final model, and
+  a checkpoint it says it kept still answers.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -32,7 +34,23 @@ class BackendCase:
     data: PreparedData
     spec: TrialSpec  # at least two epochs, so there is an epoch to stop after
     missing_model: str  # a model reference that does not exist
+    # A snapshot of everything the backend could have spent or made (a fake provider's
+    # billable requests, a local backend's model and calibration folders): equal snapshots
+    # mean nothing was spent. Training must change it, or the snapshot sees nothing.
+    spending: Callable[[], object]
     env: dict[str, str] = field(default_factory=dict)  # set around every test (API keys)
+
+
+def files_of(*folders: Path) -> list[tuple[str, int]]:
+    """Every file under `folders` with its modification time: what a local backend made."""
+    return sorted(
+        (str(p), p.stat().st_mtime_ns) for f in folders for p in f.rglob("*") if p.is_file()
+    )
+
+
+def not_reads(requests: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The (method, path) of every request a fake provider saw but GETs: what could be billed."""
+    return [(method, path) for method, path in requests if method != "GET"]
 
 
 @dataclass
@@ -81,12 +99,17 @@ class BackendContract:
     def test_preflight_passes_for_a_healthy_backend_and_spends_nothing(
         self, case: BackendCase
     ) -> None:
-        case.make().preflight(case.data, [case.spec.base_model])
+        backend = case.make()
+        before = case.spending()
+        backend.preflight(case.data, [case.spec.base_model])
+        assert case.spending() == before, "preflight spent or made something"
 
     def test_actual_cost_is_never_above_the_estimate(self, case: BackendCase) -> None:
         backend = case.make()
         estimate = backend.estimate(case.spec, case.data)
+        before = case.spending()
         model = backend.fine_tune(case.spec, case.data, lambda epoch: False)
+        assert case.spending() != before, "the case's spending snapshot does not see training"
         _, scoring = backend.predict(model.model_ref, case.data.test.texts, case.data.labels)
         actual = model.train_cost + scoring
         assert 0.0 < actual.usd <= estimate.total.usd
@@ -158,7 +181,9 @@ class BackendContract:
         self, case: BackendCase, trained: Trained
     ) -> None:
         final = trained.model.model_ref
-        assert trained.backend.discard(final) is False or not os.path.exists(final)
+        # Never a trial's final model, for any backend (a path check alone held for every
+        # remote model reference, which is no path).
+        assert trained.backend.discard(final) is False
         earlier = [e.checkpoint for e in trained.model.epochs if e.checkpoint not in (None, final)]
         assert earlier, "a two-epoch run keeps the first epoch's model"
         for checkpoint in earlier:
@@ -167,6 +192,9 @@ class BackendContract:
             if deleted:
                 with pytest.raises(BackendError):
                     case.make().predict(checkpoint, ["any text"], case.data.labels)
+            else:  # nothing deleted: it still answers
+                kept, _ = case.make().predict(checkpoint, ["any text"], case.data.labels)
+                assert len(kept) == 1
         # The final model is untouched by discarding its checkpoints.
         predictions, _ = trained.backend.predict(final, case.data.test.texts[:2], case.data.labels)
         assert len(predictions) == 2

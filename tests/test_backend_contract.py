@@ -12,7 +12,7 @@ from harness.backends.local.encoder import LocalBackend
 from harness.backends.openai.backend import OpenAIBackend
 from harness.backends.openai.config import OpenAIBackendConfig
 from harness.records import PreparedData, TrialSpec
-from tests.backend_contract import BackendCase, BackendContract
+from tests.backend_contract import BackendCase, BackendContract, files_of, not_reads
 from tests.conftest import prepared, review_rows
 from tests.openai_fake import FakeOpenAI
 
@@ -30,6 +30,7 @@ class TestLocalBackend(BackendContract):
     @pytest.fixture(scope="class")
     def case(self, tmp_path_factory: pytest.TempPathFactory) -> BackendCase:
         models = tmp_path_factory.mktemp("models")
+        cache = tmp_path_factory.mktemp("cache")
         config = LocalBackendConfig(
             kind="local",
             base_learning_rate=2e-4,
@@ -44,8 +45,9 @@ class TestLocalBackend(BackendContract):
             data=_data(),
             spec=spec,
             missing_model=str(Path(models) / "no-such-model"),
+            spending=lambda: files_of(models, cache),
             # The cost calibration is measured once into this cache, not the user's.
-            env={"XDG_CACHE_HOME": str(tmp_path_factory.mktemp("cache"))},
+            env={"XDG_CACHE_HOME": str(cache)},
         )
 
 
@@ -61,6 +63,7 @@ class TestLocalLMBackend(BackendContract):
         from harness.backends.local.lm import LocalLMBackend
 
         models = tmp_path_factory.mktemp("lm-models")
+        cache = tmp_path_factory.mktemp("lm-cache")
         config = LocalLMBackendConfig(
             kind="local_lm", max_length=40, eval_batch_size=16, device="cpu", models_dir=str(models)
         )
@@ -70,7 +73,8 @@ class TestLocalLMBackend(BackendContract):
             data=_data(),
             spec=spec,
             missing_model=str(Path(models) / "no-such-model"),
-            env={"XDG_CACHE_HOME": str(tmp_path_factory.mktemp("lm-cache"))},
+            spending=lambda: files_of(models, cache),
+            env={"XDG_CACHE_HOME": str(cache)},
         )
 
 
@@ -102,6 +106,7 @@ class TestOpenAIBackend(BackendContract):
                 data=data,
                 spec=spec,
                 missing_model="ft:gpt-4.1-nano-2025-04-14:org:none:nosuchmodel",
+                spending=lambda: not_reads((r.method, r.path) for r in server.state.requests),
                 env={"OPENAI_API_KEY": KEY},
             )
 
@@ -143,5 +148,6 @@ class TestTogetherBackend(BackendContract):
                 data=data,
                 spec=TrialSpec(1, 2, 1.0, 4, model, seed=7),
                 missing_model="harness-test/no-such-model",
+                spending=lambda: not_reads((m, p) for m, p, _ in server.state.requests),
                 env={"TOGETHER_API_KEY": "tg-contract-KEY-0123456789abcdef"},
             )

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1] / "harness"
 LAYERS: list[tuple[str, ...]] = [
     # harness.config reads the `backend:` section with the models the backend registry names
     # (each kind's config module, pydantic only): they sit below it, beside the shared records.
-    ("harness", "harness.errors", "harness.urls", "harness.records"),
+    ("harness", "harness.errors", "harness.urls", "harness.records", "harness.cache"),
     (
         "harness.backends.settings",
         "harness.backends.hosted.config",

@@ -26,6 +26,7 @@ import yaml
 from harness.backends import load_backend
 from harness.backends.base import MemoryJournal, NullProgress
 from harness.backends.hosted import _tokens as _openai_tokens
+from harness.backends.hosted._files import FileStore
 from harness.backends.openai._client import scrub
 from harness.backends.openai.backend import OpenAIBackend
 from harness.backends.openai.config import OpenAIBackendConfig
@@ -171,6 +172,34 @@ def test_job_body_epoch_points_and_costs(openai_fake: FakeOpenAI, data: Prepared
     assert journal.texts["openai/result_file.csv"].startswith("step,train_loss")
 
 
+def _ask_for_files_together(monkeypatch: pytest.MonkeyPatch, threads: int) -> None:
+    """Make `threads` trials ask for the same file at once, whatever the scheduler does: each
+    looks the file up, then waits until every thread has asked for it and looked too, so
+    without `FileStore`'s lock all of them find nothing and all upload. With the lock the others
+    wait on it instead of looking, and the first goes on after a grace of 2 s."""
+    changed = threading.Condition()
+    asked, looked = [0], [0]
+    ensure, find = FileStore.ensure, FileStore._find
+
+    def counted(self: FileStore, content: bytes, role: str, fmt: Any) -> str:
+        with changed:
+            asked[0] += 1
+            changed.notify_all()
+        return ensure(self, content, role, fmt)
+
+    def held(self: FileStore, digest: str, size: int) -> str | None:
+        found = find(self, digest, size)
+        with changed:
+            looked[0] += 1
+            changed.notify_all()
+            changed.wait_for(lambda: asked[0] >= threads, timeout=30)
+            changed.wait_for(lambda: looked[0] >= threads, timeout=2.0)
+        return found
+
+    monkeypatch.setattr(FileStore, "ensure", counted)
+    monkeypatch.setattr(FileStore, "_find", held)
+
+
 def test_upload_once_per_digest_even_after_a_restart(
     openai_fake: FakeOpenAI, data: PreparedData
 ) -> None:
@@ -179,10 +208,13 @@ def test_upload_once_per_digest_even_after_a_restart(
         threading.Thread(target=backend.fine_tune, args=(_spec(epochs=1, number=n), data, _no))
         for n in (1, 2)
     ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    # Both trials inside the upload at once (it passed without the lock when they took turns).
+    with pytest.MonkeyPatch.context() as patch:
+        _ask_for_files_together(patch, threads=len(threads))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     assert openai_fake.state.count("POST", "/files") == 2  # train + validation, once each
     assert len(_job_bodies(openai_fake)) == 2
     files = {b["training_file"] for b in _job_bodies(openai_fake)}

@@ -4,6 +4,7 @@ guard of the loop; the slow tier runs the same paths on real models and servers.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import optuna
@@ -17,6 +18,7 @@ from harness.scoring import unpack_correct
 from harness.sweep import loop
 from harness.sweep.loop import run_sweep
 from harness.tracking.record import TrialRecord
+from tests.cli_runner import run_cli
 from tests.conftest import review_rows, write_csv, write_experiment
 from tests.memory_backend import MemoryBackend
 from tests.test_sweep import RecordingView
@@ -119,3 +121,28 @@ def test_a_failed_trial_is_recorded_and_the_sweep_goes_on(
     assert len(outcome.results) == 3
     failed = _records((TrialState.FAIL,))
     assert len(failed) == 1 and "synthetic job failed" in (failed[0].failure_reason or "")
+
+
+def test_checkpoints_record_the_training_rows_their_trial_used(
+    tmp_path: Path, backend: MemoryBackend
+) -> None:
+    # Issue 23: `harness trials` showed a checkpoint at the size asked for (800) beside its trial
+    # at the size used (the training split's, 120 rows here).
+    space = {**SPACE, "n_epochs": 2, "train_examples": 800}
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
+    study = {"n_trials": 1, "sampler": {"kind": "random"}}
+    path = write_experiment(tmp_path, data, space, study=study)
+    run_sweep(load_experiment(str(path)), RecordingView())
+    records = _records()
+    (trial,) = [r for r in records if not r.is_checkpoint]
+    (checkpoint,) = [r for r in records if r.is_checkpoint]
+    assert trial.train_examples is not None and trial.train_examples < 800
+    assert checkpoint.train_examples == trial.train_examples
+    # Its MLflow run says the size used too (an absolute URI: MLflow caches stores by it).
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    names = sorted(r.info.run_name for r in runs if "n=" in r.info.run_name)
+    assert len(names) == 2 and all(f"n={trial.train_examples}" in name for name in names), names
+    # `harness trials` reads the records: every row says the rows used.
+    shown = json.loads(run_cli("trials", str(path), "--json").output)
+    assert [row["train_examples_used"] for row in shown] == [trial.train_examples] * 2

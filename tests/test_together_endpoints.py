@@ -25,7 +25,7 @@ from harness.config import load_experiment
 from harness.errors import BackendError
 from harness.records import Cost, PreparedData, TrainedModel, TrialSpec
 from harness.sweep.loop import run_sweep
-from tests.backend_contract import BackendCase, BackendContract
+from tests.backend_contract import BackendCase, BackendContract, not_reads
 from tests.cli_runner import assert_clean_error, run_cli
 from tests.test_openai_sweep import RecordingView
 from tests.test_providers import (
@@ -274,6 +274,7 @@ class TestTogetherDedicatedBackend(BackendContract):
                 data=data,
                 spec=TrialSpec(1, 2, 1.0, 4, MODEL, seed=7),
                 missing_model="harness-test/no-such-model",
+                spending=lambda: not_reads((m, p) for m, p, _ in fake.state.requests),
                 env={"TOGETHER_API_KEY": KEY},
             )
             assert not fake.state.live_endpoints()

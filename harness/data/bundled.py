@@ -26,9 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.cache import DATASETS_ENV, datasets_dir
 from harness.errors import DataError, HarnessError
 
-CACHE_ENV = "HARNESS_CACHE_DIR"
+CACHE_ENV = DATASETS_ENV
 _PIP_TIMEOUT_S = 300
 _DECIMAL_INT = re.compile(r"[+-]?\d+(\.0*)?")
 
@@ -95,8 +96,7 @@ BUNDLED: dict[str, BundledDataset] = {
 
 def cache_dir() -> Path:
     """The directory holding canonical bundled CSVs: `$HARNESS_CACHE_DIR`, else ~/.cache/harness."""
-    configured = os.environ.get(CACHE_ENV)
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "harness"
+    return datasets_dir()
 
 
 def ensure_bundled(name: str) -> Path:

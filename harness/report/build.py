@@ -37,8 +37,9 @@ from harness.report.model import (
 from harness.report.render import render_files
 from harness.report.sections import epoch_summary, ownership, qualitative_sample
 from harness.sweep.study import completed_trials, load_existing_study, pareto_front
-from harness.tracking.record import MLFLOW_RUN_ID, REPORT_FRONT_TAG, TrialRecord, journal_key
-from harness.tracking.store import tracking_uri
+from harness.tracking.record import MLFLOW_RUN_ID, TrialRecord, journal_key
+from harness.tracking.reports import FrontMark, log_study_report
+from harness.tracking.store import open_store, tracking_uri
 
 __all__ = [
     "Report",
@@ -59,14 +60,6 @@ PREDICTIONS = "predictions.csv"
 
 
 # --- gathering -------------------------------------------------------------------------------
-
-
-def _client(uri: str) -> Any:
-    from mlflow import MlflowClient
-
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        return None  # never create an empty tracking store just to read from it
-    return MlflowClient(tracking_uri=uri)
 
 
 @contextmanager
@@ -199,7 +192,7 @@ def study_rows(experiment: Experiment) -> tuple[list[TrialRow], int, str | None]
             f"no completed trials yet in study {experiment.study_name!r}: "
             f"run `harness sweep {experiment.path}` first"
         )
-    rows = _rows(experiment, trials, _client(tracking_uri(experiment)))
+    rows = _rows(experiment, trials, open_store(tracking_uri(experiment)))
     running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
     return rows, running, study.user_attrs.get(MLFLOW_RUN_ID)
 
@@ -362,29 +355,8 @@ def log_report(report: Report, paths: dict[str, Path]) -> list[str]:
     Returns:
         What could not be done, in words (an empty list when everything was logged).
     """
-    from mlflow.exceptions import MlflowException
-
-    client = _client(report.tracking_uri)
-    if client is None:
-        return [f"not logged to MLflow: no tracking store at {report.tracking_uri}"]
-    problems = []
-    if report.parent_run_id:
-        try:
-            for path in paths.values():
-                client.log_artifact(report.parent_run_id, str(path), artifact_path="report")
-        except MlflowException as exc:
-            problems.append(f"not logged on parent run {report.parent_run_id}: {exc.message}")
-    else:
-        problems.append(
-            "not logged to MLflow: the study has no parent run (swept without tracking)"
-        )
-    for row in report.trials:
-        if row.run_id:
-            try:
-                client.set_tag(row.run_id, REPORT_FRONT_TAG, str(row.on_front).lower())
-            except MlflowException:
-                problems.append(f"{row.name}: MLflow run {row.run_id} is gone; not tagged")
-    return problems
+    marks = [FrontMark(row.name, row.run_id, row.on_front) for row in report.trials]
+    return log_study_report(report.tracking_uri, report.parent_run_id, paths.values(), marks)
 
 
 def summary_lines(report: Report) -> list[str]:

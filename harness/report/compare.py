@@ -15,16 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from harness.config import Experiment
 from harness.errors import ConfigError
 from harness.records import PreparedData
 from harness.report.build import analyse, study_rows, write_report
 from harness.report.model import Origin, Report, ReportOptions, TrialRow
+from harness.tracking.reports import COMPARE_EXPERIMENT, Answer, log_comparison
 from harness.tracking.store import tracking_uri
 
-COMPARE_EXPERIMENT = "harness-compare"
 COMPARED_TAG = "harness.compared_studies"  # comma-separated study names
 KIND_TAG = "harness.kind"  # `compare`, so the runs of several comparisons can be filtered
 
@@ -124,34 +123,6 @@ def comparison_dir(report: Report) -> Path:
     return Path("mlruns") / "reports" / ("compare-" + report.study.replace(" vs ", "-vs-"))
 
 
-def _artifact_root(uri: str) -> str | None:
-    """Artifacts beside a local sqlite store, as the sweep keeps them."""
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
-        return (db.parent / "artifacts").as_uri()
-    return None
-
-
-def _experiment_id(client: Any) -> str:
-    from mlflow.exceptions import MlflowException
-
-    found = client.get_experiment_by_name(COMPARE_EXPERIMENT)
-    if found is None:
-        try:
-            return str(
-                client.create_experiment(
-                    COMPARE_EXPERIMENT, artifact_location=_artifact_root(client.tracking_uri)
-                )
-            )
-        except MlflowException:  # created meanwhile by another process: adopt it
-            found = client.get_experiment_by_name(COMPARE_EXPERIMENT)
-            if found is None:
-                raise
-    if found.lifecycle_stage == "deleted":
-        client.restore_experiment(found.experiment_id)
-    return str(found.experiment_id)
-
-
 def record_comparison(
     report: Report, experiments: Sequence[Experiment], out_dir: Path
 ) -> tuple[dict[str, Path], list[str]]:
@@ -163,33 +134,16 @@ def record_comparison(
     Returns:
         The files written, and what could not be logged, in words (empty when all was).
     """
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
-    from harness.tracking.store import sqlite_path
+    def write(run_id: str | None) -> dict[str, Path]:
+        if run_id is not None:
+            report.parent_run_id = run_id  # the report names the run it is logged on
+        return write_report(report, out_dir)
 
-    db = sqlite_path(report.tracking_uri)
-    if db is not None and not db.exists():
-        paths = write_report(report, out_dir)
-        return paths, [f"not logged to MLflow: no tracking store at {report.tracking_uri}"]
-    client = MlflowClient(tracking_uri=report.tracking_uri)
-    try:
-        run = client.create_run(
-            _experiment_id(client), run_name=f"compare {report.study}", tags=_tags(report)
-        )
-    except MlflowException as exc:
-        return write_report(report, out_dir), [f"not logged to MLflow: {exc.message}"]
-    report.parent_run_id = run.info.run_id
-    status = "FAILED"
-    try:
-        paths = write_report(report, out_dir)
-        for path in paths.values():
-            client.log_artifact(run.info.run_id, str(path), artifact_path="report")
-        _log_answer(client, run.info.run_id, report, experiments)
-        status = "FINISHED"
-    finally:
-        client.set_terminated(run.info.run_id, status=status)
-    return paths, []
+    answer = _answer(report, experiments)
+    return log_comparison(
+        report.tracking_uri, f"compare {report.study}", _tags(report), write, answer
+    )
 
 
 def _tags(report: Report) -> dict[str, str]:
@@ -203,16 +157,15 @@ def _tags(report: Report) -> dict[str, str]:
     }
 
 
-def _log_answer(
-    client: Any, run_id: str, report: Report, experiments: Sequence[Experiment]
-) -> None:
+def _answer(report: Report, experiments: Sequence[Experiment]) -> Answer:
+    """What the comparison's run records of its answer: the chosen model (tags), its numbers
+    (metrics) and the settings it was chosen under (params)."""
     rec = report.recommendation
     chosen = rec.chosen
-    client.set_tag(run_id, "harness.answer", chosen.name)
-    client.set_tag(run_id, "harness.answer_text", rec.text[:5000])
+    tags = {"harness.answer": chosen.name, "harness.answer_text": rec.text[:5000]}
     if chosen.origin is not None:
         for key, value in chosen.origin.columns().items():
-            client.set_tag(run_id, f"harness.answer_{key}", value)
+            tags[f"harness.answer_{key}"] = value
     metrics = {
         "answer_valid_accuracy": chosen.selection_accuracy,
         "answer_test_accuracy": chosen.accuracy,
@@ -220,8 +173,6 @@ def _log_answer(
         "candidates": float(len(report.trials)),
         "front_size": float(len(report.front)),
     }
-    for metric, number in metrics.items():
-        client.log_metric(run_id, metric, number)
     o = report.options
     params: dict[str, object] = {
         "experiments": ",".join(str(e.path) for e in experiments)[:6000],
@@ -230,5 +181,4 @@ def _log_answer(
         "budget": o.budget,
         "alpha": o.alpha,
     }
-    for param, setting in params.items():
-        client.log_param(run_id, param, "" if setting is None else setting)
+    return Answer(tags=tags, metrics=metrics, params=params)

@@ -96,7 +96,10 @@ def add_checkpoint_trial(
 ) -> tuple[int, TrialRecord]:
     """Record a scored checkpoint as a completed trial; returns its trial number and record."""
     result = checkpoint.result
-    attrs = checkpoint_attrs(result, checkpoint.parent, run_id)
+    # The rows its trial trained on, as the trial recorded them (capped at the split), so a
+    # checkpoint never shows the size asked for beside its trial's size used.
+    used = TrialRecord.from_attrs(parent.user_attrs).train_examples
+    attrs = checkpoint_attrs(result, checkpoint.parent, run_id, train_examples=used)
     values = [
         next(
             (e.valid_accuracy for e in result.model.epochs if e.epoch == checkpoint.epoch),

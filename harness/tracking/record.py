@@ -322,17 +322,17 @@ def hosting_metrics(cost: Cost) -> dict[str, float]:
     return {"eval_hosting_usd": cost.hosting_usd, "eval_hosting_hours": cost.hosting_hours}
 
 
-def checkpoint_attrs(result: TrialResult, parent: int, run_id: str | None) -> dict[str, Any]:
-    """A scored epoch checkpoint of trial `parent`, recorded as a trial of its own."""
+def checkpoint_attrs(
+    result: TrialResult, parent: int, run_id: str | None, train_examples: int | None = None
+) -> dict[str, Any]:
+    """A scored epoch checkpoint of trial `parent`, recorded as a trial of its own, with the
+    training-set size its trial recorded (`train_examples`, the size used; else as asked)."""
     epochs = result.model.epochs
-    own = [e for e in epochs if e.checkpoint == result.model.model_ref]
+    own = next((e for e in reversed(epochs) if e.checkpoint == result.model.model_ref), None)
+    scored = {VALID_ACCURACY: own.valid_accuracy, VALID_CORRECT: own.valid_correct} if own else {}
     return {
-        **result_attrs(result),
-        **(
-            {VALID_ACCURACY: own[-1].valid_accuracy, VALID_CORRECT: own[-1].valid_correct}
-            if own
-            else {}
-        ),
+        **result_attrs(result, train_rows=train_examples),  # a size used caps the size asked
+        **scored,
         MLFLOW_RUN_ID: run_id,
         CHECKPOINT_OF: parent,
         SPENT_USD: result.eval_cost.usd,

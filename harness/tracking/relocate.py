@@ -2,7 +2,7 @@
 
 MLflow records artifact locations as absolute URIs (`create_experiment` resolves a relative one)
 in its database: experiments, runs, logged models, model versions. The harness keeps them beside
-a sqlite store (`<store folder>/artifacts`, see `runs._artifact_root` and
+a sqlite store (`<store folder>/artifacts`, see `store.artifact_root` and
 `store._point_default_experiment`), so the folder holding the database is the root of every
 file the store refers to, local models under `mlruns/models` included. Copied elsewhere, those
 locations would still name the original: a report or a promoted model of the copy would be

@@ -35,7 +35,7 @@ from harness.tracking.record import (
     trial_tags,
     used_train_examples,
 )
-from harness.tracking.store import ensure_sqlite_store, tracking_uri
+from harness.tracking.store import ensure_experiment, ensure_sqlite_store, tracking_uri
 from harness.urls import redact_text
 
 # Set on a trial run whose spec asked for more training examples than the split has.
@@ -53,14 +53,6 @@ def redact(value: Any) -> Any:
     if isinstance(value, str):
         return redact_text(value)
     return value
-
-
-def _artifact_root(uri: str) -> str | None:
-    """Keep artifacts beside a local sqlite store instead of MLflow's cwd-relative default."""
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
-        return (db.parent / "artifacts").as_uri()
-    return None
 
 
 class MlflowTracker:
@@ -85,20 +77,7 @@ class MlflowTracker:
 
     def _experiment_id(self) -> str:
         name = self.experiment.config.tracking.experiment_name or self.experiment.name
-        found = self.client.get_experiment_by_name(name)
-        if found is None:
-            try:
-                return self.client.create_experiment(
-                    name, artifact_location=_artifact_root(self.uri)
-                )
-            except self._mlflow.exceptions.MlflowException:
-                # RESOURCE_ALREADY_EXISTS: another worker created it meanwhile; adopt it.
-                found = self.client.get_experiment_by_name(name)
-                if found is None:
-                    raise
-        if found.lifecycle_stage == "deleted":
-            self.client.restore_experiment(found.experiment_id)
-        return str(found.experiment_id)
+        return ensure_experiment(self.client, name)
 
     def start_study(
         self, study_name: str, search_space: dict[str, Any], run_id: str | None = None
@@ -195,9 +174,12 @@ class MlflowTracker:
                 f"the training split has {available}, so all {available} were used"
             )
         shown = replace(spec, train_examples=used) if capped else spec  # the run name says n=
-        run = self.client.create_run(
-            self.experiment_id, tags=tags, run_name=name or shown.run_name()
+        # A given name built on the spec's own (a checkpoint's `t012 ... @ epoch 1 of t007`)
+        # says n= as used too, like its trial's.
+        run_name = (
+            shown.run_name() if name is None else name.replace(spec.run_name(), shown.run_name(), 1)
         )
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=run_name)
         run_id = run.info.run_id
         self._log_dataset(run_id)
         params = {**spec.params(), "backend": backend, "seed": spec.seed}

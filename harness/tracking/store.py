@@ -18,7 +18,9 @@ import os
 import sqlite3
 import tempfile
 from pathlib import Path
+from typing import Any
 
+from harness.cache import cache_dir as harness_cache_dir
 from harness.config import DEFAULT_TRACKING_URI, Experiment
 from harness.tracking.relocate import reroot_store
 from harness.urls import with_driver
@@ -26,8 +28,7 @@ from harness.urls import with_driver
 
 def cache_dir() -> Path:
     """Where templates live: `$XDG_CACHE_HOME/harness` or `~/.cache/harness`."""
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "harness"
+    return harness_cache_dir()
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -134,3 +135,45 @@ def absolute_sqlite(uri: str) -> str:
         if path != ":memory:" and not path.startswith("/"):
             return "sqlite:///" + str(Path(path).expanduser().resolve())
     return uri
+
+
+def artifact_root(uri: str) -> str | None:
+    """Keep artifacts beside a local sqlite store instead of MLflow's cwd-relative default."""
+    db = sqlite_path(uri)
+    return (db.resolve().parent / "artifacts").as_uri() if db is not None else None
+
+
+def ensure_experiment(client: Any, name: str) -> str:
+    """The id of MLflow experiment `name` in `client`'s store: created (its artifacts beside a
+    local sqlite store) when missing, restored when deleted, adopted when another process
+    created it meanwhile.
+
+    Raises:
+        MlflowException: The store refused, for another reason than a concurrent creation.
+    """
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        try:
+            root = artifact_root(client.tracking_uri)
+            return str(client.create_experiment(name, artifact_location=root))
+        except MlflowException:
+            # RESOURCE_ALREADY_EXISTS: another worker created it meanwhile; adopt it.
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+    if found.lifecycle_stage == "deleted":
+        client.restore_experiment(found.experiment_id)
+    return str(found.experiment_id)
+
+
+def open_store(uri: str) -> Any | None:
+    """An `MlflowClient` on the store at `uri`; None for a local sqlite store that does not exist
+    (never create an empty tracking store just to read from it or to log a report to it)."""
+    from mlflow import MlflowClient
+
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        return None
+    return MlflowClient(tracking_uri=uri)

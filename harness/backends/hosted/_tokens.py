@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends.hosted.pricing import base_model_of
+from harness.cache import cache_dir
 from harness.errors import ConfigError
 
 # name -> (download URL, SHA-256 of the file), as in tiktoken_ext/openai_public.py.
@@ -45,8 +46,7 @@ _seed_lock = threading.Lock()
 
 def default_cache_dir() -> Path:
     """`$XDG_CACHE_HOME/harness/tiktoken`, else `~/.cache/harness/tiktoken`."""
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "harness" / "tiktoken"
+    return cache_dir("tiktoken")
 
 
 def cache_file_name(url: str) -> str:

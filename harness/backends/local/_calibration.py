@@ -51,6 +51,7 @@ from harness.backends.local._torch_utils import (
 )
 from harness.backends.local._training import Run, train_step
 from harness.backends.local.config import LocalBackendConfig, LocalCalibration, LocalLMBackendConfig
+from harness.cache import cache_dir
 from harness.records import Cost
 
 TRAIN_BATCH = 16  # the batch of the throughput figures in DESIGN.md
@@ -213,10 +214,9 @@ def calibration_key(
 
 def cache_file(key: dict[str, Any]) -> Path:
     """`$XDG_CACHE_HOME/harness/local-calibration/<digest of key>.json` (`~/.cache` by default:
-    the folder `harness.tracking.store` uses, which a backend may not import)."""
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    the harness's one cache folder, `harness.cache`)."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return Path(root) / "harness" / FOLDER / f"{digest}.json"
+    return cache_dir(FOLDER) / f"{digest}.json"
 
 
 def cached(key: dict[str, Any]) -> Rates | None:

@@ -29,6 +29,7 @@ from typing import Any
 
 from harness.backends.local._models import load_error as local_load_error
 from harness.backends.local._models import local_or_hub, model_folder
+from harness.cache import cache_dir
 from harness.errors import BackendError
 from harness.records import TrialSpec
 
@@ -77,7 +78,7 @@ def smollm2_gguf() -> Path:
 
 def model_cache() -> Path:
     """`$XDG_CACHE_HOME/harness/models` (default `~/.cache/harness/models`)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "harness" / "models"
+    return cache_dir("models")
 
 
 def offline_smollm2(cache: Path | None = None) -> Path:

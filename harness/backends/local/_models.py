@@ -27,6 +27,7 @@ from typing import Any
 
 from harness.backends.base import ModelPackage, RemoteJob
 from harness.backends.hosted.pricing import Price
+from harness.cache import cache_dir
 from harness.errors import BackendError
 from harness.records import TrialSpec
 
@@ -103,8 +104,7 @@ def offline_mpnet(cache: Path | None = None) -> Path:
     Raises:
         BackendError: A part is not installed, or the unpacked weights fail their checksum.
     """
-    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "harness/models"
-    target = (cache or default) / "all-mpnet-base-v2"
+    target = (cache or cache_dir("models")) / "all-mpnet-base-v2"
     if (target / ".verified").is_file():
         return target
     parts = [_mpnet_part(name) for name in MPNET_PARTS]
