@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,22 +59,33 @@ _LEAKS = (
 
 @pytest.fixture(scope="session")
 def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A cache folder for the whole test session (calibrations, tokenizer files, store
-    templates), never the user's `~/.cache`: measured once per session, shared by its tests."""
+    """A cache folder for the whole test session (calibrations, converted models, tokenizer
+    files, store templates), never the user's `~/.cache`: measured once per session, shared."""
     return tmp_path_factory.mktemp("xdg-cache")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_session(session_cache: Path) -> Iterator[None]:
+    """The environment every fixture sees, set before the first one runs (a module's trained
+    model and a test that reloads it must read one calibration, from one cache)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for var in _LEAKS:
+            patch.delenv(var, raising=False)
+        # The offline datasets stay where `make setup` fetched them (verified by SHA-256 on
+        # use), so no test downloads them; everything else the harness caches goes to the
+        # session's folder.
+        patch.setenv(CACHE_ENV, str(cache_dir()))
+        patch.setenv("XDG_CACHE_HOME", str(session_cache))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setenv("TOKENIZERS_PARALLELISM", "false")
+        yield
+
+
 @pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, session_cache: Path) -> Path:
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
-    for var in _LEAKS:
+    for var in _LEAKS:  # whatever an earlier test's fixture left is gone
         monkeypatch.delenv(var, raising=False)
-    # The offline datasets stay where `make setup` fetched them (verified by SHA-256 on use),
-    # so no test downloads them; everything else the harness caches goes to the session's folder.
-    monkeypatch.setenv(CACHE_ENV, str(cache_dir()))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(session_cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     # A developer's own `harness prices refresh` never changes what tests price.
     monkeypatch.setenv("HARNESS_PRICES_FILE", str(tmp_path / "prices.local.yaml"))
     return tmp_path

@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from harness.config import load_experiment
@@ -43,6 +44,7 @@ def test_a_local_model_is_promoted_and_called_after_its_folder_is_gone(
 
     done = promote(experiment)
     model = load_registered_model(done.uri, server.uri)
-    frame = model.predict(["A warm, funny film that never drags.", "Dull and far too long."])
+    texts = ["A warm, funny film that never drags.", "Dull and far too long."]
+    frame = model.predict(pd.DataFrame({"text": texts}))
     assert list(frame.columns[:2]) == ["label", "confidence"] and len(frame) == 2
     assert set(frame["label"]) <= {"positive", "negative"}

@@ -5,6 +5,7 @@ guard of the loop; the slow tier runs the same paths on real models and servers.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import optuna
@@ -36,6 +37,8 @@ def backend(monkeypatch: pytest.MonkeyPatch) -> MemoryBackend:
     local backend's folders do)."""
     memory = MemoryBackend()
     monkeypatch.setattr(loop, "load_backend", lambda config, progress=None: memory)
+    # Absolute: MLflow caches stores by URI, so a relative one could reach an earlier test's.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd()}/mlruns/mlflow.db")
     return memory
 
 
@@ -77,7 +80,7 @@ def test_a_sweep_records_trials_checkpoints_and_a_paired_report(
         sum(r.total_cost.usd for r in outcome.results)
         + sum(r.spent_usd or 0.0 for r in checkpoints)
     )
-    client = MlflowClient("sqlite:///mlruns/mlflow.db")
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     assert len(runs) == len(records) + 1  # one per trial and checkpoint, plus the study's
     report = build_report(load_experiment(str(path)))
