@@ -126,6 +126,7 @@ def test_a_real_three_point_gain_for_twice_the_cost_is_bought(r: float, at_least
     assert bought / SEEDS >= at_least
 
 
+@pytest.mark.slow  # 2 x 1,000 simulated sweeps
 @pytest.mark.parametrize("mode", ["budget", "value $1"])
 def test_a_real_five_point_gain_behind_nine_no_better_candidates_is_bought(mode: str) -> None:
     # Five candidates 5 points better, behind nine no better than the cheapest. The issue asks
@@ -201,6 +202,7 @@ def test_the_old_rule_refused_the_hosted_gain() -> None:
     assert stayed > 30 and bought >= 80
 
 
+@pytest.mark.slow  # 2,000 simulated sweeps
 def test_the_chosen_model_test_accuracy_is_unbiased() -> None:
     # 20 candidates slowly improving with cost (0.75 to 0.826), at $1 a point: the report's
     # first figure is the chosen model's test accuracy, read once.
