@@ -106,6 +106,9 @@ def test_an_azure_sweep_reports_a_month_of_hosting_at_the_price_rows_rate(
         backend = dict(azure.backend)
         (model, price), *_ = backend["prices"].items()
         backend["prices"] = {model: {**price, "hosting_per_hour": HOSTING_PER_HOUR}}
+        # Scored on a Standard deployment, which bills hosting by the hour (the default,
+        # Developer, bills none while scoring).
+        backend["azure"] = {**backend["azure"], "deployment_sku": "standard"}
         path = openai_experiment(tmp_path, "hosted", 1, backend=backend)
         outcome = run_sweep(load_experiment(str(path)), RecordingView(), confirm=lambda w, b: True)
         assert len(outcome.results) == 1, outcome.failures
