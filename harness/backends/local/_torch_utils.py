@@ -19,7 +19,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
-from harness.errors import BackendError
+from harness.errors import BackendError, ConfigError
 from harness.records import Prediction
 
 
@@ -84,6 +84,20 @@ def use_all_cores() -> int:
         cores = os.cpu_count() or 1
     torch.set_num_threads(max(cores, 1))
     return cores
+
+
+def start_device(requested: str) -> tuple[torch.device, int | None]:
+    """The device a local backend trains on, and the CPU threads torch was given (None off
+    the CPU), for `backend.device` as configured.
+
+    Raises:
+        ConfigError: The device is not one torch knows or has here.
+    """
+    try:
+        device = pick_device(requested)
+    except ValueError as exc:
+        raise ConfigError(f"backend.{exc}") from None
+    return device, use_all_cores() if device.type == "cpu" else None
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:

@@ -70,11 +70,10 @@ from harness.backends.local._torch_utils import (
     ordered_logits,
     out_of_memory_as_backend_error,
     padding_of,
-    pick_device,
     quiet_transformers,
+    start_device,
     to_predictions,
     token_counter,
-    use_all_cores,
 )
 from harness.backends.local._training import (
     Run,
@@ -86,7 +85,7 @@ from harness.backends.local._training import (
 )
 from harness.backends.local.config import LocalBackendConfig
 from harness.data.prepare import subsample
-from harness.errors import BackendError, ConfigError
+from harness.errors import BackendError
 from harness.records import Cost, Prediction, PreparedData, TrainedModel, TrialSpec
 from harness.scoring import pack_bits
 
@@ -166,11 +165,7 @@ class LocalBackend(LocalFolders):
     def __init__(self, config: LocalBackendConfig, progress: Progress | None = None) -> None:
         self.config = config
         self.progress: Progress = progress or NullProgress()
-        try:
-            self.device = pick_device(config.device)
-        except ValueError as exc:
-            raise ConfigError(f"backend.{exc}") from None
-        self.cpu_threads = use_all_cores() if self.device.type == "cpu" else None
+        self.device, self.cpu_threads = start_device(config.device)
         self.tokenize_calls = 0  # dataset tokenizations, exposed so tests can see the cache work
         self._tokenizers: dict[str, Any] = {}
         self._encoded: dict[tuple[str, str, int], _Encoded] = {}

@@ -73,13 +73,12 @@ from harness.backends.local._lm_workload import LM_WORKLOAD, load_causal_lm, loa
 from harness.backends.local._models import LocalFolders
 from harness.backends.local._torch_utils import (
     out_of_memory_as_backend_error,
-    pick_device,
     quiet_transformers,
-    use_all_cores,
+    start_device,
 )
 from harness.backends.local.config import LocalLMBackendConfig
 from harness.data.prepare import subsample
-from harness.errors import BackendError, ConfigError
+from harness.errors import BackendError
 from harness.records import Cost, Prediction, PreparedData, TrainedModel, TrialSpec
 from harness.scoring import pack_bits
 
@@ -108,11 +107,7 @@ class LocalLMBackend(LocalFolders):
     def __init__(self, config: LocalLMBackendConfig, progress: Progress | None = None) -> None:
         self.config = config
         self.progress: Progress = progress or NullProgress()
-        try:
-            self.device = pick_device(config.device)
-        except ValueError as exc:
-            raise ConfigError(f"backend.{exc}") from None
-        self.cpu_threads = use_all_cores() if self.device.type == "cpu" else None
+        self.device, self.cpu_threads = start_device(config.device)
         self._formats: dict[str, Formatter] = {}
         self._loaded: _Loaded | None = None
         self.pricing = Pricing(config, self.device, self.progress, LM_WORKLOAD)
