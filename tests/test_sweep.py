@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import optuna
@@ -204,6 +205,48 @@ def test_crashed_worker_trial_is_failed_and_retried(tmp_path: Path, tiny_csv: Pa
     assert [t.number for t in failed] == [trial.number]
     waiting = handle.study.get_trials(states=(TrialState.WAITING,))
     assert len(waiting) == 1 and waiting[0].params == trial.params
+
+
+def test_a_launch_never_sees_a_paid_trial_failed_but_not_yet_requeued(
+    tmp_path: Path, tiny_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a CI run of three workers: while one survivor failed a dead worker's trial and had
+    not yet queued it again, another counted the study short of `n_trials` and asked for a new
+    trial; the requeued paid job then ran past the target too (five trials for four). Failing
+    and requeuing hold the `launch` lock, so a launch sees the trial running or waiting."""
+    from harness.sweep import study as study_module
+    from harness.sweep.locks import study_lock
+    from harness.sweep.shared import paid_job_waiting, toward_target
+
+    path = write_experiment(tmp_path, tiny_csv)
+    experiment = load_experiment(str(path))
+    space = load_search_space(experiment.resolve_path(experiment.config.search_space))
+    handle = open_study(experiment, space)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    trial = ask(handle, space)
+    attrs = {"host": socket.gethostname(), "pid": dead.pid, "journal.job_key": "k"}
+    for key, value in attrs.items():  # a dead worker's trial whose job is paid for
+        trial.set_user_attr(key, value)
+    seen: list[tuple[int, bool]] = []
+    real_requeue = study_module.requeue
+
+    def launch_meanwhile() -> None:
+        with study_lock(handle.study, "launch"):  # what `_launch` counts before it asks
+            seen.append((toward_target(handle), paid_job_waiting(handle)))
+
+    other = threading.Thread(target=launch_meanwhile)
+
+    def slow_requeue(study: optuna.Study, failed: optuna.trial.FrozenTrial) -> None:
+        other.start()
+        other.join(timeout=1.0)  # a launch that is not kept out gets in here
+        real_requeue(study, failed)
+
+    monkeypatch.setattr(study_module, "requeue", slow_requeue)
+    recover_crashed_trials(handle)
+    other.join(timeout=30)
+
+    assert seen == [(0, True)], "the launch saw the paid trial waiting to run, nothing less"
 
 
 def test_a_trial_that_cannot_reach_the_front_stops_after_one_epoch(

@@ -34,7 +34,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from harness.config import Experiment
 from harness.errors import ConfigError
 from harness.records import TrialSpec
-from harness.sweep.locks import url_lock
+from harness.sweep.locks import study_lock, url_lock
 from harness.sweep.search_space import SearchSpace
 from harness.sweep.storage import (
     GRACE_SECONDS,
@@ -200,12 +200,15 @@ def recover_crashed_trials(handle: StudyHandle) -> list[FrozenTrial]:
     """
     host, now = worker_host(), datetime.datetime.now()
     failed: list[FrozenTrial] = []
-    for trial in handle.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if _worker_gone(trial, host, now, handle.grace_seconds) and _fail(handle, trial):
-            failed.append(handle.storage.get_trial(trial._trial_id))
-            requeue(handle.study, failed[-1])
-    with _quiet_optuna():
-        fail_stale_trials(handle.study)  # its callback records what it failed in handle.stale
+    # Under the `launch` lock: between failing a trial and queuing it again it is neither
+    # running nor waiting, and a launch counting then would ask one trial too many.
+    with study_lock(handle.study, "launch"):
+        for trial in handle.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if _worker_gone(trial, host, now, handle.grace_seconds) and _fail(handle, trial):
+                failed.append(handle.storage.get_trial(trial._trial_id))
+                requeue(handle.study, failed[-1])
+        with _quiet_optuna():
+            fail_stale_trials(handle.study)  # its callback records what it failed in handle.stale
     failed += handle.stale
     handle.stale.clear()
     return failed
