@@ -33,6 +33,8 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +45,39 @@ GRID: dict[str, list[Any]] = {
     "train_examples": [200, 400, 800],
 }
 DATA = Path(__file__).resolve().parent / "data"
-PARTIAL = DATA / "response_surface.partial.jsonl"
-SURFACE = DATA / "response_surface.json"
 EXPERIMENT = str(Path(__file__).resolve().parent.parent / "experiments" / "demo.yaml")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Which surface is recorded: the experiment (with `--set` overrides), the file it goes to,
+    and the clock its seconds are read from."""
+
+    experiment: str = EXPERIMENT
+    overrides: tuple[str, ...] = ()
+    name: str = "response_surface"
+    cpu_clock: bool = False  # seconds = process CPU seconds / torch threads (load cannot move it)
+
+    @property
+    def partial(self) -> Path:
+        return DATA / f"{self.name}.partial.jsonl"
+
+    @property
+    def surface(self) -> Path:
+        return DATA / f"{self.name}.json"
+
+    def load(self) -> Any:
+        from harness.config import load_experiment
+
+        return load_experiment(self.experiment, list(self.overrides))
+
+    def clock(self) -> Callable[[], float]:
+        if not self.cpu_clock:
+            return time.perf_counter
+        import torch
+
+        threads = max(1, torch.get_num_threads())
+        return lambda: time.process_time() / threads
 
 
 def grid_configs(seed: int = 0) -> list[dict[str, Any]]:
@@ -60,7 +92,13 @@ def _key(config: dict[str, Any]) -> str:
     return json.dumps(config, sort_keys=True)
 
 
-def record_one(backend: Any, data: Any, config: dict[str, Any], number: int) -> dict[str, Any]:
+def record_one(
+    backend: Any,
+    data: Any,
+    config: dict[str, Any],
+    number: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, Any]:
     """Train one configuration with the local backend's own loop; score every epoch."""
     import torch
 
@@ -78,22 +116,22 @@ def record_one(backend: Any, data: Any, config: dict[str, Any], number: int) -> 
         train_examples=config["train_examples"],
         seed=0,
     )
-    started = time.perf_counter()
+    started = clock()
     path = resolve_model_path(spec.base_model)
     tokenizer = backend._tokenizer(path, spec.base_model)
     encoded = backend._encode(path, tokenizer, data)
     run = start_run(backend.config, backend.device, spec, data, path, tokenizer, encoded.train)
-    load_seconds = time.perf_counter() - started
+    load_seconds = clock() - started
     valid_labels = torch.tensor(label_ids(data.validation, data.labels))
     test_ids = backend._token_ids(tokenizer, data.test.texts)
     test_labels = torch.tensor(label_ids(data.test, data.labels))
     epochs = []
     for epoch in range(1, spec.n_epochs + 1):
-        began = time.perf_counter()
+        began = clock()
         train_loss = train_epoch(run, backend.progress, f"{spec.run_name()} epoch {epoch}")
         batch = backend.config.eval_batch_size
         valid_accuracy, valid_loss, _ = validate(run, encoded.validation, valid_labels, batch)
-        trained = time.perf_counter()
+        trained = clock()
         logits = ordered_logits(
             run.model, test_ids, backend.config.eval_batch_size, run.pad, backend.device
         )
@@ -106,14 +144,14 @@ def record_one(backend: Any, data: Any, config: dict[str, Any], number: int) -> 
                 "valid_accuracy": valid_accuracy,
                 "test_accuracy": test_accuracy,
                 "train_valid_seconds": trained - began,
-                "test_seconds": time.perf_counter() - trained,
+                "test_seconds": clock() - trained,
             }
         )
     with tempfile.TemporaryDirectory() as tmp, quiet_transformers():
-        began = time.perf_counter()
+        began = clock()
         run.model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        save_seconds = time.perf_counter() - began
+        save_seconds = clock() - began
     return {
         "config": config,
         "load_seconds": load_seconds,
@@ -122,29 +160,33 @@ def record_one(backend: Any, data: Any, config: dict[str, Any], number: int) -> 
     }
 
 
-def _done() -> dict[str, dict[str, Any]]:
-    if not PARTIAL.is_file():
+def _done(target: Target) -> dict[str, dict[str, Any]]:
+    if not target.partial.is_file():
         return {}
-    rows = [json.loads(line) for line in PARTIAL.read_text().splitlines() if line.strip()]
+    lines = target.partial.read_text().splitlines()
+    rows = [json.loads(line) for line in lines if line.strip()]
     return {_key(row["config"]): row for row in rows}
 
 
-def record(limit: int | None) -> None:
-    """Record the configurations not yet in the partial file (at most `limit` of them)."""
+def _backend_and_data(target: Target) -> tuple[Any, Any]:
     from benchmarks.common import QuietView
     from harness.backends.local.encoder import LocalBackend
-    from harness.config import load_experiment
     from harness.data.prepare import prepare_experiment
 
-    experiment = load_experiment(EXPERIMENT)
+    experiment = target.load()
     data, _ = prepare_experiment(experiment)
-    backend = LocalBackend(experiment.config.backend, QuietView().progress)
-    done = _done()
+    return LocalBackend(experiment.config.backend, QuietView().progress), data
+
+
+def record(target: Target, limit: int | None) -> None:
+    """Record the configurations not yet in the partial file (at most `limit` of them)."""
+    backend, data = _backend_and_data(target)
+    done = _done(target)
     todo = [c for c in grid_configs() if _key(c) not in done][:limit]
     DATA.mkdir(parents=True, exist_ok=True)
     for i, config in enumerate(todo, start=len(done)):
-        row = record_one(backend, data, config, i)
-        with PARTIAL.open("a") as out:
+        row = record_one(backend, data, config, i, target.clock())
+        with target.partial.open("a") as out:
             out.write(json.dumps(row) + "\n")
         last = row["epochs"][-1]
         print(
@@ -176,21 +218,14 @@ def slow_rows(rows: list[dict[str, Any]], tolerance: float = 1.15) -> list[dict[
     ]
 
 
-def rerecord_slow() -> None:
+def rerecord_slow(target: Target) -> None:
     """Train the slow rows again; keep the faster run of each (see the module docstring)."""
-    from benchmarks.common import QuietView
-    from harness.backends.local.encoder import LocalBackend
-    from harness.config import load_experiment
-    from harness.data.prepare import prepare_experiment
-
-    experiment = load_experiment(EXPERIMENT)
-    data, _ = prepare_experiment(experiment)
-    backend = LocalBackend(experiment.config.backend, QuietView().progress)
-    rows = _done()
+    backend, data = _backend_and_data(target)
+    rows = _done(target)
     slow = slow_rows(list(rows.values()))
     print(f"re-recording {len(slow)} slow rows", flush=True)
     for i, old in enumerate(slow):
-        new = record_one(backend, data, old["config"], i)
+        new = record_one(backend, data, old["config"], i, target.clock())
         same = [e["test_accuracy"] for e in new["epochs"]] == [
             e["test_accuracy"] for e in old["epochs"]
         ]
@@ -200,25 +235,26 @@ def rerecord_slow() -> None:
         print(
             f"{old['config']}: {_total_seconds(old):.1f}s -> {_total_seconds(new):.1f}s", flush=True
         )
-    PARTIAL.write_text("".join(json.dumps(row) + "\n" for row in rows.values()))
+    target.partial.write_text("".join(json.dumps(row) + "\n" for row in rows.values()))
 
 
-def finish() -> None:
+def finish(target: Target) -> None:
     """Write the surface file: every grid row, the data and backend it came from, the machine."""
     from benchmarks.common import machine
-    from harness.config import load_experiment
     from harness.data.prepare import prepare_experiment
 
-    experiment = load_experiment(EXPERIMENT)
+    experiment = target.load()
     data, _ = prepare_experiment(experiment)
-    rows = _done()
+    rows = _done(target)
     missing = [c for c in grid_configs() if _key(c) not in rows]
     if missing:
         raise SystemExit(f"{len(missing)} grid configurations are not recorded yet")
     backend = experiment.config.backend
     surface = {
         "how": __doc__,
-        "experiment": str(Path(EXPERIMENT).relative_to(Path(EXPERIMENT).parents[1])),
+        "experiment": str(Path(target.experiment).resolve().relative_to(DATA.parents[1])),
+        "overrides": list(target.overrides),
+        "clock": "process CPU seconds / torch threads" if target.cpu_clock else "wall seconds",
         "data_digest": data.digest,
         "split_sizes": {
             "train": len(data.train),
@@ -232,8 +268,8 @@ def finish() -> None:
         "rows": [rows[_key(c)] for c in grid_configs()],
         "rerecorded": [r["config"] for r in rows.values() if r.get("rerecorded")],
     }
-    SURFACE.write_text(json.dumps(surface, indent=1) + "\n")
-    print(f"wrote {SURFACE} ({len(rows)} configurations)")
+    target.surface.write_text(json.dumps(surface, indent=1) + "\n")
+    print(f"wrote {target.surface} ({len(rows)} configurations)")
 
 
 def main() -> None:
@@ -244,13 +280,20 @@ def main() -> None:
     parser.add_argument(
         "--rerecord-slow", action="store_true", help="train slow rows again, keep the faster run"
     )
+    parser.add_argument("--experiment", default=EXPERIMENT, help="the experiment file to record")
+    parser.add_argument("--set", action="append", default=[], help="KEY=VALUE override")
+    parser.add_argument("--name", default="response_surface", help="file name under data/")
+    parser.add_argument(
+        "--cpu-clock", action="store_true", help="time by process CPU seconds / torch threads"
+    )
     args = parser.parse_args()
+    target = Target(args.experiment, tuple(args.set), args.name, args.cpu_clock)
     if args.rerecord_slow:
-        rerecord_slow()
+        rerecord_slow(target)
     elif not args.finish:
-        record(args.limit)
-    if len(_done()) == len(grid_configs()):
-        finish()
+        record(target, args.limit)
+    if len(_done(target)) == len(grid_configs()):
+        finish(target)
 
 
 if __name__ == "__main__":
