@@ -3,7 +3,6 @@ bars, a line per epoch and per trial), and the trials table."""
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.backends.base import Progress
-from harness.records import Cost, EpochResult, TrialResult, TrialSpec
+from harness.records import Cost, EpochResult, TrialResult, TrialSpec, usd
 from harness.sweep.live import LiveView, SweepStatus
 from harness.sweep.study import pareto_numbers
 from harness.tracking.record import TrialRecord
@@ -55,11 +54,6 @@ class _TrainingBar:
     def finish(self) -> None:
         if self._task is not None:
             self._bars.update(self._task, visible=False)
-
-
-def usd(value: float) -> str:
-    """Dollars as the trials table shows them (`dollars`: local trials cost fractions of a cent)."""
-    return f"${dollars(value)}"
 
 
 def _clock(seconds: float | None) -> str:
@@ -236,10 +230,7 @@ def dollars(value: Any) -> str:
     """Dollars to three significant digits without an exponent: 0.00123, 0.0456, 1.23, 148."""
     if not isinstance(value, int | float):
         return "-"
-    if value == 0 or abs(value) >= 100:
-        return f"{value:.0f}"
-    decimals = min(8, max(0, 2 - math.floor(math.log10(abs(value)))))
-    return f"{value:.{decimals}f}"
+    return usd(value).removeprefix("$")  # the column header says the unit
 
 
 def duration(seconds: Any) -> str:

@@ -6,6 +6,7 @@ and sent across threads without surprises.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,3 +175,23 @@ class PreparedData:
     digest: str
     ordinal: bool
     name: str
+
+
+def usd(value: float | None) -> str:
+    """Dollars to three significant digits below $1 (`$0.0123`, `$0.10`), cents up to $100
+    (`$12.34`), whole dollars above (`$1,474`): every figure in dollars the harness prints."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if value == 0:
+        return "$0"
+    if value < 0:
+        return f"-{usd(-value)}"
+    if abs(value) >= 100:
+        return f"${value:,.0f}"  # cents of hundreds of dollars only widen tables
+    if abs(value) >= 1:
+        return f"${value:,.2f}"
+    decimals = max(2, -math.floor(math.log10(abs(value))) + 2)
+    text = f"{value:.{decimals}f}"
+    # Three significant digits, but no trailing zeros beyond the cents: $0.10, $0.196, $0.005.
+    whole, _, fraction = text.partition(".")
+    return f"${whole}.{fraction[:2]}{fraction[2:].rstrip('0')}"

@@ -63,7 +63,7 @@ def test_a_reservation_is_refused_when_it_would_break_the_budget() -> None:
     assert first.user_attrs["reserved_usd"] == 0.3
     second = study.ask(DIST)
     reason = budget.reserve(second, Cost(usd=0.2))
-    assert reason is not None and "$0.9000 committed of $1.0000" in reason
+    assert reason is not None and "$0.90 committed of $1.00" in reason
     assert "reserved_usd" not in study.trials[second.number].user_attrs
 
 

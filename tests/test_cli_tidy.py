@@ -148,7 +148,7 @@ def test_the_trials_table_fits_80_columns_without_cutting_a_number(made: Path) -
     assert "…" not in text, text
     for done in FINISHED:
         assert f"{done.valid:.4f}" in text and f"{done.test:.4f}" in text
-    for cost in ("148", "12.3", "0.000123", "98.8", "0.0457"):  # three significant digits
+    for cost in ("148", "12.35", "0.000123", "98.77", "0.0457"):  # the one dollar format (`usd`)
         assert re.search(rf"\s{re.escape(cost)}\s", text), cost
     assert "ckpt of 0" in text and "1/3" in text
     rows = [re.match(r"\s*(\d+)(\*?)\s", line) for line in text.splitlines()]

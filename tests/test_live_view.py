@@ -62,9 +62,9 @@ def test_view_prints_each_epoch_as_it_comes_and_the_skip_with_its_reason() -> No
         view.trial_skipped(None, "budget: the cheapest trial the space allows could ...")
     text = console.export_text()
     # The first epoch is on screen before the second exists: it is shown as it comes.
-    assert "t003 ep=2 lr=1.8 bs=16  epoch 1/2  valid acc 0.7500  $0.000500 so far" in after_one
+    assert "t003 ep=2 lr=1.8 bs=16  epoch 1/2  valid acc 0.7500  $0.0005 so far" in after_one
     assert "epoch 2/2" not in after_one
-    assert "epoch 2/2  valid acc 0.8125  $0.00100 so far" in text
+    assert "epoch 2/2  valid acc 0.8125  $0.001 so far" in text
     assert "t003 ep=2 lr=1.8 bs=16 skipped: budget: $0.0990 committed of $0.1000" in text
     assert "next trial skipped: budget: the cheapest trial" in text
     assert "failed" not in text.lower()
@@ -85,7 +85,7 @@ def test_status_line_shows_money_and_the_eta_from_the_estimates() -> None:
     final = console.export_text()
     status = next(line for line in live.splitlines() if "spent" in line)
     assert re.fullmatch(
-        r"2/8 trials · ETA 0:12:3\d · spent \$0\.0123 · reserved \$0\.00450 · budget \$0\.100",
+        r"2/8 trials · ETA 0:12:3\d · spent \$0\.0123 · reserved \$0\.0045 · budget \$0\.10",
         status,
     ), status
     assert re.fullmatch(r"0:12:3\d", eta_cell), eta_cell  # the trials bar, not rich's -:--:--
@@ -93,7 +93,7 @@ def test_status_line_shows_money_and_the_eta_from_the_estimates() -> None:
         next(line for line in live.splitlines() if line.startswith("trials"))
     )  # above the bars
     # The last status stays printed after the bars are gone, without an ETA.
-    assert "3/8 trials · spent $0.0170 · reserved $0 · budget $0.100" in final.splitlines()
+    assert "3/8 trials · spent $0.017 · reserved $0 · budget $0.10" in final.splitlines()
     assert all(len(line) <= 80 for line in live.splitlines() + final.splitlines())
 
 
@@ -103,7 +103,7 @@ def test_status_line_without_a_budget_or_an_estimate() -> None:
         view.sweep_started("demo", 0, 4)
         view.sweep_status(SweepStatus(0, 4, 2, 0.0, 0.5, None, None))
         console.print(*view.bars.get_renderables())
-    assert "0/4 trials · ETA -:--:-- · spent $0 · reserved $0.500 · budget none" in (
+    assert "0/4 trials · ETA -:--:-- · spent $0 · reserved $0.50 · budget none" in (
         console.export_text()
     )
 
@@ -116,7 +116,7 @@ def test_a_finished_trial_line_keeps_its_curve_and_cost() -> None:
         model = TrainedModel("ref", (_epoch(1, 0.75, 0.0005), _epoch(2, 0.8125, 0.001)), Cost())
         metrics = Metrics(0.78, 0.77, 0.77, None, 16)
         view.trial_finished(TrialResult(SPEC, model, metrics, Cost(usd=0.0002), 12.0, ()))
-    line = "t003 ep=2 lr=1.8 bs=16  valid [0.750 0.812]  test acc 0.7800  $0.000200  12s"
+    line = "t003 ep=2 lr=1.8 bs=16  valid [0.750 0.812]  test acc 0.7800  $0.0002  12s"
     assert line in console.export_text().splitlines()
 
 

@@ -438,7 +438,10 @@ def test_concurrent_requests_stay_under_the_limit(openai_fake: FakeOpenAI) -> No
 def test_estimate_matches_hand_computed_numbers(
     openai_fake: FakeOpenAI, data: PreparedData
 ) -> None:
+    from harness.backends.hosted._tokens import seed_tiktoken_cache
+
     backend = _backend(openai_fake)
+    seed_tiktoken_cache()  # the offline BPE files, whichever test runs first
     enc = tiktoken.get_encoding("o200k_base")
     system = backend.system_prompt
 
@@ -539,11 +542,12 @@ def test_estimate_warns_of_sizes_beyond_the_training_split_and_shows_small_costs
 
 
 def test_small_costs_keep_three_significant_digits() -> None:
-    from harness.sweep.estimate import _money
+    from harness.records import usd
 
-    assert _money(0.0) == "$0.00" and _money(123.456) == "$123.46"
-    assert _money(0.5) == "$0.5000"
-    assert _money(0.0000123) == "$0.0000123" and _money(0.00042) == "$0.000420"
+    assert usd(0.0) == "$0" and usd(123.456) == "$123" and usd(12.345) == "$12.35"
+    assert usd(0.5) == "$0.50" and usd(-0.0123) == "-$0.0123"
+    assert usd(0.0000123) == "$0.0000123" and usd(0.00042) == "$0.00042"
+    assert usd(None) == "n/a" and usd(float("nan")) == "n/a"
 
 
 def test_evaluate_command_logs_a_run_and_never_writes_the_key(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from harness.records import usd as usd  # the one dollar format, beside `Cost`
+
 # A document is a list of blocks: ("h1" | "h2" | "p", text), ("list", [text]),
 # ("table", (headers, rows)), ("image", (png name, alt)) and ("chart", (png name, alt)): the
 # accuracy-against-cost chart, a PNG in markdown and an interactive SVG in HTML.
@@ -13,23 +15,6 @@ IMAGES = {"chart": "accuracy_vs_cost.png", "epochs": "epoch_curves.png"}
 
 
 # --- numbers in words ------------------------------------------------------------------------
-
-
-def usd(value: float | None) -> str:
-    """Dollars to three significant digits below $1 (`$0.0123`, `$0.10`), cents above (`$12.34`)."""
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    if value == 0:
-        return "$0"
-    if value < 0:
-        return f"-{usd(-value)}"
-    if abs(value) >= 1:
-        return f"${value:,.2f}"
-    decimals = max(2, -math.floor(math.log10(abs(value))) + 2)
-    text = f"{value:.{decimals}f}"
-    # Three significant digits, but no trailing zeros beyond the cents: $0.10, $0.196, $0.005.
-    whole, _, fraction = text.partition(".")
-    return f"${whole}.{fraction[:2]}{fraction[2:].rstrip('0')}"
 
 
 def points(value: float) -> str:

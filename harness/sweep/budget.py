@@ -19,7 +19,6 @@ sharing the study never both pass the check with the last dollars.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from harness.errors import BudgetExceeded
-from harness.records import Cost
+from harness.records import Cost, usd
 from harness.sweep.estimate import worst_case_total
 from harness.sweep.locks import study_lock
 from harness.tracking.record import TrialRecord, reserve_attrs, settle_attrs
@@ -127,8 +126,8 @@ class Budget:
         if committed + estimate.usd <= self.limit:
             return None
         return (
-            f"budget: {_usd(committed)} committed of {_usd(self.limit)} (spent, or reserved by "
-            f"trials not settled); {what} could cost up to {_usd(estimate.usd)}, so no more "
+            f"budget: {usd(committed)} committed of {usd(self.limit)} (spent, or reserved by "
+            f"trials not settled); {what} could cost up to {usd(estimate.usd)}, so no more "
             "trials start (raise budget_usd to go on)"
         )
 
@@ -166,10 +165,3 @@ def check_worst_case(
         "`harness estimate` to see why, lower study.n_trials, or pass --yes to run until the "
         "budget is used up"
     )
-
-
-def _usd(value: float) -> str:
-    """Dollars to four places; below a cent (local trials) to three significant digits."""
-    if value <= 0 or value >= 0.01:
-        return f"${value:.4f}"
-    return f"${value:.{2 - math.floor(math.log10(value))}f}"

@@ -8,7 +8,6 @@ calibrated once per machine (see `harness.backends.local._calibration`).
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -18,7 +17,7 @@ from harness.backends.base import Backend, Estimate
 from harness.backends.hosted.pricing import Price
 from harness.config import Experiment
 from harness.errors import ConfigError
-from harness.records import Cost, PreparedData, TrialSpec
+from harness.records import Cost, PreparedData, TrialSpec, usd
 from harness.sweep.search_space import SearchSpace, experiment_space, oversized_train_examples
 
 
@@ -165,16 +164,6 @@ def worst_case_total(
 SYNTHETIC_LABEL = "(synthetic: test server)"
 
 
-def _money(usd: float) -> str:
-    """Dollars with cents, or three significant digits below a cent (never `$0.0000` for a cost
-    that is not zero)."""
-    if usd == 0 or usd >= 100:
-        return f"${usd:,.2f}"
-    if usd >= 0.01:
-        return f"${usd:,.4f}"
-    return f"${usd:.{2 - math.floor(math.log10(usd))}f}"
-
-
 def estimate_table(estimate: SweepEstimate) -> Any:
     """A rich table: the cheapest and dearest corners of the search space, per base model.
 
@@ -203,13 +192,13 @@ def estimate_table(estimate: SweepEstimate) -> Any:
         cells.append("all" if spec.train_examples is None else f"{spec.train_examples:,}")
         if tokens:
             train, evaluation = row.estimate.train, row.estimate.evaluation
-            cells += [f"{train.trained_tokens:,}", _money(train.usd)]
+            cells += [f"{train.trained_tokens:,}", usd(train.usd)]
             tokens_usd = evaluation.usd - evaluation.hosting_usd
-            cells += [f"{evaluation.inference_tokens:,}", _money(tokens_usd)]
+            cells += [f"{evaluation.inference_tokens:,}", usd(tokens_usd)]
         else:
             cells.append(f"{row.estimate.total.compute_seconds:,.0f}")
-        cells += [_money(row.estimate.evaluation.hosting_usd)] if hosted else []
-        table.add_row(*cells, _money(row.estimate.total.usd))
+        cells += [usd(row.estimate.evaluation.hosting_usd)] if hosted else []
+        table.add_row(*cells, usd(row.estimate.total.usd))
     return table
 
 
@@ -217,19 +206,19 @@ def estimate_lines(estimate: SweepEstimate) -> list[str]:
     """The worst case of the whole sweep against the budget, and the prices it used."""
     label = f" {SYNTHETIC_LABEL}" if estimate.synthetic else ""
     lines = [
-        f"Worst case per trial: {_money(estimate.worst_trial.usd)}; for "
-        f"{estimate.n_trials} trials: {_money(estimate.worst_total.usd)}{label}.",
+        f"Worst case per trial: {usd(estimate.worst_trial.usd)}; for "
+        f"{estimate.n_trials} trials: {usd(estimate.worst_total.usd)}{label}.",
     ]
     if estimate.budget_usd is None:
         lines.append("No budget_usd set: nothing caps what the sweep may spend.")
     elif estimate.over_budget:
         lines.append(
-            f"Over budget: the worst case exceeds budget_usd={_money(estimate.budget_usd)}; "
+            f"Over budget: the worst case exceeds budget_usd={usd(estimate.budget_usd)}; "
             "`harness sweep` asks before starting (--yes skips the question) and starts no "
             "trial whose worst case the remaining budget cannot cover."
         )
     else:
-        lines.append(f"Within budget_usd={_money(estimate.budget_usd)}.")
+        lines.append(f"Within budget_usd={usd(estimate.budget_usd)}.")
     lines.extend(price_line(price) for price in estimate.prices)
     lines.append("Estimate only: nothing was sent to any API and nothing was spent.")
     return lines
