@@ -1,4 +1,4 @@
-"""One answer to where the harness caches things (`harness.cache`), asked by every stage."""
+"""One answer to where the harness caches things (`harness.locations`), asked by every stage."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from harness.backends.hosted._tokens import default_cache_dir
 from harness.backends.local._calibration import cache_file
 from harness.backends.local._lm_models import model_cache
-from harness.cache import cache_dir, datasets_dir
 from harness.data.bundled import cache_dir as bundled_dir
+from harness.locations import cache_dir, datasets_dir
 from harness.tracking.store import cache_dir as store_dir
 
 

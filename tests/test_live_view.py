@@ -15,8 +15,8 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from harness.backends import load_backend
+from harness.cli.console import RichView
 from harness.config import load_experiment
-from harness.console import RichView
 from harness.data.prepare import prepare_experiment
 from harness.records import Cost, EpochResult, TrialResult, TrialSpec
 from harness.sweep.budget import committed_usd, ledger_usd

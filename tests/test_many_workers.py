@@ -28,10 +28,10 @@ from mlflow import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.config import load_experiment
+from harness.locations import with_driver
 from harness.sweep.budget import committed_usd
 from harness.sweep.search_space import load_search_space
 from harness.sweep.study import open_study
-from harness.urls import with_driver
 from tests.cli_runner import run_cli
 from tests.conftest import openai_experiment
 from tests.openai_fake import FakeOpenAI, openai_fake  # noqa: F401 - the fixture

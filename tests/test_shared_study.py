@@ -19,12 +19,12 @@ import optuna
 import pytest
 
 from harness.config import load_experiment
+from harness.locations import redact_text, with_driver
 from harness.records import Cost
 from harness.sweep.budget import Budget
 from harness.sweep.search_space import load_search_space
 from harness.sweep.study import ask, open_study
 from harness.tracking.runs import redact
-from harness.urls import redact_text, with_driver
 from tests.cli_runner import assert_clean_error, run_cli
 from tests.conftest import write_experiment
 

@@ -27,10 +27,10 @@ from mlflow import MlflowClient
 
 from harness.cli._serve import Server, check_port, serve
 from harness.errors import ConfigError, HarnessError
+from harness.locations import with_driver
 from harness.tracking.record import STUDY_TAG, TRIAL_TAG
 from harness.tracking.store import ensure_sqlite_store
 from harness.tracking.views import SHARED_VIEW_TAG, saved_view_links
-from harness.urls import with_driver
 from tests.cli_runner import assert_clean_error, run_cli
 from tests.conftest import review_rows, write_csv, write_experiment
 from tests.services import free_port, postgres_server

@@ -18,8 +18,8 @@ import yaml
 
 from harness.config import Experiment, read_yaml
 from harness.errors import ConfigError, HarnessError
+from harness.locations import redact_text
 from harness.tracking.record import StudyOrigin
-from harness.urls import redact_text
 
 Report = Callable[[str], None]
 _SHOWN = 4  # differing keys named before "and N more"

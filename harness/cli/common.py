@@ -45,7 +45,7 @@ from harness.config import (
     load_experiment,
 )
 from harness.errors import ConfigError, HarnessError, Terminated
-from harness.urls import redact_text, with_driver
+from harness.locations import redact_text, with_driver
 
 if TYPE_CHECKING:
     from harness.tracking.record import StudyOrigin

@@ -76,7 +76,7 @@ def sweep(
     worst case of the whole sweep exceeds the budget, the sweep asks first (--yes: go on and
     stop when the budget is used up).
     """
-    from harness.console import RichView, trials_table
+    from harness.cli.console import RichView, trials_table
     from harness.sweep.loop import run_sweep
 
     def confirm(worst: Any, limit: float) -> bool:
@@ -125,7 +125,7 @@ def trials(
     `--json` and `--csv` write every trial (checkpoints included) by number, for scripts: the
     same fields whatever the study holds, empty (null) where a trial has no value.
     """
-    from harness.console import trials_table
+    from harness.cli.console import trials_table
     from harness.sweep.study import load_existing_study
 
     chosen = one_format(json=json_, csv=csv_)
@@ -176,7 +176,7 @@ def trial_records(
     metrics, cost, the per-epoch curves, the MLflow run, the model, start and end times, and
     why it failed or was skipped.
     """
-    from harness.console import state_label
+    from harness.cli.console import state_label
     from harness.sweep.study import pareto_numbers
     from harness.tracking.record import TrialRecord
 
@@ -336,9 +336,9 @@ def study_create(experiment: ExperimentArg, set_: SetOption = None) -> None:
     Then run `harness sweep EXPERIMENT` on every machine, with the same `study.storage` and
     `MLFLOW_TRACKING_URI`. Running it again finds both.
     """
+    from harness.locations import redact_text
     from harness.sweep.shared import create_shared_study
     from harness.tracking.store import tracking_uri
-    from harness.urls import redact_text
 
     exp = load_target(experiment, set_)
     done = create_shared_study(exp)

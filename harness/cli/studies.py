@@ -24,7 +24,7 @@ from harness.cli.common import (
 )
 from harness.config import DEFAULT_STORAGE, EXPERIMENTS_DIR, load_experiment
 from harness.errors import ConfigError
-from harness.urls import redact_text, with_driver
+from harness.locations import redact_text, with_driver
 
 if TYPE_CHECKING:
     import optuna
@@ -156,7 +156,7 @@ def studies_table(rows: list[StudyRow], url: str, width: int = 80) -> Any:
     from rich import box
     from rich.table import Table
 
-    from harness.console import dollars
+    from harness.cli.console import dollars
 
     cells = [
         [

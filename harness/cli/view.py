@@ -56,8 +56,8 @@ def ui(
     """The MLflow UI on 127.0.0.1 over the project's tracking store, with a saved view of the
     trials (a tracking server, `http(s)://`, serves its own UI: its address is printed instead)."""
     from harness.cli._serve import Server, check_port, serve
+    from harness.locations import redact_text
     from harness.tracking.store import is_remote, sqlite_path, tracking_uri
-    from harness.urls import redact_text
 
     uri = tracking_uri(load_target(experiment, set_) if experiment else None)
     if is_remote(uri):
@@ -104,8 +104,8 @@ def _mlflow_env(uri: str) -> dict[str, str]:
 
 def _view_links(uri: str, base: str) -> dict[str, ViewLinks]:
     """The saved view's links per experiment; none (with a warning) if it cannot be written."""
+    from harness.locations import redact_text
     from harness.tracking.views import saved_view_links
-    from harness.urls import redact_text
 
     try:
         with warnings.catch_warnings():
@@ -118,7 +118,7 @@ def _view_links(uri: str, base: str) -> dict[str, ViewLinks]:
 
 
 def _print_links(links: dict[str, ViewLinks]) -> None:
-    from harness.urls import redact_text
+    from harness.locations import redact_text
 
     for name, link in links.items():
         for line in (
@@ -136,7 +136,7 @@ def _print_links(links: dict[str, ViewLinks]) -> None:
 
 def _remote_ui(uri: str) -> None:
     """Print a tracking server's UI address and saved-view links; nothing is started here."""
-    from harness.urls import redact_text
+    from harness.locations import redact_text
 
     base = uri.rstrip("/")
     console.print(f"MLflow UI: {redact_text(base)}  (the tracking server's own)", soft_wrap=True)
@@ -165,7 +165,7 @@ def dashboard(
     importance, every trial, updated live while a sweep runs."""
     from harness.cli._dashboard_server import STORAGE_ENV
     from harness.cli._serve import Server, check_port, serve
-    from harness.urls import redact_text
+    from harness.locations import redact_text
 
     check_port(port)
     url, page, study = _dashboard_target(experiment, set_)
@@ -192,9 +192,9 @@ def _dashboard_target(experiment: str | None, set_: list[str] | None) -> tuple[s
     its axes with them instead of "Objective 0" and "Objective 1".
     """
     from harness.config import DEFAULT_STORAGE
+    from harness.locations import with_driver
     from harness.sweep.study import load_existing_study
     from harness.tracking.store import absolute_sqlite, sqlite_path
-    from harness.urls import with_driver
 
     if experiment is None:
         url = absolute_sqlite(DEFAULT_STORAGE)

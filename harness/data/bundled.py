@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.cache import DATASETS_ENV, datasets_dir
 from harness.errors import DataError, HarnessError
+from harness.locations import DATASETS_ENV, datasets_dir
 
 CACHE_ENV = DATASETS_ENV
 _PIP_TIMEOUT_S = 300

@@ -22,7 +22,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial
 
 from harness.errors import ConfigError
-from harness.urls import redact_text, with_driver
+from harness.locations import redact_text, with_driver
 
 # Defaults; `HARNESS_HEARTBEAT_SECONDS` and `HARNESS_GRACE_SECONDS` override them (whole seconds).
 HEARTBEAT_SECONDS = 30

@@ -33,6 +33,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from harness.config import Experiment
 from harness.errors import ConfigError
+from harness.locations import redact_text, with_driver
 from harness.records import TrialSpec
 from harness.sweep.locks import study_lock, url_lock
 from harness.sweep.search_space import SearchSpace
@@ -51,7 +52,6 @@ from harness.tracking.record import (
     experiment_attrs,
     worker_attrs,
 )
-from harness.urls import redact_text, with_driver
 
 MAX_RETRIES = 2
 WORKER_STRIDE = 1_000_003  # sampler seeds of successive workers lie this far apart

@@ -28,9 +28,9 @@ from typing import Any
 import yaml
 
 from harness.config import Experiment
+from harness.locations import redact_text
 from harness.records import Cost, EpochResult, Metrics, TrialResult
 from harness.tracking.refs import local_ref, portable_ref
-from harness.urls import redact_text
 
 MLFLOW_RUN_ID = "mlflow_run_id"
 ESTIMATED_COST_USD = "estimated_cost_usd"

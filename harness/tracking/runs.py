@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from harness.config import Experiment
+from harness.locations import redact_text
 from harness.records import EpochResult, PreparedData, TrialResult, TrialSpec
 from harness.tracking.artifacts import import_plotting, write_trial_artifacts
 from harness.tracking.provenance import provenance_tags, run_provenance
@@ -36,7 +37,6 @@ from harness.tracking.record import (
     used_train_examples,
 )
 from harness.tracking.store import ensure_experiment, ensure_sqlite_store, tracking_uri
-from harness.urls import redact_text
 
 # Set on a trial run whose spec asked for more training examples than the split has.
 TRAIN_EXAMPLES_WARNING_TAG = "harness.train_examples_capped"

@@ -20,10 +20,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness.cache import cache_dir as harness_cache_dir
 from harness.config import DEFAULT_TRACKING_URI, Experiment
+from harness.locations import cache_dir as harness_cache_dir
+from harness.locations import with_driver
 from harness.tracking.relocate import reroot_store
-from harness.urls import with_driver
 
 
 def cache_dir() -> Path:

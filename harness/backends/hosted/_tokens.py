@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends.hosted.pricing import base_model_of
-from harness.cache import cache_dir
 from harness.errors import ConfigError
+from harness.locations import cache_dir
 
 # name -> (download URL, SHA-256 of the file), as in tiktoken_ext/openai_public.py.
 ENCODING_FILES: dict[str, tuple[str, str]] = {

