@@ -57,6 +57,12 @@ class Target:
     overrides: tuple[str, ...] = ()
     name: str = "response_surface"
     cpu_clock: bool = False  # seconds = process CPU seconds / torch threads (load cannot move it)
+    grid: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # values replacing GRID's for some keys
+
+    @property
+    def values(self) -> dict[str, list[Any]]:
+        """The grid this surface covers: `GRID`, with this target's replacements."""
+        return {**GRID, **{k: list(v) for k, v in self.grid}}
 
     @property
     def partial(self) -> Path:
@@ -80,10 +86,11 @@ class Target:
         return lambda: time.process_time() / threads
 
 
-def grid_configs(seed: int = 0) -> list[dict[str, Any]]:
-    """Every grid configuration, in a seeded random order."""
-    keys = list(GRID)
-    configs = [dict(zip(keys, values, strict=True)) for values in itertools.product(*GRID.values())]
+def grid_configs(grid: dict[str, list[Any]] | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    """Every configuration of `grid` (default `GRID`), in a seeded random order."""
+    grid = grid or GRID
+    keys = list(grid)
+    configs = [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
     random.Random(seed).shuffle(configs)
     return configs
 
@@ -182,7 +189,7 @@ def record(target: Target, limit: int | None) -> None:
     """Record the configurations not yet in the partial file (at most `limit` of them)."""
     backend, data = _backend_and_data(target)
     done = _done(target)
-    todo = [c for c in grid_configs() if _key(c) not in done][:limit]
+    todo = [c for c in grid_configs(target.values) if _key(c) not in done][:limit]
     DATA.mkdir(parents=True, exist_ok=True)
     for i, config in enumerate(todo, start=len(done)):
         row = record_one(backend, data, config, i, target.clock())
@@ -190,7 +197,8 @@ def record(target: Target, limit: int | None) -> None:
             out.write(json.dumps(row) + "\n")
         last = row["epochs"][-1]
         print(
-            f"{i + 1}/{len(grid_configs())} {config} test={last['test_accuracy']:.3f}", flush=True
+            f"{i + 1}/{len(grid_configs(target.values))} {config} test={last['test_accuracy']:.3f}",
+            flush=True,
         )
 
 
@@ -246,7 +254,7 @@ def finish(target: Target) -> None:
     experiment = target.load()
     data, _ = prepare_experiment(experiment)
     rows = _done(target)
-    missing = [c for c in grid_configs() if _key(c) not in rows]
+    missing = [c for c in grid_configs(target.values) if _key(c) not in rows]
     if missing:
         raise SystemExit(f"{len(missing)} grid configurations are not recorded yet")
     backend = experiment.config.backend
@@ -263,9 +271,9 @@ def finish(target: Target) -> None:
         },
         "backend": backend.model_dump(),
         "dollars_per_hour": backend.dollars_per_hour,
-        "grid": GRID,
+        "grid": target.values,
         "machine": machine(),
-        "rows": [rows[_key(c)] for c in grid_configs()],
+        "rows": [rows[_key(c)] for c in grid_configs(target.values)],
         "rerecorded": [r["config"] for r in rows.values() if r.get("rerecorded")],
     }
     target.surface.write_text(json.dumps(surface, indent=1) + "\n")
@@ -286,13 +294,19 @@ def main() -> None:
     parser.add_argument(
         "--cpu-clock", action="store_true", help="time by process CPU seconds / torch threads"
     )
+    parser.add_argument(
+        "--grid", action="append", default=[], help="KEY=V1,V2 replaces GRID's values for KEY"
+    )
     args = parser.parse_args()
-    target = Target(args.experiment, tuple(args.set), args.name, args.cpu_clock)
+    grid = tuple(
+        (k, tuple(json.loads(f"[{v}]"))) for k, _, v in (g.partition("=") for g in args.grid)
+    )
+    target = Target(args.experiment, tuple(args.set), args.name, args.cpu_clock, grid)
     if args.rerecord_slow:
         rerecord_slow(target)
     elif not args.finish:
         record(target, args.limit)
-    if len(_done(target)) == len(grid_configs()):
+    if len(_done(target)) == len(grid_configs(target.values)):
         finish(target)
 
 
