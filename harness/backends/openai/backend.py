@@ -39,7 +39,6 @@ from dataclasses import replace
 from typing import Any
 
 from harness.backends.base import (
-    Capabilities,
     EpochCallback,
     Estimate,
     Journal,
@@ -49,6 +48,7 @@ from harness.backends.base import (
     Progress,
     RemoteJob,
 )
+from harness.backends.hosted._capabilities import hosted_capabilities
 from harness.backends.hosted._epochs import (
     FinishedJob,
     PointPlan,
@@ -65,7 +65,6 @@ from harness.backends.hosted._files import (
     jsonl_bytes,
 )
 from harness.backends.hosted._job_keys import key_in
-from harness.backends.hosted._loopback import is_loopback
 from harness.backends.hosted._tokens import TiktokenCounter, is_completion_model
 from harness.backends.hosted.pricing import (
     Price,
@@ -118,16 +117,10 @@ class OpenAIBackend:
         self.config = config
         self.progress = progress or NullProgress()
         self.base_url = resolve_base_url(config)
-        self.capabilities = Capabilities(
-            synthetic=is_loopback(self.base_url),
-            scores_base_model=True,
-            max_concurrency=config.max_concurrency,
-            thread_safe=True,
-            # Jobs are paid in full before their checkpoints can be evaluated: nothing to save.
-            stops_early=False,
-            # Azure serves a fine-tuned model only through a deployment, billed while it exists.
-            deploys_models=config.azure is not None,
-            hosting_notes=(DEPLOYMENT_NOTE,),
+        # Azure serves a fine-tuned model only through a deployment, billed while it exists.
+        deploys = config.azure is not None
+        self.capabilities = hosted_capabilities(
+            self.base_url, config.max_concurrency, deploys, DEPLOYMENT_NOTE
         )
         self.prices: PriceTable = load_price_table(
             overrides=config.prices, provider=config.provider

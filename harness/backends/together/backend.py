@@ -38,7 +38,6 @@ from dataclasses import replace
 from typing import Any
 
 from harness.backends.base import (
-    Capabilities,
     EpochCallback,
     Estimate,
     Journal,
@@ -48,6 +47,7 @@ from harness.backends.base import (
     Progress,
     RemoteJob,
 )
+from harness.backends.hosted._capabilities import hosted_capabilities
 from harness.backends.hosted._epochs import PointPlan, epoch_points, point_count, texts_digest
 from harness.backends.hosted._eval import Evaluation
 from harness.backends.hosted._files import (
@@ -58,7 +58,6 @@ from harness.backends.hosted._files import (
     jsonl_bytes,
 )
 from harness.backends.hosted._job_keys import key_in, study_tag
-from harness.backends.hosted._loopback import is_loopback
 from harness.backends.hosted._tokens import TiktokenCounter
 from harness.backends.hosted.pricing import Price, load_price_table, require_prices
 from harness.backends.together._client import TogetherClient
@@ -85,15 +84,10 @@ class TogetherBackend:
         self.config = config
         self.progress = progress or NullProgress()
         self.http = TogetherClient(config)
-        self.capabilities = Capabilities(
-            synthetic=is_loopback(self.http.base_url),
-            scores_base_model=True,
-            max_concurrency=config.max_concurrency,
-            thread_safe=True,
-            stops_early=False,  # a job is paid in full before its checkpoints can be scored
-            # Dedicated serving makes an endpoint per scoring, billed by the minute.
-            deploys_models=config.serving.kind == "dedicated",
-            hosting_notes=(ENDPOINT_NOTE,),
+        # Dedicated serving makes an endpoint per scoring, billed by the minute.
+        deploys = config.serving.kind == "dedicated"
+        self.capabilities = hosted_capabilities(
+            self.http.base_url, config.max_concurrency, deploys, ENDPOINT_NOTE
         )
         self.prices = load_price_table(None, config.prices, "together", config.serving.hardware)
         self.system_prompt = config.system_prompt or DEFAULT_SYSTEM_PROMPT
