@@ -79,8 +79,10 @@ def _tidy(param: Any) -> None:
             param.metavar = _METAVARS.get(shown, shown.strip("<>").upper())
 
 
-class HarnessCommand(TyperCommand):
-    """A command whose help shows clean metavars (`--set KEY=VALUE`, `--yes`, `EXPERIMENT`)."""
+class _TidyHelp:
+    """Clean metavars in help (`--set KEY=VALUE`, `--yes`, `EXPERIMENT`), the help option's too."""
+
+    params: list[Any]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -88,23 +90,17 @@ class HarnessCommand(TyperCommand):
             _tidy(param)
 
     def get_help_option(self, ctx: Any) -> Any:
-        option = super().get_help_option(ctx)
+        option = super().get_help_option(ctx)  # type: ignore[misc]
         _tidy(option)
         return option
 
 
-class HarnessGroup(TyperGroup):
+class HarnessCommand(_TidyHelp, TyperCommand):
+    """A command whose help shows clean metavars."""
+
+
+class HarnessGroup(_TidyHelp, TyperGroup):
     """A command group with the same clean help as `HarnessCommand`."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        for param in self.params:
-            _tidy(param)
-
-    def get_help_option(self, ctx: Any) -> Any:
-        option = super().get_help_option(ctx)
-        _tidy(option)
-        return option
 
 
 app = typer.Typer(

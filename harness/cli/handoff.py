@@ -18,6 +18,14 @@ from harness.cli.common import (
 )
 from harness.errors import ConfigError
 
+StoreOfOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="EXPERIMENT",
+        help="Find the model in this experiment's tracking store (its tracking.uri).",
+    ),
+]
+
 
 @app.command()
 @user_errors
@@ -88,13 +96,7 @@ def predict(
             "confidence or scores becomes input_label, ...).",
         ),
     ] = False,
-    experiment: Annotated[
-        str | None,
-        typer.Option(
-            metavar="EXPERIMENT",
-            help="Find the model in this experiment's tracking store (its tracking.uri).",
-        ),
-    ] = None,
+    experiment: StoreOfOption = None,
     set_: SetOption = None,
 ) -> None:
     """Classify texts with a registered model, in the prompt format it was trained with.
@@ -159,13 +161,7 @@ def serve(
         ),
     ],
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5001,
-    experiment: Annotated[
-        str | None,
-        typer.Option(
-            metavar="EXPERIMENT",
-            help="Find the model in this experiment's tracking store (its tracking.uri).",
-        ),
-    ] = None,
+    experiment: StoreOfOption = None,
     set_: SetOption = None,
 ) -> None:
     """Serve a registered model over HTTP on 127.0.0.1 (`mlflow models serve`, this

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from harness.cli.common import ExperimentArg, SetOption, app, console, err_console, user_errors
+
+if TYPE_CHECKING:
+    from harness.report.build import ReportOptions
 
 RiskOption = Annotated[
     float,
@@ -16,6 +19,45 @@ RiskOption = Annotated[
         "0.1 pays only for a gain that is worth its price 9 times in 10."
     ),
 ]
+MonthlyRequestsOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Inference requests a month (default 10,000, shown only): given, the choice "
+        "weighs the first year's cost of ownership, serving and hosting included."
+    ),
+]
+ValuePerPointOption = Annotated[
+    float | None, typer.Option(help="Dollars one accuracy point is worth to you.")
+]
+BudgetOption = Annotated[
+    float | None, typer.Option(help="Most one configuration may cost, in dollars.")
+]
+
+
+def _options(
+    monthly_requests: int | None, value_per_point: float | None, budget: float | None, risk: float
+) -> ReportOptions:
+    """The decision's options as `report` and `compare` take them."""
+    from harness.report.build import ReportOptions
+
+    return ReportOptions(
+        monthly_requests=10_000 if monthly_requests is None else monthly_requests,
+        weigh_running=monthly_requests is not None,
+        value_per_point=value_per_point,
+        budget=budget,
+        risk=risk,
+    )
+
+
+def _print_outcome(lines: list[str], paths: dict[str, Path], logged: str | None) -> None:
+    """The answer's lines, the files written and where MLflow holds them."""
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.print()
+    for name in ("markdown", "html"):
+        console.print(f"{name:>8}  {paths[name]}", markup=False, highlight=False, soft_wrap=True)
+    if logged:
+        console.print(logged, markup=False, highlight=False)
 
 
 @app.command()
@@ -26,26 +68,15 @@ def report(
         Path | None,
         typer.Option(help="Directory for the report files (default: mlruns/reports/EXPERIMENT)."),
     ] = None,
-    monthly_requests: Annotated[
-        int | None,
-        typer.Option(
-            help="Inference requests a month (default 10,000, shown only): given, the choice "
-            "weighs the first year's cost of ownership, serving and hosting included."
-        ),
-    ] = None,
-    value_per_point: Annotated[
-        float | None, typer.Option(help="Dollars one accuracy point is worth to you.")
-    ] = None,
-    budget: Annotated[
-        float | None, typer.Option(help="Most one configuration may cost, in dollars.")
-    ] = None,
+    monthly_requests: MonthlyRequestsOption = None,
+    value_per_point: ValuePerPointOption = None,
+    budget: BudgetOption = None,
     risk: RiskOption = 0.5,
     set_: SetOption = None,
 ) -> None:
     """Is paying more buying real accuracy? Pareto front, significance, baselines, advice."""
     from harness.cli.common import load_target
     from harness.report.build import (
-        ReportOptions,
         build_report,
         default_out_dir,
         log_report,
@@ -54,26 +85,17 @@ def report(
     )
 
     exp = load_target(experiment, set_)
-    options = ReportOptions(
-        monthly_requests=10_000 if monthly_requests is None else monthly_requests,
-        weigh_running=monthly_requests is not None,
-        value_per_point=value_per_point,
-        budget=budget,
-        risk=risk,
-    )
+    options = _options(monthly_requests, value_per_point, budget, risk)
     result = build_report(exp, options)
     paths = write_report(result, out or default_out_dir(exp))
     problems = log_report(result, paths)
-    for line in summary_lines(result):
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
-    console.print()
-    for name in ("markdown", "html"):
-        console.print(f"{name:>8}  {paths[name]}", markup=False, highlight=False, soft_wrap=True)
-    if result.parent_run_id and not problems:
-        console.print(
-            f"Logged on MLflow run {result.parent_run_id}; the report's front (baselines "
-            "included) tagged harness.report_front=true."
-        )
+    logged = (
+        f"Logged on MLflow run {result.parent_run_id}; the report's front (baselines "
+        "included) tagged harness.report_front=true."
+    )
+    _print_outcome(
+        summary_lines(result), paths, logged if result.parent_run_id and not problems else None
+    )
     for problem in problems:
         err_console.print(f"warning: {problem}", markup=False, highlight=False)
 
@@ -95,19 +117,9 @@ def compare(
             help="Directory for the report files (default: mlruns/reports/compare-A-vs-B)."
         ),
     ] = None,
-    monthly_requests: Annotated[
-        int | None,
-        typer.Option(
-            help="Inference requests a month (default 10,000, shown only): given, the choice "
-            "weighs the first year's cost of ownership, serving and hosting included."
-        ),
-    ] = None,
-    value_per_point: Annotated[
-        float | None, typer.Option(help="Dollars one accuracy point is worth to you.")
-    ] = None,
-    budget: Annotated[
-        float | None, typer.Option(help="Most one configuration may cost, in dollars.")
-    ] = None,
+    monthly_requests: MonthlyRequestsOption = None,
+    value_per_point: ValuePerPointOption = None,
+    budget: BudgetOption = None,
     risk: RiskOption = 0.5,
     set_: SetOption = None,
 ) -> None:
@@ -118,7 +130,7 @@ def compare(
     the same test examples. `--set` applies to every experiment.
     """
     from harness.cli.common import load_target
-    from harness.report.build import ReportOptions, summary_lines
+    from harness.report.build import summary_lines
     from harness.report.compare import (
         COMPARE_EXPERIMENT,
         build_comparison,
@@ -127,25 +139,12 @@ def compare(
     )
 
     loaded = [load_target(name, set_) for name in experiments]
-    options = ReportOptions(
-        monthly_requests=10_000 if monthly_requests is None else monthly_requests,
-        weigh_running=monthly_requests is not None,
-        value_per_point=value_per_point,
-        budget=budget,
-        risk=risk,
-    )
+    options = _options(monthly_requests, value_per_point, budget, risk)
     result = build_comparison(loaded, options)
     paths, problems = record_comparison(result, loaded, out or comparison_dir(result))
-    for line in summary_lines(result):
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
-    console.print()
-    for name in ("markdown", "html"):
-        console.print(f"{name:>8}  {paths[name]}", markup=False, highlight=False, soft_wrap=True)
-    if result.parent_run_id and not problems:
-        console.print(
-            f"Logged as MLflow run {result.parent_run_id} in experiment {COMPARE_EXPERIMENT}.",
-            markup=False,
-            highlight=False,
-        )
+    logged = f"Logged as MLflow run {result.parent_run_id} in experiment {COMPARE_EXPERIMENT}."
+    _print_outcome(
+        summary_lines(result), paths, logged if result.parent_run_id and not problems else None
+    )
     for problem in problems:
         err_console.print(f"warning: {problem}", markup=False, highlight=False)
