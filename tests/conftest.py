@@ -4,6 +4,7 @@ study storage, no OpenAI key in the environment, and hubs switched off."""
 from __future__ import annotations
 
 import csv
+import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,13 @@ ONE_EPOCH_SPACE = {
     "learning_rate_multiplier": {"type": "float", "low": 2.0, "high": 6.0},
     "batch_size": 8,
 }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before any test module imports `harness.cli`: its console is sized from `COLUMNS` when
+    piped, and pytest-xdist gives its workers `COLUMNS=80`; tests read the CLI as a pipe does."""
+    for var in ("COLUMNS", "LINES"):
+        os.environ.pop(var, None)
 
 
 # What a test must not inherit from the shell that runs it: provider keys and endpoints (a real
