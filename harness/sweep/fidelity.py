@@ -84,6 +84,7 @@ class FidelitySampler(BaseSampler):
         self.eta = eta
         self._pricer: Pricer | None = None
         self._plans: dict[int, dict[str, Any]] = {}  # trial id -> promoted params
+        self._prices: dict[str, float] = {}  # estimates are deterministic: asked once each
         self._lock = threading.Lock()
         self._view_of: _LowestRung | None = None  # the base sampler's view of the last study
 
@@ -91,6 +92,7 @@ class FidelitySampler(BaseSampler):
         """Price configurations (the sweep passes the backend's estimate); without one, every
         value is a rung."""
         self._pricer = pricer
+        self._prices.clear()
 
     def rungs(self, params: dict[str, Any]) -> list[Any]:
         """The fidelity values worth running for this configuration, smallest first: walking
@@ -99,13 +101,20 @@ class FidelitySampler(BaseSampler):
         if self._pricer is None:
             return list(self.values)
         kept = [self.values[-1]]
-        above = self._pricer({**params, FIDELITY: kept[0]})
+        above = self._price({**params, FIDELITY: kept[0]})
         for value in reversed(self.values[:-1]):
-            cost = self._pricer({**params, FIDELITY: value})
+            cost = self._price({**params, FIDELITY: value})
             if cost <= RUNG_COST_RATIO * above:
                 kept.insert(0, value)
                 above = cost
         return kept
+
+    def _price(self, params: dict[str, Any]) -> float:
+        assert self._pricer is not None
+        key = repr(sorted(params.items()))
+        if key not in self._prices:
+            self._prices[key] = self._pricer(params)
+        return self._prices[key]
 
     def promotion(self, study: Study) -> dict[str, Any] | None:
         """The params of the next promotion due, from the highest rung down; None when none is.
