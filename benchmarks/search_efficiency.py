@@ -52,7 +52,7 @@ from benchmarks.surface import (
 )
 from harness.records import Cost, EpochResult
 from harness.sweep.stopping import Curve, FrontStopper
-from harness.tracking.record import CHECKPOINT_OF
+from harness.tracking.record import CHECKPOINT_OF, EPOCHS_RUN
 
 __all__ = ["Outcome", "Strategy", "Surface", "hypervolume", "replay", "run"]
 
@@ -122,7 +122,7 @@ def replay(surface: Surface, strategy: Strategy, seed: int, budget: float) -> Re
                     params=trial.params,
                     distributions=trial.distributions,
                     values=[model.valid, model.cost],
-                    user_attrs={CHECKPOINT_OF: trial.number},
+                    user_attrs={CHECKPOINT_OF: trial.number, EPOCHS_RUN: model.epochs_run},
                 )
             )
     return result
