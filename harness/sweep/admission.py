@@ -17,7 +17,7 @@ Local trials that cannot reach the Pareto front stop early: `front_stopper` buil
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import optuna
@@ -135,11 +135,15 @@ def price_rungs(
     the whole trial (fixed costs included), so that a rung that is not really cheaper than the
     next is skipped (`harness.sweep.fidelity`); any other sampler is left alone."""
 
+    seed = experiment.config.seed
+
     def pricer(params: dict[str, Any]) -> float:
         distributions = {k: space.distributions[k] for k in params if k in space.distributions}
         trial = optuna.trial.create_trial(
             state=TrialState.WAITING, params=params, distributions=distributions
         )
-        return backend.estimate(spec_from_trial(trial, space, experiment), data).total.usd
+        # A configuration, not a trial yet: trial number 0 (a created trial's is -1).
+        spec = replace(spec_from_trial(trial, space, experiment), number=0, seed=seed)
+        return backend.estimate(spec, data).total.usd
 
     fidelity.attach_pricer(handle.study.sampler, pricer)
