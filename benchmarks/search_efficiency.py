@@ -255,7 +255,7 @@ def run() -> BenchResult:
     for name in ("response_surface", "response_surface_tweets"):
         if not any(f.stem == name for f in files):
             note = f"benchmarks/data/{name}.json missing: record it with benchmarks.record_surface"
-            figures.append(Figure(f"{name}: harness HV share", 0.0, "-", False, note=note))
+            figures.append(Figure(f"{name}: surface", 0.0, "recorded", False, note=note))
     for path in files:
         surface = Surface.load(path)
         surface_figures, raw[surface.name] = _score_surface(surface)
