@@ -31,7 +31,8 @@ BENCHMARKS: dict[str, Callable[[], BenchResult]] = {
 def _row(benchmark: str, figure: Figure) -> str:
     value = f"{figure.value:.3f}" if figure.unit == "ratio" else f"{figure.value:.2f} {figure.unit}"
     verdict = "-" if figure.target == "-" else ("met" if figure.met else "NOT MET")
-    return f"{benchmark:<20} {figure.name:<40} {value:>12} {figure.target:<28} {verdict}"
+    row = f"{benchmark:<20} {figure.name:<40} {value:>12} {figure.target:<28} {verdict}"
+    return f"{row} ({figure.note})" if verdict == "NOT MET" and figure.note else row
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,7 +59,11 @@ class DatasetConfig(Strict):
 
 
 class SamplerConfig(Strict):
-    kind: Literal["tpe", "random", "nsga2", "grid"] = "tpe"
+    """Which Optuna sampler proposes trials. `fidelity`: multi-fidelity search (successive
+    halving over the training-set size, new configurations drawn by TPE; see
+    `harness.sweep.fidelity`); it needs `train_examples` sampled among two values or more."""
+
+    kind: Literal["tpe", "random", "nsga2", "grid", "fidelity"] = "tpe"
 
 
 class StudyConfig(Strict):

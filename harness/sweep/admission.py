@@ -17,21 +17,30 @@ Local trials that cannot reach the Pareto front stop early: `front_stopper` buil
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
+import optuna
 from optuna.trial import Trial, TrialState
 
 from harness.backends.base import Backend
 from harness.config import Experiment
 from harness.records import Cost, PreparedData, TrialSpec
+from harness.sweep import fidelity
 from harness.sweep.budget import Budget
 from harness.sweep.estimate import corner_specs
 from harness.sweep.live import LiveStatus
 from harness.sweep.outcome import SweepOutcome
 from harness.sweep.search_space import SearchSpace
 from harness.sweep.stopping import Curve, FrontStopper
-from harness.sweep.study import StudyHandle, ask, claim, completed_trials, requeue
+from harness.sweep.study import (
+    StudyHandle,
+    ask,
+    claim,
+    completed_trials,
+    requeue,
+    spec_from_trial,
+)
 from harness.tracking.record import STOPPED_TAG, TrialRecord, skipped_attrs
 from harness.tracking.tracker import Tracker
 
@@ -113,3 +122,28 @@ def front_stopper(
     for trial in completed_trials(handle.study):
         stopper.add(Curve.of(TrialRecord.from_attrs(trial.user_attrs)))
     return stopper
+
+
+def price_rungs(
+    experiment: Experiment,
+    backend: Backend,
+    data: PreparedData,
+    space: SearchSpace,
+    handle: StudyHandle,
+) -> None:
+    """Let a fidelity sampler price each training-set size with the backend's own estimate of
+    the whole trial (fixed costs included), so that a rung that is not really cheaper than the
+    next is skipped (`harness.sweep.fidelity`); any other sampler is left alone."""
+
+    seed = experiment.config.seed
+
+    def pricer(params: dict[str, Any]) -> float:
+        distributions = {k: space.distributions[k] for k in params if k in space.distributions}
+        trial = optuna.trial.create_trial(
+            state=TrialState.WAITING, params=params, distributions=distributions
+        )
+        # A configuration, not a trial yet: trial number 0 (a created trial's is -1).
+        spec = replace(spec_from_trial(trial, space, experiment), number=0, seed=seed)
+        return backend.estimate(spec, data).total.usd
+
+    fidelity.attach_pricer(handle.study.sampler, pricer)

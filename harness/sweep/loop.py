@@ -108,8 +108,7 @@ class _Sweep:
     target: int
     recovery: Recovery
     stopper: FrontStopper | None = None
-    # Whether the backend has accepted a job (or finished a trial) in this sweep; local
-    # backends run one trial at a time anyway.
+    # Whether the backend accepted a job (or finished a trial) in this sweep (local: one at a time)
     accepted: bool = False
     live: LiveStatus = field(init=False)  # money, epochs and time left, for a live view
     cheapest: Cost = field(init=False)  # no trial starts when the budget cannot cover this
@@ -118,6 +117,7 @@ class _Sweep:
         workers = self.backend.capabilities.max_concurrency
         self.live = LiveStatus(self.view.live, self.budget, self.handle, self.target, workers)
         priced = (self.experiment, self.backend, self.data, self.space)
+        admission.price_rungs(*priced, self.handle)  # multi-fidelity: rungs priced like trials
         self.cheapest = admission.cheapest_trial(*priced) if self.budget.limit else Cost()
 
     def completed(self) -> int:

@@ -35,6 +35,7 @@ from harness.config import Experiment
 from harness.errors import ConfigError
 from harness.locations import redact_text, with_driver
 from harness.records import TrialSpec
+from harness.sweep import fidelity
 from harness.sweep.locks import study_lock, url_lock
 from harness.sweep.search_space import SearchSpace
 from harness.sweep.storage import (
@@ -95,7 +96,15 @@ def make_sampler(
         return optuna.samplers.GridSampler(space.grid(), seed=seed)
     if kind == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
-    return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints)
+    tpe = optuna.samplers.TPESampler(seed=seed, constraints_func=constraints)
+    if kind == "fidelity":
+        if fidelity.fidelity_values(space.distributions) is None:
+            raise ConfigError(
+                f"{experiment.path}: study.sampler.kind 'fidelity' searches over the training-set"
+                f" size: the search space must sample {fidelity.FIDELITY} among two values or more"
+            )
+        return fidelity.make_fidelity_sampler(tpe, space.distributions)
+    return tpe
 
 
 def _cost_constraint(experiment: Experiment):  # type: ignore[no-untyped-def]

@@ -1,0 +1,309 @@
+"""Multi-fidelity search: cheap evidence first, money on the promising (`study.sampler.kind:
+fidelity`).
+
+The training-set size (`train_examples`, when the search space samples it among two or more
+values) is the fidelity. A new configuration is tried on the smallest training set worth trying;
+the best of those finished on a training set (the top `1/ETA`, as asynchronous successive
+halving, ASHA, promotes; ranked on validation accuracy against cost, `_ranked`) are trained
+again on the next one. Epochs are a
+fidelity too, through the sweep's own early stopper and epoch checkpoints: a trial that cannot
+reach the front stops, and every epoch's model is a point of its own.
+
+What stays as it was: a promoted configuration is an ordinary trial. It is asked for under the
+study's `launch` lock like any other, counts toward `n_trials`, and reserves its worst case in
+the budget ledger before it runs. Promotions are decided from the study's own trials, so workers
+sharing a study (asks are serialised by that lock) never promote a configuration twice: a
+configuration with a trial on the next training set in any state (running, waiting to be
+retried, finished, failed or skipped) is taken.
+
+Nothing looks cheaper than it is: each training-set size is priced with the backend's estimate of
+the whole trial (`backend.estimate`, fixed costs such as a hosted job's minimum or an hourly
+deployment included), and a size that costs more than `RUNG_COST_RATIO` of the next one kept is
+not a rung at all: its evidence would cost nearly as much as the answer.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
+from optuna.samplers import BaseSampler
+from optuna.study import Study
+from optuna.trial import FrozenTrial, TrialState
+
+from harness.tracking.record import TrialRecord
+
+FIDELITY = "train_examples"
+ETA = 2  # the top 1/ETA of a rung's finished trials are promoted (successive halving's eta)
+# A training-set size is a rung only when it costs at most this share of the next rung kept.
+# Successive halving with eta = 2 breaks even on pure screening at 1/2 (two trials at the low
+# rung to promote one); a low rung's models are also points on the front, hence a little more.
+# 2/3 measured best of 0.6, 2/3, 0.75 and 0.8 on the demo's surface (`benchmarks/README.md`).
+RUNG_COST_RATIO = 2 / 3
+PLAN_ATTR = "harness_fidelity"  # system attribute: the configuration and rung a trial runs
+
+Pricer = Callable[[dict[str, Any]], float]  # a configuration's worst case in dollars
+
+
+def fidelity_values(distributions: dict[str, BaseDistribution]) -> list[Any] | None:
+    """The fidelity's values, smallest first, when the space samples it among two or more."""
+    dist = distributions.get(FIDELITY)
+    if isinstance(dist, CategoricalDistribution):
+        values = sorted(dist.choices)  # type: ignore[type-var]
+    elif isinstance(dist, IntDistribution) and dist.high > dist.low:
+        values = list(range(dist.low, dist.high + 1, dist.step))
+    else:
+        return None
+    return values if len(values) >= 2 else None
+
+
+def config_key(params: dict[str, Any]) -> str:
+    """A configuration without its fidelity: what a promotion trains again on more data."""
+    return repr(sorted((k, v) for k, v in params.items() if k != FIDELITY))
+
+
+class FidelitySampler(BaseSampler):
+    """Proposes new configurations at the lowest rung with a real Optuna sampler, and promotes
+    the best finished ones to the next rung (see the module docstring).
+
+    Args:
+        base: The sampler that draws new configurations (TPE with the sweep's constraints).
+        values: The fidelity's values, smallest first (`fidelity_values`).
+        eta: Successive halving's reduction factor; the top `1/eta` of a rung are promoted.
+    """
+
+    def __init__(self, base: BaseSampler, values: Sequence[Any], eta: int = ETA) -> None:
+        if len(values) < 2 or eta < 2:
+            raise ValueError(f"needs two values or more and eta >= 2, got {values=}, {eta=}")
+        self.base = base
+        self.values = sorted(values)
+        self.eta = eta
+        self._pricer: Pricer | None = None
+        self._plans: dict[int, dict[str, Any]] = {}  # trial id -> promoted params
+        self._prices: dict[str, float] = {}  # estimates are deterministic: asked once each
+        self._lock = threading.Lock()
+        self._view_of: _LowestRung | None = None  # the base sampler's view of the last study
+
+    def set_pricer(self, pricer: Pricer) -> None:
+        """Price configurations (the sweep passes the backend's estimate); without one, every
+        value is a rung."""
+        self._pricer = pricer
+        self._prices.clear()
+
+    def rungs(self, params: dict[str, Any]) -> list[Any]:
+        """The fidelity values worth running for this configuration, smallest first: walking
+        down from the largest, a value is kept when it costs at most `RUNG_COST_RATIO` of the
+        last value kept (fixed per-trial costs included, as the backend estimates them)."""
+        if self._pricer is None:
+            return list(self.values)
+        kept = [self.values[-1]]
+        above = self._price({**params, FIDELITY: kept[0]})
+        for value in reversed(self.values[:-1]):
+            cost = self._price({**params, FIDELITY: value})
+            if cost <= RUNG_COST_RATIO * above:
+                kept.insert(0, value)
+                above = cost
+        return kept
+
+    def _price(self, params: dict[str, Any]) -> float:
+        assert self._pricer is not None
+        key = repr(sorted(params.items()))
+        if key not in self._prices:
+            self._prices[key] = self._pricer(params)
+        return self._prices[key]
+
+    def promotion(self, study: Study) -> dict[str, Any] | None:
+        """The params of the next promotion due, from the highest rung down; None when none is.
+
+        A rung's candidates are its finished trials (epoch checkpoints and skipped trials are not
+        candidates), best first (`_ranked`); the top `len // eta` may be promoted, each
+        to its next rung, unless a trial of that configuration at that rung exists in any state.
+        """
+        trials = study.get_trials(deepcopy=False)
+        taken = {(config_key(t.params), t.params.get(FIDELITY)) for t in trials if t.params}
+        taken |= {
+            (plan["key"], plan["value"])
+            for t in trials
+            if isinstance(plan := t.system_attrs.get(PLAN_ATTR), dict)
+        }
+        finished = [t for t in trials if _candidate(t)]
+        for value in reversed(self.values[:-1]):
+            rung = [t for t in finished if t.params.get(FIDELITY) == value]
+            rung = _ranked(rung)
+            for trial in rung[: len(rung) // self.eta]:
+                ladder = self.rungs(trial.params)
+                above = [v for v in ladder if v > value]
+                key = config_key(trial.params)
+                if above and (key, above[0]) not in taken:
+                    return {**trial.params, FIDELITY: above[0]}
+        return None
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        if "fixed_params" in trial.system_attrs:  # a retry or an enqueued trial keeps its params
+            return
+        params = self.promotion(study)
+        if params is not None:
+            plan = {"key": config_key(params), "value": params[FIDELITY], "promoted": True}
+            # Stored at once: a worker asking next sees this promotion taken.
+            study._storage.set_trial_system_attr(trial._trial_id, PLAN_ATTR, plan)
+            with self._lock:
+                self._plans[trial._trial_id] = params
+        self.base.before_trial(self._view(study), trial)
+
+    def infer_relative_search_space(
+        self, study: Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        if trial._trial_id in self._plans:
+            return {}
+        space = self.base.infer_relative_search_space(self._view(study), trial)
+        return {k: v for k, v in space.items() if k != FIDELITY}
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if trial._trial_id in self._plans or not search_space:
+            return {}
+        return self.base.sample_relative(self._view(study), trial, search_space)
+
+    def sample_independent(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        plan = self._plans.get(trial._trial_id)
+        if plan is not None and param_name in plan:
+            return plan[param_name]
+        if param_name == FIDELITY:
+            # A new configuration starts on its lowest rung, priced with what is drawn so far
+            # (parameters not drawn yet at their first value: the fidelity comes last in the
+            # harness's spaces, so this is the configuration itself there).
+            return self.rungs({**_first_values(trial), **trial.params})[0]
+        view = self._view(study)
+        return self.base.sample_independent(view, trial, param_name, param_distribution)
+
+    def after_trial(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        with self._lock:
+            self._plans.pop(trial._trial_id, None)
+        self.base.after_trial(study, trial, state, values)
+
+    def _view(self, study: Study) -> Study:
+        with self._lock:
+            view = self._view_of
+            if (
+                view is None
+                or view._storage is not study._storage
+                or (view._study_id != study._study_id)
+            ):
+                view = self._view_of = _LowestRung(study, self)
+            return view
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()
+
+
+def _candidate(trial: FrozenTrial) -> bool:
+    """A finished trial that trained its configuration (not an epoch checkpoint)."""
+    if trial.state != TrialState.COMPLETE or not trial.values:
+        return False
+    return not TrialRecord.from_attrs(trial.user_attrs).is_checkpoint
+
+
+def _ranked(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """A rung's finished trials, best first: by non-dominated rank of (validation accuracy up,
+    cost down), then validation accuracy (accuracy alone in a one-objective study).
+
+    Why the rank: the study looks for the accuracy-against-cost front, so a configuration that
+    is nearly as accurate for much less money is as worth confirming on more data as the most
+    accurate one (measured on the demo's surface: a point or two of hypervolume at 10% and 20%
+    of the grid's spend over accuracy alone; `benchmarks/README.md`).
+    """
+    if not trials or len(trials[0].values) < 2:
+        return sorted(trials, key=lambda t: (-float(t.values[0]), t.number))
+    rank: dict[int, int] = {}
+    left, level = list(trials), 0
+    while left:
+        for t in left:
+            if not any(_dominates(o, t) for o in left):
+                rank[t.number] = level
+        left = [t for t in left if t.number not in rank]
+        level += 1
+    return sorted(trials, key=lambda t: (rank[t.number], -float(t.values[0]), t.number))
+
+
+def _dominates(a: FrozenTrial, b: FrozenTrial) -> bool:
+    """`a` at least as accurate and as cheap as `b`, and better on one of the two."""
+    (acc_a, cost_a), (acc_b, cost_b) = a.values[:2], b.values[:2]
+    return acc_a >= acc_b and cost_a <= cost_b and (acc_a > acc_b or cost_a < cost_b)
+
+
+def _first_values(trial: FrozenTrial) -> dict[str, Any]:
+    first: dict[str, Any] = {}
+    for name, dist in trial.distributions.items():
+        if isinstance(dist, CategoricalDistribution):
+            first[name] = dist.choices[0]
+        elif hasattr(dist, "low"):
+            first[name] = dist.low
+    return first
+
+
+class _LowestRung(Study):
+    """The study as the base sampler sees it: only evidence at the rung each configuration
+    started on (a trial of a configuration also tried on a smaller training set is left out).
+
+    Why: every new configuration is drawn at its lowest rung, so that evidence is like for like;
+    a promoted trial's accuracy (more data) and cost (more money) would teach the base sampler
+    that its own parameters, not the training-set size, moved both. A configuration that proves
+    itself is promoted by the successive-halving rule, not by the base sampler.
+    """
+
+    def __init__(self, study: Study, sampler: FidelitySampler) -> None:
+        super().__init__(study_name=study.study_name, storage=study._storage, sampler=sampler)
+
+    def _get_trials(
+        self,
+        deepcopy: bool = True,
+        states: Any = None,
+        use_cache: bool = False,
+    ) -> list[FrozenTrial]:
+        # Never this view's own cache: Optuna clears the real study's at each ask, not this one.
+        every = super()._get_trials(deepcopy=False, states=None, use_cache=False)
+        start: dict[str, Any] = {}
+        for t in every:
+            if FIDELITY in t.params:
+                key = config_key(t.params)
+                start[key] = min(start.get(key, t.params[FIDELITY]), t.params[FIDELITY])
+        kept = [
+            t
+            for t in every
+            if (states is None or t.state in states)
+            and t.params.get(FIDELITY) == start.get(config_key(t.params))
+        ]
+        return copy.deepcopy(kept) if deepcopy else kept
+
+
+def attach_pricer(sampler: BaseSampler, pricer: Pricer) -> None:
+    """Let a fidelity sampler price its rungs (no-op for any other sampler)."""
+    if isinstance(sampler, FidelitySampler):
+        sampler.set_pricer(pricer)
+
+
+def make_fidelity_sampler(
+    base: BaseSampler, distributions: dict[str, BaseDistribution]
+) -> optuna.samplers.BaseSampler:
+    """The fidelity sampler over `base`; ConfigError-free: callers check `fidelity_values`."""
+    values = fidelity_values(distributions)
+    if values is None:
+        raise ValueError(f"no fidelity to search over: {FIDELITY} must take two values or more")
+    return FidelitySampler(base, values, eta=ETA)

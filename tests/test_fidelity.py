@@ -1,0 +1,212 @@
+"""Multi-fidelity search (`harness.sweep.fidelity`): who is promoted, never twice, rungs priced
+with fixed costs, and a sweep through the real loop that keeps `n_trials` and the budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.distributions import (
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import TrialState
+
+from harness.config import load_experiment
+from harness.data.prepare import prepare_experiment
+from harness.errors import ConfigError
+from harness.sweep.fidelity import FIDELITY, FidelitySampler, config_key
+from harness.sweep.loop import run_sweep
+from harness.sweep.search_space import experiment_space
+from harness.sweep.study import make_sampler, spec_from_trial
+from harness.tracking.record import CHECKPOINT_OF, TrialRecord
+from tests.conftest import review_rows, write_csv, write_experiment
+from tests.memory_backend import MemoryBackend
+from tests.test_sweep import RecordingView
+from tests.test_sweep_fast import SPACE, _records, backend  # noqa: F401  (fixture)
+
+DISTRIBUTIONS = {
+    "n_epochs": IntDistribution(1, 3),
+    "learning_rate_multiplier": FloatDistribution(0.5, 4.0, log=True),
+    FIDELITY: CategoricalDistribution([400, 800, 1200]),
+}
+
+
+def _sampler(pricer: Any = None, values: tuple[int, ...] = (400, 800, 1200)) -> FidelitySampler:
+    sampler = FidelitySampler(optuna.samplers.RandomSampler(seed=0), values)
+    if pricer is not None:
+        sampler.set_pricer(pricer)
+    return sampler
+
+
+def _finished(study: optuna.Study, lr: float, size: int, accuracy: float, cost: float) -> None:
+    params = {"n_epochs": 1, "learning_rate_multiplier": lr, FIDELITY: size}
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=params, distributions=DISTRIBUTIONS, values=[accuracy, cost]
+        )
+    )
+
+
+def _study(sampler: FidelitySampler, storage: Any = None, name: str = "s") -> optuna.Study:
+    return optuna.create_study(
+        study_name=name,
+        storage=storage,
+        directions=["maximize", "minimize"],
+        sampler=sampler,
+        load_if_exists=True,
+    )
+
+
+def test_the_best_of_a_rung_is_promoted_once_and_the_rest_wait() -> None:
+    study = _study(_sampler())
+    # Four finished at 400 examples, same cost: the top half (two) may be promoted.
+    for lr, accuracy in ((0.5, 0.60), (1.0, 0.80), (2.0, 0.70), (4.0, 0.55)):
+        _finished(study, lr, 400, accuracy, 1.0)
+    first = study.ask(DISTRIBUTIONS)
+    assert first.params == {"n_epochs": 1, "learning_rate_multiplier": 1.0, FIDELITY: 800}
+    # Still running, the first promotion counts as taken: the second best goes next.
+    second = study.ask(DISTRIBUTIONS)
+    assert second.params == {"n_epochs": 1, "learning_rate_multiplier": 2.0, FIDELITY: 800}
+    # The top half is used up: a new configuration at the lowest rung.
+    third = study.ask(DISTRIBUTIONS)
+    assert third.params[FIDELITY] == 400
+    assert third.params["learning_rate_multiplier"] not in (1.0, 2.0)
+
+
+def test_a_cheaper_configuration_nearly_as_good_ranks_with_the_best() -> None:
+    study = _study(_sampler())
+    _finished(study, 1.0, 400, 0.80, 10.0)  # best, dear
+    _finished(study, 2.0, 400, 0.79, 1.0)  # nearly as good, a tenth of the money: on the front
+    _finished(study, 0.5, 400, 0.70, 5.0)  # dominated
+    _finished(study, 4.0, 400, 0.60, 9.0)  # dominated
+    promoted = {study.ask(DISTRIBUTIONS).params["learning_rate_multiplier"] for _ in range(2)}
+    assert promoted == {1.0, 2.0}
+
+
+def test_checkpoints_and_failed_trials_are_never_candidates() -> None:
+    study = _study(_sampler())
+    params = {"n_epochs": 2, "learning_rate_multiplier": 1.0, FIDELITY: 400}
+    for accuracy in (0.9, 0.95):  # epoch checkpoints of one trial: not trials of their own
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params,
+                distributions=DISTRIBUTIONS,
+                values=[accuracy, 1.0],
+                user_attrs={CHECKPOINT_OF: 0},
+            )
+        )
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={**params, "learning_rate_multiplier": 2.0},
+            distributions=DISTRIBUTIONS,
+            state=TrialState.FAIL,
+        )
+    )
+    assert _sampler().promotion(study) is None
+    assert study.ask(DISTRIBUTIONS).params[FIDELITY] == 400
+
+
+def test_two_workers_sharing_a_study_never_promote_the_same_configuration(
+    tmp_path: Path,
+) -> None:
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    one = _study(_sampler(), storage)
+    two = _study(_sampler(), storage)  # a second worker: its own sampler, the same storage
+    for lr, accuracy in ((0.5, 0.60), (1.0, 0.80), (2.0, 0.70), (4.0, 0.55)):
+        _finished(one, lr, 400, accuracy, 1.0)
+    # Asks alternate as the `launch` lock serialises them; every one is still RUNNING.
+    asked = [study.ask(DISTRIBUTIONS) for study in (one, two, one, two)]
+    promoted = [t.params for t in asked if t.params[FIDELITY] == 800]
+    assert len(promoted) == 2
+    assert len({config_key(p) for p in promoted}) == 2
+    # A requeued (WAITING) promotion is taken too.
+    one.enqueue_trial({"n_epochs": 1, "learning_rate_multiplier": 0.5, FIDELITY: 800})
+    _finished(one, 4.0, 400, 0.9, 1.0)  # five at 400: still two promotable (0.9 and 0.8)
+    sampler = _sampler()
+    due = sampler.promotion(one)
+    assert due is not None and due["learning_rate_multiplier"] == 4.0
+
+
+def test_a_rung_whose_fixed_cost_dominates_is_skipped() -> None:
+    # A hosted job minimum: $10 whatever the size, plus a little per example.
+    flat = _sampler(lambda p: 10.0 + 0.001 * p[FIDELITY])
+    assert flat.rungs({"n_epochs": 1, "learning_rate_multiplier": 1.0}) == [1200]
+    # Priced by the work: every size is a rung.
+    linear = _sampler(lambda p: 0.001 * p[FIDELITY] * p["n_epochs"], values=(200, 400, 800))
+    assert linear.rungs({"n_epochs": 2, "learning_rate_multiplier": 1.0}) == [200, 400, 800]
+    # A $0.35 minimum: 200 examples cost nearly what 400 do, 400 half of 800.
+    floor = _sampler(lambda p: max(0.35, 0.001 * p[FIDELITY]), values=(200, 400, 800))
+    assert floor.rungs({"n_epochs": 1, "learning_rate_multiplier": 1.0}) == [400, 800]
+    # A fee above 400 examples: 800 costs 73% of 1200 (skipped), 400 a third of it.
+    mixed = _sampler(lambda p: max(0.5, 0.001 * p[FIDELITY]) + 0.3 * (p[FIDELITY] > 400))
+    assert mixed.rungs({"n_epochs": 1, "learning_rate_multiplier": 1.0}) == [400, 1200]
+    # New configurations start on the lowest rung kept, and promote straight to the top.
+    study = _study(flat)
+    assert study.ask(DISTRIBUTIONS).params[FIDELITY] == 1200
+    study = _study(mixed, name="m")
+    _finished(study, 1.0, 400, 0.8, 1.0)
+    _finished(study, 2.0, 400, 0.7, 1.0)
+    assert study.ask(DISTRIBUTIONS).params[FIDELITY] == 1200
+
+
+def _experiment(tmp_path: Path, **overrides: object) -> Path:
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))  # 120 training rows
+    space = {**SPACE, FIDELITY: {"type": "categorical", "choices": [30, 120]}}
+    study = {"n_trials": 6, "sampler": {"kind": "fidelity"}}
+    return write_experiment(tmp_path, data, space, study=study, **overrides)
+
+
+def test_a_fidelity_sweep_keeps_n_trials_and_reserves_every_trial(
+    tmp_path: Path,
+    backend: MemoryBackend,  # noqa: F811
+) -> None:
+    path = _experiment(tmp_path)
+    experiment = load_experiment(str(path))
+    outcome = run_sweep(experiment, RecordingView())
+    assert len(outcome.results) == 6 and not outcome.failures
+    trials = [r for r in _records() if not r.is_checkpoint]
+    assert len(trials) == 6  # promoted trials count toward n_trials, checkpoints do not
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db")
+    done = [t for t in study.get_trials(states=(TrialState.COMPLETE,)) if _trained(t)]
+    small = {config_key(t.params) for t in done if t.params[FIDELITY] == 30}
+    large = [config_key(t.params) for t in done if t.params[FIDELITY] == 120]
+    assert large, "nothing was promoted"
+    assert set(large) <= small and len(set(large)) == len(large)  # promoted, each once
+    # Every trial, promoted or not, reserved the backend's estimate of its own configuration.
+    space, data = experiment_space(experiment), prepare_experiment(experiment)[0]
+    for trial in done:
+        spec = spec_from_trial(trial, space, experiment)
+        record = TrialRecord.from_attrs(trial.user_attrs)
+        assert record.estimated_cost_usd == pytest.approx(backend.estimate(spec, data).total.usd)
+    assert len({t.params[FIDELITY] for t in done}) == 2  # the two sizes cost differently
+
+
+def test_a_fidelity_sweep_stops_at_its_budget(
+    tmp_path: Path,
+    backend: MemoryBackend,  # noqa: F811
+) -> None:
+    path = _experiment(tmp_path, budget_usd=0.003)
+    outcome = run_sweep(load_experiment(str(path)), RecordingView(), confirm=lambda *_: True)
+    assert outcome.stopped is not None and "budget" in outcome.stopped
+    assert 0 < sum(r.spent for r in _records()) <= 0.003
+
+
+def _trained(trial: optuna.trial.FrozenTrial) -> bool:
+    return not TrialRecord.from_attrs(trial.user_attrs).is_checkpoint
+
+
+def test_sampler_kinds_are_checked(tmp_path: Path) -> None:
+    data = write_csv(tmp_path / "reviews.csv", review_rows(20, seed=2))
+    path = write_experiment(tmp_path, data, SPACE)
+    with pytest.raises(ConfigError) as bad:
+        load_experiment(str(path), ["study.sampler.kind=hyperband"])
+    assert "study.sampler.kind" in str(bad.value)
+    assert all(k in str(bad.value) for k in ("'tpe'", "'random'", "'grid'", "'fidelity'"))
+    # Fidelity needs a training-set size to search over.
+    experiment = load_experiment(str(path), ["study.sampler.kind=fidelity"])
+    with pytest.raises(ConfigError, match="train_examples"):
+        make_sampler(experiment, experiment_space(experiment))
