@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from harness.config import load_experiment
 from harness.report.build import build_report
 from harness.scoring import unpack_correct
-from harness.sweep import loop
+from harness.sweep import session
 from harness.sweep.loop import run_sweep
 from harness.tracking.record import TrialRecord
 from tests.cli_runner import run_cli
@@ -36,7 +36,7 @@ def backend(monkeypatch: pytest.MonkeyPatch) -> MemoryBackend:
     """One in-memory backend every sweep of the test loads (its models outlive a sweep, as a
     local backend's folders do)."""
     memory = MemoryBackend()
-    monkeypatch.setattr(loop, "load_backend", lambda config, progress=None: memory)
+    monkeypatch.setattr(session, "load_backend", lambda config, progress=None: memory)
     # Absolute: MLflow caches stores by URI, so a relative one could reach an earlier test's.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd()}/mlruns/mlflow.db")
     return memory

@@ -1,0 +1,297 @@
+"""One sweep's state, and how it opens, records a finished trial and closes.
+
+`harness.sweep.loop` asks and runs; this module records and tells: `open_sweep` validates and
+loads everything before the study or the tracking store is touched, `collect` records a
+finished trial (its checkpoints, its MLflow run, its settled reservation) and tells the study,
+`abandon` fails the trials in flight on Ctrl-C, and `close_sweep` tags the front and leaves.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from harness.backends import load_backend
+from harness.backends.base import Backend
+from harness.config import Experiment
+from harness.data.prepare import prepare_experiment
+from harness.errors import BackendError, ConfigError, TrainingRefused
+from harness.records import Cost, PreparedData, TrialResult, TrialSpec
+from harness.sweep import admission, search_space
+from harness.sweep.budget import Budget, Confirm, check_worst_case
+from harness.sweep.checkpoints import (
+    ScoredCheckpoint,
+    add_checkpoint_trial,
+    checkpoint_epochs,
+    checkpoint_run_name,
+    due_checkpoints,
+    prune_dominated,
+    score_checkpoint,
+    with_number,
+)
+from harness.sweep.estimate import corner_specs
+from harness.sweep.live import LiveStatus
+from harness.sweep.orphans import orphaned_jobs, orphans_message, release_deployments
+from harness.sweep.outcome import SweepOutcome, SweepView
+from harness.sweep.search_space import SearchSpace, experiment_space
+from harness.sweep.shared import (
+    Recovery,
+    join_study_run,
+    space_summary,
+    tag_front_and_leave,
+    tag_prices,
+)
+from harness.sweep.stopping import Curve, FrontStopper
+from harness.sweep.study import (
+    StudyHandle,
+    open_study,
+    requeue,
+    spec_from_trial,
+    trained_trials,
+)
+from harness.sweep.trial import set_attrs
+from harness.tracking.record import (
+    CHECKPOINT_OF_TAG,
+    SYNTHETIC_TAG,
+    TRIAL_TAG,
+    TrialRecord,
+    checkpoints_due_attrs,
+    failure_attrs,
+    objective_accuracy,
+    result_attrs,
+)
+from harness.tracking.runs import MlflowTracker
+from harness.tracking.tracker import NullTracker, Tracker
+
+
+@dataclass
+class Launched:
+    """A trial handed to the executor, with what is needed to record how it ends."""
+
+    trial: Trial
+    spec: TrialSpec
+    run_id: str | None
+    future: Future[TrialResult]
+
+
+@dataclass
+class Sweep:
+    """What every step of one sweep needs, opened once by `_open`."""
+
+    experiment: Experiment
+    space: SearchSpace
+    backend: Backend
+    data: PreparedData
+    handle: StudyHandle
+    tracker: Tracker
+    budget: Budget
+    view: SweepView
+    outcome: SweepOutcome
+    target: int
+    recovery: Recovery
+    stopper: FrontStopper | None = None
+    # Whether the backend accepted a job (or finished a trial) in this sweep (local: one at a time)
+    accepted: bool = False
+    live: LiveStatus = field(init=False)  # money, epochs and time left, for a live view
+    cheapest: Cost = field(init=False)  # no trial starts when the budget cannot cover this
+
+    def __post_init__(self) -> None:
+        workers = self.backend.capabilities.max_concurrency
+        self.live = LiveStatus(self.view.live, self.budget, self.handle, self.target, workers)
+        priced = (self.experiment, self.backend, self.data, self.space)
+        admission.price_rungs(*priced, self.handle)  # multi-fidelity: rungs priced like trials
+        self.cheapest = admission.cheapest_trial(*priced) if self.budget.limit else Cost()
+
+    def completed(self) -> int:
+        return len(trained_trials(self.handle.study))
+
+    def price(self, trial: Trial) -> tuple[TrialSpec, Cost]:
+        spec = spec_from_trial(trial, self.space, self.experiment)
+        return spec, self.backend.estimate(spec, self.data).total
+
+
+def open_sweep(
+    experiment: Experiment,
+    view: SweepView,
+    add_trials: int,
+    track: bool,
+    confirm: Confirm | None,
+) -> Sweep:
+    """Validate and load everything, check the budget, then open the study and its MLflow run."""
+    space = experiment_space(experiment)
+    backend = load_backend(experiment.config.backend, progress=view.progress)
+    data, _ = prepare_experiment(experiment)
+    models = sorted({spec.base_model for spec in corner_specs(experiment, space)})
+    backend.preflight(data, models)  # nothing is recorded before every free check passed
+    if oversized := search_space.oversized_train_examples(space, len(data.train)):
+        view.message(oversized)
+    handle = open_study(experiment, space, join=True)
+    done = len(trained_trials(handle.study))
+    target = max(experiment.config.study.n_trials, done) + add_trials
+    budget = Budget(experiment.config.budget_usd, handle.study)
+    check_worst_case(experiment, backend, data, space, budget, target - done, confirm)
+    tracker: Tracker = MlflowTracker(experiment, data, None) if track else NullTracker()
+    outcome = SweepOutcome(handle=handle, synthetic=backend.capabilities.synthetic)
+    summary = space_summary(space)
+    outcome.parent_run_id = join_study_run(handle, tracker, experiment.study_name, summary)
+    tag_prices(tracker, outcome.parent_run_id, backend.price_rows(models))
+    if outcome.synthetic:
+        tracker.tag(outcome.parent_run_id, SYNTHETIC_TAG, "true")
+        view.message("(synthetic: the backend is a test server on this machine)")
+    recovery = Recovery(handle, tracker)
+    recovery(now=True)
+    if released := release_deployments(handle.study, backend):  # first: gone is no orphan
+        view.message(released)
+    if orphans := orphaned_jobs(handle.study, backend):
+        view.message(orphans_message(experiment.study_name, orphans))
+    view.sweep_started(experiment.study_name, done, target)
+    sweep = Sweep(
+        experiment, space, backend, data, handle, tracker, budget, view, outcome, target, recovery
+    )
+    sweep.live.update()
+    _record_owed_checkpoints(sweep)
+    sweep.stopper = admission.front_stopper(experiment, backend, data, handle)
+    return sweep
+
+
+def _record_owed_checkpoints(sweep: Sweep) -> None:
+    """Checkpoints a killed sweep scored but did not record: score and record them now."""
+
+    def spec_of(trial: FrozenTrial) -> TrialSpec:
+        return spec_from_trial(trial, sweep.space, sweep.experiment)
+
+    for parent, epoch, result in due_checkpoints(sweep.handle.study, spec_of):
+        try:
+            checkpoint = score_checkpoint(sweep.backend, sweep.data, result, epoch)
+        except (BackendError, ConfigError) as exc:  # a missing price: said, not a crash
+            sweep.view.message(f"trial {parent.number}: epoch {epoch.epoch} not scored: {exc}")
+            continue
+        record_checkpoint(sweep, parent, checkpoint)
+
+
+def close_sweep(sweep: Sweep) -> None:
+    """Tag the front on the trial runs, close the study's run unless another worker still runs
+    trials (see `shared.tag_front_and_leave`), delete checkpoints off the front."""
+    front = tag_front_and_leave(sweep.handle, sweep.tracker)
+    pruned = prune_dominated(sweep.handle.study, front, sweep.backend)
+    if pruned:
+        sweep.view.message(f"deleted {pruned} epoch checkpoint(s) that are off the Pareto front")
+    released = release_deployments(sweep.handle.study, sweep.backend)
+    if released:
+        sweep.view.message(released)
+
+
+def collect(sweep: Sweep, launched: Launched) -> None:
+    """Record a finished trial: tell the study, close its MLflow run, settle its reservation."""
+    trial = launched.trial
+    try:
+        result = launched.future.result()
+    except KeyboardInterrupt:
+        _fail(sweep, launched, "interrupted", status="KILLED")
+        raise
+    except TrainingRefused as exc:
+        # Said once, by whoever shows `stopped`; every trial in flight is refused alike.
+        _fail(sweep, launched, str(exc), announce=False)
+        sweep.outcome.stopped, sweep.outcome.refused = str(exc), True
+        return
+    except BackendError as exc:
+        _fail(sweep, launched, str(exc))
+        return
+    except BaseException as exc:
+        _fail(sweep, launched, f"{type(exc).__name__}: {exc}")
+        raise
+    sweep.accepted = True
+    checkpoints = _score_checkpoints(sweep, result)
+    _share_model(sweep, launched.run_id, result)
+    sweep.tracker.finish_trial(launched.run_id, result, sweep.data)
+    # Owed before the trial completes: a kill before they are recorded leaves them to `_open`.
+    set_attrs(
+        trial, checkpoints_due_attrs([(c.epoch, c.result.model.model_ref) for c in checkpoints])
+    )
+    _tell(trial, sweep.handle, result, len(sweep.data.train))
+    if sweep.stopper is not None:
+        sweep.stopper.add(Curve.of(TrialRecord.from_attrs(trial.user_attrs)))
+    sweep.outcome.results.append(result)
+    sweep.view.trial_finished(result)
+    sweep.live.finished(launched.spec, result.wall_seconds)
+    for checkpoint in checkpoints:
+        record_checkpoint(sweep, trial, checkpoint)
+
+
+def _score_checkpoints(sweep: Sweep, result: TrialResult) -> list[ScoredCheckpoint]:
+    """Score the trial's epoch checkpoints on the test set (one that fails is skipped)."""
+    scored = []
+    for epoch in checkpoint_epochs(result):
+        try:
+            scored.append(score_checkpoint(sweep.backend, sweep.data, result, epoch))
+        except (BackendError, ConfigError) as exc:
+            sweep.view.message(f"{result.spec.run_name()}: epoch {epoch.epoch} not scored: {exc}")
+    return scored
+
+
+def record_checkpoint(
+    sweep: Sweep, parent: Trial | FrozenTrial, checkpoint: ScoredCheckpoint
+) -> None:
+    """A checkpoint becomes a completed trial with its own MLflow run (see `checkpoints`)."""
+    study = sweep.handle.study
+    number = len(study.get_trials(deepcopy=False))  # the number add_trial will give it
+    checkpoint = with_number(checkpoint, number)
+    result = checkpoint.result
+    run_id = sweep.tracker.start_trial(
+        result.spec, sweep.backend.kind, name=checkpoint_run_name(checkpoint)
+    )
+    sweep.tracker.tag(run_id, CHECKPOINT_OF_TAG, str(checkpoint.parent))
+    for epoch in result.model.epochs:
+        sweep.tracker.log_epoch(run_id, epoch)
+    _share_model(sweep, run_id, result)
+    sweep.tracker.finish_trial(run_id, result, sweep.data)
+    limit = sweep.experiment.config.study.max_trial_cost_usd
+    objectives = len(sweep.handle.objectives)
+    added, record = add_checkpoint_trial(study, parent, checkpoint, run_id, objectives, limit)
+    if added != number:  # another worker added a trial meanwhile
+        sweep.tracker.tag(run_id, TRIAL_TAG, str(added))
+    sweep.view.message(
+        f"  t{added:03d} = its epoch {checkpoint.epoch}: test acc "
+        f"{result.metrics.accuracy:.4f}  cost ${result.total_cost.usd:.4f} "
+        f"(scoring it: ${result.eval_cost.usd:.4f})"
+    )
+    if sweep.stopper is not None:
+        sweep.stopper.add(Curve.of(record))
+
+
+def _share_model(sweep: Sweep, run_id: str | None, result: TrialResult) -> None:
+    """A model kept on this machine goes to the run too where other machines read the store."""
+    if not sweep.tracker.shares_files:
+        return  # nothing to package: the files stay where promote finds them
+    files = sweep.backend.package(result.model.model_ref, sweep.data.labels).artifacts
+    sweep.tracker.log_model_files(run_id, files)
+
+
+def _tell(trial: Trial, handle: StudyHandle, result: TrialResult, train_rows: int) -> None:
+    """Record the trial and tell the study its validation accuracy (never the test set's: the
+    front is formed on validation, the test set only confirms) and its cost."""
+    set_attrs(trial, result_attrs(result, train_rows))
+    values = [objective_accuracy(result), result.total_cost.usd][: len(handle.objectives)]
+    handle.study.tell(trial, values)
+
+
+def abandon(sweep: Sweep, running: dict[Future[TrialResult], Launched]) -> None:
+    """Interrupted: fail the trials in flight (runs KILLED), queue them again to resume jobs."""
+    for launched in running.values():
+        _fail(sweep, launched, "interrupted", status="KILLED")
+        requeue(sweep.handle.study, sweep.handle.storage.get_trial(launched.trial._trial_id))
+
+
+def _fail(
+    sweep: Sweep, launched: Launched, reason: str, status: str = "FAILED", announce: bool = True
+) -> None:
+    set_attrs(launched.trial, failure_attrs(reason))
+    sweep.budget.settle_failed(launched.trial)
+    sweep.handle.study.tell(launched.trial, state=TrialState.FAIL)
+    sweep.tracker.fail_trial(launched.run_id, reason, status)
+    sweep.outcome.failures.append((launched.spec, reason))
+    if announce:
+        sweep.view.trial_failed(launched.spec, reason)
+    sweep.live.failed(launched.spec)
