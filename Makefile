@@ -59,12 +59,15 @@ tmux:
 
 # The fast tier first (no model downloads, no servers, the sweep loop on an in-memory backend):
 # a broken change fails in minutes; then the slow tier (real models, servers, browsers).
+# The fast tier on every core (a module's fixtures stay in one worker: --dist loadfile), first,
+# so a broken change fails in about a minute; then the slow tier, one test at a time (its
+# servers, heartbeats and timings assume it has the machine).
 test: $(STAMP) $(BIGGER) browser postgres tmux
-	$(BIN)/pytest -q -x -m "not slow"
+	$(BIN)/pytest -q -x -m "not slow" -n auto --dist loadfile
 	$(BIN)/pytest -q -m slow
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow" -n auto --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check harness tests benchmarks
