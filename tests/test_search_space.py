@@ -102,3 +102,17 @@ def test_sizes_beyond_the_training_split_are_named(tmp_path: Path) -> None:
     assert warning is not None
     assert "train_examples 400, 1,200 exceed the 171 training rows" in warning
     assert oversized_train_examples(space, 1200) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_search_space_fits_its_training_split(path: Path) -> None:
+    """A shipped experiment never asks for more training examples than its split holds (the
+    Azure and OpenAI examples offered 800 of 720, which `harness estimate` warned about)."""
+    from harness.config import load_experiment
+    from harness.data.prepare import prepare_experiment
+    from harness.sweep.search_space import experiment_space, oversized_train_examples
+
+    experiment = load_experiment(str(path))
+    data, _ = prepare_experiment(experiment)
+    assert oversized_train_examples(experiment_space(experiment), len(data.train)) is None
