@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -188,17 +189,23 @@ def test_budget_stops_the_sweep_before_spending(tmp_path: Path, tiny_csv: Path) 
     assert not study.get_trials(states=(TrialState.COMPLETE,))
 
 
-def test_crashed_worker_trial_is_failed_and_retried(tmp_path: Path, tiny_csv: Path) -> None:
+def _dead_workers_trial(tmp_path: Path, tiny_csv: Path, **attrs: str) -> tuple[Any, Any]:
+    """A study whose one RUNNING trial belongs to a worker on this machine that has exited."""
     path = write_experiment(tmp_path, tiny_csv)
     experiment = load_experiment(str(path))
     space = load_search_space(experiment.resolve_path(experiment.config.search_space))
     handle = open_study(experiment, space)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    trial = ask(handle, space)
-    trial.set_user_attr("host", socket.gethostname())
-    trial.set_user_attr("pid", dead.pid)
     assert dead.pid != os.getpid()
+    trial = ask(handle, space)
+    for key, value in {"host": socket.gethostname(), "pid": dead.pid, **attrs}.items():
+        trial.set_user_attr(key, value)
+    return handle, trial
+
+
+def test_crashed_worker_trial_is_failed_and_retried(tmp_path: Path, tiny_csv: Path) -> None:
+    handle, trial = _dead_workers_trial(tmp_path, tiny_csv)
 
     failed = recover_crashed_trials(handle)
 
@@ -218,16 +225,7 @@ def test_a_launch_never_sees_a_paid_trial_failed_but_not_yet_requeued(
     from harness.sweep.locks import study_lock
     from harness.sweep.shared import paid_job_waiting, toward_target
 
-    path = write_experiment(tmp_path, tiny_csv)
-    experiment = load_experiment(str(path))
-    space = load_search_space(experiment.resolve_path(experiment.config.search_space))
-    handle = open_study(experiment, space)
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    trial = ask(handle, space)
-    attrs = {"host": socket.gethostname(), "pid": dead.pid, "journal.job_key": "k"}
-    for key, value in attrs.items():  # a dead worker's trial whose job is paid for
-        trial.set_user_attr(key, value)
+    handle, _ = _dead_workers_trial(tmp_path, tiny_csv, **{"journal.job_key": "k"})  # paid job
     seen: list[tuple[int, bool]] = []
     real_requeue = study_module.requeue
 
