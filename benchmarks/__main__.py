@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 from benchmarks import (
+    compute,
     growth,
     lm_trial,
     remote_concurrency,
@@ -25,6 +26,7 @@ BENCHMARKS: dict[str, Callable[[], BenchResult]] = {
     "growth": growth.run,
     "search_efficiency": search_efficiency.run,
     "lm_trial": lm_trial.run,
+    "compute": compute.run,
 }
 
 

@@ -61,13 +61,12 @@ REPEATS = 3  # best of: load elsewhere on the machine can only make a repeat slo
 N_SEQUENCES = 64  # synthetic texts: STEPS batches for training, all of them for inference
 FOLDER = "local-calibration"
 _HOW = (
-    f"best of {REPEATS}: {STEPS} training steps at batch {TRAIN_BATCH} (AdamW, the trial's own "
-    f"step) and inference on {N_SEQUENCES} synthetic texts at batch {EVAL_BATCH}, lengths "
-    "between 1/8 and 5/8 of max_length; on a CPU, timed in this process's CPU seconds per "
-    "thread, which other processes on the machine do not inflate"
+    f"best of {REPEATS}: {STEPS} length-bucketed training steps at batch {TRAIN_BATCH} (AdamW, "
+    f"the trial's own step) and inference on {N_SEQUENCES} synthetic texts at batch {EVAL_BATCH}, "
+    "lengths between 1/8 and 5/8 of max_length; on a CPU, timed in this process's CPU seconds "
+    "per thread, which other processes on the machine do not inflate"
 )
-# Bumped when the way rates are measured changes, so rates measured the old way are not reused.
-METHOD = 2
+METHOD = 3  # bumped when measuring changes (3: bucketed batches), so old rates are not reused
 # Config fields that decide how much compute a token takes (whichever the architecture has).
 ARCHITECTURE_FIELDS = (
     "model_type",
@@ -340,7 +339,8 @@ ENCODER = Workload("", _prepare_encoder, TRAIN_BATCH, EVAL_BATCH, N_SEQUENCES)
 def _time_training(
     timed: Timed, batch: int, device: torch.device, sequences: list[list[int]], progress: Progress
 ) -> float:
-    batches = [sequences[i : i + batch] for i in range(0, STEPS * batch, batch)]
+    rows = sorted(sequences[: STEPS * batch], key=len)  # bucketed, as a trial's batches are
+    batches = [rows[i : i + batch] for i in range(0, STEPS * batch, batch)]
     tokens = sum(len(ids) for rows in batches for ids in rows)
     timed.train(batches[0])  # warm-up: first-call allocations and kernel choice
     clock, best = _clock(device), math.inf

@@ -19,6 +19,7 @@ answers outside the set.
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,13 @@ import torch
 import torch.nn.functional as F
 
 from harness.backends.base import Progress
-from harness.backends.local._torch_utils import autocast, build_optimizer, clip_gradients
+from harness.backends.local._torch_utils import (
+    BUCKET_BATCHES,
+    autocast,
+    build_optimizer,
+    clip_gradients,
+    length_batches,
+)
 from harness.backends.local.config import LocalLMBackendConfig
 from harness.errors import DataError
 from harness.records import Prediction, PreparedData, TrialSpec
@@ -55,7 +62,9 @@ class LMRun:
     examples: list[tuple[list[int], int]]  # (prompt + completion ids, prompt length)
     batch_size: int
     pad_id: int
+    chunk_batches: int = BUCKET_BATCHES  # 1: plain shuffled batches (no length bucketing)
     trained_tokens: int = 0  # every token of every example, every epoch
+    train_seconds: float = 0.0  # wall time in the training loop (validation not included)
 
 
 @dataclass(frozen=True)
@@ -123,23 +132,25 @@ class _Params:
 
 
 def train_epoch(run: LMRun, progress: Progress, description: str) -> float:
-    """One pass in a seeded random order; the mean loss per completion token."""
-    n = len(run.examples)
-    order = torch.randperm(n, generator=run.generator).tolist()
+    """One pass in seeded random, length-bucketed batches (`length_batches`); the mean loss
+    per completion token."""
+    lengths = [len(ids) for ids, _ in run.examples]
+    batches = length_batches(lengths, run.batch_size, run.generator, run.chunk_batches)
     total = torch.zeros((), device=run.device)
     counted = 0
     run.model.train()
-    progress.start(description, total=math.ceil(n / run.batch_size))
+    progress.start(description, total=len(batches))
+    began = time.perf_counter()
     try:
-        for start in range(0, n, run.batch_size):
-            rows = [run.examples[i] for i in order[start : start + run.batch_size]]
-            loss, tokens = train_step(run, rows)
+        for batch in batches:
+            loss, tokens = train_step(run, [run.examples[i] for i in batch])
             total += loss
             counted += tokens
             progress.advance()
     finally:
         progress.finish()
-    run.trained_tokens += sum(len(ids) for ids, _ in run.examples)
+    run.train_seconds += time.perf_counter() - began
+    run.trained_tokens += sum(lengths)
     return float(total) / max(counted, 1)
 
 

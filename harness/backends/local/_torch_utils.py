@@ -132,6 +132,33 @@ def pad_batch(
     }
 
 
+BUCKET_BATCHES = 50  # batches per length-sorted chunk of an epoch (see `length_batches`)
+
+
+def length_batches(
+    lengths: Sequence[int],
+    batch_size: int,
+    generator: torch.Generator,
+    chunk_batches: int = BUCKET_BATCHES,
+) -> list[list[int]]:
+    """One epoch's batches (row indices): length-bucketed, in a seeded random order.
+
+    The rows are shuffled, each chunk of `chunk_batches` batches is sorted by length (stably,
+    so ties stay shuffled) and cut into batches, and the batches are shuffled: an epoch stays
+    random, but a batch holds rows of nearly one length, so dynamic padding adds almost nothing
+    (on the demo's snippets it was 45% of the tokens a batch ran). Every row is in exactly one
+    batch; only the last batch may be short, so there are ceil(n / batch_size) of them.
+    """
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    span = batch_size * chunk_batches
+    batches: list[list[int]] = []
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start : start + span], key=lengths.__getitem__)
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    shuffled = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in shuffled]
+
+
 def ordered_logits(
     model: Any,
     sequences: Sequence[Sequence[int]],

@@ -17,9 +17,11 @@ import torch.nn.functional as F
 from harness.backends.base import Progress
 from harness.backends.local._models import load_error
 from harness.backends.local._torch_utils import (
+    BUCKET_BATCHES,
     autocast,
     build_optimizer,
     clip_gradients,
+    length_batches,
     load_model_folder,
     ordered_logits,
     pad_batch,
@@ -46,6 +48,7 @@ class Run:
     labels: torch.Tensor
     batch_size: int
     pad: tuple[int, bool]
+    chunk_batches: int = BUCKET_BATCHES  # 1: plain shuffled batches (no length bucketing)
     train_seconds: float = 0.0
     trained: int = 0
     trained_tokens: int = 0  # tokens of every example, every epoch (OpenAI bills the same)
@@ -88,16 +91,17 @@ def start_run(
 
 
 def train_epoch(run: Run, progress: Progress, description: str) -> float:
-    """One pass over the trial's examples in a seeded random order; returns the mean loss."""
+    """One pass over the trial's examples in seeded random, length-bucketed batches
+    (`length_batches`); returns the mean loss."""
     n = len(run.ids)
-    order = torch.randperm(n, generator=run.generator).tolist()
+    lengths = [len(ids) for ids in run.ids]
+    batches = length_batches(lengths, run.batch_size, run.generator, run.chunk_batches)
     total = torch.zeros((), device=run.device)  # summed on the device: no sync per step
     run.model.train()
-    progress.start(description, total=math.ceil(n / run.batch_size))
+    progress.start(description, total=len(batches))
     began = time.perf_counter()
     try:
-        for start in range(0, n, run.batch_size):
-            rows = order[start : start + run.batch_size]
+        for rows in batches:
             total += train_step(run, rows)
             progress.advance()
         mean_loss = float(total) / n
