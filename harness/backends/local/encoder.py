@@ -10,7 +10,9 @@ Contract choices (the protocol itself is documented on `harness.backends.base.Ba
 - Tokenization happens once per sweep. Token ids (unpadded) of the train and validation texts are
   cached per (model path, data digest, max_length); a trial picks its subset from the cache and
   every batch is padded to its own longest text (dynamic padding: about 3x faster than padding to
-  `max_length` on movie-review snippets).
+  `max_length` on movie-review snippets). Epochs are length-bucketed (`length_batches`: shuffled,
+  sorted by length within chunks of 50 batches, the batches shuffled again), so padding is about
+  5% of the tokens a batch runs instead of 44%.
 - Determinism. `spec.seed` seeds the new head's initialisation, dropout and the per-epoch shuffle,
   so the same spec on the same data gives the same model on the CPU (GPU kernels may differ in
   the last bits).
