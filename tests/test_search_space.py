@@ -104,8 +104,11 @@ def test_sizes_beyond_the_training_split_are_named(tmp_path: Path) -> None:
     assert oversized_train_examples(space, 1200) is None
 
 
+SHIPPED = sorted((ROOT / "experiments").glob("*.yaml"))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("path", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_every_shipped_search_space_fits_its_training_split(path: Path) -> None:
     """A shipped experiment never asks for more training examples than its split holds (the
     Azure and OpenAI examples offered 800 of 720, which `harness estimate` warned about)."""
