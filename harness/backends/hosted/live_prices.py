@@ -79,6 +79,19 @@ class Refreshed:
     notes: list[str]
 
 
+def get_data_list(url: str, key: str | None = None) -> list[Any]:
+    """GET `url` and return its body's `data` list (the shape of every listing read here).
+
+    Raises:
+        BackendError: As `get_json`, or the body holds no `data` list.
+    """
+    body = get_json(url, key)
+    entries = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(entries, list):
+        raise BackendError(f"{url}: expected a `data` list")
+    return entries
+
+
 def get_json(url: str, key: str | None = None) -> Any:
     """GET `url` and parse its JSON body.
 
@@ -242,10 +255,7 @@ def nebius_api() -> str:
 
 def nebius_rows(key: str) -> Refreshed:
     api = nebius_api()
-    body = get_json(f"{api}/v0/models", key)
-    entries = body.get("data") if isinstance(body, dict) else None
-    if not isinstance(entries, list):
-        raise BackendError(f"{api}/v0/models: expected a `data` list")
+    entries = get_data_list(f"{api}/v0/models", key)
     rows = [
         row
         for entry in entries
@@ -269,10 +279,7 @@ def price_nebius(prices: PriceTable, base_url: str | None, models: Sequence[str]
     if not models:
         return
     api = re.sub(r"/v1$", "", (base_url or f"{NEBIUS_API}/v1").rstrip("/"))
-    body = get_json(f"{api}/v0/models", key)
-    entries = body.get("data") if isinstance(body, dict) else None
-    if not isinstance(entries, list):
-        raise BackendError(f"{api}/v0/models: expected a `data` list")
+    entries = get_data_list(f"{api}/v0/models", key)
     by_id = {str(e.get("id")): e for e in entries if isinstance(e, dict)}
     for model in models:
         entry = by_id.get(model)
@@ -305,10 +312,7 @@ def together_api() -> str:
 def together_hardware(key: str) -> Refreshed:
     """Hourly rates of Together's dedicated-endpoint hardware (cents per minute x 60 / 100)."""
     api = together_api()
-    body = get_json(f"{api}/v1/hardware", key)
-    entries = body.get("data") if isinstance(body, dict) else None
-    if not isinstance(entries, list):
-        raise BackendError(f"{api}/v1/hardware: expected a `data` list")
+    entries = get_data_list(f"{api}/v1/hardware", key)
     today = date.today().isoformat()
     rates = []
     for entry in entries:
