@@ -11,10 +11,9 @@ The front was picked from many fine-tuned candidates on this same data, so the b
 looks better than it is (the winner's curse). `Evidence` corrects for that by empirical Bayes:
 
 - **Equal until shown different.** The fine-tuned candidates tie at their pooled mean unless
-  they are shown to differ (some one better than the cheapest, or their spread larger than
-  noise; `_differ`): a pretest, so that equally good configurations tie exactly and the cheapest
-  wins, whatever a point is worth (a continuous shrinkage would always leave the luckiest a
-  little ahead).
+  they are shown to differ (their spread larger than noise; `_differ`): a pretest, so that
+  equally good configurations tie exactly and the cheapest wins, whatever a point is worth (a
+  continuous shrinkage would always leave the luckiest a little ahead).
 - **Contenders.** Once they differ, candidates shown worse than the most accurate one (paired,
   one-sided, Bonferroni over their number) are out of the running and keep their own estimates.
 - **Shrinkage.** Each contender's deviation from the contenders' mean is shrunk by
@@ -244,24 +243,23 @@ class Evidence:
         return deviation, np.maximum(noise, 1e-12)
 
     def _differ(self) -> bool:
-        """Are the fine-tuned candidates shown to differ? Some one shown better than the
-        cheapest (a max test, strong against a few better ones), or their spread shown larger
-        than noise (the
-        chi-square of their deviations, strong against many small differences): each at half
-        of alpha, so equal contenders pass it in at most alpha of studies."""
+        """Are the fine-tuned candidates shown to differ? Two: the dearer shown better than the
+        cheaper (one-sided, at alpha). More: their spread shown larger than noise (the
+        chi-square of their paired deviations, at alpha), so equal contenders pass it in at most
+        alpha of studies. One test at the whole of alpha, not two at half each: the chi-square
+        already sees one far-off candidate, and with alpha split a study shaped like the hosted one
+        (17 candidates 4 points apart) was seen different in 37% of sweeps, against 46% now."""
         group = self.contenders
         k = group.size
         if k < 2:
             return False
         if not self.n:
             return True
-        cheapest = int(group[np.argmin(self.costs[group])])
-        level = self.alpha if k == 2 else self.alpha / 2  # two: the chi-square adds nothing
-        bar = _z(level / (k - 1))
-        if any(self.z(self._unit(int(j)) - self._unit(cheapest)) > bar for j in group):
-            return True
+        if k == 2:
+            cheap, dear = sorted(group.tolist(), key=lambda j: self.costs[j])
+            return self.z(self._unit(dear) - self._unit(cheap)) > _z(self.alpha)
         deviation, noise = self._spread()
-        return k > 2 and float(np.sum(deviation**2 / noise)) > chi2.ppf(1 - level, k - 1)
+        return float(np.sum(deviation**2 / noise)) > chi2.ppf(1 - self.alpha, k - 1)
 
     def _shrink(self) -> None:
         group = self.contenders
