@@ -46,6 +46,7 @@ from benchmarks.surface import (
     Outcome,
     Surface,
     best_baseline,
+    chance,
     chosen_hypervolume,
     hypervolume,
     surface_files,
@@ -202,18 +203,21 @@ def harness_sampler(surface: Surface) -> Callable[[int], optuna.samplers.BaseSam
     its rungs priced by each configuration's worst case on the surface (the sweep prices them
     with `backend.estimate` of the trial, fixed costs included)."""
     from harness.config import load_experiment
-    from harness.sweep.fidelity import attach_pricer
+    from harness.sweep.fidelity import attach_chance, attach_pricer
     from harness.sweep.search_space import SearchSpace
     from harness.sweep.study import make_sampler
 
     path = str(ROOT / surface.payload.get("experiment", "experiments/demo.yaml"))
     overrides = list(surface.payload.get("overrides", []))
     space = SearchSpace(surface.distributions(), {}, Path(path))
+    learned_nothing = chance(surface)
 
     def build(seed: int) -> optuna.samplers.BaseSampler:
         sets = [*overrides, f"seed={seed}", "study.sampler.kind=fidelity"]
         sampler = make_sampler(load_experiment(path, sets), space)
         attach_pricer(sampler, lambda p: surface.worst_case(surface.row(p), checkpoints=True))
+        if learned_nothing is not None:
+            attach_chance(sampler, learned_nothing, surface.n_validation)
         return sampler
 
     return build

@@ -155,14 +155,12 @@ def surface_files() -> list[Path]:
     )
 
 
-def best_baseline(surface: Surface) -> tuple[float | None, str]:
-    """The best test accuracy of the report's baselines (majority class, TF-IDF + logistic
-    regression, the harness's own code) on the surface's own data split, and a note; None when
-    the split cannot be rebuilt (its digest differs from the recorded one)."""
+def _prepared(surface: Surface) -> tuple[Any, str | None]:
+    """The surface's own data split rebuilt from its experiment and overrides, or None and why
+    not (no experiment named, or its digest differs from the recorded one)."""
     from benchmarks.common import ROOT
     from harness.config import load_experiment
     from harness.data.prepare import prepare_experiment
-    from harness.report.baselines import majority_baseline, tfidf_baseline
 
     payload = surface.payload
     if "experiment" not in payload:
@@ -172,6 +170,27 @@ def best_baseline(surface: Surface) -> tuple[float | None, str]:
     data, _ = prepare_experiment(experiment)
     if payload.get("data_digest") not in (None, data.digest):
         return None, f"data split differs from the recorded one (overrides {overrides})"
-    baselines = [majority_baseline(data), tfidf_baseline(data, payload["dollars_per_hour"])]
+    return data, None
+
+
+def chance(surface: Surface) -> float | None:
+    """The validation accuracy of learning nothing, as `harness sweep` tells the fidelity
+    sampler: the majority-class baseline on the surface's own validation split."""
+    from harness.report.baselines import majority_baseline
+
+    data, _ = _prepared(surface)
+    return None if data is None else majority_baseline(data).valid_accuracy
+
+
+def best_baseline(surface: Surface) -> tuple[float | None, str]:
+    """The best test accuracy of the report's baselines (majority class, TF-IDF + logistic
+    regression, the harness's own code) on the surface's own data split, and a note; None when
+    the split cannot be rebuilt (its digest differs from the recorded one)."""
+    from harness.report.baselines import majority_baseline, tfidf_baseline
+
+    data, why = _prepared(surface)
+    if data is None:
+        return None, str(why)
+    baselines = [majority_baseline(data), tfidf_baseline(data, surface.payload["dollars_per_hour"])]
     best = max(baselines, key=lambda b: b.accuracy or 0.0)
     return best.accuracy, f"{best.name} {best.accuracy:.3f}"

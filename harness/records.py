@@ -7,6 +7,7 @@ and sent across threads without surprises.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,6 +176,12 @@ class PreparedData:
     digest: str
     ordinal: bool
     name: str
+
+    def majority_label(self) -> str:
+        """The most frequent training label (ties: the first in the label set): what a model that
+        learned nothing answers, and the majority-class baseline."""
+        counts = Counter(self.train.labels)
+        return max(self.labels, key=lambda x: counts.get(x, 0))
 
 
 def usd(value: float | None) -> str:

@@ -4,6 +4,7 @@ with fixed costs, and a sweep through the real loop that keeps `n_trials` and th
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import optuna
@@ -18,6 +19,8 @@ from optuna.trial import TrialState
 from harness.config import load_experiment
 from harness.data.prepare import prepare_experiment
 from harness.errors import ConfigError
+from harness.records import PreparedData, Split
+from harness.sweep.admission import tell_chance
 from harness.sweep.fidelity import FIDELITY, FidelitySampler, config_key
 from harness.sweep.loop import run_sweep
 from harness.sweep.search_space import experiment_space
@@ -85,6 +88,91 @@ def test_a_cheaper_configuration_nearly_as_good_ranks_with_the_best() -> None:
     _finished(study, 4.0, 400, 0.60, 9.0)  # dominated
     promoted = {study.ask(DISTRIBUTIONS).params["learning_rate_multiplier"] for _ in range(2)}
     assert promoted == {1.0, 2.0}
+
+
+def _knowing_chance(values: tuple[int, ...] = (400, 800, 1200)) -> FidelitySampler:
+    # Always answering the majority class scores 0.5 on 300 validation examples: a model
+    # learned something above 0.5 + one standard error (0.529).
+    sampler = _sampler(values=values)
+    sampler.set_chance(0.5, 300)
+    return sampler
+
+
+def test_models_that_learned_nothing_rank_after_every_model_that_learned() -> None:
+    for knows, expected in ((False, {1.0, 4.0}), (True, {1.0, 2.0})):
+        sampler = _knowing_chance() if knows else _sampler()
+        study = _study(sampler, name=f"s{knows}")
+        _finished(study, 0.5, 400, 0.50, 0.1)  # learned nothing, cheapest: on the front
+        _finished(study, 1.0, 400, 0.70, 1.0)  # learned, on the front
+        _finished(study, 2.0, 400, 0.65, 2.0)  # learned, dominated by the one above
+        _finished(study, 4.0, 400, 0.52, 0.2)  # within noise of chance: learned nothing
+        promoted = {study.ask(DISTRIBUTIONS).params["learning_rate_multiplier"] for _ in range(2)}
+        # Told what chance scores, the two that learned rise; not told, a cheap one does.
+        assert promoted == expected
+
+
+def test_models_that_learned_nothing_fill_places_that_learners_leave() -> None:
+    study = _study(_knowing_chance())
+    for lr, accuracy in ((0.5, 0.50), (1.0, 0.70), (2.0, 0.51), (4.0, 0.50)):
+        _finished(study, lr, 400, accuracy, 1.0)
+    promoted = [study.ask(DISTRIBUTIONS).params for _ in range(2)]
+    assert [p[FIDELITY] for p in promoted] == [800, 800]
+    assert promoted[0]["learning_rate_multiplier"] == 1.0  # the one that learned goes first
+
+
+def test_the_floor_rises_past_a_rung_where_too_few_learned() -> None:
+    sampler = _knowing_chance()
+    study = _study(sampler)
+    for lr in (0.5, 1.0, 2.0):
+        _finished(study, lr, 400, 0.50, 1.0)
+    assert sampler.floor(study.get_trials()) == 400  # three are not enough to judge
+    _finished(study, 4.0, 400, 0.71, 1.0)  # one of four learned: fewer than 1/eta
+    assert sampler.floor(study.get_trials()) == 800
+    asked = [study.ask(DISTRIBUTIONS) for _ in range(3)]
+    assert [t.params[FIDELITY] for t in asked] == [800, 800, 800]  # two promoted, one new
+    new = asked[2].params
+    assert config_key(new) not in {config_key(t.params) for t in study.get_trials()[:4]}
+    # Promoted trials are not starters: the floor is judged on configurations started there.
+    for trial in asked[:2]:
+        study.tell(trial, [0.5, 2.0])
+    assert sampler.floor(study.get_trials()) == 800
+
+
+def test_the_floor_stays_where_enough_learned_or_chance_is_unknown() -> None:
+    knowing, blind = _knowing_chance(), _sampler()
+    study = _study(knowing)
+    for lr, accuracy in ((0.5, 0.50), (1.0, 0.50), (2.0, 0.70), (4.0, 0.72)):
+        _finished(study, lr, 400, accuracy, 1.0)
+    assert knowing.floor(study.get_trials()) == 400  # two of four learned: half, as promoted
+    _finished(study, 3.0, 400, 0.50, 1.0)
+    _finished(study, 3.5, 400, 0.50, 1.0)
+    assert knowing.floor(study.get_trials()) == 800  # two of six
+    assert blind.floor(study.get_trials()) == 400  # not told what chance scores: all learned
+
+
+def test_the_base_sampler_sees_a_model_that_learned_nothing_as_dominated() -> None:
+    sampler = _knowing_chance()
+    study = _study(sampler)
+    _finished(study, 0.5, 400, 0.50, 0.1)  # cheap, learned nothing
+    _finished(study, 1.0, 400, 0.70, 3.0)
+    shown = {t.params["learning_rate_multiplier"]: t.values for t in sampler._view(study).trials}
+    # Always answering the majority class is free: shown at the dearest cost in view, never as
+    # the cheap end of the front; the study itself keeps what it was told.
+    assert shown == {0.5: [0.50, 3.0], 1.0: [0.70, 3.0]}
+    assert [t.values for t in study.trials] == [[0.50, 0.1], [0.70, 3.0]]
+
+
+def test_chance_is_checked_and_told_by_the_sweep() -> None:
+    with pytest.raises(ValueError, match="accuracy"):
+        _sampler().set_chance(1.5, 300)
+    sampler = _sampler()
+    rows = [("good", "positive"), ("fine", "positive"), ("bad", "negative")]
+    split = Split(tuple(t for t, _ in rows), tuple(label for _, label in rows))
+    data = PreparedData(split, split, split, ("negative", "positive"), "d", False, "tiny")
+    tell_chance(data, SimpleNamespace(study=_study(sampler)))  # type: ignore[arg-type]
+    # Two of three validation examples are the majority label: 2/3 learns nothing.
+    assert not sampler.learned(optuna.trial.create_trial(values=[2 / 3, 1.0]))
+    assert sampler.learned(optuna.trial.create_trial(values=[1.0, 1.0]))
 
 
 def test_checkpoints_and_failed_trials_are_never_candidates() -> None:

@@ -10,7 +10,6 @@ third baseline where the backend can score it.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,8 +44,7 @@ class Baseline:
 
 def majority_baseline(data: PreparedData) -> Baseline:
     """Always answer the most frequent training label (ties: the first in the label set)."""
-    counts = Counter(data.train.labels)
-    label = max(data.labels, key=lambda x: counts.get(x, 0))
+    label = data.majority_label()
     predicted = [label] * len(data.test)
     metrics = score(data.test.labels, predicted, data.labels, data.ordinal)
     correct = np.asarray([t == label for t in data.test.labels], dtype=bool)

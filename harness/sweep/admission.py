@@ -147,3 +147,16 @@ def price_rungs(
         return backend.estimate(spec, data).total.usd
 
     fidelity.attach_pricer(handle.study.sampler, pricer)
+
+
+def tell_chance(data: PreparedData, handle: StudyHandle) -> None:
+    """Tell a fidelity sampler what learning nothing scores on this validation split: always
+    answering the most frequent training label (the report's majority-class baseline), so that
+    a rung whose models learned nothing neither ranks promotions nor stays the floor
+    (`harness.sweep.fidelity`); any other sampler, or no validation split, is left alone."""
+    if not len(data.validation):
+        return
+    label = data.majority_label()
+    right = sum(true == label for true in data.validation.labels)
+    share = right / len(data.validation)
+    fidelity.attach_chance(handle.study.sampler, share, len(data.validation))

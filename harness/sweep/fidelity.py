@@ -16,6 +16,13 @@ sharing a study (asks are serialised by that lock) never promote a configuration
 configuration with a trial on the next training set in any state (running, waiting to be
 retried, finished, failed or skipped) is taken.
 
+A model that learned nothing (validation accuracy within noise of always answering the majority
+class, which the sweep tells the sampler: `set_chance`, `LEARNED_SE`) carries no ranking: it
+ranks after every model of its rung that learned, so it is promoted only into places the
+learners leave; the base sampler sees it as dominated (that baseline is free); and a rung where
+too few of the configurations started on it learned is no longer where new ones start
+(`FLOOR_TRIALS`): the floor rises to the next rung.
+
 Nothing looks cheaper than it is: each training-set size is priced with the backend's estimate of
 the whole trial (`backend.estimate`, fixed costs such as a hosted job's minimum or an hourly
 deployment included), and a size that costs more than `RUNG_COST_RATIO` of the next one kept is
@@ -25,6 +32,7 @@ not a rung at all: its evidence would cost nearly as much as the answer.
 from __future__ import annotations
 
 import copy
+import math
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -44,6 +52,15 @@ ETA = 2  # the top 1/ETA of a rung's finished trials are promoted (successive ha
 # rung to promote one); a low rung's models are also points on the front, hence a little more.
 # 2/3 measured best of 0.6, 2/3, 0.75 and 0.8 on the demo's surface (`benchmarks/README.md`).
 RUNG_COST_RATIO = 2 / 3
+# A model learned something when its validation accuracy beats always answering the majority
+# class by more than this many standard errors of an accuracy at that level on the validation
+# set (binomial): a model a few examples above that baseline is the baseline within noise.
+LEARNED_SE = 1.0
+# The floor rises past a rung once this many configurations started on it and fewer than the
+# share successive halving promotes (1/eta) learned anything: that rung cannot rank enough of its
+# configurations to promote them on evidence, so it only costs money. Demo surface: 4 and 6,
+# and 1/eta against "none learned", measured alike (`benchmarks/README.md`).
+FLOOR_TRIALS = 4
 PLAN_ATTR = "harness_fidelity"  # system attribute: the configuration and rung a trial runs
 
 Pricer = Callable[[dict[str, Any]], float]  # a configuration's worst case in dollars
@@ -87,12 +104,41 @@ class FidelitySampler(BaseSampler):
         self._prices: dict[str, float] = {}  # estimates are deterministic: asked once each
         self._lock = threading.Lock()
         self._view_of: _LowestRung | None = None  # the base sampler's view of the last study
+        self._learned_above: float | None = None  # None: chance not known, every model learned
 
     def set_pricer(self, pricer: Pricer) -> None:
         """Price configurations (the sweep passes the backend's estimate); without one, every
         value is a rung."""
         self._pricer = pricer
         self._prices.clear()
+
+    def set_chance(self, accuracy: float, n_validation: int) -> None:
+        """Tell the sampler what learning nothing scores: the validation accuracy of always
+        answering the most frequent training label (the report's majority-class baseline), on
+        `n_validation` examples. Without it, every finished model counts as having learned."""
+        if not 0.0 <= accuracy <= 1.0 or n_validation < 1:
+            raise ValueError(f"needs an accuracy and examples, got {accuracy=}, {n_validation=}")
+        noise = math.sqrt(accuracy * (1.0 - accuracy) / n_validation)
+        self._learned_above = accuracy + LEARNED_SE * noise
+
+    def learned(self, trial: FrozenTrial) -> bool:
+        """Whether a finished trial's model beat learning nothing (`set_chance`) beyond noise."""
+        return self._learned_above is None or float(trial.values[0]) > self._learned_above
+
+    def floor(self, trials: Sequence[FrozenTrial]) -> Any:
+        """The smallest fidelity value new configurations start on (see `FLOOR_TRIALS`): a value
+        where that many configurations started (finished trials not promoted there) and fewer
+        than `1/eta` of them learned is passed over; the largest value never is."""
+        start = _start_values(trials)  # promoted trials and their retries are not starters
+        started = [
+            t for t in trials if _candidate(t) and t.params[FIDELITY] == start[config_key(t.params)]
+        ]
+        for value in self.values[:-1]:
+            here = [t for t in started if t.params.get(FIDELITY) == value]
+            learned = sum(self.learned(t) for t in here)
+            if len(here) < FLOOR_TRIALS or learned * self.eta >= len(here):
+                return value
+        return self.values[-1]
 
     def rungs(self, params: dict[str, Any]) -> list[Any]:
         """The fidelity values worth running for this configuration, smallest first: walking
@@ -120,8 +166,9 @@ class FidelitySampler(BaseSampler):
         """The params of the next promotion due, from the highest rung down; None when none is.
 
         A rung's candidates are its finished trials (epoch checkpoints and skipped trials are not
-        candidates), best first (`_ranked`); the top `len // eta` may be promoted, each
-        to its next rung, unless a trial of that configuration at that rung exists in any state.
+        candidates), those that learned first, each group best first (`_ranked`); the top
+        `len // eta` may be promoted, each to its next rung, unless a trial of that
+        configuration at that rung exists in any state.
         """
         trials = study.get_trials(deepcopy=False)
         taken = {(config_key(t.params), t.params.get(FIDELITY)) for t in trials if t.params}
@@ -133,8 +180,12 @@ class FidelitySampler(BaseSampler):
         finished = [t for t in trials if _candidate(t)]
         for value in reversed(self.values[:-1]):
             rung = [t for t in finished if t.params.get(FIDELITY) == value]
-            rung = _ranked(rung)
-            for trial in rung[: len(rung) // self.eta]:
+            # A model that learned nothing says nothing of its configuration but that it was
+            # cheap (which puts it on the front): those that learned are ranked and go first;
+            # the rest fill the places left, since more data may be all they lacked.
+            ranked = _ranked([t for t in rung if self.learned(t)])
+            ranked += _ranked([t for t in rung if not self.learned(t)])
+            for trial in ranked[: len(rung) // self.eta]:
                 ladder = self.rungs(trial.params)
                 above = [v for v in ladder if v > value]
                 key = config_key(trial.params)
@@ -180,10 +231,12 @@ class FidelitySampler(BaseSampler):
         if plan is not None and param_name in plan:
             return plan[param_name]
         if param_name == FIDELITY:
-            # A new configuration starts on its lowest rung, priced with what is drawn so far
-            # (parameters not drawn yet at their first value: the fidelity comes last in the
-            # harness's spaces, so this is the configuration itself there).
-            return self.rungs({**_first_values(trial), **trial.params})[0]
+            # A new configuration starts on its lowest rung at or above the floor, priced with
+            # what is drawn so far (parameters not drawn yet at their first value: the fidelity
+            # comes last in the harness's spaces, so this is the configuration itself there).
+            ladder = self.rungs({**_first_values(trial), **trial.params})
+            floor = self.floor(study.get_trials(deepcopy=False))
+            return next(v for v in ladder if v >= floor)
         view = self._view(study)
         return self.base.sample_independent(view, trial, param_name, param_distribution)
 
@@ -218,6 +271,16 @@ def _candidate(trial: FrozenTrial) -> bool:
     if trial.state != TrialState.COMPLETE or not trial.values:
         return False
     return not TrialRecord.from_attrs(trial.user_attrs).is_checkpoint
+
+
+def _start_values(trials: Sequence[FrozenTrial]) -> dict[str, Any]:
+    """Each configuration's smallest fidelity value tried: the rung it started on."""
+    start: dict[str, Any] = {}
+    for t in trials:
+        if FIDELITY in t.params:
+            key = config_key(t.params)
+            start[key] = min(start.get(key, t.params[FIDELITY]), t.params[FIDELITY])
+    return start
 
 
 def _ranked(trials: list[FrozenTrial]) -> list[FrozenTrial]:
@@ -265,11 +328,13 @@ class _LowestRung(Study):
     Why: every new configuration is drawn at its lowest rung, so that evidence is like for like;
     a promoted trial's accuracy (more data) and cost (more money) would teach the base sampler
     that its own parameters, not the training-set size, moved both. A configuration that proves
-    itself is promoted by the successive-halving rule, not by the base sampler.
+    itself is promoted by the successive-halving rule, not by the base sampler. A model that
+    learned nothing is shown at the dearest cost in view (`_nothing_learned_is_dear`).
     """
 
     def __init__(self, study: Study, sampler: FidelitySampler) -> None:
         super().__init__(study_name=study.study_name, storage=study._storage, sampler=sampler)
+        self._fidelity = sampler
 
     def _get_trials(
         self,
@@ -279,24 +344,46 @@ class _LowestRung(Study):
     ) -> list[FrozenTrial]:
         # Never this view's own cache: Optuna clears the real study's at each ask, not this one.
         every = super()._get_trials(deepcopy=False, states=None, use_cache=False)
-        start: dict[str, Any] = {}
-        for t in every:
-            if FIDELITY in t.params:
-                key = config_key(t.params)
-                start[key] = min(start.get(key, t.params[FIDELITY]), t.params[FIDELITY])
+        start = _start_values(every)
         kept = [
             t
             for t in every
             if (states is None or t.state in states)
             and t.params.get(FIDELITY) == start.get(config_key(t.params))
         ]
-        return copy.deepcopy(kept) if deepcopy else kept
+        return self._nothing_learned_is_dear(kept, deepcopy)
+
+    def _nothing_learned_is_dear(
+        self, trials: list[FrozenTrial], deepcopy: bool
+    ) -> list[FrozenTrial]:
+        """The trials, a model that learned nothing shown at the dearest cost in view.
+
+        Why: always answering the majority class is free and as accurate, so such a model is
+        dominated, as the report's front (baselines included) shows it; told its real, small
+        cost, a two-objective base sampler would rank it on the front and draw more like it.
+        """
+        done = [t for t in trials if t.state == TrialState.COMPLETE and len(t.values or ()) > 1]
+        if not done:
+            return copy.deepcopy(trials) if deepcopy else trials
+        dearest = max(float(t.values[1]) for t in done)
+        empty = {t._trial_id for t in done if not self._fidelity.learned(t)}
+        shown = [copy.deepcopy(t) if deepcopy or t._trial_id in empty else t for t in trials]
+        for t in shown:
+            if t._trial_id in empty:
+                t.values = [float(t.values[0]), dearest]
+        return shown
 
 
 def attach_pricer(sampler: BaseSampler, pricer: Pricer) -> None:
     """Let a fidelity sampler price its rungs (no-op for any other sampler)."""
     if isinstance(sampler, FidelitySampler):
         sampler.set_pricer(pricer)
+
+
+def attach_chance(sampler: BaseSampler, accuracy: float, n_validation: int) -> None:
+    """Tell a fidelity sampler what learning nothing scores (no-op for any other sampler)."""
+    if isinstance(sampler, FidelitySampler):
+        sampler.set_chance(accuracy, n_validation)
 
 
 def make_fidelity_sampler(

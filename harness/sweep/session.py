@@ -102,6 +102,7 @@ class Sweep:
         self.live = LiveStatus(self.view.live, self.budget, self.handle, self.target, workers)
         priced = (self.experiment, self.backend, self.data, self.space)
         admission.price_rungs(*priced, self.handle)  # multi-fidelity: rungs priced like trials
+        admission.tell_chance(self.data, self.handle)  # and what learning nothing scores
         self.cheapest = admission.cheapest_trial(*priced) if self.budget.limit else Cost()
 
     def completed(self) -> int:
