@@ -41,6 +41,7 @@ import torch
 from transformers import AutoConfig
 
 from harness.backends.base import Progress
+from harness.backends.local._embedding_rows import lazy_input_embeddings
 from harness.backends.local._models import load_error
 from harness.backends.local._torch_utils import (
     Timed,
@@ -66,7 +67,9 @@ _HOW = (
     "lengths between 1/8 and 5/8 of max_length; on a CPU, timed in this process's CPU seconds "
     "per thread, which other processes on the machine do not inflate"
 )
-METHOD = 3  # bumped when measuring changes (3: bucketed batches), so old rates are not reused
+# Bumped when what is measured changes (3: bucketed batches; 4: lazy embedding rows and clipping
+# that scales only over the norm), so rates measured before are not reused.
+METHOD = 4
 # Config fields that decide how much compute a token takes (whichever the architecture has).
 ARCHITECTURE_FIELDS = (
     "model_type",
@@ -307,8 +310,9 @@ def measure(
 def _prepare_encoder(path: str, device: torch.device) -> Timed:
     """The local encoder's model with a two-label head, its trial step and its inference."""
     model = load_model_folder(path, ("a", "b")).to(device)
+    rows = lazy_input_embeddings(model)  # as `start_run`: the trial's own step
     optimizer, scheduler = build_optimizer(
-        model, lr=1e-6, weight_decay=0.01, warmup_ratio=0.0, steps=1 + STEPS * REPEATS
+        model, lr=1e-6, weight_decay=0.01, warmup_ratio=0.0, steps=1 + STEPS * REPEATS, rows=rows
     )
     run = Run(
         model=model,
