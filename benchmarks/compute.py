@@ -6,15 +6,16 @@ Both measured in this process, on the threads the backend uses (`start_device`),
 - **peak**: fp32 `torch.mm` of two `PEAK_SIZE`-square matrices (2 n^3 FLOPs), best of 5 per
   repeat, best over the run.
 - **step**: the harness's own `train_epoch` (its length-bucketed batches, dynamic padding, fused
-  AdamW, gradient clipping, schedule) of a fresh trial on `TRAIN_EXAMPLES` examples of the
-  demo's data (`experiments/demo.yaml`: all-MiniLM-L6-v2, max_length 64), batch 16, seed 0, so
-  every repeat runs the same batches; each `train_step` is timed, and the epoch's time is the
-  sum of each step's best over the repeats (on a shared machine a step is slowed by whatever
-  else runs; best-of per step, as the peak is best-of). Its FLOPs are forward + backward as
-  `torch.utils.flop_counter.FlopCounterMode` counts them for one sequence of each length, summed
-  over the examples at their own lengths: **useful** FLOPs, padding not counted (the optimizer's
-  elementwise work is not counted either, but its time is in the step). The FLOPs the padded
-  batches ran are reported beside them, as is the best whole epoch by the loop's own clock.
+  AdamW and lazy word-embedding rows, gradient clipping, schedule) of a fresh trial on
+  `TRAIN_EXAMPLES` examples of the demo's data (`experiments/demo.yaml`: all-MiniLM-L6-v2,
+  max_length 64), batch 16, seed 0, so every repeat runs the same batches; each `train_step` is
+  timed, and the epoch's time is the sum of each step's best over the repeats (on a shared machine a
+  step is slowed by whatever else runs; best-of per step, as the peak is best-of). Its FLOPs are
+  forward + backward as `torch.utils.flop_counter.FlopCounterMode` counts them for one sequence of
+  each length, summed over the examples at their own lengths: **useful** FLOPs, padding not counted
+  (the optimizer's elementwise work is not counted either, but its time is in the step). The FLOPs
+  the padded batches ran are reported beside them, as is the best whole epoch by the loop's own
+  clock.
 - **before**: the same epoch with plain shuffled batches (`chunk_batches=1`: the loop before
   length bucketing), interleaved with the others.
 

@@ -9,9 +9,8 @@ shared one), tokens do not. The rates that turn tokens into seconds, and so into
   synthetic batches, best of `REPEATS`, timed on a CPU in this process's CPU seconds per thread
   (`_clock`), which other processes on the machine do not inflate as they do wall time;
 - kept as one JSON file per key under `$XDG_CACHE_HOME/harness/local-calibration/` (default
-  `~/.cache/harness`, the folder of the MLflow store templates) with the date and a
-  description of the machine, and reused by every later process (delete the file to measure
-  again);
+  `~/.cache/harness`) with the date and a description of the machine, and reused by every later
+  process (delete the file to measure again);
 - or pinned in the experiment (`backend.calibration`), so two machines price alike.
 
 The architecture (the config fields that set the compute), not the folder, names the model, so a
@@ -41,6 +40,7 @@ import torch
 from transformers import AutoConfig
 
 from harness.backends.base import Progress
+from harness.backends.local._embedding_rows import lazy_input_embeddings
 from harness.backends.local._models import load_error
 from harness.backends.local._torch_utils import (
     Timed,
@@ -66,26 +66,12 @@ _HOW = (
     "lengths between 1/8 and 5/8 of max_length; on a CPU, timed in this process's CPU seconds "
     "per thread, which other processes on the machine do not inflate"
 )
-METHOD = 3  # bumped when measuring changes (3: bucketed batches), so old rates are not reused
+METHOD = 4  # bumped when measuring changes (3: bucketed batches, 4: lazy embedding rows)
 # Config fields that decide how much compute a token takes (whichever the architecture has).
 ARCHITECTURE_FIELDS = (
-    "model_type",
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "num_key_value_heads",
-    "intermediate_size",
-    "hidden_act",
-    "vocab_size",
-    "max_position_embeddings",
-    "n_layer",
-    "n_head",
-    "n_embd",
-    "d_model",
-    "dim",
-    "n_layers",
-    "n_heads",
-    "hidden_dim",
+    *("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "hidden_act"),
+    *("num_key_value_heads", "intermediate_size", "vocab_size", "max_position_embeddings"),
+    *("n_layer", "n_head", "n_embd", "d_model", "dim", "n_layers", "n_heads", "hidden_dim"),
 )
 
 
@@ -307,8 +293,9 @@ def measure(
 def _prepare_encoder(path: str, device: torch.device) -> Timed:
     """The local encoder's model with a two-label head, its trial step and its inference."""
     model = load_model_folder(path, ("a", "b")).to(device)
+    rows = lazy_input_embeddings(model)  # as `start_run`: the trial's own step
     optimizer, scheduler = build_optimizer(
-        model, lr=1e-6, weight_decay=0.01, warmup_ratio=0.0, steps=1 + STEPS * REPEATS
+        model, lr=1e-6, weight_decay=0.01, warmup_ratio=0.0, steps=1 + STEPS * REPEATS, rows=rows
     )
     run = Run(
         model=model,

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.backends.base import Progress
+from harness.backends.local._embedding_rows import lazy_input_embeddings
 from harness.backends.local._models import load_error
 from harness.backends.local._torch_utils import (
     BUCKET_BATCHES,
@@ -76,6 +77,7 @@ def start_run(
         weight_decay=config.weight_decay,
         warmup_ratio=config.warmup_ratio,
         steps=spec.n_epochs * math.ceil(len(subset) / spec.batch_size),
+        rows=lazy_input_embeddings(model),
     )
     return Run(
         model=model,
