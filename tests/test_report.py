@@ -721,8 +721,11 @@ def test_promote_follows_the_report_and_says_so_when_it_says_do_not_fine_tune(
     assert f"its answer is not to fine-tune: Don't fine-tune: {TFIDF}" in reason
 
 
+@pytest.mark.slow  # the serial tier: a parallel test worker's load would be measured too
 def test_the_tfidf_baseline_costs_the_same_while_other_processes_burn_cpu() -> None:
     # Priced by CPU seconds (work done), not wall-clock seconds, which load moves several-fold.
+    # The load here is busy loops; processes that contend for cache and memory bandwidth (another
+    # test worker training a model) inflate CPU seconds too.
     rows = review_rows(1500, seed=3)
     texts, labels = tuple(t for t, _ in rows), tuple(label for _, label in rows)
     train = Split(texts[:2400], labels[:2400])

@@ -35,6 +35,11 @@ from harness.report.significance import ALPHA
 
 Kind = Literal["tested", "budget", "knee"]
 
+# An extra cost of at most this share of the cheaper member's is negligible: past the knee it is
+# still within reach, and in the knee mode it is bought on expected accuracy, as a budget would
+# (relative, so it means the same at local and hosted prices).
+NEGLIGIBLE_SHARE = 0.05
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -165,11 +170,12 @@ class _Walker:
     def move(self, start: int, end: int, kind: Kind = "tested") -> Move:
         family = self.family(start)
         a, b = self.front[start], self.front[end]
-        # Without a value or a budget (the knee mode) nothing prices an expected gain: only a
-        # corrected gain shown at alpha buys.
-        strict = self.rule.value_per_point is None and self.rule.budget is None
-        estimate = self.evidence.estimate(b, a, family, strict)
         extra = float(self.evidence.costs[b] - self.evidence.costs[a])
+        # Without a value or a budget (the knee mode) nothing prices an expected gain: only a
+        # corrected gain shown at alpha buys, unless the extra cost is negligible.
+        knee = self.rule.value_per_point is None and self.rule.budget is None
+        strict = knee and extra > NEGLIGIBLE_SHARE * float(self.evidence.costs[a])
+        estimate = self.evidence.estimate(b, a, family, strict)
         test = self.evidence.compare(a, b, self.rule.alpha / family)
         return Move(
             start, end, kind, False, test, extra, self.rule.value_per_point, family, estimate

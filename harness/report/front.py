@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from harness.report.decide import Move, Rule, Walk, walk
+from harness.report.decide import NEGLIGIBLE_SHARE, Move, Rule, Walk, walk
 from harness.report.evidence import Evidence
 from harness.report.formats import p_text, percent, points, usd
 from harness.report.model import Recommendation, ReportOptions, Step, TrialRow
@@ -103,11 +103,6 @@ def front_steps(
 
 
 # --- recommendation --------------------------------------------------------------------------
-
-# Past the knee, a member dearer than the knee by at most this share of the knee's own cost is
-# still within reach: no money worth stopping for is at stake (relative, so it means the same at
-# local and hosted prices).
-NEGLIGIBLE_SHARE = 0.05
 
 
 def knee_limit(
