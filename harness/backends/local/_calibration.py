@@ -22,12 +22,10 @@ measured at `TRAIN_BATCH`).
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import math
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -41,6 +39,7 @@ from transformers import AutoConfig
 
 from harness.backends.base import Progress
 from harness.backends.local._embedding_rows import lazy_input_embeddings
+from harness.backends.local._machine import busy, describe, hardware
 from harness.backends.local._models import load_error
 from harness.backends.local._torch_utils import (
     Timed,
@@ -148,12 +147,13 @@ class Pricing:
         key = calibration_key(settings, self.device, self.config.max_length, self.workload.name)
         memo = cache_file(key).name
         if memo not in self._rates:
-            rates = cached(key)
-            if rates is None:
+            rates, loaded = cached(key), busy(self.device)
+            # A measurement marked busy is replaced by the first quiet one (`_machine`).
+            if rates is None or (stored_busy(key) and not loaded):
                 self.calibrations += 1
                 max_length, progress = self.config.max_length, self.progress
                 measured = measure(path, self.device, max_length, progress, name, self.workload)
-                rates = store(key, measured, name)
+                rates = store(key, measured, name, loaded, replace=rates is not None)
             self._rates[memo] = rates
         return self._rates[memo]
 
@@ -188,7 +188,7 @@ def calibration_key(
     settings = model_config.to_dict()
     architecture = {k: settings[k] for k in ARCHITECTURE_FIELDS if settings.get(k) is not None}
     key = {
-        "machine": _hardware(device),
+        "machine": hardware(device),
         "model": architecture,
         "device": device.type,
         "max_length": max_length,
@@ -202,6 +202,14 @@ def cache_file(key: dict[str, Any]) -> Path:
     the harness's one cache folder, `harness.locations`)."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return cache_dir(FOLDER) / f"{digest}.json"
+
+
+def stored_busy(key: dict[str, Any]) -> bool:
+    """Whether the rates stored for `key` were measured on a busy machine (`_machine.busy`)."""
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        record = json.loads(cache_file(key).read_text(encoding="utf-8"))
+        return isinstance(record, dict) and record.get("busy") is True
+    return False
 
 
 def cached(key: dict[str, Any]) -> Rates | None:
@@ -226,22 +234,26 @@ def cached(key: dict[str, Any]) -> Rates | None:
     return rates if usable else None
 
 
-def store(key: dict[str, Any], rates: Rates, model: str) -> Rates:
+def store(
+    key: dict[str, Any], rates: Rates, model: str, loaded: bool = False, replace: bool = False
+) -> Rates:
     """Write `rates` for `key` unless another process got there first; return the ones kept.
 
     First writer wins (a hard link never replaces a file), so processes that measured at the
-    same moment still all price with one set of numbers. A cache that cannot be written leaves
-    the rates to this process alone.
+    same moment still all price with one set of numbers; `replace` (a quiet measurement taking
+    the place of one marked busy) writes over it instead. `loaded`: measured on a busy machine,
+    so marked to be measured again. A cache that cannot be written leaves the rates to this
+    process alone.
     """
     path = cache_file(key)
-    record = {**asdict(rates), "key": key, "model": model, "how": _HOW}
+    record = {**asdict(rates), "key": key, "model": model, "how": _HOW, "busy": loaded}
     record.pop("source")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
             json.dump(record, f, indent=2, sort_keys=True)
         try:
-            os.link(f.name, path)
+            (os.replace if replace else os.link)(f.name, path)
         except FileExistsError:
             if cached(key) is None:  # unreadable or for another key: ours replaces it
                 os.replace(f.name, path)
@@ -287,7 +299,7 @@ def measure(
         infer = _time_inference(timed, workload.eval_batch, device, sequences, progress)
     finally:
         progress.finish()
-    return Rates(train, infer, _now(), _describe(device), "measured")
+    return Rates(train, infer, _now(), describe(device), "measured")
 
 
 def _prepare_encoder(path: str, device: torch.device) -> Timed:
@@ -373,34 +385,6 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
-
-
-def _hardware(device: torch.device) -> dict[str, Any]:
-    if device.type == "cuda":
-        hardware: dict[str, Any] = {"gpu": torch.cuda.get_device_name(device)}
-    elif device.type == "mps":
-        hardware = {"chip": platform.processor() or platform.machine()}
-    else:
-        hardware = {"cpu": _cpu_model(), "threads": torch.get_num_threads()}
-    return {**hardware, "torch": torch.__version__}
-
-
-@functools.cache  # read for every `predict`'s key; the CPU does not change under a process
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def _describe(device: torch.device) -> str:
-    """Host and hardware, and how busy the machine was: best-of-N cannot undo load that lasts
-    the whole measurement, so a reader can see why a calibration is high and measure again."""
-    parts = ", ".join(f"{k} {v}" for k, v in _hardware(device).items())
-    with contextlib.suppress(AttributeError, OSError):  # no load average on Windows
-        parts += f"; load average {os.getloadavg()[0]:.1f} while measuring"
-    return f"{platform.node() or 'unknown host'}: {parts}"
 
 
 def _now() -> str:
