@@ -632,11 +632,18 @@ def test_knee_is_not_bought_with_noise() -> None:
 @pytest.mark.parametrize("dearer_cost", [0.01004, 0.0106, 0.02])
 def test_a_tiny_extra_cost_does_not_buy_noise(dearer_cost: float) -> None:
     # +1 validation point is noise on 200 examples: however little more the dearer model costs,
-    # the tie goes to the cheaper one (no fixed dollar floor decides by the point estimate).
+    # the tie goes to the cheaper one (no fixed dollar floor decides by the point estimate),
+    # unless the reader prices a point and weighs this one comparison on its expected value; then
+    # the answer says how likely the dearer model is to be better. --risk 0.05 asks for evidence.
     front = [_row(0, 0.0100, 150), _row(1, dearer_cost, 152)]
-    for options in (ReportOptions(), ReportOptions(value_per_point=1000.0)):
+    priced = ReportOptions(value_per_point=1000.0)
+    for options in (ReportOptions(), replace(priced, risk=0.05)):
         rec = recommend(front, options, comparer(options), N_VALID)
         assert rec.chosen.number == 0
+    rec = recommend(front, priced, comparer(priced), N_VALID)
+    assert rec.chosen.number == 1
+    assert "+1.0 points expected (one comparison: nothing picked from many" in rec.text
+    assert "59% likely better" in rec.text
 
 
 def test_a_member_a_negligible_share_past_the_knee_is_within_reach() -> None:

@@ -61,13 +61,15 @@ def choose(
     accuracies = correct.mean(axis=1)
     tuned = np.ones(costs.size, dtype=bool) if tuned is None else tuned
     front = pareto_front(list(zip(accuracies.tolist(), costs.tolist(), strict=True)))
-    evidence = Evidence(accuracies, list(correct), tuned, costs, correct.shape[1], ALPHA)
+    n = correct.shape[1]
+    evidence = Evidence(accuracies, list(correct), tuned, costs, n, ALPHA, value is not None)
     last = None
     if value is None and budget is None:
         last = knee_limit(
             [float(costs[i]) for i in front],
             [float(accuracies[i]) for i in front],
             [bool(tuned[i]) for i in front],
+            lambda i, j: evidence.shown_better(front[i], front[j]),
         )
     return front[walk(front, evidence, Rule(ALPHA, value, budget), last).chosen]
 
@@ -133,17 +135,35 @@ def test_in_the_knee_mode_a_gain_for_a_negligible_extra_cost_is_bought() -> None
     assert bought / SEEDS >= 0.8
 
 
-@pytest.mark.parametrize(("r", "at_least"), [(0.97, 0.9), (R, 0.4)])
-def test_a_real_three_point_gain_for_twice_the_cost_is_bought(r: float, at_least: float) -> None:
-    # +3 points on 600 paired validation examples, at $1 a point, for twice the cost. Bought
-    # at least 90% of the time when the two models disagree on 6% of the examples; where they
-    # disagree on a fifth (the demo's trials), a one-sided 5% test has about half that power: no
-    # rule that keeps the dearer pick among equals under alpha at any value per point can do
-    # better: 1,600 validation examples would give 90%.
+@pytest.mark.parametrize("r", [0.97, R])
+def test_a_real_three_point_gain_for_twice_the_cost_is_bought(r: float) -> None:
+    # +3 points on 600 paired validation examples, at $1 a point, for twice the cost: bought at
+    # least 90% of the time, whether the two models disagree on 6% of the examples or on a fifth
+    # (the demo's trials). Two candidates are one comparison, nothing picked from many: the
+    # paired gain decides on its expected value (measured 95% at a fifth; a pretest at alpha,
+    # as before, bought it 49%).
     rng = np.random.default_rng(27)
     costs, truth = np.array([0.05, 0.10]), np.array([0.80, 0.83])
     bought = sum(choose(answers(rng, truth, r=r), costs, 1.0) == 1 for _ in range(SEEDS))
-    assert bought / SEEDS >= at_least
+    assert bought / SEEDS >= 0.9
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_two_equal_candidates_are_bought_dearer_only_on_expected_value(mode: str) -> None:
+    # The price of deciding one comparison on its expected value: with a value per point that
+    # makes the extra cost small (from $1 a point here), the dearer of two equals is bought when
+    # it scores higher, about half the time, never more; each answer states the probability it
+    # is better. Without a value per point (budget, knee) the pretest at alpha still decides.
+    rng = np.random.default_rng(34)
+    costs, truth = np.array([0.05, 0.10]), np.array([0.80, 0.80])
+    value, budget = MODES[mode]
+    rate = float(np.mean([choose(answers(rng, truth), costs, value, budget) for _ in range(SEEDS)]))
+    if value is None:
+        assert rate <= bound(ALPHA, SEEDS)
+    elif value >= 1.0:  # measured 51%: no lean towards the dearer beyond its score
+        assert rate <= bound(0.5, SEEDS)
+    else:  # $0.01 a point: the extra $0.05 is worth 5 points, which noise does not give
+        assert rate <= bound(ALPHA, SEEDS)
 
 
 @pytest.mark.slow  # 2 x 1,000 simulated sweeps

@@ -17,11 +17,12 @@ one-sided paired test at alpha shared among the candidates dearer than `rival` m
 is not shown, `best` and everything dearer is dropped and the walk looks again below it; if it is,
 the walk goes on from `best`. It stops where staying is worth most.
 
-So a dearer model that is no better than a cheaper one is bought in at most about alpha of
-sweeps at any value per point and any price scale (`tests/test_verdicts.py`: 20 equally accurate
-candidates), while among configurations shown to differ the choice is the one of highest expected
-net value, not the cheapest significant step. The test set plays no part: it checks the choice
-once afterwards (see `harness.report.front`).
+So a dearer model that is no better than a cheaper one, picked from many, is bought in at most
+about alpha of sweeps at any value per point and any price scale (`tests/test_verdicts.py`: 20
+equally accurate candidates; two candidates at a value per point are one comparison, decided on
+its expected value), while among configurations shown to differ the choice is the one of
+highest expected net value, not the cheapest significant step. The test set plays no part: it
+checks the choice once afterwards (see `harness.report.front`).
 """
 
 from __future__ import annotations

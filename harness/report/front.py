@@ -68,8 +68,11 @@ def comparer(options: ReportOptions) -> Comparer:
     return compare
 
 
-def evidence_of(candidates: Sequence[TrialRow], n_valid: int | None, alpha: float) -> Evidence:
-    """The validation evidence of every candidate (paired where each recorded its answers)."""
+def evidence_of(
+    candidates: Sequence[TrialRow], n_valid: int | None, alpha: float, priced: bool = False
+) -> Evidence:
+    """The validation evidence of every candidate (paired where each recorded its answers);
+    `priced`: a value per point weighs the gains (see `Evidence`)."""
     return Evidence(
         [r.selection_accuracy for r in candidates],
         [r.valid_correct for r in candidates],
@@ -77,6 +80,7 @@ def evidence_of(candidates: Sequence[TrialRow], n_valid: int | None, alpha: floa
         [r.cost if r.decision_cost is None else r.decision_cost for r in candidates],
         n_valid,
         alpha,
+        priced,
     )
 
 
@@ -106,19 +110,36 @@ def front_steps(
 
 
 def knee_limit(
-    costs: Sequence[float], accuracies: Sequence[float], tuned: Sequence[bool]
+    costs: Sequence[float],
+    accuracies: Sequence[float],
+    tuned: Sequence[bool],
+    shown: Callable[[int, int], bool] | None = None,
 ) -> int | None:
-    """Index of the last front member within reach of the knee (the knee among the fine-tuned
-    members, baselines being nearly free, then any member dearer by a negligible share); None
-    when fewer than three are fine-tuned, or none lies above the chord."""
+    """Index of the last front member within reach of the knee; None when fewer than three
+    fine-tuned members make steps, or none lies above the chord.
+
+    The knee is found among the fine-tuned members (baselines being nearly free). With `shown`
+    (is member j shown better than member i on validation?) only real steps count: a member is
+    kept when shown better than the last kept one, so a bump of noise among cheap, weak
+    configurations does not make a knee before the good ones. Within reach: the knee, the
+    members after it up to the next real step (its plateau), then any member dearer than the
+    knee by a negligible share.
+    """
     chosen = [i for i, t in enumerate(tuned) if t]
-    if len(chosen) < 3:
+    steps = chosen
+    if shown is not None and chosen:
+        steps = [chosen[0]]
+        for i in chosen[1:]:
+            if shown(steps[-1], i):
+                steps.append(i)
+    if len(steps) < 3:
         return None
-    xs, ys = [costs[i] for i in chosen], [accuracies[i] for i in chosen]
+    xs, ys = [costs[i] for i in steps], [accuracies[i] for i in steps]
     if float(_elevation(xs, ys).max()) <= 1e-9:
         return None  # no member above the chord: points get no dearer along the front, no knee
-    knee = chosen[knee_index(xs, ys)]
-    last = knee
+    at = knee_index(xs, ys)
+    knee = steps[at]
+    last = steps[at + 1] - 1 if shown is not None and at + 1 < len(steps) else knee
     while last + 1 < len(costs) and costs[last + 1] - costs[knee] <= NEGLIGIBLE_SHARE * costs[knee]:
         last += 1
     return last
@@ -133,15 +154,18 @@ def walk_front(
     """The decision rule of `harness.report.decide` on a front of rows drawn from `candidates`
     (default: the front alone)."""
     pool = list(candidates) if candidates is not None else list(front)
+    index = _index(front, pool)
+    evidence = evidence_of(pool, n_valid, options.alpha, options.value_per_point is not None)
     last = None
     if _mode(options) == "knee":
         last = knee_limit(
             [r.cost for r in front],
             [r.selection_accuracy for r in front],
             [not r.is_baseline for r in front],
+            lambda i, j: evidence.shown_better(index[i], index[j]),
         )
     rule = Rule(options.alpha, options.value_per_point, options.budget, options.risk)
-    return walk(_index(front, pool), evidence_of(pool, n_valid, options.alpha), rule, last)
+    return walk(index, evidence, rule, last)
 
 
 def _mode(options: ReportOptions) -> str:
@@ -249,8 +273,13 @@ def _evidence(move: Move, n_valid: int | None) -> str:
     if estimate.pooled:
         return f"no difference between them is shown, so they tie; {raw}"
     low, high = estimate.interval()
+    corrected = (
+        "after correcting for selection"
+        if estimate.corrected
+        else "(one comparison: nothing picked from many to correct)"
+    )
     return (
-        f"{points(100 * estimate.gain)} expected after correcting for selection, 95% interval "
+        f"{points(100 * estimate.gain)} expected {corrected}, 95% interval "
         f"{points(100 * low)} to {points(100 * high)}, {estimate.probability:.0%} likely "
         f"better; {raw}"
     )
