@@ -166,17 +166,33 @@ def test_two_equal_candidates_are_bought_dearer_only_on_expected_value(mode: str
         assert rate <= bound(ALPHA, SEEDS)
 
 
-@pytest.mark.slow  # 2 x 1,000 simulated sweeps
-@pytest.mark.parametrize("mode", ["budget", "value $1"])
-def test_a_real_five_point_gain_behind_nine_no_better_candidates_is_bought(mode: str) -> None:
+@pytest.mark.slow  # 3 x 1,000 simulated sweeps
+@pytest.mark.parametrize(("mode", "at_least"), [("budget", 0.8), ("value $1", 0.8), ("knee", 0.7)])
+def test_a_real_five_point_gain_behind_nine_no_better_candidates_is_bought(
+    mode: str, at_least: float
+) -> None:
     # Five candidates 5 points better, behind nine no better than the cheapest: bought at least
-    # 80% of the time (measured 97-98%) wherever the reader priced or bounded the choice.
+    # 80% of the time (measured 97-98%) wherever the reader priced or bounded the choice. The
+    # knee mode prices nothing, so each step must be shown at alpha shared among the 14 dearer
+    # candidates: measured 76% (22% when it compared the best member with its nearest rival,
+    # and refused the good ones one by one).
     rng = np.random.default_rng(28)
     truth = np.array([0.80] * 10 + [0.85] * 5)
     costs = 0.01 * 1.2 ** np.arange(truth.size)
     value, budget = MODES[mode]
     bought = sum(choose(answers(rng, truth), costs, value, budget) >= 10 for _ in range(SEEDS))
-    assert bought / SEEDS >= 0.8
+    assert bought / SEEDS >= at_least
+
+
+def test_in_the_knee_mode_two_equal_models_beside_worse_ones_stay_with_the_cheaper() -> None:
+    # The shape of `tests/test_compare.py`'s equal study: two equally good models, one five
+    # times dearer, beside two clearly worse ones whose spread makes the candidates differ.
+    # Measured 2%. With a budget, the expected accuracies decide, and the dearer one is bought
+    # in 17% of sweeps: the worse ones inflate the spread the shrinkage keeps (see the README).
+    rng = np.random.default_rng(35)
+    truth, costs = np.array([0.85, 0.78, 0.85, 0.70]), np.array([0.01, 0.02, 0.05, 0.03])
+    dearer = sum(choose(answers(rng, truth), costs) == 2 for _ in range(SEEDS))
+    assert dearer / SEEDS <= bound(ALPHA, SEEDS)
 
 
 def _hosted_study(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -10,12 +10,16 @@ shown). What a candidate is worth:
 - with only a budget, or neither (the knee mode): the expected accuracy, ties going to the cheaper.
 
 From the cheapest member the walk looks at everything dearer within reach (the budget; without a
-value or a budget, the knee of the front): the most valuable, `best`, is bought over the most
-valuable cheaper alternative, `rival`, when the evidence shows it is better (`Evidence.estimate`:
-among contenders shown to differ, the expected values decide; anywhere a tie is plausible, a
-one-sided paired test at alpha shared among the candidates dearer than `rival` must pass). If it
-is not shown, `best` and everything dearer is dropped and the walk looks again below it; if it is,
-the walk goes on from `best`. It stops where staying is worth most.
+value or a budget, the knee of the front). With a value or a budget, the most valuable, `best`, is
+bought over the most valuable cheaper alternative, `rival`, when the evidence shows it is better
+(`Evidence.estimate`: among contenders shown to differ, the expected values decide; anywhere a
+tie is plausible, a one-sided paired test at alpha shared among the candidates dearer than
+`rival` must pass). If it is not shown, `best` and everything dearer is dropped and the walk looks
+again below it; if it is, the walk goes on from `best`. It stops where staying is worth most.
+
+In the knee mode nothing prices a gain, so the walk steps to the cheapest member within reach
+whose paired gain over where it stands is shown at alpha shared among the candidates dearer than
+it (or, for a negligible extra cost, whose expected accuracy is higher), and again from there.
 
 So a dearer model that is no better than a cheaper one, picked from many, is bought in at most
 about alpha of sweeps at any value per point and any price scale (`tests/test_verdicts.py`: 20
@@ -27,9 +31,11 @@ checks the choice once afterwards (see `harness.report.front`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
+
+import numpy as np
 
 from harness.report.evidence import Estimate, Evidence, ValidationComparison
 from harness.report.significance import ALPHA
@@ -163,24 +169,41 @@ class _Walker:
         return 100.0 * self.rule.value_per_point * accuracy - cost, 0.0
 
     def family(self, start: int) -> int:
-        """Candidates dearer than front member `start`, within reach."""
+        """Candidates dearer than front member `start`, within reach: up to the dearest member
+        within reach when a knee or a budget limits it, else all (the front itself was picked
+        from them on the same data, so a short front does not make a small family)."""
         costs, low = self.evidence.costs, self.evidence.costs[self.front[start]]
-        high = self.evidence.costs[self.front[self.top]]
+        limited = self.top < len(self.front) - 1 or self.rule.budget is not None
+        high = self.evidence.costs[self.front[self.top]] if limited else np.inf
         return max(1, int(((costs > low) & (costs <= high)).sum()))
 
     def move(self, start: int, end: int, kind: Kind = "tested") -> Move:
         family = self.family(start)
         a, b = self.front[start], self.front[end]
         extra = float(self.evidence.costs[b] - self.evidence.costs[a])
-        # Without a value or a budget (the knee mode) nothing prices an expected gain: only a
-        # corrected gain shown at alpha buys, unless the extra cost is negligible.
-        knee = self.rule.value_per_point is None and self.rule.budget is None
-        strict = knee and extra > NEGLIGIBLE_SHARE * float(self.evidence.costs[a])
-        estimate = self.evidence.estimate(b, a, family, strict)
+        estimate = self.evidence.estimate(b, a, family)
         test = self.evidence.compare(a, b, self.rule.alpha / family)
+        if self.knee:
+            estimate = replace(estimate, shown=self._knee_shown(b, a, family, estimate, test))
         return Move(
             start, end, kind, False, test, extra, self.rule.value_per_point, family, estimate
         )
+
+    @property
+    def knee(self) -> bool:
+        """Neither a value nor a budget: the knee mode."""
+        return self.rule.value_per_point is None and self.rule.budget is None
+
+    def _knee_shown(
+        self, b: int, a: int, family: int, estimate: Estimate, test: ValidationComparison | None
+    ) -> bool:
+        """In the knee mode nothing prices an expected gain, so a step must be shown: its
+        paired gain at alpha shared among the candidates within reach (the claim the steps table
+        makes). A step whose extra cost is negligible needs only a higher expected accuracy."""
+        costs = self.evidence.costs
+        if costs[b] - costs[a] <= NEGLIGIBLE_SHARE * float(costs[a]):
+            return estimate.shown and estimate.gain > 0
+        return estimate.gain > 0 if test is None else test.gain_shown
 
     def worth_buying(self, move: Move) -> bool:
         """Shown better, and (at a value per point) worth its price at the reader's risk."""
@@ -192,6 +215,36 @@ class _Walker:
         return 100.0 * self.rule.value_per_point * gain > move.extra_cost
 
     def run(self) -> Walk:
+        return self._run_knee() if self.knee else self._run_priced()
+
+    def _run_knee(self) -> Walk:
+        """Step to the cheapest member within reach shown better than where the walk stands,
+        and again from there. Cheapest first, because without a price equals tie to the cheaper:
+        comparing the most accurate member with its nearest rival instead would refuse a step
+        into a group of equally good members one by one, down to a weak one."""
+        current, moves = 0, []
+        while True:
+            ends = range(current + 1, self.top + 1)
+            step = next(
+                (m for m in map(self.move_from(current), ends) if self.worth_buying(m)), None
+            )
+            if step is None:
+                break
+            moves.append(replace(step, taken=True))
+            current = step.end
+        if current < self.top:
+            moves.append(self.move(current, max(range(current + 1, self.top + 1), key=self.worth)))
+        return self._finish(current, moves)
+
+    def move_from(self, start: int) -> Callable[[int], Move]:
+        return lambda end: self.move(start, end)
+
+    def _finish(self, current: int, moves: list[Move]) -> Walk:
+        if current == self.top and self.top + 1 < len(self.front):
+            moves.append(self.move(current, self.top + 1, self._stop_kind()))
+        return Walk(current, tuple(moves), top=self.top)
+
+    def _run_priced(self) -> Walk:
         current, options, moves = 0, list(range(1, self.top + 1)), []
         while options:
             best = max([current, *options], key=self.worth)
@@ -206,9 +259,7 @@ class _Walker:
             else:
                 moves.append(move)
                 options = [o for o in options if o < best]
-        if current == self.top and self.top + 1 < len(self.front):
-            moves.append(self.move(current, self.top + 1, self._stop_kind()))
-        return Walk(current, tuple(moves), top=self.top)
+        return self._finish(current, moves)
 
     def _stop_kind(self) -> Kind:
         next_cost = self.evidence.costs[self.front[self.top + 1]]

@@ -293,12 +293,10 @@ class Evidence:
 
     # --- the gain of one candidate over another -----------------------------------------------
 
-    def estimate(self, better: int, cheaper: int, family: int, strict: bool = False) -> Estimate:
+    def estimate(self, better: int, cheaper: int, family: int) -> Estimate:
         """The selection-corrected gain of `better` over `cheaper`, and whether it is shown.
 
-        Shown means: within contenders that differ, always (the expected values decide), unless
-        `strict` (no value per point to weigh them: the corrected gain must pass at alpha /
-        `family`); for a
+        Shown means: within contenders that differ, always (the expected values decide); for a
         contender over a non-contender, the contenders' pooled gain over it at alpha (alpha / 2
         each for the pooled gain and, at alpha / (2 family), the candidate's own gain, once the
         contenders differ); otherwise the paired gain at alpha / `family`.
@@ -312,8 +310,7 @@ class Evidence:
                 _, se = self.contrast(self._unit(better) - self._unit(cheaper))
                 return Estimate(0.0, se, False, True)
             sd = math.sqrt(spread[better] + spread[cheaper])
-            shown = not strict or (sd > 0 and gain / sd > _z(self.alpha / family))
-            return Estimate(gain, sd, shown, False, not self.single)
+            return Estimate(gain, sd, True, False, not self.single)
         if better in inside and better == self.best and self.tuned[cheaper]:
             # `cheaper` is a fine-tuned model already shown worse than this, the best one.
             _, se = self.contrast(self._unit(better) - self._unit(cheaper))
