@@ -124,6 +124,18 @@ def test_in_the_knee_mode_equals_at_nearly_the_same_cost_rarely_buy_a_dearer_one
     assert dearer / SEEDS <= bound(ALPHA, SEEDS)
 
 
+def test_in_the_knee_mode_a_bump_among_weak_configurations_makes_no_knee() -> None:
+    # Five configurations near the majority class, then two good ones twice as dear, no
+    # baselines: a noise bump among the weak ones made a knee before the good ones, and the
+    # answer was weak in 22% of sweeps. Only steps shown better count towards the knee now
+    # (measured 2%).
+    rng = np.random.default_rng(40)
+    truth = np.array([0.58] * 5 + [0.80] * 2)
+    costs = np.concatenate([0.01 * 1.05 ** np.arange(5), [0.02, 0.021]])
+    weak = sum(choose(answers(rng, truth), costs) < 5 for _ in range(SEEDS))
+    assert weak / SEEDS <= 0.1
+
+
 def test_in_the_knee_mode_a_gain_for_a_negligible_extra_cost_is_bought() -> None:
     # +4 points for 1% more (as the demo's trial 16 over its trial 5), beside five dearer
     # configurations stuck at the majority class (off the front; they show the candidates differ).
@@ -167,21 +179,19 @@ def test_two_equal_candidates_are_bought_dearer_only_on_expected_value(mode: str
 
 
 @pytest.mark.slow  # 3 x 1,000 simulated sweeps
-@pytest.mark.parametrize(("mode", "at_least"), [("budget", 0.8), ("value $1", 0.8), ("knee", 0.7)])
-def test_a_real_five_point_gain_behind_nine_no_better_candidates_is_bought(
-    mode: str, at_least: float
-) -> None:
+@pytest.mark.parametrize("mode", ["budget", "value $1", "knee"])
+def test_a_real_five_point_gain_behind_nine_no_better_candidates_is_bought(mode: str) -> None:
     # Five candidates 5 points better, behind nine no better than the cheapest: bought at least
-    # 80% of the time (measured 97-98%) wherever the reader priced or bounded the choice. The
-    # knee mode prices nothing, so each step must be shown at alpha shared among the 14 dearer
-    # candidates: measured 76% (22% when it compared the best member with its nearest rival,
-    # and refused the good ones one by one).
+    # 80% of the time in every mode (measured 97-98% priced or bounded). The knee mode prices
+    # nothing, so each step must be shown at alpha shared among the 14 dearer candidates:
+    # measured 83% (22% when it weighed the best member against its nearest rival and refused
+    # the good ones one by one; 76% when noise steps shown at alpha alone made false knees).
     rng = np.random.default_rng(28)
     truth = np.array([0.80] * 10 + [0.85] * 5)
     costs = 0.01 * 1.2 ** np.arange(truth.size)
     value, budget = MODES[mode]
     bought = sum(choose(answers(rng, truth), costs, value, budget) >= 10 for _ in range(SEEDS))
-    assert bought / SEEDS >= at_least
+    assert bought / SEEDS >= 0.8
 
 
 def test_in_the_knee_mode_two_equal_models_beside_worse_ones_stay_with_the_cheaper() -> None:

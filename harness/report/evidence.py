@@ -226,9 +226,10 @@ class Evidence:
         return ValidationComparison(self.n, self.x[a], self.x[b], se, alpha, self.paired)
 
     def shown_better(self, a: int, b: int) -> bool:
-        """Is B shown better than A on validation (one-sided paired test at alpha)? Without a
-        validation size: when its accuracy is higher."""
-        comparison = self.compare(a, b, self.alpha)
+        """Is B shown better than A on validation (one-sided paired test at alpha shared among
+        the candidates dearer than A)? Without a validation size: when its accuracy is higher."""
+        family = max(1, int((self.costs > self.costs[a]).sum()))
+        comparison = self.compare(a, b, self.alpha / family)
         return self.x[b] > self.x[a] if comparison is None else comparison.gain_shown
 
     # --- selection correction ----------------------------------------------------------------
