@@ -198,8 +198,9 @@ class _Walker:
         self, b: int, a: int, family: int, estimate: Estimate, test: ValidationComparison | None
     ) -> bool:
         """In the knee mode nothing prices an expected gain, so a step must be shown: its
-        paired gain at alpha shared among the candidates within reach (the claim the steps table
-        makes). A step whose extra cost is negligible needs only a higher expected accuracy."""
+        paired gain at alpha shared among the candidates dearer than where the walk stands and
+        within reach (as the steps table makes its claims). A step whose extra cost is
+        negligible needs only a higher expected accuracy."""
         costs = self.evidence.costs
         if costs[b] - costs[a] <= NEGLIGIBLE_SHARE * float(costs[a]):
             return estimate.shown and estimate.gain > 0
@@ -226,7 +227,7 @@ class _Walker:
         while True:
             ends = range(current + 1, self.top + 1)
             step = next(
-                (m for m in map(self.move_from(current), ends) if self.worth_buying(m)), None
+                (m for m in map(self._move_from(current), ends) if self.worth_buying(m)), None
             )
             if step is None:
                 break
@@ -236,7 +237,7 @@ class _Walker:
             moves.append(self.move(current, max(range(current + 1, self.top + 1), key=self.worth)))
         return self._finish(current, moves)
 
-    def move_from(self, start: int) -> Callable[[int], Move]:
+    def _move_from(self, start: int) -> Callable[[int], Move]:
         return lambda end: self.move(start, end)
 
     def _finish(self, current: int, moves: list[Move]) -> Walk:

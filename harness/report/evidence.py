@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.stats import chi2, norm
@@ -295,6 +295,12 @@ class Evidence:
     # --- the gain of one candidate over another -----------------------------------------------
 
     def estimate(self, better: int, cheaper: int, family: int) -> Estimate:
+        """The selection-corrected gain of `better` over `cheaper`, and whether it is shown
+        (see `_estimate`); uncorrected where the two are the only fine-tuned candidates."""
+        estimate = self._estimate(better, cheaper, family)
+        return replace(estimate, corrected=False) if self.single else estimate
+
+    def _estimate(self, better: int, cheaper: int, family: int) -> Estimate:
         """The selection-corrected gain of `better` over `cheaper`, and whether it is shown.
 
         Shown means: within contenders that differ, always (the expected values decide); for a
@@ -311,7 +317,7 @@ class Evidence:
                 _, se = self.contrast(self._unit(better) - self._unit(cheaper))
                 return Estimate(0.0, se, False, True)
             sd = math.sqrt(spread[better] + spread[cheaper])
-            return Estimate(gain, sd, True, False, not self.single)
+            return Estimate(gain, sd, True, False)
         if better in inside and better == self.best and self.tuned[cheaper]:
             # `cheaper` is a fine-tuned model already shown worse than this, the best one.
             _, se = self.contrast(self._unit(better) - self._unit(cheaper))
