@@ -317,10 +317,13 @@ def _method(report: Report) -> list[Block]:
         "alternative when its advantage is shown: among candidates shown to differ the "
         "expected values decide; where a tie is plausible a one-sided paired test at alpha "
         f"{o.alpha:g}, shared among the candidates dearer than that alternative (Bonferroni), "
-        "must pass. Otherwise it looks again below. So a dearer model that is no better is "
-        "bought in at most about alpha of sweeps at any value per point, while a gain that is "
-        "shown and worth its price is bought. Without a value or a budget (the knee mode) the "
-        "corrected gain must itself pass that test. "
+        "must pass. Otherwise it looks again below. So a dearer model that is no better, picked "
+        "from many, is bought in at most about alpha of sweeps at any value per point, while a "
+        "gain that is shown and worth its price is bought; two fine-tuned candidates alone are "
+        "one comparison, decided on its expected value. Without a value or a budget (the knee "
+        "mode) the walk steps to the cheapest member up to the knee whose paired gain over where "
+        "it stands passes that test (or, for an extra cost of at most 5%, whose expected "
+        "accuracy is higher), and again from there. "
         + (
             f"The choice weighs the gain's {o.risk:g} quantile, not its mean. "
             if o.risk != 0.5
