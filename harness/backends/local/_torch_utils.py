@@ -20,6 +20,7 @@ from transformers import AutoModelForSequenceClassification, get_linear_schedule
 from transformers.utils import logging as hf_logging
 
 from harness.backends.local._embedding_rows import RowAdamW, RowEmbedding, row_leaves
+from harness.backends.local._machine import cpu_bf16
 from harness.errors import BackendError, ConfigError
 from harness.records import Prediction
 
@@ -102,13 +103,16 @@ def start_device(requested: str) -> tuple[torch.device, int | None]:
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CUDA GPUs that support it (tensor cores; unlike fp16, no loss scaling).
+    """bf16 autocast on CUDA GPUs that support it (tensor cores; unlike fp16, no loss scaling)
+    and on CPUs with AMX tiles (`_machine.cpu_bf16`).
 
-    CPUs and MPS stay in fp32: bf16 matmuls are only fast on CPUs with AMX, and MPS support for
-    bf16 autocast varies by torch and macOS version.
+    Other CPUs and MPS stay in fp32: bf16 matmuls are only fast on CPUs with AMX, and MPS support
+    for bf16 autocast varies by torch and macOS version.
     """
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cpu" and cpu_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
