@@ -19,7 +19,10 @@ Both measured in this process, on the threads the backend uses (`start_device`),
 - **before**: the same epoch with plain shuffled batches (`chunk_batches=1`: the loop before
   length bucketing), interleaved with the others.
 
-Figure: useful GFLOP/s of the step / peak GFLOP/s, target >= 0.50.
+Figure: useful GFLOP/s of the step / peak GFLOP/s, target >= 0.50. Where the backend trains
+under bf16 autocast (a CPU with AMX tiles, `harness.backends.local._machine.cpu_bf16`), the same
+matmul is also timed in bf16, and the step against that peak (the precision it multiplies in) is
+reported beside the fp32 figure: the fp32 figure alone would flatter it.
 """
 
 from __future__ import annotations
@@ -41,14 +44,20 @@ TARGET = 0.50
 def run() -> BenchResult:
     import torch
 
+    from harness.backends.local._machine import cpu_bf16
+
     setup = _Setup()
     flops = _flops_by_length(setup)
+    bf16 = setup.backend.device.type == "cpu" and cpu_bf16()  # the step's matmuls run in bf16
     peaks: list[float] = []
+    bf16_peaks: list[float] = []
     steps: dict[str, list[list[float]]] = {"bucketed": [], "shuffled": []}
     walls: dict[str, list[float]] = {"bucketed": [], "shuffled": []}
     for _ in range(REPEATS):
         for kind, chunk in _KINDS:
-            peaks.append(_peak(torch))
+            peaks.append(_peak(torch, torch.float32))
+            if bf16:
+                bf16_peaks.append(_peak(torch, torch.bfloat16))
             seconds, wall = _epoch(setup, chunk)
             steps[kind].append(seconds)
             walls[kind].append(wall)
@@ -59,6 +68,16 @@ def run() -> BenchResult:
     whole = rows["bucketed"]["useful_flops"] / min(walls["bucketed"]) / 1e9 / peak
     figures = [
         Figure("MiniLM train step / fp32 matmul peak", share, f">= {TARGET:.2f}", share >= TARGET),
+    ]
+    if bf16:
+        # The step multiplies in bf16 here (AMX): against the peak of the precision it runs in,
+        # which is the honest measure of cores used well, it is far from the target.
+        low = rows["bucketed"]["useful_gflops"] / max(bf16_peaks)
+        figures += [
+            Figure("same / bf16 matmul peak (the precision it trains in)", low, "-", True),
+            Figure("bf16 matmul peak", max(bf16_peaks), "-", True, "GFLOP/s"),
+        ]
+    figures += [
         Figure("same, plain shuffled batches (before)", before, "-", True),
         Figure("same, best whole epoch (not per step)", whole, "-", True),
         Figure("fp32 matmul peak", peak, "-", True, "GFLOP/s"),
@@ -71,6 +90,8 @@ def run() -> BenchResult:
         "load_average_1_5_15": os.getloadavg(),  # the step suffers most from a busy machine
         "threads": torch.get_num_threads(),
         "peak_gflops": peaks,
+        "bf16_peak_gflops": bf16_peaks,
+        "precision": "bf16 autocast" if bf16 else "fp32",
         "step_seconds": steps,
         "epoch_seconds": walls,
         "summary": rows,
@@ -148,9 +169,10 @@ class _Setup:
         )
 
 
-def _peak(torch: Any) -> float:
-    """Best fp32 matmul GFLOP/s on the current threads."""
-    a, b = torch.randn(PEAK_SIZE, PEAK_SIZE), torch.randn(PEAK_SIZE, PEAK_SIZE)
+def _peak(torch: Any, dtype: Any) -> float:
+    """Best matmul GFLOP/s in `dtype` on the current threads."""
+    a = torch.randn(PEAK_SIZE, PEAK_SIZE).to(dtype)
+    b = torch.randn(PEAK_SIZE, PEAK_SIZE).to(dtype)
     torch.mm(a, b)  # warm-up
     best = float("inf")
     for _ in range(5):

@@ -502,3 +502,27 @@ def test_two_studies_on_the_same_data_keep_their_models_apart(tmp_path: Path) ->
     assert odd.parent.name == "a-b-c" and odd.is_relative_to(tmp_path)  # one safe component
     assert folder("demo", 1) == mini / "epoch-1"
     assert folder("").parent.name == "d" * 12  # a spec made outside a study: the old layout
+
+
+def test_a_cpu_with_amx_trains_in_bf16_unless_told_not_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from harness.backends.local import _machine
+    from harness.backends.local._torch_utils import autocast
+
+    cpu = torch.device("cpu")
+    for amx, env, expected in [(True, None, True), (True, "0", False), (False, None, False)]:
+        _machine.cpu_bf16.cache_clear()
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        if env is None:
+            monkeypatch.delenv(_machine.CPU_BF16_ENV, raising=False)
+        else:
+            monkeypatch.setenv(_machine.CPU_BF16_ENV, env)
+        assert _machine.cpu_bf16() is expected
+        # The calibration's key names the precision, so rates never mix the two.
+        precision = _machine.hardware(cpu)["precision"]
+        assert precision == ("bf16 autocast" if expected else "fp32")
+        with autocast(cpu):
+            product = torch.ones(4, 4) @ torch.ones(4, 4)
+        assert product.dtype == (torch.bfloat16 if expected else torch.float32)
+    _machine.cpu_bf16.cache_clear()
