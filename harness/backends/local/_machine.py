@@ -27,7 +27,7 @@ MAX_LOAD = 1.0
 
 # CPUs with AMX tiles (Intel Xeon from Sapphire Rapids on) train and predict under bf16
 # autocast: oneDNN's AMX kernels multiply bf16 at 5-7x the fp32 peak (2,098-2,681 against
-# 380-398 GFLOP/s on this project's machine), and the demo's best configuration trained 1.6x
+# 380-418 GFLOP/s on this project's machine), and the demo's best configuration trained 1.6x
 # faster and scored 2x faster, at the same accuracy within noise (3 seeds). Elsewhere bf16 is
 # emulated and slower, so CPUs without AMX stay in fp32. `HARNESS_CPU_BF16=0` keeps every CPU in
 # fp32 (to compare with runs on machines without AMX).
