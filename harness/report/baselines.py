@@ -61,23 +61,26 @@ def tfidf_baseline(data: PreparedData, dollars_per_hour: float) -> Baseline:
 
     Its cost is the CPU time of fitting it and scoring both splits, at the backend's $/hour: CPU
     seconds, like the local backend's calibrated rates, are the work done, which other processes
-    on the machine do not inflate (wall-clock seconds moved 10x with the machine's load).
+    on the machine do not inflate (wall-clock seconds moved 10x with the machine's load). On one
+    thread: BLAS and OpenMP worker threads spin while they wait for a core, so with several the
+    process's CPU seconds grew 2.5x beside two busy loops.
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
+    from threadpoolctl import threadpool_limits
 
-    started = time.process_time()
-    model = make_pipeline(
-        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
-        LogisticRegression(max_iter=2000),
-    )
-    model.fit(list(data.train.texts), list(data.train.labels))
-    predicted = [str(p) for p in model.predict(list(data.test.texts))]
-    guessed = (
-        [str(p) for p in model.predict(list(data.validation.texts))] if data.validation else []
-    )
-    seconds = time.process_time() - started
+    with threadpool_limits(limits=1):
+        started = time.process_time()
+        model = make_pipeline(
+            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+            LogisticRegression(max_iter=2000),
+        )
+        model.fit(list(data.train.texts), list(data.train.labels))
+        predicted = [str(p) for p in model.predict(list(data.test.texts))]
+        valid_texts = list(data.validation.texts)
+        guessed = [str(p) for p in model.predict(valid_texts)] if data.validation else []
+        seconds = time.process_time() - started
     metrics = score(data.test.labels, predicted, data.labels, data.ordinal)
     correct = np.asarray([t == p for t, p in zip(data.test.labels, predicted, strict=True)])
     right = np.asarray([t == p for t, p in zip(data.validation.labels, guessed, strict=True)])
