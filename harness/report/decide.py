@@ -184,7 +184,7 @@ class _Walker:
         estimate = self.evidence.estimate(b, a, family)
         test = self.evidence.compare(a, b, self.rule.alpha / family)
         if self.knee:
-            estimate = replace(estimate, shown=self._knee_shown(b, a, family, estimate, test))
+            estimate = replace(estimate, shown=self._knee_shown(b, a, estimate, test))
         return Move(
             start, end, kind, False, test, extra, self.rule.value_per_point, family, estimate
         )
@@ -195,7 +195,7 @@ class _Walker:
         return self.rule.value_per_point is None and self.rule.budget is None
 
     def _knee_shown(
-        self, b: int, a: int, family: int, estimate: Estimate, test: ValidationComparison | None
+        self, b: int, a: int, estimate: Estimate, test: ValidationComparison | None
     ) -> bool:
         """In the knee mode nothing prices an expected gain, so a step must be shown: its
         paired gain at alpha shared among the candidates dearer than where the walk stands and

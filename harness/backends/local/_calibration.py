@@ -149,7 +149,7 @@ class Pricing:
         if memo not in self._rates:
             rates, loaded = cached(key), busy(self.device)
             # A measurement marked busy is replaced by the first quiet one (`_machine`).
-            if rates is None or (stored_busy(key) and not loaded):
+            if rates is None or (not loaded and stored_busy(key)):
                 self.calibrations += 1
                 max_length, progress = self.config.max_length, self.progress
                 measured = measure(path, self.device, max_length, progress, name, self.workload)
