@@ -147,14 +147,15 @@ class Pricing:
         key = calibration_key(settings, self.device, self.config.max_length, self.workload.name)
         memo = cache_file(key).name
         if memo not in self._rates:
-            rates, loaded = cached(key), busy(self.device)
+            stored, loaded = cached_record(key), busy(self.device)
             # A measurement marked busy is replaced by the first quiet one (`_machine`).
-            if rates is None or (not loaded and stored_busy(key)):
+            if stored is None or (not loaded and stored.busy):
                 self.calibrations += 1
                 max_length, progress = self.config.max_length, self.progress
                 measured = measure(path, self.device, max_length, progress, name, self.workload)
-                rates = store(key, measured, name, loaded, replace=rates is not None)
-            self._rates[memo] = rates
+                self._rates[memo] = store(key, measured, name, loaded, replace=stored is not None)
+            else:
+                self._rates[memo] = stored.rates
         return self._rates[memo]
 
     def cost(self, rates: Rates, trained: int, scored: int, seconds: float | None = None) -> Cost:
@@ -204,16 +205,17 @@ def cache_file(key: dict[str, Any]) -> Path:
     return cache_dir(FOLDER) / f"{digest}.json"
 
 
-def stored_busy(key: dict[str, Any]) -> bool:
-    """Whether the rates stored for `key` were measured on a busy machine (`_machine.busy`)."""
-    with contextlib.suppress(OSError, ValueError, TypeError):
-        record = json.loads(cache_file(key).read_text(encoding="utf-8"))
-        return isinstance(record, dict) and record.get("busy") is True
-    return False
+@dataclass(frozen=True)
+class Stored:
+    """Rates an earlier process measured, and whether its machine was busy then (`_machine`)."""
+
+    rates: Rates
+    busy: bool
 
 
-def cached(key: dict[str, Any]) -> Rates | None:
-    """The rates an earlier process measured for `key`, or None (none yet, or unreadable)."""
+def cached_record(key: dict[str, Any]) -> Stored | None:
+    """What an earlier process stored for `key`, read once, or None (none yet, unreadable, for
+    another key, or rates that are not positive numbers)."""
     try:
         record = json.loads(cache_file(key).read_text(encoding="utf-8"))
         if record["key"] != key:  # a digest collision, or a file edited by hand
@@ -225,13 +227,20 @@ def cached(key: dict[str, Any]) -> Rates | None:
             str(record["machine"]),
             "cache",
         )
+        busy_then = record.get("busy") is True
     except (OSError, ValueError, KeyError, TypeError):
         return None
     usable = all(
         math.isfinite(r) and r > 0
         for r in (rates.train_seconds_per_1k_tokens, rates.infer_seconds_per_1k_tokens)
     )
-    return rates if usable else None
+    return Stored(rates, busy_then) if usable else None
+
+
+def cached(key: dict[str, Any]) -> Rates | None:
+    """The rates an earlier process measured for `key`, or None (none yet, or unreadable)."""
+    stored = cached_record(key)
+    return stored.rates if stored is not None else None
 
 
 def store(
