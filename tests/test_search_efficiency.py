@@ -146,3 +146,22 @@ def test_a_checkpointed_trial_pays_each_model_once() -> None:
     # The models' payments add up to the trial's worst case (nothing stopped).
     assert sum(ran.paid) == pytest.approx(surface.worst_case(row, checkpoints=True))
     assert [m.epochs_run for m in ran.models] == [1, 2]
+
+
+def test_the_clairvoyant_ceiling_buys_the_best_value_per_dollar_within_its_budget() -> None:
+    from benchmarks.search_efficiency import clairvoyant
+    from benchmarks.surface import chosen_hypervolume
+
+    surface = _surface()
+    ref = surface.reference()
+    # The grid's best model per dollar: 1 epoch of lr 2 on 200 examples (0.6 valid, 5.5 dollars).
+    best = surface.row(
+        {"n_epochs": 1, "learning_rate_multiplier": 2.0, "batch_size": 16, "train_examples": 200}
+    )
+    alone = chosen_hypervolume([surface.full(best)], ref)
+    assert clairvoyant(surface, 5.4, ref) < alone  # it cannot afford that trial
+    assert clairvoyant(surface, 5.5, ref) == pytest.approx(alone)
+    everything = [surface.full(row) for row in surface.rows.values()]
+    ceiling = clairvoyant(surface, 1000.0, ref)
+    assert alone < ceiling
+    assert ceiling >= chosen_hypervolume(everything, ref) - 1e-12
