@@ -19,7 +19,10 @@ class TrialSpec:
     `learning_rate_multiplier` uses OpenAI's name; the local backend multiplies its configured base
     learning rate by it. `train_examples` is None for "the whole training split"; `lora_rank` /
     `lora_alpha` None for "the backend's setting". `study` names the study the trial belongs to,
-    so two studies on the same data keep their models apart.
+    so two studies on the same data keep their models apart. `bound` is set only on a spec that
+    prices a corner of the search space rather than one trial (`harness estimate`, the sweep's
+    worst case): "dearest" or "cheapest" asks `Backend.estimate` for a cost no trial with these
+    parameters exceeds (or goes below), whichever training subset its seed draws.
     """
 
     number: int
@@ -32,6 +35,7 @@ class TrialSpec:
     lora_rank: int | None = None
     lora_alpha: int | None = None
     study: str = ""
+    bound: str | None = None
 
     def params(self) -> dict[str, Any]:
         """The hyperparameters as MLflow params / table columns."""

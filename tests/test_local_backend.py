@@ -292,6 +292,24 @@ def test_estimate_counts_the_tokens_of_every_epoch(
     assert 0 < fewer.train.trained_tokens < three.train.trained_tokens
 
 
+def test_a_corner_estimate_bounds_every_trial_whatever_subset_its_seed_draws(
+    config: LocalBackendConfig, data: PreparedData
+) -> None:
+    # Found in a real run: `harness estimate demo` called 95,826 tokens the worst case per trial,
+    # and trial 6 trained 95,886: a corner was priced on one seed's subset, not a bound.
+    backend = LocalBackend(config)
+    trials = [backend.estimate(_spec(n, train_examples=6, seed=n), data).total for n in range(30)]
+    assert len({c.trained_tokens for c in trials}) > 1  # each seed draws its own subset
+    dearest = backend.estimate(_spec(train_examples=6, bound="dearest"), data).total
+    cheapest = backend.estimate(_spec(train_examples=6, bound="cheapest"), data).total
+    assert cheapest.trained_tokens <= min(c.trained_tokens for c in trials)
+    assert dearest.trained_tokens >= max(c.trained_tokens for c in trials)
+    assert cheapest.usd <= min(c.usd for c in trials) <= max(c.usd for c in trials) <= dearest.usd
+    # The whole split is the same subset for every seed: no bound to take.
+    whole = backend.estimate(_spec(bound="dearest"), data).total
+    assert whole == backend.estimate(_spec(), data).total
+
+
 def test_estimate_is_exact_for_a_full_trial_and_bounds_a_stopped_one(
     trained: Trained, config: LocalBackendConfig, data: PreparedData
 ) -> None:

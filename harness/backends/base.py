@@ -209,7 +209,9 @@ class Backend(Protocol):
         """Worst-case cost of `fine_tune` plus test-set `predict` for `spec`, before spending.
 
         The actual cost of the trial (training plus scoring the test set) is never above
-        `estimate(...).total`: budgets reserve it before the trial starts.
+        `estimate(...).total`: budgets reserve it before the trial starts. With `spec.bound`
+        ("dearest" / "cheapest", a corner of the search space rather than one trial), the cost
+        bounds every trial with these parameters, whichever training subset its seed draws.
 
         Args:
             spec: The configuration to price.

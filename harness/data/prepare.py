@@ -258,6 +258,28 @@ def subsample(split: Split, n: int | None, seed: int) -> Split:
     return Split(tuple(split.texts[i] for i in keep), tuple(split.labels[i] for i in keep))
 
 
+def priced_subset(
+    split: Split,
+    n: int | None,
+    seed: int,
+    bound: str | None = None,
+    lengths: Callable[[Split], Sequence[int]] | None = None,
+) -> Split:
+    """The training subset a cost estimate counts tokens on.
+
+    Without `bound`: the trial's own (`subsample` with its seed), so the estimate is exact. With
+    `bound` "dearest" (or "cheapest"): the `n` examples with the most (or fewest) tokens, by
+    `lengths` (one count per example of the split), so no subset any seed draws costs more (or
+    less): what a corner of the search space needs (`TrialSpec.bound`).
+    """
+    if bound is None or lengths is None or n is None or n >= len(split):
+        return subsample(split, n, seed)
+    sizes = lengths(split)
+    ranked = sorted(range(len(split)), key=lambda i: sizes[i], reverse=bound == "dearest")
+    keep = sorted(ranked[:n])
+    return Split(tuple(split.texts[i] for i in keep), tuple(split.labels[i] for i in keep))
+
+
 def prepare_experiment(
     experiment: Experiment, count_tokens: TokenCounter | None = None
 ) -> tuple[PreparedData, DataReport]:

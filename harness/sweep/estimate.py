@@ -119,7 +119,8 @@ def _first_value(space: SearchSpace, name: str, default: Any) -> Any:
 def corner_specs(
     experiment: Experiment, space: SearchSpace, dearest: bool = True
 ) -> list[TrialSpec]:
-    """One spec per base model the space allows, at the most (or fewest) epochs and examples.
+    """One spec per base model the space allows, at the most (or fewest) epochs and examples,
+    priced for whichever training subset a trial draws (`TrialSpec.bound`).
 
     Learning rate and batch size do not change what a job costs, so their first value is used.
     """
@@ -135,6 +136,7 @@ def corner_specs(
             base_model=str(model),
             train_examples=None if size is None else int(size),
             seed=experiment.config.seed,
+            bound="dearest" if dearest else "cheapest",
         )
         for model, n, size in itertools.product(models, epochs, examples)
     ]

@@ -86,7 +86,7 @@ from harness.backends.local._training import (
     validate,
 )
 from harness.backends.local.config import LocalBackendConfig
-from harness.data.prepare import subsample
+from harness.data.prepare import priced_subset
 from harness.errors import BackendError
 from harness.records import Cost, Prediction, PreparedData, TrainedModel, TrialSpec
 from harness.scoring import pack_bits
@@ -202,7 +202,13 @@ class LocalBackend(LocalFolders):
         tokenizer = self._tokenizer(path, spec.base_model)
         encoded = self._encode(path, tokenizer, data)
         rates = self.pricing.rates(path, spec.base_model)
-        subset = subsample(data.train, spec.train_examples, spec.seed)  # the trial's own subset
+        subset = priced_subset(  # the trial's own subset, or a bound over any (`spec.bound`)
+            data.train,
+            spec.train_examples,
+            spec.seed,
+            spec.bound,
+            lambda split: [len(encoded.train[text]) for text in split.texts],
+        )
         trained = spec.n_epochs * sum(len(encoded.train[text]) for text in subset.texts)
         train = self.pricing.cost(rates, trained, spec.n_epochs * encoded.validation_tokens)
         models = 1 + (spec.n_epochs - 1 if self.config.evaluate_checkpoints else 0)

@@ -77,9 +77,9 @@ from harness.backends.local._torch_utils import (
     start_device,
 )
 from harness.backends.local.config import LocalLMBackendConfig
-from harness.data.prepare import subsample
+from harness.data.prepare import priced_subset, subsample
 from harness.errors import BackendError
-from harness.records import Cost, Prediction, PreparedData, TrainedModel, TrialSpec
+from harness.records import Cost, Prediction, PreparedData, Split, TrainedModel, TrialSpec
 from harness.scoring import pack_bits
 
 MODEL_ARTIFACT = "model"
@@ -126,10 +126,13 @@ class LocalLMBackend(LocalFolders):
         path = resolve_lm_path(spec.base_model)
         fmt = self._format(path, spec.base_model)
         rates = self.pricing.rates(path, spec.base_model)
-        subset = subsample(data.train, spec.train_examples, spec.seed)
-        trained = spec.n_epochs * sum(
-            len(ids) for ids, _ in fmt.examples(subset.texts, subset.labels, data.labels)
-        )
+
+        def lengths(split: Split) -> list[int]:
+            return [len(ids) for ids, _ in fmt.examples(split.texts, split.labels, data.labels)]
+
+        # The trial's own subset, or a bound over any subset a seed draws (`spec.bound`).
+        subset = priced_subset(data.train, spec.train_examples, spec.seed, spec.bound, lengths)
+        trained = spec.n_epochs * sum(lengths(subset))
         valid = self._scored(fmt, data.validation.texts, data.labels)
         train = self.pricing.cost(rates, trained, spec.n_epochs * valid)
         models = 1 + (spec.n_epochs - 1 if self.config.evaluate_checkpoints else 0)
