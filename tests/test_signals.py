@@ -70,8 +70,11 @@ def test_a_signal_stops_a_sweep_as_ctrl_c_does(
     assert f"interrupted ({sig.name})" in err and "Traceback" not in err
 
     study = optuna.load_study(study_name="tiny", storage=storage)
-    (trial,) = study.get_trials()
+    trial, again = study.get_trials()
     assert trial.state == TrialState.FAIL
+    # Queued again, so the next sweep runs it first (found in a real run: a SIGTERM'd local
+    # trial was not, while a SIGKILL'd one was, and the resumed sweep drew new parameters).
+    assert again.state == TrialState.WAITING and again.params == trial.params
     assert ledger_usd(study.get_trials())[1] == 0.0  # nothing left reserved as if running
     client = MlflowClient(tracking_uri=store)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])

@@ -14,9 +14,12 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from harness.config import load_experiment
+from harness.records import EpochResult, TrialSpec
 from harness.report.build import build_report
 from harness.scoring import unpack_correct
 from harness.sweep import session
+from harness.sweep.budget import ledger_usd
+from harness.sweep.live import SweepStatus
 from harness.sweep.loop import run_sweep
 from harness.tracking.record import TrialRecord
 from tests.cli_runner import run_cli
@@ -149,3 +152,100 @@ def test_checkpoints_record_the_training_rows_their_trial_used(
     # `harness trials` reads the records: every row says the rows used.
     shown = json.loads(run_cli("trials", str(path), "--json").output)
     assert [row["train_examples_used"] for row in shown] == [trial.train_examples] * 2
+
+
+class _Statuses(RecordingView):
+    """A view that also takes the live events, and keeps every status line it is sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self
+        self.statuses: list[SweepStatus] = []
+
+    def trial_epoch(self, spec: TrialSpec, epoch: EpochResult) -> None:
+        pass
+
+    def trial_skipped(self, spec: TrialSpec | None, reason: str) -> None:
+        pass
+
+    def sweep_status(self, status: SweepStatus) -> None:
+        self.statuses.append(status)
+
+
+def test_the_last_status_line_counts_the_last_trials_checkpoints(
+    tmp_path: Path, backend: MemoryBackend
+) -> None:
+    # Found in a real run: the demo ended on "spent $0.00306" while the ledger held $0.00308,
+    # the last trial's checkpoint scoring left out of the last status line.
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
+    study = {"n_trials": 2, "sampler": {"kind": "random"}}
+    path = write_experiment(tmp_path, data, {**SPACE, "n_epochs": 3}, study=study)
+    view = _Statuses()
+    run_sweep(load_experiment(str(path)), view)
+    records = _records()
+    assert any(r.is_checkpoint for r in records)
+    assert view.statuses[-1].spent == pytest.approx(sum(r.spent for r in records), rel=1e-12)
+
+
+def test_an_interrupted_trial_is_queued_again_and_runs_first_on_resume(
+    tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found in a real run: a SIGTERM'd local trial was failed but not queued again (a SIGKILL'd
+    # one was), so the resumed sweep drew new parameters instead of running it.
+    path = _experiment(tmp_path, 2)
+    train, calls = backend.fine_tune, []
+
+    def interrupted(spec: TrialSpec, *args: object, **kwargs: object) -> object:
+        calls.append(spec.number)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # what Ctrl-C, SIGTERM and SIGHUP raise in a sweep
+        return train(spec, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(backend, "fine_tune", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(load_experiment(str(path)), RecordingView())
+    (cut,) = _study().get_trials(states=(TrialState.FAIL,))
+    (queued,) = _study().get_trials(states=(TrialState.WAITING,))
+    assert queued.params == cut.params
+    monkeypatch.setattr(backend, "fine_tune", train)
+    again = run_sweep(load_experiment(str(path)), RecordingView())
+    assert again.results[0].spec.learning_rate_multiplier == cut.params["learning_rate_multiplier"]
+
+
+def test_an_interrupt_before_training_starts_leaves_nothing_running(
+    tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Between being asked for and reaching the pool (its MLflow run opening, say), a trial
+    # was left RUNNING by Ctrl-C or a signal on a loaded machine, for the next start to find.
+    from harness.tracking.runs import MlflowTracker
+
+    def interrupt(*args: object, **kwargs: object) -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MlflowTracker, "start_trial", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(load_experiment(str(_experiment(tmp_path, 2))), RecordingView())
+    study = _study()
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    (cut,) = study.get_trials(states=(TrialState.FAIL,))
+    (queued,) = study.get_trials(states=(TrialState.WAITING,))
+    assert queued.params == cut.params and backend.trained == []
+
+
+def test_an_interrupt_while_a_trial_is_priced_leaves_nothing_running(
+    tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by a SIGTERM test: a first local estimate calibrates the machine for seconds after
+    # the trial is asked for; a signal then left the trial RUNNING and its sweep gone.
+    def interrupt(*args: object) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(session.Sweep, "price", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(load_experiment(str(_experiment(tmp_path, 2))), RecordingView())
+    study = _study()
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    (cut,) = study.get_trials(states=(TrialState.FAIL,))
+    (queued,) = study.get_trials(states=(TrialState.WAITING,))
+    assert queued.params == cut.params
+    assert ledger_usd(study.get_trials()) == (0.0, 0.0)  # nothing trained, nothing held

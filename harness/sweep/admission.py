@@ -41,7 +41,13 @@ from harness.sweep.study import (
     requeue,
     spec_from_trial,
 )
-from harness.tracking.record import STOPPED_TAG, TrialRecord, skipped_attrs
+from harness.tracking.record import (
+    STOPPED_TAG,
+    TrialRecord,
+    failure_attrs,
+    settle_attrs,
+    skipped_attrs,
+)
 from harness.tracking.tracker import Tracker
 
 
@@ -88,9 +94,13 @@ def ask_within_budget(sweep: Launching) -> Asked | None:
     reason = sweep.budget.shortfall(sweep.cheapest, "the cheapest trial the space allows")
     if reason is None:
         trial = ask(sweep.handle, sweep.space)
-        claim(sweep.handle, trial)
-        spec, estimate = sweep.price(trial)
-        reason = sweep.budget.reserve(trial, estimate)
+        try:
+            claim(sweep.handle, trial)
+            spec, estimate = sweep.price(trial)  # a first estimate may calibrate the machine
+            reason = sweep.budget.reserve(trial, estimate)
+        except KeyboardInterrupt:  # Ctrl-C or a signal: the trial is settled, not left RUNNING
+            interrupted_before_start(sweep.handle, trial)
+            raise
         if reason is None:
             return Asked(trial, spec, estimate)
         skip_trial(sweep.handle, trial, reason)
@@ -98,6 +108,18 @@ def ask_within_budget(sweep: Launching) -> Asked | None:
     sweep.tracker.tag(sweep.outcome.parent_run_id, STOPPED_TAG, reason[:5000])
     sweep.live.skipped(spec, reason)
     return None
+
+
+def interrupted_before_start(handle: StudyHandle, trial: Trial) -> None:
+    """A trial asked for and interrupted before it started: failed and queued again, settled at
+    $0 (nothing trained) unless it carries a remote job key, whose paid job may exist."""
+    attrs = failure_attrs("interrupted")
+    if TrialRecord.from_attrs(trial.user_attrs).job_key is None:
+        attrs |= settle_attrs(0.0)
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+    handle.study.tell(trial, state=TrialState.FAIL)
+    requeue(handle.study, handle.storage.get_trial(trial._trial_id))
 
 
 def skip_trial(handle: StudyHandle, trial: Trial, reason: str) -> None:

@@ -28,7 +28,15 @@ from harness.sweep import admission, search_space
 from harness.sweep.budget import Confirm
 from harness.sweep.locks import study_lock
 from harness.sweep.outcome import SweepOutcome, SweepView
-from harness.sweep.session import Launched, Sweep, abandon, close_sweep, collect, open_sweep
+from harness.sweep.session import (
+    Launched,
+    Sweep,
+    abandon,
+    close_sweep,
+    collect,
+    interrupted,
+    open_sweep,
+)
 from harness.sweep.shared import (
     others_hold_paid_jobs,
     others_running,
@@ -130,18 +138,30 @@ def _launch(sweep: Sweep, pool: Any) -> Launched | None:
     if asked is None:
         return None
     trial, spec, estimate = asked.trial, asked.spec, asked.estimate
-    if capped := search_space.capped_train_examples(spec, len(sweep.data.train)):
-        sweep.view.message(capped)
-    sweep.view.trial_started(spec, estimate)
-    sweep.live.started(spec, estimate)
-    metrics = {"estimated_cost_usd": estimate.usd}
-    run_id = sweep.tracker.start_trial(spec, sweep.backend.kind, metrics=metrics)
-    set_attrs(trial, launch_attrs(run_id, estimate.usd))
-    journal = TrialJournal(trial, sweep.tracker, run_id, sweep.experiment.study_name)
-    on_epoch = epoch_logger(
-        sweep.tracker, run_id, trial, spec, sweep.stopper, sweep.live.epoch(spec)
-    )
-    future = pool.submit(
-        run_with_heartbeat, sweep.handle, trial, spec, sweep.data, sweep.backend, on_epoch, journal
-    )
+    run_id: str | None = None
+    try:
+        if capped := search_space.capped_train_examples(spec, len(sweep.data.train)):
+            sweep.view.message(capped)
+        sweep.view.trial_started(spec, estimate)
+        sweep.live.started(spec, estimate)
+        metrics = {"estimated_cost_usd": estimate.usd}
+        run_id = sweep.tracker.start_trial(spec, sweep.backend.kind, metrics=metrics)
+        set_attrs(trial, launch_attrs(run_id, estimate.usd))
+        journal = TrialJournal(trial, sweep.tracker, run_id, sweep.experiment.study_name)
+        on_epoch = epoch_logger(
+            sweep.tracker, run_id, trial, spec, sweep.stopper, sweep.live.epoch(spec)
+        )
+        future = pool.submit(
+            run_with_heartbeat,
+            sweep.handle,
+            trial,
+            spec,
+            sweep.data,
+            sweep.backend,
+            on_epoch,
+            journal,
+        )
+    except KeyboardInterrupt:  # before the pool has it: no one else would settle the trial
+        interrupted(sweep, Launched(trial, spec, run_id, Future()))
+        raise
     return Launched(trial, spec, run_id, future)

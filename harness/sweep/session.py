@@ -189,8 +189,8 @@ def collect(sweep: Sweep, launched: Launched) -> None:
     trial = launched.trial
     try:
         result = launched.future.result()
-    except KeyboardInterrupt:
-        _fail(sweep, launched, "interrupted", status="KILLED")
+    except KeyboardInterrupt:  # a local trial runs inline: Ctrl-C or SIGTERM ends it here
+        interrupted(sweep, launched)
         raise
     except TrainingRefused as exc:
         # Said once, by whoever shows `stopped`; every trial in flight is refused alike.
@@ -216,9 +216,10 @@ def collect(sweep: Sweep, launched: Launched) -> None:
         sweep.stopper.add(Curve.of(TrialRecord.from_attrs(trial.user_attrs)))
     sweep.outcome.results.append(result)
     sweep.view.trial_finished(result)
-    sweep.live.finished(launched.spec, result.wall_seconds)
     for checkpoint in checkpoints:
         record_checkpoint(sweep, trial, checkpoint)
+    # After its checkpoints: the status line reads the ledger, which counts their scoring.
+    sweep.live.finished(launched.spec, result.wall_seconds)
 
 
 def _score_checkpoints(sweep: Sweep, result: TrialResult) -> list[ScoredCheckpoint]:
@@ -281,8 +282,14 @@ def _tell(trial: Trial, handle: StudyHandle, result: TrialResult, train_rows: in
 def abandon(sweep: Sweep, running: dict[Future[TrialResult], Launched]) -> None:
     """Interrupted: fail the trials in flight (runs KILLED), queue them again to resume jobs."""
     for launched in running.values():
-        _fail(sweep, launched, "interrupted", status="KILLED")
-        requeue(sweep.handle.study, sweep.handle.storage.get_trial(launched.trial._trial_id))
+        interrupted(sweep, launched)
+
+
+def interrupted(sweep: Sweep, launched: Launched) -> None:
+    """Fail a trial cut short by Ctrl-C or a signal (run KILLED) and queue its parameters again,
+    so the next sweep runs it first (a hosted one resumes its job), as when a worker dies."""
+    _fail(sweep, launched, "interrupted", status="KILLED")
+    requeue(sweep.handle.study, sweep.handle.storage.get_trial(launched.trial._trial_id))
 
 
 def _fail(

@@ -49,6 +49,8 @@ from harness.sweep.storage import (
 from harness.sweep.storage import quiet_optuna as _quiet_optuna
 from harness.tracking.record import (
     EXPERIMENT_YAML,
+    RESERVED_USD,
+    SETTLED_USD,
     TrialRecord,
     experiment_attrs,
     worker_attrs,
@@ -167,23 +169,31 @@ def open_study(
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Queue a failed trial's parameters again, with its journal and its ledger entry.
+    """Queue a failed trial's parameters again, with its journal and, where it has a remote job
+    key, its ledger entry.
 
     A trial with a remote job key may have a paid job: it is requeued however often it was
-    killed, so that a retry resumes the job. Other trials are retried `MAX_RETRIES` times.
-    Used for crashed workers on this host and as Optuna's stale-heartbeat callback.
+    killed, so that a retry resumes the job, and the two share one ledger entry. Other trials
+    are retried `MAX_RETRIES` times; the failed one keeps its reservation (its money may be
+    gone) and the retry reserves its own when it starts, so nothing is held while it waits.
+    Used for crashed workers on this host, interrupted sweeps and as Optuna's stale-heartbeat
+    callback.
     """
     record = TrialRecord.from_attrs(trial.user_attrs)
     history = list(trial.system_attrs.get("retry_history", []))
     if record.job_key is None and len(history) >= MAX_RETRIES:
         return
     first = trial.system_attrs.get("failed_trial", trial.number)
+    attrs = dict(trial.user_attrs)
+    if record.job_key is None:  # no job to resume: no entry to share
+        attrs.pop(RESERVED_USD, None)
+        attrs.pop(SETTLED_USD, None)
     study.add_trial(
         optuna.trial.create_trial(
             state=TrialState.WAITING,
             params=trial.params,
             distributions=trial.distributions,
-            user_attrs=trial.user_attrs,
+            user_attrs=attrs,
             system_attrs={"failed_trial": first, "retry_history": [*history, trial.number]},
         )
     )
