@@ -296,6 +296,20 @@ def test_cli_compare(better: Built, tmp_path: Path) -> None:
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
 
 
+def test_cli_compare_names_its_folder_and_heading_after_the_studies(
+    better: Built, tmp_path: Path, isolated: Path
+) -> None:
+    """A study is named apart from its file (`--set study.name=big` on `renamed.yaml`): the
+    default folder and the heading name the studies, as `harness report` does."""
+    config = yaml.safe_load(better.paths["big"].read_text())
+    renamed = tmp_path / "renamed.yaml"
+    renamed.write_text(yaml.safe_dump({**config, "name": "renamed"}))  # study.name stays big
+    result = run_cli("compare", str(better.paths["small"]), str(renamed))
+    assert result.exit_code == 0, result.output
+    markdown = isolated / "mlruns" / "reports" / "compare-small-vs-big" / "report.md"
+    assert markdown.read_text(encoding="utf-8").startswith("# small vs big: ")
+
+
 def test_cli_compare_errors(better: Built) -> None:
     small = str(better.paths["small"])
     assert_clean_error(run_cli("compare", small), "needs two or more")

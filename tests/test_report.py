@@ -547,6 +547,26 @@ def test_cli_default_out_dir(known: Constructed, isolated: Path) -> None:
     assert (isolated / "mlruns" / "reports" / "known" / "report.md").is_file()
 
 
+def test_two_studies_of_one_file_report_to_their_own_folders(
+    tmp_path: Path, isolated: Path
+) -> None:
+    """`--set study.name=qa-small` makes a second study of the demo file: its report is the
+    study's, in its own folder, and leaves the demo study's report alone."""
+    construct(tmp_path, name="demo")
+    construct(tmp_path, name="qa-small")  # same storage, same data: a second study of the file
+    demo = str(tmp_path / "demo.yaml")
+    assert run_cli("report", demo).exit_code == 0
+    other = run_cli("report", demo, "--set", "study.name=qa-small")
+    assert other.exit_code == 0, other.output
+    reports = isolated / "mlruns" / "reports"
+    for study in ("demo", "qa-small"):
+        markdown = (reports / study / "report.md").read_text(encoding="utf-8")
+        assert markdown.startswith(f"# {study}: "), markdown.splitlines()[0]
+        assert f"<title>{study}: report</title>" in (reports / study / "report.html").read_text(
+            encoding="utf-8"
+        )
+
+
 def test_cli_rejects_bad_options(known: Constructed) -> None:
     result = run_cli("report", str(known.experiment_path), "--budget", "-1")
     assert_clean_error(result, "--budget must be positive")

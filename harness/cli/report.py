@@ -66,7 +66,10 @@ def report(
     experiment: ExperimentArg,
     out: Annotated[
         Path | None,
-        typer.Option(help="Directory for the report files (default: mlruns/reports/EXPERIMENT)."),
+        typer.Option(
+            help="Directory for the report files (default: mlruns/reports/STUDY, named after "
+            "the study, so each study of one experiment file keeps its own report)."
+        ),
     ] = None,
     monthly_requests: MonthlyRequestsOption = None,
     value_per_point: ValuePerPointOption = None,
@@ -114,7 +117,8 @@ def compare(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Directory for the report files (default: mlruns/reports/compare-A-vs-B)."
+            help="Directory for the report files (default: "
+            "mlruns/reports/compare-A-vs-B, named after the studies)."
         ),
     ] = None,
     monthly_requests: MonthlyRequestsOption = None,

@@ -225,7 +225,6 @@ def analyse(experiment: Experiment, rows: list[TrialRow], options: ReportOptions
     chosen = shown or recommendation.chosen
     neighbour = _cheaper_neighbour(front, chosen)
     return Report(
-        experiment=experiment.name,
         study=experiment.study_name,
         options=options,
         trials=rows,
@@ -338,7 +337,9 @@ def _against_baseline(
 
 
 def default_out_dir(experiment: Experiment) -> Path:
-    return Path("mlruns") / "reports" / experiment.name
+    """`mlruns/reports/STUDY`: named after the study, not the file, since one file makes many
+    studies (`--set study.name=...`) and each would overwrite the others' report."""
+    return Path("mlruns") / "reports" / experiment.study_name
 
 
 def write_report(report: Report, out_dir: Path) -> dict[str, Path]:

@@ -94,7 +94,7 @@ def accuracy_cost_png(report: Report, path: Path) -> None:
     percent_axis(ax)
     ax.set_xlabel("cost per configuration (US dollars: training + test evaluation)")
     ax.set_ylabel(f"{report.selected_on} accuracy (%)")
-    ax.set_title(f"{report.experiment}: {report.selected_on} accuracy against cost", fontsize=10)
+    ax.set_title(f"{report.study}: {report.selected_on} accuracy against cost", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()

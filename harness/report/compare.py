@@ -70,7 +70,7 @@ def build_comparison(experiments: Sequence[Experiment], options: ReportOptions) 
     for key, row in enumerate(rows):
         row.number = key  # trial numbers repeat across studies; baselines keep -1, -2
     report = analyse(experiments[0], rows, options)
-    report.experiment = report.study = " vs ".join(names)
+    report.study = " vs ".join(names)
     report.backend = ", ".join(dict.fromkeys(e.config.backend.kind for e in experiments))
     report.running = running
     report.tracking_uri = tracking_uri(experiments[0])

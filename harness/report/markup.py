@@ -88,7 +88,7 @@ def to_html(items: list[Block], report: Report, images: dict[str, Path]) -> str:
                     f"</summary>{table}</details>"
                 )
             body.append(table)
-    title = html.escape(f"{report.experiment}: report")
+    title = html.escape(f"{report.study}: report")
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
         f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"

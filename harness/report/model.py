@@ -282,8 +282,7 @@ class EpochSummary:
 class Report:
     """Everything the rendered report shows; built by `build_report`."""
 
-    experiment: str
-    study: str
+    study: str  # what the heading names: the study, since one file makes many studies
     options: ReportOptions
     trials: list[TrialRow]
     front: list[TrialRow]

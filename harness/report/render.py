@@ -32,7 +32,7 @@ def blocks(report: Report) -> list[Block]:
     """The whole report as blocks, in reading order."""
     answer = answer_lines(report)
     result: list[Block] = [
-        ("h1", f"{report.experiment}: which fine-tuning setup is worth paying for?"),
+        ("h1", f"{report.study}: which fine-tuning setup is worth paying for?"),
         ("p", f"**Answer:** {answer[0].removeprefix('Answer: ')}"),
         *[("p", line) for line in answer[1:]],
         *[("p", f"Note: {note}") for note in report.notes],
