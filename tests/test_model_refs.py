@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from harness.tracking.store import ensure_sqlite_store
@@ -97,3 +99,22 @@ def test_a_lookup_where_there_is_no_store_creates_none(
     assert result.exit_code == 2
     _no_store_left(tmp_path)
 
+
+def test_promote_where_there_is_no_store_creates_none(tmp_path: Path) -> None:
+    experiment = write_experiment(
+        tmp_path,
+        write_csv(tmp_path / "reviews.csv", review_rows(4)),
+        study={"storage": f"sqlite:///{tmp_path}/optuna.sqlite", "n_trials": 1},
+        tracking={"uri": f"sqlite:///{tmp_path}/gone/mlflow.db"},
+    )
+    study = optuna.create_study(
+        study_name=yaml.safe_load(experiment.read_text())["name"],
+        storage=f"sqlite:///{tmp_path}/optuna.sqlite",
+        directions=["maximize", "minimize"],
+    )
+    attrs = {"mlflow_run_id": "0123456789abcdef", "valid_accuracy": 0.9}
+    study.add_trial(optuna.trial.create_trial(values=[0.9, 0.0], user_attrs=attrs))
+    result = run_cli("promote", str(experiment), "--trial", "0")
+    assert_clean_error(result, "no MLflow tracking store", str(tmp_path / "gone" / "mlflow.db"))
+    assert result.exit_code == 2
+    assert not (tmp_path / "gone").exists()
