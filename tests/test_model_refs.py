@@ -1,12 +1,14 @@
 """A model reference is checked before anything uses it: `harness serve` refuses a name, version or
 alias the registry lacks as `harness predict` does (one line, exit 2, no server started), and
-looking a model up where there is no tracking store creates none.
+looking a model up where there is no tracking store creates none. `harness serve` also says a
+busy port is busy without calling its holder a UI.
 
 The registry here is a real sqlite store holding one registered version whose files are never
 read: checking a reference needs the registry only, not the model."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,17 @@ def test_serve_starts_a_model_the_registry_has(registry: str, started: list[Any]
     [server] = started
     assert f"models:/{NAME}@champion" in server.command
     assert server.env["MLFLOW_TRACKING_URI"] == registry
+
+
+def test_serve_on_a_busy_port_says_so_without_guessing_a_ui() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        result = run_cli("serve", NAME, "--port", str(port))
+    assert_clean_error(result, f"--port {port}", "already in use", f"--port {port + 1}")
+    assert "UI" not in result.stderr
+    assert result.exit_code == 2
 
 
 def _no_store_left(directory: Path) -> None:
