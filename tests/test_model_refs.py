@@ -1,7 +1,8 @@
 """A model reference is checked before anything uses it: `harness serve` refuses a name, version or
 alias the registry lacks as `harness predict` does (one line, exit 2, no server started), and
 looking a model up where there is no tracking store creates none. `harness serve` also says a
-busy port is busy without calling its holder a UI.
+busy port is busy without calling its holder a UI, and starts the server without MLflow's
+download progress bar when its output is not a terminal.
 
 The registry here is a real sqlite store holding one registered version whose files are never
 read: checking a reference needs the registry only, not the model."""
@@ -22,6 +23,7 @@ from tests.cli_runner import assert_clean_error, run_cli
 from tests.conftest import review_rows, write_csv, write_experiment
 
 NAME = "demo-classifier"
+PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 @pytest.fixture
@@ -69,12 +71,17 @@ def test_serve_refuses_a_missing_model_as_predict_does(
     assert predicted.stderr == served.stderr
 
 
-def test_serve_starts_a_model_the_registry_has(registry: str, started: list[Any]) -> None:
+def test_serve_starts_a_model_the_registry_has(
+    registry: str, started: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(PROGRESS_BAR, raising=False)  # `predict` in this process sets it
     served = run_cli("serve", NAME, "--port", "5078", env={"MLFLOW_TRACKING_URI": registry})
     assert served.exit_code == 0, served.output
     [server] = started
     assert f"models:/{NAME}@champion" in server.command
     assert server.env["MLFLOW_TRACKING_URI"] == registry
+    # Not a terminal: no download progress bar, which a log would get as 100-odd lines.
+    assert server.env[PROGRESS_BAR] == "false"
 
 
 def test_serve_on_a_busy_port_says_so_without_guessing_a_ui() -> None:

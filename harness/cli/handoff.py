@@ -184,6 +184,8 @@ def serve(
     )
     env = dict(os.environ)
     env["MLFLOW_TRACKING_URI"] = store
+    if not sys.stdout.isatty():  # its download progress bar would fill a log with 100-odd lines
+        env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # MLflow starts its server as `uvicorn ...`, looked up on PATH: this environment's first.
     bin_dir = os.path.dirname(sys.executable)
     env["PATH"] = os.pathsep.join(filter(None, (bin_dir, env.get("PATH"))))
