@@ -71,6 +71,12 @@ def test_serve_refuses_a_missing_model_as_predict_does(
     assert predicted.stderr == served.stderr
 
 
+@pytest.mark.parametrize("reference", [f"models:/{NAME}/9", f"models:/{NAME}@nosuch"])
+def test_a_missing_version_or_alias_lists_what_the_model_has(registry: str, reference: str) -> None:
+    result = run_cli("serve", reference, env={"MLFLOW_TRACKING_URI": registry})
+    assert_clean_error(result, f"{NAME} has version 1; aliases: champion (version 1).")
+
+
 def test_serve_starts_a_model_the_registry_has(
     registry: str, started: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,6 +7,7 @@ a bare registered name meaning its `champion`, and turns a bad URI into one clea
 from __future__ import annotations
 
 import os
+import re
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -126,7 +127,9 @@ def _load_error(uri: str, store: str, exc: Exception) -> ConfigError:
     message = getattr(exc, "message", None) or str(exc)
     first = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
     first = first.rstrip(".")  # the list of models follows, after its own period
-    return ConfigError(f"cannot load model {uri!r} from {store}: {first}{_known_models(store)}")
+    return ConfigError(
+        f"cannot load model {uri!r} from {store}: {first}{_known_models(store, uri)}"
+    )
 
 
 def classify(model: Any, texts: list[str]) -> Any:
@@ -142,14 +145,28 @@ def classify(model: Any, texts: list[str]) -> Any:
         raise ConfigError(f"the model refused the texts: {first}") from None
 
 
-def _known_models(store: str) -> str:
+def _known_models(store: str, uri: str = "") -> str:
+    """What the registry at `store` holds, as the end of an error about `uri`: the registered
+    names, and for a name it has (a version or alias that is not there), its versions and aliases.
+    """
     client = open_store(store)  # never create a store to list what it holds
     if client is None:
         return ""
     try:
-        names = sorted(m.name for m in client.search_registered_models())
+        models = {m.name: m for m in client.search_registered_models()}
+        if not models:
+            return ". No model is registered there yet: run `harness promote EXPERIMENT` first."
+        known = f". Registered models: {', '.join(sorted(models))}."
+        name = (
+            re.split(r"[/@]", uri.removeprefix("models:/"))[0] if uri.startswith("models:/") else ""
+        )
+        if name not in models:
+            return known
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
     except Exception:  # the message is already an error; a listing that fails adds nothing
         return ""
-    if not names:
-        return ". No model is registered there yet: run `harness promote EXPERIMENT` first."
-    return f". Registered models: {', '.join(names)}."
+    aliases = ", ".join(f"{a} (version {v})" for a, v in sorted(models[name].aliases.items()))
+    return (
+        f"{known} {name} has {'version' if len(versions) == 1 else 'versions'} "
+        f"{', '.join(map(str, versions)) or 'none'}; aliases: {aliases or 'none'}."
+    )
