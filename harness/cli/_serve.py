@@ -80,7 +80,7 @@ def check_port(port: int) -> None:
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise ConfigError(
-                    f"--port {port}: {HOST}:{port} is already in use (another UI?); "
+                    f"--port {port}: {HOST}:{port} is already in use (another server?); "
                     f"stop it or choose another port, e.g. --port {port + 1}"
                 ) from None
             raise ConfigError(f"--port {port}: cannot listen on {HOST}:{port}: {exc}") from None

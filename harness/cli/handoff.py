@@ -171,15 +171,21 @@ def serve(
 
     from harness.cli._serve import Server, check_port
     from harness.cli._serve import serve as supervise
-    from harness.handoff.serve import resolve_model_uri
+    from harness.handoff.serve import find_model
     from harness.tracking.store import tracking_uri
 
     if set_ and experiment is None:
         raise ConfigError("--set applies to an experiment's config: give --experiment too")
     check_port(port)
-    uri = resolve_model_uri(model_uri)
+    # Checked here, as `predict` checks it: a server started on a bad reference would only die
+    # with MLflow's traceback.
+    uri, store = find_model(
+        model_uri, tracking_uri(load_target(experiment, set_) if experiment else None)
+    )
     env = dict(os.environ)
-    env["MLFLOW_TRACKING_URI"] = tracking_uri(load_target(experiment, set_) if experiment else None)
+    env["MLFLOW_TRACKING_URI"] = store
+    if not sys.stdout.isatty():  # its download progress bar would fill a log with 100-odd lines
+        env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # MLflow starts its server as `uvicorn ...`, looked up on PATH: this environment's first.
     bin_dir = os.path.dirname(sys.executable)
     env["PATH"] = os.pathsep.join(filter(None, (bin_dir, env.get("PATH"))))

@@ -37,7 +37,7 @@ from harness.tracking.record import (
     TRIAL_TAG,
     TrialRecord,
 )
-from harness.tracking.store import tracking_uri
+from harness.tracking.store import missing_store, open_store, tracking_uri
 
 LOGGED_MODEL_NAME = "classifier"
 REGISTERED_SUFFIX = "-classifier"
@@ -171,11 +171,11 @@ def promote(
         The registered name, version, alias (see `Promotion.uri`) and the reason for the trial.
 
     Raises:
-        ConfigError: No study, no such trial, the trial has no MLflow run, or a bad alias.
+        ConfigError: No study, no such trial, the trial has no MLflow run, no tracking store
+            (none is created), or a bad alias.
         BackendError: The trial's weights are missing (local backend).
     """
     import mlflow
-    from mlflow import MlflowClient
 
     recommended = _report_choice(experiment) if trial_number is None else None
     trial, reason = choose_trial(
@@ -184,7 +184,13 @@ def promote(
     if recommended:
         reason = recommended[1]
     uri = tracking_uri(experiment)
-    client = MlflowClient(tracking_uri=uri)
+    client = open_store(uri)
+    if client is None:  # opening it would leave an empty store behind
+        raise ConfigError(
+            f"no MLflow tracking store at {missing_store(uri)}, so no run of trial "
+            f"{trial.number} to register; set MLFLOW_TRACKING_URI (or the experiment's "
+            "tracking.uri) to the store the sweep logged to"
+        )
     run = _trial_run(client, trial)
     name = registered_model_name(experiment)
     backend = run.data.params.get("backend", experiment.config.backend.kind)

@@ -168,12 +168,22 @@ def ensure_experiment(client: Any, name: str) -> str:
     return str(found.experiment_id)
 
 
+def missing_store(uri: str) -> Path | None:
+    """The database file of the local sqlite store at `uri` when that file does not exist; None
+    when it exists or `uri` is another kind of store (a server or database answers for itself).
+
+    MLflow creates an empty sqlite store (folder and database) on the first read, so a look-up in
+    the wrong folder would leave one behind: readers refuse such a store instead of opening it.
+    """
+    db = sqlite_path(uri)
+    return db if db is not None and not db.exists() else None
+
+
 def open_store(uri: str) -> Any | None:
     """An `MlflowClient` on the store at `uri`; None for a local sqlite store that does not exist
     (never create an empty tracking store just to read from it or to log a report to it)."""
     from mlflow import MlflowClient
 
-    db = sqlite_path(uri)
-    if db is not None and not db.exists():
+    if missing_store(uri) is not None:
         return None
     return MlflowClient(tracking_uri=uri)
