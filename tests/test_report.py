@@ -54,6 +54,7 @@ from harness.report.build import (
     summary_lines,
     write_report,
 )
+from harness.report.formats import usd
 from harness.report.front import comparer, knee_index, knee_limit, recommend
 from harness.report.model import TrialRow
 from harness.report.render import trials_frame
@@ -698,6 +699,28 @@ def test_a_stated_volume_weighs_a_year_of_hosting_in_the_choice() -> None:
     rec = recommend(front, running, comparer(running), N_VALID)
     assert rec.chosen.number == 0
     assert "extra first-year cost" in rec.text
+
+
+def test_a_budget_on_a_year_of_ownership_quotes_the_first_year_cost() -> None:
+    # Found in a real run: `--budget 0.01 --monthly-requests 50000` refused the next step up as
+    # "costs $0.000115, over your $0.01 budget": the sweep's cost, not the year the rule weighed.
+    cheap, hosted = _row(0, 0.01, 150, valid=0.75), _row(1, 0.02, 156, valid=0.78)
+    hosted.record = TrialRecord(
+        train_cost_usd=0.01, eval_cost_usd=3.41, eval_hosting_usd=3.40, eval_hosting_hours=2.0
+    )
+    cheap.record = TrialRecord(train_cost_usd=0.009, eval_cost_usd=0.001)
+    front = [cheap, hosted]
+    for row in front:
+        row.record = replace(
+            row.record, valid_correct=pack_bits(np.arange(200) < 200 * row.valid_accuracy)
+        )
+    options = ReportOptions(budget=100.0, weigh_running=True)
+    _weigh_running(front, ownership(front, N_TEST, options.monthly_requests))
+    rec = recommend(front, options, comparer(options), N_VALID)
+    assert rec.chosen.number == 0
+    year = usd(hosted.decision_cost)
+    assert f"costs {year} in its first year (training, then 12 months of 10,000" in rec.text
+    assert "over your $100 budget" in rec.text
 
 
 def test_tfidf_as_good_for_less_means_do_not_fine_tune() -> None:

@@ -289,8 +289,14 @@ def _why(move: Move, step: Step, options: ReportOptions, n_valid: int | None) ->
     """The comparison that decided the choice, in one sentence."""
     gain = f"{points(step.gain_points)} on validation"
     if move.kind == "budget":
+        cost, year = usd(step.dearer.cost), step.dearer.decision_cost
+        if options.weigh_running and year is not None:  # what the budget was weighed against
+            cost = (
+                f"{usd(year)} in its first year (training, then 12 months of "
+                f"{options.monthly_requests:,} requests)"
+            )
         return (
-            f"The next step up, {step.dearer.name}, costs {usd(step.dearer.cost)}, over your "
+            f"The next step up, {step.dearer.name}, costs {cost}, over your "
             f"{usd(options.budget)} budget."
         )
     if move.kind == "knee":
