@@ -54,7 +54,7 @@ from harness.report.build import (
     summary_lines,
     write_report,
 )
-from harness.report.formats import usd
+from harness.report.formats import percent, usd
 from harness.report.front import comparer, knee_index, knee_limit, recommend
 from harness.report.model import TrialRow
 from harness.report.render import trials_frame
@@ -393,6 +393,22 @@ def test_a_tiny_budget_means_do_not_fine_tune(known: Constructed) -> None:
     assert rec.text.startswith(f"Don't fine-tune within the $0.005 budget: {TFIDF} (")
     assert rec.fine_tuned is not None and rec.fine_tuned.number == 0
     assert "If you fine-tune anyway: trial 0" in " ".join(summary_lines(report))
+
+
+def test_fine_tuning_anyway_says_when_that_model_learned_nothing(known: Constructed) -> None:
+    # Found in a real run: "If you fine-tune anyway: trial 11 ..." at 58.0% validation, where
+    # always answering the majority label scores 57.8%.
+    report = build_report(known.experiment(), ReportOptions(budget=0.005))
+    tuned = report.recommendation.fine_tuned
+    majority = next(b for b in report.baselines if b.name == "majority class")
+    assert tuned is not None and majority.valid_accuracy is not None
+    assert "learned nothing" not in " ".join(summary_lines(report))
+    tuned.valid_accuracy = majority.valid_accuracy + 0.002
+    (line,) = [x for x in summary_lines(report) if x.startswith("If you fine-tune anyway")]
+    assert line.endswith(
+        f", though it learned nothing: {percent(tuned.valid_accuracy)} on validation, where "
+        f"always answering one label scores {percent(majority.valid_accuracy)}."
+    )
 
 
 def test_baselines_and_the_gain_over_the_best(known: Constructed, knee_report: Any) -> None:

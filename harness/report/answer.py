@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from harness.report.decide import Move
 from harness.report.evidence import ValidationComparison
 from harness.report.formats import p_text, percent, points, usd
@@ -99,10 +101,21 @@ def _anyway_line(report: Report) -> list[str]:
     tuned = rec.fine_tuned
     if not rec.chosen.is_baseline or tuned is None:
         return []
-    return [
+    line = (
         f"If you fine-tune anyway: {tuned.name} ({tuned.describe()}), {reach(tuned)} for "
         f"{usd(tuned.cost)}; `harness promote` registers it by default."
-    ]
+    )
+    majority = next((b for b in report.baselines if b.name == "majority class"), None)
+    n = report.n_valid or 0
+    if majority is not None and majority.valid_accuracy is not None and n:
+        chance = majority.valid_accuracy
+        # Within one standard error of always answering one label: it learned nothing.
+        if tuned.selection_accuracy <= chance + math.sqrt(chance * (1 - chance) / n):
+            line = line[:-1] + (
+                f", though it learned nothing: {percent(tuned.selection_accuracy)} on validation,"
+                f" where always answering one label scores {percent(chance)}."
+            )
+    return [line]
 
 
 def _baseline_line(report: Report) -> list[str]:
