@@ -127,6 +127,14 @@ def test_a_failed_trial_is_recorded_and_the_sweep_goes_on(
     assert len(outcome.results) == 3
     failed = _records((TrialState.FAIL,))
     assert len(failed) == 1 and "synthetic job failed" in (failed[0].failure_reason or "")
+    # `trials --json` shows the ledger's entry of each trial, so a script adds up what `studies`
+    # says was spent (found in a real run: a failed trial showed only `spent_usd: null`).
+    shown = json.loads(run_cli("trials", "tiny", "--json").output)
+    (cut,) = [row for row in shown if row["state"] == "fail"]
+    assert cut["cost"]["spent_usd"] is None and cut["cost"]["ledger_usd"] > 0
+    studies = json.loads(run_cli("studies", "--json").output)
+    spent = sum(row["cost"]["ledger_usd"] for row in shown)
+    assert spent == pytest.approx(studies[0]["spent_usd"], rel=1e-9)
 
 
 def test_checkpoints_record_the_training_rows_their_trial_used(

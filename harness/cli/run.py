@@ -149,6 +149,9 @@ COSTS = (
     *("cost_usd", "spent_usd", "train_cost_usd", "eval_cost_usd", "estimated_cost_usd"),
     *("eval_hosting_usd", "eval_hosting_hours", "compute_seconds", "trained_tokens"),
     "wall_seconds",
+    # What the budget ledger counts for the trial (a failed one: its reservation, unless known
+    # to have spent less), so the records add up to what `harness studies` says was spent.
+    "ledger_usd",
 )
 CSV_COLUMNS = (
     *("number", "state", "pareto", "checkpoint_of", "checkpoints"),
@@ -177,11 +180,13 @@ def trial_records(
     why it failed or was skipped.
     """
     from harness.cli.console import state_label
+    from harness.sweep.budget import ledger_entries
     from harness.sweep.study import pareto_numbers
     from harness.tracking.record import TrialRecord
 
     front = pareto_numbers(study)
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    ledger = ledger_entries(trials)
     records = [TrialRecord.from_attrs(t.user_attrs) for t in trials]
     children: dict[int, list[int]] = {}
     for trial, record in zip(trials, records, strict=True):
@@ -195,7 +200,7 @@ def trial_records(
             "checkpoint_of": record.checkpoint_of,
             "checkpoints": children.get(trial.number, []),
             "params": {**dict.fromkeys(PARAMS), **fixed, **trial.params},
-            **_outcome(record),
+            **_outcome(record, ledger[trial.number][0]),
             "model_deleted": local_files
             and record.is_checkpoint
             and trial.number not in front
@@ -209,15 +214,16 @@ def trial_records(
     ]
 
 
-def _outcome(record: TrialRecord) -> dict[str, Any]:
+def _outcome(record: TrialRecord, ledger_usd: float) -> dict[str, Any]:
     """What a trial produced: epochs, metrics, cost, curves, its MLflow run and model."""
     metrics = {k: _finite(getattr(record, k)) for k in METRICS[1:]}
+    costs = {k: _finite(getattr(record, k)) for k in COSTS[:-1]}
     return {
         "epochs_run": record.epochs_run,
         "stopped_early": record.stopped_early,
         "train_examples_used": record.train_examples,
         "metrics": {"valid_accuracy": _finite(record.selection_accuracy), **metrics},
-        "cost": {k: _finite(getattr(record, k)) for k in COSTS},
+        "cost": {**costs, "ledger_usd": ledger_usd},
         "valid_accuracy_by_epoch": list(record.valid_accuracy_by_epoch),
         "cost_usd_by_epoch": list(record.cost_usd_by_epoch),
         "mlflow_run_id": record.mlflow_run_id,

@@ -52,28 +52,36 @@ def ledger_usd(trials: Iterable[FrozenTrial]) -> tuple[float, float]:
     """What `committed_usd` adds up, split in two: (spent, reserved). Reserved is the worst case
     held for trials still running (or queued to resume a paid job) and not yet settled; spent is
     the rest, a failed trial's unsettled reservation included (its money may be gone)."""
-    groups: dict[str, list[tuple[TrialState, float]]] = defaultdict(list)
-    spent = reserved = 0.0
+    entries = ledger_entries(trials).values()
+    return sum(u for u, held in entries if not held), sum(u for u, held in entries if held)
+
+
+def ledger_entries(trials: Iterable[FrozenTrial]) -> dict[int, tuple[float, bool]]:
+    """Each trial's entry in the ledger by number: (dollars, held: reserved, not yet spent).
+
+    The trials of one paid job (a killed trial and the retries that resume it) share one entry:
+    each that completed counts what it settled; with none completed, the largest reservation
+    counts once, on the first trial that holds it, and the others count $0.
+    """
+    entries: dict[int, tuple[float, bool]] = {}
+    groups: dict[str, list[tuple[int, TrialState, float]]] = defaultdict(list)
     for trial in trials:
         record = TrialRecord.from_attrs(trial.user_attrs)
-        entry = (trial.state, _committed(trial.state, record))
+        usd = _committed(trial.state, record)
         if record.job_key and not record.is_checkpoint:
-            groups[record.job_key].append(entry)
-        elif _holding(entry[0], record):
-            reserved += entry[1]
+            groups[record.job_key].append((trial.number, trial.state, usd))
         else:
-            spent += entry[1]
-    for entries in groups.values():
-        settled = [usd for state, usd in entries if state == TrialState.COMPLETE]
-        if settled:
-            spent += sum(settled)
-            continue
-        usd = max(usd for _, usd in entries)
-        if any(state in _LIVE for state, _ in entries):
-            reserved += usd
-        else:
-            spent += usd
-    return spent, reserved
+            entries[trial.number] = (usd, _holding(trial.state, record))
+    for group in groups.values():
+        settled = any(state == TrialState.COMPLETE for _, state, _ in group)
+        live = any(state in _LIVE for _, state, _ in group)
+        counted = max(group, key=lambda entry: entry[2])
+        for number, state, usd in group:
+            if settled:
+                entries[number] = (usd if state == TrialState.COMPLETE else 0.0, False)
+            else:
+                entries[number] = (usd if number == counted[0] else 0.0, live)
+    return entries
 
 
 _LIVE = (TrialState.RUNNING, TrialState.WAITING)
