@@ -304,6 +304,21 @@ def test_a_file_in_experiments_wins_over_a_study_and_says_so(made: Path) -> None
     assert f"made from tiny.yaml --set study.name={STUDY}" in result.stderr
 
 
+def test_a_file_named_with_its_study_needs_no_note_and_a_missing_study_keeps_its_sets(
+    made: Path,
+) -> None:
+    # Found in a real run: the README's own `--set study.name=...` recipe printed a note telling
+    # the user to do what they had just done, and a missing study's hint dropped the --set.
+    (made.parent / "experiments").mkdir()
+    (made.parent / "experiments" / f"{STUDY}.yaml").write_text(made.read_text())
+    result = run_cli("trials", STUDY, "--set", "study.name=nosuch")
+    assert_clean_error(result, "study 'nosuch' not found")
+    assert "note:" not in result.stderr
+    assert f"run `harness sweep experiments/{STUDY}.yaml --set study.name=nosuch` first" in (
+        result.stderr
+    )
+
+
 def test_a_study_keeps_its_overrides_when_opened_through_its_file(
     tmp_path: Path, tiny_csv: Path
 ) -> None:

@@ -186,7 +186,9 @@ def load_target(name: str, overrides: list[str] | None = None) -> Experiment:
             raise ConfigError(_unknown(name, study_names)) from None
         return _from_study(name, DEFAULT_STORAGE, overrides)
     experiment = _as_recorded(load_experiment(str(path), overrides), overrides)
-    if name in study_names and experiment.study_name != name:
+    # `--set study.name=...` names the study: the file is plainly what was meant.
+    named = any(item.partition("=")[0].strip() == "study.name" for item in overrides or [])
+    if name in study_names and experiment.study_name != name and not named:
         err_console.print(
             f"note: {name!r} is both {path} (study {experiment.study_name!r}) and a study in "
             f"{DEFAULT_STORAGE} ({_made_from(name)}); using the file. To open the study, run the "

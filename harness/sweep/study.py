@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import shlex
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -357,17 +358,17 @@ def load_existing_study(experiment: Experiment) -> optuna.Study:
     """The experiment's study as stored; ConfigError when it has not been run yet."""
     url = with_driver(experiment.config.study.storage)
     shown = redact_text(url)
+    # The command that makes this study: the same file with the same --set options.
+    sets = "".join(f" --set {shlex.quote(item)}" for item in experiment.overrides)
+    command = f"harness sweep {shlex.quote(str(experiment.path))}{redact_text(sets)}"
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        raise ConfigError(
-            f"no study storage at {shown}: run `harness sweep {experiment.path}` first"
-        )
+        raise ConfigError(f"no study storage at {shown}: run `{command}` first")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         return optuna.load_study(study_name=experiment.study_name, storage=url)
     except KeyError:
         raise ConfigError(
-            f"study {experiment.study_name!r} not found in {shown}: "
-            f"run `harness sweep {experiment.path}` first"
+            f"study {experiment.study_name!r} not found in {shown}: run `{command}` first"
         ) from None
     except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
         reason = redact_text(str(exc))
