@@ -292,6 +292,18 @@ def test_estimate_counts_the_tokens_of_every_epoch(
     assert 0 < fewer.train.trained_tokens < three.train.trained_tokens
 
 
+def test_validation_accuracy_is_the_exact_share_of_examples_right(trained: Trained) -> None:
+    # Found in a real run: `trials --json` showed 0.5916666388511658 for 355 of 600, a float32
+    # mean, in every record and export.
+    from harness.scoring import unpack_correct
+
+    _, _, seen = trained
+    for epoch in seen:
+        assert epoch.valid_correct is not None
+        right = unpack_correct(epoch.valid_correct)
+        assert epoch.valid_accuracy == int(right.sum()) / len(right)
+
+
 def test_a_corner_estimate_bounds_every_trial_whatever_subset_its_seed_draws(
     config: LocalBackendConfig, data: PreparedData
 ) -> None:

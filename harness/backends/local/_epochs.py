@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from harness.backends.base import EpochCallback
 from harness.records import Cost, EpochResult, TrainedModel, TrialSpec
@@ -28,6 +28,13 @@ class Validation:
     accuracy: float
     loss: float | None
     correct: str | None = None
+
+
+def exact_share(right: Any, fallback: float) -> float:
+    """The share of examples right as an exact fraction (`fallback` when there are none): an
+    accuracy averaged in float32 reads 0.5916666388511658 for 355 of 600 in every record."""
+    n = len(right)
+    return sum(1 for x in right if x) / n if n else fallback
 
 
 class EpochSteps(Protocol):

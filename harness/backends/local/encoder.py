@@ -57,7 +57,7 @@ from harness.backends.base import (
     Progress,
 )
 from harness.backends.local._calibration import Pricing, Rates
-from harness.backends.local._epochs import Validation, run_epochs
+from harness.backends.local._epochs import Validation, exact_share, run_epochs
 from harness.backends.local._models import (
     LocalFolders,
     check_head,
@@ -144,7 +144,7 @@ class _EncoderEpochs:
             self.backend.config.eval_batch_size,
         )
         self.scored += self.encoded.validation_tokens
-        return Validation(accuracy, loss, pack_bits(right))
+        return Validation(exact_share(right, accuracy), loss, pack_bits(right))
 
     def save(self, epoch: int | None) -> str:
         return self.backend._save(self.run.model, self.tokenizer, self.data, self.spec, epoch)

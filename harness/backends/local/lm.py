@@ -44,7 +44,7 @@ from harness.backends.base import (
     Progress,
 )
 from harness.backends.local._calibration import Pricing, Rates
-from harness.backends.local._epochs import Validation, run_epochs
+from harness.backends.local._epochs import Validation, exact_share, run_epochs
 from harness.backends.local._lm_format import Formatter, formatter, label_sequences
 from harness.backends.local._lm_models import (
     adapter_folder,
@@ -401,7 +401,7 @@ class _LMEpochs:
         if self.journal is not None:
             greedy = {"per_epoch": self.outside, "of": len(self.truth)}
             self.journal.record(GREEDY_NOTE, json.dumps(greedy))
-        return Validation(accuracy, loss, pack_bits(right))
+        return Validation(exact_share(right, accuracy), loss, pack_bits(right))
 
     def save(self, epoch: int | None) -> str:
         return self.backend._save(self.run, self.fmt, self.data, self.spec, self.path, epoch)
