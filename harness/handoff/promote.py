@@ -12,6 +12,8 @@ Calling a promoted model lives in `harness.handoff.serve`.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import tempfile
 import warnings
@@ -198,7 +200,11 @@ def promote(
     if existing is None:
         with pointed_at(uri), tempfile.TemporaryDirectory() as tmp:
             logged = _log_model(experiment, trial, run, backend, Path(tmp))
-            version = mlflow.register_model(logged.model_uri, name, tags=_version_tags(trial, run))
+            # MLflow prints "Successfully registered model ..." to stderr; the CLI says it.
+            with contextlib.redirect_stderr(io.StringIO()):
+                version = mlflow.register_model(
+                    logged.model_uri, name, tags=_version_tags(trial, run)
+                )
         client.update_registered_model(name, description=_model_description(experiment))
         client.set_tag(run.info.run_id, REGISTERED_MODEL_TAG, f"{name}/{version.version}")
     else:
