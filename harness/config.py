@@ -240,7 +240,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. study.n_trials=4")
         node = result
-        parts = key.strip().split(".")
+        parts = _key_parts(key.strip(), item)
         for part in parts[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
@@ -251,6 +251,26 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         except yaml.YAMLError:
             node[parts[-1]] = value
     return result
+
+
+def _key_parts(key: str, item: str) -> list[str]:
+    """`backend.prices."org/model-3.1".x` -> backend, prices, org/model-3.1, x: a part in double
+    quotes may hold dots, as model names do."""
+    parts, current, quoted = [], "", False
+    for char in key:
+        if char == '"':
+            quoted = not quoted
+        elif char == "." and not quoted:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    if quoted or not all([*parts, current]):
+        raise ConfigError(
+            f"--set {item!r}: expected KEY=VALUE with KEY parts joined by dots (a part that holds "
+            'a dot in double quotes: backend.prices."org/model-3.1".input_per_1m=0.5)'
+        )
+    return [*parts, current]
 
 
 def _deep_copy(value: Any) -> Any:

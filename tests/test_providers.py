@@ -253,9 +253,21 @@ def test_nebius_estimate_offline_names_the_field_and_the_live_source() -> None:
     """Nebius publishes no training price: offline, the estimate stops and says where to get it."""
     from tests.conftest import ROOT
 
-    result = run_cli("estimate", str(ROOT / "experiments" / "nebius_llama8b.yaml"))
-    assert_clean_error(result, "backend.prices.meta-llama/Meta-Llama-3.1-8B-Instruct.")
+    path = str(ROOT / "experiments" / "nebius_llama8b.yaml")
+    result = run_cli("estimate", path)
+    model = '"meta-llama/Meta-Llama-3.1-8B-Instruct"'  # quoted: the name holds a dot
+    assert_clean_error(result, f"pass --set 'backend.prices.{model}.fine_tuned_input_per_1m=...'")
     assert "harness prices refresh" in result.stderr
+    # What it says works (found in a real run: the unquoted path it gave was "unknown key").
+    sets = [
+        f"backend.prices.{model}.{field}=0.4"
+        for field in ("training_per_1m", "fine_tuned_input_per_1m", "fine_tuned_output_per_1m")
+    ]
+    priced = run_cli("estimate", path, *(arg for item in sets for arg in ("--set", item)))
+    assert priced.exit_code == 0, priced.stderr
+    assert "training $0.4, fine-tuned input $0.4, output $0.4" in priced.stdout
+    unbalanced = run_cli("estimate", path, "--set", 'backend.prices."x.training_per_1m=1')
+    assert_clean_error(unbalanced, "a part that holds a dot in double quotes")
 
 
 @pytest.mark.parametrize(

@@ -94,9 +94,10 @@ class Price:
 def _need(price: Price, name: str) -> float:
     value = getattr(price, name)
     if value is None:
+        model = f'"{price.model}"' if "." in price.model else price.model
         raise ConfigError(
-            f"no {name} price for {price.model} ({price.source}); "
-            f"set backend.prices.{price.model}.{name} in the experiment file"
+            f"no {name} price for {price.model} ({price.source}); set backend.prices.{model}."
+            f"{name} in the experiment file, or pass --set 'backend.prices.{model}.{name}=...'"
         )
     return float(value)
 
