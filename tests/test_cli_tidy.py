@@ -623,3 +623,12 @@ def test_bad_predict_input_is_one_clear_error(registry: str, tmp_path: Path) -> 
     assert_clean_error(bad_line, str(broken), "line 2")
     alone = run_cli("predict", "keywords", "hello", "--set", "tracking.uri=x", env=env)
     assert_clean_error(alone, "--set applies to an experiment's config: give --experiment too")
+
+
+def test_a_cost_column_keeps_three_significant_digits_down_its_rows() -> None:
+    # Found in a real run: 0.00053 and 0.00032 beside 0.000787 in the trials table.
+    from harness.cli.console import dollars
+
+    shown = [dollars(v) for v in (0.00053, 0.00032, 0.000787)]
+    assert shown == ["0.000530", "0.000320", "0.000787"]
+    assert [dollars(v) for v in (0.1, 1.5, 148.2, 0, None)] == ["0.100", "1.50", "148", "0", "-"]

@@ -3,6 +3,7 @@ bars, a line per epoch and per trial), and the trials table."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -227,9 +228,14 @@ def _epochs_cell(planned: Any, run: Any) -> str:
 
 
 def dollars(value: Any) -> str:
-    """Dollars to three significant digits without an exponent: 0.00123, 0.0456, 1.23, 148."""
+    """Dollars to three significant digits without an exponent: 0.00123, 0.0456, 1.23, 148;
+    below a dollar the third digit is kept when it is a zero (0.000530 beside 0.000787), so a
+    column reads alike down its rows."""
     if not isinstance(value, int | float):
         return "-"
+    if 0 < abs(value) < 1 and math.isfinite(value):
+        decimals = max(2, -math.floor(math.log10(abs(value))) + 2)
+        return f"{value:.{decimals}f}"
     return usd(value).removeprefix("$")  # the column header says the unit
 
 
