@@ -81,9 +81,9 @@ def tfidf_baseline(data: PreparedData, dollars_per_hour: float) -> Baseline:
     seconds, like the local backend's calibrated rates, are the work done, which other processes
     on the machine do not inflate (wall-clock seconds moved 10x with the machine's load). On one
     thread: BLAS and OpenMP worker threads spin while they wait for a core, so with several the
-    process's CPU seconds grew 2.5x beside two busy loops. And this thread's CPU seconds only:
-    the process's counted the report's other threads too, and doubled (0.13 to 0.28 s) from one
-    report to the next on the same data.
+    process's CPU seconds grew 2.5x beside two busy loops. And this thread's CPU seconds only,
+    with the garbage collector paused (`_no_garbage_collection`): the process's count every
+    thread's work (14x beside a busy thread of the same process).
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
