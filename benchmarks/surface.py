@@ -149,11 +149,11 @@ def chosen_hypervolume(models: list[Outcome], ref: tuple[float, float]) -> float
 
 
 def clairvoyant(surface: Surface, budget: float, ref: tuple[float, float]) -> float:
-    """Hypervolume (as `search_efficiency.hv_at` scores it) of trials chosen knowing every recorded outcome, a
-    ceiling for any strategy: each configuration, stopped after any epoch, with or without its
-    epoch checkpoints scored, priced as the replay prices it; greedily the option adding the most
-    hypervolume per dollar that still fits `budget`. Greedy, so the best choice reaches at least
-    this."""
+    """Hypervolume (as `search_efficiency.hv_at` scores it) of trials chosen knowing every
+    recorded outcome, a ceiling for any strategy: each configuration, stopped after any epoch,
+    with or without its epoch checkpoints scored, priced as the replay prices it; greedily the
+    option adding the most hypervolume per dollar that still fits `budget`. Greedy, so the best
+    choice reaches at least this."""
     options: list[tuple[float, list[Outcome]]] = []
     for row in surface.rows.values():
         for k in range(1, len(row["epochs"]) + 1):
