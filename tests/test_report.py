@@ -692,20 +692,27 @@ def test_a_member_a_negligible_share_past_the_knee_is_within_reach() -> None:
     assert knee_limit([0.01, 0.02, 0.03, 1.0], accuracies, [True] * 4) == 1
 
 
-def test_a_stated_volume_weighs_a_year_of_hosting_in_the_choice() -> None:
-    # Trial 1 is 3 points better but served from a deployment billed $1.70 an hour; trial 0
-    # costs nothing to host. At $100 a point (+$300) the training costs alone buy trial 1; a
-    # year of hosting ($14,892) does not.
+def _cheap_and_hosted() -> list[TrialRow]:
+    """Trial 0, and trial 1, 3 points better but served from a deployment billed $1.70 an hour,
+    their answers recorded (compared paired: 6 more right of 200, none fewer)."""
     cheap, hosted = _row(0, 0.01, 150, valid=0.75), _row(1, 0.02, 156, valid=0.78)
     hosted.record = TrialRecord(
         train_cost_usd=0.01, eval_cost_usd=3.41, eval_hosting_usd=3.40, eval_hosting_hours=2.0
     )
     cheap.record = TrialRecord(train_cost_usd=0.009, eval_cost_usd=0.001)
-    front = [cheap, hosted]
-    for row in front:  # answers recorded: compared paired, 6 more right of 200, none fewer
+    for row in (cheap, hosted):
         row.record = replace(
             row.record, valid_correct=pack_bits(np.arange(200) < 200 * row.valid_accuracy)
         )
+    return [cheap, hosted]
+
+
+def test_a_stated_volume_weighs_a_year_of_hosting_in_the_choice() -> None:
+    # Trial 1 is 3 points better but served from a deployment billed $1.70 an hour; trial 0
+    # costs nothing to host. At $100 a point (+$300) the training costs alone buy trial 1; a
+    # year of hosting ($14,892) does not.
+    front = _cheap_and_hosted()
+    hosted = front[1]
     options = ReportOptions(value_per_point=100.0)
     assert recommend(front, options, comparer(options), N_VALID).chosen.number == 1
     running = ReportOptions(value_per_point=100.0, weigh_running=True)
@@ -720,16 +727,8 @@ def test_a_stated_volume_weighs_a_year_of_hosting_in_the_choice() -> None:
 def test_a_budget_on_a_year_of_ownership_quotes_the_first_year_cost() -> None:
     # Found in a real run: `--budget 0.01 --monthly-requests 50000` refused the next step up as
     # "costs $0.000115, over your $0.01 budget": the sweep's cost, not the year the rule weighed.
-    cheap, hosted = _row(0, 0.01, 150, valid=0.75), _row(1, 0.02, 156, valid=0.78)
-    hosted.record = TrialRecord(
-        train_cost_usd=0.01, eval_cost_usd=3.41, eval_hosting_usd=3.40, eval_hosting_hours=2.0
-    )
-    cheap.record = TrialRecord(train_cost_usd=0.009, eval_cost_usd=0.001)
-    front = [cheap, hosted]
-    for row in front:
-        row.record = replace(
-            row.record, valid_correct=pack_bits(np.arange(200) < 200 * row.valid_accuracy)
-        )
+    front = _cheap_and_hosted()
+    hosted = front[1]
     options = ReportOptions(budget=100.0, weigh_running=True)
     _weigh_running(front, ownership(front, N_TEST, options.monthly_requests))
     rec = recommend(front, options, comparer(options), N_VALID)

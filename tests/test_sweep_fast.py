@@ -231,13 +231,8 @@ def test_an_interrupt_before_training_starts_leaves_nothing_running(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(MlflowTracker, "start_trial", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        run_sweep(load_experiment(str(_experiment(tmp_path, 2))), RecordingView())
-    study = _study()
-    assert not study.get_trials(states=(TrialState.RUNNING,))
-    (cut,) = study.get_trials(states=(TrialState.FAIL,))
-    (queued,) = study.get_trials(states=(TrialState.WAITING,))
-    assert queued.params == cut.params and backend.trained == []
+    _interrupted_sweep(tmp_path)
+    assert backend.trained == []
 
 
 def test_an_interrupt_while_a_trial_is_priced_leaves_nothing_running(
@@ -249,6 +244,12 @@ def test_an_interrupt_while_a_trial_is_priced_leaves_nothing_running(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(session.Sweep, "price", interrupt)
+    study = _interrupted_sweep(tmp_path)
+    assert ledger_usd(study.get_trials()) == (0.0, 0.0)  # nothing trained, nothing held
+
+
+def _interrupted_sweep(tmp_path: Path) -> optuna.Study:
+    """A 2-trial sweep that an interrupt ends: its trial failed and queued again, none RUNNING."""
     with pytest.raises(KeyboardInterrupt):
         run_sweep(load_experiment(str(_experiment(tmp_path, 2))), RecordingView())
     study = _study()
@@ -256,4 +257,4 @@ def test_an_interrupt_while_a_trial_is_priced_leaves_nothing_running(
     (cut,) = study.get_trials(states=(TrialState.FAIL,))
     (queued,) = study.get_trials(states=(TrialState.WAITING,))
     assert queued.params == cut.params
-    assert ledger_usd(study.get_trials()) == (0.0, 0.0)  # nothing trained, nothing held
+    return study
