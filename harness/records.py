@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class TrialSpec:
     lora_rank: int | None = None
     lora_alpha: int | None = None
     study: str = ""
-    bound: str | None = None
+    bound: Literal["dearest", "cheapest"] | None = None
 
     def params(self) -> dict[str, Any]:
         """The hyperparameters as MLflow params / table columns."""

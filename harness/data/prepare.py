@@ -19,7 +19,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -262,7 +262,7 @@ def priced_subset(
     split: Split,
     n: int | None,
     seed: int,
-    bound: str | None = None,
+    bound: Literal["dearest", "cheapest"] | None = None,
     lengths: Callable[[Split], Sequence[int]] | None = None,
 ) -> Split:
     """The training subset a cost estimate counts tokens on.
