@@ -212,6 +212,10 @@ def test_crashed_worker_trial_is_failed_and_retried(tmp_path: Path, tiny_csv: Pa
     assert [t.number for t in failed] == [trial.number]
     waiting = handle.study.get_trials(states=(TrialState.WAITING,))
     assert len(waiting) == 1 and waiting[0].params == trial.params
+    # It says why it failed, and its retry carries no failure of its own (found in a real run:
+    # a SIGKILLed trial had no reason, and completed retries kept their predecessor's).
+    assert failed[0].user_attrs["failure_reason"].startswith("its worker stopped while it ran")
+    assert "failure_reason" not in waiting[0].user_attrs
 
 
 def test_a_launch_never_sees_a_paid_trial_failed_but_not_yet_requeued(

@@ -218,6 +218,10 @@ def test_an_interrupted_trial_is_queued_again_and_runs_first_on_resume(
     monkeypatch.setattr(backend, "fine_tune", train)
     again = run_sweep(load_experiment(str(path)), RecordingView())
     assert again.results[0].spec.learning_rate_multiplier == cut.params["learning_rate_multiplier"]
+    # The retry completed: no failure of its own (it used to keep its predecessor's reason).
+    rerun = _study().trials[queued.number]
+    assert rerun.state == TrialState.COMPLETE and rerun.user_attrs.get("failure_reason") is None
+    assert cut.user_attrs["failure_reason"] == "interrupted"
 
 
 def test_an_interrupt_before_training_starts_leaves_nothing_running(
@@ -258,3 +262,18 @@ def _interrupted_sweep(tmp_path: Path) -> optuna.Study:
     (queued,) = study.get_trials(states=(TrialState.WAITING,))
     assert queued.params == cut.params
     return study
+
+
+def test_a_sweep_over_a_small_budget_says_what_it_would_cost(
+    tmp_path: Path, backend: MemoryBackend
+) -> None:
+    # Found in a real run: "the worst case of 2 more trials plus $0.0000 already committed is
+    # $0.0000, over budget_usd $0.0000": every amount below a hundredth of a cent read as zero.
+    from harness.errors import BudgetExceeded
+
+    path = _experiment(tmp_path, 2, budget_usd=0.00001)
+    with pytest.raises(BudgetExceeded) as refused:
+        run_sweep(load_experiment(str(path)), RecordingView(), confirm=None)
+    message = str(refused.value)
+    assert "$0.0000," not in message and "over budget_usd $0.00001;" in message
+    assert "the worst case of 2 more trials plus $0 already committed is $0.0" in message

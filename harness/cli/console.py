@@ -173,7 +173,8 @@ class RichView:
                 f"Resuming study [bold]{study_name}[/]: {done} of {target} trials done."
             )
         else:
-            self.console.print(f"Starting study [bold]{study_name}[/]: {target} trials.")
+            trials = "trial" if target == 1 else "trials"
+            self.console.print(f"Starting study [bold]{study_name}[/]: {target} {trials}.")
         self.bars.start()
         self._sweep_task = self.bars.add_task("trials", total=target, completed=done, sweep=True)
 

@@ -168,8 +168,9 @@ def check_worst_case(
     if worst.usd <= budget.limit or (confirm is not None and confirm(worst, budget.limit)):
         return
     raise BudgetExceeded(
-        f"{experiment.path}: the worst case of {remaining} more trials plus ${committed:.4f} "
-        f"already committed is ${worst.usd:.4f}, over budget_usd ${budget.limit:.4f}; run "
+        f"{experiment.path}: the worst case of {remaining} more "
+        f"{'trial' if remaining == 1 else 'trials'} plus {usd(committed)} already committed is "
+        f"{usd(worst.usd)}, over budget_usd {usd(budget.limit)}; run "
         "`harness estimate` to see why, lower study.n_trials, or pass --yes to run until the "
         "budget is used up"
     )

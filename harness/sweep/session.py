@@ -18,7 +18,7 @@ from harness.backends.base import Backend
 from harness.config import Experiment
 from harness.data.prepare import prepare_experiment
 from harness.errors import BackendError, ConfigError, TrainingRefused
-from harness.records import Cost, PreparedData, TrialResult, TrialSpec
+from harness.records import Cost, PreparedData, TrialResult, TrialSpec, usd
 from harness.sweep import admission, search_space
 from harness.sweep.budget import Budget, Confirm, check_worst_case
 from harness.sweep.checkpoints import (
@@ -256,8 +256,8 @@ def record_checkpoint(
         sweep.tracker.tag(run_id, TRIAL_TAG, str(added))
     sweep.view.message(
         f"  t{added:03d} = its epoch {checkpoint.epoch}: test acc "
-        f"{result.metrics.accuracy:.4f}  cost ${result.total_cost.usd:.4f} "
-        f"(scoring it: ${result.eval_cost.usd:.4f})"
+        f"{result.metrics.accuracy:.4f}  cost {usd(result.total_cost.usd)} "
+        f"(scoring it: {usd(result.eval_cost.usd)})"
     )
     if sweep.stopper is not None:
         sweep.stopper.add(Curve.of(record))

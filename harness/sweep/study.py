@@ -50,14 +50,17 @@ from harness.sweep.storage import (
 from harness.sweep.storage import quiet_optuna as _quiet_optuna
 from harness.tracking.record import (
     EXPERIMENT_YAML,
+    FAILURE_REASON,
     RESERVED_USD,
     SETTLED_USD,
     TrialRecord,
     experiment_attrs,
+    failure_attrs,
     worker_attrs,
 )
 
 MAX_RETRIES = 2
+WORKER_GONE = "its worker stopped while it ran (killed, crashed or its machine lost)"
 WORKER_STRIDE = 1_000_003  # sampler seeds of successive workers lie this far apart
 DIRECTIONS: dict[str, Literal["maximize", "minimize"]] = {
     "accuracy": "maximize",
@@ -186,6 +189,7 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
         return
     first = trial.system_attrs.get("failed_trial", trial.number)
     attrs = dict(trial.user_attrs)
+    attrs.pop(FAILURE_REASON, None)  # the failed trial keeps why; the retry has not failed
     if record.job_key is None:  # no job to resume: no entry to share
         attrs.pop(RESERVED_USD, None)
         attrs.pop(SETTLED_USD, None)
@@ -235,8 +239,11 @@ def recover_crashed_trials(handle: StudyHandle) -> list[FrozenTrial]:
 
 
 def _fail(handle: StudyHandle, trial: FrozenTrial) -> bool:
-    """Fail a RUNNING trial; False when another worker finished or failed it first."""
+    """Fail a RUNNING trial whose worker is gone, saying so; False when another worker finished
+    or failed it first."""
     try:
+        for key, value in failure_attrs(WORKER_GONE).items():
+            handle.storage.set_trial_user_attr(trial._trial_id, key, value)
         return handle.storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
     except UpdateFinishedTrialError:
         return False

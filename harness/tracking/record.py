@@ -237,6 +237,7 @@ def launch_attrs(run_id: str | None, estimated_cost_usd: float) -> dict[str, Any
     reservation, which `reserve_attrs` renews)."""
     attrs: dict[str, Any] = {MLFLOW_RUN_ID: run_id, ESTIMATED_COST_USD: estimated_cost_usd}
     attrs[SKIPPED_REASON] = None  # a requeued retry of a trial once skipped for budget runs now
+    attrs[FAILURE_REASON] = None  # nor has it failed: an older requeue copied its predecessor's
     attrs.update({key: [] for key in EPOCH_LISTS})
     return attrs
 
