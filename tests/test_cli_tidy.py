@@ -292,6 +292,22 @@ def test_a_study_records_its_experiment_and_opens_by_its_name(made: Path) -> Non
     assert_clean_error(bad, f"study {STUDY!r} (made from tiny.yaml) with --set", "n_trails")
 
 
+def test_a_study_in_another_storage_opens_by_its_name_with_that_storage(
+    tmp_path: Path, tiny_csv: Path
+) -> None:
+    # Found in a real run: `harness trials multi --set study.storage=postgresql://...` looked
+    # for the study in mlruns/optuna.db and said it was not there.
+    path = write_experiment(tmp_path, tiny_csv, space=SPACE)
+    storage = f"study.storage=sqlite:///{tmp_path}/elsewhere.db"
+    created = run_cli("study", "create", str(path), "--set", storage, "--set", "study.name=far")
+    assert created.exit_code == 0, created.stderr
+    found = run_cli("trials", "far", "--set", storage)
+    assert found.exit_code == 0, found.stderr
+    assert "study far" in found.stdout
+    missing = run_cli("trials", "far")
+    assert_clean_error(missing, "no study of that name in sqlite:///mlruns/optuna.db")
+
+
 def test_a_file_in_experiments_wins_over_a_study_and_says_so(made: Path) -> None:
     (made.parent / "experiments").mkdir()
     config = yaml.safe_load(made.read_text())

@@ -178,20 +178,22 @@ def load_target(name: str, overrides: list[str] | None = None) -> Experiment:
     """
     if Path(name).expanduser().is_file():
         return _as_recorded(load_experiment(name, overrides), overrides)
-    study_names = _study_names(DEFAULT_STORAGE)
+    storage = _storage_set(overrides) or DEFAULT_STORAGE  # `--set study.storage=URL` is looked in
+    study_names = _study_names(storage)
     try:
         path = find_experiment_file(name)
     except ConfigError:  # no such file: a study's name, or nothing known
         if name not in study_names:
-            raise ConfigError(_unknown(name, study_names)) from None
-        return _from_study(name, DEFAULT_STORAGE, overrides)
+            raise ConfigError(_unknown(name, study_names, storage)) from None
+        return _from_study(name, storage, overrides)
     experiment = _as_recorded(load_experiment(str(path), overrides), overrides)
     # `--set study.name=...` names the study: the file is plainly what was meant.
     named = any(item.partition("=")[0].strip() == "study.name" for item in overrides or [])
     if name in study_names and experiment.study_name != name and not named:
         err_console.print(
             f"note: {name!r} is both {path} (study {experiment.study_name!r}) and a study in "
-            f"{DEFAULT_STORAGE} ({_made_from(name)}); using the file. To open the study, run the "
+            f"{redact_text(storage)} ({_made_from(name, storage)}); using the file. To open the "
+            "study, run the "
             "command with that file and those --set options.",
             markup=False,
             highlight=False,
@@ -225,13 +227,23 @@ def _recorded_study(
     return None if origin.yaml is None else (origin, _from_study(name, url, overrides))
 
 
-def _made_from(name: str) -> str:
-    """`made from FILE --set ...` for a study in the default storage, as far as it says."""
+def _storage_set(overrides: list[str] | None) -> str | None:
+    """The study storage a `--set study.storage=URL` names (the last one), else None."""
+    urls = [
+        value.strip()
+        for key, _, value in (item.partition("=") for item in overrides or [])
+        if key.strip() == "study.storage" and value.strip()
+    ]
+    return str(yaml.safe_load(urls[-1])) if urls else None
+
+
+def _made_from(name: str, storage: str) -> str:
+    """`made from FILE --set ...` for a study in `storage`, as far as it says."""
     import optuna
 
     from harness.tracking.record import StudyOrigin
 
-    study = optuna.load_study(study_name=name, storage=open_storage(DEFAULT_STORAGE))
+    study = optuna.load_study(study_name=name, storage=open_storage(storage))
     origin = StudyOrigin.from_attrs(study.user_attrs)
     if origin.path is None:
         return "made before studies recorded their experiment"
@@ -297,11 +309,12 @@ def _from_study(name: str, url: str, overrides: list[str] | None) -> Experiment:
     return Experiment(config, path, raw, overrides=(*origin.overrides, *(overrides or ())))
 
 
-def _unknown(name: str, study_names: list[str]) -> str:
+def _unknown(name: str, study_names: list[str], storage: str) -> str:
     """`NAME: no experiment file or study of that name` with what is known and the closest."""
     files = sorted(p.stem for p in Path(EXPERIMENTS_DIR).glob("*.yaml"))
     close = difflib.get_close_matches(name, [*files, *study_names], n=1, cutoff=0.6)
-    parts = [f"{name}: no such experiment file, and no study of that name in {DEFAULT_STORAGE}."]
+    where = redact_text(storage)
+    parts = [f"{name}: no such experiment file, and no study of that name in {where}."]
     if close:
         parts.append(f"Did you mean {close[0]!r}?")
     parts.append(f"Known experiments: {', '.join(files) or 'none'}.")
