@@ -764,6 +764,20 @@ def test_a_majority_class_better_than_every_trial_is_the_answer() -> None:
     assert rec.fine_tuned is tuned[0]
 
 
+def test_a_baseline_that_ties_the_trials_is_not_said_to_beat_them() -> None:
+    # Found in a real run: TF-IDF and every fine-tuned trial at 100% validation accuracy, and
+    # the answer said TF-IDF "beats every fine-tuned model tried".
+    tuned = [_row(0, 0.01, 110, valid=0.60)]
+    candidates = [*_baselines(0.60, 0.58), *tuned]
+    front = [candidates[i] for i in pareto_front([(r.valid_accuracy, r.cost) for r in candidates])]
+    assert [r.name for r in front] == [MAJORITY]
+    options = ReportOptions()
+    rec = recommend(front, options, comparer(options), N_VALID, candidates)
+    assert rec.text.startswith(
+        f"Don't fine-tune: {MAJORITY} (always 'a') is as accurate as the best fine-tuned model"
+    )
+
+
 def test_promote_follows_the_report_and_says_so_when_it_says_do_not_fine_tune(
     known: Constructed, tmp_path: Path
 ) -> None:

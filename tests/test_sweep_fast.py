@@ -89,6 +89,13 @@ def test_a_sweep_records_trials_checkpoints_and_a_paired_report(
     report = build_report(load_experiment(str(path)))
     assert all(s.valid is not None and s.valid.paired for s in report.steps)
     assert report.recommendation.text.startswith(("Choose", "Don't fine-tune"))
+    # Trials and their epoch checkpoints counted apart (found in a real run: "Based on 4
+    # completed trials" for 2 trials run and 2 checkpoints).
+    from harness.report.build import summary_lines
+
+    assert checkpoints
+    based = f"Based on 5 completed trials and {len(checkpoints)} epoch checkpoint"
+    assert based in " ".join(summary_lines(report))
 
 
 def test_the_budget_stops_the_sweep_before_it_overspends(

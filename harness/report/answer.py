@@ -87,8 +87,13 @@ def answer_lines(report: Report) -> list[str]:
         if n
     ]
     size = f", {' and '.join(sizes)}" if sizes else ""
+    checkpoints = sum(t.record.is_checkpoint for t in report.trials)
+    trained = len(report.trials) - checkpoints
+    counted = f"{trained} completed trial{'s' if trained != 1 else ''}"
+    if checkpoints:  # each a model of its own, but not a trial that was run
+        counted += f" and {checkpoints} epoch checkpoint{'s' if checkpoints != 1 else ''}"
     lines.append(
-        f"Based on {len(report.trials)} completed trial{'s' if len(report.trials) != 1 else ''}"
+        f"Based on {counted}"
         f"{running}{size}, {len(report.front)} on the Pareto front of {report.selected_on} "
         "accuracy against cost (baselines included); cost = training + test-set evaluation, "
         "US dollars."

@@ -205,7 +205,7 @@ def recommend(
     text = " ".join(
         part
         for part in (
-            _what(chosen, options, result, front),
+            _what(chosen, options, result, front, trials),
             _why(move, step, options, n_valid) if move and step else _top(chosen, trials),
             _confirm(chosen, rival, check, bought),
         )
@@ -230,7 +230,13 @@ def reach(row: TrialRow) -> str:
     return f"{percent(row.accuracy)} test accuracy (chosen on {chosen_on} validation)"
 
 
-def _what(chosen: TrialRow, options: ReportOptions, result: Walk, front: list[TrialRow]) -> str:
+def _what(
+    chosen: TrialRow,
+    options: ReportOptions,
+    result: Walk,
+    front: list[TrialRow],
+    trials: Sequence[TrialRow],
+) -> str:
     described = f"{chosen.name} ({chosen.describe()})"
     if result.over_budget:
         return (
@@ -243,7 +249,11 @@ def _what(chosen: TrialRow, options: ReportOptions, result: Walk, front: list[Tr
     if move is not None and move.kind == "budget":
         head = f"Don't fine-tune within the {usd(options.budget)} budget: {described}"
     elif all(r.is_baseline for r in front):
-        head = f"Don't fine-tune: {described} beats every fine-tuned model tried, for less"
+        # Off the front, a fine-tuned model may still tie it on validation, for more money.
+        best = max((t.selection_accuracy for t in trials), default=None)
+        tied = best is not None and best >= chosen.selection_accuracy
+        verb = "is as accurate as the best" if tied else "beats every"
+        head = f"Don't fine-tune: {described} {verb} fine-tuned model tried, for less"
     else:
         head = f"Don't fine-tune: {described} is as good for less"
     return f"{head}: {reach(chosen)} for {usd(chosen.cost)}."
