@@ -234,10 +234,9 @@ def experiment_attrs(experiment: Experiment) -> dict[str, Any]:
 def launch_attrs(run_id: str | None, estimated_cost_usd: float) -> dict[str, Any]:
     """A trial starting: its run and estimate; the per-epoch lists start afresh (a retried trial
     inherits its predecessor's attributes, of which it keeps only the journal and the ledger's
-    reservation, which `reserve_attrs` renews)."""
+    reservation, which `reserve_attrs` renews: not its reason for being skipped or failing)."""
     attrs: dict[str, Any] = {MLFLOW_RUN_ID: run_id, ESTIMATED_COST_USD: estimated_cost_usd}
-    attrs[SKIPPED_REASON] = None  # a requeued retry of a trial once skipped for budget runs now
-    attrs[FAILURE_REASON] = None  # nor has it failed: an older requeue copied its predecessor's
+    attrs |= {SKIPPED_REASON: None, FAILURE_REASON: None}
     attrs.update({key: [] for key in EPOCH_LISTS})
     return attrs
 
