@@ -178,7 +178,8 @@ def load_target(name: str, overrides: list[str] | None = None) -> Experiment:
     """
     if Path(name).expanduser().is_file():
         return _as_recorded(load_experiment(name, overrides), overrides)
-    storage = _storage_set(overrides) or DEFAULT_STORAGE  # `--set study.storage=URL` is looked in
+    study_set = _study_set(overrides)  # what --set says of the study, parsed as the file would be
+    storage = str(study_set.get("storage") or DEFAULT_STORAGE)  # a study is looked for there
     study_names = _study_names(storage)
     try:
         path = find_experiment_file(name)
@@ -188,8 +189,7 @@ def load_target(name: str, overrides: list[str] | None = None) -> Experiment:
         return _from_study(name, storage, overrides)
     experiment = _as_recorded(load_experiment(str(path), overrides), overrides)
     # `--set study.name=...` names the study: the file is plainly what was meant.
-    named = any(item.partition("=")[0].strip() == "study.name" for item in overrides or [])
-    if name in study_names and experiment.study_name != name and not named:
+    if name in study_names and experiment.study_name != name and "name" not in study_set:
         err_console.print(
             f"note: {name!r} is both {path} (study {experiment.study_name!r}) and a study in "
             f"{redact_text(storage)} ({_made_from(name, storage)}); using the file. To open the "
@@ -227,14 +227,10 @@ def _recorded_study(
     return None if origin.yaml is None else (origin, _from_study(name, url, overrides))
 
 
-def _storage_set(overrides: list[str] | None) -> str | None:
-    """The study storage a `--set study.storage=URL` names (the last one), else None."""
-    urls = [
-        value.strip()
-        for key, _, value in (item.partition("=") for item in overrides or [])
-        if key.strip() == "study.storage" and value.strip()
-    ]
-    return str(yaml.safe_load(urls[-1])) if urls else None
+def _study_set(overrides: list[str] | None) -> dict[str, Any]:
+    """The `study` section the `--set` options give, alone (empty when they give none)."""
+    study = apply_overrides({}, list(overrides or [])).get("study")
+    return study if isinstance(study, dict) else {}
 
 
 def _made_from(name: str, storage: str) -> str:
