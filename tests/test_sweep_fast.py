@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from harness.config import load_experiment
-from harness.records import EpochResult, TrialSpec
+from harness.records import Cost, EpochResult, TrialSpec
 from harness.report.build import build_report
 from harness.scoring import unpack_correct
 from harness.sweep import session
@@ -284,3 +284,32 @@ def test_a_sweep_over_a_small_budget_says_what_it_would_cost(
     message = str(refused.value)
     assert "$0.0000," not in message and "over budget_usd $0.00001;" in message
     assert "the worst case of 2 more trials plus $0 already committed is $0.0" in message
+
+
+def test_a_sweep_refused_for_its_budget_records_no_study(
+    tmp_path: Path, backend: MemoryBackend
+) -> None:
+    # Found in a real run: `harness studies` listed "refused  0 done" after a sweep its budget
+    # refused, though nothing was run; a second refused study beside one that ran is not kept
+    # either, and the study that ran keeps everything it holds.
+    from harness.errors import BudgetExceeded
+
+    path = _experiment(tmp_path, 2, budget_usd=0.00001)
+    with pytest.raises(BudgetExceeded):
+        run_sweep(load_experiment(str(path)), RecordingView(), confirm=None)
+    assert not Path("mlruns/optuna.db").exists()
+    path = _experiment(tmp_path, 1)  # the same file, without the budget
+    ran = run_sweep(load_experiment(str(path)), RecordingView())
+    assert len(ran.results) == 1
+    other = load_experiment(str(path), ["study.name=other", "budget_usd=0.00001"])
+    asked: list[float] = []
+
+    def refuse(worst: Cost, limit: float) -> bool:
+        asked.append(worst.usd)
+        return False
+
+    with pytest.raises(BudgetExceeded):
+        run_sweep(other, RecordingView(), confirm=refuse)
+    assert len(asked) == 1  # asked once, not again once the study is open
+    names = optuna.get_all_study_names(storage="sqlite:///mlruns/optuna.db")
+    assert names == ["tiny"] and len(_records()) >= 1

@@ -153,24 +153,26 @@ def check_worst_case(
     backend: Backend,
     data: PreparedData,
     space: SearchSpace,
-    budget: Budget,
+    budget: Budget | None,
     remaining: int,
     confirm: Confirm | None,
 ) -> None:
     """Ask before a sweep whose worst case could exceed the budget (the budget stays a hard cap
-    either way: no trial starts without its worst case reserved)."""
-    if budget.limit is None or remaining <= 0:
+    either way: no trial starts without its worst case reserved). `budget` None: the study does
+    not exist yet, so nothing is committed."""
+    limit = experiment.config.budget_usd
+    if limit is None or remaining <= 0:
         return
-    committed = budget.committed()
+    committed = budget.committed() if budget is not None else 0.0
     n_trials = experiment.config.study.n_trials
     per_trial = worst_case_total(experiment, backend, data, space).usd / n_trials
     worst = Cost(usd=committed + per_trial * remaining)
-    if worst.usd <= budget.limit or (confirm is not None and confirm(worst, budget.limit)):
+    if worst.usd <= limit or (confirm is not None and confirm(worst, limit)):
         return
     raise BudgetExceeded(
         f"{experiment.path}: the worst case of {remaining} more "
         f"{'trial' if remaining == 1 else 'trials'} plus {usd(committed)} already committed is "
-        f"{usd(worst.usd)}, over budget_usd {usd(budget.limit)}; run "
+        f"{usd(worst.usd)}, over budget_usd {usd(limit)}; run "
         "`harness estimate` to see why, lower study.n_trials, or pass --yes to run until the "
         "budget is used up"
     )

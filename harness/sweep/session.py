@@ -44,6 +44,7 @@ from harness.sweep.shared import (
     tag_prices,
 )
 from harness.sweep.stopping import Curve, FrontStopper
+from harness.sweep.storage import study_exists
 from harness.sweep.study import (
     StudyHandle,
     open_study,
@@ -128,6 +129,11 @@ def open_sweep(
     backend.preflight(data, models)  # nothing is recorded before every free check passed
     if oversized := search_space.oversized_train_examples(space, len(data.train)):
         view.message(oversized)
+    confirm = _asked_once(confirm)
+    if not study_exists(experiment.config.study.storage, experiment.study_name):
+        # Refused before the study exists: a sweep its budget refuses records nothing.
+        n_trials = experiment.config.study.n_trials + add_trials
+        check_worst_case(experiment, backend, data, space, None, n_trials, confirm)
     handle = open_study(experiment, space, join=True)
     done = len(trained_trials(handle.study))
     target = max(experiment.config.study.n_trials, done) + add_trials
@@ -155,6 +161,20 @@ def open_sweep(
     _record_owed_checkpoints(sweep)
     sweep.stopper = admission.front_stopper(experiment, backend, data, handle)
     return sweep
+
+
+def _asked_once(confirm: Confirm | None) -> Confirm | None:
+    """`confirm`, asked at most once: its answer stands for the checks after it."""
+    if confirm is None:
+        return None
+    answers: list[bool] = []
+
+    def once(worst: Cost, limit: float) -> bool:
+        if not answers:
+            answers.append(confirm(worst, limit))
+        return answers[0]
+
+    return once
 
 
 def _record_owed_checkpoints(sweep: Sweep) -> None:

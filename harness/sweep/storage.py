@@ -120,3 +120,18 @@ def join_study(study: optuna.Study) -> int:
     number = int(study.user_attrs.get(WORKERS_JOINED, 0))
     study.set_user_attr(WORKERS_JOINED, number + 1)
     return number
+
+
+def study_exists(url: str, name: str) -> bool:
+    """Whether the study is in the storage at `url`, creating nothing where it is not (a SQLite
+    file that does not exist is not made). A storage that cannot be read answers True: opening
+    the study then says why, as it always has."""
+    url = with_driver(url)
+    path = url.removeprefix("sqlite:///")
+    if url.startswith("sqlite:///") and path != ":memory:" and not os.path.exists(path):
+        return False
+    try:
+        with quiet_optuna():
+            return name in optuna.get_all_study_names(storage=url)
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, OSError, ValueError):
+        return True
