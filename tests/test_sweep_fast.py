@@ -242,8 +242,10 @@ def test_an_interrupt_before_training_starts_leaves_nothing_running(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(MlflowTracker, "start_trial", interrupt)
-    _interrupted_sweep(tmp_path)
+    study = _interrupted_sweep(tmp_path)
     assert backend.trained == []
+    # Nothing trained, so nothing spent: its reservation used to stay in the ledger as spent.
+    assert ledger_usd(study.get_trials()) == (0.0, 0.0)
 
 
 def test_an_interrupt_while_a_trial_is_priced_leaves_nothing_running(

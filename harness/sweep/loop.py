@@ -139,6 +139,7 @@ def _launch(sweep: Sweep, pool: Any) -> Launched | None:
         return None
     trial, spec, estimate = asked.trial, asked.spec, asked.estimate
     run_id: str | None = None
+    submitting = False
     try:
         if capped := search_space.capped_train_examples(spec, len(sweep.data.train)):
             sweep.view.message(capped)
@@ -151,6 +152,7 @@ def _launch(sweep: Sweep, pool: Any) -> Launched | None:
         on_epoch = epoch_logger(
             sweep.tracker, run_id, trial, spec, sweep.stopper, sweep.live.epoch(spec)
         )
+        submitting = True  # from here the pool may hold the trial, and it may train
         future = pool.submit(
             run_with_heartbeat,
             sweep.handle,
@@ -162,6 +164,6 @@ def _launch(sweep: Sweep, pool: Any) -> Launched | None:
             journal,
         )
     except KeyboardInterrupt:  # before the pool has it: no one else would settle the trial
-        interrupted(sweep, Launched(trial, spec, run_id, Future()))
+        interrupted(sweep, Launched(trial, spec, run_id, Future()), trained=submitting)
         raise
     return Launched(trial, spec, run_id, future)

@@ -62,6 +62,7 @@ from harness.tracking.record import (
     failure_attrs,
     objective_accuracy,
     result_attrs,
+    settle_attrs,
 )
 from harness.tracking.runs import MlflowTracker
 from harness.tracking.tracker import NullTracker, Tracker
@@ -305,9 +306,15 @@ def abandon(sweep: Sweep, running: dict[Future[TrialResult], Launched]) -> None:
         interrupted(sweep, launched)
 
 
-def interrupted(sweep: Sweep, launched: Launched) -> None:
+def interrupted(sweep: Sweep, launched: Launched, trained: bool = True) -> None:
     """Fail a trial cut short by Ctrl-C or a signal (run KILLED) and queue its parameters again,
-    so the next sweep runs it first (a hosted one resumes its job), as when a worker dies."""
+    so the next sweep runs it first (a hosted one resumes its job), as when a worker dies.
+
+    `trained` False: it never reached the pool, so a trial without a remote job key trained
+    nothing and is settled at $0, as `admission.interrupted_before_start` settles one; a job
+    key's paid job may exist (a retry resumes it), so `Budget.settle_failed` decides those."""
+    if not trained and TrialRecord.from_attrs(launched.trial.user_attrs).job_key is None:
+        set_attrs(launched.trial, settle_attrs(0.0))
     _fail(sweep, launched, "interrupted", status="KILLED")
     requeue(sweep.handle.study, sweep.handle.storage.get_trial(launched.trial._trial_id))
 
