@@ -22,7 +22,7 @@ from harness.sweep.budget import ledger_usd
 from harness.sweep.live import SweepStatus
 from harness.sweep.loop import run_sweep
 from harness.tracking.record import TrialRecord
-from tests.cli_runner import run_cli
+from tests.cli_runner import assert_clean_error, run_cli
 from tests.conftest import review_rows, write_csv, write_experiment
 from tests.memory_backend import MemoryBackend
 from tests.test_sweep import RecordingView
@@ -202,6 +202,37 @@ def test_the_last_status_line_counts_the_last_trials_checkpoints(
     assert view.statuses[-1].spent == pytest.approx(sum(r.spent for r in records), rel=1e-12)
 
 
+def test_a_dead_workers_trial_runs_before_a_new_one(
+    tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found with two workers on one study: after one was SIGKILLed, the survivor started a new
+    # trial first and took over the dead worker's only at its next heartbeat, 23 s later.
+    import socket
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("HARNESS_HEARTBEAT_SECONDS", "5")
+    path = _experiment(tmp_path, 3)
+    train, dead_lr = backend.fine_tune, []
+
+    def another_worker_dies(spec: TrialSpec, *args: object, **kwargs: object) -> object:
+        if not dead_lr:  # during the first trial: a worker on this machine asks, then dies
+            other = optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db")
+            trial = other.ask(_study().trials[0].distributions)
+            gone = subprocess.Popen([sys.executable, "-c", "pass"])
+            gone.wait()
+            trial.set_user_attr("host", socket.gethostname())
+            trial.set_user_attr("pid", gone.pid)
+            dead_lr.append(trial.params["learning_rate_multiplier"])
+        return train(spec, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(backend, "fine_tune", another_worker_dies)
+    outcome = run_sweep(load_experiment(str(path)), RecordingView())
+    ran = [r.spec.learning_rate_multiplier for r in outcome.results]
+    assert ran[1] == dead_lr[0], "the dead worker's trial is the next to run"
+    assert len(ran) == 3
+
+
 def test_an_interrupted_trial_is_queued_again_and_runs_first_on_resume(
     tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -300,6 +331,9 @@ def test_a_sweep_refused_for_its_budget_records_no_study(
     with pytest.raises(BudgetExceeded):
         run_sweep(load_experiment(str(path)), RecordingView(), confirm=None)
     assert not Path("mlruns/optuna.db").exists()
+    refused = run_cli("sweep", str(path))
+    assert_clean_error(refused, "over budget_usd")
+    assert refused.stdout == ""  # it printed a blank line: unstarted progress bars stopping
     path = _experiment(tmp_path, 1)  # the same file, without the budget
     ran = run_sweep(load_experiment(str(path)), RecordingView())
     assert len(ran.results) == 1

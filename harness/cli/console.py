@@ -163,7 +163,8 @@ class RichView:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.bars.stop()
+        if self.bars.live.is_started:  # stopping unstarted bars prints a blank line in a log
+            self.bars.stop()
         if self.line.status is not None:  # the last status stays on the screen
             self.console.print(status_text(self.line.status, None, final=True))
 

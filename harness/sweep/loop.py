@@ -126,13 +126,22 @@ def _room(sweep: Sweep, running: dict[Future[TrialResult], Launched]) -> int:
     return sweep.backend.capabilities.max_concurrency if sweep.accepted else 1
 
 
+def _target_reached(sweep: Sweep) -> bool:
+    """The study holds its trials, counting every worker's running ones, and no paid job waits
+    (a paid job runs past the target)."""
+    reached = toward_target(sweep.handle) >= sweep.target
+    return reached and not paid_job_waiting(sweep.handle)
+
+
 def _launch(sweep: Sweep, pool: Any) -> Launched | None:
     """Ask for a trial, reserve its worst case, open its MLflow run and start it (None: the study
     has its trials, counting every worker's running ones, or the budget cannot cover the next
     and the sweep stops launching). Counting, asking and reserving hold the `launch` lock."""
+    if _target_reached(sweep):
+        return None
+    sweep.recovery(now=True)  # a dead worker's trial, queued again, is asked for first
     with study_lock(sweep.handle.study, "launch"):
-        reached = toward_target(sweep.handle) >= sweep.target  # every worker's trials count
-        if reached and not paid_job_waiting(sweep.handle):  # a paid job runs past the target
+        if _target_reached(sweep):  # another worker may have launched meanwhile
             return None
         asked = admission.ask_within_budget(sweep)
     if asked is None:

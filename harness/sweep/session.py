@@ -149,7 +149,7 @@ def open_sweep(
         tracker.tag(outcome.parent_run_id, SYNTHETIC_TAG, "true")
         view.message("(synthetic: the backend is a test server on this machine)")
     recovery = Recovery(handle, tracker)
-    recovery(now=True)
+    recovery(now=True, start=True)
     if released := release_deployments(handle.study, backend):  # first: gone is no orphan
         view.message(released)
     if orphans := orphaned_jobs(handle.study, backend):

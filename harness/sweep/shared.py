@@ -108,13 +108,15 @@ def join_study_run(
 
 class Recovery:
     """Fails the stale trials of dead workers and requeues them, at most once a heartbeat
-    interval (or `now`), closing their MLflow runs as KILLED."""
+    interval (or `now`: at start and before each launch, so a dead worker's trial runs before
+    a new one), closing their MLflow runs as KILLED; at `start`, also the runs of workers that
+    died before they recorded a trial's run id."""
 
     def __init__(self, handle: StudyHandle, tracker: Tracker) -> None:
         self.handle, self.tracker = handle, tracker
         self.last = float("-inf")
 
-    def __call__(self, now: bool = False) -> int:
+    def __call__(self, now: bool = False, start: bool = False) -> int:
         if not now and time.monotonic() - self.last < self.handle.heartbeat_seconds:
             return 0
         self.last = time.monotonic()
@@ -124,7 +126,7 @@ class Recovery:
         for trial in crashed:
             run_id = TrialRecord.from_attrs(trial.user_attrs).mlflow_run_id
             self.tracker.fail_trial(run_id, "worker died", "KILLED")
-        if now:  # at start: also runs whose worker died before it recorded their id
+        if start:
             running = {t.number for t in running_trials(self.handle)}
             self.tracker.close_abandoned_runs(running)
         return len(crashed)
