@@ -13,8 +13,10 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from harness.backends.base import Capabilities, Estimate
 from harness.config import load_experiment
-from harness.records import EpochResult, TrialSpec
+from harness.data.prepare import prepare_experiment
+from harness.records import Cost, EpochResult, PreparedData, TrialSpec
 from harness.report.build import build_report
 from harness.scoring import unpack_correct
 from harness.sweep import session
@@ -284,3 +286,50 @@ def test_a_sweep_over_a_small_budget_says_what_it_would_cost(
     message = str(refused.value)
     assert "$0.0000," not in message and "over budget_usd $0.00001;" in message
     assert "the worst case of 2 more trials plus $0 already committed is $0.0" in message
+
+
+class _PessimisticRemote(MemoryBackend):
+    """Remote-like: two trials at once, each reserving twice what it turns out to cost (a
+    hosted worst case: every token billed, the dearest scoring)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            capabilities=Capabilities(synthetic=True, max_concurrency=2, thread_safe=True)
+        )
+
+    def estimate(self, spec: TrialSpec, data: PreparedData) -> Estimate:
+        exact = super().estimate(spec, data)
+        return Estimate(
+            Cost(usd=2 * exact.train.usd, trained_tokens=2 * exact.train.trained_tokens),
+            Cost(
+                usd=2 * exact.evaluation.usd, inference_tokens=2 * exact.evaluation.inference_tokens
+            ),
+        )
+
+
+def test_a_trial_still_running_does_not_stop_the_sweep_with_budget_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found against the OpenAI test server (max_concurrency 2, budget $0.012): "t002 skipped:
+    # budget: $0.00751 committed of $0.012 ...; this trial could cost up to $0.00592, so no
+    # more trials start" while t001 still held its worst case; t001 settled at $0.00319 and the
+    # sweep stopped with $0.00478 of $0.012 spent, though the next trial fitted.
+    memory = _PessimisticRemote()
+    monkeypatch.setattr(session, "load_backend", lambda config, progress=None: memory)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd()}/mlruns/mlflow.db")
+    space = {**SPACE, "n_epochs": 1}  # every trial costs the same: no checkpoints
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
+    study = {"n_trials": 8, "sampler": {"kind": "random"}}
+    path = write_experiment(tmp_path, data, space, study=study)
+    experiment = load_experiment(str(path))
+    prepared_data, _ = prepare_experiment(experiment)
+    spec = TrialSpec(0, 1, 1.0, 8, experiment.config.backend.model)
+    reserved = memory.estimate(spec, prepared_data).total.usd  # twice a trial's actual cost
+    budget = 2.25 * reserved  # room for the reservation of a third trial after two settle
+    experiment = load_experiment(str(path), [f"budget_usd={budget}"])
+    outcome = run_sweep(experiment, RecordingView(), confirm=lambda *_: True)
+    spent = sum(r.spent for r in _records())
+    assert outcome.stopped is not None and spent <= budget
+    # Stopped only when what was left could not cover another trial's reservation.
+    assert budget - spent < reserved, (len(outcome.results), spent, budget, outcome.stopped)
+    assert len(outcome.results) == 3

@@ -73,7 +73,7 @@ def run_sweep(
                     and attempts_left > 0
                     and len(running) < _room(sweep, running)
                 ):
-                    launched = _launch(sweep, pool)
+                    launched = _launch(sweep, pool, in_flight=bool(running))
                     if launched is None:
                         break
                     attempts_left -= 1
@@ -126,15 +126,16 @@ def _room(sweep: Sweep, running: dict[Future[TrialResult], Launched]) -> int:
     return sweep.backend.capabilities.max_concurrency if sweep.accepted else 1
 
 
-def _launch(sweep: Sweep, pool: Any) -> Launched | None:
+def _launch(sweep: Sweep, pool: Any, in_flight: bool) -> Launched | None:
     """Ask for a trial, reserve its worst case, open its MLflow run and start it (None: the study
-    has its trials, counting every worker's running ones, or the budget cannot cover the next
-    and the sweep stops launching). Counting, asking and reserving hold the `launch` lock."""
+    has its trials, counting every worker's running ones, or the budget cannot cover the next:
+    the sweep stops launching, or with trials `in_flight` waits for one to settle). Counting,
+    asking and reserving hold the `launch` lock."""
     with study_lock(sweep.handle.study, "launch"):
         reached = toward_target(sweep.handle) >= sweep.target  # every worker's trials count
         if reached and not paid_job_waiting(sweep.handle):  # a paid job runs past the target
             return None
-        asked = admission.ask_within_budget(sweep)
+        asked = admission.ask_within_budget(sweep, in_flight)
     if asked is None:
         return None
     trial, spec, estimate = asked.trial, asked.spec, asked.estimate

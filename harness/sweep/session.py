@@ -96,6 +96,7 @@ class Sweep:
     accepted: bool = False
     live: LiveStatus = field(init=False)  # money, epochs and time left, for a live view
     cheapest: Cost = field(init=False)  # no trial starts when the budget cannot cover this
+    dearest: Cost = field(init=False)  # with trials in flight, none starts unless this fits
 
     def __post_init__(self) -> None:
         workers = self.backend.capabilities.max_concurrency
@@ -104,6 +105,7 @@ class Sweep:
         admission.price_rungs(*priced, self.handle)  # multi-fidelity: rungs priced like trials
         admission.tell_chance(self.data, self.handle)  # and what learning nothing scores
         self.cheapest = admission.cheapest_trial(*priced) if self.budget.limit else Cost()
+        self.dearest = admission.dearest_trial(*priced) if self.budget.limit else Cost()
 
     def completed(self) -> int:
         return len(trained_trials(self.handle.study))
