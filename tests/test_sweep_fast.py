@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -333,3 +334,52 @@ def test_a_trial_still_running_does_not_stop_the_sweep_with_budget_left(
     # Stopped only when what was left could not cover another trial's reservation.
     assert budget - spent < reserved, (len(outcome.results), spent, budget, outcome.stopped)
     assert len(outcome.results) == 3
+
+
+class _TestServerBackend(MemoryBackend):
+    """A backend at a test server on this machine: it notes `synthetic` in every trial's journal,
+    as the OpenAI and Together backends do at a loopback `base_url`."""
+
+    def fine_tune(
+        self,
+        spec: TrialSpec,
+        data: PreparedData,
+        on_epoch: Any,
+        journal: Any = None,
+    ) -> Any:
+        if journal is not None:
+            journal.record("synthetic", "true")
+        return super().fine_tune(spec, data, on_epoch, journal)
+
+
+def test_a_test_servers_figures_are_labelled_synthetic_wherever_they_are_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found against the OpenAI test server: the sweep said "(synthetic: ...)" once as it
+    # started, but `harness report` answered "trial 0 ... 87.5% test accuracy ... for $0.00159"
+    # with no word of it (report.md and report.html neither), and `harness trials` and
+    # `harness studies` showed the figures as results.
+    memory = _TestServerBackend()
+    monkeypatch.setattr(session, "load_backend", lambda config, progress=None: memory)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd()}/mlruns/mlflow.db")
+    run_sweep(load_experiment(str(_experiment(tmp_path, 2))), RecordingView())
+    for command in (("trials", "tiny"), ("studies",)):
+        result = run_cli(*command)
+        assert result.exit_code == 0, result.output
+        assert "synthetic" in result.output, command
+    assert json.loads(run_cli("studies", "--json").output)[0]["synthetic"] is True
+    result = run_cli("report", "tiny", "--out", str(tmp_path / "report"))
+    assert result.exit_code == 0, result.output
+    assert result.output.lstrip().startswith("Synthetic:"), result.output[:300]
+    for name in ("report.md", "report.html"):
+        assert "test server" in (tmp_path / "report" / name).read_text(), name
+
+
+def test_a_real_backends_figures_are_not_labelled_synthetic(
+    tmp_path: Path, backend: MemoryBackend
+) -> None:
+    run_sweep(load_experiment(str(_experiment(tmp_path, 1))), RecordingView())
+    assert "synthetic" not in run_cli("trials", "tiny").output
+    assert "synthetic" not in run_cli("studies").output
+    assert not json.loads(run_cli("studies", "--json").output)[0]["synthetic"]
+    assert not run_cli("report", "tiny").output.lstrip().startswith("Synthetic:")
