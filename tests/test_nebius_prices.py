@@ -60,7 +60,7 @@ def test_a_missing_or_zero_training_price_stops_the_sweep_naming_the_field(
         _backend(server).preflight(data, [LLAMA])
     message = str(caught.value)
     assert "fine_tune.training_price_per_million_tokens" in message
-    assert f"backend.prices.{LLAMA}.training_per_1m" in message
+    assert f'backend.prices."{LLAMA}".training_per_1m' in message
     assert not _spent(server)
 
 
