@@ -383,3 +383,25 @@ def test_a_real_backends_figures_are_not_labelled_synthetic(
     assert "synthetic" not in run_cli("studies").output
     assert not json.loads(run_cli("studies", "--json").output)[0]["synthetic"]
     assert not run_cli("report", "tiny").output.lstrip().startswith("Synthetic:")
+
+
+def test_the_question_before_an_over_budget_sweep_shows_small_amounts(
+    tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The error without a terminal was fixed to print amounts as `usd()` does; the question
+    # asked at a terminal still read "Worst case $0.0000 exceeds the budget $0.0000".
+    import types
+
+    import typer
+
+    from harness.cli import run as run_command
+
+    asked: list[str] = []
+    terminal = types.SimpleNamespace(stdin=types.SimpleNamespace(isatty=lambda: True))
+    monkeypatch.setattr(run_command, "sys", terminal)
+    monkeypatch.setattr(typer, "confirm", lambda text: asked.append(text) or False)
+    path = _experiment(tmp_path, 2, budget_usd=0.00001)
+    result = run_cli("sweep", str(path))
+    assert result.exit_code != 0
+    (question,) = asked
+    assert "the budget $0.00001;" in question, question

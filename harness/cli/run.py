@@ -80,6 +80,7 @@ def sweep(
     stop when the budget is used up).
     """
     from harness.cli.console import RichView, trials_table
+    from harness.records import usd
     from harness.sweep.loop import run_sweep
 
     def confirm(worst: Any, limit: float) -> bool:
@@ -88,7 +89,7 @@ def sweep(
         if not sys.stdin.isatty():
             return False
         return typer.confirm(
-            f"Worst case ${worst.usd:.4f} exceeds the budget ${limit:.4f}; trials stop when "
+            f"Worst case {usd(worst.usd)} exceeds the budget {usd(limit)}; trials stop when "
             "the budget is used up. Go on?"
         )
 
