@@ -405,3 +405,23 @@ def test_the_question_before_an_over_budget_sweep_shows_small_amounts(
     assert result.exit_code != 0
     (question,) = asked
     assert "the budget $0.00001;" in question, question
+
+
+def test_a_hosted_trial_that_failed_before_creating_its_job_is_settled_at_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found on the Azure test server: a sweep killed while trial 0 uploaded its files (no job
+    # key journalled, so no job could exist) kept its $0.00311 reservation as spent: `harness
+    # studies` said $0.0081 where the provider billed $0.0050, and the budget lost the difference.
+    hosted = MemoryBackend(capabilities=Capabilities(synthetic=True, bills_jobs=True))
+    hosted.fail = frozenset({1})  # fails before any job is created: no job key in its journal
+    monkeypatch.setattr(session, "load_backend", lambda config, progress=None: hosted)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd()}/mlruns/mlflow.db")
+    outcome = run_sweep(load_experiment(str(_experiment(tmp_path, 2))), RecordingView())
+    assert len(outcome.failures) == 1 and len(outcome.results) == 2
+    shown = json.loads(run_cli("trials", "tiny", "--json").output)
+    (cut,) = [row for row in shown if row["state"] == "fail"]
+    assert cut["cost"]["ledger_usd"] == 0
+    done = sum(row["cost"]["ledger_usd"] for row in shown if row["state"] == "complete")
+    studies = json.loads(run_cli("studies", "--json").output)
+    assert studies[0]["spent_usd"] == pytest.approx(done, rel=1e-9)

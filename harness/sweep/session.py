@@ -298,7 +298,7 @@ def _fail(
     sweep: Sweep, launched: Launched, reason: str, status: str = "FAILED", announce: bool = True
 ) -> None:
     set_attrs(launched.trial, failure_attrs(reason))
-    sweep.budget.settle_failed(launched.trial)
+    sweep.budget.settle_failed(launched.trial, sweep.backend.capabilities.bills_jobs)
     sweep.handle.study.tell(launched.trial, state=TrialState.FAIL)
     sweep.tracker.fail_trial(launched.run_id, reason, status)
     sweep.outcome.failures.append((launched.spec, reason))
