@@ -60,7 +60,7 @@ def test_a_missing_or_zero_training_price_stops_the_sweep_naming_the_field(
         _backend(server).preflight(data, [LLAMA])
     message = str(caught.value)
     assert "fine_tune.training_price_per_million_tokens" in message
-    assert f"backend.prices.{LLAMA}.training_per_1m" in message
+    assert f'backend.prices."{LLAMA}".training_per_1m' in message
     assert not _spent(server)
 
 
@@ -89,3 +89,21 @@ def test_without_a_key_preflight_says_how_to_set_it(
         with pytest.raises(ConfigError, match="NEBIUS_API_KEY is not set"):
             _backend(server).preflight(data, [LLAMA])
         assert not server.state.requests
+
+
+def test_a_rejected_key_names_the_endpoint_and_the_variable_that_moves_it(
+    data: PreparedData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found at the Nebius dialect: a wrong key was answered "check the key and the endpoint
+    # (backend.base_url or OPENAI_BASE_URL)", a variable the Nebius profile never reads
+    # (NEBIUS_BASE_URL moves it), and the message did not say which endpoint refused.
+    monkeypatch.setenv("NEBIUS_API_KEY", "nb-wrong-key-0123456789")
+    own = {"training_per_1m": 2.0, "fine_tuned_input_per_1m": 0.5, "fine_tuned_output_per_1m": 1}
+    fake = FakeOpenAI(base_models={LLAMA: LLAMA}, dialect="nebius", api_key="nb-right-key-0123")
+    with fake as server, pytest.raises(ConfigError) as rejected:
+        url = server.base_url
+        _backend(server, {LLAMA: own}).preflight(data, [LLAMA])
+    message = str(rejected.value)
+    assert "rejected NEBIUS_API_KEY" in message and url in message
+    assert "NEBIUS_BASE_URL" in message and "OPENAI_BASE_URL" not in message
+    assert "nb-wrong-key" not in message

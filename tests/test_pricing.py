@@ -149,3 +149,22 @@ def test_price_line_says_how_old_the_figures_are_and_the_hosting_rate() -> None:
     override = {"gpt-4.1-nano-2025-04-14": PriceOverride(hosting_per_hour=1.7)}
     hosted = price_line(load_price_table(overrides=override).lookup("gpt-4.1-nano-2025-04-14"))
     assert "hosting $1.7 an hour a deployment exists" in hosted
+
+
+@pytest.mark.parametrize("model", ["Qwen/Qwen2.5-7B-Instruct", "my-model"])
+def test_a_missing_price_names_a_setting_that_set_reads_back(model: str) -> None:
+    # Found against the Together test server: "Fix backend.prices.meta-llama/Meta-Llama-3.1-8B-
+    # Instruct-Reference.training_per_1m", copied into --set, was refused ("unknown key"): the
+    # dot in "3.1" split the model's name. The message must name it as --set reads it.
+    from harness.backends.hosted.pricing import PriceTable, price_setting
+    from harness.config import apply_overrides
+
+    setting = price_setting(model, "training_per_1m")
+    raw = apply_overrides({}, [f"{setting}=2.5"])
+    assert raw == {"backend": {"prices": {model: {"training_per_1m": 2.5}}}}
+    with pytest.raises(ConfigError) as missing:
+        PriceTable({}).lookup(model)
+    assert price_setting(model) in str(missing.value)
+    with pytest.raises(ConfigError) as incomplete:
+        PriceTable({}).with_overrides({model: PriceOverride(training_per_1m=1.0)})
+    assert price_setting(model) in str(incomplete.value)

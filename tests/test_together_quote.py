@@ -156,7 +156,7 @@ def test_a_quote_over_the_reservation_stops_the_sweep_before_any_job_and_spends_
 
     assert outcome.stopped is not None and not outcome.results
     assert "Together quotes $" in outcome.stopped
-    assert f"backend.prices.{MODEL}.training_per_1m (now 2;" in outcome.stopped
+    assert f'backend.prices."{MODEL}".training_per_1m (now 2;' in outcome.stopped
     assert server.state.quotes and not server.state.jobs
     assert server.state.count("POST", "/v1/fine-tunes") == 0
     study = optuna.load_study(study_name="quoted", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")

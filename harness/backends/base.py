@@ -49,6 +49,10 @@ class Capabilities:
         hosting_notes: The journal keys under which a running trial notes the deployments it
             holds (space-separated names), so the sweep neither deletes them under it nor
             reports them as paid hosting nobody owns.
+        bills_jobs: Nothing is billed before a provider job exists, and a job's key is noted in
+            the journal (`job_key`) before it is created: a trial that failed or was killed
+            with no job id (no key, or one whose job was never made) spent nothing, and the
+            ledger settles it at $0 instead of keeping its reservation.
     """
 
     synthetic: bool = False
@@ -58,6 +62,7 @@ class Capabilities:
     stops_early: bool = False
     deploys_models: bool = False
     hosting_notes: tuple[str, ...] = ()
+    bills_jobs: bool = False
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from harness.config import Experiment
     from harness.tracking.record import TrialRecord
 
+# After the title of a study whose trials ran on a test server on this machine.
+SYNTHETIC_TITLE = "  (synthetic: test server)"
+
 
 @app.command()
 @user_errors
@@ -77,6 +80,7 @@ def sweep(
     stop when the budget is used up).
     """
     from harness.cli.console import RichView, trials_table
+    from harness.records import usd
     from harness.sweep.loop import run_sweep
 
     def confirm(worst: Any, limit: float) -> bool:
@@ -85,7 +89,7 @@ def sweep(
         if not sys.stdin.isatty():
             return False
         return typer.confirm(
-            f"Worst case ${worst.usd:.4f} exceeds the budget ${limit:.4f}; trials stop when "
+            f"Worst case {usd(worst.usd)} exceeds the budget {usd(limit)}; trials stop when "
             "the budget is used up. Go on?"
         )
 
@@ -94,7 +98,7 @@ def sweep(
         outcome = run_sweep(exp, view, add_trials=add, confirm=confirm)
     if outcome.stopped and not outcome.refused:
         console.print(f"[yellow]{escape(outcome.stopped)}[/]")
-    title = f"study {exp.study_name}  (* = Pareto front)"
+    title = _table_title(exp.study_name, outcome.handle.study)
     console.print(trials_table(outcome.handle.study, title, _fixed_params(exp)))
     console.print(f"MLflow parent run {outcome.parent_run_id}; browse with `harness ui`.")
     if outcome.refused:
@@ -106,6 +110,14 @@ def sweep(
             f"[bold red]error:[/] every trial failed; the last: {escape(reason)}", highlight=False
         )
         raise typer.Exit(1)
+
+
+def _table_title(name: str, study: Any) -> str:
+    """The trials table's title; a test server's figures are labelled synthetic."""
+    from harness.tracking.journal import ran_on_a_test_server
+
+    synthetic = ran_on_a_test_server(study.get_trials(deepcopy=False))
+    return f"study {name}  (* = Pareto front)" + (SYNTHETIC_TITLE if synthetic else "")
 
 
 @app.command()
@@ -132,7 +144,7 @@ def trials(
     exp = load_target(experiment, set_)
     study = load_existing_study(exp)
     if chosen is None:
-        title = f"study {exp.study_name}  (* = Pareto front)"
+        title = _table_title(exp.study_name, study)
         console.print(trials_table(study, title, _fixed_params(exp)))
         return
     records = trial_records(study, _fixed_params(exp), _local_files(exp))

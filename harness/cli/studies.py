@@ -47,6 +47,7 @@ class StudyRow:
     spent_usd: float
     experiment: str | None
     last_activity: str | None  # ISO 8601, local time, to the second
+    synthetic: bool = False  # its trials ran on a test server: figures, never results
 
 
 def study_rows(storage: Any) -> list[StudyRow]:
@@ -64,6 +65,7 @@ def _row(study: optuna.Study) -> StudyRow:
     from optuna.trial import TrialState
 
     from harness.sweep.budget import committed_usd
+    from harness.tracking.journal import ran_on_a_test_server
     from harness.tracking.record import StudyOrigin, TrialRecord
 
     trials = study.get_trials(deepcopy=False)
@@ -84,6 +86,7 @@ def _row(study: optuna.Study) -> StudyRow:
         spent_usd=committed_usd(t for t in trials if t.state != TrialState.RUNNING),
         experiment=origin.path or _experiment_named(study.study_name),
         last_activity=max(moments).isoformat(sep=" ", timespec="seconds") if moments else None,
+        synthetic=ran_on_a_test_server(trials),
     )
 
 
@@ -105,6 +108,7 @@ def _trial_counts(row: StudyRow) -> str:
     parts += [f"{row.running} running"] if row.running else []
     parts += [f"{row.failed} failed"] if row.failed else []
     parts += [f"{row.other} queued/pruned"] if row.other else []
+    parts += ["synthetic (test server)"] if row.synthetic else []
     return ", ".join(parts)
 
 

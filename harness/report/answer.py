@@ -67,6 +67,16 @@ def _move_text(move: Move | None, index: int) -> str:
 # --- the answer ------------------------------------------------------------------------------
 
 
+def synthetic_lines(report: Report) -> list[str]:
+    """Before the answer, where trials ran on a test server: nothing in it is a result."""
+    if not report.synthetic:
+        return []
+    return [
+        "Synthetic: these trials ran on a test server on this machine, not a provider: their "
+        "accuracies and costs prove the plumbing only and are not results to act on."
+    ]
+
+
 def answer_lines(report: Report) -> list[str]:
     """The lines that answer the question: recommendation, baseline check, running cost, basis."""
     rec = report.recommendation

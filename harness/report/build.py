@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from harness.backends.base import SERVING_HOSTING_NOTE
 from harness.config import Experiment
 from harness.errors import ConfigError, HarnessError
-from harness.report.answer import answer_lines, step_line
+from harness.report.answer import answer_lines, step_line, synthetic_lines
 from harness.report.baselines import Baseline, compute_baselines
 from harness.report.evidence import ValidationComparison
 from harness.report.front import comparer, evidence_of, front_steps, recommend
@@ -37,6 +37,7 @@ from harness.report.model import (
 from harness.report.render import render_files
 from harness.report.sections import epoch_summary, ownership, qualitative_sample
 from harness.sweep.study import completed_trials, load_existing_study, pareto_front
+from harness.tracking.journal import ran_on_a_test_server
 from harness.tracking.record import MLFLOW_RUN_ID, TrialRecord, journal_key
 from harness.tracking.reports import FrontMark, log_study_report
 from harness.tracking.store import open_store, tracking_uri
@@ -108,6 +109,7 @@ def _rows(experiment: Experiment, trials: list[FrozenTrial], client: Any) -> lis
                     predictions=_read_predictions(client, run_id, tmp),
                     valid_accuracy=record.selection_accuracy,
                     serving_hosting_per_hour=_serving_rate(t.user_attrs),
+                    synthetic=ran_on_a_test_server([t]),
                 )
             )
     return rows
@@ -363,6 +365,7 @@ def log_report(report: Report, paths: dict[str, Path]) -> list[str]:
 def summary_lines(report: Report) -> list[str]:
     """The terminal summary: the answer, then one line per step along the front."""
     return [
+        *synthetic_lines(report),
         *answer_lines(report),
         "",
         "Steps along the Pareto front (cheapest first): each step's own gain, tested as a "

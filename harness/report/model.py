@@ -98,6 +98,8 @@ class TrialRow:
     # Dollars an hour its model bills once served where scoring paid none (an Azure Developer
     # deployment scored it; serving takes a Standard one): None where nothing says so.
     serving_hosting_per_hour: float | None = None
+    # It ran on a test server on this machine: its figures prove the plumbing, never a result.
+    synthetic: bool = False
 
     @property
     def trial_number(self) -> int:
@@ -303,6 +305,11 @@ class Report:
     n_valid: int | None = None
     selected_on: str = "validation"  # "test" only for a study that recorded no validation
     data_digest: str = ""  # set by `harness compare`: the data every study shares
+
+    @property
+    def synthetic(self) -> bool:
+        """Some of its trials ran on a test server: the report says so before anything else."""
+        return any(row.synthetic for row in self.trials)
 
     def name_of(self, number: int) -> str:
         """The name of the trial row keyed `number` (`trial 7`, `demo trial 7` across studies)."""

@@ -15,7 +15,13 @@ from typing import Any
 import pandas as pd
 
 from harness.report._compare_sections import compared_studies
-from harness.report.answer import answer_lines, step_verdict, versus_verdict, walk_text
+from harness.report.answer import (
+    answer_lines,
+    step_verdict,
+    synthetic_lines,
+    versus_verdict,
+    walk_text,
+)
 from harness.report.charts import accuracy_cost_png, epochs_png
 from harness.report.formats import IMAGES, Block, p_text, percent, points, ratio, usd
 from harness.report.markup import to_html, to_markdown
@@ -33,6 +39,7 @@ def blocks(report: Report) -> list[Block]:
     answer = answer_lines(report)
     result: list[Block] = [
         ("h1", f"{report.study}: which fine-tuning setup is worth paying for?"),
+        *[("p", f"**{line}**") for line in synthetic_lines(report)],
         ("p", f"**Answer:** {answer[0].removeprefix('Answer: ')}"),
         *[("p", line) for line in answer[1:]],
         *[("p", f"Note: {note}") for note in report.notes],

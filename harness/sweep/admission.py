@@ -60,6 +60,14 @@ def cheapest_trial(
     return min((backend.estimate(spec, data).total for spec in specs), key=lambda c: c.usd)
 
 
+def dearest_trial(
+    experiment: Experiment, backend: Backend, data: PreparedData, space: SearchSpace
+) -> Cost:
+    """The worst case of the dearest configuration the space allows: no trial reserves more."""
+    specs = corner_specs(experiment, space)
+    return max((backend.estimate(spec, data).total for spec in specs), key=lambda c: c.usd)
+
+
 @dataclass(frozen=True)
 class Asked:
     """A trial to run, its worst case reserved in the budget."""
@@ -76,6 +84,7 @@ class Launching(Protocol):
     space: SearchSpace
     budget: Budget
     cheapest: Cost  # `cheapest_trial`
+    dearest: Cost  # `dearest_trial`
     tracker: Tracker
     outcome: SweepOutcome
     live: LiveStatus
@@ -85,11 +94,18 @@ class Launching(Protocol):
         ...
 
 
-def ask_within_budget(sweep: Launching) -> Asked | None:
+def ask_within_budget(sweep: Launching, in_flight: bool = False) -> Asked | None:
     """Ask for a trial and reserve its worst case. None when the budget cannot cover it: the
     trial is skipped (or, when not even the cheapest could be covered, none is asked for), the
     sweep's outcome, the live view and the study's MLflow run say why, and no more trials
-    start. The caller holds the study's `launch` lock."""
+    start. The caller holds the study's `launch` lock.
+
+    While trials of this sweep are `in_flight`, their worst cases are held and will settle at
+    what they cost, usually less: a trial is then asked for only when the dearest the space
+    allows fits, else None without stopping (the sweep waits for a trial to end and asks
+    again), so a reservation about to settle never ends a sweep that has budget left."""
+    if in_flight and sweep.budget.shortfall(sweep.dearest) is not None:
+        return None
     spec = None
     reason = sweep.budget.shortfall(sweep.cheapest, "the cheapest trial the space allows")
     if reason is None:

@@ -139,11 +139,12 @@ class Budget:
             "trials start (raise budget_usd to go on)"
         )
 
-    def settle_failed(self, trial: Trial) -> None:
+    def settle_failed(self, trial: Trial, bills_jobs: bool = False) -> None:
         """A failing trial (still RUNNING): settle it at $0 when it is known to have spent
-        nothing (a remote trial that never created its job); else its reservation stands."""
+        nothing (a remote trial that never created its job: no job id, and a key noted or,
+        where the backend `bills_jobs`, none); else its reservation stands."""
         record = TrialRecord.from_attrs(trial.user_attrs)
-        if record.job_key is not None and record.job_id is None:
+        if record.job_id is None and (record.job_key is not None or bills_jobs):
             for key, value in settle_attrs(0.0).items():
                 trial.set_user_attr(key, value)
 

@@ -73,7 +73,7 @@ def run_sweep(
                     and attempts_left > 0
                     and len(running) < _room(sweep, running)
                 ):
-                    launched = _launch(sweep, pool)
+                    launched = _launch(sweep, pool, in_flight=bool(running))
                     if launched is None:
                         break
                     attempts_left -= 1
@@ -133,17 +133,18 @@ def _target_reached(sweep: Sweep) -> bool:
     return reached and not paid_job_waiting(sweep.handle)
 
 
-def _launch(sweep: Sweep, pool: Any) -> Launched | None:
+def _launch(sweep: Sweep, pool: Any, in_flight: bool) -> Launched | None:
     """Ask for a trial, reserve its worst case, open its MLflow run and start it (None: the study
-    has its trials, counting every worker's running ones, or the budget cannot cover the next
-    and the sweep stops launching). Counting, asking and reserving hold the `launch` lock."""
+    has its trials, counting every worker's running ones, or the budget cannot cover the next:
+    the sweep stops launching, or with trials `in_flight` waits for one to settle). Counting,
+    asking and reserving hold the `launch` lock."""
     if _target_reached(sweep):
         return None
     sweep.recovery(now=True)  # a dead worker's trial, queued again, is asked for first
     with study_lock(sweep.handle.study, "launch"):
         if _target_reached(sweep):  # another worker may have launched meanwhile
             return None
-        asked = admission.ask_within_budget(sweep)
+        asked = admission.ask_within_budget(sweep, in_flight)
     if asked is None:
         return None
     trial, spec, estimate = asked.trial, asked.spec, asked.estimate

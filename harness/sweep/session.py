@@ -98,6 +98,7 @@ class Sweep:
     accepted: bool = False
     live: LiveStatus = field(init=False)  # money, epochs and time left, for a live view
     cheapest: Cost = field(init=False)  # no trial starts when the budget cannot cover this
+    dearest: Cost = field(init=False)  # with trials in flight, none starts unless this fits
 
     def __post_init__(self) -> None:
         workers = self.backend.capabilities.max_concurrency
@@ -106,6 +107,8 @@ class Sweep:
         admission.price_rungs(*priced, self.handle)  # multi-fidelity: rungs priced like trials
         admission.tell_chance(self.data, self.handle)  # and what learning nothing scores
         self.cheapest = admission.cheapest_trial(*priced) if self.budget.limit else Cost()
+        in_flight = self.budget.limit and workers > 1  # only then is a trial asked in flight
+        self.dearest = admission.dearest_trial(*priced) if in_flight else Cost()
 
     def completed(self) -> int:
         return len(trained_trials(self.handle.study))
@@ -323,7 +326,7 @@ def _fail(
     sweep: Sweep, launched: Launched, reason: str, status: str = "FAILED", announce: bool = True
 ) -> None:
     set_attrs(launched.trial, failure_attrs(reason))
-    sweep.budget.settle_failed(launched.trial)
+    sweep.budget.settle_failed(launched.trial, sweep.backend.capabilities.bills_jobs)
     sweep.handle.study.tell(launched.trial, state=TrialState.FAIL)
     sweep.tracker.fail_trial(launched.run_id, reason, status)
     sweep.outcome.failures.append((launched.spec, reason))

@@ -36,4 +36,5 @@ def hosted_capabilities(
         stops_early=False,
         deploys_models=deploys_models,
         hosting_notes=(hosting_note,),
+        bills_jobs=True,
     )

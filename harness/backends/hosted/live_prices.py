@@ -43,6 +43,7 @@ from harness.backends.hosted.pricing import (
     PriceTable,
     hardware_rates,
     local_table_path,
+    price_setting,
     read_rows,
     shipped_table_path,
 )
@@ -289,7 +290,7 @@ def price_nebius(prices: PriceTable, base_url: str | None, models: Sequence[str]
             raise ConfigError(
                 f"Nebius's models API ({api}/v0/models) {said} for {model}: "
                 "fine_tune.training_price_per_million_tokens; set "
-                f"backend.prices.{model}.training_per_1m (with fine_tuned_input_per_1m and "
+                f"{price_setting(model, 'training_per_1m')} (with fine_tuned_input_per_1m and "
                 "fine_tuned_output_per_1m) from your rate card"
             )
         old = prices.rows.get(model)

@@ -91,13 +91,20 @@ class Price:
         return hours * _need(self, "hosting_per_hour")
 
 
+def price_setting(model: str, field: str | None = None) -> str:
+    """Where a model's price goes in a config, as `--set` reads it: `backend.prices.MODEL.FIELD`,
+    a name holding a dot (`Meta-Llama-3.1-8B`, `gpt-4.1-nano`) in double quotes."""
+    key = f'"{model}"' if "." in model else model
+    return f"backend.prices.{key}" + (f".{field}" if field else "")
+
+
 def _need(price: Price, name: str) -> float:
     value = getattr(price, name)
     if value is None:
-        model = f'"{price.model}"' if "." in price.model else price.model
+        setting = price_setting(price.model, name)
         raise ConfigError(
-            f"no {name} price for {price.model} ({price.source}); set backend.prices.{model}."
-            f"{name} in the experiment file, or pass --set 'backend.prices.{model}.{name}=...'"
+            f"no {name} price for {price.model} ({price.source}); set {setting} in the "
+            f"experiment file, or pass --set '{setting}=...'"
         )
     return float(value)
 
@@ -122,7 +129,7 @@ class PriceTable:
             return self.rows[dated[-1]]  # the newest snapshot of an alias
         raise ConfigError(
             f"no price for model {base!r} (known: {', '.join(sorted(self.rows))}); add it under "
-            f"backend.prices.{base} with training_per_1m, fine_tuned_input_per_1m and "
+            f"{price_setting(base)} with training_per_1m, fine_tuned_input_per_1m and "
             "fine_tuned_output_per_1m"
         )
 
@@ -138,7 +145,8 @@ class PriceTable:
                 continue
             missing = [f for f in ("training_per_1m", *_PRICE_FIELDS[3:]) if f not in given]
             if missing:
-                raise ConfigError(f"backend.prices.{model}: a new model needs {', '.join(missing)}")
+                needs = ", ".join(missing)
+                raise ConfigError(f"{price_setting(model)}: a new model needs {needs}")
             values: dict[str, Any] = {f: given.get(f) for f in _PRICE_FIELDS}
             values |= {"hosting_per_hour": given.get("hosting_per_hour")}
             values |= {"source": given["source"], "as_of": given["as_of"]}

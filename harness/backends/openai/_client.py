@@ -74,13 +74,7 @@ def api_errors(action: str, config: OpenAIBackendConfig) -> Iterator[None]:
             raise TrainingRefused(REFUSED_MESSAGE) from None
         raise BackendError(f"{action}: {describe(exc)}") from None
     except openai.AuthenticationError as exc:
-        from harness.backends.openai._providers import profile_of
-
-        variable = profile_of(config).key_variable
-        raise ConfigError(
-            f"{action}: the endpoint rejected {variable} ({describe(exc)}); "
-            "check the key and the endpoint (backend.base_url or OPENAI_BASE_URL)"
-        ) from None
+        raise ConfigError(f"{action}: {_rejected_key(config, describe(exc))}") from None
     except (openai.RateLimitError, openai.InternalServerError) as exc:
         raise BackendError(
             f"{action}: {describe(exc)} (gave up after {config.max_retries} retries; "
@@ -95,3 +89,21 @@ def api_errors(action: str, config: OpenAIBackendConfig) -> Iterator[None]:
         ) from None
     except openai.APIError as exc:
         raise BackendError(f"{action}: {describe(exc)}") from None
+
+
+def _rejected_key(config: OpenAIBackendConfig, reply: str) -> str:
+    """Which endpoint refused which key, and what moves the endpoint for this provider."""
+    from harness.backends.openai._providers import profile_of, resolve_base_url
+
+    profile = profile_of(config)
+    where = resolve_base_url(config) or "https://api.openai.com/v1"
+    if config.azure is not None and not config.base_url:
+        moved_by = "backend.azure.resource, or backend.base_url"
+    elif profile.base_url_variable:
+        moved_by = f"backend.base_url or {profile.base_url_variable}"
+    else:
+        moved_by = "backend.base_url"
+    return (
+        f"{where} rejected {profile.key_variable} ({reply}); check the key and the endpoint "
+        f"({moved_by})"
+    )

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness.backends.hosted.pricing import PER_MILLION, Price
+from harness.backends.hosted.pricing import PER_MILLION, Price, price_setting
 from harness.backends.together._client import TogetherClient
 from harness.errors import TrainingRefused
 from harness.records import Cost
@@ -93,6 +93,6 @@ def check_quote(quote: Quote, reserved: Cost, price: Price, trial: int) -> None:
         f"Together quotes {quoted} for trial {trial}'s job, but the price row ({price.source}) "
         f"gives ${reserved.usd:.4f} for its {reserved.trained_tokens} worst-case tokens, and "
         "that is all the budget reserved; nothing was created. Fix "
-        f"backend.prices.{price.model}.training_per_1m (now {rate:g}; Together's quote needs "
+        f"{price_setting(price.model, 'training_per_1m')} (now {rate:g}; Together's quote needs "
         f"at least {needed:.4g}) from your rate card."
     )
