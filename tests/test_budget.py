@@ -41,6 +41,37 @@ def test_a_failed_trial_stays_committed_at_its_reservation() -> None:
     assert Budget(2.0, study).committed() == pytest.approx(0.4)
 
 
+def test_a_killed_trials_hosting_counts_beside_the_job_its_retry_settled() -> None:
+    # Found on Together's fake with a dedicated endpoint: a trial killed while its endpoint
+    # started, then resumed by a retry that completed. The endpoint the killed run left billed
+    # $0.05 until the next start deleted it, but the ledger counted only the retry's $0.0505,
+    # so every kill could spend past budget_usd by up to max_minutes of hosting.
+    study = _study()
+    job = {"journal.job_key": "k1", "journal.job_id": "ft-1"}
+    killed = study.ask(DIST)
+    for key, value in job.items():
+        killed.set_user_attr(key, value)
+    worst = Cost(usd=0.5, hosting_usd=0.25, hosting_hours=0.5)  # the endpoint's longest life
+    assert Budget(2.0, study).reserve(killed, worst) is None
+    study.tell(killed, state=TrialState.FAIL)
+    attrs = study.trials[0].user_attrs
+    _add(study, TrialState.WAITING, **attrs)  # its retry: the same job, a copy of the entry
+    # Waiting: the job once, plus each run's endpoint (the killed one's and the retry's own).
+    assert committed_usd(study.get_trials()) == pytest.approx(0.5 + 0.25)
+    _add(study, TrialState.COMPLETE, **{**attrs, "cost_usd": 0.3})  # the retry, billed
+    trials = [t for t in study.get_trials() if t.state != TrialState.WAITING]
+    assert committed_usd(trials) == pytest.approx(0.3 + 0.25)
+    # A killed run known to have spent nothing (settled at $0: no job, so no endpoint) adds none.
+    _add(study, TrialState.FAIL, **{**attrs, "settled_usd": 0.0})
+    trials = [t for t in study.get_trials() if t.state != TrialState.WAITING]
+    assert committed_usd(trials) == pytest.approx(0.3 + 0.25)
+    # Without hosting (no endpoint reserved) the retry's cost settles the job alone, as before.
+    plain = _study()
+    _add(plain, TrialState.FAIL, reserved_usd=0.5, **job)
+    _add(plain, TrialState.COMPLETE, reserved_usd=0.5, cost_usd=0.3, **job)
+    assert committed_usd(plain.get_trials()) == pytest.approx(0.3)
+
+
 def test_a_killed_trial_and_the_retry_that_resumed_its_job_count_once() -> None:
     study = _study()
     job = {"journal.job_key": "k1", "journal.job_id": "ftjob-1"}

@@ -24,7 +24,9 @@ from harness.backends.together.backend import TogetherBackend
 from harness.config import load_experiment
 from harness.errors import BackendError
 from harness.records import Cost, PreparedData, TrainedModel, TrialSpec
+from harness.sweep.budget import committed_usd
 from harness.sweep.loop import run_sweep
+from harness.tracking.record import TrialRecord
 from tests.backend_contract import BackendCase, BackendContract, not_reads
 from tests.cli_runner import assert_clean_error, run_cli
 from tests.test_openai_sweep import RecordingView
@@ -257,6 +259,15 @@ def test_a_sweep_killed_while_an_endpoint_scores_deletes_it_on_resume_and_pays_o
     assert not server.state.live_endpoints()
     assert all(server.state.endpoints[i].deleted is not None for i in left)
     _assert_each_job_paid_once(tmp_path, provider, 2)
+    # The killed run's endpoint billed until the resume deleted it: the ledger counts it beside
+    # the job its retry settled (it counted only the completed trials' own endpoints).
+    trials = _study(tmp_path).get_trials(deepcopy=False)
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    own = sum(float(t.user_attrs.get("eval_hosting_hours") or 0.0) for t in done) * 60
+    left_minutes = server.state.billed_minutes() - own
+    assert left_minutes >= 1
+    spent = sum(TrialRecord.from_attrs(t.user_attrs).spent for t in done)
+    assert committed_usd(trials) - spent >= left_minutes * PER_HOUR / 60 - 1e-9
 
 
 class TestTogetherDedicatedBackend(BackendContract):

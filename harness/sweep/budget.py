@@ -8,7 +8,11 @@ it may spend anything, and that reservation counts against `budget_usd` until it
 - a failed trial stays committed at its reservation, unless it is known to have spent nothing (a
   remote trial that never created a job is settled at $0);
 - trials that share a job key (a killed trial and the retry that resumes its job) share one paid
-  job: the group counts once, settled by whichever of them completed, else at its reservation.
+  job: the group counts once, settled by whichever of them completed, else at its reservation;
+  but each run hosts its own deployment (a dedicated endpoint, an Azure deployment) by the hour,
+  and one a killed run left bills until it is deleted: every member of the group that did not
+  complete, and is not the one counted at its reservation, adds the hosting it reserved
+  (`reserved_hosting_usd`).
 
 Because the ledger lives in the storage, it survives kills and restarts, and a resumed sweep
 counts what earlier processes committed. Reservations are made by the sweep's main thread only,
@@ -39,6 +43,9 @@ if TYPE_CHECKING:
     from harness.records import PreparedData
     from harness.sweep.search_space import SearchSpace
 
+# The hosting part of a trial's reservation: the longest life of the deployments it may make.
+RESERVED_HOSTING_USD = "reserved_hosting_usd"
+
 # Asked when the sweep's worst case exceeds its budget: (worst-case total, budget) -> go on?
 Confirm = Callable[[Cost, float], bool]
 
@@ -64,24 +71,38 @@ def ledger_entries(trials: Iterable[FrozenTrial]) -> dict[int, tuple[float, bool
     counts once, on the first trial that holds it, and the others count $0.
     """
     entries: dict[int, tuple[float, bool]] = {}
-    groups: dict[str, list[tuple[int, TrialState, float]]] = defaultdict(list)
+    groups: dict[str, list[_Member]] = defaultdict(list)
     for trial in trials:
         record = TrialRecord.from_attrs(trial.user_attrs)
         usd = _committed(trial.state, record)
         if record.job_key and not record.is_checkpoint:
-            groups[record.job_key].append((trial.number, trial.state, usd))
+            # At most what it committed alone: one settled at $0 created nothing to host.
+            hosting = min(usd, float(trial.user_attrs.get(RESERVED_HOSTING_USD) or 0.0))
+            groups[record.job_key].append(_Member(trial.number, trial.state, usd, hosting))
         else:
             entries[trial.number] = (usd, _holding(trial.state, record))
     for group in groups.values():
-        settled = any(state == TrialState.COMPLETE for _, state, _ in group)
-        live = any(state in _LIVE for _, state, _ in group)
-        counted = max(group, key=lambda entry: entry[2])
-        for number, state, usd in group:
-            if settled:
-                entries[number] = (usd if state == TrialState.COMPLETE else 0.0, False)
-            else:
-                entries[number] = (usd if number == counted[0] else 0.0, live)
+        settled = any(m.state == TrialState.COMPLETE for m in group)
+        live = any(m.state in _LIVE for m in group)
+        counted = max(group, key=lambda m: m.usd).number
+        for m in group:
+            if m.state == TrialState.COMPLETE:
+                entries[m.number] = (m.usd, False)
+            elif not settled and m.number == counted:
+                entries[m.number] = (m.usd, live)
+            else:  # the job counted elsewhere; the deployment this run may have left is not
+                entries[m.number] = (m.hosting, live and not settled)
     return entries
+
+
+@dataclass(frozen=True)
+class _Member:
+    """A trial of a job group, as the ledger weighs it."""
+
+    number: int
+    state: TrialState
+    usd: float  # what it committed alone (`_committed`)
+    hosting: float  # the hosting part of its reservation
 
 
 _LIVE = (TrialState.RUNNING, TrialState.WAITING)
@@ -124,6 +145,8 @@ class Budget:
                 return short
             for key, value in reserve_attrs(estimate.usd).items():
                 trial.set_user_attr(key, value)
+            if estimate.hosting_usd:
+                trial.set_user_attr(RESERVED_HOSTING_USD, estimate.hosting_usd)
         return None
 
     def shortfall(self, estimate: Cost, what: str = "this trial") -> str | None:
