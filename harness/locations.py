@@ -49,8 +49,18 @@ _QUERY_SECRET = re.compile(
 _API_KEY = re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-]{8,}")
 
 
+# Environment variables that hold a secret (every provider's key, PGPASSWORD, MLflow's token):
+# their values are blanked wherever they appear, whatever their shape.
+_SECRET_VARIABLE = re.compile(r"(API_KEY|_TOKEN|PASSWORD|_SECRET)$")
+_SHORTEST_SECRET = 8  # shorter values would blank ordinary words
+
+
 def redact_text(text: str) -> str:
-    """`text` with URL passwords, credential query parameters and API keys blanked out."""
+    """`text` with URL passwords, credential query parameters, API keys and the values of the
+    environment's secret variables (`_SECRET_VARIABLE`) blanked out."""
+    for name, value in os.environ.items():
+        if len(value) >= _SHORTEST_SECRET and _SECRET_VARIABLE.search(name) and value in text:
+            text = text.replace(value, REDACTED)
     text = _URL_PASSWORD.sub(lambda m: f"{m['head']}{REDACTED}@", text)
     text = _QUERY_SECRET.sub(lambda m: f"{m['head']}{REDACTED}", text)
     return _API_KEY.sub(f"sk-{REDACTED}", text)

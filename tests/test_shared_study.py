@@ -53,6 +53,28 @@ def test_passwords_and_keys_are_blanked_wherever_they_appear() -> None:
     }
 
 
+def test_every_providers_key_in_the_environment_is_blanked_wherever_it_appears(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only OpenAI-shaped keys (sk-...) were blanked: a Together, Azure or Nebius key a provider
+    # echoed in an error would have been printed, and stored as a failed trial's reason.
+    keys = {
+        "TOGETHER_API_KEY": "tgp_v1_Zq8xL2mN4pR7sT9vW1yB3dF5",
+        "AZURE_OPENAI_API_KEY": "9f3c2a7e41b84d0c9e6f5a1b2c3d4e5f",
+        "NEBIUS_API_KEY": "eyJhbGciOiJSUzI1NiJ9.nebius-secret",
+        "PGPASSWORD": "correct-horse-battery",
+    }
+    for name, value in keys.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("HARNESS_HOST", "worker-one")  # not a secret: left alone
+    shown = redact_text(f"HTTP 401: invalid key {' and '.join(keys.values())} on worker-one")
+    assert not any(value in shown for value in keys.values()) and "worker-one" in shown
+    # The CLI's one-line errors go through it too.
+    missing = run_cli("estimate", str(tmp_path / f"{keys['TOGETHER_API_KEY']}.yaml"))
+    assert_clean_error(missing)
+    assert keys["TOGETHER_API_KEY"] not in missing.output
+
+
 def test_a_plain_postgresql_url_gets_an_installed_driver() -> None:
     url = with_driver("postgresql://u:p@h:5432/db")
     if importlib.util.find_spec("psycopg2") is None:

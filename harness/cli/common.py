@@ -345,7 +345,8 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except HarnessError as exc:
             # Escaped: messages quote config values such as `[accuracy, cost]`, not markup.
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            message = escape(redact_text(str(exc)))  # a provider may echo a key in its error
+            err_console.print(f"[bold red]error:[/] {message}", highlight=False)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt as exc:
             why = f" ({exc})" if isinstance(exc, Terminated) else ""

@@ -29,6 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.backends.base import Progress
+from harness.locations import redact_text
 from harness.records import Cost, EpochResult, TrialResult, TrialSpec, usd
 from harness.sweep.live import LiveView, SweepStatus
 from harness.sweep.study import pareto_numbers
@@ -208,14 +209,14 @@ class RichView:
         )
 
     def trial_failed(self, spec: TrialSpec, reason: str) -> None:
-        self.console.print(f"[red]{spec.run_name()} failed:[/] {escape(reason)}")
+        self.console.print(f"[red]{spec.run_name()} failed:[/] {escape(redact_text(reason))}")
 
     def trial_skipped(self, spec: TrialSpec | None, reason: str) -> None:
         who = "next trial" if spec is None else spec.run_name()
         self.console.print(f"[yellow]{who} skipped:[/] {escape(reason)}")
 
     def message(self, text: str) -> None:
-        self.console.print(text)
+        self.console.print(redact_text(text))
 
 
 def _fmt(value: Any, spec: str) -> str:

@@ -274,7 +274,7 @@ def worker_attrs(host: str, pid: int) -> dict[str, Any]:
 
 
 def failure_attrs(reason: str) -> dict[str, Any]:
-    return {FAILURE_REASON: reason[:2000]}
+    return {FAILURE_REASON: redact_text(reason)[:2000]}  # a provider may echo a key
 
 
 def skipped_attrs(reason: str) -> dict[str, Any]:

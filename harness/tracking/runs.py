@@ -245,7 +245,7 @@ class MlflowTracker:
     def fail_trial(self, run_id: str | None, reason: str, status: str = "FAILED") -> None:
         if run_id is None or not self._run_exists(run_id):
             return
-        self.client.set_tag(run_id, FAILURE_REASON_TAG, reason[:5000])
+        self.client.set_tag(run_id, FAILURE_REASON_TAG, redact_text(reason)[:5000])
         self.client.set_terminated(run_id, status)
 
     @property
