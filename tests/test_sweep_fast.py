@@ -401,6 +401,36 @@ def test_a_trial_still_running_does_not_stop_the_sweep_with_budget_left(
     assert len(outcome.results) == 3
 
 
+def test_a_draw_the_budget_cannot_cover_runs_cut_to_what_is_left(
+    tmp_path: Path, backend: MemoryBackend
+) -> None:
+    # Found against the OpenAI test server: with nothing in flight, one dear draw ended the
+    # sweep ($0.00562 left, "so no more trials start") though a 1-epoch trial ($0.00296) fitted.
+    # Now the drawn configuration runs with fewer epochs, the most that fit.
+    path = _experiment(tmp_path, 3)
+    experiment = load_experiment(str(path))
+    data, _ = prepare_experiment(experiment)
+    model = experiment.config.backend.model
+    cost = {n: backend.estimate(TrialSpec(0, n, 1.0, 8, model), data).total.usd for n in (1, 2, 3)}
+    budget = cost[3] + (cost[1] + cost[2]) / 2  # after a 3-epoch trial: 1 epoch fits, 2 do not
+    storage = "sqlite:///mlruns/optuna.db"
+    Path("mlruns").mkdir()
+    study = optuna.create_study(
+        study_name="tiny", storage=storage, directions=["maximize", "minimize"]
+    )
+    for _ in range(2):
+        study.enqueue_trial({"n_epochs": 3, "learning_rate_multiplier": 1.5})
+    experiment = load_experiment(str(path), [f"budget_usd={budget}", "study.early_stopping=false"])
+    outcome = run_sweep(experiment, RecordingView(), confirm=lambda *_: True)
+    ran = [(r.spec.n_epochs, r.spec.learning_rate_multiplier) for r in outcome.results]
+    assert ran == [(3, 1.5), (1, 1.5)]
+    (skipped,) = _study().get_trials(states=(TrialState.PRUNED,))
+    assert skipped.params["n_epochs"] == 3
+    assert "runs instead with n_epochs=1" in skipped.user_attrs["skipped_reason"]
+    assert outcome.stopped is not None and "no more trials start" in outcome.stopped
+    assert sum(ledger_usd(_study().get_trials())) <= budget
+
+
 class _TestServerBackend(MemoryBackend):
     """A backend at a test server on this machine: it notes `synthetic` in every trial's journal,
     as the OpenAI and Together backends do at a loopback `base_url`."""

@@ -5,7 +5,9 @@ study for a trial, the sweep checks that the cheapest configuration the search s
 fits in the budget (`cheapest_trial`): when it does not, no trial is asked for at all. When it
 fits but the configuration drawn does not, that trial is told PRUNED (not FAIL: nothing went
 wrong and nothing was spent), with the reason as its `skipped_reason` attribute, settled at $0 in
-the ledger, and without an MLflow run of its own. Either way the study's MLflow run gets the
+the ledger, and without an MLflow run of its own; with nothing of the sweep in flight, the same
+configuration cut to fewer epochs or training examples, the dearest cut that fits, is queued and
+run instead (`_cut_to_fit`), so one dear draw does not end a sweep that has budget left. Either way the study's MLflow run gets the
 reason as its `harness.stopped` tag, so the UI says why the sweep stopped.
 
 A skipped trial that was a queued retry of a paid remote job is queued again, so that a later
@@ -25,7 +27,7 @@ from optuna.trial import Trial, TrialState
 
 from harness.backends.base import Backend
 from harness.config import Experiment
-from harness.records import Cost, PreparedData, TrialSpec
+from harness.records import Cost, PreparedData, TrialSpec, usd
 from harness.sweep import fidelity
 from harness.sweep.budget import Budget
 from harness.sweep.estimate import corner_specs
@@ -82,6 +84,8 @@ class Launching(Protocol):
 
     handle: StudyHandle
     space: SearchSpace
+    backend: Backend
+    data: PreparedData
     budget: Budget
     cheapest: Cost  # `cheapest_trial`
     dearest: Cost  # `dearest_trial`
@@ -108,7 +112,9 @@ def ask_within_budget(sweep: Launching, in_flight: bool = False) -> Asked | None
         return None
     spec = None
     reason = sweep.budget.shortfall(sweep.cheapest, "the cheapest trial the space allows")
-    if reason is None:
+    for draw in (0, 1):  # the configuration drawn; then, if it did not fit, the same cut
+        if reason is not None:
+            break
         trial = ask(sweep.handle, sweep.space)
         try:
             claim(sweep.handle, trial)
@@ -119,11 +125,61 @@ def ask_within_budget(sweep: Launching, in_flight: bool = False) -> Asked | None
             raise
         if reason is None:
             return Asked(trial, spec, estimate)
-        skip_trial(sweep.handle, trial, reason)
+        cut = _cut_to_fit(sweep, trial, spec) if draw == 0 else None
+        if cut is None:
+            skip_trial(sweep.handle, trial, reason)
+            break
+        instead = _cut_reason(sweep, estimate, cut)
+        skip_trial(sweep.handle, trial, instead)
+        sweep.live.skipped(spec, instead)
+        sweep.handle.study.enqueue_trial(cut[0])  # asked for next, by this worker
+        reason = None
+    assert reason is not None
     sweep.outcome.stopped = reason
     sweep.tracker.tag(sweep.outcome.parent_run_id, STOPPED_TAG, reason[:5000])
     sweep.live.skipped(spec, reason)
     return None
+
+
+def _cut_to_fit(
+    sweep: Launching, trial: Trial, spec: TrialSpec
+) -> tuple[dict[str, Any], Cost] | None:
+    """The drawn configuration with fewer epochs (then fewer training examples), the dearest
+    such cut whose worst case for any training subset still fits; with its price. None when the
+    space samples neither or no cut fits. Learning rate and batch size stay as drawn."""
+    options: list[tuple[dict[str, Any], Cost]] = []
+    for epochs in _below(sweep.space, trial.params, "n_epochs", spec.n_epochs):
+        for size in _below(sweep.space, trial.params, "train_examples", spec.train_examples):
+            if (epochs, size) == (spec.n_epochs, spec.train_examples):
+                continue
+            cut = replace(spec, n_epochs=epochs, train_examples=size, bound="dearest")
+            cost = sweep.backend.estimate(cut, sweep.data).total
+            params = {**trial.params, "n_epochs": epochs, "train_examples": size}
+            options.append(({k: params[k] for k in trial.params}, cost))
+    fits = [o for o in options if sweep.budget.shortfall(o[1]) is None]
+    return max(fits, key=lambda o: o[1].usd, default=None)
+
+
+def _below(space: SearchSpace, params: dict[str, Any], name: str, drawn: Any) -> list[Any]:
+    """The values of a sampled cost parameter at or below the one drawn (only it, if fixed)."""
+    dist = space.distributions.get(name)
+    if name not in params or dist is None:
+        return [drawn]
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return [v for v in dist.choices if v is not None and v <= drawn]
+    if isinstance(dist, optuna.distributions.IntDistribution):
+        return list(range(dist.low, int(drawn) + 1, dist.step))
+    return [drawn]
+
+
+def _cut_reason(sweep: Launching, estimate: Cost, cut: tuple[dict[str, Any], Cost]) -> str:
+    """Why the drawn configuration did not run, and what runs instead."""
+    changed = ", ".join(f"{k}={cut[0][k]}" for k in ("n_epochs", "train_examples") if k in cut[0])
+    return (
+        f"budget: {usd(sweep.budget.committed())} committed of {usd(sweep.budget.limit or 0)}; "
+        f"this trial could cost up to {usd(estimate.usd)}, so it runs instead with {changed} "
+        f"(up to {usd(cut[1].usd)}), the most the budget still covers"
+    )
 
 
 def interrupted_before_start(handle: StudyHandle, trial: Trial) -> None:
