@@ -391,8 +391,10 @@ def test_a_tiny_budget_means_do_not_fine_tune(known: Constructed) -> None:
     rec = report.recommendation
     assert rec.chosen.name == TFIDF
     assert rec.text.startswith(f"Don't fine-tune within the $0.005 budget: {TFIDF} (")
-    assert rec.fine_tuned is not None and rec.fine_tuned.number == 0
-    assert "If you fine-tune anyway: trial 0" in " ".join(summary_lines(report))
+    # Every fine-tuned trial is over the budget: the one to fine-tune anyway is what the walk
+    # takes without it (the knee, trial 1), not merely the cheapest.
+    assert rec.fine_tuned is not None and rec.fine_tuned.number == 1
+    assert "If you fine-tune anyway: trial 1" in " ".join(summary_lines(report))
 
 
 def test_fine_tuning_anyway_says_when_that_model_learned_nothing(known: Constructed) -> None:
@@ -409,6 +411,39 @@ def test_fine_tuning_anyway_says_when_that_model_learned_nothing(known: Construc
         f", though it learned nothing: {percent(tuned.valid_accuracy)} on validation, where "
         f"always answering one label scores {percent(majority.valid_accuracy)}."
     )
+
+
+def test_fine_tuning_anyway_over_a_budget_none_fits_is_not_the_cheapest_that_learned_nothing(
+    tmp_path: Path,
+) -> None:
+    # Found on a real sweep with --budget below every trial's cost: "If you fine-tune anyway:
+    # trial 9 (...) 57.9% test accuracy ...; `harness promote` registers it by default, though it
+    # learned nothing", beside trial 10, 16.7 points better for 1.8% more, which `harness
+    # promote` (the default report) registered instead.
+    trials = {0: (0.50, 0.010, [range(0, 100)]), 1: (0.93, 0.0102, [range(0, 186)])}
+    constructed = construct(tmp_path, name="cheap-weak", trials=trials)
+    report = build_report(constructed.experiment(), ReportOptions(budget=0.001))
+    rec = report.recommendation
+    assert rec.chosen.is_baseline and rec.fine_tuned is not None
+    assert rec.fine_tuned.number == 1  # the budget rules every one out: what the walk takes
+    (line,) = [x for x in summary_lines(report) if x.startswith("If you fine-tune anyway")]
+    assert line.endswith("`harness promote cheap-weak --trial 1` registers it.")
+    choice = _report_choice(constructed.experiment())
+    assert choice is not None and choice[0] == 1
+
+
+def test_fine_tuning_anyway_says_by_default_only_where_promote_takes_it(
+    known: Constructed,
+) -> None:
+    # `harness promote` takes the answer of the report without options (its knee); a priced
+    # report's own fine-tuned choice is registered with --trial.
+    priced = build_report(known.experiment(), ReportOptions(budget=0.005))
+    (line,) = [x for x in summary_lines(priced) if x.startswith("If you fine-tune anyway")]
+    assert line.endswith("`harness promote known --trial 1` registers it.")
+    assert "by default" not in line
+    value = build_report(known.experiment(), ReportOptions(value_per_point=1e-9))
+    (line,) = [x for x in summary_lines(value) if x.startswith("If you fine-tune anyway")]
+    assert line.endswith("`harness promote known --trial 0` registers it.")
 
 
 def test_baselines_and_the_gain_over_the_best(known: Constructed, knee_report: Any) -> None:
@@ -799,6 +834,9 @@ def test_promote_follows_the_report_and_says_so_when_it_says_do_not_fine_tune(
     assert number == 0
     assert "as `harness report` recommends among the fine-tuned models" in reason
     assert f"its answer is not to fine-tune: Don't fine-tune: {TFIDF}" in reason
+    lines = summary_lines(build_report(constructed.experiment()))
+    (line,) = [x for x in lines if x.startswith("If you fine-tune anyway: trial 0 ")]
+    assert line.endswith("; `harness promote` registers it by default.")
 
 
 @pytest.mark.slow  # the serial tier: a parallel test worker's load would be measured too

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -211,13 +212,24 @@ def recommend(
         )
         if part
     )
-    fine_tuned: TrialRow | None = chosen
-    if chosen.is_baseline:
-        tuned = [trials[i] for i in pareto_front([(r.selection_accuracy, r.cost) for r in trials])]
-        fine_tuned = tuned[walk_front(tuned, options, n_valid, trials).chosen] if tuned else None
+    fine_tuned = _fine_tuned(trials, options, n_valid) if chosen.is_baseline else chosen
     return Recommendation(
         chosen, _mode(options), text, result, step, move, rival, check, fine_tuned
     )
+
+
+def _fine_tuned(
+    trials: list[TrialRow], options: ReportOptions, n_valid: int | None
+) -> TrialRow | None:
+    """What the walk takes among the fine-tuned trials alone (what to fine-tune anyway). Where
+    the budget rules every one out, going over it is the premise: the walk without it (else it
+    would name the cheapest, however little it learned)."""
+    tuned = [trials[i] for i in pareto_front([(r.selection_accuracy, r.cost) for r in trials])]
+    if not tuned:
+        return None
+    if options.budget is not None and min(r.cost for r in tuned) > options.budget:
+        options = replace(options, budget=None)
+    return tuned[walk_front(tuned, options, n_valid, trials).chosen]
 
 
 def reach(row: TrialRow) -> str:
