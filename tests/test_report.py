@@ -446,6 +446,24 @@ def test_fine_tuning_anyway_says_by_default_only_where_promote_takes_it(
     assert line.endswith("`harness promote known --trial 0` registers it.")
 
 
+def test_a_gain_shown_but_not_worth_its_price_is_not_left_for_a_larger_validation_set(
+    known: Constructed,
+) -> None:
+    # Found on a real comparison at $0.000001 a point: trial 10, 16.7 points better than the
+    # majority class on validation (p < 0.001), was not worth its price, and the test set's
+    # agreement read "the test set favours demo-b trial 10; the choice stands on validation, and
+    # a larger validation set would settle it": nothing was left to settle, only the price.
+    rec = build_report(known.experiment(), ReportOptions(value_per_point=1e-9)).recommendation
+    move = rec.deciding_move
+    assert rec.chosen.name == MAJORITY and rec.rival is not None and rec.rival.name == TFIDF
+    assert move is not None and move.shown and not move.taken
+    assert "larger validation set" not in rec.text
+    assert rec.text.endswith(
+        f": the test set agrees that {TFIDF} is more accurate, as validation showed; "
+        "at $0.000000001 a point it is not worth its price."
+    )
+
+
 def test_baselines_and_the_gain_over_the_best(known: Constructed, knee_report: Any) -> None:
     data, _ = prepare_experiment(known.experiment())
     majority = Counter(data.train.labels).most_common(1)[0][0]

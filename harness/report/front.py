@@ -208,7 +208,7 @@ def recommend(
         for part in (
             _what(chosen, options, result, front, trials),
             _why(move, step, options, n_valid) if move and step else _top(chosen, trials),
-            _confirm(chosen, rival, check, bought),
+            _confirm(chosen, rival, check, bought, _priced_out(move, options)),
         )
         if part
     )
@@ -354,12 +354,25 @@ def _value_text(move: Move, options: ReportOptions) -> str:
     )
 
 
+def _priced_out(move: Move | None, options: ReportOptions) -> str | None:
+    """`at $X a point`, where the walk declined a dearer model whose gain it had shown: its
+    price, not its accuracy, decided (None otherwise)."""
+    declined = move is not None and move.kind == "tested" and move.shown and not move.taken
+    if not declined or options.value_per_point is None:
+        return None
+    return f"at {usd(options.value_per_point)} a point"
+
+
 def _confirm(
-    chosen: TrialRow, rival: TrialRow | None, cmp: PairedComparison | None, bought: bool
+    chosen: TrialRow,
+    rival: TrialRow | None,
+    cmp: PairedComparison | None,
+    bought: bool,
+    priced_out: str | None = None,
 ) -> str:
     """The one test-set comparison, stated before the test set was read: the chosen model
     against the one it was bought over (`bought`), else against the dearer one it was preferred
-    to."""
+    to (`priced_out`: for its price, its gain shown on validation)."""
     if rival is None:
         return ""
     if cmp is None:
@@ -373,6 +386,11 @@ def _confirm(
         if cmp.significant:
             return f"{against}: the test set contradicts the gain; treat it as unproven."
         return f"{against}: not confirmed there, so the gain may be smaller than validation says."
+    if cmp.significant and diff < 0 and priced_out:
+        return (
+            f"{against}: the test set agrees that {rival.name} is more accurate, as validation "
+            f"showed; {priced_out} it is not worth its price."
+        )
     if cmp.significant and diff < 0:
         return (
             f"{against}: the test set favours {rival.name}; the choice stands on validation, "
