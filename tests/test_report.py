@@ -641,6 +641,24 @@ def test_cli_rejects_bad_options(known: Constructed) -> None:
     result = run_cli("report", str(known.experiment_path), "--budget", "-1")
     assert_clean_error(result, "--budget must be positive")
     assert result.exit_code == 2
+    # Found by hand: nan and inf were taken ("at $inf a point", the answer "don't fine-tune").
+    for option, value in [("--value-per-point", "nan"), ("--value-per-point", "inf")]:
+        result = run_cli("report", str(known.experiment_path), option, value)
+        assert_clean_error(result, f"{option} must be a positive number of dollars, got {value}")
+    result = run_cli("report", str(known.experiment_path), "--budget", "nan")
+    assert_clean_error(result, "--budget must be a positive number of dollars, got nan")
+
+
+def test_an_out_folder_that_cannot_be_made_is_one_clear_error(
+    known: Constructed, tmp_path: Path
+) -> None:
+    # Found by hand: `--out /proc/x` ended in a FileNotFoundError traceback, after the report
+    # was built; a file where the folder should be, in a FileExistsError.
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for out in (afile, afile / "below"):
+        result = run_cli("report", str(known.experiment_path), "--out", str(out))
+        assert_clean_error(result, f"--out {out}: cannot write the report there")
 
 
 def test_empty_study_is_a_clear_error(tmp_path: Path) -> None:
