@@ -58,7 +58,7 @@ from harness.report.formats import percent, usd
 from harness.report.front import comparer, knee_index, knee_limit, recommend
 from harness.report.model import TrialRow
 from harness.report.render import trials_frame
-from harness.report.sections import ownership
+from harness.report.sections import epoch_summaries, ownership
 from harness.scoring import pack_bits
 from harness.sweep.study import pareto_numbers
 from harness.tracking.record import TrialRecord
@@ -462,6 +462,26 @@ def test_a_gain_shown_but_not_worth_its_price_is_not_left_for_a_larger_validatio
         f": the test set agrees that {TFIDF} is more accurate, as validation showed; "
         "at $0.000000001 a point it is not worth its price."
     )
+
+
+def test_the_epochs_after_the_peak_are_counted_once_not_again_for_each_checkpoint() -> None:
+    # Found on a real report: "peaked before the last epoch in 3 of 11 trials; the epochs after
+    # the peak cost $0.000342 in all", where a 3-epoch trial peaked at epoch 1 ($0.000172 after
+    # it) and its epoch-2 checkpoint, whose curve is the trial's first two epochs, counted that
+    # trial's second epoch again ($0.000086); a checkpoint pays for no training of its own.
+    def row(number: int, curve: list[float], costs: list[float], parent: int | None) -> TrialRow:
+        attrs = {"valid_accuracy_by_epoch": curve, "cost_usd_by_epoch": costs}
+        record = TrialRecord.from_attrs(attrs | {"checkpoint_of": parent})
+        return TrialRow(number, {}, 0.7, costs[-1], record, None)
+
+    rows = [
+        row(0, [0.70, 0.64, 0.65], [0.0001, 0.0002, 0.0003], None),
+        row(1, [0.70], [0.0001], 0),
+        row(2, [0.70, 0.64], [0.0001, 0.0002], 0),
+    ]
+    summaries = epoch_summaries(rows)
+    assert [s.number for s in summaries] == [0]
+    assert summaries[0].cost_after_peak == pytest.approx(0.0002)
 
 
 def test_baselines_and_the_gain_over_the_best(known: Constructed, knee_report: Any) -> None:

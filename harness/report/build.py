@@ -35,7 +35,7 @@ from harness.report.model import (
     TrialRow,
 )
 from harness.report.render import render_files
-from harness.report.sections import epoch_summary, ownership, qualitative_sample
+from harness.report.sections import epoch_summaries, ownership, qualitative_sample
 from harness.sweep.study import completed_trials, load_existing_study, pareto_front
 from harness.tracking.record import MLFLOW_RUN_ID, TrialRecord, journal_key
 from harness.tracking.reports import FrontMark, log_study_report
@@ -233,7 +233,7 @@ def analyse(experiment: Experiment, rows: list[TrialRow], options: ReportOptions
         baselines=baselines,
         baseline_comparisons=_against_baseline(rows, candidates, n_valid, options.alpha),
         ownership=owned,
-        epochs=[s for s in map(epoch_summary, rows) if s is not None],
+        epochs=epoch_summaries(rows),
         recommendation=recommendation,
         neighbour=neighbour,
         sample=qualitative_sample(chosen, neighbour, options.sample_size, options.seed),
