@@ -441,6 +441,13 @@ def test_fine_tuning_anyway_says_by_default_only_where_promote_takes_it(
     (line,) = [x for x in summary_lines(priced) if x.startswith("If you fine-tune anyway")]
     assert line.endswith("`harness promote known --trial 1` registers it.")
     assert "by default" not in line
+    # With a monthly volume the budget bounds the first year's cost: every trial's is over it.
+    volume = {"monthly_requests": 1_000_000, "weigh_running": True}
+    owned = build_report(known.experiment(), ReportOptions(budget=0.05, **volume))
+    unbounded = build_report(known.experiment(), ReportOptions(**volume)).recommendation
+    assert owned.recommendation.chosen.is_baseline and not unbounded.chosen.is_baseline
+    assert owned.recommendation.fine_tuned is not None
+    assert owned.recommendation.fine_tuned.number == unbounded.chosen.number == 1
     value = build_report(known.experiment(), ReportOptions(value_per_point=1e-9))
     (line,) = [x for x in summary_lines(value) if x.startswith("If you fine-tune anyway")]
     assert line.endswith("`harness promote known --trial 0` registers it.")

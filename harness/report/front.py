@@ -227,9 +227,10 @@ def _fine_tuned(
     tuned = [trials[i] for i in pareto_front([(r.selection_accuracy, r.cost) for r in trials])]
     if not tuned:
         return None
-    if options.budget is not None and min(r.cost for r in tuned) > options.budget:
-        options = replace(options, budget=None)
-    return tuned[walk_front(tuned, options, n_valid, trials).chosen]
+    result = walk_front(tuned, options, n_valid, trials)
+    if result.over_budget:  # what the budget bounds (with a volume, the first year's cost)
+        result = walk_front(tuned, replace(options, budget=None), n_valid, trials)
+    return tuned[result.chosen]
 
 
 def reach(row: TrialRow) -> str:
