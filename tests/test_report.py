@@ -55,7 +55,7 @@ from harness.report.build import (
     write_report,
 )
 from harness.report.formats import percent, usd
-from harness.report.front import comparer, knee_index, knee_limit, recommend
+from harness.report.front import _value_text, comparer, knee_index, knee_limit, recommend
 from harness.report.model import TrialRow
 from harness.report.render import trials_frame
 from harness.report.sections import epoch_summaries, ownership
@@ -465,6 +465,10 @@ def test_a_gain_shown_but_not_worth_its_price_is_not_left_for_a_larger_validatio
     assert rec.chosen.name == MAJORITY and rec.rival is not None and rec.rival.name == TFIDF
     assert move is not None and move.shown and not move.taken
     assert "larger validation set" not in rec.text
+    # Nor is the majority class "as good": it is the better buy at that value.
+    assert rec.text.startswith(f"Don't fine-tune: {MAJORITY} (")
+    assert ") is the better buy at $0.000000001 a point: " in rec.text
+    assert "as good for less" not in rec.text
     assert rec.text.endswith(
         f": the test set agrees that {TFIDF} is more accurate, as validation showed; "
         "at $0.000000001 a point it is not worth its price."
@@ -489,6 +493,24 @@ def test_the_epochs_after_the_peak_are_counted_once_not_again_for_each_checkpoin
     summaries = epoch_summaries(rows)
     assert [s.number for s in summaries] == [0]
     assert summaries[0].cost_after_peak == pytest.approx(0.0002)
+
+
+def test_a_purchase_declined_at_the_readers_risk_says_what_it_was_decided_on(
+    known: Constructed,
+) -> None:
+    # Found on a real sweep at $0.00001 a point with --risk 0.05: "Not worth paying for trial
+    # 10 ...; at $0.00001 a point its expected net value ... is $0.0000579": a positive value
+    # declined, and nothing said that the gain's 5% quantile decided.
+    options = ReportOptions(value_per_point=0.2, risk=0.05)
+    rec = build_report(known.experiment(), options).recommendation
+    declined = [m for m in rec.walk.moves if m.shown and not m.taken and m.net_value]
+    move = next(m for m in declined if m.net_value is not None and m.net_value[0] > 0)
+    text = _value_text(move, options)
+    quantile = 100 * 0.2 * move.estimate.quantile(0.05) - move.extra_cost
+    assert quantile < 0 and text.endswith(
+        f"; decided on its 5% quantile (--risk 0.05): {usd(quantile)}"
+    )
+    assert "quantile" not in _value_text(move, ReportOptions(value_per_point=0.2))
 
 
 def test_baselines_and_the_gain_over_the_best(known: Constructed, knee_report: Any) -> None:

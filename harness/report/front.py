@@ -267,6 +267,8 @@ def _what(
         tied = best is not None and best >= chosen.selection_accuracy
         verb = "is as accurate as the best" if tied else "beats every"
         head = f"Don't fine-tune: {described} {verb} fine-tuned model tried, for less"
+    elif priced := _priced_out(move, options):  # the dearer one is better, not worth it
+        head = f"Don't fine-tune: {described} is the better buy {priced}"
     else:
         head = f"Don't fine-tune: {described} is as good for less"
     return f"{head}: {reach(chosen)} for {usd(chosen.cost)}."
@@ -349,10 +351,17 @@ def _value_text(move: Move, options: ReportOptions) -> str:
         return ""
     estimate, low, high = net
     extra = "extra first-year cost" if options.weigh_running else "extra cost"
-    return (
+    text = (
         f"at {usd(options.value_per_point)} a point its expected net value (value x gain - "
         f"{extra}) is {usd(estimate)} (95% interval {usd(low)} to {usd(high)})"
     )
+    if options.risk < 0.5 and move.estimate is not None and options.value_per_point:
+        at_risk = 100.0 * options.value_per_point * move.estimate.quantile(options.risk)
+        text += (
+            f"; decided on its {100 * options.risk:g}% quantile (--risk {options.risk:g}): "
+            f"{usd(at_risk - move.extra_cost)}"
+        )
+    return text
 
 
 def _priced_out(move: Move | None, options: ReportOptions) -> str | None:
