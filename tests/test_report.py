@@ -46,6 +46,7 @@ from harness.records import PreparedData, Split
 from harness.report.baselines import Baseline, tfidf_baseline
 from harness.report.build import (
     ReportOptions,
+    _rows,
     _weigh_running,
     baseline_rows,
     build_report,
@@ -75,6 +76,7 @@ KNOWN: dict[int, tuple[float, float, list[range]]] = {
     4: (0.930, 0.03, [range(20, 200)]),
     5: (0.990, 4.00, [range(0, 188), range(190, 193)]),
 }
+KNOWN_PARAMS = {"n_epochs": 1, "learning_rate_multiplier": 1.0, "batch_size": 16}
 DISTRIBUTIONS = {
     "n_epochs": IntDistribution(1, 3),
     "learning_rate_multiplier": FloatDistribution(0.5, 4.0, log=True),
@@ -511,6 +513,23 @@ def test_a_purchase_declined_at_the_readers_risk_says_what_it_was_decided_on(
         f"; decided on its 5% quantile (--risk 0.05): {usd(quantile)}"
     )
     assert "quantile" not in _value_text(move, ReportOptions(value_per_point=0.2))
+
+
+def test_a_trial_that_trained_on_fewer_examples_than_asked_is_described_by_the_size_used(
+    known: Constructed,
+) -> None:
+    # Found on a real sweep: asked 800 of a 720-row training split, the trial trained on 720;
+    # `harness trials`, its MLflow run name and param said 720, the report "800 training
+    # examples" (the answer, the trials table and trials.csv).
+    trial = optuna.trial.create_trial(
+        values=[0.75, 0.0003],
+        params={**KNOWN_PARAMS, "train_examples": 800},
+        distributions={**DISTRIBUTIONS, "train_examples": CategoricalDistribution([400, 800])},
+        user_attrs={"train_examples": 720, "valid_accuracy": 0.75, "cost_usd": 0.0003},
+    )
+    (row,) = _rows(known.experiment(), [trial], None)
+    assert row.params["train_examples"] == 720
+    assert row.describe().endswith("720 training examples")
 
 
 def test_baselines_and_the_gain_over_the_best(known: Constructed, knee_report: Any) -> None:

@@ -97,10 +97,13 @@ def _rows(experiment: Experiment, trials: list[FrozenTrial], client: Any) -> lis
         for t in sorted(trials, key=lambda t: t.number):
             record = TrialRecord.from_attrs(t.user_attrs)
             run_id = record.mlflow_run_id
+            params = {**fixed, **t.params}
+            if record.train_examples is not None and "train_examples" in params:
+                params["train_examples"] = record.train_examples  # the size used, not asked
             rows.append(
                 TrialRow(
                     number=t.number,
-                    params={**fixed, **t.params},
+                    params=params,
                     accuracy=_or(record.test_accuracy, t.values[0]),
                     cost=_or(record.cost_usd, t.values[1] if len(t.values) > 1 else 0.0),
                     record=record,
