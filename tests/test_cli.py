@@ -119,6 +119,11 @@ def test_prepare_writes_both_jsonl_formats(tmp_path: Path, tiny_csv: Path) -> No
     written = {p.name for p in (tmp_path / "out").iterdir()}
     assert {"train.chat.jsonl", "train.prompt_completion.jsonl", "test.chat.jsonl"} <= written
     assert "digest" in result.stdout
+    # A file where the folder should be: one clear line, not a FileExistsError traceback.
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    bad = run_cli("prepare", str(path), "--out", str(afile))
+    assert_clean_error(bad, f"--out {afile}: cannot write the prepared data there")
 
 
 @pytest.mark.slow

@@ -262,7 +262,8 @@ def test_the_same_data_is_shared(better: Built) -> None:
 
 def test_logged_as_a_run_of_its_own(better: Built, tmp_path: Path) -> None:
     experiments = better.experiments("small", "big")
-    report = build_comparison(experiments, ReportOptions())
+    options = ReportOptions(value_per_point=2.0, risk=0.1)
+    report = build_comparison(experiments, options)
     paths, problems = record_comparison(report, experiments, tmp_path / "out")
     assert problems == []
     client = MlflowClient(tracking_uri=better.uri)
@@ -274,6 +275,14 @@ def test_logged_as_a_run_of_its_own(better: Built, tmp_path: Path) -> None:
     assert run.data.tags["harness.answer"] == "big trial 0"
     assert run.data.tags["harness.answer_base_model"] == "all-mpnet-base-v2"
     assert run.data.metrics["answer_valid_accuracy"] == pytest.approx(0.95)
+    # Every setting the answer was chosen under, --risk and whether a volume was weighed too
+    # (two runs at --risk 0.5 and 0.1 were told apart by nothing).
+    params = run.data.params
+    assert (params["value_per_point"], params["risk"], params["weigh_running"]) == (
+        "2.0",
+        "0.1",
+        "False",
+    )
     logged = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "report")}
     assert {"report.md", "report.html", "accuracy_vs_cost.png", "trials.csv"} <= logged
     # The studies' own pareto tags are their own fronts': compare leaves them alone.

@@ -46,6 +46,7 @@ from harness.records import PreparedData, Split
 from harness.report.baselines import Baseline, tfidf_baseline
 from harness.report.build import (
     ReportOptions,
+    _rows,
     _weigh_running,
     baseline_rows,
     build_report,
@@ -55,10 +56,10 @@ from harness.report.build import (
     write_report,
 )
 from harness.report.formats import percent, usd
-from harness.report.front import comparer, knee_index, knee_limit, recommend
+from harness.report.front import _value_text, comparer, knee_index, knee_limit, recommend
 from harness.report.model import TrialRow
 from harness.report.render import trials_frame
-from harness.report.sections import ownership
+from harness.report.sections import epoch_summaries, ownership
 from harness.scoring import pack_bits
 from harness.sweep.study import pareto_numbers
 from harness.tracking.record import TrialRecord
@@ -75,6 +76,7 @@ KNOWN: dict[int, tuple[float, float, list[range]]] = {
     4: (0.930, 0.03, [range(20, 200)]),
     5: (0.990, 4.00, [range(0, 188), range(190, 193)]),
 }
+KNOWN_PARAMS = {"n_epochs": 1, "learning_rate_multiplier": 1.0, "batch_size": 16}
 DISTRIBUTIONS = {
     "n_epochs": IntDistribution(1, 3),
     "learning_rate_multiplier": FloatDistribution(0.5, 4.0, log=True),
@@ -391,8 +393,10 @@ def test_a_tiny_budget_means_do_not_fine_tune(known: Constructed) -> None:
     rec = report.recommendation
     assert rec.chosen.name == TFIDF
     assert rec.text.startswith(f"Don't fine-tune within the $0.005 budget: {TFIDF} (")
-    assert rec.fine_tuned is not None and rec.fine_tuned.number == 0
-    assert "If you fine-tune anyway: trial 0" in " ".join(summary_lines(report))
+    # Every fine-tuned trial is over the budget: the one to fine-tune anyway is what the walk
+    # takes without it (the knee, trial 1), not merely the cheapest.
+    assert rec.fine_tuned is not None and rec.fine_tuned.number == 1
+    assert "If you fine-tune anyway: trial 1" in " ".join(summary_lines(report))
 
 
 def test_fine_tuning_anyway_says_when_that_model_learned_nothing(known: Constructed) -> None:
@@ -409,6 +413,123 @@ def test_fine_tuning_anyway_says_when_that_model_learned_nothing(known: Construc
         f", though it learned nothing: {percent(tuned.valid_accuracy)} on validation, where "
         f"always answering one label scores {percent(majority.valid_accuracy)}."
     )
+
+
+def test_fine_tuning_anyway_over_a_budget_none_fits_is_not_the_cheapest_that_learned_nothing(
+    tmp_path: Path,
+) -> None:
+    # Found on a real sweep with --budget below every trial's cost: "If you fine-tune anyway:
+    # trial 9 (...) 57.9% test accuracy ...; `harness promote` registers it by default, though it
+    # learned nothing", beside trial 10, 16.7 points better for 1.8% more, which `harness
+    # promote` (the default report) registered instead.
+    trials = {0: (0.50, 0.010, [range(0, 100)]), 1: (0.93, 0.0102, [range(0, 186)])}
+    constructed = construct(tmp_path, name="cheap-weak", trials=trials)
+    report = build_report(constructed.experiment(), ReportOptions(budget=0.001))
+    rec = report.recommendation
+    assert rec.chosen.is_baseline and rec.fine_tuned is not None
+    assert rec.fine_tuned.number == 1  # the budget rules every one out: what the walk takes
+    (line,) = [x for x in summary_lines(report) if x.startswith("If you fine-tune anyway")]
+    assert line.endswith("`harness promote cheap-weak --trial 1` registers it.")
+    choice = _report_choice(constructed.experiment())
+    assert choice is not None and choice[0] == 1
+
+
+def test_fine_tuning_anyway_says_by_default_only_where_promote_takes_it(
+    known: Constructed,
+) -> None:
+    # `harness promote` takes the answer of the report without options (its knee); a priced
+    # report's own fine-tuned choice is registered with --trial.
+    priced = build_report(known.experiment(), ReportOptions(budget=0.005))
+    (line,) = [x for x in summary_lines(priced) if x.startswith("If you fine-tune anyway")]
+    assert line.endswith("`harness promote known --trial 1` registers it.")
+    assert "by default" not in line
+    # With a monthly volume the budget bounds the first year's cost: every trial's is over it.
+    volume = {"monthly_requests": 1_000_000, "weigh_running": True}
+    owned = build_report(known.experiment(), ReportOptions(budget=0.05, **volume))
+    unbounded = build_report(known.experiment(), ReportOptions(**volume)).recommendation
+    assert owned.recommendation.chosen.is_baseline and not unbounded.chosen.is_baseline
+    assert owned.recommendation.fine_tuned is not None
+    assert owned.recommendation.fine_tuned.number == unbounded.chosen.number == 1
+    value = build_report(known.experiment(), ReportOptions(value_per_point=1e-9))
+    (line,) = [x for x in summary_lines(value) if x.startswith("If you fine-tune anyway")]
+    assert line.endswith("`harness promote known --trial 0` registers it.")
+
+
+def test_a_gain_shown_but_not_worth_its_price_is_not_left_for_a_larger_validation_set(
+    known: Constructed,
+) -> None:
+    # Found on a real comparison at $0.000001 a point: trial 10, 16.7 points better than the
+    # majority class on validation (p < 0.001), was not worth its price, and the test set's
+    # agreement read "the test set favours demo-b trial 10; the choice stands on validation, and
+    # a larger validation set would settle it": nothing was left to settle, only the price.
+    rec = build_report(known.experiment(), ReportOptions(value_per_point=1e-9)).recommendation
+    move = rec.deciding_move
+    assert rec.chosen.name == MAJORITY and rec.rival is not None and rec.rival.name == TFIDF
+    assert move is not None and move.shown and not move.taken
+    assert "larger validation set" not in rec.text
+    # Nor is the majority class "as good": it is the better buy at that value.
+    assert rec.text.startswith(f"Don't fine-tune: {MAJORITY} (")
+    assert ") is the better buy at $0.000000001 a point: " in rec.text
+    assert "as good for less" not in rec.text
+    assert rec.text.endswith(
+        f": the test set agrees that {TFIDF} is more accurate, as validation showed; "
+        "at $0.000000001 a point it is not worth its price."
+    )
+
+
+def test_the_epochs_after_the_peak_are_counted_once_not_again_for_each_checkpoint() -> None:
+    # Found on a real report: "peaked before the last epoch in 3 of 11 trials; the epochs after
+    # the peak cost $0.000342 in all", where a 3-epoch trial peaked at epoch 1 ($0.000172 after
+    # it) and its epoch-2 checkpoint, whose curve is the trial's first two epochs, counted that
+    # trial's second epoch again ($0.000086); a checkpoint pays for no training of its own.
+    def row(number: int, curve: list[float], costs: list[float], parent: int | None) -> TrialRow:
+        attrs = {"valid_accuracy_by_epoch": curve, "cost_usd_by_epoch": costs}
+        record = TrialRecord.from_attrs(attrs | {"checkpoint_of": parent})
+        return TrialRow(number, {}, 0.7, costs[-1], record, None)
+
+    rows = [
+        row(0, [0.70, 0.64, 0.65], [0.0001, 0.0002, 0.0003], None),
+        row(1, [0.70], [0.0001], 0),
+        row(2, [0.70, 0.64], [0.0001, 0.0002], 0),
+    ]
+    summaries = epoch_summaries(rows)
+    assert [s.number for s in summaries] == [0]
+    assert summaries[0].cost_after_peak == pytest.approx(0.0002)
+
+
+def test_a_purchase_declined_at_the_readers_risk_says_what_it_was_decided_on(
+    known: Constructed,
+) -> None:
+    # Found on a real sweep at $0.00001 a point with --risk 0.05: "Not worth paying for trial
+    # 10 ...; at $0.00001 a point its expected net value ... is $0.0000579": a positive value
+    # declined, and nothing said that the gain's 5% quantile decided.
+    options = ReportOptions(value_per_point=0.2, risk=0.05)
+    rec = build_report(known.experiment(), options).recommendation
+    declined = [m for m in rec.walk.moves if m.shown and not m.taken and m.net_value]
+    move = next(m for m in declined if m.net_value is not None and m.net_value[0] > 0)
+    text = _value_text(move, options)
+    quantile = 100 * 0.2 * move.estimate.quantile(0.05) - move.extra_cost
+    assert quantile < 0 and text.endswith(
+        f"; decided on its 5% quantile (--risk 0.05): {usd(quantile)}"
+    )
+    assert "quantile" not in _value_text(move, ReportOptions(value_per_point=0.2))
+
+
+def test_a_trial_that_trained_on_fewer_examples_than_asked_is_described_by_the_size_used(
+    known: Constructed,
+) -> None:
+    # Found on a real sweep: asked 800 of a 720-row training split, the trial trained on 720;
+    # `harness trials`, its MLflow run name and param said 720, the report "800 training
+    # examples" (the answer, the trials table and trials.csv).
+    trial = optuna.trial.create_trial(
+        values=[0.75, 0.0003],
+        params={**KNOWN_PARAMS, "train_examples": 800},
+        distributions={**DISTRIBUTIONS, "train_examples": CategoricalDistribution([400, 800])},
+        user_attrs={"train_examples": 720, "valid_accuracy": 0.75, "cost_usd": 0.0003},
+    )
+    (row,) = _rows(known.experiment(), [trial], None)
+    assert row.params["train_examples"] == 720
+    assert row.describe().endswith("720 training examples")
 
 
 def test_baselines_and_the_gain_over_the_best(known: Constructed, knee_report: Any) -> None:
@@ -588,6 +709,24 @@ def test_cli_rejects_bad_options(known: Constructed) -> None:
     result = run_cli("report", str(known.experiment_path), "--budget", "-1")
     assert_clean_error(result, "--budget must be positive")
     assert result.exit_code == 2
+    # Found by hand: nan and inf were taken ("at $inf a point", the answer "don't fine-tune").
+    for option, value in [("--value-per-point", "nan"), ("--value-per-point", "inf")]:
+        result = run_cli("report", str(known.experiment_path), option, value)
+        assert_clean_error(result, f"{option} must be a positive number of dollars, got {value}")
+    result = run_cli("report", str(known.experiment_path), "--budget", "nan")
+    assert_clean_error(result, "--budget must be a positive number of dollars, got nan")
+
+
+def test_an_out_folder_that_cannot_be_made_is_one_clear_error(
+    known: Constructed, tmp_path: Path
+) -> None:
+    # Found by hand: `--out /proc/x` ended in a FileNotFoundError traceback, after the report
+    # was built; a file where the folder should be, in a FileExistsError.
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for out in (afile, afile / "below"):
+        result = run_cli("report", str(known.experiment_path), "--out", str(out))
+        assert_clean_error(result, f"--out {out}: cannot write the report there")
 
 
 def test_empty_study_is_a_clear_error(tmp_path: Path) -> None:
@@ -799,6 +938,9 @@ def test_promote_follows_the_report_and_says_so_when_it_says_do_not_fine_tune(
     assert number == 0
     assert "as `harness report` recommends among the fine-tuned models" in reason
     assert f"its answer is not to fine-tune: Don't fine-tune: {TFIDF}" in reason
+    lines = summary_lines(build_report(constructed.experiment()))
+    (line,) = [x for x in lines if x.startswith("If you fine-tune anyway: trial 0 ")]
+    assert line.endswith("; `harness promote` registers it by default.")
 
 
 @pytest.mark.slow  # the serial tier: a parallel test worker's load would be measured too

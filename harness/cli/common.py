@@ -336,6 +336,18 @@ def examples(*lines: str) -> str:
     return "Examples:\n\n```\n" + "\n".join(lines) + "\n```"
 
 
+def out_folder(path: Path | None, what: str) -> Path | None:
+    """Make the folder `--out` names before any work is done, or say in one line why it cannot
+    be (a file in the way, no such place, no permission); None stays None."""
+    if path is not None:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise ConfigError(f"--out {path}: cannot write {what} there ({reason})") from None
+    return path
+
+
 def user_errors(func: F) -> F:
     """Turn HarnessError into one clear message and its exit code; Ctrl-C into exit 130."""
 

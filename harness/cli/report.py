@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from harness.cli.common import ExperimentArg, SetOption, app, console, err_console, user_errors
+from harness.cli.common import (
+    ExperimentArg,
+    SetOption,
+    app,
+    console,
+    err_console,
+    out_folder,
+    user_errors,
+)
 
 if TYPE_CHECKING:
     from harness.report.build import ReportOptions
@@ -89,6 +97,7 @@ def report(
 
     exp = load_target(experiment, set_)
     options = _options(monthly_requests, value_per_point, budget, risk)
+    out = out_folder(out, "the report")
     result = build_report(exp, options)
     paths = write_report(result, out or default_out_dir(exp))
     problems = log_report(result, paths)
@@ -144,6 +153,7 @@ def compare(
 
     loaded = [load_target(name, set_) for name in experiments]
     options = _options(monthly_requests, value_per_point, budget, risk)
+    out = out_folder(out, "the report")
     result = build_comparison(loaded, options)
     paths, problems = record_comparison(result, loaded, out or comparison_dir(result))
     logged = f"Logged as MLflow run {result.parent_run_id} in experiment {COMPARE_EXPERIMENT}."

@@ -21,6 +21,7 @@ from harness.cli.common import (
     err_console,
     load_target,
     one_format,
+    out_folder,
     stop_signals_as_interrupt,
     user_errors,
 )
@@ -51,6 +52,7 @@ def prepare(
     from harness.data.prepare import prepare_experiment
 
     exp = load_target(experiment, set_)
+    out = out_folder(out, "the prepared data")
     backend = load_backend(exp.config.backend)
     data, report = prepare_experiment(exp, backend.count_tokens)
     target = out or Path("mlruns") / "prepared" / exp.name / data.digest[:12]

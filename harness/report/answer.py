@@ -8,7 +8,7 @@ from harness.report.decide import Move
 from harness.report.evidence import ValidationComparison
 from harness.report.formats import p_text, percent, points, usd
 from harness.report.front import reach
-from harness.report.model import Report, Step, TrialRow
+from harness.report.model import Report, ReportOptions, Step, TrialRow
 from harness.report.significance import ALPHA
 
 # --- verdicts --------------------------------------------------------------------------------
@@ -118,7 +118,7 @@ def _anyway_line(report: Report) -> list[str]:
         return []
     line = (
         f"If you fine-tune anyway: {tuned.name} ({tuned.describe()}), {reach(tuned)} for "
-        f"{usd(tuned.cost)}; `harness promote` registers it by default."
+        f"{usd(tuned.cost)}; {_promote_hint(report, tuned)}."
     )
     majority = next((b for b in report.baselines if b.name == "majority class"), None)
     n = report.n_valid or 0
@@ -131,6 +131,23 @@ def _anyway_line(report: Report) -> list[str]:
                 f" where always answering one label scores {percent(chance)}."
             )
     return [line]
+
+
+def _promote_hint(report: Report, tuned: TrialRow) -> str:
+    """How to register `tuned`: `harness promote` takes the answer of the report without
+    options, of the one study it is given, so anything else needs the study and --trial."""
+    o, default = report.options, ReportOptions()
+    asked = (o.value_per_point, o.budget, o.weigh_running, o.alpha, o.risk)
+    if tuned.origin is None and asked == (
+        default.value_per_point,
+        default.budget,
+        default.weigh_running,
+        default.alpha,
+        default.risk,
+    ):
+        return "`harness promote` registers it by default"
+    study = tuned.source or report.study
+    return f"`harness promote {study} --trial {tuned.trial_number}` registers it"
 
 
 def _baseline_line(report: Report) -> list[str]:

@@ -35,7 +35,7 @@ from harness.report.model import (
     TrialRow,
 )
 from harness.report.render import render_files
-from harness.report.sections import epoch_summary, ownership, qualitative_sample
+from harness.report.sections import epoch_summaries, ownership, qualitative_sample
 from harness.sweep.study import completed_trials, load_existing_study, pareto_front
 from harness.tracking.journal import ran_on_a_test_server
 from harness.tracking.record import MLFLOW_RUN_ID, TrialRecord, journal_key
@@ -98,10 +98,13 @@ def _rows(experiment: Experiment, trials: list[FrozenTrial], client: Any) -> lis
         for t in sorted(trials, key=lambda t: t.number):
             record = TrialRecord.from_attrs(t.user_attrs)
             run_id = record.mlflow_run_id
+            params = {**fixed, **t.params}
+            if record.train_examples is not None and "train_examples" in params:
+                params["train_examples"] = record.train_examples  # the size used, not asked
             rows.append(
                 TrialRow(
                     number=t.number,
-                    params={**fixed, **t.params},
+                    params=params,
                     accuracy=_or(record.test_accuracy, t.values[0]),
                     cost=_or(record.cost_usd, t.values[1] if len(t.values) > 1 else 0.0),
                     record=record,
@@ -235,7 +238,7 @@ def analyse(experiment: Experiment, rows: list[TrialRow], options: ReportOptions
         baselines=baselines,
         baseline_comparisons=_against_baseline(rows, candidates, n_valid, options.alpha),
         ownership=owned,
-        epochs=[s for s in map(epoch_summary, rows) if s is not None],
+        epochs=epoch_summaries(rows),
         recommendation=recommendation,
         neighbour=neighbour,
         sample=qualitative_sample(chosen, neighbour, options.sample_size, options.seed),

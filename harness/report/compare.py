@@ -180,5 +180,7 @@ def _answer(report: Report, experiments: Sequence[Experiment]) -> Answer:
         "value_per_point": o.value_per_point,
         "budget": o.budget,
         "alpha": o.alpha,
+        "risk": o.risk,
+        "weigh_running": o.weigh_running,  # --monthly-requests given: the volume weighed
     }
     return Answer(tags=tags, metrics=metrics, params=params)

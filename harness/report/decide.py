@@ -14,8 +14,10 @@ value or a budget, the knee of the front). With a value or a budget, the most va
 bought over the most valuable cheaper alternative, `rival`, when the evidence shows it is better
 (`Evidence.estimate`: among contenders shown to differ, the expected values decide; anywhere a
 tie is plausible, a one-sided paired test at alpha shared among the candidates dearer than
-`rival` must pass). If it is not shown, `best` and everything dearer is dropped and the walk looks
-again below it; if it is, the walk goes on from `best`. It stops where staying is worth most.
+`rival` must pass). If it is not shown, `best` drops out and the walk looks again at the rest (a
+dearer member, worth less than `best`, may still be shown better than where the walk stands; a
+member declined against a `rival` that then drops out itself is weighed again, once); if it is,
+the walk goes on from `best`. It stops where staying is worth most.
 
 In the knee mode nothing prices a gain, so the walk steps to the cheapest member within reach
 whose paired gain over where it stands is shown at alpha shared among the candidates dearer than
@@ -247,6 +249,8 @@ class _Walker:
 
     def _run_priced(self) -> Walk:
         current, options, moves = 0, list(range(1, self.top + 1)), []
+        held: dict[int, int] = {}  # declined against a rival above the walk: member -> rival
+        returned: set[int] = set()
         while options:
             best = max([current, *options], key=self.worth)
             if best == current:
@@ -258,8 +262,16 @@ class _Walker:
                 moves.append(replace(move, taken=True))
                 current, options = best, [o for o in options if o > best]
             else:
+                # Only `best` drops out: a dearer member worth less than `best` may still be
+                # shown better than where the walk stands, and worth its price over it.
                 moves.append(move)
-                options = [o for o in options if o < best]
+                options = [o for o in options if o != best]
+                if rival != current and best not in returned:
+                    held[best] = rival
+            # One declined against a rival that has since dropped out is weighed again (once).
+            back = {m for m, r in held.items() if m > current and r > current and r not in options}
+            held = {m: r for m, r in held.items() if m > current and m not in back}
+            options, returned = sorted([*options, *back]), returned | back
         return self._finish(current, moves)
 
     def _stop_kind(self) -> Kind:

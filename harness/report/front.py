@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -207,17 +208,29 @@ def recommend(
         for part in (
             _what(chosen, options, result, front, trials),
             _why(move, step, options, n_valid) if move and step else _top(chosen, trials),
-            _confirm(chosen, rival, check, bought),
+            _confirm(chosen, rival, check, bought, _priced_out(move, options)),
         )
         if part
     )
-    fine_tuned: TrialRow | None = chosen
-    if chosen.is_baseline:
-        tuned = [trials[i] for i in pareto_front([(r.selection_accuracy, r.cost) for r in trials])]
-        fine_tuned = tuned[walk_front(tuned, options, n_valid, trials).chosen] if tuned else None
+    fine_tuned = _fine_tuned(trials, options, n_valid) if chosen.is_baseline else chosen
     return Recommendation(
         chosen, _mode(options), text, result, step, move, rival, check, fine_tuned
     )
+
+
+def _fine_tuned(
+    trials: list[TrialRow], options: ReportOptions, n_valid: int | None
+) -> TrialRow | None:
+    """What the walk takes among the fine-tuned trials alone (what to fine-tune anyway). Where
+    the budget rules every one out, going over it is the premise: the walk without it (else it
+    would name the cheapest, however little it learned)."""
+    tuned = [trials[i] for i in pareto_front([(r.selection_accuracy, r.cost) for r in trials])]
+    if not tuned:
+        return None
+    result = walk_front(tuned, options, n_valid, trials)
+    if result.over_budget:  # what the budget bounds (with a volume, the first year's cost)
+        result = walk_front(tuned, replace(options, budget=None), n_valid, trials)
+    return tuned[result.chosen]
 
 
 def reach(row: TrialRow) -> str:
@@ -254,6 +267,8 @@ def _what(
         tied = best is not None and best >= chosen.selection_accuracy
         verb = "is as accurate as the best" if tied else "beats every"
         head = f"Don't fine-tune: {described} {verb} fine-tuned model tried, for less"
+    elif priced := _priced_out(move, options):  # the dearer one is better, not worth it
+        head = f"Don't fine-tune: {described} is the better buy {priced}"
     else:
         head = f"Don't fine-tune: {described} is as good for less"
     return f"{head}: {reach(chosen)} for {usd(chosen.cost)}."
@@ -336,18 +351,38 @@ def _value_text(move: Move, options: ReportOptions) -> str:
         return ""
     estimate, low, high = net
     extra = "extra first-year cost" if options.weigh_running else "extra cost"
-    return (
+    text = (
         f"at {usd(options.value_per_point)} a point its expected net value (value x gain - "
         f"{extra}) is {usd(estimate)} (95% interval {usd(low)} to {usd(high)})"
     )
+    if options.risk < 0.5 and move.estimate is not None and options.value_per_point:
+        at_risk = 100.0 * options.value_per_point * move.estimate.quantile(options.risk)
+        text += (
+            f"; decided on its {100 * options.risk:g}% quantile (--risk {options.risk:g}): "
+            f"{usd(at_risk - move.extra_cost)}"
+        )
+    return text
+
+
+def _priced_out(move: Move | None, options: ReportOptions) -> str | None:
+    """`at $X a point`, where the walk declined a dearer model whose gain it had shown: its
+    price, not its accuracy, decided (None otherwise)."""
+    declined = move is not None and move.kind == "tested" and move.shown and not move.taken
+    if not declined or options.value_per_point is None:
+        return None
+    return f"at {usd(options.value_per_point)} a point"
 
 
 def _confirm(
-    chosen: TrialRow, rival: TrialRow | None, cmp: PairedComparison | None, bought: bool
+    chosen: TrialRow,
+    rival: TrialRow | None,
+    cmp: PairedComparison | None,
+    bought: bool,
+    priced_out: str | None = None,
 ) -> str:
     """The one test-set comparison, stated before the test set was read: the chosen model
     against the one it was bought over (`bought`), else against the dearer one it was preferred
-    to."""
+    to (`priced_out`: for its price, its gain shown on validation)."""
     if rival is None:
         return ""
     if cmp is None:
@@ -361,6 +396,11 @@ def _confirm(
         if cmp.significant:
             return f"{against}: the test set contradicts the gain; treat it as unproven."
         return f"{against}: not confirmed there, so the gain may be smaller than validation says."
+    if cmp.significant and diff < 0 and priced_out:
+        return (
+            f"{against}: the test set agrees that {rival.name} is more accurate, as validation "
+            f"showed; {priced_out} it is not worth its price."
+        )
     if cmp.significant and diff < 0:
         return (
             f"{against}: the test set favours {rival.name}; the choice stands on validation, "

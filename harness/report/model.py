@@ -5,6 +5,7 @@ Plain data, built by `harness.report.build` and `harness.report.front`, read by 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,10 +52,14 @@ class ReportOptions:
             raise ConfigError(f"--risk must be in (0, 0.5], got {self.risk}")
         if self.monthly_requests < 0:
             raise ConfigError(f"--monthly-requests must be 0 or more, got {self.monthly_requests}")
-        if self.value_per_point is not None and self.value_per_point <= 0:
-            raise ConfigError(f"--value-per-point must be positive, got {self.value_per_point}")
-        if self.budget is not None and self.budget <= 0:
-            raise ConfigError(f"--budget must be positive, got {self.budget}")
+        for option, dollars in (
+            ("--value-per-point", self.value_per_point),
+            ("--budget", self.budget),
+        ):
+            if dollars is not None and not math.isfinite(dollars):  # nan, inf: no price to weigh
+                raise ConfigError(f"{option} must be a positive number of dollars, got {dollars}")
+            if dollars is not None and dollars <= 0:
+                raise ConfigError(f"{option} must be positive, got {dollars}")
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,14 @@ def epoch_summary(row: TrialRow) -> EpochSummary | None:
     return EpochSummary(row.number, len(curve), peak + 1, curve[peak], max(after, 0.0), curve[-1])
 
 
+def epoch_summaries(rows: list[TrialRow]) -> list[EpochSummary]:
+    """The per-epoch summary of every trial with a curve. An epoch checkpoint's curve is its
+    parent's first epochs, paid for once by the parent: summed again, the cost after a peak
+    would count the same epochs twice."""
+    trials = [r for r in rows if not r.record.is_checkpoint]
+    return [s for s in map(epoch_summary, trials) if s is not None]
+
+
 def qualitative_sample(
     chosen: TrialRow, neighbour: TrialRow | None, size: int, seed: int
 ) -> pd.DataFrame:
