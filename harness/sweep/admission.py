@@ -7,8 +7,9 @@ fits but the configuration drawn does not, that trial is told PRUNED (not FAIL: 
 wrong and nothing was spent), with the reason as its `skipped_reason` attribute, settled at $0 in
 the ledger, and without an MLflow run of its own; with nothing of the sweep in flight, the same
 configuration cut to fewer epochs or training examples, the dearest cut that fits, is queued and
-run instead (`_cut_to_fit`), so one dear draw does not end a sweep that has budget left. Either way the study's MLflow run gets the
-reason as its `harness.stopped` tag, so the UI says why the sweep stopped.
+run instead (`_cut_to_fit`), so one dear draw does not end a sweep that has budget left. Either
+way the study's MLflow run gets the reason as its `harness.stopped` tag, so the UI says why the
+sweep stopped.
 
 A skipped trial that was a queued retry of a paid remote job is queued again, so that a later
 sweep with more budget still resumes that job instead of paying for another.
