@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -428,6 +429,57 @@ def test_a_draw_the_budget_cannot_cover_runs_cut_to_what_is_left(
     assert skipped.params["n_epochs"] == 3
     assert "runs instead with n_epochs=1" in skipped.user_attrs["skipped_reason"]
     assert outcome.stopped is not None and "no more trials start" in outcome.stopped
+    assert sum(ledger_usd(_study().get_trials())) <= budget
+
+
+def test_another_workers_trial_in_flight_does_not_stop_the_sweep_with_budget_left(
+    tmp_path: Path, backend: MemoryBackend
+) -> None:
+    # Found against the OpenAI test server: the wait for trials in flight covered this worker's
+    # own only, so a worker stopped on another's held worst case, which then settled lower.
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    space = {**SPACE, "n_epochs": 1}  # every trial costs the same
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
+    path = write_experiment(tmp_path, data, space, study={"n_trials": 3})
+    experiment = load_experiment(str(path))
+    prepared, _ = prepare_experiment(experiment)
+    model = experiment.config.backend.model
+    each = backend.estimate(TrialSpec(0, 1, 1.0, 8, model), prepared).total.usd
+    Path("mlruns").mkdir()
+    storage = "sqlite:///mlruns/optuna.db"
+    study = optuna.create_study(
+        study_name="tiny", storage=storage, directions=["maximize", "minimize"]
+    )
+    lr = optuna.distributions.FloatDistribution(0.5, 4.0, log=True)
+    other = study.ask({"learning_rate_multiplier": lr})
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    for key, value in {"host": socket.gethostname(), "pid": alive.pid}.items():
+        other.set_user_attr(key, value)
+    other.set_user_attr("reserved_usd", 2 * each)  # its worst case, held while it runs
+
+    def other_settles() -> None:  # the other worker's trial ends, costing a quarter of that
+        deadline = time.monotonic() + 60
+        while not study.get_trials(states=(TrialState.COMPLETE,)) and time.monotonic() < deadline:
+            time.sleep(0.1)  # until our first trial is done and the next one would not fit
+        time.sleep(3)
+        other.set_user_attr("cost_usd", each / 2)
+        study.tell(other, [0.6, each / 2])
+
+    budget = 3.5 * each  # with the other's worst case held, one trial of ours fits
+    experiment = load_experiment(str(path), [f"budget_usd={budget}"])
+    settles = threading.Thread(target=other_settles)
+    settles.start()
+    try:
+        outcome = run_sweep(experiment, RecordingView(), confirm=lambda *_: True)
+    finally:
+        settles.join()
+        alive.kill()
+        alive.wait()
+    assert len(outcome.results) >= 2, outcome.stopped
     assert sum(ledger_usd(_study().get_trials())) <= budget
 
 

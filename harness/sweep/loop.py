@@ -73,7 +73,9 @@ def run_sweep(
                     and attempts_left > 0
                     and len(running) < _room(sweep, running)
                 ):
-                    launched = _launch(sweep, pool, in_flight=bool(running))
+                    # Every worker's trials in flight hold worst cases that settle lower.
+                    in_flight = bool(running) or others_running(sweep.handle)
+                    launched = _launch(sweep, pool, in_flight)
                     if launched is None:
                         break
                     attempts_left -= 1

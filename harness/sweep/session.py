@@ -107,8 +107,8 @@ class Sweep:
         admission.price_rungs(*priced, self.handle)  # multi-fidelity: rungs priced like trials
         admission.tell_chance(self.data, self.handle)  # and what learning nothing scores
         self.cheapest = admission.cheapest_trial(*priced) if self.budget.limit else Cost()
-        in_flight = self.budget.limit and workers > 1  # only then is a trial asked in flight
-        self.dearest = admission.dearest_trial(*priced) if in_flight else Cost()
+        # Trials in flight (this worker's, or any other's on the study) hold worst cases.
+        self.dearest = admission.dearest_trial(*priced) if self.budget.limit else Cost()
 
     def completed(self) -> int:
         return len(trained_trials(self.handle.study))
