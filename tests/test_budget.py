@@ -113,3 +113,28 @@ def test_a_failing_remote_trial_without_a_job_is_settled_at_zero() -> None:
     for trial in (no_job, with_job):
         study.tell(trial, state=TrialState.FAIL)
     assert budget.committed() == pytest.approx(0.4)
+
+
+def test_a_create_whose_reply_was_lost_keeps_its_reservation() -> None:
+    # Every create attempt failed with a transient error (a 500 or a dropped connection after
+    # the server may have committed) and no listing found the job by its key: a job may exist
+    # and bill, so the trial is not settled at $0 (it was, and the budget lost the job's cost).
+    from harness.backends.base import MemoryJournal
+    from harness.backends.hosted._job_keys import Retry, create_once
+
+    journal = MemoryJournal({"job_key": "k5"})
+
+    def create() -> str:
+        raise TimeoutError("the reply was lost")
+
+    with pytest.raises(TimeoutError):
+        create_once(create, lambda: None, journal, (TimeoutError,), Retry(1, 0, 0), lambda s: None)
+    study = _study()
+    budget = Budget(1.0, study)
+    sent = study.ask(DIST)
+    budget.reserve(sent, Cost(usd=0.4))
+    for key, value in journal.notes.items():
+        sent.set_user_attr(f"journal.{key}", value)
+    budget.settle_failed(sent, bills_jobs=True)
+    study.tell(sent, state=TrialState.FAIL)
+    assert budget.committed() == pytest.approx(0.4)

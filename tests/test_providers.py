@@ -184,8 +184,11 @@ def test_a_sweep_with_lost_create_replies_pays_each_job_once_and_stops_at_the_bu
     provider.lose_creates()
     path = _experiment(tmp_path, provider, 4, budget_usd=budget)
     outcome = run_sweep(load_experiment(str(path)), RecordingView(), confirm=lambda w, b: True)
-    assert outcome.stopped is not None and outcome.stopped.startswith("budget"), outcome.failures
-    assert 1 <= len(outcome.results) < 4
+    # Trials run while their reservations fit (a draw that does not runs cut to fewer epochs or
+    # examples), and stop when none does.
+    assert not outcome.failures
+    assert outcome.stopped is None or outcome.stopped.startswith("budget")
+    assert 1 <= len(outcome.results) <= 4
     _assert_each_job_paid_once(tmp_path, provider, len(outcome.results))
     assert sum(r.total_cost.usd for r in outcome.results) <= budget
     assert provider.billed_tokens() * PRICE["training_per_1m"] / 1e6 <= budget

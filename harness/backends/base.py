@@ -140,6 +140,11 @@ class Journal(Protocol):
     def log_text(self, text: str, artifact_file: str) -> None: ...
 
 
+# The journal note a remote backend writes before each request that may create a paid job: a
+# trial that fails with it and no job id may still have a job (its reply was lost).
+CREATE_SENT = "job_create_sent"
+
+
 class MemoryJournal:
     """A journal that lives as long as the object: for library use and tests."""
 

@@ -31,11 +31,12 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from harness.backends.base import CREATE_SENT
 from harness.errors import BudgetExceeded
 from harness.records import Cost, usd
 from harness.sweep.estimate import worst_case_total
 from harness.sweep.locks import study_lock
-from harness.tracking.record import TrialRecord, reserve_attrs, settle_attrs
+from harness.tracking.record import TrialRecord, journal_key, reserve_attrs, settle_attrs
 
 if TYPE_CHECKING:
     from harness.backends.base import Backend
@@ -164,10 +165,12 @@ class Budget:
 
     def settle_failed(self, trial: Trial, bills_jobs: bool = False) -> None:
         """A failing trial (still RUNNING): settle it at $0 when it is known to have spent
-        nothing (a remote trial that never created its job: no job id, and a key noted or,
-        where the backend `bills_jobs`, none); else its reservation stands."""
+        nothing (a remote trial that never created its job: no job id, no create request sent,
+        and a key noted or, where the backend `bills_jobs`, none); else its reservation stands
+        (a create whose reply was lost may have made a job the listing did not show)."""
         record = TrialRecord.from_attrs(trial.user_attrs)
-        if record.job_id is None and (record.job_key is not None or bills_jobs):
+        sent = trial.user_attrs.get(journal_key(CREATE_SENT))
+        if record.job_id is None and not sent and (record.job_key is not None or bills_jobs):
             for key, value in settle_attrs(0.0).items():
                 trial.set_user_attr(key, value)
 

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from harness.backends.base import Journal
+from harness.backends.base import CREATE_SENT, Journal
 
 SUFFIX_KEY_LENGTH = 8  # hex digits of the job key in a suffix (Nebius, Together: 64 at most)
 
@@ -91,6 +91,9 @@ def create_once(
     """
     delay = retry.delay
     for attempt in range(retry.attempts + 1):
+        # Noted before the request: a reply lost after this may hide a paid job the listing
+        # does not show yet, so the budget keeps the trial's reservation (`Budget.settle_failed`).
+        journal.record(CREATE_SENT, "true")
         try:
             job_id = create()
         except transient:
