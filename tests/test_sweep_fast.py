@@ -42,7 +42,11 @@ SPACE = {
 def backend(monkeypatch: pytest.MonkeyPatch) -> MemoryBackend:
     """One in-memory backend every sweep of the test loads (its models outlive a sweep, as a
     local backend's folders do)."""
-    memory = MemoryBackend()
+    return _use_backend(monkeypatch, MemoryBackend())
+
+
+def _use_backend(monkeypatch: pytest.MonkeyPatch, memory: MemoryBackend) -> MemoryBackend:
+    """Every sweep of the test loads `memory`, and tracks into this test's own store."""
     monkeypatch.setattr(session, "load_backend", lambda config, progress=None: memory)
     # Absolute: MLflow caches stores by URI, so a relative one could reach an earlier test's.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd()}/mlruns/mlflow.db")
@@ -381,9 +385,7 @@ def test_a_trial_still_running_does_not_stop_the_sweep_with_budget_left(
     # budget: $0.00751 committed of $0.012 ...; this trial could cost up to $0.00592, so no
     # more trials start" while t001 still held its worst case; t001 settled at $0.00319 and the
     # sweep stopped with $0.00478 of $0.012 spent, though the next trial fitted.
-    memory = _PessimisticRemote()
-    monkeypatch.setattr(session, "load_backend", lambda config, progress=None: memory)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd()}/mlruns/mlflow.db")
+    memory = _use_backend(monkeypatch, _PessimisticRemote())
     space = {**SPACE, "n_epochs": 1}  # every trial costs the same: no checkpoints
     data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
     study = {"n_trials": 8, "sampler": {"kind": "random"}}
@@ -506,9 +508,7 @@ def test_a_test_servers_figures_are_labelled_synthetic_wherever_they_are_shown(
     # started, but `harness report` answered "trial 0 ... 87.5% test accuracy ... for $0.00159"
     # with no word of it (report.md and report.html neither), and `harness trials` and
     # `harness studies` showed the figures as results.
-    memory = _TestServerBackend()
-    monkeypatch.setattr(session, "load_backend", lambda config, progress=None: memory)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd()}/mlruns/mlflow.db")
+    _use_backend(monkeypatch, _TestServerBackend())
     run_sweep(load_experiment(str(_experiment(tmp_path, 2))), RecordingView())
     for command in (("trials", "tiny"), ("studies",)):
         result = run_cli(*command)
