@@ -32,6 +32,7 @@ from harness.config import Experiment, load_experiment
 from harness.data.prepare import prepare_experiment
 from harness.errors import ConfigError
 from harness.records import PreparedData, Split
+from harness.report.build import write_report
 from harness.report.compare import (
     COMPARE_EXPERIMENT,
     build_comparison,
@@ -251,7 +252,22 @@ def test_a_model_cheaper_to_own_but_dearer_to_sweep_is_weighed_and_chosen(hosted
     assert report.recommendation.chosen.name == "big trial 0"
     on_front = {r.name for r in report.trials if r.on_front}
     assert on_front == {"big trial 0", "small trial 0"}
-    assert report.steps[-1].price.startswith(f"{report.steps[-1].cost_ratio:.0f}")
+    assert report.steps[-1].first_year
+    assert report.steps[-1].price.startswith(f"{report.steps[-1].cost_ratio:.0f}x the first-year")
+
+
+def test_a_front_on_first_year_cost_says_so_in_every_section(hosted: Built, tmp_path: Path) -> None:
+    owned = ReportOptions(value_per_point=10.0, weigh_running=True)
+    report = build_comparison(hosted.experiments("small", "big"), owned)
+    markdown = write_report(report, tmp_path)["markdown"].read_text()
+    assert "against first-year cost (training, then 12 months of 10,000 requests" in markdown
+    assert "| first-year cost ratio | extra first-year cost |" in markdown
+    assert "| cost | first-year cost |" in markdown  # who is on the front, across studies
+    html = (tmp_path / "report.html").read_text()
+    assert "first-year cost per configuration, US dollars" in html  # the chart's cost axis
+    sweep = build_comparison(hosted.experiments("small", "big"), ReportOptions())
+    plain = write_report(sweep, tmp_path / "plain")["markdown"].read_text()
+    assert "first-year cost" not in plain.split("## Total cost of ownership")[0]
 
 
 def test_a_checkpoint_runs_at_its_own_study_s_parent_cost(better_report: Report) -> None:

@@ -344,8 +344,8 @@ def _method(report: Report) -> list[Block]:
             else ""
         )
         + (
-            "The choice weighs each model's first-year cost of ownership at "
-            f"{o.monthly_requests:,} requests a month, hosting included."
+            "The front, its knee, its steps and the choice weigh each model's first-year cost "
+            f"of ownership at {o.monthly_requests:,} requests a month, hosting included."
             if o.weigh_running
             else ""
         ),
