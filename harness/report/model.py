@@ -28,10 +28,11 @@ class ReportOptions:
 
     `value_per_point` is dollars one accuracy point (1 percentage point of accuracy) is worth;
     `risk` the quantile of the true gain a purchase is decided on (0.5: its expected value);
-    `budget` is the most one configuration may cost (training plus test evaluation, the study's cost
-    axis). With neither, the walk along the front stops at its knee at the latest. `alpha` is the
-    family-wise one-sided level of every step up the walk (shared among the candidates dearer
-    than the current choice) and the two-sided level of the test-set check.
+    `budget` is the most one configuration may cost (training plus test evaluation, the study's
+    cost axis; with `weigh_running`, its first year of ownership, the cost the front is then
+    formed on). With neither, the walk along the front stops at its knee at the latest. `alpha`
+    is the family-wise one-sided level of every step up the walk (shared among the candidates
+    dearer than the current choice) and the two-sided level of the test-set check.
     """
 
     monthly_requests: int = 10_000
@@ -43,8 +44,8 @@ class ReportOptions:
     seed: int = 0
     sample_size: int = 12
     risk: float = 0.5
-    # The reader stated a volume (`--monthly-requests`): the choice weighs the first year's cost
-    # of ownership (training, then 12 months of serving and hosting), not the sweep's cost.
+    # The reader stated a volume (`--monthly-requests`): the front and the choice weigh the first
+    # year's cost of ownership (training, then 12 months of serving and hosting), not the sweep's.
     weigh_running: bool = False
 
     def __post_init__(self) -> None:
