@@ -220,7 +220,7 @@ def analyse(experiment: Experiment, rows: list[TrialRow], options: ReportOptions
     _note_unpaired(candidates, n_valid, notes)
     owned = ownership(rows, n_test, options.monthly_requests)
     if options.weigh_running:  # before the front: it is formed on what the choice weighs
-        _weigh_running(candidates, owned)
+        _weigh_running(rows, owned)
     front = _front(candidates)
     for row in front:
         row.on_front = True
@@ -267,8 +267,8 @@ def _note_unpaired(candidates: list[TrialRow], n_valid: int | None, notes: list[
 
 def _weigh_running(rows: list[TrialRow], owned: list[Ownership]) -> None:
     """Have the choice weigh each trial's first year of ownership (training, then 12 months of
-    serving and hosting at the stated volume); baselines (no ownership: they run for next to
-    nothing) weigh their own cost, marked as weighed on the same basis."""
+    serving and hosting at the stated volume); baselines run for next to nothing (they weigh
+    their own cost, and their cost is quoted as it is)."""
     by_number = {o.number: o for o in owned}
     for row in rows:
         own = by_number.get(row.number)
