@@ -32,6 +32,7 @@ from harness.config import Experiment, load_experiment
 from harness.data.prepare import prepare_experiment
 from harness.errors import ConfigError
 from harness.records import PreparedData, Split
+from harness.report.build import write_report
 from harness.report.compare import (
     COMPARE_EXPERIMENT,
     build_comparison,
@@ -109,7 +110,11 @@ def _predictions(data: PreparedData, correct: int) -> pd.DataFrame:
     )
 
 
-def _study(directory: Path, built: Built, name: str, model: str, trials: Trials) -> None:
+def _study(
+    directory: Path, built: Built, name: str, model: str, trials: Trials, hourly: float = 0.0
+) -> None:
+    """One study of `trials`; `hourly`: its models are served from a deployment billed that
+    many dollars an hour (its scoring paid for 0.001 h of it)."""
     path = built.paths[name] = _experiment(directory, name, model, seed=13)
     experiment = load_experiment(str(path))
     data, _ = prepare_experiment(experiment)
@@ -131,7 +136,9 @@ def _study(directory: Path, built: Built, name: str, model: str, trials: Trials)
             "mlflow_run_id": run.info.run_id,
             "cost_usd": cost,
             "train_cost_usd": 0.8 * cost,
-            "eval_cost_usd": 0.2 * cost if of is None else 0.0,
+            "eval_cost_usd": (0.2 * cost if of is None else 0.0) + hourly * 0.001,
+            "eval_hosting_usd": hourly * 0.001,
+            "eval_hosting_hours": 0.001 if hourly else 0.0,
             "valid_accuracy": valid,
             "test_accuracy": correct / N,
             "valid_accuracy_by_epoch": [valid],
@@ -150,13 +157,14 @@ def _study(directory: Path, built: Built, name: str, model: str, trials: Trials)
         )
 
 
-def build(directory: Path, big_trials: Trials) -> Built:
-    """Studies `small` (MiniLM) and `big` (`all-mpnet-base-v2`) on the same data, and an
-    experiment `other` on another split of it (seed 14) that has no study."""
+def build(directory: Path, big_trials: Trials, small_hourly: float = 0.0) -> Built:
+    """Studies `small` (MiniLM, served at `small_hourly` dollars an hour) and `big`
+    (`all-mpnet-base-v2`) on the same data, and an experiment `other` on another split of it
+    (seed 14) that has no study."""
     uri = f"sqlite:///{directory / 'mlflow.db'}"
     ensure_sqlite_store(uri)
     built = Built({}, uri, {})
-    _study(directory, built, "small", "all-MiniLM-L6-v2", SMALL)
+    _study(directory, built, "small", "all-MiniLM-L6-v2", SMALL, small_hourly)
     _study(directory, built, "big", "all-mpnet-base-v2", big_trials)
     built.paths["other"] = _experiment(directory, "other", "all-MiniLM-L6-v2", seed=14)
     return built
@@ -221,6 +229,45 @@ def test_an_equal_dearer_model_is_not_chosen(equal: Built) -> None:
     assert rec.rival is not None and rec.rival.name == "big trial 0"
     assert rec.confirmation is not None and rec.confirmation.difference == 0
     assert "consistent with not paying for big trial 0" in rec.text
+
+
+@pytest.fixture(scope="module")
+def hosted(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """`small 0` (85% validation, $0.01 to sweep) is served from a deployment billed $1.70 an
+    hour; `big 0` (84%, $0.05 to sweep) runs for $0.50 a month at 10,000 requests."""
+    return build(tmp_path_factory.mktemp("hosted"), big(0.84, 168), small_hourly=1.70)
+
+
+def test_a_model_cheaper_to_own_but_dearer_to_sweep_is_weighed_and_chosen(hosted: Built) -> None:
+    # Found by QA: the front was formed on the sweep's cost, so `big 0`, a point less accurate
+    # and dearer to sweep, was dominated and never weighed, though its first year costs about
+    # $6 against `small 0`'s $14,900.
+    experiments = hosted.experiments("small", "big")
+    sweep = build_comparison(experiments, ReportOptions(value_per_point=10.0))
+    assert sweep.recommendation.chosen.name == "small trial 0"  # no volume: nothing changes
+    owned = ReportOptions(value_per_point=10.0, weigh_running=True)
+    report = build_comparison(experiments, owned)
+    front = [r.name for r in report.front]
+    assert front[-2:] == ["big trial 0", "small trial 0"]  # cheapest to own first
+    assert report.recommendation.chosen.name == "big trial 0"
+    on_front = {r.name for r in report.trials if r.on_front}
+    assert on_front == {"big trial 0", "small trial 0"}
+    assert report.steps[-1].first_year
+    assert report.steps[-1].price.startswith(f"{report.steps[-1].cost_ratio:.0f}x the first-year")
+
+
+def test_a_front_on_first_year_cost_says_so_in_every_section(hosted: Built, tmp_path: Path) -> None:
+    owned = ReportOptions(value_per_point=10.0, weigh_running=True)
+    report = build_comparison(hosted.experiments("small", "big"), owned)
+    markdown = write_report(report, tmp_path)["markdown"].read_text()
+    assert "against first-year cost (training, then 12 months of 10,000 requests" in markdown
+    assert "| first-year cost ratio | extra first-year cost |" in markdown
+    assert "| cost | first-year cost |" in markdown  # who is on the front, across studies
+    html = (tmp_path / "report.html").read_text()
+    assert "first-year cost per configuration, US dollars" in html  # the chart's cost axis
+    sweep = build_comparison(hosted.experiments("small", "big"), ReportOptions())
+    plain = write_report(sweep, tmp_path / "plain")["markdown"].read_text()
+    assert "first-year cost" not in plain.split("## Total cost of ownership")[0]
 
 
 def test_a_checkpoint_runs_at_its_own_study_s_parent_cost(better_report: Report) -> None:

@@ -46,6 +46,7 @@ from harness.records import PreparedData, Split
 from harness.report.baselines import Baseline, tfidf_baseline
 from harness.report.build import (
     ReportOptions,
+    _front,
     _rows,
     _weigh_running,
     baseline_rows,
@@ -56,7 +57,14 @@ from harness.report.build import (
     write_report,
 )
 from harness.report.formats import percent, usd
-from harness.report.front import _value_text, comparer, knee_index, knee_limit, recommend
+from harness.report.front import (
+    _value_text,
+    comparer,
+    front_steps,
+    knee_index,
+    knee_limit,
+    recommend,
+)
 from harness.report.model import TrialRow
 from harness.report.render import trials_frame
 from harness.report.sections import epoch_summaries, ownership
@@ -1074,3 +1082,60 @@ def test_a_model_scored_without_hosting_fees_still_bills_hosting_once_served() -
     plain = _row(2, 0.02, 150, valid=0.75)
     plain.record = TrialRecord(train_cost_usd=0.01, eval_cost_usd=0.01)
     assert ownership([plain], N_TEST, 10_000)[0].hosting_per_month is None
+
+
+def _hosted_and_owned(hosted_valid: float) -> list[TrialRow]:
+    """Found by QA: trial 0 ($1.24 to sweep) is served from a deployment billed by the hour, so
+    its first year at 10,000 requests a month costs about $1,201; trial 1, a point less accurate
+    (or as accurate) on validation, costs $2.02 to sweep and about $122 in its first year."""
+    hosted = _row(0, 1.24, 170, valid=hosted_valid)
+    hosted.record = TrialRecord(
+        train_cost_usd=1.0844, eval_cost_usd=0.1556, eval_hosting_usd=0.1356, eval_hosting_hours=1
+    )
+    owned = _row(1, 2.02, 168, valid=0.84)
+    owned.record = TrialRecord(train_cost_usd=1.82, eval_cost_usd=0.20)
+    for row in (hosted, owned):
+        row.record = replace(row.record, valid_correct=pack_bits(np.arange(200) < 168))
+    hosted.record = replace(
+        hosted.record, valid_correct=pack_bits(np.arange(200) < round(200 * hosted_valid))
+    )
+    return [hosted, owned]
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [{}, {"value_per_point": 10.0}, {"budget": 500.0}],
+    ids=["knee", "value", "budget"],
+)
+@pytest.mark.parametrize("hosted_valid", [0.85, 0.84], ids=["a-point-better", "as-good"])
+def test_a_stated_volume_forms_the_front_on_first_year_cost(
+    asked: dict[str, float], hosted_valid: float
+) -> None:
+    # The front was formed on the sweep's cost, so the model ten times cheaper to own but
+    # dearer to sweep was dominated and never weighed: the hosted one was bought.
+    rows = _hosted_and_owned(hosted_valid)
+    options = ReportOptions(weigh_running=True, **asked)  # type: ignore[arg-type]
+    _weigh_running(rows, ownership(rows, N_TEST, options.monthly_requests))
+    assert rows[0].decision_cost == pytest.approx(1_201, abs=1)
+    assert rows[1].decision_cost == pytest.approx(122, abs=1)
+    front = _front(rows)
+    expected = [1, 0] if hosted_valid > 0.84 else [1]  # cheapest to own first
+    assert [r.number for r in front] == expected
+    rec = recommend(front, options, comparer(options), N_VALID, rows)
+    # +1 point of noise (2 examples of 200) is not worth $1,079 a year at any price.
+    assert rec.chosen.number == 1
+
+
+def test_the_steps_of_a_front_on_first_year_cost_are_priced_on_it() -> None:
+    rows = _hosted_and_owned(0.85)
+    options = ReportOptions(value_per_point=10.0, weigh_running=True)
+    _weigh_running(rows, ownership(rows, N_TEST, options.monthly_requests))
+    front = _front(rows)
+    (step,) = front_steps(front, N_VALID, options, rows)
+    assert (step.cheaper.number, step.dearer.number) == (1, 0)
+    assert step.extra_cost == pytest.approx(1_201 - 122, abs=2)
+    assert step.cost_ratio == pytest.approx(1_201 / 122, rel=0.01)
+    assert step.price.startswith("9.9x the first-year cost ($1,079")
+    rec = recommend(front, options, comparer(options), N_VALID, rows)
+    assert "9.9x the first-year cost" in rec.text
+    assert "Choose trial 1" in rec.text and "$122 in its first year" in rec.text

@@ -59,6 +59,13 @@ def _oracle(server: FakeOpenAI, truth: Mapping[str, str]) -> None:
     server.state.set_oracle(answer)
 
 
+def _answer(output: str) -> str:
+    """The answer's line: the fake's trials are labelled synthetic on the line before it."""
+    lines = output.splitlines()
+    assert lines[0].startswith("Synthetic: these trials ran on a test server"), lines[0]
+    return lines[1]
+
+
 def test_the_report_buys_a_clearly_better_hosted_model_only_when_it_is_worth_it(
     tmp_path: Path, openai_fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -79,7 +86,7 @@ def test_the_report_buys_a_clearly_better_hosted_model_only_when_it_is_worth_it(
 
     rich = run_cli("report", str(path), "--out", str(tmp_path / "rich"), "--value-per-point", "100")
     assert rich.exit_code == 0, rich.output
-    answer = rich.output.splitlines()[0]
+    answer = _answer(rich.output)
     assert answer.startswith("Answer: Choose trial "), answer
     # The first figure is the chosen model's test accuracy; validation is named as what it was
     # chosen on.
@@ -92,6 +99,6 @@ def test_the_report_buys_a_clearly_better_hosted_model_only_when_it_is_worth_it(
         "report", str(path), "--out", str(tmp_path / "frugal"), "--value-per-point", "0.0001"
     )
     assert frugal.exit_code == 0, frugal.output
-    first = frugal.output.splitlines()[0]
+    first = _answer(frugal.output)
     assert first.startswith(f"Answer: Don't fine-tune: {TFIDF}"), first
     assert re.search(r"[\d.]+% test accuracy \(chosen on [\d.]+% validation\)", first)

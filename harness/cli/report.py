@@ -30,15 +30,18 @@ RiskOption = Annotated[
 MonthlyRequestsOption = Annotated[
     int | None,
     typer.Option(
-        help="Inference requests a month (default 10,000, shown only): given, the choice "
-        "weighs the first year's cost of ownership, serving and hosting included."
+        help="Inference requests a month (default 10,000, shown only): given, the front and "
+        "the choice weigh the first year's cost of ownership, serving and hosting included."
     ),
 ]
 ValuePerPointOption = Annotated[
     float | None, typer.Option(help="Dollars one accuracy point is worth to you.")
 ]
 BudgetOption = Annotated[
-    float | None, typer.Option(help="Most one configuration may cost, in dollars.")
+    float | None,
+    typer.Option(
+        help="Most one configuration may cost, in dollars (its first year with --monthly-requests)."
+    ),
 ]
 
 

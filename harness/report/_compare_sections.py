@@ -52,7 +52,9 @@ def compared_studies(report: Report) -> list[Block]:
 def _members(report: Report) -> tuple[list[str], list[list[str]]]:
     chosen = report.recommendation.chosen
     headers = ["front member", "experiment", "backend", "base model", "setup"]
+    year = report.options.weigh_running  # the front was formed on the first year's cost
     headers += ["validation accuracy", "test accuracy", "cost"]
+    headers += ["first-year cost"] if year else []
     rows = []
     for row in report.front:
         o = row.origin
@@ -66,6 +68,7 @@ def _members(report: Report) -> tuple[list[str], list[list[str]]]:
                 percent(row.selection_accuracy),
                 percent(row.accuracy),
                 usd(row.cost),
+                *([usd(row.weighed_cost)] if year else []),
             ]
         )
     return headers, rows

@@ -105,10 +105,19 @@ def answer_lines(report: Report) -> list[str]:
     lines.append(
         f"Based on {counted}"
         f"{running}{size}, {len(report.front)} on the Pareto front of {report.selected_on} "
-        "accuracy against cost (baselines included); cost = training + test-set evaluation, "
-        "US dollars."
+        f"accuracy against {cost_basis(report.options)} (baselines included), US dollars."
     )
     return lines
+
+
+def cost_basis(options: ReportOptions) -> str:
+    """The cost the front is formed on, in words."""
+    if options.weigh_running:
+        return (
+            "first-year cost (training, then 12 months of "
+            f"{options.monthly_requests:,} requests a month, hosting included)"
+        )
+    return "cost (training + test-set evaluation)"
 
 
 def _anyway_line(report: Report) -> list[str]:
@@ -118,7 +127,7 @@ def _anyway_line(report: Report) -> list[str]:
         return []
     line = (
         f"If you fine-tune anyway: {tuned.name} ({tuned.describe()}), {reach(tuned)} for "
-        f"{usd(tuned.cost)}; {_promote_hint(report, tuned)}."
+        f"{tuned.cost_text()}; {_promote_hint(report, tuned)}."
     )
     majority = next((b for b in report.baselines if b.name == "majority class"), None)
     n = report.n_valid or 0

@@ -218,12 +218,12 @@ def analyse(experiment: Experiment, rows: list[TrialRow], options: ReportOptions
             "saw it): steps along the front are decided by the point estimate, untested."
         )
     _note_unpaired(candidates, n_valid, notes)
+    owned = ownership(rows, n_test, options.monthly_requests)
+    if options.weigh_running:  # before the front: it is formed on what the choice weighs
+        _weigh_running(rows, owned)
     front = _front(candidates)
     for row in front:
         row.on_front = True
-    owned = ownership(rows, n_test, options.monthly_requests)
-    if options.weigh_running:
-        _weigh_running(rows, owned)
     compare = comparer(options)
     recommendation = recommend(front, options, compare, n_valid, candidates)
     shown = recommendation.fine_tuned if recommendation.chosen.is_baseline else None
@@ -267,7 +267,8 @@ def _note_unpaired(candidates: list[TrialRow], n_valid: int | None, notes: list[
 
 def _weigh_running(rows: list[TrialRow], owned: list[Ownership]) -> None:
     """Have the choice weigh each trial's first year of ownership (training, then 12 months of
-    serving and hosting at the stated volume); baselines run for next to nothing."""
+    serving and hosting at the stated volume); baselines run for next to nothing (they weigh
+    their own cost, and their cost is quoted as it is)."""
     by_number = {o.number: o for o in owned}
     for row in rows:
         own = by_number.get(row.number)
@@ -309,7 +310,9 @@ def _selection_basis(candidates: list[TrialRow], notes: list[str]) -> str:
 
 
 def _front(rows: list[TrialRow]) -> list[TrialRow]:
-    return [rows[i] for i in pareto_front([(r.selection_accuracy, r.cost) for r in rows])]
+    """The Pareto front of selection accuracy against what the choice weighs (the first year's
+    cost of ownership where a volume was given, else the sweep's cost), cheapest first."""
+    return [rows[i] for i in pareto_front([(r.selection_accuracy, r.weighed_cost) for r in rows])]
 
 
 def _cheaper_neighbour(front: list[TrialRow], row: TrialRow) -> TrialRow | None:

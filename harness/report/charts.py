@@ -41,7 +41,9 @@ def _tooltip(report: Report, row: TrialRow) -> str:
     where = "Pareto front" if row.on_front else "dominated"
     chosen = " (recommended)" if row is report.recommendation.chosen else ""
     valid = f"validation {percent(row.valid_accuracy)}, " if row.valid_accuracy is not None else ""
-    score = f"{valid}test {percent(row.accuracy)}, cost {usd(row.cost)}"
+    year = row.decision_cost
+    first = f", first year {usd(year)}" if year is not None else ""
+    score = f"{valid}test {percent(row.accuracy)}, cost {usd(row.cost)}{first}"
     return f"{row.name}{chosen}, {where}\n{row.describe()}\n{score}"
 
 
@@ -53,8 +55,8 @@ def _y(row: TrialRow) -> float:
 def _plotted(report: Report) -> tuple[list[TrialRow], bool]:
     """The front members the cost axis can show (a free baseline has no place on a log scale;
     its dashed line shows it), and whether that axis is logarithmic."""
-    log = use_log_cost([t.cost for t in report.trials])
-    return [r for r in report.front if r.cost > 0 or not log], log
+    log = use_log_cost([t.weighed_cost for t in report.trials])
+    return [r for r in report.front if r.weighed_cost > 0 or not log], log
 
 
 def accuracy_cost_png(report: Report, path: Path) -> None:
@@ -63,16 +65,24 @@ def accuracy_cost_png(report: Report, path: Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     others = [t for t in report.trials if not t.on_front]
-    ax.scatter([t.cost for t in others], [_y(t) for t in others], c=_OTHER, label="other trials")
+    ax.scatter(
+        [t.weighed_cost for t in others], [_y(t) for t in others], c=_OTHER, label="other trials"
+    )
     front, log = _plotted(report)
-    ax.plot([t.cost for t in front], [_y(t) for t in front], "o-", c=_FRONT, label="Pareto front")
+    ax.plot(
+        [t.weighed_cost for t in front],
+        [_y(t) for t in front],
+        "o-",
+        c=_FRONT,
+        label="Pareto front",
+    )
     for i, t in enumerate(front):
         # Neighbours on the front are often close: alternate below and above so labels such as
         # t5 and t6 do not print over each other.
         below = i % 2 == 0
         ax.annotate(
             t.short,
-            (t.cost, _y(t)),
+            (t.weighed_cost, _y(t)),
             textcoords="offset points",
             xytext=(5, -12 if below else 6),
             fontsize=8,
@@ -80,7 +90,7 @@ def accuracy_cost_png(report: Report, path: Path) -> None:
     chosen = report.recommendation.chosen
     if chosen in front:
         ax.scatter(
-            [chosen.cost],
+            [chosen.weighed_cost],
             [_y(chosen)],
             s=220,
             facecolors="none",
@@ -92,14 +102,31 @@ def accuracy_cost_png(report: Report, path: Path) -> None:
     if log:
         ax.set_xscale("log")
     percent_axis(ax)
-    ax.set_xlabel("cost per configuration (US dollars: training + test evaluation)")
+    ax.set_xlabel(cost_axis(report))
     ax.set_ylabel(f"{report.selected_on} accuracy (%)")
-    ax.set_title(f"{report.study}: {report.selected_on} accuracy against cost", fontsize=10)
+    title = f"{report.study}: {report.selected_on} accuracy against {cost_name(report)}"
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def cost_name(report: Report) -> str:
+    """`first-year cost` where the front was formed on it, else `cost`."""
+    return "first-year cost" if report.options.weigh_running else "cost"
+
+
+def cost_axis(report: Report) -> str:
+    """What the cost axis shows: the cost the front was formed on."""
+    o = report.options
+    if o.weigh_running:
+        return (
+            "first-year cost per configuration (US dollars: training + 12 months of "
+            f"{o.monthly_requests:,} requests, hosting included)"
+        )
+    return "cost per configuration (US dollars: training + test evaluation)"
 
 
 def percent_axis(ax: Any) -> None:
@@ -204,28 +231,29 @@ def accuracy_cost_svg(report: Report, width: int = 760, height: int = 430) -> st
     box = (70, width - 20, 34, height - 50)  # legend above the plot area
     left, right, top, bottom = box
     front, log = _plotted(report)
-    costs = [t.cost for t in report.trials] + [t.cost for t in front]
+    costs = [t.weighed_cost for t in report.trials] + [t.weighed_cost for t in front]
     scored = [b for b in report.baselines if b.accuracy is not None]
     accs = [_y(t) for t in report.trials] + [100 * b.selection_accuracy for b in scored]
     x = _Axis(costs, (left, right), log)
     y = _Axis(accs, (bottom, top), log=False)
-    parts = _svg_axes(x, y, box, f"{report.selected_on} accuracy")
+    label_x = f"{cost_name(report)} per configuration, US dollars"
+    parts = _svg_axes(x, y, box, f"{report.selected_on} accuracy", label_x)
     for base in scored:
         yy = y(100 * base.selection_accuracy)
         parts.append(
             _el("line", x1=left, x2=right, y1=yy, y2=yy, stroke=_BASE, stroke_dasharray="5,4")
         )
         parts.append(_el("text", html.escape(base.name), x=left + 4, y=yy - 4, fill=_BASE))
-    line = " ".join(f"{x(t.cost):.1f},{y(_y(t)):.1f}" for t in front)
+    line = " ".join(f"{x(t.weighed_cost):.1f},{y(_y(t)):.1f}" for t in front)
     parts.append(_el("polyline", points=line, fill="none", stroke=_FRONT, stroke_width=1.5))
     chosen = report.recommendation.chosen
     ring: dict[str, object] = {"r": 11, "fill": "none", "stroke": _CHOSEN, "stroke_width": 2}
     if chosen in front:
-        parts.append(_el("circle", "", cx=x(chosen.cost), cy=y(_y(chosen)), **ring))
+        parts.append(_el("circle", "", cx=x(chosen.weighed_cost), cy=y(_y(chosen)), **ring))
     points = [*report.trials, *(r for r in front if r.is_baseline)]
     place = {id(t): i for i, t in enumerate(front)}
     for t in sorted(points, key=lambda t: t.on_front):  # front drawn on top
-        cx, cy = x(t.cost), y(_y(t))
+        cx, cy = x(t.weighed_cost), y(_y(t))
         tip = _el("title", html.escape(_tooltip(report, t)))
         colour = _BASE if t.is_baseline else _FRONT if t.on_front else _OTHER
         parts.append(_el("circle", tip, class_="pt", cx=cx, cy=cy, r=6, fill=colour))
@@ -242,7 +270,7 @@ def accuracy_cost_svg(report: Report, width: int = 760, height: int = 430) -> st
         width=width,
         height=height,
         role="img",
-        aria_label=f"{report.selected_on} accuracy against cost",
+        aria_label=f"{report.selected_on} accuracy against {cost_name(report)}",
         font_family="sans-serif",
         font_size=11,
     )
@@ -259,7 +287,9 @@ def _legend(right: float, top: float) -> str:
     return _el("text", spans, x=right, y=top - 12, text_anchor="end")
 
 
-def _svg_axes(x: _Axis, y: _Axis, box: tuple[int, int, int, int], label_y: str) -> list[str]:
+def _svg_axes(
+    x: _Axis, y: _Axis, box: tuple[int, int, int, int], label_y: str, label_x: str
+) -> list[str]:
     left, right, top, bottom = box
     frame = {"fill": "none", "stroke": "#999"}
     parts = [_el("rect", x=left, y=top, width=right - left, height=bottom - top, **frame)]
@@ -271,7 +301,7 @@ def _svg_axes(x: _Axis, y: _Axis, box: tuple[int, int, int, int], label_y: str) 
         yy = y(tick)
         parts.append(_el("line", x1=left, x2=right, y1=yy, y2=yy, stroke="#eee"))
         parts.append(_el("text", f"{tick:g}%", x=left - 6, y=yy + 4, text_anchor="end"))
-    label = "cost per configuration, US dollars" + (" (log scale)" if x.log else "")
+    label = label_x + (" (log scale)" if x.log else "")
     middle = {"text_anchor": "middle"}
     parts.append(_el("text", label, x=(left + right) / 2, y=bottom + 38, **middle))
     vertical = {"transform": "rotate(-90)", "x": -(top + bottom) / 2, "y": 16, **middle}

@@ -170,6 +170,7 @@ def _answer(report: Report, experiments: Sequence[Experiment]) -> Answer:
         "answer_valid_accuracy": chosen.selection_accuracy,
         "answer_test_accuracy": chosen.accuracy,
         "answer_cost_usd": chosen.cost,
+        **({"answer_first_year_usd": chosen.weighed_cost} if report.options.weigh_running else {}),
         "candidates": float(len(report.trials)),
         "front_size": float(len(report.front)),
     }

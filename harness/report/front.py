@@ -78,7 +78,7 @@ def evidence_of(
         [r.selection_accuracy for r in candidates],
         [r.valid_correct for r in candidates],
         [not r.is_baseline for r in candidates],
-        [r.cost if r.decision_cost is None else r.decision_cost for r in candidates],
+        [r.weighed_cost for r in candidates],
         n_valid,
         alpha,
         priced,
@@ -102,7 +102,7 @@ def front_steps(
     steps = []
     pairs = zip(itertools.pairwise(front), itertools.pairwise(index), strict=True)
     for (a, b), (i, j) in pairs:
-        family = max(1, sum(a.cost < c.cost <= limit for c in candidates))
+        family = max(1, sum(a.weighed_cost < c.weighed_cost <= limit for c in candidates))
         steps.append(Step(a, b, evidence.compare(i, j, options.alpha / family)))
     return steps
 
@@ -160,7 +160,7 @@ def walk_front(
     last = None
     if _mode(options) == "knee":
         last = knee_limit(
-            [r.cost for r in front],
+            [r.weighed_cost for r in front],
             [r.selection_accuracy for r in front],
             [not r.is_baseline for r in front],
             lambda i, j: evidence.shown_better(index[i], index[j]),
@@ -224,7 +224,8 @@ def _fine_tuned(
     """What the walk takes among the fine-tuned trials alone (what to fine-tune anyway). Where
     the budget rules every one out, going over it is the premise: the walk without it (else it
     would name the cheapest, however little it learned)."""
-    tuned = [trials[i] for i in pareto_front([(r.selection_accuracy, r.cost) for r in trials])]
+    scored = [(r.selection_accuracy, r.weighed_cost) for r in trials]
+    tuned = [trials[i] for i in pareto_front(scored)]
     if not tuned:
         return None
     result = walk_front(tuned, options, n_valid, trials)
@@ -254,10 +255,10 @@ def _what(
     if result.over_budget:
         return (
             f"No configuration fits the {usd(options.budget)} budget; the cheapest, "
-            f"{described}, costs {usd(chosen.cost)} for {reach(chosen)}."
+            f"{described}, costs {chosen.cost_text()} for {reach(chosen)}."
         )
     if not chosen.is_baseline:
-        return f"Choose {described}: {reach(chosen)} for {usd(chosen.cost)}."
+        return f"Choose {described}: {reach(chosen)} for {chosen.cost_text()}."
     move = result.deciding
     if move is not None and move.kind == "budget":
         head = f"Don't fine-tune within the {usd(options.budget)} budget: {described}"
@@ -271,11 +272,11 @@ def _what(
         head = f"Don't fine-tune: {described} is the better buy {priced}"
     else:
         head = f"Don't fine-tune: {described} is as good for less"
-    return f"{head}: {reach(chosen)} for {usd(chosen.cost)}."
+    return f"{head}: {reach(chosen)} for {chosen.cost_text()}."
 
 
 def _top(chosen: TrialRow, trials: Sequence[TrialRow]) -> str:
-    dearer = [t for t in trials if t.cost > chosen.cost]
+    dearer = [t for t in trials if t.weighed_cost > chosen.weighed_cost]
     if not dearer:
         return "It is the most accurate configuration found, and the dearest."
     many = (

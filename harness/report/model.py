@@ -28,10 +28,11 @@ class ReportOptions:
 
     `value_per_point` is dollars one accuracy point (1 percentage point of accuracy) is worth;
     `risk` the quantile of the true gain a purchase is decided on (0.5: its expected value);
-    `budget` is the most one configuration may cost (training plus test evaluation, the study's cost
-    axis). With neither, the walk along the front stops at its knee at the latest. `alpha` is the
-    family-wise one-sided level of every step up the walk (shared among the candidates dearer
-    than the current choice) and the two-sided level of the test-set check.
+    `budget` is the most one configuration may cost (training plus test evaluation, the study's
+    cost axis; with `weigh_running`, its first year of ownership, the cost the front is then
+    formed on). With neither, the walk along the front stops at its knee at the latest. `alpha`
+    is the family-wise one-sided level of every step up the walk (shared among the candidates
+    dearer than the current choice) and the two-sided level of the test-set check.
     """
 
     monthly_requests: int = 10_000
@@ -43,8 +44,8 @@ class ReportOptions:
     seed: int = 0
     sample_size: int = 12
     risk: float = 0.5
-    # The reader stated a volume (`--monthly-requests`): the choice weighs the first year's cost
-    # of ownership (training, then 12 months of serving and hosting), not the sweep's cost.
+    # The reader stated a volume (`--monthly-requests`): the front and the choice weigh the first
+    # year's cost of ownership (training, then 12 months of serving and hosting), not the sweep's.
     weigh_running: bool = False
 
     def __post_init__(self) -> None:
@@ -115,6 +116,19 @@ class TrialRow:
     def source(self) -> str | None:
         """The experiment the row is from, in a comparison across studies (else None)."""
         return self.origin.experiment if self.origin is not None else None
+
+    @property
+    def weighed_cost(self) -> float:
+        """What the front, its steps and the choice weigh: the first year's cost of ownership
+        where the reader gave a volume (`decision_cost`), else the sweep's `cost`."""
+        return self.cost if self.decision_cost is None else self.decision_cost
+
+    def cost_text(self) -> str:
+        """`$1.24`, the sweep's cost; where the choice weighed the first year's, `$1.24 to
+        sweep, $1,201 in its first year`."""
+        if self.decision_cost is None:
+            return usd(self.cost)
+        return f"{usd(self.cost)} to sweep, {usd(self.decision_cost)} in its first year"
 
     @property
     def selection_accuracy(self) -> float:
@@ -214,21 +228,31 @@ class Step:
         return 100.0 * (self.dearer.accuracy - self.cheaper.accuracy)
 
     @property
+    def first_year(self) -> bool:
+        """Its costs are first-year costs of ownership (the reader gave a volume), not the
+        sweep's: the front was formed on them."""
+        return self.dearer.decision_cost is not None or self.cheaper.decision_cost is not None
+
+    @property
     def extra_cost(self) -> float:
-        return self.dearer.cost - self.cheaper.cost
+        """On the cost the front was formed on (`TrialRow.weighed_cost`)."""
+        return self.dearer.weighed_cost - self.cheaper.weighed_cost
 
     @property
     def cost_ratio(self) -> float | None:
-        return self.dearer.cost / self.cheaper.cost if self.cheaper.cost > 0 else None
+        cheaper = self.cheaper.weighed_cost
+        return self.dearer.weighed_cost / cheaper if cheaper > 0 else None
 
     @property
     def price(self) -> str:
-        """`4.0x the cost ($6.00 per point)`, in words for the report."""
+        """`4.0x the cost ($6.00 per point)` (`the first-year cost` where that is what the
+        front was formed on), in words for the report."""
+        cost = "first-year cost" if self.first_year else "cost"
         more = (
-            f"{ratio(self.cost_ratio)} the cost"
+            f"{ratio(self.cost_ratio)} the {cost}"
             if self.cost_ratio
-            else f"{usd(self.extra_cost)} more"
-        )
+            else f"{usd(self.extra_cost)} more {'in the first year' if self.first_year else ''}"
+        ).rstrip()
         return f"{more} ({usd(self.dollars_per_point)} per point)"
 
     @property

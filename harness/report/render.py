@@ -17,12 +17,13 @@ import pandas as pd
 from harness.report._compare_sections import compared_studies
 from harness.report.answer import (
     answer_lines,
+    cost_basis,
     step_verdict,
     synthetic_lines,
     versus_verdict,
     walk_text,
 )
-from harness.report.charts import accuracy_cost_png, epochs_png
+from harness.report.charts import accuracy_cost_png, cost_name, epochs_png
 from harness.report.formats import IMAGES, Block, p_text, percent, points, ratio, usd
 from harness.report.markup import to_html, to_markdown
 from harness.report.model import Report, TrialRow
@@ -45,7 +46,10 @@ def blocks(report: Report) -> list[Block]:
         *[("p", f"Note: {note}") for note in report.notes],
         # The one chart right under the answer: with it, the answer reads on one screen; the
         # tables follow (folded in the HTML where wide).
-        ("chart", (IMAGES["chart"], "Validation accuracy against cost")),
+        (
+            "chart",
+            (IMAGES["chart"], f"Validation accuracy against {cost_name(report)}"),
+        ),
     ]
     sections = (compared_studies, _front, _baselines, _trials, _epochs, _ownership)
     for section in (*sections, _qualitative, _method):
@@ -72,13 +76,16 @@ def _front(report: Report) -> list[Block]:
         ]
         for s in report.steps
     ]
-    headers = ["step", "validation accuracy", "gain", "cost ratio", "extra cost", "$ per point"]
+    year = "first-year " if report.options.weigh_running else ""
+    headers = ["step", "validation accuracy", "gain", f"{year}cost ratio", f"extra {year}cost"]
+    headers += ["$ per point"]
     headers += ["one-sided p", "tested at", "gain at least (points)", "verdict", "the walk"]
     headers += ["test accuracy (not tested)"]
     o = report.options
     intro = (
         "Each step moves to the next dearer member of the Pareto front of validation accuracy "
-        "against cost (baselines included). A gain is shown when a one-sided paired test on "
+        f"against {cost_basis(o)} (baselines included). A gain is shown when a one-sided "
+        "paired test on "
         f"the {report.n_valid or 'unknown number of'} validation examples rejects "
         f'"no better" at {o.alpha:g} shared among the candidates dearer than the cheaper end '
         '(the step was picked from them): "tested at"; "gain at least" is the matching lower '
@@ -337,8 +344,8 @@ def _method(report: Report) -> list[Block]:
             else ""
         )
         + (
-            "The choice weighs each model's first-year cost of ownership at "
-            f"{o.monthly_requests:,} requests a month, hosting included."
+            "The front, its knee, its steps and the choice weigh each model's first-year cost "
+            f"of ownership at {o.monthly_requests:,} requests a month, hosting included."
             if o.weigh_running
             else ""
         ),
