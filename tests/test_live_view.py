@@ -193,16 +193,16 @@ def test_a_trial_the_budget_cannot_cover_is_skipped_with_its_reason_not_failed(
     tmp_path: Path, tiny_csv: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A 1-epoch and a 2-epoch trial queued, and a budget for the first plus 1.2 times it: the
-    cheapest trial would still fit, the 2-epoch one drawn does not, so it is skipped: PRUNED
-    with the reason, no MLflow run, the reason on the study's run and in the view; nothing
-    failed."""
+    2-epoch one drawn does not fit, so it is skipped (PRUNED with the reason, no MLflow run) and
+    runs cut to 1 epoch, which fits; then not even the cheapest fits, and the sweep stops with
+    the reason on the study's run and in the view; nothing failed."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     space = {
         "n_epochs": {"type": "int", "low": 1, "high": 2},
         "learning_rate_multiplier": {"type": "float", "low": 2.0, "high": 6.0},
         "batch_size": 8,
     }
-    study = {"n_trials": 2, "sampler": {"kind": "random"}, "early_stopping": False}
+    study = {"n_trials": 3, "sampler": {"kind": "random"}, "early_stopping": False}
     path = write_experiment(tmp_path, tiny_csv, space=space, study=study)
     experiment = load_experiment(str(path))
     loaded_space = load_search_space(experiment.resolve_path(experiment.config.search_space))
@@ -225,23 +225,32 @@ def test_a_trial_the_budget_cannot_cover_is_skipped_with_its_reason_not_failed(
         outcome = run_sweep(experiment, view, confirm=lambda worst, limit: True)
     shown = console.export_text()
 
-    assert len(outcome.results) == 1 and outcome.failures == [] and not outcome.all_failed
+    assert len(outcome.results) == 2 and outcome.failures == [] and not outcome.all_failed
+    assert [(r.spec.n_epochs, r.spec.learning_rate_multiplier) for r in outcome.results] == [
+        (1, 3.0),
+        (1, 4.0),  # the 2-epoch draw, cut to what the budget still covered
+    ]
     assert outcome.stopped is not None and outcome.stopped.startswith("budget:")
     trials = handle.study.get_trials()
-    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED]
-    assert trials[1].user_attrs[SKIPPED_REASON] == outcome.stopped
+    assert [t.state for t in trials] == [
+        TrialState.COMPLETE,
+        TrialState.PRUNED,
+        TrialState.COMPLETE,
+    ]
+    assert "so it runs instead with n_epochs=1" in trials[1].user_attrs[SKIPPED_REASON]
     assert committed_usd(trials) <= config["budget_usd"]
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     (exp,) = [e for e in client.search_experiments() if e.name == "tiny"]
     runs = client.search_runs([exp.experiment_id])
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(children) == 1  # the skipped trial has no run
+    assert len(children) == 2  # the skipped trial has no run
     assert parent.data.tags[STOPPED_TAG] == outcome.stopped
-    # The view: both epochs of the trial that ran, the skip with its reason, the money.
+    # The view: the trials that ran, the skip with its reason, the stop, the money.
     assert "t000 ep=1 lr=3 bs=8  epoch 1/1  valid acc" in shown
-    assert f"t001 ep=2 lr=4 bs=8 skipped: {outcome.stopped[:40]}" in shown
-    assert "1/2 trials · spent $" in shown and "budget $" in shown
+    assert "t001 ep=2 lr=4 bs=8 skipped: budget:" in shown
+    assert f"next trial skipped: {outcome.stopped[:40]}" in shown
+    assert "2/3 trials · spent $" in shown and "budget $" in shown
     # The trials table does not call it a failure.
     listed = run_cli("trials", str(path))
     assert listed.exit_code == 0 and "fail" not in listed.stdout.lower()
