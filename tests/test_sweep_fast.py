@@ -520,3 +520,19 @@ def test_a_hosted_trial_that_failed_before_creating_its_job_is_settled_at_nothin
     done = sum(row["cost"]["ledger_usd"] for row in shown if row["state"] == "complete")
     studies = json.loads(run_cli("studies", "--json").output)
     assert studies[0]["spent_usd"] == pytest.approx(done, rel=1e-9)
+
+
+def test_train_examples_fewer_than_the_classes_is_refused_before_a_study_exists(
+    tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by QA: `train_examples: 2` on 5-star data passed `harness estimate`, then `harness
+    # sweep` asked a trial and died with "cannot draw 2 examples stratified over 5 classes",
+    # naming no file or field and leaving the trial RUNNING in a study that held nothing else.
+    monkeypatch.setattr("harness.sweep.estimate.load_backend", lambda config: backend)
+    space = {**SPACE, "train_examples": {"type": "categorical", "choices": [1, 40]}}
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
+    path = write_experiment(tmp_path, data, space, study={"n_trials": 1})
+    for command in ("estimate", "sweep"):
+        result = run_cli(command, str(path))
+        assert_clean_error(result, "space.yaml", "train_examples", "1", "2 classes")
+    assert not Path("mlruns/optuna.db").exists()

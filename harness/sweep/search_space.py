@@ -125,6 +125,29 @@ def oversized_train_examples(space: SearchSpace, rows: int) -> str | None:
     )
 
 
+def check_train_examples(space: SearchSpace, classes: int) -> None:
+    """Refuse a `train_examples` below the number of classes: a stratified training subset
+    keeps one example of every class, so no trial could draw it.
+
+    Raises:
+        ConfigError: Naming the file, the parameter, the smallest such value and the minimum.
+    """
+    dist = space.distributions.get("train_examples")
+    values: list[int] = []
+    if "train_examples" in space.fixed:
+        values = [space.fixed["train_examples"]]
+    elif isinstance(dist, CategoricalDistribution):
+        values = [v for v in dist.choices if isinstance(v, int)]
+    elif isinstance(dist, IntDistribution):
+        values = [dist.low]
+    if values and min(values) < classes:
+        raise ConfigError(
+            f"{space.path}: train_examples: {min(values)} is fewer than the data's {classes} "
+            f"classes; a stratified training subset needs one example of each, so use at "
+            f"least {classes}"
+        )
+
+
 def capped_train_examples(spec: TrialSpec, rows: int) -> str | None:
     """What a trial that asks for more training examples than the split holds is told."""
     if spec.train_examples is None or spec.train_examples <= rows:

@@ -129,6 +129,7 @@ def open_sweep(
     space = experiment_space(experiment)
     backend = load_backend(experiment.config.backend, progress=view.progress)
     data, _ = prepare_experiment(experiment)
+    search_space.check_train_examples(space, len(data.labels))
     models = sorted({spec.base_model for spec in corner_specs(experiment, space)})
     backend.preflight(data, models)  # nothing is recorded before every free check passed
     if oversized := search_space.oversized_train_examples(space, len(data.train)):
