@@ -57,6 +57,21 @@ class DatasetConfig(Strict):
     system_prompt: str = "Classify the text. Answer with the label only."
     split: SplitConfig = SplitConfig()
 
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _numbers_as_labels(cls, value: Any) -> Any:
+        """`labels: [1, 2, 3]` as YAML writes star ratings: read as the data's labels are
+        (`3` and `3.0` both become "3")."""
+        if not isinstance(value, list):
+            return value
+        return [_number_label(v) for v in value]
+
+
+def _number_label(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    return str(int(value)) if float(value).is_integer() else str(value)
+
 
 class SamplerConfig(Strict):
     """Which Optuna sampler proposes trials. `fidelity`: multi-fidelity search (successive
