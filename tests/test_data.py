@@ -488,3 +488,14 @@ def test_failed_download_says_what_was_tried(
 def test_unknown_bundled_name() -> None:
     with pytest.raises(DataError, match="bundled: rotten_tomatoes, tweets"):
         ensure_bundled("imdb")
+
+
+def test_a_class_the_max_rows_sample_leaves_short_names_max_rows(tmp_path: Path) -> None:
+    # Found by QA: 8 rows of a rare class, `max_rows: 100` of 368 kept 2 of them, and the error
+    # said "class '9' has 2 rows after deduplication", pointing at the data, not at max_rows.
+    path = _csv(tmp_path / "d.csv", _rows({"neg": 180, "pos": 180, "rare": 8}))
+    with pytest.raises(DataError) as info:
+        _prepare(path, max_rows=100)
+    message = str(info.value)
+    assert "class 'rare' has 2 rows in the dataset.max_rows=100 sample (8 after dedup" in message
+    assert "raise dataset.max_rows" in message
