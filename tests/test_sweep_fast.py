@@ -536,3 +536,19 @@ def test_train_examples_fewer_than_the_classes_is_refused_before_a_study_exists(
         result = run_cli(command, str(path))
         assert_clean_error(result, "space.yaml", "train_examples", "1", "2 classes")
     assert not Path("mlruns/optuna.db").exists()
+
+
+def test_a_study_is_not_resumed_on_other_data(tmp_path: Path, backend: MemoryBackend) -> None:
+    # Found by QA: relabelling rows of the CSV and running `harness sweep EXP --add 1` resumed
+    # the study silently; the new trial, scored on another validation set, was stopped early
+    # against the old trials' front and put beside them in one table and one Pareto front.
+    path = _experiment(tmp_path, 1)
+    run_sweep(load_experiment(str(path)), RecordingView())
+    before = len(_study().trials)
+    write_csv(tmp_path / "reviews.csv", review_rows(100, seed=5))  # other rows, same file
+    refused = run_cli("sweep", str(path), "--add", "1")
+    assert_clean_error(refused, "study 'tiny'", "other data", "study.name")
+    assert len(_study().trials) == before
+    write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))  # the data it was run on
+    assert run_cli("sweep", str(path), "--add", "1").exit_code == 0
+    assert len([r for r in _records() if not r.is_checkpoint]) == 2
