@@ -499,3 +499,17 @@ def test_a_class_the_max_rows_sample_leaves_short_names_max_rows(tmp_path: Path)
     message = str(info.value)
     assert "class 'rare' has 2 rows in the dataset.max_rows=100 sample (8 after dedup" in message
     assert "raise dataset.max_rows" in message
+
+
+def test_ordinal_word_labels_score_a_mae_in_steps_of_their_order(tmp_path: Path) -> None:
+    # Found by QA: `ordinal: true` with `labels: [neg, neu, pos]` (what the test above allows)
+    # prepared fine, then every trial's scoring raised "could not convert string to float:
+    # 'neg'" after its training had been paid for.
+    from harness.scoring import score
+
+    path = _csv(tmp_path / "d.csv", _rows())
+    data, _ = _prepare(path, labels=["neg", "neu", "pos"], ordinal=True)
+    metrics = score(["neg", "pos", "neu"], ["pos", "pos", "neg"], data.labels, data.ordinal)
+    assert metrics.mae == pytest.approx((2 + 0 + 1) / 3)
+    numeric = score(["1", "10"], ["2", "10"], ("1", "2", "10"), True)
+    assert numeric.mae == pytest.approx(0.5)  # numbers keep their own distances
