@@ -135,8 +135,13 @@ class ExperimentConfig(Strict):
             return raw
         backend, dataset = raw["backend"], raw.get("dataset")
         prompt = dataset.get("system_prompt") if isinstance(dataset, dict) else None
-        if not _takes_system_prompt(backend.get("kind")) or prompt is None:
+        if not _takes_system_prompt(backend.get("kind")):
             return raw
+        if prompt is None:  # the backend's alone: `harness prepare` writes the one it trains on
+            own = backend.get("system_prompt")
+            if own is None or not isinstance(dataset, dict):
+                return raw
+            return {**raw, "dataset": {**dataset, "system_prompt": own}}
         if backend.get("system_prompt") not in (None, prompt):
             raise ValueError("backend.system_prompt differs from dataset.system_prompt; set one")
         return {**raw, "backend": {**backend, "system_prompt": prompt}}

@@ -177,3 +177,12 @@ def test_numeric_labels_may_be_written_as_numbers(tmp_path: Path) -> None:
     assert experiment.config.dataset.labels == ["1", "2", "3"]
     data, _ = prepare_experiment(experiment)
     assert data.labels == ("1", "2", "3") and data.ordinal
+
+
+def test_a_backend_system_prompt_is_the_one_prepare_writes(tmp_path: Path) -> None:
+    # Found by QA: `backend.system_prompt` alone (local_lm, format: chat) trained the model on
+    # it, while `harness prepare` wrote chat JSONL with the default "Classify the text. ..."
+    text = BASE.replace("{kind: local}", "{kind: local_lm, format: chat, system_prompt: Rate it.}")
+    experiment = load_experiment(str(_write(tmp_path, text)))
+    assert experiment.config.dataset.system_prompt == "Rate it."
+    assert experiment.config.backend.system_prompt == "Rate it."  # type: ignore[union-attr]
