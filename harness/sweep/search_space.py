@@ -100,7 +100,18 @@ def experiment_space(experiment: Experiment) -> SearchSpace:
     source = experiment.config.search_space
     if isinstance(source, dict):
         return load_search_space(source, experiment.path)
-    return load_search_space(experiment.resolve_path(source))
+    path = experiment.resolve_path(source)
+    if not path.is_file():
+        looked = (
+            ""
+            if path.is_absolute()
+            else (
+                f" (looked up from the current directory {Path.cwd()}, then beside the experiment "
+                "file and one folder above it)"
+            )
+        )
+        raise ConfigError(f"{experiment.path}: search_space: {source}: no such file{looked}")
+    return load_search_space(path)
 
 
 def oversized_train_examples(space: SearchSpace, rows: int) -> str | None:
