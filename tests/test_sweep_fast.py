@@ -552,3 +552,27 @@ def test_a_study_is_not_resumed_on_other_data(tmp_path: Path, backend: MemoryBac
     write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))  # the data it was run on
     assert run_cli("sweep", str(path), "--add", "1").exit_code == 0
     assert len([r for r in _records() if not r.is_checkpoint]) == 2
+
+
+def test_a_trial_whose_pricing_fails_is_failed_not_left_running(
+    tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by QA: an error while pricing an asked trial (there: "cannot draw 2 examples
+    # stratified over 5 classes") ended the sweep with the trial RUNNING in the study, listed as
+    # `running` by `harness trials` and `harness studies` until a later sweep's heartbeat check.
+    from harness.errors import BackendError
+
+    priced = backend.estimate
+
+    def estimate(spec: TrialSpec, data: PreparedData) -> Estimate:
+        if spec.bound is None:  # a drawn trial, not the corners the worst case is priced at
+            raise BackendError("no price for this model")
+        return priced(spec, data)
+
+    monkeypatch.setattr(backend, "estimate", estimate)
+    result = run_cli("sweep", str(_experiment(tmp_path, 1)))
+    assert_clean_error(result, "no price for this model")
+    trials = _study().trials
+    assert trials and TrialState.RUNNING not in {t.state for t in trials}
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert failed and "no price for this model" in str(failed[0].user_attrs)
