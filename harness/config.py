@@ -57,6 +57,21 @@ class DatasetConfig(Strict):
     system_prompt: str = "Classify the text. Answer with the label only."
     split: SplitConfig = SplitConfig()
 
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _numbers_as_labels(cls, value: Any) -> Any:
+        """`labels: [1, 2, 3]` as YAML writes star ratings: read as the data's labels are
+        (`3` and `3.0` both become "3")."""
+        if not isinstance(value, list):
+            return value
+        return [_number_label(v) for v in value]
+
+
+def _number_label(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    return str(int(value)) if float(value).is_integer() else str(value)
+
 
 class SamplerConfig(Strict):
     """Which Optuna sampler proposes trials. `fidelity`: multi-fidelity search (successive
@@ -120,8 +135,13 @@ class ExperimentConfig(Strict):
             return raw
         backend, dataset = raw["backend"], raw.get("dataset")
         prompt = dataset.get("system_prompt") if isinstance(dataset, dict) else None
-        if not _takes_system_prompt(backend.get("kind")) or prompt is None:
+        if not _takes_system_prompt(backend.get("kind")):
             return raw
+        if prompt is None:  # the backend's alone: `harness prepare` writes the one it trains on
+            own = backend.get("system_prompt")
+            if own is None or not isinstance(dataset, dict):
+                return raw
+            return {**raw, "dataset": {**dataset, "system_prompt": own}}
         if backend.get("system_prompt") not in (None, prompt):
             raise ValueError("backend.system_prompt differs from dataset.system_prompt; set one")
         return {**raw, "backend": {**backend, "system_prompt": prompt}}

@@ -42,7 +42,12 @@ def score(
 
 
 def _ordinal_mae(y_true: Sequence[str], y_pred: Sequence[str], labels: list[str]) -> float:
-    values = {label: float(label) for label in labels}
+    """Numbers (stars) at their own distances; words (`ordinal: true` over `labels: [bad, ok,
+    good]`) one step apart in the order of the label set."""
+    try:
+        values = {label: float(label) for label in labels}
+    except ValueError:
+        values = {label: float(rank) for rank, label in enumerate(labels)}
     worst = max(values.values()) - min(values.values())
     errors = [
         abs(values[t] - values[p]) if p in values else worst

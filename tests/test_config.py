@@ -161,3 +161,28 @@ def test_objectives_are_checked(tmp_path: Path) -> None:
     path = _write(tmp_path, BASE + "study: {objectives: [cost]}\n")
     with pytest.raises(ConfigError, match=r"study\.objectives"):
         load_experiment(str(path))
+
+
+def test_numeric_labels_may_be_written_as_numbers(tmp_path: Path) -> None:
+    # Found by QA: `labels: [1, 2, 3]` for star ratings, the way YAML writes numbers, failed
+    # with "dataset.labels.0: Input should be a valid string" once per label, though the data's
+    # own labels (`3`, ` 3 `, `3.0`) are read as numbers and written as "3".
+    from harness.data.prepare import prepare_experiment
+
+    rows = "\n".join(f"review number {i},{[' 1 ', '2.0', '3'][i % 3]}" for i in range(60))
+    (tmp_path / "stars.csv").write_text("text,stars\n" + rows + "\n")
+    text = "dataset:\n  source: stars.csv\n  label_column: stars\n  labels: [1, 2.0, 3]\n"
+    path = _write(tmp_path, text + BASE.split("\n", 2)[2])
+    experiment = load_experiment(str(path))
+    assert experiment.config.dataset.labels == ["1", "2", "3"]
+    data, _ = prepare_experiment(experiment)
+    assert data.labels == ("1", "2", "3") and data.ordinal
+
+
+def test_a_backend_system_prompt_is_the_one_prepare_writes(tmp_path: Path) -> None:
+    # Found by QA: `backend.system_prompt` alone (local_lm, format: chat) trained the model on
+    # it, while `harness prepare` wrote chat JSONL with the default "Classify the text. ..."
+    text = BASE.replace("{kind: local}", "{kind: local_lm, format: chat, system_prompt: Rate it.}")
+    experiment = load_experiment(str(_write(tmp_path, text)))
+    assert experiment.config.dataset.system_prompt == "Rate it."
+    assert experiment.config.backend.system_prompt == "Rate it."  # type: ignore[union-attr]

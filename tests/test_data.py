@@ -488,3 +488,28 @@ def test_failed_download_says_what_was_tried(
 def test_unknown_bundled_name() -> None:
     with pytest.raises(DataError, match="bundled: rotten_tomatoes, tweets"):
         ensure_bundled("imdb")
+
+
+def test_a_class_the_max_rows_sample_leaves_short_names_max_rows(tmp_path: Path) -> None:
+    # Found by QA: 8 rows of a rare class, `max_rows: 100` of 368 kept 2 of them, and the error
+    # said "class '9' has 2 rows after deduplication", pointing at the data, not at max_rows.
+    path = _csv(tmp_path / "d.csv", _rows({"neg": 180, "pos": 180, "rare": 8}))
+    with pytest.raises(DataError) as info:
+        _prepare(path, max_rows=100)
+    message = str(info.value)
+    assert "class 'rare' has 2 rows in the dataset.max_rows=100 sample (8 after dedup" in message
+    assert "raise dataset.max_rows" in message
+
+
+def test_ordinal_word_labels_score_a_mae_in_steps_of_their_order(tmp_path: Path) -> None:
+    # Found by QA: `ordinal: true` with `labels: [neg, neu, pos]` (what the test above allows)
+    # prepared fine, then every trial's scoring raised "could not convert string to float:
+    # 'neg'" after its training had been paid for.
+    from harness.scoring import score
+
+    path = _csv(tmp_path / "d.csv", _rows())
+    data, _ = _prepare(path, labels=["neg", "neu", "pos"], ordinal=True)
+    metrics = score(["neg", "pos", "neu"], ["pos", "pos", "neg"], data.labels, data.ordinal)
+    assert metrics.mae == pytest.approx((2 + 0 + 1) / 3)
+    numeric = score(["1", "10"], ["2", "10"], ("1", "2", "10"), True)
+    assert numeric.mae == pytest.approx(0.5)  # numbers keep their own distances

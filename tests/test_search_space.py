@@ -119,3 +119,22 @@ def test_every_shipped_search_space_fits_its_training_split(path: Path) -> None:
     experiment = load_experiment(str(path))
     data, _ = prepare_experiment(experiment)
     assert oversized_train_examples(experiment_space(experiment), len(data.train)) is None
+
+
+def test_a_missing_search_space_file_names_the_experiment_field_and_where_it_looked(
+    tmp_path: Path,
+) -> None:
+    # Found by QA: a typo in `search_space:` said only "search_spaces/strs.yaml: cannot read
+    # (No such file or directory)", naming neither the experiment file nor the key.
+    from harness.config import load_experiment
+    from harness.sweep.search_space import experiment_space
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        "dataset: {source: d.csv}\nbackend: {kind: local}\nsearch_space: spaces/strs.yaml\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        experiment_space(load_experiment(str(path)))
+    message = str(info.value)
+    assert f"{path}: search_space: spaces/strs.yaml: no such file" in message
+    assert "beside the experiment file" in message

@@ -572,3 +572,59 @@ def test_a_hosted_trial_that_failed_before_creating_its_job_is_settled_at_nothin
     done = sum(row["cost"]["ledger_usd"] for row in shown if row["state"] == "complete")
     studies = json.loads(run_cli("studies", "--json").output)
     assert studies[0]["spent_usd"] == pytest.approx(done, rel=1e-9)
+
+
+def test_train_examples_fewer_than_the_classes_is_refused_before_a_study_exists(
+    tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by QA: `train_examples: 2` on 5-star data passed `harness estimate`, then `harness
+    # sweep` asked a trial and died with "cannot draw 2 examples stratified over 5 classes",
+    # naming no file or field and leaving the trial RUNNING in a study that held nothing else.
+    monkeypatch.setattr("harness.sweep.estimate.load_backend", lambda config: backend)
+    space = {**SPACE, "train_examples": {"type": "categorical", "choices": [1, 40]}}
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
+    path = write_experiment(tmp_path, data, space, study={"n_trials": 1})
+    for command in ("estimate", "sweep"):
+        result = run_cli(command, str(path))
+        assert_clean_error(result, "space.yaml", "train_examples", "1", "2 classes")
+    assert not Path("mlruns/optuna.db").exists()
+
+
+def test_a_study_is_not_resumed_on_other_data(tmp_path: Path, backend: MemoryBackend) -> None:
+    # Found by QA: relabelling rows of the CSV and running `harness sweep EXP --add 1` resumed
+    # the study silently; the new trial, scored on another validation set, was stopped early
+    # against the old trials' front and put beside them in one table and one Pareto front.
+    path = _experiment(tmp_path, 1)
+    run_sweep(load_experiment(str(path)), RecordingView())
+    before = len(_study().trials)
+    write_csv(tmp_path / "reviews.csv", review_rows(100, seed=5))  # other rows, same file
+    refused = run_cli("sweep", str(path), "--add", "1")
+    assert_clean_error(refused, "study 'tiny'", "other data", "study.name")
+    assert len(_study().trials) == before
+    write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))  # the data it was run on
+    assert run_cli("sweep", str(path), "--add", "1").exit_code == 0
+    assert len([r for r in _records() if not r.is_checkpoint]) == 2
+
+
+def test_a_trial_whose_pricing_fails_is_failed_not_left_running(
+    tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by QA: an error while pricing an asked trial (there: "cannot draw 2 examples
+    # stratified over 5 classes") ended the sweep with the trial RUNNING in the study, listed as
+    # `running` by `harness trials` and `harness studies` until a later sweep's heartbeat check.
+    from harness.errors import BackendError
+
+    priced = backend.estimate
+
+    def estimate(spec: TrialSpec, data: PreparedData) -> Estimate:
+        if spec.bound is None:  # a drawn trial, not the corners the worst case is priced at
+            raise BackendError("no price for this model")
+        return priced(spec, data)
+
+    monkeypatch.setattr(backend, "estimate", estimate)
+    result = run_cli("sweep", str(_experiment(tmp_path, 1)))
+    assert_clean_error(result, "no price for this model")
+    trials = _study().trials
+    assert trials and TrialState.RUNNING not in {t.state for t in trials}
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert failed and "no price for this model" in str(failed[0].user_attrs)

@@ -18,6 +18,7 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,12 +70,14 @@ def prepare_data(
     labels = _label_set(loaded.frame["label"].tolist(), config.labels, loaded.where)
     texts, row_labels, duplicates, conflicts = _dedupe(loaded.frame)
     after_dedupe = len(texts)
+    sample: _Sample | None = None
     if config.max_rows is not None and config.max_rows < len(texts):
+        sample = _Sample(config.max_rows, Counter(row_labels))
         keep = _stratified_indices(row_labels, config.max_rows, seed)
         texts, row_labels = [texts[i] for i in keep], [row_labels[i] for i in keep]
-    _check_classes(Counter(row_labels), labels, config.split, loaded.where)
+    _check_classes(Counter(row_labels), labels, config.split, loaded.where, sample)
     splits = _split(texts, row_labels, config.split, seed, loaded.where)
-    _check_split(splits, labels, config.split, loaded.where)
+    _check_split(splits, labels, config.split, loaded.where, sample)
     ordinal = config.ordinal if config.ordinal is not None else all(_is_int(x) for x in labels)
     data = PreparedData(
         *splits, labels=labels, digest=_digest(labels, splits), ordinal=ordinal, name=name
@@ -132,23 +135,45 @@ def _is_number(label: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class _Sample:
+    """A `max_rows` sample: its size and the class counts it was drawn from."""
+
+    max_rows: int
+    deduped: Counter[str]
+
+
 def _check_classes(
-    counts: Counter[str], labels: tuple[str, ...], split: SplitConfig, where: str
+    counts: Counter[str],
+    labels: tuple[str, ...],
+    split: SplitConfig,
+    where: str,
+    sample: _Sample | None = None,
 ) -> None:
     if len(labels) < 2:
         only = f"one class: {labels[0]!r}" if labels else "no classes"
         raise DataError(f"{where}: {only}; a classifier needs at least two")
     for label in labels:
         if counts[label] < 3:
-            raise DataError(_too_few(where, label, counts[label], split))
+            raise DataError(_too_few(where, label, counts[label], split, sample))
 
 
-def _too_few(where: str, label: str, count: int, split: SplitConfig) -> str:
+def _too_few(
+    where: str, label: str, count: int, split: SplitConfig, sample: _Sample | None = None
+) -> str:
     needed = max(3, math.ceil(1 / min(split.validation, split.test)) + 1)
+    found = f"{count} rows after deduplication"
+    hint = ""
+    if sample is not None:  # the sample, not the data, is short of rows: say so
+        found = (
+            f"{count} rows in the dataset.max_rows={sample.max_rows} sample "
+            f"({sample.deduped[label]} after deduplication)"
+        )
+        hint = "; raise dataset.max_rows or remove it"
     return (
-        f"{where}: class {label!r} has {count} rows after deduplication; each of train, "
-        f"validation and test needs at least one (about {needed} rows with "
-        f"validation={split.validation}, test={split.test})"
+        f"{where}: class {label!r} has {found}; each of train, validation and test needs at "
+        f"least one (about {needed} rows with validation={split.validation}, "
+        f"test={split.test}){hint}"
     )
 
 
@@ -182,7 +207,11 @@ def _split(
 
 
 def _check_split(
-    splits: tuple[Split, Split, Split], labels: tuple[str, ...], split: SplitConfig, where: str
+    splits: tuple[Split, Split, Split],
+    labels: tuple[str, ...],
+    split: SplitConfig,
+    where: str,
+    sample: _Sample | None = None,
 ) -> None:
     seen: set[str] = set()
     for part in splits:
@@ -193,7 +222,7 @@ def _check_split(
         for label in labels:
             if counts[label] == 0:
                 total = sum(s.labels.count(label) for s in splits)
-                raise DataError(_too_few(where, label, total, split))
+                raise DataError(_too_few(where, label, total, split, sample))
 
 
 def _digest(labels: tuple[str, ...], splits: tuple[Split, Split, Split]) -> str:

@@ -28,6 +28,7 @@ from optuna.trial import Trial, TrialState
 
 from harness.backends.base import Backend
 from harness.config import Experiment
+from harness.errors import HarnessError
 from harness.records import Cost, PreparedData, TrialSpec, usd
 from harness.sweep import fidelity
 from harness.sweep.budget import Budget
@@ -124,6 +125,9 @@ def ask_within_budget(sweep: Launching, in_flight: bool = False) -> Asked | None
         except KeyboardInterrupt:  # Ctrl-C or a signal: the trial is settled, not left RUNNING
             interrupted_before_start(sweep.handle, trial)
             raise
+        except HarnessError as exc:  # pricing failed (a price, the data): said, not RUNNING
+            interrupted_before_start(sweep.handle, trial, str(exc))
+            raise
         if reason is None:
             return Asked(trial, spec, estimate)
         cut = _cut_to_fit(sweep, trial, spec) if draw == 0 else None
@@ -183,10 +187,13 @@ def _cut_reason(sweep: Launching, estimate: Cost, cut: tuple[dict[str, Any], Cos
     )
 
 
-def interrupted_before_start(handle: StudyHandle, trial: Trial) -> None:
-    """A trial asked for and interrupted before it started: failed and queued again, settled at
-    $0 (nothing trained) unless it carries a remote job key, whose paid job may exist."""
-    attrs = failure_attrs("interrupted")
+def interrupted_before_start(
+    handle: StudyHandle, trial: Trial, reason: str = "interrupted"
+) -> None:
+    """A trial asked for and interrupted (or failed: `reason`) before it started: failed and
+    queued again, settled at $0 (nothing trained) unless it carries a remote job key, whose
+    paid job may exist."""
+    attrs = failure_attrs(reason)
     if TrialRecord.from_attrs(trial.user_attrs).job_key is None:
         attrs |= settle_attrs(0.0)
     for key, value in attrs.items():

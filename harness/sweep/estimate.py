@@ -18,7 +18,12 @@ from harness.backends.hosted.pricing import Price
 from harness.config import Experiment
 from harness.errors import ConfigError
 from harness.records import Cost, PreparedData, TrialSpec, usd
-from harness.sweep.search_space import SearchSpace, experiment_space, oversized_train_examples
+from harness.sweep.search_space import (
+    SearchSpace,
+    check_train_examples,
+    experiment_space,
+    oversized_train_examples,
+)
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,7 @@ def estimate_sweep(experiment: Experiment) -> SweepEstimate:
     space = experiment_space(experiment)
     backend = load_backend(experiment.config.backend)
     data, _ = prepare_experiment(experiment)
+    check_train_examples(space, len(data.labels))
     cheapest = [
         TrialEstimate(s, backend.estimate(s, data))
         for s in corner_specs(experiment, space, dearest=False)

@@ -100,7 +100,18 @@ def experiment_space(experiment: Experiment) -> SearchSpace:
     source = experiment.config.search_space
     if isinstance(source, dict):
         return load_search_space(source, experiment.path)
-    return load_search_space(experiment.resolve_path(source))
+    path = experiment.resolve_path(source)
+    if not path.is_file():
+        looked = (
+            ""
+            if path.is_absolute()
+            else (
+                f" (looked up from the current directory {Path.cwd()}, then beside the experiment "
+                "file and one folder above it)"
+            )
+        )
+        raise ConfigError(f"{experiment.path}: search_space: {source}: no such file{looked}")
+    return load_search_space(path)
 
 
 def oversized_train_examples(space: SearchSpace, rows: int) -> str | None:
@@ -123,6 +134,29 @@ def oversized_train_examples(space: SearchSpace, rows: int) -> str | None:
         f"{'exceeds' if len(over) == 1 else 'exceed'} the {rows:,} training rows: a trial "
         f"that samples {'it' if len(over) == 1 else 'them'} trains on all {rows:,}"
     )
+
+
+def check_train_examples(space: SearchSpace, classes: int) -> None:
+    """Refuse a `train_examples` below the number of classes: a stratified training subset
+    keeps one example of every class, so no trial could draw it.
+
+    Raises:
+        ConfigError: Naming the file, the parameter, the smallest such value and the minimum.
+    """
+    dist = space.distributions.get("train_examples")
+    values: list[int] = []
+    if "train_examples" in space.fixed:
+        values = [space.fixed["train_examples"]]
+    elif isinstance(dist, CategoricalDistribution):
+        values = [v for v in dist.choices if isinstance(v, int)]
+    elif isinstance(dist, IntDistribution):
+        values = [dist.low]
+    if values and min(values) < classes:
+        raise ConfigError(
+            f"{space.path}: train_examples: {min(values)} is fewer than the data's {classes} "
+            f"classes; a stratified training subset needs one example of each, so use at "
+            f"least {classes}"
+        )
 
 
 def capped_train_examples(spec: TrialSpec, rows: int) -> str | None:

@@ -67,6 +67,8 @@ from harness.tracking.record import (
 from harness.tracking.runs import MlflowTracker
 from harness.tracking.tracker import NullTracker, Tracker
 
+DATA_DIGEST = "data_digest"  # the study's user attribute: the data its trials were run on
+
 
 @dataclass
 class Launched:
@@ -129,6 +131,7 @@ def open_sweep(
     space = experiment_space(experiment)
     backend = load_backend(experiment.config.backend, progress=view.progress)
     data, _ = prepare_experiment(experiment)
+    search_space.check_train_examples(space, len(data.labels))
     models = sorted({spec.base_model for spec in corner_specs(experiment, space)})
     backend.preflight(data, models)  # nothing is recorded before every free check passed
     if oversized := search_space.oversized_train_examples(space, len(data.train)):
@@ -139,6 +142,7 @@ def open_sweep(
         n_trials = experiment.config.study.n_trials + add_trials
         check_worst_case(experiment, backend, data, space, None, n_trials, confirm)
     handle = open_study(experiment, space, join=True)
+    _check_same_data(experiment, handle, data)
     done = len(trained_trials(handle.study))
     target = max(experiment.config.study.n_trials, done) + add_trials
     budget = Budget(experiment.config.budget_usd, handle.study)
@@ -165,6 +169,22 @@ def open_sweep(
     _record_owed_checkpoints(sweep)
     sweep.stopper = admission.front_stopper(experiment, backend, data, handle)
     return sweep
+
+
+def _check_same_data(experiment: Experiment, handle: StudyHandle, data: PreparedData) -> None:
+    """Refuse to resume a study on other data (an edited file): its trials' validation set is
+    not the new trials', so neither the front nor early stopping could compare them. A study
+    that recorded no digest (new, or older than it) records this data's."""
+    recorded = handle.study.user_attrs.get(DATA_DIGEST)
+    if recorded is None:
+        handle.study.set_user_attr(DATA_DIGEST, data.digest)
+    elif recorded != data.digest:
+        raise ConfigError(
+            f"{experiment.path}: study {experiment.study_name!r} was run on other data (digest "
+            f"{recorded[:12]}; dataset.source {experiment.config.dataset.source!r} now gives "
+            f"{data.digest[:12]}): its trials were scored on another validation set. Restore "
+            "the data, or set study.name (--set study.name=NEW) to start a study on it"
+        )
 
 
 def _asked_once(confirm: Confirm | None) -> Confirm | None:
