@@ -106,10 +106,11 @@ def ask_within_budget(sweep: Launching, in_flight: bool = False) -> Asked | None
     sweep's outcome, the live view and the study's MLflow run say why, and no more trials
     start. The caller holds the study's `launch` lock.
 
-    While trials of this sweep are `in_flight`, their worst cases are held and will settle at
-    what they cost, usually less: a trial is then asked for only when the dearest the space
-    allows fits, else None without stopping (the sweep waits for a trial to end and asks
-    again), so a reservation about to settle never ends a sweep that has budget left."""
+    While trials are `in_flight` (this worker's or another's on the study), their worst cases
+    are held and will settle at what they cost, usually less: a trial is then asked for only
+    when the dearest the space allows fits, else None without stopping (the sweep waits for a
+    trial to end and asks again), so a reservation about to settle never ends a sweep that has
+    budget left."""
     if in_flight and sweep.budget.shortfall(sweep.dearest) is not None:
         return None
     spec = None

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from optuna.distributions import (
     BaseDistribution,
@@ -117,15 +117,7 @@ def experiment_space(experiment: Experiment) -> SearchSpace:
 def oversized_train_examples(space: SearchSpace, rows: int) -> str | None:
     """A warning when the space can ask for more training examples than the split holds (a
     trial that does trains on all `rows`, so those sizes are one); None when none can."""
-    dist = space.distributions.get("train_examples")
-    values: list[int] = []
-    if "train_examples" in space.fixed:
-        values = [space.fixed["train_examples"]]
-    elif isinstance(dist, CategoricalDistribution):
-        values = [v for v in dist.choices if isinstance(v, int)]
-    elif isinstance(dist, IntDistribution):
-        values = [dist.high]
-    over = sorted(v for v in values if v > rows)
+    over = sorted(v for v in _train_example_sizes(space, "high") if v > rows)
     if not over:
         return None
     sizes = ", ".join(f"{v:,}" for v in over)
@@ -143,14 +135,7 @@ def check_train_examples(space: SearchSpace, classes: int) -> None:
     Raises:
         ConfigError: Naming the file, the parameter, the smallest such value and the minimum.
     """
-    dist = space.distributions.get("train_examples")
-    values: list[int] = []
-    if "train_examples" in space.fixed:
-        values = [space.fixed["train_examples"]]
-    elif isinstance(dist, CategoricalDistribution):
-        values = [v for v in dist.choices if isinstance(v, int)]
-    elif isinstance(dist, IntDistribution):
-        values = [dist.low]
+    values = _train_example_sizes(space, "low")
     if values and min(values) < classes:
         raise ConfigError(
             f"{space.path}: train_examples: {min(values)} is fewer than the data's {classes} "
@@ -217,3 +202,16 @@ def _grid_values(name: str, dist: BaseDistribution, path: Path) -> list[Any]:
     raise ConfigError(
         f"{path}: {name}: the grid sampler needs choices or a linear step, not a continuous range"
     )
+
+
+def _train_example_sizes(space: SearchSpace, end: Literal["low", "high"]) -> list[int]:
+    """The training-set sizes the space can ask for: the fixed one, every choice, or an int
+    range's `end` (none when the space does not set it)."""
+    dist = space.distributions.get("train_examples")
+    if "train_examples" in space.fixed:
+        return [space.fixed["train_examples"]]
+    if isinstance(dist, CategoricalDistribution):
+        return [v for v in dist.choices if isinstance(v, int)]
+    if isinstance(dist, IntDistribution):
+        return [dist.high if end == "high" else dist.low]
+    return []
