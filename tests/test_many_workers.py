@@ -217,14 +217,17 @@ def test_three_workers_share_one_budget(
 ) -> None:
     openai_fake.state.job_duration = 0.3
     storage = postgres.create_database("budget")
-    per_trial = _worst_case(_experiment(tmp_path, storage, "budget", n_trials=8, budget=100.0))
+    per_trial = _worst_case(_experiment(tmp_path, storage, "budget", n_trials=20, budget=100.0))
     budget = 2.5 * per_trial  # two trials' worst cases fit at once, never three
-    path = _experiment(tmp_path, storage, "budget", n_trials=8, budget=budget)
+    # Twenty trials cost more than the budget even if every draw is the cheapest (one epoch of
+    # three): the budget, not n_trials, must end the sweep, whatever the samplers draw.
+    path = _experiment(tmp_path, storage, "budget", n_trials=20, budget=budget)
     _finish(_workers(path, openai_fake, tracking, tmp_path), tmp_path, timeout=150)
     study = _study(storage, "budget")
     _assert_shared(study, openai_fake, tracking, postgres.password, budget)
     trials = study.get_trials(deepcopy=False)
     assert committed_usd(trials) <= budget
+    assert len([t for t in trials if t.state == TrialState.COMPLETE]) < 20
     assert _peak_committed(trials) <= budget + 1e-9, "all workers' reservations within budget"
     assert any("budget:" in _log(tmp_path, host) for host in WORKERS), "the budget stopped them"
 
