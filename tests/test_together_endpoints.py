@@ -13,6 +13,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -108,7 +109,28 @@ def test_each_model_is_scored_on_its_own_endpoint_which_is_deleted_and_billed_by
     assert hosting * 60 == pytest.approx(server.state.billed_minutes())
     estimate = backend.estimate(SPEC, data)
     assert trained.train_cost.usd + test_cost.usd + checkpoint_cost.usd <= estimate.total.usd
-    assert estimate.evaluation.hosting_hours == SPEC.n_epochs * DEDICATED["max_minutes"] / 60
+    lost = 10  # inactive_timeout's default: how long a lost endpoint bills after the harness
+    assert (
+        estimate.evaluation.hosting_hours == (SPEC.n_epochs * DEDICATED["max_minutes"] + lost) / 60
+    )
+
+
+def test_the_reservation_covers_an_endpoint_lost_at_its_last_minute_until_together_stops_it(
+    server: FakeTogether,
+) -> None:
+    # A run killed just before its deadline (`max_minutes` - 1 after the create) leaves its
+    # endpoint billing until Together stops it, `inactive_timeout` later, when no resume deletes
+    # it first: a one-model trial reserving only `max_minutes` could overspend its budget.
+    data = tiny_data()
+    backend = dedicated(server)
+    config = backend.config.serving
+    for spec in (replace(SPEC, n_epochs=1), SPEC):
+        estimate = backend.estimate(spec, data)
+        lost = config.max_minutes - 1 + config.inactive_timeout
+        assert estimate.evaluation.hosting_hours * 60 >= lost
+        assert estimate.evaluation.hosting_usd == pytest.approx(
+            estimate.evaluation.hosting_hours * PER_HOUR
+        )
 
 
 def test_an_endpoint_that_fails_or_outlives_its_minutes_is_deleted(

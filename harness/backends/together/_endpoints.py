@@ -17,7 +17,9 @@ of its own:
 The budget reserves `serving.max_minutes` of hosting per endpoint, so waiting and scoring stop a
 minute before that (the last minute is left for the delete). Hosting is billed by the started
 minute from just before the create request to the delete's reply, which is never less than
-Together's own count. `inactive_timeout` makes Together stop an endpoint the harness lost.
+Together's own count. `inactive_timeout` makes Together stop an endpoint the harness lost (a
+killed run's, when no resume deletes it first), so a trial reserves that much more: one endpoint
+at a time is live, so one such loss per trial.
 """
 
 from __future__ import annotations

@@ -156,8 +156,10 @@ class TogetherBackend:
             usd=price.inference_usd(tokens_in, tokens_out, fine_tuned=True),
             inference_tokens=tokens_in + tokens_out,
         )
-        if self.config.serving.kind == "dedicated":  # an endpoint per model, its longest life
-            hours = points * self.config.serving.max_minutes / 60
+        serving = self.config.serving
+        if serving.kind == "dedicated":  # an endpoint per model, its longest life
+            # plus what one endpoint lost by a killed run bills before Together stops it idle
+            hours = (points * serving.max_minutes + serving.inactive_timeout) / 60
             hosting = price.hosting_usd(hours)
             asked = tokens_in + tokens_out
             evaluation = Cost(
