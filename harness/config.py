@@ -6,6 +6,7 @@ key=value` overrides are applied to the raw YAML and re-validated by the same mo
 
 from __future__ import annotations
 
+import codecs
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,20 @@ class DatasetConfig(Strict):
     ordinal: bool | None = None
     system_prompt: str = "Classify the text. Answer with the label only."
     split: SplitConfig = SplitConfig()
+    # How a CSV / JSONL / JSON file's bytes are decoded (any Python codec name: latin-1, cp1252);
+    # UTF-8 also drops a byte-order mark. Bundled, Parquet and hf: sources carry their own.
+    encoding: str = "utf-8"
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_codec(cls, value: str) -> str:
+        try:
+            info = codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r} (e.g. utf-8, latin-1, cp1252)") from None
+        if not getattr(info, "_is_text_encoding", True):  # base64, zlib: bytes to bytes
+            raise ValueError(f"{value!r} is not a text encoding (e.g. utf-8, latin-1, cp1252)")
+        return value
 
     @field_validator("labels", mode="before")
     @classmethod

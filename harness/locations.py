@@ -35,6 +35,18 @@ def datasets_dir() -> Path:
     return Path(configured).expanduser() if configured else Path.home() / ".cache" / "harness"
 
 
+# A run of path separators (and NUL, which no path may hold).
+_SEPARATORS = re.compile(r"[/\\\x00]+")
+
+
+def path_component(name: str) -> str:
+    """`name` (a study's) as one folder name: every run of path separators (`/`, `\\`) becomes
+    `-`, so `team/demo` is the folder `team-demo`, not `team/` holding `demo/`; a name that would
+    point elsewhere (`.`, `..`, nothing) is `study`. Other names are kept as they are."""
+    safe = _SEPARATORS.sub("-", name)
+    return safe if safe.strip(".-") else "study"
+
+
 # --- URLs ------------------------------------------------------------------------------------
 
 REDACTED = "***"

@@ -588,7 +588,7 @@ def test_predict_skips_empty_rows_and_keeps_the_csv_columns(registry: str, tmp_p
     assert "skipped 2 empty rows" in result.stderr
     records = _json_lines(result.stdout)
     kept = [row for row in rows if row[1].strip()]
-    assert [r["id"] for r in records] == [row[0] for row in kept]
+    assert [r["id"] for r in records] == [int(row[0]) for row in kept]  # whole numbers: ints
     assert [r["input_label"] for r in records] == [row[2] for row in kept]  # the true label
     assert [r["label"] for r in records] == ["positive", "negative"]  # the model's
     assert all(

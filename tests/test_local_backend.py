@@ -490,7 +490,7 @@ def test_unknown_model_names_it_and_suggests_the_offline_one(
     with pytest.raises(BackendError) as caught:
         backend.fine_tune(_spec(base_model="no-such-org/no-such-model"), data, lambda e: False)
     message = str(caught.value)
-    assert "no-such-org/no-such-model" in message and "no network" in message
+    assert "no-such-org/no-such-model" in message and "not available offline" in message
     assert "all-MiniLM-L6-v2" in message
     with pytest.raises(BackendError, match="no such model directory"):
         resolve_model_path("./not-a-model-dir")

@@ -1139,3 +1139,36 @@ def test_the_steps_of_a_front_on_first_year_cost_are_priced_on_it() -> None:
     rec = recommend(front, options, comparer(options), N_VALID, rows)
     assert "9.9x the first-year cost" in rec.text
     assert "Choose trial 1" in rec.text and "$122 in its first year" in rec.text
+
+
+def test_a_study_name_with_a_slash_reports_to_one_folder(tmp_path: Path, isolated: Path) -> None:
+    """Found in a user walk: `study.name: team/demo` wrote mlruns/reports/team/demo/."""
+    (tmp_path / "team").mkdir()
+    path = construct(tmp_path, name="team/demo").experiment_path
+    result = run_cli("report", str(path))
+    assert result.exit_code == 0, result.output
+    reports = isolated / "mlruns" / "reports"
+    assert [p.name for p in reports.iterdir()] == ["team-demo"]
+    assert (
+        (reports / "team-demo" / "report.md")
+        .read_text(encoding="utf-8")
+        .startswith(
+            "# team/demo: "  # the report itself keeps the study's own name
+        )
+    )
+    assert str(Path("mlruns/reports/team-demo/report.md")) in result.stdout  # where it wrote
+    assert str(Path("mlruns/reports/team-demo/report.html")) in result.stdout
+
+
+def test_report_folder_names_hold_no_path_separator() -> None:
+    from types import SimpleNamespace
+
+    from harness.locations import path_component
+    from harness.report.compare import comparison_dir
+
+    assert path_component("demo-lr_2.v1") == "demo-lr_2.v1"  # an ordinary name is kept
+    assert path_component("team/demo") == "team-demo"
+    assert path_component("a\\b//c") == "a-b-c"
+    assert path_component("..") == "study" and path_component("/") == "study"
+    compared = comparison_dir(SimpleNamespace(study="team/a vs team/b"))  # type: ignore[arg-type]
+    assert compared == Path("mlruns/reports/compare-team-a-vs-team-b")

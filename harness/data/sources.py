@@ -8,8 +8,10 @@ fix raises `DataError` naming the file, column or line. Bundled datasets live in
 
 from __future__ import annotations
 
+import codecs
 import csv
 import importlib
+import io
 import json
 import re
 from collections.abc import Callable
@@ -68,22 +70,30 @@ def read_frame(config: DatasetConfig, resolve: Callable[[str], Path]) -> LoadedF
     """`load_frame`, plus where the rows came from and how many were read and dropped."""
     source = config.source.strip()
     columns = (config.text_column, config.label_column)
-    if source.startswith("hf:"):
+    if source.startswith("hf:") or source in BUNDLED:
+        _no_encoding(config, source)
+        if source in BUNDLED:
+            return _clean(_read_csv(ensure_bundled(source), "utf-8"), source, ("text", "label"))
         return _clean(_read_hf(source, config), source, columns)
-    if source in BUNDLED:
-        return _clean(_read_csv(ensure_bundled(source)), source, ("text", "label"))
     path = resolve(source)
     suffix = path.suffix.lower()
     if not suffix and "/" not in source and "\\" not in source and not path.is_file():
         accepted = _ACCEPTED.format(bundled=", ".join(sorted(BUNDLED)))
         raise DataError(f"dataset {source!r} is unknown; use {accepted}")
     readers = {".csv": _read_csv, ".jsonl": _read_jsonl, ".json": _read_jsonl}
-    readers[".parquet"] = _read_parquet
+    if suffix == ".parquet":
+        _no_encoding(config, str(path))
+        return _clean(_read_parquet(_existing(path, source)), str(path), columns)
     if suffix not in readers:
         raise DataError(
             f"{path}: unsupported file type {suffix or '(none)'!r}; "
             "use .csv, .jsonl, .json or .parquet"
         )
+    frame = readers[suffix](_existing(path, source), config.encoding)
+    return _clean(frame, str(path), columns)
+
+
+def _existing(path: Path, source: str) -> Path:
     if not path.is_file():
         why = " (it is a directory)" if path.is_dir() else ""
         if not Path(source).expanduser().is_absolute():
@@ -92,48 +102,72 @@ def read_frame(config: DatasetConfig, resolve: Callable[[str], Path]) -> LoadedF
                 f"{Path.cwd()}, then beside the experiment file and one folder above it)"
             )
         raise DataError(f"{path}: no such file{why}")
-    return _clean(readers[suffix](path), str(path), columns)
+    return path
 
 
-def _sniffed_delimiter(path: Path) -> str | None:
+def _no_encoding(config: DatasetConfig, where: str) -> None:
+    """A source that decodes itself takes no `dataset.encoding` (a setting that would be
+    silently ignored is an error)."""
+    if codecs.lookup(config.encoding).name != "utf-8":
+        raise DataError(
+            f"{where}: dataset.encoding {config.encoding!r} applies to CSV and JSONL files only; "
+            "this source carries its own encoding: remove the setting"
+        )
+
+
+def read_text(path: Path, encoding: str) -> str:
+    """The file's text decoded as `encoding` (UTF-8: a leading byte-order mark is dropped).
+
+    Raises:
+        DataError: A byte does not decode; the message names the file, the byte's offset and
+            line, and the `dataset.encoding` setting.
+    """
+    raw = path.read_bytes()
+    utf8 = codecs.lookup(encoding).name == "utf-8"
+    try:
+        return raw.decode("utf-8-sig" if utf8 else encoding)
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        name = "UTF-8" if utf8 else repr(encoding)
+        raise DataError(
+            f"{path}: not {name} text (byte 0x{raw[exc.start]:02x} at offset {exc.start}, line "
+            f"{line}, does not decode); set dataset.encoding to the file's encoding, e.g. "
+            "dataset.encoding: latin-1 (or cp1252) for a Western European spreadsheet export"
+        ) from None
+
+
+def _sniffed_delimiter(text: str) -> str | None:
     """The delimiter of a CSV that is not comma-separated (`;`, tab or `|`), or None."""
     try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            sample = handle.read(64 * 1024)
-        found = csv.Sniffer().sniff(sample, delimiters=";\t|").delimiter
-    except (csv.Error, OSError, UnicodeDecodeError):
+        found = csv.Sniffer().sniff(text[: 64 * 1024], delimiters=";\t|").delimiter
+    except csv.Error:
         return None
     return found if found != "," else None
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    frame = _parse_csv(path, ",")
+def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
+    # Decoded here, not by pandas: its decoding error gives an offset into a buffer, not the file.
+    text = read_text(path, encoding)
+    frame = _parse_csv(path, text, ",")
     if len(frame.columns) == 1:
         # A spreadsheet exported with `;` (or tabs) reads as one column: try its own delimiter.
-        delimiter = _sniffed_delimiter(path)
+        delimiter = _sniffed_delimiter(text)
         if delimiter is not None:
-            return _parse_csv(path, delimiter)
+            return _parse_csv(path, text, delimiter)
     return frame
 
 
-def _parse_csv(path: Path, delimiter: str) -> pd.DataFrame:
+def _parse_csv(path: Path, text: str, delimiter: str) -> pd.DataFrame:
     try:
-        return pd.read_csv(
-            path, sep=delimiter, dtype=str, keep_default_na=False, encoding="utf-8-sig"
-        )
+        return pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty") from None
     except pd.errors.ParserError as exc:
         raise DataError(f"{path}: malformed CSV ({str(exc).strip()})") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
 
 
-def _read_jsonl(path: Path) -> pd.DataFrame:
-    try:
-        content = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
+def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
+    content = read_text(path, encoding)
     if not content.strip():
         raise DataError(f"{path}: the file is empty")
     if path.suffix.lower() == ".json" and content.lstrip().startswith("["):

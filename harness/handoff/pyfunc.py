@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,9 @@ from harness.errors import ConfigError
 from harness.records import Prediction
 
 TEXT_COLUMN = "text"
+# A whole number as it is written when nothing else is meant: no sign but "-", no leading zero
+# ("007" is a code, not 7), no "-0"; it reads back to the same digits.
+_PLAIN_INT = re.compile(r"0|-?[1-9][0-9]*")
 SCORE_PREFIX = "score_"
 _logger = logging.getLogger(__name__)
 
@@ -114,7 +118,7 @@ def read_rows(path: Path, column: str = TEXT_COLUMN) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            rows = _csv_rows(path)
+            rows = _whole_number_columns(_csv_rows(path), keep=column)
         elif suffix in (".jsonl", ".ndjson"):
             rows = _jsonl_rows(path)
         else:
@@ -146,6 +150,16 @@ def _csv_rows(path: Path) -> list[dict[str, Any]]:
                 path, sep=delimiter, dtype=str, keep_default_na=False, encoding="utf-8-sig"
             )
     return [{str(k): v for k, v in row.items()} for row in frame.to_dict(orient="records")]
+
+
+def _whole_number_columns(rows: list[dict[str, Any]], keep: str) -> list[dict[str, Any]]:
+    """A CSV's cells are text; a column whose every cell is a plain whole number (`_PLAIN_INT`)
+    is read as numbers, as a JSONL file would give them (ids above all). Any other column keeps
+    every cell as written (a leading zero, a decimal, a word or an empty cell anywhere in it), so
+    no column mixes types; `keep`, the text column the model reads, is always text."""
+    columns = dict.fromkeys(key for row in rows for key in row if key != keep)
+    whole = [c for c in columns if all(_PLAIN_INT.fullmatch(str(row.get(c, ""))) for row in rows)]
+    return [{k: int(v) if k in whole else v for k, v in row.items()} for row in rows]
 
 
 def _jsonl_rows(path: Path) -> list[dict[str, Any]]:

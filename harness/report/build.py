@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from harness.backends.base import SERVING_HOSTING_NOTE
 from harness.config import Experiment
 from harness.errors import ConfigError, HarnessError
+from harness.locations import path_component
 from harness.report.answer import answer_lines, step_line, synthetic_lines
 from harness.report.baselines import Baseline, compute_baselines
 from harness.report.evidence import ValidationComparison
@@ -346,8 +347,9 @@ def _against_baseline(
 
 def default_out_dir(experiment: Experiment) -> Path:
     """`mlruns/reports/STUDY`: named after the study, not the file, since one file makes many
-    studies (`--set study.name=...`) and each would overwrite the others' report."""
-    return Path("mlruns") / "reports" / experiment.study_name
+    studies (`--set study.name=...`) and each would overwrite the others' report; one folder
+    whatever the name holds (`path_component`)."""
+    return Path("mlruns") / "reports" / path_component(experiment.study_name)
 
 
 def write_report(report: Report, out_dir: Path) -> dict[str, Path]:

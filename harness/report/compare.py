@@ -18,6 +18,7 @@ from pathlib import Path
 
 from harness.config import Experiment
 from harness.errors import ConfigError
+from harness.locations import path_component
 from harness.records import PreparedData
 from harness.report.build import analyse, study_rows, write_report
 from harness.report.model import Origin, Report, ReportOptions, TrialRow
@@ -119,8 +120,9 @@ def _differs(a: Experiment, da: PreparedData, b: Experiment, db: PreparedData) -
 
 
 def comparison_dir(report: Report) -> Path:
-    """`mlruns/reports/compare-A-vs-B`, beside the studies' own reports."""
-    return Path("mlruns") / "reports" / ("compare-" + report.study.replace(" vs ", "-vs-"))
+    """`mlruns/reports/compare-A-vs-B`, beside the studies' own reports (one folder)."""
+    name = "compare-" + report.study.replace(" vs ", "-vs-")
+    return Path("mlruns") / "reports" / path_component(name)
 
 
 def record_comparison(

