@@ -177,6 +177,40 @@ def test_checkpoints_record_the_training_rows_their_trial_used(
     assert [row["train_examples_used"] for row in shown] == [trial.train_examples] * 2
 
 
+def test_a_checkpoint_run_is_named_after_its_trial_when_another_worker_took_its_number(
+    tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found with three workers on one study: a checkpoint's run was named `t009 ... @ epoch 1 of
+    # t006` while its trial was t010 (another worker asked for t009 meanwhile), so the MLflow UI
+    # showed two runs named t009 and none t010.
+    from harness.sweep import checkpoints
+
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
+    study = {"n_trials": 1, "sampler": {"kind": "random"}}
+    path = write_experiment(tmp_path, data, {**SPACE, "n_epochs": 2}, study=study)
+    name_of = checkpoints.checkpoint_run_name
+
+    def another_worker_asks(*args: Any, **kwargs: Any) -> str:
+        # Between the number the checkpoint expects and its `add_trial`: another worker's trial.
+        other = _study()
+        other.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
+        return name_of(*args, **kwargs)
+
+    monkeypatch.setattr(session, "checkpoint_run_name", another_worker_asks)
+    run_sweep(load_experiment(str(path)), RecordingView())
+    owners = {
+        r.mlflow_run_id: t.number
+        for t in _study().get_trials(states=(TrialState.COMPLETE,))
+        if (r := TrialRecord.from_attrs(t.user_attrs)).mlflow_run_id
+    }
+    assert len(owners) == 2  # the trial and its checkpoint
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    for run_id, number in owners.items():
+        run = client.get_run(run_id)
+        assert run.info.run_name.startswith(f"t{number:03d} "), (run.info.run_name, number)
+        assert run.data.tags["harness.trial_number"] == str(number)
+
+
 class _Statuses(RecordingView):
     """A view that also takes the live events, and keeps every status line it is sent."""
 
