@@ -334,6 +334,28 @@ def test_an_interrupt_while_a_trial_is_priced_leaves_nothing_running(
     assert ledger_usd(study.get_trials()) == (0.0, 0.0)  # nothing trained, nothing held
 
 
+def test_a_signal_while_optuna_creates_a_trial_leaves_nothing_running(
+    tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by SIGINT to one of two workers: Optuna's `ask` had created the trial (RUNNING, no
+    # parameters yet) when Ctrl-C came, so no one held it: it stayed RUNNING after the worker
+    # exited, until another worker's heartbeat grace (or the next start) failed it.
+    import signal
+
+    from harness.sweep import admission
+
+    real_ask = admission.ask
+
+    def signalled(*args: Any) -> Any:
+        asked = real_ask(*args)  # in the storage now, not yet returned
+        signal.raise_signal(signal.SIGINT)
+        return asked
+
+    monkeypatch.setattr(admission, "ask", signalled)
+    _interrupted_sweep(tmp_path)
+    assert backend.trained == []
+
+
 def _interrupted_sweep(tmp_path: Path) -> optuna.Study:
     """A 2-trial sweep that an interrupt ends: its trial failed and queued again, none RUNNING."""
     with pytest.raises(KeyboardInterrupt):
