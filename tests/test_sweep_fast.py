@@ -211,6 +211,31 @@ def test_a_checkpoint_run_is_named_after_its_trial_when_another_worker_took_its_
         assert run.data.tags["harness.trial_number"] == str(number)
 
 
+def test_a_worker_starting_while_another_records_a_checkpoint_leaves_its_run_alone(
+    tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker that starts closes the runs of workers that died before recording them; a live
+    # worker's checkpoint run, open while it is scored and logged, has no trial yet and was
+    # closed too: KILLED, "worker died before recording this run", then FINISHED by its worker.
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
+    study = {"n_trials": 1, "sampler": {"kind": "random"}}
+    path = write_experiment(tmp_path, data, {**SPACE, "n_epochs": 2}, study=study)
+    share = session._share_model
+
+    def another_worker_starts(sweep: Any, run_id: Any, result: Any) -> None:
+        session.Recovery(sweep.handle, sweep.tracker)(now=True, start=True)
+        share(sweep, run_id, result)
+
+    monkeypatch.setattr(session, "_share_model", another_worker_starts)
+    run_sweep(load_experiment(str(path)), RecordingView())
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert len(runs) == 3  # the study's, the trial's, its checkpoint's
+    for run in runs:
+        assert run.info.status == "FINISHED", run.info.run_name
+        assert "failure_reason" not in run.data.tags, run.info.run_name
+
+
 class _Statuses(RecordingView):
     """A view that also takes the live events, and keeps every status line it is sent."""
 
