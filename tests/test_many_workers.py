@@ -303,6 +303,23 @@ def test_a_killed_workers_trial_is_resumed_by_a_survivor_on_its_job(
     assert run.info.status == "KILLED", "a survivor closed the dead worker's run"
 
 
+def test_study_create_never_prints_a_password_given_in_the_storage_url(
+    tmp_path: Path, postgres: Postgres, tracking: MlflowServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found walking the README: `harness study create demo --set study.storage=postgresql://
+    # harness:PASSWORD@...` ended on "Start workers with: harness sweep demo
+    # --set=study.storage=postgresql://harness:PASSWORD@...", the password in the clear.
+    storage = postgres.create_database("printed")
+    path = _experiment(tmp_path, "sqlite:///unused.db", "printed", n_trials=1, budget=1.0)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.uri)
+    made = run_cli("study", "create", str(path), "--set", f"study.storage={storage}", cwd=tmp_path)
+    assert made.exit_code == 0, made.stderr
+    assert postgres.password not in made.stdout + made.stderr
+    assert "Start workers with: harness sweep" in made.stdout
+    assert f"harness:***@127.0.0.1:{postgres.port}/printed" in made.stdout
+    assert "PGPASSWORD" in made.stdout, "it says how the workers get the password instead"
+
+
 class _Victim:
     def __init__(self, trial: FrozenTrial) -> None:
         self.number = trial.number
