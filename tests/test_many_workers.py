@@ -161,6 +161,13 @@ def _assert_shared(
     parent = parents[0].info.run_id
     assert {r.data.tags["mlflow.parentRunId"] for r in runs if r not in parents} == {parent}
     assert {t.user_attrs["mlflow_run_id"] for t in done} <= {r.info.run_id for r in runs}
+    # Named after the trial each records, checkpoints too (another worker may take the number a
+    # checkpoint expected), and labelled synthetic: every figure here is the fake server's.
+    by_id = {r.info.run_id: r for r in runs}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        run = by_id[trial.user_attrs["mlflow_run_id"]]
+        assert run.info.run_name.startswith(f"t{trial.number:03d} "), run.info.run_name
+        assert run.data.tags.get("synthetic") == "true", run.info.run_name
     assert not [(r.info.run_name, r.info.status) for r in runs if r.info.status == "RUNNING"]
     assert client.get_run(parent).info.status == "FINISHED"
     for run in runs:
