@@ -371,6 +371,16 @@ def test_an_unknown_name_lists_what_is_known_with_the_closest(made: Path) -> Non
     assert result.exit_code == 2
 
 
+def test_a_study_name_in_a_storage_that_cannot_be_opened_says_why(tmp_path: Path) -> None:
+    # Found walking "Running on several machines" in a shell without PGPASSWORD: `harness trials
+    # demo --set study.storage=postgresql://...` said "no such experiment file, and no study of
+    # that name ... Studies: none", as if the study were gone, not that the login failed.
+    storage = "study.storage=postgresql://harness@127.0.0.1:1/optuna"  # nothing listens there
+    result = run_cli("trials", "demo", "--set", storage)
+    assert_clean_error(result, "cannot open study storage 'postgresql://harness@127.0.0.1:1/")
+    assert "no study of that name" not in result.stderr
+
+
 @pytest.mark.parametrize(
     "command",
     [

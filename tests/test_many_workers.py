@@ -161,6 +161,13 @@ def _assert_shared(
     parent = parents[0].info.run_id
     assert {r.data.tags["mlflow.parentRunId"] for r in runs if r not in parents} == {parent}
     assert {t.user_attrs["mlflow_run_id"] for t in done} <= {r.info.run_id for r in runs}
+    # Named after the trial each records, checkpoints too (another worker may take the number a
+    # checkpoint expected), and labelled synthetic: every figure here is the fake server's.
+    by_id = {r.info.run_id: r for r in runs}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        run = by_id[trial.user_attrs["mlflow_run_id"]]
+        assert run.info.run_name.startswith(f"t{trial.number:03d} "), run.info.run_name
+        assert run.data.tags.get("synthetic") == "true", run.info.run_name
     assert not [(r.info.run_name, r.info.status) for r in runs if r.info.status == "RUNNING"]
     assert client.get_run(parent).info.status == "FINISHED"
     for run in runs:
@@ -301,6 +308,23 @@ def test_a_killed_workers_trial_is_resumed_by_a_survivor_on_its_job(
     )
     run = MlflowClient(tracking.uri).get_run(victim.run_id)
     assert run.info.status == "KILLED", "a survivor closed the dead worker's run"
+
+
+def test_study_create_never_prints_a_password_given_in_the_storage_url(
+    tmp_path: Path, postgres: Postgres, tracking: MlflowServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found walking the README: `harness study create demo --set study.storage=postgresql://
+    # harness:PASSWORD@...` ended on "Start workers with: harness sweep demo
+    # --set=study.storage=postgresql://harness:PASSWORD@...", the password in the clear.
+    storage = postgres.create_database("printed")
+    path = _experiment(tmp_path, "sqlite:///unused.db", "printed", n_trials=1, budget=1.0)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.uri)
+    made = run_cli("study", "create", str(path), "--set", f"study.storage={storage}", cwd=tmp_path)
+    assert made.exit_code == 0, made.stderr
+    assert postgres.password not in made.stdout + made.stderr
+    assert "Start workers with: harness sweep" in made.stdout
+    assert f"harness:***@127.0.0.1:{postgres.port}/printed" in made.stdout
+    assert "PGPASSWORD" in made.stdout, "it says how the workers get the password instead"
 
 
 class _Victim:

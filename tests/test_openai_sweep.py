@@ -28,6 +28,7 @@ from harness.config import load_experiment
 from harness.errors import BudgetExceeded
 from harness.records import Cost, TrialResult, TrialSpec
 from harness.sweep.loop import run_sweep
+from harness.tracking.journal import ran_on_a_test_server
 from tests.cli_runner import run_cli
 from tests.conftest import openai_experiment
 from tests.openai_fake import FakeOpenAI, openai_fake  # noqa: F401 - the fixture
@@ -363,6 +364,26 @@ def test_a_ten_epoch_job_records_its_last_checkpoints_by_epoch(
     (result,) = outcome.results
     assert [e.epoch for e in result.model.epochs] == [8, 9, 10]
     assert _checkpoint_trials(tmp_path) == {0: [8, 9]}
+
+
+def test_epoch_checkpoints_of_a_test_servers_job_are_labelled_synthetic(
+    tmp_path: Path, fake_env: FakeOpenAI
+) -> None:
+    # Found with three workers on the fake server: trial runs were tagged synthetic=true, their
+    # checkpoints' runs and trials not, so promoting a checkpoint (the report's pick may be one)
+    # registered a test server's model as `synthetic=false`.
+    path = _experiment(tmp_path, n_trials=1)
+    (tmp_path / "space.yaml").write_text(
+        "n_epochs: 3\nlearning_rate_multiplier: 1.0\nbatch_size: 8\n"
+    )
+    run_sweep(load_experiment(str(path)), RecordingView())
+    assert _checkpoint_trials(tmp_path) == {0: [1, 2]}
+    study = optuna.load_study(
+        study_name="oa-sweep", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    )
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert [ran_on_a_test_server([t]) for t in trials] == [True] * 3
+    assert [run.data.tags.get("synthetic") for run in _children(tmp_path)] == ["true"] * 3
 
 
 class _KilledAfterTheTrial(RecordingView):

@@ -177,6 +177,65 @@ def test_checkpoints_record_the_training_rows_their_trial_used(
     assert [row["train_examples_used"] for row in shown] == [trial.train_examples] * 2
 
 
+def test_a_checkpoint_run_is_named_after_its_trial_when_another_worker_took_its_number(
+    tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found with three workers on one study: a checkpoint's run was named `t009 ... @ epoch 1 of
+    # t006` while its trial was t010 (another worker asked for t009 meanwhile), so the MLflow UI
+    # showed two runs named t009 and none t010.
+    from harness.sweep import checkpoints
+
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
+    study = {"n_trials": 1, "sampler": {"kind": "random"}}
+    path = write_experiment(tmp_path, data, {**SPACE, "n_epochs": 2}, study=study)
+    name_of = checkpoints.checkpoint_run_name
+
+    def another_worker_asks(*args: Any, **kwargs: Any) -> str:
+        # Between the number the checkpoint expects and its `add_trial`: another worker's trial.
+        other = _study()
+        other.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
+        return name_of(*args, **kwargs)
+
+    monkeypatch.setattr(session, "checkpoint_run_name", another_worker_asks)
+    run_sweep(load_experiment(str(path)), RecordingView())
+    owners = {
+        r.mlflow_run_id: t.number
+        for t in _study().get_trials(states=(TrialState.COMPLETE,))
+        if (r := TrialRecord.from_attrs(t.user_attrs)).mlflow_run_id
+    }
+    assert len(owners) == 2  # the trial and its checkpoint
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    for run_id, number in owners.items():
+        run = client.get_run(run_id)
+        assert run.info.run_name.startswith(f"t{number:03d} "), (run.info.run_name, number)
+        assert run.data.tags["harness.trial_number"] == str(number)
+
+
+def test_a_worker_starting_while_another_records_a_checkpoint_leaves_its_run_alone(
+    tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker that starts closes the runs of workers that died before recording them; a live
+    # worker's checkpoint run, open while it is scored and logged, has no trial yet and was
+    # closed too: KILLED, "worker died before recording this run", then FINISHED by its worker.
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
+    study = {"n_trials": 1, "sampler": {"kind": "random"}}
+    path = write_experiment(tmp_path, data, {**SPACE, "n_epochs": 2}, study=study)
+    share = session._share_model
+
+    def another_worker_starts(sweep: Any, run_id: Any, result: Any) -> None:
+        session.Recovery(sweep.handle, sweep.tracker)(now=True, start=True)
+        share(sweep, run_id, result)
+
+    monkeypatch.setattr(session, "_share_model", another_worker_starts)
+    run_sweep(load_experiment(str(path)), RecordingView())
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert len(runs) == 3  # the study's, the trial's, its checkpoint's
+    for run in runs:
+        assert run.info.status == "FINISHED", run.info.run_name
+        assert "failure_reason" not in run.data.tags, run.info.run_name
+
+
 class _Statuses(RecordingView):
     """A view that also takes the live events, and keeps every status line it is sent."""
 
@@ -298,6 +357,28 @@ def test_an_interrupt_while_a_trial_is_priced_leaves_nothing_running(
     monkeypatch.setattr(session.Sweep, "price", interrupt)
     study = _interrupted_sweep(tmp_path)
     assert ledger_usd(study.get_trials()) == (0.0, 0.0)  # nothing trained, nothing held
+
+
+def test_a_signal_while_optuna_creates_a_trial_leaves_nothing_running(
+    tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by SIGINT to one of two workers: Optuna's `ask` had created the trial (RUNNING, no
+    # parameters yet) when Ctrl-C came, so no one held it: it stayed RUNNING after the worker
+    # exited, until another worker's heartbeat grace (or the next start) failed it.
+    import signal
+
+    from harness.sweep import admission
+
+    real_ask = admission.ask
+
+    def signalled(*args: Any) -> Any:
+        asked = real_ask(*args)  # in the storage now, not yet returned
+        signal.raise_signal(signal.SIGINT)
+        return asked
+
+    monkeypatch.setattr(admission, "ask", signalled)
+    _interrupted_sweep(tmp_path)
+    assert backend.trained == []
 
 
 def _interrupted_sweep(tmp_path: Path) -> optuna.Study:

@@ -185,6 +185,8 @@ def load_target(name: str, overrides: list[str] | None = None) -> Experiment:
         path = find_experiment_file(name)
     except ConfigError:  # no such file: a study's name, or nothing known
         if name not in study_names:
+            if not sqlite_missing(storage):
+                open_storage(storage)  # one that cannot be read says why, not "no such study"
             raise ConfigError(_unknown(name, study_names, storage)) from None
         return _from_study(name, storage, overrides)
     experiment = _as_recorded(load_experiment(str(path), overrides), overrides)

@@ -363,12 +363,15 @@ def study_create(experiment: ExperimentArg, set_: SetOption = None) -> None:
     exp = load_target(experiment, set_)
     done = create_shared_study(exp)
     state = "created" if done.created_run else "found"
+    command = shlex.join(["harness", "sweep", experiment, *(f"--set={o}" for o in set_ or [])])
+    shown = redact_text(command)  # a password in a --set URL is not printed either
     lines = [
         f"study {done.study_name} in {redact_text(exp.config.study.storage)}: "
         f"{done.trials} trial(s) held",
         f"MLflow study run {done.parent_run_id} ({state}) in {redact_text(tracking_uri(exp))}",
-        "Start workers with: "
-        + shlex.join(["harness", "sweep", experiment, *(f"--set={o}" for o in set_ or [])]),
+        f"Start workers with: {shown}",
     ]
+    if shown != command:
+        lines.append("  (*** is a secret left out: give workers PGPASSWORD or ~/.pgpass instead)")
     for line in lines:
         console.print(line, markup=False, highlight=False, soft_wrap=True)

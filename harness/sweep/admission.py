@@ -36,6 +36,7 @@ from harness.sweep.estimate import corner_specs
 from harness.sweep.live import LiveStatus
 from harness.sweep.outcome import SweepOutcome
 from harness.sweep.search_space import SearchSpace
+from harness.sweep.signals import signals_held
 from harness.sweep.stopping import Curve, FrontStopper
 from harness.sweep.study import (
     StudyHandle,
@@ -118,8 +119,10 @@ def ask_within_budget(sweep: Launching, in_flight: bool = False) -> Asked | None
     for draw in (0, 1):  # the configuration drawn; then, if it did not fit, the same cut
         if reason is not None:
             break
-        trial = ask(sweep.handle, sweep.space)
+        with signals_held() as held:  # Optuna's ask is not atomic: the trial is ours first
+            trial = ask(sweep.handle, sweep.space)
         try:
+            held.deliver()  # a signal that came while asking acts now, the trial in hand
             claim(sweep.handle, trial)
             spec, estimate = sweep.price(trial)  # a first estimate may calibrate the machine
             reason = sweep.budget.reserve(trial, estimate)

@@ -39,7 +39,14 @@ from harness.records import (
     TrialSpec,
 )
 from harness.scoring import score
-from harness.tracking.record import TrialRecord, checkpoint_attrs
+from harness.tracking.journal import ran_on_a_test_server
+from harness.tracking.record import (
+    SYNTHETIC_TAG,
+    TrialRecord,
+    checkpoint_attrs,
+    journal_key,
+    used_train_examples,
+)
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,8 @@ def add_checkpoint_trial(
     # checkpoint never shows the size asked for beside its trial's size used.
     used = TrialRecord.from_attrs(parent.user_attrs).train_examples
     attrs = checkpoint_attrs(result, checkpoint.parent, run_id, train_examples=used)
+    if ran_on_a_test_server([parent]):  # trained on a test server: labelled as its trial is
+        attrs[journal_key(SYNTHETIC_TAG)] = "true"
     values = [
         next(
             (e.valid_accuracy for e in result.model.epochs if e.epoch == checkpoint.epoch),
@@ -127,9 +136,12 @@ def add_checkpoint_trial(
     return max(added), TrialRecord.from_attrs(attrs)
 
 
-def checkpoint_run_name(checkpoint: ScoredCheckpoint) -> str:
-    """MLflow run name of a checkpoint trial, e.g. `t012 ep=3 lr=2 bs=16 @ epoch 1 of t007`."""
+def checkpoint_run_name(checkpoint: ScoredCheckpoint, train_rows: int | None = None) -> str:
+    """MLflow run name of a checkpoint trial, e.g. `t012 ep=3 lr=2 bs=16 @ epoch 1 of t007`;
+    `n=` says the rows used, the size asked capped at `train_rows` (the training split's)."""
     spec = checkpoint.result.spec
+    if spec.train_examples is not None:
+        spec = replace(spec, train_examples=used_train_examples(spec.train_examples, train_rows))
     return f"{spec.run_name()} @ epoch {checkpoint.epoch} of t{checkpoint.parent:03d}"
 
 

@@ -53,6 +53,7 @@ from harness.sweep.study import (
     trained_trials,
 )
 from harness.sweep.trial import set_attrs
+from harness.tracking.journal import ran_on_a_test_server
 from harness.tracking.record import (
     CHECKPOINT_OF_TAG,
     SYNTHETIC_TAG,
@@ -67,6 +68,7 @@ from harness.tracking.record import (
 from harness.tracking.runs import MlflowTracker
 from harness.tracking.tracker import NullTracker, Tracker
 
+RUN_NAME_TAG = "mlflow.runName"  # setting it renames a run
 DATA_DIGEST = "data_digest"  # the study's user attribute: the data its trials were run on
 
 
@@ -285,10 +287,12 @@ def record_checkpoint(
     number = len(study.get_trials(deepcopy=False))  # the number add_trial will give it
     checkpoint = with_number(checkpoint, number)
     result = checkpoint.result
-    run_id = sweep.tracker.start_trial(
-        result.spec, sweep.backend.kind, name=checkpoint_run_name(checkpoint)
-    )
+    rows = len(sweep.data.train)
+    name = checkpoint_run_name(checkpoint, rows)
+    run_id = sweep.tracker.start_trial(result.spec, sweep.backend.kind, name=name)
     sweep.tracker.tag(run_id, CHECKPOINT_OF_TAG, str(checkpoint.parent))
+    if ran_on_a_test_server([parent]):  # its model is a test server's, as its trial's is
+        sweep.tracker.tag(run_id, SYNTHETIC_TAG, "true")
     for epoch in result.model.epochs:
         sweep.tracker.log_epoch(run_id, epoch)
     _share_model(sweep, run_id, result)
@@ -296,8 +300,10 @@ def record_checkpoint(
     limit = sweep.experiment.config.study.max_trial_cost_usd
     objectives = len(sweep.handle.objectives)
     added, record = add_checkpoint_trial(study, parent, checkpoint, run_id, objectives, limit)
-    if added != number:  # another worker added a trial meanwhile
+    if added != number:  # another worker added a trial meanwhile: the run takes its number
         sweep.tracker.tag(run_id, TRIAL_TAG, str(added))
+        renamed = checkpoint_run_name(with_number(checkpoint, added), rows)
+        sweep.tracker.tag(run_id, RUN_NAME_TAG, renamed)  # MLflow renames the run
     sweep.view.message(
         f"  t{added:03d} = its epoch {checkpoint.epoch}: test acc "
         f"{result.metrics.accuracy:.4f}  cost {usd(result.total_cost.usd)} "

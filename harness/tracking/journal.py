@@ -42,7 +42,7 @@ class TrialJournal:
         self._tracker.tag(self._run_id, key, value)
 
 
-def ran_on_a_test_server(trials: Iterable[FrozenTrial]) -> bool:
+def ran_on_a_test_server(trials: Iterable[FrozenTrial | Trial]) -> bool:
     """Whether any of these trials ran on a test server on this machine (its backend noted
     `synthetic` in the journal): their figures prove the plumbing, never a result."""
     return any(t.user_attrs.get(journal_key(SYNTHETIC_TAG)) == "true" for t in trials)

@@ -241,6 +241,10 @@ class MlflowTracker:
             (Path(tmp) / "config.yaml").write_text(config, encoding="utf-8")
             self.client.log_artifacts(run_id, tmp)
         self.client.set_terminated(run_id, "FINISHED")
+        # A worker starting meanwhile may have taken the open run for a dead worker's
+        # (`close_abandoned_runs`: a checkpoint's run has no trial until it is logged).
+        if FAILURE_REASON_TAG in self.client.get_run(run_id).data.tags:
+            self.client.delete_tag(run_id, FAILURE_REASON_TAG)
 
     def fail_trial(self, run_id: str | None, reason: str, status: str = "FAILED") -> None:
         if run_id is None or not self._run_exists(run_id):
@@ -273,6 +277,8 @@ class MlflowTracker:
             number = run.data.tags.get(TRIAL_TAG)
             if number is None or not number.isdigit() or int(number) in running:
                 continue  # the study's own run, or a trial some worker still runs
+            if self.client.get_run(run.info.run_id).info.status != "RUNNING":
+                continue  # its worker finished it since: alive after all
             self.fail_trial(run.info.run_id, "worker died before recording this run", "KILLED")
             closed += 1
         return closed

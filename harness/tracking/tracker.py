@@ -53,7 +53,8 @@ class Tracker(Protocol):
     def log_text(self, run_id: str | None, text: str, artifact_file: str) -> None: ...
 
     def finish_trial(self, run_id: str | None, result: TrialResult, data: PreparedData) -> None:
-        """Metrics, tags and artifacts of a finished trial; the run ends FINISHED."""
+        """Metrics, tags and artifacts of a finished trial; the run ends FINISHED, without a
+        failure reason (a worker that took it for a dead worker's may have tagged one)."""
         ...
 
     def fail_trial(self, run_id: str | None, reason: str, status: str = "FAILED") -> None:
