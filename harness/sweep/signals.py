@@ -36,14 +36,19 @@ class HeldSignals:
 @contextlib.contextmanager
 def signals_held() -> Iterator[HeldSignals]:
     """While inside, Ctrl-C, SIGTERM and SIGHUP are caught and kept; the caller `deliver`s them
-    after the block, where it can settle what the block made. Outside the main thread (which
-    alone gets signals) nothing is held."""
+    after the block, where it can settle what the block made. A second signal inside acts at once,
+    so a step that hangs can still be stopped. Outside the main thread (which alone gets signals)
+    nothing is held."""
     held = HeldSignals()
     if threading.current_thread() is not threading.main_thread():
         yield held
         return
 
     def keep(signum: int, _frame: FrameType | None) -> None:
+        if held.caught:  # a second signal: the user insists (a storage that hangs), so it acts
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            signal.raise_signal(signum)
         held.caught.append(signum)
 
     # A handler not set from Python (None) cannot be put back: that signal is left alone.
