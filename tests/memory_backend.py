@@ -98,6 +98,8 @@ class MemoryBackend:
         with self._lock:
             self.trained.append(spec.number)
             call = len(self.trained)
+        if journal is not None and self.capabilities.synthetic:
+            journal.record("synthetic", "true")  # as every test-server backend notes it
         if call in self.fail:
             raise BackendError(f"{spec.run_name()}: the synthetic job failed")
         for split in (data.train, data.validation, data.test):
@@ -159,7 +161,8 @@ class MemoryBackend:
     def package(self, model_ref: str, labels: Sequence[str]) -> ModelPackage:
         if model_ref not in self.models:
             raise BackendError(f"{model_ref}: no such model")
-        return ModelPackage(config={"model_ref": model_ref, "accuracy": self.models[model_ref]})
+        config = {"model_ref": model_ref, "accuracy": self.models[model_ref]}
+        return ModelPackage(config={**config, "labels": list(labels)})
 
     def open_package(self, config: Mapping[str, Any], artifacts: Mapping[str, str]) -> str:
         ref = str(config["model_ref"])

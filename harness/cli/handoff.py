@@ -47,13 +47,16 @@ def promote(
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from harness.handoff.promote import promote as promote_trial
+    from harness.records import usd
 
     done = promote_trial(load_target(experiment, set_), trial_number=trial, alias=alias)
-    console.print(f"Chose {done.reason}", markup=False, highlight=False, soft_wrap=True)
+    another = "" if trial is not None else " Pass --trial N to promote another."
     action = "was already registered as" if done.reused else "registered as"
+    synthetic = " (synthetic: test server)" if done.synthetic else ""
     lines = [
+        f"Chose {done.reason}{another}",
         f"Trial {done.trial_number} ({done.backend}, test accuracy {done.test_accuracy:.4f}, "
-        f"cost ${done.cost_usd:.6f}) {action} {done.name} version {done.version}; "
+        f"cost {usd(done.cost_usd)}){synthetic} {action} {done.name} version {done.version}; "
         f"alias {done.alias!r} points at it.",
         f"Model URI: {done.uri}  (logged on MLflow run {done.run_id})",
         f'Try it:    harness predict {done.uri} "a sentence of your own"',
