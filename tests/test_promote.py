@@ -118,3 +118,16 @@ def test_a_failed_or_pruned_trial_is_refused_by_its_state(swept: Experiment) -> 
         )
         assert result.exit_code == 2
     assert _client().search_registered_models() == []
+
+
+def test_a_name_registered_by_someone_else_keeps_its_description(swept: Experiment) -> None:
+    client = _client()
+    client.create_registered_model(NAME, description="The team's sentiment model; ask Ana.")
+    done = promote(swept, trial_number=0)
+    assert done.version == "1"
+    assert client.get_registered_model(NAME).description == "The team's sentiment model; ask Ana."
+    # A name the harness made is described by it, and kept up to date.
+    other = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    other.delete_registered_model(NAME)
+    promote(swept, trial_number=0)
+    assert "promoted by `harness promote`" in client.get_registered_model(NAME).description

@@ -77,10 +77,13 @@ def version_description(alias: str, reason: str, synthetic: bool) -> str:
     return f"{warning}Promoted by `harness promote` as @{alias}: {reason}"
 
 
+MODEL_DESCRIPTION_START = "Text classifier promoted by `harness promote`"
+
+
 def model_description(experiment: Experiment) -> str:
     """The registered model's description: where it came from and how to call it."""
     return (
-        f"Text classifier promoted by `harness promote` from experiment {experiment.name} "
+        f"{MODEL_DESCRIPTION_START} from experiment {experiment.name} "
         f"({experiment.path}). Call it with `harness predict models:/NAME@ALIAS TEXT` or "
         "`mlflow.pyfunc.load_model(...).predict(pd.DataFrame({'text': [...]}))`, or serve it "
         "with `harness serve NAME` (`mlflow models serve`); it carries its own harness code."

@@ -28,6 +28,7 @@ from harness.config import Experiment
 from harness.errors import BackendError, ConfigError, HarnessError
 from harness.handoff.environment import harness_code, model_requirements, model_signature
 from harness.handoff.notes import (
+    MODEL_DESCRIPTION_START,
     is_synthetic,
     model_description,
     trial_cost,
@@ -216,7 +217,10 @@ def promote(
                 version = mlflow.register_model(
                     logged.model_uri, name, tags=version_tags(trial, run, synthetic)
                 )
-        client.update_registered_model(name, description=model_description(experiment))
+        # A name someone registered before keeps their description; the harness's is refreshed.
+        described = client.get_registered_model(name).description or ""
+        if not described or described.startswith(MODEL_DESCRIPTION_START):
+            client.update_registered_model(name, description=model_description(experiment))
         client.set_tag(run.info.run_id, REGISTERED_MODEL_TAG, f"{name}/{version.version}")
     else:
         version = existing
