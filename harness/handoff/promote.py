@@ -209,21 +209,11 @@ def promote(
     name = registered_model_name(experiment)
     backend = run.data.params.get("backend", experiment.config.backend.kind)
     existing = _existing_version(client, name, run.info.run_id)
-    if existing is None:
-        with pointed_at(uri), tempfile.TemporaryDirectory() as tmp:
-            logged = _log_model(experiment, trial, run, backend, Path(tmp))
-            # MLflow prints "Successfully registered model ..." to stderr; the CLI says it.
-            with contextlib.redirect_stderr(io.StringIO()):
-                version = mlflow.register_model(
-                    logged.model_uri, name, tags=version_tags(trial, run, synthetic)
-                )
-        # A name someone registered before keeps their description; the harness's is refreshed.
-        described = client.get_registered_model(name).description or ""
-        if not described or described.startswith(MODEL_DESCRIPTION_START):
-            client.update_registered_model(name, description=model_description(experiment))
-        client.set_tag(run.info.run_id, REGISTERED_MODEL_TAG, f"{name}/{version.version}")
-    else:
-        version = existing
+    version = (
+        existing
+        if existing is not None
+        else _register(experiment, trial, run, client, uri, synthetic)
+    )
     try:
         client.set_registered_model_alias(name, alias, version.version)
     except mlflow.exceptions.MlflowException as exc:
@@ -243,6 +233,29 @@ def promote(
         reused=existing is not None,
         synthetic=synthetic,
     )
+
+
+def _register(
+    experiment: Experiment, trial: FrozenTrial, run: Any, client: Any, uri: str, synthetic: bool
+) -> Any:
+    """Log the trial's model on its run and register it as a new version; MLflow's version."""
+    import mlflow
+
+    name = registered_model_name(experiment)
+    backend = run.data.params.get("backend", experiment.config.backend.kind)
+    with pointed_at(uri), tempfile.TemporaryDirectory() as tmp:
+        logged = _log_model(experiment, trial, run, backend, Path(tmp))
+        # MLflow prints "Successfully registered model ..." to stderr; the CLI says it.
+        with contextlib.redirect_stderr(io.StringIO()):
+            version = mlflow.register_model(
+                logged.model_uri, name, tags=version_tags(trial, run, synthetic)
+            )
+    # A name someone registered before keeps their description; the harness's is refreshed.
+    described = client.get_registered_model(name).description or ""
+    if not described or described.startswith(MODEL_DESCRIPTION_START):
+        client.update_registered_model(name, description=model_description(experiment))
+    client.set_tag(run.info.run_id, REGISTERED_MODEL_TAG, f"{name}/{version.version}")
+    return version
 
 
 def _check_alias(alias: str) -> None:
