@@ -5,6 +5,7 @@ real local and OpenAI models is `tests/test_registry.py` (slow tier)."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import optuna
@@ -131,3 +132,23 @@ def test_a_name_registered_by_someone_else_keeps_its_description(swept: Experime
     other.delete_registered_model(NAME)
     promote(swept, trial_number=0)
     assert "promoted by `harness promote`" in client.get_registered_model(NAME).description
+
+
+def test_an_interrupted_promote_or_predict_says_nothing_of_resuming_a_study(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by hand: Ctrl-C during `harness promote` said "run the same command again to resume
+    # the study", as a sweep does; neither promote nor predict has a study to resume.
+    # The package's `promote` function hides its module of that name from `import ... as`.
+    promoting, serving = (sys.modules[f"harness.handoff.{name}"] for name in ("promote", "serve"))
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(promoting, "promote", interrupted)
+    monkeypatch.setattr(serving, "load_registered_model", interrupted)
+    path = write_experiment(tmp_path, write_csv(tmp_path / "r.csv", review_rows(20)))
+    for args in (("promote", str(path)), ("predict", NAME, "a warm film")):
+        result = run_cli(*args)
+        assert result.exit_code == 130, result.output
+        assert result.stderr.strip() == "interrupted", result.stderr
