@@ -84,17 +84,18 @@ def predict(
         Path | None,
         typer.Option(
             metavar="PATH",
-            help="Texts from a file: one per line, or a CSV / JSONL with a text column.",
+            help="Texts from a file: one per line, or a CSV / TSV / JSONL / JSON / Parquet "
+            "file with a text column.",
         ),
     ] = None,
     column: Annotated[
-        str, typer.Option(metavar="NAME", help="The text column of a CSV / JSONL file.")
+        str, typer.Option(metavar="NAME", help="The text column of a table (CSV, JSONL, ...).")
     ] = "text",
     json_: Annotated[
         bool,
         typer.Option(
             "--json",
-            help="One JSON object per text: the input row's columns (a CSV / JSONL file's), "
+            help="One JSON object per text: the input row's columns (a table file's), "
             "then label, confidence and every label's score (an input column named label, "
             "confidence or scores becomes input_label, ...).",
         ),

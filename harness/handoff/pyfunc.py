@@ -27,7 +27,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,23 +103,27 @@ def read_texts(path: Path, column: str = TEXT_COLUMN) -> list[str]:
 
 
 def read_rows(path: Path, column: str = TEXT_COLUMN) -> list[dict[str, Any]]:
-    """The rows of a file, every column kept: a CSV (comma, else a sniffed `;`, tab or `|`) or a
-    JSONL with a `column`, else plain text with one text per line (as `{"text": line}`). Blank
-    texts are kept: the caller decides what to do with them (`row_text` reads one).
+    """The rows of a file, every column kept, by its suffix: a CSV (comma, else a sniffed `;`,
+    tab or `|`), a TSV, a JSONL, a JSON list of objects or a Parquet file with a `column`; any
+    other file is plain text with one text per line (as `{"text": line}`). Blank texts are kept:
+    the caller decides what to do with them (`row_text` reads one).
 
     Raises:
-        ConfigError: The file cannot be read, a JSONL line is not a JSON object, or a CSV /
-            JSONL has no such column.
+        ConfigError: The file cannot be read or is not text (of another format), a JSON(L) line
+            is not an object, or a table has no such column.
     """
     suffix = path.suffix.lower()
     try:
-        if suffix == ".csv":
-            rows = _csv_rows(path)
-        elif suffix in (".jsonl", ".ndjson"):
-            rows = _jsonl_rows(path)
+        if suffix in _TABLE_READERS:
+            rows = _TABLE_READERS[suffix](path)
         else:
             return [{TEXT_COLUMN: line} for line in path.read_text(encoding="utf-8").splitlines()]
-    except (OSError, ValueError) as exc:  # UnicodeDecodeError and pandas' errors included
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a text file ({exc.reason} at byte {exc.start}); give a CSV, TSV, "
+            "JSONL, JSON or Parquet file with a text column, or a text file with one per line"
+        ) from None
+    except (OSError, ValueError) as exc:  # pandas' and pyarrow's errors included
         raise ConfigError(f"{path}: cannot read texts ({exc})") from None
     columns = list(dict.fromkeys(key for row in rows for key in row))
     if rows and column not in columns:
@@ -148,6 +152,24 @@ def _csv_rows(path: Path) -> list[dict[str, Any]]:
     return [{str(k): v for k, v in row.items()} for row in frame.to_dict(orient="records")]
 
 
+def _tsv_rows(path: Path) -> list[dict[str, Any]]:
+    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    return [{str(k): v for k, v in row.items()} for row in frame.to_dict(orient="records")]
+
+
+def _parquet_rows(path: Path) -> list[dict[str, Any]]:
+    # Through JSON, so values are plain Python (numpy's are not JSON) and nulls are None.
+    rows = json.loads(pd.read_parquet(path).to_json(orient="records", force_ascii=False))
+    return [{str(k): v for k, v in row.items()} for row in rows]
+
+
+def _json_rows(path: Path) -> list[dict[str, Any]]:
+    listed = json.loads(path.read_text(encoding="utf-8-sig"))
+    if not isinstance(listed, list) or not all(isinstance(row, dict) for row in listed):
+        raise ValueError("expected a list of objects, one per text (or use JSONL)")
+    return listed
+
+
 def _jsonl_rows(path: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for number, line in enumerate(path.read_text(encoding="utf-8-sig").split("\n"), start=1):
@@ -161,6 +183,17 @@ def _jsonl_rows(path: Path) -> list[dict[str, Any]]:
             raise ValueError(f"line {number}: a JSON {type(record).__name__}, expected an object")
         rows.append(record)
     return rows
+
+
+_TABLE_READERS: dict[str, Callable[[Path], list[dict[str, Any]]]] = {
+    ".csv": _csv_rows,
+    ".tsv": _tsv_rows,
+    ".tab": _tsv_rows,
+    ".jsonl": _jsonl_rows,
+    ".ndjson": _jsonl_rows,
+    ".json": _json_rows,
+    ".parquet": _parquet_rows,
+}
 
 
 def predictions_frame(predictions: Sequence[Prediction], labels: Sequence[str]) -> pd.DataFrame:
