@@ -34,7 +34,7 @@ from typing import Any
 import pandas as pd
 from mlflow.pyfunc.model import PythonModel
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, HarnessError
 from harness.records import Prediction
 
 TEXT_COLUMN = "text"
@@ -237,9 +237,13 @@ class HarnessClassifier(PythonModel):
         """Label, confidence and per-label scores for every row; null for a row without text.
 
         Raises:
-            MlflowException: No `text` column, or not one text to classify.
+            MlflowException: No `text` column, or not one text to classify (invalid input); or
+                the backend failed (internal error; the HarnessError is its `__cause__`).
         """
         from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
+
+        from harness.locations import redact_text
 
         texts = texts_of(model_input)
         kept = [i for i, text in enumerate(texts) if text is not None]
@@ -248,9 +252,15 @@ class HarnessClassifier(PythonModel):
             raise MlflowException.invalid_parameter_value(f"nothing to classify ({given})")
         if len(kept) < len(texts):
             _logger.warning(skipped_message(len(texts) - len(kept)))
-        predictions, _ = self.backend.predict(
-            self.model_ref, [str(texts[i]) for i in kept], self.labels
-        )
+        try:
+            predictions, _ = self.backend.predict(
+                self.model_ref, [str(texts[i]) for i in kept], self.labels
+            )
+        except HarnessError as exc:
+            # A model server passes on an MlflowException's message and code only (anything
+            # else is "verify that the serialized input Dataframe is compatible"). A backend's
+            # error is the server's set-up or its provider (no key, a model gone): HTTP 500.
+            raise MlflowException(redact_text(str(exc)), error_code=INTERNAL_ERROR) from exc
         frame = predictions_frame(predictions, self.labels)
         if len(kept) == len(texts):
             return frame

@@ -134,13 +134,16 @@ def _load_error(uri: str, store: str, exc: Exception) -> ConfigError:
 
 def classify(model: Any, texts: list[str]) -> Any:
     """`model.predict` on a frame of `texts` (its `text` column, as the signature names it); an
-    input the model refuses is one clear `ConfigError`."""
+    input the model refuses is one clear `ConfigError`, and a backend's error is raised as the
+    backend raised it (the pyfunc model wraps it for model servers)."""
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
     try:
         return model.predict(pd.DataFrame({"text": texts}))
     except MlflowException as exc:
+        if isinstance(exc.__cause__, HarnessError):
+            raise exc.__cause__ from None
         first = exc.message.strip().splitlines()[0] if exc.message.strip() else "refused"
         raise ConfigError(f"the model refused the texts: {first}") from None
 
