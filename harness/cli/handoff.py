@@ -76,7 +76,8 @@ def predict(
         str,
         typer.Argument(
             metavar="MODEL",
-            help="models:/NAME@ALIAS, models:/NAME/VERSION, or a registered name (its champion).",
+            help="models:/NAME@ALIAS, models:/NAME/VERSION, NAME@ALIAS, or a registered name "
+            "(its champion).",
         ),
     ],
     texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify.")] = None,
@@ -161,7 +162,8 @@ def serve(
         str,
         typer.Argument(
             metavar="MODEL",
-            help="models:/NAME@ALIAS, models:/NAME/VERSION, or a registered name (its champion).",
+            help="models:/NAME@ALIAS, models:/NAME/VERSION, NAME@ALIAS, or a registered name "
+            "(its champion).",
         ),
     ],
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5001,

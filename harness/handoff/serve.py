@@ -44,10 +44,11 @@ def pointed_at(uri: str) -> Iterator[None]:
 
 
 def resolve_model_uri(value: str) -> str:
-    """A bare registered name means its champion: `demo-classifier` -> `models:/...@champion`."""
+    """A bare registered name means its champion (`demo-classifier` -> `models:/...@champion`),
+    and `NAME@ALIAS` that alias (`demo-classifier@challenger` -> `models:/...@challenger`)."""
     if ":" in value or "/" in value or "\\" in value or Path(value).exists():
         return value  # a URI or a path
-    return f"models:/{value}@{DEFAULT_ALIAS}"
+    return f"models:/{value}" if "@" in value else f"models:/{value}@{DEFAULT_ALIAS}"
 
 
 def find_model(model_uri: str, store_uri: str | None = None) -> tuple[str, str]:
