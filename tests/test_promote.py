@@ -100,8 +100,12 @@ def test_a_checkpoint_of_a_test_server_is_registered_as_synthetic_with_its_exact
     assert f"trial {checkpoint.number}, as asked" in version.description
     assert "synthetic" in version.description.lower()
 
+    # A version an older harness registered gets its tags put right when it is promoted again.
+    _client().set_model_version_tag(NAME, done.version, "synthetic", "false")
     result = run_cli("promote", str(swept.path), "--trial", str(checkpoint.number))
     assert result.exit_code == 0, result.output
+    assert "was already registered" in result.stdout
+    assert _client().get_model_version(NAME, done.version).tags["synthetic"] == "true"
     assert "(synthetic: test server)" in result.stdout
     assert f"cost {usd(record.cost_usd)})" in result.stdout  # as the report writes it
 

@@ -220,6 +220,9 @@ def promote(
         raise ConfigError(f"--alias {alias!r}: {exc.message}") from None
     description = version_description(alias, reason, synthetic)
     client.update_model_version(name, version.version, description=description)
+    if existing is not None:  # registered before, maybe by an older harness: tags as of now
+        for key, value in version_tags(trial, run, synthetic).items():
+            client.set_model_version_tag(name, version.version, key, value)
     return Promotion(
         name=name,
         version=str(version.version),
