@@ -98,8 +98,6 @@ class MemoryBackend:
         with self._lock:
             self.trained.append(spec.number)
             call = len(self.trained)
-        if journal is not None and self.capabilities.synthetic:
-            journal.record("synthetic", "true")  # as every test-server backend notes it
         if call in self.fail:
             raise BackendError(f"{spec.run_name()}: the synthetic job failed")
         for split in (data.train, data.validation, data.test):

@@ -24,8 +24,8 @@ from harness.tracking.record import REGISTERED_MODEL_TAG, TrialRecord
 from tests import memory_backend
 from tests.cli_runner import assert_clean_error, run_cli
 from tests.conftest import review_rows, write_csv, write_experiment
-from tests.memory_backend import MemoryBackend
 from tests.test_sweep import RecordingView
+from tests.test_sweep_fast import _TestServerBackend
 
 NAME = "tiny-classifier"
 # Two epochs: every trial leaves an epoch-1 checkpoint, a trial of its own.
@@ -40,7 +40,7 @@ SPACE = {
 def swept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Experiment:
     """A finished two-trial sweep on a test-server backend that costs well under a millionth
     of a dollar a trial; `promote` loads the same backend."""
-    memory = MemoryBackend(kind="local")  # the kind the experiment file names
+    memory = _TestServerBackend(kind="local")  # the kind the experiment file names
     monkeypatch.setattr(memory_backend, "USD_PER_WORD", 1e-9)
     monkeypatch.setattr(session, "load_backend", lambda config, progress=None: memory)
     monkeypatch.setattr(harness.backends, "load_backend", lambda config, progress=None: memory)
