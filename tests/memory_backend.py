@@ -159,7 +159,8 @@ class MemoryBackend:
     def package(self, model_ref: str, labels: Sequence[str]) -> ModelPackage:
         if model_ref not in self.models:
             raise BackendError(f"{model_ref}: no such model")
-        return ModelPackage(config={"model_ref": model_ref, "accuracy": self.models[model_ref]})
+        config = {"model_ref": model_ref, "accuracy": self.models[model_ref]}
+        return ModelPackage(config={**config, "labels": list(labels)})
 
     def open_package(self, config: Mapping[str, Any], artifacts: Mapping[str, str]) -> str:
         ref = str(config["model_ref"])

@@ -90,6 +90,19 @@ def test_serve_starts_a_model_the_registry_has(
     assert server.env[PROGRESS_BAR] == "false"
 
 
+def test_a_bare_name_with_an_alias_means_that_alias(registry: str, started: list[Any]) -> None:
+    # Found by hand: `harness predict demo-classifier@challenger` looked up
+    # `models:/demo-classifier@challenger@champion`, a model no one can register.
+    client = MlflowClient(tracking_uri=registry, registry_uri=registry)
+    client.set_registered_model_alias(NAME, "challenger", "1")
+    env = {"MLFLOW_TRACKING_URI": registry}
+    served = run_cli("serve", f"{NAME}@challenger", "--port", "5078", env=env)
+    assert served.exit_code == 0, served.output
+    assert f"models:/{NAME}@challenger" in started[0].command
+    missing = run_cli("serve", f"{NAME}@nosuch", "--port", "5078", env=env)
+    assert_clean_error(missing, f"'models:/{NAME}@nosuch'", "aliases: challenger (version 1)")
+
+
 def test_serve_on_a_busy_port_says_so_without_guessing_a_ui() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -350,6 +350,9 @@ def out_folder(path: Path | None, what: str) -> Path | None:
     return path
 
 
+_RESUMES_A_STUDY = frozenset({"sweep"})  # commands whose interruption leaves a study to resume
+
+
 def user_errors(func: F) -> F:
     """Turn HarnessError into one clear message and its exit code; Ctrl-C into exit 130."""
 
@@ -364,7 +367,10 @@ def user_errors(func: F) -> F:
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt as exc:
             why = f" ({exc})" if isinstance(exc, Terminated) else ""
-            err_console.print(f"interrupted{why}: run the same command again to resume the study")
+            # Only a sweep has a study to resume; promote, predict and the rest just stop.
+            if func.__name__ in _RESUMES_A_STUDY:
+                why += ": run the same command again to resume the study"
+            err_console.print(f"interrupted{why}")
             raise typer.Exit(exc.exit_code if isinstance(exc, Terminated) else 130) from None
 
     return wrapper  # type: ignore[return-value]

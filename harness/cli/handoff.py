@@ -47,13 +47,16 @@ def promote(
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from harness.handoff.promote import promote as promote_trial
+    from harness.records import usd
 
     done = promote_trial(load_target(experiment, set_), trial_number=trial, alias=alias)
-    console.print(f"Chose {done.reason}", markup=False, highlight=False, soft_wrap=True)
+    another = "" if trial is not None else " Pass --trial N to promote another."
     action = "was already registered as" if done.reused else "registered as"
+    synthetic = " (synthetic: test server)" if done.synthetic else ""
     lines = [
+        f"Chose {done.reason}{another}",
         f"Trial {done.trial_number} ({done.backend}, test accuracy {done.test_accuracy:.4f}, "
-        f"cost ${done.cost_usd:.6f}) {action} {done.name} version {done.version}; "
+        f"cost {usd(done.cost_usd)}){synthetic} {action} {done.name} version {done.version}; "
         f"alias {done.alias!r} points at it.",
         f"Model URI: {done.uri}  (logged on MLflow run {done.run_id})",
         f'Try it:    harness predict {done.uri} "a sentence of your own"',
@@ -73,7 +76,8 @@ def predict(
         str,
         typer.Argument(
             metavar="MODEL",
-            help="models:/NAME@ALIAS, models:/NAME/VERSION, or a registered name (its champion).",
+            help="models:/NAME@ALIAS, models:/NAME/VERSION, NAME@ALIAS, or a registered name "
+            "(its champion).",
         ),
     ],
     texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify.")] = None,
@@ -81,17 +85,18 @@ def predict(
         Path | None,
         typer.Option(
             metavar="PATH",
-            help="Texts from a file: one per line, or a CSV / JSONL with a text column.",
+            help="Texts from a file: one per line, or a CSV / TSV / JSONL / JSON / Parquet "
+            "file with a text column.",
         ),
     ] = None,
     column: Annotated[
-        str, typer.Option(metavar="NAME", help="The text column of a CSV / JSONL file.")
+        str, typer.Option(metavar="NAME", help="The text column of a table (CSV, JSONL, ...).")
     ] = "text",
     json_: Annotated[
         bool,
         typer.Option(
             "--json",
-            help="One JSON object per text: the input row's columns (a CSV / JSONL file's), "
+            help="One JSON object per text: the input row's columns (a table file's), "
             "then label, confidence and every label's score (an input column named label, "
             "confidence or scores becomes input_label, ...).",
         ),
@@ -157,7 +162,8 @@ def serve(
         str,
         typer.Argument(
             metavar="MODEL",
-            help="models:/NAME@ALIAS, models:/NAME/VERSION, or a registered name (its champion).",
+            help="models:/NAME@ALIAS, models:/NAME/VERSION, NAME@ALIAS, or a registered name "
+            "(its champion).",
         ),
     ],
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5001,

@@ -2,8 +2,9 @@
 
 Entry point: `promote` (a trial's model into the model registry under an alias) and
 `load_registered_model` (call it with the prompt format it was trained on). Modules: `promote`,
-`serve` (load a registered model), `pyfunc` (the MLflow model-from-code class that calls it) and
-`environment` (what a logged model carries: its signature, its code and its requirements).
+`serve` (load a registered model), `pyfunc` (the MLflow model-from-code class that calls it),
+`environment` (what a logged model carries: its signature, its code and its requirements) and
+`notes` (what a registered version says about itself: its tags and descriptions).
 """
 
 from __future__ import annotations

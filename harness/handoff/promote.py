@@ -4,8 +4,9 @@
 told otherwise): the local backend's fine-tuned weights as a loadable pyfunc model, or an OpenAI
 fine-tune's model id with its prompt format (see `harness.handoff.pyfunc`). The model is logged
 to the trial's own MLflow run, so the UI shows it under the run that measured it, and the
-version is tagged with the trial number, test accuracy, cost and data digest. Promoting a trial
-that is already registered only moves the alias.
+version is tagged with the trial number, test accuracy, cost and data digest, and described with
+the reason it was promoted (a test server's model is marked synthetic in both). Promoting a trial
+that is already registered only moves the alias (and says why in the description).
 
 Calling a promoted model lives in `harness.handoff.serve`.
 """
@@ -26,16 +27,24 @@ from optuna.trial import FrozenTrial
 from harness.config import Experiment
 from harness.errors import BackendError, ConfigError, HarnessError
 from harness.handoff.environment import harness_code, model_requirements, model_signature
+from harness.handoff.notes import (
+    MODEL_DESCRIPTION_START,
+    is_synthetic,
+    model_description,
+    trial_cost,
+    trial_test_accuracy,
+    version_description,
+    version_tags,
+)
 from harness.handoff.pyfunc import ENTRY_POINT, TEXT_COLUMN
 from harness.handoff.serve import DEFAULT_ALIAS, pointed_at
+from harness.records import usd
 from harness.sweep.study import completed_trials, load_existing_study, pareto_numbers
 from harness.tracking.record import (
     DATA_DIGEST_TAG,
     FINE_TUNED_MODEL_TAG,
     MODEL_FILES,
     REGISTERED_MODEL_TAG,
-    STUDY_TAG,
-    SYNTHETIC_TAG,
     TRIAL_TAG,
     TrialRecord,
 )
@@ -62,6 +71,7 @@ class Promotion:
     cost_usd: float
     reason: str
     reused: bool  # the trial was registered before: only the alias moved
+    synthetic: bool = False  # trained and scored on a test server: plumbing, never a result
 
     @property
     def uri(self) -> str:
@@ -91,10 +101,7 @@ def choose_trial(study: Any, trial_number: int | None = None) -> tuple[FrozenTri
     front = sorted(pareto_numbers(study))
     if trial_number is not None:
         if trial_number not in done:
-            raise ConfigError(
-                f"trial {trial_number} is not a completed trial of study {study.study_name!r} "
-                f"(completed: {', '.join(map(str, sorted(done)))})"
-            )
+            raise ConfigError(_not_completed(study, trial_number, sorted(done)))
         where = "on" if trial_number in front else "not on"
         return done[trial_number], f"trial {trial_number}, as asked ({where} the Pareto front)"
 
@@ -102,7 +109,7 @@ def choose_trial(study: Any, trial_number: int | None = None) -> tuple[FrozenTri
         accuracy = TrialRecord.from_attrs(trial.user_attrs).selection_accuracy
         return float(accuracy if accuracy is not None else trial.values[0])
 
-    best = max((done[n] for n in front), key=lambda t: (valid(t), -_cost(t), -t.number))
+    best = max((done[n] for n in front), key=lambda t: (valid(t), -trial_cost(t), -t.number))
     if len(study.directions) == 1:
         why = (
             "the study's best trial (one objective: validation accuracy, within any cost "
@@ -118,7 +125,23 @@ def choose_trial(study: Any, trial_number: int | None = None) -> tuple[FrozenTri
             why += f", and cheaper than trial(s) {', '.join(map(str, tied))} at that accuracy"
     return best, (
         f"trial {best.number}: {why}; validation accuracy {valid(best):.4f}, test accuracy "
-        f"{_accuracy(best):.4f}, cost ${_cost(best):.6f}. Pass --trial N to promote another."
+        f"{trial_test_accuracy(best):.4f}, cost {usd(trial_cost(best))}."
+    )
+
+
+# How a trial that is not complete is named when it is asked for (Optuna's state names).
+_STATE_WORDS = {"FAIL": "failed", "PRUNED": "pruned", "RUNNING": "running", "WAITING": "queued"}
+
+
+def _not_completed(study: Any, number: int, done: list[int]) -> str:
+    """Why trial `number` cannot be promoted: its state (a failed trial has no model), or that
+    the study has no such trial."""
+    state = next((t.state.name for t in study.get_trials(deepcopy=False) if t.number == number), "")
+    why = f", {_STATE_WORDS[state]}," if state in _STATE_WORDS else ""
+    so = ", so it has no model to promote" if why else ""
+    return (
+        f"trial {number}{why} is not a completed trial of study {study.study_name!r}{so} "
+        f"(completed: {', '.join(map(str, done))})"
     )
 
 
@@ -136,26 +159,14 @@ def _report_choice(experiment: Experiment) -> tuple[int, str] | None:
         return None
     if not rec.chosen.is_baseline:
         return rec.chosen.number, (
-            f"trial {rec.chosen.number}, as `harness report` recommends: {rec.text} "
-            "Pass --trial N to promote another."
+            f"trial {rec.chosen.number}, as `harness report` recommends: {rec.text}"
         )
     if rec.fine_tuned is None:
         return None
     return rec.fine_tuned.number, (
         f"trial {rec.fine_tuned.number}, as `harness report` recommends among the fine-tuned "
-        f"models; but its answer is not to fine-tune: {rec.text} Pass --trial N to promote "
-        "another."
+        f"models; but its answer is not to fine-tune: {rec.text}"
     )
-
-
-def _accuracy(trial: FrozenTrial) -> float:
-    """Test accuracy (what the registry's version is tagged with; never what it was chosen on)."""
-    accuracy = TrialRecord.from_attrs(trial.user_attrs).test_accuracy
-    return float(accuracy if accuracy is not None else trial.values[0])
-
-
-def _cost(trial: FrozenTrial) -> float:
-    return float(TrialRecord.from_attrs(trial.user_attrs).cost_usd or 0.0)
 
 
 def promote(
@@ -179,10 +190,10 @@ def promote(
     """
     import mlflow
 
+    _check_alias(alias)  # before anything is logged or registered
     recommended = _report_choice(experiment) if trial_number is None else None
-    trial, reason = choose_trial(
-        load_existing_study(experiment), recommended[0] if recommended else trial_number
-    )
+    study = load_existing_study(experiment)
+    trial, reason = choose_trial(study, recommended[0] if recommended else trial_number)
     if recommended:
         reason = recommended[1]
     uri = tracking_uri(experiment)
@@ -194,25 +205,24 @@ def promote(
             "tracking.uri) to the store the sweep logged to"
         )
     run = _trial_run(client, trial)
+    synthetic = is_synthetic(study, trial, run)
     name = registered_model_name(experiment)
     backend = run.data.params.get("backend", experiment.config.backend.kind)
     existing = _existing_version(client, name, run.info.run_id)
-    if existing is None:
-        with pointed_at(uri), tempfile.TemporaryDirectory() as tmp:
-            logged = _log_model(experiment, trial, run, backend, Path(tmp))
-            # MLflow prints "Successfully registered model ..." to stderr; the CLI says it.
-            with contextlib.redirect_stderr(io.StringIO()):
-                version = mlflow.register_model(
-                    logged.model_uri, name, tags=_version_tags(trial, run)
-                )
-        client.update_registered_model(name, description=_model_description(experiment))
-        client.set_tag(run.info.run_id, REGISTERED_MODEL_TAG, f"{name}/{version.version}")
-    else:
-        version = existing
+    version = (
+        existing
+        if existing is not None
+        else _register(experiment, trial, run, client, uri, synthetic)
+    )
     try:
         client.set_registered_model_alias(name, alias, version.version)
     except mlflow.exceptions.MlflowException as exc:
         raise ConfigError(f"--alias {alias!r}: {exc.message}") from None
+    description = version_description(alias, reason, synthetic)
+    client.update_model_version(name, version.version, description=description)
+    if existing is not None:  # registered before, maybe by an older harness: tags as of now
+        for key, value in version_tags(trial, run, synthetic).items():
+            client.set_model_version_tag(name, version.version, key, value)
     return Promotion(
         name=name,
         version=str(version.version),
@@ -220,11 +230,51 @@ def promote(
         trial_number=trial.number,
         run_id=run.info.run_id,
         backend=backend,
-        test_accuracy=_accuracy(trial),
-        cost_usd=_cost(trial),
+        test_accuracy=trial_test_accuracy(trial),
+        cost_usd=trial_cost(trial),
         reason=reason,
         reused=existing is not None,
+        synthetic=synthetic,
     )
+
+
+def _register(
+    experiment: Experiment, trial: FrozenTrial, run: Any, client: Any, uri: str, synthetic: bool
+) -> Any:
+    """Log the trial's model on its run and register it as a new version; MLflow's version."""
+    import mlflow
+
+    name = registered_model_name(experiment)
+    backend = run.data.params.get("backend", experiment.config.backend.kind)
+    with pointed_at(uri), tempfile.TemporaryDirectory() as tmp:
+        logged = _log_model(experiment, trial, run, backend, Path(tmp))
+        # MLflow prints "Successfully registered model ..." to stderr; the CLI says it.
+        with contextlib.redirect_stderr(io.StringIO()):
+            version = mlflow.register_model(
+                logged.model_uri, name, tags=version_tags(trial, run, synthetic)
+            )
+    # A name someone registered before keeps their description; the harness's is refreshed.
+    described = client.get_registered_model(name).description or ""
+    if not described or described.startswith(MODEL_DESCRIPTION_START):
+        client.update_registered_model(name, description=model_description(experiment))
+    client.set_tag(run.info.run_id, REGISTERED_MODEL_TAG, f"{name}/{version.version}")
+    return version
+
+
+def _check_alias(alias: str) -> None:
+    """ConfigError for an alias the registry would refuse (MLflow's own checks: characters,
+    length, `latest` and `v<N>` reserved), so a refused alias registers nothing."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import (
+        _validate_model_alias_name,
+        _validate_model_alias_name_reserved,
+    )
+
+    try:
+        _validate_model_alias_name(alias)
+        _validate_model_alias_name_reserved(alias)
+    except MlflowException as exc:
+        raise ConfigError(f"--alias {alias!r}: {exc.message}") from None
 
 
 def _trial_run(client: Any, trial: FrozenTrial) -> Any:
@@ -342,29 +392,3 @@ def _fetch_model_files(run: Any, tmp: Path) -> str | None:
         return None
     entries = list(Path(path).iterdir())
     return str(entries[0]) if len(entries) == 1 else None
-
-
-def _version_tags(trial: FrozenTrial, run: Any) -> dict[str, str]:
-    tags = run.data.tags
-    values = {
-        TRIAL_TAG: str(trial.number),
-        STUDY_TAG: tags.get(STUDY_TAG, ""),
-        "test_accuracy": f"{_accuracy(trial):.6f}",
-        "cost_usd": f"{_cost(trial):.6f}",
-        "data_digest": tags.get(DATA_DIGEST_TAG, ""),
-        "backend": run.data.params.get("backend", ""),
-        "base_model": run.data.params.get("base_model", ""),
-        FINE_TUNED_MODEL_TAG: tags.get(FINE_TUNED_MODEL_TAG, ""),
-        "mlflow_run_name": tags.get("mlflow.runName", ""),
-        SYNTHETIC_TAG: tags.get(SYNTHETIC_TAG, "false"),
-    }
-    return {key: value for key, value in values.items() if value}
-
-
-def _model_description(experiment: Experiment) -> str:
-    return (
-        f"Text classifier promoted by `harness promote` from experiment {experiment.name} "
-        f"({experiment.path}). Call it with `harness predict models:/NAME@ALIAS TEXT` or "
-        "`mlflow.pyfunc.load_model(...).predict(pd.DataFrame({'text': [...]}))`, or serve it "
-        "with `harness serve NAME` (`mlflow models serve`); it carries its own harness code."
-    )

@@ -28,14 +28,14 @@ import csv
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from mlflow.pyfunc.model import PythonModel
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, HarnessError
 from harness.records import Prediction
 
 TEXT_COLUMN = "text"
@@ -107,23 +107,29 @@ def read_texts(path: Path, column: str = TEXT_COLUMN) -> list[str]:
 
 
 def read_rows(path: Path, column: str = TEXT_COLUMN) -> list[dict[str, Any]]:
-    """The rows of a file, every column kept: a CSV (comma, else a sniffed `;`, tab or `|`) or a
-    JSONL with a `column`, else plain text with one text per line (as `{"text": line}`). Blank
-    texts are kept: the caller decides what to do with them (`row_text` reads one).
+    """The rows of a file, every column kept, by its suffix: a CSV (comma, else a sniffed `;`,
+    tab or `|`), a TSV, a JSONL, a JSON list of objects or a Parquet file with a `column`; any
+    other file is plain text with one text per line (as `{"text": line}`). Blank texts are kept:
+    the caller decides what to do with them (`row_text` reads one).
 
     Raises:
-        ConfigError: The file cannot be read, a JSONL line is not a JSON object, or a CSV /
-            JSONL has no such column.
+        ConfigError: The file cannot be read or is not text (of another format), a JSON(L) line
+            is not an object, or a table has no such column.
     """
     suffix = path.suffix.lower()
     try:
-        if suffix == ".csv":
-            rows = _whole_number_columns(_csv_rows(path), keep=column)
-        elif suffix in (".jsonl", ".ndjson"):
-            rows = _jsonl_rows(path)
+        if suffix in _TABLE_READERS:
+            rows = _TABLE_READERS[suffix](path)
+            if suffix in (".csv", ".tsv"):  # cells read as text: ids become numbers again
+                rows = _whole_number_columns(rows, keep=column)
         else:
             return [{TEXT_COLUMN: line} for line in path.read_text(encoding="utf-8").splitlines()]
-    except (OSError, ValueError) as exc:  # UnicodeDecodeError and pandas' errors included
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a text file ({exc.reason} at byte {exc.start}); give a CSV, TSV, "
+            "JSONL, JSON or Parquet file with a text column, or a text file with one per line"
+        ) from None
+    except (OSError, ValueError) as exc:  # pandas' and pyarrow's errors included
         raise ConfigError(f"{path}: cannot read texts ({exc})") from None
     columns = list(dict.fromkeys(key for row in rows for key in row))
     if rows and column not in columns:
@@ -162,6 +168,24 @@ def _whole_number_columns(rows: list[dict[str, Any]], keep: str) -> list[dict[st
     return [{k: int(v) if k in whole else v for k, v in row.items()} for row in rows]
 
 
+def _tsv_rows(path: Path) -> list[dict[str, Any]]:
+    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    return [{str(k): v for k, v in row.items()} for row in frame.to_dict(orient="records")]
+
+
+def _parquet_rows(path: Path) -> list[dict[str, Any]]:
+    # Through JSON, so values are plain Python (numpy's are not JSON) and nulls are None.
+    rows = json.loads(pd.read_parquet(path).to_json(orient="records", force_ascii=False))
+    return [{str(k): v for k, v in row.items()} for row in rows]
+
+
+def _json_rows(path: Path) -> list[dict[str, Any]]:
+    listed = json.loads(path.read_text(encoding="utf-8-sig"))
+    if not isinstance(listed, list) or not all(isinstance(row, dict) for row in listed):
+        raise ValueError("expected a list of objects, one per text (or use JSONL)")
+    return listed
+
+
 def _jsonl_rows(path: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for number, line in enumerate(path.read_text(encoding="utf-8-sig").split("\n"), start=1):
@@ -175,6 +199,17 @@ def _jsonl_rows(path: Path) -> list[dict[str, Any]]:
             raise ValueError(f"line {number}: a JSON {type(record).__name__}, expected an object")
         rows.append(record)
     return rows
+
+
+_TABLE_READERS: dict[str, Callable[[Path], list[dict[str, Any]]]] = {
+    ".csv": _csv_rows,
+    ".tsv": _tsv_rows,
+    ".tab": _tsv_rows,
+    ".jsonl": _jsonl_rows,
+    ".ndjson": _jsonl_rows,
+    ".json": _json_rows,
+    ".parquet": _parquet_rows,
+}
 
 
 def predictions_frame(predictions: Sequence[Prediction], labels: Sequence[str]) -> pd.DataFrame:
@@ -218,9 +253,13 @@ class HarnessClassifier(PythonModel):
         """Label, confidence and per-label scores for every row; null for a row without text.
 
         Raises:
-            MlflowException: No `text` column, or not one text to classify.
+            MlflowException: No `text` column, or not one text to classify (invalid input); or
+                the backend failed (internal error; the HarnessError is its `__cause__`).
         """
         from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
+
+        from harness.locations import redact_text
 
         texts = texts_of(model_input)
         kept = [i for i, text in enumerate(texts) if text is not None]
@@ -229,9 +268,15 @@ class HarnessClassifier(PythonModel):
             raise MlflowException.invalid_parameter_value(f"nothing to classify ({given})")
         if len(kept) < len(texts):
             _logger.warning(skipped_message(len(texts) - len(kept)))
-        predictions, _ = self.backend.predict(
-            self.model_ref, [str(texts[i]) for i in kept], self.labels
-        )
+        try:
+            predictions, _ = self.backend.predict(
+                self.model_ref, [str(texts[i]) for i in kept], self.labels
+            )
+        except HarnessError as exc:
+            # A model server passes on an MlflowException's message and code only (anything
+            # else is "verify that the serialized input Dataframe is compatible"). A backend's
+            # error is the server's set-up or its provider (no key, a model gone): HTTP 500.
+            raise MlflowException(redact_text(str(exc)), error_code=INTERNAL_ERROR) from exc
         frame = predictions_frame(predictions, self.labels)
         if len(kept) == len(texts):
             return frame

@@ -44,10 +44,11 @@ def pointed_at(uri: str) -> Iterator[None]:
 
 
 def resolve_model_uri(value: str) -> str:
-    """A bare registered name means its champion: `demo-classifier` -> `models:/...@champion`."""
+    """A bare registered name means its champion (`demo-classifier` -> `models:/...@champion`),
+    and `NAME@ALIAS` that alias (`demo-classifier@challenger` -> `models:/...@challenger`)."""
     if ":" in value or "/" in value or "\\" in value or Path(value).exists():
         return value  # a URI or a path
-    return f"models:/{value}@{DEFAULT_ALIAS}"
+    return f"models:/{value}" if "@" in value else f"models:/{value}@{DEFAULT_ALIAS}"
 
 
 def find_model(model_uri: str, store_uri: str | None = None) -> tuple[str, str]:
@@ -134,13 +135,16 @@ def _load_error(uri: str, store: str, exc: Exception) -> ConfigError:
 
 def classify(model: Any, texts: list[str]) -> Any:
     """`model.predict` on a frame of `texts` (its `text` column, as the signature names it); an
-    input the model refuses is one clear `ConfigError`."""
+    input the model refuses is one clear `ConfigError`, and a backend's error is raised as the
+    backend raised it (the pyfunc model wraps it for model servers)."""
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
     try:
         return model.predict(pd.DataFrame({"text": texts}))
     except MlflowException as exc:
+        if isinstance(exc.__cause__, HarnessError):
+            raise exc.__cause__ from None
         first = exc.message.strip().splitlines()[0] if exc.message.strip() else "refused"
         raise ConfigError(f"the model refused the texts: {first}") from None
 
