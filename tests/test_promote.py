@@ -156,3 +156,16 @@ def test_an_interrupted_promote_or_predict_says_nothing_of_resuming_a_study(
         result = run_cli(*args)
         assert result.exit_code == 130, result.output
         assert result.stderr.strip() == "interrupted", result.stderr
+
+
+def test_a_setting_that_changes_what_the_model_predicts_is_refused(swept: Experiment) -> None:
+    # Found by hand: `promote --set backend.max_length=8` registered a model that reads 8 tokens
+    # of each text while its tags quoted the test accuracy measured at the trial's setting.
+    result = run_cli("promote", str(swept.path), "--trial", "0", "--set", "backend.max_length=8")
+    assert_clean_error(result, "--set backend.max_length")
+    assert "backend.models_dir" in result.stderr, "the settings promote may change are named"
+    assert result.exit_code == 2
+    assert _client().search_model_versions(f"name = '{NAME}'") == []
+    # Where the model's files are, and how a hosted one is reached, may change.
+    moved = run_cli("promote", str(swept.path), "--trial", "0", "--set", "backend.device=cpu")
+    assert moved.exit_code == 0, moved.output

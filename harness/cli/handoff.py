@@ -27,6 +27,31 @@ StoreOfOption = Annotated[
 ]
 
 
+# The backend settings `promote --set` may change: where the model's files are, on what device,
+# and how a hosted model is reached and priced. Any other (max_length, system_prompt, format,
+# the model itself...) would change what the registered model predicts, while its tags quote the
+# accuracy its trial measured without it.
+PROMOTE_SETTABLE = (
+    *("models_dir", "device", "eval_batch_size", "calibration", "dollars_per_hour", "instance"),
+    *("base_url", "azure", "serving", "prices", "estimate_margin", "request_timeout"),
+    *("max_retries", "max_concurrency", "eval_concurrency", "poll_interval", "poll_max_interval"),
+)
+
+
+def _check_promote_settings(overrides: list[str] | None) -> None:
+    """Refuse a `--set backend.KEY` that would change what the promoted model predicts."""
+    for override in overrides or []:
+        key = override.split("=", 1)[0].strip()
+        head, _, rest = key.partition(".")
+        if head == "backend" and rest.split(".")[0] not in PROMOTE_SETTABLE:
+            allowed = ", ".join(f"backend.{k}" for k in PROMOTE_SETTABLE)
+            raise ConfigError(
+                f"--set {key}: promote registers the model as its trial was trained and scored "
+                "(its tags quote that accuracy), so a setting that changes what it predicts "
+                f"cannot be set here; the backend settings promote may set: {allowed}"
+            )
+
+
 @app.command()
 @user_errors
 def promote(
@@ -49,6 +74,7 @@ def promote(
     from harness.handoff.promote import promote as promote_trial
     from harness.records import usd
 
+    _check_promote_settings(set_)
     done = promote_trial(load_target(experiment, set_), trial_number=trial, alias=alias)
     another = "" if trial is not None else " Pass --trial N to promote another."
     action = "was already registered as" if done.reused else "registered as"
