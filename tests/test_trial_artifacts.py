@@ -4,13 +4,22 @@ matrix image as a fresh matplotlib figure draws it."""
 
 from __future__ import annotations
 
+import io
 import random
+from dataclasses import replace
 
+import numpy as np
+import pandas as pd
 import pytest
 import sklearn
+from matplotlib.figure import Figure
+from PIL import Image
 from sklearn.metrics import classification_report
 
+from harness.records import Prediction, Split
 from harness.scoring import report_text
+from harness.tracking.artifacts import CONFUSION_DPI, confusion_png, predictions_csv
+from tests.conftest import prepared, review_rows
 
 LABEL_POOL = ("fresh", "rotten", "1", "2", "3", "4", "5", "neutral", "a-rather-long-label-name")
 
@@ -44,3 +53,66 @@ def test_a_report_with_no_right_answer_counts_support_in_whole_examples() -> Non
     rows = [line.split() for line in text.splitlines() if line.strip()]
     assert [row[-1] for row in rows[1:]] == ["1", "1", "2", "2", "2"]
     assert rows[3][0] == "micro" and rows[3][2:5] == ["0.0000"] * 3  # an answer was off the set
+
+
+def test_the_predictions_table_is_pandas_csv() -> None:
+    data = prepared(review_rows(20, seed=2), ("negative", "positive"), "f" * 64, "csv")
+    texts = ('says "great", then, no', "two\nlines", " leading space", "naïve ünïcode", "")
+    data = replace(data, test=Split(texts, data.test.labels[:5]))
+    predictions = [
+        Prediction("positive", 0.123456),
+        Prediction("negative", 1.0),
+        Prediction("off the set", 0.5),
+        Prediction("positive", 1e-05),
+        Prediction("negative", 0.99995),
+    ]
+    table = pd.DataFrame(
+        {
+            "text": data.test.texts,
+            "true": data.test.labels,
+            "predicted": [p.label for p in predictions],
+            "confidence": [round(p.confidence, 4) for p in predictions],
+            "correct": [t == p.label for t, p in zip(data.test.labels, predictions, strict=True)],
+            "in_label_set": [p.label in data.labels for p in predictions],
+        }
+    )
+    assert predictions_csv(data, predictions) == table.to_csv(index=False)
+
+
+def _drawn_afresh(counts: np.ndarray, labels: tuple[str, ...], title: str) -> np.ndarray:
+    """The confusion matrix as a new figure per trial drew it (before the blitted canvas)."""
+    size = 2.5 + 0.6 * len(labels)
+    fig = Figure(figsize=(size, size))
+    ax = fig.add_subplot()
+    ax.imshow(counts, cmap="Blues")
+    ticks = range(len(labels))
+    ax.set_xticks(ticks, labels, rotation=45, ha="right")
+    ax.set_yticks(ticks, labels)
+    ax.set_xlabel("Predicted label")
+    ax.set_ylabel("True label")
+    ax.set_title(title, fontsize=9)
+    low, high = int(counts.min()), int(counts.max())
+    for (row, column), n in np.ndenumerate(counts):
+        dark = high > low and (int(n) - low) / (high - low) > 0.5
+        ax.text(column, row, str(n), ha="center", va="center", color="white" if dark else "black")
+    fig.subplots_adjust(left=0.28, bottom=0.24, right=0.96, top=0.9)
+    out = io.BytesIO()
+    fig.savefig(out, dpi=CONFUSION_DPI)
+    rgba = np.asarray(Image.open(out))
+    assert (rgba[..., 3] == 255).all()  # opaque: nothing is lost without the alpha channel
+    return rgba[..., :3]
+
+
+def test_the_confusion_image_is_the_figure_drawn_afresh() -> None:
+    rng = np.random.default_rng(5)
+    label_sets = [("fresh", "rotten"), ("1", "2", "3", "4", "5"), ("negative", "neutral", "x")]
+    # Label sets in turn (each keeps its own canvas), counts and titles changing every time.
+    for number, labels in enumerate(label_sets * 2):
+        n = len(labels)
+        counts = rng.integers(0, 150, size=(n, n)) if number != 1 else np.full((n, n), 7)
+        title = f"t{number:03d} ep=1 lr=0.{number}7 bs=16 n=400 all-MiniLM-L6-v2"
+        image = Image.open(io.BytesIO(confusion_png(counts, labels, title)))
+        side = round((2.5 + 0.6 * n) * CONFUSION_DPI)
+        assert image.size == (side, side) and image.format == "PNG"
+        assert round(image.info["dpi"][0]) == CONFUSION_DPI
+        assert np.array_equal(np.asarray(image), _drawn_afresh(counts, labels, title))

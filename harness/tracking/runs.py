@@ -23,7 +23,7 @@ import yaml
 from harness.config import Experiment
 from harness.locations import redact_text
 from harness.records import EpochResult, PreparedData, TrialResult, TrialSpec
-from harness.tracking.artifacts import import_plotting, write_trial_artifacts
+from harness.tracking.artifacts import prepare_plotting, write_trial_artifacts
 from harness.tracking.provenance import provenance_tags, run_provenance
 from harness.tracking.record import (
     FAILURE_REASON_TAG,
@@ -62,7 +62,7 @@ class MlflowTracker:
         import mlflow
         from mlflow import MlflowClient
 
-        import_plotting()  # once per sweep, not inside the first trial's logging
+        prepare_plotting(data.labels)  # once per sweep, not inside the first trial's logging
 
         self._mlflow = mlflow
         self.uri = tracking_uri(experiment)
