@@ -14,10 +14,10 @@ import pytest
 import sklearn
 from matplotlib.figure import Figure
 from PIL import Image
-from sklearn.metrics import classification_report
+from sklearn.metrics import classification_report, confusion_matrix
 
 from harness.records import Prediction, Split
-from harness.scoring import report_text
+from harness.scoring import confusion, report_text
 from harness.tracking.artifacts import CONFUSION_DPI, confusion_png, predictions_csv
 from tests.conftest import prepared, review_rows
 
@@ -45,6 +45,14 @@ def _case(seed: int) -> tuple[list[str], list[str], tuple[str, ...]]:
 def test_the_report_is_sklearns_table(seed: int) -> None:
     y_true, y_pred, labels = _case(seed)
     assert report_text(y_true, y_pred, labels) == _sklearn_report(y_true, y_pred, labels)
+
+
+@pytest.mark.parametrize("seed", range(50))
+@pytest.mark.filterwarnings("ignore:A single label was found")  # sklearn, on a one-label case
+def test_the_confusion_matrix_is_sklearns(seed: int) -> None:
+    y_true, y_pred, labels = _case(seed)
+    expected = confusion_matrix(y_true, y_pred, labels=list(labels))
+    assert np.array_equal(confusion(y_true, y_pred, labels), expected)
 
 
 def test_a_report_with_no_right_answer_counts_support_in_whole_examples() -> None:
