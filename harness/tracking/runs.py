@@ -10,6 +10,7 @@ other's runs.
 
 from __future__ import annotations
 
+import functools
 import re
 import tempfile
 import time
@@ -237,10 +238,14 @@ class MlflowTracker:
         with tempfile.TemporaryDirectory() as tmp:
             write_trial_artifacts(result, data, Path(tmp))
             # The resolved config beside them (the study's run has it too, from its start).
-            config = yaml.safe_dump(redact(self.experiment.raw), sort_keys=False)
-            (Path(tmp) / "config.yaml").write_text(config, encoding="utf-8")
+            (Path(tmp) / "config.yaml").write_text(self._config_yaml, encoding="utf-8")
             self.client.log_artifacts(run_id, tmp)
         self.client.set_terminated(run_id, "FINISHED")
+
+    @functools.cached_property
+    def _config_yaml(self) -> str:
+        """The resolved config as every trial's run shows it: the same for the whole sweep."""
+        return yaml.safe_dump(redact(self.experiment.raw), sort_keys=False)
 
     def fail_trial(self, run_id: str | None, reason: str, status: str = "FAILED") -> None:
         if run_id is None or not self._run_exists(run_id):
