@@ -88,7 +88,8 @@ def test_the_predictions_table_is_pandas_csv() -> None:
 
 
 def _drawn_afresh(counts: np.ndarray, labels: tuple[str, ...], title: str) -> np.ndarray:
-    """The confusion matrix as a new figure per trial drew it (before the blitted canvas)."""
+    """The confusion matrix as a new figure per trial drew it (before the blitted canvas; its
+    title now spans the figure, not the axes, wrapped to its width)."""
     size = 2.5 + 0.6 * len(labels)
     fig = Figure(figsize=(size, size))
     ax = fig.add_subplot()
@@ -98,7 +99,7 @@ def _drawn_afresh(counts: np.ndarray, labels: tuple[str, ...], title: str) -> np
     ax.set_yticks(ticks, labels)
     ax.set_xlabel("Predicted label")
     ax.set_ylabel("True label")
-    ax.set_title(title, fontsize=9)
+    fig.text(0.5, 0.985, title, ha="center", va="top", fontsize=9, wrap=True)
     low, high = int(counts.min()), int(counts.max())
     for (row, column), n in np.ndenumerate(counts):
         dark = high > low and (int(n) - low) / (high - low) > 0.5
@@ -119,8 +120,19 @@ def test_the_confusion_image_is_the_figure_drawn_afresh() -> None:
         n = len(labels)
         counts = rng.integers(0, 150, size=(n, n)) if number != 1 else np.full((n, n), 7)
         title = f"t{number:03d} ep=1 lr=0.{number}7 bs=16 n=400 all-MiniLM-L6-v2"
+        if number == 3:  # a checkpoint's name is longer: wrapped to two lines
+            title += f" @ epoch 1 of t00{number - 1}"
         image = Image.open(io.BytesIO(confusion_png(counts, labels, title)))
         side = round((2.5 + 0.6 * n) * CONFUSION_DPI)
         assert image.size == (side, side) and image.format == "PNG"
         assert round(image.info["dpi"][0]) == CONFUSION_DPI
         assert np.array_equal(np.asarray(image), _drawn_afresh(counts, labels, title))
+
+
+def test_the_confusion_image_title_stays_inside_the_figure() -> None:
+    counts = np.array([[120, 31], [38, 112]])
+    title = "t003 ep=1 lr=1.37 bs=16 n=400 all-MiniLM-L6-v2"  # ran off a 2-label figure
+    pixels = np.asarray(Image.open(io.BytesIO(confusion_png(counts, ("fresh", "rotten"), title))))
+    top = pixels[: round(0.1 * pixels.shape[0])]  # above the axes: the title's band
+    inked = np.flatnonzero((top < 128).any(axis=(0, 2)))
+    assert inked.size and inked.min() > 4 and inked.max() < pixels.shape[1] - 5
