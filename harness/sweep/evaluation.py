@@ -119,8 +119,8 @@ def _metrics(result: ModelEvaluation) -> dict[str, float | None]:
 
 
 def _predictions_csv(data: PreparedData, result: ModelEvaluation, out: Path) -> Path:
-    from harness.tracking.artifacts import predictions_table
+    from harness.tracking.artifacts import PREDICTIONS, predictions_csv
 
-    path = out / "predictions.csv"
-    predictions_table(data, result.predictions).to_csv(path, index=False)
+    path = out / PREDICTIONS
+    path.write_text(predictions_csv(data, result.predictions), encoding="utf-8")
     return path

@@ -10,6 +10,7 @@ other's runs.
 
 from __future__ import annotations
 
+import functools
 import re
 import tempfile
 import time
@@ -23,7 +24,7 @@ import yaml
 from harness.config import Experiment
 from harness.locations import redact_text
 from harness.records import EpochResult, PreparedData, TrialResult, TrialSpec
-from harness.tracking.artifacts import import_plotting, write_trial_artifacts
+from harness.tracking.artifacts import prepare_plotting, write_trial_artifacts
 from harness.tracking.provenance import provenance_tags, run_provenance
 from harness.tracking.record import (
     FAILURE_REASON_TAG,
@@ -62,7 +63,7 @@ class MlflowTracker:
         import mlflow
         from mlflow import MlflowClient
 
-        import_plotting()  # once per sweep, not inside the first trial's logging
+        prepare_plotting(data.labels)  # once per sweep, not inside the first trial's logging
 
         self._mlflow = mlflow
         self.uri = tracking_uri(experiment)
@@ -74,6 +75,7 @@ class MlflowTracker:
         self.parent_run_id = parent_run_id
         self.provenance = run_provenance()  # once per sweep: code and versions do not change
         self._dataset_input: Any = None  # built on first use (`_log_dataset`)
+        self._artifact_uris: dict[str, str] = {}  # trial runs this tracker opened -> their root
 
     def _experiment_id(self) -> str:
         name = self.experiment.config.tracking.experiment_name or self.experiment.name
@@ -181,6 +183,7 @@ class MlflowTracker:
         )
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=run_name)
         run_id = run.info.run_id
+        self._artifact_uris[run_id] = run.info.artifact_uri
         self._log_dataset(run_id)
         params = {**spec.params(), "backend": backend, "seed": spec.seed}
         params["train_examples"] = used
@@ -237,18 +240,38 @@ class MlflowTracker:
         with tempfile.TemporaryDirectory() as tmp:
             write_trial_artifacts(result, data, Path(tmp))
             # The resolved config beside them (the study's run has it too, from its start).
-            config = yaml.safe_dump(redact(self.experiment.raw), sort_keys=False)
-            (Path(tmp) / "config.yaml").write_text(config, encoding="utf-8")
-            self.client.log_artifacts(run_id, tmp)
+            (Path(tmp) / "config.yaml").write_text(self._config_yaml, encoding="utf-8")
+            self._log_artifacts(run_id, tmp)
         self.client.set_terminated(run_id, "FINISHED")
         # A worker starting meanwhile may have taken the open run for a dead worker's
         # (`close_abandoned_runs`: a checkpoint's run has no trial until it is logged).
         if FAILURE_REASON_TAG in self.client.get_run(run_id).data.tags:
             self.client.delete_tag(run_id, FAILURE_REASON_TAG)
 
+    def _log_artifacts(self, run_id: str, folder: str) -> None:
+        """`client.log_artifacts(run_id, folder)` without the run lookup it makes to find the
+        run's artifact root, where this tracker opened the run and kept the root it was given
+        (a query of the run with all its tags, params and metrics: milliseconds per trial)."""
+        root = self._artifact_uris.pop(run_id, None)
+        if root is None:
+            self.client.log_artifacts(run_id, folder)
+            return
+        # As the client opens the root it looks up (`TrackingServiceClient._get_artifact_repo`).
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+        from mlflow.utils.uri import add_databricks_profile_info_to_artifact_uri
+
+        root = add_databricks_profile_info_to_artifact_uri(root, self.uri)
+        get_artifact_repository(root, tracking_uri=self.uri).log_artifacts(folder)
+
+    @functools.cached_property
+    def _config_yaml(self) -> str:
+        """The resolved config as every trial's run shows it: the same for the whole sweep."""
+        return yaml.safe_dump(redact(self.experiment.raw), sort_keys=False)
+
     def fail_trial(self, run_id: str | None, reason: str, status: str = "FAILED") -> None:
         if run_id is None or not self._run_exists(run_id):
             return
+        self._artifact_uris.pop(run_id, None)
         self.client.set_tag(run_id, FAILURE_REASON_TAG, redact_text(reason)[:5000])
         self.client.set_terminated(run_id, status)
 
