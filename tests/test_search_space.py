@@ -66,6 +66,27 @@ def test_short_form_becomes_optuna_distributions(tmp_path: Path) -> None:
         ),
         (GOOD.replace("high: 4}", "high: 4, lgo: true}"), "n_epochs: unknown key 'lgo'"),
         ("[1, 2]", "expected a mapping"),
+        # Optuna would only warn and quietly shrink the range to [1, 3].
+        (
+            GOOD.replace("low: 1, high: 4}", "low: 1, high: 4, step: 2}"),
+            "n_epochs: step 2 does not divide the range 1 to 4",
+        ),
+        (
+            GOOD.replace("high: 2.0, log: true}", "high: 2.0, step: 0.5}"),
+            "learning_rate_multiplier: step 0.5 does not divide the range 0.1 to 2.0",
+        ),
+        (
+            GOOD.replace("high: 4}", "high: 4, step: two}"),
+            "n_epochs: step must be a positive int, got 'two'",
+        ),
+        (
+            GOOD.replace("log: true", "log: maybe"),
+            "learning_rate_multiplier: log must be true or false",
+        ),
+        (
+            GOOD.replace("choices: [8, 16]", "choices: [8, 16, 8]"),
+            "batch_size: choices must be distinct, 8 is given twice",
+        ),
     ],
 )
 def test_bad_search_space_names_file_and_parameter(tmp_path: Path, text: str, message: str) -> None:
