@@ -151,13 +151,21 @@ class TrackingConfig(Strict):
     @field_validator("uri")
     @classmethod
     def _known_scheme(cls, value: str | None) -> str | None:
-        scheme = value.partition("://")[0] if value and "://" in value else None
-        if scheme is not None and scheme.partition("+")[0] not in TRACKING_SCHEMES:
-            raise ValueError(
-                f"unsupported scheme {scheme!r} (use sqlite:///PATH, a folder, http(s)://HOST, "
-                f"or one of {', '.join(TRACKING_SCHEMES)})"
-            )
+        problem = tracking_uri_problem(value or "")
+        if problem:
+            raise ValueError(problem)
         return value
+
+
+def tracking_uri_problem(uri: str) -> str | None:
+    """What is wrong with a tracking URI MLflow cannot open (None when it can)."""
+    scheme = uri.partition("://")[0] if "://" in uri else None
+    if scheme is None or scheme.partition("+")[0] in TRACKING_SCHEMES:
+        return None
+    return (
+        f"unsupported scheme {scheme!r} (use sqlite:///PATH, a folder, http(s)://HOST, "
+        f"or one of {', '.join(TRACKING_SCHEMES)})"
+    )
 
 
 class ExperimentConfig(Strict):
