@@ -684,3 +684,14 @@ def test_a_negative_add_is_refused_before_anything_runs(tmp_path: Path, tiny_csv
     result = run_cli("sweep", str(experiment), "--add", "-2")
     assert_clean_error(result, "--add")
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_study_create_refuses_what_sweep_would_refuse_before_creating_the_study(
+    tmp_path: Path, tiny_csv: Path
+) -> None:
+    # `study create` made the study, and every worker's `sweep` then refused its search space.
+    space = {"n_epochs": 1, "learning_rate_multiplier": 1.0, "batch_size": 8, "train_examples": 1}
+    experiment = write_experiment(tmp_path, tiny_csv, space=space)
+    result = run_cli("study", "create", str(experiment))
+    assert_clean_error(result, "space.yaml: train_examples: 1 is fewer than the data's 2 classes")
+    assert not (tmp_path / "mlruns").exists()
