@@ -236,3 +236,15 @@ def test_tracking_uris_that_mlflow_opens_are_accepted(tmp_path: Path) -> None:
     ):
         exp = load_experiment(str(_write(tmp_path, BASE + f"tracking: {{uri: '{uri}'}}\n")))
         assert exp.config.tracking.uri == uri
+
+
+def test_a_value_of_no_type_a_union_takes_is_one_line(tmp_path: Path) -> None:
+    # Was one line per member, each naming a key that is not in the file (lora_r.float, ...).
+    text = BASE.replace("backend: {kind: local}", "backend: {kind: together, model: m}")
+    path = _write(tmp_path, text + "")
+    with pytest.raises(ConfigError) as err:
+        load_experiment(str(path), ["backend.hyperparameters.lora_r=eight"])
+    assert str(err.value) == (
+        f"{path} (with --set): backend.hyperparameters.lora_r: expected float or int or bool, "
+        "got 'eight'"
+    )

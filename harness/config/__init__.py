@@ -320,29 +320,46 @@ def _model_at(parts: list[str]) -> type[BaseModel] | None:
     return model
 
 
+# The tags pydantic puts in an error's location for the member of a plain union it tried
+# (`lora_r.float`, `lora_r.int`): not keys of the file, and one problem, not one per member.
+_MEMBER_TAGS = ("float", "int", "bool", "str")
+
+
 def format_validation_error(source: str, exc: ValidationError) -> str:
     """One line per problem, each naming the field path: `file: study.n_trials: ...`."""
-    lines = []
+    problems: dict[str, str] = {}
+    members: dict[str, list[str]] = {}
     for err in exc.errors():
         parts = [str(p) for p in err["loc"] if not str(p).startswith("function-after")]
         if len(parts) > 1 and parts[0] == "backend" and parts[1] in BACKEND_KINDS:
             del parts[1]  # the tag pydantic adds for the union member, not a key of the file
-        field = ".".join(parts)
-        message = str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = "unknown key" + _did_you_mean(err["loc"])
-        elif err["type"] == "missing":
-            message = "required key is missing"
-        elif err["type"] in ("model_type", "dict_type", "model_attributes_type"):
-            model = _model_at(parts)
-            keys = f" (keys: {', '.join(model.model_fields)})" if model is not None else ""
-            message = f"expected a mapping{keys}, got {err['input']!r}"
-        elif err["type"] in ("union_tag_not_found", "union_tag_invalid"):
-            field, kind = f"{field}.kind", err["input"].get("kind") if err["input"] else None
-            message = "required key is missing" if kind is None else f"unknown kind {kind!r}"
-            message += f" (one of: {', '.join(BACKEND_KINDS)})"
-        lines.append(f"{source}: {field or '(top level)'}: {message}")
-    return "\n".join(lines)
+        if len(parts) > 1 and parts[-1] in _MEMBER_TAGS:
+            tags = members.setdefault(".".join(parts[:-1]), [])
+            tags.append(parts.pop())
+            problems[".".join(parts)] = f"expected {' or '.join(tags)}, got {err['input']!r}"
+            continue
+        field, message = _problem(parts, err)
+        problems.setdefault(field, message)
+    return "\n".join(f"{source}: {field or '(top level)'}: {m}" for field, m in problems.items())
+
+
+def _problem(parts: list[str], err: Any) -> tuple[str, str]:
+    """The field path and the message for one pydantic error, in the file's terms."""
+    field = ".".join(parts)
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = "unknown key" + _did_you_mean(err["loc"])
+    elif err["type"] == "missing":
+        message = "required key is missing"
+    elif err["type"] in ("model_type", "dict_type", "model_attributes_type"):
+        model = _model_at(parts)
+        keys = f" (keys: {', '.join(model.model_fields)})" if model is not None else ""
+        message = f"expected a mapping{keys}, got {err['input']!r}"
+    elif err["type"] in ("union_tag_not_found", "union_tag_invalid"):
+        field, kind = f"{field}.kind", err["input"].get("kind") if err["input"] else None
+        message = "required key is missing" if kind is None else f"unknown kind {kind!r}"
+        message += f" (one of: {', '.join(BACKEND_KINDS)})"
+    return field, message
 
 
 def load_experiment(name_or_path: str, overrides: list[str] | None = None) -> Experiment:
