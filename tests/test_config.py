@@ -248,3 +248,11 @@ def test_a_value_of_no_type_a_union_takes_is_one_line(tmp_path: Path) -> None:
         f"{path} (with --set): backend.hyperparameters.lora_r: expected float or int or bool, "
         "got 'eight'"
     )
+
+
+def test_a_key_given_twice_is_an_error_naming_its_line(tmp_path: Path) -> None:
+    # YAML keeps the last silently: the second `study:` replaced the first without a word.
+    path = _write(tmp_path, BASE + "study: {n_trials: 3}\nseed: 1\nstudy: {n_trials: 5}\n")
+    with pytest.raises(ConfigError) as err:
+        load_experiment(str(path))
+    assert str(err.value) == f"{path}:7:1: invalid YAML (key 'study' is given twice in one mapping)"

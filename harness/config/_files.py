@@ -12,6 +12,22 @@ import yaml
 from harness.errors import ConfigError
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a key given twice in one mapping: plain YAML keeps the last
+    silently, so a second `study:` section would quietly replace the first."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path) -> Any:
     """Parse YAML safely; a syntax error names the file, line and column."""
     try:
@@ -19,7 +35,7 @@ def read_yaml(path: Path) -> Any:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeys)
     except yaml.YAMLError as exc:
         raise ConfigError(_yaml_problem(path, exc)) from None
 
