@@ -159,3 +159,20 @@ def test_a_missing_search_space_file_names_the_experiment_field_and_where_it_loo
     message = str(info.value)
     assert f"{path}: search_space: spaces/strs.yaml: no such file" in message
     assert "beside the experiment file" in message
+
+
+def test_a_lora_parameter_on_a_backend_without_lora_is_refused(tmp_path: Path) -> None:
+    # The local encoder ignored it: trials were named r=8 and the sampler spent draws on it.
+    from harness.config import load_experiment
+    from harness.sweep.search_space import experiment_space
+
+    space = _space(tmp_path, GOOD + "lora_rank: {type: categorical, choices: [4, 8]}\n")
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        f"dataset: {{source: d.csv}}\nbackend: {{kind: local}}\nsearch_space: {space}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        experiment_space(load_experiment(str(path)))
+    assert f"{space}: lora_rank: the local backend does not use it" in str(err.value)
+    path.write_text(path.read_text().replace("kind: local", "kind: local_lm"))
+    assert "lora_rank" in experiment_space(load_experiment(str(path))).distributions

@@ -99,7 +99,7 @@ def experiment_space(experiment: Experiment) -> SearchSpace:
     """The experiment's search space: its file, or the mapping given inline."""
     source = experiment.config.search_space
     if isinstance(source, dict):
-        return load_search_space(source, experiment.path)
+        return _for_backend(load_search_space(source, experiment.path), experiment)
     path = experiment.resolve_path(source)
     if not path.is_file():
         looked = (
@@ -111,7 +111,21 @@ def experiment_space(experiment: Experiment) -> SearchSpace:
             )
         )
         raise ConfigError(f"{experiment.path}: search_space: {source}: no such file{looked}")
-    return load_search_space(path)
+    return _for_backend(load_search_space(path), experiment)
+
+
+def _for_backend(space: SearchSpace, experiment: Experiment) -> SearchSpace:
+    """Refuse a LoRA parameter the backend does not read: the sampler would spend trials on a
+    value no trial uses, and run names would show it."""
+    backend = experiment.config.backend
+    takes = set(type(backend).model_fields)
+    for name in ("lora_rank", "lora_alpha"):
+        if (name in space.distributions or name in space.fixed) and name not in takes:
+            raise ConfigError(
+                f"{space.path}: {name}: the {backend.kind} backend does not use it (only "
+                f"backends with a {name} setting do, such as local_lm); remove it"
+            )
+    return space
 
 
 def oversized_train_examples(space: SearchSpace, rows: int) -> str | None:
