@@ -256,3 +256,14 @@ def test_a_key_given_twice_is_an_error_naming_its_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_experiment(str(path))
     assert str(err.value) == f"{path}:7:1: invalid YAML (key 'study' is given twice in one mapping)"
+
+
+def test_a_file_that_is_not_utf8_names_the_line_and_byte(tmp_path: Path) -> None:
+    # Was UnicodeDecodeError with a traceback (an experiment saved as latin-1 / cp1252).
+    path = tmp_path / "exp.yaml"
+    path.write_bytes(BASE.encode() + b"description: caf\xe9\n")
+    with pytest.raises(ConfigError) as err:
+        load_experiment(str(path))
+    assert (
+        str(err.value) == f"{path}:5: not UTF-8 text (byte 0xe9 does not decode); save it as UTF-8"
+    )

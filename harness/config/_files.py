@@ -34,6 +34,12 @@ def read_yaml(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:  # saved as latin-1 or cp1252, say
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} does not "
+            "decode); save it as UTF-8"
+        ) from None
     try:
         return yaml.load(text, Loader=_UniqueKeys)
     except yaml.YAMLError as exc:
