@@ -94,6 +94,11 @@ def test_unknown_dataset_name(tmp_path: Path) -> None:
     config["dataset"]["source"] = "rotten_tomatos"
     path.write_text(yaml.safe_dump(config))
     assert_clean_error(run_cli("prepare", str(path)), "rotten_tomatos", "rotten_tomatoes")
+    # The field to change, and the closest bundled name.
+    assert_clean_error(
+        run_cli("prepare", str(path)),
+        "dataset.source 'rotten_tomatos' is unknown (did you mean 'rotten_tomatoes'?)",
+    )
 
 
 def test_bad_search_space(tmp_path: Path, tiny_csv: Path) -> None:

@@ -658,3 +658,40 @@ def test_a_cost_column_keeps_three_significant_digits_down_its_rows() -> None:
     shown = [dollars(v) for v in (0.00053, 0.00032, 0.000787)]
     assert shown == ["0.000530", "0.000320", "0.000787"]
     assert [dollars(v) for v in (0.1, 1.5, 148.2, 0, None)] == ["0.100", "1.50", "148", "0", "-"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "env", "needle"),
+    [
+        (["--set", "tracking.uri=notaurl://x"], {}, "tracking.uri: unsupported scheme 'notaurl'"),
+        ([], {"MLFLOW_TRACKING_URI": "notaurl://x"}, "MLFLOW_TRACKING_URI=notaurl://x: unsup"),
+    ],
+    ids=["config", "environment"],
+)
+def test_a_tracking_uri_mlflow_cannot_open_is_one_message_and_creates_nothing(
+    tmp_path: Path, tiny_csv: Path, setting: list[str], env: dict[str, str], needle: str
+) -> None:
+    # Was MLflow's UnsupportedModelRegistryStoreURIException with its traceback.
+    experiment = write_experiment(tmp_path, tiny_csv)
+    for command, options in ((["study", "create"], []), (["sweep"], ["--yes"])):
+        result = run_cli(*command, str(experiment), *options, *setting, env=env)
+        assert_clean_error(result, needle, "sqlite")
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_a_negative_add_is_refused_before_anything_runs(tmp_path: Path, tiny_csv: Path) -> None:
+    experiment = write_experiment(tmp_path, tiny_csv)
+    result = run_cli("sweep", str(experiment), "--add", "-2")
+    assert_clean_error(result, "--add")
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_study_create_refuses_what_sweep_would_refuse_before_creating_the_study(
+    tmp_path: Path, tiny_csv: Path
+) -> None:
+    # `study create` made the study, and every worker's `sweep` then refused its search space.
+    space = {"n_epochs": 1, "learning_rate_multiplier": 1.0, "batch_size": 8, "train_examples": 1}
+    experiment = write_experiment(tmp_path, tiny_csv, space=space)
+    result = run_cli("study", "create", str(experiment))
+    assert_clean_error(result, "space.yaml: train_examples: 1 is fewer than the data's 2 classes")
+    assert not (tmp_path / "mlruns").exists()

@@ -186,3 +186,84 @@ def test_a_backend_system_prompt_is_the_one_prepare_writes(tmp_path: Path) -> No
     experiment = load_experiment(str(_write(tmp_path, text)))
     assert experiment.config.dataset.system_prompt == "Rate it."
     assert experiment.config.backend.system_prompt == "Rate it."  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        # scikit-learn refused -1 deep in the split, reported as "too few rows to split".
+        ("seed: -1\n", "seed: Input should be greater than or equal to 0"),
+        ("budget_usd: .inf\n", "budget_usd: Input should be a finite number"),
+        ("study: {max_trial_cost_usd: .inf}\n", "study.max_trial_cost_usd: Input should be a fin"),
+        ("dataset: {source: d.csv, labels: []}\n", "dataset.labels: give at least two labels"),
+        ("dataset: {source: d.csv, labels: [a]}\n", "dataset.labels: give at least two labels"),
+        ("dataset: {source: d.csv, labels: [a, b, a]}\n", "dataset.labels: 'a' is given twice"),
+        (
+            "tracking: {uri: 'notaurl://x'}\n",
+            "tracking.uri: unsupported scheme 'notaurl' (use sqlite:///PATH, a folder, http(s)://",
+        ),
+        ("dataset: fast\n", "dataset: expected a mapping (keys: source, text_column,"),
+        ("study: {sampler: tpe}\n", "study.sampler: expected a mapping (keys: kind)"),
+        ("search_space: 3\n", "search_space: expected a search-space file or a mapping of"),
+    ],
+)
+def test_bad_values_name_file_field_and_what_is_allowed(
+    tmp_path: Path, extra: str, message: str
+) -> None:
+    text = BASE.replace("dataset: {source: data.csv}\n", "") if "dataset:" in extra else BASE
+    text = text.replace("search_space: space.yaml\n", "") if "search_space:" in extra else text
+    path = _write(tmp_path, text + extra)
+    with pytest.raises(ConfigError) as err:
+        load_experiment(str(path))
+    assert f"{path}: {message}" in str(err.value)
+    assert len(str(err.value).splitlines()) == 1, str(err.value)
+
+
+def test_a_backend_without_kind_lists_the_kinds(tmp_path: Path) -> None:
+    path = _write(tmp_path, BASE.replace("backend: {kind: local}", "backend: {max_length: 32}"))
+    with pytest.raises(ConfigError) as err:
+        load_experiment(str(path))
+    assert f"{path}: backend.kind: required key is missing (one of: local, " in str(err.value)
+
+
+def test_tracking_uris_that_mlflow_opens_are_accepted(tmp_path: Path) -> None:
+    for uri in (
+        "sqlite:///x.db",
+        "mlruns",
+        "file:///tmp/m",
+        "http://h:5000",
+        "postgresql+psycopg://u@h/d",
+    ):
+        exp = load_experiment(str(_write(tmp_path, BASE + f"tracking: {{uri: '{uri}'}}\n")))
+        assert exp.config.tracking.uri == uri
+
+
+def test_a_value_of_no_type_a_union_takes_is_one_line(tmp_path: Path) -> None:
+    # Was one line per member, each naming a key that is not in the file (lora_r.float, ...).
+    text = BASE.replace("backend: {kind: local}", "backend: {kind: together, model: m}")
+    path = _write(tmp_path, text + "")
+    with pytest.raises(ConfigError) as err:
+        load_experiment(str(path), ["backend.hyperparameters.lora_r=eight"])
+    assert str(err.value) == (
+        f"{path} (with --set): backend.hyperparameters.lora_r: expected float or int or bool, "
+        "got 'eight'"
+    )
+
+
+def test_a_key_given_twice_is_an_error_naming_its_line(tmp_path: Path) -> None:
+    # YAML keeps the last silently: the second `study:` replaced the first without a word.
+    path = _write(tmp_path, BASE + "study: {n_trials: 3}\nseed: 1\nstudy: {n_trials: 5}\n")
+    with pytest.raises(ConfigError) as err:
+        load_experiment(str(path))
+    assert str(err.value) == f"{path}:7:1: invalid YAML (key 'study' is given twice in one mapping)"
+
+
+def test_a_file_that_is_not_utf8_names_the_line_and_byte(tmp_path: Path) -> None:
+    # Was UnicodeDecodeError with a traceback (an experiment saved as latin-1 / cp1252).
+    path = tmp_path / "exp.yaml"
+    path.write_bytes(BASE.encode() + b"description: caf\xe9\n")
+    with pytest.raises(ConfigError) as err:
+        load_experiment(str(path))
+    assert (
+        str(err.value) == f"{path}:5: not UTF-8 text (byte 0xe9 does not decode); save it as UTF-8"
+    )

@@ -97,6 +97,20 @@ def test_a_malformed_local_table_is_one_clear_error(tmp_path: Path, text: str, n
     assert_clean_error(run_cli("prices"), "prices.local.yaml", needle)
 
 
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [(b"rows: [\n", "prices.local.yaml:2:1: invalid YAML"), (b"\xff\xfe", "not UTF-8 text")],
+)
+def test_an_unreadable_local_table_is_one_line_naming_where(
+    tmp_path: Path, content: bytes, needle: str
+) -> None:
+    # Was PyYAML's five-line message, and a UnicodeDecodeError traceback for a byte not UTF-8.
+    (tmp_path / "prices.local.yaml").write_bytes(content)
+    result = run_cli("prices")
+    assert_clean_error(result, "cannot read the price table", needle)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 def test_a_wrong_rate_in_the_local_table_names_the_field(tmp_path: Path) -> None:
     row = (
         "rows:\n  - {model: m, provider: azure, training_per_1m: cheap, input_per_1m: null,"

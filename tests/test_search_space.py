@@ -66,6 +66,27 @@ def test_short_form_becomes_optuna_distributions(tmp_path: Path) -> None:
         ),
         (GOOD.replace("high: 4}", "high: 4, lgo: true}"), "n_epochs: unknown key 'lgo'"),
         ("[1, 2]", "expected a mapping"),
+        # Optuna would only warn and quietly shrink the range to [1, 3].
+        (
+            GOOD.replace("low: 1, high: 4}", "low: 1, high: 4, step: 2}"),
+            "n_epochs: step 2 does not divide the range 1 to 4",
+        ),
+        (
+            GOOD.replace("high: 2.0, log: true}", "high: 2.0, step: 0.5}"),
+            "learning_rate_multiplier: step 0.5 does not divide the range 0.1 to 2.0",
+        ),
+        (
+            GOOD.replace("high: 4}", "high: 4, step: two}"),
+            "n_epochs: step must be a positive int, got 'two'",
+        ),
+        (
+            GOOD.replace("log: true", "log: maybe"),
+            "learning_rate_multiplier: log must be true or false",
+        ),
+        (
+            GOOD.replace("choices: [8, 16]", "choices: [8, 16, 8]"),
+            "batch_size: choices must be distinct, 8 is given twice",
+        ),
     ],
 )
 def test_bad_search_space_names_file_and_parameter(tmp_path: Path, text: str, message: str) -> None:
@@ -138,3 +159,20 @@ def test_a_missing_search_space_file_names_the_experiment_field_and_where_it_loo
     message = str(info.value)
     assert f"{path}: search_space: spaces/strs.yaml: no such file" in message
     assert "beside the experiment file" in message
+
+
+def test_a_lora_parameter_on_a_backend_without_lora_is_refused(tmp_path: Path) -> None:
+    # The local encoder ignored it: trials were named r=8 and the sampler spent draws on it.
+    from harness.config import load_experiment
+    from harness.sweep.search_space import experiment_space
+
+    space = _space(tmp_path, GOOD + "lora_rank: {type: categorical, choices: [4, 8]}\n")
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        f"dataset: {{source: d.csv}}\nbackend: {{kind: local}}\nsearch_space: {space}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        experiment_space(load_experiment(str(path)))
+    assert f"{space}: lora_rank: the local backend does not use it" in str(err.value)
+    path.write_text(path.read_text().replace("kind: local", "kind: local_lm"))
+    assert "lora_rank" in experiment_space(load_experiment(str(path))).distributions

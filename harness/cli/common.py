@@ -43,6 +43,7 @@ from harness.config import (
     format_validation_error,
     inline_search_space,
     load_experiment,
+    tracking_uri_problem,
 )
 from harness.errors import ConfigError, HarnessError, Terminated
 from harness.locations import redact_text, with_driver
@@ -176,6 +177,9 @@ def load_target(name: str, overrides: list[str] | None = None) -> Experiment:
         ConfigError: Nothing of that name (the message lists the experiments and studies known,
             with the closest), an invalid config, or a study too old to hold its experiment.
     """
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if tracking_uri_problem(uri):  # before a command creates a study it could not track
+        raise ConfigError(f"MLFLOW_TRACKING_URI={uri}: {tracking_uri_problem(uri)}")
     if Path(name).expanduser().is_file():
         return _as_recorded(load_experiment(name, overrides), overrides)
     study_set = _study_set(overrides)  # what --set says of the study, parsed as the file would be

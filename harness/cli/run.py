@@ -69,7 +69,9 @@ def prepare(
 @user_errors
 def sweep(
     experiment: ExperimentArg,
-    add: Annotated[int, typer.Option(help="Run this many trials beyond study.n_trials.")] = 0,
+    add: Annotated[
+        int, typer.Option(min=0, help="Run this many trials beyond study.n_trials.")
+    ] = 0,
     yes: Annotated[
         bool, typer.Option("--yes", help="Go on when the worst case exceeds the budget.")
     ] = False,

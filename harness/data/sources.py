@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import difflib
 import importlib
 import io
 import json
@@ -79,7 +80,9 @@ def read_frame(config: DatasetConfig, resolve: Callable[[str], Path]) -> LoadedF
     suffix = path.suffix.lower()
     if not suffix and "/" not in source and "\\" not in source and not path.is_file():
         accepted = _ACCEPTED.format(bundled=", ".join(sorted(BUNDLED)))
-        raise DataError(f"dataset {source!r} is unknown; use {accepted}")
+        close = difflib.get_close_matches(source, sorted(BUNDLED), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DataError(f"dataset.source {source!r} is unknown{hint}; use {accepted}")
     readers = {".csv": _read_csv, ".jsonl": _read_jsonl, ".json": _read_jsonl}
     if suffix == ".parquet":
         _no_encoding(config, str(path))

@@ -99,7 +99,7 @@ def experiment_space(experiment: Experiment) -> SearchSpace:
     """The experiment's search space: its file, or the mapping given inline."""
     source = experiment.config.search_space
     if isinstance(source, dict):
-        return load_search_space(source, experiment.path)
+        return _for_backend(load_search_space(source, experiment.path), experiment)
     path = experiment.resolve_path(source)
     if not path.is_file():
         looked = (
@@ -111,7 +111,21 @@ def experiment_space(experiment: Experiment) -> SearchSpace:
             )
         )
         raise ConfigError(f"{experiment.path}: search_space: {source}: no such file{looked}")
-    return load_search_space(path)
+    return _for_backend(load_search_space(path), experiment)
+
+
+def _for_backend(space: SearchSpace, experiment: Experiment) -> SearchSpace:
+    """Refuse a LoRA parameter the backend does not read: the sampler would spend trials on a
+    value no trial uses, and run names would show it."""
+    backend = experiment.config.backend
+    takes = set(type(backend).model_fields)
+    for name in ("lora_rank", "lora_alpha"):
+        if (name in space.distributions or name in space.fixed) and name not in takes:
+            raise ConfigError(
+                f"{space.path}: {name}: the {backend.kind} backend does not use it (only "
+                f"backends with a {name} setting do, such as local_lm); remove it"
+            )
+    return space
 
 
 def oversized_train_examples(space: SearchSpace, rows: int) -> str | None:
@@ -164,22 +178,44 @@ def _distribution(name: str, spec: dict[str, Any], path: Path) -> BaseDistributi
         raise ConfigError(f"{where}: unknown key {extra[0]!r} for type {kind}")
     try:
         if kind == "categorical":
-            choices = spec.get("choices")
-            if not isinstance(choices, list) or not choices:
-                raise ValueError("choices must be a non-empty list")
-            for choice in choices:
-                _check_value(name, choice, path)
-            return CategoricalDistribution(choices)
+            return _categorical(name, spec.get("choices"), path)
         if "low" not in spec or "high" not in spec:
             raise ValueError("needs both low and high")
         _check_value(name, spec["low"], path)
         _check_value(name, spec["high"], path)
-        log = bool(spec.get("log", False))
+        log, step = _log_and_step(kind, spec)
         if kind == "int":
-            return IntDistribution(spec["low"], spec["high"], log=log, step=spec.get("step", 1))
-        return FloatDistribution(spec["low"], spec["high"], log=log, step=spec.get("step"))
+            return IntDistribution(spec["low"], spec["high"], log=log, step=step or 1)
+        return FloatDistribution(spec["low"], spec["high"], log=log, step=step)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+def _categorical(name: str, choices: Any, path: Path) -> CategoricalDistribution:
+    if not isinstance(choices, list) or not choices:
+        raise ValueError("choices must be a non-empty list")
+    for index, choice in enumerate(choices):
+        _check_value(name, choice, path)
+        if choice in choices[:index]:  # Optuna would sample a repeated choice twice as often
+            raise ValueError(f"choices must be distinct, {choice!r} is given twice")
+    return CategoricalDistribution(choices)
+
+
+def _log_and_step(kind: str, spec: dict[str, Any]) -> tuple[bool, Any]:
+    """`log` and `step` checked here, since Optuna takes `log: maybe` as true and only warns
+    (shrinking the range) when the step does not divide it."""
+    log, step, low, high = spec.get("log", False), spec.get("step"), spec["low"], spec["high"]
+    if not isinstance(log, bool):
+        raise ValueError(f"log must be true or false, got {log!r}")
+    if step is None:
+        return log, None
+    types = (int,) if kind == "int" else (int, float)
+    if isinstance(step, bool) or not isinstance(step, types) or step <= 0:
+        raise ValueError(f"step must be a positive {kind}, got {step!r}")
+    count = (high - low) / step
+    if low <= high and abs(count - round(count)) > 1e-9 * max(1.0, count):
+        raise ValueError(f"step {step} does not divide the range {low} to {high}")
+    return log, step
 
 
 def _check_value(name: str, value: Any, path: Path) -> None:

@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from harness.backends.hosted.pricing import Price
 from harness.config import Experiment
 from harness.sweep.locks import study_lock
-from harness.sweep.search_space import SearchSpace, experiment_space
+from harness.sweep.search_space import SearchSpace, check_train_examples, experiment_space
 from harness.sweep.storage import worker_host
 from harness.sweep.study import (
     StudyHandle,
@@ -167,6 +167,7 @@ def create_shared_study(experiment: Experiment) -> CreatedStudy:
 
     space = experiment_space(experiment)
     data, _ = prepare_experiment(experiment)
+    check_train_examples(space, len(data.labels))  # as `harness sweep` does, before the study
     handle = open_study(experiment, space)
     tracker = MlflowTracker(experiment, data, None)
     before = handle.study.user_attrs.get(MLFLOW_RUN_ID)

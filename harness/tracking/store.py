@@ -20,7 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness.config import DEFAULT_TRACKING_URI, Experiment
+from harness.config import DEFAULT_TRACKING_URI, Experiment, tracking_uri_problem
+from harness.errors import ConfigError
 from harness.locations import cache_dir as harness_cache_dir
 from harness.locations import with_driver
 from harness.tracking.relocate import reroot_store
@@ -113,6 +114,9 @@ def tracking_uri(experiment: Experiment | None = None) -> str:
 def _configured_uri(experiment: Experiment | None) -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
+        problem = tracking_uri_problem(env)
+        if problem:  # MLflow would raise deep inside the first call that opens the store
+            raise ConfigError(f"MLFLOW_TRACKING_URI={env}: {problem}")
         return with_driver(absolute_sqlite(env))
     if experiment is not None and experiment.config.tracking.uri:
         return with_driver(absolute_sqlite(experiment.config.tracking.uri))

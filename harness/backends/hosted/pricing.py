@@ -177,10 +177,12 @@ def read_rows(path: Path) -> list[Price]:
         ConfigError: The file is not YAML, has no `rows:` list, or a row is malformed; the
             message names the file.
     """
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read the price table: {exc}") from None
+    from harness.config import read_yaml  # deferred: harness.config imports the backends
+
+    try:  # one line naming the file and line, a byte that is not UTF-8 too
+        raw = read_yaml(path)
+    except ConfigError as exc:
+        raise ConfigError(f"cannot read the price table {exc}") from None
     rows = raw.get("rows") if isinstance(raw, dict) else None
     if not isinstance(rows, list):
         raise ConfigError(f"{path}: expected a `rows:` list")

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, overload
 
-import yaml
 from pydantic import (
     BaseModel,
     Field,
@@ -24,6 +23,10 @@ from pydantic import (
 
 from harness.backends.registry import BACKEND_KINDS, KINDS, AnyBackendConfig, BackendConfig
 from harness.backends.settings import Strict
+
+# Re-exported: the commands read YAML files and apply `--set` items the way this package does.
+from harness.config._files import apply_overrides as apply_overrides
+from harness.config._files import read_yaml as read_yaml
 from harness.errors import ConfigError
 
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
@@ -81,6 +84,19 @@ class DatasetConfig(Strict):
             return value
         return [_number_label(v) for v in value]
 
+    @field_validator("labels")
+    @classmethod
+    def _a_label_set(cls, value: list[str] | None) -> list[str] | None:
+        """The whole label set: a classifier needs two, and a repeated one is a typo."""
+        if value is None:
+            return None
+        if len(value) < 2:
+            raise ValueError(f"give at least two labels (the data's classes), got {value}")
+        for index, label in enumerate(value):
+            if label in value[:index]:
+                raise ValueError(f"{label!r} is given twice")
+        return value
+
 
 def _number_label(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -108,7 +124,7 @@ class StudyConfig(Strict):
     name: str | None = None
     n_trials: int = Field(8, ge=1)
     objectives: list[Objective] = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES))
-    max_trial_cost_usd: float | None = Field(None, gt=0.0)
+    max_trial_cost_usd: float | None = Field(None, gt=0.0, allow_inf_nan=False)
     sampler: SamplerConfig = SamplerConfig()
     storage: str = DEFAULT_STORAGE
     # Stop a trial after an epoch when even an optimistic finish cannot reach the front
@@ -123,9 +139,33 @@ class StudyConfig(Strict):
         return value
 
 
+# The URI schemes MLflow opens a tracking store at (a plain path is a folder store); another is
+# refused here, since MLflow would raise deep inside the first command that opens it.
+TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+
+
 class TrackingConfig(Strict):
     uri: str | None = None
     experiment_name: str | None = None
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        problem = tracking_uri_problem(value or "")
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+def tracking_uri_problem(uri: str) -> str | None:
+    """What is wrong with a tracking URI MLflow cannot open (None when it can)."""
+    scheme = uri.partition("://")[0] if "://" in uri else None
+    if scheme is None or scheme.partition("+")[0] in TRACKING_SCHEMES:
+        return None
+    return (
+        f"unsupported scheme {scheme!r} (use sqlite:///PATH, a folder, http(s)://HOST, "
+        f"or one of {', '.join(TRACKING_SCHEMES)})"
+    )
 
 
 class ExperimentConfig(Strict):
@@ -133,14 +173,27 @@ class ExperimentConfig(Strict):
 
     name: str | None = None
     description: str = ""
-    seed: int = 13
+    # Non-negative and leaving room for the per-trial offsets added to it: scikit-learn and
+    # numpy refuse a negative seed deep inside the split.
+    seed: int = Field(13, ge=0, le=2**31 - 1)
     dataset: DatasetConfig
     backend: BackendConfig
     # A search-space file, or the space itself (a `--set search_space.NAME=...` inlines the file).
     search_space: str | dict[str, Any]
     study: StudyConfig = StudyConfig()
-    budget_usd: float | None = Field(None, gt=0.0)
+    budget_usd: float | None = Field(None, gt=0.0, allow_inf_nan=False)
     tracking: TrackingConfig = TrackingConfig()
+
+    @field_validator("search_space", mode="before")
+    @classmethod
+    def _a_file_or_a_mapping(cls, value: Any) -> Any:
+        """One message instead of one per member of the union."""
+        if not isinstance(value, str | dict):
+            raise ValueError(
+                f"expected a search-space file or a mapping of parameter names to ranges, "
+                f"got {value!r}"
+            )
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -239,83 +292,6 @@ def find_experiment_file(name_or_path: str) -> Path:
     raise ConfigError(f"{name_or_path}: no such experiment file.{hint}")
 
 
-def read_yaml(path: Path) -> Any:
-    """Parse YAML safely; a syntax error names the file, line and column."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(_yaml_problem(path, exc)) from None
-
-
-def _yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
-    """Where the YAML went wrong: the construct left open (an unclosed `[`) where there is one,
-    since the parser notices only on a later line."""
-    mark = getattr(exc, "problem_mark", None)
-    context_mark = getattr(exc, "context_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    if context_mark is not None and mark is not None and context_mark.line != mark.line:
-        context = getattr(exc, "context", None) or "while parsing"
-        return (
-            f"{path}:{context_mark.line + 1}:{context_mark.column + 1}: invalid YAML ({context} "
-            f"opened here: {problem} on line {mark.line + 1})"
-        )
-    where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-    return f"{path}{where}: invalid YAML ({problem})"
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `key.sub=value` overrides to a copy of the raw config; values are parsed as YAML."""
-    result: dict[str, Any] = _deep_copy(raw)
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. study.n_trials=4")
-        node = result
-        parts = _key_parts(key.strip(), item)
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: {part} is not a section")
-            node = child
-        try:
-            node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError:
-            node[parts[-1]] = value
-    return result
-
-
-def _key_parts(key: str, item: str) -> list[str]:
-    """`backend.prices."org/model-3.1".x` -> backend, prices, org/model-3.1, x: a part in double
-    quotes may hold dots, as model names do."""
-    parts, current, quoted = [], "", False
-    for char in key:
-        if char == '"':
-            quoted = not quoted
-        elif char == "." and not quoted:
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    if quoted or not all([*parts, current]):
-        raise ConfigError(
-            f"--set {item!r}: expected KEY=VALUE with KEY parts joined by dots (a part that holds "
-            'a dot in double quotes: backend.prices."org/model-3.1".input_per_1m=0.5)'
-        )
-    return [*parts, current]
-
-
-def _deep_copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
-    return value
-
-
 def _did_you_mean(loc: tuple[int | str, ...]) -> str:
     """` (did you mean 'label_column'?)` for a misspelt key, else a hint to check the spelling."""
     model = _model_at([str(part) for part in loc[:-1]])
@@ -344,21 +320,46 @@ def _model_at(parts: list[str]) -> type[BaseModel] | None:
     return model
 
 
+# The tags pydantic puts in an error's location for the member of a plain union it tried
+# (`lora_r.float`, `lora_r.int`): not keys of the file, and one problem, not one per member.
+_MEMBER_TAGS = ("float", "int", "bool", "str")
+
+
 def format_validation_error(source: str, exc: ValidationError) -> str:
     """One line per problem, each naming the field path: `file: study.n_trials: ...`."""
-    lines = []
+    problems: dict[str, str] = {}
+    members: dict[str, list[str]] = {}
     for err in exc.errors():
         parts = [str(p) for p in err["loc"] if not str(p).startswith("function-after")]
         if len(parts) > 1 and parts[0] == "backend" and parts[1] in BACKEND_KINDS:
             del parts[1]  # the tag pydantic adds for the union member, not a key of the file
-        field = ".".join(parts)
-        message = str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = "unknown key" + _did_you_mean(err["loc"])
-        elif err["type"] == "missing":
-            message = "required key is missing"
-        lines.append(f"{source}: {field or '(top level)'}: {message}")
-    return "\n".join(lines)
+        if len(parts) > 1 and parts[-1] in _MEMBER_TAGS:
+            tags = members.setdefault(".".join(parts[:-1]), [])
+            tags.append(parts.pop())
+            problems[".".join(parts)] = f"expected {' or '.join(tags)}, got {err['input']!r}"
+            continue
+        field, message = _problem(parts, err)
+        problems.setdefault(field, message)
+    return "\n".join(f"{source}: {field or '(top level)'}: {m}" for field, m in problems.items())
+
+
+def _problem(parts: list[str], err: Any) -> tuple[str, str]:
+    """The field path and the message for one pydantic error, in the file's terms."""
+    field = ".".join(parts)
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = "unknown key" + _did_you_mean(err["loc"])
+    elif err["type"] == "missing":
+        message = "required key is missing"
+    elif err["type"] in ("model_type", "dict_type", "model_attributes_type"):
+        model = _model_at(parts)
+        keys = f" (keys: {', '.join(model.model_fields)})" if model is not None else ""
+        message = f"expected a mapping{keys}, got {err['input']!r}"
+    elif err["type"] in ("union_tag_not_found", "union_tag_invalid"):
+        field, kind = f"{field}.kind", err["input"].get("kind") if err["input"] else None
+        message = "required key is missing" if kind is None else f"unknown kind {kind!r}"
+        message += f" (one of: {', '.join(BACKEND_KINDS)})"
+    return field, message
 
 
 def load_experiment(name_or_path: str, overrides: list[str] | None = None) -> Experiment:
