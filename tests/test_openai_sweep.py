@@ -353,13 +353,18 @@ def _checkpoint_trials(tmp_path: Path, name: str = "oa-sweep") -> dict[int, list
     return {parent: sorted(epochs) for parent, epochs in found.items()}
 
 
+def _one_trial_of(tmp_path: Path, n_epochs: int) -> Path:
+    """An experiment of one trial of `n_epochs`, its learning rate and batch size fixed."""
+    path = _experiment(tmp_path, n_trials=1)
+    space = f"n_epochs: {n_epochs}\nlearning_rate_multiplier: 1.0\nbatch_size: 8\n"
+    (tmp_path / "space.yaml").write_text(space)
+    return path
+
+
 def test_a_ten_epoch_job_records_its_last_checkpoints_by_epoch(
     tmp_path: Path, fake_env: FakeOpenAI
 ) -> None:
-    path = _experiment(tmp_path, n_trials=1)
-    (tmp_path / "space.yaml").write_text(
-        "n_epochs: 10\nlearning_rate_multiplier: 1.0\nbatch_size: 8\n"
-    )
+    path = _one_trial_of(tmp_path, n_epochs=10)
     outcome = run_sweep(load_experiment(str(path)), RecordingView())
     (result,) = outcome.results
     assert [e.epoch for e in result.model.epochs] == [8, 9, 10]
@@ -372,10 +377,7 @@ def test_epoch_checkpoints_of_a_test_servers_job_are_labelled_synthetic(
     # Found with three workers on the fake server: trial runs were tagged synthetic=true, their
     # checkpoints' runs and trials not, so promoting a checkpoint (the report's pick may be one)
     # registered a test server's model as `synthetic=false`.
-    path = _experiment(tmp_path, n_trials=1)
-    (tmp_path / "space.yaml").write_text(
-        "n_epochs: 3\nlearning_rate_multiplier: 1.0\nbatch_size: 8\n"
-    )
+    path = _one_trial_of(tmp_path, n_epochs=3)
     run_sweep(load_experiment(str(path)), RecordingView())
     assert _checkpoint_trials(tmp_path) == {0: [1, 2]}
     study = optuna.load_study(
@@ -397,10 +399,7 @@ class _KilledAfterTheTrial(RecordingView):
 def test_a_kill_between_a_trial_and_its_checkpoints_loses_neither(
     tmp_path: Path, fake_env: FakeOpenAI
 ) -> None:
-    path = _experiment(tmp_path, n_trials=1)
-    (tmp_path / "space.yaml").write_text(
-        "n_epochs: 3\nlearning_rate_multiplier: 1.0\nbatch_size: 8\n"
-    )
+    path = _one_trial_of(tmp_path, n_epochs=3)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(load_experiment(str(path)), _KilledAfterTheTrial())
     assert _checkpoint_trials(tmp_path) == {}

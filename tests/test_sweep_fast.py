@@ -177,6 +177,13 @@ def test_checkpoints_record_the_training_rows_their_trial_used(
     assert [row["train_examples_used"] for row in shown] == [trial.train_examples] * 2
 
 
+def _one_two_epoch_trial(tmp_path: Path) -> Path:
+    """An experiment of one 2-epoch trial: it leaves one checkpoint, a trial of its own."""
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
+    study = {"n_trials": 1, "sampler": {"kind": "random"}}
+    return write_experiment(tmp_path, data, {**SPACE, "n_epochs": 2}, study=study)
+
+
 def test_a_checkpoint_run_is_named_after_its_trial_when_another_worker_took_its_number(
     tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -185,9 +192,7 @@ def test_a_checkpoint_run_is_named_after_its_trial_when_another_worker_took_its_
     # showed two runs named t009 and none t010.
     from harness.sweep import checkpoints
 
-    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
-    study = {"n_trials": 1, "sampler": {"kind": "random"}}
-    path = write_experiment(tmp_path, data, {**SPACE, "n_epochs": 2}, study=study)
+    path = _one_two_epoch_trial(tmp_path)
     name_of = checkpoints.checkpoint_run_name
 
     def another_worker_asks(*args: Any, **kwargs: Any) -> str:
@@ -217,9 +222,7 @@ def test_a_worker_starting_while_another_records_a_checkpoint_leaves_its_run_alo
     # A worker that starts closes the runs of workers that died before recording them; a live
     # worker's checkpoint run, open while it is scored and logged, has no trial yet and was
     # closed too: KILLED, "worker died before recording this run", then FINISHED by its worker.
-    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
-    study = {"n_trials": 1, "sampler": {"kind": "random"}}
-    path = write_experiment(tmp_path, data, {**SPACE, "n_epochs": 2}, study=study)
+    path = _one_two_epoch_trial(tmp_path)
     share = session._share_model
 
     def another_worker_starts(sweep: Any, run_id: Any, result: Any) -> None:
