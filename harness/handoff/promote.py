@@ -265,14 +265,20 @@ def _check_alias(alias: str) -> None:
     """ConfigError for an alias the registry would refuse (MLflow's own checks: characters,
     length, `latest` and `v<N>` reserved), so a refused alias registers nothing."""
     from mlflow.exceptions import MlflowException
-    from mlflow.utils.validation import (
-        _validate_model_alias_name,
-        _validate_model_alias_name_reserved,
-    )
+    from mlflow.utils import validation
 
+    # Private helpers, renamed in MLflow 3.18 (`_validate_model_alias_name` -> `_validate_alias_
+    # name`): looked up by either name, so every MLflow the dependency range allows checks alike.
+    checks = [
+        getattr(validation, new, None) or getattr(validation, old)
+        for new, old in (
+            ("_validate_alias_name", "_validate_model_alias_name"),
+            ("_validate_alias_name_reserved", "_validate_model_alias_name_reserved"),
+        )
+    ]
     try:
-        _validate_model_alias_name(alias)
-        _validate_model_alias_name_reserved(alias)
+        for check in checks:
+            check(alias)
     except MlflowException as exc:
         raise ConfigError(f"--alias {alias!r}: {exc.message}") from None
 
