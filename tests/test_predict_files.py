@@ -21,9 +21,12 @@ ROWS = [
 def test_a_tab_separated_file_is_read_by_its_columns(tmp_path: Path) -> None:
     # Found by hand: a .tsv was read as plain text, so its header line was classified as a
     # review and every id was glued to its text ("1\tA warm, ...": a different prediction).
-    path = tmp_path / "reviews.tsv"
-    path.write_text("id\ttext\n1\tA warm, funny film that never drags.\n2\tTedious and overlong.\n")
-    assert read_rows(path) == ROWS, "ids of plain whole numbers come out as numbers, as in a CSV"
+    for name in ("reviews.tsv", "reviews.tab"):  # both suffixes name a tab-separated table
+        path = tmp_path / name
+        path.write_text(
+            "id\ttext\n1\tA warm, funny film that never drags.\n2\tTedious and overlong.\n"
+        )
+        assert read_rows(path) == ROWS, f"{name}: plain whole numbers come out as numbers"
 
 
 def test_parquet_and_a_json_list_are_read_by_their_columns(tmp_path: Path) -> None:

@@ -119,8 +119,9 @@ def read_rows(path: Path, column: str = TEXT_COLUMN) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     try:
         if suffix in _TABLE_READERS:
-            rows = _TABLE_READERS[suffix](path)
-            if suffix in (".csv", ".tsv"):  # cells read as text: ids become numbers again
+            reader = _TABLE_READERS[suffix]
+            rows = reader(path)
+            if reader in (_csv_rows, _tsv_rows):  # cells read as text: ids become numbers again
                 rows = _whole_number_columns(rows, keep=column)
         else:
             return [{TEXT_COLUMN: line} for line in path.read_text(encoding="utf-8").splitlines()]
