@@ -205,6 +205,17 @@ def test_a_backend_system_prompt_is_the_one_prepare_writes(tmp_path: Path) -> No
         ("dataset: fast\n", "dataset: expected a mapping (keys: source, text_column,"),
         ("study: {sampler: tpe}\n", "study.sampler: expected a mapping (keys: kind)"),
         ("search_space: 3\n", "search_space: expected a search-space file or a mapping of"),
+        # YAML reads true / yes / on as booleans, which pydantic took as the number 1: a sweep
+        # of `n_trials: true` ran one trial; `budget_usd: yes` was a $1 budget.
+        ("study: {n_trials: true}\n", "study.n_trials: expected a number, got true"),
+        ("budget_usd: yes\n", "budget_usd: expected a number, got true"),
+        ("seed: off\n", "seed: expected a number, got false"),
+        # hf_split was read only for hf: sources and ignored silently for a file.
+        (
+            "dataset: {source: d.csv, hf_split: test}\n",
+            "dataset.hf_split: applies only to an hf:NAME source, not to 'd.csv' (a file's "
+            "rows are split by dataset.split)",
+        ),
     ],
 )
 def test_bad_values_name_file_field_and_what_is_allowed(

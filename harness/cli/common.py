@@ -178,8 +178,9 @@ def load_target(name: str, overrides: list[str] | None = None) -> Experiment:
             with the closest), an invalid config, or a study too old to hold its experiment.
     """
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
-    if tracking_uri_problem(uri):  # before a command creates a study it could not track
-        raise ConfigError(f"MLFLOW_TRACKING_URI={uri}: {tracking_uri_problem(uri)}")
+    problem = tracking_uri_problem(uri)
+    if problem:  # before a command creates a study it could not track
+        raise ConfigError(f"MLFLOW_TRACKING_URI={uri}: {problem}")
     if Path(name).expanduser().is_file():
         return _as_recorded(load_experiment(name, overrides), overrides)
     study_set = _study_set(overrides)  # what --set says of the study, parsed as the file would be

@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -73,6 +74,17 @@ class DatasetConfig(Strict):
             raise ValueError(f"unknown encoding {value!r} (e.g. utf-8, latin-1, cp1252)") from None
         if not getattr(info, "_is_text_encoding", True):  # base64, zlib: bytes to bytes
             raise ValueError(f"{value!r} is not a text encoding (e.g. utf-8, latin-1, cp1252)")
+        return value
+
+    @field_validator("hf_split")
+    @classmethod
+    def _hf_split_for_hf_sources(cls, value: str, info: ValidationInfo) -> str:
+        source = str(info.data.get("source", ""))  # declared first, so validated first
+        if value != "train" and not source.startswith("hf:"):
+            raise ValueError(
+                f"applies only to an hf:NAME source, not to {source!r} (a file's rows are split "
+                "by dataset.split)"
+            )
         return value
 
     @field_validator("labels", mode="before")
