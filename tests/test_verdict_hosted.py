@@ -16,6 +16,7 @@ chosen model's test accuracy.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -102,3 +103,67 @@ def test_the_report_buys_a_clearly_better_hosted_model_only_when_it_is_worth_it(
     first = _answer(frugal.output)
     assert first.startswith(f"Answer: Don't fine-tune: {TFIDF}"), first
     assert re.search(r"[\d.]+% test accuracy \(chosen on [\d.]+% validation\)", first)
+
+
+BASE = "gpt-4.1-nano-2025-04-14"
+
+
+def test_a_base_model_scored_zero_shot_is_weighed_as_a_baseline_both_ways(
+    tmp_path: Path, openai_fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`harness evaluate --model BASE` scores the base model zero-shot; the report then weighs
+    it like any baseline (it said "not scored by the report" however often it was evaluated,
+    so a study paid to fine-tune a model no better than the base model asked nicely). A base
+    model as good as the tuned ones is the answer; a weak one is listed and not chosen."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-verdict-hosted-0123456789")
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_fake.base_url)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    openai_fake.state.job_duration = 0.2
+    csv, truth = _noisy_reviews(tmp_path)
+    base_skill = {"value": 0.5}
+
+    def answer(model_id: str, prompt: str) -> Mapping[str, float]:
+        label = truth.get(prompt.strip())
+        info = openai_fake.state.model_info(model_id)
+        skill = base_skill["value"] if model_id == BASE else SKILL.get(info.epoch or 1, 0.74)
+        if label is None or (info is None and model_id != BASE):
+            return {"positive": 0.5, "negative": 0.5}
+        draw = hashlib.sha256(f"{model_id}|{prompt}".encode()).digest()[0] / 256
+        other = "negative" if label == "positive" else "positive"
+        return {label if draw < skill else other: 0.9, other if draw < skill else label: 0.1}
+
+    openai_fake.state.set_oracle(answer)
+    path = openai_experiment(tmp_path, "hosted-base", 2, backend={"max_concurrency": 2})
+    path.write_text(path.read_text().replace(str(tmp_path / "reviews.csv"), str(csv)))
+    (tmp_path / "space.yaml").write_text(
+        "n_epochs: 3\nlearning_rate_multiplier: {type: float, low: 0.5, high: 2.0}\nbatch_size: 8\n"
+    )
+    assert len(run_sweep(load_experiment(str(path)), RecordingView()).results) == 2
+    name = f"{BASE} without fine-tuning"
+
+    weak = run_cli("evaluate", str(path), "--model", BASE)
+    assert weak.exit_code == 0, weak.output
+    assert "validation accuracy 0." in weak.output
+    report = run_cli("report", str(path), "--out", str(tmp_path / "w"), "--value-per-point", "100")
+    assert report.exit_code == 0, report.output
+    assert _answer(report.output).startswith("Answer: Choose trial "), report.output
+    markdown = (tmp_path / "w" / "report.md").read_text()
+    assert name in markdown and "not scored:" not in markdown
+
+    base_skill["value"] = 0.97  # the base model, asked, is better than any tuned one
+    strong = run_cli("evaluate", str(path), "--model", BASE)
+    assert strong.exit_code == 0, strong.output
+    report = run_cli("report", str(path), "--out", str(tmp_path / "s"), "--value-per-point", "100")
+    assert report.exit_code == 0, report.output
+    assert _answer(report.output).startswith(f"Answer: Don't fine-tune: {name}"), report.output
+    year = run_cli(
+        "report", str(path), "--out", str(tmp_path / "y"), "--monthly-requests", "100000"
+    )  # weighed on a first year of requests at its own rate per example, it still wins
+    assert _answer(year.output).startswith(f"Answer: Don't fine-tune: {name}"), year.output
+
+    # A trial's own model scored again is not a baseline: it would cost only its scoring.
+    trials = json.loads(run_cli("trials", str(path), "--json").output)
+    own = next(t["model_ref"] for t in trials if t["number"] == 0)
+    assert run_cli("evaluate", str(path), "--model", own).exit_code == 0
+    again = run_cli("report", str(path), "--out", str(tmp_path / "o"))
+    assert f"{own} (evaluated)" not in (tmp_path / "o" / "report.md").read_text(), again.output

@@ -322,7 +322,8 @@ def evaluate(
     ],
     set_: SetOption = None,
 ) -> None:
-    """Score a model on the experiment's test set without training; logs an MLflow run."""
+    """Score a model on the experiment's validation and test sets without training; logs an
+    MLflow run, and `harness report` then weighs the model as a baseline."""
     from harness.sweep.evaluation import evaluate_model
 
     result = evaluate_model(load_target(experiment, set_), model)
@@ -333,6 +334,15 @@ def evaluate(
         f"  accuracy {m.accuracy:.4f}  macro-F1 {m.macro_f1:.4f}  weighted-F1 {m.weighted_f1:.4f}"
         + (f"  MAE {m.mae:.3f}" if m.mae is not None else ""),
         f"  answers outside the label set: {result.metrics.out_of_set} (counted as wrong)",
+        *(
+            [
+                f"  validation accuracy {result.valid_accuracy:.4f} on "
+                f"{len(result.valid_correct)} examples (what `harness report` compares it on, "
+                "as a baseline)"
+            ]
+            if result.valid_accuracy is not None
+            else []
+        ),
         f"  cost ${result.cost.usd:.6f} ({result.cost.inference_tokens:,} tokens"
         + (
             f"; ${result.cost.hosting_usd:.6f} of it hosting, {result.cost.hosting_hours:g} h"

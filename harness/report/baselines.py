@@ -4,7 +4,8 @@ A fine-tuned model is worth its price only if it beats what is nearly free: pred
 frequent training label, and a TF-IDF + logistic-regression model trained on the same training
 split in seconds on a CPU. Both are scored on the validation split (they take part in the front
 and the walk like any trial) and on the test split. The base model without fine-tuning is a
-third baseline where the backend can score it.
+third baseline once `harness evaluate` has scored it zero-shot (where the backend can), and a
+fine-tuned model made elsewhere that it scored is one more.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import gc
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,7 +23,8 @@ import pandas as pd
 from harness.config import Experiment
 from harness.errors import HarnessError
 from harness.records import PreparedData
-from harness.scoring import score
+from harness.scoring import score, unpack_correct
+from harness.tracking.record import DATA_DIGEST_TAG, SYNTHETIC_TAG
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,10 @@ class Baseline:
     correct: np.ndarray | None = field(default=None, repr=False, compare=False)
     valid_accuracy: float | None = None
     valid_correct: np.ndarray | None = field(default=None, repr=False, compare=False)
+    synthetic: bool = False  # scored on a test server: plumbing, never a result
+    # What one request costs once it serves (a hosted model billed per token); None: next to
+    # nothing (the majority class, TF-IDF on the machine already running).
+    per_request: float | None = None
 
     @property
     def selection_accuracy(self) -> float:
@@ -112,22 +119,95 @@ def tfidf_baseline(data: PreparedData, dollars_per_hour: float) -> Baseline:
 
 
 def base_model_baseline(experiment: Experiment) -> Baseline:
-    """The base model without fine-tuning: not scored by the report, which never spends money.
+    """The base model without fine-tuning, until `harness evaluate --model BASE` has scored it
+    (the report never spends money; `evaluated_baselines` then takes its place).
 
-    `harness evaluate --model BASE` scores it where the backend can call an untuned model
-    (`Capabilities.scores_base_model`); an encoder's untrained head is random, so there it says
-    nothing about the base model.
+    Only where the backend can call an untuned model (`Capabilities.scores_base_model`); an
+    encoder's untrained head is random, so there it says nothing about the base model.
     """
     name = f"{experiment.config.backend.model} without fine-tuning"
     note = (
-        "not scored by the report; `harness evaluate --model BASE` scores it zero-shot where "
-        "the backend can call an untuned model (an encoder's untrained head is random)"
+        "not scored: where the backend can call its base model untuned (hosted backends, the "
+        "local LM), `harness evaluate EXPERIMENT --model BASE` scores it zero-shot and the "
+        "report then weighs it like any baseline; an encoder's untrained head is random"
     )
     return Baseline(name, None, None, None, note)
 
 
+def evaluated_baselines(
+    experiment: Experiment, data: PreparedData, own: frozenset[str] = frozenset()
+) -> list[Baseline]:
+    """Models `harness evaluate` scored on this very data (same digest, same backend kind),
+    the latest run per model: the base model zero-shot, or a fine-tuned model made elsewhere.
+
+    Either is a way not to pay for this study's fine-tuning, so it joins the front and the walk
+    as a baseline, compared paired on validation; its cost is what scoring it cost (a model
+    made elsewhere was paid for already). A run without validation answers (recorded before
+    they were kept) or for other examples is left out, and so is a model of `own` (the trials'
+    models: scored again, one would look as cheap as scoring it, its training forgotten).
+    """
+    from harness.sweep.evaluation import EVALUATION_TAG, MODEL_TAG
+    from harness.tracking.store import open_store, tracking_uri
+
+    client = open_store(tracking_uri(experiment))
+    name = experiment.config.tracking.experiment_name or experiment.name
+    found = client.get_experiment_by_name(name) if client is not None else None
+    if client is None or found is None:
+        return []
+    runs = client.search_runs(
+        [found.experiment_id],
+        filter_string=(
+            f"tags.`{EVALUATION_TAG}` = 'evaluation' and attributes.status = 'FINISHED' "
+            f"and tags.`{DATA_DIGEST_TAG}` = '{data.digest}'"
+        ),
+        order_by=["attributes.start_time DESC"],
+    )
+    latest: dict[str, Baseline] = {}
+    for run in runs:
+        model = run.data.tags.get(MODEL_TAG, "")
+        kind = run.data.params.get("backend")
+        if model not in latest and model not in own and kind == experiment.config.backend.kind:
+            baseline = _evaluated(run, data)
+            if baseline is not None:
+                latest[model] = baseline
+    return list(latest.values())
+
+
+def _evaluated(run: Any, data: PreparedData) -> Baseline | None:
+    from harness.sweep.evaluation import MODEL_TAG, TEST_CORRECT_TAG, VALID_CORRECT_TAG
+
+    tags, metrics = run.data.tags, run.data.metrics
+    try:
+        right = unpack_correct(tags.get(VALID_CORRECT_TAG, ""))
+        correct = unpack_correct(tags.get(TEST_CORRECT_TAG, ""))
+    except ValueError:
+        return None
+    if len(right) != len(data.validation) or len(correct) != len(data.test) or not len(right):
+        return None
+    model = tags[MODEL_TAG]
+    zero_shot = tags.get("zero_shot") == "true"
+    synthetic = " (synthetic: test server)" if tags.get(SYNTHETIC_TAG) == "true" else ""
+    made = "zero-shot" if zero_shot else "made before this study, its training not counted"
+    note = f"{made}; scored by `harness evaluate`, MLflow run {run.info.run_id}{synthetic}"
+    return Baseline(
+        f"{model} without fine-tuning" if zero_shot else f"{model} (evaluated)",
+        float(metrics.get("test_accuracy", correct.mean())),
+        metrics.get("test_macro_f1"),
+        float(metrics.get("eval_cost_usd", 0.0)),
+        note,
+        correct,
+        float(right.mean()),
+        right,
+        synthetic=bool(synthetic),
+        per_request=float(metrics.get("eval_cost_usd", 0.0)) / (len(right) + len(correct)),
+    )
+
+
 def compute_baselines(
-    experiment: Experiment, reference: pd.DataFrame | None, notes: list[str]
+    experiment: Experiment,
+    reference: pd.DataFrame | None,
+    notes: list[str],
+    own: frozenset[str] = frozenset(),
 ) -> tuple[list[Baseline], int | None]:
     """Every baseline, and the number of validation examples the trials were scored on.
 
@@ -140,6 +220,7 @@ def compute_baselines(
         reference: The trials' test set (columns text, true), or None when no trial has
             predictions.
         notes: Receives a sentence for anything that was skipped.
+        own: The trials' models, never a baseline when `harness evaluate` scored one.
 
     Returns:
         The baselines (each scored on validation and test), and the validation size (None when
@@ -162,4 +243,9 @@ def compute_baselines(
         )
         return [base], None
     rate = experiment.config.backend.compute_dollars_per_hour
-    return [majority_baseline(data), tfidf_baseline(data, rate), base], len(data.validation) or None
+    evaluated = evaluated_baselines(experiment, data, own)
+    if any(b.name == base.name for b in evaluated):  # the base model was scored zero-shot
+        base = next(b for b in evaluated if b.name == base.name)
+        evaluated.remove(base)
+    cheap = [majority_baseline(data), tfidf_baseline(data, rate)]
+    return [*cheap, base, *evaluated], len(data.validation) or None

@@ -210,7 +210,8 @@ def analyse(experiment: Experiment, rows: list[TrialRow], options: ReportOptions
     notes: list[str] = []
     reference = _align(rows, notes)
     n_test = len(reference) if reference is not None else None
-    baselines, n_valid = compute_baselines(experiment, reference, notes)
+    own = frozenset(r.record.model_ref for r in rows if r.record.model_ref)
+    baselines, n_valid = compute_baselines(experiment, reference, notes, own)
     candidates = rows + baseline_rows(baselines)
     selected_on = _selection_basis(candidates, notes)
     if n_valid is None and selected_on == "validation":
@@ -222,6 +223,7 @@ def analyse(experiment: Experiment, rows: list[TrialRow], options: ReportOptions
     owned = ownership(rows, n_test, options.monthly_requests)
     if options.weigh_running:  # before the front: it is formed on what the choice weighs
         _weigh_running(rows, owned)
+        _weigh_serving(candidates, options.monthly_requests)
     front = _front(candidates)
     for row in front:
         row.on_front = True
@@ -277,6 +279,15 @@ def _weigh_running(rows: list[TrialRow], owned: list[Ownership]) -> None:
         row.decision_cost = year if year is not None else row.cost
 
 
+def _weigh_serving(candidates: list[TrialRow], monthly_requests: int | None) -> None:
+    """A baseline billed per request (a hosted model `harness evaluate` scored) weighs its
+    first year too: what scoring it cost, then 12 months of requests at its rate per example."""
+    for row in candidates:
+        per_request = row.baseline.per_request if row.baseline is not None else None
+        if per_request is not None and monthly_requests:
+            row.decision_cost = row.cost + 12 * monthly_requests * per_request
+
+
 def baseline_rows(baselines: list[Baseline]) -> list[TrialRow]:
     """The scored baselines as candidates of the front (numbered -1, -2, ...)."""
     scored = [b for b in baselines if b.accuracy is not None and b.cost is not None]
@@ -290,6 +301,7 @@ def baseline_rows(baselines: list[Baseline]) -> list[TrialRow]:
             run_id=None,
             valid_accuracy=b.valid_accuracy,
             baseline=b,
+            synthetic=b.synthetic,
         )
         for i, b in enumerate(scored)
     ]

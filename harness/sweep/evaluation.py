@@ -1,8 +1,11 @@
 """Evaluate a model without training it: `harness evaluate`.
 
 The base model zero-shot (the baseline every fine-tune must beat) or an existing fine-tuned model
-id is scored on the experiment's test set through the same path a trial's model takes, and the
-result is logged as its own MLflow run (tag `harness.kind=evaluation`) beside the study's runs.
+id is scored on the experiment's validation and test sets through the same path a trial's model
+takes, and the result is logged as its own MLflow run (tag `harness.kind=evaluation`) beside the
+study's runs, with which examples it got right on each (`harness.valid_correct`,
+`harness.test_correct`): `harness report` weighs such a model as a baseline, compared paired on
+validation like any trial (`harness.report.baselines.evaluated_baselines`).
 """
 
 from __future__ import annotations
@@ -16,10 +19,14 @@ from harness.backends import load_backend
 from harness.config import Experiment
 from harness.errors import ConfigError
 from harness.records import Cost, Metrics, Prediction, PreparedData
-from harness.scoring import score
+from harness.scoring import pack_bits, score
 from harness.tracking.record import DATA_DIGEST_TAG, SYNTHETIC_TAG, hosting_metrics, test_metrics
 
 EVALUATION_TAG = "harness.kind"
+MODEL_TAG = "harness.model"
+ZERO_SHOT_TAG = "zero_shot"
+VALID_CORRECT_TAG = "harness.valid_correct"  # packed bits (`harness.scoring.pack_bits`)
+TEST_CORRECT_TAG = "harness.test_correct"
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,14 @@ class ModelEvaluation:
     wall_seconds: float
     zero_shot: bool = False  # the untuned base model, as the backend knows its models
     run_id: str | None = None
+    # Which validation examples it got right (the report compares on validation, paired).
+    valid_correct: tuple[bool, ...] = ()
+
+    @property
+    def valid_accuracy(self) -> float | None:
+        """Accuracy on the validation set (None: the experiment has none)."""
+        right = self.valid_correct
+        return sum(right) / len(right) if right else None
 
 
 def evaluate_model(experiment: Experiment, model: str, track: bool = True) -> ModelEvaluation:
@@ -57,8 +72,11 @@ def evaluate_model(experiment: Experiment, model: str, track: bool = True) -> Mo
         )
     data, _ = prepare_experiment(experiment)
     started = time.perf_counter()
-    listed, cost = backend.predict(model, data.test.texts, data.labels)
-    predictions = tuple(listed)
+    # One call for both sets: the validation answers are what the report compares it on.
+    listed, cost = backend.predict(model, data.validation.texts + data.test.texts, data.labels)
+    n_valid = len(data.validation)
+    predictions = tuple(listed[n_valid:])
+    valid = zip(data.validation.labels, listed[:n_valid], strict=True)
     metrics = score(data.test.labels, [p.label for p in predictions], data.labels, data.ordinal)
     result = ModelEvaluation(
         model=model,
@@ -69,6 +87,7 @@ def evaluate_model(experiment: Experiment, model: str, track: bool = True) -> Mo
         synthetic=backend.capabilities.synthetic,
         wall_seconds=time.perf_counter() - started,
         zero_shot=zero_shot,
+        valid_correct=tuple(truth == p.label for truth, p in valid),
     )
     if not track:
         return result
@@ -83,19 +102,27 @@ def log_evaluation(experiment: Experiment, data: PreparedData, result: ModelEval
     from harness.tracking.runs import MlflowTracker, redact
 
     tracker = MlflowTracker(experiment, data, None)
+    test_right = [t == p.label for t, p in zip(data.test.labels, result.predictions, strict=True)]
     tags = {
         EVALUATION_TAG: "evaluation",
-        "harness.model": result.model,
+        MODEL_TAG: result.model,
         DATA_DIGEST_TAG: data.digest,
-        "zero_shot": str(result.zero_shot).lower(),
+        ZERO_SHOT_TAG: str(result.zero_shot).lower(),
         SYNTHETIC_TAG: str(result.synthetic).lower(),
+        VALID_CORRECT_TAG: pack_bits(result.valid_correct),
+        TEST_CORRECT_TAG: pack_bits(test_right),
     }
     run = tracker.client.create_run(
         tracker.experiment_id, tags=tags, run_name=f"evaluate {result.model}"
     )
     run_id: str = run.info.run_id
     now = int(time.time() * 1000)
-    params = {"model": result.model, "backend": result.backend, "test_examples": len(data.test)}
+    params = {
+        "model": result.model,
+        "backend": result.backend,
+        "validation_examples": len(data.validation),
+        "test_examples": len(data.test),
+    }
     tracker.client.log_batch(
         run_id,
         metrics=[Metric(k, float(v), now, 0) for k, v in _metrics(result).items() if v is not None],
@@ -111,6 +138,7 @@ def log_evaluation(experiment: Experiment, data: PreparedData, result: ModelEval
 def _metrics(result: ModelEvaluation) -> dict[str, float | None]:
     return {
         **test_metrics(result.metrics),
+        "valid_accuracy": result.valid_accuracy,
         "eval_cost_usd": result.cost.usd,
         **hosting_metrics(result.cost),
         "inference_tokens": float(result.cost.inference_tokens),
