@@ -160,6 +160,7 @@ def test_a_base_model_scored_zero_shot_is_weighed_as_a_baseline_both_ways(
         "report", str(path), "--out", str(tmp_path / "y"), "--monthly-requests", "100000"
     )  # weighed on a first year of requests at its own rate per example, it still wins
     assert _answer(year.output).startswith(f"Answer: Don't fine-tune: {name}"), year.output
+    assert re.search(r"for \$[\d.]+ to score, \$[\d.]+ in its first year", year.output)
 
     # A trial's own model scored again is not a baseline: it would cost only its scoring.
     trials = json.loads(run_cli("trials", str(path), "--json").output)

@@ -128,7 +128,8 @@ class TrialRow:
         sweep, $1,201 in its first year`."""
         if self.decision_cost is None:
             return usd(self.cost)
-        return f"{usd(self.cost)} to sweep, {usd(self.decision_cost)} in its first year"
+        done = "to score" if self.is_baseline else "to sweep"  # a baseline trains nothing here
+        return f"{usd(self.cost)} {done}, {usd(self.decision_cost)} in its first year"
 
     @property
     def selection_accuracy(self) -> float:
