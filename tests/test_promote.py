@@ -169,3 +169,28 @@ def test_a_setting_that_changes_what_the_model_predicts_is_refused(swept: Experi
     # Where the model's files are, and how a hosted one is reached, may change.
     moved = run_cli("promote", str(swept.path), "--trial", "0", "--set", "backend.device=cpu")
     assert moved.exit_code == 0, moved.output
+
+
+def test_an_interrupt_while_the_model_is_logged_leaves_no_pending_model(
+    swept: Experiment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MLflow marks a logged model FAILED only on an Exception: Ctrl-C while Model.log wrote the
+    # weights left it PENDING on the trial's run for good, and a retry logged a second one.
+    from mlflow.entities import LoggedModelStatus
+    from mlflow.models import Model
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Model, "log", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        promote(swept, trial_number=0)
+    client = _client()
+    run = client.get_run(str(_study().trials[0].user_attrs["mlflow_run_id"]))
+    models = client.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}'",
+    )
+    assert models, "the logged model promote created is found"
+    assert {m.status for m in models} == {LoggedModelStatus.FAILED}
+    assert client.search_model_versions(f"name = '{NAME}'") == []

@@ -314,20 +314,36 @@ def _log_model(
     """Log the trial's pyfunc model to its own run; returns MLflow's ModelInfo."""
     import mlflow
     from mlflow import MlflowClient
-    from mlflow.models import Model
+    from mlflow.entities import LoggedModelStatus
 
     package = _package(experiment, trial, run, backend_kind, tmp)
     entry = tmp / "harness_classifier.py"
     entry.write_text(ENTRY_POINT, encoding="utf-8")
     # Created here so the model lands in the trial's experiment; Model.log alone would put it
     # in the active (Default) experiment. Logged to the trial's run without reopening it.
-    model = MlflowClient(tracking_uri=mlflow.get_tracking_uri()).create_logged_model(
+    client = MlflowClient(tracking_uri=mlflow.get_tracking_uri())
+    model = client.create_logged_model(
         experiment_id=run.info.experiment_id,
         name=LOGGED_MODEL_NAME,
         source_run_id=run.info.run_id,
         params=dict(run.data.params),
         tags={TRIAL_TAG: str(trial.number)},
     )
+    try:
+        return _log_pyfunc(model.model_id, run, package, entry, tmp)
+    except BaseException:
+        # MLflow marks the model FAILED on an Exception only: on Ctrl-C or SIGTERM it would stay
+        # PENDING on the trial's run for good, beside the one a retry logs.
+        with contextlib.suppress(Exception):
+            if client.get_logged_model(model.model_id).status == LoggedModelStatus.PENDING:
+                client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+        raise
+
+
+def _log_pyfunc(model_id: str, run: Any, package: Any, entry: Path, tmp: Path) -> Any:
+    import mlflow
+    from mlflow.models import Model
+
     with warnings.catch_warnings():
         # No input example on purpose: validating one would load the weights a second time, or
         # for OpenAI call the paid API, while the signature already says what goes in and out.
@@ -337,7 +353,7 @@ def _log_model(
             name=LOGGED_MODEL_NAME,
             flavor=mlflow.pyfunc,
             run_id=run.info.run_id,
-            model_id=model.model_id,
+            model_id=model_id,
             python_model=str(entry),
             artifacts=package.artifacts or None,
             model_config=package.config,
