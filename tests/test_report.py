@@ -1175,3 +1175,18 @@ def test_report_folder_names_hold_no_path_separator() -> None:
     assert path_component("..") == "study" and path_component("/") == "study"
     compared = comparison_dir(SimpleNamespace(study="team/a vs team/b"))  # type: ignore[arg-type]
     assert compared == Path("mlruns/reports/compare-team-a-vs-team-b")
+
+
+def test_a_model_made_elsewhere_is_corrected_for_selection_the_base_model_is_not() -> None:
+    # Several fine-tuned models made elsewhere may be scored by `harness evaluate`: the best of
+    # them on validation is picked from many, as a trial is; the base model zero-shot is one.
+    from harness.report.build import baseline_rows
+    from harness.report.front import evidence_of
+
+    right = np.array([True, False, True, True])
+
+    def scored(name: str, tuned: bool) -> Baseline:
+        return Baseline(name, 0.75, 0.7, 0.01, "", right, 0.75, right, tuned=tuned)
+
+    rows = baseline_rows([scored("ft:legacy (evaluated)", True), scored("base", False)])
+    assert list(evidence_of(rows, 4, 0.05).tuned) == [True, False]

@@ -44,6 +44,9 @@ class Baseline:
     # What one request costs once it serves (a hosted model billed per token); None: next to
     # nothing (the majority class, TF-IDF on the machine already running).
     per_request: float | None = None
+    # A fine-tuned model (made elsewhere, `harness evaluate` scored it): one of perhaps several
+    # scored, so its validation accuracy is corrected for selection like a trial's.
+    tuned: bool = False
 
     @property
     def selection_accuracy(self) -> float:
@@ -200,6 +203,7 @@ def _evaluated(run: Any, data: PreparedData) -> Baseline | None:
         right,
         synthetic=bool(synthetic),
         per_request=float(metrics.get("eval_cost_usd", 0.0)) / (len(right) + len(correct)),
+        tuned=not zero_shot,
     )
 
 

@@ -77,7 +77,7 @@ def evidence_of(
     return Evidence(
         [r.selection_accuracy for r in candidates],
         [r.valid_correct for r in candidates],
-        [not r.is_baseline for r in candidates],
+        [r.baseline is None or r.baseline.tuned for r in candidates],  # picked from many
         [r.weighed_cost for r in candidates],
         n_valid,
         alpha,
