@@ -168,3 +168,17 @@ def test_a_base_model_scored_zero_shot_is_weighed_as_a_baseline_both_ways(
     assert run_cli("evaluate", str(path), "--model", own).exit_code == 0
     again = run_cli("report", str(path), "--out", str(tmp_path / "o"))
     assert f"{own} (evaluated)" not in (tmp_path / "o" / "report.md").read_text(), again.output
+
+    # Compared with another study on the same data, whose own MLflow experiment holds no
+    # evaluation: the base model scored under this one is a baseline of the comparison too.
+    other = tmp_path / "hosted-other.yaml"
+    other.write_text(
+        path.read_text()
+        .replace("name: hosted-base", "name: hosted-other")
+        .replace("n_trials: 2", "n_trials: 1")
+    )
+    assert run_sweep(load_experiment(str(other)), RecordingView()).results
+    both = run_cli("compare", str(other), str(path), "--out", str(tmp_path / "c"))
+    assert both.exit_code == 0, both.output
+    assert _answer(both.output).startswith(f"Answer: Don't fine-tune: {name}"), both.output
+    assert "not scored:" not in (tmp_path / "c" / "report.md").read_text()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,6 +212,7 @@ def compute_baselines(
     reference: pd.DataFrame | None,
     notes: list[str],
     own: frozenset[str] = frozenset(),
+    sources: Sequence[Experiment] = (),
 ) -> tuple[list[Baseline], int | None]:
     """Every baseline, and the number of validation examples the trials were scored on.
 
@@ -225,6 +226,8 @@ def compute_baselines(
             predictions.
         notes: Receives a sentence for anything that was skipped.
         own: The trials' models, never a baseline when `harness evaluate` scored one.
+        sources: Other experiments on the same data (a comparison's) whose `harness evaluate`
+            runs count too.
 
     Returns:
         The baselines (each scored on validation and test), and the validation size (None when
@@ -247,7 +250,10 @@ def compute_baselines(
         )
         return [base], None
     rate = experiment.config.backend.compute_dollars_per_hour
-    evaluated = evaluated_baselines(experiment, data, own)
+    evaluated: list[Baseline] = []
+    for source in (experiment, *sources):
+        known = {b.name for b in evaluated}
+        evaluated += [b for b in evaluated_baselines(source, data, own) if b.name not in known]
     if any(b.name == base.name for b in evaluated):  # the base model was scored zero-shot
         base = next(b for b in evaluated if b.name == base.name)
         evaluated.remove(base)

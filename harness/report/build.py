@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -203,15 +203,22 @@ def study_rows(experiment: Experiment) -> tuple[list[TrialRow], int, str | None]
     return rows, running, study.user_attrs.get(MLFLOW_RUN_ID)
 
 
-def analyse(experiment: Experiment, rows: list[TrialRow], options: ReportOptions) -> Report:
+def analyse(
+    experiment: Experiment,
+    rows: list[TrialRow],
+    options: ReportOptions,
+    others: Sequence[Experiment] = (),
+) -> Report:
     """The report on `rows` (one study's, or several studies' on the same data with unique
-    `number`s, as `harness.report.compare` gives them): the baselines of `experiment`'s data,
-    the front, its steps, the walk and its test-set check, ownership, epochs and a sample."""
+    `number`s, as `harness.report.compare` gives them, `others` the studies after the first):
+    the baselines of `experiment`'s data (models `harness evaluate` scored for any of them
+    included), the front, its steps, the walk and its test-set check, ownership, epochs and a
+    sample."""
     notes: list[str] = []
     reference = _align(rows, notes)
     n_test = len(reference) if reference is not None else None
     own = frozenset(r.record.model_ref for r in rows if r.record.model_ref)
-    baselines, n_valid = compute_baselines(experiment, reference, notes, own)
+    baselines, n_valid = compute_baselines(experiment, reference, notes, own, others)
     candidates = rows + baseline_rows(baselines)
     selected_on = _selection_basis(candidates, notes)
     if n_valid is None and selected_on == "validation":

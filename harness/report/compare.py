@@ -70,7 +70,7 @@ def build_comparison(experiments: Sequence[Experiment], options: ReportOptions) 
         running += still_running
     for key, row in enumerate(rows):
         row.number = key  # trial numbers repeat across studies; baselines keep -1, -2
-    report = analyse(experiments[0], rows, options)
+    report = analyse(experiments[0], rows, options, experiments[1:])
     report.study = " vs ".join(names)
     report.backend = ", ".join(dict.fromkeys(e.config.backend.kind for e in experiments))
     report.running = running
