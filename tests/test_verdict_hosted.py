@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow import MlflowClient
 
 from harness.config import load_experiment
 from harness.sweep.loop import run_sweep
@@ -156,6 +157,14 @@ def test_a_base_model_scored_zero_shot_is_weighed_as_a_baseline_both_ways(
     report = run_cli("report", str(path), "--out", str(tmp_path / "s"), "--value-per-point", "100")
     assert report.exit_code == 0, report.output
     assert _answer(report.output).startswith(f"Answer: Don't fine-tune: {name}"), report.output
+    # The MLflow UI sees the answer too: its evaluation run is tagged on the report's front.
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    evaluated = client.search_runs(
+        [client.get_experiment_by_name("hosted-base").experiment_id],
+        filter_string="tags.`harness.kind` = 'evaluation'",
+        order_by=["attributes.start_time DESC"],
+    )
+    assert [r.data.tags.get("harness.report_front") for r in evaluated] == ["true", "false"]
     year = run_cli(
         "report", str(path), "--out", str(tmp_path / "y"), "--monthly-requests", "100000"
     )  # weighed on a first year of requests at its own rate per example, it still wins

@@ -47,6 +47,7 @@ class Baseline:
     # A fine-tuned model (made elsewhere, `harness evaluate` scored it): one of perhaps several
     # scored, so its validation accuracy is corrected for selection like a trial's.
     tuned: bool = False
+    run_id: str | None = None  # the MLflow run that scored it (`harness evaluate`), if any
 
     @property
     def selection_accuracy(self) -> float:
@@ -204,6 +205,7 @@ def _evaluated(run: Any, data: PreparedData) -> Baseline | None:
         synthetic=bool(synthetic),
         per_request=float(metrics.get("eval_cost_usd", 0.0)) / (len(right) + len(correct)),
         tuned=not zero_shot,
+        run_id=run.info.run_id,
     )
 
 

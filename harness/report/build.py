@@ -378,14 +378,19 @@ def write_report(report: Report, out_dir: Path) -> dict[str, Path]:
 
 
 def log_report(report: Report, paths: dict[str, Path]) -> list[str]:
-    """Log the files on the study's parent run and tag every trial run with whether it is on
-    the report's front, baselines included (`harness.report_front=true|false`; the study's own
-    `pareto` tag, trials only, is the sweep's and is left alone).
+    """Log the files on the study's parent run and tag every trial run (and a baseline's
+    `harness evaluate` run) with whether it is on the report's front, baselines included
+    (`harness.report_front=true|false`; the study's own `pareto` tag, trials only, is the
+    sweep's and is left alone).
 
     Returns:
         What could not be done, in words (an empty list when everything was logged).
     """
     marks = [FrontMark(row.name, row.run_id, row.on_front) for row in report.trials]
+    front = {id(row.baseline) for row in report.front if row.baseline is not None}
+    marks += [  # a model `harness evaluate` scored has a run of its own
+        FrontMark(b.name, b.run_id, id(b) in front) for b in report.baselines if b.run_id
+    ]
     return log_study_report(report.tracking_uri, report.parent_run_id, paths.values(), marks)
 
 
