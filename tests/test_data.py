@@ -513,3 +513,33 @@ def test_ordinal_word_labels_score_a_mae_in_steps_of_their_order(tmp_path: Path)
     assert metrics.mae == pytest.approx((2 + 0 + 1) / 3)
     numeric = score(["1", "10"], ["2", "10"], ("1", "2", "10"), True)
     assert numeric.mae == pytest.approx(0.5)  # numbers keep their own distances
+
+
+def test_ordinal_word_labels_without_their_order_are_refused(tmp_path: Path) -> None:
+    # Found by QA: `ordinal: true` over bad / ok / good with no `dataset.labels` sorted them
+    # alphabetically (bad, good, ok), so every trial's MAE counted bad -> good as one step.
+    rows = [{"text": f"review {i}", "label": ["bad", "ok", "good"][i % 3]} for i in range(60)]
+    path = _csv(tmp_path / "d.csv", rows)
+    with pytest.raises(DataError) as info:
+        _prepare(path, ordinal=True)
+    message = str(info.value)
+    assert message.startswith(f"{path}: dataset.ordinal is true")
+    assert "dataset.labels" in message and "'bad', 'good', 'ok'" in message
+    data, _ = _prepare(path, ordinal=True, labels=["bad", "ok", "good"])  # the order given
+    assert data.labels == ("bad", "ok", "good") and data.ordinal
+
+
+def test_decimal_labels_are_one_class_per_value_and_ordinal(tmp_path: Path) -> None:
+    # Found by QA: half-star ratings written `1.5` and `1.50` were two classes, and numbers that
+    # are not whole were not ordinal, so ratings in half stars got no MAE.
+    path = tmp_path / "d.csv"
+    values = ["0.5", "1.5", "1.50", "+2.5", "2.50"]
+    body = "".join(f"review {i},{values[i % 5]}\n" for i in range(60))
+    path.write_text("text,label\n" + body, encoding="utf-8")
+    data, _ = _prepare(path)
+    assert data.labels == ("0.5", "1.5", "2.5")
+    assert data.ordinal is True
+    parquet = tmp_path / "d.parquet"
+    frame = pd.DataFrame({"text": [f"r {i}" for i in range(60)], "label": [0.5, 1.5, 2.5] * 20})
+    frame.to_parquet(parquet)
+    assert _prepare(parquet)[0].labels == data.labels  # floats name the same classes

@@ -17,6 +17,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ _ACCEPTED = (
     "or hf:NAME[:CONFIG] for a Hugging Face dataset"
 )
 _DECIMAL_INT = re.compile(r"[+-]?\d+(\.0*)?")
+_DECIMAL = re.compile(r"[+-]?\d+\.\d+")
 
 
 # --- reading any source --------------------------------------------------------------------
@@ -260,7 +262,9 @@ def _text_str(value: object) -> str | None:
 
 
 def canonical_label(value: object) -> str | None:
-    """A label as a stripped string (None if missing); `1.0` (a float or a string) becomes `"1"`."""
+    """A label as a stripped string (None if missing); a number is written one way whatever the
+    file wrote: `1.0` (a float or a string) becomes `"1"`, `1.50` and `+1.5` become `"1.5"`, as
+    the float 1.5 reads, so one value is one class."""
     if _is_missing(value):
         return None
     if isinstance(value, float | np.floating) and float(value).is_integer():
@@ -268,4 +272,6 @@ def canonical_label(value: object) -> str | None:
     label = str(value).strip()
     if _DECIMAL_INT.fullmatch(label):
         return str(int(label.split(".")[0]))
+    if _DECIMAL.fullmatch(label) and Decimal(label) == Decimal(repr(float(label))):
+        return repr(float(label))  # only where the float says the same number, digit for digit
     return label or None
