@@ -543,3 +543,36 @@ def test_decimal_labels_are_one_class_per_value_and_ordinal(tmp_path: Path) -> N
     frame = pd.DataFrame({"text": [f"r {i}" for i in range(60)], "label": [0.5, 1.5, 2.5] * 20})
     frame.to_parquet(parquet)
     assert _prepare(parquet)[0].labels == data.labels  # floats name the same classes
+
+
+def test_a_list_or_object_where_a_text_or_label_belongs_is_named(tmp_path: Path) -> None:
+    # Found by QA: multi-label JSONL (`"label": ["a", "b"]`) trained a class named "['a', 'b']",
+    # and an object as the text trained on its Python repr, without a word.
+    path = tmp_path / "d.jsonl"
+    lines = [json.dumps({"text": f"review {i}", "label": "ab"[i % 2]}) for i in range(40)]
+    lines.insert(5, "")
+    lines.insert(7, json.dumps({"text": "multi", "label": ["a", "b"]}))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    message = _error(DatasetConfig(source=str(path)))
+    assert message.startswith(f"{path}:8: line 8: dataset.label_column 'label' holds a list")
+    assert "one label per text" in message
+    lines[7] = json.dumps({"text": {"title": "x"}, "label": "a"})
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    message = _error(DatasetConfig(source=str(path)))
+    assert message.startswith(f"{path}:8: line 8: dataset.text_column 'text' holds an object")
+    parquet = tmp_path / "d.parquet"
+    pd.DataFrame({"text": ["x", "y", "z"], "label": [["a"], ["b"], ["a", "b"]]}).to_parquet(parquet)
+    message = _error(DatasetConfig(source=str(parquet)))
+    assert message.startswith(f"{parquet}: row 1: dataset.label_column 'label' holds a list")
+
+
+def test_nan_labels_are_missing_labels(tmp_path: Path) -> None:
+    # Found by QA: a label column written by `astype(str)` (or by hand) as NaN / nan became a
+    # class "nan" trained like any other.
+    path = tmp_path / "d.csv"
+    cells = ["a", "b", "NaN", "nan", ""]
+    body = "".join(f"review {i},{cells[i % 5]}\n" for i in range(50))
+    path.write_text("text,label\n" + body, encoding="utf-8")
+    data, report = _prepare(path)
+    assert data.labels == ("a", "b")
+    assert report.rows_dropped_empty == 30

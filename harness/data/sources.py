@@ -184,6 +184,7 @@ def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
             raise DataError(f"{path}: expected a JSON array of objects")
         return pd.DataFrame.from_records(records)
     rows: list[dict[str, Any]] = []
+    numbers: list[int] = []
     # Split on "\n" only: str.splitlines() would also split inside texts at U+2028 and friends.
     for number, line in enumerate(content.split("\n"), start=1):
         if not line.strip():
@@ -198,7 +199,10 @@ def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
             kind = type(record).__name__
             raise DataError(f"{path}:{number}: line {number} is a JSON {kind}, expected an object")
         rows.append(record)
-    return pd.DataFrame.from_records(rows)
+        numbers.append(number)
+    frame = pd.DataFrame.from_records(rows)
+    frame.attrs["line_numbers"] = numbers  # so a bad value is named by its line
+    return frame
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -236,6 +240,7 @@ def _clean(frame: pd.DataFrame, where: str, columns: tuple[str, str]) -> LoadedF
             )
     if len(frame) == 0:
         raise DataError(f"{where}: the file has no rows")
+    _check_scalars(frame, where, columns)
     texts = [_text_str(v) for v in frame[columns[0]]]
     labels = [canonical_label(v) for v in frame[columns[1]]]
     kept = [
@@ -250,6 +255,23 @@ def _clean(frame: pd.DataFrame, where: str, columns: tuple[str, str]) -> LoadedF
     return LoadedFrame(clean, where, len(frame), len(frame) - len(kept))
 
 
+def _check_scalars(frame: pd.DataFrame, where: str, columns: tuple[str, str]) -> None:
+    """A list or an object where one text or one label belongs (multi-label JSONL, a nested
+    record) is refused by its line, not trained on as its Python repr."""
+    lines: list[int] | None = frame.attrs.get("line_numbers")
+    for column, setting in zip(columns, ("text_column", "label_column"), strict=True):
+        for row, value in enumerate(frame[column]):
+            if isinstance(value, list | tuple | dict | np.ndarray):
+                kind = "an object" if isinstance(value, dict) else "a list"
+                at = f":{lines[row]}: line {lines[row]}" if lines else f": row {row + 1}"
+                shown = repr(value.tolist() if isinstance(value, np.ndarray) else value)
+                hint = " (one label per text: multi-label data is not supported)"
+                raise DataError(
+                    f"{where}{at}: dataset.{setting} {column!r} holds {kind} ({shown[:80]}); "
+                    f"expected one string or number{hint if setting == 'label_column' else ''}"
+                )
+
+
 def _is_missing(value: object) -> bool:
     return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
 
@@ -262,14 +284,16 @@ def _text_str(value: object) -> str | None:
 
 
 def canonical_label(value: object) -> str | None:
-    """A label as a stripped string (None if missing); a number is written one way whatever the
-    file wrote: `1.0` (a float or a string) becomes `"1"`, `1.50` and `+1.5` become `"1.5"`, as
-    the float 1.5 reads, so one value is one class."""
+    """A label as a stripped string (None if missing, or NaN written out); a number is written
+    one way whatever the file wrote: `1.0` (a float or a string) becomes `"1"`, `1.50` and
+    `+1.5` become `"1.5"`, as the float 1.5 reads, so one value is one class."""
     if _is_missing(value):
         return None
     if isinstance(value, float | np.floating) and float(value).is_integer():
         return str(int(value))
     label = str(value).strip()
+    if label.casefold() == "nan":  # a missing number written out (`astype(str)`), not a class
+        return None
     if _DECIMAL_INT.fullmatch(label):
         return str(int(label.split(".")[0]))
     if _DECIMAL.fullmatch(label) and Decimal(label) == Decimal(repr(float(label))):
