@@ -1172,3 +1172,26 @@ def test_report_folder_names_hold_no_path_separator() -> None:
     assert path_component("..") == "study" and path_component("/") == "study"
     compared = comparison_dir(SimpleNamespace(study="team/a vs team/b"))  # type: ignore[arg-type]
     assert compared == Path("mlruns/reports/compare-team-a-vs-team-b")
+
+
+def _trials_table(report: Any) -> tuple[list[str], list[list[str]]]:
+    from harness.report.render import blocks
+
+    titles = [value for kind, value in blocks(report) if kind == "h2"]
+    tables = [value for kind, value in blocks(report) if kind in ("h2", "table")]
+    at = tables.index("All completed trials")
+    assert "All completed trials" in titles
+    headers, rows = tables[at + 1]
+    return headers, rows
+
+
+def test_mae_is_a_column_only_where_the_labels_are_ordinal(knee_report: Any) -> None:
+    # Found by QA: on fresh / rotten the trials table carried an "mae" column of dashes.
+    headers, _ = _trials_table(knee_report)
+    assert "mae" not in headers and "test accuracy" in headers
+    ordinal = replace(
+        knee_report,
+        trials=[replace(t, record=replace(t.record, test_mae=0.25)) for t in knee_report.trials],
+    )
+    headers, rows = _trials_table(ordinal)
+    assert all(row[headers.index("mae")] == "0.25" for row in rows)
