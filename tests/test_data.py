@@ -297,6 +297,16 @@ def test_malformed_jsonl_line_is_named(tmp_path: Path) -> None:
     assert _error(DatasetConfig(source=str(path))).startswith(f"{path}:2: line 2 is a JSON list")
 
 
+def test_a_json_object_spread_over_lines_is_not_called_malformed(tmp_path: Path) -> None:
+    # Found by QA: a valid, pretty-printed `{"rows": [...]}` was refused as "malformed JSON on
+    # line 1", sending the user to look for a syntax error that is not there.
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps({"rows": _rows({"a": 3, "b": 3})}, indent=2), encoding="utf-8")
+    message = _error(DatasetConfig(source=str(path)))
+    assert message.startswith(f"{path}: one JSON object (keys: 'rows'), not records")
+    assert "malformed" not in message and "a JSON array of objects" in message
+
+
 @pytest.mark.parametrize(
     ("name", "content", "expected"),
     [

@@ -183,6 +183,8 @@ def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
         if not all(isinstance(record, dict) for record in records):
             raise DataError(f"{path}: expected a JSON array of objects")
         return pd.DataFrame.from_records(records)
+    if path.suffix.lower() == ".json" and "\n" in content.strip():
+        _no_single_object(path, content)
     rows: list[dict[str, Any]] = []
     numbers: list[int] = []
     # Split on "\n" only: str.splitlines() would also split inside texts at U+2028 and friends.
@@ -203,6 +205,20 @@ def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(rows)
     frame.attrs["line_numbers"] = numbers  # so a bad value is named by its line
     return frame
+
+
+def _no_single_object(path: Path, content: str) -> None:
+    """A pretty-printed JSON object is valid JSON, just not records: say so, not "malformed"."""
+    try:
+        whole = json.loads(content)
+    except json.JSONDecodeError:
+        return  # not one document: read as JSON Lines, which names the bad line
+    if isinstance(whole, dict):
+        keys = ", ".join(repr(str(k)) for k in list(whole)[:5]) or "none"
+        raise DataError(
+            f"{path}: one JSON object (keys: {keys}), not records; expected a JSON array of "
+            "objects or JSON Lines (one object per line), each with the text and label fields"
+        )
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
