@@ -600,3 +600,14 @@ def test_nan_labels_are_missing_labels(tmp_path: Path) -> None:
     data, report = _prepare(path)
     assert data.labels == ("a", "b")
     assert report.rows_dropped_empty == 30
+
+
+def test_zero_padded_codes_keep_their_zeros(tmp_path: Path) -> None:
+    # Found by QA: category codes 01 / 02 / 10 came back from training and predict as 1 / 2 /
+    # 10, so predictions no longer joined the user's own code table; 4.0 still reads as 4.
+    path = tmp_path / "d.csv"
+    cells = ["01", "02", "10", "4.0", "4"]
+    body = "".join(f"review {i},{cells[i % 5]}\n" for i in range(75))
+    path.write_text("text,label\n" + body, encoding="utf-8")
+    data, _ = _prepare(path)
+    assert data.labels == ("01", "02", "4", "10")

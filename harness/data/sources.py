@@ -34,6 +34,7 @@ _ACCEPTED = (
 )
 _DECIMAL_INT = re.compile(r"[+-]?\d+(\.0*)?")
 _DECIMAL = re.compile(r"[+-]?\d+\.\d+")
+_CODE = re.compile(r"0\d+")
 
 
 # --- reading any source --------------------------------------------------------------------
@@ -302,7 +303,8 @@ def _text_str(value: object) -> str | None:
 def canonical_label(value: object) -> str | None:
     """A label as a stripped string (None if missing, or NaN written out); a number is written
     one way whatever the file wrote: `1.0` (a float or a string) becomes `"1"`, `1.50` and
-    `+1.5` become `"1.5"`, as the float 1.5 reads, so one value is one class."""
+    `+1.5` become `"1.5"`, as the float 1.5 reads, so one value is one class; a zero-padded
+    code (`01`) is kept as written."""
     if _is_missing(value):
         return None
     if isinstance(value, float | np.floating) and float(value).is_integer():
@@ -310,6 +312,8 @@ def canonical_label(value: object) -> str | None:
     label = str(value).strip()
     if label.casefold() == "nan":  # a missing number written out (`astype(str)`), not a class
         return None
+    if _CODE.fullmatch(label):  # zero-padded: a code (`01`), kept as written
+        return label
     if _DECIMAL_INT.fullmatch(label):
         return str(int(label.split(".")[0]))
     if _DECIMAL.fullmatch(label) and Decimal(label) == Decimal(repr(float(label))):
