@@ -133,6 +133,12 @@ def read_text(path: Path, encoding: str) -> str:
     try:
         return raw.decode("utf-8-sig" if utf8 else encoding)
     except UnicodeDecodeError as exc:
+        if utf8 and raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            # A spreadsheet's "Unicode text" export: latin-1 would decode it, into NULs.
+            raise DataError(
+                f"{path}: not UTF-8 text: it starts with a UTF-16 byte-order mark (a "
+                "spreadsheet's Unicode text export); set dataset.encoding: utf-16"
+            ) from None
         line = raw.count(b"\n", 0, exc.start) + 1
         name = "UTF-8" if utf8 else repr(encoding)
         raise DataError(
