@@ -611,3 +611,13 @@ def test_zero_padded_codes_keep_their_zeros(tmp_path: Path) -> None:
     path.write_text("text,label\n" + body, encoding="utf-8")
     data, _ = _prepare(path)
     assert data.labels == ("01", "02", "4", "10")
+
+
+def test_a_missing_column_names_the_one_meant(tmp_path: Path) -> None:
+    # Found by QA: a spreadsheet's `Text` / `Label` headers were refused as "no column 'text'"
+    # with the columns listed, but without saying which one was meant.
+    path = _csv(tmp_path / "d.csv", [{"Text": "x", "Label": "a", "id": 1}])
+    message = _error(DatasetConfig(source=str(path)))
+    expected = f"{path}: no column 'text' (dataset.text_column); did you mean 'Text'?"
+    assert message.startswith(expected)
+    assert "columns: 'Text', 'Label', 'id'" in message

@@ -257,9 +257,13 @@ def _read_hf(source: str, config: DatasetConfig) -> pd.DataFrame:
 def _clean(frame: pd.DataFrame, where: str, columns: tuple[str, str]) -> LoadedFrame:
     for column, setting in zip(columns, ("text_column", "label_column"), strict=True):
         if column not in frame.columns:
-            present = ", ".join(repr(str(c)) for c in frame.columns) or "(none)"
+            names = [str(c) for c in frame.columns]
+            present = ", ".join(map(repr, names)) or "(none)"
+            same = [n for n in names if n.strip().casefold() == column.casefold()]
+            close = same or difflib.get_close_matches(column, names, n=1, cutoff=0.8)
+            hint = f" did you mean {close[0]!r}?" if close else ""
             raise DataError(
-                f"{where}: no column {column!r} (dataset.{setting}); columns: {present}"
+                f"{where}: no column {column!r} (dataset.{setting});{hint} columns: {present}"
             )
     if len(frame) == 0:
         raise DataError(f"{where}: the file has no rows")
