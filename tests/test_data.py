@@ -621,3 +621,18 @@ def test_a_missing_column_names_the_one_meant(tmp_path: Path) -> None:
     expected = f"{path}: no column 'text' (dataset.text_column); did you mean 'Text'?"
     assert message.startswith(expected)
     assert "columns: 'Text', 'Label', 'id'" in message
+
+
+def test_labels_are_normalised_like_texts(tmp_path: Path) -> None:
+    # Found by QA: "très bien" typed on two machines (NFC and NFD, or with a doubled space) made
+    # two classes that print the same, each with half the examples.
+    import unicodedata
+
+    names = ["très bien", unicodedata.normalize("NFD", "très bien"), "très  bien", "mauvais"]
+    rows = [{"text": f"review {i}", "label": names[i % 4]} for i in range(80)]
+    data, _ = _prepare(_csv(tmp_path / "d.csv", rows))
+    assert data.labels == ("mauvais", "très bien")
+    configured, _ = _prepare(
+        tmp_path / "d.csv", labels=[unicodedata.normalize("NFD", "très bien"), "mauvais"]
+    )
+    assert configured.labels == ("très bien", "mauvais")

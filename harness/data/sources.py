@@ -15,6 +15,7 @@ import importlib
 import io
 import json
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -311,15 +312,16 @@ def _text_str(value: object) -> str | None:
 
 
 def canonical_label(value: object) -> str | None:
-    """A label as a stripped string (None if missing, or NaN written out); a number is written
-    one way whatever the file wrote: `1.0` (a float or a string) becomes `"1"`, `1.50` and
-    `+1.5` become `"1.5"`, as the float 1.5 reads, so one value is one class; a zero-padded
-    code (`01`) is kept as written."""
+    """A label as a string, normalised as texts are (Unicode NFC, whitespace collapsed and
+    stripped; None if missing, or NaN written out). A number is written one way whatever the
+    file wrote: `1.0` (a float or a string) becomes `"1"`, `1.50` and `+1.5` become `"1.5"`, as
+    the float 1.5 reads, so one value is one class; a zero-padded code (`01`) is kept as
+    written."""
     if _is_missing(value):
         return None
     if isinstance(value, float | np.floating) and float(value).is_integer():
         return str(int(value))
-    label = str(value).strip()
+    label = " ".join(unicodedata.normalize("NFC", str(value)).split())  # as texts are
     if label.casefold() == "nan":  # a missing number written out (`astype(str)`), not a class
         return None
     if _CODE.fullmatch(label):  # zero-padded: a code (`01`), kept as written
