@@ -233,6 +233,22 @@ def test_a_semicolon_or_tab_csv_reads_like_a_comma_one(tmp_path: Path) -> None:
         assert load_frame(DatasetConfig(source=str(path)), Path).equals(expected)
 
 
+def test_rows_longer_than_the_header_do_not_shift_the_columns(tmp_path: Path) -> None:
+    # Found by QA: pandas made the first field of such rows the index, so `review,a,note` under
+    # the header `text,label` trained on the label as the text and the note as the label; with
+    # a trailing comma on every row every label read empty.
+    rows = "".join(f"review {i},{'ab'[i % 2]},\n" for i in range(40))
+    path = tmp_path / "trailing.csv"
+    path.write_text("text,label\n" + rows, encoding="utf-8")
+    frame = load_frame(DatasetConfig(source=str(path)), Path)
+    assert frame["text"].iloc[3] == "review 3" and frame["label"].iloc[3] == "b"
+    path = tmp_path / "extra.csv"
+    path.write_text("text,label\nreview 0,a,\nreview 1,b,a note\n", encoding="utf-8")
+    message = _error(DatasetConfig(source=str(path)))
+    assert message.startswith(f"{path}: data row 2 has 3 fields, the header 2")
+    assert "a column without a name" in message
+
+
 def test_a_missing_relative_file_says_where_it_was_looked_for(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="is relative: looked up from the current directory"):
         load_frame(DatasetConfig(source="nowhere/d.csv"), Path)

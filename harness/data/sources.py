@@ -16,6 +16,7 @@ import io
 import json
 import re
 import unicodedata
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -161,22 +162,45 @@ def _sniffed_delimiter(text: str) -> str | None:
 def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
     # Decoded here, not by pandas: its decoding error gives an offset into a buffer, not the file.
     text = read_text(path, encoding)
-    frame = _parse_csv(path, text, ",")
+    delimiter = ","
+    frame = _parse_csv(path, text, delimiter)
     if len(frame.columns) == 1:
         # A spreadsheet exported with `;` (or tabs) reads as one column: try its own delimiter.
-        delimiter = _sniffed_delimiter(text)
-        if delimiter is not None:
-            return _parse_csv(path, text, delimiter)
-    return frame
+        delimiter = _sniffed_delimiter(text) or delimiter
+        if delimiter != ",":
+            frame = _parse_csv(path, text, delimiter)
+    return _aligned(path, text, frame, delimiter)
 
 
-def _parse_csv(path: Path, text: str, delimiter: str) -> pd.DataFrame:
+def _parse_csv(path: Path, text: str, delimiter: str, **options: Any) -> pd.DataFrame:
     try:
-        return pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False)
+        return pd.read_csv(
+            io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False, **options
+        )
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty") from None
     except pd.errors.ParserError as exc:
         raise DataError(f"{path}: malformed CSV ({str(exc).strip()})") from None
+
+
+def _aligned(path: Path, text: str, frame: pd.DataFrame, delimiter: str) -> pd.DataFrame:
+    """Rows with more fields than the header: pandas made the first fields the index, which
+    shifts every column (`review,a,note` under `text,label` read text `a`, label `note`).
+    Trailing delimiters (empty extra fields) are harmless and dropped; a value there is a column
+    without a name, which no setting can pick, so it is refused."""
+    if isinstance(frame.index, pd.RangeIndex):
+        return frame
+    fields = _parse_csv(path, text, delimiter, header=None, skiprows=1)
+    width = len(frame.columns)
+    extra = fields.iloc[:, width:].ne("").any(axis=1).to_numpy()
+    if extra.any():
+        raise DataError(
+            f"{path}: data row {int(extra.argmax()) + 1} has {len(fields.columns)} fields, the "
+            f"header {width}: a column without a name; name it in the header row (or remove it)"
+        )
+    with warnings.catch_warnings():  # pandas warns of the empty fields it drops
+        warnings.simplefilter("ignore", pd.errors.ParserWarning)
+        return _parse_csv(path, text, delimiter, index_col=False)
 
 
 def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
