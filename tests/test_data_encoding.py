@@ -92,3 +92,17 @@ def test_the_digest_of_a_utf8_file_is_what_it_was(tmp_path: Path) -> None:
     ):
         data, _ = prepare_data(config, 13, Path, "unit")
         assert data.digest == "6908124b3c2220cedc3ed0d2c45862a81fe54190abddcddebf1981100fd87c85"
+
+
+def test_a_utf16_export_is_named_as_utf16_and_reads_with_that_setting(tmp_path: Path) -> None:
+    # Found by QA: a spreadsheet's "Unicode text" export (UTF-16 with its byte-order mark) was
+    # sent to latin-1 / cp1252, which decode it into NUL-riddled column names instead.
+    path = tmp_path / "export.csv"
+    lines = ["text\tlabel"] + [f"{text}\t{label}" for text, label in _LATIN]
+    path.write_bytes("\n".join(lines).encode("utf-16"))
+    with pytest.raises(DataError) as info:
+        load_frame(DatasetConfig(source=str(path)), Path)
+    assert "UTF-16 byte-order mark" in str(info.value)
+    assert "dataset.encoding: utf-16" in str(info.value)
+    frame = load_frame(DatasetConfig(source=str(path), encoding="utf-16"), Path)
+    assert list(zip(frame["text"], frame["label"], strict=True)) == _LATIN

@@ -1190,3 +1190,26 @@ def test_a_model_made_elsewhere_is_corrected_for_selection_the_base_model_is_not
 
     rows = baseline_rows([scored("ft:legacy (evaluated)", True), scored("base", False)])
     assert list(evidence_of(rows, 4, 0.05).tuned) == [True, False]
+
+
+def _trials_table(report: Any) -> tuple[list[str], list[list[str]]]:
+    from harness.report.render import blocks
+
+    titles = [value for kind, value in blocks(report) if kind == "h2"]
+    tables = [value for kind, value in blocks(report) if kind in ("h2", "table")]
+    at = tables.index("All completed trials")
+    assert "All completed trials" in titles
+    headers, rows = tables[at + 1]
+    return headers, rows
+
+
+def test_mae_is_a_column_only_where_the_labels_are_ordinal(knee_report: Any) -> None:
+    # Found by QA: on fresh / rotten the trials table carried an "mae" column of dashes.
+    headers, _ = _trials_table(knee_report)
+    assert "mae" not in headers and "test accuracy" in headers
+    ordinal = replace(
+        knee_report,
+        trials=[replace(t, record=replace(t.record, test_mae=0.25)) for t in knee_report.trials],
+    )
+    headers, rows = _trials_table(ordinal)
+    assert all(row[headers.index("mae")] == "0.25" for row in rows)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -78,7 +77,7 @@ def prepare_data(
     _check_classes(Counter(row_labels), labels, config.split, loaded.where, sample)
     splits = _split(texts, row_labels, config.split, seed, loaded.where)
     _check_split(splits, labels, config.split, loaded.where, sample)
-    ordinal = config.ordinal if config.ordinal is not None else all(_is_int(x) for x in labels)
+    ordinal = _ordinal(config, labels, loaded.where)
     data = PreparedData(
         *splits, labels=labels, digest=_digest(labels, splits), ordinal=ordinal, name=name
     )
@@ -124,8 +123,18 @@ def _label_set(present: list[str], configured: list[str] | None, where: str) -> 
     return tuple(wanted)
 
 
-def _is_int(label: str) -> bool:
-    return re.fullmatch(r"[+-]?\d+", label) is not None
+def _ordinal(config: DatasetConfig, labels: tuple[str, ...], where: str) -> bool:
+    """Whether MAE means something: numbers (stars, half stars) are ordinal unless the config says
+    not; words only with `ordinal: true` and their order in `dataset.labels`, since the sorted
+    order the data gives them (bad, good, ok) would make every MAE wrong."""
+    numeric = all(_is_number(x) for x in labels)
+    if config.ordinal and not numeric and config.labels is None:
+        raise DataError(
+            f"{where}: dataset.ordinal is true but the labels {', '.join(map(repr, labels))} are "
+            "not numbers, so their order is unknown: list them in order in dataset.labels "
+            "(e.g. labels: [bad, ok, good])"
+        )
+    return config.ordinal if config.ordinal is not None else numeric
 
 
 def _is_number(label: str) -> bool:

@@ -15,8 +15,11 @@ import importlib
 import io
 import json
 import re
+import unicodedata
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,8 @@ _ACCEPTED = (
     "or hf:NAME[:CONFIG] for a Hugging Face dataset"
 )
 _DECIMAL_INT = re.compile(r"[+-]?\d+(\.0*)?")
+_DECIMAL = re.compile(r"[+-]?\d+\.\d+")
+_CODE = re.compile(r"0\d+")
 
 
 # --- reading any source --------------------------------------------------------------------
@@ -130,6 +135,12 @@ def read_text(path: Path, encoding: str) -> str:
     try:
         return raw.decode("utf-8-sig" if utf8 else encoding)
     except UnicodeDecodeError as exc:
+        if utf8 and raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            # A spreadsheet's "Unicode text" export: latin-1 would decode it, into NULs.
+            raise DataError(
+                f"{path}: not UTF-8 text: it starts with a UTF-16 byte-order mark (a "
+                "spreadsheet's Unicode text export); set dataset.encoding: utf-16"
+            ) from None
         line = raw.count(b"\n", 0, exc.start) + 1
         name = "UTF-8" if utf8 else repr(encoding)
         raise DataError(
@@ -151,22 +162,45 @@ def _sniffed_delimiter(text: str) -> str | None:
 def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
     # Decoded here, not by pandas: its decoding error gives an offset into a buffer, not the file.
     text = read_text(path, encoding)
-    frame = _parse_csv(path, text, ",")
+    delimiter = ","
+    frame = _parse_csv(path, text, delimiter)
     if len(frame.columns) == 1:
         # A spreadsheet exported with `;` (or tabs) reads as one column: try its own delimiter.
-        delimiter = _sniffed_delimiter(text)
-        if delimiter is not None:
-            return _parse_csv(path, text, delimiter)
-    return frame
+        delimiter = _sniffed_delimiter(text) or delimiter
+        if delimiter != ",":
+            frame = _parse_csv(path, text, delimiter)
+    return _aligned(path, text, frame, delimiter)
 
 
-def _parse_csv(path: Path, text: str, delimiter: str) -> pd.DataFrame:
+def _parse_csv(path: Path, text: str, delimiter: str, **options: Any) -> pd.DataFrame:
     try:
-        return pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False)
+        return pd.read_csv(
+            io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False, **options
+        )
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty") from None
     except pd.errors.ParserError as exc:
         raise DataError(f"{path}: malformed CSV ({str(exc).strip()})") from None
+
+
+def _aligned(path: Path, text: str, frame: pd.DataFrame, delimiter: str) -> pd.DataFrame:
+    """Rows with more fields than the header: pandas made the first fields the index, which
+    shifts every column (`review,a,note` under `text,label` read text `a`, label `note`).
+    Trailing delimiters (empty extra fields) are harmless and dropped; a value there is a column
+    without a name, which no setting can pick, so it is refused."""
+    if isinstance(frame.index, pd.RangeIndex):
+        return frame
+    fields = _parse_csv(path, text, delimiter, header=None, skiprows=1)
+    width = len(frame.columns)
+    extra = fields.iloc[:, width:].ne("").any(axis=1).to_numpy()
+    if extra.any():
+        raise DataError(
+            f"{path}: data row {int(extra.argmax()) + 1} has {len(fields.columns)} fields, the "
+            f"header {width}: a column without a name; name it in the header row (or remove it)"
+        )
+    with warnings.catch_warnings():  # pandas warns of the empty fields it drops
+        warnings.simplefilter("ignore", pd.errors.ParserWarning)
+        return _parse_csv(path, text, delimiter, index_col=False)
 
 
 def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
@@ -181,7 +215,10 @@ def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
         if not all(isinstance(record, dict) for record in records):
             raise DataError(f"{path}: expected a JSON array of objects")
         return pd.DataFrame.from_records(records)
+    if path.suffix.lower() == ".json" and "\n" in content.strip():
+        _no_single_object(path, content)
     rows: list[dict[str, Any]] = []
+    numbers: list[int] = []
     # Split on "\n" only: str.splitlines() would also split inside texts at U+2028 and friends.
     for number, line in enumerate(content.split("\n"), start=1):
         if not line.strip():
@@ -196,7 +233,24 @@ def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
             kind = type(record).__name__
             raise DataError(f"{path}:{number}: line {number} is a JSON {kind}, expected an object")
         rows.append(record)
-    return pd.DataFrame.from_records(rows)
+        numbers.append(number)
+    frame = pd.DataFrame.from_records(rows)
+    frame.attrs["line_numbers"] = numbers  # so a bad value is named by its line
+    return frame
+
+
+def _no_single_object(path: Path, content: str) -> None:
+    """A pretty-printed JSON object is valid JSON, just not records: say so, not "malformed"."""
+    try:
+        whole = json.loads(content)
+    except json.JSONDecodeError:
+        return  # not one document: read as JSON Lines, which names the bad line
+    if isinstance(whole, dict):
+        keys = ", ".join(repr(str(k)) for k in list(whole)[:5]) or "none"
+        raise DataError(
+            f"{path}: one JSON object (keys: {keys}), not records; expected a JSON array of "
+            "objects or JSON Lines (one object per line), each with the text and label fields"
+        )
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -228,12 +282,17 @@ def _read_hf(source: str, config: DatasetConfig) -> pd.DataFrame:
 def _clean(frame: pd.DataFrame, where: str, columns: tuple[str, str]) -> LoadedFrame:
     for column, setting in zip(columns, ("text_column", "label_column"), strict=True):
         if column not in frame.columns:
-            present = ", ".join(repr(str(c)) for c in frame.columns) or "(none)"
+            names = [str(c) for c in frame.columns]
+            present = ", ".join(map(repr, names)) or "(none)"
+            same = [n for n in names if n.strip().casefold() == column.casefold()]
+            close = same or difflib.get_close_matches(column, names, n=1, cutoff=0.8)
+            hint = f" did you mean {close[0]!r}?" if close else ""
             raise DataError(
-                f"{where}: no column {column!r} (dataset.{setting}); columns: {present}"
+                f"{where}: no column {column!r} (dataset.{setting});{hint} columns: {present}"
             )
     if len(frame) == 0:
         raise DataError(f"{where}: the file has no rows")
+    _check_scalars(frame, where, columns)
     texts = [_text_str(v) for v in frame[columns[0]]]
     labels = [canonical_label(v) for v in frame[columns[1]]]
     kept = [
@@ -248,6 +307,23 @@ def _clean(frame: pd.DataFrame, where: str, columns: tuple[str, str]) -> LoadedF
     return LoadedFrame(clean, where, len(frame), len(frame) - len(kept))
 
 
+def _check_scalars(frame: pd.DataFrame, where: str, columns: tuple[str, str]) -> None:
+    """A list or an object where one text or one label belongs (multi-label JSONL, a nested
+    record) is refused by its line, not trained on as its Python repr."""
+    lines: list[int] | None = frame.attrs.get("line_numbers")
+    for column, setting in zip(columns, ("text_column", "label_column"), strict=True):
+        for row, value in enumerate(frame[column]):
+            if isinstance(value, list | tuple | dict | np.ndarray):
+                kind = "an object" if isinstance(value, dict) else "a list"
+                at = f":{lines[row]}: line {lines[row]}" if lines else f": row {row + 1}"
+                shown = repr(value.tolist() if isinstance(value, np.ndarray) else value)
+                hint = " (one label per text: multi-label data is not supported)"
+                raise DataError(
+                    f"{where}{at}: dataset.{setting} {column!r} holds {kind} ({shown[:80]}); "
+                    f"expected one string or number{hint if setting == 'label_column' else ''}"
+                )
+
+
 def _is_missing(value: object) -> bool:
     return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
 
@@ -260,12 +336,22 @@ def _text_str(value: object) -> str | None:
 
 
 def canonical_label(value: object) -> str | None:
-    """A label as a stripped string (None if missing); `1.0` (a float or a string) becomes `"1"`."""
+    """A label as a string, normalised as texts are (Unicode NFC, whitespace collapsed and
+    stripped; None if missing, or NaN written out). A number is written one way whatever the
+    file wrote: `1.0` (a float or a string) becomes `"1"`, `1.50` and `+1.5` become `"1.5"`, as
+    the float 1.5 reads, so one value is one class; a zero-padded code (`01`) is kept as
+    written."""
     if _is_missing(value):
         return None
     if isinstance(value, float | np.floating) and float(value).is_integer():
         return str(int(value))
-    label = str(value).strip()
+    label = " ".join(unicodedata.normalize("NFC", str(value)).split())  # as texts are
+    if label.casefold() == "nan":  # a missing number written out (`astype(str)`), not a class
+        return None
+    if _CODE.fullmatch(label):  # zero-padded: a code (`01`), kept as written
+        return label
     if _DECIMAL_INT.fullmatch(label):
         return str(int(label.split(".")[0]))
+    if _DECIMAL.fullmatch(label) and Decimal(label) == Decimal(repr(float(label))):
+        return repr(float(label))  # only where the float says the same number, digit for digit
     return label or None

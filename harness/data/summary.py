@@ -5,6 +5,7 @@ What `harness prepare` prints and writes beside the JSONL files; built by `harne
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -117,7 +118,7 @@ class DataReport:
         lines = [
             f"# Data: {self.name}",
             "",
-            f"Source `{self.source}`; labels {', '.join(self.labels)}"
+            f"Source `{self.source}`; labels {', '.join(map(_md_cell, self.labels))}"
             f"{' (ordinal)' if self.ordinal else ''}; digest `{self.digest[:16]}`.",
             "",
             "| rows | count |",
@@ -140,7 +141,8 @@ class DataReport:
 
     def _split_table(self) -> list[str]:
         with_tokens = any(s.tokens is not None for s in self.splits.values())
-        header = ["split", "size", *self.labels, "chars mean", "median", "p95", "max"]
+        header = ["split", "size", *map(_md_cell, self.labels), "chars mean", "median", "p95"]
+        header.append("max")
         header += ["tokens mean", "p95", "max"] if with_tokens else []
         rows = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
         for name, s in self.splits.items():
@@ -156,6 +158,12 @@ class DataReport:
                 cells += [f"{t.mean:.1f}", f"{t.p95:g}", str(t.max)]
             rows.append("| " + " | ".join(cells) + " |")
         return rows
+
+
+def _md_cell(label: str) -> str:
+    """A label as markdown shows it verbatim: a `|` would split its table column, `*` or `_`
+    would emphasise, a tag would be read as HTML."""
+    return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", re.sub(r"([\\`*_|])", r"\\\1", label))
 
 
 # --- JSONL -----------------------------------------------------------------------------------

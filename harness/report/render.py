@@ -190,6 +190,8 @@ def _cell(value: Any, column: str) -> str:
 
 def _trials(report: Report) -> list[Block]:
     frame = trials_frame(report)
+    if "mae" in frame and frame["mae"].isna().all():  # labels not ordinal: no distance
+        frame = frame.drop(columns="mae")
     rows = [[_cell(v, c) for c, v in row.items()] for row in frame.to_dict("records")]
     best = report.best_baseline
     intro = (
