@@ -32,7 +32,7 @@ from harness.backends.base import Progress
 from harness.locations import redact_text
 from harness.records import Cost, EpochResult, TrialResult, TrialSpec, usd
 from harness.sweep.live import LiveView, SweepStatus
-from harness.sweep.study import pareto_numbers
+from harness.sweep.study import pareto_numbers, worker_gone
 from harness.tracking.record import TrialRecord
 
 
@@ -311,12 +311,18 @@ class TrialsTable:
         yield table
 
 
-def state_label(state: TrialState, record: TrialRecord) -> str:
+KILLED = "killed"  # RUNNING in the storage, but its worker's process is gone
+
+
+def state_label(trial: FrozenTrial, record: TrialRecord) -> str:
     """A trial's state as the user reads it: a trial the budget could not cover (told PRUNED
-    with its reason, never run) is `skipped`, not a failure."""
-    if state == TrialState.PRUNED and record.skipped_reason:
+    with its reason, never run) is `skipped`, not a failure; one still RUNNING in the storage
+    whose worker on this machine is gone (killed mid-trial) is `killed`, not running."""
+    if trial.state == TrialState.PRUNED and record.skipped_reason:
         return "skipped"
-    return state.name.lower()
+    if worker_gone(trial):
+        return KILLED
+    return trial.state.name.lower()
 
 
 def trials_table(
@@ -339,7 +345,7 @@ def trials_table(
     rows = []
     for trial in sorted(trials, key=order):
         record, params = records[trial.number], {**(fixed or {}), **trial.params}
-        state = state_label(trial.state, record)
+        state = state_label(trial, record)
         cells = [
             f"{trial.number}{'*' if trial.number in front else ' '}",
             f"ckpt of {record.checkpoint_of}" if record.is_checkpoint else state,

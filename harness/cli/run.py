@@ -189,7 +189,7 @@ def trial_records(
     `model_ref` still says where they were.
 
     Each record: number, state (Optuna's, lower case; `skipped`: the budget could not cover
-    it), pareto, checkpoint_of (the trial an
+    it; `killed`: RUNNING in the storage, its worker on this machine gone), pareto, checkpoint_of (the trial an
     epoch checkpoint came from), checkpoints (the numbers of this trial's own), params (the
     search space's fixed values included), epochs_run, stopped_early, train_examples_used,
     metrics, cost, the per-epoch curves, the MLflow run, the model, start and end times, and
@@ -211,7 +211,7 @@ def trial_records(
     return [
         {
             "number": trial.number,
-            "state": state_label(trial.state, record),
+            "state": state_label(trial, record),
             "pareto": trial.number in front,
             "checkpoint_of": record.checkpoint_of,
             "checkpoints": children.get(trial.number, []),
@@ -224,10 +224,24 @@ def trial_records(
             and not Path(record.model_ref or "").exists(),
             "started": _when(trial.datetime_start),
             "completed": _when(trial.datetime_complete),
-            "failure_reason": record.failure_reason or record.skipped_reason,
+            "failure_reason": record.failure_reason or record.skipped_reason or _gone(trial),
         }
         for trial, record in zip(trials, records, strict=True)
     ]
+
+
+def _gone(trial: optuna.trial.FrozenTrial) -> str | None:
+    """Why a trial still RUNNING in the storage runs no more, where its worker is known gone."""
+    from harness.sweep.study import worker_gone
+    from harness.tracking.record import TrialRecord
+
+    if not worker_gone(trial):
+        return None
+    record = TrialRecord.from_attrs(trial.user_attrs)
+    return (
+        f"its worker (pid {record.pid} on {record.host}) is gone: the next `harness sweep` "
+        "fails it and runs its parameters again"
+    )
 
 
 def _outcome(record: TrialRecord, ledger_usd: float) -> dict[str, Any]:
