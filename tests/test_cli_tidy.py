@@ -245,6 +245,7 @@ def test_trials_json_is_every_trial_with_the_same_fields(made: Path) -> None:
     assert (
         failed["failure_reason"] == "out of memory" and failed["metrics"]["test_accuracy"] is None
     )
+    assert not any(record["synthetic"] for record in records)  # no test server here
     assert run_cli("trials", STUDY, "--json").stdout == result.stdout  # stable
 
 

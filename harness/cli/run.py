@@ -176,6 +176,7 @@ CSV_COLUMNS = (
     *("valid_accuracy_by_epoch", "cost_usd_by_epoch", "mlflow_run_id", "model_ref"),
     "model_deleted",
     *("started", "completed", "failure_reason"),
+    "synthetic",
 )
 
 
@@ -188,16 +189,18 @@ def trial_records(
     deleted (`local_files`: the backend keeps its models in folders on this machine); its
     `model_ref` still says where they were.
 
-    Each record: number, state (Optuna's, lower case; `skipped`: the budget could not cover
-    it; `killed`: RUNNING in the storage, its worker on this machine gone), pareto, checkpoint_of (the trial an
-    epoch checkpoint came from), checkpoints (the numbers of this trial's own), params (the
-    search space's fixed values included), epochs_run, stopped_early, train_examples_used,
-    metrics, cost, the per-epoch curves, the MLflow run, the model, start and end times, and
-    why it failed or was skipped.
+    Each record: number, state (Optuna's, lower case; `skipped`: the budget could not cover it;
+    `killed`: RUNNING in the storage, its worker on this machine gone), pareto, checkpoint_of
+    (the trial an epoch checkpoint came from), checkpoints (the numbers of this trial's own),
+    params (the search space's fixed values included), epochs_run, stopped_early,
+    train_examples_used, metrics, cost, the per-epoch curves, the MLflow run, the model, start
+    and end times, why it failed or was skipped, and whether it ran on a test server
+    (`synthetic`).
     """
     from harness.cli.console import state_label
     from harness.sweep.budget import ledger_entries
     from harness.sweep.study import pareto_numbers
+    from harness.tracking.journal import ran_on_a_test_server
     from harness.tracking.record import TrialRecord
 
     front = pareto_numbers(study)
@@ -225,6 +228,8 @@ def trial_records(
             "started": _when(trial.datetime_start),
             "completed": _when(trial.datetime_complete),
             "failure_reason": record.failure_reason or record.skipped_reason or _gone(trial),
+            # Ran on a test server on this machine: the figures prove the plumbing, never a result.
+            "synthetic": ran_on_a_test_server([trial]),
         }
         for trial, record in zip(trials, records, strict=True)
     ]
