@@ -3,11 +3,13 @@ bars, a line per epoch and per trial), and the trials table."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any, cast
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -132,6 +134,43 @@ class _SweepBars(RichProgress):
         yield self.make_tasks_table(self.tasks)
 
 
+class _Reader:
+    """The sweep's output, whose reader may go: `harness sweep | tee log` stopped by Ctrl-C (the
+    terminal's SIGINT ends `tee` too), a closed terminal. Writing then fails; what the sweep
+    would print is dropped, so that it still settles and queues again its trials in flight."""
+
+    def __init__(self, file: IO[str]):
+        self.file = file
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return self.file.write(text)
+            except OSError:  # EPIPE, EIO
+                self._went()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self.file.flush()
+            except OSError:
+                self._went()
+
+    def _went(self) -> None:
+        self.gone = True
+        # What the file still buffers would fail again when Python flushes it at exit, with a
+        # "BrokenPipeError" on stderr: the descriptor goes to /dev/null instead (Python's advice).
+        with contextlib.suppress(OSError, ValueError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self.file.fileno())
+            os.close(null)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)  # isatty, fileno, encoding: as the file's
+
+
 class RichView:
     """The live sweep view on a rich console; implements `SweepView` and `LiveView`.
 
@@ -161,6 +200,8 @@ class RichView:
 
     def __enter__(self) -> RichView:
         # The bars start with the first trial, so a confirmation prompt before it stays readable.
+        self._file = self.console._file  # None: sys.stdout as it is when printing
+        self.console.file = cast(IO[str], _Reader(self.console.file))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -168,6 +209,7 @@ class RichView:
             self.bars.stop()
         if self.line.status is not None:  # the last status stays on the screen
             self.console.print(status_text(self.line.status, None, final=True))
+        self.console._file = self._file
 
     def sweep_started(self, study_name: str, done: int, target: int) -> None:
         if done:
