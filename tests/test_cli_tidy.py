@@ -504,6 +504,24 @@ def test_studies_and_the_trial_records_add_up_to_one_ledger_while_a_trial_runs(
     assert "1 running, $0.0123 reserved" in run_cli("studies").stdout
 
 
+def test_studies_calls_a_trial_the_budget_skipped_skipped_as_trials_does(made: Path) -> None:
+    # Found by walking a sweep on a small budget: `trials` said "skipped", `studies` said
+    # "1 queued/pruned" of the same trial.
+    _study().add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.PRUNED,
+            params={"n_epochs": 3, "learning_rate_multiplier": 7.0},
+            distributions=DISTRIBUTIONS,
+            user_attrs={"skipped_reason": "budget: $0.0604 committed of $0.07"},
+        )
+    )
+    records = json.loads(run_cli("trials", STUDY, "--json").stdout)
+    row = next(r for r in json.loads(run_cli("studies", "--json").stdout) if r["name"] == STUDY)
+    assert row["skipped"] == sum(r["state"] == "skipped" for r in records) == 1
+    text = run_cli("studies").stdout
+    assert "1 skipped" in text and "queued/pruned" not in text, text
+
+
 def test_a_trial_whose_worker_was_killed_reads_killed_not_running(made: Path) -> None:
     # Found by walking a sweep: after `kill -9` of `harness sweep` mid-trial, `trials` and
     # `studies` went on saying "running" for a trial nothing ran, until the next sweep.

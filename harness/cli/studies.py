@@ -44,6 +44,7 @@ class StudyRow:
     killed: int  # RUNNING in the storage, their worker on this machine gone: not running
     failed: int
     other: int  # waiting (queued retries) and pruned
+    skipped: int  # of `other`: pruned because the budget could not cover them (never run)
     best_valid_accuracy: float | None
     spent_usd: float
     reserved_usd: float  # held for trials in flight (killed ones too, until the next sweep)
@@ -89,6 +90,10 @@ def _row(study: optuna.Study) -> StudyRow:
         killed=killed,
         failed=states.count(TrialState.FAIL),
         other=states.count(TrialState.WAITING) + states.count(TrialState.PRUNED),
+        skipped=sum(
+            t.state == TrialState.PRUNED and bool(r.skipped_reason)
+            for t, r in zip(trials, records, strict=True)
+        ),
         best_valid_accuracy=max(accuracies) if accuracies else None,
         spent_usd=spent,
         reserved_usd=reserved,
@@ -119,7 +124,10 @@ def _trial_counts(row: StudyRow) -> str:
     parts += [f"{row.killed} killed"] if row.killed else []
     parts += [f"${dollars(row.reserved_usd)} reserved"] if row.reserved_usd else []
     parts += [f"{row.failed} failed"] if row.failed else []
-    parts += [f"{row.other} queued/pruned"] if row.other else []
+    # As `harness trials` names them: a trial the budget could not cover is skipped.
+    parts += [f"{row.skipped} skipped"] if row.skipped else []
+    rest = row.other - row.skipped
+    parts += [f"{rest} queued/pruned"] if rest else []
     parts += ["synthetic (test server)"] if row.synthetic else []
     return ", ".join(parts)
 
