@@ -200,6 +200,13 @@ def test_the_saved_view_is_stored_once_and_selects_the_trials_by_accuracy(tmp_pa
     order = f"{state['orderByKey']} {'ASC' if state['orderByAsc'] else 'DESC'}"
     found = client.search_runs([experiment_id], state["searchFilter"], order_by=[order])
     assert [r.info.run_name for r in found] == ["t001", "t002", "t000"]
+    # Found by walking two studies of one experiment file: their trials share the experiment,
+    # both named t000..., each with `pareto=true` on its own study's front, and no column said
+    # which study a row was; nor which runs a test server made.
+    for tag in (STUDY_TAG, "synthetic"):
+        assert (
+            f"tags.`{tag}`" in state["selectedColumns"] and f"tags.`{tag}`" in state["columnOrder"]
+        )
 
 
 # --- the commands: errors before anything starts ------------------------------------------
