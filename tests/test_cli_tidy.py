@@ -504,6 +504,27 @@ def test_studies_and_the_trial_records_add_up_to_one_ledger_while_a_trial_runs(
     assert "1 running, $0.0123 reserved" in run_cli("studies").stdout
 
 
+def test_a_trial_cut_short_has_no_validation_accuracy_as_no_other_client_has(made: Path) -> None:
+    # Found by walking a sweep interrupted after its trial's first epoch: `trials` gave that
+    # epoch's 0.5917 as the failed trial's validation accuracy, the highest of the study (its
+    # completed trials had 0.5792), where the dashboard and MLflow give it none: a script taking
+    # the best record would take a trial that delivered no model.
+    best = max(d.valid for d in FINISHED) + 0.05
+    _study().add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.FAIL,
+            params={"n_epochs": 3, "learning_rate_multiplier": 7.0},
+            distributions=DISTRIBUTIONS,
+            user_attrs={"failure_reason": "interrupted", "valid_accuracy_by_epoch": [best]},
+        )
+    )
+    records = json.loads(run_cli("trials", STUDY, "--json").stdout)
+    cut = next(r for r in records if r["failure_reason"] == "interrupted")
+    assert cut["metrics"]["valid_accuracy"] is None and cut["valid_accuracy_by_epoch"] == [best]
+    assert f"{best:.4f}" not in run_cli("trials", STUDY).stdout
+    assert f"{best:.4f}" not in run_cli("studies").stdout  # nor its best, as before
+
+
 def test_studies_calls_a_trial_the_budget_skipped_skipped_as_trials_does(made: Path) -> None:
     # Found by walking a sweep on a small budget: `trials` said "skipped", `studies` said
     # "1 queued/pruned" of the same trial.

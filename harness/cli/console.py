@@ -395,7 +395,8 @@ def trials_table(
             _fmt(params.get("learning_rate_multiplier"), ".3g"),
             str(params.get("batch_size", "-")),
             str(record.train_examples or params.get("train_examples") or "all"),
-            _fmt(record.selection_accuracy, ".4f"),
+            # A trial that did not complete delivered no model: what it validated is no score.
+            _fmt(record.selection_accuracy if trial.state == TrialState.COMPLETE else None, ".4f"),
             _fmt(record.test_accuracy, ".4f"),
             _fmt(record.test_macro_f1, ".4f"),
             dollars(record.cost_usd),

@@ -197,6 +197,8 @@ def trial_records(
     and end times, why it failed or was skipped, and whether it ran on a test server
     (`synthetic`).
     """
+    from optuna.trial import TrialState
+
     from harness.cli.console import state_label
     from harness.sweep.budget import ledger_entries
     from harness.sweep.study import pareto_numbers
@@ -219,7 +221,7 @@ def trial_records(
             "checkpoint_of": record.checkpoint_of,
             "checkpoints": children.get(trial.number, []),
             "params": {**dict.fromkeys(PARAMS), **fixed, **trial.params},
-            **_outcome(record, ledger[trial.number][0]),
+            **_outcome(record, ledger[trial.number][0], trial.state == TrialState.COMPLETE),
             "model_deleted": local_files
             and record.is_checkpoint
             and trial.number not in front
@@ -249,15 +251,20 @@ def _gone(trial: optuna.trial.FrozenTrial) -> str | None:
     )
 
 
-def _outcome(record: TrialRecord, ledger_usd: float) -> dict[str, Any]:
-    """What a trial produced: epochs, metrics, cost, curves, its MLflow run and model."""
+def _outcome(record: TrialRecord, ledger_usd: float, delivered: bool) -> dict[str, Any]:
+    """What a trial produced: epochs, metrics, cost, curves, its MLflow run and model. One
+    that did not complete (`delivered` False) has no model, so no validation accuracy: the
+    epochs it validated before it stopped are in its curve."""
     metrics = {k: _finite(getattr(record, k)) for k in METRICS[1:]}
     costs = {k: _finite(getattr(record, k)) for k in COSTS[:-1]}
     return {
         "epochs_run": record.epochs_run,
         "stopped_early": record.stopped_early,
         "train_examples_used": record.train_examples,
-        "metrics": {"valid_accuracy": _finite(record.selection_accuracy), **metrics},
+        "metrics": {
+            "valid_accuracy": _finite(record.selection_accuracy) if delivered else None,
+            **metrics,
+        },
         "cost": {**costs, "ledger_usd": ledger_usd},
         "valid_accuracy_by_epoch": list(record.valid_accuracy_by_epoch),
         "cost_usd_by_epoch": list(record.cost_usd_by_epoch),
