@@ -190,8 +190,13 @@ def test_the_saved_view_is_stored_once_and_selects_the_trials_by_accuracy(tmp_pa
         run = client.create_run(experiment_id, run_name=f"t00{number}", tags=tags)
         client.log_metric(run.info.run_id, "valid_accuracy_final", accuracy)
 
+    # `harness compare` logs its reports in an experiment of their own: runs, but no trials.
+    compare = client.create_experiment("harness-compare")
+    client.create_run(compare, run_name="demo vs demo_mpnet", tags={STUDY_TAG: "demo"})
     links = saved_view_links(uri, "http://127.0.0.1:5000")
     assert saved_view_links(uri, "http://127.0.0.1:5000") == links  # idempotent
+    # Found by walking the clients: its link opened an empty table of "trials".
+    assert list(links) == ["tiny"]
     key = links["tiny"].table.rsplit("viewStateShareKey=", 1)[1]
     assert links["tiny"].charts == links["tiny"].table + "&compareRunsMode=CHART"
     tags = client.get_experiment(experiment_id).tags

@@ -154,7 +154,8 @@ def share_key(state: dict[str, Any]) -> str:
 
 
 def saved_view_links(uri: str, base_url: str) -> dict[str, ViewLinks]:
-    """Per experiment (but MLflow's `Default`), write the saved view and return its links.
+    """Per experiment that holds trials (not MLflow's `Default`, nor `harness-compare`, whose
+    runs are reports), write the saved view and return its links.
 
     Writing the tag is idempotent; it needs write access to the tracking store (or server).
     """
@@ -165,7 +166,10 @@ def saved_view_links(uri: str, base_url: str) -> dict[str, ViewLinks]:
     key, value = share_key(state), json.dumps(state, separators=(",", ":"))
     links = {}
     for exp in client.search_experiments():
-        if exp.name == "Default":
+        if exp.name == "Default" or not client.search_runs(
+            [exp.experiment_id], _TRIALS_ONLY, max_results=1
+        ):
+            # A view of trials opens empty where there are none (`harness-compare`'s reports).
             continue
         if exp.tags.get(SHARED_VIEW_TAG + key) != value:
             client.set_experiment_tag(exp.experiment_id, SHARED_VIEW_TAG + key, value)
