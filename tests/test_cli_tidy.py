@@ -36,9 +36,9 @@ from harness.cli.run import CSV_COLUMNS
 from harness.config import load_experiment
 from harness.handoff.serve import pointed_at
 from harness.sweep.search_space import load_search_space
-from harness.sweep.storage import quiet_optuna
+from harness.sweep.storage import quiet_optuna, worker_host
 from harness.sweep.study import open_study, pareto_numbers
-from harness.tracking.record import StudyOrigin, TrialRecord
+from harness.tracking.record import StudyOrigin, TrialRecord, reserve_attrs, worker_attrs
 from tests.cli_runner import assert_clean_error, run_cli
 from tests.conftest import write_experiment
 
@@ -77,6 +77,7 @@ FINISHED = [
     Done(0.70001, 0.69999, 0.0456789, 3600.0, n_epochs=2, epochs_run=2),
 ]
 FAILED_RESERVATION = 0.25
+RUNNING_RESERVATION = 0.0123
 
 
 def _attrs(done: Done, number: int) -> dict[str, Any]:
@@ -244,6 +245,7 @@ def test_trials_json_is_every_trial_with_the_same_fields(made: Path) -> None:
     assert (
         failed["failure_reason"] == "out of memory" and failed["metrics"]["test_accuracy"] is None
     )
+    assert not any(record["synthetic"] for record in records)  # no test server here
     assert run_cli("trials", STUDY, "--json").stdout == result.stdout  # stable
 
 
@@ -473,6 +475,95 @@ def test_studies_of_another_storage_or_an_experiments(made: Path, tmp_path: Path
     )
     assert by_experiment.exit_code == 0, by_experiment.stderr
     assert "far" in by_experiment.stdout and STUDY not in by_experiment.stdout
+
+
+def _hold_the_running_trial(worker: dict[str, Any]) -> int:
+    """Give the fixture's running trial a reservation and `worker` (host, pid); its number."""
+    study = _study()
+    running = study.get_trials(states=(TrialState.RUNNING,))[0]
+    for key, value in {**reserve_attrs(RUNNING_RESERVATION), **worker}.items():
+        study._storage.set_trial_user_attr(running._trial_id, key, value)
+    return running.number
+
+
+def test_studies_and_the_trial_records_add_up_to_one_ledger_while_a_trial_runs(
+    made: Path,
+) -> None:
+    # Found by walking a sweep: while a trial ran (or after its worker was killed), `studies`
+    # said $0.000707 spent and the records' `ledger_usd` added up to $0.000846, the running
+    # trial's reservation; the live view says "spent ... reserved ...": now so does `studies`.
+    _hold_the_running_trial(worker_attrs(worker_host(), os.getpid()))
+    rows = {row["name"]: row for row in json.loads(run_cli("studies", "--json").stdout)}
+    records = json.loads(run_cli("trials", STUDY, "--json").stdout)
+    row = rows[STUDY]
+    assert row["reserved_usd"] == pytest.approx(RUNNING_RESERVATION)
+    assert row["spent_usd"] + row["reserved_usd"] == pytest.approx(
+        sum(r["cost"]["ledger_usd"] for r in records)
+    )
+    assert (row["running"], row["killed"]) == (1, 0)
+    assert "1 running, $0.0123 reserved" in run_cli("studies").stdout
+
+
+def test_a_trial_cut_short_has_no_validation_accuracy_as_no_other_client_has(made: Path) -> None:
+    # Found by walking a sweep interrupted after its trial's first epoch: `trials` gave that
+    # epoch's 0.5917 as the failed trial's validation accuracy, the highest of the study (its
+    # completed trials had 0.5792), where the dashboard and MLflow give it none: a script taking
+    # the best record would take a trial that delivered no model.
+    best = max(d.valid for d in FINISHED) + 0.05
+    _study().add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.FAIL,
+            params={"n_epochs": 3, "learning_rate_multiplier": 7.0},
+            distributions=DISTRIBUTIONS,
+            user_attrs={"failure_reason": "interrupted", "valid_accuracy_by_epoch": [best]},
+        )
+    )
+    records = json.loads(run_cli("trials", STUDY, "--json").stdout)
+    cut = next(r for r in records if r["failure_reason"] == "interrupted")
+    assert cut["metrics"]["valid_accuracy"] is None and cut["valid_accuracy_by_epoch"] == [best]
+    assert f"{best:.4f}" not in run_cli("trials", STUDY).stdout
+    assert f"{best:.4f}" not in run_cli("studies").stdout  # nor its best, as before
+
+
+def test_studies_calls_a_trial_the_budget_skipped_skipped_as_trials_does(made: Path) -> None:
+    # Found by walking a sweep on a small budget: `trials` said "skipped", `studies` said
+    # "1 queued/pruned" of the same trial.
+    _study().add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.PRUNED,
+            params={"n_epochs": 3, "learning_rate_multiplier": 7.0},
+            distributions=DISTRIBUTIONS,
+            user_attrs={"skipped_reason": "budget: $0.0604 committed of $0.07"},
+        )
+    )
+    records = json.loads(run_cli("trials", STUDY, "--json").stdout)
+    row = next(r for r in json.loads(run_cli("studies", "--json").stdout) if r["name"] == STUDY)
+    assert row["skipped"] == sum(r["state"] == "skipped" for r in records) == 1
+    text = run_cli("studies").stdout
+    assert "1 skipped" in text and "queued/pruned" not in text, text
+
+
+def test_a_trial_whose_worker_was_killed_reads_killed_not_running(made: Path) -> None:
+    # Found by walking a sweep: after `kill -9` of `harness sweep` mid-trial, `trials` and
+    # `studies` went on saying "running" for a trial nothing ran, until the next sweep.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    number = _hold_the_running_trial(worker_attrs(worker_host(), dead.pid))
+    records = {r["number"]: r for r in json.loads(run_cli("trials", STUDY, "--json").stdout)}
+    assert records[number]["state"] == "killed"
+    assert f"pid {dead.pid}" in records[number]["failure_reason"]
+    assert "next `harness sweep`" in records[number]["failure_reason"]
+    table = run_cli("trials", STUDY).stdout
+    row = next(line for line in table.splitlines() if line.lstrip().startswith(str(number)))
+    assert row.split()[1] == "killed", table
+    studies = json.loads(run_cli("studies", "--json").stdout)
+    row = next(r for r in studies if r["name"] == STUDY)
+    assert (row["running"], row["killed"]) == (0, 1)
+    assert "1 killed" in run_cli("studies").stdout
+    # A worker still alive on this machine is running, whatever the others.
+    _hold_the_running_trial(worker_attrs(worker_host(), os.getpid()))
+    records = {r["number"]: r for r in json.loads(run_cli("trials", STUDY, "--json").stdout)}
+    assert records[number]["state"] == "running" and records[number]["failure_reason"] is None
 
 
 @pytest.mark.parametrize(

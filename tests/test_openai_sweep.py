@@ -24,6 +24,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from harness.backends.base import NullProgress
+from harness.cli.run import trial_records
 from harness.config import load_experiment
 from harness.errors import BudgetExceeded
 from harness.records import Cost, TrialResult, TrialSpec
@@ -126,6 +127,10 @@ def test_sweep_tracks_costs_tokens_epochs_and_ids(tmp_path: Path, fake_env: Fake
     assert any(
         "openai gpt-4.1-nano-2025-04-14:" in str(u) and "as of 2025-07-01" in str(u) for u in used
     )
+    # `harness trials --json` / `--csv` label every record: a script reading them could not
+    # tell a test server's figures from a provider's (the table says it in its title).
+    records = trial_records(outcome.handle.study, {})
+    assert len(records) == 2 and all(record["synthetic"] is True for record in records)
     # The key reached the server in a header and nothing else: not MLflow, not the study.
     for file in tmp_path.rglob("*"):
         if file.is_file():

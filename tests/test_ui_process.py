@@ -26,9 +26,13 @@ import pytest
 from mlflow import MlflowClient
 
 from harness.cli._serve import Server, check_port, serve
+from harness.cli.view import name_harness_objectives
+from harness.config import load_experiment
 from harness.errors import ConfigError, HarnessError
 from harness.locations import with_driver
-from harness.tracking.record import STUDY_TAG, TRIAL_TAG
+from harness.sweep.search_space import load_search_space
+from harness.sweep.study import open_study
+from harness.tracking.record import EXPERIMENT_YAML, STUDY_TAG, TRIAL_TAG
 from harness.tracking.store import ensure_sqlite_store
 from harness.tracking.views import SHARED_VIEW_TAG, saved_view_links
 from tests.cli_runner import assert_clean_error, run_cli
@@ -186,8 +190,13 @@ def test_the_saved_view_is_stored_once_and_selects_the_trials_by_accuracy(tmp_pa
         run = client.create_run(experiment_id, run_name=f"t00{number}", tags=tags)
         client.log_metric(run.info.run_id, "valid_accuracy_final", accuracy)
 
+    # `harness compare` logs its reports in an experiment of their own: runs, but no trials.
+    compare = client.create_experiment("harness-compare")
+    client.create_run(compare, run_name="demo vs demo_mpnet", tags={STUDY_TAG: "demo"})
     links = saved_view_links(uri, "http://127.0.0.1:5000")
     assert saved_view_links(uri, "http://127.0.0.1:5000") == links  # idempotent
+    # Found by walking the clients: its link opened an empty table of "trials".
+    assert list(links) == ["tiny"]
     key = links["tiny"].table.rsplit("viewStateShareKey=", 1)[1]
     assert links["tiny"].charts == links["tiny"].table + "&compareRunsMode=CHART"
     tags = client.get_experiment(experiment_id).tags
@@ -196,6 +205,13 @@ def test_the_saved_view_is_stored_once_and_selects_the_trials_by_accuracy(tmp_pa
     order = f"{state['orderByKey']} {'ASC' if state['orderByAsc'] else 'DESC'}"
     found = client.search_runs([experiment_id], state["searchFilter"], order_by=[order])
     assert [r.info.run_name for r in found] == ["t001", "t002", "t000"]
+    # Found by walking two studies of one experiment file: their trials share the experiment,
+    # both named t000..., each with `pareto=true` on its own study's front, and no column said
+    # which study a row was; nor which runs a test server made.
+    for tag in (STUDY_TAG, "synthetic"):
+        assert (
+            f"tags.`{tag}`" in state["selectedColumns"] and f"tags.`{tag}`" in state["columnOrder"]
+        )
 
 
 # --- the commands: errors before anything starts ------------------------------------------
@@ -227,6 +243,34 @@ def test_dashboard_without_a_study_says_so(tmp_path: Path) -> None:
     path = write_experiment(tmp_path, write_csv(tmp_path / "r.csv", review_rows(5)))
     result = run_cli("dashboard", str(path), "--port", str(free_port()))
     assert_clean_error(result, "no study storage", f"harness sweep {path}")
+
+
+def test_every_harness_study_names_its_objectives_for_optuna_and_the_dashboard(
+    tmp_path: Path,
+) -> None:
+    # Found by walking the clients: a study was named only when `harness dashboard STUDY`
+    # opened it, so `harness dashboard` of every study, and `optuna.load_study`, said
+    # "Objective 0" and "Objective 1" for the others.
+    path = write_experiment(tmp_path, write_csv(tmp_path / "r.csv", review_rows(5)))
+    experiment = load_experiment(str(path))
+    open_study(
+        experiment, load_search_space(experiment.resolve_path(experiment.config.search_space))
+    )
+    url = "sqlite:///mlruns/optuna.db"
+    assert optuna.load_study(study_name="tiny", storage=url).metric_names == [
+        "valid_accuracy",
+        "cost_usd",
+    ]
+    older = optuna.create_study(
+        study_name="older", storage=url, directions=["maximize", "minimize"]
+    )
+    older.set_user_attr(EXPERIMENT_YAML, "name: older\n")  # a harness study from before
+    optuna.create_study(study_name="theirs", storage=url, directions=["maximize", "minimize"])
+    name_harness_objectives(url)  # what `harness dashboard` without EXPERIMENT does first
+    named = {
+        n: optuna.load_study(study_name=n, storage=url).metric_names for n in ("older", "theirs")
+    }
+    assert named == {"older": ["valid_accuracy", "cost_usd"], "theirs": None}  # not ours to name
 
 
 # --- the commands as real processes -----------------------------------------------------

@@ -3,11 +3,13 @@ bars, a line per epoch and per trial), and the trials table."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any, cast
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -32,7 +34,7 @@ from harness.backends.base import Progress
 from harness.locations import redact_text
 from harness.records import Cost, EpochResult, TrialResult, TrialSpec, usd
 from harness.sweep.live import LiveView, SweepStatus
-from harness.sweep.study import pareto_numbers
+from harness.sweep.study import pareto_numbers, worker_gone
 from harness.tracking.record import TrialRecord
 
 
@@ -132,6 +134,43 @@ class _SweepBars(RichProgress):
         yield self.make_tasks_table(self.tasks)
 
 
+class _Reader:
+    """The sweep's output, whose reader may go: `harness sweep | tee log` stopped by Ctrl-C (the
+    terminal's SIGINT ends `tee` too), a closed terminal. Writing then fails; what the sweep
+    would print is dropped, so that it still settles and queues again its trials in flight."""
+
+    def __init__(self, file: IO[str]):
+        self.file = file
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return self.file.write(text)
+            except OSError:  # EPIPE, EIO
+                self._went()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self.file.flush()
+            except OSError:
+                self._went()
+
+    def _went(self) -> None:
+        self.gone = True
+        # What the file still buffers would fail again when Python flushes it at exit, with a
+        # "BrokenPipeError" on stderr: the descriptor goes to /dev/null instead (Python's advice).
+        with contextlib.suppress(OSError, ValueError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self.file.fileno())
+            os.close(null)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)  # isatty, fileno, encoding: as the file's
+
+
 class RichView:
     """The live sweep view on a rich console; implements `SweepView` and `LiveView`.
 
@@ -161,6 +200,8 @@ class RichView:
 
     def __enter__(self) -> RichView:
         # The bars start with the first trial, so a confirmation prompt before it stays readable.
+        self._file = self.console._file  # None: sys.stdout as it is when printing
+        self.console.file = cast(IO[str], _Reader(self.console.file))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -168,6 +209,7 @@ class RichView:
             self.bars.stop()
         if self.line.status is not None:  # the last status stays on the screen
             self.console.print(status_text(self.line.status, None, final=True))
+        self.console._file = self._file
 
     def sweep_started(self, study_name: str, done: int, target: int) -> None:
         if done:
@@ -311,12 +353,18 @@ class TrialsTable:
         yield table
 
 
-def state_label(state: TrialState, record: TrialRecord) -> str:
+KILLED = "killed"  # RUNNING in the storage, but its worker's process is gone
+
+
+def state_label(trial: FrozenTrial, record: TrialRecord) -> str:
     """A trial's state as the user reads it: a trial the budget could not cover (told PRUNED
-    with its reason, never run) is `skipped`, not a failure."""
-    if state == TrialState.PRUNED and record.skipped_reason:
+    with its reason, never run) is `skipped`, not a failure; one still RUNNING in the storage
+    whose worker on this machine is gone (killed mid-trial) is `killed`, not running."""
+    if trial.state == TrialState.PRUNED and record.skipped_reason:
         return "skipped"
-    return state.name.lower()
+    if worker_gone(trial):
+        return KILLED
+    return trial.state.name.lower()
 
 
 def trials_table(
@@ -339,7 +387,7 @@ def trials_table(
     rows = []
     for trial in sorted(trials, key=order):
         record, params = records[trial.number], {**(fixed or {}), **trial.params}
-        state = state_label(trial.state, record)
+        state = state_label(trial, record)
         cells = [
             f"{trial.number}{'*' if trial.number in front else ' '}",
             f"ckpt of {record.checkpoint_of}" if record.is_checkpoint else state,
@@ -347,7 +395,8 @@ def trials_table(
             _fmt(params.get("learning_rate_multiplier"), ".3g"),
             str(params.get("batch_size", "-")),
             str(record.train_examples or params.get("train_examples") or "all"),
-            _fmt(record.selection_accuracy, ".4f"),
+            # A trial that did not complete delivered no model: what it validated is no score.
+            _fmt(record.selection_accuracy if trial.state == TrialState.COMPLETE else None, ".4f"),
             _fmt(record.test_accuracy, ".4f"),
             _fmt(record.test_macro_f1, ".4f"),
             dollars(record.cost_usd),

@@ -176,6 +176,7 @@ CSV_COLUMNS = (
     *("valid_accuracy_by_epoch", "cost_usd_by_epoch", "mlflow_run_id", "model_ref"),
     "model_deleted",
     *("started", "completed", "failure_reason"),
+    "synthetic",
 )
 
 
@@ -188,16 +189,20 @@ def trial_records(
     deleted (`local_files`: the backend keeps its models in folders on this machine); its
     `model_ref` still says where they were.
 
-    Each record: number, state (Optuna's, lower case; `skipped`: the budget could not cover
-    it), pareto, checkpoint_of (the trial an
-    epoch checkpoint came from), checkpoints (the numbers of this trial's own), params (the
-    search space's fixed values included), epochs_run, stopped_early, train_examples_used,
-    metrics, cost, the per-epoch curves, the MLflow run, the model, start and end times, and
-    why it failed or was skipped.
+    Each record: number, state (Optuna's, lower case; `skipped`: the budget could not cover it;
+    `killed`: RUNNING in the storage, its worker on this machine gone), pareto, checkpoint_of
+    (the trial an epoch checkpoint came from), checkpoints (the numbers of this trial's own),
+    params (the search space's fixed values included), epochs_run, stopped_early,
+    train_examples_used, metrics, cost, the per-epoch curves, the MLflow run, the model, start
+    and end times, why it failed or was skipped, and whether it ran on a test server
+    (`synthetic`).
     """
+    from optuna.trial import TrialState
+
     from harness.cli.console import state_label
     from harness.sweep.budget import ledger_entries
     from harness.sweep.study import pareto_numbers
+    from harness.tracking.journal import ran_on_a_test_server
     from harness.tracking.record import TrialRecord
 
     front = pareto_numbers(study)
@@ -211,12 +216,12 @@ def trial_records(
     return [
         {
             "number": trial.number,
-            "state": state_label(trial.state, record),
+            "state": state_label(trial, record),
             "pareto": trial.number in front,
             "checkpoint_of": record.checkpoint_of,
             "checkpoints": children.get(trial.number, []),
             "params": {**dict.fromkeys(PARAMS), **fixed, **trial.params},
-            **_outcome(record, ledger[trial.number][0]),
+            **_outcome(record, ledger[trial.number][0], trial.state == TrialState.COMPLETE),
             "model_deleted": local_files
             and record.is_checkpoint
             and trial.number not in front
@@ -224,21 +229,42 @@ def trial_records(
             and not Path(record.model_ref or "").exists(),
             "started": _when(trial.datetime_start),
             "completed": _when(trial.datetime_complete),
-            "failure_reason": record.failure_reason or record.skipped_reason,
+            "failure_reason": record.failure_reason or record.skipped_reason or _gone(trial),
+            # Ran on a test server on this machine: the figures prove the plumbing, never a result.
+            "synthetic": ran_on_a_test_server([trial]),
         }
         for trial, record in zip(trials, records, strict=True)
     ]
 
 
-def _outcome(record: TrialRecord, ledger_usd: float) -> dict[str, Any]:
-    """What a trial produced: epochs, metrics, cost, curves, its MLflow run and model."""
+def _gone(trial: optuna.trial.FrozenTrial) -> str | None:
+    """Why a trial still RUNNING in the storage runs no more, where its worker is known gone."""
+    from harness.sweep.study import worker_gone
+    from harness.tracking.record import TrialRecord
+
+    if not worker_gone(trial):
+        return None
+    record = TrialRecord.from_attrs(trial.user_attrs)
+    return (
+        f"its worker (pid {record.pid} on {record.host}) is gone: the next `harness sweep` "
+        "fails it and runs its parameters again"
+    )
+
+
+def _outcome(record: TrialRecord, ledger_usd: float, delivered: bool) -> dict[str, Any]:
+    """What a trial produced: epochs, metrics, cost, curves, its MLflow run and model. One
+    that did not complete (`delivered` False) has no model, so no validation accuracy: the
+    epochs it validated before it stopped are in its curve."""
     metrics = {k: _finite(getattr(record, k)) for k in METRICS[1:]}
     costs = {k: _finite(getattr(record, k)) for k in COSTS[:-1]}
     return {
         "epochs_run": record.epochs_run,
         "stopped_early": record.stopped_early,
         "train_examples_used": record.train_examples,
-        "metrics": {"valid_accuracy": _finite(record.selection_accuracy), **metrics},
+        "metrics": {
+            "valid_accuracy": _finite(record.selection_accuracy) if delivered else None,
+            **metrics,
+        },
         "cost": {**costs, "ledger_usd": ledger_usd},
         "valid_accuracy_by_epoch": list(record.valid_accuracy_by_epoch),
         "cost_usd_by_epoch": list(record.cost_usd_by_epoch),

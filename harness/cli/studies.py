@@ -41,10 +41,13 @@ class StudyRow:
     complete: int
     checkpoints: int
     running: int
+    killed: int  # RUNNING in the storage, their worker on this machine gone: not running
     failed: int
     other: int  # waiting (queued retries) and pruned
+    skipped: int  # of `other`: pruned because the budget could not cover them (never run)
     best_valid_accuracy: float | None
     spent_usd: float
+    reserved_usd: float  # held for trials in flight (killed ones too, until the next sweep)
     experiment: str | None
     last_activity: str | None  # ISO 8601, local time, to the second
     synthetic: bool = False  # its trials ran on a test server: figures, never results
@@ -64,7 +67,8 @@ def study_rows(storage: Any) -> list[StudyRow]:
 def _row(study: optuna.Study) -> StudyRow:
     from optuna.trial import TrialState
 
-    from harness.sweep.budget import committed_usd
+    from harness.sweep.budget import ledger_usd
+    from harness.sweep.study import worker_gone
     from harness.tracking.journal import ran_on_a_test_server
     from harness.tracking.record import StudyOrigin, TrialRecord
 
@@ -75,15 +79,24 @@ def _row(study: optuna.Study) -> StudyRow:
     states = [t.state for t in trials]
     moments = [m for t in trials for m in (t.datetime_start, t.datetime_complete) if m]
     origin = StudyOrigin.from_attrs(study.user_attrs)
+    killed = sum(worker_gone(t) for t in trials)
+    # As the sweep's status line reads the ledger: what trials' records (`ledger_usd`) add up to.
+    spent, reserved = ledger_usd(trials)
     return StudyRow(
         name=study.study_name,
         complete=sum(not r.is_checkpoint for r in complete),
         checkpoints=sum(r.is_checkpoint for r in complete),
-        running=states.count(TrialState.RUNNING),
+        running=states.count(TrialState.RUNNING) - killed,
+        killed=killed,
         failed=states.count(TrialState.FAIL),
         other=states.count(TrialState.WAITING) + states.count(TrialState.PRUNED),
+        skipped=sum(
+            t.state == TrialState.PRUNED and bool(r.skipped_reason)
+            for t, r in zip(trials, records, strict=True)
+        ),
         best_valid_accuracy=max(accuracies) if accuracies else None,
-        spent_usd=committed_usd(t for t in trials if t.state != TrialState.RUNNING),
+        spent_usd=spent,
+        reserved_usd=reserved,
         experiment=origin.path or _experiment_named(study.study_name),
         last_activity=max(moments).isoformat(sep=" ", timespec="seconds") if moments else None,
         synthetic=ran_on_a_test_server(trials),
@@ -103,11 +116,18 @@ def _experiment_named(study_name: str) -> str | None:
 
 
 def _trial_counts(row: StudyRow) -> str:
+    from harness.cli.console import dollars
+
     parts = [f"{row.complete} done"]
     parts += [f"{row.checkpoints} ckpt"] if row.checkpoints else []
     parts += [f"{row.running} running"] if row.running else []
+    parts += [f"{row.killed} killed"] if row.killed else []
+    parts += [f"${dollars(row.reserved_usd)} reserved"] if row.reserved_usd else []
     parts += [f"{row.failed} failed"] if row.failed else []
-    parts += [f"{row.other} queued/pruned"] if row.other else []
+    # As `harness trials` names them: a trial the budget could not cover is skipped.
+    parts += [f"{row.skipped} skipped"] if row.skipped else []
+    rest = row.other - row.skipped
+    parts += [f"{rest} queued/pruned"] if rest else []
     parts += ["synthetic (test server)"] if row.synthetic else []
     return ", ".join(parts)
 

@@ -25,7 +25,6 @@ PortOption = Annotated[int, typer.Option(help="Port on 127.0.0.1.")]
 # MLflow 3.17 imports `starlette.middleware.wsgi`, which Starlette 1.x deprecates with a
 # UserWarning printed at every start of the UI: MLflow's to fix, nothing a user can act on.
 _STARLETTE_WARNING = "ignore:starlette.middleware.wsgi is deprecated:UserWarning"
-_OBJECTIVE_NAMES = {"accuracy": "valid_accuracy", "cost": "cost_usd"}
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -187,12 +186,14 @@ def dashboard(
 def _dashboard_target(experiment: str | None, set_: list[str] | None) -> tuple[str, str, str]:
     """(storage URL, page to open, study name or "") for `harness dashboard`.
 
-    With an experiment, its study must exist (a clear error otherwise); its objectives get
-    names (`valid_accuracy`, `cost_usd`) where the study has none, so the dashboard labels
-    its axes with them instead of "Objective 0" and "Objective 1".
+    With an experiment, its study must exist (a clear error otherwise). Objectives get names
+    (`valid_accuracy`, `cost_usd`) where a harness study has none, so the dashboard labels its
+    axes with them instead of "Objective 0" and "Objective 1": the named study's, or without an
+    experiment every harness study's in the storage.
     """
     from harness.config import DEFAULT_STORAGE
     from harness.locations import with_driver
+    from harness.sweep.storage import name_objectives
     from harness.sweep.study import load_existing_study
     from harness.tracking.store import absolute_sqlite, sqlite_path
 
@@ -204,13 +205,25 @@ def _dashboard_target(experiment: str | None, set_: list[str] | None) -> tuple[s
                 f"no study storage at {db}: run `harness sweep EXPERIMENT` in this folder "
                 "first, or name the experiment: `harness dashboard EXPERIMENT`"
             )
+        name_harness_objectives(url)
         return url, "/dashboard", ""
     exp = load_target(experiment, set_)
     study = load_existing_study(exp)
-    if study.metric_names is None:
-        names = [_OBJECTIVE_NAMES[o] for o in exp.config.study.objectives]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # experimental in Optuna
-            study.set_metric_names(names)
+    name_objectives(study)
     url = with_driver(absolute_sqlite(exp.config.study.storage))
     return url, f"/dashboard/studies/{study._study_id}", exp.study_name
+
+
+def name_harness_objectives(url: str) -> None:
+    """Name the objectives of every study the harness made in the storage at `url` (those
+    made before the sweep named them); other studies there are left as they are."""
+    import optuna
+
+    from harness.cli.common import open_storage
+    from harness.sweep.storage import name_objectives
+    from harness.tracking.record import EXPERIMENT_YAML
+
+    storage = open_storage(url)
+    for summary in storage.get_all_studies():
+        if EXPERIMENT_YAML in summary.user_attrs:
+            name_objectives(optuna.load_study(study_name=summary.study_name, storage=storage))

@@ -106,6 +106,7 @@ def create_study(
                 directions=directions,
                 load_if_exists=True,
             )
+            name_objectives(study)
             return storage, study
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             # Tables, types or the study created by someone else meanwhile: look again.
@@ -113,6 +114,23 @@ def create_study(
                 raise
             time.sleep(0.1 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+# What a harness study's objectives measure, by direction (accuracy is maximised, cost minimised).
+OBJECTIVE_NAMES = {
+    optuna.study.StudyDirection.MAXIMIZE: "valid_accuracy",
+    optuna.study.StudyDirection.MINIMIZE: "cost_usd",
+}
+
+
+def name_objectives(study: optuna.Study) -> None:
+    """Name a harness study's objectives (`valid_accuracy`, `cost_usd`) where it has no names,
+    so that optuna-dashboard and Optuna's own API (`study.metric_names`) label them, instead of
+    "Objective 0" and "Objective 1"."""
+    if study.metric_names is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # experimental in Optuna
+            study.set_metric_names([OBJECTIVE_NAMES[d] for d in study.directions])
 
 
 def join_study(study: optuna.Study) -> int:

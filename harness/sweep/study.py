@@ -214,6 +214,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def worker_gone(trial: FrozenTrial) -> bool:
+    """Whether a RUNNING trial is known to run no more: its worker was on this machine and its
+    process is gone (killed, crashed). Readers (`harness trials`, `harness studies`) say so
+    instead of "running"; the next `harness sweep` fails it and runs its parameters again."""
+    if trial.state != TrialState.RUNNING:
+        return False
+    record = TrialRecord.from_attrs(trial.user_attrs)
+    return record.pid is not None and record.host == worker_host() and not _pid_alive(record.pid)
+
+
 def recover_crashed_trials(handle: StudyHandle) -> list[FrozenTrial]:
     """Fail RUNNING trials whose worker is gone and queue their parameters again.
 

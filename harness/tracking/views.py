@@ -7,8 +7,8 @@ whoever opens that link gets the view (MLflow 2.9 and later; read from the 3.17 
 harness writes such a tag itself, so the link `harness ui` prints opens:
 
 - the trials only (the study's parent run filtered out), sorted by validation accuracy, with
-  their hyperparameters, accuracies, costs and the `pareto` tag as columns and the run-name
-  column wide enough for `t012 ep=3 lr=1.8 bs=16 @ epoch 1 of t007`;
+  their hyperparameters, accuracies, costs and the `pareto`, study and `synthetic` tags as
+  columns and the run-name column wide enough for `t012 ep=3 lr=1.8 bs=16 @ epoch 1 of t007`;
 - in chart mode, validation and test accuracy against cost as scatter plots, a parallel
   coordinates plot of the hyperparameters and per-epoch validation accuracy, every trial shown;
   MLflow's one-bar-chart-per-metric cards are folded away in a collapsed section.
@@ -23,7 +23,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from harness.tracking.record import COST_USD, PARETO_TAG, TEST_ACCURACY, TRIAL_TAG
+from harness.tracking.record import (
+    COST_USD,
+    PARETO_TAG,
+    STUDY_TAG,
+    SYNTHETIC_TAG,
+    TEST_ACCURACY,
+    TRIAL_TAG,
+)
 
 # The experiment tag prefix and URL parameter of the MLflow UI's shared views.
 SHARED_VIEW_TAG = "mlflow.sharedViewState."
@@ -57,16 +64,18 @@ def trials_view_state() -> dict[str, Any]:
     """The view as the MLflow UI shares it: its search facets and its UI state."""
     metrics = [f"metrics.`{m}`" for m in METRICS]
     params = [f"params.`{p}`" for p in PARAMS]
-    tags = f"tags.`{PARETO_TAG}`"
+    # Two studies of one experiment file share its MLflow experiment: each trial's `pareto` is
+    # its own study's front, and the study says which (a test server's runs say `synthetic`).
+    tags = [f"tags.`{t}`" for t in (PARETO_TAG, STUDY_TAG, SYNTHETIC_TAG)]
     return {
         # Search facets: trials only, most accurate on validation first.
         "searchFilter": _TRIALS_ONLY,
         "orderByKey": f"metrics.`{VALID_ACCURACY_FINAL}`",
         "orderByAsc": False,
         # UI state: columns, charts, and every trial charted (the default is the first 10).
-        "selectedColumns": [*metrics, tags, *params],
+        "selectedColumns": [*metrics, *tags, *params],
         # The order they appear in (and where widths apply): accuracies and cost first, in full.
-        "columnOrder": [RUN_NAME_COLUMN, *metrics, tags, *params],
+        "columnOrder": [RUN_NAME_COLUMN, *metrics, *tags, *params],
         "columnWidths": {RUN_NAME_COLUMN: RUN_NAME_WIDTH, **{m: 165 for m in metrics[:3]}},
         "runsHiddenMode": "SHOW_ALL",
         "compareRunCharts": _charts(),
@@ -145,7 +154,8 @@ def share_key(state: dict[str, Any]) -> str:
 
 
 def saved_view_links(uri: str, base_url: str) -> dict[str, ViewLinks]:
-    """Per experiment (but MLflow's `Default`), write the saved view and return its links.
+    """Per experiment that holds trials (not MLflow's `Default`, nor `harness-compare`, whose
+    runs are reports), write the saved view and return its links.
 
     Writing the tag is idempotent; it needs write access to the tracking store (or server).
     """
@@ -156,7 +166,10 @@ def saved_view_links(uri: str, base_url: str) -> dict[str, ViewLinks]:
     key, value = share_key(state), json.dumps(state, separators=(",", ":"))
     links = {}
     for exp in client.search_experiments():
-        if exp.name == "Default":
+        if exp.name == "Default" or not client.search_runs(
+            [exp.experiment_id], _TRIALS_ONLY, max_results=1
+        ):
+            # A view of trials opens empty where there are none (`harness-compare`'s reports).
             continue
         if exp.tags.get(SHARED_VIEW_TAG + key) != value:
             client.set_experiment_tag(exp.experiment_id, SHARED_VIEW_TAG + key, value)
