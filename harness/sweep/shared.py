@@ -128,7 +128,8 @@ class Recovery:
             self.tracker.fail_trial(run_id, "worker died", "KILLED")
         if start:
             running = {t.number for t in running_trials(self.handle)}
-            self.tracker.close_abandoned_runs(running)
+            numbered = len(self.handle.study.get_trials(deepcopy=False))
+            self.tracker.close_abandoned_runs(running, numbered)
         return len(crashed)
 
 

@@ -56,6 +56,12 @@ def redact(value: Any) -> Any:
     return value
 
 
+# How long recording an epoch checkpoint's run may take (its trial is added to the study only
+# after: logging its epochs, and on a tracking server copying its model's files); an unnumbered
+# run older than this was left by a worker that died while recording it.
+RECORDING_GRACE_S = 15 * 60
+
+
 class MlflowTracker:
     """Logs a study and its trials to an MLflow tracking store."""
 
@@ -287,7 +293,8 @@ class MlflowTracker:
         for name, path in files.items():
             self.client.log_artifacts(run_id, path, artifact_path=f"{MODEL_FILES}/{name}")
 
-    def close_abandoned_runs(self, running: set[int]) -> int:
+    def close_abandoned_runs(self, running: set[int], numbered: int | None = None) -> int:
+        now_ms = time.time() * 1000
         found = self.client.search_runs(
             [self.experiment_id],
             filter_string=(
@@ -300,6 +307,9 @@ class MlflowTracker:
             number = run.data.tags.get(TRIAL_TAG)
             if number is None or not number.isdigit() or int(number) in running:
                 continue  # the study's own run, or a trial some worker still runs
+            young = now_ms - run.info.start_time < RECORDING_GRACE_S * 1000
+            if numbered is not None and int(number) >= numbered and young:
+                continue  # a checkpoint being recorded: its trial is added after its run
             if self.client.get_run(run.info.run_id).info.status != "RUNNING":
                 continue  # its worker finished it since: alive after all
             self.fail_trial(run.info.run_id, "worker died before recording this run", "KILLED")

@@ -71,9 +71,13 @@ class Tracker(Protocol):
         """Copy a model's local files (name -> folder) to the run where `shares_files`."""
         ...
 
-    def close_abandoned_runs(self, running: set[int]) -> int:
+    def close_abandoned_runs(self, running: set[int], numbered: int | None = None) -> int:
         """End as KILLED the study's trial runs still RUNNING whose trial number is not in
-        `running` (a worker died between opening a run and recording its id); returns how many."""
+        `running` (a worker died between opening a run and recording its id); returns how many.
+
+        A run numbered `numbered` (the study's trial count) or above is an epoch checkpoint a
+        live worker is recording (its trial is added once its run is logged): it is closed only
+        once older than `RECORDING_GRACE_S`."""
         ...
 
     def mark_pareto(self, run_ids: dict[str, bool]) -> None:
@@ -128,7 +132,7 @@ class NullTracker:
     def log_model_files(self, run_id: str | None, files: Mapping[str, str]) -> None:
         pass
 
-    def close_abandoned_runs(self, running: set[int]) -> int:
+    def close_abandoned_runs(self, running: set[int], numbered: int | None = None) -> int:
         return 0
 
     def mark_pareto(self, run_ids: dict[str, bool]) -> None:
