@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import optuna
@@ -15,7 +16,7 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from harness.backends import load_backend
-from harness.cli.console import RichView
+from harness.cli.console import RichView, _StatusLine
 from harness.config import load_experiment
 from harness.data.prepare import prepare_experiment
 from harness.records import Cost, EpochResult, TrialResult, TrialSpec
@@ -144,6 +145,23 @@ def test_eta_from_estimated_seconds_learns_how_long_trials_really_take() -> None
     eta.started(1, Cost(usd=0.02, compute_seconds=200.0))
     # Trial 1: 200 s x 1.5; the 2 not started: the mean estimate (150 s) x 1.5 each.
     assert eta.seconds_left(done=1, target=4) == pytest.approx(300.0 + 2 * 225.0)
+
+
+def test_eta_is_unknown_not_zero_once_a_trial_takes_longer_than_expected() -> None:
+    # Found by hand: on a busy machine the first trial took 50 s against its 6 s estimate, and
+    # the status line read ETA 0:00:00 for the 44 s until it finished.
+    clock = _Clock()
+    eta = SweepClock(clock=clock)
+    eta.started(0, Cost(usd=0.01, compute_seconds=6.0))
+    clock.now = 5.0
+    assert eta.seconds_left(done=0, target=2) == pytest.approx(7.0)
+    clock.now = 20.0
+    assert eta.seconds_left(done=0, target=2) is None
+    line = _StatusLine()
+    line.deadline = time.monotonic() - 1.0  # the countdown between updates ran out
+    line.status = SweepStatus(0, 2, 1, 0.0, 0.0, None, None)
+    assert line.seconds_left() is None
+    assert "ETA -:--:--" in line.__rich__().plain  # type: ignore[union-attr]
 
 
 def test_eta_for_a_backend_without_seconds_uses_the_trials_finished() -> None:

@@ -97,7 +97,8 @@ class _StatusLine:
         self.deadline = None if left is None else time.monotonic() + left
 
     def seconds_left(self) -> float | None:
-        return None if self.deadline is None else self.deadline - time.monotonic()
+        left = None if self.deadline is None else self.deadline - time.monotonic()
+        return None if left is None or left < 0 else left  # overdue: its end is unknown
 
     def __rich__(self) -> RenderableType:
         if self.status is None:

@@ -128,14 +128,16 @@ class SweepClock:
         return sum(walls) / len(walls) if walls else None
 
     def seconds_left(self, done: int, target: int) -> float | None:
-        """Until `target` trials are done, `done` of them already (None: nothing to go on)."""
+        """Until `target` trials are done, `done` of them already (None: nothing to go on, or
+        a running trial has taken longer than expected: a busy machine, and its end unknown;
+        it read 0:00:00 until that trial finished)."""
         now = self._clock()
         left = 0.0
         for trial in self._running.values():
             expected = self._expected(trial.estimate)
-            if expected is None:
-                return None
-            left += max(0.0, expected - (now - trial.started))
+            if expected is None or now - trial.started > expected:
+                return None  # nothing to go on, or it already took longer than expected
+            left += expected - (now - trial.started)
         waiting = max(0, target - done - len(self._running))
         if waiting:
             if not self._estimates:
