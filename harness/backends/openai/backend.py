@@ -309,7 +309,8 @@ class OpenAIBackend:
         def score(model: str, split: Split) -> Evaluation:
             return self._evaluate(model, split, data.labels)
 
-        return epoch_points(job, job_cost, data, score, on_epoch, journal, self.plan)
+        scoring = self.estimate(spec, data).evaluation
+        return epoch_points(job, job_cost, data, score, on_epoch, journal, self.plan, scoring)
 
     # ---------------------------------------------------------------------------- inference
 
