@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -192,3 +193,17 @@ def test_a_negative_or_not_finite_price_read_live_is_never_taken(
     )
     (tmp_path / "prices.local.yaml").write_text(row)
     assert_clean_error(run_cli("prices"), "prices.local.yaml", "training_per_1m must be a number")
+
+
+def test_a_rate_converted_from_per_1k_reads_as_the_figure_it_is() -> None:
+    """$0.00042 per 1K tokens is $0.42 per 1M; the float product was written and printed as
+    0.42000000000000004 (`harness estimate`'s price line, the local table)."""
+    from harness.sweep.estimate import price_line
+
+    with PriceServer() as server:
+        assert run_cli("prices", "refresh", "--only", "azure", env=_env(server)).exit_code == 0
+    mini = load_price_table(provider="azure").lookup("gpt-4.1-mini-2025-04-14")
+    assert mini.fine_tuned_input_per_1m == 0.42
+    assert "fine-tuned input $0.42," in price_line(mini)
+    odd = replace(mini, fine_tuned_output_per_1m=0.1 + 0.2)  # an override's own float noise
+    assert "output $0.3," in price_line(odd)

@@ -238,16 +238,21 @@ STALE_AFTER_DAYS = 180  # prices move; past this a row's date is worth a look at
 def price_line(price: Price, today: date | None = None) -> str:
     """One model's rates in words, with its source and how old the figures are."""
     hosting = (
-        f", hosting ${price.hosting_per_hour} an hour a deployment exists"
+        f", hosting ${_figure(price.hosting_per_hour)} an hour a deployment exists"
         if price.hosting_per_hour is not None
         else ""
     )
     return (
-        f"Prices for {price.model} per 1M tokens: training ${price.training_per_1m}, "
-        f"fine-tuned input ${price.fine_tuned_input_per_1m}, output "
-        f"${price.fine_tuned_output_per_1m}{hosting} ({price.source}, as of {price.as_of}"
-        f"{age_words(price.as_of, today)})."
+        f"Prices for {price.model} per 1M tokens: training ${_figure(price.training_per_1m)}, "
+        f"fine-tuned input ${_figure(price.fine_tuned_input_per_1m)}, output "
+        f"${_figure(price.fine_tuned_output_per_1m)}{hosting} ({price.source}, as of "
+        f"{price.as_of}{age_words(price.as_of, today)})."
     )
+
+
+def _figure(rate: float | None) -> str:
+    """A rate as its figure (`0.3`, not `0.30000000000000004`); `None` for a missing one."""
+    return "None" if rate is None else f"{rate:.10g}"
 
 
 def age_days(as_of: str, today: date | None = None) -> int | None:

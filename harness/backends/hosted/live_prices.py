@@ -164,7 +164,7 @@ def _azure_fields(item: dict[str, Any]) -> list[tuple[str, float]]:
     per = _UNITS.get(unit)
     if per is None:
         return []  # training billed per hour (older models) and other units: not token rates
-    rate = float(price) * per  # dollars per 1M tokens
+    rate = round(price * per, 9)  # dollars per 1M tokens, without the product's float noise
     if "trng" in name or "training" in name:  # any tier but Developer: the dearest is kept
         return [] if " dev" in name else [("training_per_1m", rate)]
     if "glbl" not in name and "global" not in name:
