@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from harness.backends.base import MemoryJournal
 from harness.backends.openai._azure import DEPLOYMENT_NOTE, AzureDeployments, deployment_name
 from harness.backends.openai.backend import OpenAIBackend
 from harness.backends.openai.config import AzureSettings, OpenAIBackendConfig
+from harness.errors import BackendError
 from harness.records import EpochResult, PreparedData, TrialSpec
 from tests.azure_fake import FakeAzure
 from tests.azure_fake.spec import errors_for, load_subset
@@ -269,3 +271,32 @@ def test_scoring_deployments_bill_hosting_only_off_the_developer_tier(
     scored = backend.evaluations.values()
     assert scored and (sum(e.cost.hosting_usd for e in scored) > 0) is billed
     assert (sum(e.cost.hosting_hours for e in scored) > 0) is billed  # hours billed, not used
+
+
+def test_a_standard_deployment_never_outlives_the_hour_the_budget_reserved_for_it(
+    azure: FakeAzure, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The estimate reserves one hour of hosting per scoring deployment; a deployment slow to
+    provision or to score (a capacity-1 Standard deployment serves 1K tokens a minute) would
+    bill a second hour nobody reserved. Scoring stops before the hour is out, the deployment is
+    deleted and the trial fails: it is never billed past its reservation."""
+    import harness.backends.openai._azure as azure_module
+
+    class Clock:  # a deployment takes 50 minutes to provision, then each request a minute
+        @staticmethod
+        def monotonic() -> float:
+            provisioned = any(r["method"] == "PUT" for r in azure.requests)
+            return 60.0 * len(azure.requests) + 3000.0 * provisioned
+
+        sleep = staticmethod(time.sleep)
+
+    monkeypatch.setattr(azure_module, "time", Clock)
+    config = _config(azure, eval_concurrency=1)
+    assert config.azure is not None
+    settings = config.azure.model_copy(update={"deployment_sku": "standard"})
+    backend = OpenAIBackend(config.model_copy(update={"azure": settings}))
+    journal = _journal()
+    with pytest.raises(BackendError, match="reserved"):
+        backend.fine_tune(_spec(), _data(), _on_epoch, journal)
+    assert not azure.arm.live and journal.recall(DEPLOYMENT_NOTE) == ""
+    assert all(e.cost.hosting_hours <= 1 for e in backend.evaluations.values())

@@ -8,6 +8,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from harness.backends.base import MemoryJournal
 from harness.records import Cost
 from harness.sweep.budget import Budget, committed_usd
 
@@ -138,3 +139,33 @@ def test_a_create_whose_reply_was_lost_keeps_its_reservation() -> None:
     budget.settle_failed(sent, bills_jobs=True)
     study.tell(sent, state=TrialState.FAIL)
     assert budget.committed() == pytest.approx(0.4)
+
+
+def test_a_killed_run_that_began_scoring_counts_its_scoring_beside_the_retrys_job() -> None:
+    # A hosted trial killed while it scored its checkpoints (or its test set) had paid for those
+    # requests; its retry resumes the job but scores everything again, paying anew. The ledger
+    # counted only the retry's cost, so each such kill could spend past budget_usd by up to the
+    # scoring part of a trial. A run that began scoring journals that part of its reservation
+    # (`scoring_reserved_usd`), and counts it beside the job once another run settles the job.
+    study = _study()
+    job = {"journal.job_key": "k1", "journal.job_id": "ftjob-1", "reserved_usd": 0.5}
+    _add(study, TrialState.FAIL, **job, **{"journal.scoring_reserved_usd": "0.04"})
+    _add(study, TrialState.FAIL, **job)  # killed again, while waiting: it scored nothing
+    _add(study, TrialState.COMPLETE, **job, cost_usd=0.3)  # the retry, scored anew and billed
+    assert committed_usd(study.get_trials()) == pytest.approx(0.3 + 0.04)
+
+
+def test_a_hosted_trial_journals_its_scoring_reservation_before_it_scores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.test_together_quote import KEY, SPEC, backend_for, tiny_data
+    from tests.together_fake import FakeTogether
+
+    monkeypatch.setenv("TOGETHER_API_KEY", KEY)
+    with FakeTogether(job_duration=0.2) as server:
+        data = tiny_data()
+        backend = backend_for(server)
+        journal = MemoryJournal()
+        backend.fine_tune(SPEC, data, lambda epoch: False, journal)
+    reserved = backend.estimate(SPEC, data).evaluation.usd
+    assert float(journal.notes["scoring_reserved_usd"]) == pytest.approx(reserved, rel=1e-5)

@@ -194,6 +194,52 @@ def test_training_refused_stops_the_sweep_with_one_clear_reason(
     assert all(run.info.status == "FAILED" for run in children)
 
 
+def test_a_refused_job_costs_nothing_in_the_ledger(tmp_path: Path, fake_env: FakeOpenAI) -> None:
+    # The 403 is an answer: no job was made, so nothing was spent. The trial stayed committed
+    # at its reservation (`harness studies` said $0.20 spent on a refused sweep), as a create
+    # whose reply was lost does, since its create request had been sent.
+    from harness.sweep.budget import committed_usd
+
+    fake_env.state.refuse_training = True
+    run_sweep(load_experiment(str(_experiment(tmp_path, n_trials=2))), RecordingView())
+    storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    trials = optuna.load_study(study_name="oa-sweep", storage=storage).get_trials()
+    assert trials and all(t.state == TrialState.FAIL for t in trials)
+    assert all(float(t.user_attrs.get("reserved_usd") or 0) > 0 for t in trials)
+    assert committed_usd(trials) == 0.0
+
+
+def test_a_refusal_after_a_lost_create_reply_keeps_the_reservation() -> None:
+    # A first attempt whose reply was lost may have made a job the listing does not show yet:
+    # a refusal of the next attempt says nothing about it, so the trial stays committed.
+    from harness.backends.base import CREATE_SENT, MemoryJournal
+    from harness.backends.hosted._job_keys import Retry, create_once
+
+    class Lost(Exception):
+        pass
+
+    class Refused(Exception):
+        pass
+
+    answers: list[Exception] = [Lost(), Refused()]
+
+    def create() -> str:
+        raise answers.pop(0)
+
+    def attempt(refused: tuple[type[Exception], ...]) -> str | None:
+        journal = MemoryJournal()
+        with pytest.raises(Refused):
+            retry = Retry(3, 0, 0)
+            create_once(create, lambda: None, journal, (Lost,), retry, lambda s: None, refused)
+        return journal.recall(CREATE_SENT)
+
+    assert attempt((Refused,)) == "true"
+    answers[:] = [Refused()]
+    assert attempt((Refused,)) == ""  # refused at once: known to have made nothing
+    answers[:] = [Refused()]
+    assert attempt(()) == "true"  # an error not known to be an answer: the reply may be lost
+
+
 def test_the_cli_says_a_refusal_once_and_exits_non_zero(
     tmp_path: Path, fake_env: FakeOpenAI
 ) -> None:

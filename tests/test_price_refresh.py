@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -160,3 +161,49 @@ def test_a_second_refresh_merges_and_does_not_nest_sources() -> None:
         assert run_cli("prices", "refresh", "--only", "together", env=env).exit_code == 0
     assert load_price_table(provider="azure").lookup(NANO).source == first  # not nested
     assert "1x_nvidia_h100_80gb_sxm" in hardware_rates()  # both refreshes kept
+
+
+def test_a_negative_or_not_finite_price_read_live_is_never_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A malformed answer (a negative figure, NaN) must not become a rate: a negative hourly or
+    per-token rate would shrink every reservation below what the job bills (NaN makes every
+    worst case NaN). Such figures are skipped and the shipped rows stay."""
+    import tests.prices_fake as fake
+
+    hardware = [
+        {"id": "1x_nvidia_h100_80gb_sxm", "pricing": {"cents_per_minute": -5.5}},
+        {"id": "2x_nvidia_h100_80gb_sxm", "pricing": {"cents_per_minute": "NaN"}},
+    ]
+    monkeypatch.setattr(fake, "HARDWARE", hardware)
+    tuned = {"training_price_per_million_tokens": -0.4}
+    monkeypatch.setattr(fake, "NEBIUS_MODELS", [{**fake.NEBIUS_MODELS[0], "fine_tune": tuned}])
+    monkeypatch.setattr(fake, "PAGE_ONE", [fake._meter("gpt 4.1 nano FT Trng Glbl", -0.0015, "1K")])
+    with PriceServer() as server:
+        run_cli("prices", "refresh", env=_env(server))
+    assert hardware_rates() == {}
+    assert load_price_table(provider="azure").lookup(NANO).training_per_1m == pytest.approx(1.65)
+    llama = load_price_table(provider="nebius").lookup("meta-llama/Meta-Llama-3.1-8B-Instruct")
+    assert llama.training_per_1m is None  # the shipped null: set it, or read a real figure
+
+    row = (
+        "rows:\n  - {model: m, provider: azure, training_per_1m: -1.5, input_per_1m: null,"
+        " output_per_1m: null, fine_tuned_input_per_1m: null, fine_tuned_output_per_1m: null,"
+        " source: s, as_of: '2026-01-01'}\n"
+    )
+    (tmp_path / "prices.local.yaml").write_text(row)
+    assert_clean_error(run_cli("prices"), "prices.local.yaml", "training_per_1m must be a number")
+
+
+def test_a_rate_converted_from_per_1k_reads_as_the_figure_it_is() -> None:
+    """$0.00042 per 1K tokens is $0.42 per 1M; the float product was written and printed as
+    0.42000000000000004 (`harness estimate`'s price line, the local table)."""
+    from harness.sweep.estimate import price_line
+
+    with PriceServer() as server:
+        assert run_cli("prices", "refresh", "--only", "azure", env=_env(server)).exit_code == 0
+    mini = load_price_table(provider="azure").lookup("gpt-4.1-mini-2025-04-14")
+    assert mini.fine_tuned_input_per_1m == 0.42
+    assert "fine-tuned input $0.42," in price_line(mini)
+    odd = replace(mini, fine_tuned_output_per_1m=0.1 + 0.2)  # an override's own float noise
+    assert "output $0.3," in price_line(odd)

@@ -303,3 +303,8 @@ def test_estimate_itemises_hosting_for_a_standard_azure_deployment() -> None:
     column = "┃ hosting $ ┃"
     assert column not in developer.stdout  # Developer deployments bill no hosting
     assert column in standard.stdout and "$1.7 an hour" in " ".join(standard.stdout.split())
+    # The row's hourly rate is named either way; on Developer it must not read as part of the
+    # estimate (it was "hosting $1.7 an hour a deployment exists" with no hosting priced).
+    unbilled = "not billed by this sweep"
+    assert unbilled in " ".join(developer.stdout.split())
+    assert unbilled not in " ".join(standard.stdout.split())

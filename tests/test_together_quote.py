@@ -164,3 +164,23 @@ def test_a_quote_over_the_reservation_stops_the_sweep_before_any_job_and_spends_
     assert trials and committed_usd(trials) == 0.0
     quoted = [float(t.user_attrs["journal.provider_quote_usd"]) for t in trials]
     assert all(q > float(t.user_attrs["reserved_usd"]) for q, t in zip(quoted, trials, strict=True))
+
+
+def test_the_training_rate_a_refused_quote_asks_for_is_enough_for_that_quote() -> None:
+    """The refusal names the rate to set; set as printed, that rate must let the same quote
+    through: rounded up, never down (0.62864 per 1M printed as 0.6286 was refused again)."""
+    import re
+
+    from harness.backends.hosted.pricing import Price
+    from harness.backends.together._quote import Quote, QuoteRefused, check_quote
+    from harness.records import Cost
+
+    price = Price(MODEL, 0.5, 0.2, 0.2, 0.2, 0.2, "test figure", "2026-11-30", provider="together")
+    tokens = 100_000
+    quote = Quote(usd=0.062864, allowed=True, user_limit=None, train_tokens=None)
+    with pytest.raises(QuoteRefused) as refused:
+        check_quote(quote, Cost(usd=0.05, trained_tokens=tokens), price, 3)
+    found = re.search(r"needs at least ([0-9.]+)\)", str(refused.value))
+    assert found is not None, str(refused.value)
+    rate = float(found.group(1))
+    check_quote(quote, Cost(usd=tokens * rate / 1e6, trained_tokens=tokens), price, 3)

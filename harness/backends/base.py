@@ -144,6 +144,11 @@ class Journal(Protocol):
 # trial that fails with it and no job id may still have a job (its reply was lost).
 CREATE_SENT = "job_create_sent"
 
+# The journal note a remote backend writes as it starts scoring a finished job: the scoring
+# part of the trial's worst case. Every run of a job scores anew, so a run killed after this
+# counts it in the ledger beside the job another run settles (`harness.sweep.budget`).
+SCORING_RESERVED = "scoring_reserved_usd"
+
 
 class MemoryJournal:
     """A journal that lives as long as the object: for library use and tests."""

@@ -10,9 +10,10 @@ it may spend anything, and that reservation counts against `budget_usd` until it
 - trials that share a job key (a killed trial and the retry that resumes its job) share one paid
   job: the group counts once, settled by whichever of them completed, else at its reservation;
   but each run hosts its own deployment (a dedicated endpoint, an Azure deployment) by the hour,
-  and one a killed run left bills until it is deleted: every member of the group that did not
-  complete, and is not the one counted at its reservation, adds the hosting it reserved
-  (`reserved_hosting_usd`).
+  and one a killed run left bills until it is deleted, and each run scores the job's models
+  anew: every member of the group that did not complete, and is not the one counted at its
+  reservation, adds the hosting it reserved (`reserved_hosting_usd`), or, once it began
+  scoring, the scoring part of its worst case (its journal's `scoring_reserved_usd`).
 
 Because the ledger lives in the storage, it survives kills and restarts, and a resumed sweep
 counts what earlier processes committed. Reservations are made by the sweep's main thread only,
@@ -26,12 +27,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from harness.backends.base import CREATE_SENT
+from harness.backends.base import CREATE_SENT, SCORING_RESERVED
 from harness.errors import BudgetExceeded
 from harness.records import Cost, usd
 from harness.sweep.estimate import worst_case_total
@@ -78,7 +79,7 @@ def ledger_entries(trials: Iterable[FrozenTrial]) -> dict[int, tuple[float, bool
         usd = _committed(trial.state, record)
         if record.job_key and not record.is_checkpoint:
             # At most what it committed alone: one settled at $0 created nothing to host.
-            hosting = min(usd, float(trial.user_attrs.get(RESERVED_HOSTING_USD) or 0.0))
+            hosting = min(usd, _own_spend(trial.user_attrs))
             groups[record.job_key].append(_Member(trial.number, trial.state, usd, hosting))
         else:
             entries[trial.number] = (usd, _holding(trial.state, record))
@@ -96,6 +97,15 @@ def ledger_entries(trials: Iterable[FrozenTrial]) -> dict[int, tuple[float, bool
     return entries
 
 
+def _own_spend(attrs: dict[str, Any]) -> float:
+    """What a run of a shared job may have paid beside the job: the hosting it reserved, or,
+    once it began scoring (journalled), the whole scoring part of its worst case, hosting
+    included: every run scores the job's models anew."""
+    hosting = float(attrs.get(RESERVED_HOSTING_USD) or 0.0)
+    scoring = attrs.get(journal_key(SCORING_RESERVED))
+    return max(hosting, float(scoring)) if scoring else hosting
+
+
 @dataclass(frozen=True)
 class _Member:
     """A trial of a job group, as the ledger weighs it."""
@@ -103,7 +113,7 @@ class _Member:
     number: int
     state: TrialState
     usd: float  # what it committed alone (`_committed`)
-    hosting: float  # the hosting part of its reservation
+    hosting: float  # what it may have paid beside the job (`_own_spend`)
 
 
 _LIVE = (TrialState.RUNNING, TrialState.WAITING)

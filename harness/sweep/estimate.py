@@ -227,7 +227,8 @@ def estimate_lines(estimate: SweepEstimate) -> list[str]:
         )
     else:
         lines.append(f"Within budget_usd={usd(estimate.budget_usd)}.")
-    lines.extend(price_line(price) for price in estimate.prices)
+    billed = any(row.estimate.evaluation.hosting_usd for row in estimate.dearest)
+    lines.extend(price_line(price, hosting_billed=billed) for price in estimate.prices)
     lines.append("Estimate only: nothing was sent to any API and nothing was spent.")
     return lines
 
@@ -235,19 +236,25 @@ def estimate_lines(estimate: SweepEstimate) -> list[str]:
 STALE_AFTER_DAYS = 180  # prices move; past this a row's date is worth a look at its source
 
 
-def price_line(price: Price, today: date | None = None) -> str:
-    """One model's rates in words, with its source and how old the figures are."""
-    hosting = (
-        f", hosting ${price.hosting_per_hour} an hour a deployment exists"
-        if price.hosting_per_hour is not None
-        else ""
-    )
+def price_line(price: Price, today: date | None = None, hosting_billed: bool = True) -> str:
+    """One model's rates in words, with its source and how old the figures are; a row's hourly
+    rate that the sweep does not pay (`hosting_billed` False: Azure Developer deployments) is
+    named as such."""
+    hosting = ""
+    if price.hosting_per_hour is not None:
+        hosting = f", hosting ${_figure(price.hosting_per_hour)} an hour a deployment exists"
+        hosting += "" if hosting_billed else " (not billed by this sweep: its scoring pays none)"
     return (
-        f"Prices for {price.model} per 1M tokens: training ${price.training_per_1m}, "
-        f"fine-tuned input ${price.fine_tuned_input_per_1m}, output "
-        f"${price.fine_tuned_output_per_1m}{hosting} ({price.source}, as of {price.as_of}"
-        f"{age_words(price.as_of, today)})."
+        f"Prices for {price.model} per 1M tokens: training ${_figure(price.training_per_1m)}, "
+        f"fine-tuned input ${_figure(price.fine_tuned_input_per_1m)}, output "
+        f"${_figure(price.fine_tuned_output_per_1m)}{hosting} ({price.source}, as of "
+        f"{price.as_of}{age_words(price.as_of, today)})."
     )
+
+
+def _figure(rate: float | None) -> str:
+    """A rate as its figure (`0.3`, not `0.30000000000000004`); `None` for a missing one."""
+    return "None" if rate is None else f"{rate:.10g}"
 
 
 def age_days(as_of: str, today: date | None = None) -> int | None:

@@ -32,6 +32,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from harness.backends.base import SCORING_RESERVED
 from harness.config import Experiment
 from harness.errors import ConfigError
 from harness.locations import redact_text, with_driver
@@ -56,6 +57,7 @@ from harness.tracking.record import (
     TrialRecord,
     experiment_attrs,
     failure_attrs,
+    journal_key,
     worker_attrs,
 )
 
@@ -190,6 +192,7 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     first = trial.system_attrs.get("failed_trial", trial.number)
     attrs = dict(trial.user_attrs)
     attrs.pop(FAILURE_REASON, None)  # the failed trial keeps why; the retry has not failed
+    attrs.pop(journal_key(SCORING_RESERVED), None)  # nor scored yet: it notes its own scoring
     if record.job_key is None:  # no job to resume: no entry to share
         attrs.pop(RESERVED_USD, None)
         attrs.pop(SETTLED_USD, None)

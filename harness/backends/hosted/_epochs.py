@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from harness.backends.base import EpochCallback, Journal
+from harness.backends.base import SCORING_RESERVED, EpochCallback, Journal
 from harness.backends.hosted._eval import Evaluation
 from harness.records import Cost, EpochResult, PreparedData, Split, TrainedModel
 from harness.scoring import pack_correct
@@ -60,8 +60,12 @@ def epoch_points(
     on_epoch: EpochCallback,
     journal: Journal,
     plan: PointPlan,
+    scoring_reserved: Cost,
 ) -> TrainedModel:
-    """Score checkpoints in epoch order, telling `on_epoch` about each (see the module doc)."""
+    """Score checkpoints in epoch order, telling `on_epoch` about each (see the module doc);
+    first journal `scoring_reserved` (the scoring part of the trial's worst case), since from
+    here on this run pays for requests a retry would pay for again."""
+    journal.record(SCORING_RESERVED, f"{scoring_reserved.usd:.6f}")
     spent, epochs, model_ref = Cost(), [], job.fine_tuned_model
     for point in points(job, plan):
         is_final = point.model == job.fine_tuned_model

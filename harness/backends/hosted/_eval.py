@@ -128,12 +128,21 @@ class Evaluator:
         labels: Sequence[str],
         progress: Progress | None = None,
         served_as: str | None = None,
+        check: Callable[[], None] | None = None,
     ) -> Evaluation:
         """Ask `model` about every text (concurrently) and choose a label for each answer;
-        `served_as` is the name requests carry where it differs (an Azure deployment)."""
+        `served_as` is the name requests carry where it differs (an Azure deployment), and
+        `check()`, called before each request, may stop the scoring by raising (a deployment's
+        reserved hosting is running out)."""
         counter = TiktokenCounter(model)
         chooser = LabelChooser(labels, counter)
-        ask = self._asker(model, labels, counter, served_as or model)
+        asker = self._asker(model, labels, counter, served_as or model)
+
+        def ask(text: str) -> Answer:
+            if check is not None:
+                check()
+            return asker(text)
+
         progress = progress or NullProgress()
         progress.start(f"evaluating {model}", total=len(texts))
         try:

@@ -81,15 +81,19 @@ def create_once(
     transient: tuple[type[Exception], ...],
     retry: Retry,
     sleep: Callable[[float], None],
+    refused: tuple[type[Exception], ...] = (),
 ) -> str:
     """Create a paid job, retrying by hand and never blindly; record its id.
 
     A create whose reply was lost (a 500 or a dropped connection after the server committed)
     may have made a paid job; retrying it blindly makes a second one. So `create` must make no
     automatic retries, and after every transient failure the job is looked up (`find`, by the
-    trial's key) before another attempt.
+    trial's key) before another attempt. A `refused` error is the server's answer that it made
+    no job: when no earlier attempt's reply was lost, the create-sent note is cleared, so the
+    budget settles the trial at $0.
     """
     delay = retry.delay
+    lost = False  # whether an earlier attempt may have made a job all the same
     for attempt in range(retry.attempts + 1):
         # Noted before the request: a reply lost after this may hide a paid job the listing
         # does not show yet, so the budget keeps the trial's reservation (`Budget.settle_failed`).
@@ -97,6 +101,7 @@ def create_once(
         try:
             job_id = create()
         except transient:
+            lost = True
             found = find()  # a listing is safe to retry
             if found:
                 journal.record("job_id", found)
@@ -106,6 +111,10 @@ def create_once(
             sleep(delay)
             delay = min(delay * 2, retry.max_delay)
             continue
+        except refused:  # after `transient`, which may subclass a refusal (a 429 is a 4xx)
+            if not lost:  # answered: no job, and none from an earlier try
+                journal.record(CREATE_SENT, "")
+            raise
         journal.record("job_id", job_id)
         return job_id
     raise AssertionError("unreachable: the last attempt returns or raises")

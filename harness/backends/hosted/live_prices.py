@@ -24,6 +24,7 @@ Nothing here writes a key anywhere: keys are read from the environment and sent 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import urllib.error
@@ -153,15 +154,17 @@ def _azure_fields(item: dict[str, Any]) -> list[tuple[str, float]]:
     exists (Azure bills fine-tuned inference at the base model's rate)."""
     name = f" {item.get('meterName', '')} {item.get('skuName', '')} ".lower()
     unit = str(item.get("unitOfMeasure", "")).strip().lower()
-    price = item.get("retailPrice")
-    if not isinstance(price, int | float) or any(word in name for word in _AZURE_SKIP):
+    price = _number(item.get("retailPrice"))
+    if price is None or isinstance(item.get("retailPrice"), str):
+        return []
+    if any(word in name for word in _AZURE_SKIP):
         return []
     if unit in ("1 hour", "1/hour", "1 hours"):
         return [("hosting_per_hour", float(price))] if "host" in name else []
     per = _UNITS.get(unit)
     if per is None:
         return []  # training billed per hour (older models) and other units: not token rates
-    rate = float(price) * per  # dollars per 1M tokens
+    rate = round(price * per, 9)  # dollars per 1M tokens, without the product's float noise
     if "trng" in name or "training" in name:  # any tier but Developer: the dearest is kept
         return [] if " dev" in name else [("training_per_1m", rate)]
     if "glbl" not in name and "global" not in name:
@@ -212,12 +215,15 @@ def azure_rows(items: Iterable[dict[str, Any]], shipped: list[Price], region: st
 
 
 def _number(value: Any) -> float | None:
+    """A price figure from an answer; None for anything but a finite number >= 0 (a negative
+    or NaN rate would shrink or void every reservation priced with it)."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         return None
+    return number if math.isfinite(number) and number >= 0 else None
 
 
 def nebius_price(entry: dict[str, Any], api: str) -> Price | None:

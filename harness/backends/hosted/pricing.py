@@ -15,6 +15,7 @@ What a whole sweep may cost at most (`worst_case_total`) lives with the sweep, i
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -214,9 +215,11 @@ def hardware_rates() -> dict[str, tuple[float, str, str]]:
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     rates: dict[str, tuple[float, str, str]] = {}
     for entry in (raw.get("hardware") or []) if isinstance(raw, dict) else []:
-        rate = entry.get("hosting_per_hour") if isinstance(entry, dict) else None
-        if not isinstance(rate, int | float) or isinstance(rate, bool) or "hardware" not in entry:
-            raise ConfigError(f"{path}: hardware: every entry needs hardware and hosting_per_hour")
+        rate: Any = entry.get("hosting_per_hour") if isinstance(entry, dict) else None
+        if not _is_rate(rate) or "hardware" not in entry:
+            raise ConfigError(
+                f"{path}: hardware: every entry needs hardware and hosting_per_hour (0 or more)"
+            )
         rates[str(entry["hardware"])] = (
             float(rate),
             str(entry.get("source")),
@@ -278,9 +281,18 @@ def _price_row(row: Any, where: str) -> Price:
         raise ConfigError(f"{where}: {row['model']}: source and as_of must not be empty")
     for name in (*_PRICE_FIELDS, "hosting_per_hour"):
         value = row.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise ConfigError(f"{where}: {row['model']}: {name} must be a number, got {value!r}")
+        if value is not None and not _is_rate(value):
+            raise ConfigError(
+                f"{where}: {row['model']}: {name} must be a number, 0 or more, got {value!r}"
+            )
     return Price(**{**row, "as_of": str(row["as_of"])})
+
+
+def _is_rate(value: Any) -> bool:
+    """A finite number >= 0: a negative or NaN rate would shrink or void every reservation."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and value >= 0
 
 
 def require_prices(price: Price, hosted: bool = False) -> None:

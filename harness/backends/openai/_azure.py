@@ -46,6 +46,9 @@ SKU_NAMES = {
 DEPLOYMENT_NOTE = "azure_deployments"  # journal key: the trial's live deployments, space-separated
 STUDY_TAG = "harness_study"  # the Resource Manager tag naming a deployment's study
 _DEPLOY_TIMEOUT = 1800.0  # seconds a deployment may take to become usable
+# Hours of hosting the budget reserves for each scoring deployment (`OpenAIBackend.estimate`):
+# provisioning and scoring stop before they are out, so none bills an hour nobody reserved.
+RESERVED_HOURS = 1
 _PREFIX = 12  # characters of `backend.suffix` kept in job suffixes and deployment names
 
 
@@ -101,13 +104,17 @@ class AzureDeployments:
     """
 
     def __init__(
-        self, config: OpenAIBackendConfig, sleep: Callable[[float], None] = time.sleep
+        self,
+        config: OpenAIBackendConfig,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         assert config.azure is not None
         self.azure = config.azure
         self.config = config
         self.study: str | None = None  # the study of the last journalled trial
         self._sleep = sleep
+        self._clock = clock or time.monotonic
         self._local = threading.local()
         self._inflight: set[str] = set()  # deployments this process is using now
         self._guard = threading.Lock()
@@ -161,10 +168,14 @@ class AzureDeployments:
         """Fail early (no spending) when deployments could not be made: no token."""
         self._client().close()
 
-    def run(self, model: str, use: Callable[[str], Any]) -> tuple[Any, Deployment]:
-        """Deploy `model`, call `use(deployment_name)`, delete the deployment; the result and
-        what hosting it was billed. The name is in the trial's journal from before the `PUT`
-        until the `DELETE` has succeeded."""
+    def run(
+        self, model: str, use: Callable[[str, Callable[[], None]], Any]
+    ) -> tuple[Any, Deployment]:
+        """Deploy `model`, call `use(deployment_name, check)`, delete the deployment; the result
+        and what hosting it was billed. The name is in the trial's journal from before the `PUT`
+        until the `DELETE` has succeeded. `check()`, called before each request, raises
+        BackendError once the deployment nears the `RESERVED_HOURS` the budget reserved for it
+        (also while it is provisioned), so it is deleted before it bills an hour more."""
         name = deployment_name(model, self.study, self.config.suffix)
         body = {
             "sku": {"name": SKU_NAMES[self.azure.deployment_sku], "capacity": 1},
@@ -172,18 +183,28 @@ class AzureDeployments:
             "tags": {STUDY_TAG: (self.study or "")[:256]},
         }
         journal: Journal | None = getattr(self._local, "journal", None)
-        started = time.monotonic()
+        started = self._clock()
+        # Time for the requests in flight to end (one request timeout) and a minute to delete.
+        deadline = started + RESERVED_HOURS * 3600 - self.config.request_timeout - 60
+
+        def check() -> None:
+            if self._clock() > deadline:
+                raise BackendError(
+                    f"Azure deployment {name} reached the {RESERVED_HOURS} h of hosting the "
+                    "budget reserved for it; it is deleted and the rest is not scored"
+                )
+
         with self._client() as http, self._using(name):
             _note(journal, add=name)  # before the PUT: a kill from here on leaves a record
             try:
                 self._call(http, "PUT", self._url(name), json=body)
-                self._until_ready(http, name)
-                result = use(name)
+                self._until_ready(http, name, check)
+                result = use(name, check)
             finally:
                 # Also after a failed PUT: a lost reply may have made the deployment all the same.
                 self._call(http, "DELETE", self._url(name))
                 _note(journal, remove=name)
-        hours = max(1, math.ceil((time.monotonic() - started) / 3600))
+        hours = max(1, math.ceil((self._clock() - started) / 3600))
         return result, Deployment(name, float(hours))
 
     @contextlib.contextmanager
@@ -233,9 +254,10 @@ class AzureDeployments:
                 self._call(http, "DELETE", self._url(name))
         return leftover
 
-    def _until_ready(self, http: Any, name: str) -> None:
+    def _until_ready(self, http: Any, name: str, check: Callable[[], None]) -> None:
         waited, interval = 0.0, self.config.poll_interval
         while True:
+            check()
             found = self._call(http, "GET", self._url(name))
             state = found.get("properties", {}).get("provisioningState")
             if state == "Succeeded":

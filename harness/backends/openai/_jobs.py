@@ -49,6 +49,14 @@ def _transient_errors() -> tuple[type[Exception], ...]:
     return (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
 
 
+def _answers() -> tuple[type[Exception], ...]:
+    """Errors that are the server's answer (a 4xx: refused, invalid, unauthorised): no job was
+    made. `create_once` catches `_transient_errors` (429, 5xx) before these."""
+    import openai
+
+    return (openai.APIStatusError,)
+
+
 @dataclass(frozen=True)
 class JobRequest:
     """What a trial asks the fine-tuning API for."""
@@ -134,9 +142,8 @@ class JobRunner:
         retry = Retry(
             self.config.max_retries, self.config.poll_interval, self.config.poll_max_interval
         )
-        return create_once(
-            create, lambda: self._find_by_key(key), journal, _transient_errors(), retry, self._sleep
-        )
+        find, transient = (lambda: self._find_by_key(key)), _transient_errors()
+        return create_once(create, find, journal, transient, retry, self._sleep, _answers())
 
     def of_study(self, study_name: str) -> list[Any]:
         """Jobs whose metadata (or suffix) names this study (checked here too: an endpoint may

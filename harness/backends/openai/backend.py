@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -74,6 +74,7 @@ from harness.backends.hosted.pricing import (
     load_price_table,
     require_prices,
 )
+from harness.backends.openai._azure import RESERVED_HOURS
 from harness.backends.openai._client import api_errors
 from harness.backends.openai._jobs import JobRequest, JobRunner
 from harness.backends.openai._providers import (
@@ -174,7 +175,8 @@ class OpenAIBackend:
         tokens_in = math.ceil(points * (valid_in + test_in) * margin)
         tokens_out = points * (len(data.validation) + len(data.test)) * budget
         usd = price.inference_usd(tokens_in, tokens_out, fine_tuned=True)
-        hosting = scoring_hosting_usd(self.config, price, 2 * points)  # Azure; 0 on Developer
+        # Azure: a deployment per model and split, each its reserved hours; 0 on Developer
+        hosting = scoring_hosting_usd(self.config, price, 2 * points * RESERVED_HOURS)
         evaluation = Cost(usd + hosting, inference_tokens=tokens_in + tokens_out)
         evaluation = replace(evaluation, hosting_usd=hosting)
         return Estimate(Cost(usd=price.training_usd(trained), trained_tokens=trained), evaluation)
@@ -307,7 +309,8 @@ class OpenAIBackend:
         def score(model: str, split: Split) -> Evaluation:
             return self._evaluate(model, split, data.labels)
 
-        return epoch_points(job, job_cost, data, score, on_epoch, journal, self.plan)
+        scoring = self.estimate(spec, data).evaluation
+        return epoch_points(job, job_cost, data, score, on_epoch, journal, self.plan, scoring)
 
     # ---------------------------------------------------------------------------- inference
 
@@ -329,8 +332,8 @@ class OpenAIBackend:
         if self.deployments is None or not is_fine_tuned(model):
             return self.evaluator.evaluate(model, split.texts, labels, self.progress)
 
-        def use(name: str) -> Evaluation:
-            return self.evaluator.evaluate(model, split.texts, labels, self.progress, name)
+        def use(name: str, check: Callable[[], None]) -> Evaluation:
+            return self.evaluator.evaluate(model, split.texts, labels, self.progress, name, check)
 
         result, deployment = self.deployments.run(model, use)
         hours = deployment.hours if bills_hosting(self.config) else 0.0  # Developer: none billed

@@ -22,7 +22,7 @@ from typing import Any
 from harness.backends.base import Journal
 from harness.backends.hosted._epochs import FinishedJob, JobCheckpoint
 from harness.backends.hosted._job_keys import Retry, create_once, job_key, keyed_suffix, study_tag
-from harness.backends.together._client import TogetherClient, TransientError
+from harness.backends.together._client import RefusedError, TogetherClient, TransientError
 from harness.backends.together.config import TogetherBackendConfig
 from harness.errors import BackendError
 
@@ -96,7 +96,8 @@ class TogetherJobs:
         config = self.config
         retry = Retry(config.max_retries, config.poll_interval, config.poll_max_interval)
         find = lambda: self._find(key)  # noqa: E731
-        return create_once(create, find, journal, (TransientError,), retry, self._sleep)
+        transient = (TransientError,)
+        return create_once(create, find, journal, transient, retry, self._sleep, (RefusedError,))
 
     def listing(self) -> list[dict[str, Any]]:
         jobs: list[dict[str, Any]] = self.client.request("GET", "/fine-tunes", "listing jobs")[

@@ -14,6 +14,7 @@ create reply is already paid for and is never quoted (nor created) twice.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,7 +78,7 @@ def check_quote(quote: Quote, reserved: Cost, price: Price, trial: int) -> None:
     Raises:
         QuoteRefused: Naming the quote, the limit or the reservation, and what to change.
     """
-    quoted = "no figure" if quote.usd is None else f"${quote.usd:.4f}"
+    quoted = "no figure" if quote.usd is None else f"${quote.usd:.6g}"
     if not quote.allowed:
         limit = "not given" if quote.user_limit is None else f"${quote.user_limit:.2f}"
         raise QuoteRefused(
@@ -88,11 +89,20 @@ def check_quote(quote: Quote, reserved: Cost, price: Price, trial: int) -> None:
     if quote.usd is None or quote.usd <= reserved.usd * (1 + 1e-9) + 1e-9:
         return
     rate = price.training_per_1m or 0.0
-    needed = quote.usd / max(reserved.trained_tokens, 1) * PER_MILLION
+    needed = _round_up(quote.usd / max(reserved.trained_tokens, 1) * PER_MILLION)
     raise QuoteRefused(
         f"Together quotes {quoted} for trial {trial}'s job, but the price row ({price.source}) "
-        f"gives ${reserved.usd:.4f} for its {reserved.trained_tokens} worst-case tokens, and "
+        f"gives ${reserved.usd:.6g} for its {reserved.trained_tokens} worst-case tokens, and "
         "that is all the budget reserved; nothing was created. Fix "
         f"{price_setting(price.model, 'training_per_1m')} (now {rate:g}; Together's quote needs "
-        f"at least {needed:.4g}) from your rate card."
+        f"at least {needed:g}) from your rate card."
     )
+
+
+def _round_up(value: float, digits: int = 4) -> float:
+    """`value` to `digits` significant figures, rounded up: a rate printed for the user to set
+    must cover the quote, never fall just short of it."""
+    if value <= 0:
+        return value
+    scale = 10.0 ** (digits - 1 - math.floor(math.log10(value)))
+    return math.ceil(value * scale - 1e-9) / scale

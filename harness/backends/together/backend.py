@@ -223,7 +223,8 @@ class TogetherBackend:
                     return replace(self.evaluations[self._key(model, split)], cost=Cost())
             return self._evaluate(model, split, data.labels)
 
-        return epoch_points(job, job_cost, data, score, on_epoch, journal, self.plan)
+        scoring = self.estimate(spec, data).evaluation
+        return epoch_points(job, job_cost, data, score, on_epoch, journal, self.plan, scoring)
 
     def _submit(self, spec: TrialSpec, data: PreparedData, study: str, journal: Journal) -> str:
         """Create this trial's job (or find the one a lost reply made), quoted first."""
