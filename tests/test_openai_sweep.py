@@ -238,6 +238,11 @@ def test_a_refusal_after_a_lost_create_reply_keeps_the_reservation() -> None:
     assert attempt((Refused,)) == ""  # refused at once: known to have made nothing
     answers[:] = [Refused()]
     assert attempt(()) == "true"  # an error not known to be an answer: the reply may be lost
+    for status in (408, 409):  # a timeout or a conflict may come after the server acted
+        conflict = Refused()
+        conflict.status_code = status  # type: ignore[attr-defined]
+        answers[:] = [conflict]
+        assert attempt((Refused,)) == "true", status
 
 
 def test_the_cli_says_a_refusal_once_and_exits_non_zero(

@@ -111,10 +111,21 @@ def create_once(
             sleep(delay)
             delay = min(delay * 2, retry.max_delay)
             continue
-        except refused:  # after `transient`, which may subclass a refusal (a 429 is a 4xx)
-            if not lost:  # answered: no job, and none from an earlier try
+        except refused as exc:  # after `transient`, which may subclass a refusal (a 429 is a 4xx)
+            if not lost and _status(exc) not in UNSURE:  # no job, and none from an earlier try
                 journal.record(CREATE_SENT, "")
             raise
         journal.record("job_id", job_id)
         return job_id
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+# Answers that do not prove the request made nothing: a timeout or a conflict may come after
+# the server acted (a proxy's 408, a 409 for a job already there), and 425 asks to try later.
+UNSURE = frozenset({408, 409, 425})
+
+
+def _status(exc: Exception) -> int | None:
+    """The HTTP status of an SDK's (`status_code`) or our client's (`status`) error."""
+    status = getattr(exc, "status_code", None) or getattr(exc, "status", None)
+    return status if isinstance(status, int) else None
