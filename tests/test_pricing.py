@@ -76,6 +76,10 @@ def test_overrides_replace_fields_and_add_models() -> None:
         proxy.inference_usd(1, 1, fine_tuned=False)
     with pytest.raises(ConfigError, match="new model needs"):
         load_price_table(overrides={"other": PriceOverride(training_per_1m=1.0)})
+    # An hourly rate is what `harness prices refresh` reads (Azure, Together hardware): the
+    # message named only the setting, not the command that fills it in.
+    with pytest.raises(ConfigError, match=r"or run `harness prices refresh`"):
+        proxy.hosting_usd(1.0)
 
 
 def test_malformed_table_is_named(tmp_path: Path) -> None:

@@ -103,9 +103,10 @@ def _need(price: Price, name: str) -> float:
     value = getattr(price, name)
     if value is None:
         setting = price_setting(price.model, name)
+        refresh = " or run `harness prices refresh`," if name == "hosting_per_hour" else ""
         raise ConfigError(
             f"no {name} price for {price.model} ({price.source}); set {setting} in the "
-            f"experiment file, or pass --set '{setting}=...'"
+            f"experiment file,{refresh} or pass --set '{setting}=...'"
         )
     return float(value)
 
