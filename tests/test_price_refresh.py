@@ -42,6 +42,8 @@ def test_refresh_reads_all_three_apis_into_a_dated_local_table(
     assert nano.fine_tuned_output_per_1m == pytest.approx(0.40)  # not the cached rate
     assert nano.hosting_per_hour == pytest.approx(1.70)  # per hour, never scaled
     assert nano.as_of == today and "Azure Retail Prices API" in nano.source
+    # The source names where the rates were read, not Azure's address when they were not.
+    assert f"({server.url}/api/retail/prices)" in nano.source
     assert "2025-05-01" in nano.source and "2025-06-01" in nano.source
     mini = load_price_table(provider="azure").lookup("gpt-4.1-mini-2025-04-14")
     assert mini.training_per_1m == pytest.approx(5.0)

@@ -128,9 +128,14 @@ def _family(model: str) -> str:
     return _squash(re.sub(r"-\d{4}-\d{2}-\d{2}$", "", model))
 
 
+def azure_url() -> str:
+    """Where the Retail Prices API is read: `AZURE_RETAIL_PRICES_URL`, else Azure's own."""
+    return os.environ.get(AZURE_URL_VARIABLE, "").strip() or AZURE_URL
+
+
 def azure_items(region: str) -> list[dict[str, Any]]:
     """Every Retail Prices item for Azure OpenAI in `region`, following NextPageLink."""
-    base = os.environ.get(AZURE_URL_VARIABLE, "").strip() or AZURE_URL
+    base = azure_url()
     query = f"armRegionName eq '{region}' and contains(productName, 'OpenAI')"
     url: str | None = f"{base}?{urllib.parse.urlencode({'$filter': query})}"
     items: list[dict[str, Any]] = []
@@ -203,7 +208,7 @@ def azure_rows(items: Iterable[dict[str, Any]], shipped: list[Price], region: st
         values: dict[str, Any] = {name: rate for name, (rate, _) in fields.items()}
         effective = sorted({since for _, since in fields.values() if since})
         source = (
-            f"Azure Retail Prices API ({AZURE_URL}), {region}, read {today}: "
+            f"Azure Retail Prices API ({azure_url()}), {region}, read {today}: "
             f"{', '.join(sorted(values))} (meters effective {', '.join(effective) or 'undated'}); "
             f"other figures from the shipped row ({price.source}, as of {price.as_of})"
         )
