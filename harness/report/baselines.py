@@ -44,6 +44,9 @@ class Baseline:
     # What one request costs once it serves (a hosted model billed per token); None: next to
     # nothing (the majority class, TF-IDF on the machine already running).
     per_request: float | None = None
+    # What hosting it bills a month whether or not it is called (its scoring paid a deployment
+    # by the hour: Azure Standard, a Together dedicated endpoint); None: billed per token only.
+    hosting_per_month: float | None = None
     # A fine-tuned model (made elsewhere, `harness evaluate` scored it): one of perhaps several
     # scored, so its validation accuracy is corrected for selection like a trial's.
     tuned: bool = False
@@ -178,6 +181,7 @@ def evaluated_baselines(
 
 
 def _evaluated(run: Any, data: PreparedData) -> Baseline | None:
+    from harness.report.sections import HOURS_PER_MONTH
     from harness.sweep.evaluation import MODEL_TAG, TEST_CORRECT_TAG, VALID_CORRECT_TAG
 
     tags, metrics = run.data.tags, run.data.metrics
@@ -193,17 +197,21 @@ def _evaluated(run: Any, data: PreparedData) -> Baseline | None:
     synthetic = " (synthetic: test server)" if tags.get(SYNTHETIC_TAG) == "true" else ""
     made = "zero-shot" if zero_shot else "made before this study, its training not counted"
     note = f"{made}; scored by `harness evaluate`, MLflow run {run.info.run_id}{synthetic}"
+    paid = float(metrics.get("eval_cost_usd", 0.0))
+    # Hosting bills by the hour, called or not: a month of it, never a price per request.
+    hosting, hours = metrics.get("eval_hosting_usd", 0.0), metrics.get("eval_hosting_hours", 0.0)
     return Baseline(
         f"{model} without fine-tuning" if zero_shot else f"{model} (evaluated)",
         float(metrics.get("test_accuracy", correct.mean())),
         metrics.get("test_macro_f1"),
-        float(metrics.get("eval_cost_usd", 0.0)),
+        paid,
         note,
         correct,
         float(right.mean()),
         right,
         synthetic=bool(synthetic),
-        per_request=float(metrics.get("eval_cost_usd", 0.0)) / (len(right) + len(correct)),
+        per_request=max(paid - hosting, 0.0) / (len(right) + len(correct)),
+        hosting_per_month=hosting / hours * HOURS_PER_MONTH if hours > 0 else None,
         tuned=not zero_shot,
         run_id=run.info.run_id,
     )

@@ -288,11 +288,14 @@ def _weigh_running(rows: list[TrialRow], owned: list[Ownership]) -> None:
 
 def _weigh_serving(candidates: list[TrialRow], monthly_requests: int | None) -> None:
     """A baseline billed per request (a hosted model `harness evaluate` scored) weighs its
-    first year too: what scoring it cost, then 12 months of requests at its rate per example."""
+    first year too: what scoring it cost, then 12 months of requests at its rate per example,
+    and of hosting where its model is served from a deployment billed by the hour (as a
+    trial's cost of ownership counts it, `harness.report.sections.ownership`)."""
     for row in candidates:
         per_request = row.baseline.per_request if row.baseline is not None else None
-        if per_request is not None and monthly_requests:
-            row.decision_cost = row.cost + 12 * monthly_requests * per_request
+        if row.baseline is not None and per_request is not None and monthly_requests:
+            monthly = monthly_requests * per_request + (row.baseline.hosting_per_month or 0.0)
+            row.decision_cost = row.cost + 12 * monthly
 
 
 def baseline_rows(baselines: list[Baseline]) -> list[TrialRow]:
