@@ -8,6 +8,7 @@ recorded first and looked for again.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -86,3 +87,36 @@ def test_a_sweep_killed_while_a_deployment_is_made_leaves_none_billing(
     _assert_each_job_paid_once(tmp_path, provider, 1)
     complete = [t for t in _study(tmp_path).trials if t.state == TrialState.COMPLETE]
     assert complete and all(not t.user_attrs.get(journal_key(DEPLOYMENT_NOTE)) for t in complete)
+
+
+def test_an_evaluate_stopped_while_its_deployment_is_made_leaves_none_billing(
+    tmp_path: Path, slow_azure: tuple[Provider, FakeAzure]
+) -> None:
+    """`harness evaluate --model <fine-tuned>` on Azure deploys the model to score it. Stopped by
+    `kill` or `timeout` (SIGTERM) meanwhile, it died on the spot: its `finally` never ran, and
+    the deployment stayed, billing by the hour, under no study a sweep cleans up. SIGTERM is
+    now Ctrl-C there too: the deployment is deleted before it exits."""
+    import subprocess
+    import sys
+
+    provider, azure = slow_azure
+    azure.arm.exists = lambda model: True  # a model fine-tuned elsewhere on this resource
+    path = _experiment(tmp_path, provider, 1)
+    tuned = "gpt-4.1-nano-2025-04-14.ft-0123456789abcdef"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harness", "evaluate", str(path), "--model", tuned],
+        cwd=tmp_path,
+        env={**os.environ, **provider.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 120
+    while not azure.arm.live and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[0].decode()[-2000:]
+        time.sleep(0.02)
+    assert azure.arm.live, "no deployment was made"
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=60)[0].decode()
+    assert process.returncode == 143, output[-3000:]
+    assert azure.arm.live == {}, output
+    assert KEY not in output

@@ -352,7 +352,11 @@ def evaluate(
     MLflow run, and `harness report` then weighs the model as a baseline."""
     from harness.sweep.evaluation import evaluate_model
 
-    result = evaluate_model(load_target(experiment, set_), model)
+    exp = load_target(experiment, set_)
+    # `kill` or `timeout` must unwind as Ctrl-C does: a deployment made to score (Azure) is
+    # deleted on the way out, never left billing.
+    with stop_signals_as_interrupt():
+        result = evaluate_model(exp, model)
     label = " (synthetic: test server)" if result.synthetic else ""
     m = result.metrics
     lines = [
