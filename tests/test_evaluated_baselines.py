@@ -55,7 +55,7 @@ def test_an_evaluated_model_on_an_hourly_deployment_weighs_its_hosting_by_the_mo
     n = len(data.validation) + len(data.test)
     assert baseline.cost == pytest.approx(tokens_usd + hosting_usd)  # what scoring it paid
     assert baseline.per_request == pytest.approx(tokens_usd / n)  # tokens only
-    assert baseline.hosting_per_month == pytest.approx(hosting_usd / hours * HOURS_PER_MONTH)
+    assert baseline.hosting_per_hour == pytest.approx(hosting_usd / hours)
 
     [row] = baseline_rows([baseline])
     _weigh_serving([row], 1000)
@@ -83,7 +83,7 @@ def test_an_evaluated_model_billed_per_token_has_no_hosting(
     )
     log_evaluation(experiment, data, result)
     [baseline] = evaluated_baselines(experiment, data)
-    assert baseline.hosting_per_month is None
+    assert baseline.hosting_per_hour is None
     [row] = baseline_rows([baseline])
     _weigh_serving([row], 1000)
     n = len(data.validation) + len(data.test)

@@ -44,9 +44,9 @@ class Baseline:
     # What one request costs once it serves (a hosted model billed per token); None: next to
     # nothing (the majority class, TF-IDF on the machine already running).
     per_request: float | None = None
-    # What hosting it bills a month whether or not it is called (its scoring paid a deployment
+    # What hosting it bills an hour whether or not it is called (its scoring paid a deployment
     # by the hour: Azure Standard, a Together dedicated endpoint); None: billed per token only.
-    hosting_per_month: float | None = None
+    hosting_per_hour: float | None = None
     # A fine-tuned model (made elsewhere, `harness evaluate` scored it): one of perhaps several
     # scored, so its validation accuracy is corrected for selection like a trial's.
     tuned: bool = False
@@ -181,7 +181,6 @@ def evaluated_baselines(
 
 
 def _evaluated(run: Any, data: PreparedData) -> Baseline | None:
-    from harness.report.sections import HOURS_PER_MONTH
     from harness.sweep.evaluation import MODEL_TAG, TEST_CORRECT_TAG, VALID_CORRECT_TAG
 
     tags, metrics = run.data.tags, run.data.metrics
@@ -211,7 +210,7 @@ def _evaluated(run: Any, data: PreparedData) -> Baseline | None:
         right,
         synthetic=bool(synthetic),
         per_request=max(paid - hosting, 0.0) / (len(right) + len(correct)),
-        hosting_per_month=hosting / hours * HOURS_PER_MONTH if hours > 0 else None,
+        hosting_per_hour=hosting / hours if hours > 0 else None,
         tuned=not zero_shot,
         run_id=run.info.run_id,
     )

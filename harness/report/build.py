@@ -36,7 +36,12 @@ from harness.report.model import (
     TrialRow,
 )
 from harness.report.render import render_files
-from harness.report.sections import epoch_summaries, ownership, qualitative_sample
+from harness.report.sections import (
+    HOURS_PER_MONTH,
+    epoch_summaries,
+    ownership,
+    qualitative_sample,
+)
 from harness.sweep.study import completed_trials, load_existing_study, pareto_front
 from harness.tracking.journal import ran_on_a_test_server
 from harness.tracking.record import MLFLOW_RUN_ID, TrialRecord, journal_key
@@ -294,7 +299,8 @@ def _weigh_serving(candidates: list[TrialRow], monthly_requests: int | None) -> 
     for row in candidates:
         per_request = row.baseline.per_request if row.baseline is not None else None
         if row.baseline is not None and per_request is not None and monthly_requests:
-            monthly = monthly_requests * per_request + (row.baseline.hosting_per_month or 0.0)
+            hosting = (row.baseline.hosting_per_hour or 0.0) * HOURS_PER_MONTH
+            monthly = monthly_requests * per_request + hosting
             row.decision_cost = row.cost + 12 * monthly
 
 
