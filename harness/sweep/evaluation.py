@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness.backends import load_backend
+from harness.backends.base import Backend
 from harness.config import Experiment
 from harness.errors import ConfigError
 from harness.records import Cost, Metrics, Prediction, PreparedData
@@ -71,6 +72,7 @@ def evaluate_model(experiment: Experiment, model: str, track: bool = True) -> Mo
             "trial made"
         )
     data, _ = prepare_experiment(experiment)
+    _hosting_of_study(backend, experiment.study_name)
     started = time.perf_counter()
     # One call for both sets: the validation answers are what the report compares it on.
     listed, cost = backend.predict(model, data.validation.texts + data.test.texts, data.labels)
@@ -93,6 +95,18 @@ def evaluate_model(experiment: Experiment, model: str, track: bool = True) -> Mo
         return result
     run_id = log_evaluation(experiment, data, result)
     return replace(result, run_id=run_id)
+
+
+def _hosting_of_study(backend: Backend, study: str) -> None:
+    """A deployment made to score the model (Azure) carries the experiment's study, as a trial's
+    does: if this process is killed before deleting it, the study's next `harness sweep` finds
+    it among the study's deployments no trial holds and deletes it (tagged with no study, no
+    clean-up would ever find it, and it would bill by the hour for good)."""
+    from harness.backends.openai._azure import AzureDeployments
+
+    deployments = getattr(backend, "deployments", None)
+    if isinstance(deployments, AzureDeployments):
+        deployments.study = study
 
 
 def log_evaluation(experiment: Experiment, data: PreparedData, result: ModelEvaluation) -> str:
