@@ -66,10 +66,13 @@ def evaluate_model(experiment: Experiment, model: str, track: bool = True) -> Mo
     backend = load_backend(experiment.config.backend)
     zero_shot = backend.is_base_model(model)
     if zero_shot and not backend.capabilities.scores_base_model:
+        # The backend knows only that it is no model of its own (a base model, a mistyped
+        # path, another provider's id): say that, not which of them it is.
         raise ConfigError(
-            f"{model} is a base model, and the {backend.kind} backend cannot score one untuned "
-            "(an encoder's classification head is random before fine-tuning); name a model a "
-            "trial made"
+            f"{model} is no model a trial made (a base model, or no folder a trial wrote), and "
+            f"the {backend.kind} backend cannot score a base model untuned (an encoder's "
+            "classification head is random before fine-tuning); name a model a trial made: "
+            "`harness trials EXPERIMENT --json` lists each trial's model_ref"
         )
     data, _ = prepare_experiment(experiment)
     _hosting_of_study(backend, experiment.study_name)

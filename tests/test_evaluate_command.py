@@ -1,0 +1,26 @@
+"""`harness evaluate` as the user meets it where it refuses: what the message says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.cli_runner import run_cli
+from tests.conftest import write_experiment
+
+
+def test_a_reference_that_is_no_trained_model_is_not_called_a_base_model(
+    tmp_path: Path, tiny_csv: Path
+) -> None:
+    """On the local backend every reference that is no folder a trial wrote was "a base model":
+    a mistyped path, or another provider's model id, read "/nope is a base model", sending the
+    user to look for a base model. The message now says what the reference is not, and where
+    the trials' models are listed."""
+    path = write_experiment(tmp_path, tiny_csv)
+    for model in (str(tmp_path / "no-such-model"), "gpt-4.1-nano"):
+        result = run_cli("evaluate", str(path), "--model", model)
+        assert result.exit_code == 2, result.output
+        assert f"{model} is a base model" not in result.output
+        assert f"{model} is no model a trial made" in result.output
+        assert "harness trials" in result.output
+    base = run_cli("evaluate", str(path), "--model", "all-MiniLM-L6-v2")
+    assert base.exit_code == 2 and "cannot score a base model untuned" in base.output
