@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shlex
@@ -353,10 +354,9 @@ def evaluate(
     from harness.sweep.evaluation import evaluate_model
 
     exp = load_target(experiment, set_)
-    # `kill` or `timeout` must unwind as Ctrl-C does: a deployment made to score (Azure) is
-    # deleted on the way out, never left billing.
-    with stop_signals_as_interrupt():
-        result = evaluate_model(exp, model)
+    say = functools.partial(console.print, markup=False, highlight=False, soft_wrap=True)
+    with stop_signals_as_interrupt():  # as Ctrl-C: a deployment made to score is deleted
+        result = evaluate_model(exp, model, announce=say)
     label = " (synthetic: test server)" if result.synthetic else ""
     m = result.metrics
     lines = [

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness.backends import load_backend
 from harness.backends.base import Backend
+from harness.backends.hosted.pricing import base_model_of, is_fine_tuned
 from harness.config import Experiment
 from harness.errors import ConfigError
-from harness.records import Cost, Metrics, Prediction, PreparedData
+from harness.records import Cost, Metrics, Prediction, PreparedData, TrialSpec, usd
 from harness.scoring import pack_bits, score
 from harness.tracking.record import DATA_DIGEST_TAG, SYNTHETIC_TAG, hosting_metrics, test_metrics
 
@@ -53,8 +55,16 @@ class ModelEvaluation:
         return sum(right) / len(right) if right else None
 
 
-def evaluate_model(experiment: Experiment, model: str, track: bool = True) -> ModelEvaluation:
+def evaluate_model(
+    experiment: Experiment,
+    model: str,
+    track: bool = True,
+    announce: Callable[[str], None] | None = None,
+) -> ModelEvaluation:
     """Score `model` on the experiment's test set and (by default) log it to MLflow.
+
+    `announce` receives, before the first request, what scoring may cost at most
+    (`spending_line`): a user hears the price before paying it, as from `harness estimate`.
 
     Raises:
         ConfigError: Bad config, the API key is missing, or `model` is a base model the
@@ -76,6 +86,8 @@ def evaluate_model(experiment: Experiment, model: str, track: bool = True) -> Mo
         )
     data, _ = prepare_experiment(experiment)
     _hosting_of_study(backend, experiment.study_name)
+    if announce is not None:
+        announce(spending_line(backend, experiment, data, model, zero_shot))
     started = time.perf_counter()
     # One call for both sets: the validation answers are what the report compares it on.
     listed, cost = backend.predict(model, data.validation.texts + data.test.texts, data.labels)
@@ -98,6 +110,33 @@ def evaluate_model(experiment: Experiment, model: str, track: bool = True) -> Mo
         return result
     run_id = log_evaluation(experiment, data, result)
     return replace(result, run_id=run_id)
+
+
+def spending_line(
+    backend: Backend, experiment: Experiment, data: PreparedData, model: str, zero_shot: bool
+) -> str:
+    """What scoring `model` once on validation and test may cost at most: the backend's own
+    estimate of one epoch point's scoring (`Backend.estimate`, as `harness estimate` prices a
+    trial's), at fine-tuned rates (never below a base model's), with the hours a deployment
+    billed by the hour is reserved for. A local backend runs on this machine: its figure is
+    calibrated compute, no bill. Not a trial: drawn from no study's budget ledger."""
+    config = experiment.config.backend
+    base = model if zero_shot else config.model
+    if is_fine_tuned(model):  # an OpenAI or Azure name says its base model
+        base = base_model_of(model)
+    spec = TrialSpec(0, 1, 1.0, 1, base, train_examples=0, study=experiment.study_name)
+    bound = backend.estimate(spec, data).evaluation
+    n_valid, n_test = len(data.validation), len(data.test)
+    hosting = (
+        f", {usd(bound.hosting_usd)} of it hosting a deployment billed by the hour"
+        if bound.hosting_usd
+        else ""
+    )
+    return (
+        f"Scoring {model} on {n_valid + n_test} examples ({n_valid} validation, {n_test} test): "
+        f"at most {usd(bound.usd)}{hosting}; not drawn from the study's budget (`budget_usd` "
+        "bounds the sweep's trials)"
+    )
 
 
 def _hosting_of_study(backend: Backend, study: str) -> None:
