@@ -24,3 +24,22 @@ def test_a_reference_that_is_no_trained_model_is_not_called_a_base_model(
         assert "harness trials" in result.output
     base = run_cli("evaluate", str(path), "--model", "all-MiniLM-L6-v2")
     assert base.exit_code == 2 and "cannot score a base model untuned" in base.output
+
+
+def test_a_local_model_is_scored_without_a_price_to_announce(
+    tmp_path: Path, tiny_csv: Path
+) -> None:
+    """The line said before scoring asked the local backend for a trial's estimate with no
+    training examples, which it refuses ("cannot draw 0 examples stratified over 2 classes"):
+    evaluating a trial's own MiniLM model failed before scoring. On this machine nothing is
+    billed: the line says so and asks no estimate."""
+    from harness.backends import load_backend
+    from harness.config import load_experiment
+    from harness.data.prepare import prepare_experiment
+    from harness.sweep.evaluation import spending_line
+
+    experiment = load_experiment(str(write_experiment(tmp_path, tiny_csv)))
+    data, _ = prepare_experiment(experiment)
+    backend = load_backend(experiment.config.backend)
+    line = spending_line(backend, experiment, data, str(tmp_path / "models" / "t"), False)
+    assert "on this machine" in line and "$" not in line

@@ -20,7 +20,7 @@ from harness.backends import load_backend
 from harness.backends.base import Backend
 from harness.backends.hosted.pricing import base_model_of, is_fine_tuned
 from harness.config import Experiment
-from harness.errors import ConfigError
+from harness.errors import ConfigError, HarnessError
 from harness.records import Cost, Metrics, Prediction, PreparedData, TrialSpec, usd
 from harness.scoring import pack_bits, score
 from harness.tracking.record import DATA_DIGEST_TAG, SYNTHETIC_TAG, hosting_metrics, test_metrics
@@ -118,24 +118,30 @@ def spending_line(
     """What scoring `model` once on validation and test may cost at most: the backend's own
     estimate of one epoch point's scoring (`Backend.estimate`, as `harness estimate` prices a
     trial's), at fine-tuned rates (never below a base model's), with the hours a deployment
-    billed by the hour is reserved for. A local backend runs on this machine: its figure is
-    calibrated compute, no bill. Not a trial: drawn from no study's budget ledger."""
-    config = experiment.config.backend
-    base = model if zero_shot else config.model
+    billed by the hour is reserved for. A local backend runs on this machine: no provider
+    bills it, and no estimate is asked. Not a trial: drawn from no study's budget ledger."""
+    n_valid, n_test = len(data.validation), len(data.test)
+    examples = (
+        f"Scoring {model} on {n_valid + n_test} examples ({n_valid} validation, {n_test} test)"
+    )
+    if not backend.capabilities.bills_jobs:  # no provider bills it (nor prices no training)
+        return f"{examples} on this machine: no provider bills it"
+    base = model if zero_shot else experiment.config.backend.model
     if is_fine_tuned(model):  # an OpenAI or Azure name says its base model
         base = base_model_of(model)
     spec = TrialSpec(0, 1, 1.0, 1, base, train_examples=0, study=experiment.study_name)
-    bound = backend.estimate(spec, data).evaluation
-    n_valid, n_test = len(data.validation), len(data.test)
+    try:
+        bound = backend.estimate(spec, data).evaluation
+    except HarnessError as exc:  # priced as a trial's scoring; the scoring itself may still go
+        return f"{examples}: not priced beforehand ({exc}); not drawn from the study's budget"
     hosting = (
         f", {usd(bound.hosting_usd)} of it hosting a deployment billed by the hour"
         if bound.hosting_usd
         else ""
     )
     return (
-        f"Scoring {model} on {n_valid + n_test} examples ({n_valid} validation, {n_test} test): "
-        f"at most {usd(bound.usd)}{hosting}; not drawn from the study's budget (`budget_usd` "
-        "bounds the sweep's trials)"
+        f"{examples}: at most {usd(bound.usd)}{hosting}; not drawn from the study's budget "
+        "(`budget_usd` bounds the sweep's trials)"
     )
 
 
