@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.cli_runner import run_cli
 from tests.conftest import write_experiment
 
@@ -43,3 +45,32 @@ def test_a_local_model_is_scored_without_a_price_to_announce(
     backend = load_backend(experiment.config.backend)
     line = spending_line(backend, experiment, data, str(tmp_path / "models" / "t"), False)
     assert "on this machine" in line and "$" not in line
+
+
+def test_on_azure_standard_only_a_deployed_model_is_priced_with_hosting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fine-tuned model is deployed to be scored (a Standard deployment bills by the hour);
+    a base model is called through the user's own deployment, per token: its price said before
+    scoring carried deployment hours it never pays."""
+    from harness.backends import load_backend
+    from harness.config import load_experiment
+    from harness.data.prepare import prepare_experiment
+    from harness.sweep.evaluation import spending_line
+    from tests.azure_fake import FakeAzure
+    from tests.conftest import openai_experiment
+    from tests.test_providers import azure_backend
+
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", "az-test-key-0123456789")
+    monkeypatch.setenv("AZURE_ACCESS_TOKEN", "arm-token")
+    with FakeAzure(key="az-test-key-0123456789", token="arm-token") as azure:
+        backend = azure_backend(azure)
+        backend["azure"]["deployment_sku"] = "standard"
+        experiment = load_experiment(str(openai_experiment(tmp_path, "az", 1, backend=backend)))
+        data, _ = prepare_experiment(experiment)
+        scorer = load_backend(experiment.config.backend)
+        base = "gpt-4.1-nano-2025-04-14"
+        tuned = spending_line(scorer, experiment, data, f"{base}.ft-0123abcd", False)
+        untuned = spending_line(scorer, experiment, data, base, True)
+    assert "of it hosting a deployment billed by the hour" in tuned
+    assert "hosting" not in untuned and "at most $" in untuned

@@ -134,6 +134,8 @@ def spending_line(
         bound = backend.estimate(spec, data).evaluation
     except HarnessError as exc:  # priced as a trial's scoring; the scoring itself may still go
         return f"{examples}: not priced beforehand ({exc}); not drawn from the study's budget"
+    if zero_shot:  # a base model is called as it is served (per token): nothing is deployed
+        bound = Cost(usd=bound.usd - bound.hosting_usd)
     hosting = (
         f", {usd(bound.hosting_usd)} of it hosting a deployment billed by the hour"
         if bound.hosting_usd
