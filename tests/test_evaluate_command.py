@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli_runner import run_cli
-from tests.conftest import write_experiment
+from tests.conftest import openai_experiment, write_experiment
 
 
 def test_a_reference_that_is_no_trained_model_is_not_called_a_base_model(
@@ -74,3 +74,21 @@ def test_on_azure_standard_only_a_deployed_model_is_priced_with_hosting(
         untuned = spending_line(scorer, experiment, data, base, True)
     assert "of it hosting a deployment billed by the hour" in tuned
     assert "hosting" not in untuned and "at most $" in untuned
+
+
+def test_an_encoders_report_does_not_send_the_user_to_evaluate_its_base_model(
+    tmp_path: Path, tiny_csv: Path
+) -> None:
+    """A MiniLM study's report listed "all-MiniLM-L6-v2 without fine-tuning: not scored: ...
+    `harness evaluate EXPERIMENT --model BASE` scores it zero-shot", a command the local
+    backend refuses. Where the backend cannot score its base model the row says only why."""
+    from harness.backends.local.encoder import LocalBackend
+    from harness.config import load_experiment
+    from harness.report.baselines import base_model_baseline
+
+    assert not LocalBackend.capabilities.scores_base_model  # what the report's kind check says
+    local = load_experiment(str(write_experiment(tmp_path, tiny_csv)))
+    note = base_model_baseline(local).note
+    assert "--model BASE" not in note and "random" in note
+    hosted = load_experiment(str(openai_experiment(tmp_path, "oa", 1)))
+    assert "harness evaluate EXPERIMENT --model BASE" in base_model_baseline(hosted).note

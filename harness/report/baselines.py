@@ -133,10 +133,13 @@ def base_model_baseline(experiment: Experiment) -> Baseline:
     encoder's untrained head is random, so there it says nothing about the base model.
     """
     name = f"{experiment.config.backend.model} without fine-tuning"
+    if experiment.config.backend.kind == "local":  # by kind: its class would import torch here
+        note = "not scored: an encoder's classification head is random before fine-tuning"
+        return Baseline(name, None, None, None, note)
     note = (
         "not scored: where the backend can call its base model untuned (hosted backends, the "
         "local LM), `harness evaluate EXPERIMENT --model BASE` scores it zero-shot and the "
-        "report then weighs it like any baseline; an encoder's untrained head is random"
+        "report then weighs it like any baseline"
     )
     return Baseline(name, None, None, None, note)
 
