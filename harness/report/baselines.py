@@ -183,6 +183,31 @@ def evaluated_baselines(
     return list(latest.values())
 
 
+def unweighed_evaluations(uri: str, parent_run_id: str | None, weighed: set[str]) -> list[str]:
+    """The `harness evaluate` runs beside the study's runs still tagged on a report's front that
+    this report does not weigh (a later evaluation of the model replaced them, or the data
+    changed): the report turns them `false`, so the MLflow UI shows what the report shows."""
+    from mlflow.exceptions import MlflowException
+
+    from harness.sweep.evaluation import EVALUATION_TAG
+    from harness.tracking.record import REPORT_FRONT_TAG
+    from harness.tracking.store import open_store
+
+    client = open_store(uri)
+    if client is None or not parent_run_id:
+        return []
+    try:  # a parent run gone is said where the report's files are logged on it
+        runs = client.search_runs(
+            [client.get_run(parent_run_id).info.experiment_id],
+            filter_string=(
+                f"tags.`{EVALUATION_TAG}` = 'evaluation' and tags.`{REPORT_FRONT_TAG}` = 'true'"
+            ),
+        )
+    except MlflowException:
+        return []
+    return [run.info.run_id for run in runs if run.info.run_id not in weighed]
+
+
 def _evaluated(run: Any, data: PreparedData) -> Baseline | None:
     from harness.sweep.evaluation import MODEL_TAG, TEST_CORRECT_TAG, VALID_CORRECT_TAG
 

@@ -25,7 +25,7 @@ from harness.config import Experiment
 from harness.errors import ConfigError, HarnessError
 from harness.locations import path_component
 from harness.report.answer import answer_lines, step_line, synthetic_lines
-from harness.report.baselines import Baseline, compute_baselines
+from harness.report.baselines import Baseline, compute_baselines, unweighed_evaluations
 from harness.report.evidence import ValidationComparison
 from harness.report.front import comparer, evidence_of, front_steps, recommend
 from harness.report.model import (
@@ -388,7 +388,7 @@ def write_report(report: Report, out_dir: Path) -> dict[str, Path]:
 
 def log_report(report: Report, paths: dict[str, Path]) -> list[str]:
     """Log the files on the study's parent run and tag every trial run (and a baseline's
-    `harness evaluate` run) with whether it is on the report's front, baselines included
+    `harness evaluate` run; one no longer weighed, `false`) with whether it is on the front
     (`harness.report_front=true|false`; the study's own `pareto` tag, trials only, is the
     sweep's and is left alone).
 
@@ -400,6 +400,9 @@ def log_report(report: Report, paths: dict[str, Path]) -> list[str]:
     marks += [  # a model `harness evaluate` scored has a run of its own
         FrontMark(b.name, b.run_id, id(b) in front) for b in report.baselines if b.run_id
     ]
+    weighed = {m.run_id for m in marks if m.run_id}
+    stale = unweighed_evaluations(report.tracking_uri, report.parent_run_id, weighed)
+    marks += [FrontMark(f"evaluation run {run_id}", run_id, False) for run_id in stale]
     return log_study_report(report.tracking_uri, report.parent_run_id, paths.values(), marks)
 
 
