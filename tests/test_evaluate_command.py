@@ -92,3 +92,31 @@ def test_an_encoders_report_does_not_send_the_user_to_evaluate_its_base_model(
     assert "--model BASE" not in note and "random" in note
     hosted = load_experiment(str(openai_experiment(tmp_path, "oa", 1)))
     assert "harness evaluate EXPERIMENT --model BASE" in base_model_baseline(hosted).note
+
+
+@pytest.mark.slow
+def test_a_trials_own_model_named_by_a_relative_path_is_no_baseline(
+    tmp_path: Path, tiny_csv: Path
+) -> None:
+    """A trial's own model evaluated again is no baseline (it would cost only its scoring). The
+    exclusion compared names as typed: the trial records its model's absolute path, so the
+    same folder named relatively (`models/.../trial-0000`) became "MODEL (evaluated), made
+    before this study, its training not counted", the best baseline of the report."""
+    import json
+    import os
+
+    from harness.config import load_experiment
+    from harness.sweep.loop import run_sweep
+    from tests.test_openai_sweep import RecordingView
+
+    space = {"n_epochs": 1, "learning_rate_multiplier": 3.0, "batch_size": 8}
+    path = write_experiment(tmp_path, tiny_csv, space=space)
+    path.write_text(path.read_text().replace("n_trials: 2", "n_trials: 1"))
+    assert run_sweep(load_experiment(str(path)), RecordingView()).results
+    (trial,) = json.loads(run_cli("trials", str(path), "--json").output)
+    relative = os.path.relpath(trial["model_ref"], tmp_path)
+    assert not relative.startswith(("/", ".."))
+    assert run_cli("evaluate", str(path), "--model", relative).exit_code == 0
+    report = run_cli("report", str(path), "--out", str(tmp_path / "r"))
+    assert report.exit_code == 0, report.output
+    assert "(evaluated)" not in (tmp_path / "r" / "report.md").read_text()

@@ -156,7 +156,7 @@ def evaluated_baselines(
     they were kept) or for other examples is left out, and so is a model of `own` (the trials'
     models: scored again, one would look as cheap as scoring it, its training forgotten).
     """
-    from harness.sweep.evaluation import EVALUATION_TAG, MODEL_TAG
+    from harness.sweep.evaluation import EVALUATION_TAG, MODEL_TAG, as_recorded
     from harness.tracking.store import open_store, tracking_uri
 
     client = open_store(tracking_uri(experiment))
@@ -173,10 +173,12 @@ def evaluated_baselines(
         order_by=["attributes.start_time DESC"],
     )
     latest: dict[str, Baseline] = {}
+    own = frozenset(as_recorded(ref) for ref in own)  # a folder however a trial named it
     for run in runs:
         model = run.data.tags.get(MODEL_TAG, "")
         kind = run.data.params.get("backend")
-        if model not in latest and model not in own and kind == experiment.config.backend.kind:
+        mine = model in own or as_recorded(model) in own
+        if model not in latest and not mine and kind == experiment.config.backend.kind:
             baseline = _evaluated(run, data)
             if baseline is not None:
                 latest[model] = baseline

@@ -73,6 +73,7 @@ def evaluate_model(
     """
     from harness.data.prepare import prepare_experiment
 
+    model = as_recorded(model)
     backend = load_backend(experiment.config.backend)
     zero_shot = backend.is_base_model(model)
     if zero_shot and not backend.capabilities.scores_base_model:
@@ -110,6 +111,14 @@ def evaluate_model(
         return result
     run_id = log_evaluation(experiment, data, result)
     return replace(result, run_id=run_id)
+
+
+def as_recorded(model: str) -> str:
+    """A model folder on this machine by its absolute path, as a trial records its own model's:
+    the report then knows a trial's model evaluated again (no baseline) however it was named,
+    and two evaluations of one folder as one model. Any other reference as given."""
+    folder = Path(model).expanduser()
+    return str(folder.resolve()) if folder.is_dir() else model
 
 
 def spending_line(
