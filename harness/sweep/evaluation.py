@@ -134,7 +134,7 @@ def spending_line(
         f"Scoring {model} on {n_valid + n_test} examples ({n_valid} validation, {n_test} test)"
     )
     if not backend.capabilities.bills_jobs:  # no provider bills it (nor prices no training)
-        return f"{examples} on this machine: no provider bills it"
+        return f"{examples} on this machine: its compute is priced, no provider bills it"
     base = model if zero_shot else experiment.config.backend.model
     if is_fine_tuned(model):  # an OpenAI or Azure name says its base model
         base = base_model_of(model)
