@@ -120,3 +120,28 @@ def test_a_trials_own_model_named_by_a_relative_path_is_no_baseline(
     report = run_cli("report", str(path), "--out", str(tmp_path / "r"))
     assert report.exit_code == 0, report.output
     assert "(evaluated)" not in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_a_base_model_without_a_price_is_refused_before_any_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A base model whose price row has only fine-tuned rates was scored in full, every
+    request paid, and only then refused ("no input_per_1m price"): nothing recorded, and the
+    rerun pays again. The rate is now checked before the first request."""
+    from tests.openai_fake import FakeOpenAI
+    from tests.test_providers import LLAMA, PRICE, PRICE_NOTE
+
+    monkeypatch.setenv("NEBIUS_API_KEY", "nb-test-key-0123456789")
+    with FakeOpenAI(base_models={LLAMA: LLAMA}, dialect="nebius") as server:
+        backend = {
+            "provider": "nebius",
+            "model": LLAMA,
+            "base_url": server.base_url,
+            "prices": {LLAMA: {**PRICE, **PRICE_NOTE}},  # fine-tuned rates only
+        }
+        path = openai_experiment(tmp_path, "neb", 1, backend=backend)
+        result = run_cli("evaluate", str(path), "--model", LLAMA)
+        assert result.exit_code == 2, result.output
+        assert "no input_per_1m price" in result.output
+        assert server.state.count("POST", "/chat/completions") == 0
+        assert server.state.count("POST", "/completions") == 0

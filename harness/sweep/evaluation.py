@@ -85,6 +85,9 @@ def evaluate_model(
             "classification head is random before fine-tuning); name a model a trial made: "
             "`harness trials EXPERIMENT --json` lists each trial's model_ref"
         )
+    if zero_shot and backend.capabilities.bills_jobs:  # priced once every answer is paid for:
+        for row in backend.price_rows([model]):  # a rate missing then is refused now, for free
+            row.inference_usd(0, 0, fine_tuned=False)
     data, _ = prepare_experiment(experiment)
     _hosting_of_study(backend, experiment.study_name)
     if announce is not None:
