@@ -8,7 +8,10 @@ recorded first and looked for again.
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,3 +89,66 @@ def test_a_sweep_killed_while_a_deployment_is_made_leaves_none_billing(
     _assert_each_job_paid_once(tmp_path, provider, 1)
     complete = [t for t in _study(tmp_path).trials if t.state == TrialState.COMPLETE]
     assert complete and all(not t.user_attrs.get(journal_key(DEPLOYMENT_NOTE)) for t in complete)
+
+
+def test_an_evaluate_stopped_while_its_deployment_is_made_leaves_none_billing(
+    tmp_path: Path, slow_azure: tuple[Provider, FakeAzure]
+) -> None:
+    """`harness evaluate --model <fine-tuned>` on Azure deploys the model to score it. Stopped by
+    `kill` or `timeout` (SIGTERM) meanwhile, it died on the spot: its `finally` never ran, and
+    the deployment stayed, billing by the hour, under no study a sweep cleans up. SIGTERM is
+    now Ctrl-C there too: the deployment is deleted before it exits."""
+    provider, azure = slow_azure
+    process = _evaluate_process(tmp_path, provider, azure)
+    deadline = time.monotonic() + 120
+    while not azure.arm.live and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[0].decode()[-2000:]
+        time.sleep(0.02)
+    assert azure.arm.live, "no deployment was made"
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=60)[0].decode()
+    assert process.returncode == 143, output[-3000:]
+    assert azure.arm.live == {}, output
+    assert KEY not in output
+
+
+def test_a_deployment_a_killed_evaluate_left_is_the_studys_to_clean_up(
+    tmp_path: Path, slow_azure: tuple[Provider, FakeAzure]
+) -> None:
+    """Killed outright (SIGKILL, the machine lost), `harness evaluate` cannot delete the
+    deployment it was making. It was tagged with no study, so no sweep's clean-up (the study's
+    deployments no trial holds) ever found it: billing for good. It now carries the
+    experiment's study, and the next `harness sweep` of it deletes it."""
+    from harness.backends import load_backend
+    from harness.config import load_experiment
+
+    provider, azure = slow_azure
+    process = _evaluate_process(tmp_path, provider, azure)
+    deadline = time.monotonic() + 120
+    while not azure.arm.live and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[0].decode()[-2000:]
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    left = sorted(azure.arm.live)
+    assert left
+    experiment = load_experiment(str(tmp_path / "prov.yaml"))
+    backend = load_backend(experiment.config.backend)
+    assert backend.release_deployments(experiment.study_name, ()) == left  # what a sweep does
+    assert azure.arm.live == {}
+
+
+def _evaluate_process(
+    tmp_path: Path, provider: Provider, azure: FakeAzure
+) -> subprocess.Popen[bytes]:
+    """`harness evaluate` of a model fine-tuned elsewhere on the fake Azure resource."""
+    azure.arm.exists = lambda model: True  # a model fine-tuned elsewhere on this resource
+    path = _experiment(tmp_path, provider, 1)
+    tuned = "gpt-4.1-nano-2025-04-14.ft-0123456789abcdef"
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness", "evaluate", str(path), "--model", tuned],
+        cwd=tmp_path,
+        env={**os.environ, **provider.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )

@@ -300,3 +300,18 @@ def test_a_standard_deployment_never_outlives_the_hour_the_budget_reserved_for_i
         backend.fine_tune(_spec(), _data(), _on_epoch, journal)
     assert not azure.arm.live and journal.recall(DEPLOYMENT_NOTE) == ""
     assert all(e.cost.hosting_hours <= 1 for e in backend.evaluations.values())
+
+
+def test_a_base_model_without_a_deployment_says_what_to_deploy(azure: FakeAzure) -> None:
+    """`harness evaluate --model BASE` on Azure: a base model is called only through a
+    deployment, which the harness makes for fine-tuned models only. The user saw Azure's bare
+    "404 DeploymentNotFound: The API deployment for this resource does not exist", nothing on
+    what to deploy; the error now says, and the harness made no deployment."""
+    backend = OpenAIBackend(_config(azure))
+    data = _data()
+    with pytest.raises(BackendError) as raised:
+        backend.predict(NANO, data.test.texts, LABELS)
+    message = str(raised.value)
+    assert "DeploymentNotFound" in message
+    assert f"a deployment named {NANO}" in message and "bills per token" in message
+    assert not azure.arm.live and KEY not in message

@@ -572,3 +572,33 @@ def test_evaluate_command_logs_a_run_and_never_writes_the_key(
     for file in tmp_path.rglob("*"):
         if file.is_file():
             assert KEY.encode() not in file.read_bytes(), file
+
+
+def test_evaluate_says_what_it_may_cost_before_it_spends(
+    tmp_path: Path, openai_fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`harness evaluate` paid for every example before saying a word about money: its cost
+    came only after. It now prints the most scoring can cost (the backend's own estimate, the
+    one `harness estimate` uses) before the first request, and that it is drawn from no study's
+    budget; what it then paid is within that."""
+    import re
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    path = _experiment(tmp_path, openai_fake)
+    openai_fake.state.fail_next("/chat/completions", 401, count=1)  # refused at the first call
+    refused = run_cli("evaluate", str(path), "--model", "gpt-4.1-nano")
+    assert refused.exit_code != 0
+    said = " ".join(refused.output.split())
+    assert re.search(
+        r"Scoring gpt-4\.1-nano on 32 examples \(16 validation, 16 test\): at most "
+        r"\$[\d.]+",
+        said,
+    ), said  # said before the call that failed
+    result = run_cli("evaluate", str(path), "--model", "gpt-4.1-nano")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    bound = float(re.search(r"at most \$([\d.]+)", text).group(1))
+    paid = float(re.search(r"cost \$([\d.]+)", text).group(1))
+    assert 0 < paid <= bound, text
+    assert "not drawn from the study's budget" in text
+    assert text.index("at most") < text.index("accuracy")

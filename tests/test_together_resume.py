@@ -116,6 +116,8 @@ def test_an_evaluation_is_zero_shot_only_for_a_base_model(
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     for model, zero_shot in ((job.output, "false"), (MODEL, "true")):
         assert model and not model.startswith("ft:")
-        run_id = evaluate_model(experiment, model).run_id
+        said: list[str] = []
+        run_id = evaluate_model(experiment, model, announce=said.append).run_id
         assert run_id is not None
+        assert len(said) == 1 and ": at most $" in said[0], said  # priced before it is paid
         assert client.get_run(run_id).data.tags["zero_shot"] == zero_shot, model

@@ -191,3 +191,43 @@ def test_a_base_model_scored_zero_shot_is_weighed_as_a_baseline_both_ways(
     assert both.exit_code == 0, both.output
     assert _answer(both.output).startswith(f"Answer: Don't fine-tune: {name}"), both.output
     assert "not scored:" not in (tmp_path / "c" / "report.md").read_text()
+
+
+def test_an_evaluation_a_later_one_replaced_is_no_longer_tagged_on_the_front(
+    tmp_path: Path, openai_fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report tags the `harness evaluate` run of each baseline `harness.report_front`. Once
+    the model was evaluated again, the later run is the baseline and the earlier one is not
+    weighed at all; but it kept the `true` an earlier report gave it, so the MLflow UI showed
+    two runs of one model on the front where the report showed one."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-verdict-hosted-0123456789")
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_fake.base_url)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    openai_fake.state.job_duration = 0.2
+    csv, truth = _noisy_reviews(tmp_path)
+
+    def answer(model_id: str, prompt: str) -> Mapping[str, float]:
+        label = truth.get(prompt.strip(), "positive")
+        other = "negative" if label == "positive" else "positive"
+        right = model_id == BASE or hashlib.sha256(prompt.encode()).digest()[0] < 180
+        return {label if right else other: 0.9, other if right else label: 0.1}
+
+    openai_fake.state.set_oracle(answer)
+    path = openai_experiment(tmp_path, "again", 1, backend={"max_concurrency": 1})
+    path.write_text(path.read_text().replace(str(tmp_path / "reviews.csv"), str(csv)))
+    (tmp_path / "space.yaml").write_text(
+        "n_epochs: 1\nlearning_rate_multiplier: 1.0\nbatch_size: 8\n"
+    )
+    assert run_sweep(load_experiment(str(path)), RecordingView()).results
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    experiment_id = client.get_experiment_by_name("again").experiment_id
+    for attempt in ("first", "second"):
+        assert run_cli("evaluate", str(path), "--model", BASE).exit_code == 0
+        report = run_cli("report", str(path), "--out", str(tmp_path / attempt))
+        assert _answer(report.output).startswith(f"Answer: Don't fine-tune: {BASE}"), attempt
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string="tags.`harness.kind` = 'evaluation'",
+        order_by=["attributes.start_time DESC"],
+    )
+    assert [r.data.tags.get("harness.report_front") for r in runs] == ["true", "false"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shlex
@@ -352,7 +353,10 @@ def evaluate(
     MLflow run, and `harness report` then weighs the model as a baseline."""
     from harness.sweep.evaluation import evaluate_model
 
-    result = evaluate_model(load_target(experiment, set_), model)
+    exp = load_target(experiment, set_)
+    say = functools.partial(console.print, markup=False, highlight=False, soft_wrap=True)
+    with stop_signals_as_interrupt():  # as Ctrl-C: a deployment made to score is deleted
+        result = evaluate_model(exp, model, announce=say)
     label = " (synthetic: test server)" if result.synthetic else ""
     m = result.metrics
     lines = [

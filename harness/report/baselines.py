@@ -44,6 +44,9 @@ class Baseline:
     # What one request costs once it serves (a hosted model billed per token); None: next to
     # nothing (the majority class, TF-IDF on the machine already running).
     per_request: float | None = None
+    # What hosting it bills an hour whether or not it is called (its scoring paid a deployment
+    # by the hour: Azure Standard, a Together dedicated endpoint); None: billed per token only.
+    hosting_per_hour: float | None = None
     # A fine-tuned model (made elsewhere, `harness evaluate` scored it): one of perhaps several
     # scored, so its validation accuracy is corrected for selection like a trial's.
     tuned: bool = False
@@ -130,10 +133,13 @@ def base_model_baseline(experiment: Experiment) -> Baseline:
     encoder's untrained head is random, so there it says nothing about the base model.
     """
     name = f"{experiment.config.backend.model} without fine-tuning"
+    if experiment.config.backend.kind == "local":  # by kind: its class would import torch here
+        note = "not scored: an encoder's classification head is random before fine-tuning"
+        return Baseline(name, None, None, None, note)
     note = (
         "not scored: where the backend can call its base model untuned (hosted backends, the "
         "local LM), `harness evaluate EXPERIMENT --model BASE` scores it zero-shot and the "
-        "report then weighs it like any baseline; an encoder's untrained head is random"
+        "report then weighs it like any baseline"
     )
     return Baseline(name, None, None, None, note)
 
@@ -150,7 +156,7 @@ def evaluated_baselines(
     they were kept) or for other examples is left out, and so is a model of `own` (the trials'
     models: scored again, one would look as cheap as scoring it, its training forgotten).
     """
-    from harness.sweep.evaluation import EVALUATION_TAG, MODEL_TAG
+    from harness.sweep.evaluation import EVALUATION_TAG, MODEL_TAG, as_recorded
     from harness.tracking.store import open_store, tracking_uri
 
     client = open_store(tracking_uri(experiment))
@@ -167,14 +173,41 @@ def evaluated_baselines(
         order_by=["attributes.start_time DESC"],
     )
     latest: dict[str, Baseline] = {}
+    own = frozenset(as_recorded(ref) for ref in own)  # a folder however a trial named it
     for run in runs:
         model = run.data.tags.get(MODEL_TAG, "")
         kind = run.data.params.get("backend")
-        if model not in latest and model not in own and kind == experiment.config.backend.kind:
+        mine = model in own or as_recorded(model) in own
+        if model not in latest and not mine and kind == experiment.config.backend.kind:
             baseline = _evaluated(run, data)
             if baseline is not None:
                 latest[model] = baseline
     return list(latest.values())
+
+
+def unweighed_evaluations(uri: str, parent_run_id: str | None, weighed: set[str]) -> list[str]:
+    """The `harness evaluate` runs beside the study's runs still tagged on a report's front that
+    this report does not weigh (a later evaluation of the model replaced them, or the data
+    changed): the report turns them `false`, so the MLflow UI shows what the report shows."""
+    from mlflow.exceptions import MlflowException
+
+    from harness.sweep.evaluation import EVALUATION_TAG
+    from harness.tracking.record import REPORT_FRONT_TAG
+    from harness.tracking.store import open_store
+
+    client = open_store(uri)
+    if client is None or not parent_run_id:
+        return []
+    try:  # a parent run gone is said where the report's files are logged on it
+        runs = client.search_runs(
+            [client.get_run(parent_run_id).info.experiment_id],
+            filter_string=(
+                f"tags.`{EVALUATION_TAG}` = 'evaluation' and tags.`{REPORT_FRONT_TAG}` = 'true'"
+            ),
+        )
+    except MlflowException:
+        return []
+    return [run.info.run_id for run in runs if run.info.run_id not in weighed]
 
 
 def _evaluated(run: Any, data: PreparedData) -> Baseline | None:
@@ -193,17 +226,21 @@ def _evaluated(run: Any, data: PreparedData) -> Baseline | None:
     synthetic = " (synthetic: test server)" if tags.get(SYNTHETIC_TAG) == "true" else ""
     made = "zero-shot" if zero_shot else "made before this study, its training not counted"
     note = f"{made}; scored by `harness evaluate`, MLflow run {run.info.run_id}{synthetic}"
+    paid = float(metrics.get("eval_cost_usd", 0.0))
+    # Hosting bills by the hour, called or not: a month of it, never a price per request.
+    hosting, hours = metrics.get("eval_hosting_usd", 0.0), metrics.get("eval_hosting_hours", 0.0)
     return Baseline(
         f"{model} without fine-tuning" if zero_shot else f"{model} (evaluated)",
         float(metrics.get("test_accuracy", correct.mean())),
         metrics.get("test_macro_f1"),
-        float(metrics.get("eval_cost_usd", 0.0)),
+        paid,
         note,
         correct,
         float(right.mean()),
         right,
         synthetic=bool(synthetic),
-        per_request=float(metrics.get("eval_cost_usd", 0.0)) / (len(right) + len(correct)),
+        per_request=max(paid - hosting, 0.0) / (len(right) + len(correct)),
+        hosting_per_hour=hosting / hours if hours > 0 else None,
         tuned=not zero_shot,
         run_id=run.info.run_id,
     )

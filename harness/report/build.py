@@ -25,7 +25,7 @@ from harness.config import Experiment
 from harness.errors import ConfigError, HarnessError
 from harness.locations import path_component
 from harness.report.answer import answer_lines, step_line, synthetic_lines
-from harness.report.baselines import Baseline, compute_baselines
+from harness.report.baselines import Baseline, compute_baselines, unweighed_evaluations
 from harness.report.evidence import ValidationComparison
 from harness.report.front import comparer, evidence_of, front_steps, recommend
 from harness.report.model import (
@@ -36,7 +36,12 @@ from harness.report.model import (
     TrialRow,
 )
 from harness.report.render import render_files
-from harness.report.sections import epoch_summaries, ownership, qualitative_sample
+from harness.report.sections import (
+    HOURS_PER_MONTH,
+    epoch_summaries,
+    ownership,
+    qualitative_sample,
+)
 from harness.sweep.study import completed_trials, load_existing_study, pareto_front
 from harness.tracking.journal import ran_on_a_test_server
 from harness.tracking.record import MLFLOW_RUN_ID, TrialRecord, journal_key
@@ -288,11 +293,15 @@ def _weigh_running(rows: list[TrialRow], owned: list[Ownership]) -> None:
 
 def _weigh_serving(candidates: list[TrialRow], monthly_requests: int | None) -> None:
     """A baseline billed per request (a hosted model `harness evaluate` scored) weighs its
-    first year too: what scoring it cost, then 12 months of requests at its rate per example."""
+    first year too: what scoring it cost, then 12 months of requests at its rate per example,
+    and of hosting where its model is served from a deployment billed by the hour (as a
+    trial's cost of ownership counts it, `harness.report.sections.ownership`)."""
     for row in candidates:
         per_request = row.baseline.per_request if row.baseline is not None else None
-        if per_request is not None and monthly_requests:
-            row.decision_cost = row.cost + 12 * monthly_requests * per_request
+        if row.baseline is not None and per_request is not None and monthly_requests:
+            hosting = (row.baseline.hosting_per_hour or 0.0) * HOURS_PER_MONTH
+            monthly = monthly_requests * per_request + hosting
+            row.decision_cost = row.cost + 12 * monthly
 
 
 def baseline_rows(baselines: list[Baseline]) -> list[TrialRow]:
@@ -379,7 +388,7 @@ def write_report(report: Report, out_dir: Path) -> dict[str, Path]:
 
 def log_report(report: Report, paths: dict[str, Path]) -> list[str]:
     """Log the files on the study's parent run and tag every trial run (and a baseline's
-    `harness evaluate` run) with whether it is on the report's front, baselines included
+    `harness evaluate` run; one no longer weighed, `false`) with whether it is on the front
     (`harness.report_front=true|false`; the study's own `pareto` tag, trials only, is the
     sweep's and is left alone).
 
@@ -391,6 +400,9 @@ def log_report(report: Report, paths: dict[str, Path]) -> list[str]:
     marks += [  # a model `harness evaluate` scored has a run of its own
         FrontMark(b.name, b.run_id, id(b) in front) for b in report.baselines if b.run_id
     ]
+    weighed = {m.run_id for m in marks if m.run_id}
+    stale = unweighed_evaluations(report.tracking_uri, report.parent_run_id, weighed)
+    marks += [FrontMark(f"evaluation run {run_id}", run_id, False) for run_id in stale]
     return log_study_report(report.tracking_uri, report.parent_run_id, paths.values(), marks)
 
 

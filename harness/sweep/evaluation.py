@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness.backends import load_backend
+from harness.backends.base import Backend
+from harness.backends.hosted.pricing import base_model_of, is_fine_tuned
 from harness.config import Experiment
-from harness.errors import ConfigError
-from harness.records import Cost, Metrics, Prediction, PreparedData
+from harness.errors import ConfigError, HarnessError
+from harness.records import Cost, Metrics, Prediction, PreparedData, TrialSpec, usd
 from harness.scoring import pack_bits, score
 from harness.tracking.record import DATA_DIGEST_TAG, SYNTHETIC_TAG, hosting_metrics, test_metrics
 
@@ -52,8 +55,16 @@ class ModelEvaluation:
         return sum(right) / len(right) if right else None
 
 
-def evaluate_model(experiment: Experiment, model: str, track: bool = True) -> ModelEvaluation:
+def evaluate_model(
+    experiment: Experiment,
+    model: str,
+    track: bool = True,
+    announce: Callable[[str], None] | None = None,
+) -> ModelEvaluation:
     """Score `model` on the experiment's test set and (by default) log it to MLflow.
+
+    `announce` receives, before the first request, what scoring may cost at most
+    (`spending_line`): a user hears the price before paying it, as from `harness estimate`.
 
     Raises:
         ConfigError: Bad config, the API key is missing, or `model` is a base model the
@@ -62,15 +73,25 @@ def evaluate_model(experiment: Experiment, model: str, track: bool = True) -> Mo
     """
     from harness.data.prepare import prepare_experiment
 
+    model = as_recorded(model)
     backend = load_backend(experiment.config.backend)
     zero_shot = backend.is_base_model(model)
     if zero_shot and not backend.capabilities.scores_base_model:
+        # The backend knows only that it is no model of its own (a base model, a mistyped
+        # path, another provider's id): say that, not which of them it is.
         raise ConfigError(
-            f"{model} is a base model, and the {backend.kind} backend cannot score one untuned "
-            "(an encoder's classification head is random before fine-tuning); name a model a "
-            "trial made"
+            f"{model} is no model a trial made (a base model, or no folder a trial wrote), and "
+            f"the {backend.kind} backend cannot score a base model untuned (an encoder's "
+            "classification head is random before fine-tuning); name a model a trial made: "
+            "`harness trials EXPERIMENT --json` lists each trial's model_ref"
         )
+    if zero_shot and backend.capabilities.bills_jobs:  # priced once every answer is paid for:
+        for row in backend.price_rows([model]):  # a rate missing then is refused now, for free
+            row.inference_usd(0, 0, fine_tuned=False)
     data, _ = prepare_experiment(experiment)
+    _hosting_of_study(backend, experiment.study_name)
+    if announce is not None:
+        announce(spending_line(backend, experiment, data, model, zero_shot))
     started = time.perf_counter()
     # One call for both sets: the validation answers are what the report compares it on.
     listed, cost = backend.predict(model, data.validation.texts + data.test.texts, data.labels)
@@ -93,6 +114,61 @@ def evaluate_model(experiment: Experiment, model: str, track: bool = True) -> Mo
         return result
     run_id = log_evaluation(experiment, data, result)
     return replace(result, run_id=run_id)
+
+
+def as_recorded(model: str) -> str:
+    """A model folder on this machine by its absolute path, as a trial records its own model's:
+    the report then knows a trial's model evaluated again (no baseline) however it was named,
+    and two evaluations of one folder as one model. Any other reference as given."""
+    folder = Path(model).expanduser()
+    return str(folder.resolve()) if folder.is_dir() else model
+
+
+def spending_line(
+    backend: Backend, experiment: Experiment, data: PreparedData, model: str, zero_shot: bool
+) -> str:
+    """What scoring `model` once on validation and test may cost at most: the backend's own
+    estimate of one epoch point's scoring (`Backend.estimate`, as `harness estimate` prices a
+    trial's), at fine-tuned rates (never below a base model's), with the hours a deployment
+    billed by the hour is reserved for. A local backend runs on this machine: no provider
+    bills it, and no estimate is asked. Not a trial: drawn from no study's budget ledger."""
+    n_valid, n_test = len(data.validation), len(data.test)
+    examples = (
+        f"Scoring {model} on {n_valid + n_test} examples ({n_valid} validation, {n_test} test)"
+    )
+    if not backend.capabilities.bills_jobs:  # no provider bills it (nor prices no training)
+        return f"{examples} on this machine: its compute is priced, no provider bills it"
+    base = model if zero_shot else experiment.config.backend.model
+    if is_fine_tuned(model):  # an OpenAI or Azure name says its base model
+        base = base_model_of(model)
+    spec = TrialSpec(0, 1, 1.0, 1, base, train_examples=0, study=experiment.study_name)
+    try:
+        bound = backend.estimate(spec, data).evaluation
+    except HarnessError as exc:  # priced as a trial's scoring; the scoring itself may still go
+        return f"{examples}: not priced beforehand ({exc}); not drawn from the study's budget"
+    if zero_shot:  # a base model is called as it is served (per token): nothing is deployed
+        bound = Cost(usd=bound.usd - bound.hosting_usd)
+    hosting = (
+        f", {usd(bound.hosting_usd)} of it hosting a deployment billed by the hour"
+        if bound.hosting_usd
+        else ""
+    )
+    return (
+        f"{examples}: at most {usd(bound.usd)}{hosting}; not drawn from the study's budget "
+        "(`budget_usd` bounds the sweep's trials)"
+    )
+
+
+def _hosting_of_study(backend: Backend, study: str) -> None:
+    """A deployment made to score the model (Azure) carries the experiment's study, as a trial's
+    does: if this process is killed before deleting it, the study's next `harness sweep` finds
+    it among the study's deployments no trial holds and deletes it (tagged with no study, no
+    clean-up would ever find it, and it would bill by the hour for good)."""
+    from harness.backends.openai._azure import AzureDeployments
+
+    deployments = getattr(backend, "deployments", None)
+    if isinstance(deployments, AzureDeployments):
+        deployments.study = study
 
 
 def log_evaluation(experiment: Experiment, data: PreparedData, result: ModelEvaluation) -> str:

@@ -58,11 +58,24 @@ def describe(exc: Exception) -> str:
     return scrub(f"{' '.join(parts)}: {message}")
 
 
+# Azure calls a model only through a deployment named in the request: the harness makes one for
+# each fine-tuned model it scores, but calls a base model by its own name (`harness evaluate`).
+NO_DEPLOYMENT = (
+    "Azure calls a model only through a deployment: the harness deploys the fine-tuned models it "
+    "scores (and deletes them after), but calls a base model through a deployment named as the "
+    "model, which it does not make. Create a deployment named {model} (a Standard or Global "
+    "Standard deployment of a base model bills per token, no hosting fee) and run again"
+)
+
+
 @contextmanager
-def api_errors(action: str, config: OpenAIBackendConfig) -> Iterator[None]:
+def api_errors(
+    action: str, config: OpenAIBackendConfig, model: str = "the model"
+) -> Iterator[None]:
     """Turn SDK exceptions raised while doing `action` into harness errors.
 
     403 `training_not_available` becomes `TrainingRefused`; 401 a `ConfigError` about the key;
+    Azure's 404 `DeploymentNotFound` for a base `model` says what to deploy (`NO_DEPLOYMENT`);
     everything else (after the SDK's retries) a `BackendError` naming the action.
     """
     import openai
@@ -80,6 +93,14 @@ def api_errors(action: str, config: OpenAIBackendConfig) -> Iterator[None]:
             f"{action}: {describe(exc)} (gave up after {config.max_retries} retries; "
             "raise backend.max_retries or try later)"
         ) from None
+    except openai.NotFoundError as exc:
+        from harness.backends.hosted.pricing import is_fine_tuned
+
+        base = model != "the model" and not is_fine_tuned(model)  # one the harness never deploys
+        if config.azure is not None and base and _code(exc) == "DeploymentNotFound":
+            hint = NO_DEPLOYMENT.format(model=model)
+            raise BackendError(f"{action}: {describe(exc)}. {hint}") from None
+        raise BackendError(f"{action}: {describe(exc)}") from None
     except openai.APIConnectionError as exc:
         from harness.backends.openai._providers import resolve_base_url
 

@@ -320,7 +320,7 @@ class OpenAIBackend:
         if cached is not None and cached.labels == labels:
             # Already paid for (the test set of a checkpoint chosen by early stopping).
             return replace(cached, cost=Cost())
-        with api_errors(f"evaluating {model}", self.config):
+        with api_errors(f"evaluating {model}", self.config, model):
             result = self._score(model, split, labels)
         self.evaluations[key] = result
         self.evaluations[model] = result

@@ -1,0 +1,147 @@
+"""`harness evaluate` as the user meets it where it refuses: what the message says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.cli_runner import run_cli
+from tests.conftest import openai_experiment, write_experiment
+
+
+def test_a_reference_that_is_no_trained_model_is_not_called_a_base_model(
+    tmp_path: Path, tiny_csv: Path
+) -> None:
+    """On the local backend every reference that is no folder a trial wrote was "a base model":
+    a mistyped path, or another provider's model id, read "/nope is a base model", sending the
+    user to look for a base model. The message now says what the reference is not, and where
+    the trials' models are listed."""
+    path = write_experiment(tmp_path, tiny_csv)
+    for model in (str(tmp_path / "no-such-model"), "gpt-4.1-nano"):
+        result = run_cli("evaluate", str(path), "--model", model)
+        assert result.exit_code == 2, result.output
+        assert f"{model} is a base model" not in result.output
+        assert f"{model} is no model a trial made" in result.output
+        assert "harness trials" in result.output
+    base = run_cli("evaluate", str(path), "--model", "all-MiniLM-L6-v2")
+    assert base.exit_code == 2 and "cannot score a base model untuned" in base.output
+
+
+def test_a_local_model_is_scored_without_a_price_to_announce(
+    tmp_path: Path, tiny_csv: Path
+) -> None:
+    """The line said before scoring asked the local backend for a trial's estimate with no
+    training examples, which it refuses ("cannot draw 0 examples stratified over 2 classes"):
+    evaluating a trial's own MiniLM model failed before scoring. On this machine nothing is
+    billed: the line says so and asks no estimate."""
+    from harness.backends import load_backend
+    from harness.config import load_experiment
+    from harness.data.prepare import prepare_experiment
+    from harness.sweep.evaluation import spending_line
+
+    experiment = load_experiment(str(write_experiment(tmp_path, tiny_csv)))
+    data, _ = prepare_experiment(experiment)
+    backend = load_backend(experiment.config.backend)
+    line = spending_line(backend, experiment, data, str(tmp_path / "models" / "t"), False)
+    assert "on this machine" in line and "$" not in line
+
+
+def test_on_azure_standard_only_a_deployed_model_is_priced_with_hosting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fine-tuned model is deployed to be scored (a Standard deployment bills by the hour);
+    a base model is called through the user's own deployment, per token: its price said before
+    scoring carried deployment hours it never pays."""
+    from harness.backends import load_backend
+    from harness.config import load_experiment
+    from harness.data.prepare import prepare_experiment
+    from harness.sweep.evaluation import spending_line
+    from tests.azure_fake import FakeAzure
+    from tests.conftest import openai_experiment
+    from tests.test_providers import azure_backend
+
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", "az-test-key-0123456789")
+    monkeypatch.setenv("AZURE_ACCESS_TOKEN", "arm-token")
+    with FakeAzure(key="az-test-key-0123456789", token="arm-token") as azure:
+        backend = azure_backend(azure)
+        backend["azure"]["deployment_sku"] = "standard"
+        experiment = load_experiment(str(openai_experiment(tmp_path, "az", 1, backend=backend)))
+        data, _ = prepare_experiment(experiment)
+        scorer = load_backend(experiment.config.backend)
+        base = "gpt-4.1-nano-2025-04-14"
+        tuned = spending_line(scorer, experiment, data, f"{base}.ft-0123abcd", False)
+        untuned = spending_line(scorer, experiment, data, base, True)
+    assert "of it hosting a deployment billed by the hour" in tuned
+    assert "hosting" not in untuned and "at most $" in untuned
+
+
+def test_an_encoders_report_does_not_send_the_user_to_evaluate_its_base_model(
+    tmp_path: Path, tiny_csv: Path
+) -> None:
+    """A MiniLM study's report listed "all-MiniLM-L6-v2 without fine-tuning: not scored: ...
+    `harness evaluate EXPERIMENT --model BASE` scores it zero-shot", a command the local
+    backend refuses. Where the backend cannot score its base model the row says only why."""
+    from harness.backends.local.encoder import LocalBackend
+    from harness.config import load_experiment
+    from harness.report.baselines import base_model_baseline
+
+    assert not LocalBackend.capabilities.scores_base_model  # what the report's kind check says
+    local = load_experiment(str(write_experiment(tmp_path, tiny_csv)))
+    note = base_model_baseline(local).note
+    assert "--model BASE" not in note and "random" in note
+    hosted = load_experiment(str(openai_experiment(tmp_path, "oa", 1)))
+    assert "harness evaluate EXPERIMENT --model BASE" in base_model_baseline(hosted).note
+
+
+@pytest.mark.slow
+def test_a_trials_own_model_named_by_a_relative_path_is_no_baseline(
+    tmp_path: Path, tiny_csv: Path
+) -> None:
+    """A trial's own model evaluated again is no baseline (it would cost only its scoring). The
+    exclusion compared names as typed: the trial records its model's absolute path, so the
+    same folder named relatively (`models/.../trial-0000`) became "MODEL (evaluated), made
+    before this study, its training not counted", the best baseline of the report."""
+    import json
+    import os
+
+    from harness.config import load_experiment
+    from harness.sweep.loop import run_sweep
+    from tests.test_openai_sweep import RecordingView
+
+    space = {"n_epochs": 1, "learning_rate_multiplier": 3.0, "batch_size": 8}
+    path = write_experiment(tmp_path, tiny_csv, space=space)
+    path.write_text(path.read_text().replace("n_trials: 2", "n_trials: 1"))
+    assert run_sweep(load_experiment(str(path)), RecordingView()).results
+    (trial,) = json.loads(run_cli("trials", str(path), "--json").output)
+    relative = os.path.relpath(trial["model_ref"], tmp_path)
+    assert not relative.startswith(("/", ".."))
+    assert run_cli("evaluate", str(path), "--model", relative).exit_code == 0
+    report = run_cli("report", str(path), "--out", str(tmp_path / "r"))
+    assert report.exit_code == 0, report.output
+    assert "(evaluated)" not in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_a_base_model_without_a_price_is_refused_before_any_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A base model whose price row has only fine-tuned rates was scored in full, every
+    request paid, and only then refused ("no input_per_1m price"): nothing recorded, and the
+    rerun pays again. The rate is now checked before the first request."""
+    from tests.openai_fake import FakeOpenAI
+    from tests.test_providers import LLAMA, PRICE, PRICE_NOTE
+
+    monkeypatch.setenv("NEBIUS_API_KEY", "nb-test-key-0123456789")
+    with FakeOpenAI(base_models={LLAMA: LLAMA}, dialect="nebius") as server:
+        backend = {
+            "provider": "nebius",
+            "model": LLAMA,
+            "base_url": server.base_url,
+            "prices": {LLAMA: {**PRICE, **PRICE_NOTE}},  # fine-tuned rates only
+        }
+        path = openai_experiment(tmp_path, "neb", 1, backend=backend)
+        result = run_cli("evaluate", str(path), "--model", LLAMA)
+        assert result.exit_code == 2, result.output
+        assert "no input_per_1m price" in result.output
+        assert server.state.count("POST", "/chat/completions") == 0
+        assert server.state.count("POST", "/completions") == 0
