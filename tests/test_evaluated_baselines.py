@@ -61,6 +61,8 @@ def test_an_evaluated_model_on_an_hourly_deployment_weighs_its_hosting_by_the_mo
     _weigh_serving([row], 1000)
     year = tokens_usd + hosting_usd + 12 * (1000 * tokens_usd / n + 1.7 * HOURS_PER_MONTH)
     assert row.decision_cost == pytest.approx(year)
+    _weigh_serving([row], 0)  # no requests: the deployment bills its hours all the same
+    assert row.decision_cost == pytest.approx(tokens_usd + hosting_usd + 12 * 1.7 * HOURS_PER_MONTH)
 
 
 def test_an_evaluated_model_billed_per_token_has_no_hosting(

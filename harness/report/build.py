@@ -298,7 +298,7 @@ def _weigh_serving(candidates: list[TrialRow], monthly_requests: int | None) -> 
     trial's cost of ownership counts it, `harness.report.sections.ownership`)."""
     for row in candidates:
         per_request = row.baseline.per_request if row.baseline is not None else None
-        if row.baseline is not None and per_request is not None and monthly_requests:
+        if row.baseline is not None and per_request is not None and monthly_requests is not None:
             hosting = (row.baseline.hosting_per_hour or 0.0) * HOURS_PER_MONTH
             monthly = monthly_requests * per_request + hosting
             row.decision_cost = row.cost + 12 * monthly
