@@ -296,12 +296,13 @@ def _weigh_serving(candidates: list[TrialRow], monthly_requests: int | None) -> 
     first year too: what scoring it cost, then 12 months of requests at its rate per example,
     and of hosting where its model is served from a deployment billed by the hour (as a
     trial's cost of ownership counts it, `harness.report.sections.ownership`)."""
+    if monthly_requests is None:
+        return
     for row in candidates:
-        per_request = row.baseline.per_request if row.baseline is not None else None
-        if row.baseline is not None and per_request is not None and monthly_requests is not None:
-            hosting = (row.baseline.hosting_per_hour or 0.0) * HOURS_PER_MONTH
-            monthly = monthly_requests * per_request + hosting
-            row.decision_cost = row.cost + 12 * monthly
+        served = row.baseline
+        if served is not None and served.per_request is not None:
+            hosting = (served.hosting_per_hour or 0.0) * HOURS_PER_MONTH
+            row.decision_cost = row.cost + 12 * (monthly_requests * served.per_request + hosting)
 
 
 def baseline_rows(baselines: list[Baseline]) -> list[TrialRow]:
