@@ -1212,3 +1212,19 @@ def test_mae_is_a_column_only_where_the_labels_are_ordinal(knee_report: Any) -> 
     )
     headers, rows = _trials_table(ordinal)
     assert all(row[headers.index("mae")] == "0.25" for row in rows)
+
+
+def test_user_texts_in_markdown_tables_read_as_written_not_as_markup() -> None:
+    """A test text is user data: `*so* good`, `__init__`, `[link](x)` or a backtick must come out
+    of a markdown renderer as the characters the HTML report shows, not as emphasis or a link."""
+    from markdown_it import MarkdownIt
+
+    from harness.report.markup import to_markdown
+
+    texts = ["*so* good", "__init__ ~~gone~~", "[link](http://x)", "a `b` c\\d", "<b>x</b> |y|"]
+    md = to_markdown([("table", (["text"], [[t] for t in texts]))])
+    rendered = MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(md)
+    cells = re.findall(r"<td>(.*?)</td>", rendered)
+    import html as html_module
+
+    assert [html_module.unescape(c) for c in cells] == texts

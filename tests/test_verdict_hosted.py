@@ -16,6 +16,7 @@ chosen model's test accuracy.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import re
 from collections.abc import Mapping
@@ -176,7 +177,8 @@ def test_a_base_model_scored_zero_shot_is_weighed_as_a_baseline_both_ways(
     own = next(t["model_ref"] for t in trials if t["number"] == 0)
     assert run_cli("evaluate", str(path), "--model", own).exit_code == 0
     again = run_cli("report", str(path), "--out", str(tmp_path / "o"))
-    assert f"{own} (evaluated)" not in (tmp_path / "o" / "report.md").read_text(), again.output
+    page = html.unescape((tmp_path / "o" / "report.html").read_text())  # markdown escapes "_"
+    assert f"{own} (evaluated)" not in page, again.output
 
     # Compared with another study on the same data, whose own MLflow experiment holds no
     # evaluation: the base model scored under this one is a baseline of the comparison too.

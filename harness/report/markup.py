@@ -34,10 +34,16 @@ def to_markdown(items: list[Block]) -> str:
     return "\n\n".join(out) + "\n"
 
 
+# Characters markdown reads as markup inside a table cell (emphasis, code, links, strikethrough,
+# the cell separator) and the backslash, each escaped with a backslash, in one pass.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]~|])")
+
+
 def _md_row(cells: list[str]) -> str:
-    # Test texts are user data: keep them from breaking the table or being read as HTML.
+    # Cells hold user data (test texts, labels, model names): the markdown must read as the
+    # characters the HTML shows, so nothing in them becomes emphasis, a link, HTML or a new cell.
     clean = (
-        re.sub(r"<(?=[A-Za-z/!?])", "&lt;", str(c).replace("|", "\\|").replace("\n", " "))
+        re.sub(r"<(?=[A-Za-z/!?])", "&lt;", _MD_SPECIAL.sub(r"\\\1", str(c)).replace("\n", " "))
         for c in cells
     )
     return "| " + " | ".join(clean) + " |"
