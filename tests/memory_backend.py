@@ -70,6 +70,9 @@ class MemoryBackend:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(t.split()) for t in texts]
 
+    def text_token_limit(self, labels: Sequence[str]) -> int | None:
+        return None  # a word-counting fake reads any text whole
+
     def _train_words(self, spec: TrialSpec, data: PreparedData) -> int:
         texts = data.train.texts[: spec.train_examples or len(data.train)]
         return _words(texts) * spec.n_epochs

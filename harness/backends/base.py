@@ -220,6 +220,12 @@ class Backend(Protocol):
         """Tokens per text with this backend's tokenizer (for data reports and estimates)."""
         ...
 
+    def text_token_limit(self, labels: Sequence[str]) -> int | None:
+        """The most tokens of a text (as `count_tokens` counts them) a model reads when trained
+        or asked; a longer text is cut from its end. None where no text a classification set
+        holds is cut (a hosted model's context)."""
+        ...
+
     def estimate(self, spec: TrialSpec, data: PreparedData) -> Estimate:
         """Worst-case cost of `fine_tune` plus test-set `predict` for `spec`, before spending.
 

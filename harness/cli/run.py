@@ -55,7 +55,8 @@ def prepare(
     exp = load_target(experiment, set_)
     out = out_folder(out, "the prepared data")
     backend = load_backend(exp.config.backend)
-    data, report = prepare_experiment(exp, backend.count_tokens)
+    data, report = prepare_experiment(exp)
+    report = report.with_tokens(data, backend.count_tokens, backend.text_token_limit(data.labels))
     target = out or Path("mlruns") / "prepared" / exp.name / data.digest[:12]
     paths = write_prepared(data, report, target, exp.config.dataset.system_prompt)
     from rich.markdown import Markdown

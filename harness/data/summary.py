@@ -50,6 +50,7 @@ class SplitReport:
     class_counts: dict[str, int]
     chars: LengthStats
     tokens: LengthStats | None = None
+    cut: int | None = None  # texts longer than the report's `token_limit`, cut from the end
 
 
 def _report(
@@ -97,15 +98,37 @@ class DataReport:
     rows_after_dedupe: int
     rows_used: int
     splits: dict[str, SplitReport] = field(default_factory=dict)
+    token_limit: int | None = None  # the most tokens of a text the model reads
 
-    def with_tokens(self, data: PreparedData, counter: TokenCounter) -> DataReport:
-        """A copy with token-length statistics per split; `counter` gives one count per text."""
+    def with_tokens(
+        self, data: PreparedData, counter: TokenCounter, limit: int | None = None
+    ) -> DataReport:
+        """A copy with token-length statistics per split; `counter` gives one count per text.
+        With `limit` (`Backend.text_token_limit`), each split also counts the texts longer than
+        that, which the model reads cut."""
         parts = {"train": data.train, "validation": data.validation, "test": data.test}
-        splits = {
-            name: replace(report, tokens=LengthStats.of(counter(list(parts[name].texts))))
-            for name, report in self.splits.items()
-        }
-        return replace(self, splits=splits)
+        splits = {}
+        for name, report in self.splits.items():
+            counts = counter(list(parts[name].texts))
+            cut = None if limit is None else sum(n > limit for n in counts)
+            splits[name] = replace(report, tokens=LengthStats.of(counts), cut=cut)
+        return replace(self, splits=splits, token_limit=limit)
+
+    def cut_warning(self, setting: str, least_share: float = 0.0) -> str | None:
+        """Which splits hold texts longer than `token_limit`, in words naming `setting` (what
+        raises the limit); None when no split has more than `least_share` of its texts cut."""
+        cut = {name: (s.cut or 0, s.size) for name, s in self.splits.items() if s.cut and s.size}
+        if self.token_limit is None or all(n / size <= least_share for n, size in cut.values()):
+            return None
+        parts = [
+            f"{n:,} of {size:,} {name} texts ({n / size:.1%})" for name, (n, size) in cut.items()
+        ]
+        longest = max((s.tokens.max for s in self.splits.values() if s.tokens), default=0)
+        return (
+            f"{'; '.join(parts)} are longer than the {self.token_limit:,} tokens the model reads "
+            f"and are cut from the end (the longest has {longest:,}); raise {setting} to keep "
+            "them whole (every token costs training time)."
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (lists, dicts, numbers, strings)."""
@@ -144,6 +167,7 @@ class DataReport:
         header = ["split", "size", *map(_md_cell, self.labels), "chars mean", "median", "p95"]
         header.append("max")
         header += ["tokens mean", "p95", "max"] if with_tokens else []
+        header += [f"over {self.token_limit:,} tokens (cut)"] if self.token_limit else []
         rows = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
         for name, s in self.splits.items():
             cells = [name, f"{s.size:,}", *(f"{s.class_counts.get(c, 0):,}" for c in self.labels)]
@@ -156,6 +180,7 @@ class DataReport:
             if with_tokens:
                 t = s.tokens or LengthStats(0.0, 0.0, 0.0, 0)
                 cells += [f"{t.mean:.1f}", f"{t.p95:g}", str(t.max)]
+            cells += [f"{s.cut or 0:,}"] if self.token_limit else []
             rows.append("| " + " | ".join(cells) + " |")
         return rows
 

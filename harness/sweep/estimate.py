@@ -16,6 +16,7 @@ from harness.backends import load_backend
 from harness.backends.base import Backend, Estimate
 from harness.backends.hosted.pricing import Price
 from harness.config import Experiment
+from harness.data.summary import DataReport
 from harness.errors import ConfigError
 from harness.records import Cost, PreparedData, TrialSpec, usd
 from harness.sweep.search_space import (
@@ -68,7 +69,7 @@ def estimate_sweep(experiment: Experiment) -> SweepEstimate:
 
     space = experiment_space(experiment)
     backend = load_backend(experiment.config.backend)
-    data, _ = prepare_experiment(experiment)
+    data, report = prepare_experiment(experiment)
     check_train_examples(space, len(data.labels))
     cheapest = [
         TrialEstimate(s, backend.estimate(s, data))
@@ -85,8 +86,30 @@ def estimate_sweep(experiment: Experiment) -> SweepEstimate:
         budget_usd=experiment.config.budget_usd,
         prices=backend.price_rows(models),
         synthetic=backend.capabilities.synthetic,
-        warnings=tuple(filter(None, [oversized_train_examples(space, len(data.train))])),
+        warnings=tuple(
+            filter(
+                None,
+                [
+                    oversized_train_examples(space, len(data.train)),
+                    cut_texts(backend, data, report),
+                ],
+            )
+        ),
     )
+
+
+CUT_SHARE = 0.01  # a sweep warns when more than this share of a split's texts is cut
+
+
+def cut_texts(backend: Backend, data: PreparedData, report: DataReport) -> str | None:
+    """A warning when more than `CUT_SHARE` of a split's texts are longer than the model reads
+    (`Backend.text_token_limit`): it learns and is scored on their beginnings only, which a
+    user would rather know before paying (`harness prepare` counts them whatever the share)."""
+    limit = backend.text_token_limit(data.labels)
+    if limit is None:  # nothing is cut: no need to count every text's tokens
+        return None
+    counted = report.with_tokens(data, backend.count_tokens, limit)
+    return counted.cut_warning("backend.max_length", CUT_SHARE)
 
 
 # --- worst case of a sweep -----------------------------------------------------------------

@@ -31,7 +31,7 @@ from harness.sweep.checkpoints import (
     score_checkpoint,
     with_number,
 )
-from harness.sweep.estimate import corner_specs
+from harness.sweep.estimate import corner_specs, cut_texts
 from harness.sweep.live import LiveStatus
 from harness.sweep.orphans import orphaned_jobs, orphans_message, release_deployments
 from harness.sweep.outcome import SweepOutcome, SweepView
@@ -132,12 +132,16 @@ def open_sweep(
     """Validate and load everything, check the budget, then open the study and its MLflow run."""
     space = experiment_space(experiment)
     backend = load_backend(experiment.config.backend, progress=view.progress)
-    data, _ = prepare_experiment(experiment)
+    data, report = prepare_experiment(experiment)
     search_space.check_train_examples(space, len(data.labels))
     models = sorted({spec.base_model for spec in corner_specs(experiment, space)})
     backend.preflight(data, models)  # nothing is recorded before every free check passed
-    if oversized := search_space.oversized_train_examples(space, len(data.train)):
-        view.message(oversized)
+    for warning in (
+        search_space.oversized_train_examples(space, len(data.train)),
+        cut_texts(backend, data, report),
+    ):
+        if warning:
+            view.message(warning)
     confirm = _asked_once(confirm)
     if not study_exists(experiment.config.study.storage, experiment.study_name):
         # Refused before the study exists: a sweep its budget refuses records nothing.

@@ -4,6 +4,7 @@ it returns is then synthetic)."""
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from harness.backends.base import Capabilities
@@ -20,6 +21,14 @@ def is_loopback(base_url: str | None) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class WholeTexts:
+    """A hosted model's context (tens of thousands of tokens) holds any classification text
+    whole: the harness cuts none (`Backend.text_token_limit`)."""
+
+    def text_token_limit(self, labels: Sequence[str]) -> int | None:
+        return None
 
 
 def hosted_capabilities(

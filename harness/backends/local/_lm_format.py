@@ -46,8 +46,9 @@ class Formatter:
         """The label's tokens as the model is trained to emit them, end token included."""
         return [*self._ids(self.lead + label), self.eos]
 
-    def prompts(self, texts: Sequence[str], labels: Sequence[str]) -> list[list[int]]:
-        """Each text's prompt, cut so that the longest label's completion still fits."""
+    def text_budget(self, labels: Sequence[str]) -> int:
+        """Tokens of a text a prompt keeps: `max_length` less the prompt format and the longest
+        label's completion."""
         room = self.max_length - max(len(self.completion(label)) for label in labels)
         budget = room - len(self.before) - len(self.after)
         if budget < 1:
@@ -55,6 +56,11 @@ class Formatter:
                 f"backend.max_length {self.max_length} leaves no room for the text beside the "
                 f"prompt format and the labels; raise it above {self.max_length - budget + 8}"
             )
+        return budget
+
+    def prompts(self, texts: Sequence[str], labels: Sequence[str]) -> list[list[int]]:
+        """Each text's prompt, cut so that the longest label's completion still fits."""
+        budget = self.text_budget(labels)
         encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         return [[*self.before, *ids[:budget], *self.after] for ids in encoded]
 

@@ -195,6 +195,11 @@ class LocalBackend(LocalFolders):
             len(ids) for ids in slow(texts, add_special_tokens=False)["input_ids"]
         ]
 
+    def text_token_limit(self, labels: Sequence[str]) -> int | None:
+        """`max_length` less the special tokens (`[CLS]`, `[SEP]`) the tokenizer adds."""
+        tokenizer = self._tokenizer(resolve_model_path(self.config.model), self.config.model)
+        return self.config.max_length - int(tokenizer.num_special_tokens_to_add(pair=False))
+
     def estimate(self, spec: TrialSpec, data: PreparedData) -> Estimate:
         """The tokens `spec` will process, priced at the calibrated rates: training (the
         subset's tokens and the validation texts', every epoch) apart from scoring the test set

@@ -120,6 +120,11 @@ class LocalLMBackend(LocalFolders):
         encoded = fmt.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         return [len(ids) for ids in encoded]
 
+    def text_token_limit(self, labels: Sequence[str]) -> int | None:
+        """`max_length` less the prompt format and the longest label (`Formatter.text_budget`)."""
+        path = resolve_lm_path(self.config.model)
+        return self._format(path, self.config.model).text_budget(labels)
+
     def estimate(self, spec: TrialSpec, data: PreparedData) -> Estimate:
         """The tokens `spec` will train and score, at the calibrated rates; exact for a trial
         that runs all its epochs (checkpoints' test scoring included)."""

@@ -48,7 +48,7 @@ from harness.backends.base import (
     Progress,
     RemoteJob,
 )
-from harness.backends.hosted._capabilities import hosted_capabilities
+from harness.backends.hosted._capabilities import WholeTexts, hosted_capabilities
 from harness.backends.hosted._epochs import (
     FinishedJob,
     PointPlan,
@@ -105,7 +105,7 @@ DEFAULT_SYSTEM_PROMPT: str = DatasetConfig.model_fields["system_prompt"].default
 MAX_EPOCH_POINTS = 3  # OpenAI keeps a checkpoint for each of the last three epochs
 
 
-class OpenAIBackend:
+class OpenAIBackend(WholeTexts):
     """Fine-tunes and evaluates through the official `openai` SDK; see the module docstring."""
 
     kind = "openai"

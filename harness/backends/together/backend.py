@@ -47,7 +47,7 @@ from harness.backends.base import (
     Progress,
     RemoteJob,
 )
-from harness.backends.hosted._capabilities import hosted_capabilities
+from harness.backends.hosted._capabilities import WholeTexts, hosted_capabilities
 from harness.backends.hosted._epochs import PointPlan, epoch_points, point_count, texts_digest
 from harness.backends.hosted._eval import Evaluation
 from harness.backends.hosted._files import (
@@ -75,7 +75,7 @@ from harness.records import Cost, Prediction, PreparedData, Split, TrainedModel,
 DEFAULT_SYSTEM_PROMPT: str = DatasetConfig.model_fields["system_prompt"].default
 
 
-class TogetherBackend:
+class TogetherBackend(WholeTexts):
     """Fine-tunes and scores through Together AI's API; see the module docstring."""
 
     kind = "together"
