@@ -652,3 +652,17 @@ def test_labels_are_normalised_like_texts(tmp_path: Path) -> None:
         tmp_path / "d.csv", labels=[unicodedata.normalize("NFD", "très bien"), "mauvais"]
     )
     assert configured.labels == ("très bien", "mauvais")
+
+
+def test_labels_that_differ_only_in_case_are_refused_unless_both_are_listed(
+    tmp_path: Path,
+) -> None:
+    # "Positive" from one annotator and "positive" from another were two classes, each with part
+    # of the examples: a model was trained and scored on a split nobody meant.
+    names = ["Positive", "positive", "negative", "negative"]
+    path = _csv(tmp_path / "d.csv", [{"text": f"r {i}", "label": names[i % 4]} for i in range(80)])
+    with pytest.raises(DataError, match=r"'Positive' \(20 rows\) and 'positive' \(20 rows\)") as e:
+        _prepare(path)
+    assert str(path) in str(e.value) and "dataset.labels" in str(e.value)
+    kept, _ = _prepare(path, labels=["negative", "Positive", "positive"])  # meant: two classes
+    assert kept.labels == ("negative", "Positive", "positive")

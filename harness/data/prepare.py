@@ -111,6 +111,7 @@ def _label_set(present: list[str], configured: list[str] | None, where: str) -> 
     counts = Counter(present)
     if configured is None:
         found = list(counts)
+        _check_case(counts, where)
         numeric = all(_is_number(x) for x in found)
         return tuple(sorted(found, key=float) if numeric else sorted(found))
     wanted = [canonical_label(x) or "" for x in configured]
@@ -121,6 +122,21 @@ def _label_set(present: list[str], configured: list[str] | None, where: str) -> 
         listed = ", ".join(f"{label!r} ({n} rows)" for label, n in sorted(extra.items()))
         raise DataError(f"{where}: labels not in dataset.labels {wanted}: {listed}")
     return tuple(wanted)
+
+
+def _check_case(counts: Counter[str], where: str) -> None:
+    """Labels equal but for case ("Positive", "positive") are one class typed two ways far more
+    often than two classes: refused, unless `dataset.labels` lists both."""
+    spellings: dict[str, list[str]] = {}
+    for label in sorted(counts):
+        spellings.setdefault(label.casefold(), []).append(label)
+    clash = next((group for group in spellings.values() if len(group) > 1), None)
+    if clash:
+        named = " and ".join(f"{label!r} ({counts[label]} rows)" for label in clash)
+        raise DataError(
+            f"{where}: labels {named} differ only in case, so they would be separate classes: "
+            "write them one way in the data, or list each in dataset.labels to keep them apart"
+        )
 
 
 def _ordinal(config: DatasetConfig, labels: tuple[str, ...], where: str) -> bool:
