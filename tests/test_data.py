@@ -245,7 +245,7 @@ def test_rows_longer_than_the_header_do_not_shift_the_columns(tmp_path: Path) ->
     path = tmp_path / "extra.csv"
     path.write_text("text,label\nreview 0,a,\nreview 1,b,a note\n", encoding="utf-8")
     message = _error(DatasetConfig(source=str(path)))
-    assert message.startswith(f"{path}: data row 2 has 3 fields, the header 2")
+    assert message.startswith(f"{path}: line 3 has 3 fields, the header 2")
     assert "a column without a name" in message
 
 
@@ -666,3 +666,18 @@ def test_labels_that_differ_only_in_case_are_refused_unless_both_are_listed(
     assert str(path) in str(e.value) and "dataset.labels" in str(e.value)
     kept, _ = _prepare(path, labels=["negative", "Positive", "positive"])  # meant: two classes
     assert kept.labels == ("negative", "Positive", "positive")
+
+
+def test_a_malformed_csv_row_is_named_by_the_line_an_editor_shows(tmp_path: Path) -> None:
+    # pandas counts records (a quoted field over three lines is one; a blank line is one), so a
+    # file whose bad row sat on line 8 was reported at "line 6", a good row in an editor.
+    path = tmp_path / "bad.csv"
+    path.write_text(
+        'text,label\n"multi\nline\ntext",a\n\nok text,b\nbad "row,a\nthree,fields,here\n'
+    )
+    message = _error(DatasetConfig(source=str(path)))
+    assert message.startswith(f"{path}: malformed CSV: line 8 has 3 fields, the header 2"), message
+    # A row longer than the header read by pandas' other path, named by its line too.
+    path.write_text('text,label\n"two\nlines",a,\nreview 1,b,a note\n')
+    message = _error(DatasetConfig(source=str(path)))
+    assert message.startswith(f"{path}: line 4 has 3 fields, the header 2"), message

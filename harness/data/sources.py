@@ -180,7 +180,31 @@ def _parse_csv(path: Path, text: str, delimiter: str, **options: Any) -> pd.Data
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty") from None
     except pd.errors.ParserError as exc:
+        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        line = found and _record_line(text, delimiter, int(found[2]))
+        if found and line:
+            raise DataError(
+                f"{path}: malformed CSV: line {line} has {found[3]} fields, the header "
+                f"{found[1]} (a field holding {delimiter!r} needs double quotes)"
+            ) from None
         raise DataError(f"{path}: malformed CSV ({str(exc).strip()})") from None
+
+
+def _record_line(text: str, delimiter: str, record: int, data_rows: bool = False) -> int | None:
+    """The file line where a record starts, as an editor numbers lines: pandas counts records
+    (1-based, header and blank lines included; a quoted field over several lines is one).
+    `data_rows`: `record` counts the rows after the header that are not blank instead."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    end, n = 0, 0
+    try:
+        for i, row in enumerate(reader):
+            n += 1 if not data_rows else int(i > 0 and bool(row))
+            if n == record:
+                return end + 1
+            end = reader.line_num
+    except csv.Error:
+        return None
+    return None
 
 
 def _aligned(path: Path, text: str, frame: pd.DataFrame, delimiter: str) -> pd.DataFrame:
@@ -194,9 +218,12 @@ def _aligned(path: Path, text: str, frame: pd.DataFrame, delimiter: str) -> pd.D
     width = len(frame.columns)
     extra = fields.iloc[:, width:].ne("").any(axis=1).to_numpy()
     if extra.any():
+        row = int(extra.argmax()) + 1
+        line = _record_line(text, delimiter, row, data_rows=True)
+        where = f"line {line}" if line else f"data row {row}"
         raise DataError(
-            f"{path}: data row {int(extra.argmax()) + 1} has {len(fields.columns)} fields, the "
-            f"header {width}: a column without a name; name it in the header row (or remove it)"
+            f"{path}: {where} has {len(fields.columns)} fields, the header {width}: a column "
+            "without a name; name it in the header row (or remove it)"
         )
     with warnings.catch_warnings():  # pandas warns of the empty fields it drops
         warnings.simplefilter("ignore", pd.errors.ParserWarning)
