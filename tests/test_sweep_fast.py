@@ -384,6 +384,25 @@ def test_a_signal_while_optuna_creates_a_trial_leaves_nothing_running(
     assert backend.trained == []
 
 
+def test_a_signal_while_a_finished_trial_is_logged_leaves_nothing_running(
+    tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by SIGTERM to one of two workers on a shared PostgreSQL study: the trial had
+    # trained and its model files were being sent to the tracking server when the signal came;
+    # the loop had already let go of it, so the worker exited with the trial RUNNING in the
+    # study, its MLflow run RUNNING, and its reservation held until another worker noticed.
+    from harness.tracking.runs import MlflowTracker
+
+    def interrupt(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MlflowTracker, "finish_trial", interrupt)
+    study = _interrupted_sweep(tmp_path)
+    (cut,) = study.get_trials(states=(TrialState.FAIL,))
+    run = MlflowClient().get_run(cut.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED"
+
+
 def _interrupted_sweep(tmp_path: Path) -> optuna.Study:
     """A 2-trial sweep that an interrupt ends: its trial failed and queued again, none RUNNING."""
     with pytest.raises(KeyboardInterrupt):
