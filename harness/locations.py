@@ -78,6 +78,13 @@ def redact_text(text: str) -> str:
     return _API_KEY.sub(f"sk-{REDACTED}", text)
 
 
+def without_url_passwords(text: str) -> str:
+    """`text` with the password of every `scheme://user:password@host` URL left out
+    (`scheme://user@host`), so a command printed for others to run takes it from `PGPASSWORD`
+    or `~/.pgpass`: libpq prefers a password in the URL, so a blanked one (`***`) would fail."""
+    return _URL_PASSWORD.sub(lambda m: f"{m['head'][:-1]}@", text)
+
+
 def with_driver(url: str) -> str:
     """A SQLAlchemy URL that works with the installed drivers.
 
