@@ -403,6 +403,41 @@ def test_a_signal_while_a_finished_trial_is_logged_leaves_nothing_running(
     assert run.info.status == "KILLED"
 
 
+def test_a_tracking_server_gone_mid_sweep_ends_on_one_clear_message(
+    tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found stopping the MLflow server of a shared study mid-trial for longer than MLflow's
+    # retries: the trial was failed and its cost counted, then the sweep ended on a traceback
+    # hundreds of lines long (closing the study's run met the same dead server).
+    from mlflow.exceptions import MlflowException
+
+    from harness.tracking.runs import MlflowTracker
+
+    url = "http://127.0.0.1:9/api/2.0/mlflow/runs/log-batch"
+
+    def gone(*args: object, **kwargs: object) -> None:
+        # MLflow's own words when its retries run out (rest_utils.http_request)
+        raise MlflowException(
+            f"API request to {url} failed with exception HTTPConnectionPool(host='127.0.0.1', "
+            "port=9): Max retries exceeded with url: /api/2.0/mlflow/runs/log-batch (Caused by "
+            "NewConnectionError(\"HTTPConnection(host='127.0.0.1', port=9): Failed to establish "
+            'a new connection: [Errno 111] Connection refused"))'
+        )
+
+    def server_goes(*args: object, **kwargs: object) -> None:
+        for name in ("log_batch", "set_tag", "set_terminated", "log_text", "get_run"):
+            monkeypatch.setattr(MlflowClient, name, gone)
+        gone()
+
+    monkeypatch.setattr(MlflowTracker, "log_epoch", server_goes)
+    result = run_cli("sweep", str(_experiment(tmp_path, 2)), "--yes")
+    assert_clean_error(result, "http://127.0.0.1:9", "Connection refused")
+    study = _study()
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert len(study.get_trials(states=(TrialState.FAIL,))) == 1
+    assert ledger_usd(study.get_trials())[0] > 0, "what it trained is counted"
+
+
 def _interrupted_sweep(tmp_path: Path) -> optuna.Study:
     """A 2-trial sweep that an interrupt ends: its trial failed and queued again, none RUNNING."""
     with pytest.raises(KeyboardInterrupt):

@@ -47,6 +47,7 @@ from harness.config import (
 )
 from harness.errors import ConfigError, HarnessError, Terminated
 from harness.locations import redact_text, with_driver
+from harness.tracking.store import server_unreachable
 
 if TYPE_CHECKING:
     from harness.tracking.record import StudyOrigin
@@ -377,6 +378,17 @@ def user_errors(func: F) -> F:
                 why += ": run the same command again to resume the study"
             err_console.print(f"interrupted{why}")
             raise typer.Exit(exc.exit_code if isinstance(exc, Terminated) else 130) from None
+        except Exception as exc:
+            unreachable = server_unreachable(exc)  # MLflow's retries ran out: said, not a trace
+            if unreachable is None:
+                raise
+            if func.__name__ in _RESUMES_A_STUDY:
+                unreachable += (
+                    "; the study keeps what it recorded (a trial cut short is failed, its cost "
+                    "counted): run the same command again once the server answers"
+                )
+            err_console.print(f"[bold red]error:[/] {escape(redact_text(unreachable))}")
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 
