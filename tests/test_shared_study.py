@@ -96,6 +96,26 @@ def test_an_unreachable_database_is_one_clean_error_without_its_password(
     assert "hunter2" not in result.output
 
 
+@pytest.mark.parametrize("command", [("trials",), ("study", "create"), ("sweep", "--yes")])
+def test_a_storage_that_cannot_be_opened_is_named_as_typed(
+    tiny_csv: Path, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    # Found walking "Running on several machines": the error named the URL as
+    # `postgresql+psycopg://...` (the driver the harness adds, not what the user typed), ended on
+    # SQLAlchemy's "(Background on this error at: https://sqlalche.me/...)", and a mistyped
+    # scheme read "Can't load plugin: sqlalchemy.dialects:postgressql".
+    path = write_experiment(tmp_path, tiny_csv)
+    typed = "postgresql://harness:hunter2@127.0.0.1:1/optuna"
+    result = run_cli(*command, str(path), "--set", f"study.storage={typed}")
+    assert_clean_error(result, "'postgresql://harness:***@127.0.0.1:1/optuna'")
+    assert "+psycopg" not in result.stderr and "sqlalche.me" not in result.stderr
+    assert "hunter2" not in result.output
+    mistyped = "study.storage=postgressql://harness:hunter2@127.0.0.1:1/optuna"
+    result = run_cli(*command, str(path), "--set", mistyped)
+    assert_clean_error(result, "study.storage", "unknown URL scheme 'postgressql'")
+    assert "hunter2" not in result.output and "plugin" not in result.stderr
+
+
 def _in_threads(count: int, work: Callable[[int], Any]) -> list[Any]:
     """Run `work(i)` in `count` threads released together; their results in order."""
     barrier, results = threading.Barrier(count), [None] * count

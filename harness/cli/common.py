@@ -46,7 +46,7 @@ from harness.config import (
     tracking_uri_problem,
 )
 from harness.errors import ConfigError, HarnessError, Terminated
-from harness.locations import redact_text, with_driver
+from harness.locations import redact_text, storage_problem, with_driver
 from harness.tracking.store import server_unreachable
 
 if TYPE_CHECKING:
@@ -280,7 +280,7 @@ def open_storage(url: str) -> Any:
         storage = optuna.storages.RDBStorage(with_driver(url))
         storage.get_all_studies()
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, OSError, ValueError) as exc:
-        reason = redact_text(str(exc)).splitlines()[0]
+        reason = storage_problem(exc)
         raise ConfigError(f"cannot open study storage {redact_text(url)!r}: {reason}") from None
     return storage
 
