@@ -403,12 +403,8 @@ def test_a_signal_while_a_finished_trial_is_logged_leaves_nothing_running(
     assert run.info.status == "KILLED"
 
 
-def test_a_tracking_server_gone_mid_sweep_ends_on_one_clear_message(
-    tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Found stopping the MLflow server of a shared study mid-trial for longer than MLflow's
-    # retries: the trial was failed and its cost counted, then the sweep ended on a traceback
-    # hundreds of lines long (closing the study's run met the same dead server).
+def _tracking_server_goes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MLflow server stops answering at the first epoch logged, past MLflow's retries."""
     from mlflow.exceptions import MlflowException
 
     from harness.tracking.runs import MlflowTracker
@@ -430,12 +426,37 @@ def test_a_tracking_server_gone_mid_sweep_ends_on_one_clear_message(
         gone()
 
     monkeypatch.setattr(MlflowTracker, "log_epoch", server_goes)
+
+
+def test_a_tracking_server_gone_mid_sweep_ends_on_one_clear_message(
+    tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found stopping the MLflow server of a shared study mid-trial for longer than MLflow's
+    # retries: the trial was failed and its cost counted, then the sweep ended on a traceback
+    # hundreds of lines long (closing the study's run met the same dead server).
+    _tracking_server_goes(monkeypatch)
     result = run_cli("sweep", str(_experiment(tmp_path, 2)), "--yes")
     assert_clean_error(result, "http://127.0.0.1:9", "Connection refused")
     study = _study()
     assert not study.get_trials(states=(TrialState.RUNNING,))
     assert len(study.get_trials(states=(TrialState.FAIL,))) == 1
     assert ledger_usd(study.get_trials())[0] > 0, "what it trained is counted"
+
+
+def test_a_tracking_server_gone_at_the_end_still_deletes_hourly_deployments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reading `close_sweep` after the outage above: tagging the front met the dead server first,
+    # so the study's deployments (Azure, Together: billed by the hour) were left until a next
+    # sweep, which "No hosting left billing" says every sweep's end deletes.
+    hosting = Capabilities(deploys_models=True, hosting_notes=("by the hour",), synthetic=True)
+    memory = _use_backend(monkeypatch, MemoryBackend(capabilities=hosting))
+    released: list[str] = []
+    monkeypatch.setattr(memory, "release_deployments", lambda name, held: released.append(name))
+    _tracking_server_goes(monkeypatch)
+    result = run_cli("sweep", str(_experiment(tmp_path, 2)), "--yes")
+    assert result.exit_code != 0
+    assert released == ["tiny", "tiny"], "checked when the sweep opened, and when it closed"
 
 
 def _interrupted_sweep(tmp_path: Path) -> optuna.Study:

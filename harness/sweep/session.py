@@ -222,13 +222,16 @@ def _record_owed_checkpoints(sweep: Sweep) -> None:
 def close_sweep(sweep: Sweep) -> None:
     """Tag the front on the trial runs, close the study's run unless another worker still runs
     trials (see `shared.tag_front_and_leave`), delete checkpoints off the front."""
-    front = tag_front_and_leave(sweep.handle, sweep.tracker)
-    pruned = prune_dominated(sweep.handle.study, front, sweep.backend)
-    if pruned:
-        sweep.view.message(f"deleted {pruned} epoch checkpoint(s) that are off the Pareto front")
-    released = release_deployments(sweep.handle.study, sweep.backend)
-    if released:
-        sweep.view.message(released)
+    try:
+        front = tag_front_and_leave(sweep.handle, sweep.tracker)
+        pruned = prune_dominated(sweep.handle.study, front, sweep.backend)
+        if pruned:
+            off = "that are off the Pareto front"
+            sweep.view.message(f"deleted {pruned} epoch checkpoint(s) {off}")
+    finally:  # hosting bills by the hour: deleted also when the tracking server is gone
+        released = release_deployments(sweep.handle.study, sweep.backend)
+        if released:
+            sweep.view.message(released)
 
 
 def collect(sweep: Sweep, launched: Launched) -> None:
