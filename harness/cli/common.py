@@ -129,6 +129,7 @@ def _console_width() -> int | None:
 console = Console(width=_console_width())
 err_console = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
+PG_CONNECT_TIMEOUT_S = "10"  # seconds to reach a study's PostgreSQL server and log in
 
 
 def _print_version(value: bool) -> None:
@@ -151,6 +152,9 @@ def _main(
     EXPERIMENT is an experiment file, its name in experiments/, or the name of a study in
     mlruns/optuna.db (one made with `--set study.name=NAME` included).
     """
+    # A PostgreSQL server that accepts and never answers held a command silent for minutes
+    # (psycopg's 130 s per connection); libpq's own variable, so a user's value wins.
+    os.environ.setdefault("PGCONNECT_TIMEOUT", PG_CONNECT_TIMEOUT_S)
 
 
 ExperimentArg = Annotated[
