@@ -78,6 +78,32 @@ def redact_text(text: str) -> str:
     return _API_KEY.sub(f"sk-{REDACTED}", text)
 
 
+def without_url_passwords(text: str) -> str:
+    """`text` with the password of every `scheme://user:password@host` URL left out
+    (`scheme://user@host`), so a command printed for others to run takes it from `PGPASSWORD`
+    or `~/.pgpass`: libpq prefers a password in the URL, so a blanked one (`***`) would fail."""
+    return _URL_PASSWORD.sub(lambda m: f"{m['head'][:-1]}@", text)
+
+
+# SQLAlchemy's own words for a scheme it has no dialect for, and its link under every error.
+_NO_DIALECT = re.compile(r"Can't load plugin: sqlalchemy\.dialects:(?P<scheme>[^.\s]+)")
+_ERROR_CLASS = re.compile(r"^\([\w.]+\) ")  # "(psycopg.OperationalError) " before the text
+
+
+def storage_problem(exc: BaseException) -> str:
+    """Why a study storage could not be opened, in one line: the database driver's words without
+    SQLAlchemy's exception class and link, or the mistyped URL scheme named; secrets blanked."""
+    text = str(exc)
+    if found := _NO_DIALECT.search(text):
+        return (
+            f"unknown URL scheme {found['scheme']!r} (use postgresql://USER@HOST:PORT/DATABASE "
+            "or sqlite:///PATH)"
+        )
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("(Background on this error")]
+    return redact_text(_ERROR_CLASS.sub("", " ".join(lines)) or type(exc).__name__)
+
+
 def with_driver(url: str) -> str:
     """A SQLAlchemy URL that works with the installed drivers.
 

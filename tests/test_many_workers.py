@@ -323,8 +323,21 @@ def test_study_create_never_prints_a_password_given_in_the_storage_url(
     assert made.exit_code == 0, made.stderr
     assert postgres.password not in made.stdout + made.stderr
     assert "Start workers with: harness sweep" in made.stdout
-    assert f"harness:***@127.0.0.1:{postgres.port}/printed" in made.stdout
     assert "PGPASSWORD" in made.stdout, "it says how the workers get the password instead"
+    # Found walking the README: the printed command kept `harness:***@`, and libpq takes a
+    # password in the URL over PGPASSWORD, so pasted as told it failed ("password
+    # authentication failed"). Printed without the password, it works with PGPASSWORD.
+    printed = f"study.storage=postgresql://harness@127.0.0.1:{postgres.port}/printed"
+    assert f"--set={printed}" in made.stdout
+    worker = run_cli(
+        "trials",
+        str(path),
+        "--set",
+        printed,
+        cwd=tmp_path,
+        env={"PGPASSWORD": postgres.password},
+    )
+    assert worker.exit_code == 0, worker.stderr
 
 
 class _Victim:

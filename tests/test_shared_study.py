@@ -9,6 +9,10 @@ The same steps against a real PostgreSQL and MLflow server, with worker processe
 from __future__ import annotations
 
 import importlib.util
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +30,7 @@ from harness.sweep.search_space import load_search_space
 from harness.sweep.study import ask, open_study
 from harness.tracking.runs import redact
 from tests.cli_runner import assert_clean_error, run_cli
-from tests.conftest import write_experiment
+from tests.conftest import ROOT, write_experiment
 
 DIST = {"x": optuna.distributions.FloatDistribution(0, 1)}
 
@@ -94,6 +98,57 @@ def test_an_unreachable_database_is_one_clean_error_without_its_password(
     result = run_cli("study", "create", str(path), "--set", url)
     assert_clean_error(result, "cannot open", "harness:***@127.0.0.1:1")
     assert "hunter2" not in result.output
+
+
+@pytest.mark.parametrize("command", [("trials",), ("study", "create"), ("sweep", "--yes")])
+def test_a_storage_that_cannot_be_opened_is_named_as_typed(
+    tiny_csv: Path, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    # Found walking "Running on several machines": the error named the URL as
+    # `postgresql+psycopg://...` (the driver the harness adds, not what the user typed), ended on
+    # SQLAlchemy's "(Background on this error at: https://sqlalche.me/...)", and a mistyped
+    # scheme read "Can't load plugin: sqlalchemy.dialects:postgressql".
+    path = write_experiment(tmp_path, tiny_csv)
+    typed = "postgresql://harness:hunter2@127.0.0.1:1/optuna"
+    result = run_cli(*command, str(path), "--set", f"study.storage={typed}")
+    assert_clean_error(result, "'postgresql://harness:***@127.0.0.1:1/optuna'")
+    assert "+psycopg" not in result.stderr and "sqlalche.me" not in result.stderr
+    assert "hunter2" not in result.output
+    mistyped = "study.storage=postgressql://harness:hunter2@127.0.0.1:1/optuna"
+    result = run_cli(*command, str(path), "--set", mistyped)
+    assert_clean_error(result, "study.storage", "unknown URL scheme 'postgressql'")
+    assert "hunter2" not in result.output and "plugin" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_database_server_that_never_answers_is_given_up_on(
+    tiny_csv: Path, tmp_path: Path
+) -> None:
+    # Found walking "Running on several machines" with a storage URL whose server accepted the
+    # connection and never answered (a hung server, a wrong port): `harness trials` sat silent
+    # for more than 200 s (psycopg's own 130 s, per connection the command opens).
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel accepts; nothing ever reads or replies
+        port = silent.getsockname()[1]
+        path = write_experiment(tmp_path, tiny_csv)
+        storage = f"study.storage=postgresql://harness:hunter2@127.0.0.1:{port}/optuna"
+        env = {k: v for k, v in os.environ.items() if k != "PGCONNECT_TIMEOUT"}
+        env["PYTHONPATH"] = str(ROOT)
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "harness", "trials", str(path), "--set", storage],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
+        )
+    took = time.monotonic() - started
+    assert done.returncode == 2, done.stderr
+    assert "study.storage" in done.stderr and "timeout" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and "hunter2" not in done.stderr
+    assert took < 60, f"gave up after {took:.0f} s"
 
 
 def _in_threads(count: int, work: Callable[[int], Any]) -> list[Any]:

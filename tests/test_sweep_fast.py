@@ -384,6 +384,81 @@ def test_a_signal_while_optuna_creates_a_trial_leaves_nothing_running(
     assert backend.trained == []
 
 
+def test_a_signal_while_a_finished_trial_is_logged_leaves_nothing_running(
+    tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by SIGTERM to one of two workers on a shared PostgreSQL study: the trial had
+    # trained and its model files were being sent to the tracking server when the signal came;
+    # the loop had already let go of it, so the worker exited with the trial RUNNING in the
+    # study, its MLflow run RUNNING, and its reservation held until another worker noticed.
+    from harness.tracking.runs import MlflowTracker
+
+    def interrupt(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MlflowTracker, "finish_trial", interrupt)
+    study = _interrupted_sweep(tmp_path)
+    (cut,) = study.get_trials(states=(TrialState.FAIL,))
+    run = MlflowClient().get_run(cut.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED"
+
+
+def _tracking_server_goes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MLflow server stops answering at the first epoch logged, past MLflow's retries."""
+    from mlflow.exceptions import MlflowException
+
+    from harness.tracking.runs import MlflowTracker
+
+    url = "http://127.0.0.1:9/api/2.0/mlflow/runs/log-batch"
+
+    def gone(*args: object, **kwargs: object) -> None:
+        # MLflow's own words when its retries run out (rest_utils.http_request)
+        raise MlflowException(
+            f"API request to {url} failed with exception HTTPConnectionPool(host='127.0.0.1', "
+            "port=9): Max retries exceeded with url: /api/2.0/mlflow/runs/log-batch (Caused by "
+            "NewConnectionError(\"HTTPConnection(host='127.0.0.1', port=9): Failed to establish "
+            'a new connection: [Errno 111] Connection refused"))'
+        )
+
+    def server_goes(*args: object, **kwargs: object) -> None:
+        for name in ("log_batch", "set_tag", "set_terminated", "log_text", "get_run"):
+            monkeypatch.setattr(MlflowClient, name, gone)
+        gone()
+
+    monkeypatch.setattr(MlflowTracker, "log_epoch", server_goes)
+
+
+def test_a_tracking_server_gone_mid_sweep_ends_on_one_clear_message(
+    tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found stopping the MLflow server of a shared study mid-trial for longer than MLflow's
+    # retries: the trial was failed and its cost counted, then the sweep ended on a traceback
+    # hundreds of lines long (closing the study's run met the same dead server).
+    _tracking_server_goes(monkeypatch)
+    result = run_cli("sweep", str(_experiment(tmp_path, 2)), "--yes")
+    assert_clean_error(result, "http://127.0.0.1:9", "Connection refused")
+    study = _study()
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert len(study.get_trials(states=(TrialState.FAIL,))) == 1
+    assert ledger_usd(study.get_trials())[0] > 0, "what it trained is counted"
+
+
+def test_a_tracking_server_gone_at_the_end_still_deletes_hourly_deployments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reading `close_sweep` after the outage above: tagging the front met the dead server first,
+    # so the study's deployments (Azure, Together: billed by the hour) were left until a next
+    # sweep, which "No hosting left billing" says every sweep's end deletes.
+    hosting = Capabilities(deploys_models=True, hosting_notes=("by the hour",), synthetic=True)
+    memory = _use_backend(monkeypatch, MemoryBackend(capabilities=hosting))
+    released: list[str] = []
+    monkeypatch.setattr(memory, "release_deployments", lambda name, held: released.append(name))
+    _tracking_server_goes(monkeypatch)
+    result = run_cli("sweep", str(_experiment(tmp_path, 2)), "--yes")
+    assert result.exit_code != 0
+    assert released == ["tiny", "tiny"], "checked when the sweep opened, and when it closed"
+
+
 def _interrupted_sweep(tmp_path: Path) -> optuna.Study:
     """A 2-trial sweep that an interrupt ends: its trial failed and queued again, none RUNNING."""
     with pytest.raises(KeyboardInterrupt):

@@ -46,7 +46,8 @@ from harness.config import (
     tracking_uri_problem,
 )
 from harness.errors import ConfigError, HarnessError, Terminated
-from harness.locations import redact_text, with_driver
+from harness.locations import redact_text, storage_problem, with_driver
+from harness.tracking.store import server_unreachable
 
 if TYPE_CHECKING:
     from harness.tracking.record import StudyOrigin
@@ -128,6 +129,7 @@ def _console_width() -> int | None:
 console = Console(width=_console_width())
 err_console = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
+PG_CONNECT_TIMEOUT_S = "10"  # seconds to reach a study's PostgreSQL server and log in
 
 
 def _print_version(value: bool) -> None:
@@ -150,6 +152,9 @@ def _main(
     EXPERIMENT is an experiment file, its name in experiments/, or the name of a study in
     mlruns/optuna.db (one made with `--set study.name=NAME` included).
     """
+    # A PostgreSQL server that accepts and never answers held a command silent for minutes
+    # (psycopg's 130 s per connection); libpq's own variable, so a user's value wins.
+    os.environ.setdefault("PGCONNECT_TIMEOUT", PG_CONNECT_TIMEOUT_S)
 
 
 ExperimentArg = Annotated[
@@ -279,7 +284,7 @@ def open_storage(url: str) -> Any:
         storage = optuna.storages.RDBStorage(with_driver(url))
         storage.get_all_studies()
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, OSError, ValueError) as exc:
-        reason = redact_text(str(exc)).splitlines()[0]
+        reason = storage_problem(exc)
         raise ConfigError(f"cannot open study storage {redact_text(url)!r}: {reason}") from None
     return storage
 
@@ -377,6 +382,17 @@ def user_errors(func: F) -> F:
                 why += ": run the same command again to resume the study"
             err_console.print(f"interrupted{why}")
             raise typer.Exit(exc.exit_code if isinstance(exc, Terminated) else 130) from None
+        except Exception as exc:
+            unreachable = server_unreachable(exc)  # MLflow's retries ran out: said, not a trace
+            if unreachable is None:
+                raise
+            if func.__name__ in _RESUMES_A_STUDY:
+                unreachable += (
+                    "; the study keeps what it recorded (a trial cut short is failed, its cost "
+                    "counted): run the same command again once the server answers"
+                )
+            err_console.print(f"[bold red]error:[/] {escape(redact_text(unreachable))}")
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -399,7 +399,7 @@ def study_create(experiment: ExperimentArg, set_: SetOption = None) -> None:
     Then run `harness sweep EXPERIMENT` on every machine, with the same `study.storage` and
     `MLFLOW_TRACKING_URI`. Running it again finds both.
     """
-    from harness.locations import redact_text
+    from harness.locations import redact_text, without_url_passwords
     from harness.sweep.shared import create_shared_study
     from harness.tracking.store import tracking_uri
 
@@ -407,7 +407,7 @@ def study_create(experiment: ExperimentArg, set_: SetOption = None) -> None:
     done = create_shared_study(exp)
     state = "created" if done.created_run else "found"
     command = shlex.join(["harness", "sweep", experiment, *(f"--set={o}" for o in set_ or [])])
-    shown = redact_text(command)  # a password in a --set URL is not printed either
+    shown = redact_text(without_url_passwords(command))  # workers read PGPASSWORD instead
     lines = [
         f"study {done.study_name} in {redact_text(exp.config.study.storage)}: "
         f"{done.trials} trial(s) held",
@@ -415,6 +415,6 @@ def study_create(experiment: ExperimentArg, set_: SetOption = None) -> None:
         f"Start workers with: {shown}",
     ]
     if shown != command:
-        lines.append("  (*** is a secret left out: give workers PGPASSWORD or ~/.pgpass instead)")
+        lines.append("  (the password is left out: give workers PGPASSWORD or ~/.pgpass)")
     for line in lines:
         console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -43,6 +43,7 @@ from harness.sweep.shared import (
     tag_front_and_leave,
     tag_prices,
 )
+from harness.sweep.signals import signals_held
 from harness.sweep.stopping import Curve, FrontStopper
 from harness.sweep.storage import study_exists
 from harness.sweep.study import (
@@ -225,13 +226,16 @@ def _record_owed_checkpoints(sweep: Sweep) -> None:
 def close_sweep(sweep: Sweep) -> None:
     """Tag the front on the trial runs, close the study's run unless another worker still runs
     trials (see `shared.tag_front_and_leave`), delete checkpoints off the front."""
-    front = tag_front_and_leave(sweep.handle, sweep.tracker)
-    pruned = prune_dominated(sweep.handle.study, front, sweep.backend)
-    if pruned:
-        sweep.view.message(f"deleted {pruned} epoch checkpoint(s) that are off the Pareto front")
-    released = release_deployments(sweep.handle.study, sweep.backend)
-    if released:
-        sweep.view.message(released)
+    try:
+        front = tag_front_and_leave(sweep.handle, sweep.tracker)
+        pruned = prune_dominated(sweep.handle.study, front, sweep.backend)
+        if pruned:
+            off = "that are off the Pareto front"
+            sweep.view.message(f"deleted {pruned} epoch checkpoint(s) {off}")
+    finally:  # hosting bills by the hour: deleted also when the tracking server is gone
+        released = release_deployments(sweep.handle.study, sweep.backend)
+        if released:
+            sweep.view.message(released)
 
 
 def collect(sweep: Sweep, launched: Launched) -> None:
@@ -254,14 +258,19 @@ def collect(sweep: Sweep, launched: Launched) -> None:
         _fail(sweep, launched, f"{type(exc).__name__}: {exc}")
         raise
     sweep.accepted = True
-    checkpoints = _score_checkpoints(sweep, result)
-    _share_model(sweep, launched.run_id, result)
-    sweep.tracker.finish_trial(launched.run_id, result, sweep.data)
-    # Owed before the trial completes: a kill before they are recorded leaves them to `_open`.
-    set_attrs(
-        trial, checkpoints_due_attrs([(c.epoch, c.result.model.model_ref) for c in checkpoints])
-    )
-    _tell(trial, sweep.handle, result, len(sweep.data.train))
+    try:  # the loop has let go of the trial: a signal until it is told is settled here
+        checkpoints = _score_checkpoints(sweep, result)
+        _share_model(sweep, launched.run_id, result)
+        sweep.tracker.finish_trial(launched.run_id, result, sweep.data)
+        # Owed before the trial completes: a kill before they are recorded leaves them to `_open`.
+        due = [(c.epoch, c.result.model.model_ref) for c in checkpoints]
+        set_attrs(trial, checkpoints_due_attrs(due))
+    except KeyboardInterrupt:
+        interrupted(sweep, launched)
+        raise
+    with signals_held() as held:  # told whole, or not at all
+        _tell(trial, sweep.handle, result, len(sweep.data.train))
+    held.deliver()
     if sweep.stopper is not None:
         sweep.stopper.add(Curve.of(TrialRecord.from_attrs(trial.user_attrs)))
     sweep.outcome.results.append(result)

@@ -35,7 +35,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from harness.backends.base import SCORING_RESERVED
 from harness.config import Experiment
 from harness.errors import ConfigError
-from harness.locations import redact_text, with_driver
+from harness.locations import redact_text, storage_problem, with_driver
 from harness.records import TrialSpec
 from harness.sweep import fidelity
 from harness.sweep.locks import study_lock, url_lock
@@ -157,9 +157,8 @@ def open_study(
             worker = join_study(study) if join else 0
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, OSError, ValueError) as exc:
         # SQLAlchemy raises many types for a bad URL or an unreachable server
-        raise ConfigError(
-            f"study.storage: cannot open {redact_text(url)!r}: {redact_text(str(exc))}"
-        ) from None
+        typed = redact_text(storage_url or experiment.config.study.storage)  # not the driver's
+        raise ConfigError(f"study.storage: cannot open {typed!r}: {storage_problem(exc)}") from None
     existing = [d.name.lower() for d in study.directions]
     if existing != directions:
         raise ConfigError(
@@ -377,7 +376,7 @@ def pareto_numbers(study: optuna.Study) -> set[int]:
 def load_existing_study(experiment: Experiment) -> optuna.Study:
     """The experiment's study as stored; ConfigError when it has not been run yet."""
     url = with_driver(experiment.config.study.storage)
-    shown = redact_text(url)
+    shown = redact_text(experiment.config.study.storage)  # as typed, not with the driver
     # The command that makes this study: the same file with the same --set options.
     sets = "".join(f" --set {shlex.quote(item)}" for item in experiment.overrides)
     command = f"harness sweep {shlex.quote(str(experiment.path))}{redact_text(sets)}"
@@ -391,5 +390,4 @@ def load_existing_study(experiment: Experiment) -> optuna.Study:
             f"study {experiment.study_name!r} not found in {shown}: run `{command}` first"
         ) from None
     except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
-        reason = redact_text(str(exc))
-        raise ConfigError(f"study.storage: cannot open {shown!r}: {reason}") from None
+        raise ConfigError(f"study.storage: cannot open {shown!r}: {storage_problem(exc)}") from None

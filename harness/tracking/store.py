@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -191,3 +192,23 @@ def open_store(uri: str) -> Any | None:
     if missing_store(uri) is not None:
         return None
     return MlflowClient(tracking_uri=uri)
+
+
+# MLflow's words when a tracking server did not answer and its retries ran out
+# (`mlflow.utils.rest_utils.http_request`), and the OS's reason inside them.
+_NO_ANSWER = re.compile(r"API request to (?P<server>https?://[^/\s]+)\S* failed with exception")
+_OS_REASON = re.compile(r"\[Errno -?\d+\] (?P<reason>[^\"')]+)")
+
+
+def server_unreachable(exc: BaseException) -> str | None:
+    """One line for an MLflow error that says its tracking server did not answer (None for any
+    other error, which keeps its traceback): the server, and the OS's reason where it gave one."""
+    if type(exc).__name__ != "MlflowException":
+        return None
+    text = str(exc)
+    found = _NO_ANSWER.search(text)
+    if found is None:
+        return None
+    reason = _OS_REASON.search(text)
+    why = reason["reason"].strip() if reason else "no answer"
+    return f"the MLflow tracking server {found['server']} did not answer ({why})"
