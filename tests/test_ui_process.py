@@ -344,7 +344,7 @@ def test_dashboard_on_postgres_never_shows_the_password_and_stops_on_ctrl_c(
         code, children = _stop(proc, signal.SIGINT)  # Ctrl-C, as a terminal sends it
     err = (tmp_path / "stderr").read_text()
     assert postgres.password not in out + err
-    assert "harness:***@" in out, out
+    assert "postgresql://harness:***@" in out and "+psycopg" not in out, out  # as typed
     assert commands and not any(postgres.password.encode() in c for c in commands)
     assert code == 0, err
     assert not any(_alive(pid) for pid in children) and _port_is_free(port)

@@ -172,7 +172,8 @@ def dashboard(
     # The URL travels in the environment, never in the arguments, which `ps` shows everyone.
     env = {**os.environ, STORAGE_ENV: url}
     server = Server("optuna-dashboard", command, port, "/api/meta", env)
-    console.print(f"Starting optuna-dashboard for {redact_text(url)} ...", soft_wrap=True)
+    shown = url.replace("postgresql+psycopg://", "postgresql://", 1)  # as the user typed it
+    console.print(f"Starting optuna-dashboard for {redact_text(shown)} ...", soft_wrap=True)
 
     def ready() -> None:
         console.print(f"optuna-dashboard at {server.base_url}  (Ctrl-C to stop)", soft_wrap=True)
