@@ -90,3 +90,57 @@ def test_an_evaluated_model_billed_per_token_has_no_hosting(
     _weigh_serving([row], 1000)
     n = len(data.validation) + len(data.test)
     assert row.decision_cost == pytest.approx(0.0032 + 12 * 1000 * 0.0032 / n)
+
+
+def test_a_zero_shot_score_counts_only_for_a_study_prompted_the_same_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by QA: SmolLM2 scored zero-shot in the completion format (text + "###") was
+    weighed, as "SmolLM2-135M-Instruct without fine-tuning", by the report of a study of the
+    same data in the chat format, whose models are prompted otherwise; and a later evaluation
+    in the other format silently replaced it in both studies' reports."""
+    import yaml
+
+    from tests.conftest import review_rows, write_csv
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    csv = write_csv(tmp_path / "reviews.csv", review_rows(40, seed=4))
+    config = {
+        "name": "lm",
+        "dataset": {"source": str(csv), "split": {"validation": 0.2, "test": 0.2}},
+        "backend": {"kind": "local_lm", "format": "completion"},
+        "search_space": {"n_epochs": 1, "learning_rate_multiplier": 1.0, "batch_size": 8},
+    }
+    path = tmp_path / "lm.yaml"
+    path.write_text(yaml.safe_dump(config))
+    completion = load_experiment(str(path))
+    data, _ = prepare_experiment(completion)
+
+    def evaluated(experiment: object, right: bool) -> None:
+        labels = [label if right else "x" for label in data.test.labels]
+        log_evaluation(
+            experiment,  # type: ignore[arg-type]
+            data,
+            ModelEvaluation(
+                model="SmolLM2-135M-Instruct",
+                backend="local_lm",
+                metrics=score(data.test.labels, labels, data.labels, data.ordinal),
+                cost=Cost(usd=0.0002, inference_tokens=3000),
+                predictions=tuple(Prediction(label, 0.9) for label in labels),
+                synthetic=False,
+                wall_seconds=1.0,
+                zero_shot=True,
+                valid_correct=tuple(right for _ in data.validation.labels),
+            ),
+        )
+
+    evaluated(completion, right=True)
+    config["backend"]["format"] = "chat"  # type: ignore[index]
+    path.write_text(yaml.safe_dump(config))
+    chat = load_experiment(str(path))
+    assert evaluated_baselines(chat, data) == []  # not scored the way this study prompts
+    evaluated(chat, right=False)  # now it is: the chat study weighs its own score
+    [weighed] = evaluated_baselines(chat, data)
+    assert weighed.valid_accuracy == 0.0
+    [kept] = evaluated_baselines(completion, data)  # and the completion study keeps its own
+    assert kept.valid_accuracy == 1.0

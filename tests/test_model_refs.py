@@ -157,3 +157,15 @@ def test_promote_where_there_is_no_store_creates_none(tmp_path: Path) -> None:
     assert_clean_error(result, "no MLflow tracking store", str(tmp_path / "gone" / "mlflow.db"))
     assert result.exit_code == 2
     assert not (tmp_path / "gone").exists()
+
+
+def test_serve_passes_its_request_timeout_to_the_server(registry: str, started: list[Any]) -> None:
+    # Found by QA: a served SmolLM2 model answered 60 test snippets with a bare 504 Gateway
+    # Timeout on a busy 2-core machine (MLflow's 60 s per request), and `harness serve` had no
+    # way to give it longer.
+    env = {"MLFLOW_TRACKING_URI": registry}
+    served = run_cli("serve", NAME, "--port", "5078", "--timeout", "600", env=env)
+    assert served.exit_code == 0, served.output
+    command = started[0].command
+    assert command[command.index("--timeout") + 1] == "600"
+    assert run_cli("serve", NAME, "--timeout", "0", env=env).exit_code == 2

@@ -59,3 +59,43 @@ def test_harness_predict_says_a_backend_error_as_it_is() -> None:
     # Not "the model refused the texts": the texts were fine.
     with pytest.raises(ConfigError, match=r"^OPENAI_API_KEY is not set"):
         classify(_Loaded(), ["A delight."])
+
+
+class _EchoBackend:
+    """Scores `positive` for a text that says "delight"; records what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[list[str]] = []
+
+    def predict(
+        self, model_ref: str, texts: Sequence[str], labels: Sequence[str]
+    ) -> tuple[list[Prediction], Cost]:
+        self.asked.append(list(texts))
+        scores = [0.9 if "delight" in text else 0.2 for text in texts]
+        return [
+            Prediction(
+                label="positive" if s > 0.5 else "negative",
+                confidence=max(s, 1 - s),
+                scores={"negative": 1 - s, "positive": s},
+            )
+            for s in scores
+        ], Cost()
+
+
+def test_a_dict_of_columns_is_classified_text_by_text() -> None:
+    # Found by QA: `mlflow.pyfunc.load_model(...).predict({"text": ["A delight.", "Dull."]})`
+    # raised "nothing to classify (all 1 texts given are empty)": MLflow's signature check
+    # hands a dict of columns over as one row whose `text` cell is the whole list.
+    from mlflow.models.utils import _enforce_schema
+    from mlflow.types import ColSpec, Schema
+
+    model, backend = HarnessClassifier(), _EchoBackend()
+    model.labels, model.backend, model.model_ref = ["negative", "positive"], backend, "m"
+    signature = Schema([ColSpec("string", "text")])
+    given = _enforce_schema({"text": ["A delight.", "", "Dull."]}, signature)
+    out = model.predict(None, given)
+    assert list(out["label"]) == ["positive", None, "negative"]  # one row per text, blank null
+    assert backend.asked == [["A delight.", "Dull."]]
+    # A frame of rows is read as before: one text per row.
+    rows = _enforce_schema(pd.DataFrame({"text": ["Dull.", "A delight."]}), signature)
+    assert list(model.predict(None, rows)["label"]) == ["negative", "positive"]

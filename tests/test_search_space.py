@@ -176,3 +176,41 @@ def test_a_lora_parameter_on_a_backend_without_lora_is_refused(tmp_path: Path) -
     assert f"{space}: lora_rank: the local backend does not use it" in str(err.value)
     path.write_text(path.read_text().replace("kind: local", "kind: local_lm"))
     assert "lora_rank" in experiment_space(load_experiment(str(path))).distributions
+
+
+@pytest.mark.parametrize("name", ["n_epochs", "batch_size", "train_examples", "lora_rank"])
+def test_a_float_range_for_a_whole_number_parameter_is_refused(tmp_path: Path, name: str) -> None:
+    # Found by QA: `lora_rank: {type: float, low: 2, high: 8}` was accepted; Optuna drew 5.7,
+    # the trial cut it to int 5 (so `high` was never reached) and the study recorded 5.7.
+    others = {
+        "n_epochs": "{type: int, low: 1, high: 4}",
+        "learning_rate_multiplier": "1.0",
+        "batch_size": "8",
+    }
+    others[name] = "{type: float, low: 2, high: 8}"
+    text = "".join(f"{key}: {value}\n" for key, value in others.items())
+    path = _space(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_search_space(path)
+    assert f"{path}: {name}: type float draws fractions" in str(err.value)
+    assert "type: int" in str(err.value)
+
+
+def test_a_lora_range_beyond_the_backends_own_limit_is_refused(tmp_path: Path) -> None:
+    # Found by QA: `backend.lora_rank: 512` is refused (at most 256), but a search space could
+    # sample 512 and every such trial ran with it.
+    from harness.config import load_experiment
+    from harness.sweep.search_space import experiment_space
+
+    space = _space(tmp_path, GOOD + "lora_rank: {type: int, low: 4, high: 512}\n")
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        f"dataset: {{source: d.csv}}\nbackend: {{kind: local_lm}}\nsearch_space: {space}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        experiment_space(load_experiment(str(path)))
+    assert f"{space}: lora_rank: 512 is more than the local_lm backend takes (256)" in str(
+        err.value
+    )
+    space.write_text(GOOD + "lora_rank: {type: categorical, choices: [4, 256]}\n")
+    assert "lora_rank" in experiment_space(load_experiment(str(path))).distributions

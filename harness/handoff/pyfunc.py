@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from mlflow.pyfunc.model import PythonModel
 
@@ -55,7 +56,8 @@ ENTRY_POINT = (
 
 def texts_of(model_input: Any) -> list[str | None]:
     """The texts of a frame's `text` column (a Series, a list or one string is taken as the
-    texts themselves), each as `text_or_none` reads it.
+    texts themselves; a one-row frame whose cell is a list, as MLflow hands over a dict of
+    columns, gives that list), each as `text_or_none` reads it.
 
     Raises:
         MlflowException: A DataFrame without a `text` column (naming the columns it has), or a
@@ -72,7 +74,11 @@ def texts_of(model_input: Any) -> list[str | None]:
                 f"expected a {TEXT_COLUMN!r} column, got columns "
                 f"{[str(c) for c in model_input.columns]}"
             )
-        model_input = model_input[TEXT_COLUMN]
+        column = model_input[TEXT_COLUMN]
+        # MLflow's signature check hands a dict of columns ({"text": [...]}) over as one row
+        # whose cell is the whole list: those are the texts, not one text that is no string.
+        only = column.iloc[0] if len(column) == 1 else None
+        model_input = only if isinstance(only, list | tuple | np.ndarray) else column
     if hasattr(model_input, "tolist"):  # Series, numpy arrays
         model_input = model_input.tolist()
     if isinstance(model_input, Sequence):

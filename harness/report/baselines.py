@@ -147,8 +147,9 @@ def base_model_baseline(experiment: Experiment) -> Baseline:
 def evaluated_baselines(
     experiment: Experiment, data: PreparedData, own: frozenset[str] = frozenset()
 ) -> list[Baseline]:
-    """Models `harness evaluate` scored on this very data (same digest, same backend kind),
-    the latest run per model: the base model zero-shot, or a fine-tuned model made elsewhere.
+    """Models `harness evaluate` scored on this very data (same digest, same backend kind, same
+    prompt settings: `harness.sweep.evaluation.prompt_of`), the latest run per model: the base
+    model zero-shot, or a fine-tuned model made elsewhere.
 
     Either is a way not to pay for this study's fine-tuning, so it joins the front and the walk
     as a baseline, compared paired on validation; its cost is what scoring it cost (a model
@@ -156,7 +157,13 @@ def evaluated_baselines(
     they were kept) or for other examples is left out, and so is a model of `own` (the trials'
     models: scored again, one would look as cheap as scoring it, its training forgotten).
     """
-    from harness.sweep.evaluation import EVALUATION_TAG, MODEL_TAG, as_recorded
+    from harness.sweep.evaluation import (
+        EVALUATION_TAG,
+        MODEL_TAG,
+        PROMPT_TAG,
+        as_recorded,
+        prompt_of,
+    )
     from harness.tracking.store import open_store, tracking_uri
 
     client = open_store(tracking_uri(experiment))
@@ -174,11 +181,15 @@ def evaluated_baselines(
     )
     latest: dict[str, Baseline] = {}
     own = frozenset(as_recorded(ref) for ref in own)  # a folder however a trial named it
+    prompt = prompt_of(experiment)
     for run in runs:
         model = run.data.tags.get(MODEL_TAG, "")
         kind = run.data.params.get("backend")
         mine = model in own or as_recorded(model) in own
-        if model not in latest and not mine and kind == experiment.config.backend.kind:
+        # Asked another way (a chat template, not "###"), it is not this study's base model;
+        # a run recorded before the tag existed says nothing, and counts as before.
+        asked = run.data.tags.get(PROMPT_TAG, prompt) == prompt
+        if model not in latest and not mine and asked and kind == experiment.config.backend.kind:
             baseline = _evaluated(run, data)
             if baseline is not None:
                 latest[model] = baseline

@@ -10,6 +10,7 @@ validation like any trial (`harness.report.baselines.evaluated_baselines`).
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,6 +31,10 @@ MODEL_TAG = "harness.model"
 ZERO_SHOT_TAG = "zero_shot"
 VALID_CORRECT_TAG = "harness.valid_correct"  # packed bits (`harness.scoring.pack_bits`)
 TEST_CORRECT_TAG = "harness.test_correct"
+PROMPT_TAG = "harness.prompt"  # the settings that shape what the model is asked (`prompt_of`)
+# A zero-shot answer depends on how the text is put to the model: the prompt format, the system
+# message and where the text is cut. A score under other settings is another model's score.
+PROMPT_SETTINGS = ("format", "system_prompt", "max_length")
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,14 @@ def evaluate_model(
     return replace(result, run_id=run_id)
 
 
+def prompt_of(experiment: Experiment) -> str:
+    """The experiment's backend settings that shape a prompt (`PROMPT_SETTINGS`, those it has),
+    as the `harness.prompt` tag an evaluation carries and a report matches."""
+    backend = experiment.config.backend
+    fields = type(backend).model_fields
+    return json.dumps({k: getattr(backend, k) for k in PROMPT_SETTINGS if k in fields})
+
+
 def as_recorded(model: str) -> str:
     """A model folder on this machine by its absolute path, as a trial records its own model's:
     the report then knows a trial's model evaluated again (no baseline) however it was named,
@@ -187,6 +200,7 @@ def log_evaluation(experiment: Experiment, data: PreparedData, result: ModelEval
         SYNTHETIC_TAG: str(result.synthetic).lower(),
         VALID_CORRECT_TAG: pack_bits(result.valid_correct),
         TEST_CORRECT_TAG: pack_bits(test_right),
+        PROMPT_TAG: prompt_of(experiment),
     }
     run = tracker.client.create_run(
         tracker.experiment_id, tags=tags, run_name=f"evaluate {result.model}"

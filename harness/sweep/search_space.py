@@ -118,12 +118,25 @@ def _for_backend(space: SearchSpace, experiment: Experiment) -> SearchSpace:
     """Refuse a LoRA parameter the backend does not read: the sampler would spend trials on a
     value no trial uses, and run names would show it."""
     backend = experiment.config.backend
-    takes = set(type(backend).model_fields)
+    fields = type(backend).model_fields
     for name in ("lora_rank", "lora_alpha"):
-        if (name in space.distributions or name in space.fixed) and name not in takes:
+        if name not in space.distributions and name not in space.fixed:
+            continue
+        if name not in fields:
             raise ConfigError(
                 f"{space.path}: {name}: the {backend.kind} backend does not use it (only "
                 f"backends with a {name} setting do, such as local_lm); remove it"
+            )
+        # The backend's own setting has a ceiling; a sampled value must keep to it too.
+        most = min(
+            (c.le for c in fields[name].metadata if getattr(c, "le", None) is not None),
+            default=None,
+        )
+        over = [v for v in _sizes(space, name, "high") if most is not None and v > most]
+        if over:
+            raise ConfigError(
+                f"{space.path}: {name}: {max(over)} is more than the {backend.kind} backend "
+                f"takes ({most})"
             )
     return space
 
@@ -176,6 +189,12 @@ def _distribution(name: str, spec: dict[str, Any], path: Path) -> BaseDistributi
     extra = sorted(set(spec) - _KEYS[kind])
     if extra:
         raise ConfigError(f"{where}: unknown key {extra[0]!r} for type {kind}")
+    if kind == "float" and float not in VALUE_TYPES[name]:
+        # Optuna would draw 5.7 and the trial cut it to 5: `high` never reached, and the study
+        # recording a value no trial used.
+        raise ConfigError(
+            f"{where}: type float draws fractions, but {name} is a whole number; use type: int"
+        )
     try:
         if kind == "categorical":
             return _categorical(name, spec.get("choices"), path)
@@ -241,11 +260,16 @@ def _grid_values(name: str, dist: BaseDistribution, path: Path) -> list[Any]:
 
 
 def _train_example_sizes(space: SearchSpace, end: Literal["low", "high"]) -> list[int]:
-    """The training-set sizes the space can ask for: the fixed one, every choice, or an int
+    """The training-set sizes the space can ask for (`_sizes`)."""
+    return _sizes(space, "train_examples", end)
+
+
+def _sizes(space: SearchSpace, name: str, end: Literal["low", "high"]) -> list[int]:
+    """The whole numbers the space can give `name`: the fixed one, every choice, or an int
     range's `end` (none when the space does not set it)."""
-    dist = space.distributions.get("train_examples")
-    if "train_examples" in space.fixed:
-        return [space.fixed["train_examples"]]
+    dist = space.distributions.get(name)
+    if name in space.fixed:
+        return [space.fixed[name]]
     if isinstance(dist, CategoricalDistribution):
         return [v for v in dist.choices if isinstance(v, int)]
     if isinstance(dist, IntDistribution):

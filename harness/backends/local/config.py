@@ -78,7 +78,7 @@ class LocalLMBackendConfig(LocalCompute):
     kind: Literal["local_lm"]
     model: str = "SmolLM2-135M-Instruct"
     format: Literal["completion", "chat"] = "completion"
-    # The chat format's system message; None: the dataset's default instruction.
+    # The chat format's system message; None: "Classify the text. Answer with the label only."
     system_prompt: str | None = None
     base_learning_rate: float = Field(2e-4, gt=0.0)  # a usual LoRA rate; x the multiplier
     lora_rank: int = Field(8, ge=1, le=256)
