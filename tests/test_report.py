@@ -38,6 +38,7 @@ from mlflow import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from scipy.stats import norm
 
+from harness.cli.common import load_target
 from harness.config import Experiment, load_experiment
 from harness.data.prepare import prepare_experiment
 from harness.errors import ConfigError
@@ -750,6 +751,32 @@ def test_empty_study_is_a_clear_error(tmp_path: Path) -> None:
     result = run_cli("report", str(path))
     assert_clean_error(result, "no completed trials yet", "harness sweep")
     assert result.exit_code == 2
+
+
+def test_an_empty_study_opened_by_its_name_says_the_sweep_that_fills_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by hand: `harness study create demo --set study.name=empty`, then `harness report
+    # empty` said "run `harness sweep experiments/demo.yaml` first", which sweeps study `demo`
+    # and leaves `empty` as empty as it was.
+    path = _write_experiment(tmp_path, "base", tracking=False)
+    config = yaml.safe_load(path.read_text())
+    del config["study"]  # the default storage, mlruns/optuna.db, where a study name is looked up
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(tmp_path)
+    made = run_cli("study", "create", str(path), "--set", "study.name=renamed")
+    assert made.exit_code == 0, made.output
+    for target in ("renamed", str(path)):
+        sets = ["--set", "study.name=renamed"] if target == str(path) else []
+        result = run_cli("report", target, *sets)
+        assert_clean_error(result, "no completed trials yet in study 'renamed'")
+        hint = re.search(r"run `(harness sweep [^`]*)` first", result.stderr)
+        assert hint is not None, result.stderr
+        # The hint, run as given, opens this very study.
+        argv = hint.group(1).split()[2:]
+        target_given, options = argv[0], argv[1:]
+        overrides = [options[i + 1] for i, o in enumerate(options) if o == "--set"]
+        assert load_target(target_given, overrides).study_name == "renamed", hint.group(1)
 
 
 def test_without_predictions_the_walk_still_runs_but_nothing_is_checked(tmp_path: Path) -> None:
