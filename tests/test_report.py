@@ -68,7 +68,7 @@ from harness.report.front import (
 )
 from harness.report.model import TrialRow
 from harness.report.render import trials_frame
-from harness.report.sections import epoch_summaries, ownership
+from harness.report.sections import epoch_numbers, epoch_summaries, ownership
 from harness.scoring import pack_bits
 from harness.sweep.study import pareto_numbers
 from harness.tracking.record import TrialRecord
@@ -504,6 +504,33 @@ def test_the_epochs_after_the_peak_are_counted_once_not_again_for_each_checkpoin
     summaries = epoch_summaries(rows)
     assert [s.number for s in summaries] == [0]
     assert summaries[0].cost_after_peak == pytest.approx(0.0002)
+
+
+def test_a_remote_jobs_epochs_are_numbered_as_run_and_cost_what_the_front_says() -> None:
+    # Found on a sweep against the OpenAI fake (`n_epochs: 4`, as openai_babbage002's search space
+    # allows): OpenAI keeps a job's last three epochs, so the trial's curve holds epochs 2, 3 and
+    # 4; the report said "epochs run 3, peak epoch 1" and the chart drew them as epochs 1-3. And
+    # "cost after the peak" read $0.0171 where the trial cost $0.071 and its epoch-2 checkpoint,
+    # which is what stopping at the peak would have paid, $0.0309: a remote checkpoint's cost so
+    # far includes scoring it on the test set, the final model's does not.
+    def row(number: int, ran: int, curve: list[float], costs: list[float], cost: float,
+            parent: int | None) -> TrialRow:  # fmt: skip
+        attrs = {"valid_accuracy_by_epoch": curve, "cost_usd_by_epoch": costs, "cost_usd": cost}
+        record = TrialRecord.from_attrs(attrs | {"epochs_run": ran, "checkpoint_of": parent})
+        return TrialRow(number, {"n_epochs": 4}, 0.7, cost, record, None)
+
+    rows = [
+        row(0, 4, [0.62, 0.60, 0.60], [0.0309, 0.0417, 0.0480], 0.0710, None),
+        row(1, 2, [0.62], [0.0309], 0.0309, 0),
+        row(2, 3, [0.62, 0.60], [0.0309, 0.0417], 0.0417, 0),
+    ]
+    [summary] = epoch_summaries(rows)
+    assert (summary.epochs, summary.peak_epoch) == (4, 2)
+    assert summary.cost_after_peak == pytest.approx(0.0710 - 0.0309)
+    assert [epoch_numbers(r.record) for r in rows] == [[2, 3, 4], [2], [2, 3]]
+    # A local trial's curve is every epoch it ran, its checkpoints' their first epochs.
+    local = TrialRecord.from_attrs({"valid_accuracy_by_epoch": [0.6, 0.7], "epochs_run": 2})
+    assert epoch_numbers(local) == [1, 2]
 
 
 def test_a_purchase_declined_at_the_readers_risk_says_what_it_was_decided_on(
