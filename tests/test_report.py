@@ -1266,3 +1266,26 @@ def test_mae_is_a_column_only_where_the_labels_are_ordinal(knee_report: Any) -> 
     )
     headers, rows = _trials_table(ordinal)
     assert all(row[headers.index("mae")] == "0.25" for row in rows)
+
+
+def test_a_priced_reports_fine_tuned_answer_names_the_promote_that_registers_it(
+    known: Constructed,
+) -> None:
+    # Found by hand: `harness report demo --value-per-point 100` answered "Choose trial 6", and
+    # nothing said how to register it; `harness promote demo`, as the README's hand-off reads,
+    # registered trial 7, the answer of the report without options. The README promises that a
+    # report given --value-per-point, --budget or --monthly-requests names `harness promote
+    # STUDY --trial N` for its own choice.
+    plain = build_report(known.experiment())
+    assert not [x for x in summary_lines(plain) if "harness promote" in x]  # promote's default
+    default = _report_choice(known.experiment())
+    assert default is not None and default[0] == plain.recommendation.chosen.trial_number
+    for options in (
+        ReportOptions(value_per_point=100.0),
+        ReportOptions(monthly_requests=1_000_000, weigh_running=True),
+    ):
+        report = build_report(known.experiment(), options)
+        chosen = report.recommendation.chosen
+        assert not chosen.is_baseline
+        hint = f"`harness promote known --trial {chosen.trial_number}` registers it."
+        assert hint in summary_lines(report), summary_lines(report)
