@@ -444,6 +444,20 @@ def test_epoch_checkpoints_of_a_test_servers_job_are_labelled_synthetic(
     assert [run.data.tags.get("synthetic") for run in _children(tmp_path)] == ["true"] * 3
 
 
+def test_a_jobs_checkpoint_line_says_its_scoring_was_paid_with_the_trial(
+    tmp_path: Path, fake_env: FakeOpenAI
+) -> None:
+    # Found on the fake: "t002 = its epoch 1: test acc 0.5783  cost $0.031 (scoring it: $0)",
+    # while the job paid for scoring that checkpoint on the test set (in the trial's own cost,
+    # and in the checkpoint's $0.031): a newcomer read that scoring a hosted model is free.
+    path = _one_trial_of(tmp_path, n_epochs=2)
+    view = _Listening()
+    run_sweep(load_experiment(str(path)), view)
+    (line,) = [x for x in view.messages if "= its epoch 1:" in x]
+    assert "scoring it: $0)" not in line
+    assert line.endswith("(scored on the test set with its trial, paid in the trial's cost)")
+
+
 class _KilledAfterTheTrial(RecordingView):
     """Dies in the instant after a trial completes and before its checkpoints are recorded."""
 

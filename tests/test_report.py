@@ -38,6 +38,7 @@ from mlflow import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from scipy.stats import norm
 
+from harness.cli.common import load_target
 from harness.config import Experiment, load_experiment
 from harness.data.prepare import prepare_experiment
 from harness.errors import ConfigError
@@ -67,7 +68,7 @@ from harness.report.front import (
 )
 from harness.report.model import TrialRow
 from harness.report.render import trials_frame
-from harness.report.sections import epoch_summaries, ownership
+from harness.report.sections import epoch_numbers, epoch_summaries, ownership
 from harness.scoring import pack_bits
 from harness.sweep.study import pareto_numbers
 from harness.tracking.record import TrialRecord
@@ -505,6 +506,33 @@ def test_the_epochs_after_the_peak_are_counted_once_not_again_for_each_checkpoin
     assert summaries[0].cost_after_peak == pytest.approx(0.0002)
 
 
+def test_a_remote_jobs_epochs_are_numbered_as_run_and_cost_what_the_front_says() -> None:
+    # Found on a sweep against the OpenAI fake (`n_epochs: 4`, as openai_babbage002's search space
+    # allows): OpenAI keeps a job's last three epochs, so the trial's curve holds epochs 2, 3 and
+    # 4; the report said "epochs run 3, peak epoch 1" and the chart drew them as epochs 1-3. And
+    # "cost after the peak" read $0.0171 where the trial cost $0.071 and its epoch-2 checkpoint,
+    # which is what stopping at the peak would have paid, $0.0309: a remote checkpoint's cost so
+    # far includes scoring it on the test set, the final model's does not.
+    def row(number: int, ran: int, curve: list[float], costs: list[float], cost: float,
+            parent: int | None) -> TrialRow:  # fmt: skip
+        attrs = {"valid_accuracy_by_epoch": curve, "cost_usd_by_epoch": costs, "cost_usd": cost}
+        record = TrialRecord.from_attrs(attrs | {"epochs_run": ran, "checkpoint_of": parent})
+        return TrialRow(number, {"n_epochs": 4}, 0.7, cost, record, None)
+
+    rows = [
+        row(0, 4, [0.62, 0.60, 0.60], [0.0309, 0.0417, 0.0480], 0.0710, None),
+        row(1, 2, [0.62], [0.0309], 0.0309, 0),
+        row(2, 3, [0.62, 0.60], [0.0309, 0.0417], 0.0417, 0),
+    ]
+    [summary] = epoch_summaries(rows)
+    assert (summary.epochs, summary.peak_epoch) == (4, 2)
+    assert summary.cost_after_peak == pytest.approx(0.0710 - 0.0309)
+    assert [epoch_numbers(r.record) for r in rows] == [[2, 3, 4], [2], [2, 3]]
+    # A local trial's curve is every epoch it ran, its checkpoints' their first epochs.
+    local = TrialRecord.from_attrs({"valid_accuracy_by_epoch": [0.6, 0.7], "epochs_run": 2})
+    assert epoch_numbers(local) == [1, 2]
+
+
 def test_a_purchase_declined_at_the_readers_risk_says_what_it_was_decided_on(
     known: Constructed,
 ) -> None:
@@ -750,6 +778,32 @@ def test_empty_study_is_a_clear_error(tmp_path: Path) -> None:
     result = run_cli("report", str(path))
     assert_clean_error(result, "no completed trials yet", "harness sweep")
     assert result.exit_code == 2
+
+
+def test_an_empty_study_opened_by_its_name_says_the_sweep_that_fills_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by hand: `harness study create demo --set study.name=empty`, then `harness report
+    # empty` said "run `harness sweep experiments/demo.yaml` first", which sweeps study `demo`
+    # and leaves `empty` as empty as it was.
+    path = _write_experiment(tmp_path, "base", tracking=False)
+    config = yaml.safe_load(path.read_text())
+    del config["study"]  # the default storage, mlruns/optuna.db, where a study name is looked up
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(tmp_path)
+    made = run_cli("study", "create", str(path), "--set", "study.name=renamed")
+    assert made.exit_code == 0, made.output
+    for target in ("renamed", str(path)):
+        sets = ["--set", "study.name=renamed"] if target == str(path) else []
+        result = run_cli("report", target, *sets)
+        assert_clean_error(result, "no completed trials yet in study 'renamed'")
+        hint = re.search(r"run `(harness sweep [^`]*)` first", result.stderr)
+        assert hint is not None, result.stderr
+        # The hint, run as given, opens this very study.
+        argv = hint.group(1).split()[2:]
+        target_given, options = argv[0], argv[1:]
+        overrides = [options[i + 1] for i, o in enumerate(options) if o == "--set"]
+        assert load_target(target_given, overrides).study_name == "renamed", hint.group(1)
 
 
 def test_without_predictions_the_walk_still_runs_but_nothing_is_checked(tmp_path: Path) -> None:
@@ -1228,3 +1282,26 @@ def test_user_texts_in_markdown_tables_read_as_written_not_as_markup() -> None:
     import html as html_module
 
     assert [html_module.unescape(c) for c in cells] == texts
+
+
+def test_a_priced_reports_fine_tuned_answer_names_the_promote_that_registers_it(
+    known: Constructed,
+) -> None:
+    # Found by hand: `harness report demo --value-per-point 100` answered "Choose trial 6", and
+    # nothing said how to register it; `harness promote demo`, as the README's hand-off reads,
+    # registered trial 7, the answer of the report without options. The README promises that a
+    # report given --value-per-point, --budget or --monthly-requests names `harness promote
+    # STUDY --trial N` for its own choice.
+    plain = build_report(known.experiment())
+    assert not [x for x in summary_lines(plain) if "harness promote" in x]  # promote's default
+    default = _report_choice(known.experiment())
+    assert default is not None and default[0] == plain.recommendation.chosen.trial_number
+    for options in (
+        ReportOptions(value_per_point=100.0),
+        ReportOptions(monthly_requests=1_000_000, weigh_running=True),
+    ):
+        report = build_report(known.experiment(), options)
+        chosen = report.recommendation.chosen
+        assert not chosen.is_baseline
+        hint = f"`harness promote known --trial {chosen.trial_number}` registers it."
+        assert hint in summary_lines(report), summary_lines(report)

@@ -85,6 +85,7 @@ def answer_lines(report: Report) -> list[str]:
         *_anyway_line(report),
         *_baseline_line(report),
         *_running_cost_line(report),
+        *_register_line(report),
     ]
     running = (
         f" ({report.running} still running: this report covers the completed ones)"
@@ -157,6 +158,14 @@ def _promote_hint(report: Report, tuned: TrialRow) -> str:
         return "`harness promote` registers it by default"
     study = tuned.source or report.study
     return f"`harness promote {study} --trial {tuned.trial_number}` registers it"
+
+
+def _register_line(report: Report) -> list[str]:
+    """A fine-tuned answer `harness promote` would not register by default (a priced report's,
+    a comparison's): the command that registers it."""
+    chosen = report.recommendation.chosen
+    hint = "" if chosen.is_baseline else _promote_hint(report, chosen)
+    return [f"{hint}."] if hint and not hint.endswith("by default") else []
 
 
 def _baseline_line(report: Report) -> list[str]:

@@ -42,7 +42,7 @@ from harness.report.sections import (
     ownership,
     qualitative_sample,
 )
-from harness.sweep.study import completed_trials, load_existing_study, pareto_front
+from harness.sweep.study import completed_trials, load_existing_study, pareto_front, sweep_command
 from harness.tracking.journal import ran_on_a_test_server
 from harness.tracking.record import MLFLOW_RUN_ID, TrialRecord, journal_key
 from harness.tracking.reports import FrontMark, log_study_report
@@ -201,7 +201,7 @@ def study_rows(experiment: Experiment) -> tuple[list[TrialRow], int, str | None]
     if not trials:
         raise ConfigError(
             f"no completed trials yet in study {experiment.study_name!r}: "
-            f"run `harness sweep {experiment.path}` first"
+            f"run `{sweep_command(experiment)}` first"
         )
     rows = _rows(experiment, trials, open_store(tracking_uri(experiment)))
     running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))

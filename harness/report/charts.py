@@ -16,6 +16,7 @@ from typing import Any
 
 from harness.report.formats import percent, usd
 from harness.report.model import Report, TrialRow
+from harness.report.sections import epoch_numbers
 
 _FRONT, _OTHER, _CHOSEN, _BASE = "#1f77b4", "#b0b0b0", "#d62728", "#2ca02c"
 
@@ -163,10 +164,11 @@ def epochs_png(report: Report, path: Path) -> None:
             "ms": 3,
         }
         label = t.short if t.on_front else None
+        epochs = epoch_numbers(t.record)  # a remote job's curve: its last epochs only
         if curve:
-            acc_ax.plot(range(1, len(curve) + 1), [100 * v for v in curve], label=label, **style)
-        if costs:
-            cost_ax.plot(range(1, len(costs) + 1), costs, **style)
+            acc_ax.plot(epochs, [100 * v for v in curve], label=label, **style)
+        if costs and len(costs) == len(epochs):
+            cost_ax.plot(epochs, costs, **style)
     acc_ax.set(
         xlabel="epoch", ylabel="validation accuracy (%)", title="validation accuracy by epoch"
     )

@@ -57,23 +57,52 @@ def hosting_per_month(record: TrialRecord) -> float | None:
     return record.eval_hosting_usd / record.eval_hosting_hours * HOURS_PER_MONTH
 
 
-def epoch_summary(row: TrialRow) -> EpochSummary | None:
-    """Peak validation epoch (the first, on ties) and the cost of the epochs after it."""
+def epoch_numbers(record: TrialRecord) -> list[int]:
+    """The epoch of each point of `record`'s curve: every epoch it ran, except that a remote
+    job's curve holds only the epochs its provider kept, its last (OpenAI: 2, 3, 4 of 4)."""
+    count = len(record.valid_accuracy_by_epoch)
+    ran = record.epochs_run if isinstance(record.epochs_run, int) else count
+    first = max(ran - count, 0) + 1
+    return list(range(first, first + count))
+
+
+def epoch_summary(
+    row: TrialRow, peaks: dict[tuple[str | None, int, int], float]
+) -> EpochSummary | None:
+    """Peak validation epoch (the first, on ties) and the cost of the epochs after it: the
+    trial's cost less its checkpoint's at the peak (`peaks`, by study, trial and epoch), which
+    is what stopping there would have paid; without one, the difference of costs so far."""
     curve = [float(v) for v in row.record.valid_accuracy_by_epoch]
     costs = [float(v) for v in row.record.cost_usd_by_epoch]
     if not curve:
         return None
     peak = int(np.argmax(curve))
-    after = costs[-1] - costs[peak] if len(costs) == len(curve) else 0.0
-    return EpochSummary(row.number, len(curve), peak + 1, curve[peak], max(after, 0.0), curve[-1])
+    epochs = epoch_numbers(row.record)
+    stopped = peaks.get((row.source, row.trial_number, epochs[peak]))
+    if peak == len(curve) - 1:
+        after = 0.0
+    elif stopped is not None and row.record.cost_usd is not None:
+        after = float(row.record.cost_usd) - stopped
+    else:
+        after = costs[-1] - costs[peak] if len(costs) == len(curve) else 0.0
+    return EpochSummary(
+        row.number, epochs[-1], epochs[peak], curve[peak], max(after, 0.0), curve[-1]
+    )
 
 
 def epoch_summaries(rows: list[TrialRow]) -> list[EpochSummary]:
     """The per-epoch summary of every trial with a curve. An epoch checkpoint's curve is its
     parent's first epochs, paid for once by the parent: summed again, the cost after a peak
     would count the same epochs twice."""
+    peaks = {
+        (r.source, r.record.checkpoint_of, r.record.epochs_run): float(r.record.cost_usd)
+        for r in rows
+        if r.record.checkpoint_of is not None
+        and isinstance(r.record.epochs_run, int)
+        and r.record.cost_usd is not None
+    }
     trials = [r for r in rows if not r.record.is_checkpoint]
-    return [s for s in map(epoch_summary, trials) if s is not None]
+    return [s for s in (epoch_summary(r, peaks) for r in trials) if s is not None]
 
 
 def qualitative_sample(

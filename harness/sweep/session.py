@@ -317,10 +317,13 @@ def record_checkpoint(
         sweep.tracker.tag(run_id, TRIAL_TAG, str(added))
         renamed = checkpoint_run_name(with_number(checkpoint, added), rows)
         sweep.tracker.tag(run_id, RUN_NAME_TAG, renamed)  # MLflow renames the run
+    # A remote job's checkpoint was scored with its trial (its cost so far includes that).
+    scored = f"scoring it: {usd(result.eval_cost.usd)}"
+    if result.eval_cost.usd == 0 < result.total_cost.usd:
+        scored = "scored on the test set with its trial, paid in the trial's cost"
     sweep.view.message(
         f"  t{added:03d} = its epoch {checkpoint.epoch}: test acc "
-        f"{result.metrics.accuracy:.4f}  cost {usd(result.total_cost.usd)} "
-        f"(scoring it: {usd(result.eval_cost.usd)})"
+        f"{result.metrics.accuracy:.4f}  cost {usd(result.total_cost.usd)} ({scored})"
     )
     if sweep.stopper is not None:
         sweep.stopper.add(Curve.of(record))

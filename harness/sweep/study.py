@@ -373,13 +373,22 @@ def pareto_numbers(study: optuna.Study) -> set[int]:
     return {feasible[i].number for i in front}
 
 
+def sweep_command(experiment: Experiment) -> str:
+    """The command that runs this experiment's study: its file with its `--set` options, and
+    the study's name where the file would name another (a study opened by its name)."""
+    items = list(experiment.overrides)
+    named = any(item.partition("=")[0].strip() == "study.name" for item in items)
+    if not named and experiment.study_name != experiment.name:
+        items.append(f"study.name={experiment.study_name}")
+    sets = "".join(f" --set {shlex.quote(item)}" for item in items)
+    return f"harness sweep {shlex.quote(str(experiment.path))}{redact_text(sets)}"
+
+
 def load_existing_study(experiment: Experiment) -> optuna.Study:
     """The experiment's study as stored; ConfigError when it has not been run yet."""
     url = with_driver(experiment.config.study.storage)
     shown = redact_text(experiment.config.study.storage)  # as typed, not with the driver
-    # The command that makes this study: the same file with the same --set options.
-    sets = "".join(f" --set {shlex.quote(item)}" for item in experiment.overrides)
-    command = f"harness sweep {shlex.quote(str(experiment.path))}{redact_text(sets)}"
+    command = sweep_command(experiment)
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         raise ConfigError(f"no study storage at {shown}: run `{command}` first")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
