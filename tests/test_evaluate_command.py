@@ -116,7 +116,11 @@ def test_a_trials_own_model_named_by_a_relative_path_is_no_baseline(
     (trial,) = json.loads(run_cli("trials", str(path), "--json").output)
     relative = os.path.relpath(trial["model_ref"], tmp_path)
     assert not relative.startswith(("/", ".."))
-    assert run_cli("evaluate", str(path), "--model", relative).exit_code == 0
+    evaluated = run_cli("evaluate", str(path), "--model", relative)
+    assert evaluated.exit_code == 0, evaluated.output
+    # A model that picks among the labels by score cannot answer outside them: "0 outside the
+    # label set" read as a finding (a SmolLM2 whose free answers were all outside said so too).
+    assert "outside the label set" not in evaluated.output
     report = run_cli("report", str(path), "--out", str(tmp_path / "r"))
     assert report.exit_code == 0, report.output
     assert "(evaluated)" not in (tmp_path / "r" / "report.md").read_text()

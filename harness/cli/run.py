@@ -364,7 +364,13 @@ def evaluate(
         f"{result.model} on {m.n_examples} test examples{label}:",
         f"  accuracy {m.accuracy:.4f}  macro-F1 {m.macro_f1:.4f}  weighted-F1 {m.weighted_f1:.4f}"
         + (f"  MAE {m.mae:.3f}" if m.mae is not None else ""),
-        f"  answers outside the label set: {result.metrics.out_of_set} (counted as wrong)",
+        # Said only where there are some: a model that picks among the labels by their scores
+        # (the local backends) has none by construction, and "0" would read as a finding.
+        *(
+            [f"  answers outside the label set: {m.out_of_set} (counted as wrong)"]
+            if m.out_of_set
+            else []
+        ),
         *(
             [
                 f"  validation accuracy {result.valid_accuracy:.4f} on "
