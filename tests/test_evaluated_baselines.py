@@ -144,3 +144,22 @@ def test_a_zero_shot_score_counts_only_for_a_study_prompted_the_same_way(
     assert weighed.valid_accuracy == 0.0
     [kept] = evaluated_baselines(completion, data)  # and the completion study keeps its own
     assert kept.valid_accuracy == 1.0
+
+    # Compared, each study's zero-shot score is weighed under a name of its own: both were
+    # "SmolLM2-135M-Instruct without fine-tuning" and only the first study's counted.
+    from harness.report.baselines import compute_baselines
+
+    config["study"] = {"name": "lm-chat"}
+    path.write_text(yaml.safe_dump(config))
+    chat = load_experiment(str(path))
+    baselines, _ = compute_baselines(completion, None, [], sources=[chat])
+    zero_shot = {b.name: b.valid_accuracy for b in baselines if "without fine-tuning" in b.name}
+    assert zero_shot == {
+        "SmolLM2-135M-Instruct without fine-tuning": 1.0,
+        "SmolLM2-135M-Instruct without fine-tuning (scored for lm-chat)": 0.0,
+    }
+    config["backend"]["format"] = "completion"  # type: ignore[index]
+    config["study"] = {"name": "lm-2"}
+    path.write_text(yaml.safe_dump(config))
+    again, _ = compute_baselines(completion, None, [], sources=[load_experiment(str(path))])
+    assert len(again) == len(baselines) - 1  # one run found through two studies counts once

@@ -14,7 +14,7 @@ import contextlib
 import gc
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -302,8 +302,12 @@ def compute_baselines(
     rate = experiment.config.backend.compute_dollars_per_hour
     evaluated: list[Baseline] = []
     for source in (experiment, *sources):
-        known = {b.name for b in evaluated}
-        evaluated += [b for b in evaluated_baselines(source, data, own) if b.name not in known]
+        for found in evaluated_baselines(source, data, own):
+            if found.run_id in {b.run_id for b in evaluated}:  # one run, seen by two studies
+                continue
+            if found.name in {b.name for b in evaluated}:  # e.g. asked another way (a chat study)
+                found = replace(found, name=f"{found.name} (scored for {source.study_name})")
+            evaluated.append(found)
     if any(b.name == base.name for b in evaluated):  # the base model was scored zero-shot
         base = next(b for b in evaluated if b.name == base.name)
         evaluated.remove(base)
