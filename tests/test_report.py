@@ -397,6 +397,16 @@ def test_value_rule_prices_the_expected_gain_and_risk_a_lower_quantile(
     assert move is not None and not move.taken and move.shown
 
 
+def test_a_near_certain_gain_is_not_said_to_be_certain(known: Constructed) -> None:
+    # Trial 2 over trial 1 on a first year of 10,000 requests a month at $0.20 a point: +5.8
+    # points expected, 95% interval +2.1 to +9.4, a normal posterior's 99.9%. The answer read
+    # "100% likely better", a certainty no posterior gives.
+    options = ReportOptions(value_per_point=0.2, weigh_running=True)
+    text = build_report(known.experiment(), options).recommendation.text
+    assert "over 99% likely better" in text, text
+    assert "100% likely" not in text
+
+
 def test_a_tiny_budget_means_do_not_fine_tune(known: Constructed) -> None:
     report = build_report(known.experiment(), ReportOptions(budget=0.005))
     rec = report.recommendation
