@@ -895,6 +895,21 @@ def test_a_tiny_extra_cost_does_not_buy_noise(dearer_cost: float) -> None:
     assert "59% likely better" in rec.text
 
 
+def test_two_trials_no_better_than_tfidf_are_not_bought_one_over_the_other() -> None:
+    # At $100 a point, two trials 1 and 1.5 points above TF-IDF on 200 examples (neither shown
+    # better than it): trial 1's +0.5 over trial 0 is one comparison, worth its $0.50, and the
+    # answer was "Choose trial 1 ... 55% likely better", never weighed against TF-IDF.
+    rows = [*_baselines(0.5, 0.80), _row(0, 0.5, 162), _row(1, 1.0, 163)]
+    options = ReportOptions(value_per_point=100.0)
+    rec = recommend(rows, options, comparer(options), N_VALID)
+    assert rec.chosen.name == TFIDF, rec.text
+    assert rec.text.startswith("Don't fine-tune: TF-IDF"), rec.text
+    # A trial shown better than TF-IDF (+11 points, unpaired p < 0.001) is still bought over the
+    # other at $100 a point.
+    rows = [*_baselines(0.5, 0.80), _row(0, 0.5, 180), _row(1, 1.0, 182)]
+    assert recommend(rows, options, comparer(options), N_VALID).chosen.number == 1
+
+
 def test_a_member_a_negligible_share_past_the_knee_is_within_reach() -> None:
     # The knee is the second member; the third costs 0.5% more than it (within reach, judged
     # relative to the knee's own cost), the fourth 50x.
