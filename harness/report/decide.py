@@ -26,7 +26,8 @@ it (or, for a negligible extra cost, whose expected accuracy is higher), and aga
 So a dearer model that is no better than a cheaper one, picked from many, is bought in at most
 about alpha of sweeps at any value per point and any price scale (`tests/test_verdicts.py`: 20
 equally accurate candidates; two candidates at a value per point are one comparison, decided on
-its expected value), while among configurations shown to differ the choice is the one of
+its expected value, though the dearer is bought over a cheaper baseline only when shown better
+than it too), while among configurations shown to differ the choice is the one of
 highest expected net value, not the cheapest significant step. The test set plays no part: it
 checks the choice once afterwards (see `harness.report.front`).
 """
