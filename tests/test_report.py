@@ -397,6 +397,16 @@ def test_value_rule_prices_the_expected_gain_and_risk_a_lower_quantile(
     assert move is not None and not move.taken and move.shown
 
 
+def test_a_near_certain_gain_is_not_said_to_be_certain(known: Constructed) -> None:
+    # Trial 2 over trial 1 on a first year of 10,000 requests a month at $0.20 a point: +5.8
+    # points expected, 95% interval +2.1 to +9.4, a normal posterior's 99.9%. The answer read
+    # "100% likely better", a certainty no posterior gives.
+    options = ReportOptions(value_per_point=0.2, weigh_running=True)
+    text = build_report(known.experiment(), options).recommendation.text
+    assert "over 99% likely better" in text, text
+    assert "100% likely" not in text
+
+
 def test_a_tiny_budget_means_do_not_fine_tune(known: Constructed) -> None:
     report = build_report(known.experiment(), ReportOptions(budget=0.005))
     rec = report.recommendation
@@ -883,6 +893,21 @@ def test_a_tiny_extra_cost_does_not_buy_noise(dearer_cost: float) -> None:
     assert rec.chosen.number == 1
     assert "+1.0 points expected (one comparison: nothing picked from many" in rec.text
     assert "59% likely better" in rec.text
+
+
+def test_two_trials_no_better_than_tfidf_are_not_bought_one_over_the_other() -> None:
+    # At $100 a point, two trials 1 and 1.5 points above TF-IDF on 200 examples (neither shown
+    # better than it): trial 1's +0.5 over trial 0 is one comparison, worth its $0.50, and the
+    # answer was "Choose trial 1 ... 55% likely better", never weighed against TF-IDF.
+    rows = [*_baselines(0.5, 0.80), _row(0, 0.5, 162), _row(1, 1.0, 163)]
+    options = ReportOptions(value_per_point=100.0)
+    rec = recommend(rows, options, comparer(options), N_VALID)
+    assert rec.chosen.name == TFIDF, rec.text
+    assert rec.text.startswith("Don't fine-tune: TF-IDF"), rec.text
+    # A trial shown better than TF-IDF (+11 points, unpaired p < 0.001) is still bought over the
+    # other at $100 a point.
+    rows = [*_baselines(0.5, 0.80), _row(0, 0.5, 180), _row(1, 1.0, 182)]
+    assert recommend(rows, options, comparer(options), N_VALID).chosen.number == 1
 
 
 def test_a_member_a_negligible_share_past_the_knee_is_within_reach() -> None:

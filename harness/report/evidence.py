@@ -275,8 +275,11 @@ class Evidence:
         if k == 2:
             cheap, dear = sorted(group.tolist(), key=lambda j: self.costs[j])
             return self.z(self._unit(dear) - self._unit(cheap)) > _z(self.alpha)
+        # The noise pooled over the candidates: equal under the null, and each one's own estimate
+        # from a small validation set is itself so noisy that dividing by it inflated the
+        # statistic (20 equal candidates on 20 examples were seen to differ in 19% of studies).
         deviation, noise = self._spread()
-        return float(np.sum(deviation**2 / noise)) > chi2.ppf(1 - self.alpha, k - 1)
+        return float(np.sum(deviation**2) / noise.mean()) > chi2.ppf(1 - self.alpha, k - 1)
 
     def _shrink(self) -> None:
         group = self.contenders

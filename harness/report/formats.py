@@ -26,6 +26,16 @@ def percent(fraction: float) -> str:
     return f"{100 * fraction:.1f}%"
 
 
+def chance(probability: float) -> str:
+    """`59%`; a normal posterior is never certain, so `over 99%` / `under 1%` where rounding
+    would print 100% or 0%."""
+    if probability >= 0.995:
+        return "over 99%"
+    if probability < 0.005:
+        return "under 1%"
+    return f"{probability:.0%}"
+
+
 def ratio(value: float | None) -> str:
     if value is None or not math.isfinite(value):
         return "n/a"

@@ -18,7 +18,7 @@ import numpy as np
 
 from harness.report.decide import NEGLIGIBLE_SHARE, Move, Rule, Walk, walk
 from harness.report.evidence import Evidence
-from harness.report.formats import p_text, percent, points, usd
+from harness.report.formats import chance, p_text, percent, points, usd
 from harness.report.model import Recommendation, ReportOptions, Step, TrialRow
 from harness.report.significance import PairedComparison, compare_paired
 from harness.sweep.study import pareto_front
@@ -306,7 +306,7 @@ def _evidence(move: Move, n_valid: int | None) -> str:
     )
     return (
         f"{points(100 * estimate.gain)} expected {corrected}, 95% interval "
-        f"{points(100 * low)} to {points(100 * high)}, {estimate.probability:.0%} likely "
+        f"{points(100 * low)} to {points(100 * high)}, {chance(estimate.probability)} likely "
         f"better; {raw}"
     )
 
