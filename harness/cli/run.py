@@ -360,17 +360,16 @@ def evaluate(
         result = evaluate_model(exp, model, announce=say)
     label = " (synthetic: test server)" if result.synthetic else ""
     m = result.metrics
+    # Said only where some are: a model choosing among the labels by score has none by design.
+    outside = f"  answers outside the label set: {m.out_of_set} (counted as wrong)"
+    cost = result.cost
+    hosting = f"; ${cost.hosting_usd:.6f} of it hosting, {cost.hosting_hours:g} h"
+    hosting = hosting if cost.hosting_hours else ""
     lines = [
         f"{result.model} on {m.n_examples} test examples{label}:",
         f"  accuracy {m.accuracy:.4f}  macro-F1 {m.macro_f1:.4f}  weighted-F1 {m.weighted_f1:.4f}"
         + (f"  MAE {m.mae:.3f}" if m.mae is not None else ""),
-        # Said only where there are some: a model that picks among the labels by their scores
-        # (the local backends) has none by construction, and "0" would read as a finding.
-        *(
-            [f"  answers outside the label set: {m.out_of_set} (counted as wrong)"]
-            if m.out_of_set
-            else []
-        ),
+        *([outside] if m.out_of_set else []),
         *(
             [
                 f"  validation accuracy {result.valid_accuracy:.4f} on "
@@ -380,13 +379,7 @@ def evaluate(
             if result.valid_accuracy is not None
             else []
         ),
-        f"  cost ${result.cost.usd:.6f} ({result.cost.inference_tokens:,} tokens"
-        + (
-            f"; ${result.cost.hosting_usd:.6f} of it hosting, {result.cost.hosting_hours:g} h"
-            if result.cost.hosting_hours
-            else ""
-        )
-        + f"){label}",
+        f"  cost ${cost.usd:.6f} ({cost.inference_tokens:,} tokens{hosting}){label}",
         f"MLflow run {result.run_id}",
     ]
     for line in lines:
