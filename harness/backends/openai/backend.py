@@ -197,7 +197,7 @@ class OpenAIBackend(WholeTexts):
         )
         with api_errors("checking the fine-tuning endpoint", self.config):
             quick.fine_tuning.jobs.list(limit=1)
-        if self.deployments is not None:
+        if self.deployments is not None and models:  # none: scoring a model (maybe a base)
             self.deployments.check()
 
     def price_rows(self, models: Sequence[str]) -> list[Price]:
