@@ -107,9 +107,26 @@ def api_errors(
         where = resolve_base_url(config) or "api.openai.com"
         raise BackendError(
             f"{action}: cannot reach {where} ({describe(exc)}) after {config.max_retries} retries"
+            f"{_pinned_endpoint(config)}"
         ) from None
     except openai.APIError as exc:
         raise BackendError(f"{action}: {describe(exc)}") from None
+
+
+def _pinned_endpoint(config: OpenAIBackendConfig) -> str:
+    """Where `backend.base_url` names the endpoint (always, for a promoted model, which keeps the
+    one it was registered with), what moves it; the provider's variable does not."""
+    from harness.backends.openai._providers import profile_of
+
+    if not config.base_url:
+        return ""
+    variable = profile_of(config).base_url_variable
+    unmoved = f" ({variable} does not move it)" if variable else ""
+    return (
+        f". backend.base_url names this endpoint{unmoved}: fix it in the experiment, or, for a "
+        "promoted model (it keeps the endpoint it was registered with), register it again with "
+        "`harness promote EXPERIMENT --trial N --set backend.base_url=URL`"
+    )
 
 
 def _rejected_key(config: OpenAIBackendConfig, reply: str) -> str:
@@ -120,6 +137,9 @@ def _rejected_key(config: OpenAIBackendConfig, reply: str) -> str:
     where = resolve_base_url(config) or "https://api.openai.com/v1"
     if config.azure is not None and not config.base_url:
         moved_by = "backend.azure.resource, or backend.base_url"
+    elif config.base_url:  # the variable moves no endpoint the config names
+        pinned = _pinned_endpoint(config)
+        return f"{where} rejected {profile.key_variable} ({reply}); check the key{pinned}"
     elif profile.base_url_variable:
         moved_by = f"backend.base_url or {profile.base_url_variable}"
     else:
