@@ -14,6 +14,7 @@ from harness.cli.common import (
     console,
     err_console,
     load_target,
+    stop_signals_as_interrupt,
     user_errors,
 )
 from harness.errors import ConfigError
@@ -158,7 +159,9 @@ def predict(
         from harness.tracking.store import tracking_uri
 
         store = tracking_uri(load_target(experiment, set_))
-    frame = classify(load_registered_model(model_uri, store), [text for _, text in kept])
+    # As Ctrl-C: a deployment made to call the model (Azure, billed while it exists) is deleted.
+    with stop_signals_as_interrupt():
+        frame = classify(load_registered_model(model_uri, store), [text for _, text in kept])
     _print_predictions(kept, frame, json_)
 
 
