@@ -160,7 +160,8 @@ def test_a_predict_stopped_while_its_deployment_is_made_leaves_none_billing(
     """A promoted Azure model is deployed for each `harness predict` and deleted after. Stopped
     by `kill` or `timeout` (SIGTERM) meanwhile, predict died on the spot (exit 143, nothing
     said) and left the deployment, tagged with no study, billing by the hour; Ctrl-C deleted
-    it. SIGTERM is now Ctrl-C there too."""
+    it. SIGTERM is now Ctrl-C there too, and the deployment carries the study the model came
+    from, so one a predict killed outright left is that study's next sweep's to delete."""
     provider, azure = slow_azure
     path = _experiment(tmp_path, provider, 1)
     output = _sweep_process(path, provider, tmp_path).communicate(timeout=240)[0].decode()
@@ -186,3 +187,6 @@ def test_a_predict_stopped_while_its_deployment_is_made_leaves_none_billing(
     assert process.returncode == 143, said[-3000:]
     assert azure.arm.live == {}, said
     assert KEY not in said
+    # Killed outright, it could not delete it: the deployment carries the model's study (it
+    # carried none, so no sweep's clean-up would ever have found it).
+    assert azure.deployments_made[-1].tags == {"harness_study": "prov"}

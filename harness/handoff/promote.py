@@ -18,7 +18,7 @@ import io
 import re
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -317,6 +317,9 @@ def _log_model(
     from mlflow.entities import LoggedModelStatus
 
     package = _package(experiment, trial, run, backend_kind, tmp)
+    # Its study: what a model it has to deploy to call (Azure) is tagged with, so that a sweep
+    # of the study deletes a deployment a killed call left.
+    package = replace(package, config={**package.config, "study": experiment.study_name})
     entry = tmp / "harness_classifier.py"
     entry.write_text(ENTRY_POINT, encoding="utf-8")
     # Created here so the model lands in the trial's experiment; Model.log alone would put it

@@ -404,6 +404,8 @@ class OpenAIBackend(WholeTexts):
     def open_package(self, config: Mapping[str, Any], artifacts: Mapping[str, str]) -> str:
         """The stored model id, once its stored prompt format is the one this version writes."""
         model_id = str(config["model"])
+        if self.deployments is not None:  # its deployments are its study's to clean up
+            self.deployments.study = config.get("study")
         trained = self.format_for(model_id)
         if config.get("prompt_format") != trained.name or (
             not trained.chat and config.get("separator") != PROMPT_SEPARATOR
