@@ -114,19 +114,13 @@ def api_errors(
 
 
 def _pinned_endpoint(config: OpenAIBackendConfig) -> str:
-    """Where `backend.base_url` names the endpoint (always, for a promoted model, which keeps the
-    one it was registered with), what moves it; the provider's variable does not."""
+    """`pinned_endpoint_hint` where `backend.base_url` names the endpoint, else nothing."""
+    from harness.backends.hosted.config import pinned_endpoint_hint
     from harness.backends.openai._providers import profile_of
 
     if not config.base_url:
         return ""
-    variable = profile_of(config).base_url_variable
-    unmoved = f" ({variable} does not move it)" if variable else ""
-    return (
-        f". backend.base_url names this endpoint{unmoved}: fix it in the experiment, or, for a "
-        "promoted model (it keeps the endpoint it was registered with), register it again with "
-        "`harness promote EXPERIMENT --trial N --set backend.base_url=URL`"
-    )
+    return pinned_endpoint_hint(profile_of(config).base_url_variable)
 
 
 def _rejected_key(config: OpenAIBackendConfig, reply: str) -> str:
