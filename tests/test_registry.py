@@ -322,3 +322,11 @@ def test_a_promoted_models_unreachable_endpoint_says_how_to_register_it_again(
     assert f"cannot reach {gone_url}" in result.output
     assert "OPENAI_BASE_URL does not move it" in result.output
     assert "harness promote EXPERIMENT --trial N --set backend.base_url=URL" in result.output
+    # Doing so registered nothing: "was already registered as version 1", the old endpoint kept.
+    with FakeOpenAI() as live:
+        moved = ["--set", f"backend.base_url={live.base_url}"]
+        again = run_cli("promote", str(path), "--trial", "0", *moved)
+        assert again.exit_code == 0, again.output
+        assert "registered as oa-promote-classifier version 2" in again.output
+        run_cli("predict", done.name, "Was it good?")  # this fake knows no such model: a 404
+        assert live.state.count("POST", "/completions") >= 1

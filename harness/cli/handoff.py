@@ -76,7 +76,11 @@ def promote(
     from harness.records import usd
 
     _check_promote_settings(set_)
-    done = promote_trial(load_target(experiment, set_), trial_number=trial, alias=alias)
+    # A backend --set changes how the model is reached: the version registered before keeps the
+    # old endpoint (or folder), so a new one is registered.
+    moved = any(item.strip().startswith("backend.") for item in set_ or [])
+    target = load_target(experiment, set_)
+    done = promote_trial(target, trial_number=trial, alias=alias, new_version=moved)
     another = "" if trial is not None else " Pass --trial N to promote another."
     action = "was already registered as" if done.reused else "registered as"
     synthetic = " (synthetic: test server)" if done.synthetic else ""
