@@ -131,9 +131,8 @@ def _rejected_key(config: OpenAIBackendConfig, reply: str) -> str:
     where = resolve_base_url(config) or "https://api.openai.com/v1"
     if config.azure is not None and not config.base_url:
         moved_by = "backend.azure.resource, or backend.base_url"
-    elif config.base_url:  # the variable moves no endpoint the config names
-        pinned = _pinned_endpoint(config)
-        return f"{where} rejected {profile.key_variable} ({reply}); check the key{pinned}"
+    elif config.base_url and profile.base_url_variable:  # which moves no endpoint it names
+        moved_by = f"backend.base_url; {profile.base_url_variable} does not move it"
     elif profile.base_url_variable:
         moved_by = f"backend.base_url or {profile.base_url_variable}"
     else:
