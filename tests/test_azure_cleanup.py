@@ -152,3 +152,41 @@ def _evaluate_process(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+
+
+def test_a_predict_stopped_while_its_deployment_is_made_leaves_none_billing(
+    tmp_path: Path, slow_azure: tuple[Provider, FakeAzure]
+) -> None:
+    """A promoted Azure model is deployed for each `harness predict` and deleted after. Stopped
+    by `kill` or `timeout` (SIGTERM) meanwhile, predict died on the spot (exit 143, nothing
+    said) and left the deployment, tagged with no study, billing by the hour; Ctrl-C deleted
+    it. SIGTERM is now Ctrl-C there too, and the deployment carries the study the model came
+    from, so one a predict killed outright left is that study's next sweep's to delete."""
+    provider, azure = slow_azure
+    path = _experiment(tmp_path, provider, 1)
+    output = _sweep_process(path, provider, tmp_path).communicate(timeout=240)[0].decode()
+    assert azure.arm.live == {}, output[-3000:]
+    cli = [sys.executable, "-m", "harness"]
+    promoted = subprocess.run(
+        [*cli, "promote", "prov"], cwd=tmp_path, capture_output=True, text=True, timeout=240
+    )
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    process = subprocess.Popen(
+        [*cli, "predict", "prov-classifier", "Was it good?"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 120
+    while not azure.arm.live and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[0].decode()[-2000:]
+        time.sleep(0.02)
+    assert azure.arm.live, "no deployment was made"
+    process.send_signal(signal.SIGTERM)
+    said = process.communicate(timeout=60)[0].decode()
+    assert process.returncode == 143, said[-3000:]
+    assert azure.arm.live == {}, said
+    assert KEY not in said
+    # Killed outright, it could not delete it: the deployment carries the model's study (it
+    # carried none, so no sweep's clean-up would ever have found it).
+    assert azure.deployments_made[-1].tags == {"harness_study": "prov"}

@@ -149,3 +149,23 @@ def test_a_base_model_without_a_price_is_refused_before_any_request(
         assert "no input_per_1m price" in result.output
         assert server.state.count("POST", "/chat/completions") == 0
         assert server.state.count("POST", "/completions") == 0
+
+
+def test_a_missing_key_or_a_dead_endpoint_is_said_before_the_price(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`harness evaluate` printed "Scoring ... at most $X" and only then said the key was not
+    set, or gave up on an endpoint nobody answers: the price line read as if scoring had begun.
+    The key and the endpoint are now checked first, and no price is announced."""
+    base = "gpt-4.1-nano-2025-04-14"
+    path = openai_experiment(tmp_path, "ev", 1, backend={"max_retries": 0})
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # the discard port
+    no_key = run_cli("evaluate", str(path), "--model", base)
+    assert no_key.exit_code == 2, no_key.output
+    assert "OPENAI_API_KEY is not set" in no_key.output and "at most $" not in no_key.output
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789")
+    down = run_cli("evaluate", str(path), "--model", base)
+    assert down.exit_code == 1, down.output
+    assert "cannot reach http://127.0.0.1:9/v1" in down.output
+    assert "Scoring" not in down.output and "at most $" not in down.output

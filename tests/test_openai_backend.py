@@ -377,6 +377,9 @@ def test_wrong_key_and_key_shaped_text_are_scrubbed(openai_fake: FakeOpenAI) -> 
         with pytest.raises(ConfigError, match="rejected OPENAI_API_KEY") as err:
             backend.predict(NANO, ("a",), LABELS)
         assert KEY not in str(err.value)
+    # backend.base_url names the endpoint (as a promoted model's always does): it said "check
+    # the key and the endpoint (backend.base_url or OPENAI_BASE_URL)", a variable not read then.
+    assert "OPENAI_BASE_URL does not move it" in str(err.value)
 
 
 # --- evaluation --------------------------------------------------------------------------------

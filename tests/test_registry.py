@@ -293,3 +293,40 @@ def test_promote_openai_trial_keeps_its_id_and_prompt_format_and_never_the_key(
     result = run_cli("predict", done.uri, "Was it good?")
     assert_clean_error(result, "OPENAI_API_KEY is not set")
     assert result.exit_code == 2
+
+
+def test_a_promoted_models_unreachable_endpoint_says_how_to_register_it_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A promoted OpenAI model calls the endpoint it was registered with, whatever
+    OPENAI_BASE_URL says. When that endpoint was gone, `harness predict` said only "cannot reach
+    URL" (and a rejected key "check ... OPENAI_BASE_URL"), pointing at a variable that cannot
+    move it; it now says so and names `harness promote ... --set backend.base_url=...`."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    path = _openai_experiment(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["backend"]["max_retries"] = 0
+    path.write_text(yaml.safe_dump(raw))
+    with FakeOpenAI(job_duration=0.2) as gone:
+        gone_url = gone.base_url
+        monkeypatch.setenv("OPENAI_BASE_URL", gone_url)
+        experiment = load_experiment(str(path))
+        assert len(run_sweep(experiment, RecordingView()).results) == 1
+        done = promote(experiment)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    with FakeOpenAI() as live:
+        monkeypatch.setenv("OPENAI_BASE_URL", live.base_url)
+        result = run_cli("predict", done.uri, "Was it good?")
+        assert live.state.count("POST", "/completions") == 0  # the recorded endpoint, only
+    assert result.exit_code == 1, result.output
+    assert f"cannot reach {gone_url}" in result.output
+    assert "OPENAI_BASE_URL does not move it" in result.output
+    assert "harness promote EXPERIMENT --trial N --set backend.base_url=URL" in result.output
+    # Doing so registered nothing: "was already registered as version 1", the old endpoint kept.
+    with FakeOpenAI() as live:
+        moved = ["--set", f"backend.base_url={live.base_url}"]
+        again = run_cli("promote", str(path), "--trial", "0", *moved)
+        assert again.exit_code == 0, again.output
+        assert "registered as oa-promote-classifier version 2" in again.output
+        run_cli("predict", done.name, "Was it good?")  # this fake knows no such model: a 404
+        assert live.state.count("POST", "/completions") >= 1

@@ -311,3 +311,25 @@ class TestTogetherDedicatedBackend(BackendContract):
                 env={"TOGETHER_API_KEY": KEY},
             )
             assert not fake.state.live_endpoints()
+
+
+def test_an_endpoint_the_config_names_says_the_variable_does_not_move_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A promoted Together model keeps `backend.base_url`, the endpoint it was registered with;
+    when it was gone, the error said only "cannot reach URL", and a user who set
+    TOGETHER_BASE_URL had no way to know it is not read. It now says what moves it."""
+    from harness.backends.together._client import TogetherClient, TransientError
+    from harness.backends.together.config import TogetherBackendConfig
+
+    monkeypatch.setenv("TOGETHER_API_KEY", "tg-test-key-0123456789")
+    monkeypatch.setenv("TOGETHER_BASE_URL", "http://127.0.0.1:8/v1")
+    config = TogetherBackendConfig(
+        kind="together", model="m", base_url="http://127.0.0.1:9/v1", max_retries=0
+    )
+    with pytest.raises(TransientError) as gone:
+        TogetherClient(config).request("GET", "/fine-tunes", "listing jobs")
+    message = str(gone.value)
+    assert "cannot reach http://127.0.0.1:9/v1" in message
+    assert "TOGETHER_BASE_URL does not move it" in message
+    assert "harness promote EXPERIMENT --trial N --set backend.base_url=URL" in message

@@ -246,7 +246,8 @@ class Backend(Protocol):
     def preflight(self, data: PreparedData, models: Sequence[str]) -> None:
         """Every check that can fail without spending, made before a sweep records anything:
         credentials set and accepted, the endpoint reachable, the base `models` available and
-        priced, the examples within the provider's limits.
+        priced, the examples within the provider's limits. With no `models`, only the key and
+        the endpoint (what `harness evaluate` needs before it says its price).
 
         Raises:
             ConfigError: A setting, key or price is missing or wrong.

@@ -14,6 +14,7 @@ from harness.cli.common import (
     console,
     err_console,
     load_target,
+    stop_signals_as_interrupt,
     user_errors,
 )
 from harness.errors import ConfigError
@@ -75,7 +76,11 @@ def promote(
     from harness.records import usd
 
     _check_promote_settings(set_)
-    done = promote_trial(load_target(experiment, set_), trial_number=trial, alias=alias)
+    # A backend --set changes how the model is reached: the version registered before keeps the
+    # old endpoint (or folder), so a new one is registered.
+    moved = any(item.strip().startswith("backend.") for item in set_ or [])
+    target = load_target(experiment, set_)
+    done = promote_trial(target, trial_number=trial, alias=alias, new_version=moved)
     another = "" if trial is not None else " Pass --trial N to promote another."
     action = "was already registered as" if done.reused else "registered as"
     synthetic = " (synthetic: test server)" if done.synthetic else ""
@@ -158,7 +163,9 @@ def predict(
         from harness.tracking.store import tracking_uri
 
         store = tracking_uri(load_target(experiment, set_))
-    frame = classify(load_registered_model(model_uri, store), [text for _, text in kept])
+    # As Ctrl-C: a deployment made to call the model (Azure, billed while it exists) is deleted.
+    with stop_signals_as_interrupt():
+        frame = classify(load_registered_model(model_uri, store), [text for _, text in kept])
     _print_predictions(kept, frame, json_)
 
 

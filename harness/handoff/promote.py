@@ -18,7 +18,7 @@ import io
 import re
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +170,10 @@ def _report_choice(experiment: Experiment) -> tuple[int, str] | None:
 
 
 def promote(
-    experiment: Experiment, trial_number: int | None = None, alias: str = DEFAULT_ALIAS
+    experiment: Experiment,
+    trial_number: int | None = None,
+    alias: str = DEFAULT_ALIAS,
+    new_version: bool = False,
 ) -> Promotion:
     """Register a trial's model and point `alias` at it.
 
@@ -179,6 +182,7 @@ def promote(
         trial_number: The trial to register; None takes the one `harness report` recommends
             (with one objective, or no report, `choose_trial`'s default).
         alias: The registry alias to set on the new (or existing) version.
+        new_version: Register a new version even where the trial has one (`--set` moved it).
 
     Returns:
         The registered name, version, alias (see `Promotion.uri`) and the reason for the trial.
@@ -208,12 +212,8 @@ def promote(
     synthetic = is_synthetic(study, trial, run)
     name = registered_model_name(experiment)
     backend = run.data.params.get("backend", experiment.config.backend.kind)
-    existing = _existing_version(client, name, run.info.run_id)
-    version = (
-        existing
-        if existing is not None
-        else _register(experiment, trial, run, client, uri, synthetic)
-    )
+    existing = None if new_version else _existing_version(client, name, run.info.run_id)
+    version = existing or _register(experiment, trial, run, client, uri, synthetic)
     try:
         client.set_registered_model_alias(name, alias, version.version)
     except mlflow.exceptions.MlflowException as exc:
@@ -317,6 +317,9 @@ def _log_model(
     from mlflow.entities import LoggedModelStatus
 
     package = _package(experiment, trial, run, backend_kind, tmp)
+    # Its study: what a model it has to deploy to call (Azure) is tagged with, so that a sweep
+    # of the study deletes a deployment a killed call left.
+    package = replace(package, config={**package.config, "study": experiment.study_name})
     entry = tmp / "harness_classifier.py"
     entry.write_text(ENTRY_POINT, encoding="utf-8")
     # Created here so the model lands in the trial's experiment; Model.log alone would put it

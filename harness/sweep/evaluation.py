@@ -94,6 +94,9 @@ def evaluate_model(
         for row in backend.price_rows([model]):  # a rate missing then is refused now, for free
             row.inference_usd(0, 0, fine_tuned=False)
     data, _ = prepare_experiment(experiment)
+    # The key set and accepted, the endpoint answering: checked before the price is said, which
+    # would otherwise read as if scoring had begun. No models: nothing of a sweep's is checked.
+    backend.preflight(data, [])
     _hosting_of_study(backend, experiment.study_name)
     if announce is not None:
         announce(spending_line(backend, experiment, data, model, zero_shot))

@@ -75,3 +75,15 @@ class HostedConfig(BackendSettings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError(f"must start with http:// or https://, got {value!r}")
         return value
+
+
+def pinned_endpoint_hint(variable: str | None) -> str:
+    """What moves an endpoint `backend.base_url` names (always, for a promoted model, which
+    keeps the one it was registered with): not the provider's `variable`. Said when it cannot
+    be reached, appended to that error."""
+    unmoved = f" ({variable} does not move it)" if variable else ""
+    return (
+        f". backend.base_url names this endpoint{unmoved}: fix it in the experiment, or, for a "
+        "promoted model (it keeps the endpoint it was registered with), register it again with "
+        "`harness promote EXPERIMENT --trial N --set backend.base_url=URL`"
+    )

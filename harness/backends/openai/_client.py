@@ -107,9 +107,20 @@ def api_errors(
         where = resolve_base_url(config) or "api.openai.com"
         raise BackendError(
             f"{action}: cannot reach {where} ({describe(exc)}) after {config.max_retries} retries"
+            f"{_pinned_endpoint(config)}"
         ) from None
     except openai.APIError as exc:
         raise BackendError(f"{action}: {describe(exc)}") from None
+
+
+def _pinned_endpoint(config: OpenAIBackendConfig) -> str:
+    """`pinned_endpoint_hint` where `backend.base_url` names the endpoint, else nothing."""
+    from harness.backends.hosted.config import pinned_endpoint_hint
+    from harness.backends.openai._providers import profile_of
+
+    if not config.base_url:
+        return ""
+    return pinned_endpoint_hint(profile_of(config).base_url_variable)
 
 
 def _rejected_key(config: OpenAIBackendConfig, reply: str) -> str:
@@ -120,6 +131,8 @@ def _rejected_key(config: OpenAIBackendConfig, reply: str) -> str:
     where = resolve_base_url(config) or "https://api.openai.com/v1"
     if config.azure is not None and not config.base_url:
         moved_by = "backend.azure.resource, or backend.base_url"
+    elif config.base_url and profile.base_url_variable:  # which moves no endpoint it names
+        moved_by = f"backend.base_url; {profile.base_url_variable} does not move it"
     elif profile.base_url_variable:
         moved_by = f"backend.base_url or {profile.base_url_variable}"
     else:

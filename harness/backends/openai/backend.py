@@ -197,7 +197,7 @@ class OpenAIBackend(WholeTexts):
         )
         with api_errors("checking the fine-tuning endpoint", self.config):
             quick.fine_tuning.jobs.list(limit=1)
-        if self.deployments is not None:
+        if self.deployments is not None and models:  # none: scoring a model (maybe a base)
             self.deployments.check()
 
     def price_rows(self, models: Sequence[str]) -> list[Price]:
@@ -404,6 +404,8 @@ class OpenAIBackend(WholeTexts):
     def open_package(self, config: Mapping[str, Any], artifacts: Mapping[str, str]) -> str:
         """The stored model id, once its stored prompt format is the one this version writes."""
         model_id = str(config["model"])
+        if self.deployments is not None:  # its deployments are its study's to clean up
+            self.deployments.study = config.get("study")
         trained = self.format_for(model_id)
         if config.get("prompt_format") != trained.name or (
             not trained.chat and config.get("separator") != PROMPT_SEPARATOR

@@ -16,10 +16,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from harness.backends.hosted.config import pinned_endpoint_hint
 from harness.backends.together.config import TogetherBackendConfig
 from harness.errors import BackendError, ConfigError
 
 KEY_VARIABLE = "TOGETHER_API_KEY"
+BASE_URL_VARIABLE = "TOGETHER_BASE_URL"
 DEFAULT_BASE_URL = "https://api.together.xyz/v1"
 _TRANSIENT = (429, 500, 502, 503, 504)
 
@@ -38,7 +40,7 @@ class RefusedError(BackendError):
 
 def resolve_base_url(config: TogetherBackendConfig) -> str:
     """`backend.base_url`, else `TOGETHER_BASE_URL`, else Together's API."""
-    return (config.base_url or os.environ.get("TOGETHER_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+    return (config.base_url or os.environ.get(BASE_URL_VARIABLE) or DEFAULT_BASE_URL).rstrip("/")
 
 
 class TogetherClient:
@@ -91,8 +93,9 @@ class TogetherClient:
             try:
                 reply = self._client().request(method, path, **kwargs)
             except httpx.TransportError as exc:
+                pinned = pinned_endpoint_hint(BASE_URL_VARIABLE) if self.config.base_url else ""
                 failure: TransientError = TransientError(
-                    f"{action}: cannot reach {self.base_url} ({type(exc).__name__})"
+                    f"{action}: cannot reach {self.base_url} ({type(exc).__name__}){pinned}"
                 )
                 wait = delay
             else:
