@@ -169,3 +169,21 @@ def test_a_missing_key_or_a_dead_endpoint_is_said_before_the_price(
     assert down.exit_code == 1, down.output
     assert "cannot reach http://127.0.0.1:9/v1" in down.output
     assert "Scoring" not in down.output and "at most $" not in down.output
+
+
+def test_an_endpoint_without_a_fine_tuning_api_still_scores_a_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check made before the price is said lists fine-tuning jobs; an OpenAI-compatible
+    endpoint that only serves models (one a fine-tuned model was moved to) answers 404 there,
+    and `harness evaluate` must still score on it: a sweep needs that API, scoring does not."""
+    from tests.openai_fake import FakeOpenAI
+
+    base = "gpt-4.1-nano-2025-04-14"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789")
+    with FakeOpenAI() as server:
+        server.state.fail_next("/fine_tuning/jobs", 404, method="GET", count=5)
+        path = openai_experiment(tmp_path, "ev", 1, backend={"base_url": server.base_url})
+        result = run_cli("evaluate", str(path), "--model", base)
+        assert result.exit_code == 0, result.output
+        assert server.state.count("POST", "/chat/completions") > 0

@@ -141,3 +141,19 @@ def _rejected_key(config: OpenAIBackendConfig, reply: str) -> str:
         f"{where} rejected {profile.key_variable} ({reply}); check the key and the endpoint "
         f"({moved_by})"
     )
+
+
+def check_endpoint(client: Any, config: OpenAIBackendConfig, fine_tuning: bool = True) -> None:
+    """One cheap authenticated request with few retries (a fine-tuning job listing): a missing
+    or rejected key, or an endpoint nobody answers, is said before anything is spent instead of
+    after minutes of retries. For scoring only (`fine_tuning` False), an endpoint without a
+    fine-tuning API (404: one that only serves models, where a model was moved) passes."""
+    import openai
+
+    quick = client.with_options(max_retries=1, timeout=min(15.0, config.request_timeout))
+    with api_errors("checking the fine-tuning endpoint", config):
+        try:
+            quick.fine_tuning.jobs.list(limit=1)
+        except openai.NotFoundError:
+            if fine_tuning:
+                raise

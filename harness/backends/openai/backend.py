@@ -75,7 +75,7 @@ from harness.backends.hosted.pricing import (
     require_prices,
 )
 from harness.backends.openai._azure import RESERVED_HOURS
-from harness.backends.openai._client import api_errors
+from harness.backends.openai._client import api_errors, check_endpoint
 from harness.backends.openai._jobs import JobRequest, JobRunner
 from harness.backends.openai._providers import (
     DEPLOYMENT_NOTE,
@@ -192,11 +192,7 @@ class OpenAIBackend(WholeTexts):
             fmt, counter = self.format_for(model), TiktokenCounter(model)
             check_examples(data.train, data.labels, fmt, counter, limit, "training set")
             check_examples(data.validation, data.labels, fmt, counter, limit, "validation set")
-        quick = self.client().with_options(
-            max_retries=1, timeout=min(15.0, self.config.request_timeout)
-        )
-        with api_errors("checking the fine-tuning endpoint", self.config):
-            quick.fine_tuning.jobs.list(limit=1)
+        check_endpoint(self.client(), self.config, fine_tuning=bool(models))  # none: scoring
         if self.deployments is not None and models:  # none: scoring a model (maybe a base)
             self.deployments.check()
 
