@@ -141,7 +141,7 @@ class DataReport:
         lines = [
             f"# Data: {self.name}",
             "",
-            f"Source `{self.source}`; labels {', '.join(map(_md_cell, self.labels))}"
+            f"Source `{self.source}`; labels {', '.join(map(md_cell, self.labels))}"
             f"{' (ordinal)' if self.ordinal else ''}; digest `{self.digest[:16]}`.",
             "",
             "| rows | count |",
@@ -164,7 +164,7 @@ class DataReport:
 
     def _split_table(self) -> list[str]:
         with_tokens = any(s.tokens is not None for s in self.splits.values())
-        header = ["split", "size", *map(_md_cell, self.labels), "chars mean", "median", "p95"]
+        header = ["split", "size", *map(md_cell, self.labels), "chars mean", "median", "p95"]
         header.append("max")
         header += ["tokens mean", "p95", "max"] if with_tokens else []
         header += [f"over {self.token_limit:,} tokens (cut)"] if self.token_limit else []
@@ -185,10 +185,17 @@ class DataReport:
         return rows
 
 
-def _md_cell(label: str) -> str:
-    """A label as markdown shows it verbatim: a `|` would split its table column, `*` or `_`
-    would emphasise, a tag would be read as HTML."""
-    return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", re.sub(r"([\\`*_|])", r"\\\1", label))
+# Characters markdown reads as markup in text (emphasis, code, links, strikethrough, a table's
+# cell separator) and the backslash, each escaped with a backslash, in one pass.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]~|])")
+
+
+def md_cell(text: str) -> str:
+    """User data (a label, a test text) as markdown shows it verbatim: a `|` would split its
+    table column, `*` or `_` would emphasise, `[x](y)` would link, a tag would be read as HTML;
+    a newline would end its table row."""
+    escaped = _MD_SPECIAL.sub(r"\\\1", text).replace("\n", " ")
+    return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", escaped)
 
 
 # --- JSONL -----------------------------------------------------------------------------------

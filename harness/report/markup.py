@@ -7,6 +7,7 @@ import html
 import re
 from pathlib import Path
 
+from harness.data.summary import md_cell
 from harness.report.charts import accuracy_cost_svg
 from harness.report.formats import Block
 from harness.report.model import Report
@@ -34,19 +35,10 @@ def to_markdown(items: list[Block]) -> str:
     return "\n\n".join(out) + "\n"
 
 
-# Characters markdown reads as markup inside a table cell (emphasis, code, links, strikethrough,
-# the cell separator) and the backslash, each escaped with a backslash, in one pass.
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]~|])")
-
-
 def _md_row(cells: list[str]) -> str:
     # Cells hold user data (test texts, labels, model names): the markdown must read as the
-    # characters the HTML shows, so nothing in them becomes emphasis, a link, HTML or a new cell.
-    clean = (
-        re.sub(r"<(?=[A-Za-z/!?])", "&lt;", _MD_SPECIAL.sub(r"\\\1", str(c)).replace("\n", " "))
-        for c in cells
-    )
-    return "| " + " | ".join(clean) + " |"
+    # characters the HTML shows.
+    return "| " + " | ".join(md_cell(str(c)) for c in cells) + " |"
 
 
 def _inline(text: str) -> str:
