@@ -32,7 +32,7 @@ from harness import __version__
 from harness.cli import EXAMPLES, app
 from harness.cli.common import _console_width
 from harness.cli.console import trials_table
-from harness.cli.run import CSV_COLUMNS
+from harness.cli.trial_rows import CSV_COLUMNS
 from harness.config import load_experiment
 from harness.handoff.serve import pointed_at
 from harness.sweep.search_space import load_search_space

@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from harness.backends.base import NullProgress
-from harness.cli.run import trial_records
+from harness.cli.trial_rows import trial_records
 from harness.config import load_experiment
 from harness.errors import BudgetExceeded
 from harness.records import Cost, TrialResult, TrialSpec

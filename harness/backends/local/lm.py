@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,8 @@ from harness.backends.base import (
     Progress,
 )
 from harness.backends.local._calibration import Pricing, Rates
-from harness.backends.local._epochs import Validation, exact_share, run_epochs
+from harness.backends.local._epochs import run_epochs
+from harness.backends.local._lm_epochs import LMEpochs, LoadedLM
 from harness.backends.local._lm_format import Formatter, formatter, label_sequences
 from harness.backends.local._lm_models import (
     adapter_folder,
@@ -66,8 +66,6 @@ from harness.backends.local._lm_training import (
     score_labels,
     scored_tokens,
     start_lm_run,
-    train_epoch,
-    validate,
 )
 from harness.backends.local._lm_workload import LM_WORKLOAD, load_causal_lm, load_tokenizer
 from harness.backends.local._models import LocalFolders, model_field
@@ -80,22 +78,11 @@ from harness.backends.local.config import LocalLMBackendConfig
 from harness.data.prepare import priced_subset, subsample
 from harness.errors import BackendError
 from harness.records import Cost, Prediction, PreparedData, Split, TrainedModel, TrialSpec
-from harness.scoring import pack_bits
 
 MODEL_ARTIFACT = "model"
 PRICING_NOTE = "local_pricing"
-GREEDY_NOTE = "greedy_out_of_set"  # validation answers greedy decoding puts outside the set
 DEFAULT_SYSTEM_PROMPT = "Classify the text. Answer with the label only."
 PROMPT_VERSION = 1  # bumped if the prompt layout changes: older packages are refused
-
-
-@dataclass
-class _Loaded:
-    """The model kept in memory after `fine_tune` or a `predict` that loaded it."""
-
-    ref: Path
-    model: Any
-    fmt: Formatter
 
 
 class LocalLMBackend(LocalFolders):
@@ -109,7 +96,7 @@ class LocalLMBackend(LocalFolders):
         self.progress: Progress = progress or NullProgress()
         self.device, self.cpu_threads = start_device(config.device)
         self._formats: dict[str, Formatter] = {}
-        self._loaded: _Loaded | None = None
+        self._loaded: LoadedLM | None = None
         self.pricing = Pricing(config, self.device, self.progress, LM_WORKLOAD)
 
     # ----------------------------------------------------------------- estimates and tokens
@@ -187,7 +174,7 @@ class LocalLMBackend(LocalFolders):
         started = time.perf_counter()
         path, rates = base
         run, fmt = self._start(spec, data, path)
-        steps = _LMEpochs(self, spec, data, (run, fmt, path), (rates, journal))
+        steps = LMEpochs(self, spec, data, (run, fmt, path), (rates, journal))
         return run_epochs(spec, on_epoch, steps, self.config.evaluate_checkpoints, started)
 
     def _start(self, spec: TrialSpec, data: PreparedData, path: str) -> tuple[LMRun, Formatter]:
@@ -238,7 +225,7 @@ class LocalLMBackend(LocalFolders):
         except OSError as exc:
             raise BackendError(f"cannot save the model to {out}: {exc.strerror or exc}") from None
         if epoch is None:
-            self._loaded = _Loaded(out.resolve(), run.model, fmt)
+            self._loaded = LoadedLM(out.resolve(), run.model, fmt)
         return str(out)
 
     # ---------------------------------------------------------------------------- inference
@@ -287,12 +274,12 @@ class LocalLMBackend(LocalFolders):
             base = resolve_lm_path(model_ref)
             model = self._load(base, model_ref)
             fmt = self._format(base, model_ref)
-            self._loaded = _Loaded(path.resolve(), model, fmt)
+            self._loaded = LoadedLM(path.resolve(), model, fmt)
             return model, fmt, base
         base = base_of(path)
         model = self._load(base, model_ref, adapter=path)
         fmt = self._format(str(path), model_ref, read_meta(path))
-        self._loaded = _Loaded(path.resolve(), model, fmt)
+        self._loaded = LoadedLM(path.resolve(), model, fmt)
         return model, fmt, base
 
     def _base_path(self, path: Path) -> str:
@@ -366,54 +353,3 @@ class LocalLMBackend(LocalFolders):
 
     def _scored(self, fmt: Formatter, texts: Sequence[str], labels: Sequence[str]) -> int:
         return scored_tokens(fmt.prompts(texts, labels), label_sequences(fmt, labels))
-
-
-class _LMEpochs:
-    """The LM's phases of an epoch (`harness.backends.local._epochs.EpochSteps`); validation
-    also journals the answers greedy decoding would put outside the label set."""
-
-    def __init__(
-        self,
-        backend: LocalLMBackend,
-        spec: TrialSpec,
-        data: PreparedData,
-        trial: tuple[LMRun, Formatter, str],
-        priced: tuple[Rates, Journal | None],
-    ) -> None:
-        self.backend, self.spec, self.data = backend, spec, data
-        (self.run, self.fmt, self.path), (self.rates, self.journal) = trial, priced
-        self.labels = label_sequences(self.fmt, data.labels)
-        self.prompts = self.fmt.prompts(data.validation.texts, data.labels)
-        self.truth = torch.tensor([data.labels.index(y) for y in data.validation.labels])
-        self.outside: list[int] = []
-        self.scored = 0  # validation tokens scored so far
-
-    def train(self, described: str) -> float:
-        return train_epoch(self.run, self.backend.progress, described)
-
-    def validate(self) -> Validation:
-        run, fmt, config = self.run, self.fmt, self.backend.config
-        accuracy, loss, out, right = validate(
-            run.model,
-            self.prompts,
-            self.labels,
-            self.truth,
-            config.eval_batch_size,
-            fmt.eos,
-            self.backend.device,
-        )
-        self.scored += scored_tokens(self.prompts, self.labels)
-        self.outside.append(out)
-        if self.journal is not None:
-            greedy = {"per_epoch": self.outside, "of": len(self.truth)}
-            self.journal.record(GREEDY_NOTE, json.dumps(greedy))
-        return Validation(exact_share(right, accuracy), loss, pack_bits(right))
-
-    def save(self, epoch: int | None) -> str:
-        return self.backend._save(self.run, self.fmt, self.data, self.spec, self.path, epoch)
-
-    def keep(self, checkpoint: str) -> None:
-        self.backend._loaded = _Loaded(Path(checkpoint).resolve(), self.run.model, self.fmt)
-
-    def cost(self, seconds: float) -> Cost:
-        return self.backend.pricing.cost(self.rates, self.run.trained_tokens, self.scored, seconds)
