@@ -33,6 +33,9 @@ from tests.test_providers import (
 
 KEY, TOKEN = "az-test-key-0123456789", "arm-token"
 DEPLOY_SECONDS = 4.0  # long enough to kill the sweep while the deployment is being made
+# For a call stopped while its deployment is made: 4 s was once outlasted by this test's own
+# stall on a loaded machine, and evaluate went on to score (a flaky failure, not a defect).
+STOPPED_DEPLOY_SECONDS = 60.0
 
 
 @pytest.fixture
@@ -99,6 +102,8 @@ def test_an_evaluate_stopped_while_its_deployment_is_made_leaves_none_billing(
     the deployment stayed, billing by the hour, under no study a sweep cleans up. SIGTERM is
     now Ctrl-C there too: the deployment is deleted before it exits."""
     provider, azure = slow_azure
+    # Made slower than any stall of this test on a busy machine: stopped in time, it never waits.
+    azure.arm.deploy_seconds = STOPPED_DEPLOY_SECONDS
     process = _evaluate_process(tmp_path, provider, azure)
     deadline = time.monotonic() + 120
     while not azure.arm.live and time.monotonic() < deadline:
@@ -123,6 +128,8 @@ def test_a_deployment_a_killed_evaluate_left_is_the_studys_to_clean_up(
     from harness.config import load_experiment
 
     provider, azure = slow_azure
+    # Made slower than any stall of this test on a busy machine: stopped in time, it never waits.
+    azure.arm.deploy_seconds = STOPPED_DEPLOY_SECONDS
     process = _evaluate_process(tmp_path, provider, azure)
     deadline = time.monotonic() + 120
     while not azure.arm.live and time.monotonic() < deadline:
@@ -171,6 +178,7 @@ def test_a_predict_stopped_while_its_deployment_is_made_leaves_none_billing(
         [*cli, "promote", "prov"], cwd=tmp_path, capture_output=True, text=True, timeout=240
     )
     assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    azure.arm.deploy_seconds = STOPPED_DEPLOY_SECONDS
     process = subprocess.Popen(
         [*cli, "predict", "prov-classifier", "Was it good?"],
         cwd=tmp_path,
