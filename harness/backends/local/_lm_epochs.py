@@ -5,20 +5,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
-from harness.backends.base import Journal
-from harness.backends.local._calibration import Rates
+from harness.backends.base import Journal, Progress
+from harness.backends.local._calibration import Pricing, Rates
 from harness.backends.local._epochs import Validation, exact_share
 from harness.backends.local._lm_format import Formatter, label_sequences
 from harness.backends.local._lm_training import LMRun, scored_tokens, train_epoch, validate
+from harness.backends.local.config import LocalLMBackendConfig
 from harness.records import Cost, PreparedData, TrialSpec
 from harness.scoring import pack_bits
-
-if TYPE_CHECKING:
-    from harness.backends.local.lm import LocalLMBackend
 
 GREEDY_NOTE = "greedy_out_of_set"  # validation answers greedy decoding puts outside the set
 
@@ -32,13 +30,34 @@ class LoadedLM:
     fmt: Formatter
 
 
+class LMBackend(Protocol):
+    """What the epoch steps use of `harness.backends.local.lm.LocalLMBackend` (a protocol, so
+    that module and this one do not import each other)."""
+
+    progress: Progress
+    config: LocalLMBackendConfig
+    device: torch.device
+    pricing: Pricing
+    _loaded: LoadedLM | None
+
+    def _save(
+        self,
+        run: LMRun,
+        fmt: Formatter,
+        data: PreparedData,
+        spec: TrialSpec,
+        base: str,
+        epoch: int | None = None,
+    ) -> str: ...
+
+
 class LMEpochs:
     """The LM's phases of an epoch (`harness.backends.local._epochs.EpochSteps`); validation
     also journals the answers greedy decoding would put outside the label set."""
 
     def __init__(
         self,
-        backend: LocalLMBackend,
+        backend: LMBackend,
         spec: TrialSpec,
         data: PreparedData,
         trial: tuple[LMRun, Formatter, str],
