@@ -91,7 +91,8 @@ def test_offline_the_shipped_table_serves_and_says_so(tmp_path: Path) -> None:
     ("text", "needle"),
     [
         ("rows: {not: a list}", "expected a `rows:` list"),
-        ("rows:\n  - {model: x}\n", "every row needs exactly"),
+        ("rows:\n  - {model: x}\n", "x: missing training_per_1m"),
+        ("rows:\n  - [x]\n", "every row needs model"),
         ("rows: [\n", "cannot read the price table"),
     ],
 )
@@ -122,6 +123,55 @@ def test_a_wrong_rate_in_the_local_table_names_the_field(tmp_path: Path) -> None
     )
     (tmp_path / "prices.local.yaml").write_text(row)
     assert_clean_error(run_cli("prices"), "prices.local.yaml", "training_per_1m must be a number")
+
+
+def _row(**change: object) -> str:
+    fields = {
+        "model": "m",
+        "provider": "together",
+        "training_per_1m": 1,
+        "input_per_1m": None,
+        "output_per_1m": None,
+        "fine_tuned_input_per_1m": 1,
+        "fine_tuned_output_per_1m": 1,
+        "source": "s",
+        "as_of": "2026-01-01",
+    }
+    fields.update(change)
+    cells = ", ".join(f"{k}: {'null' if v is None else repr(v)}" for k, v in fields.items())
+    return "rows:\n  - {" + cells.replace("'", '"') + "}\n"
+
+
+@pytest.mark.parametrize(
+    ("row", "needles"),
+    [
+        # A mistyped provider was accepted: its row priced nothing and `harness prices`
+        # listed it (exit 0), while the sweep used the shipped row it meant to replace.
+        (_row(provider="togethr"), ("m: provider 'togethr'", "azure, nebius, openai, together")),
+        # A date the age check cannot read (age "?", no "check the source") or one to come
+        # ("-1120 d") passed, and with it a stale row was never said to be stale.
+        (_row(as_of="yesterday"), ("m: as_of must be a date (YYYY-MM-DD)", "'yesterday'")),
+        (_row(as_of="2999-01-01"), ("m: as_of 2999-01-01 is in the future",)),
+        # A mistyped field: the message dumped the row; it now names the field.
+        (_row(inptu_per_1m=1), ("m: unknown field inptu_per_1m", "input_per_1m")),
+    ],
+)
+def test_a_bad_row_in_the_local_table_names_the_field_and_what_it_takes(
+    tmp_path: Path, row: str, needles: tuple[str, ...]
+) -> None:
+    (tmp_path / "prices.local.yaml").write_text(row)
+    result = run_cli("prices")
+    assert_clean_error(result, "prices.local.yaml", *needles)
+    assert result.stdout == "", result.stdout
+
+
+def test_a_bad_hardware_entry_is_refused_before_any_row_is_listed(tmp_path: Path) -> None:
+    # The rows' table was printed, then the error came (exit 2): half a listing.
+    table = "rows: []\nhardware:\n  - {hardware: 1x_h100, hosting_per_hour: abc}\n"
+    (tmp_path / "prices.local.yaml").write_text(table)
+    result = run_cli("prices")
+    assert_clean_error(result, "prices.local.yaml", "hardware 1x_h100", "'abc'")
+    assert result.stdout == "", result.stdout
 
 
 def test_an_unknown_provider_is_refused_naming_the_known_ones() -> None:

@@ -39,6 +39,7 @@ def prices(
     from harness.sweep.estimate import STALE_AFTER_DAYS, age_days
 
     rows, local = current_rows()
+    hardware = sorted(hardware_rates().items())  # a malformed entry fails before any listing
     known = sorted({row.provider for row in rows})
     if provider is not None and provider not in known:
         from harness.errors import ConfigError
@@ -57,8 +58,8 @@ def prices(
         cells = [row.provider, row.model, *map(_rate, rates), _rate(row.hosting_per_hour)]
         table.add_row(*cells, row.as_of, age, row.source)
     console.print(table)
-    for hardware, (hourly, source, as_of) in sorted(hardware_rates().items()):
-        line = f"together hardware {hardware}: ${hourly:g} an hour ({source}, as of {as_of})"
+    for name, (hourly, source, as_of) in hardware:
+        line = f"together hardware {name}: ${hourly:g} an hour ({source}, as of {as_of})"
         console.print(line, markup=False, highlight=False)
     if local is None:
         where = f"Shipped table only ({shipped_table_path()}): no live prices read"
