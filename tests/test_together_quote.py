@@ -21,7 +21,7 @@ from harness.backends.hosted.config import PriceOverride
 from harness.backends.together.backend import TogetherBackend
 from harness.backends.together.config import TogetherBackendConfig
 from harness.config import load_experiment
-from harness.errors import TrainingRefused
+from harness.errors import BackendError, TrainingRefused
 from harness.records import PreparedData, TrialSpec
 from harness.sweep.budget import committed_usd
 from harness.sweep.loop import run_sweep
@@ -184,3 +184,18 @@ def test_the_training_rate_a_refused_quote_asks_for_is_enough_for_that_quote() -
     assert found is not None, str(refused.value)
     rate = float(found.group(1))
     check_quote(quote, Cost(usd=tokens * rate / 1e6, trained_tokens=tokens), price, 3)
+
+
+def test_a_job_past_job_timeout_says_it_is_billed_and_how_to_score_its_model(
+    server: FakeTogether,
+) -> None:
+    # It said only "it keeps running": the trial failed and is not run again, so its job,
+    # billed when it completes, is scored by no sweep; the model name was nowhere in the message.
+    server.state.job_duration = 60.0
+    backend = backend_for(server, job_timeout=0.3)
+    with pytest.raises(BackendError) as caught:
+        backend.fine_tune(SPEC, tiny_data(), lambda epoch: False, MemoryJournal())
+    (job,) = server.state.jobs.values()
+    message = str(caught.value)
+    assert "backend.job_timeout=0.3" in message and "billed" in message
+    assert f"harness evaluate EXPERIMENT --model {job.output}" in message
