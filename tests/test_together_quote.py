@@ -199,3 +199,16 @@ def test_a_job_past_job_timeout_says_it_is_billed_and_how_to_score_its_model(
     message = str(caught.value)
     assert "backend.job_timeout=0.3" in message and "billed" in message
     assert f"harness evaluate EXPERIMENT --model {job.output}" in message
+
+
+def test_an_orphaned_together_job_is_named_for_harness_evaluate_by_its_own_model() -> None:
+    # The hint read `harness evaluate EXPERIMENT --model ft:...`, OpenAI's naming, which no
+    # Together (or Nebius) model has; the job's own model name is what evaluate takes.
+    from harness.backends.base import RemoteJob
+    from harness.records import Cost
+    from harness.sweep.orphans import orphans_message
+
+    name = "harness-test/Meta-Llama-3.1-8B-Instruct-Reference-harness-883f2d-t000-9ae6-e5216a"
+    message = orphans_message("demo", [RemoteJob("ft-1", "completed", name, Cost(usd=0.007))])
+    assert "ft:..." not in message
+    assert f"`harness evaluate EXPERIMENT --model {name}` scores it" in message
