@@ -154,6 +154,15 @@ def check_endpoint(client: Any, config: OpenAIBackendConfig, fine_tuning: bool =
     with api_errors("checking the fine-tuning endpoint", config):
         try:
             quick.fine_tuning.jobs.list(limit=1)
-        except openai.NotFoundError:
-            if fine_tuning:
-                raise
+        except openai.NotFoundError as exc:
+            if fine_tuning:  # an endpoint that only serves models: no sweep can run there
+                from harness.backends.openai._providers import profile_of, resolve_base_url
+
+                where = resolve_base_url(config) or "api.openai.com"
+                variable = profile_of(config).base_url_variable
+                moved = f"backend.base_url (or {variable})" if variable else "backend.base_url"
+                raise BackendError(
+                    f"{where} has no fine-tuning API (GET /fine_tuning/jobs: {describe(exc)}), "
+                    f"so no job can be made there; point {moved} at an endpoint that "
+                    "fine-tunes. `harness evaluate` still scores a model this endpoint serves"
+                ) from None
