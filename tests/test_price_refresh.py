@@ -259,3 +259,22 @@ def test_a_rate_converted_from_per_1k_reads_as_the_figure_it_is() -> None:
     assert "fine-tuned input $0.42," in price_line(mini)
     odd = replace(mini, fine_tuned_output_per_1m=0.1 + 0.2)  # an override's own float noise
     assert "output $0.3," in price_line(odd)
+
+
+def test_a_hardware_id_the_refreshed_list_lacks_is_named_not_sent_to_refresh_again() -> None:
+    # After a refresh, a mistyped hardware id read "no hosting_per_hour price ... or run
+    # `harness prices refresh`", which had just been run and could never supply it.
+    from harness.backends import load_backend
+    from harness.backends.together.config import TogetherBackendConfig
+    from harness.errors import ConfigError
+
+    model = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
+    with PriceServer() as server:
+        assert run_cli("prices", "refresh", "--only", "together", env=_env(server)).exit_code == 0
+    serving = {"kind": "dedicated", "hardware": "1x_nvidia_h100_80gb_sxmm", "max_minutes": 30}
+    config = TogetherBackendConfig(kind="together", model=model, serving=serving)
+    with pytest.raises(ConfigError) as caught:
+        load_backend(config).price_rows([model])[0].hosting_usd(1.0)
+    message = str(caught.value)
+    assert "no 1x_nvidia_h100_80gb_sxmm" in message and "1x_nvidia_h100_80gb_sxm," in message
+    assert "backend.serving.hardware" in message and "harness prices refresh" not in message

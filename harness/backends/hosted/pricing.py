@@ -103,7 +103,8 @@ def _need(price: Price, name: str) -> float:
     value = getattr(price, name)
     if value is None:
         setting = price_setting(price.model, name)
-        refresh = " or run `harness prices refresh`," if name == "hosting_per_hour" else ""
+        hourly = name == "hosting_per_hour" and UNLISTED_HARDWARE not in price.source
+        refresh = " or run `harness prices refresh`," if hourly else ""
         raise ConfigError(
             f"no {name} price for {price.model} ({price.source}); set {setting} in the "
             f"experiment file,{refresh} or pass --set '{setting}=...'"
@@ -235,12 +236,27 @@ def hardware_rates() -> dict[str, tuple[float, str, str]]:
     return rates
 
 
+UNLISTED_HARDWARE = "the refreshed Together hardware list has no"
+
+
 def with_hardware_rate(prices: PriceTable, hardware: str | None) -> PriceTable:
     """The rows that name no hourly rate with the one `harness prices refresh` read for a
     Together dedicated endpoint on `hardware`; the table as it is without one."""
-    rate = hardware_rates().get(hardware) if hardware else None
+    rates = hardware_rates() if hardware else {}
+    rate = rates.get(hardware) if hardware else None
     if rate is None:
-        return prices
+        if not rates:
+            return prices
+        # Refreshed, but not this id: a refresh again would not price it; the id is wrong.
+        note = (
+            f"; hosting: {UNLISTED_HARDWARE} {hardware} (it lists {', '.join(sorted(rates))}): "
+            "check backend.serving.hardware"
+        )
+        rows = {
+            m: r if r.hosting_per_hour is not None else replace(r, source=r.source + note)
+            for m, r in prices.rows.items()
+        }
+        return PriceTable(rows)
     hourly, source, as_of = rate
     rows = {
         model: replace(
