@@ -223,6 +223,9 @@ def test_hardware_together_does_not_offer_is_refused_before_any_job_is_paid(
     assert_clean_error(result, "backend.serving.hardware", "1x_nvidia_h100_80gb_sxmm", HARDWARE)
     assert not server.state.jobs and not server.state.files and not server.state.endpoints
     assert server.state.count("GET", "/v1/hardware") == 1
+    # Where the list is not served (404), the check cannot be made and does not stop a sweep.
+    server.state.fail_next("GET", "/v1/hardware", 404)
+    dedicated(server).preflight(tiny_data(), [MODEL])
 
 
 def _provider(server: FakeTogether, backend: dict[str, object]) -> Provider:
