@@ -114,7 +114,8 @@ def test_a_quote_over_the_account_limit_creates_nothing(server: FakeTogether) ->
     with pytest.raises(TrainingRefused) as refused:
         backend.fine_tune(SPEC, data, lambda epoch: False, journal)
     message = str(refused.value)
-    assert "will not start" in message and "credit limit: $0.00" in message
+    # The limit read "$0.00" (two decimals), beside a quote it was said to be less than.
+    assert "will not start" in message and "credit limit: $0.000000001" in message
     assert "it quotes $" in message
     assert not server.state.jobs and server.state.count("POST", "/v1/fine-tunes") == 0
     assert "job_id" not in journal.notes and journal.notes["provider_quote_usd"] != "unavailable"
