@@ -278,3 +278,25 @@ def test_a_hardware_id_the_refreshed_list_lacks_is_named_not_sent_to_refresh_aga
     message = str(caught.value)
     assert "no 1x_nvidia_h100_80gb_sxmm" in message and "1x_nvidia_h100_80gb_sxm," in message
     assert "backend.serving.hardware" in message and "harness prices refresh" not in message
+
+
+def test_a_refresh_that_cannot_finish_writing_leaves_the_earlier_table_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The table was written in place: a full disk (or a kill) mid-write left half of it, and
+    # then every command that prices anything stopped on the malformed local table.
+    with PriceServer() as server:
+        assert run_cli("prices", "refresh", "--only", "together", env=_env(server)).exit_code == 0
+        local = tmp_path / "prices.local.yaml"
+        before = local.read_text()
+
+        def torn(self: Path, data: str, encoding: str | None = None) -> int:
+            with open(self, "w", encoding=encoding) as out:
+                out.write(data[: len(data) // 2])
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(Path, "write_text", torn)
+        result = run_cli("prices", "refresh", "--only", "nebius", env=_env(server))
+    assert_clean_error(result, "cannot write the local price table", "No space left")
+    assert local.read_text() == before
+    assert [p.name for p in tmp_path.iterdir() if "prices" in p.name] == ["prices.local.yaml"]

@@ -391,18 +391,21 @@ def write_local_table(done: list[Refreshed]) -> Path:
     for result in done:
         rows |= {(r.provider, r.model): asdict(r) for r in result.rows}
         hardware |= {h.hardware: asdict(h) for h in result.hardware}
-    text = yaml.safe_dump(
-        {"rows": list(rows.values()), "hardware": list(hardware.values())}, sort_keys=False
-    )
+    tables = {"rows": list(rows.values()), "hardware": list(hardware.values())}
+    text = yaml.safe_dump(tables, sort_keys=False)
     header = (
         "# Prices read live by `harness prices refresh` on the dates in `as_of`; its rows\n"
         "# replace the shipped table's (harness/backends/hosted/prices.yaml). Delete this file\n"
         "# to go back to the shipped table.\n"
     )
-    try:
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:  # whole or not at all: a torn table would stop every command that prices
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(header + text, encoding="utf-8")
+        part.write_text(header + text, encoding="utf-8")
+        os.replace(part, path)
     except OSError as exc:
+        if part.exists():  # False where the folder is not one
+            part.unlink()
         raise ConfigError(
             f"cannot write the local price table {path}: {exc.strerror or exc}; set "
             f"{LOCAL_TABLE_VARIABLE} to a file you can write"
