@@ -213,3 +213,44 @@ def test_an_orphaned_together_job_is_named_for_harness_evaluate_by_its_own_model
     message = orphans_message("demo", [RemoteJob("ft-1", "completed", name, Cost(usd=0.007))])
     assert "ft:..." not in message
     assert f"`harness evaluate EXPERIMENT --model {name}` scores it" in message
+
+
+@pytest.mark.parametrize("status", [400, 401, 503])
+def test_a_reply_that_quotes_the_key_never_puts_it_in_an_error(
+    monkeypatch: pytest.MonkeyPatch, status: int
+) -> None:
+    # The client promised the key never appears in an error message, but put the server's
+    # message in it verbatim: a reply quoting the key (as OpenAI's 401 does) would print it
+    # and record it as a trial's failure reason in Optuna and MLflow.
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from harness.backends.together._client import TogetherClient
+    from harness.errors import HarnessError
+
+    class Echo(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            return
+
+        def do_GET(self) -> None:
+            token = str(self.headers.get("authorization")).removeprefix("Bearer ")
+            body = json.dumps({"error": {"message": f"key {token} is not allowed here"}})
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+    monkeypatch.setenv("TOGETHER_API_KEY", KEY)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+        config = TogetherBackendConfig(kind="together", base_url=url, max_retries=0)
+        with pytest.raises(HarnessError) as caught:
+            TogetherClient(config).request("GET", "/fine-tunes", "listing jobs")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert KEY not in str(caught.value) and "is not allowed here" in str(caught.value)
