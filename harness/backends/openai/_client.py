@@ -89,6 +89,10 @@ def api_errors(
     except openai.AuthenticationError as exc:
         raise ConfigError(f"{action}: {_rejected_key(config, describe(exc))}") from None
     except (openai.RateLimitError, openai.InternalServerError) as exc:
+        if getattr(exc, "status_code", None) == 501:  # no retry or wait serves it
+            raise BackendError(
+                f"{action}: {describe(exc)} (the endpoint does not implement this request)"
+            ) from None
         raise BackendError(
             f"{action}: {describe(exc)} (gave up after {config.max_retries} retries; "
             "raise backend.max_retries or try later)"
