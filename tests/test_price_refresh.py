@@ -300,3 +300,13 @@ def test_a_refresh_that_cannot_finish_writing_leaves_the_earlier_table_whole(
     assert_clean_error(result, "cannot write the local price table", "No space left")
     assert local.read_text() == before
     assert [p.name for p in tmp_path.iterdir() if "prices" in p.name] == ["prices.local.yaml"]
+
+
+def test_a_local_table_of_hardware_only_is_not_said_to_replace_rows(tmp_path: Path) -> None:
+    # After `refresh --only together` (hardware rates, no model rows) the listing said "Live
+    # rows from ... replace the shipped ones" above shipped rows only.
+    with PriceServer() as server:
+        assert run_cli("prices", "refresh", "--only", "together", env=_env(server)).exit_code == 0
+    said = " ".join(run_cli("prices").stdout.split())
+    assert "Live rows from" not in said
+    assert "no model rows" in said and "the shipped rows serve" in said

@@ -35,7 +35,12 @@ def prices(
         return
     from rich.table import Table
 
-    from harness.backends.hosted.pricing import current_rows, hardware_rates, shipped_table_path
+    from harness.backends.hosted.pricing import (
+        current_rows,
+        hardware_rates,
+        read_rows,
+        shipped_table_path,
+    )
     from harness.sweep.estimate import STALE_AFTER_DAYS, age_days
 
     rows, local = current_rows()
@@ -64,8 +69,11 @@ def prices(
     if local is None:
         where = f"Shipped table only ({shipped_table_path()}): no live prices read"
         console.print(f"{where}; `harness prices refresh` reads them.", markup=False)
-    else:
+    elif read_rows(local):
         console.print(f"Live rows from {local} replace the shipped ones.", markup=False)
+    else:  # `refresh --only together` writes hardware rates only
+        line = f"Hardware rates from {local}; it has no model rows: the shipped rows serve."
+        console.print(line, markup=False)
 
 
 @prices_app.command("refresh")
