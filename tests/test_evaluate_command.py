@@ -187,3 +187,23 @@ def test_an_endpoint_without_a_fine_tuning_api_still_scores_a_model(
         result = run_cli("evaluate", str(path), "--model", base)
         assert result.exit_code == 0, result.output
         assert server.state.count("POST", "/chat/completions") > 0
+
+
+def test_a_sweep_at_an_endpoint_without_a_fine_tuning_api_says_so_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It said only "checking the fine-tuning endpoint: HTTP 404: ... no route", naming neither
+    the endpoint nor that it has no fine-tuning API (so a sweep cannot run there)."""
+    from tests.openai_fake import FakeOpenAI
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789")
+    with FakeOpenAI() as server:
+        server.state.fail_next("/fine_tuning/jobs", 404, method="GET", count=5)
+        path = openai_experiment(tmp_path, "sw", 1, backend={"base_url": server.base_url})
+        result = run_cli("sweep", str(path), "--yes")
+        assert server.state.count("POST", "/fine_tuning/jobs") == 0
+        url = server.base_url
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    said = " ".join(result.stderr.split())
+    assert f"{url} has no fine-tuning API" in said, said
+    assert "harness evaluate" in said and "backend.base_url" in said

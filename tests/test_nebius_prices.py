@@ -64,6 +64,24 @@ def test_a_missing_or_zero_training_price_stops_the_sweep_naming_the_field(
     assert not _spent(server)
 
 
+def test_a_model_nebius_does_not_list_is_said_to_be_unlisted_not_unpriced(
+    data: PreparedData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It said "lists no such model for X: fine_tune.training_price_per_million_tokens; set
+    # backend.prices.X.training_per_1m": a user who set the price, as told, then had every
+    # trial refused by Nebius (400 model_not_available). It now names the model as unlisted,
+    # what Nebius does list, and backend.model.
+    monkeypatch.setenv("NEBIUS_API_KEY", "nb-test-key-0123456789")
+    other = "Qwen/Qwen3-32B"
+    fake = FakeOpenAI(base_models={other: other}, dialect="nebius")
+    with fake as server, pytest.raises(ConfigError) as caught:
+        _backend(server).preflight(data, [LLAMA])
+    message = str(caught.value)
+    assert f"does not list {LLAMA}" in message and other in message
+    assert "backend.model" in message and "training_per_1m" not in message
+    assert not _spent(server)
+
+
 def test_the_experiments_own_prices_win_and_need_no_models_call(
     data: PreparedData, monkeypatch: pytest.MonkeyPatch
 ) -> None:

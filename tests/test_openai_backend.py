@@ -349,6 +349,20 @@ def test_retries_429_and_5xx_then_gives_up(openai_fake: FakeOpenAI, data: Prepar
         backend.predict(model.model_ref, data.test.texts, LABELS)
 
 
+def test_an_endpoint_that_does_not_implement_a_request_is_not_told_to_retry(
+    openai_fake: FakeOpenAI, data: PreparedData
+) -> None:
+    # A 501 (a compatible server without chat completions) said "gave up after 2 retries;
+    # raise backend.max_retries or try later": neither can help a request it does not serve.
+    openai_fake.state.fail_next("/chat/completions", 501, count=10)
+    backend = _backend(openai_fake, max_retries=2, eval_concurrency=1)
+    with pytest.raises(BackendError) as caught:
+        backend.predict("gpt-4.1-nano-2025-04-14", data.test.texts[:1], LABELS)
+    message = str(caught.value)
+    assert "HTTP 501" in message and "does not implement" in message
+    assert "max_retries" not in message and "try later" not in message
+
+
 def test_polling_outlasts_an_outage_the_sdk_gave_up_on(
     openai_fake: FakeOpenAI, data: PreparedData
 ) -> None:

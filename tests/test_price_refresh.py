@@ -91,7 +91,8 @@ def test_offline_the_shipped_table_serves_and_says_so(tmp_path: Path) -> None:
     ("text", "needle"),
     [
         ("rows: {not: a list}", "expected a `rows:` list"),
-        ("rows:\n  - {model: x}\n", "every row needs exactly"),
+        ("rows:\n  - {model: x}\n", "x: missing training_per_1m"),
+        ("rows:\n  - [x]\n", "every row needs model"),
         ("rows: [\n", "cannot read the price table"),
     ],
 )
@@ -122,6 +123,55 @@ def test_a_wrong_rate_in_the_local_table_names_the_field(tmp_path: Path) -> None
     )
     (tmp_path / "prices.local.yaml").write_text(row)
     assert_clean_error(run_cli("prices"), "prices.local.yaml", "training_per_1m must be a number")
+
+
+def _row(**change: object) -> str:
+    fields = {
+        "model": "m",
+        "provider": "together",
+        "training_per_1m": 1,
+        "input_per_1m": None,
+        "output_per_1m": None,
+        "fine_tuned_input_per_1m": 1,
+        "fine_tuned_output_per_1m": 1,
+        "source": "s",
+        "as_of": "2026-01-01",
+    }
+    fields.update(change)
+    cells = ", ".join(f"{k}: {'null' if v is None else repr(v)}" for k, v in fields.items())
+    return "rows:\n  - {" + cells.replace("'", '"') + "}\n"
+
+
+@pytest.mark.parametrize(
+    ("row", "needles"),
+    [
+        # A mistyped provider was accepted: its row priced nothing and `harness prices`
+        # listed it (exit 0), while the sweep used the shipped row it meant to replace.
+        (_row(provider="togethr"), ("m: provider 'togethr'", "azure, nebius, openai, together")),
+        # A date the age check cannot read (age "?", no "check the source") or one to come
+        # ("-1120 d") passed, and with it a stale row was never said to be stale.
+        (_row(as_of="yesterday"), ("m: as_of must be a date (YYYY-MM-DD)", "'yesterday'")),
+        (_row(as_of="2999-01-01"), ("m: as_of 2999-01-01 is in the future",)),
+        # A mistyped field: the message dumped the row; it now names the field.
+        (_row(inptu_per_1m=1), ("m: unknown field inptu_per_1m", "input_per_1m")),
+    ],
+)
+def test_a_bad_row_in_the_local_table_names_the_field_and_what_it_takes(
+    tmp_path: Path, row: str, needles: tuple[str, ...]
+) -> None:
+    (tmp_path / "prices.local.yaml").write_text(row)
+    result = run_cli("prices")
+    assert_clean_error(result, "prices.local.yaml", *needles)
+    assert result.stdout == "", result.stdout
+
+
+def test_a_bad_hardware_entry_is_refused_before_any_row_is_listed(tmp_path: Path) -> None:
+    # The rows' table was printed, then the error came (exit 2): half a listing.
+    table = "rows: []\nhardware:\n  - {hardware: 1x_h100, hosting_per_hour: abc}\n"
+    (tmp_path / "prices.local.yaml").write_text(table)
+    result = run_cli("prices")
+    assert_clean_error(result, "prices.local.yaml", "hardware 1x_h100", "'abc'")
+    assert result.stdout == "", result.stdout
 
 
 def test_an_unknown_provider_is_refused_naming_the_known_ones() -> None:
@@ -209,3 +259,54 @@ def test_a_rate_converted_from_per_1k_reads_as_the_figure_it_is() -> None:
     assert "fine-tuned input $0.42," in price_line(mini)
     odd = replace(mini, fine_tuned_output_per_1m=0.1 + 0.2)  # an override's own float noise
     assert "output $0.3," in price_line(odd)
+
+
+def test_a_hardware_id_the_refreshed_list_lacks_is_named_not_sent_to_refresh_again() -> None:
+    # After a refresh, a mistyped hardware id read "no hosting_per_hour price ... or run
+    # `harness prices refresh`", which had just been run and could never supply it.
+    from harness.backends import load_backend
+    from harness.backends.together.config import TogetherBackendConfig
+    from harness.errors import ConfigError
+
+    model = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
+    with PriceServer() as server:
+        assert run_cli("prices", "refresh", "--only", "together", env=_env(server)).exit_code == 0
+    serving = {"kind": "dedicated", "hardware": "1x_nvidia_h100_80gb_sxmm", "max_minutes": 30}
+    config = TogetherBackendConfig(kind="together", model=model, serving=serving)
+    with pytest.raises(ConfigError) as caught:
+        load_backend(config).price_rows([model])[0].hosting_usd(1.0)
+    message = str(caught.value)
+    assert "no 1x_nvidia_h100_80gb_sxmm" in message and "1x_nvidia_h100_80gb_sxm," in message
+    assert "backend.serving.hardware" in message and "harness prices refresh" not in message
+
+
+def test_a_refresh_that_cannot_finish_writing_leaves_the_earlier_table_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The table was written in place: a full disk (or a kill) mid-write left half of it, and
+    # then every command that prices anything stopped on the malformed local table.
+    with PriceServer() as server:
+        assert run_cli("prices", "refresh", "--only", "together", env=_env(server)).exit_code == 0
+        local = tmp_path / "prices.local.yaml"
+        before = local.read_text()
+
+        def torn(self: Path, data: str, encoding: str | None = None) -> int:
+            with open(self, "w", encoding=encoding) as out:
+                out.write(data[: len(data) // 2])
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(Path, "write_text", torn)
+        result = run_cli("prices", "refresh", "--only", "nebius", env=_env(server))
+    assert_clean_error(result, "cannot write the local price table", "No space left")
+    assert local.read_text() == before
+    assert [p.name for p in tmp_path.iterdir() if "prices" in p.name] == ["prices.local.yaml"]
+
+
+def test_a_local_table_of_hardware_only_is_not_said_to_replace_rows(tmp_path: Path) -> None:
+    # After `refresh --only together` (hardware rates, no model rows) the listing said "Live
+    # rows from ... replace the shipped ones" above shipped rows only.
+    with PriceServer() as server:
+        assert run_cli("prices", "refresh", "--only", "together", env=_env(server)).exit_code == 0
+    said = " ".join(run_cli("prices").stdout.split())
+    assert "Live rows from" not in said
+    assert "no model rows" in said and "the shipped rows serve" in said

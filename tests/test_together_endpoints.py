@@ -205,6 +205,29 @@ def test_dedicated_serving_without_a_hosting_price_is_a_config_error_before_spen
     assert_clean_error(run_cli("estimate", str(path)), "dedicated serving needs hardware")
 
 
+def test_hardware_together_does_not_offer_is_refused_before_any_job_is_paid(
+    tmp_path: Path, server: FakeTogether
+) -> None:
+    # A mistyped serving.hardware passed every check: each trial's job was trained and billed,
+    # then every endpoint create was refused (400 hardware not available) and the sweep failed.
+    price = {**PRICE, **PRICE_NOTE, "hosting_per_hour": PER_HOUR}
+    backend = {
+        "kind": "together",
+        "model": TOGETHER_LLAMA,
+        "base_url": server.base_url,
+        "serving": {**DEDICATED, "hardware": "1x_nvidia_h100_80gb_sxmm"},
+        "prices": {TOGETHER_LLAMA: price},
+    }
+    path = _experiment(tmp_path, _provider(server, backend), 2)
+    result = run_cli("sweep", str(path), "--yes")
+    assert_clean_error(result, "backend.serving.hardware", "1x_nvidia_h100_80gb_sxmm", HARDWARE)
+    assert not server.state.jobs and not server.state.files and not server.state.endpoints
+    assert server.state.count("GET", "/v1/hardware") == 1
+    # Where the list is not served (404), the check cannot be made and does not stop a sweep.
+    server.state.fail_next("GET", "/v1/hardware", 404)
+    dedicated(server).preflight(tiny_data(), [MODEL])
+
+
 def _provider(server: FakeTogether, backend: dict[str, object]) -> Provider:
     state = server.state
     return Provider(

@@ -21,7 +21,7 @@ from harness.backends.hosted.config import PriceOverride
 from harness.backends.together.backend import TogetherBackend
 from harness.backends.together.config import TogetherBackendConfig
 from harness.config import load_experiment
-from harness.errors import TrainingRefused
+from harness.errors import BackendError, TrainingRefused
 from harness.records import PreparedData, TrialSpec
 from harness.sweep.budget import committed_usd
 from harness.sweep.loop import run_sweep
@@ -114,7 +114,8 @@ def test_a_quote_over_the_account_limit_creates_nothing(server: FakeTogether) ->
     with pytest.raises(TrainingRefused) as refused:
         backend.fine_tune(SPEC, data, lambda epoch: False, journal)
     message = str(refused.value)
-    assert "will not start" in message and "credit limit: $0.00" in message
+    # The limit read "$0.00" (two decimals), beside a quote it was said to be less than.
+    assert "will not start" in message and "credit limit: $0.000000001" in message
     assert "it quotes $" in message
     assert not server.state.jobs and server.state.count("POST", "/v1/fine-tunes") == 0
     assert "job_id" not in journal.notes and journal.notes["provider_quote_usd"] != "unavailable"
@@ -184,3 +185,72 @@ def test_the_training_rate_a_refused_quote_asks_for_is_enough_for_that_quote() -
     assert found is not None, str(refused.value)
     rate = float(found.group(1))
     check_quote(quote, Cost(usd=tokens * rate / 1e6, trained_tokens=tokens), price, 3)
+
+
+def test_a_job_past_job_timeout_says_it_is_billed_and_how_to_score_its_model(
+    server: FakeTogether,
+) -> None:
+    # It said only "it keeps running": the trial failed and is not run again, so its job,
+    # billed when it completes, is scored by no sweep; the model name was nowhere in the message.
+    server.state.job_duration = 60.0
+    backend = backend_for(server, job_timeout=0.3)
+    with pytest.raises(BackendError) as caught:
+        backend.fine_tune(SPEC, tiny_data(), lambda epoch: False, MemoryJournal())
+    (job,) = server.state.jobs.values()
+    message = str(caught.value)
+    assert "backend.job_timeout=0.3" in message and "billed" in message
+    assert f"harness evaluate EXPERIMENT --model {job.output}" in message
+
+
+def test_an_orphaned_together_job_is_named_for_harness_evaluate_by_its_own_model() -> None:
+    # The hint read `harness evaluate EXPERIMENT --model ft:...`, OpenAI's naming, which no
+    # Together (or Nebius) model has; the job's own model name is what evaluate takes.
+    from harness.backends.base import RemoteJob
+    from harness.records import Cost
+    from harness.sweep.orphans import orphans_message
+
+    name = "harness-test/Meta-Llama-3.1-8B-Instruct-Reference-harness-883f2d-t000-9ae6-e5216a"
+    message = orphans_message("demo", [RemoteJob("ft-1", "completed", name, Cost(usd=0.007))])
+    assert "ft:..." not in message
+    assert f"`harness evaluate EXPERIMENT --model {name}` scores it" in message
+
+
+@pytest.mark.parametrize("status", [400, 401, 503])
+def test_a_reply_that_quotes_the_key_never_puts_it_in_an_error(
+    monkeypatch: pytest.MonkeyPatch, status: int
+) -> None:
+    # The client promised the key never appears in an error message, but put the server's
+    # message in it verbatim: a reply quoting the key (as OpenAI's 401 does) would print it
+    # and record it as a trial's failure reason in Optuna and MLflow.
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from harness.backends.together._client import TogetherClient
+    from harness.errors import HarnessError
+
+    class Echo(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            return
+
+        def do_GET(self) -> None:
+            token = str(self.headers.get("authorization")).removeprefix("Bearer ")
+            body = json.dumps({"error": {"message": f"key {token} is not allowed here"}})
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+    monkeypatch.setenv("TOGETHER_API_KEY", KEY)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+        config = TogetherBackendConfig(kind="together", base_url=url, max_retries=0)
+        with pytest.raises(HarnessError) as caught:
+            TogetherClient(config).request("GET", "/fine-tunes", "listing jobs")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert KEY not in str(caught.value) and "is not allowed here" in str(caught.value)

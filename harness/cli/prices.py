@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -35,10 +36,11 @@ def prices(
         return
     from rich.table import Table
 
-    from harness.backends.hosted.pricing import current_rows, hardware_rates, shipped_table_path
+    from harness.backends.hosted.pricing import current_rows, hardware_rates
     from harness.sweep.estimate import STALE_AFTER_DAYS, age_days
 
     rows, local = current_rows()
+    hardware = sorted(hardware_rates().items())  # a malformed entry fails before any listing
     known = sorted({row.provider for row in rows})
     if provider is not None and provider not in known:
         from harness.errors import ConfigError
@@ -57,14 +59,23 @@ def prices(
         cells = [row.provider, row.model, *map(_rate, rates), _rate(row.hosting_per_hour)]
         table.add_row(*cells, row.as_of, age, row.source)
     console.print(table)
-    for hardware, (hourly, source, as_of) in sorted(hardware_rates().items()):
-        line = f"together hardware {hardware}: ${hourly:g} an hour ({source}, as of {as_of})"
+    for name, (hourly, source, as_of) in hardware:
+        line = f"together hardware {name}: ${hourly:g} an hour ({source}, as of {as_of})"
         console.print(line, markup=False, highlight=False)
+    console.print(_whence(local), markup=False)
+
+
+def _whence(local: Path | None) -> str:
+    """Which table serves: the shipped one alone, or the local one's rows (or hardware only)."""
+    from harness.backends.hosted.pricing import read_rows, shipped_table_path
+
     if local is None:
         where = f"Shipped table only ({shipped_table_path()}): no live prices read"
-        console.print(f"{where}; `harness prices refresh` reads them.", markup=False)
-    else:
-        console.print(f"Live rows from {local} replace the shipped ones.", markup=False)
+        return f"{where}; `harness prices refresh` reads them."
+    if read_rows(local):
+        return f"Live rows from {local} replace the shipped ones."
+    # `refresh --only together` writes hardware rates only
+    return f"Hardware rates from {local}; it has no model rows: the shipped rows serve."
 
 
 @prices_app.command("refresh")

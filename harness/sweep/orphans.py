@@ -4,7 +4,7 @@ A trial records its job id before waiting on the job, and a killed trial is requ
 job is resumed, so a job this harness creates always has a trial. One can still be orphaned: a
 job created by hand or by an older harness under the study's name, or a study's storage lost
 while its jobs ran. The sweep cannot know which trial such a job was for, so it reports the job
-and what it was billed, and leaves the choice to the user (`harness evaluate --model ft:...`
+and what it was billed, and leaves the choice to the user (`harness evaluate --model MODEL`
 scores a succeeded one without paying for training again).
 """
 
@@ -53,10 +53,17 @@ def orphans_message(study_name: str, jobs: list[RemoteJob]) -> str:
         model = f" -> {job.model}" if job.model else ""
         parts.append(f"{job.id} ({job.status}{model}, {billed})")
     total = sum(job.cost.usd for job in jobs if job.cost is not None)
+    # The provider's own name for a model (`ft:...` on OpenAI, `org/Model-suffix` on Together).
+    named = [job.model for job in jobs if job.model]
+    hint = (
+        f"`harness evaluate EXPERIMENT --model {named[0]}` scores it once it has succeeded"
+        if len(named) == 1
+        else "`harness evaluate EXPERIMENT --model MODEL` (a name after ->) scores a succeeded one"
+    )
     return (
         f"{len(jobs)} fine-tuning job(s) of study {study_name!r} on the provider belong to no "
         f"trial (${total:.4f} billed in all): {'; '.join(parts)}. They are not counted in this "
-        "study's budget; `harness evaluate EXPERIMENT --model ft:...` scores a succeeded one."
+        f"study's budget; {hint}."
     )
 
 

@@ -2,7 +2,8 @@
 
 Serves `/v1/files` (list), `/v1/files/upload`, `/v1/fine-tunes` (create, list),
 `/v1/fine-tunes/estimate-price`, `/v1/fine-tunes/{id}` (+ `/events`, `/checkpoints`,
-`/cancel`), `/v1/endpoints` (create, list; get and delete by id) and `/v1/chat/completions`.
+`/cancel`), `/v1/endpoints` (create, list; get and delete by id), `/v1/hardware` (list) and
+`/v1/chat/completions`.
 Every JSON reply, and the create-job and chat requests, are validated against the components of
 Together's published
 OpenAPI document kept in `openapi.yaml` here (`spec.py`); a reply that breaks it becomes a 500
@@ -203,6 +204,13 @@ def route(
         return _fine_tunes(state, method, parts[1:], raw)
     if parts[:1] == ["endpoints"]:
         return _endpoints(state, method, parts[1:], raw)
+    if method == "GET" and parts == ["hardware"]:
+        # Not in the kept OpenAPI subset: the shape Together documents (as tests/prices_fake).
+        listed = [
+            {"object": "hardware", "id": h, "pricing": {"cents_per_minute": 5.5}}
+            for h in sorted(state.hardware)
+        ]
+        return {"object": "list", "data": listed}, None
     if method == "POST" and parts == ["chat", "completions"]:
         body = json.loads(raw)
         _check(state, "ChatCompletionRequest", body)

@@ -30,7 +30,7 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -295,11 +295,12 @@ def price_nebius(prices: PriceTable, base_url: str | None, models: Sequence[str]
     by_id = {str(e.get("id")): e for e in entries if isinstance(e, dict)}
     for model in models:
         entry = by_id.get(model)
-        row = nebius_price(entry, api) if entry is not None else None
+        if entry is None:  # not served there: a price set for it would only see jobs refused
+            raise ConfigError(_unlisted(api, model, by_id))
+        row = nebius_price(entry, api)
         if row is None:
-            said = "lists no such model" if entry is None else "gives no (or a zero) price"
             raise ConfigError(
-                f"Nebius's models API ({api}/v0/models) {said} for {model}: "
+                f"Nebius's models API ({api}/v0/models) gives no (or a zero) price for {model}: "
                 "fine_tune.training_price_per_million_tokens; set "
                 f"{price_setting(model, 'training_per_1m')} (with fine_tuned_input_per_1m and "
                 "fine_tuned_output_per_1m) from your rate card"
@@ -311,6 +312,17 @@ def price_nebius(prices: PriceTable, base_url: str | None, models: Sequence[str]
             if old is not None and getattr(row, name) is None
         }
         prices.rows[model] = replace(row, **keep)
+
+
+def _unlisted(api: str, model: str, by_id: Mapping[str, dict[str, Any]]) -> str:
+    """A model Nebius does not list: what it lists that can be fine-tuned, and what to fix."""
+    tunable = sorted(m for m, e in by_id.items() if nebius_price(e, api) is not None)
+    shown = ", ".join(tunable[:12]) + (" and more" if len(tunable) > 12 else "")
+    return (
+        f"Nebius's models API ({api}/v0/models) does not list {model}, so Nebius cannot fine-tune "
+        f"it; it lists for fine-tuning: {shown or 'none'}. Check backend.model (and "
+        "NEBIUS_BASE_URL or backend.base_url, which name the endpoint asked)"
+    )
 
 
 # --- Together ------------------------------------------------------------------------------
@@ -379,18 +391,21 @@ def write_local_table(done: list[Refreshed]) -> Path:
     for result in done:
         rows |= {(r.provider, r.model): asdict(r) for r in result.rows}
         hardware |= {h.hardware: asdict(h) for h in result.hardware}
-    text = yaml.safe_dump(
-        {"rows": list(rows.values()), "hardware": list(hardware.values())}, sort_keys=False
-    )
+    tables = {"rows": list(rows.values()), "hardware": list(hardware.values())}
+    text = yaml.safe_dump(tables, sort_keys=False)
     header = (
         "# Prices read live by `harness prices refresh` on the dates in `as_of`; its rows\n"
         "# replace the shipped table's (harness/backends/hosted/prices.yaml). Delete this file\n"
         "# to go back to the shipped table.\n"
     )
-    try:
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:  # whole or not at all: a torn table would stop every command that prices
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(header + text, encoding="utf-8")
+        part.write_text(header + text, encoding="utf-8")
+        os.replace(part, path)
     except OSError as exc:
+        if part.exists():  # False where the folder is not one
+            part.unlink()
         raise ConfigError(
             f"cannot write the local price table {path}: {exc.strerror or exc}; set "
             f"{LOCAL_TABLE_VARIABLE} to a file you can write"

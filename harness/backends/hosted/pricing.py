@@ -103,7 +103,8 @@ def _need(price: Price, name: str) -> float:
     value = getattr(price, name)
     if value is None:
         setting = price_setting(price.model, name)
-        refresh = " or run `harness prices refresh`," if name == "hosting_per_hour" else ""
+        hourly = name == "hosting_per_hour" and UNLISTED_HARDWARE not in price.source
+        refresh = " or run `harness prices refresh`," if hourly else ""
         raise ConfigError(
             f"no {name} price for {price.model} ({price.source}); set {setting} in the "
             f"experiment file,{refresh} or pass --set '{setting}=...'"
@@ -217,9 +218,15 @@ def hardware_rates() -> dict[str, tuple[float, str, str]]:
     rates: dict[str, tuple[float, str, str]] = {}
     for entry in (raw.get("hardware") or []) if isinstance(raw, dict) else []:
         rate: Any = entry.get("hosting_per_hour") if isinstance(entry, dict) else None
-        if not _is_rate(rate) or "hardware" not in entry:
+        if not isinstance(entry, dict) or "hardware" not in entry:
             raise ConfigError(
-                f"{path}: hardware: every entry needs hardware and hosting_per_hour (0 or more)"
+                f"{path}: hardware: every entry needs hardware and hosting_per_hour (0 or more); "
+                f"got {entry!r}"
+            )
+        if not _is_rate(rate):
+            raise ConfigError(
+                f"{path}: hardware {entry['hardware']}: hosting_per_hour must be a number, 0 or "
+                f"more, got {rate!r}"
             )
         rates[str(entry["hardware"])] = (
             float(rate),
@@ -229,12 +236,27 @@ def hardware_rates() -> dict[str, tuple[float, str, str]]:
     return rates
 
 
+UNLISTED_HARDWARE = "the refreshed Together hardware list has no"
+
+
 def with_hardware_rate(prices: PriceTable, hardware: str | None) -> PriceTable:
     """The rows that name no hourly rate with the one `harness prices refresh` read for a
     Together dedicated endpoint on `hardware`; the table as it is without one."""
-    rate = hardware_rates().get(hardware) if hardware else None
+    rates = hardware_rates() if hardware else {}
+    rate = rates.get(hardware) if hardware else None
     if rate is None:
-        return prices
+        if not rates:
+            return prices
+        # Refreshed, but not this id: a refresh again would not price it; the id is wrong.
+        note = (
+            f"; hosting: {UNLISTED_HARDWARE} {hardware} (it lists {', '.join(sorted(rates))}): "
+            "check backend.serving.hardware"
+        )
+        rows = {
+            m: r if r.hosting_per_hour is not None else replace(r, source=r.source + note)
+            for m, r in prices.rows.items()
+        }
+        return PriceTable(rows)
     hourly, source, as_of = rate
     rows = {
         model: replace(
@@ -270,23 +292,57 @@ def load_price_table(
     return with_hardware_rate(table, hardware)
 
 
+# Whose price lists a row may be from: `backend.provider` of `kind: openai`, and `kind: together`.
+PROVIDERS = ("azure", "nebius", "openai", "together")
+
+
 def _price_row(row: Any, where: str) -> Price:
     names = [f.name for f in fields(Price)]
     required = [name for name in names if name not in _OPTIONAL_FIELDS]
-    if not isinstance(row, dict) or not set(required) <= set(row) <= set(names):
+    if not isinstance(row, dict) or "model" not in row:
         raise ConfigError(
-            f"{where}: every row needs exactly {', '.join(required)} (optionally "
+            f"{where}: every row needs {', '.join(required)} (optionally "
             f"{', '.join(_OPTIONAL_FIELDS)}); got {row!r}"
         )
+    model = row["model"]
+    unknown = sorted(set(row) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"{where}: {model}: unknown field {', '.join(unknown)} (a row takes {', '.join(names)})"
+        )
+    missing = [name for name in required if name not in row]
+    if missing:
+        raise ConfigError(
+            f"{where}: {model}: missing {', '.join(missing)} (null where no figure is known)"
+        )
+    provider = row.get("provider", "openai")
+    if provider not in PROVIDERS:
+        # A mistyped provider's row would price nothing, and the row it meant to replace serve.
+        raise ConfigError(
+            f"{where}: {model}: provider {provider!r} is not one of {', '.join(PROVIDERS)}"
+        )
     if not str(row["source"]).strip() or not str(row["as_of"]).strip():
-        raise ConfigError(f"{where}: {row['model']}: source and as_of must not be empty")
+        raise ConfigError(f"{where}: {model}: source and as_of must not be empty")
+    _check_as_of(row["as_of"], f"{where}: {model}")
     for name in (*_PRICE_FIELDS, "hosting_per_hour"):
         value = row.get(name)
         if value is not None and not _is_rate(value):
             raise ConfigError(
-                f"{where}: {row['model']}: {name} must be a number, 0 or more, got {value!r}"
+                f"{where}: {model}: {name} must be a number, 0 or more, got {value!r}"
             )
     return Price(**{**row, "as_of": str(row["as_of"])})
+
+
+def _check_as_of(as_of: Any, where: str) -> None:
+    """A table row's date must be one the age check reads, and not to come: else its age (and
+    the warning past 180 days) is never said."""
+    try:  # YAML reads an unquoted 2026-01-01 as a date already
+        day = as_of if isinstance(as_of, dt.date) else dt.date.fromisoformat(str(as_of))
+        day = day.date() if isinstance(day, dt.datetime) else day
+    except ValueError:
+        raise ConfigError(f"{where}: as_of must be a date (YYYY-MM-DD), got {as_of!r}") from None
+    if day > dt.date.today() + dt.timedelta(days=1):  # a day's leeway for time zones
+        raise ConfigError(f"{where}: as_of {day} is in the future (today is {dt.date.today()})")
 
 
 def _is_rate(value: Any) -> bool:

@@ -89,6 +89,10 @@ def api_errors(
     except openai.AuthenticationError as exc:
         raise ConfigError(f"{action}: {_rejected_key(config, describe(exc))}") from None
     except (openai.RateLimitError, openai.InternalServerError) as exc:
+        if getattr(exc, "status_code", None) == 501:  # no retry or wait serves it
+            raise BackendError(
+                f"{action}: {describe(exc)} (the endpoint does not implement this request)"
+            ) from None
         raise BackendError(
             f"{action}: {describe(exc)} (gave up after {config.max_retries} retries; "
             "raise backend.max_retries or try later)"
@@ -154,6 +158,15 @@ def check_endpoint(client: Any, config: OpenAIBackendConfig, fine_tuning: bool =
     with api_errors("checking the fine-tuning endpoint", config):
         try:
             quick.fine_tuning.jobs.list(limit=1)
-        except openai.NotFoundError:
-            if fine_tuning:
-                raise
+        except openai.NotFoundError as exc:
+            if fine_tuning:  # an endpoint that only serves models: no sweep can run there
+                from harness.backends.openai._providers import profile_of, resolve_base_url
+
+                where = resolve_base_url(config) or "api.openai.com"
+                variable = profile_of(config).base_url_variable
+                moved = f"backend.base_url (or {variable})" if variable else "backend.base_url"
+                raise BackendError(
+                    f"{where} has no fine-tuning API (GET /fine_tuning/jobs: {describe(exc)}), "
+                    f"so no job can be made there; point {moved} at an endpoint that "
+                    "fine-tunes. `harness evaluate` still scores a model this endpoint serves"
+                ) from None

@@ -116,7 +116,10 @@ def _describe(reply: Any) -> str:
         message = error.get("message") or reply.text[:300]
     except ValueError:
         message = reply.text[:300]
-    return f"HTTP {reply.status_code}: {message}"
+    # A reply may quote the key (OpenAI's 401 does): never into a message, MLflow or the study.
+    key = os.environ.get(KEY_VARIABLE, "").strip()
+    text = f"HTTP {reply.status_code}: {message}"
+    return text.replace(key, "***") if key else text
 
 
 def _decoded(reply: Any, action: str) -> Any:

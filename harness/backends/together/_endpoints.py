@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 from harness.backends.base import Journal, MemoryJournal, RemoteJob
 from harness.backends.together._client import RefusedError, TogetherClient, TransientError
 from harness.backends.together.config import TogetherBackendConfig
-from harness.errors import BackendError
+from harness.errors import BackendError, ConfigError
 from harness.records import Cost
 
 T = TypeVar("T")
@@ -92,6 +92,26 @@ class TogetherEndpoints:
             self.delete(endpoint_id, journal)
         minutes = max(1, math.ceil((self._clock() - started) / 60))
         return result, Hosting(endpoint_id, minutes)
+
+    def check_hardware(self) -> None:
+        """Refuse `serving.hardware` Together does not list (`GET /v1/hardware`) before any job
+        is paid for: every endpoint create would be refused after its job was trained.
+
+        Raises:
+            ConfigError: Naming the setting and the hardware Together lists.
+        """
+        try:
+            reply = self.client.request("GET", "/hardware", "listing hardware", retries=1)
+        except RefusedError as exc:
+            if exc.status != 404:
+                raise
+            return  # an endpoint without the list: the create says it, as before
+        listed = sorted(str(h.get("id")) for h in reply.get("data", []) if isinstance(h, dict))
+        if listed and self.serving.hardware not in listed:
+            raise ConfigError(
+                f"backend.serving.hardware: Together offers no {self.serving.hardware!r} for "
+                f"dedicated endpoints (GET /v1/hardware lists {', '.join(listed)})"
+            )
 
     def clear(self, model: str, journal: Journal) -> None:
         """Delete what a killed run left: the journal's endpoint and live ones serving `model`."""

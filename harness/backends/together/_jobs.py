@@ -132,9 +132,13 @@ class TogetherJobs:
                 return _completed(job)
             waited = time.monotonic() - started
             if self.config.job_timeout is not None and waited > self.config.job_timeout:
+                # The trial fails and is not run again: say how its paid model gets scored.
+                name = job.get("model_output_name") or "MODEL"
                 raise BackendError(
                     f"Together job {job_id} is still {job['status']} after {waited:.0f} s "
-                    f"(backend.job_timeout={self.config.job_timeout:g}); it keeps running"
+                    f"(backend.job_timeout={self.config.job_timeout:g}); it keeps running on "
+                    "Together and is billed: once it has completed, `harness evaluate "
+                    f"EXPERIMENT --model {name}` scores its model"
                 )
             self._sleep(interval)
             interval = min(interval * BACKOFF, self.config.poll_max_interval)

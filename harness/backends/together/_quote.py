@@ -21,7 +21,7 @@ from typing import Any
 from harness.backends.hosted.pricing import PER_MILLION, Price, price_setting
 from harness.backends.together._client import TogetherClient
 from harness.errors import TrainingRefused
-from harness.records import Cost
+from harness.records import Cost, usd
 
 # The create body's fields the quote takes (its OpenAPI request body).
 QUOTED_FIELDS = (
@@ -80,7 +80,9 @@ def check_quote(quote: Quote, reserved: Cost, price: Price, trial: int) -> None:
     """
     quoted = "no figure" if quote.usd is None else f"${quote.usd:.6g}"
     if not quote.allowed:
-        limit = "not given" if quote.user_limit is None else f"${quote.user_limit:.2f}"
+        # `usd` keeps a small limit's figure: two decimals made $0.005 read $0.01, above a quote
+        # of $0.008 said to be more than it.
+        limit = "not given" if quote.user_limit is None else usd(quote.user_limit)
         raise QuoteRefused(
             f"Together will not start trial {trial}'s job: it quotes {quoted}, more than the "
             f"account may spend (its credit limit: {limit}); nothing was created. Add credit or "

@@ -168,7 +168,8 @@ class TogetherBackend(WholeTexts):
         return Estimate(Cost(usd=price.training_usd(trained), trained_tokens=trained), evaluation)
 
     def preflight(self, data: PreparedData, models: Sequence[str]) -> None:
-        """Prices, example limits, then one authenticated listing with one retry."""
+        """Prices, example limits, then one authenticated listing with one retry (and, serving
+        on dedicated endpoints, the hardware checked against the list Together offers)."""
         limit = self.config.max_tokens_per_example
         for model in models:
             require_prices(self.prices.lookup(model), self.config.serving.kind == "dedicated")
@@ -176,6 +177,8 @@ class TogetherBackend(WholeTexts):
             check_examples(data.train, data.labels, self.fmt, counter, limit, "training set")
             check_examples(data.validation, data.labels, self.fmt, counter, limit, "validation set")
         self.http.request("GET", "/fine-tunes", "checking the fine-tuning endpoint", retries=1)
+        if self.config.serving.kind == "dedicated":
+            self.endpoints.check_hardware()
 
     def price_rows(self, models: Sequence[str]) -> list[Price]:
         return [self.prices.lookup(model) for model in models]
