@@ -404,7 +404,8 @@ def test_a_signal_while_a_finished_trial_is_logged_leaves_nothing_running(
 
 
 def _tracking_server_goes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The MLflow server stops answering at the first epoch logged, past MLflow's retries."""
+    """The MLflow server stops answering at the first epoch logged, past MLflow's retries
+    (`monkeypatch.undo()` brings it back)."""
     from mlflow.exceptions import MlflowException
 
     from harness.tracking.runs import MlflowTracker
@@ -441,6 +442,27 @@ def test_a_tracking_server_gone_mid_sweep_ends_on_one_clear_message(
     assert not study.get_trials(states=(TrialState.RUNNING,))
     assert len(study.get_trials(states=(TrialState.FAIL,))) == 1
     assert ledger_usd(study.get_trials())[0] > 0, "what it trained is counted"
+
+
+def test_a_trial_cut_short_by_a_tracking_outage_is_closed_with_its_reason_and_rerun(
+    tmp_path: Path, backend: MemoryBackend
+) -> None:
+    # Found resuming after a tracking outage: the next sweep closed the cut trial's MLflow run
+    # KILLED "worker died before recording this run" while Optuna held the real reason, and
+    # drew new parameters instead of running the trial again (an interrupted one is rerun).
+    path = _experiment(tmp_path, 2)
+    with pytest.MonkeyPatch.context() as outage:
+        _tracking_server_goes(outage)
+        assert run_cli("sweep", str(path), "--yes").exit_code == 1
+    (cut,) = _study().get_trials(states=(TrialState.FAIL,))
+    reason = cut.user_attrs["failure_reason"]
+    assert reason.startswith("the MLflow tracking server http://127.0.0.1:9 did not answer")
+    (queued,) = _study().get_trials(states=(TrialState.WAITING,))
+    assert queued.params == cut.params
+    again = run_sweep(load_experiment(str(path)), RecordingView())
+    assert again.results[0].spec.learning_rate_multiplier == cut.params["learning_rate_multiplier"]
+    run = MlflowClient().get_run(cut.user_attrs["mlflow_run_id"])
+    assert (run.info.status, run.data.tags["failure_reason"]) == ("FAILED", reason)
 
 
 def test_a_tracking_server_gone_at_the_end_still_deletes_hourly_deployments(

@@ -389,7 +389,8 @@ def user_errors(func: F) -> F:
             if func.__name__ in _RESUMES_A_STUDY:
                 unreachable += (
                     "; the study keeps what it recorded (a trial cut short is failed, its cost "
-                    "counted): run the same command again once the server answers"
+                    "counted, and queued again): run the same command again once the server "
+                    "answers"
                 )
             err_console.print(f"[bold red]error:[/] {escape(redact_text(unreachable))}")
             raise typer.Exit(1) from None

@@ -67,6 +67,7 @@ from harness.tracking.record import (
     settle_attrs,
 )
 from harness.tracking.runs import MlflowTracker
+from harness.tracking.store import server_unreachable
 from harness.tracking.tracker import NullTracker, Tracker
 
 RUN_NAME_TAG = "mlflow.runName"  # setting it renames a run
@@ -255,7 +256,7 @@ def collect(sweep: Sweep, launched: Launched) -> None:
         _fail(sweep, launched, str(exc))
         return
     except BaseException as exc:
-        _fail(sweep, launched, f"{type(exc).__name__}: {exc}")
+        _fail_raising(sweep, launched, exc)
         raise
     sweep.accepted = True
     try:  # the loop has let go of the trial: a signal until it is told is settled here
@@ -267,6 +268,10 @@ def collect(sweep: Sweep, launched: Launched) -> None:
         set_attrs(trial, checkpoints_due_attrs(due))
     except KeyboardInterrupt:
         interrupted(sweep, launched)
+        raise
+    except Exception as exc:
+        if server_unreachable(exc) is not None:  # else left RUNNING, for recovery to rerun
+            _fail_raising(sweep, launched, exc)
         raise
     with signals_held() as held:  # told whole, or not at all
         _tell(trial, sweep.handle, result, len(sweep.data.train))
@@ -360,17 +365,38 @@ def interrupted(sweep: Sweep, launched: Launched, trained: bool = True) -> None:
     key's paid job may exist (a retry resumes it), so `Budget.settle_failed` decides those."""
     if not trained and TrialRecord.from_attrs(launched.trial.user_attrs).job_key is None:
         set_attrs(launched.trial, settle_attrs(0.0))
-    _fail(sweep, launched, "interrupted", status="KILLED")
-    requeue(sweep.handle.study, sweep.handle.storage.get_trial(launched.trial._trial_id))
+    _fail(sweep, launched, "interrupted", status="KILLED", again=True)
+
+
+def _fail_raising(sweep: Sweep, launched: Launched, exc: BaseException) -> None:
+    """Fail a trial whose run raised `exc`. A tracking server that stopped answering is no fault
+    of the trial: it is queued again, as an interrupted one is, and its run is left for the next
+    start to close with this reason (a call to the dead server would only wait minutes more)."""
+    outage = server_unreachable(exc)
+    if outage is None:
+        _fail(sweep, launched, f"{type(exc).__name__}: {exc}")
+    else:
+        _fail(sweep, launched, outage, again=True, tracked=False)
 
 
 def _fail(
-    sweep: Sweep, launched: Launched, reason: str, status: str = "FAILED", announce: bool = True
+    sweep: Sweep,
+    launched: Launched,
+    reason: str,
+    status: str = "FAILED",
+    announce: bool = True,
+    again: bool = False,
+    tracked: bool = True,
 ) -> None:
+    """Fail the trial in the study, settle it, close its run; `again`: queue its parameters
+    again (before the run is closed, which a gone tracking server fails)."""
     set_attrs(launched.trial, failure_attrs(reason))
     sweep.budget.settle_failed(launched.trial, sweep.backend.capabilities.bills_jobs)
     sweep.handle.study.tell(launched.trial, state=TrialState.FAIL)
-    sweep.tracker.fail_trial(launched.run_id, reason, status)
+    if again:
+        requeue(sweep.handle.study, sweep.handle.storage.get_trial(launched.trial._trial_id))
+    if tracked:
+        sweep.tracker.fail_trial(launched.run_id, reason, status)
     sweep.outcome.failures.append((launched.spec, reason))
     if announce:
         sweep.view.trial_failed(launched.spec, reason)
