@@ -809,3 +809,46 @@ def test_a_trial_whose_pricing_fails_is_failed_not_left_running(
     assert trials and TrialState.RUNNING not in {t.state for t in trials}
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert failed and "no price for this model" in str(failed[0].user_attrs)
+
+
+def test_the_last_status_line_counts_another_workers_trial_that_ended_meanwhile(
+    tmp_path: Path, backend: MemoryBackend
+) -> None:
+    # Found with two workers on one study: the one whose last trial ended first waited for the
+    # other's, then left printing "3/4 trials" above a table of 4 completed trials (its status
+    # line was last sent when its own trial ended).
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    path = _experiment(tmp_path, 2)
+    Path("mlruns").mkdir()
+    study = optuna.create_study(
+        study_name="tiny", storage="sqlite:///mlruns/optuna.db", directions=["maximize", "minimize"]
+    )
+    lr = optuna.distributions.FloatDistribution(0.5, 4.0, log=True)
+    other = study.ask({"learning_rate_multiplier": lr})
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    for key, value in {"host": socket.gethostname(), "pid": alive.pid}.items():
+        other.set_user_attr(key, value)
+
+    def other_ends() -> None:  # after this worker's own trial
+        deadline = time.monotonic() + 60
+        while not study.get_trials(states=(TrialState.COMPLETE,)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1)
+        other.set_user_attr("cost_usd", 0.0001)
+        study.tell(other, [0.6, 0.0001])
+
+    view = _Statuses()
+    ends = threading.Thread(target=other_ends)
+    ends.start()
+    try:
+        run_sweep(load_experiment(str(path)), view)
+    finally:
+        ends.join()
+        alive.kill()
+        alive.wait()
+    assert len(_records()) >= 2 and not view.statuses[-1].running
+    assert view.statuses[-1].done == len([r for r in _records() if not r.is_checkpoint]) == 2

@@ -90,8 +90,9 @@ def run_sweep(
                     done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
                     for future in done:
                         collect(sweep, running.pop(future))
-                else:
+                else:  # waiting on other workers: their trials move the status line
                     time.sleep(min(beat, 2.0))
+                    sweep.live.update()
                 sweep.recovery()
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP (`harness.errors.Terminated`)
         abandon(sweep, running)

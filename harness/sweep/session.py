@@ -228,6 +228,9 @@ def close_sweep(sweep: Sweep) -> None:
     """Tag the front on the trial runs, close the study's run unless another worker still runs
     trials (see `shared.tag_front_and_leave`), delete checkpoints off the front."""
     try:
+        # The last status line, as of now: it stands above the trials table, which counts what
+        # other workers finished since this one's last trial ended.
+        sweep.live.update()
         front = tag_front_and_leave(sweep.handle, sweep.tracker)
         pruned = prune_dominated(sweep.handle.study, front, sweep.backend)
         if pruned:
