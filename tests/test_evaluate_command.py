@@ -187,3 +187,47 @@ def test_an_endpoint_without_a_fine_tuning_api_still_scores_a_model(
         result = run_cli("evaluate", str(path), "--model", base)
         assert result.exit_code == 0, result.output
         assert server.state.count("POST", "/chat/completions") > 0
+
+
+def test_scoring_cut_short_by_a_signal_records_what_it_had_paid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`harness evaluate` killed mid-scoring on a hosted backend said "interrupted (SIGTERM)"
+    and recorded nothing, though every answer received so far was paid for. It now logs an
+    MLflow run KILLED with the tokens and dollars paid, and says both in the interrupt line."""
+    import signal
+
+    from mlflow import MlflowClient
+
+    from harness.backends.hosted._eval import Evaluator
+    from harness.records import usd
+    from tests.openai_fake import FakeOpenAI
+
+    base = "gpt-4.1-nano-2025-04-14"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    chat, asked = Evaluator._chat, []
+
+    def killed_on_the_fifth(self: Evaluator, *args: object) -> object:
+        asked.append(1)
+        if len(asked) == 5:
+            signal.raise_signal(signal.SIGTERM)  # `kill`, while the fifth request is answered
+        return chat(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Evaluator, "_chat", killed_on_the_fifth)
+    with FakeOpenAI() as server:
+        backend = {"base_url": server.base_url, "eval_concurrency": 1}
+        path = openai_experiment(tmp_path, "ev", 1, backend=backend)
+        result = run_cli("evaluate", str(path), "--model", base)
+        answered = server.state.count("POST", "/chat/completions")
+    assert result.exit_code == 143, result.output
+    assert 5 <= answered < 32, "cut short"
+    (run,) = MlflowClient().search_runs(
+        [MlflowClient().get_experiment_by_name("ev").experiment_id]  # type: ignore[union-attr]
+    )
+    assert run.info.status == "KILLED"
+    assert run.data.tags["harness.kind"] == "evaluation" and run.data.tags["harness.model"] == base
+    paid = run.data.metrics["eval_cost_usd"]
+    assert paid > 0 and run.data.metrics["inference_tokens"] > 0
+    said = result.stderr.replace("\n", " ")
+    assert f"had paid {usd(paid)}" in said and f"run {run.info.run_id} (KILLED)" in said, said
