@@ -315,3 +315,41 @@ def test_a_base_model_without_a_deployment_says_what_to_deploy(azure: FakeAzure)
     assert "DeploymentNotFound" in message
     assert f"a deployment named {NANO}" in message and "bills per token" in message
     assert not azure.arm.live and KEY not in message
+
+
+@pytest.mark.parametrize(
+    ("sku", "billing"), [("developer", "no hosting fee"), ("standard", "by the hour")]
+)
+def test_a_promoted_models_deployment_is_said_as_it_is_made_and_deleted(
+    azure: FakeAzure, capsys: pytest.CaptureFixture[str], sku: str, billing: str
+) -> None:
+    """`harness predict` and `harness serve` deploy a promoted Azure model for each call and
+    delete it after (minutes on real Azure, hosting billed by the hour off the Developer tier)
+    and said nothing meanwhile: the call looked hung. Each step is now said on stderr."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from harness.handoff.pyfunc import HarnessClassifier
+
+    config = _config(azure)
+    assert config.azure is not None
+    config = config.model_copy(
+        update={"azure": config.azure.model_copy(update={"deployment_sku": sku})}
+    )
+    backend = OpenAIBackend(config)
+    model = backend.fine_tune(_spec(), _data(), _on_epoch, _journal()).model_ref
+    package = backend.package(model, LABELS)
+    classifier = HarnessClassifier()
+    origin = {"study": "contract", "trial": 3}
+    context = SimpleNamespace(model_config={**package.config, **origin}, artifacts={})
+    classifier.load_context(context)
+    capsys.readouterr()
+    classifier.predict(None, pd.DataFrame({"text": ["good film"]}))
+    said = capsys.readouterr()
+    (made,) = [d for d in azure.deployments_made if d.name.startswith("harness-")][-1:]
+    lines = said.err.splitlines()
+    assert any(f"creating Azure deployment {made.name}" in line for line in lines), said.err
+    assert any(billing in line for line in lines), said.err
+    assert any(f"deleted Azure deployment {made.name}" in line for line in lines), said.err
+    assert said.out == ""

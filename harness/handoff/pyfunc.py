@@ -24,11 +24,13 @@ nothing to classify is refused. `read_rows` reads the rows of `harness predict -
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import re
 import shlex
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -234,6 +236,13 @@ def predictions_frame(predictions: Sequence[Prediction], labels: Sequence[str]) 
     return pd.DataFrame(rows, columns=columns)
 
 
+def _to_stderr(text: str) -> None:
+    """A step of a call that takes minutes (an Azure deployment made, deleted): said on stderr,
+    where `harness predict` keeps its notes and a model server its log, never in the answer."""
+    with contextlib.suppress(OSError, ValueError):  # stderr gone (a closed terminal): unsaid
+        print(text, file=sys.stderr, flush=True)
+
+
 def name_repromote(exc: HarnessError, study: Any, trial: Any) -> None:
     """Put the model's study and trial in `exc`'s `harness promote EXPERIMENT --trial N` (an
     endpoint gone: register it again), where both are known; else leave it as it is."""
@@ -268,6 +277,9 @@ class HarnessClassifier(PythonModel):
         self.backend = load_backend(parse_backend_config(config["backend"], "model_config"))
         self.model_ref = self.backend.open_package(config, dict(context.artifacts or {}))
         self.study, self.trial = config.get("study"), config.get("trial")  # older: no trial
+        deployments = getattr(self.backend, "deployments", None)  # Azure: one made per call
+        if deployments is not None:
+            deployments.announce = _to_stderr
 
     # `model_input` is hinted as a DataFrame, the shape MLflow's signature check hands over (a
     # hint MLflow does not try to infer a schema from); `texts_of` accepts the other shapes too.

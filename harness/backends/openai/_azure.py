@@ -118,6 +118,9 @@ class AzureDeployments:
         self._local = threading.local()
         self._inflight: set[str] = set()  # deployments this process is using now
         self._guard = threading.Lock()
+        # Where a promoted model's call says each deployment it makes and deletes (minutes,
+        # maybe billed by the hour); a sweep's trials say nothing: their journal records them.
+        self.announce: Callable[[str], None] | None = None
 
     def note_tier(self, journal: Journal, hosting_per_hour: float | None) -> None:
         """Say which deployment tier scores the trial (`azure_deployment_sku`) and what serving
@@ -194,18 +197,36 @@ class AzureDeployments:
                     "budget reserved for it; it is deleted and the rest is not scored"
                 )
 
+        say = self.announce or (lambda text: None)
         with self._client() as http, self._using(name):
             _note(journal, add=name)  # before the PUT: a kill from here on leaves a record
             try:
+                say(self._creating(name, model))
                 self._call(http, "PUT", self._url(name), json=body)
                 self._until_ready(http, name, check)
+                say(f"Azure deployment {name} ready after {self._clock() - started:.0f} s")
                 result = use(name, check)
             finally:
                 # Also after a failed PUT: a lost reply may have made the deployment all the same.
                 self._call(http, "DELETE", self._url(name))
                 _note(journal, remove=name)
-        hours = max(1, math.ceil((self._clock() - started) / 3600))
+                hours = max(1, math.ceil((self._clock() - started) / 3600))
+                say(f"deleted Azure deployment {name} after {self._clock() - started:.0f} s")
         return result, Deployment(name, float(hours))
+
+    def _creating(self, name: str, model: str) -> str:
+        """What making a deployment means for the caller: a wait, and hosting by the hour."""
+        sku = self.azure.deployment_sku
+        billing = (
+            "a Developer deployment: no hosting fee"
+            if sku == "developer"
+            else f"a {SKU_NAMES[sku]} deployment bills hosting by the hour while it exists, a "
+            "started hour counted whole"
+        )
+        return (
+            f"creating Azure deployment {name} for {model} to call it (this can take minutes; "
+            f"{billing}); it is deleted after this call"
+        )
 
     @contextlib.contextmanager
     def _using(self, name: str) -> Iterator[None]:
