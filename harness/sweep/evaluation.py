@@ -263,11 +263,17 @@ def _record_cut_short(
     """Scoring on a hosted backend interrupted: what its answers so far cost is logged as a
     KILLED evaluation run (no accuracy: a report never weighs it) and noted on `exc`, which the
     CLI's interrupt line says. A local backend bills no one: nothing to record."""
+    from harness.backends.openai._azure import AzureDeployments
+
     evaluator = getattr(backend, "evaluator", None)  # the hosted backends' scorer
     if not backend.capabilities.bills_jobs or evaluator is None:
         return
     paid: Cost = evaluator.paid()
-    said = f"scoring {model} had paid {usd(paid.usd)} ({paid.inference_tokens:,} tokens)"
+    deployments, prices = getattr(backend, "deployments", None), getattr(backend, "prices", None)
+    if isinstance(deployments, AzureDeployments) and prices is not None:  # its started hour
+        paid += deployments.hosting_billed(prices)
+    hosting = f", {paid.hosting_hours:g} h of hosting" if paid.hosting_hours else ""
+    said = f"scoring {model} had paid {usd(paid.usd)} ({paid.inference_tokens:,} tokens{hosting})"
     if track:
         tags = {ZERO_SHOT_TAG: str(zero_shot).lower(), FAILURE_REASON_TAG: "interrupted"}
         tags[SYNTHETIC_TAG] = str(backend.capabilities.synthetic).lower()

@@ -34,8 +34,10 @@ from typing import Any
 
 from harness.backends.base import SERVING_HOSTING_NOTE, Journal
 from harness.backends.hosted._job_keys import study_tag
+from harness.backends.hosted.pricing import PriceTable
 from harness.backends.openai.config import OpenAIBackendConfig
 from harness.errors import BackendError, ConfigError
+from harness.records import Cost
 
 TOKEN_VARIABLE = "AZURE_ACCESS_TOKEN"
 SKU_NAMES = {
@@ -121,6 +123,7 @@ class AzureDeployments:
         # Where a promoted model's call says each deployment it makes and deletes (minutes,
         # maybe billed by the hour); a sweep's trials say nothing: their journal records them.
         self.announce: Callable[[str], None] | None = None
+        self.made: list[tuple[str, Deployment]] = []  # (model, deployment): `hosting_billed`
 
     def note_tier(self, journal: Journal, hosting_per_hour: float | None) -> None:
         """Say which deployment tier scores the trial (`azure_deployment_sku`) and what serving
@@ -211,8 +214,23 @@ class AzureDeployments:
                 self._call(http, "DELETE", self._url(name))
                 _note(journal, remove=name)
                 hours = max(1, math.ceil((self._clock() - started) / 3600))
+                with self._guard:
+                    self.made.append((model, Deployment(name, float(hours))))
                 say(f"deleted Azure deployment {name} after {self._clock() - started:.0f} s")
         return result, Deployment(name, float(hours))
+
+    def hosting_billed(self, prices: PriceTable) -> Cost:
+        """What hosting every deployment this process made was billed (none on the Developer
+        tier): for a call cut short, which returned no cost, so nothing counts it twice."""
+        if self.azure.deployment_sku == "developer":
+            return Cost()
+        with self._guard:
+            made = list(self.made)
+        billed = Cost()
+        for model, deployment in made:
+            usd = prices.lookup(model).hosting_usd(deployment.hours)
+            billed += Cost(usd=usd, hosting_usd=usd, hosting_hours=deployment.hours)
+        return billed
 
     def _creating(self, name: str, model: str) -> str:
         """What making a deployment means for the caller: a wait, and hosting by the hour."""
