@@ -231,3 +231,37 @@ def test_scoring_cut_short_by_a_signal_records_what_it_had_paid(
     assert paid > 0 and run.data.metrics["inference_tokens"] > 0
     said = result.stderr.replace("\n", " ")
     assert f"had paid {usd(paid)}" in said and f"run {run.info.run_id} (KILLED)" in said, said
+
+
+def test_scoring_cut_short_whose_record_fails_still_ends_on_the_interrupt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recording what was paid runs while the interrupt is handled: should it fail (a store
+    that cannot be written, say), the user still gets the interrupt line and its exit code,
+    told that nothing was recorded, never a traceback."""
+    import signal
+
+    from harness.backends.hosted._eval import Evaluator
+    from harness.tracking.runs import MlflowTracker
+    from tests.openai_fake import FakeOpenAI
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    chat = Evaluator._chat
+
+    def killed(self: Evaluator, *args: object) -> object:
+        signal.raise_signal(signal.SIGTERM)
+        return chat(self, *args)  # type: ignore[arg-type]
+
+    def unwritable(*args: object, **kwargs: object) -> None:
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(Evaluator, "_chat", killed)
+    monkeypatch.setattr(MlflowTracker, "__init__", unwritable)
+    with FakeOpenAI() as server:
+        backend = {"base_url": server.base_url, "eval_concurrency": 1}
+        path = openai_experiment(tmp_path, "ev", 1, backend=backend)
+        result = run_cli("evaluate", str(path), "--model", "gpt-4.1-nano-2025-04-14")
+    assert result.exit_code == 143, result.output
+    said = result.stderr.replace("\n", " ")
+    assert "interrupted (SIGTERM)" in said and "was not recorded (read-only file system)" in said

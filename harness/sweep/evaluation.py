@@ -23,6 +23,7 @@ from harness.backends.base import Backend
 from harness.backends.hosted.pricing import base_model_of, is_fine_tuned
 from harness.config import Experiment
 from harness.errors import ConfigError, HarnessError
+from harness.locations import redact_text
 from harness.records import Cost, Metrics, Prediction, PreparedData, TrialSpec, usd
 from harness.scoring import pack_bits, score
 from harness.tracking.record import (
@@ -111,7 +112,10 @@ def evaluate_model(
     try:  # One call for both sets: the validation answers are what the report compares it on.
         listed, cost = backend.predict(model, data.validation.texts + data.test.texts, data.labels)
     except KeyboardInterrupt as exc:  # Ctrl-C or a signal: what was paid so far is recorded
-        _record_cut_short(experiment, data, backend, model, zero_shot, exc, track)
+        try:
+            _record_cut_short(experiment, data, backend, model, zero_shot, exc, track)
+        except Exception as problem:  # the interrupt is what the user gets, never a traceback
+            exc.add_note(f"what scoring had paid was not recorded ({redact_text(str(problem))})")
         raise
     n_valid = len(data.validation)
     predictions = tuple(listed[n_valid:])
