@@ -852,3 +852,44 @@ def test_the_last_status_line_counts_another_workers_trial_that_ended_meanwhile(
         alive.wait()
     assert len(_records()) >= 2 and not view.statuses[-1].running
     assert view.statuses[-1].done == len([r for r in _records() if not r.is_checkpoint]) == 2
+
+
+def test_every_trial_in_flight_when_the_tracking_server_goes_is_queued_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reading the outage above with jobs run side by side: the trial whose epoch met the dead
+    # server was failed and queued again, but the one running beside it was left RUNNING in
+    # the study, its worker gone, until another worker's heartbeat grace took it for dead.
+    from harness.tracking.runs import MlflowTracker
+
+    side_by_side = Capabilities(synthetic=True, max_concurrency=2, thread_safe=True)
+    _use_backend(monkeypatch, MemoryBackend(capabilities=side_by_side))
+    start, started = MlflowTracker.start_trial, []
+
+    def counted(self: MlflowTracker, *args: Any, **kwargs: Any) -> str | None:
+        started.append(True)
+        return start(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as outage:
+        log_epoch = MlflowTracker.log_epoch
+        _tracking_server_goes(outage)
+        going = MlflowTracker.log_epoch
+
+        def once_a_pair_runs(self: MlflowTracker, *args: Any, **kwargs: Any) -> None:
+            if len(started) > 1:  # the first trial was recorded alone
+                time.sleep(0.3)  # the pair's second trial starts meanwhile
+            (going if len(started) == 3 else log_epoch)(self, *args, **kwargs)
+
+        outage.setattr(MlflowTracker, "log_epoch", once_a_pair_runs)
+        outage.setattr(MlflowTracker, "start_trial", counted)
+        data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
+        study = {"n_trials": 3, "sampler": {"kind": "random"}}
+        one_epoch = write_experiment(tmp_path, data, {**SPACE, "n_epochs": 1}, study=study)
+        result = run_cli("sweep", str(one_epoch), "--yes")  # no checkpoints: a trial, a run
+        assert result.exit_code == 1, result.output
+    study = _study()
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    cut = study.get_trials(states=(TrialState.FAIL,))
+    assert len(cut) == 2, result.output
+    assert len(study.get_trials(states=(TrialState.WAITING,))) == 2
+    assert all("did not answer" in t.user_attrs["failure_reason"] for t in cut)

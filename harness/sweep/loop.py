@@ -34,6 +34,7 @@ from harness.sweep.session import (
     abandon,
     close_sweep,
     collect,
+    fail_raised,
     interrupted,
     open_sweep,
 )
@@ -46,6 +47,7 @@ from harness.sweep.shared import (
 from harness.sweep.trial import epoch_logger, executor, run_with_heartbeat, set_attrs
 from harness.tracking.journal import TrialJournal
 from harness.tracking.record import TrialRecord, launch_attrs
+from harness.tracking.store import server_unreachable
 
 
 def run_sweep(
@@ -96,6 +98,11 @@ def run_sweep(
                 sweep.recovery()
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP (`harness.errors.Terminated`)
         abandon(sweep, running)
+        raise
+    except Exception as exc:
+        if server_unreachable(exc) is not None:  # the trials beside it are cut short alike
+            for launched in running.values():
+                fail_raised(sweep, launched, exc)
         raise
     finally:
         # tag the front, close the study's run (also when a trial raised or Ctrl-C came)

@@ -259,7 +259,7 @@ def collect(sweep: Sweep, launched: Launched) -> None:
         _fail(sweep, launched, str(exc))
         return
     except BaseException as exc:
-        _fail_raising(sweep, launched, exc)
+        fail_raised(sweep, launched, exc)
         raise
     sweep.accepted = True
     try:  # the loop has let go of the trial: a signal until it is told is settled here
@@ -274,7 +274,7 @@ def collect(sweep: Sweep, launched: Launched) -> None:
         raise
     except Exception as exc:
         if server_unreachable(exc) is not None:  # else left RUNNING, for recovery to rerun
-            _fail_raising(sweep, launched, exc)
+            fail_raised(sweep, launched, exc)
         raise
     with signals_held() as held:  # told whole, or not at all
         _tell(trial, sweep.handle, result, len(sweep.data.train))
@@ -371,10 +371,11 @@ def interrupted(sweep: Sweep, launched: Launched, trained: bool = True) -> None:
     _fail(sweep, launched, "interrupted", status="KILLED", again=True)
 
 
-def _fail_raising(sweep: Sweep, launched: Launched, exc: BaseException) -> None:
-    """Fail a trial whose run raised `exc`. A tracking server that stopped answering is no fault
-    of the trial: it is queued again, as an interrupted one is, and its run is left for the next
-    start to close with this reason (a call to the dead server would only wait minutes more)."""
+def fail_raised(sweep: Sweep, launched: Launched, exc: BaseException) -> None:
+    """Fail a trial whose run raised `exc` (or, the tracking server gone, was in flight beside
+    one that did). A tracking server that stopped answering is no fault of the trial: it is
+    queued again, as an interrupted one is, and its run is left for the next start to close
+    with this reason (a call to the dead server would only wait minutes more)."""
     outage = server_unreachable(exc)
     if outage is None:
         _fail(sweep, launched, f"{type(exc).__name__}: {exc}")
