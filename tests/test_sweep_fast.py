@@ -893,3 +893,36 @@ def test_every_trial_in_flight_when_the_tracking_server_goes_is_queued_again(
     assert len(cut) == 2, result.output
     assert len(study.get_trials(states=(TrialState.WAITING,))) == 2
     assert all("did not answer" in t.user_attrs["failure_reason"] for t in cut)
+
+
+def test_a_trial_whose_run_cannot_open_for_an_outage_is_queued_again_at_no_cost(
+    tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A tracking server gone between two trials is met first by the next trial's opening of its
+    # run: that trial, trained on nothing, was left RUNNING for the next start to fail as "its
+    # worker stopped while it ran", its worst case counted as spent for good.
+    from harness.tracking.runs import MlflowTracker
+
+    start, opened = MlflowTracker.start_trial, []
+
+    def second_meets_the_outage(self: MlflowTracker, *args: Any, **kwargs: Any) -> Any:
+        opened.append(True)
+        if len(opened) == 2:
+            _tracking_server_goes(monkeypatch)
+            MlflowTracker.log_epoch(self, "run", None)  # type: ignore[arg-type]  # raises
+        return start(self, *args, **kwargs)
+
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
+    study = {"n_trials": 2, "sampler": {"kind": "random"}}
+    one_epoch = write_experiment(tmp_path, data, {**SPACE, "n_epochs": 1}, study=study)
+    monkeypatch.setattr(MlflowTracker, "start_trial", second_meets_the_outage)
+    result = run_cli("sweep", str(one_epoch), "--yes")
+    assert result.exit_code == 1, result.output
+    study_now = _study()
+    assert not study_now.get_trials(states=(TrialState.RUNNING,))
+    (cut,) = study_now.get_trials(states=(TrialState.FAIL,))
+    assert "did not answer" in cut.user_attrs["failure_reason"]
+    (queued,) = study_now.get_trials(states=(TrialState.WAITING,))
+    assert queued.params == cut.params
+    assert ledger_usd([cut]) == (0.0, 0.0), "it trained nothing"
+    assert backend.trained == [0]

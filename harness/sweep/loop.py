@@ -183,7 +183,17 @@ def _launch(sweep: Sweep, pool: Any, in_flight: bool) -> Launched | None:
             on_epoch,
             journal,
         )
-    except KeyboardInterrupt:  # before the pool has it: no one else would settle the trial
-        interrupted(sweep, Launched(trial, spec, run_id, Future()), trained=submitting)
+    except BaseException as exc:  # before the pool has it: no one else would settle the trial
+        _not_launched(sweep, Launched(trial, spec, run_id, Future()), exc, submitting)
         raise
     return Launched(trial, spec, run_id, future)
+
+
+def _not_launched(sweep: Sweep, launched: Launched, exc: BaseException, trained: bool) -> None:
+    """A trial cut short on its way to the pool by Ctrl-C or a signal, or by its run that could
+    not open (the tracking server gone): failed, settled and queued again. Any other error is a
+    bug: the trial is left RUNNING, for the next start to fail and run again."""
+    if isinstance(exc, KeyboardInterrupt):
+        interrupted(sweep, launched, trained=trained)
+    elif server_unreachable(exc) is not None:
+        fail_raised(sweep, launched, exc, trained=trained)

@@ -366,16 +366,22 @@ def interrupted(sweep: Sweep, launched: Launched, trained: bool = True) -> None:
     `trained` False: it never reached the pool, so a trial without a remote job key trained
     nothing and is settled at $0, as `admission.interrupted_before_start` settles one; a job
     key's paid job may exist (a retry resumes it), so `Budget.settle_failed` decides those."""
-    if not trained and TrialRecord.from_attrs(launched.trial.user_attrs).job_key is None:
-        set_attrs(launched.trial, settle_attrs(0.0))
+    _settle_untrained(launched, trained)
     _fail(sweep, launched, "interrupted", status="KILLED", again=True)
 
 
-def fail_raised(sweep: Sweep, launched: Launched, exc: BaseException) -> None:
+def _settle_untrained(launched: Launched, trained: bool) -> None:
+    if not trained and TrialRecord.from_attrs(launched.trial.user_attrs).job_key is None:
+        set_attrs(launched.trial, settle_attrs(0.0))
+
+
+def fail_raised(sweep: Sweep, launched: Launched, exc: BaseException, trained: bool = True) -> None:
     """Fail a trial whose run raised `exc` (or, the tracking server gone, was in flight beside
-    one that did). A tracking server that stopped answering is no fault of the trial: it is
-    queued again, as an interrupted one is, and its run is left for the next start to close
-    with this reason (a call to the dead server would only wait minutes more)."""
+    one that did; `trained` as for `interrupted`). A tracking server that stopped answering is
+    no fault of the trial: it is queued again, as an interrupted one is, and its run is left for
+    the next start to close with this reason (a call to the dead server would only wait minutes
+    more)."""
+    _settle_untrained(launched, trained)
     outage = server_unreachable(exc)
     if outage is None:
         _fail(sweep, launched, f"{type(exc).__name__}: {exc}")
