@@ -265,3 +265,36 @@ def test_scoring_cut_short_whose_record_fails_still_ends_on_the_interrupt(
     assert result.exit_code == 143, result.output
     said = result.stderr.replace("\n", " ")
     assert "interrupted (SIGTERM)" in said and "was not recorded (read-only file system)" in said
+
+
+def test_scores_paid_for_are_shown_when_the_tracking_server_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scoring paid for every answer, then logging its run met a tracking server that no longer
+    answered: `harness evaluate` said only that the server did not answer, and the scores and
+    what they cost were lost. They are now printed, then the error (exit 1) says they were not
+    recorded."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from tests.openai_fake import FakeOpenAI
+
+    def gone(*args: object, **kwargs: object) -> None:
+        raise MlflowException(
+            "API request to http://127.0.0.1:9/api/2.0/mlflow/runs/create failed with exception "
+            "HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded (Caused by "
+            "NewConnectionError('Failed to establish a new connection: [Errno 111] Connection "
+            "refused'))"
+        )
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    monkeypatch.setattr(MlflowClient, "create_run", gone)
+    with FakeOpenAI() as server:
+        path = openai_experiment(tmp_path, "ev", 1, backend={"base_url": server.base_url})
+        result = run_cli("evaluate", str(path), "--model", "gpt-4.1-nano-2025-04-14")
+    assert result.exit_code == 1, result.output
+    assert "accuracy" in result.stdout and "cost $" in result.stdout, result.stdout
+    said = result.stderr.replace("\n", " ")
+    assert "did not answer" in said and "not recorded" in said, said
+    assert "Traceback" not in result.output

@@ -60,6 +60,7 @@ class ModelEvaluation:
     run_id: str | None = None
     # Which validation examples it got right (the report compares on validation, paired).
     valid_correct: tuple[bool, ...] = ()
+    unrecorded: str | None = None  # why no run was logged: the tracking server did not answer
 
     @property
     def valid_accuracy(self) -> float | None:
@@ -134,7 +135,15 @@ def evaluate_model(
     )
     if not track:
         return result
-    run_id = log_evaluation(experiment, data, result)
+    try:
+        run_id = log_evaluation(experiment, data, result)
+    except Exception as exc:  # paid for: the scores are shown all the same, and why unkept
+        from harness.tracking.store import server_unreachable
+
+        outage = server_unreachable(exc)
+        if outage is None:
+            raise
+        return replace(result, unrecorded=outage)
     return replace(result, run_id=run_id)
 
 
