@@ -12,6 +12,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -315,3 +316,86 @@ def test_a_base_model_without_a_deployment_says_what_to_deploy(azure: FakeAzure)
     assert "DeploymentNotFound" in message
     assert f"a deployment named {NANO}" in message and "bills per token" in message
     assert not azure.arm.live and KEY not in message
+
+
+@pytest.mark.parametrize(
+    ("sku", "billing"), [("developer", "no hosting fee"), ("standard", "by the hour")]
+)
+def test_a_promoted_models_deployment_is_said_as_it_is_made_and_deleted(
+    azure: FakeAzure, capsys: pytest.CaptureFixture[str], sku: str, billing: str
+) -> None:
+    """`harness predict` and `harness serve` deploy a promoted Azure model for each call and
+    delete it after (minutes on real Azure, hosting billed by the hour off the Developer tier)
+    and said nothing meanwhile: the call looked hung. Each step is now said on stderr."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from harness.handoff.pyfunc import HarnessClassifier
+
+    config = _config(azure)
+    assert config.azure is not None
+    config = config.model_copy(
+        update={"azure": config.azure.model_copy(update={"deployment_sku": sku})}
+    )
+    backend = OpenAIBackend(config)
+    model = backend.fine_tune(_spec(), _data(), _on_epoch, _journal()).model_ref
+    package = backend.package(model, LABELS)
+    classifier = HarnessClassifier()
+    origin = {"study": "contract", "trial": 3}
+    context = SimpleNamespace(model_config={**package.config, **origin}, artifacts={})
+    classifier.load_context(context)
+    capsys.readouterr()
+    classifier.predict(None, pd.DataFrame({"text": ["good film"]}))
+    said = capsys.readouterr()
+    (made,) = [d for d in azure.deployments_made if d.name.startswith("harness-")][-1:]
+    lines = said.err.splitlines()
+    assert any(f"creating Azure deployment {made.name}" in line for line in lines), said.err
+    assert any(billing in line for line in lines), said.err
+    assert any(f"deleted Azure deployment {made.name}" in line for line in lines), said.err
+    assert said.out == ""
+
+
+def test_an_evaluate_cut_short_on_a_standard_deployment_records_its_hour_of_hosting(
+    azure: FakeAzure, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`harness evaluate` killed while it scores a fine-tuned model through a Standard
+    deployment: the deployment is deleted, but its started hour is billed. What the interrupt
+    records as paid counts that hour, not only the answers' tokens."""
+    import signal
+
+    from mlflow import MlflowClient
+
+    from harness.backends.hosted._eval import Evaluator
+    from tests.cli_runner import run_cli
+    from tests.conftest import openai_experiment
+    from tests.test_providers import azure_backend
+
+    standard = {**azure_backend(azure)["azure"], "deployment_sku": "standard"}
+    config = _config(azure)
+    assert config.azure is not None
+    settings = config.azure.model_copy(update={"deployment_sku": "standard"})
+    backend = OpenAIBackend(config.model_copy(update={"azure": settings}))
+    model = backend.fine_tune(_spec(), _data(), _on_epoch, _journal()).model_ref
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    chat, asked = Evaluator._chat, []
+
+    def killed_on_the_third(self: Evaluator, *args: object) -> object:
+        asked.append(1)
+        if len(asked) == 3:
+            signal.raise_signal(signal.SIGTERM)
+        return chat(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Evaluator, "_chat", killed_on_the_third)
+    experiment = {**azure_backend(azure, eval_concurrency=1), "azure": standard}
+    path = openai_experiment(tmp_path, "ev", 1, backend=experiment)
+    result = run_cli("evaluate", str(path), "--model", model)
+    assert result.exit_code == 143, result.output
+    assert azure.arm.live == {}
+    client = MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("ev").experiment_id])  # type: ignore[union-attr]
+    assert run.info.status == "KILLED"
+    assert run.data.metrics["eval_hosting_hours"] == 1
+    assert run.data.metrics["eval_hosting_usd"] == pytest.approx(0.01)
+    assert run.data.metrics["eval_cost_usd"] > 0.01  # and the answers' tokens
+    assert "1 h of hosting" in result.stderr.replace("\n", " "), result.stderr

@@ -207,3 +207,114 @@ def test_a_sweep_at_an_endpoint_without_a_fine_tuning_api_says_so_naming_it(
     said = " ".join(result.stderr.split())
     assert f"{url} has no fine-tuning API" in said, said
     assert "harness evaluate" in said and "backend.base_url" in said
+
+
+def test_scoring_cut_short_by_a_signal_records_what_it_had_paid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`harness evaluate` killed mid-scoring on a hosted backend said "interrupted (SIGTERM)"
+    and recorded nothing, though every answer received so far was paid for. It now logs an
+    MLflow run KILLED with the tokens and dollars paid, and says both in the interrupt line."""
+    import signal
+
+    from mlflow import MlflowClient
+
+    from harness.backends.hosted._eval import Evaluator
+    from harness.records import usd
+    from tests.openai_fake import FakeOpenAI
+
+    base = "gpt-4.1-nano-2025-04-14"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    chat, asked = Evaluator._chat, []
+
+    def killed_on_the_fifth(self: Evaluator, *args: object) -> object:
+        asked.append(1)
+        if len(asked) == 5:
+            signal.raise_signal(signal.SIGTERM)  # `kill`, while the fifth request is answered
+        return chat(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Evaluator, "_chat", killed_on_the_fifth)
+    with FakeOpenAI() as server:
+        backend = {"base_url": server.base_url, "eval_concurrency": 1}
+        path = openai_experiment(tmp_path, "ev", 1, backend=backend)
+        result = run_cli("evaluate", str(path), "--model", base)
+        answered = server.state.count("POST", "/chat/completions")
+    assert result.exit_code == 143, result.output
+    assert 5 <= answered < 32, "cut short"
+    (run,) = MlflowClient().search_runs(
+        [MlflowClient().get_experiment_by_name("ev").experiment_id]  # type: ignore[union-attr]
+    )
+    assert run.info.status == "KILLED"
+    assert run.data.tags["harness.kind"] == "evaluation" and run.data.tags["harness.model"] == base
+    paid = run.data.metrics["eval_cost_usd"]
+    assert paid > 0 and run.data.metrics["inference_tokens"] > 0
+    said = result.stderr.replace("\n", " ")
+    assert f"had paid {usd(paid)}" in said and f"run {run.info.run_id} (KILLED)" in said, said
+
+
+def test_scoring_cut_short_whose_record_fails_still_ends_on_the_interrupt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recording what was paid runs while the interrupt is handled: should it fail (a store
+    that cannot be written, say), the user still gets the interrupt line and its exit code,
+    told that nothing was recorded, never a traceback."""
+    import signal
+
+    from harness.backends.hosted._eval import Evaluator
+    from harness.tracking.runs import MlflowTracker
+    from tests.openai_fake import FakeOpenAI
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    chat = Evaluator._chat
+
+    def killed(self: Evaluator, *args: object) -> object:
+        signal.raise_signal(signal.SIGTERM)
+        return chat(self, *args)  # type: ignore[arg-type]
+
+    def unwritable(*args: object, **kwargs: object) -> None:
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(Evaluator, "_chat", killed)
+    monkeypatch.setattr(MlflowTracker, "__init__", unwritable)
+    with FakeOpenAI() as server:
+        backend = {"base_url": server.base_url, "eval_concurrency": 1}
+        path = openai_experiment(tmp_path, "ev", 1, backend=backend)
+        result = run_cli("evaluate", str(path), "--model", "gpt-4.1-nano-2025-04-14")
+    assert result.exit_code == 143, result.output
+    said = result.stderr.replace("\n", " ")
+    assert "interrupted (SIGTERM)" in said and "was not recorded (read-only file system)" in said
+
+
+def test_scores_paid_for_are_shown_when_the_tracking_server_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scoring paid for every answer, then logging its run met a tracking server that no longer
+    answered: `harness evaluate` said only that the server did not answer, and the scores and
+    what they cost were lost. They are now printed, then the error (exit 1) says they were not
+    recorded."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from tests.openai_fake import FakeOpenAI
+
+    def gone(*args: object, **kwargs: object) -> None:
+        raise MlflowException(
+            "API request to http://127.0.0.1:9/api/2.0/mlflow/runs/create failed with exception "
+            "HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded (Caused by "
+            "NewConnectionError('Failed to establish a new connection: [Errno 111] Connection "
+            "refused'))"
+        )
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    monkeypatch.setattr(MlflowClient, "create_run", gone)
+    with FakeOpenAI() as server:
+        path = openai_experiment(tmp_path, "ev", 1, backend={"base_url": server.base_url})
+        result = run_cli("evaluate", str(path), "--model", "gpt-4.1-nano-2025-04-14")
+    assert result.exit_code == 1, result.output
+    assert "accuracy" in result.stdout and "cost $" in result.stdout, result.stdout
+    said = result.stderr.replace("\n", " ")
+    assert "did not answer" in said and "not recorded" in said, said
+    assert "Traceback" not in result.output

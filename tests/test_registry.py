@@ -321,7 +321,21 @@ def test_a_promoted_models_unreachable_endpoint_says_how_to_register_it_again(
     assert result.exit_code == 1, result.output
     assert f"cannot reach {gone_url}" in result.output
     assert "OPENAI_BASE_URL does not move it" in result.output
-    assert "harness promote EXPERIMENT --trial N --set backend.base_url=URL" in result.output
+    # Named for this model: its study and trial (the placeholders read as if they were unknown).
+    assert "harness promote oa-promote --trial 0 --set backend.base_url=URL" in result.output
+    # A model promoted before its package named its trial: the version's tags name it.
+    from harness.handoff.pyfunc import HarnessClassifier
+
+    load = HarnessClassifier.load_context
+
+    def older(self: HarnessClassifier, context: Any) -> None:
+        load(self, context)
+        self.trial = None
+
+    with FakeOpenAI(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(HarnessClassifier, "load_context", older)
+        result = run_cli("predict", done.uri, "Was it good?")
+    assert "harness promote oa-promote --trial 0 --set backend.base_url=URL" in result.output
     # Doing so registered nothing: "was already registered as version 1", the old endpoint kept.
     with FakeOpenAI() as live:
         moved = ["--set", f"backend.base_url={live.base_url}"]

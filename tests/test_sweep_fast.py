@@ -404,7 +404,8 @@ def test_a_signal_while_a_finished_trial_is_logged_leaves_nothing_running(
 
 
 def _tracking_server_goes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The MLflow server stops answering at the first epoch logged, past MLflow's retries."""
+    """The MLflow server stops answering at the first epoch logged, past MLflow's retries
+    (`monkeypatch.undo()` brings it back)."""
     from mlflow.exceptions import MlflowException
 
     from harness.tracking.runs import MlflowTracker
@@ -441,6 +442,27 @@ def test_a_tracking_server_gone_mid_sweep_ends_on_one_clear_message(
     assert not study.get_trials(states=(TrialState.RUNNING,))
     assert len(study.get_trials(states=(TrialState.FAIL,))) == 1
     assert ledger_usd(study.get_trials())[0] > 0, "what it trained is counted"
+
+
+def test_a_trial_cut_short_by_a_tracking_outage_is_closed_with_its_reason_and_rerun(
+    tmp_path: Path, backend: MemoryBackend
+) -> None:
+    # Found resuming after a tracking outage: the next sweep closed the cut trial's MLflow run
+    # KILLED "worker died before recording this run" while Optuna held the real reason, and
+    # drew new parameters instead of running the trial again (an interrupted one is rerun).
+    path = _experiment(tmp_path, 2)
+    with pytest.MonkeyPatch.context() as outage:
+        _tracking_server_goes(outage)
+        assert run_cli("sweep", str(path), "--yes").exit_code == 1
+    (cut,) = _study().get_trials(states=(TrialState.FAIL,))
+    reason = cut.user_attrs["failure_reason"]
+    assert reason.startswith("the MLflow tracking server http://127.0.0.1:9 did not answer")
+    (queued,) = _study().get_trials(states=(TrialState.WAITING,))
+    assert queued.params == cut.params
+    again = run_sweep(load_experiment(str(path)), RecordingView())
+    assert again.results[0].spec.learning_rate_multiplier == cut.params["learning_rate_multiplier"]
+    run = MlflowClient().get_run(cut.user_attrs["mlflow_run_id"])
+    assert (run.info.status, run.data.tags["failure_reason"]) == ("FAILED", reason)
 
 
 def test_a_tracking_server_gone_at_the_end_still_deletes_hourly_deployments(
@@ -787,3 +809,120 @@ def test_a_trial_whose_pricing_fails_is_failed_not_left_running(
     assert trials and TrialState.RUNNING not in {t.state for t in trials}
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert failed and "no price for this model" in str(failed[0].user_attrs)
+
+
+def test_the_last_status_line_counts_another_workers_trial_that_ended_meanwhile(
+    tmp_path: Path, backend: MemoryBackend
+) -> None:
+    # Found with two workers on one study: the one whose last trial ended first waited for the
+    # other's, then left printing "3/4 trials" above a table of 4 completed trials (its status
+    # line was last sent when its own trial ended).
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    path = _experiment(tmp_path, 2)
+    Path("mlruns").mkdir()
+    study = optuna.create_study(
+        study_name="tiny", storage="sqlite:///mlruns/optuna.db", directions=["maximize", "minimize"]
+    )
+    lr = optuna.distributions.FloatDistribution(0.5, 4.0, log=True)
+    other = study.ask({"learning_rate_multiplier": lr})
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    for key, value in {"host": socket.gethostname(), "pid": alive.pid}.items():
+        other.set_user_attr(key, value)
+
+    def other_ends() -> None:  # after this worker's own trial
+        deadline = time.monotonic() + 60
+        while not study.get_trials(states=(TrialState.COMPLETE,)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1)
+        other.set_user_attr("cost_usd", 0.0001)
+        study.tell(other, [0.6, 0.0001])
+
+    view = _Statuses()
+    ends = threading.Thread(target=other_ends)
+    ends.start()
+    try:
+        run_sweep(load_experiment(str(path)), view)
+    finally:
+        ends.join()
+        alive.kill()
+        alive.wait()
+    assert len(_records()) >= 2 and not view.statuses[-1].running
+    assert view.statuses[-1].done == len([r for r in _records() if not r.is_checkpoint]) == 2
+
+
+def test_every_trial_in_flight_when_the_tracking_server_goes_is_queued_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reading the outage above with jobs run side by side: the trial whose epoch met the dead
+    # server was failed and queued again, but the one running beside it was left RUNNING in
+    # the study, its worker gone, until another worker's heartbeat grace took it for dead.
+    from harness.tracking.runs import MlflowTracker
+
+    side_by_side = Capabilities(synthetic=True, max_concurrency=2, thread_safe=True)
+    _use_backend(monkeypatch, MemoryBackend(capabilities=side_by_side))
+    start, started = MlflowTracker.start_trial, []
+
+    def counted(self: MlflowTracker, *args: Any, **kwargs: Any) -> str | None:
+        started.append(True)
+        return start(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as outage:
+        log_epoch = MlflowTracker.log_epoch
+        _tracking_server_goes(outage)
+        going = MlflowTracker.log_epoch
+
+        def once_a_pair_runs(self: MlflowTracker, *args: Any, **kwargs: Any) -> None:
+            if len(started) > 1:  # the first trial was recorded alone
+                time.sleep(0.3)  # the pair's second trial starts meanwhile
+            (going if len(started) == 3 else log_epoch)(self, *args, **kwargs)
+
+        outage.setattr(MlflowTracker, "log_epoch", once_a_pair_runs)
+        outage.setattr(MlflowTracker, "start_trial", counted)
+        data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
+        study = {"n_trials": 3, "sampler": {"kind": "random"}}
+        one_epoch = write_experiment(tmp_path, data, {**SPACE, "n_epochs": 1}, study=study)
+        result = run_cli("sweep", str(one_epoch), "--yes")  # no checkpoints: a trial, a run
+        assert result.exit_code == 1, result.output
+    study = _study()
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    cut = study.get_trials(states=(TrialState.FAIL,))
+    assert len(cut) == 2, result.output
+    assert len(study.get_trials(states=(TrialState.WAITING,))) == 2
+    assert all("did not answer" in t.user_attrs["failure_reason"] for t in cut)
+
+
+def test_a_trial_whose_run_cannot_open_for_an_outage_is_queued_again_at_no_cost(
+    tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A tracking server gone between two trials is met first by the next trial's opening of its
+    # run: that trial, trained on nothing, was left RUNNING for the next start to fail as "its
+    # worker stopped while it ran", its worst case counted as spent for good.
+    from harness.tracking.runs import MlflowTracker
+
+    start, opened = MlflowTracker.start_trial, []
+
+    def second_meets_the_outage(self: MlflowTracker, *args: Any, **kwargs: Any) -> Any:
+        opened.append(True)
+        if len(opened) == 2:
+            _tracking_server_goes(monkeypatch)
+            MlflowTracker.log_epoch(self, "run", None)  # type: ignore[arg-type]  # raises
+        return start(self, *args, **kwargs)
+
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
+    study = {"n_trials": 2, "sampler": {"kind": "random"}}
+    one_epoch = write_experiment(tmp_path, data, {**SPACE, "n_epochs": 1}, study=study)
+    monkeypatch.setattr(MlflowTracker, "start_trial", second_meets_the_outage)
+    result = run_cli("sweep", str(one_epoch), "--yes")
+    assert result.exit_code == 1, result.output
+    study_now = _study()
+    assert not study_now.get_trials(states=(TrialState.RUNNING,))
+    (cut,) = study_now.get_trials(states=(TrialState.FAIL,))
+    assert "did not answer" in cut.user_attrs["failure_reason"]
+    (queued,) = study_now.get_trials(states=(TrialState.WAITING,))
+    assert queued.params == cut.params
+    assert ledger_usd([cut]) == (0.0, 0.0), "it trained nothing"
+    assert backend.trained == [0]

@@ -377,10 +377,10 @@ def user_errors(func: F) -> F:
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt as exc:
             why = f" ({exc})" if isinstance(exc, Terminated) else ""
-            # Only a sweep has a study to resume; promote, predict and the rest just stop.
-            if func.__name__ in _RESUMES_A_STUDY:
+            if func.__name__ in _RESUMES_A_STUDY:  # only a sweep has a study to resume
                 why += ": run the same command again to resume the study"
-            err_console.print(f"interrupted{why}")
+            notes = [f"; {n}" for n in getattr(exc, "__notes__", ())]  # what scoring had paid
+            err_console.print(f"interrupted{why}{escape(redact_text(''.join(notes)))}")
             raise typer.Exit(exc.exit_code if isinstance(exc, Terminated) else 130) from None
         except Exception as exc:
             unreachable = server_unreachable(exc)  # MLflow's retries ran out: said, not a trace
@@ -389,7 +389,7 @@ def user_errors(func: F) -> F:
             if func.__name__ in _RESUMES_A_STUDY:
                 unreachable += (
                     "; the study keeps what it recorded (a trial cut short is failed, its cost "
-                    "counted): run the same command again once the server answers"
+                    "counted, and queued again): run the same command once the server answers"
                 )
             err_console.print(f"[bold red]error:[/] {escape(redact_text(unreachable))}")
             raise typer.Exit(1) from None

@@ -26,6 +26,7 @@ from harness.cli.common import (
     user_errors,
 )
 from harness.errors import ConfigError, TrainingRefused
+from harness.locations import redact_text
 
 if TYPE_CHECKING:
     from harness.config import Experiment
@@ -230,10 +231,14 @@ def evaluate(
             else []
         ),
         f"  cost ${cost.usd:.6f} ({cost.inference_tokens:,} tokens{hosting}){label}",
-        f"MLflow run {result.run_id}",
+        *([] if result.unrecorded else [f"MLflow run {result.run_id}"]),
     ]
     for line in lines:
         console.print(line, markup=False, highlight=False)
+    if result.unrecorded:  # a URL's password blanked, as every outage line has it
+        why = redact_text(f"{result.unrecorded}: these scores were not recorded (no MLflow run)")
+        err_console.print(f"[bold red]error:[/] {escape(why)}", highlight=False)
+        raise typer.Exit(1)
 
 
 study_app = typer.Typer(cls=HarnessGroup, help="Share one study among workers on several machines.")

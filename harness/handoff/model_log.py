@@ -38,8 +38,10 @@ def log_model(
 
     package = _package(experiment, trial, run, backend_kind, tmp)
     # Its study: what a model it has to deploy to call (Azure) is tagged with, so that a sweep
-    # of the study deletes a deployment a killed call left.
-    package = replace(package, config={**package.config, "study": experiment.study_name})
+    # of the study deletes a deployment a killed call left; with its trial, what an error that
+    # says how to register it again names (`pyfunc.name_repromote`).
+    origin = {"study": experiment.study_name, "trial": trial.number}
+    package = replace(package, config={**package.config, **origin})
     entry = tmp / "harness_classifier.py"
     entry.write_text(ENTRY_POINT, encoding="utf-8")
     # Created here so the model lands in the trial's experiment; Model.log alone would put it

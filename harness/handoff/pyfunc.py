@@ -24,10 +24,13 @@ nothing to classify is refused. `read_rows` reads the rows of `harness predict -
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import re
+import shlex
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -233,6 +236,25 @@ def predictions_frame(predictions: Sequence[Prediction], labels: Sequence[str]) 
     return pd.DataFrame(rows, columns=columns)
 
 
+def _to_stderr(text: str) -> None:
+    """A step of a call that takes minutes (an Azure deployment made, deleted): said on stderr,
+    where `harness predict` keeps its notes and a model server its log, never in the answer."""
+    with contextlib.suppress(OSError, ValueError):  # stderr gone (a closed terminal): unsaid
+        print(text, file=sys.stderr, flush=True)
+
+
+def name_repromote(exc: HarnessError, study: Any, trial: Any) -> None:
+    """Put the model's study and trial in `exc`'s `harness promote EXPERIMENT --trial N` (an
+    endpoint gone: register it again), where both are known; else leave it as it is."""
+    from harness.backends.hosted.config import REPROMOTE
+
+    text = str(exc)
+    if not study or trial is None or REPROMOTE not in text or len(exc.args) != 1:
+        return
+    named = f"harness promote {shlex.quote(str(study))} --trial {trial}"
+    exc.args = (text.replace(REPROMOTE, named),)
+
+
 class HarnessClassifier(PythonModel):
     """A promoted model of any backend, called through that backend's own `predict`.
 
@@ -241,6 +263,9 @@ class HarnessClassifier(PythonModel):
     backend needs to find its model again (an OpenAI model id and prompt format). Artifacts: the
     files the backend packaged (a local model's weights folder).
     """
+
+    study: Any = None  # the study and trial it came from, where its package says (`load_context`)
+    trial: Any = None
 
     def load_context(self, context: Any) -> None:
         """Rebuild the backend and check the package fits this version; no paid request."""
@@ -251,6 +276,10 @@ class HarnessClassifier(PythonModel):
         self.labels = [str(label) for label in config["labels"]]
         self.backend = load_backend(parse_backend_config(config["backend"], "model_config"))
         self.model_ref = self.backend.open_package(config, dict(context.artifacts or {}))
+        self.study, self.trial = config.get("study"), config.get("trial")  # older: no trial
+        deployments = getattr(self.backend, "deployments", None)  # Azure: one made per call
+        if deployments is not None:
+            deployments.announce = _to_stderr
 
     # `model_input` is hinted as a DataFrame, the shape MLflow's signature check hands over (a
     # hint MLflow does not try to infer a schema from); `texts_of` accepts the other shapes too.
@@ -280,6 +309,7 @@ class HarnessClassifier(PythonModel):
                 self.model_ref, [str(texts[i]) for i in kept], self.labels
             )
         except HarnessError as exc:
+            name_repromote(exc, self.study, self.trial)
             # A model server passes on an MlflowException's message and code only (anything
             # else is "verify that the serialized input Dataframe is compatible"). A backend's
             # error is the server's set-up or its provider (no key, a model gone): HTTP 500.

@@ -105,11 +105,44 @@ def load_registered_model(model_uri: str, store_uri: str | None = None) -> Any:
     uri, store = find_model(model_uri, store_uri)
     with pointed_at(store):
         try:
-            return mlflow.pyfunc.load_model(uri)
+            model = mlflow.pyfunc.load_model(uri)
         except HarnessError:
             raise
         except (MlflowException, OSError, ValueError) as exc:
             raise _load_error(uri, store, exc) from None
+        _origin_from_registry(model, uri)
+    return model
+
+
+def _origin_from_registry(model: Any, uri: str) -> None:
+    """A model promoted before its package named its trial: the registered version's tags do
+    (trial number, study), for an error that says how to register it again."""
+    from mlflow import MlflowClient
+
+    from harness.handoff.pyfunc import HarnessClassifier
+    from harness.tracking.record import STUDY_TAG, TRIAL_TAG
+
+    try:
+        classifier = model.unwrap_python_model()
+    except Exception:  # not a python model: nothing of ours to name
+        return
+    if not isinstance(classifier, HarnessClassifier) or classifier.trial is not None:
+        return
+    found = re.fullmatch(r"models:/([^/@]+)(?:/(\d+)|@(.+))", uri)
+    if found is None:
+        return
+    name, number, alias = found.groups()
+    client = MlflowClient()
+    try:
+        version = (
+            client.get_model_version(name, number)
+            if number
+            else client.get_model_version_by_alias(name, alias)
+        )
+    except Exception:  # the model loaded; a registry that cannot say more leaves the hint as is
+        return
+    classifier.trial = version.tags.get(TRIAL_TAG)
+    classifier.study = classifier.study or version.tags.get(STUDY_TAG)
 
 
 def _underlying_uri(scheme: str, uri: str) -> str:

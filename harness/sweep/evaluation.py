@@ -16,15 +16,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from harness.backends import load_backend
 from harness.backends.base import Backend
 from harness.backends.hosted.pricing import base_model_of, is_fine_tuned
 from harness.config import Experiment
 from harness.errors import ConfigError, HarnessError
+from harness.locations import redact_text
 from harness.records import Cost, Metrics, Prediction, PreparedData, TrialSpec, usd
 from harness.scoring import pack_bits, score
-from harness.tracking.record import DATA_DIGEST_TAG, SYNTHETIC_TAG, hosting_metrics, test_metrics
+from harness.tracking.record import (
+    DATA_DIGEST_TAG,
+    FAILURE_REASON_TAG,
+    SYNTHETIC_TAG,
+    hosting_metrics,
+    test_metrics,
+)
 
 EVALUATION_TAG = "harness.kind"
 MODEL_TAG = "harness.model"
@@ -52,6 +60,7 @@ class ModelEvaluation:
     run_id: str | None = None
     # Which validation examples it got right (the report compares on validation, paired).
     valid_correct: tuple[bool, ...] = ()
+    unrecorded: str | None = None  # why no run was logged: the tracking server did not answer
 
     @property
     def valid_accuracy(self) -> float | None:
@@ -101,8 +110,14 @@ def evaluate_model(
     if announce is not None:
         announce(spending_line(backend, experiment, data, model, zero_shot))
     started = time.perf_counter()
-    # One call for both sets: the validation answers are what the report compares it on.
-    listed, cost = backend.predict(model, data.validation.texts + data.test.texts, data.labels)
+    try:  # One call for both sets: the validation answers are what the report compares it on.
+        listed, cost = backend.predict(model, data.validation.texts + data.test.texts, data.labels)
+    except KeyboardInterrupt as exc:  # Ctrl-C or a signal: what was paid so far is recorded
+        try:
+            _record_cut_short(experiment, data, backend, model, zero_shot, exc, track)
+        except Exception as problem:  # the interrupt is what the user gets, never a traceback
+            exc.add_note(f"what scoring had paid was not recorded ({redact_text(str(problem))})")
+        raise
     n_valid = len(data.validation)
     predictions = tuple(listed[n_valid:])
     valid = zip(data.validation.labels, listed[:n_valid], strict=True)
@@ -120,7 +135,15 @@ def evaluate_model(
     )
     if not track:
         return result
-    run_id = log_evaluation(experiment, data, result)
+    try:
+        run_id = log_evaluation(experiment, data, result)
+    except Exception as exc:  # paid for: the scores are shown all the same, and why unkept
+        from harness.tracking.store import server_unreachable
+
+        outage = server_unreachable(exc)
+        if outage is None:
+            raise
+        return replace(result, unrecorded=outage)
     return replace(result, run_id=run_id)
 
 
@@ -189,52 +212,104 @@ def _hosting_of_study(backend: Backend, study: str) -> None:
 
 def log_evaluation(experiment: Experiment, data: PreparedData, result: ModelEvaluation) -> str:
     """One MLflow run for the evaluation: params, metrics, tags and the predictions table."""
-    from mlflow.entities import Metric, Param
-
-    from harness.tracking.runs import MlflowTracker, redact
-
-    tracker = MlflowTracker(experiment, data, None)
     test_right = [t == p.label for t, p in zip(data.test.labels, result.predictions, strict=True)]
     tags = {
-        EVALUATION_TAG: "evaluation",
-        MODEL_TAG: result.model,
-        DATA_DIGEST_TAG: data.digest,
         ZERO_SHOT_TAG: str(result.zero_shot).lower(),
         SYNTHETIC_TAG: str(result.synthetic).lower(),
         VALID_CORRECT_TAG: pack_bits(result.valid_correct),
         TEST_CORRECT_TAG: pack_bits(test_right),
-        PROMPT_TAG: prompt_of(experiment),
     }
-    run = tracker.client.create_run(
-        tracker.experiment_id, tags=tags, run_name=f"evaluate {result.model}"
-    )
+    client, run_id = _open_run(experiment, data, result.model, result.backend, tags)
+    _log_metrics(client, run_id, _metrics(result))
+    with tempfile.TemporaryDirectory() as tmp:
+        client.log_artifact(run_id, str(_predictions_csv(data, result, Path(tmp))))
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def _open_run(
+    experiment: Experiment, data: PreparedData, model: str, backend: str, tags: dict[str, str]
+) -> tuple[Any, str]:
+    """An evaluation's MLflow run, opened with its tags, params and config: (client, run id)."""
+    from mlflow.entities import Param
+
+    from harness.tracking.runs import MlflowTracker, redact
+
+    tracker = MlflowTracker(experiment, data, None)
+    tags = {
+        EVALUATION_TAG: "evaluation",
+        MODEL_TAG: model,
+        DATA_DIGEST_TAG: data.digest,
+        PROMPT_TAG: prompt_of(experiment),
+        **tags,
+    }
+    run = tracker.client.create_run(tracker.experiment_id, tags=tags, run_name=f"evaluate {model}")
     run_id: str = run.info.run_id
-    now = int(time.time() * 1000)
     params = {
-        "model": result.model,
-        "backend": result.backend,
+        "model": model,
+        "backend": backend,
         "validation_examples": len(data.validation),
         "test_examples": len(data.test),
     }
-    tracker.client.log_batch(
-        run_id,
-        metrics=[Metric(k, float(v), now, 0) for k, v in _metrics(result).items() if v is not None],
-        params=[Param(k, str(v)) for k, v in params.items()],
-    )
+    tracker.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
     tracker.client.log_dict(run_id, redact(experiment.raw), "config.yaml")
-    with tempfile.TemporaryDirectory() as tmp:
-        tracker.client.log_artifact(run_id, str(_predictions_csv(data, result, Path(tmp))))
-    tracker.client.set_terminated(run_id, "FINISHED")
-    return run_id
+    return tracker.client, run_id
+
+
+def _log_metrics(client: Any, run_id: str, metrics: dict[str, float | None]) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    found = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None]
+    client.log_batch(run_id, metrics=found)
+
+
+def _record_cut_short(
+    experiment: Experiment,
+    data: PreparedData,
+    backend: Backend,
+    model: str,
+    zero_shot: bool,
+    exc: KeyboardInterrupt,
+    track: bool,
+) -> None:
+    """Scoring on a hosted backend interrupted: what its answers so far cost is logged as a
+    KILLED evaluation run (no accuracy: a report never weighs it) and noted on `exc`, which the
+    CLI's interrupt line says. A local backend bills no one: nothing to record."""
+    from harness.backends.openai._azure import AzureDeployments
+
+    evaluator = getattr(backend, "evaluator", None)  # the hosted backends' scorer
+    if not backend.capabilities.bills_jobs or evaluator is None:
+        return
+    paid: Cost = evaluator.paid()
+    deployments, prices = getattr(backend, "deployments", None), getattr(backend, "prices", None)
+    if isinstance(deployments, AzureDeployments) and prices is not None:  # its started hour
+        paid += deployments.hosting_billed(prices)
+    hosting = f", {paid.hosting_hours:g} h of hosting" if paid.hosting_hours else ""
+    said = f"scoring {model} had paid {usd(paid.usd)} ({paid.inference_tokens:,} tokens{hosting})"
+    if track:
+        tags = {ZERO_SHOT_TAG: str(zero_shot).lower(), FAILURE_REASON_TAG: "interrupted"}
+        tags[SYNTHETIC_TAG] = str(backend.capabilities.synthetic).lower()
+        client, run_id = _open_run(experiment, data, model, backend.kind, tags)
+        _log_metrics(client, run_id, _paid_metrics(paid))
+        client.set_terminated(run_id, "KILLED")
+        said += f", recorded in MLflow run {run_id} (KILLED)"
+    exc.add_note(said)
+
+
+def _paid_metrics(cost: Cost) -> dict[str, float | None]:
+    return {
+        "eval_cost_usd": cost.usd,
+        **hosting_metrics(cost),
+        "inference_tokens": float(cost.inference_tokens),
+    }
 
 
 def _metrics(result: ModelEvaluation) -> dict[str, float | None]:
     return {
         **test_metrics(result.metrics),
         "valid_accuracy": result.valid_accuracy,
-        "eval_cost_usd": result.cost.usd,
-        **hosting_metrics(result.cost),
-        "inference_tokens": float(result.cost.inference_tokens),
+        **_paid_metrics(result.cost),
         "wall_seconds": result.wall_seconds,
     }
 

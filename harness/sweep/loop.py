@@ -34,6 +34,7 @@ from harness.sweep.session import (
     abandon,
     close_sweep,
     collect,
+    fail_raised,
     interrupted,
     open_sweep,
 )
@@ -46,6 +47,7 @@ from harness.sweep.shared import (
 from harness.sweep.trial import epoch_logger, executor, run_with_heartbeat, set_attrs
 from harness.tracking.journal import TrialJournal
 from harness.tracking.record import TrialRecord, launch_attrs
+from harness.tracking.store import server_unreachable
 
 
 def run_sweep(
@@ -90,11 +92,17 @@ def run_sweep(
                     done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
                     for future in done:
                         collect(sweep, running.pop(future))
-                else:
+                else:  # waiting on other workers: their trials move the status line
                     time.sleep(min(beat, 2.0))
+                    sweep.live.update()
                 sweep.recovery()
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP (`harness.errors.Terminated`)
         abandon(sweep, running)
+        raise
+    except Exception as exc:
+        if server_unreachable(exc) is not None:  # the trials beside it are cut short alike
+            for launched in running.values():
+                fail_raised(sweep, launched, exc)
         raise
     finally:
         # tag the front, close the study's run (also when a trial raised or Ctrl-C came)
@@ -175,7 +183,17 @@ def _launch(sweep: Sweep, pool: Any, in_flight: bool) -> Launched | None:
             on_epoch,
             journal,
         )
-    except KeyboardInterrupt:  # before the pool has it: no one else would settle the trial
-        interrupted(sweep, Launched(trial, spec, run_id, Future()), trained=submitting)
+    except BaseException as exc:  # before the pool has it: no one else would settle the trial
+        _not_launched(sweep, Launched(trial, spec, run_id, Future()), exc, submitting)
         raise
     return Launched(trial, spec, run_id, future)
+
+
+def _not_launched(sweep: Sweep, launched: Launched, exc: BaseException, trained: bool) -> None:
+    """A trial cut short on its way to the pool by Ctrl-C or a signal, or by its run that could
+    not open (the tracking server gone): failed, settled and queued again. Any other error is a
+    bug: the trial is left RUNNING, for the next start to fail and run again."""
+    if isinstance(exc, KeyboardInterrupt):
+        interrupted(sweep, launched, trained=trained)
+    elif server_unreachable(exc) is not None:
+        fail_raised(sweep, launched, exc, trained=trained)

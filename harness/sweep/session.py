@@ -67,6 +67,7 @@ from harness.tracking.record import (
     settle_attrs,
 )
 from harness.tracking.runs import MlflowTracker
+from harness.tracking.store import server_unreachable
 from harness.tracking.tracker import NullTracker, Tracker
 
 RUN_NAME_TAG = "mlflow.runName"  # setting it renames a run
@@ -227,6 +228,9 @@ def close_sweep(sweep: Sweep) -> None:
     """Tag the front on the trial runs, close the study's run unless another worker still runs
     trials (see `shared.tag_front_and_leave`), delete checkpoints off the front."""
     try:
+        # The last status line, as of now: it stands above the trials table, which counts what
+        # other workers finished since this one's last trial ended.
+        sweep.live.update()
         front = tag_front_and_leave(sweep.handle, sweep.tracker)
         pruned = prune_dominated(sweep.handle.study, front, sweep.backend)
         if pruned:
@@ -255,7 +259,7 @@ def collect(sweep: Sweep, launched: Launched) -> None:
         _fail(sweep, launched, str(exc))
         return
     except BaseException as exc:
-        _fail(sweep, launched, f"{type(exc).__name__}: {exc}")
+        fail_raised(sweep, launched, exc)
         raise
     sweep.accepted = True
     try:  # the loop has let go of the trial: a signal until it is told is settled here
@@ -267,6 +271,10 @@ def collect(sweep: Sweep, launched: Launched) -> None:
         set_attrs(trial, checkpoints_due_attrs(due))
     except KeyboardInterrupt:
         interrupted(sweep, launched)
+        raise
+    except Exception as exc:
+        if server_unreachable(exc) is not None:  # else left RUNNING, for recovery to rerun
+            fail_raised(sweep, launched, exc)
         raise
     with signals_held() as held:  # told whole, or not at all
         _tell(trial, sweep.handle, result, len(sweep.data.train))
@@ -358,19 +366,47 @@ def interrupted(sweep: Sweep, launched: Launched, trained: bool = True) -> None:
     `trained` False: it never reached the pool, so a trial without a remote job key trained
     nothing and is settled at $0, as `admission.interrupted_before_start` settles one; a job
     key's paid job may exist (a retry resumes it), so `Budget.settle_failed` decides those."""
+    _settle_untrained(launched, trained)
+    _fail(sweep, launched, "interrupted", status="KILLED", again=True)
+
+
+def _settle_untrained(launched: Launched, trained: bool) -> None:
     if not trained and TrialRecord.from_attrs(launched.trial.user_attrs).job_key is None:
         set_attrs(launched.trial, settle_attrs(0.0))
-    _fail(sweep, launched, "interrupted", status="KILLED")
-    requeue(sweep.handle.study, sweep.handle.storage.get_trial(launched.trial._trial_id))
+
+
+def fail_raised(sweep: Sweep, launched: Launched, exc: BaseException, trained: bool = True) -> None:
+    """Fail a trial whose run raised `exc` (or, the tracking server gone, was in flight beside
+    one that did; `trained` as for `interrupted`). A tracking server that stopped answering is
+    no fault of the trial: it is queued again, as an interrupted one is, and its run is left for
+    the next start to close with this reason (a call to the dead server would only wait minutes
+    more)."""
+    _settle_untrained(launched, trained)
+    outage = server_unreachable(exc)
+    if outage is None:
+        _fail(sweep, launched, f"{type(exc).__name__}: {exc}")
+    else:
+        _fail(sweep, launched, outage, again=True, tracked=False)
 
 
 def _fail(
-    sweep: Sweep, launched: Launched, reason: str, status: str = "FAILED", announce: bool = True
+    sweep: Sweep,
+    launched: Launched,
+    reason: str,
+    status: str = "FAILED",
+    announce: bool = True,
+    again: bool = False,
+    tracked: bool = True,
 ) -> None:
+    """Fail the trial in the study, settle it, close its run; `again`: queue its parameters
+    again (before the run is closed, which a gone tracking server fails)."""
     set_attrs(launched.trial, failure_attrs(reason))
     sweep.budget.settle_failed(launched.trial, sweep.backend.capabilities.bills_jobs)
     sweep.handle.study.tell(launched.trial, state=TrialState.FAIL)
-    sweep.tracker.fail_trial(launched.run_id, reason, status)
+    if again:
+        requeue(sweep.handle.study, sweep.handle.storage.get_trial(launched.trial._trial_id))
+    if tracked:
+        sweep.tracker.fail_trial(launched.run_id, reason, status)
     sweep.outcome.failures.append((launched.spec, reason))
     if announce:
         sweep.view.trial_failed(launched.spec, reason)

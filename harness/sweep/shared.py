@@ -30,6 +30,7 @@ from harness.sweep.locks import study_lock
 from harness.sweep.search_space import SearchSpace, check_train_examples, experiment_space
 from harness.sweep.storage import worker_host
 from harness.sweep.study import (
+    WORKER_GONE,
     StudyHandle,
     completed_trials,
     open_study,
@@ -128,9 +129,25 @@ class Recovery:
             self.tracker.fail_trial(run_id, "worker died", "KILLED")
         if start:
             running = {t.number for t in running_trials(self.handle)}
-            numbered = len(self.handle.study.get_trials(deepcopy=False))
-            self.tracker.close_abandoned_runs(running, numbered)
+            trials = self.handle.study.get_trials(deepcopy=False)
+            self.tracker.close_abandoned_runs(running, len(trials), failed_runs(trials))
         return len(crashed)
+
+
+# A trial failed for one of these was stopped, not at fault: its run ends KILLED, as it would
+# have had its worker closed it.
+_KILLED_REASONS = ("interrupted", WORKER_GONE)
+
+
+def failed_runs(trials: Sequence[FrozenTrial]) -> dict[int, tuple[str, str]]:
+    """Each failed trial's recorded reason and the status its MLflow run ends with: what the
+    next start closes a run with that its worker could not close (its tracking server gone)."""
+    failed = {}
+    for trial in trials:
+        reason = TrialRecord.from_attrs(trial.user_attrs).failure_reason
+        if trial.state == TrialState.FAIL and reason:
+            failed[trial.number] = (reason, "KILLED" if reason in _KILLED_REASONS else "FAILED")
+    return failed
 
 
 def tag_front_and_leave(handle: StudyHandle, tracker: Tracker) -> set[int]:

@@ -293,7 +293,12 @@ class MlflowTracker:
         for name, path in files.items():
             self.client.log_artifacts(run_id, path, artifact_path=f"{MODEL_FILES}/{name}")
 
-    def close_abandoned_runs(self, running: set[int], numbered: int | None = None) -> int:
+    def close_abandoned_runs(
+        self,
+        running: set[int],
+        numbered: int | None = None,
+        failed: Mapping[int, tuple[str, str]] | None = None,
+    ) -> int:
         now_ms = time.time() * 1000
         found = self.client.search_runs(
             [self.experiment_id],
@@ -312,7 +317,8 @@ class MlflowTracker:
                 continue  # a checkpoint being recorded: its trial is added after its run
             if self.client.get_run(run.info.run_id).info.status != "RUNNING":
                 continue  # its worker finished it since: alive after all
-            self.fail_trial(run.info.run_id, "worker died before recording this run", "KILLED")
+            died = ("worker died before recording this run", "KILLED")
+            self.fail_trial(run.info.run_id, *(failed or {}).get(int(number), died))
             closed += 1
         return closed
 

@@ -71,9 +71,17 @@ class Tracker(Protocol):
         """Copy a model's local files (name -> folder) to the run where `shares_files`."""
         ...
 
-    def close_abandoned_runs(self, running: set[int], numbered: int | None = None) -> int:
+    def close_abandoned_runs(
+        self,
+        running: set[int],
+        numbered: int | None = None,
+        failed: Mapping[int, tuple[str, str]] | None = None,
+    ) -> int:
         """End as KILLED the study's trial runs still RUNNING whose trial number is not in
         `running` (a worker died between opening a run and recording its id); returns how many.
+        A run whose trial the study holds as failed (`failed`: number -> (reason, status); its
+        worker recorded why but could not close the run, its tracking server gone) ends with
+        that reason and status instead.
 
         A run numbered `numbered` (the study's trial count) or above is an epoch checkpoint a
         live worker is recording (its trial is added once its run is logged): it is closed only
@@ -132,7 +140,12 @@ class NullTracker:
     def log_model_files(self, run_id: str | None, files: Mapping[str, str]) -> None:
         pass
 
-    def close_abandoned_runs(self, running: set[int], numbered: int | None = None) -> int:
+    def close_abandoned_runs(
+        self,
+        running: set[int],
+        numbered: int | None = None,
+        failed: Mapping[int, tuple[str, str]] | None = None,
+    ) -> int:
         return 0
 
     def mark_pareto(self, run_ids: dict[str, bool]) -> None:

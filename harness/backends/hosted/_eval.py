@@ -120,6 +120,19 @@ class Evaluator:
         self.prices = prices
         self.system_prompt = system_prompt
         self._slots = threading.BoundedSemaphore(config.eval_concurrency)
+        self._answered: dict[str, tuple[int, int]] = {}  # model -> tokens in, out (`paid`)
+        self._tally = threading.Lock()
+
+    def paid(self) -> Cost:
+        """What every answer this evaluator received has cost, priced as `evaluate` prices
+        them: scoring cut short (Ctrl-C, a signal) returns nothing, but its answers are paid."""
+        with self._tally:
+            answered = dict(self._answered)
+        total = Cost()
+        for model, (tokens_in, tokens_out) in answered.items():
+            usd = self._price(model, tokens_in, tokens_out)
+            total += Cost(usd=usd, inference_tokens=tokens_in + tokens_out)
+        return total
 
     def evaluate(
         self,
@@ -141,7 +154,12 @@ class Evaluator:
         def ask(text: str) -> Answer:
             if check is not None:
                 check()
-            return asker(text)
+            answer = asker(text)
+            with self._tally:
+                tokens_in, tokens_out = self._answered.get(model, (0, 0))
+                tokens = (tokens_in + answer.input_tokens, tokens_out + answer.output_tokens)
+                self._answered[model] = tokens
+            return answer
 
         progress = progress or NullProgress()
         progress.start(f"evaluating {model}", total=len(texts))

@@ -77,6 +77,11 @@ class HostedConfig(BackendSettings):
         return value
 
 
+# How a promoted model is registered again; `harness.handoff.pyfunc.name_repromote` puts the
+# model's own study and trial in place of the placeholders where they are known.
+REPROMOTE = "harness promote EXPERIMENT --trial N"
+
+
 def pinned_endpoint_hint(variable: str | None) -> str:
     """What moves an endpoint `backend.base_url` names (always, for a promoted model, which
     keeps the one it was registered with): not the provider's `variable`. Said when it cannot
@@ -85,5 +90,5 @@ def pinned_endpoint_hint(variable: str | None) -> str:
     return (
         f". backend.base_url names this endpoint{unmoved}: fix it in the experiment, or, for a "
         "promoted model (it keeps the endpoint it was registered with), register it again with "
-        "`harness promote EXPERIMENT --trial N --set backend.base_url=URL`"
+        f"`{REPROMOTE} --set backend.base_url=URL`"
     )

@@ -34,8 +34,10 @@ from typing import Any
 
 from harness.backends.base import SERVING_HOSTING_NOTE, Journal
 from harness.backends.hosted._job_keys import study_tag
+from harness.backends.hosted.pricing import PriceTable
 from harness.backends.openai.config import OpenAIBackendConfig
 from harness.errors import BackendError, ConfigError
+from harness.records import Cost
 
 TOKEN_VARIABLE = "AZURE_ACCESS_TOKEN"
 SKU_NAMES = {
@@ -118,6 +120,10 @@ class AzureDeployments:
         self._local = threading.local()
         self._inflight: set[str] = set()  # deployments this process is using now
         self._guard = threading.Lock()
+        # Where a promoted model's call says each deployment it makes and deletes (minutes,
+        # maybe billed by the hour); a sweep's trials say nothing: their journal records them.
+        self.announce: Callable[[str], None] | None = None
+        self.made: list[tuple[str, Deployment]] = []  # (model, deployment): `hosting_billed`
 
     def note_tier(self, journal: Journal, hosting_per_hour: float | None) -> None:
         """Say which deployment tier scores the trial (`azure_deployment_sku`) and what serving
@@ -194,18 +200,51 @@ class AzureDeployments:
                     "budget reserved for it; it is deleted and the rest is not scored"
                 )
 
+        say = self.announce or (lambda text: None)
         with self._client() as http, self._using(name):
             _note(journal, add=name)  # before the PUT: a kill from here on leaves a record
             try:
+                say(self._creating(name, model))
                 self._call(http, "PUT", self._url(name), json=body)
                 self._until_ready(http, name, check)
+                say(f"Azure deployment {name} ready after {self._clock() - started:.0f} s")
                 result = use(name, check)
             finally:
                 # Also after a failed PUT: a lost reply may have made the deployment all the same.
                 self._call(http, "DELETE", self._url(name))
                 _note(journal, remove=name)
-        hours = max(1, math.ceil((self._clock() - started) / 3600))
+                hours = max(1, math.ceil((self._clock() - started) / 3600))
+                with self._guard:
+                    self.made.append((model, Deployment(name, float(hours))))
+                say(f"deleted Azure deployment {name} after {self._clock() - started:.0f} s")
         return result, Deployment(name, float(hours))
+
+    def hosting_billed(self, prices: PriceTable) -> Cost:
+        """What hosting every deployment this process made was billed (none on the Developer
+        tier): for a call cut short, which returned no cost, so nothing counts it twice."""
+        if self.azure.deployment_sku == "developer":
+            return Cost()
+        with self._guard:
+            made = list(self.made)
+        billed = Cost()
+        for model, deployment in made:
+            usd = prices.lookup(model).hosting_usd(deployment.hours)
+            billed += Cost(usd=usd, hosting_usd=usd, hosting_hours=deployment.hours)
+        return billed
+
+    def _creating(self, name: str, model: str) -> str:
+        """What making a deployment means for the caller: a wait, and hosting by the hour."""
+        sku = self.azure.deployment_sku
+        billing = (
+            "a Developer deployment: no hosting fee"
+            if sku == "developer"
+            else f"a {SKU_NAMES[sku]} deployment bills hosting by the hour while it exists, a "
+            "started hour counted whole"
+        )
+        return (
+            f"creating Azure deployment {name} for {model} to call it (this can take minutes; "
+            f"{billing}); it is deleted after this call"
+        )
 
     @contextlib.contextmanager
     def _using(self, name: str) -> Iterator[None]:
