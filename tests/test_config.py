@@ -210,6 +210,13 @@ def test_a_backend_system_prompt_is_the_one_prepare_writes(tmp_path: Path) -> No
         ("study: {n_trials: true}\n", "study.n_trials: expected a number, got true"),
         ("budget_usd: yes\n", "budget_usd: expected a number, got true"),
         ("seed: off\n", "seed: expected a number, got false"),
+        # Found by QA: `labels: [yes, no]`, a natural label set, failed with "dataset.labels.0:
+        # Input should be a valid string" twice: YAML reads unquoted yes / no as booleans.
+        (
+            "dataset: {source: d.csv, labels: [yes, no]}\n",
+            "dataset.labels: YAML reads an unquoted true (written yes, true or on) as a boolean, "
+            "not a label: quote each such label, e.g. labels: ['yes', 'no']",
+        ),
         # hf_split was read only for hf: sources and ignored silently for a file.
         (
             "dataset: {source: d.csv, hf_split: test}\n",

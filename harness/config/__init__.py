@@ -111,7 +111,13 @@ class DatasetConfig(Strict):
 
 
 def _number_label(value: Any) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool):  # `labels: [yes, no]`: YAML 1.1 booleans, never meant as such
+        spelt = "yes, true or on" if value else "no, false or off"
+        raise ValueError(
+            f"YAML reads an unquoted {str(value).lower()} (written {spelt}) as a boolean, not a "
+            "label: quote each such label, e.g. labels: ['yes', 'no']"
+        )
+    if not isinstance(value, int | float):
         return value
     return str(int(value)) if float(value).is_integer() else str(value)
 
