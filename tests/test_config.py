@@ -217,6 +217,13 @@ def test_a_backend_system_prompt_is_the_one_prepare_writes(tmp_path: Path) -> No
             "dataset.labels: YAML reads an unquoted true (written yes, true or on) as a boolean, "
             "not a label: quote each such label, e.g. labels: ['yes', 'no']",
         ),
+        # Found by QA: one column named as both read each text as its own label, and the
+        # error blamed the data: "class 'no' has 1 rows after deduplication".
+        (
+            "dataset: {source: d.csv, text_column: label}\n",
+            "dataset.label_column: 'label' is dataset.text_column too: the texts would be their "
+            "own labels; name the column holding the labels",
+        ),
         # hf_split was read only for hf: sources and ignored silently for a file.
         (
             "dataset: {source: d.csv, hf_split: test}\n",
