@@ -681,3 +681,16 @@ def test_a_malformed_csv_row_is_named_by_the_line_an_editor_shows(tmp_path: Path
     path.write_text('text,label\n"two\nlines",a,\nreview 1,b,a note\n')
     message = _error(DatasetConfig(source=str(path)))
     assert message.startswith(f"{path}: line 4 has 3 fields, the header 2"), message
+
+
+def test_a_quote_that_never_closes_is_named_by_its_line(tmp_path: Path) -> None:
+    # Found by QA: "malformed CSV (Error tokenizing data. C error: EOF inside string starting at
+    # row 3)": pandas' record count (blank lines and lines inside a quoted field not counted as
+    # an editor counts them), and no word on what to fix.
+    path = tmp_path / "open.csv"
+    path.write_text('text,label\n"two\nlines",a\n\nok text,b\n"never closed,a\nmore,b\nlast,c\n')
+    message = _error(DatasetConfig(source=str(path)))
+    assert message == (
+        f"{path}: malformed CSV: the quoted field opened on line 6 never closes (a quote "
+        'inside a quoted field is written twice: "")'
+    ), message

@@ -187,6 +187,13 @@ def _parse_csv(path: Path, text: str, delimiter: str, **options: Any) -> pd.Data
                 f"{path}: malformed CSV: line {line} has {found[3]} fields, the header "
                 f"{found[1]} (a field holding {delimiter!r} needs double quotes)"
             ) from None
+        opened = re.search(r"EOF inside string starting at row (\d+)", str(exc))
+        line = opened and _record_line(text, delimiter, int(opened[1]) + 1)
+        if line:  # pandas' row: 0-based records, the header and blank lines counted
+            raise DataError(
+                f"{path}: malformed CSV: the quoted field opened on line {line} never closes (a "
+                'quote inside a quoted field is written twice: "")'
+            ) from None
         raise DataError(f"{path}: malformed CSV ({str(exc).strip()})") from None
 
 
