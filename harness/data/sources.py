@@ -37,6 +37,7 @@ _ACCEPTED = (
 _DECIMAL_INT = re.compile(r"[+-]?\d+(\.0*)?")
 _DECIMAL = re.compile(r"[+-]?\d+\.\d+")
 _CODE = re.compile(r"0\d+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 # --- reading any source --------------------------------------------------------------------
@@ -248,6 +249,8 @@ def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
             raise DataError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
         if not all(isinstance(record, dict) for record in records):
             raise DataError(f"{path}: expected a JSON array of objects")
+        for number, record in enumerate(records, start=1):
+            _whole_characters(record, f"{path}: record {number}")
         return pd.DataFrame.from_records(records)
     if path.suffix.lower() == ".json" and "\n" in content.strip():
         _no_single_object(path, content)
@@ -266,11 +269,25 @@ def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
         if not isinstance(record, dict):
             kind = type(record).__name__
             raise DataError(f"{path}:{number}: line {number} is a JSON {kind}, expected an object")
+        _whole_characters(record, f"{path}:{number}: line {number}")
         rows.append(record)
         numbers.append(number)
     frame = pd.DataFrame.from_records(rows)
     frame.attrs["line_numbers"] = numbers  # so a bad value is named by its line
     return frame
+
+
+def _whole_characters(record: dict[str, Any], where: str) -> None:
+    """JSON can escape half a UTF-16 pair (`"\\ud83d"`: a tweet cut inside an emoji); Python
+    reads it as a lone surrogate, which no UTF-8 file, digest or API request can hold."""
+    for key, value in record.items():
+        half = _SURROGATE.search(value) if isinstance(value, str) else None
+        if half:
+            raise DataError(
+                f"{where}: field {str(key)!r} holds {half[0]!a}, half of a UTF-16 "
+                "surrogate pair (an emoji or other character cut in two), which is not text and "
+                "cannot be written as UTF-8: remove it or write the whole character"
+            )
 
 
 def _no_single_object(path: Path, content: str) -> None:
