@@ -694,3 +694,16 @@ def test_a_quote_that_never_closes_is_named_by_its_line(tmp_path: Path) -> None:
         f"{path}: malformed CSV: the quoted field opened on line 6 never closes (a quote "
         'inside a quoted field is written twice: "")'
     ), message
+
+
+def test_a_semicolon_or_tab_csv_whose_later_texts_hold_commas_reads(tmp_path: Path) -> None:
+    # Found by QA: a `;` export (Excel's in much of Europe) quotes no commas, so once a text
+    # past the first row held one, the file was refused as "malformed CSV: line 17 has 2
+    # fields, the header 1 (a field holding ',' needs double quotes)".
+    rows = [*_rows({"a": 3, "b": 2}), {"text": "yes, a comma", "label": "a"}]
+    expected = load_frame(DatasetConfig(source=str(_csv(tmp_path / "d.csv", rows))), Path)
+    for name, delimiter in (("semi.csv", ";"), ("tabs.csv", "\t"), ("pipes.csv", "|")):
+        path = tmp_path / name
+        lines = [f"text{delimiter}label"] + [f"{r['text']}{delimiter}{r['label']}" for r in rows]
+        path.write_text("\n".join(lines) + "\n")
+        assert load_frame(DatasetConfig(source=str(path)), Path).equals(expected), name

@@ -163,14 +163,19 @@ def _sniffed_delimiter(text: str) -> str | None:
 def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
     # Decoded here, not by pandas: its decoding error gives an offset into a buffer, not the file.
     text = read_text(path, encoding)
-    delimiter = ","
-    frame = _parse_csv(path, text, delimiter)
-    if len(frame.columns) == 1:
-        # A spreadsheet exported with `;` (or tabs) reads as one column: try its own delimiter.
-        delimiter = _sniffed_delimiter(text) or delimiter
-        if delimiter != ",":
-            frame = _parse_csv(path, text, delimiter)
-    return _aligned(path, text, frame, delimiter)
+    delimiter = _delimiter(text)
+    return _aligned(path, text, _parse_csv(path, text, delimiter), delimiter)
+
+
+def _delimiter(text: str) -> str:
+    """`,` unless the header row has none: a spreadsheet exported with `;` (or tabs) then, whose
+    delimiter is read from the header, before any row is parsed: a text holding a comma (which
+    such an export does not quote) would otherwise make its row look malformed."""
+    header = re.split(r"\r\n|\r|\n", text, maxsplit=1)[0]
+    if len(next(csv.reader([header]), [])) > 1:  # `"a;b",c` is comma-separated, `"a,b";c` not
+        return ","
+    found = max(";\t|", key=header.count)
+    return found if header.count(found) else _sniffed_delimiter(text) or ","
 
 
 def _parse_csv(path: Path, text: str, delimiter: str, **options: Any) -> pd.DataFrame:
