@@ -179,6 +179,25 @@ def test_numeric_labels_may_be_written_as_numbers(tmp_path: Path) -> None:
     assert data.labels == ("1", "2", "3") and data.ordinal
 
 
+def test_zero_padded_codes_in_labels_are_read_as_written(tmp_path: Path) -> None:
+    # Found by QA: the data keeps codes `01` and `010` as written, but YAML read `labels: [01,
+    # 010]` as the octal numbers 1 and 8, so the data was refused: "labels not in dataset.labels
+    # ['1', '8']: '01' (20 rows), '010' (20 rows)"; `seed: 010` was seed 8.
+    from harness.data.prepare import prepare_experiment
+
+    rows = "\n".join(f"review number {i},{['01', '010', '02'][i % 3]}" for i in range(60))
+    (tmp_path / "codes.csv").write_text("text,code\n" + rows + "\n")
+    text = "seed: 010\ndataset:\n  source: codes.csv\n  label_column: code\n"
+    path = _write(tmp_path, text + "  labels: [01, 010, 02]\n" + BASE.split("\n", 2)[2])
+    experiment = load_experiment(str(path))
+    assert experiment.config.dataset.labels == ["01", "010", "02"]
+    assert experiment.config.seed == 10
+    data, _ = prepare_experiment(experiment)
+    assert data.labels == ("01", "010", "02")
+    again = load_experiment(str(path), overrides=["dataset.labels=[02, 010, 01]"])
+    assert again.config.dataset.labels == ["02", "010", "01"]
+
+
 def test_a_backend_system_prompt_is_the_one_prepare_writes(tmp_path: Path) -> None:
     # Found by QA: `backend.system_prompt` alone (local_lm, format: chat) trained the model on
     # it, while `harness prepare` wrote chat JSONL with the default "Classify the text. ..."

@@ -4,6 +4,7 @@ line, or the override as given; `harness.config` validates what these return.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,18 @@ class _UniqueKeys(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+    def construct_zero_padded(self, node: yaml.ScalarNode) -> Any:
+        """`01`, `010` as written: YAML 1.1 reads them as octal (1, 8), which no one means in a
+        config: a zero-padded label code (the data keeps `010`), or `seed: 010` meaning 10."""
+        value = self.construct_scalar(node)
+        if isinstance(value, str) and _ZERO_PADDED.fullmatch(value):
+            return value
+        return self.construct_yaml_int(node)
+
+
+_ZERO_PADDED = re.compile(r"[-+]?0[0-9_]+")
+_UniqueKeys.add_constructor("tag:yaml.org,2002:int", _UniqueKeys.construct_zero_padded)
 
 
 def read_yaml(path: Path) -> Any:
@@ -77,7 +90,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 raise ConfigError(f"--set {item!r}: {part} is not a section")
             node = child
         try:
-            node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+            node[parts[-1]] = yaml.load(value, Loader=_UniqueKeys) if value.strip() else None
         except yaml.YAMLError:
             node[parts[-1]] = value
     return result
