@@ -188,6 +188,21 @@ def test_label_outside_configured_labels_is_rejected(tmp_path: Path) -> None:
     assert str(path) in str(info.value)
 
 
+def test_a_configured_label_in_another_case_than_the_data_is_named(tmp_path: Path) -> None:
+    # Found by QA: `labels: [positive, negative]` over data writing Positive / Negative (or JSON
+    # true / false, read as True / False) listed the data's labels and left the user to spot
+    # that only the case differs.
+    rows = [{"text": f"review {i}", "label": ["Positive", "Negative"][i % 2]} for i in range(30)]
+    path = _csv(tmp_path / "d.csv", rows)
+    with pytest.raises(DataError) as info:
+        _prepare(path, labels=["positive", "negative"])
+    assert str(info.value) == (
+        f"{path}: labels not in dataset.labels ['positive', 'negative']: 'Negative' (15 rows), "
+        "'Positive' (15 rows); 'Negative' is 'negative', 'Positive' is 'positive' but for case: "
+        "write dataset.labels as the data does"
+    )
+
+
 def test_one_class_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="one class: 'neg'"):
         _prepare(_csv(tmp_path / "d.csv", _rows({"neg": 40})))

@@ -120,6 +120,12 @@ def _label_set(present: list[str], configured: list[str] | None, where: str) -> 
     extra = {label: n for label, n in counts.items() if label not in wanted}
     if extra:
         listed = ", ".join(f"{label!r} ({n} rows)" for label, n in sorted(extra.items()))
+        folded = {label.casefold(): label for label in wanted}
+        cased = [
+            f"{x!r} is {folded[x.casefold()]!r}" for x in sorted(extra) if x.casefold() in folded
+        ]
+        if cased:  # `positive` for the data's `Positive`: one class, typed two ways
+            listed += f"; {', '.join(cased)} but for case: write dataset.labels as the data does"
         raise DataError(f"{where}: labels not in dataset.labels {wanted}: {listed}")
     return tuple(wanted)
 
