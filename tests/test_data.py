@@ -203,6 +203,21 @@ def test_a_configured_label_in_another_case_than_the_data_is_named(tmp_path: Pat
     )
 
 
+def test_a_class_lost_to_conflicting_labels_says_so(tmp_path: Path) -> None:
+    # Found by QA: every `c` text also appeared labelled `a`, so all four were dropped, and the
+    # error said "class 'c' has 0 rows after deduplication", as if they were duplicates.
+    rows = [{"text": f"review {i}", "label": "ab"[i % 2]} for i in range(30)]
+    rows += [{"text": f"review {2 * i + 1}", "label": "c"} for i in range(4)]
+    path = _csv(tmp_path / "d.csv", rows)
+    with pytest.raises(DataError) as info:
+        _prepare(path, split={"validation": 0.2, "test": 0.2})
+    assert str(info.value) == (
+        f"{path}: class 'c' has 0 rows after deduplication (4 more were dropped: their texts "
+        "also appear with another label); each of train, validation and test needs at least "
+        "one (about 6 rows with validation=0.2, test=0.2)"
+    )
+
+
 def test_one_class_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="one class: 'neg'"):
         _prepare(_csv(tmp_path / "d.csv", _rows({"neg": 40})))
