@@ -378,6 +378,31 @@ def test_corrupt_parquet(tmp_path: Path) -> None:
     assert _error(DatasetConfig(source=str(path))).startswith(f"{path}: cannot read Parquet")
 
 
+def test_a_parquet_file_of_binary_columns_reads_as_text(tmp_path: Path) -> None:
+    # Found by QA: Parquet written with binary columns (as Spark writes strings) trained on the
+    # bytes' Python repr, silently: texts "b'caf\\xc3\\xa9 1'", labels "b'a'".
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = [f"caf\u00e9 review {i}" for i in range(12)]
+    labels = ["a", "b"] * 6
+    path = tmp_path / "d.parquet"
+    binary = {"text": [t.encode() for t in texts], "label": [y.encode() for y in labels]}
+    pq.write_table(
+        pa.table(binary, schema=pa.schema({"text": pa.binary(), "label": pa.binary()})), path
+    )
+    frame = load_frame(DatasetConfig(source=str(path)), Path)
+    assert list(frame["text"]) == texts and list(frame["label"]) == labels
+    binary["text"][3] = b"caf\xe9 latin-1"
+    pq.write_table(
+        pa.table(binary, schema=pa.schema({"text": pa.binary(), "label": pa.binary()})), path
+    )
+    assert _error(DatasetConfig(source=str(path))) == (
+        f"{path}: column 'text' holds bytes that are not UTF-8 text (row 4: invalid "
+        "continuation byte)"
+    )
+
+
 @pytest.mark.skipif(importlib.util.find_spec("datasets") is not None, reason="datasets installed")
 def test_hugging_face_source_says_what_to_install() -> None:
     message = _error(DatasetConfig(source="hf:stanfordnlp/imdb"))

@@ -3,7 +3,7 @@
 `read_frame` turns any source into a frame of `text` and `label` strings, dropping (and counting)
 rows without both; `harness.data.prepare` does everything after that. Every problem a user can
 fix raises `DataError` naming the file, column or line. Bundled datasets live in
-`harness.data.bundled`.
+`harness.data.bundled`, Parquet and Hugging Face readers in `harness.data.columnar`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import codecs
 import csv
 import difflib
-import importlib
 import io
 import json
 import re
@@ -28,6 +27,7 @@ import pandas as pd
 
 from harness.config import DatasetConfig
 from harness.data.bundled import BUNDLED, ensure_bundled
+from harness.data.columnar import read_hf, read_parquet
 from harness.errors import DataError
 
 _ACCEPTED = (
@@ -81,7 +81,7 @@ def read_frame(config: DatasetConfig, resolve: Callable[[str], Path]) -> LoadedF
         _no_encoding(config, source)
         if source in BUNDLED:
             return _clean(_read_csv(ensure_bundled(source), "utf-8"), source, ("text", "label"))
-        return _clean(_read_hf(source, config), source, columns)
+        return _clean(read_hf(source, config), source, columns)
     path = resolve(source)
     suffix = path.suffix.lower()
     if not suffix and "/" not in source and "\\" not in source and not path.is_file():
@@ -92,7 +92,7 @@ def read_frame(config: DatasetConfig, resolve: Callable[[str], Path]) -> LoadedF
     readers = {".csv": _read_csv, ".jsonl": _read_jsonl, ".json": _read_jsonl}
     if suffix == ".parquet":
         _no_encoding(config, str(path))
-        return _clean(_read_parquet(_existing(path, source)), str(path), columns)
+        return _clean(read_parquet(_existing(path, source), columns), str(path), columns)
     if suffix not in readers:
         raise DataError(
             f"{path}: unsupported file type {suffix or '(none)'!r}; "
@@ -307,32 +307,6 @@ def _no_single_object(path: Path, content: str) -> None:
             f"{path}: one JSON object (keys: {keys}), not records; expected a JSON array of "
             "objects or JSON Lines (one object per line), each with the text and label fields"
         )
-
-
-def _read_parquet(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_parquet(path)
-    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        raise DataError(f"{path}: cannot read Parquet ({exc})") from None
-
-
-def _read_hf(source: str, config: DatasetConfig) -> pd.DataFrame:
-    name, _, subset = source[3:].partition(":")
-    try:
-        datasets = importlib.import_module("datasets")
-    except ImportError:
-        raise DataError(f"{source}: Hugging Face datasets need `pip install datasets`") from None
-    try:
-        dataset = datasets.load_dataset(name, subset or None, split=config.hf_split)
-        frame: pd.DataFrame = dataset.to_pandas()
-    except Exception as exc:  # any failure of a remote load is the user's to fix (name, network)
-        raise DataError(f"{source}: cannot load Hugging Face dataset {name!r} ({exc})") from None
-    names = getattr(dataset.features.get(config.label_column), "names", None)
-    if names and config.label_column in frame.columns:  # a ClassLabel: ints -> label names
-        frame[config.label_column] = [
-            names[v] if isinstance(v, int) else v for v in frame[config.label_column]
-        ]
-    return frame
 
 
 def _clean(frame: pd.DataFrame, where: str, columns: tuple[str, str]) -> LoadedFrame:
