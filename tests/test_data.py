@@ -762,3 +762,18 @@ def test_a_semicolon_or_tab_csv_whose_later_texts_hold_commas_reads(tmp_path: Pa
         lines = [f"text{delimiter}label"] + [f"{r['text']}{delimiter}{r['label']}" for r in rows]
         path.write_text("\n".join(lines) + "\n")
         assert load_frame(DatasetConfig(source=str(path)), Path).equals(expected), name
+
+
+def test_excels_sep_line_names_the_delimiter(tmp_path: Path) -> None:
+    # Found by QA: a CSV starting with Excel's `sep=;` line (which makes Excel split the
+    # columns) was refused: "no column 'text' (dataset.text_column); columns: 'sep=',
+    # 'Unnamed: 1'".
+    rows = _rows({"a": 3, "b": 2})
+    expected = load_frame(DatasetConfig(source=str(_csv(tmp_path / "d.csv", rows))), Path)
+    path = tmp_path / "excel.csv"
+    lines = ["sep=;", "text;label"] + [f"{r['text']};{r['label']}" for r in rows]
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode("utf-8-sig"))
+    assert load_frame(DatasetConfig(source=str(path)), Path).equals(expected)
+    path.write_text("sep=;\ntext;label\nok;a\nbad;a;b\n")  # a bad line keeps its number
+    message = _error(DatasetConfig(source=str(path)))
+    assert message.startswith(f"{path}: malformed CSV: line 4 has 3 fields"), message

@@ -163,7 +163,10 @@ def _sniffed_delimiter(text: str) -> str | None:
 def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
     # Decoded here, not by pandas: its decoding error gives an offset into a buffer, not the file.
     text = read_text(path, encoding)
-    delimiter = _delimiter(text)
+    excel = re.match(r"sep=(.)(?=\r?\n)", text)  # Excel's `sep=;` line names the delimiter
+    if excel:  # left as a blank line, so every later line keeps its number in messages
+        text = text[excel.end() :]
+    delimiter = excel[1] if excel else _delimiter(text)
     return _aligned(path, text, _parse_csv(path, text, delimiter), delimiter)
 
 
