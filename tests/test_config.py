@@ -182,7 +182,8 @@ def test_numeric_labels_may_be_written_as_numbers(tmp_path: Path) -> None:
 def test_zero_padded_codes_in_labels_are_read_as_written(tmp_path: Path) -> None:
     # Found by QA: the data keeps codes `01` and `010` as written, but YAML read `labels: [01,
     # 010]` as the octal numbers 1 and 8, so the data was refused: "labels not in dataset.labels
-    # ['1', '8']: '01' (20 rows), '010' (20 rows)"; `seed: 010` was seed 8.
+    # ['1', '8']: '01' (20 rows), '010' (20 rows)"; `seed: 010` was seed 8, and a search
+    # space's `batch_size: 016` was 14.
     from harness.data.prepare import prepare_experiment
 
     rows = "\n".join(f"review number {i},{['01', '010', '02'][i % 3]}" for i in range(60))
@@ -196,6 +197,13 @@ def test_zero_padded_codes_in_labels_are_read_as_written(tmp_path: Path) -> None
     assert data.labels == ("01", "010", "02")
     again = load_experiment(str(path), overrides=["dataset.labels=[02, 010, 01]"])
     assert again.config.dataset.labels == ["02", "010", "01"]
+    choices = "{type: categorical, choices: [016, 032]}"
+    (tmp_path / "space.yaml").write_text(
+        f"n_epochs: 02\nlearning_rate_multiplier: 1.0\nbatch_size: {choices}\n"
+    )
+    space = load_search_space(tmp_path / "space.yaml")
+    assert space.fixed == {"n_epochs": 2, "learning_rate_multiplier": 1.0}
+    assert list(space.distributions["batch_size"].choices) == [16, 32]  # type: ignore[attr-defined]
 
 
 def test_a_backend_system_prompt_is_the_one_prepare_writes(tmp_path: Path) -> None:
