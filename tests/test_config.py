@@ -179,6 +179,33 @@ def test_numeric_labels_may_be_written_as_numbers(tmp_path: Path) -> None:
     assert data.labels == ("1", "2", "3") and data.ordinal
 
 
+def test_zero_padded_codes_in_labels_are_read_as_written(tmp_path: Path) -> None:
+    # Found by QA: the data keeps codes `01` and `010` as written, but YAML read `labels: [01,
+    # 010]` as the octal numbers 1 and 8, so the data was refused: "labels not in dataset.labels
+    # ['1', '8']: '01' (20 rows), '010' (20 rows)"; `seed: 010` was seed 8, and a search
+    # space's `batch_size: 016` was 14.
+    from harness.data.prepare import prepare_experiment
+
+    rows = "\n".join(f"review number {i},{['01', '010', '02'][i % 3]}" for i in range(60))
+    (tmp_path / "codes.csv").write_text("text,code\n" + rows + "\n")
+    text = "seed: 010\ndataset:\n  source: codes.csv\n  label_column: code\n"
+    path = _write(tmp_path, text + "  labels: [01, 010, 02]\n" + BASE.split("\n", 2)[2])
+    experiment = load_experiment(str(path))
+    assert experiment.config.dataset.labels == ["01", "010", "02"]
+    assert experiment.config.seed == 10
+    data, _ = prepare_experiment(experiment)
+    assert data.labels == ("01", "010", "02")
+    again = load_experiment(str(path), overrides=["dataset.labels=[02, 010, 01]"])
+    assert again.config.dataset.labels == ["02", "010", "01"]
+    choices = "{type: categorical, choices: [016, 032]}"
+    (tmp_path / "space.yaml").write_text(
+        f"n_epochs: 02\nlearning_rate_multiplier: 1.0\nbatch_size: {choices}\n"
+    )
+    space = load_search_space(tmp_path / "space.yaml")
+    assert space.fixed == {"n_epochs": 2, "learning_rate_multiplier": 1.0}
+    assert list(space.distributions["batch_size"].choices) == [16, 32]  # type: ignore[attr-defined]
+
+
 def test_a_backend_system_prompt_is_the_one_prepare_writes(tmp_path: Path) -> None:
     # Found by QA: `backend.system_prompt` alone (local_lm, format: chat) trained the model on
     # it, while `harness prepare` wrote chat JSONL with the default "Classify the text. ..."
@@ -210,6 +237,20 @@ def test_a_backend_system_prompt_is_the_one_prepare_writes(tmp_path: Path) -> No
         ("study: {n_trials: true}\n", "study.n_trials: expected a number, got true"),
         ("budget_usd: yes\n", "budget_usd: expected a number, got true"),
         ("seed: off\n", "seed: expected a number, got false"),
+        # Found by QA: `labels: [yes, no]`, a natural label set, failed with "dataset.labels.0:
+        # Input should be a valid string" twice: YAML reads unquoted yes / no as booleans.
+        (
+            "dataset: {source: d.csv, labels: [yes, no]}\n",
+            "dataset.labels: YAML reads an unquoted true (written yes, true or on) as a boolean, "
+            "not a label: quote each such label, e.g. labels: ['yes', 'no']",
+        ),
+        # Found by QA: one column named as both read each text as its own label, and the
+        # error blamed the data: "class 'no' has 1 rows after deduplication".
+        (
+            "dataset: {source: d.csv, text_column: label}\n",
+            "dataset.label_column: 'label' is dataset.text_column too: the texts would be their "
+            "own labels; name the column holding the labels",
+        ),
         # hf_split was read only for hf: sources and ignored silently for a file.
         (
             "dataset: {source: d.csv, hf_split: test}\n",

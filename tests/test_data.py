@@ -188,6 +188,36 @@ def test_label_outside_configured_labels_is_rejected(tmp_path: Path) -> None:
     assert str(path) in str(info.value)
 
 
+def test_a_configured_label_in_another_case_than_the_data_is_named(tmp_path: Path) -> None:
+    # Found by QA: `labels: [positive, negative]` over data writing Positive / Negative (or JSON
+    # true / false, read as True / False) listed the data's labels and left the user to spot
+    # that only the case differs.
+    rows = [{"text": f"review {i}", "label": ["Positive", "Negative"][i % 2]} for i in range(30)]
+    path = _csv(tmp_path / "d.csv", rows)
+    with pytest.raises(DataError) as info:
+        _prepare(path, labels=["positive", "negative"])
+    assert str(info.value) == (
+        f"{path}: labels not in dataset.labels ['positive', 'negative']: 'Negative' (15 rows), "
+        "'Positive' (15 rows); 'Negative' is 'negative', 'Positive' is 'positive' but for case: "
+        "write dataset.labels as the data does"
+    )
+
+
+def test_a_class_lost_to_conflicting_labels_says_so(tmp_path: Path) -> None:
+    # Found by QA: every `c` text also appeared labelled `a`, so all four were dropped, and the
+    # error said "class 'c' has 0 rows after deduplication", as if they were duplicates.
+    rows = [{"text": f"review {i}", "label": "ab"[i % 2]} for i in range(30)]
+    rows += [{"text": f"review {2 * i + 1}", "label": "c"} for i in range(4)]
+    path = _csv(tmp_path / "d.csv", rows)
+    with pytest.raises(DataError) as info:
+        _prepare(path, split={"validation": 0.2, "test": 0.2})
+    assert str(info.value) == (
+        f"{path}: class 'c' has 0 rows after deduplication (4 more were dropped: their texts "
+        "also appear with another label); each of train, validation and test needs at least "
+        "one (about 6 rows with validation=0.2, test=0.2)"
+    )
+
+
 def test_one_class_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="one class: 'neg'"):
         _prepare(_csv(tmp_path / "d.csv", _rows({"neg": 40})))
@@ -346,6 +376,31 @@ def test_corrupt_parquet(tmp_path: Path) -> None:
     path = tmp_path / "d.parquet"
     path.write_bytes(b"not parquet at all")
     assert _error(DatasetConfig(source=str(path))).startswith(f"{path}: cannot read Parquet")
+
+
+def test_a_parquet_file_of_binary_columns_reads_as_text(tmp_path: Path) -> None:
+    # Found by QA: Parquet written with binary columns (as Spark writes strings) trained on the
+    # bytes' Python repr, silently: texts "b'caf\\xc3\\xa9 1'", labels "b'a'".
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = [f"caf\u00e9 review {i}" for i in range(12)]
+    labels = ["a", "b"] * 6
+    path = tmp_path / "d.parquet"
+    binary = {"text": [t.encode() for t in texts], "label": [y.encode() for y in labels]}
+    pq.write_table(
+        pa.table(binary, schema=pa.schema({"text": pa.binary(), "label": pa.binary()})), path
+    )
+    frame = load_frame(DatasetConfig(source=str(path)), Path)
+    assert list(frame["text"]) == texts and list(frame["label"]) == labels
+    binary["text"][3] = b"caf\xe9 latin-1"
+    pq.write_table(
+        pa.table(binary, schema=pa.schema({"text": pa.binary(), "label": pa.binary()})), path
+    )
+    assert _error(DatasetConfig(source=str(path))) == (
+        f"{path}: column 'text' holds bytes that are not UTF-8 text (row 4: invalid "
+        "continuation byte)"
+    )
 
 
 @pytest.mark.skipif(importlib.util.find_spec("datasets") is not None, reason="datasets installed")
@@ -681,3 +736,44 @@ def test_a_malformed_csv_row_is_named_by_the_line_an_editor_shows(tmp_path: Path
     path.write_text('text,label\n"two\nlines",a,\nreview 1,b,a note\n')
     message = _error(DatasetConfig(source=str(path)))
     assert message.startswith(f"{path}: line 4 has 3 fields, the header 2"), message
+
+
+def test_a_quote_that_never_closes_is_named_by_its_line(tmp_path: Path) -> None:
+    # Found by QA: "malformed CSV (Error tokenizing data. C error: EOF inside string starting at
+    # row 3)": pandas' record count (blank lines and lines inside a quoted field not counted as
+    # an editor counts them), and no word on what to fix.
+    path = tmp_path / "open.csv"
+    path.write_text('text,label\n"two\nlines",a\n\nok text,b\n"never closed,a\nmore,b\nlast,c\n')
+    message = _error(DatasetConfig(source=str(path)))
+    assert message == (
+        f"{path}: malformed CSV: the quoted field opened on line 6 never closes (a quote "
+        'inside a quoted field is written twice: "")'
+    ), message
+
+
+def test_a_semicolon_or_tab_csv_whose_later_texts_hold_commas_reads(tmp_path: Path) -> None:
+    # Found by QA: a `;` export (Excel's in much of Europe) quotes no commas, so once a text
+    # past the first row held one, the file was refused as "malformed CSV: line 17 has 2
+    # fields, the header 1 (a field holding ',' needs double quotes)".
+    rows = [*_rows({"a": 3, "b": 2}), {"text": "yes, a comma", "label": "a"}]
+    expected = load_frame(DatasetConfig(source=str(_csv(tmp_path / "d.csv", rows))), Path)
+    for name, delimiter in (("semi.csv", ";"), ("tabs.csv", "\t"), ("pipes.csv", "|")):
+        path = tmp_path / name
+        lines = [f"text{delimiter}label"] + [f"{r['text']}{delimiter}{r['label']}" for r in rows]
+        path.write_text("\n".join(lines) + "\n")
+        assert load_frame(DatasetConfig(source=str(path)), Path).equals(expected), name
+
+
+def test_excels_sep_line_names_the_delimiter(tmp_path: Path) -> None:
+    # Found by QA: a CSV starting with Excel's `sep=;` line (which makes Excel split the
+    # columns) was refused: "no column 'text' (dataset.text_column); columns: 'sep=',
+    # 'Unnamed: 1'".
+    rows = _rows({"a": 3, "b": 2})
+    expected = load_frame(DatasetConfig(source=str(_csv(tmp_path / "d.csv", rows))), Path)
+    path = tmp_path / "excel.csv"
+    lines = ["sep=;", "text;label"] + [f"{r['text']};{r['label']}" for r in rows]
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode("utf-8-sig"))
+    assert load_frame(DatasetConfig(source=str(path)), Path).equals(expected)
+    path.write_text("sep=;\ntext;label\nok;a\nbad;a;b\n")  # a bad line keeps its number
+    message = _error(DatasetConfig(source=str(path)))
+    assert message.startswith(f"{path}: malformed CSV: line 4 has 3 fields"), message

@@ -106,3 +106,30 @@ def test_a_utf16_export_is_named_as_utf16_and_reads_with_that_setting(tmp_path: 
     assert "dataset.encoding: utf-16" in str(info.value)
     frame = load_frame(DatasetConfig(source=str(path), encoding="utf-16"), Path)
     assert list(zip(frame["text"], frame["label"], strict=True)) == _LATIN
+
+
+@pytest.mark.parametrize("name", ["tweets.jsonl", "tweets.json"])
+def test_half_an_emoji_escaped_in_json_is_named_by_its_line(tmp_path: Path, name: str) -> None:
+    # Found by QA: a tweet cut at 140 UTF-16 units leaves half an emoji, which JSON escapes as
+    # "\ud83d" and json.loads reads as a lone surrogate: `harness prepare` died in pyarrow with
+    # a traceback ("UnicodeEncodeError: ... surrogates not allowed").
+    rows = [{"text": f"tweet number {i}", "label": "ab"[i % 2]} for i in range(30)]
+    rows[4]["text"] += " \ud83d"
+    path = tmp_path / name
+    if name.endswith(".jsonl"):
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+        where = f"{path}:5: line 5"
+    else:
+        path.write_text(json.dumps(rows, indent=1), encoding="utf-8")
+        where = f"{path}: record 5"
+    with pytest.raises(DataError) as err:
+        load_frame(DatasetConfig(source=str(path)), Path)
+    assert str(err.value) == (
+        f"{where}: field 'text' holds '\\ud83d', half of a UTF-16 surrogate pair (an emoji or "
+        "other character cut in two), which is not text and cannot be written as UTF-8: remove "
+        "it or write the whole character"
+    )
+    experiment = write_experiment(tmp_path, path)
+    out = tmp_path / "out"
+    assert_clean_error(run_cli("prepare", str(experiment), "--out", str(out)), "'\\ud83d'")
+    assert not any(out.iterdir())

@@ -136,3 +136,17 @@ def test_the_confusion_image_title_stays_inside_the_figure() -> None:
     top = pixels[: round(0.1 * pixels.shape[0])]  # above the axes: the title's band
     inked = np.flatnonzero((top < 128).any(axis=(0, 2)))
     assert inked.size and inked.min() > 4 and inked.max() < pixels.shape[1] - 5
+
+
+def test_labels_with_dollar_signs_are_drawn_as_written() -> None:
+    # Found by QA: matplotlib reads text between two `$` as mathtext, so price-level labels
+    # (`$`, `$$`, `$$$`: Yelp's) failed the sweep's artifact drawing with a ParseException, and
+    # `$5-$10` was drawn as the italic formula `5 - 10`, its dollars gone.
+    counts = np.array([[5, 1, 0, 0], [2, 6, 1, 0], [0, 1, 7, 2], [0, 0, 3, 4]])
+    png = confusion_png(counts, ("$", "$$", "$$$", "$$$$"), "t000")
+    assert Image.open(io.BytesIO(png)).format == "PNG"
+    labels = ("under $5", "$5-$10", "over $10")
+    pixels = np.asarray(Image.open(io.BytesIO(confusion_png(counts[:3, :3], labels, "t001"))))
+    # `\$` is matplotlib's own escape for a literal dollar sign.
+    literal = tuple(label.replace("$", r"\$") for label in labels)
+    assert np.array_equal(pixels, _drawn_afresh(counts[:3, :3], literal, "t001"))

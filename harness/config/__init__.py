@@ -54,7 +54,7 @@ class DatasetConfig(Strict):
 
     source: str = Field(min_length=1)
     text_column: str = "text"
-    label_column: str = "label"
+    label_column: str = Field("label", validate_default=True)  # checked against text_column
     labels: list[str] | None = None
     max_rows: int | None = Field(None, ge=10)
     hf_split: str = "train"
@@ -74,6 +74,16 @@ class DatasetConfig(Strict):
             raise ValueError(f"unknown encoding {value!r} (e.g. utf-8, latin-1, cp1252)") from None
         if not getattr(info, "_is_text_encoding", True):  # base64, zlib: bytes to bytes
             raise ValueError(f"{value!r} is not a text encoding (e.g. utf-8, latin-1, cp1252)")
+        return value
+
+    @field_validator("label_column")
+    @classmethod
+    def _label_is_not_text(cls, value: str, info: ValidationInfo) -> str:
+        if value == info.data.get("text_column"):  # declared first, so validated first
+            raise ValueError(
+                f"{value!r} is dataset.text_column too: the texts would be their own labels; "
+                "name the column holding the labels"
+            )
         return value
 
     @field_validator("hf_split")
@@ -111,7 +121,13 @@ class DatasetConfig(Strict):
 
 
 def _number_label(value: Any) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool):  # `labels: [yes, no]`: YAML 1.1 booleans, never meant as such
+        spelt = "yes, true or on" if value else "no, false or off"
+        raise ValueError(
+            f"YAML reads an unquoted {str(value).lower()} (written {spelt}) as a boolean, not a "
+            "label: quote each such label, e.g. labels: ['yes', 'no']"
+        )
+    if not isinstance(value, int | float):
         return value
     return str(int(value)) if float(value).is_integer() else str(value)
 

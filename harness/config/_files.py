@@ -4,6 +4,7 @@ line, or the override as given; `harness.config` validates what these return.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,31 @@ class _UniqueKeys(yaml.SafeLoader):
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
-        for key_node, _ in node.value:
+        for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=True)
             if isinstance(key, str | int | float | bool) and key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} is given twice in one mapping", key_node.start_mark
                 )
             seen.add(key)
+            if key == "labels" and isinstance(value_node, yaml.SequenceNode):
+                for item in value_node.value:  # `labels: [01, 010]`: codes, kept as the data has
+                    if item.tag == _INT and _ZERO_PADDED.fullmatch(str(item.value)):
+                        item.tag = "tag:yaml.org,2002:str"
         return super().construct_mapping(node, deep=deep)
+
+    def construct_decimal(self, node: yaml.ScalarNode) -> Any:
+        """`010` is 10: YAML 1.1 reads a leading zero as octal (8), which no config means
+        (`batch_size: 016` was 14)."""
+        value = self.construct_scalar(node)
+        if isinstance(value, str) and _ZERO_PADDED.fullmatch(value):
+            return int(value.replace("_", ""), 10)
+        return self.construct_yaml_int(node)
+
+
+_INT = "tag:yaml.org,2002:int"
+_ZERO_PADDED = re.compile(r"[-+]?0[0-9_]+")
+_UniqueKeys.add_constructor(_INT, _UniqueKeys.construct_decimal)
 
 
 def read_yaml(path: Path) -> Any:
@@ -77,10 +95,20 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 raise ConfigError(f"--set {item!r}: {part} is not a section")
             node = child
         try:
-            node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+            node[parts[-1]] = _parse_value(parts[-1], value)
         except yaml.YAMLError:
             node[parts[-1]] = value
     return result
+
+
+def _parse_value(key: str, value: str) -> Any:
+    """A `--set` value as YAML, read as the same value in a file would be (`labels` keeps its
+    zero-padded codes)."""
+    if not value.strip():
+        return None
+    if key == "labels":
+        return yaml.load(f"labels: {value}", Loader=_UniqueKeys)["labels"]
+    return yaml.load(value, Loader=_UniqueKeys)
 
 
 def _key_parts(key: str, item: str) -> list[str]:

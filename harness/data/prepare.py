@@ -74,14 +74,14 @@ def prepare_data(
         sample = _Sample(config.max_rows, Counter(row_labels))
         keep = _stratified_indices(row_labels, config.max_rows, seed)
         texts, row_labels = [texts[i] for i in keep], [row_labels[i] for i in keep]
-    _check_classes(Counter(row_labels), labels, config.split, loaded.where, sample)
+    _check_classes(Counter(row_labels), labels, config.split, loaded.where, sample, conflicts)
     splits = _split(texts, row_labels, config.split, seed, loaded.where)
     _check_split(splits, labels, config.split, loaded.where, sample)
     ordinal = _ordinal(config, labels, loaded.where)
     data = PreparedData(
         *splits, labels=labels, digest=_digest(labels, splits), ordinal=ordinal, name=name
     )
-    report = _report(loaded, data, duplicates, conflicts, after_dedupe)
+    report = _report(loaded, data, duplicates, conflicts.total(), after_dedupe)
     return data, report.with_tokens(data, count_tokens) if count_tokens else report
 
 
@@ -90,16 +90,17 @@ def normalise_text(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).split())
 
 
-def _dedupe(frame: pd.DataFrame) -> tuple[list[str], list[str], int, int]:
-    """Keep the first copy of each text (case-insensitive); drop all copies of conflicting ones."""
+def _dedupe(frame: pd.DataFrame) -> tuple[list[str], list[str], int, Counter[str]]:
+    """Keep the first copy of each text (case-insensitive); drop all copies of conflicting ones,
+    counted by their labels."""
     groups: dict[str, list[tuple[str, str]]] = {}
     for text, label in zip(frame["text"], frame["label"], strict=True):
         normal = normalise_text(text)
         groups.setdefault(normal.casefold(), []).append((normal, label))
-    texts, labels, duplicates, conflicts = [], [], 0, 0
+    texts, labels, duplicates, conflicts = [], [], 0, Counter[str]()
     for rows in groups.values():
         if len({label for _, label in rows}) > 1:
-            conflicts += len(rows)
+            conflicts.update(label for _, label in rows)
             continue
         texts.append(rows[0][0])
         labels.append(rows[0][1])
@@ -120,6 +121,12 @@ def _label_set(present: list[str], configured: list[str] | None, where: str) -> 
     extra = {label: n for label, n in counts.items() if label not in wanted}
     if extra:
         listed = ", ".join(f"{label!r} ({n} rows)" for label, n in sorted(extra.items()))
+        folded = {label.casefold(): label for label in wanted}
+        cased = [
+            f"{x!r} is {folded[x.casefold()]!r}" for x in sorted(extra) if x.casefold() in folded
+        ]
+        if cased:  # `positive` for the data's `Positive`: one class, typed two ways
+            listed += f"; {', '.join(cased)} but for case: write dataset.labels as the data does"
         raise DataError(f"{where}: labels not in dataset.labels {wanted}: {listed}")
     return tuple(wanted)
 
@@ -174,20 +181,29 @@ def _check_classes(
     split: SplitConfig,
     where: str,
     sample: _Sample | None = None,
+    conflicts: Counter[str] | None = None,
 ) -> None:
     if len(labels) < 2:
         only = f"one class: {labels[0]!r}" if labels else "no classes"
         raise DataError(f"{where}: {only}; a classifier needs at least two")
     for label in labels:
         if counts[label] < 3:
-            raise DataError(_too_few(where, label, counts[label], split, sample))
+            lost = conflicts[label] if conflicts else 0
+            raise DataError(_too_few(where, label, counts[label], split, sample, lost))
 
 
 def _too_few(
-    where: str, label: str, count: int, split: SplitConfig, sample: _Sample | None = None
+    where: str,
+    label: str,
+    count: int,
+    split: SplitConfig,
+    sample: _Sample | None = None,
+    conflicted: int = 0,
 ) -> str:
     needed = max(3, math.ceil(1 / min(split.validation, split.test)) + 1)
     found = f"{count} rows after deduplication"
+    if conflicted:  # not duplicates: say why they went
+        found += f" ({conflicted} more were dropped: their texts also appear with another label)"
     hint = ""
     if sample is not None:  # the sample, not the data, is short of rows: say so
         found = (

@@ -3,7 +3,7 @@
 `read_frame` turns any source into a frame of `text` and `label` strings, dropping (and counting)
 rows without both; `harness.data.prepare` does everything after that. Every problem a user can
 fix raises `DataError` naming the file, column or line. Bundled datasets live in
-`harness.data.bundled`.
+`harness.data.bundled`, Parquet and Hugging Face readers in `harness.data.columnar`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import codecs
 import csv
 import difflib
-import importlib
 import io
 import json
 import re
@@ -28,6 +27,7 @@ import pandas as pd
 
 from harness.config import DatasetConfig
 from harness.data.bundled import BUNDLED, ensure_bundled
+from harness.data.columnar import read_hf, read_parquet
 from harness.errors import DataError
 
 _ACCEPTED = (
@@ -37,6 +37,7 @@ _ACCEPTED = (
 _DECIMAL_INT = re.compile(r"[+-]?\d+(\.0*)?")
 _DECIMAL = re.compile(r"[+-]?\d+\.\d+")
 _CODE = re.compile(r"0\d+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 # --- reading any source --------------------------------------------------------------------
@@ -80,7 +81,7 @@ def read_frame(config: DatasetConfig, resolve: Callable[[str], Path]) -> LoadedF
         _no_encoding(config, source)
         if source in BUNDLED:
             return _clean(_read_csv(ensure_bundled(source), "utf-8"), source, ("text", "label"))
-        return _clean(_read_hf(source, config), source, columns)
+        return _clean(read_hf(source, config), source, columns)
     path = resolve(source)
     suffix = path.suffix.lower()
     if not suffix and "/" not in source and "\\" not in source and not path.is_file():
@@ -91,7 +92,7 @@ def read_frame(config: DatasetConfig, resolve: Callable[[str], Path]) -> LoadedF
     readers = {".csv": _read_csv, ".jsonl": _read_jsonl, ".json": _read_jsonl}
     if suffix == ".parquet":
         _no_encoding(config, str(path))
-        return _clean(_read_parquet(_existing(path, source)), str(path), columns)
+        return _clean(read_parquet(_existing(path, source), columns), str(path), columns)
     if suffix not in readers:
         raise DataError(
             f"{path}: unsupported file type {suffix or '(none)'!r}; "
@@ -162,14 +163,22 @@ def _sniffed_delimiter(text: str) -> str | None:
 def _read_csv(path: Path, encoding: str) -> pd.DataFrame:
     # Decoded here, not by pandas: its decoding error gives an offset into a buffer, not the file.
     text = read_text(path, encoding)
-    delimiter = ","
-    frame = _parse_csv(path, text, delimiter)
-    if len(frame.columns) == 1:
-        # A spreadsheet exported with `;` (or tabs) reads as one column: try its own delimiter.
-        delimiter = _sniffed_delimiter(text) or delimiter
-        if delimiter != ",":
-            frame = _parse_csv(path, text, delimiter)
-    return _aligned(path, text, frame, delimiter)
+    excel = re.match(r"sep=(.)(?=\r?\n)", text)  # Excel's `sep=;` line names the delimiter
+    if excel:  # left as a blank line, so every later line keeps its number in messages
+        text = text[excel.end() :]
+    delimiter = excel[1] if excel else _delimiter(text)
+    return _aligned(path, text, _parse_csv(path, text, delimiter), delimiter)
+
+
+def _delimiter(text: str) -> str:
+    """`,` unless the header row has none: a spreadsheet exported with `;` (or tabs) then, whose
+    delimiter is read from the header, before any row is parsed: a text holding a comma (which
+    such an export does not quote) would otherwise make its row look malformed."""
+    header = re.split(r"\r\n|\r|\n", text, maxsplit=1)[0]
+    if len(next(csv.reader([header]), [])) > 1:  # `"a;b",c` is comma-separated, `"a,b";c` not
+        return ","
+    found = max(";\t|", key=header.count)
+    return found if header.count(found) else _sniffed_delimiter(text) or ","
 
 
 def _parse_csv(path: Path, text: str, delimiter: str, **options: Any) -> pd.DataFrame:
@@ -186,6 +195,13 @@ def _parse_csv(path: Path, text: str, delimiter: str, **options: Any) -> pd.Data
             raise DataError(
                 f"{path}: malformed CSV: line {line} has {found[3]} fields, the header "
                 f"{found[1]} (a field holding {delimiter!r} needs double quotes)"
+            ) from None
+        opened = re.search(r"EOF inside string starting at row (\d+)", str(exc))
+        line = opened and _record_line(text, delimiter, int(opened[1]) + 1)
+        if line:  # pandas' row: 0-based records, the header and blank lines counted
+            raise DataError(
+                f"{path}: malformed CSV: the quoted field opened on line {line} never closes (a "
+                'quote inside a quoted field is written twice: "")'
             ) from None
         raise DataError(f"{path}: malformed CSV ({str(exc).strip()})") from None
 
@@ -241,6 +257,8 @@ def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
             raise DataError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
         if not all(isinstance(record, dict) for record in records):
             raise DataError(f"{path}: expected a JSON array of objects")
+        for number, record in enumerate(records, start=1):
+            _whole_characters(record, f"{path}: record {number}")
         return pd.DataFrame.from_records(records)
     if path.suffix.lower() == ".json" and "\n" in content.strip():
         _no_single_object(path, content)
@@ -259,11 +277,25 @@ def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
         if not isinstance(record, dict):
             kind = type(record).__name__
             raise DataError(f"{path}:{number}: line {number} is a JSON {kind}, expected an object")
+        _whole_characters(record, f"{path}:{number}: line {number}")
         rows.append(record)
         numbers.append(number)
     frame = pd.DataFrame.from_records(rows)
     frame.attrs["line_numbers"] = numbers  # so a bad value is named by its line
     return frame
+
+
+def _whole_characters(record: dict[str, Any], where: str) -> None:
+    """JSON can escape half a UTF-16 pair (`"\\ud83d"`: a tweet cut inside an emoji); Python
+    reads it as a lone surrogate, which no UTF-8 file, digest or API request can hold."""
+    for key, value in record.items():
+        half = _SURROGATE.search(value) if isinstance(value, str) else None
+        if half:
+            raise DataError(
+                f"{where}: field {str(key)!r} holds {half[0]!a}, half of a UTF-16 "
+                "surrogate pair (an emoji or other character cut in two), which is not text and "
+                "cannot be written as UTF-8: remove it or write the whole character"
+            )
 
 
 def _no_single_object(path: Path, content: str) -> None:
@@ -278,32 +310,6 @@ def _no_single_object(path: Path, content: str) -> None:
             f"{path}: one JSON object (keys: {keys}), not records; expected a JSON array of "
             "objects or JSON Lines (one object per line), each with the text and label fields"
         )
-
-
-def _read_parquet(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_parquet(path)
-    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        raise DataError(f"{path}: cannot read Parquet ({exc})") from None
-
-
-def _read_hf(source: str, config: DatasetConfig) -> pd.DataFrame:
-    name, _, subset = source[3:].partition(":")
-    try:
-        datasets = importlib.import_module("datasets")
-    except ImportError:
-        raise DataError(f"{source}: Hugging Face datasets need `pip install datasets`") from None
-    try:
-        dataset = datasets.load_dataset(name, subset or None, split=config.hf_split)
-        frame: pd.DataFrame = dataset.to_pandas()
-    except Exception as exc:  # any failure of a remote load is the user's to fix (name, network)
-        raise DataError(f"{source}: cannot load Hugging Face dataset {name!r} ({exc})") from None
-    names = getattr(dataset.features.get(config.label_column), "names", None)
-    if names and config.label_column in frame.columns:  # a ClassLabel: ints -> label names
-        frame[config.label_column] = [
-            names[v] if isinstance(v, int) else v for v in frame[config.label_column]
-        ]
-    return frame
 
 
 def _clean(frame: pd.DataFrame, where: str, columns: tuple[str, str]) -> LoadedFrame:

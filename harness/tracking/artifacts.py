@@ -98,15 +98,25 @@ class _ConfusionCanvas:
         ax = self.axes = self.figure.add_subplot()
         self.image = ax.imshow(np.zeros((n, n)), cmap="Blues", animated=True)
         ticks = range(n)
-        ax.set_xticks(ticks, labels, rotation=45, ha="right")
-        ax.set_yticks(ticks, labels)
+        # Labels are the user's data, drawn as written: matplotlib would read text between two
+        # `$` as a formula (`$5-$10` drawn `5 - 10`; `$$` a parse error).
+        ax.set_xticks(ticks, labels, rotation=45, ha="right", parse_math=False)
+        ax.set_yticks(ticks, labels, parse_math=False)
         ax.set_xlabel("Predicted label")
         ax.set_ylabel("True label")
         # The run name, centred on the figure and wrapped to its width: over the axes alone
         # (`set_title`), a name like `t003 ep=1 lr=1.37 bs=16 n=400 all-MiniLM-L6-v2` ran off
         # the right edge of a two-label figure.
         self.title = self.figure.text(
-            0.5, 0.985, "", ha="center", va="top", fontsize=9, wrap=True, animated=True
+            0.5,
+            0.985,
+            "",
+            ha="center",
+            va="top",
+            fontsize=9,
+            wrap=True,
+            animated=True,
+            parse_math=False,
         )
         self.numbers = {
             (row, column): ax.text(column, row, "", ha="center", va="center", animated=True)
