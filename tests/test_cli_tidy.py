@@ -543,6 +543,27 @@ def test_studies_calls_a_trial_the_budget_skipped_skipped_as_trials_does(made: P
     assert "1 skipped" in text and "queued/pruned" not in text, text
 
 
+def test_studies_calls_a_queued_retry_waiting_as_trials_does(made: Path) -> None:
+    # Found by walking a killed sweep: the next sweep failed the killed trial and queued its
+    # parameters again; `trials` said "waiting", `studies` said "1 queued/pruned", which could be
+    # a trial pruned for good as well as one about to run.
+    for state in (TrialState.WAITING, TrialState.PRUNED):
+        _study().add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                params={"n_epochs": 3, "learning_rate_multiplier": 7.0},
+                distributions=DISTRIBUTIONS,
+                values=None if state == TrialState.WAITING else [0.5, 0.01],
+            )
+        )
+    states = [r["state"] for r in json.loads(run_cli("trials", STUDY, "--json").stdout)]
+    row = next(r for r in json.loads(run_cli("studies", "--json").stdout) if r["name"] == STUDY)
+    assert row["waiting"] == states.count("waiting") == 1
+    assert row["pruned"] == states.count("pruned") == 1
+    text = run_cli("studies").stdout
+    assert "1 waiting" in text and "1 pruned" in text and "queued" not in text, text
+
+
 def test_a_trial_whose_worker_was_killed_reads_killed_not_running(made: Path) -> None:
     # Found by walking a sweep: after `kill -9` of `harness sweep` mid-trial, `trials` and
     # `studies` went on saying "running" for a trial nothing ran, until the next sweep.
