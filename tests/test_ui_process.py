@@ -349,3 +349,32 @@ def test_dashboard_on_postgres_never_shows_the_password_and_stops_on_ctrl_c(
     assert code == 0, err
     assert not any(_alive(pid) for pid in children) and _port_is_free(port)
     assert err.strip() == "optuna-dashboard stopped.", err
+
+
+def test_dashboard_says_a_study_ran_on_a_test_server_as_trials_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found walking a sweep against the fake OpenAI server: `trials` titled it "(synthetic:
+    # test server)", `studies` said so too, while `harness dashboard` pointed at "study ...:
+    # Pareto front, history, importance" as at any real study, and the dashboard shows nothing
+    # that says its figures prove the plumbing only.
+    from harness.cli import _serve
+    from harness.tracking.record import SYNTHETIC_TAG, journal_key
+
+    path = write_experiment(tmp_path, write_csv(tmp_path / "r.csv", review_rows(5)))
+    experiment = load_experiment(str(path))
+    handle = open_study(
+        experiment, load_search_space(experiment.resolve_path(experiment.config.search_space))
+    )
+    monkeypatch.setattr(_serve, "serve", lambda server, ready: ready())  # no server: its lines
+
+    def link_line() -> str:
+        result = run_cli("dashboard", str(path), "--port", str(free_port()))
+        assert result.exit_code == 0, result.output
+        return next(line for line in result.stdout.splitlines() if "study tiny" in line)
+
+    assert "synthetic" not in link_line()
+    synthetic = {journal_key(SYNTHETIC_TAG): "true"}
+    handle.study.add_trial(optuna.trial.create_trial(values=[0.5, 0.01], user_attrs=synthetic))
+    assert "study tiny (synthetic: test server): Pareto front" in link_line()
+    assert "synthetic" in run_cli("trials", str(path)).stdout.splitlines()[0]

@@ -185,7 +185,8 @@ def dashboard(
 
 
 def _dashboard_target(experiment: str | None, set_: list[str] | None) -> tuple[str, str, str]:
-    """(storage URL, page to open, study name or "") for `harness dashboard`.
+    """(storage URL, page to open, study name or "") for `harness dashboard`; the name of a
+    study that ran on a test server says so, as `harness trials` does.
 
     With an experiment, its study must exist (a clear error otherwise). Objectives get names
     (`valid_accuracy`, `cost_usd`) where a harness study has none, so the dashboard labels its
@@ -196,6 +197,7 @@ def _dashboard_target(experiment: str | None, set_: list[str] | None) -> tuple[s
     from harness.locations import with_driver
     from harness.sweep.storage import name_objectives
     from harness.sweep.study import load_existing_study
+    from harness.tracking.journal import ran_on_a_test_server
     from harness.tracking.store import absolute_sqlite, sqlite_path
 
     if experiment is None:
@@ -212,7 +214,9 @@ def _dashboard_target(experiment: str | None, set_: list[str] | None) -> tuple[s
     study = load_existing_study(exp)
     name_objectives(study)
     url = with_driver(absolute_sqlite(exp.config.study.storage))
-    return url, f"/dashboard/studies/{study._study_id}", exp.study_name
+    synthetic = ran_on_a_test_server(study.get_trials(deepcopy=False))
+    shown = exp.study_name + (" (synthetic: test server)" if synthetic else "")
+    return url, f"/dashboard/studies/{study._study_id}", shown
 
 
 def name_harness_objectives(url: str) -> None:
