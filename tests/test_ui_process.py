@@ -378,3 +378,14 @@ def test_dashboard_says_a_study_ran_on_a_test_server_as_trials_does(
     handle.study.add_trial(optuna.trial.create_trial(values=[0.5, 0.01], user_attrs=synthetic))
     assert "study tiny (synthetic: test server): Pareto front" in link_line()
     assert "synthetic" in run_cli("trials", str(path)).stdout.splitlines()[0]
+
+
+def test_the_charts_parallel_coordinates_show_the_training_set_size() -> None:
+    # Found walking the demo's charts: its search space samples four hyperparameters (the
+    # training-set size is what its fidelity sampler climbs), and the parallel-coordinates chart
+    # showed three of them: what bought accuracy there could not be seen.
+    from harness.tracking.views import trials_view_state
+
+    (parallel,) = [c for c in trials_view_state()["compareRunCharts"] if c["type"] == "PARALLEL"]
+    demo = load_search_space(Path(__file__).parents[1] / "search_spaces" / "demo.yaml")
+    assert set(demo.distributions) <= set(parallel["selectedParams"]), parallel
