@@ -157,6 +157,35 @@ def test_the_trials_table_fits_80_columns_without_cutting_a_number(made: Path) -
     assert starred == pareto_numbers(study) and len([r for r in rows if r]) == len(study.trials)
 
 
+def test_a_one_objective_study_stars_its_best_trial_not_a_pareto_front(
+    tmp_path: Path, tiny_csv: Path
+) -> None:
+    # Found walking a study made with `objectives: [accuracy]`: `trials` starred its best trial
+    # under "* = Pareto front" and a legend "Pareto front of validation accuracy against cost",
+    # a front the study never had (its one objective is accuracy; optuna-dashboard shows a best
+    # trial).
+    study = {"n_trials": 2, "sampler": {"kind": "random"}, "objectives": ["accuracy"]}
+    path = write_experiment(tmp_path, tiny_csv, space=SPACE, study=study)
+    experiment = load_experiment(str(path))
+    space = load_search_space(experiment.resolve_path(experiment.config.search_space))
+    made = open_study(experiment, space).study
+    for number, done in enumerate(FINISHED[:3]):
+        params = {"n_epochs": done.n_epochs, "learning_rate_multiplier": done.lr}
+        made.add_trial(
+            optuna.trial.create_trial(
+                values=[done.valid],
+                params=params,
+                distributions=DISTRIBUTIONS,
+                user_attrs=_attrs(done, number),
+            )
+        )
+    text = run_cli("trials", str(path)).stdout
+    assert "Pareto" not in text, text
+    assert "* = best validation accuracy" in text.splitlines()[0], text
+    starred = [line.split()[0] for line in text.splitlines() if re.match(r"\s*\d+\*", line)]
+    assert starred == [f"{made.best_trial.number}*"], text
+
+
 def test_a_wider_terminal_gets_every_column(made: Path) -> None:
     wide = _render(_study(), 120)
     header = next(line for line in wide.splitlines() if line.lstrip().startswith("#"))
