@@ -139,9 +139,33 @@ def _remote_ui(uri: str) -> None:
 
     base = uri.rstrip("/")
     console.print(f"MLflow UI: {redact_text(base)}  (the tracking server's own)", soft_wrap=True)
+    if (down := _unreachable(uri)) is not None:
+        # MLflow's own request error, cut to fit, ended before its reason ("... Failed ").
+        err_console.print(
+            f"warning: the tracking server {redact_text(base)} does not answer ({down}): "
+            "no saved view; start it and run `harness ui` again",
+            markup=False,
+            highlight=False,
+        )
+        return
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # say so now if it is down
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     _print_links(_view_links(uri, base))
+
+
+def _unreachable(uri: str) -> str | None:
+    """Why nothing accepts a connection at the tracking server's address; None if something
+    does (whether it is an MLflow server, its API says)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=10):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
 
 
 @app.command()
