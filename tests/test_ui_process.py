@@ -389,3 +389,36 @@ def test_the_charts_parallel_coordinates_show_the_training_set_size() -> None:
     (parallel,) = [c for c in trials_view_state()["compareRunCharts"] if c["type"] == "PARALLEL"]
     demo = load_search_space(Path(__file__).parents[1] / "search_spaces" / "demo.yaml")
     assert set(demo.distributions) <= set(parallel["selectedParams"]), parallel
+
+
+def test_dashboard_says_which_trials_it_shows_running_were_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found walking a sweep killed with SIGKILL: `trials` and `studies` said "killed", while
+    # optuna-dashboard (reading the storage, as it must) showed the trial Running, with nothing
+    # to say it is not, until the next sweep fails it.
+    from harness.cli import _serve
+    from harness.sweep.storage import worker_host
+    from harness.tracking.record import worker_attrs
+
+    path = write_experiment(tmp_path, write_csv(tmp_path / "r.csv", review_rows(5)))
+    experiment = load_experiment(str(path))
+    handle = open_study(
+        experiment, load_search_space(experiment.resolve_path(experiment.config.search_space))
+    )
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = handle.study.add_trial  # a RUNNING trial of a live worker stays unmentioned
+    for pid in (dead.pid, os.getpid()):
+        alive(
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState.RUNNING,
+                user_attrs=worker_attrs(worker_host(), pid),
+            )
+        )
+    monkeypatch.setattr(_serve, "serve", lambda server, ready: ready())  # no server: its lines
+    for args in (["dashboard", str(path)], ["dashboard"]):
+        result = run_cli(*args, "--port", str(free_port()))
+        assert result.exit_code == 0, result.output
+        assert "study tiny: trial 0 shows Running there, but its worker is gone" in result.stdout
+        assert "trial 1" not in result.stdout, result.stdout

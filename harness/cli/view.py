@@ -192,6 +192,7 @@ def dashboard(
 
     check_port(port)
     url, page, study = _dashboard_target(experiment, set_)
+    label, notes = _unseen_there(url, study or None)
     command = [sys.executable, "-m", "harness.cli._dashboard_server", str(port)]
     # The URL travels in the environment, never in the arguments, which `ps` shows everyone.
     env = {**os.environ, STORAGE_ENV: url}
@@ -201,16 +202,17 @@ def dashboard(
 
     def ready() -> None:
         console.print(f"optuna-dashboard at {server.base_url}  (Ctrl-C to stop)", soft_wrap=True)
-        what = f"study {study}: Pareto front, history, importance" if study else "the studies"
+        what = f"study {label}: Pareto front, history, importance" if study else "the studies"
         console.print(f"  {what}: {server.base_url}{page}", soft_wrap=True, markup=False)
+        for note in notes:
+            console.print(f"  {note}", soft_wrap=True, markup=False, highlight=False)
 
     serve(server, ready)
     err_console.print("optuna-dashboard stopped.")
 
 
 def _dashboard_target(experiment: str | None, set_: list[str] | None) -> tuple[str, str, str]:
-    """(storage URL, page to open, study name or "") for `harness dashboard`; the name of a
-    study that ran on a test server says so, as `harness trials` does.
+    """(storage URL, page to open, study name or "") for `harness dashboard`.
 
     With an experiment, its study must exist (a clear error otherwise). Objectives get names
     (`valid_accuracy`, `cost_usd`) where a harness study has none, so the dashboard labels its
@@ -221,7 +223,6 @@ def _dashboard_target(experiment: str | None, set_: list[str] | None) -> tuple[s
     from harness.locations import with_driver
     from harness.sweep.storage import name_objectives
     from harness.sweep.study import load_existing_study
-    from harness.tracking.journal import ran_on_a_test_server
     from harness.tracking.store import absolute_sqlite, sqlite_path
 
     if experiment is None:
@@ -238,9 +239,7 @@ def _dashboard_target(experiment: str | None, set_: list[str] | None) -> tuple[s
     study = load_existing_study(exp)
     name_objectives(study)
     url = with_driver(absolute_sqlite(exp.config.study.storage))
-    synthetic = ran_on_a_test_server(study.get_trials(deepcopy=False))
-    shown = exp.study_name + (" (synthetic: test server)" if synthetic else "")
-    return url, f"/dashboard/studies/{study._study_id}", shown
+    return url, f"/dashboard/studies/{study._study_id}", exp.study_name
 
 
 def name_harness_objectives(url: str) -> None:
@@ -256,3 +255,34 @@ def name_harness_objectives(url: str) -> None:
     for summary in storage.get_all_studies():
         if EXPERIMENT_YAML in summary.user_attrs:
             name_objectives(optuna.load_study(study_name=summary.study_name, storage=storage))
+
+
+def _unseen_there(url: str, name: str | None) -> tuple[str, list[str]]:
+    """What the dashboard's pages do not say that `harness trials` does: the named study's label
+    (`(synthetic: test server)` where a test server ran it), and a line per harness study (the
+    named one alone, if any) whose trials it shows Running have a worker on this machine that
+    is gone (`killed`: the next `harness sweep` fails them and runs them again)."""
+    import optuna
+
+    from harness.cli.common import open_storage
+    from harness.sweep.study import worker_gone
+    from harness.tracking.journal import ran_on_a_test_server
+    from harness.tracking.record import EXPERIMENT_YAML
+
+    storage = open_storage(url)
+    label, notes = name or "", []
+    for summary in storage.get_all_studies():
+        if summary.study_name != name and (name or EXPERIMENT_YAML not in summary.user_attrs):
+            continue
+        trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
+        if summary.study_name == name and ran_on_a_test_server(trials):
+            label += " (synthetic: test server)"
+        if gone := [str(t.number) for t in trials if worker_gone(t)]:
+            one = len(gone) == 1
+            notes.append(
+                f"study {summary.study_name}: {'trial' if one else 'trials'} {', '.join(gone)} "
+                f"{'shows' if one else 'show'} Running there, but "
+                f"{'its worker is' if one else 'their workers are'} gone (`harness trials`: "
+                "killed); the next `harness sweep` fails and runs again what it ran"
+            )
+    return label, notes
