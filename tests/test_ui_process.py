@@ -391,12 +391,12 @@ def test_the_charts_parallel_coordinates_show_the_training_set_size() -> None:
     assert set(demo.distributions) <= set(parallel["selectedParams"]), parallel
 
 
-def test_dashboard_says_which_trials_it_shows_running_were_killed(
+def test_dashboard_and_ui_say_which_trials_they_show_running_were_killed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Found walking a sweep killed with SIGKILL: `trials` and `studies` said "killed", while
     # optuna-dashboard (reading the storage, as it must) showed the trial Running, with nothing
-    # to say it is not, until the next sweep fails it.
+    # to say it is not, until the next sweep fails it; so did the MLflow UI, its run RUNNING.
     from harness.cli import _serve
     from harness.sweep.storage import worker_host
     from harness.tracking.record import worker_attrs
@@ -417,7 +417,9 @@ def test_dashboard_says_which_trials_it_shows_running_were_killed(
             )
         )
     monkeypatch.setattr(_serve, "serve", lambda server, ready: ready())  # no server: its lines
-    for args in (["dashboard", str(path)], ["dashboard"]):
+    # The MLflow UI shows the trial's run RUNNING too, until the next sweep closes it KILLED.
+    ensure_sqlite_store(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    for args in (["dashboard", str(path)], ["dashboard"], ["ui"], ["ui", "--experiment", "tiny"]):
         result = run_cli(*args, "--port", str(free_port()))
         assert result.exit_code == 0, result.output
         assert "study tiny: trial 0 shows Running there, but its worker is gone" in result.stdout

@@ -58,7 +58,8 @@ def ui(
     from harness.locations import redact_text
     from harness.tracking.store import is_remote, sqlite_path, tracking_uri
 
-    uri = tracking_uri(load_target(experiment, set_) if experiment else None)
+    target = load_target(experiment, set_) if experiment else None
+    uri = tracking_uri(target)
     if is_remote(uri):
         _remote_ui(uri)
         return
@@ -71,14 +72,36 @@ def ui(
         )
     server = Server("MLflow UI", _mlflow_command(port), port, "/health", _mlflow_env(uri))
     links = _view_links(uri, server.base_url)
+    notes = _killed_runs(target)
     console.print(f"Starting the MLflow UI for {redact_text(uri)} ...", soft_wrap=True)
 
     def ready() -> None:
         console.print(f"MLflow UI at {server.base_url}  (Ctrl-C to stop)", soft_wrap=True)
         _print_links(links)
+        for note in notes:
+            console.print(f"  {note}", soft_wrap=True, markup=False, highlight=False)
 
     serve(server, ready)
     err_console.print("MLflow UI stopped.")
+
+
+def _killed_runs(target: Any) -> list[str]:
+    """Trials whose runs the MLflow UI shows RUNNING, their worker on this machine gone (as
+    `harness dashboard` names them), from the SQLite study storage of the experiment `target`,
+    or the project's default one where it exists. A storage that cannot be read adds nothing:
+    the UI is still worth opening."""
+    from harness.config import DEFAULT_STORAGE
+    from harness.locations import with_driver
+    from harness.tracking.store import absolute_sqlite, sqlite_path
+
+    url = with_driver(absolute_sqlite(target.config.study.storage if target else DEFAULT_STORAGE))
+    db = sqlite_path(url)
+    if db is None or not db.is_file():  # a database server: the UI never waits on it
+        return []
+    try:
+        return _unseen_there(url, None)[1]
+    except Exception:  # an unreachable or foreign storage: nothing to say about it
+        return []
 
 
 def _mlflow_command(port: int) -> list[str]:
