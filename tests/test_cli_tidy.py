@@ -157,6 +157,35 @@ def test_the_trials_table_fits_80_columns_without_cutting_a_number(made: Path) -
     assert starred == pareto_numbers(study) and len([r for r in rows if r]) == len(study.trials)
 
 
+def test_a_one_objective_study_stars_its_best_trial_not_a_pareto_front(
+    tmp_path: Path, tiny_csv: Path
+) -> None:
+    # Found walking a study made with `objectives: [accuracy]`: `trials` starred its best trial
+    # under "* = Pareto front" and a legend "Pareto front of validation accuracy against cost",
+    # a front the study never had (its one objective is accuracy; optuna-dashboard shows a best
+    # trial).
+    study = {"n_trials": 2, "sampler": {"kind": "random"}, "objectives": ["accuracy"]}
+    path = write_experiment(tmp_path, tiny_csv, space=SPACE, study=study)
+    experiment = load_experiment(str(path))
+    space = load_search_space(experiment.resolve_path(experiment.config.search_space))
+    made = open_study(experiment, space).study
+    for number, done in enumerate(FINISHED[:3]):
+        params = {"n_epochs": done.n_epochs, "learning_rate_multiplier": done.lr}
+        made.add_trial(
+            optuna.trial.create_trial(
+                values=[done.valid],
+                params=params,
+                distributions=DISTRIBUTIONS,
+                user_attrs=_attrs(done, number),
+            )
+        )
+    text = run_cli("trials", str(path)).stdout
+    assert "Pareto" not in text, text
+    assert "* = best validation accuracy" in text.splitlines()[0], text
+    starred = [line.split()[0] for line in text.splitlines() if re.match(r"\s*\d+\*", line)]
+    assert starred == [f"{made.best_trial.number}*"], text
+
+
 def test_a_wider_terminal_gets_every_column(made: Path) -> None:
     wide = _render(_study(), 120)
     header = next(line for line in wide.splitlines() if line.lstrip().startswith("#"))
@@ -541,6 +570,27 @@ def test_studies_calls_a_trial_the_budget_skipped_skipped_as_trials_does(made: P
     assert row["skipped"] == sum(r["state"] == "skipped" for r in records) == 1
     text = run_cli("studies").stdout
     assert "1 skipped" in text and "queued/pruned" not in text, text
+
+
+def test_studies_calls_a_queued_retry_waiting_as_trials_does(made: Path) -> None:
+    # Found by walking a killed sweep: the next sweep failed the killed trial and queued its
+    # parameters again; `trials` said "waiting", `studies` said "1 queued/pruned", which could be
+    # a trial pruned for good as well as one about to run.
+    for state in (TrialState.WAITING, TrialState.PRUNED):
+        _study().add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                params={"n_epochs": 3, "learning_rate_multiplier": 7.0},
+                distributions=DISTRIBUTIONS,
+                values=None if state == TrialState.WAITING else [0.5, 0.01],
+            )
+        )
+    states = [r["state"] for r in json.loads(run_cli("trials", STUDY, "--json").stdout)]
+    row = next(r for r in json.loads(run_cli("studies", "--json").stdout) if r["name"] == STUDY)
+    assert row["waiting"] == states.count("waiting") == 1
+    assert row["pruned"] == states.count("pruned") == 1
+    text = run_cli("studies").stdout
+    assert "1 waiting" in text and "1 pruned" in text and "queued" not in text, text
 
 
 def test_a_trial_whose_worker_was_killed_reads_killed_not_running(made: Path) -> None:

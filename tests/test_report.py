@@ -20,6 +20,7 @@ Test accuracy of trial 0 is below TF-IDF's (75%): nothing is chosen on test.
 
 from __future__ import annotations
 
+import html
 import math
 import re
 import subprocess
@@ -1330,3 +1331,31 @@ def test_a_priced_reports_fine_tuned_answer_names_the_promote_that_registers_it(
         assert not chosen.is_baseline
         hint = f"`harness promote known --trial {chosen.trial_number}` registers it."
         assert hint in summary_lines(report), summary_lines(report)
+
+
+def test_a_baseline_on_the_front_is_named_once_in_the_charts(
+    known: Constructed, knee_report: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Found walking the demo's report: a baseline on the front was named twice, by its dashed
+    # line and by its point, the two labels printed over each other ("TF-IDF + logistic
+    # regression" unreadable at the front's cheap end, in the PNG and in the HTML's SVG).
+    import matplotlib.figure
+
+    from harness.report.charts import accuracy_cost_png, accuracy_cost_svg
+
+    names = [b.name for b in knee_report.baselines if b.accuracy is not None]
+    assert {MAJORITY, TFIDF} <= set(names)
+    svg = accuracy_cost_svg(knee_report)
+    texts = re.findall(r"<text[^>]*>([^<]*)<", svg)
+    drawn: list[str] = []
+    real_savefig = matplotlib.figure.Figure.savefig
+
+    def savefig(fig: Any, *args: Any, **kwargs: Any) -> None:
+        drawn.extend(t.get_text() for ax in fig.axes for t in ax.texts)
+        real_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    accuracy_cost_png(knee_report, tmp_path / "chart.png")
+    for name in names:
+        assert texts.count(html.escape(name)) == 1, texts
+        assert drawn.count(name) == 1, drawn

@@ -215,3 +215,17 @@ def test_ui_over_a_tracking_server_points_at_it_and_starts_nothing(
     assert result.exit_code == 0, result.output
     assert "MLflow UI: http://user:***@127.0.0.1:1" in result.stdout
     assert "hunter2" not in result.output
+
+
+def test_ui_over_a_tracking_server_that_is_down_says_so_plainly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found walking `harness ui` with the server stopped: its one warning was MLflow's request
+    # error cut at 300 characters, "... Failed " and no reason: nothing said the server was down.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://user:hunter2@127.0.0.1:1")
+    result = run_cli("ui")
+    assert result.exit_code == 0, result.output
+    warning = result.stderr.strip()
+    assert "the tracking server http://user:***@127.0.0.1:1 does not answer" in warning, warning
+    assert "refused" in warning and "start it" in warning, warning
+    assert "hunter2" not in result.output and "HTTPConnectionPool" not in warning

@@ -189,7 +189,7 @@ def test_budget_stops_the_sweep_before_spending(tmp_path: Path, tiny_csv: Path) 
     assert not study.get_trials(states=(TrialState.COMPLETE,))
 
 
-def _dead_workers_trial(tmp_path: Path, tiny_csv: Path, **attrs: str) -> tuple[Any, Any]:
+def _dead_workers_trial(tmp_path: Path, tiny_csv: Path, **attrs: Any) -> tuple[Any, Any]:
     """A study whose one RUNNING trial belongs to a worker on this machine that has exited."""
     path = write_experiment(tmp_path, tiny_csv)
     experiment = load_experiment(str(path))
@@ -216,6 +216,33 @@ def test_crashed_worker_trial_is_failed_and_retried(tmp_path: Path, tiny_csv: Pa
     # a SIGKILLed trial had no reason, and completed retries kept their predecessor's).
     assert failed[0].user_attrs["failure_reason"].startswith("its worker stopped while it ran")
     assert "failure_reason" not in waiting[0].user_attrs
+
+
+def test_a_retry_waiting_to_run_shows_no_run_of_its_own(tmp_path: Path, tiny_csv: Path) -> None:
+    """Found walking a killed sweep: `harness trials --json` gave the queued retry the killed
+    trial's MLflow run (closed KILLED), its validation curve and its dead worker, as if the
+    retry had run; so did optuna-dashboard's trial list. A retry has run nothing until it starts:
+    the failed trial keeps its run and curve, the retry has none."""
+    dead_run = "0123456789abcdef0123456789abcdef"
+    handle, _ = _dead_workers_trial(
+        tmp_path,
+        tiny_csv,
+        mlflow_run_id=dead_run,
+        valid_accuracy_by_epoch=[0.5],
+        cost_usd_by_epoch=[0.0001],
+    )
+    recover_crashed_trials(handle)
+
+    result = run_cli("trials", str(tmp_path / "tiny.yaml"), "--json")
+    assert result.exit_code == 0, result.output
+    failed, retry = json.loads(result.stdout)
+    assert (failed["state"], failed["mlflow_run_id"]) == ("fail", dead_run)
+    assert failed["valid_accuracy_by_epoch"] == [0.5]
+    assert retry["state"] == "waiting"
+    assert retry["mlflow_run_id"] is None
+    assert retry["valid_accuracy_by_epoch"] == [] and retry["cost_usd_by_epoch"] == []
+    waiting = handle.study.get_trials(states=(TrialState.WAITING,))[0]
+    assert "pid" not in waiting.user_attrs and "host" not in waiting.user_attrs
 
 
 def test_a_launch_never_sees_a_paid_trial_failed_but_not_yet_requeued(

@@ -177,6 +177,30 @@ def test_checkpoints_record_the_training_rows_their_trial_used(
     assert [row["train_examples_used"] for row in shown] == [trial.train_examples] * 2
 
 
+def test_a_failed_trial_shows_the_training_rows_it_used_as_its_mlflow_run_does(
+    tmp_path: Path, backend: MemoryBackend
+) -> None:
+    # Found walking a sweep whose jobs failed: the MLflow run was named `t000 ... n=180` (the
+    # split's rows, what the job was given), `harness trials` showed `n` 720 for the same trial
+    # (the size asked for) and `--json` no size used; only a completed trial recorded it.
+    backend.fail = frozenset({1})
+    space = {**SPACE, "n_epochs": 1, "train_examples": 800}
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
+    path = write_experiment(tmp_path, data, space, study={"n_trials": 1})
+    run_sweep(load_experiment(str(path)), RecordingView())
+    (failed,) = _study().get_trials(states=(TrialState.FAIL,))
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    run = client.get_run(TrialRecord.from_attrs(failed.user_attrs).mlflow_run_id or "")
+    used = int(run.data.params["train_examples"])
+    assert used < 800 and f"n={used}" in (run.info.run_name or "")
+    shown = json.loads(run_cli("trials", str(path), "--json").output)
+    row = next(r for r in shown if r["number"] == failed.number)
+    assert row["train_examples_used"] == used
+    table = run_cli("trials", str(path)).output
+    line = next(x for x in table.splitlines() if x.split()[:2] == [str(failed.number), "fail"])
+    assert line.split()[5] == str(used), table
+
+
 def _one_two_epoch_trial(tmp_path: Path) -> Path:
     """An experiment of one 2-epoch trial: it leaves one checkpoint, a trial of its own."""
     data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))

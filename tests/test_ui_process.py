@@ -349,3 +349,78 @@ def test_dashboard_on_postgres_never_shows_the_password_and_stops_on_ctrl_c(
     assert code == 0, err
     assert not any(_alive(pid) for pid in children) and _port_is_free(port)
     assert err.strip() == "optuna-dashboard stopped.", err
+
+
+def test_dashboard_says_a_study_ran_on_a_test_server_as_trials_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found walking a sweep against the fake OpenAI server: `trials` titled it "(synthetic:
+    # test server)", `studies` said so too, while `harness dashboard` pointed at "study ...:
+    # Pareto front, history, importance" as at any real study, and the dashboard shows nothing
+    # that says its figures prove the plumbing only.
+    from harness.cli import _serve
+    from harness.tracking.record import SYNTHETIC_TAG, journal_key
+
+    path = write_experiment(tmp_path, write_csv(tmp_path / "r.csv", review_rows(5)))
+    experiment = load_experiment(str(path))
+    handle = open_study(
+        experiment, load_search_space(experiment.resolve_path(experiment.config.search_space))
+    )
+    monkeypatch.setattr(_serve, "serve", lambda server, ready: ready())  # no server: its lines
+
+    def link_line() -> str:
+        result = run_cli("dashboard", str(path), "--port", str(free_port()))
+        assert result.exit_code == 0, result.output
+        return next(line for line in result.stdout.splitlines() if "study tiny" in line)
+
+    assert "synthetic" not in link_line()
+    synthetic = {journal_key(SYNTHETIC_TAG): "true"}
+    handle.study.add_trial(optuna.trial.create_trial(values=[0.5, 0.01], user_attrs=synthetic))
+    assert "study tiny (synthetic: test server): Pareto front" in link_line()
+    assert "synthetic" in run_cli("trials", str(path)).stdout.splitlines()[0]
+
+
+def test_the_charts_parallel_coordinates_show_the_training_set_size() -> None:
+    # Found walking the demo's charts: its search space samples four hyperparameters (the
+    # training-set size is what its fidelity sampler climbs), and the parallel-coordinates chart
+    # showed three of them: what bought accuracy there could not be seen.
+    from harness.tracking.views import trials_view_state
+
+    (parallel,) = [c for c in trials_view_state()["compareRunCharts"] if c["type"] == "PARALLEL"]
+    demo = load_search_space(Path(__file__).parents[1] / "search_spaces" / "demo.yaml")
+    assert set(demo.distributions) <= set(parallel["selectedParams"]), parallel
+
+
+def test_dashboard_and_ui_say_which_trials_they_show_running_were_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found walking a sweep killed with SIGKILL: `trials` and `studies` said "killed", while
+    # optuna-dashboard (reading the storage, as it must) showed the trial Running, with nothing
+    # to say it is not, until the next sweep fails it; so did the MLflow UI, its run RUNNING.
+    from harness.cli import _serve
+    from harness.sweep.storage import worker_host
+    from harness.tracking.record import worker_attrs
+
+    path = write_experiment(tmp_path, write_csv(tmp_path / "r.csv", review_rows(5)))
+    experiment = load_experiment(str(path))
+    handle = open_study(
+        experiment, load_search_space(experiment.resolve_path(experiment.config.search_space))
+    )
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = handle.study.add_trial  # a RUNNING trial of a live worker stays unmentioned
+    for pid in (dead.pid, os.getpid()):
+        alive(
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState.RUNNING,
+                user_attrs=worker_attrs(worker_host(), pid),
+            )
+        )
+    monkeypatch.setattr(_serve, "serve", lambda server, ready: ready())  # no server: its lines
+    # The MLflow UI shows the trial's run RUNNING too, until the next sweep closes it KILLED.
+    ensure_sqlite_store(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    for args in (["dashboard", str(path)], ["dashboard"], ["ui"], ["ui", "--experiment", "tiny"]):
+        result = run_cli(*args, "--port", str(free_port()))
+        assert result.exit_code == 0, result.output
+        assert "study tiny: trial 0 shows Running there, but its worker is gone" in result.stdout
+        assert "trial 1" not in result.stdout, result.stdout

@@ -315,6 +315,8 @@ _LEGEND = (
     "test. Test accuracy is reported, never chosen on; `harness report` adds the baselines "
     "and the recommendation."
 )
+# A study of one objective (validation accuracy; a cost limit a constraint) has a best trial.
+_BEST = "* best validation accuracy (among the trials within the cost limit, if any)."
 
 
 @dataclass
@@ -324,12 +326,13 @@ class TrialsTable:
 
     title: str
     rows: list[dict[str, str]]
+    legend: str = _LEGEND
 
     def table(self, columns: list[str]) -> Table:
         table = Table(
             title=self.title,
             title_justify="left",
-            caption=_LEGEND,
+            caption=self.legend,
             caption_justify="left",
             box=box.SIMPLE_HEAD,
             show_edge=False,
@@ -404,4 +407,6 @@ def trials_table(
             duration(record.wall_seconds),
         ]
         rows.append(dict(zip(_COLUMNS, cells, strict=True)))
-    return TrialsTable(title, rows)
+    if len(study.directions) > 1:
+        return TrialsTable(title, rows)
+    return TrialsTable(title, rows, _BEST + _LEGEND.split(" cost.", 1)[1])

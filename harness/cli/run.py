@@ -120,7 +120,9 @@ def _table_title(name: str, study: Any) -> str:
     from harness.tracking.journal import ran_on_a_test_server
 
     synthetic = ran_on_a_test_server(study.get_trials(deepcopy=False))
-    return f"study {name}  (* = Pareto front)" + (SYNTHETIC_TITLE if synthetic else "")
+    # One objective (accuracy, cost at most a limit): a best trial, no front of two.
+    star = "Pareto front" if len(study.directions) > 1 else "best validation accuracy"
+    return f"study {name}  (* = {star})" + (SYNTHETIC_TITLE if synthetic else "")
 
 
 @app.command()

@@ -51,6 +51,10 @@ class StudyRow:
     experiment: str | None
     last_activity: str | None  # ISO 8601, local time, to the second
     synthetic: bool = False  # its trials ran on a test server: figures, never results
+    # `other` as `harness trials` names its trials: queued to run (a killed trial's retry), and
+    # pruned for another reason than the budget.
+    waiting: int = 0
+    pruned: int = 0
 
 
 def study_rows(storage: Any) -> list[StudyRow]:
@@ -80,6 +84,10 @@ def _row(study: optuna.Study) -> StudyRow:
     moments = [m for t in trials for m in (t.datetime_start, t.datetime_complete) if m]
     origin = StudyOrigin.from_attrs(study.user_attrs)
     killed = sum(worker_gone(t) for t in trials)
+    skipped = sum(
+        t.state == TrialState.PRUNED and bool(r.skipped_reason)
+        for t, r in zip(trials, records, strict=True)
+    )
     # As the sweep's status line reads the ledger: what trials' records (`ledger_usd`) add up to.
     spent, reserved = ledger_usd(trials)
     return StudyRow(
@@ -90,16 +98,15 @@ def _row(study: optuna.Study) -> StudyRow:
         killed=killed,
         failed=states.count(TrialState.FAIL),
         other=states.count(TrialState.WAITING) + states.count(TrialState.PRUNED),
-        skipped=sum(
-            t.state == TrialState.PRUNED and bool(r.skipped_reason)
-            for t, r in zip(trials, records, strict=True)
-        ),
+        skipped=skipped,
         best_valid_accuracy=max(accuracies) if accuracies else None,
         spent_usd=spent,
         reserved_usd=reserved,
         experiment=origin.path or _experiment_named(study.study_name),
         last_activity=max(moments).isoformat(sep=" ", timespec="seconds") if moments else None,
         synthetic=ran_on_a_test_server(trials),
+        waiting=states.count(TrialState.WAITING),
+        pruned=states.count(TrialState.PRUNED) - skipped,
     )
 
 
@@ -124,10 +131,11 @@ def _trial_counts(row: StudyRow) -> str:
     parts += [f"{row.killed} killed"] if row.killed else []
     parts += [f"${dollars(row.reserved_usd)} reserved"] if row.reserved_usd else []
     parts += [f"{row.failed} failed"] if row.failed else []
-    # As `harness trials` names them: a trial the budget could not cover is skipped.
+    # As `harness trials` names them: a trial the budget could not cover is skipped, a killed
+    # trial's retry queued to run is waiting.
     parts += [f"{row.skipped} skipped"] if row.skipped else []
-    rest = row.other - row.skipped
-    parts += [f"{rest} queued/pruned"] if rest else []
+    parts += [f"{row.waiting} waiting"] if row.waiting else []
+    parts += [f"{row.pruned} pruned"] if row.pruned else []
     parts += ["synthetic (test server)"] if row.synthetic else []
     return ", ".join(parts)
 

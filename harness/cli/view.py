@@ -58,7 +58,8 @@ def ui(
     from harness.locations import redact_text
     from harness.tracking.store import is_remote, sqlite_path, tracking_uri
 
-    uri = tracking_uri(load_target(experiment, set_) if experiment else None)
+    target = load_target(experiment, set_) if experiment else None
+    uri = tracking_uri(target)
     if is_remote(uri):
         _remote_ui(uri)
         return
@@ -71,14 +72,36 @@ def ui(
         )
     server = Server("MLflow UI", _mlflow_command(port), port, "/health", _mlflow_env(uri))
     links = _view_links(uri, server.base_url)
+    notes = _killed_runs(target)
     console.print(f"Starting the MLflow UI for {redact_text(uri)} ...", soft_wrap=True)
 
     def ready() -> None:
         console.print(f"MLflow UI at {server.base_url}  (Ctrl-C to stop)", soft_wrap=True)
         _print_links(links)
+        for note in notes:
+            console.print(f"  {note}", soft_wrap=True, markup=False, highlight=False)
 
     serve(server, ready)
     err_console.print("MLflow UI stopped.")
+
+
+def _killed_runs(target: Any) -> list[str]:
+    """Trials whose runs the MLflow UI shows RUNNING, their worker on this machine gone (as
+    `harness dashboard` names them), from the SQLite study storage of the experiment `target`,
+    or the project's default one where it exists. A storage that cannot be read adds nothing:
+    the UI is still worth opening."""
+    from harness.config import DEFAULT_STORAGE
+    from harness.locations import with_driver
+    from harness.tracking.store import absolute_sqlite, sqlite_path
+
+    url = with_driver(absolute_sqlite(target.config.study.storage if target else DEFAULT_STORAGE))
+    db = sqlite_path(url)
+    if db is None or not db.is_file():  # a database server: the UI never waits on it
+        return []
+    try:
+        return _unseen_there(url, None)[1]
+    except Exception:  # an unreachable or foreign storage: nothing to say about it
+        return []
 
 
 def _mlflow_command(port: int) -> list[str]:
@@ -139,9 +162,33 @@ def _remote_ui(uri: str) -> None:
 
     base = uri.rstrip("/")
     console.print(f"MLflow UI: {redact_text(base)}  (the tracking server's own)", soft_wrap=True)
+    if (down := _unreachable(uri)) is not None:
+        # MLflow's own request error, cut to fit, ended before its reason ("... Failed ").
+        err_console.print(
+            f"warning: the tracking server {redact_text(base)} does not answer ({down}): "
+            "no saved view; start it and run `harness ui` again",
+            markup=False,
+            highlight=False,
+        )
+        return
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # say so now if it is down
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     _print_links(_view_links(uri, base))
+
+
+def _unreachable(uri: str) -> str | None:
+    """Why nothing accepts a connection at the tracking server's address; None if something
+    does (whether it is an MLflow server, its API says)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=10):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
 
 
 @app.command()
@@ -168,6 +215,7 @@ def dashboard(
 
     check_port(port)
     url, page, study = _dashboard_target(experiment, set_)
+    label, notes = _unseen_there(url, study or None)
     command = [sys.executable, "-m", "harness.cli._dashboard_server", str(port)]
     # The URL travels in the environment, never in the arguments, which `ps` shows everyone.
     env = {**os.environ, STORAGE_ENV: url}
@@ -177,8 +225,10 @@ def dashboard(
 
     def ready() -> None:
         console.print(f"optuna-dashboard at {server.base_url}  (Ctrl-C to stop)", soft_wrap=True)
-        what = f"study {study}: Pareto front, history, importance" if study else "the studies"
+        what = f"study {label}: Pareto front, history, importance" if study else "the studies"
         console.print(f"  {what}: {server.base_url}{page}", soft_wrap=True, markup=False)
+        for note in notes:
+            console.print(f"  {note}", soft_wrap=True, markup=False, highlight=False)
 
     serve(server, ready)
     err_console.print("optuna-dashboard stopped.")
@@ -228,3 +278,34 @@ def name_harness_objectives(url: str) -> None:
     for summary in storage.get_all_studies():
         if EXPERIMENT_YAML in summary.user_attrs:
             name_objectives(optuna.load_study(study_name=summary.study_name, storage=storage))
+
+
+def _unseen_there(url: str, name: str | None) -> tuple[str, list[str]]:
+    """What the dashboard's pages do not say that `harness trials` does: the named study's label
+    (`(synthetic: test server)` where a test server ran it), and a line per harness study (the
+    named one alone, if any) whose trials it shows Running have a worker on this machine that
+    is gone (`killed`: the next `harness sweep` fails them and runs them again)."""
+    import optuna
+
+    from harness.cli.common import open_storage
+    from harness.sweep.study import worker_gone
+    from harness.tracking.journal import ran_on_a_test_server
+    from harness.tracking.record import EXPERIMENT_YAML
+
+    storage = open_storage(url)
+    label, notes = name or "", []
+    for summary in storage.get_all_studies():
+        if summary.study_name != name and (name or EXPERIMENT_YAML not in summary.user_attrs):
+            continue
+        trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
+        if summary.study_name == name and ran_on_a_test_server(trials):
+            label += " (synthetic: test server)"
+        if gone := [str(t.number) for t in trials if worker_gone(t)]:
+            one = len(gone) == 1
+            notes.append(
+                f"study {summary.study_name}: {'trial' if one else 'trials'} {', '.join(gone)} "
+                f"{'shows' if one else 'show'} Running there, but "
+                f"{'its worker is' if one else 'their workers are'} gone (`harness trials`: "
+                "killed); the next `harness sweep` fails and runs again what it ran"
+            )
+    return label, notes

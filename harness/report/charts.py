@@ -99,7 +99,7 @@ def accuracy_cost_png(report: Report, path: Path) -> None:
             linewidths=2,
             label="recommended",
         )
-    _draw_baselines(ax, report)
+    _draw_baselines(ax, report, named={t.name for t in front if t.is_baseline})
     if log:
         ax.set_xscale("log")
     percent_axis(ax)
@@ -136,10 +136,15 @@ def percent_axis(ax: Any) -> None:
     ax.set_ylim(max(bottom, 0.0), min(top, 101.0))
 
 
-def _draw_baselines(ax: Any, report: Report) -> None:
+def _draw_baselines(ax: Any, report: Report, named: set[str]) -> None:
+    """A dashed line per scored baseline, named at its left end unless its point on the front
+    (`named`: the baselines whose points are labelled) says it already: two labels of one
+    model near the axis printed over each other."""
     for base in report.baselines:
         if base.accuracy is not None:
             ax.axhline(100 * base.selection_accuracy, ls="--", lw=1, c=_BASE)
+            if base.name in named:
+                continue
             ax.annotate(
                 base.name,
                 (0.01, 100 * base.selection_accuracy),
@@ -240,12 +245,14 @@ def accuracy_cost_svg(report: Report, width: int = 760, height: int = 430) -> st
     y = _Axis(accs, (bottom, top), log=False)
     label_x = f"{cost_name(report)} per configuration, US dollars"
     parts = _svg_axes(x, y, box, f"{report.selected_on} accuracy", label_x)
+    named = {t.name for t in front if t.is_baseline}  # a point on the front is labelled beside it
     for base in scored:
         yy = y(100 * base.selection_accuracy)
         parts.append(
             _el("line", x1=left, x2=right, y1=yy, y2=yy, stroke=_BASE, stroke_dasharray="5,4")
         )
-        parts.append(_el("text", html.escape(base.name), x=left + 4, y=yy - 4, fill=_BASE))
+        if base.name not in named:
+            parts.append(_el("text", html.escape(base.name), x=left + 4, y=yy - 4, fill=_BASE))
     line = " ".join(f"{x(t.weighed_cost):.1f},{y(_y(t)):.1f}" for t in front)
     parts.append(_el("polyline", points=line, fill="none", stroke=_FRONT, stroke_width=1.5))
     chosen = report.recommendation.chosen

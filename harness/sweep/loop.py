@@ -46,7 +46,7 @@ from harness.sweep.shared import (
 )
 from harness.sweep.trial import epoch_logger, executor, run_with_heartbeat, set_attrs
 from harness.tracking.journal import TrialJournal
-from harness.tracking.record import TrialRecord, launch_attrs
+from harness.tracking.record import TrialRecord, launch_attrs, used_train_examples
 from harness.tracking.store import server_unreachable
 
 
@@ -167,7 +167,10 @@ def _launch(sweep: Sweep, pool: Any, in_flight: bool) -> Launched | None:
         sweep.live.started(spec, estimate)
         metrics = {"estimated_cost_usd": estimate.usd}
         run_id = sweep.tracker.start_trial(spec, sweep.backend.kind, metrics=metrics)
-        set_attrs(trial, launch_attrs(run_id, estimate.usd))
+        # The rows it trains on, as its run is named and logged, from the start: a trial that
+        # fails or is killed shows the size used too, not the size asked for.
+        used = used_train_examples(spec.train_examples, len(sweep.data.train))
+        set_attrs(trial, {**launch_attrs(run_id, estimate.usd), "train_examples": used})
         journal = TrialJournal(trial, sweep.tracker, run_id, sweep.experiment.study_name)
         on_epoch = epoch_logger(
             sweep.tracker, run_id, trial, spec, sweep.stopper, sweep.live.epoch(spec)

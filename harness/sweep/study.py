@@ -50,8 +50,12 @@ from harness.sweep.storage import (
 )
 from harness.sweep.storage import quiet_optuna as _quiet_optuna
 from harness.tracking.record import (
+    EPOCH_LISTS,
     EXPERIMENT_YAML,
     FAILURE_REASON,
+    HOST,
+    MLFLOW_RUN_ID,
+    PID,
     RESERVED_USD,
     SETTLED_USD,
     TrialRecord,
@@ -191,6 +195,10 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     first = trial.system_attrs.get("failed_trial", trial.number)
     attrs = dict(trial.user_attrs)
     attrs.pop(FAILURE_REASON, None)  # the failed trial keeps why; the retry has not failed
+    # Nor run: until it starts, its predecessor's MLflow run, curves and dead worker are not its
+    # own (`harness trials` and optuna-dashboard would show them as the retry's).
+    for key in (MLFLOW_RUN_ID, HOST, PID, *EPOCH_LISTS):
+        attrs.pop(key, None)
     attrs.pop(journal_key(SCORING_RESERVED), None)  # nor scored yet: it notes its own scoring
     if record.job_key is None:  # no job to resume: no entry to share
         attrs.pop(RESERVED_USD, None)

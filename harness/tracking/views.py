@@ -126,7 +126,9 @@ def _charts() -> list[dict[str, Any]]:
             "uuid": "harness-parallel",
             "type": "PARALLEL",
             "displayName": "Hyperparameters",
-            "selectedParams": ["n_epochs", "learning_rate_multiplier", "batch_size"],
+            # Every numeric hyperparameter (each trial logs all four), the training-set size the
+            # demo's fidelity sampler climbs included; the base model is one text in most studies.
+            "selectedParams": [p for p in PARAMS if p != "base_model"],
             "selectedMetrics": [VALID_ACCURACY_FINAL, COST_USD],
             "showAllRuns": True,
             "runsCountToCompare": 1000,
