@@ -24,7 +24,7 @@ from harness.sweep.admission import tell_chance
 from harness.sweep.fidelity import FIDELITY, FidelitySampler, config_key
 from harness.sweep.loop import run_sweep
 from harness.sweep.search_space import experiment_space
-from harness.sweep.study import make_sampler, spec_from_trial
+from harness.sweep.study import make_sampler, requeue, spec_from_trial
 from harness.tracking.record import CHECKPOINT_OF, TrialRecord
 from tests.conftest import review_rows, write_csv, write_experiment
 from tests.memory_backend import MemoryBackend
@@ -217,6 +217,24 @@ def test_two_workers_sharing_a_study_never_promote_the_same_configuration(
     sampler = _sampler()
     due = sampler.promotion(one)
     assert due is not None and due["learning_rate_multiplier"] == 4.0
+
+
+def test_the_retry_of_a_killed_promotion_claims_no_other_promotion() -> None:
+    # Found walking a kill during a promoted trial: its retry (queued again with its params,
+    # by `requeue`) was asked for like a new trial, and the sampler noted the next promotion
+    # due on it; the retry ran its own params, so that other promotion was never run.
+    study = _study(_sampler())
+    for lr, accuracy in ((0.5, 0.60), (1.0, 0.80), (2.0, 0.70), (4.0, 0.55)):
+        _finished(study, lr, 400, accuracy, 1.0)
+    killed = study.ask(DISTRIBUTIONS)
+    assert killed.params == {"n_epochs": 1, "learning_rate_multiplier": 1.0, FIDELITY: 800}
+    study.tell(killed, state=TrialState.FAIL)
+    requeue(study, study._storage.get_trial(killed._trial_id))
+    retry = study.ask(DISTRIBUTIONS)
+    assert retry.params == killed.params  # the killed promotion runs again, once
+    # The second promotion due is still due, and asked for next.
+    assert _sampler().promotion(study) == {**killed.params, "learning_rate_multiplier": 2.0}
+    assert study.ask(DISTRIBUTIONS).params == {**killed.params, "learning_rate_multiplier": 2.0}
 
 
 def test_a_rung_whose_fixed_cost_dominates_is_skipped() -> None:

@@ -194,7 +194,9 @@ class FidelitySampler(BaseSampler):
         return None
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
-        if "fixed_params" in trial.system_attrs:  # a retry or an enqueued trial keeps its params
+        # An enqueued trial, or a retry queued again with its params (`study.requeue`), runs
+        # those: noting a promotion on it would take that promotion from every later ask.
+        if "fixed_params" in trial.system_attrs or trial.params:
             return
         params = self.promotion(study)
         if params is not None:
