@@ -787,3 +787,30 @@ def test_a_trial_whose_pricing_fails_is_failed_not_left_running(
     assert trials and TrialState.RUNNING not in {t.state for t in trials}
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert failed and "no price for this model" in str(failed[0].user_attrs)
+
+
+def test_a_grid_smaller_than_n_trials_runs_once_each_then_stops(
+    tmp_path: Path, backend: MemoryBackend
+) -> None:
+    # Found walking a grid search: once every point had run, Optuna's grid sampler called
+    # `study.stop()` from `tell`, which raises outside Optuna's own loop: a traceback (a
+    # RuntimeError) after the last point, its checkpoints left for the next start.
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
+    space = {
+        **SPACE,
+        "n_epochs": 2,
+        "learning_rate_multiplier": {"type": "float", "low": 1.0, "high": 2.0, "step": 1.0},
+    }
+    study = {"n_trials": 3, "sampler": {"kind": "grid"}}
+    path = write_experiment(tmp_path, data, space, study=study)
+    outcome = run_sweep(load_experiment(str(path)), RecordingView())
+    assert len(outcome.results) == 2 and not outcome.failures
+    assert outcome.stopped is not None and "2 configurations" in outcome.stopped
+    trials = _study().get_trials(states=(TrialState.COMPLETE,))
+    trained = [t for t in trials if not TrialRecord.from_attrs(t.user_attrs).is_checkpoint]
+    assert sorted(t.params["learning_rate_multiplier"] for t in trained) == [1.0, 2.0]
+    assert len([r for r in _records() if r.is_checkpoint]) == 2  # recorded, not left owed
+    # Run again: nothing new to train, said the same way, nothing asked for.
+    again = run_sweep(load_experiment(str(path)), RecordingView())
+    assert not again.results and again.stopped == outcome.stopped
+    assert len(_study().get_trials()) == 4

@@ -38,6 +38,7 @@ from harness.errors import ConfigError
 from harness.locations import redact_text, storage_problem, with_driver
 from harness.records import TrialSpec
 from harness.sweep import fidelity
+from harness.sweep.grid import GridSearch
 from harness.sweep.locks import study_lock, url_lock
 from harness.sweep.search_space import SearchSpace
 from harness.sweep.storage import (
@@ -101,7 +102,7 @@ def make_sampler(
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if kind == "grid":
-        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+        return GridSearch(space.grid(), seed=seed)
     if kind == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
     tpe = optuna.samplers.TPESampler(seed=seed, constraints_func=constraints)
