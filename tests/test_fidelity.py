@@ -305,6 +305,51 @@ def _trained(trial: optuna.trial.FrozenTrial) -> bool:
     return not TrialRecord.from_attrs(trial.user_attrs).is_checkpoint
 
 
+def _tight_budget(tmp_path: Path) -> Path:
+    """One epoch, 30 or 120 examples: $0.000725 a configuration at 30, $0.00132 at 120. Two
+    configurations at 30 leave too little of $0.0025 to promote one, enough for a third."""
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))  # 120 training rows
+    space = {**SPACE, "n_epochs": 1, FIDELITY: {"type": "categorical", "choices": [30, 120]}}
+    study = {"n_trials": 6, "sampler": {"kind": "fidelity"}}
+    return write_experiment(tmp_path, data, space, study=study, budget_usd=0.0025)
+
+
+def _trained_params(study: optuna.Study) -> list[dict[str, Any]]:
+    return [t.params for t in study.get_trials(states=(TrialState.COMPLETE,)) if _trained(t)]
+
+
+def test_a_promotion_the_budget_cannot_cover_is_not_cut_to_its_own_smaller_rung(
+    tmp_path: Path,
+    backend: MemoryBackend,  # noqa: F811
+) -> None:
+    # Found walking a sweep at its budget: the promotion did not fit, and the cut that ran
+    # instead ("fewer training examples") was the configuration at the rung it had already
+    # run on: the same trial paid for twice, counted toward n_trials, learning nothing new.
+    path = _tight_budget(tmp_path)
+    outcome = run_sweep(load_experiment(str(path)), RecordingView(), confirm=lambda *_: True)
+    assert outcome.stopped is not None and "budget" in outcome.stopped
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db")
+    trained = [config_key(p) + repr(p[FIDELITY]) for p in _trained_params(study)]
+    assert len(trained) == len(set(trained)) == 2
+    assert sum(r.spent for r in _records()) <= 0.0025
+
+
+def test_a_promotion_skipped_for_the_budget_runs_once_the_budget_is_raised(
+    tmp_path: Path,
+    backend: MemoryBackend,  # noqa: F811
+) -> None:
+    # Found walking a sweep at its budget: the skipped promotion was kept as a trial of that
+    # configuration on the next rung, so it counted as taken; raising budget_usd, as the
+    # message says to, went on without ever promoting it.
+    path = _tight_budget(tmp_path)
+    run_sweep(load_experiment(str(path)), RecordingView(), confirm=lambda *_: True)
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db")
+    (skipped,) = study.get_trials(states=(TrialState.PRUNED,))
+    assert skipped.params[FIDELITY] == 120
+    run_sweep(load_experiment(str(path), ["budget_usd=0.01"]), RecordingView())
+    assert skipped.params in _trained_params(study)
+
+
 def test_sampler_kinds_are_checked(tmp_path: Path) -> None:
     data = write_csv(tmp_path / "reviews.csv", review_rows(20, seed=2))
     path = write_experiment(tmp_path, data, SPACE)

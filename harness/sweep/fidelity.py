@@ -14,7 +14,8 @@ study's `launch` lock like any other, counts toward `n_trials`, and reserves its
 the budget ledger before it runs. Promotions are decided from the study's own trials, so workers
 sharing a study (asks are serialised by that lock) never promote a configuration twice: a
 configuration with a trial on the next training set in any state (running, waiting to be
-retried, finished, failed or skipped) is taken.
+retried, finished or failed) is taken; one the budget skipped is not, so that raising
+`budget_usd` runs it.
 
 A model that learned nothing (validation accuracy within noise of always answering the majority
 class, which the sweep tells the sampler: `set_chance`, `LEARNED_SE`) carries no ranking: it
@@ -168,13 +169,15 @@ class FidelitySampler(BaseSampler):
         A rung's candidates are its finished trials (epoch checkpoints and skipped trials are not
         candidates), those that learned first, each group best first (`_ranked`); the top
         `len // eta` may be promoted, each to its next rung, unless a trial of that
-        configuration at that rung exists in any state.
+        configuration at that rung exists in any state but skipped for the budget.
         """
         trials = study.get_trials(deepcopy=False)
-        taken = {(config_key(t.params), t.params.get(FIDELITY)) for t in trials if t.params}
+        # A promotion the budget skipped stays due: raising budget_usd runs it.
+        held = [t for t in trials if not _skipped(t)]
+        taken = {(config_key(t.params), t.params.get(FIDELITY)) for t in held if t.params}
         taken |= {
             (plan["key"], plan["value"])
-            for t in trials
+            for t in held
             if isinstance(plan := t.system_attrs.get(PLAN_ATTR), dict)
         }
         finished = [t for t in trials if _candidate(t)]
@@ -273,6 +276,13 @@ def _candidate(trial: FrozenTrial) -> bool:
     if trial.state != TrialState.COMPLETE or not trial.values:
         return False
     return not TrialRecord.from_attrs(trial.user_attrs).is_checkpoint
+
+
+def _skipped(trial: FrozenTrial) -> bool:
+    """A trial the budget could not cover: asked for, never run (`admission.skip_trial`)."""
+    if trial.state != TrialState.PRUNED:
+        return False
+    return TrialRecord.from_attrs(trial.user_attrs).skipped_reason is not None
 
 
 def _start_values(trials: Sequence[FrozenTrial]) -> dict[str, Any]:
