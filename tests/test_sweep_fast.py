@@ -814,3 +814,33 @@ def test_a_grid_smaller_than_n_trials_runs_once_each_then_stops(
     again = run_sweep(load_experiment(str(path)), RecordingView())
     assert not again.results and again.stopped == outcome.stopped
     assert len(_study().get_trials()) == 4
+
+
+def test_a_grid_point_killed_and_run_again_leaves_no_other_point_out(
+    tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found killing a grid search: the killed trial's retry (queued again with its params) was
+    # given the grid point of its new trial number, so that point counted as run, and never ran.
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
+    choices = [1.0, 2.0, 3.0]
+    space = {
+        **SPACE,
+        "n_epochs": 1,
+        "learning_rate_multiplier": {"type": "categorical", "choices": choices},
+    }
+    path = write_experiment(
+        tmp_path, data, space, study={"n_trials": 3, "sampler": {"kind": "grid"}}
+    )
+    train = backend.fine_tune
+
+    def killed_once(spec: TrialSpec, *args: object, **kwargs: object) -> object:
+        monkeypatch.setattr(backend, "fine_tune", train)
+        raise KeyboardInterrupt  # what Ctrl-C, SIGTERM and SIGHUP raise in a sweep
+
+    monkeypatch.setattr(backend, "fine_tune", killed_once)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(load_experiment(str(path)), RecordingView())
+    outcome = run_sweep(load_experiment(str(path)), RecordingView())
+    assert len(outcome.results) == 3 and outcome.stopped is None
+    trained = sorted(r.spec.learning_rate_multiplier for r in outcome.results)
+    assert trained == choices

@@ -21,6 +21,12 @@ from optuna.trial import FrozenTrial, TrialState
 class GridSearch(GridSampler):
     """Optuna's grid sampler without its `study.stop()` (see the module docstring)."""
 
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        # A retry queued with its params (`study.requeue`) runs those: Optuna would give it the
+        # grid point of its new trial number, which would then count as run and never run.
+        if not trial.params:
+            super().before_trial(study, trial)
+
     def after_trial(
         self,
         study: Study,
