@@ -844,3 +844,30 @@ def test_a_grid_point_killed_and_run_again_leaves_no_other_point_out(
     assert len(outcome.results) == 3 and outcome.stopped is None
     trained = sorted(r.spec.learning_rate_multiplier for r in outcome.results)
     assert trained == choices
+
+
+def test_a_grid_cut_by_its_budget_and_resumed_runs_every_point_once(
+    tmp_path: Path, backend: MemoryBackend
+) -> None:
+    # Found resuming a grid search stopped by its budget: the resumed process shuffled the grid
+    # with another seed (the sampler is seeded past the trials held), so the points recorded
+    # as run were other points; and a budget cut ran a point the grid ran again later. One
+    # point ran three times, another never.
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
+    space = {
+        **SPACE,
+        "n_epochs": {"type": "categorical", "choices": [1, 3]},
+        "learning_rate_multiplier": {"type": "categorical", "choices": [1.0, 2.0, 3.0]},
+    }
+    study = {"n_trials": 6, "sampler": {"kind": "grid"}}
+    path = write_experiment(tmp_path, data, space, study=study, budget_usd=0.006)
+    first = run_sweep(load_experiment(str(path)), RecordingView(), confirm=lambda *_: True)
+    assert first.stopped is not None and "budget" in first.stopped
+    again = run_sweep(load_experiment(str(path), ["budget_usd=0.1"]), RecordingView())
+    assert again.stopped is None
+    done = [
+        (t.params["n_epochs"], t.params["learning_rate_multiplier"])
+        for t in _study().get_trials(states=(TrialState.COMPLETE,))
+        if not TrialRecord.from_attrs(t.user_attrs).is_checkpoint
+    ]
+    assert sorted(done) == [(n, lr) for n in (1, 3) for lr in (1.0, 2.0, 3.0)]
