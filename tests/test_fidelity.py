@@ -21,6 +21,7 @@ from harness.data.prepare import prepare_experiment
 from harness.errors import ConfigError
 from harness.records import PreparedData, Split
 from harness.sweep.admission import tell_chance
+from harness.sweep.estimate import estimate_sweep
 from harness.sweep.fidelity import FIDELITY, FidelitySampler, config_key
 from harness.sweep.loop import run_sweep
 from harness.sweep.search_space import experiment_space
@@ -361,3 +362,6 @@ def test_sampler_kinds_are_checked(tmp_path: Path) -> None:
     experiment = load_experiment(str(path), ["study.sampler.kind=fidelity"])
     with pytest.raises(ConfigError, match="train_examples"):
         make_sampler(experiment, experiment_space(experiment))
+    # `harness estimate` says so too (it read "Within budget_usd" for a sweep that cannot run).
+    with pytest.raises(ConfigError, match="train_examples"):
+        estimate_sweep(experiment)

@@ -25,6 +25,7 @@ from harness.sweep.search_space import (
     experiment_space,
     oversized_train_examples,
 )
+from harness.sweep.study import make_sampler
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ def estimate_sweep(experiment: Experiment) -> SweepEstimate:
     from harness.data.prepare import prepare_experiment
 
     space = experiment_space(experiment)
+    make_sampler(experiment, space)  # a sampler the space does not fit: refused as a sweep is
     backend = load_backend(experiment.config.backend)
     data, report = prepare_experiment(experiment)
     check_train_examples(space, len(data.labels))
