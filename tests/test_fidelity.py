@@ -306,6 +306,24 @@ def _trained(trial: optuna.trial.FrozenTrial) -> bool:
     return not TrialRecord.from_attrs(trial.user_attrs).is_checkpoint
 
 
+def test_a_space_that_names_the_training_set_size_first_prices_drawn_configurations(
+    tmp_path: Path,
+    backend: MemoryBackend,  # noqa: F811
+) -> None:
+    # Found writing a search-space file by hand: with train_examples above n_epochs, the first
+    # rung was priced before the epochs were drawn, and the sweep ended in a KeyError traceback.
+    path = _experiment(tmp_path)
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "train_examples: {type: categorical, choices: [30, 120]}\n"
+        "n_epochs: {type: int, low: 1, high: 3}\n"
+        "learning_rate_multiplier: {type: float, low: 0.5, high: 4.0, log: true}\n"
+        "batch_size: 8\n"
+    )
+    outcome = run_sweep(load_experiment(str(path)), RecordingView())
+    assert len(outcome.results) == 6 and not outcome.failures
+
+
 def _tight_budget(tmp_path: Path) -> Path:
     """One epoch, 30 or 120 examples: $0.000725 a configuration at 30, $0.00132 at 120. Two
     configurations at 30 leave too little of $0.0025 to promote one, enough for a third."""

@@ -237,8 +237,8 @@ class FidelitySampler(BaseSampler):
             return plan[param_name]
         if param_name == FIDELITY:
             # A new configuration starts on its lowest rung at or above the floor, priced with
-            # what is drawn so far (parameters not drawn yet at their first value: the fidelity
-            # comes last in the harness's spaces, so this is the configuration itself there).
+            # what is drawn so far (parameters not drawn yet at their first value: the harness
+            # draws the fidelity last, `study.ask`, so this is the configuration itself there).
             ladder = self.rungs({**_first_values(trial), **trial.params})
             floor = self.floor(study.get_trials(deepcopy=False))
             return next(v for v in ladder if v >= floor)

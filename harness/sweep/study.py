@@ -305,9 +305,13 @@ def heartbeat(handle: StudyHandle, trial: Trial) -> Iterator[None]:
 
 
 def ask(handle: StudyHandle, space: SearchSpace) -> Trial:
-    """A new trial with every sampled parameter drawn (or a queued retry's parameters)."""
+    """A new trial with every sampled parameter drawn (or a queued retry's parameters).
+
+    The training-set size is drawn last, whatever the file's order: a fidelity sampler prices
+    a new configuration's rungs with the values drawn before it."""
+    names = sorted(space.distributions, key=lambda name: name == fidelity.FIDELITY)
     with _quiet_optuna():
-        return handle.study.ask(fixed_distributions=space.distributions)
+        return handle.study.ask(fixed_distributions={n: space.distributions[n] for n in names})
 
 
 def spec_from_trial(
