@@ -260,6 +260,30 @@ def test_a_rung_whose_fixed_cost_dominates_is_skipped() -> None:
     assert study.ask(DISTRIBUTIONS).params[FIDELITY] == 1200
 
 
+def test_a_range_of_training_set_sizes_is_priced_without_pricing_every_size() -> None:
+    # Found with `train_examples: {type: int, low: 100, high: 1800}`: the sampler priced each
+    # of the 1,701 sizes for every new configuration (the local backend's estimate takes about
+    # 4 ms: 7 s before each trial), where the ladder it keeps has a few rungs.
+    calls: list[int] = []
+
+    def price(params: dict[str, Any]) -> float:
+        calls.append(params[FIDELITY])
+        return 0.05 + 0.001 * params[FIDELITY]  # a fixed cost, then by the example
+
+    sizes = tuple(range(100, 1801))
+    sampler = _sampler(price, values=sizes)
+    ladder = sampler.rungs({"n_epochs": 1, "learning_rate_multiplier": 1.0})
+    # The rule, walked size by size: kept when at most 2/3 of the last size kept.
+    expected = [1800]
+    for size in reversed(sizes[:-1]):
+        if price({FIDELITY: size}) <= 2 / 3 * price({FIDELITY: expected[0]}):
+            expected.insert(0, size)
+    assert ladder == expected and len(ladder) > 2
+    calls.clear()
+    sampler.rungs({"n_epochs": 2, "learning_rate_multiplier": 1.0})
+    assert len(calls) < 100
+
+
 def _experiment(tmp_path: Path, **overrides: object) -> Path:
     data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))  # 120 training rows
     space = {**SPACE, FIDELITY: {"type": "categorical", "choices": [30, 120]}}

@@ -144,16 +144,26 @@ class FidelitySampler(BaseSampler):
     def rungs(self, params: dict[str, Any]) -> list[Any]:
         """The fidelity values worth running for this configuration, smallest first: walking
         down from the largest, a value is kept when it costs at most `RUNG_COST_RATIO` of the
-        last value kept (fixed per-trial costs included, as the backend estimates them)."""
+        last value kept (fixed per-trial costs included, as the backend estimates them). Prices
+        grow with the training set, so the next value kept is bisected for: an int range has
+        many values, and each price is a backend estimate."""
         if self._pricer is None:
             return list(self.values)
         kept = [self.values[-1]]
-        above = self._price({**params, FIDELITY: kept[0]})
-        for value in reversed(self.values[:-1]):
-            cost = self._price({**params, FIDELITY: value})
-            if cost <= RUNG_COST_RATIO * above:
-                kept.insert(0, value)
-                above = cost
+        left = len(self.values) - 1  # values[:left] are still to be looked at
+        while left:
+            limit = RUNG_COST_RATIO * self._price({**params, FIDELITY: kept[0]})
+            low, high, found = 0, left - 1, -1
+            while low <= high:
+                mid = (low + high) // 2
+                if self._price({**params, FIDELITY: self.values[mid]}) <= limit:
+                    found, low = mid, mid + 1
+                else:
+                    high = mid - 1
+            if found < 0:
+                break
+            kept.insert(0, self.values[found])
+            left = found
         return kept
 
     def _price(self, params: dict[str, Any]) -> float:
@@ -280,9 +290,8 @@ def _candidate(trial: FrozenTrial) -> bool:
 
 def _skipped(trial: FrozenTrial) -> bool:
     """A trial the budget could not cover: asked for, never run (`admission.skip_trial`)."""
-    if trial.state != TrialState.PRUNED:
-        return False
-    return TrialRecord.from_attrs(trial.user_attrs).skipped_reason is not None
+    record = TrialRecord.from_attrs(trial.user_attrs)
+    return trial.state == TrialState.PRUNED and record.skipped_reason is not None
 
 
 def _start_values(trials: Sequence[FrozenTrial]) -> dict[str, Any]:
