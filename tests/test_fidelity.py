@@ -26,7 +26,7 @@ from harness.sweep.fidelity import FIDELITY, FidelitySampler, config_key
 from harness.sweep.loop import run_sweep
 from harness.sweep.search_space import experiment_space
 from harness.sweep.study import make_sampler, requeue, spec_from_trial
-from harness.tracking.record import CHECKPOINT_OF, TrialRecord
+from harness.tracking.record import CHECKPOINT_OF, TrialRecord, skipped_attrs
 from tests.conftest import review_rows, write_csv, write_experiment
 from tests.memory_backend import MemoryBackend
 from tests.test_sweep import RecordingView
@@ -236,6 +236,23 @@ def test_the_retry_of_a_killed_promotion_claims_no_other_promotion() -> None:
     # The second promotion due is still due, and asked for next.
     assert _sampler().promotion(study) == {**killed.params, "learning_rate_multiplier": 2.0}
     assert study.ask(DISTRIBUTIONS).params == {**killed.params, "learning_rate_multiplier": 2.0}
+
+
+def test_a_promotion_skipped_for_the_budget_waits_for_the_next_sweep() -> None:
+    # Within a sweep, a promotion its budget skipped is passed over (the next is asked for,
+    # not the same again and again, each skipped and cut); a later sweep, a new sampler on the
+    # same study (the budget raised), finds it due.
+    study = _study(_sampler())
+    for lr, accuracy in ((0.5, 0.60), (1.0, 0.80), (2.0, 0.70), (4.0, 0.55)):
+        _finished(study, lr, 400, accuracy, 1.0)
+    skipped = study.ask(DISTRIBUTIONS)
+    assert skipped.params["learning_rate_multiplier"] == 1.0
+    for key, value in skipped_attrs("budget: ...").items():
+        skipped.set_user_attr(key, value)
+    study.tell(skipped, state=TrialState.PRUNED)
+    assert study.ask(DISTRIBUTIONS).params["learning_rate_multiplier"] == 2.0
+    later = _sampler().promotion(study)
+    assert later == skipped.params
 
 
 def test_a_rung_whose_fixed_cost_dominates_is_skipped() -> None:

@@ -5,17 +5,16 @@ The training-set size (`train_examples`, when the search space samples it among 
 values) is the fidelity. A new configuration is tried on the smallest training set worth trying;
 the best of those finished on a training set (the top `1/ETA`, as asynchronous successive
 halving, ASHA, promotes; ranked on validation accuracy against cost, `_ranked`) are trained
-again on the next one. Epochs are a
-fidelity too, through the sweep's own early stopper and epoch checkpoints: a trial that cannot
-reach the front stops, and every epoch's model is a point of its own.
+again on the next one. Epochs are a fidelity too, through the sweep's own early stopper and
+epoch checkpoints: a trial that cannot reach the front stops, every epoch's model is a point.
 
 What stays as it was: a promoted configuration is an ordinary trial. It is asked for under the
 study's `launch` lock like any other, counts toward `n_trials`, and reserves its worst case in
 the budget ledger before it runs. Promotions are decided from the study's own trials, so workers
 sharing a study (asks are serialised by that lock) never promote a configuration twice: a
 configuration with a trial on the next training set in any state (running, waiting to be
-retried, finished or failed) is taken; one the budget skipped is not, so that raising
-`budget_usd` runs it.
+retried, finished or failed) is taken; one the budget skipped is passed over for the rest of
+that sweep only, so that raising `budget_usd` runs it.
 
 A model that learned nothing (validation accuracy within noise of always answering the majority
 class, which the sweep tells the sampler: `set_chance`, `LEARNED_SE`) carries no ranking: it
@@ -106,6 +105,7 @@ class FidelitySampler(BaseSampler):
         self._lock = threading.Lock()
         self._view_of: _LowestRung | None = None  # the base sampler's view of the last study
         self._learned_above: float | None = None  # None: chance not known, every model learned
+        self._passed: set[tuple[str, Any]] = set()  # promotions this sweep's budget skipped
 
     def set_pricer(self, pricer: Pricer) -> None:
         """Price configurations (the sweep passes the backend's estimate); without one, every
@@ -182,9 +182,10 @@ class FidelitySampler(BaseSampler):
         configuration at that rung exists in any state but skipped for the budget.
         """
         trials = study.get_trials(deepcopy=False)
-        # A promotion the budget skipped stays due: raising budget_usd runs it.
-        held = [t for t in trials if not _skipped(t)]
+        # A trial the budget skipped (PRUNED, the harness's only use of it): due in a later sweep.
+        held = [t for t in trials if t.state != TrialState.PRUNED]
         taken = {(config_key(t.params), t.params.get(FIDELITY)) for t in held if t.params}
+        taken |= self._passed
         taken |= {
             (plan["key"], plan["value"])
             for t in held
@@ -262,8 +263,11 @@ class FidelitySampler(BaseSampler):
         state: TrialState,
         values: Sequence[float] | None,
     ) -> None:
-        with self._lock:
+        plan = trial.system_attrs.get(PLAN_ATTR)
+        with self._lock:  # a promotion the budget skipped is passed over in this sweep
             self._plans.pop(trial._trial_id, None)
+            if state == TrialState.PRUNED and isinstance(plan, dict):
+                self._passed.add((plan["key"], plan["value"]))
         self.base.after_trial(study, trial, state, values)
 
     def _view(self, study: Study) -> Study:
@@ -286,12 +290,6 @@ def _candidate(trial: FrozenTrial) -> bool:
     if trial.state != TrialState.COMPLETE or not trial.values:
         return False
     return not TrialRecord.from_attrs(trial.user_attrs).is_checkpoint
-
-
-def _skipped(trial: FrozenTrial) -> bool:
-    """A trial the budget could not cover: asked for, never run (`admission.skip_trial`)."""
-    record = TrialRecord.from_attrs(trial.user_attrs)
-    return trial.state == TrialState.PRUNED and record.skipped_reason is not None
 
 
 def _start_values(trials: Sequence[FrozenTrial]) -> dict[str, Any]:
