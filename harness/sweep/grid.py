@@ -71,6 +71,6 @@ def grid_done(study: optuna.Study) -> str | None:
     if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         return None
     return (
-        f"grid: the search space's {len(sampler._all_grids)} configurations have all run (a grid "
-        "runs each once; study.n_trials counts more than the grid holds)"
+        f"grid: the search space's {len(sampler._all_grids)} configurations have all been tried "
+        "(a grid runs each once; study.n_trials counts more than the grid holds)"
     )
