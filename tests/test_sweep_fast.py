@@ -871,3 +871,21 @@ def test_a_grid_cut_by_its_budget_and_resumed_runs_every_point_once(
         if not TrialRecord.from_attrs(t.user_attrs).is_checkpoint
     ]
     assert sorted(done) == [(n, lr) for n in (1, 3) for lr in (1.0, 2.0, 3.0)]
+
+
+def test_a_grid_is_priced_for_its_points_not_for_more_trials_than_it_holds(
+    tmp_path: Path, backend: MemoryBackend
+) -> None:
+    # Found walking a grid search: with n_trials above the grid's size, the worst case counted
+    # n_trials trials, so a budget that covers the whole grid was refused without a terminal
+    # ("the worst case of 8 more trials ... over budget_usd"), for trials that can never run.
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
+    space = {
+        **SPACE,
+        "n_epochs": 1,
+        "learning_rate_multiplier": {"type": "categorical", "choices": [1.0, 2.0]},
+    }
+    study = {"n_trials": 8, "sampler": {"kind": "grid"}}
+    path = write_experiment(tmp_path, data, space, study=study, budget_usd=0.003)  # 2 x $0.00132
+    outcome = run_sweep(load_experiment(str(path)), RecordingView())  # no one to ask
+    assert len(outcome.results) == 2 and "grid" in (outcome.stopped or "")
