@@ -198,6 +198,7 @@ def _run(
                 Curve(
                     tuple(e.valid_accuracy for e in first),
                     tuple(e.cost_so_far.usd for e in first),
+                    checkpoint=model is not models[-1],  # its trial's curve again, as in a sweep
                 )
             )
     return _Ran(models, paid)

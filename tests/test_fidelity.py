@@ -21,11 +21,12 @@ from harness.data.prepare import prepare_experiment
 from harness.errors import ConfigError
 from harness.records import PreparedData, Split
 from harness.sweep.admission import tell_chance
+from harness.sweep.estimate import estimate_sweep
 from harness.sweep.fidelity import FIDELITY, FidelitySampler, config_key
 from harness.sweep.loop import run_sweep
 from harness.sweep.search_space import experiment_space
-from harness.sweep.study import make_sampler, spec_from_trial
-from harness.tracking.record import CHECKPOINT_OF, TrialRecord
+from harness.sweep.study import make_sampler, requeue, spec_from_trial
+from harness.tracking.record import CHECKPOINT_OF, TrialRecord, skipped_attrs
 from tests.conftest import review_rows, write_csv, write_experiment
 from tests.memory_backend import MemoryBackend
 from tests.test_sweep import RecordingView
@@ -219,6 +220,41 @@ def test_two_workers_sharing_a_study_never_promote_the_same_configuration(
     assert due is not None and due["learning_rate_multiplier"] == 4.0
 
 
+def test_the_retry_of_a_killed_promotion_claims_no_other_promotion() -> None:
+    # Found walking a kill during a promoted trial: its retry (queued again with its params,
+    # by `requeue`) was asked for like a new trial, and the sampler noted the next promotion
+    # due on it; the retry ran its own params, so that other promotion was never run.
+    study = _study(_sampler())
+    for lr, accuracy in ((0.5, 0.60), (1.0, 0.80), (2.0, 0.70), (4.0, 0.55)):
+        _finished(study, lr, 400, accuracy, 1.0)
+    killed = study.ask(DISTRIBUTIONS)
+    assert killed.params == {"n_epochs": 1, "learning_rate_multiplier": 1.0, FIDELITY: 800}
+    study.tell(killed, state=TrialState.FAIL)
+    requeue(study, study._storage.get_trial(killed._trial_id))
+    retry = study.ask(DISTRIBUTIONS)
+    assert retry.params == killed.params  # the killed promotion runs again, once
+    # The second promotion due is still due, and asked for next.
+    assert _sampler().promotion(study) == {**killed.params, "learning_rate_multiplier": 2.0}
+    assert study.ask(DISTRIBUTIONS).params == {**killed.params, "learning_rate_multiplier": 2.0}
+
+
+def test_a_promotion_skipped_for_the_budget_waits_for_the_next_sweep() -> None:
+    # Within a sweep, a promotion its budget skipped is passed over (the next is asked for,
+    # not the same again and again, each skipped and cut); a later sweep, a new sampler on the
+    # same study (the budget raised), finds it due.
+    study = _study(_sampler())
+    for lr, accuracy in ((0.5, 0.60), (1.0, 0.80), (2.0, 0.70), (4.0, 0.55)):
+        _finished(study, lr, 400, accuracy, 1.0)
+    skipped = study.ask(DISTRIBUTIONS)
+    assert skipped.params["learning_rate_multiplier"] == 1.0
+    for key, value in skipped_attrs("budget: ...").items():
+        skipped.set_user_attr(key, value)
+    study.tell(skipped, state=TrialState.PRUNED)
+    assert study.ask(DISTRIBUTIONS).params["learning_rate_multiplier"] == 2.0
+    later = _sampler().promotion(study)
+    assert later == skipped.params
+
+
 def test_a_rung_whose_fixed_cost_dominates_is_skipped() -> None:
     # A hosted job minimum: $10 whatever the size, plus a little per example.
     flat = _sampler(lambda p: 10.0 + 0.001 * p[FIDELITY])
@@ -239,6 +275,30 @@ def test_a_rung_whose_fixed_cost_dominates_is_skipped() -> None:
     _finished(study, 1.0, 400, 0.8, 1.0)
     _finished(study, 2.0, 400, 0.7, 1.0)
     assert study.ask(DISTRIBUTIONS).params[FIDELITY] == 1200
+
+
+def test_a_range_of_training_set_sizes_is_priced_without_pricing_every_size() -> None:
+    # Found with `train_examples: {type: int, low: 100, high: 1800}`: the sampler priced each
+    # of the 1,701 sizes for every new configuration (the local backend's estimate takes about
+    # 4 ms: 7 s before each trial), where the ladder it keeps has a few rungs.
+    calls: list[int] = []
+
+    def price(params: dict[str, Any]) -> float:
+        calls.append(params[FIDELITY])
+        return 0.05 + 0.001 * params[FIDELITY]  # a fixed cost, then by the example
+
+    sizes = tuple(range(100, 1801))
+    sampler = _sampler(price, values=sizes)
+    ladder = sampler.rungs({"n_epochs": 1, "learning_rate_multiplier": 1.0})
+    # The rule, walked size by size: kept when at most 2/3 of the last size kept.
+    expected = [1800]
+    for size in reversed(sizes[:-1]):
+        if price({FIDELITY: size}) <= 2 / 3 * price({FIDELITY: expected[0]}):
+            expected.insert(0, size)
+    assert ladder == expected and len(ladder) > 2
+    calls.clear()
+    sampler.rungs({"n_epochs": 2, "learning_rate_multiplier": 1.0})
+    assert len(calls) < 100
 
 
 def _experiment(tmp_path: Path, **overrides: object) -> Path:
@@ -287,6 +347,69 @@ def _trained(trial: optuna.trial.FrozenTrial) -> bool:
     return not TrialRecord.from_attrs(trial.user_attrs).is_checkpoint
 
 
+def test_a_space_that_names_the_training_set_size_first_prices_drawn_configurations(
+    tmp_path: Path,
+    backend: MemoryBackend,  # noqa: F811
+) -> None:
+    # Found writing a search-space file by hand: with train_examples above n_epochs, the first
+    # rung was priced before the epochs were drawn, and the sweep ended in a KeyError traceback.
+    path = _experiment(tmp_path)
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "train_examples: {type: categorical, choices: [30, 120]}\n"
+        "n_epochs: {type: int, low: 1, high: 3}\n"
+        "learning_rate_multiplier: {type: float, low: 0.5, high: 4.0, log: true}\n"
+        "batch_size: 8\n"
+    )
+    outcome = run_sweep(load_experiment(str(path)), RecordingView())
+    assert len(outcome.results) == 6 and not outcome.failures
+
+
+def _tight_budget(tmp_path: Path) -> Path:
+    """One epoch, 30 or 120 examples: $0.000725 a configuration at 30, $0.00132 at 120. Two
+    configurations at 30 leave too little of $0.0025 to promote one, enough for a third."""
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))  # 120 training rows
+    space = {**SPACE, "n_epochs": 1, FIDELITY: {"type": "categorical", "choices": [30, 120]}}
+    study = {"n_trials": 6, "sampler": {"kind": "fidelity"}}
+    return write_experiment(tmp_path, data, space, study=study, budget_usd=0.0025)
+
+
+def _trained_params(study: optuna.Study) -> list[dict[str, Any]]:
+    return [t.params for t in study.get_trials(states=(TrialState.COMPLETE,)) if _trained(t)]
+
+
+def test_a_promotion_the_budget_cannot_cover_is_not_cut_to_its_own_smaller_rung(
+    tmp_path: Path,
+    backend: MemoryBackend,  # noqa: F811
+) -> None:
+    # Found walking a sweep at its budget: the promotion did not fit, and the cut that ran
+    # instead ("fewer training examples") was the configuration at the rung it had already
+    # run on: the same trial paid for twice, counted toward n_trials, learning nothing new.
+    path = _tight_budget(tmp_path)
+    outcome = run_sweep(load_experiment(str(path)), RecordingView(), confirm=lambda *_: True)
+    assert outcome.stopped is not None and "budget" in outcome.stopped
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db")
+    trained = [config_key(p) + repr(p[FIDELITY]) for p in _trained_params(study)]
+    assert len(trained) == len(set(trained)) == 2
+    assert sum(r.spent for r in _records()) <= 0.0025
+
+
+def test_a_promotion_skipped_for_the_budget_runs_once_the_budget_is_raised(
+    tmp_path: Path,
+    backend: MemoryBackend,  # noqa: F811
+) -> None:
+    # Found walking a sweep at its budget: the skipped promotion was kept as a trial of that
+    # configuration on the next rung, so it counted as taken; raising budget_usd, as the
+    # message says to, went on without ever promoting it.
+    path = _tight_budget(tmp_path)
+    run_sweep(load_experiment(str(path)), RecordingView(), confirm=lambda *_: True)
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db")
+    (skipped,) = study.get_trials(states=(TrialState.PRUNED,))
+    assert skipped.params[FIDELITY] == 120
+    run_sweep(load_experiment(str(path), ["budget_usd=0.01"]), RecordingView())
+    assert skipped.params in _trained_params(study)
+
+
 def test_sampler_kinds_are_checked(tmp_path: Path) -> None:
     data = write_csv(tmp_path / "reviews.csv", review_rows(20, seed=2))
     path = write_experiment(tmp_path, data, SPACE)
@@ -298,3 +421,6 @@ def test_sampler_kinds_are_checked(tmp_path: Path) -> None:
     experiment = load_experiment(str(path), ["study.sampler.kind=fidelity"])
     with pytest.raises(ConfigError, match="train_examples"):
         make_sampler(experiment, experiment_space(experiment))
+    # `harness estimate` says so too (it read "Within budget_usd" for a sweep that cannot run).
+    with pytest.raises(ConfigError, match="train_examples"):
+        estimate_sweep(experiment)

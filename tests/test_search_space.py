@@ -108,6 +108,15 @@ def test_grid_needs_discrete_values(tmp_path: Path) -> None:
         "learning_rate_multiplier": [0.5, 1.0, 1.5],
         "batch_size": [8, 16],
     }
+    # Found walking a one-value space: a float range of one value, and a whole-number range on
+    # a log scale, are discrete too; both were refused as "a continuous range".
+    single = GOOD.replace("low: 0.1, high: 2.0, log: true", "low: 1.5, high: 1.5")
+    single = single.replace("low: 1, high: 4}", "low: 1, high: 4, log: true}")
+    assert load_search_space(_space(tmp_path, single)).grid() == {
+        "n_epochs": [1, 2, 3, 4],
+        "learning_rate_multiplier": [1.5],
+        "batch_size": [8, 16],
+    }
 
 
 def test_sizes_beyond_the_training_split_are_named(tmp_path: Path) -> None:

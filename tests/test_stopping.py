@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from harness.records import Cost, EpochResult
 from harness.sweep.stopping import Curve, FrontStopper
+from harness.tracking.record import (
+    CHECKPOINT_OF,
+    COST_USD_BY_EPOCH,
+    VALID_ACCURACY_BY_EPOCH,
+    TrialRecord,
+)
 
 
 def _epochs(*points: tuple[float, float]) -> list[EpochResult]:
@@ -61,3 +67,28 @@ def test_a_small_validation_split_widens_the_margin() -> None:
     stopper.add(Curve((0.70, 0.75, 0.78), (1.0, 2.0, 3.0)))
     stopper.add(Curve((0.80, 0.84, 0.86), (2.0, 4.0, 6.0)))
     assert not stopper.should_stop(_epochs((0.60, 1.0)), n_epochs=3)
+
+
+def test_a_trial_and_its_checkpoints_are_one_trial_of_evidence() -> None:
+    # Found reading the sweep: it teaches the stopper every completed trial, epoch checkpoints
+    # included, and a checkpoint's curve is its trial's first epochs again. One finished
+    # 3-epoch trial and its epoch-2 checkpoint read as two trials that had run a second epoch,
+    # so a 2-epoch trial was stopped on the evidence of one.
+    parent = {VALID_ACCURACY_BY_EPOCH: [0.70, 0.80, 0.82], COST_USD_BY_EPOCH: [1.0, 2.0, 3.0]}
+    stopper = FrontStopper(n_validation=1000)
+    stopper.add(Curve.of(TrialRecord.from_attrs(parent)))
+    for epoch in (1, 2):
+        checkpoint = {key: value[:epoch] for key, value in parent.items()}
+        stopper.add(Curve.of(TrialRecord.from_attrs({**checkpoint, CHECKPOINT_OF: 0})))
+    assert not stopper.should_stop(_epochs((0.60, 2.0)), n_epochs=2)
+    # A second trial that ran two epochs is the evidence the rule asks for.
+    stopper.add(Curve((0.65, 0.70), (1.0, 2.0)))
+    assert stopper.should_stop(_epochs((0.60, 2.0)), n_epochs=2)
+    # A checkpoint is still a model: one at least as good for no more money stops a trial.
+    alone = FrontStopper(n_validation=1000)
+    alone.add(Curve((0.55, 0.60), (1.0, 2.0)))
+    alone.add(Curve((0.56, 0.60), (1.0, 2.0)))
+    assert not alone.should_stop(_epochs((0.60, 2.0)), n_epochs=2)
+    good = {VALID_ACCURACY_BY_EPOCH: [0.90], COST_USD_BY_EPOCH: [1.0], CHECKPOINT_OF: 0}
+    alone.add(Curve.of(TrialRecord.from_attrs(good)))
+    assert alone.should_stop(_epochs((0.60, 2.0)), n_epochs=2)

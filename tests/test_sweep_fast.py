@@ -950,3 +950,105 @@ def test_a_trial_whose_run_cannot_open_for_an_outage_is_queued_again_at_no_cost(
     assert queued.params == cut.params
     assert ledger_usd([cut]) == (0.0, 0.0), "it trained nothing"
     assert backend.trained == [0]
+
+
+def test_a_grid_smaller_than_n_trials_runs_once_each_then_stops(
+    tmp_path: Path, backend: MemoryBackend
+) -> None:
+    # Found walking a grid search: once every point had run, Optuna's grid sampler called
+    # `study.stop()` from `tell`, which raises outside Optuna's own loop: a traceback (a
+    # RuntimeError) after the last point, its checkpoints left for the next start.
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
+    space = {
+        **SPACE,
+        "n_epochs": 2,
+        "learning_rate_multiplier": {"type": "float", "low": 1.0, "high": 2.0, "step": 1.0},
+    }
+    study = {"n_trials": 3, "sampler": {"kind": "grid"}}
+    path = write_experiment(tmp_path, data, space, study=study)
+    outcome = run_sweep(load_experiment(str(path)), RecordingView())
+    assert len(outcome.results) == 2 and not outcome.failures
+    assert outcome.stopped is not None and "2 configurations" in outcome.stopped
+    trials = _study().get_trials(states=(TrialState.COMPLETE,))
+    trained = [t for t in trials if not TrialRecord.from_attrs(t.user_attrs).is_checkpoint]
+    assert sorted(t.params["learning_rate_multiplier"] for t in trained) == [1.0, 2.0]
+    assert len([r for r in _records() if r.is_checkpoint]) == 2  # recorded, not left owed
+    # Run again: nothing new to train, said the same way, nothing asked for.
+    again = run_sweep(load_experiment(str(path)), RecordingView())
+    assert not again.results and again.stopped == outcome.stopped
+    assert len(_study().get_trials()) == 4
+
+
+def test_a_grid_point_killed_and_run_again_leaves_no_other_point_out(
+    tmp_path: Path, backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found killing a grid search: the killed trial's retry (queued again with its params) was
+    # given the grid point of its new trial number, so that point counted as run, and never ran.
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
+    choices = [1.0, 2.0, 3.0]
+    space = {
+        **SPACE,
+        "n_epochs": 1,
+        "learning_rate_multiplier": {"type": "categorical", "choices": choices},
+    }
+    path = write_experiment(
+        tmp_path, data, space, study={"n_trials": 3, "sampler": {"kind": "grid"}}
+    )
+    train = backend.fine_tune
+
+    def killed_once(spec: TrialSpec, *args: object, **kwargs: object) -> object:
+        monkeypatch.setattr(backend, "fine_tune", train)
+        raise KeyboardInterrupt  # what Ctrl-C, SIGTERM and SIGHUP raise in a sweep
+
+    monkeypatch.setattr(backend, "fine_tune", killed_once)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(load_experiment(str(path)), RecordingView())
+    outcome = run_sweep(load_experiment(str(path)), RecordingView())
+    assert len(outcome.results) == 3 and outcome.stopped is None
+    trained = sorted(r.spec.learning_rate_multiplier for r in outcome.results)
+    assert trained == choices
+
+
+def test_a_grid_cut_by_its_budget_and_resumed_runs_every_point_once(
+    tmp_path: Path, backend: MemoryBackend
+) -> None:
+    # Found resuming a grid search stopped by its budget: the resumed process shuffled the grid
+    # with another seed (the sampler is seeded past the trials held), so the points recorded
+    # as run were other points; and a budget cut ran a point the grid ran again later. One
+    # point ran three times, another never.
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
+    space = {
+        **SPACE,
+        "n_epochs": {"type": "categorical", "choices": [1, 3]},
+        "learning_rate_multiplier": {"type": "categorical", "choices": [1.0, 2.0, 3.0]},
+    }
+    study = {"n_trials": 6, "sampler": {"kind": "grid"}}
+    path = write_experiment(tmp_path, data, space, study=study, budget_usd=0.006)
+    first = run_sweep(load_experiment(str(path)), RecordingView(), confirm=lambda *_: True)
+    assert first.stopped is not None and "budget" in first.stopped
+    again = run_sweep(load_experiment(str(path), ["budget_usd=0.1"]), RecordingView())
+    assert again.stopped is None
+    done = [
+        (t.params["n_epochs"], t.params["learning_rate_multiplier"])
+        for t in _study().get_trials(states=(TrialState.COMPLETE,))
+        if not TrialRecord.from_attrs(t.user_attrs).is_checkpoint
+    ]
+    assert sorted(done) == [(n, lr) for n in (1, 3) for lr in (1.0, 2.0, 3.0)]
+
+
+def test_a_grid_is_priced_for_its_points_not_for_more_trials_than_it_holds(
+    tmp_path: Path, backend: MemoryBackend
+) -> None:
+    # Found walking a grid search: with n_trials above the grid's size, the worst case counted
+    # n_trials trials, so a budget that covers the whole grid was refused without a terminal
+    # ("the worst case of 8 more trials ... over budget_usd"), for trials that can never run.
+    data = write_csv(tmp_path / "reviews.csv", review_rows(100, seed=2))
+    space = {
+        **SPACE,
+        "n_epochs": 1,
+        "learning_rate_multiplier": {"type": "categorical", "choices": [1.0, 2.0]},
+    }
+    study = {"n_trials": 8, "sampler": {"kind": "grid"}}
+    path = write_experiment(tmp_path, data, space, study=study, budget_usd=0.003)  # 2 x $0.00132
+    outcome = run_sweep(load_experiment(str(path)), RecordingView())  # no one to ask
+    assert len(outcome.results) == 2 and "grid" in (outcome.stopped or "")

@@ -155,16 +155,22 @@ def _cut_to_fit(
 ) -> tuple[dict[str, Any], Cost] | None:
     """The drawn configuration with fewer epochs (then fewer training examples), the dearest
     such cut whose worst case for any training subset still fits; with its price. None when the
-    space samples neither or no cut fits. Learning rate and batch size stay as drawn."""
+    space samples neither or no cut fits. Learning rate and batch size stay as drawn.
+
+    A cut a trial of the study already trained (or runs, or waits to run) is no option: a
+    promotion cut to the training-set size it was promoted from would pay for that trial again
+    and learn nothing."""
     options: list[tuple[dict[str, Any], Cost]] = []
+    states = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+    tried = [t.params for t in sweep.handle.study.get_trials(deepcopy=False, states=states)]
     for epochs in _below(sweep.space, trial.params, "n_epochs", spec.n_epochs):
         for size in _below(sweep.space, trial.params, "train_examples", spec.train_examples):
-            if (epochs, size) == (spec.n_epochs, spec.train_examples):
+            params = {**trial.params, "n_epochs": epochs, "train_examples": size}
+            params = {k: params[k] for k in trial.params}
+            if (epochs, size) == (spec.n_epochs, spec.train_examples) or params in tried:
                 continue
             cut = replace(spec, n_epochs=epochs, train_examples=size, bound="dearest")
-            cost = sweep.backend.estimate(cut, sweep.data).total
-            params = {**trial.params, "n_epochs": epochs, "train_examples": size}
-            options.append(({k: params[k] for k in trial.params}, cost))
+            options.append((params, sweep.backend.estimate(cut, sweep.data).total))
     fits = [o for o in options if sweep.budget.shortfall(o[1]) is None]
     return max(fits, key=lambda o: o[1].usd, default=None)
 

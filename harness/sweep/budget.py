@@ -35,7 +35,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from harness.backends.base import CREATE_SENT, SCORING_RESERVED
 from harness.errors import BudgetExceeded
 from harness.records import Cost, usd
-from harness.sweep.estimate import worst_case_total
+from harness.sweep.estimate import trial_count, worst_case_total
 from harness.sweep.locks import study_lock
 from harness.tracking.record import TrialRecord, journal_key, reserve_attrs, settle_attrs
 
@@ -201,7 +201,9 @@ def check_worst_case(
     if limit is None or remaining <= 0:
         return
     committed = budget.committed() if budget is not None else 0.0
-    n_trials = experiment.config.study.n_trials
+    n_trials = trial_count(experiment, space)
+    if n_trials < experiment.config.study.n_trials:  # a grid: no more trials than it holds
+        remaining = min(remaining, n_trials)
     per_trial = worst_case_total(experiment, backend, data, space).usd / n_trials
     worst = Cost(usd=committed + per_trial * remaining)
     if worst.usd <= limit or (confirm is not None and confirm(worst, limit)):

@@ -8,6 +8,7 @@ calibrated once per machine (see `harness.backends.local._calibration`).
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -25,6 +26,7 @@ from harness.sweep.search_space import (
     experiment_space,
     oversized_train_examples,
 )
+from harness.sweep.study import make_sampler
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ def estimate_sweep(experiment: Experiment) -> SweepEstimate:
     from harness.data.prepare import prepare_experiment
 
     space = experiment_space(experiment)
+    make_sampler(experiment, space)  # a sampler the space does not fit: refused as a sweep is
     backend = load_backend(experiment.config.backend)
     data, report = prepare_experiment(experiment)
     check_train_examples(space, len(data.labels))
@@ -79,7 +82,7 @@ def estimate_sweep(experiment: Experiment) -> SweepEstimate:
     models = sorted({row.spec.base_model for row in dearest})
     return SweepEstimate(
         backend=backend.kind,
-        n_trials=experiment.config.study.n_trials,
+        n_trials=trial_count(experiment, space),
         cheapest=cheapest,
         dearest=dearest,
         worst_total=worst_case_total(experiment, backend, data, space),
@@ -171,10 +174,19 @@ def corner_specs(
     ]
 
 
+def trial_count(experiment: Experiment, space: SearchSpace) -> int:
+    """The trials a sweep trains: `study.n_trials`, or a grid's size where that is fewer (a grid
+    search stops once every configuration has been tried)."""
+    n = experiment.config.study.n_trials
+    if experiment.config.study.sampler.kind == "grid":
+        n = min(n, math.prod(len(values) for values in space.grid().values()))
+    return n
+
+
 def worst_case_total(
     experiment: Experiment, backend: Backend, data: PreparedData, space: SearchSpace
 ) -> Cost:
-    """What the whole sweep costs at most: the dearest trial, times `study.n_trials`.
+    """What the whole sweep costs at most: the dearest trial, times `trial_count`.
 
     `Backend.estimate` is already a per-trial worst case; this takes the dearest corner of the
     search space, so no sampled configuration can cost more.
@@ -183,7 +195,7 @@ def worst_case_total(
         (backend.estimate(spec, data).total for spec in corner_specs(experiment, space)),
         key=lambda cost: cost.usd,
     )
-    n = experiment.config.study.n_trials
+    n = trial_count(experiment, space)
     return Cost(
         usd=dearest.usd * n,
         compute_seconds=dearest.compute_seconds * n,

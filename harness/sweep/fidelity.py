@@ -5,16 +5,16 @@ The training-set size (`train_examples`, when the search space samples it among 
 values) is the fidelity. A new configuration is tried on the smallest training set worth trying;
 the best of those finished on a training set (the top `1/ETA`, as asynchronous successive
 halving, ASHA, promotes; ranked on validation accuracy against cost, `_ranked`) are trained
-again on the next one. Epochs are a
-fidelity too, through the sweep's own early stopper and epoch checkpoints: a trial that cannot
-reach the front stops, and every epoch's model is a point of its own.
+again on the next one. Epochs are a fidelity too, through the sweep's own early stopper and
+epoch checkpoints: a trial that cannot reach the front stops, every epoch's model is a point.
 
 What stays as it was: a promoted configuration is an ordinary trial. It is asked for under the
 study's `launch` lock like any other, counts toward `n_trials`, and reserves its worst case in
 the budget ledger before it runs. Promotions are decided from the study's own trials, so workers
 sharing a study (asks are serialised by that lock) never promote a configuration twice: a
 configuration with a trial on the next training set in any state (running, waiting to be
-retried, finished, failed or skipped) is taken.
+retried, finished or failed) is taken; one the budget skipped is passed over for the rest of
+that sweep only, so that raising `budget_usd` runs it.
 
 A model that learned nothing (validation accuracy within noise of always answering the majority
 class, which the sweep tells the sampler: `set_chance`, `LEARNED_SE`) carries no ranking: it
@@ -105,6 +105,7 @@ class FidelitySampler(BaseSampler):
         self._lock = threading.Lock()
         self._view_of: _LowestRung | None = None  # the base sampler's view of the last study
         self._learned_above: float | None = None  # None: chance not known, every model learned
+        self._passed: set[tuple[str, Any]] = set()  # promotions this sweep's budget skipped
 
     def set_pricer(self, pricer: Pricer) -> None:
         """Price configurations (the sweep passes the backend's estimate); without one, every
@@ -143,16 +144,26 @@ class FidelitySampler(BaseSampler):
     def rungs(self, params: dict[str, Any]) -> list[Any]:
         """The fidelity values worth running for this configuration, smallest first: walking
         down from the largest, a value is kept when it costs at most `RUNG_COST_RATIO` of the
-        last value kept (fixed per-trial costs included, as the backend estimates them)."""
+        last value kept (fixed per-trial costs included, as the backend estimates them). Prices
+        grow with the training set, so the next value kept is bisected for: an int range has
+        many values, and each price is a backend estimate."""
         if self._pricer is None:
             return list(self.values)
         kept = [self.values[-1]]
-        above = self._price({**params, FIDELITY: kept[0]})
-        for value in reversed(self.values[:-1]):
-            cost = self._price({**params, FIDELITY: value})
-            if cost <= RUNG_COST_RATIO * above:
-                kept.insert(0, value)
-                above = cost
+        left = len(self.values) - 1  # values[:left] are still to be looked at
+        while left:
+            limit = RUNG_COST_RATIO * self._price({**params, FIDELITY: kept[0]})
+            low, high, found = 0, left - 1, -1
+            while low <= high:
+                mid = (low + high) // 2
+                if self._price({**params, FIDELITY: self.values[mid]}) <= limit:
+                    found, low = mid, mid + 1
+                else:
+                    high = mid - 1
+            if found < 0:
+                break
+            kept.insert(0, self.values[found])
+            left = found
         return kept
 
     def _price(self, params: dict[str, Any]) -> float:
@@ -168,13 +179,16 @@ class FidelitySampler(BaseSampler):
         A rung's candidates are its finished trials (epoch checkpoints and skipped trials are not
         candidates), those that learned first, each group best first (`_ranked`); the top
         `len // eta` may be promoted, each to its next rung, unless a trial of that
-        configuration at that rung exists in any state.
+        configuration at that rung exists in any state but skipped for the budget.
         """
         trials = study.get_trials(deepcopy=False)
-        taken = {(config_key(t.params), t.params.get(FIDELITY)) for t in trials if t.params}
+        # A trial the budget skipped (PRUNED, the harness's only use of it): due in a later sweep.
+        held = [t for t in trials if t.state != TrialState.PRUNED]
+        taken = {(config_key(t.params), t.params.get(FIDELITY)) for t in held if t.params}
+        taken |= self._passed
         taken |= {
             (plan["key"], plan["value"])
-            for t in trials
+            for t in held
             if isinstance(plan := t.system_attrs.get(PLAN_ATTR), dict)
         }
         finished = [t for t in trials if _candidate(t)]
@@ -194,7 +208,9 @@ class FidelitySampler(BaseSampler):
         return None
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
-        if "fixed_params" in trial.system_attrs:  # a retry or an enqueued trial keeps its params
+        # An enqueued trial, or a retry queued again with its params (`study.requeue`), runs
+        # those: noting a promotion on it would take that promotion from every later ask.
+        if "fixed_params" in trial.system_attrs or trial.params:
             return
         params = self.promotion(study)
         if params is not None:
@@ -232,8 +248,8 @@ class FidelitySampler(BaseSampler):
             return plan[param_name]
         if param_name == FIDELITY:
             # A new configuration starts on its lowest rung at or above the floor, priced with
-            # what is drawn so far (parameters not drawn yet at their first value: the fidelity
-            # comes last in the harness's spaces, so this is the configuration itself there).
+            # what is drawn so far (parameters not drawn yet at their first value: the harness
+            # draws the fidelity last, `study.ask`, so this is the configuration itself there).
             ladder = self.rungs({**_first_values(trial), **trial.params})
             floor = self.floor(study.get_trials(deepcopy=False))
             return next(v for v in ladder if v >= floor)
@@ -247,8 +263,11 @@ class FidelitySampler(BaseSampler):
         state: TrialState,
         values: Sequence[float] | None,
     ) -> None:
-        with self._lock:
+        plan = trial.system_attrs.get(PLAN_ATTR)
+        with self._lock:  # a promotion the budget skipped is passed over in this sweep
             self._plans.pop(trial._trial_id, None)
+            if state == TrialState.PRUNED and isinstance(plan, dict):
+                self._passed.add((plan["key"], plan["value"]))
         self.base.after_trial(study, trial, state, values)
 
     def _view(self, study: Study) -> Study:

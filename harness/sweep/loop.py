@@ -26,6 +26,7 @@ from harness.config import Experiment
 from harness.records import TrialResult
 from harness.sweep import admission, search_space
 from harness.sweep.budget import Confirm
+from harness.sweep.grid import grid_done
 from harness.sweep.locks import study_lock
 from harness.sweep.outcome import SweepOutcome, SweepView
 from harness.sweep.session import (
@@ -46,7 +47,7 @@ from harness.sweep.shared import (
 )
 from harness.sweep.trial import epoch_logger, executor, run_with_heartbeat, set_attrs
 from harness.tracking.journal import TrialJournal
-from harness.tracking.record import TrialRecord, launch_attrs, used_train_examples
+from harness.tracking.record import STOPPED_TAG, TrialRecord, launch_attrs, used_train_examples
 from harness.tracking.store import server_unreachable
 
 
@@ -153,6 +154,10 @@ def _launch(sweep: Sweep, pool: Any, in_flight: bool) -> Launched | None:
     sweep.recovery(now=True)  # a dead worker's trial, queued again, is asked for first
     with study_lock(sweep.handle.study, "launch"):
         if _target_reached(sweep):  # another worker may have launched meanwhile
+            return None
+        if (done := grid_done(sweep.handle.study)) is not None:  # nothing new left to try
+            sweep.outcome.stopped = done
+            sweep.tracker.tag(sweep.outcome.parent_run_id, STOPPED_TAG, done)
             return None
         asked = admission.ask_within_budget(sweep, in_flight)
     if asked is None:

@@ -249,8 +249,10 @@ def _check_value(name: str, value: Any, path: Path) -> None:
 def _grid_values(name: str, dist: BaseDistribution, path: Path) -> list[Any]:
     if isinstance(dist, CategoricalDistribution):
         return list(dist.choices)
-    if isinstance(dist, IntDistribution) and not dist.log:
+    if isinstance(dist, IntDistribution):  # on a log scale too: its step is 1
         return list(range(dist.low, dist.high + 1, dist.step))
+    if isinstance(dist, FloatDistribution) and dist.low == dist.high:
+        return [dist.low]
     if isinstance(dist, FloatDistribution) and dist.step is not None:
         count = round((dist.high - dist.low) / dist.step)
         return [round(dist.low + i * dist.step, 10) for i in range(count + 1)]

@@ -13,7 +13,8 @@ It is stopped when a finished trial's model is at least as accurate on validatio
 optimistic finish and cost no more (with one objective, accuracy alone, cost is ignored). The
 model it has so far is then scored on the test set like any other, so the money already spent
 still buys a point. Nothing is stopped until at least `min_curves` finished trials have shown what
-each remaining epoch can add: no evidence, no stopping.
+each remaining epoch can add: no evidence, no stopping (an epoch checkpoint is a model to beat,
+but its curve is its trial's again, so it is no trial of evidence).
 
 Costs compared are training costs (`cost_usd_by_epoch`: training plus validation so far), the same
 quantity for every trial; test scoring costs the same for every model of a sweep.
@@ -49,11 +50,14 @@ class Curve:
 
     accuracy: tuple[float, ...]
     cost: tuple[float, ...]
+    # An epoch checkpoint's curve is its trial's first epochs again: a model to beat, but no
+    # evidence of what an epoch adds beyond what its trial already gave.
+    checkpoint: bool = False
 
     @classmethod
     def of(cls, record: TrialRecord) -> Curve:
-        """The curve a trial recorded in the study."""
-        return cls(*record.curve())
+        """The curve a trial (or an epoch checkpoint) recorded in the study."""
+        return cls(*record.curve(), checkpoint=record.is_checkpoint)
 
     def delivered(self) -> Point | None:
         """The point of the model the trial ended with (its last epoch)."""
@@ -111,7 +115,11 @@ def _optimistic_gain(curves: list[Curve], k: int, n_epochs: int, min_curves: int
     """Sum over epochs k..n-1 of the largest gain seen there; None where too few trials ran it."""
     total = 0.0
     for j in range(k, n_epochs):  # the gain of going from epoch j to j + 1 (1-based)
-        gains = [c.accuracy[j] - c.accuracy[j - 1] for c in curves if len(c.accuracy) > j]
+        gains = [
+            c.accuracy[j] - c.accuracy[j - 1]
+            for c in curves
+            if len(c.accuracy) > j and not c.checkpoint
+        ]
         if len(gains) < min_curves:
             return None
         total += max(0.0, *gains)

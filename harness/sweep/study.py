@@ -38,6 +38,7 @@ from harness.errors import ConfigError
 from harness.locations import redact_text, storage_problem, with_driver
 from harness.records import TrialSpec
 from harness.sweep import fidelity
+from harness.sweep.grid import GridSearch
 from harness.sweep.locks import study_lock, url_lock
 from harness.sweep.search_space import SearchSpace
 from harness.sweep.storage import (
@@ -105,7 +106,7 @@ def make_sampler(
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if kind == "grid":
-        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+        return GridSearch(space.grid(), seed=seed)
     if kind == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
     tpe = optuna.samplers.TPESampler(seed=seed, constraints_func=constraints)
@@ -312,9 +313,13 @@ def heartbeat(handle: StudyHandle, trial: Trial) -> Iterator[None]:
 
 
 def ask(handle: StudyHandle, space: SearchSpace) -> Trial:
-    """A new trial with every sampled parameter drawn (or a queued retry's parameters)."""
+    """A new trial with every sampled parameter drawn (or a queued retry's parameters).
+
+    The training-set size is drawn last, whatever the file's order: a fidelity sampler prices
+    a new configuration's rungs with the values drawn before it."""
+    names = sorted(space.distributions, key=lambda name: name == fidelity.FIDELITY)
     with _quiet_optuna():
-        return handle.study.ask(fixed_distributions=space.distributions)
+        return handle.study.ask(fixed_distributions={n: space.distributions[n] for n in names})
 
 
 def spec_from_trial(
