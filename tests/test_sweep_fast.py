@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -911,6 +912,12 @@ def test_every_trial_in_flight_when_the_tracking_server_goes_is_queued_again(
         one_epoch = write_experiment(tmp_path, data, {**SPACE, "n_epochs": 1}, study=study)
         result = run_cli("sweep", str(one_epoch), "--yes")  # no checkpoints: a trial, a run
         assert result.exit_code == 1, result.output
+        # The trial beside the cut one runs on in its daemon thread (a real worker exits, which
+        # ends it): let it end while the outage is patched in, or its late call to the dead
+        # server patches MLflow's client for every later test in this process.
+        for thread in threading.enumerate():
+            if thread.name == "trial":
+                thread.join(timeout=60)
     study = _study()
     assert not study.get_trials(states=(TrialState.RUNNING,))
     cut = study.get_trials(states=(TrialState.FAIL,))
