@@ -137,7 +137,7 @@ def read_rows(path: Path, column: str = TEXT_COLUMN) -> list[dict[str, Any]]:
             if reader in (_csv_rows, _tsv_rows):  # cells read as text: ids become numbers again
                 rows = _whole_number_columns(rows, keep=column)
         else:
-            return [{TEXT_COLUMN: line} for line in path.read_text(encoding="utf-8").splitlines()]
+            return [{TEXT_COLUMN: line} for line in _text_lines(path)]
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"{path}: not a text file ({exc.reason} at byte {exc.start}); give a CSV, TSV, "
@@ -149,6 +149,15 @@ def read_rows(path: Path, column: str = TEXT_COLUMN) -> list[dict[str, Any]]:
     if rows and column not in columns:
         raise ConfigError(f"{path}: no {column!r} column (columns: {', '.join(columns)})")
     return rows
+
+
+def _text_lines(path: Path) -> list[str]:
+    """A plain text file's lines, split at newlines only (`\n`, `\r\n`, `\r`): a U+2028, U+0085
+    or form feed inside a line is part of its text (normalised to a space before the model reads
+    it), not a line break that would give one line two predictions. A byte-order mark is no
+    text."""
+    lines = path.read_text(encoding="utf-8-sig").split("\n")  # universal newlines: `\n` only
+    return lines[:-1] if lines[-1] == "" else lines
 
 
 def row_text(row: dict[str, Any], column: str = TEXT_COLUMN) -> str:
