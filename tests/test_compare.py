@@ -339,6 +339,14 @@ def test_logged_as_a_run_of_its_own(better: Built, tmp_path: Path) -> None:
     assert "**Answer:** Choose big trial 0" in markdown
     assert "## Who is on the front" in markdown
     assert "| big trial 0 (the answer) | big | local | all-mpnet-base-v2 |" in markdown
+    # Found by QA: the `candidates` metric counted the trials only (8) while the answer spoke of
+    # "9 candidates" (an alpha family, the TF-IDF baseline in it). By the README's definition
+    # the candidates are every trial and checkpoint plus the baselines: metric and text agree.
+    baselines = [b.name for b in report.baselines if b.accuracy is not None]
+    assert len(baselines) == 2, baselines  # the majority class and TF-IDF, scored
+    assert run.data.metrics["candidates"] == len(report.trials) + 2 == 6
+    assert "on the same data, of 6 candidates: every completed trial and checkpoint" in markdown
+    assert "(alpha shared among 3 candidates)" in markdown
 
 
 def test_cli_compare(better: Built, tmp_path: Path) -> None:

@@ -287,6 +287,34 @@ def test_completion_model_trains_on_prompt_completion(
     assert openai_fake.state.count("POST", "/chat/completions") == 0
 
 
+def test_a_prompt_is_built_from_the_normalised_text_as_in_training(
+    openai_fake: FakeOpenAI, data: PreparedData
+) -> None:
+    # Found by QA (train/serve skew): a fine-tuned babbage-002 was trained on
+    # `prepared text + separator`, but `predict` (harness predict, the pyfunc model, a model
+    # server) sent `raw text + separator`: a trailing newline or a doubled space changed the
+    # prompt the model completes.
+    import json
+    import unicodedata
+
+    _epoch_oracle(openai_fake, data)
+    backend = _backend(openai_fake, model="babbage-002")
+    model = backend.fine_tune(_spec("babbage-002", epochs=1), data, _no)
+    train_file = next(
+        i for i, f in openai_fake.state.files.items() if "-train." in str(f["filename"])
+    )
+    lines = openai_fake.state.file_bytes(train_file).decode().splitlines()
+    trained = {json.loads(line)["prompt"] for line in lines}
+    texts = list(data.train.texts[:3])
+    raw = [unicodedata.normalize("NFD", f" {t.replace(' ', '  ')}\n\n") for t in texts]
+    openai_fake.state.requests.clear()
+    predictions, _ = backend.predict(model.model_ref, raw, data.labels)
+    sent = [r.body["prompt"] for r in openai_fake.state.requests if r.path.endswith("completions")]
+    assert sorted(sent) == sorted(t + "\n\n###\n\n" for t in texts) and set(sent) <= trained
+    as_trained, _ = backend.predict(model.model_ref, texts, data.labels)
+    assert predictions == as_trained
+
+
 # --- failures ----------------------------------------------------------------------------------
 
 

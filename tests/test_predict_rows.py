@@ -46,3 +46,14 @@ def test_a_named_text_column_stays_text_and_jsonl_keeps_its_types(tmp_path: Path
     jsonl = tmp_path / "in.jsonl"
     jsonl.write_text("\n".join(json.dumps(line) for line in lines), encoding="utf-8")
     assert [row["id"] for row in read_rows(jsonl)] == ["7", 8]  # as the JSON says, mixed or not
+
+
+def test_a_text_file_is_one_text_per_newline_whatever_else_its_lines_hold(tmp_path: Path) -> None:
+    # Found in a QA walk: `harness predict --file lines.txt` split lines at U+2028, U+0085 and
+    # form feeds too (`str.splitlines`), so one line came back as two predictions and every
+    # later answer stood beside the wrong line; a Notepad byte-order mark began the first text.
+    path = tmp_path / "lines.txt"
+    content = "\ufeffgreat\u2028movie\r\nA\x85delight.\nDull.\x0c\n\nlast\n"
+    path.write_bytes(content.encode("utf-8"))
+    texts = [row["text"] for row in read_rows(path)]
+    assert texts == ["great\u2028movie", "A\x85delight.", "Dull.\x0c", "", "last"]

@@ -99,3 +99,23 @@ def test_a_dict_of_columns_is_classified_text_by_text() -> None:
     # A frame of rows is read as before: one text per row.
     rows = _enforce_schema(pd.DataFrame({"text": ["Dull.", "A delight."]}), signature)
     assert list(model.predict(None, rows)["label"]) == ["negative", "positive"]
+
+
+# What a caller sends (a pasted line, a file read with its newlines, macOS' decomposed accents, a
+# Windows-1252 ellipsis read as Latin-1) and what `harness prepare` made of the same text.
+RAW = "  Un  cafe\u0301\tbien\u00a0servi\x85 a delight.\n\n"
+PREPARED = "Un café bien servi a delight."
+
+
+def test_the_model_is_asked_the_text_as_it_was_trained_on() -> None:
+    # Found by QA (train/serve skew): `harness predict`, the pyfunc model and `harness serve`
+    # passed the caller's raw text to the backend, while the model was trained and scored on
+    # `harness prepare`'s normalised texts (NFC, whitespace collapsed, stripped).
+    from harness.data.prepare import normalise_text  # what `harness prepare` applies
+
+    assert normalise_text(RAW) == PREPARED
+    model, backend = HarnessClassifier(), _EchoBackend()
+    model.labels, model.backend, model.model_ref = ["negative", "positive"], backend, "m"
+    out = model.predict(None, pd.DataFrame({"text": [RAW, PREPARED, " "]}))
+    assert backend.asked == [[PREPARED, PREPARED]]
+    assert out["label"].tolist() == ["positive", "positive", None]

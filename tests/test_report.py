@@ -1302,7 +1302,9 @@ def test_user_texts_in_markdown_tables_read_as_written_not_as_markup() -> None:
     from harness.report.markup import to_markdown
 
     texts = ["*so* good", "__init__ ~~gone~~", "[link](http://x)", "a `b` c\\d", "<b>x</b> |y|"]
+    texts.append("costs $5 and $10")  # found by QA: GitHub renders `$5 and $` as maths
     md = to_markdown([("table", (["text"], [[t] for t in texts]))])
+    assert "\\$5 and \\$10" in md  # escaped, so no `$...$` pair is left for GitHub's maths
     rendered = MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(md)
     cells = re.findall(r"<td>(.*?)</td>", rendered)
     import html as html_module

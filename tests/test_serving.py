@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import unicodedata
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
+from harness.data.text import normalise_text
 from harness.handoff.promote import Promotion
 from harness.handoff.serve import pointed_at
 from tests.cli_runner import assert_clean_error, run_cli
@@ -173,10 +175,59 @@ def test_served_over_http_by_column_name_from_any_shell(
     assert status == 200, answer
     assert [row["label"] for row in answer["predictions"]] == [labels[0], None]
 
+    # A text as a caller sends it, un-normalised: scored as the text it was trained on.
+    both = {"dataframe_split": {"columns": ["text"], "data": [[texts[0]], [_unprepared(texts[0])]]}}
+    status, answer = _post(url, json.dumps(both).encode(), "application/json")
+    assert status == 200, answer
+    first, second = answer["predictions"]
+    assert first["label"] == second["label"] == labels[0]
+    assert second["confidence"] == pytest.approx(first["confidence"])
+
     wrong = {"dataframe_split": {"columns": ["id", "review"], "data": [[7, texts[0]]]}}
     status, answer = _post(url, json.dumps(wrong).encode(), "application/json")
     assert status == 400, answer
     assert "['text']" in answer["message"] and "review" in answer["message"]
+
+
+def _unprepared(text: str) -> str:
+    """`text` as a caller might send it before `harness prepare`'s normalisation: decomposed
+    accents (NFD), a doubled space, a Windows-1252 ellipsis read as Latin-1 (U+0085, which the
+    model's tokenizer drops, gluing two words) between the first two words, trailing newlines."""
+    glued = text.replace(" ", "\x85", 1).replace(" ", "  ", 1)
+    return unicodedata.normalize("NFD", f"  {glued}\n\n")
+
+
+def test_every_client_classifies_the_text_it_was_trained_on(
+    swept: Swept, promoted: Promotion, tmp_path: Path
+) -> None:
+    # Found by QA (train/serve skew): the model was trained and scored on normalised texts, but
+    # the pyfunc model and `harness predict` passed the caller's raw text on, so the same text
+    # un-normalised got another encoding (here "firstsecond" for "first second"), another score.
+    expected = swept.backend_predictions(promoted.run_id)
+    rows = expected[expected["text"].str.count(" ") >= 2].head(3)
+    texts, variants = rows["text"].tolist(), [_unprepared(t) for t in rows["text"]]
+    assert [normalise_text(v) for v in variants] == texts != variants
+    recorded = rows["confidence"].tolist()
+    with pointed_at(swept.store):
+        model = mlflow.pyfunc.load_model(promoted.uri)
+    frame = model.predict(pd.DataFrame({"text": texts + variants}))
+    assert frame["label"].tolist() == rows["predicted"].tolist() * 2
+    assert frame["confidence"].tolist() == pytest.approx(recorded * 2, abs=1e-4)
+    assert frame["confidence"].tolist()[3:] == pytest.approx(frame["confidence"].tolist()[:3])
+
+    file = tmp_path / "variants.jsonl"
+    file.write_text("".join(json.dumps({"text": v}) + "\n" for v in variants), encoding="utf-8")
+    env = {"MLFLOW_TRACKING_URI": swept.store}
+    result = run_cli("predict", NAME, texts[0], variants[0], "--file", str(file), "--json", env=env)
+    assert result.exit_code == 0, result.output
+    # JSON Lines split on "\n" only: an echoed U+0085 is no line break.
+    answers = [json.loads(line) for line in result.stdout.split("\n") if line]
+    assert [a["text"] for a in answers] == [texts[0], *variants[:1], *variants]  # echoed as given
+    assert [a["label"] for a in answers] == [rows["predicted"].iloc[0]] * 2 + rows[
+        "predicted"
+    ].tolist()
+    confidences = [a["confidence"] for a in answers]
+    assert confidences == pytest.approx([recorded[0]] * 2 + recorded, abs=1e-4)
 
 
 def test_predict_command_refuses_what_the_model_refuses(swept: Swept, promoted: Promotion) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from harness.data.summary import SPLIT_NAMES, TokenCounter, _report
 from harness.data.summary import DataReport as DataReport  # re-exported
 from harness.data.summary import LengthStats as LengthStats  # re-exported
 from harness.data.summary import SplitReport as SplitReport  # re-exported
+from harness.data.text import normalise_text as normalise_text  # re-exported
 from harness.errors import DataError
 from harness.records import PreparedData, Split
 
@@ -83,11 +83,6 @@ def prepare_data(
     )
     report = _report(loaded, data, duplicates, conflicts.total(), after_dedupe)
     return data, report.with_tokens(data, count_tokens) if count_tokens else report
-
-
-def normalise_text(text: str) -> str:
-    """Unicode NFC, every run of whitespace collapsed to one space, stripped."""
-    return " ".join(unicodedata.normalize("NFC", text).split())
 
 
 def _dedupe(frame: pd.DataFrame) -> tuple[list[str], list[str], int, Counter[str]]:

@@ -14,7 +14,6 @@ import difflib
 import io
 import json
 import re
-import unicodedata
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import pandas as pd
 from harness.config import DatasetConfig
 from harness.data.bundled import BUNDLED, ensure_bundled
 from harness.data.columnar import read_hf, read_parquet
+from harness.data.text import normalise_text
 from harness.errors import DataError
 
 _ACCEPTED = (
@@ -378,7 +378,7 @@ def canonical_label(value: object) -> str | None:
         return None
     if isinstance(value, float | np.floating) and float(value).is_integer():
         return str(int(value))
-    label = " ".join(unicodedata.normalize("NFC", str(value)).split())  # as texts are
+    label = normalise_text(str(value))  # as texts are
     if label.casefold() == "nan":  # a missing number written out (`astype(str)`), not a class
         return None
     if _CODE.fullmatch(label):  # zero-padded: a code (`01`), kept as written

@@ -186,14 +186,15 @@ class DataReport:
 
 
 # Characters markdown reads as markup in text (emphasis, code, links, strikethrough, a table's
-# cell separator) and the backslash, each escaped with a backslash, in one pass.
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]~|])")
+# cell separator, GitHub's `$...$` maths) and the backslash, each escaped with a backslash, in
+# one pass (CommonMark shows `\$` as `$`).
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]~|$])")
 
 
 def md_cell(text: str) -> str:
     """User data (a label, a test text) as markdown shows it verbatim: a `|` would split its
-    table column, `*` or `_` would emphasise, `[x](y)` would link, a tag would be read as HTML;
-    a newline would end its table row."""
+    table column, `*` or `_` would emphasise, `[x](y)` would link, `$5 and $10` would be maths
+    on GitHub, a tag would be read as HTML; a newline would end its table row."""
     escaped = _MD_SPECIAL.sub(r"\\\1", text).replace("\n", " ")
     return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", escaped)
 

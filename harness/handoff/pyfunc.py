@@ -19,7 +19,10 @@ column of a DataFrame by name, whatever columns come before it, and refuses a fr
 row: `label`, `confidence` and `score_<label>` for every label of the label set. A row whose
 text is empty, blank or not text is skipped and counted, as `harness predict` does: its row
 comes back with a null label, and the count is logged (`skipped 2 empty rows`); a batch with
-nothing to classify is refused. `read_rows` reads the rows of `harness predict --file`.
+nothing to classify is refused. Every text is normalised first, as `harness prepare` normalised
+the texts the model was trained and scored on (`harness.data.text.normalise_text`), so a trailing
+newline, a doubled space or a decomposed accent changes nothing. `read_rows` reads the rows of
+`harness predict --file`.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc.model import PythonModel
 
+from harness.data.text import normalise_text
 from harness.errors import ConfigError, HarnessError
 from harness.records import Prediction
 
@@ -133,7 +137,7 @@ def read_rows(path: Path, column: str = TEXT_COLUMN) -> list[dict[str, Any]]:
             if reader in (_csv_rows, _tsv_rows):  # cells read as text: ids become numbers again
                 rows = _whole_number_columns(rows, keep=column)
         else:
-            return [{TEXT_COLUMN: line} for line in path.read_text(encoding="utf-8").splitlines()]
+            return [{TEXT_COLUMN: line} for line in _text_lines(path)]
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"{path}: not a text file ({exc.reason} at byte {exc.start}); give a CSV, TSV, "
@@ -145,6 +149,15 @@ def read_rows(path: Path, column: str = TEXT_COLUMN) -> list[dict[str, Any]]:
     if rows and column not in columns:
         raise ConfigError(f"{path}: no {column!r} column (columns: {', '.join(columns)})")
     return rows
+
+
+def _text_lines(path: Path) -> list[str]:
+    """A plain text file's lines, split at newlines only (`\n`, `\r\n`, `\r`): a U+2028, U+0085
+    or form feed inside a line is part of its text (normalised to a space before the model reads
+    it), not a line break that would give one line two predictions. A byte-order mark is no
+    text."""
+    lines = path.read_text(encoding="utf-8-sig").split("\n")  # universal newlines: `\n` only
+    return lines[:-1] if lines[-1] == "" else lines
 
 
 def row_text(row: dict[str, Any], column: str = TEXT_COLUMN) -> str:
@@ -305,9 +318,9 @@ class HarnessClassifier(PythonModel):
         if len(kept) < len(texts):
             _logger.warning(skipped_message(len(texts) - len(kept)))
         try:
-            predictions, _ = self.backend.predict(
-                self.model_ref, [str(texts[i]) for i in kept], self.labels
-            )
+            # As `harness prepare` normalised every text the model was trained and scored on.
+            normalised = [normalise_text(str(texts[i])) for i in kept]
+            predictions, _ = self.backend.predict(self.model_ref, normalised, self.labels)
         except HarnessError as exc:
             name_repromote(exc, self.study, self.trial)
             # A model server passes on an MlflowException's message and code only (anything

@@ -34,11 +34,13 @@ def compared_studies(report: Report) -> list[Block]:
         )
     headers = ["experiment", "backend", "base model", "trials and checkpoints", "on the front"]
     headers += ["best validation (its test) accuracy", "cost per trial"]
+    baselines = report.candidates - len(report.trials)
     intro = (
-        f"One Pareto front across {len(studies)} studies on the same data: every completed "
-        "trial and checkpoint of each, plus the baselines once, judged by one walk (every "
-        "candidate of every study counts in its selection correction and its families), and "
-        "checked once on the same test examples."
+        f"One Pareto front across {len(studies)} studies on the same data, of "
+        f"{report.candidates} candidates: every completed trial and checkpoint of each "
+        f"({len(report.trials)}), plus the baselines once ({baselines}), judged by one walk "
+        "(every candidate of every study counts in its selection correction and its families), "
+        "and checked once on the same test examples."
     )
     return [
         ("h2", "Studies compared"),

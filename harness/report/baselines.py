@@ -53,6 +53,11 @@ class Baseline:
     run_id: str | None = None  # the MLflow run that scored it (`harness evaluate`), if any
 
     @property
+    def candidate(self) -> bool:
+        """Scored with a known cost: a candidate of the front, as a trial is."""
+        return self.accuracy is not None and self.cost is not None
+
+    @property
     def selection_accuracy(self) -> float:
         """Validation accuracy where known, else test accuracy (0 when not scored)."""
         value = self.valid_accuracy if self.valid_accuracy is not None else self.accuracy

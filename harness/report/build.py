@@ -307,7 +307,7 @@ def _weigh_serving(candidates: list[TrialRow], monthly_requests: int | None) -> 
 
 def baseline_rows(baselines: list[Baseline]) -> list[TrialRow]:
     """The scored baselines as candidates of the front (numbered -1, -2, ...)."""
-    scored = [b for b in baselines if b.accuracy is not None and b.cost is not None]
+    scored = [b for b in baselines if b.candidate]
     return [
         TrialRow(
             number=-(i + 1),

@@ -173,7 +173,7 @@ def _answer(report: Report, experiments: Sequence[Experiment]) -> Answer:
         "answer_test_accuracy": chosen.accuracy,
         "answer_cost_usd": chosen.cost,
         **({"answer_first_year_usd": chosen.weighed_cost} if report.options.weigh_running else {}),
-        "candidates": float(len(report.trials)),
+        "candidates": float(report.candidates),  # trials, checkpoints and baselines
         "front_size": float(len(report.front)),
     }
     o = report.options

@@ -294,7 +294,10 @@ def _evidence(move: Move, n_valid: int | None) -> str:
     if test is None or estimate is None:
         return "no validation size known, so the point estimate decides"
     kind = "paired" if test.paired else "unpaired: recorded before answers were kept"
-    shared = f" at {test.alpha:.2g} ({move.family} candidates)" if move.family > 1 else ""
+    # The family the level is shared in, not the whole field: said so, lest it read as a count
+    # of every candidate (the compare run's `candidates` metric).
+    shared = f" at {test.alpha:.2g} (alpha shared among {move.family} candidates)"
+    shared = shared if move.family > 1 else ""
     raw = f"{n_valid:,} validation examples, {kind}, one-sided {p_text(test.p_value)}{shared}"
     if estimate.pooled:
         return f"no difference between them is shown, so they tie; {raw}"

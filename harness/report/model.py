@@ -346,6 +346,12 @@ class Report:
         return next((t.name for t in self.trials if t.number == number), f"trial {number}")
 
     @property
+    def candidates(self) -> int:
+        """How many candidates the front was formed from (README, "Candidates"): every
+        completed trial and checkpoint, plus every scored baseline and evaluated model."""
+        return len(self.trials) + sum(b.candidate for b in self.baselines)
+
+    @property
     def best_baseline(self) -> Baseline | None:
         """The baseline most accurate on what the front is formed on (validation)."""
         scored = [b for b in self.baselines if b.accuracy is not None]

@@ -21,6 +21,7 @@ from typing import Any
 
 from harness.backends.hosted._tokens import TiktokenCounter
 from harness.data.jsonl import PROMPT_SEPARATOR, chat_record, prompt_completion_record
+from harness.data.text import normalise_text
 from harness.errors import DataError
 from harness.records import Split
 
@@ -39,7 +40,8 @@ class PromptFormat:
         return "chat" if self.chat else "prompt_completion"
 
     def record(self, text: str, label: str) -> dict[str, Any]:
-        """One training example."""
+        """One training example (of the normalised text, as every request below)."""
+        text = normalise_text(text)
         if self.chat:
             return chat_record(text, label, self.system_prompt)
         return prompt_completion_record(text, label)
@@ -47,11 +49,12 @@ class PromptFormat:
     def messages(self, text: str, system_prompt: str | None = None) -> list[dict[str, str]]:
         """The chat request for `text`, as trained: system prompt, then the text as user."""
         system = system_prompt if system_prompt is not None else self.system_prompt
-        return [{"role": "system", "content": system}, {"role": "user", "content": text}]
+        user = normalise_text(text)  # as trained: `harness prepare` normalised every text
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
     def prompt(self, text: str, preamble: str = "") -> str:
         """The prompt/completion request for `text`, as trained: text and separator."""
-        return preamble + text + PROMPT_SEPARATOR
+        return preamble + normalise_text(text) + PROMPT_SEPARATOR
 
 
 def jsonl_bytes(split: Split, fmt: PromptFormat) -> bytes:
