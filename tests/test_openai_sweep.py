@@ -28,6 +28,7 @@ from harness.cli.trial_rows import trial_records
 from harness.config import load_experiment
 from harness.errors import BudgetExceeded
 from harness.records import Cost, TrialResult, TrialSpec
+from harness.sweep.budget import ledger_usd
 from harness.sweep.loop import run_sweep
 from harness.tracking.journal import ran_on_a_test_server
 from tests.cli_runner import run_cli
@@ -263,6 +264,29 @@ def test_a_sweep_whose_every_trial_failed_exits_non_zero(
     result = run_cli("sweep", str(_experiment(tmp_path, n_trials=2)))
     assert result.exit_code == 1, result.stdout + result.stderr
     assert "every trial failed" in result.stderr and "invalid" in result.stderr
+
+
+def test_jobs_that_failed_validation_are_settled_at_what_they_trained(
+    tmp_path: Path, fake_env: FakeOpenAI
+) -> None:
+    # A job the provider failed while validating its file trained nothing (its job object has
+    # no trained_tokens): it was billed nothing, so the ledger settles it at $0, not at the
+    # worst case it reserved; `harness studies` says $0 spent.
+    for _ in range(8):
+        fake_env.state.fail_next_job("invalid_training_file", "The training file is invalid.")
+    path = str(_experiment(tmp_path, n_trials=2))
+    result = run_cli("sweep", path)
+    assert result.exit_code == 1, result.stdout + result.stderr
+    study = optuna.load_study(
+        study_name="oa-sweep", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    )
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert failed and all(t.user_attrs["journal.job_id"] for t in failed)
+    assert all(t.user_attrs["reserved_usd"] > 0 for t in failed)
+    assert ledger_usd(study.get_trials()) == (0.0, 0.0)
+    assert all(t.user_attrs["settled_usd"] == 0.0 for t in failed)
+    listed = run_cli("studies", "--experiment", path, "--json")
+    assert '"spent_usd": 0.0' in listed.stdout, listed.stdout
 
 
 def test_optuna_draws_the_pareto_front_of_a_harness_study(

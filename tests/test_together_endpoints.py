@@ -25,7 +25,7 @@ from harness.backends.together.backend import TogetherBackend
 from harness.config import load_experiment
 from harness.errors import BackendError
 from harness.records import Cost, PreparedData, TrainedModel, TrialSpec
-from harness.sweep.budget import committed_usd
+from harness.sweep.budget import committed_usd, ledger_entries, ledger_usd
 from harness.sweep.loop import run_sweep
 from harness.tracking.record import TrialRecord
 from tests.backend_contract import BackendCase, BackendContract, not_reads
@@ -356,3 +356,49 @@ def test_an_endpoint_the_config_names_says_the_variable_does_not_move_it(
     assert "cannot reach http://127.0.0.1:9/v1" in message
     assert "TOGETHER_BASE_URL does not move it" in message
     assert "harness promote EXPERIMENT --trial N --set backend.base_url=URL" in message
+
+
+@pytest.mark.slow
+def test_a_sweep_stopped_while_an_endpoint_scores_settles_the_minutes_it_billed(
+    tmp_path: Path, server: FakeTogether
+) -> None:
+    # SIGTERM while a trial's endpoint starts: the sweep deletes the endpoint, so it knows the
+    # minutes billed. The killed run's entry is those minutes, spent, not the hosting it reserved
+    # (`max_minutes` per model + `inactive_timeout`); its job stays reserved by the retry that
+    # resumes it, and counted alone it is its training as billed plus those minutes.
+    server.state.endpoint_start = 60.0  # still starting when the sweep is stopped
+    server.state.price_per_token = 1e-6  # Together bills the job (`total_price`)
+    provider = _dedicated_provider(server)
+    path = _experiment(tmp_path, provider, 1)
+    first = _sweep_process(path, provider, tmp_path)
+    deadline = time.monotonic() + 120
+    while not server.state.live_endpoints() and time.monotonic() < deadline:
+        assert first.poll() is None, first.communicate()[0].decode()[-2000:]
+        time.sleep(0.02)
+    time.sleep(0.3)  # its id is journalled
+    first.send_signal(signal.SIGTERM)
+    output = first.communicate(timeout=60)[0].decode()
+    assert first.returncode == 143, output[-3000:]
+    assert not server.state.live_endpoints()
+    trials = _study(tmp_path).get_trials(deepcopy=False)
+    (killed,) = [t for t in trials if t.state == TrialState.FAIL]
+    minutes = server.state.billed_minutes()
+    assert minutes == 1
+    billed = minutes * PER_HOUR / 60
+    entries = ledger_entries(trials)
+    assert entries[killed.number] == (pytest.approx(billed), False), output[-2000:]
+    assert ledger_usd(trials)[0] == pytest.approx(billed)
+    (retry,) = [t for t in trials if t.state == TrialState.WAITING]
+    assert entries[retry.number] == (pytest.approx(killed.user_attrs["reserved_usd"]), True)
+    training = float(killed.user_attrs["journal.billed_usd"])
+    alone = ledger_entries([killed])[killed.number][0]
+    assert alone == pytest.approx(training + billed)
+    assert "its scoring was billed $0.0500" in output
+    # Resumed, the retry pays its own scoring; the killed run's minute stays counted once.
+    second = _sweep_process(path, provider, tmp_path)
+    server.state.endpoint_start = 0.15
+    assert second.wait(timeout=240) == 0
+    trials = _study(tmp_path).get_trials(deepcopy=False)
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    spent = sum(TrialRecord.from_attrs(t.user_attrs).spent for t in done)
+    assert committed_usd(trials) == pytest.approx(spent + billed)

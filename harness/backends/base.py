@@ -149,6 +149,20 @@ CREATE_SENT = "job_create_sent"
 # counts it in the ledger beside the job another run settles (`harness.sweep.budget`).
 SCORING_RESERVED = "scoring_reserved_usd"
 
+# The journal note a remote backend writes when the provider failed its job (no model): what
+# the job object says it billed (its trained tokens at the price row's rate; nothing trained,
+# $0). The ledger settles the trial at that, not its worst case (`Budget.settle_failed`).
+FAILED_JOB_BILLED = "failed_job_billed_usd"
+
+# Journal notes of a backend that bills its scoring only by hosting time (Together's dedicated
+# endpoints): what this run's scoring was billed for the hosting it already deleted, and, while
+# one runs, since when (Unix time, just before its create request) and its rate. A sweep that
+# deletes a killed run's hosting itself then knows all that run's scoring cost
+# (`harness.sweep.failures`); without them the run keeps the scoring it reserved.
+SCORING_BILLED = "scoring_billed_usd"
+HOSTING_SINCE = "hosting_since"
+HOSTING_PER_HOUR = "hosting_per_hour"
+
 
 class MemoryJournal:
     """A journal that lives as long as the object: for library use and tests."""

@@ -71,8 +71,9 @@ def status_text(status: SweepStatus, seconds_left: float | None, final: bool = F
     """The sweep's status line: trials done, time left (not once `final`), and the money
     against the budget.
 
-    Spent is settled money (finished trials; failed ones at their reservation); reserved is the
-    worst case held for running trials until they settle. No trial starts unless its own worst
+    Spent is settled money (finished trials; failed ones at what they are known to have been
+    billed, else at their reservation); reserved is the worst case held for running trials, or
+    queued ones that resume a paid job, until they settle. No trial starts unless its own worst
     case fits in what spent and reserved leave of the budget.
     """
     budget = "none" if status.budget is None else usd(status.budget)

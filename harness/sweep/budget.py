@@ -6,14 +6,19 @@ it may spend anything, and that reservation counts against `budget_usd` until it
 - a completed trial is settled by its actual cost (`cost_usd`; a checkpoint trial by `spent_usd`,
   what scoring it added);
 - a failed trial stays committed at its reservation, unless it is known to have spent nothing (a
-  remote trial that never created a job is settled at $0);
+  remote trial that never created a job is settled at $0) or its job failed on the provider's
+  side, whose job object says what it billed (its journal's `failed_job_billed_usd`: $0 for a
+  job that failed validation and trained nothing): it is settled at that, and so is its job;
 - trials that share a job key (a killed trial and the retry that resumes its job) share one paid
   job: the group counts once, settled by whichever of them completed, else at its reservation;
   but each run hosts its own deployment (a dedicated endpoint, an Azure deployment) by the hour,
   and one a killed run left bills until it is deleted, and each run scores the job's models
   anew: every member of the group that did not complete, and is not the one counted at its
   reservation, adds the hosting it reserved (`reserved_hosting_usd`), or, once it began
-  scoring, the scoring part of its worst case (its journal's `scoring_reserved_usd`).
+  scoring, the scoring part of its worst case (its journal's `scoring_reserved_usd`);
+- a killed run whose hosting the sweep deleted at a known time (`harness.sweep.failures`) counts
+  its scoring as billed (`settled_scoring_usd`) instead: beside the job, that is all it spent,
+  and, counted alone, its training (as billed, where the provider said) plus that.
 
 Because the ledger lives in the storage, it survives kills and restarts, and a resumed sweep
 counts what earlier processes committed. Reservations are made by the sweep's main thread only,
@@ -32,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from harness.backends.base import CREATE_SENT, SCORING_RESERVED
+from harness.backends.base import CREATE_SENT, FAILED_JOB_BILLED, SCORING_RESERVED
 from harness.errors import BudgetExceeded
 from harness.records import Cost, usd
 from harness.sweep.estimate import trial_count, worst_case_total
@@ -47,6 +52,8 @@ if TYPE_CHECKING:
 
 # The hosting part of a trial's reservation: the longest life of the deployments it may make.
 RESERVED_HOSTING_USD = "reserved_hosting_usd"
+# What a killed run's scoring was billed, all of it, once its hosting is known deleted.
+SETTLED_SCORING_USD = "settled_scoring_usd"
 
 # Asked when the sweep's worst case exceeds its budget: (worst-case total, budget) -> go on?
 Confirm = Callable[[Cost, float], bool]
@@ -76,31 +83,36 @@ def ledger_entries(trials: Iterable[FrozenTrial]) -> dict[int, tuple[float, bool
     groups: dict[str, list[_Member]] = defaultdict(list)
     for trial in trials:
         record = TrialRecord.from_attrs(trial.user_attrs)
-        usd = _committed(trial.state, record)
+        usd = _committed(trial.state, record, trial.user_attrs)
         if record.job_key and not record.is_checkpoint:
             # At most what it committed alone: one settled at $0 created nothing to host.
             hosting = min(usd, _own_spend(trial.user_attrs))
-            groups[record.job_key].append(_Member(trial.number, trial.state, usd, hosting))
+            known = SETTLED_SCORING_USD in trial.user_attrs
+            ended = _job_ended(trial.state, record, trial.user_attrs)
+            member = _Member(trial.number, trial.state, usd, hosting, known, ended)
+            groups[record.job_key].append(member)
         else:
             entries[trial.number] = (usd, _holding(trial.state, record))
     for group in groups.values():
-        settled = any(m.state == TrialState.COMPLETE for m in group)
+        settled = any(m.ended for m in group)
         live = any(m.state in _LIVE for m in group)
         counted = max(group, key=lambda m: m.usd).number
         for m in group:
-            if m.state == TrialState.COMPLETE:
+            if m.ended:
                 entries[m.number] = (m.usd, False)
             elif not settled and m.number == counted:
                 entries[m.number] = (m.usd, live)
             else:  # the job counted elsewhere; the deployment this run may have left is not
-                entries[m.number] = (m.hosting, live and not settled)
+                entries[m.number] = (m.hosting, live and not settled and not m.known)
     return entries
 
 
 def _own_spend(attrs: dict[str, Any]) -> float:
     """What a run of a shared job may have paid beside the job: the hosting it reserved, or,
     once it began scoring (journalled), the whole scoring part of its worst case, hosting
-    included: every run scores the job's models anew."""
+    included: every run scores the job's models anew; what its scoring was billed, where known."""
+    if SETTLED_SCORING_USD in attrs:
+        return float(attrs[SETTLED_SCORING_USD])
     hosting = float(attrs.get(RESERVED_HOSTING_USD) or 0.0)
     scoring = attrs.get(journal_key(SCORING_RESERVED))
     return max(hosting, float(scoring)) if scoring else hosting
@@ -114,6 +126,13 @@ class _Member:
     state: TrialState
     usd: float  # what it committed alone (`_committed`)
     hosting: float  # what it may have paid beside the job (`_own_spend`)
+    known: bool = False  # that is what it was billed, not a reservation
+    ended: bool = False  # it completed, or knows its failed job's bill: it settles the job
+
+
+def _job_ended(state: TrialState, record: TrialRecord, attrs: dict[str, Any]) -> bool:
+    failed_billed = journal_key(FAILED_JOB_BILLED) in attrs and record.settled_usd is not None
+    return state == TrialState.COMPLETE or failed_billed
 
 
 _LIVE = (TrialState.RUNNING, TrialState.WAITING)
@@ -123,12 +142,19 @@ def _holding(state: TrialState, record: TrialRecord) -> bool:
     return state in _LIVE and record.settled_usd is None
 
 
-def _committed(state: TrialState, record: TrialRecord) -> float:
+def _committed(state: TrialState, record: TrialRecord, attrs: dict[str, Any]) -> float:
     if state == TrialState.COMPLETE:
         return record.spent
     if record.settled_usd is not None:
         return float(record.settled_usd)
-    return float(record.reserved_usd or 0.0)
+    reserved = float(record.reserved_usd or 0.0)
+    scoring = attrs.get(journal_key(SCORING_RESERVED))
+    if SETTLED_SCORING_USD not in attrs or not scoring:
+        return reserved
+    # Its training as billed where the provider said, else as reserved; its scoring as billed.
+    billed = attrs.get(journal_key("billed_usd"))
+    training = float(billed) if billed else reserved - float(scoring)
+    return training + float(attrs[SETTLED_SCORING_USD])
 
 
 @dataclass
@@ -176,9 +202,15 @@ class Budget:
     def settle_failed(self, trial: Trial, bills_jobs: bool = False) -> None:
         """A failing trial (still RUNNING): settle it at $0 when it is known to have spent
         nothing (a remote trial that never created its job: no job id, no create request sent,
-        and a key noted or, where the backend `bills_jobs`, none); else its reservation stands
-        (a create whose reply was lost may have made a job the listing did not show)."""
+        and a key noted or, where the backend `bills_jobs`, none), or at what its failed job
+        billed where the provider said (`FAILED_JOB_BILLED`); else its reservation stands (a
+        create whose reply was lost may have made a job the listing did not show)."""
         record = TrialRecord.from_attrs(trial.user_attrs)
+        billed = trial.user_attrs.get(journal_key(FAILED_JOB_BILLED))
+        if record.job_id is not None and billed is not None:  # its job failed: billed that
+            for key, value in settle_attrs(float(billed)).items():
+                trial.set_user_attr(key, value)
+            return
         sent = trial.user_attrs.get(journal_key(CREATE_SENT))
         if record.job_id is None and not sent and (record.job_key is not None or bills_jobs):
             for key, value in settle_attrs(0.0).items():

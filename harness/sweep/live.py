@@ -33,7 +33,8 @@ class SweepStatus:
     """The sweep at one moment: trials done of the target, money, and the time left.
 
     Attributes:
-        spent: Dollars settled (finished trials; failed ones at their reservation).
+        spent: Dollars settled (finished trials; failed ones at what they are known to have
+            been billed, else at their reservation).
         reserved: Dollars held for running trials' worst case, until each is settled.
         budget: `budget_usd`, None when nothing caps the sweep.
         seconds_left: Estimated seconds until the target is reached; None when unknown.

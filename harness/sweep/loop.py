@@ -26,19 +26,12 @@ from harness.config import Experiment
 from harness.records import TrialResult
 from harness.sweep import admission, search_space
 from harness.sweep.budget import Confirm
+from harness.sweep.failures import abandon, fail_raised, interrupted
 from harness.sweep.grid import grid_done
 from harness.sweep.locks import study_lock
 from harness.sweep.outcome import SweepOutcome, SweepView
-from harness.sweep.session import (
-    Launched,
-    Sweep,
-    abandon,
-    close_sweep,
-    collect,
-    fail_raised,
-    interrupted,
-    open_sweep,
-)
+from harness.sweep.running import Launched, Sweep
+from harness.sweep.session import close_sweep, collect, open_sweep
 from harness.sweep.shared import (
     others_hold_paid_jobs,
     others_running,

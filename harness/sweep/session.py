@@ -1,20 +1,17 @@
-"""One sweep's state, and how it opens, records a finished trial and closes.
+"""One sweep: how it opens, records a finished trial and closes.
 
 `harness.sweep.loop` asks and runs; this module records and tells: `open_sweep` validates and
 loads everything before the study or the tracking store is touched, `collect` records a
 finished trial (its checkpoints, its MLflow run, its settled reservation) and tells the study,
-`abandon` fails the trials in flight on Ctrl-C, and `close_sweep` tags the front and leaves.
+`harness.sweep.failures` fails the trials in flight on Ctrl-C, and `close_sweep` tags the
+front and leaves.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import Future
-from dataclasses import dataclass, field
-
-from optuna.trial import FrozenTrial, Trial, TrialState
+from optuna.trial import FrozenTrial, Trial
 
 from harness.backends import load_backend
-from harness.backends.base import Backend
 from harness.config import Experiment
 from harness.data.prepare import prepare_experiment
 from harness.errors import BackendError, ConfigError, TrainingRefused
@@ -32,10 +29,11 @@ from harness.sweep.checkpoints import (
     with_number,
 )
 from harness.sweep.estimate import corner_specs, cut_texts
-from harness.sweep.live import LiveStatus
+from harness.sweep.failures import fail, fail_raised, interrupted
 from harness.sweep.orphans import orphaned_jobs, orphans_message, release_deployments
 from harness.sweep.outcome import SweepOutcome, SweepView
-from harness.sweep.search_space import SearchSpace, experiment_space
+from harness.sweep.running import Launched, Sweep
+from harness.sweep.search_space import experiment_space
 from harness.sweep.shared import (
     Recovery,
     join_study_run,
@@ -44,12 +42,11 @@ from harness.sweep.shared import (
     tag_prices,
 )
 from harness.sweep.signals import signals_held
-from harness.sweep.stopping import Curve, FrontStopper
+from harness.sweep.stopping import Curve
 from harness.sweep.storage import study_exists
 from harness.sweep.study import (
     StudyHandle,
     open_study,
-    requeue,
     spec_from_trial,
     trained_trials,
 )
@@ -61,10 +58,8 @@ from harness.tracking.record import (
     TRIAL_TAG,
     TrialRecord,
     checkpoints_due_attrs,
-    failure_attrs,
     objective_accuracy,
     result_attrs,
-    settle_attrs,
 )
 from harness.tracking.runs import MlflowTracker
 from harness.tracking.store import server_unreachable
@@ -72,56 +67,6 @@ from harness.tracking.tracker import NullTracker, Tracker
 
 RUN_NAME_TAG = "mlflow.runName"  # setting it renames a run
 DATA_DIGEST = "data_digest"  # the study's user attribute: the data its trials were run on
-
-
-@dataclass
-class Launched:
-    """A trial handed to the executor, with what is needed to record how it ends."""
-
-    trial: Trial
-    spec: TrialSpec
-    run_id: str | None
-    future: Future[TrialResult]
-
-
-@dataclass
-class Sweep:
-    """What every step of one sweep needs, opened once by `_open`."""
-
-    experiment: Experiment
-    space: SearchSpace
-    backend: Backend
-    data: PreparedData
-    handle: StudyHandle
-    tracker: Tracker
-    budget: Budget
-    view: SweepView
-    outcome: SweepOutcome
-    target: int
-    recovery: Recovery
-    stopper: FrontStopper | None = None
-    # Whether the backend accepted a job (or finished a trial) in this sweep (local: one at a time)
-    accepted: bool = False
-    live: LiveStatus = field(init=False)  # money, epochs and time left, for a live view
-    cheapest: Cost = field(init=False)  # no trial starts when the budget cannot cover this
-    dearest: Cost = field(init=False)  # with trials in flight, none starts unless this fits
-
-    def __post_init__(self) -> None:
-        workers = self.backend.capabilities.max_concurrency
-        self.live = LiveStatus(self.view.live, self.budget, self.handle, self.target, workers)
-        priced = (self.experiment, self.backend, self.data, self.space)
-        admission.price_rungs(*priced, self.handle)  # multi-fidelity: rungs priced like trials
-        admission.tell_chance(self.data, self.handle)  # and what learning nothing scores
-        self.cheapest = admission.cheapest_trial(*priced) if self.budget.limit else Cost()
-        # Trials in flight (this worker's, or any other's on the study) hold worst cases.
-        self.dearest = admission.dearest_trial(*priced) if self.budget.limit else Cost()
-
-    def completed(self) -> int:
-        return len(trained_trials(self.handle.study))
-
-    def price(self, trial: Trial) -> tuple[TrialSpec, Cost]:
-        spec = spec_from_trial(trial, self.space, self.experiment)
-        return spec, self.backend.estimate(spec, self.data).total
 
 
 def open_sweep(
@@ -252,11 +197,11 @@ def collect(sweep: Sweep, launched: Launched) -> None:
         raise
     except TrainingRefused as exc:
         # Said once, by whoever shows `stopped`; every trial in flight is refused alike.
-        _fail(sweep, launched, str(exc), announce=False)
+        fail(sweep, launched, str(exc), announce=False)
         sweep.outcome.stopped, sweep.outcome.refused = str(exc), True
         return
     except BackendError as exc:
-        _fail(sweep, launched, str(exc))
+        fail(sweep, launched, str(exc))
         return
     except BaseException as exc:
         fail_raised(sweep, launched, exc)
@@ -351,63 +296,3 @@ def _tell(trial: Trial, handle: StudyHandle, result: TrialResult, train_rows: in
     set_attrs(trial, result_attrs(result, train_rows))
     values = [objective_accuracy(result), result.total_cost.usd][: len(handle.objectives)]
     handle.study.tell(trial, values)
-
-
-def abandon(sweep: Sweep, running: dict[Future[TrialResult], Launched]) -> None:
-    """Interrupted: fail the trials in flight (runs KILLED), queue them again to resume jobs."""
-    for launched in running.values():
-        interrupted(sweep, launched)
-
-
-def interrupted(sweep: Sweep, launched: Launched, trained: bool = True) -> None:
-    """Fail a trial cut short by Ctrl-C or a signal (run KILLED) and queue its parameters again,
-    so the next sweep runs it first (a hosted one resumes its job), as when a worker dies.
-
-    `trained` False: it never reached the pool, so a trial without a remote job key trained
-    nothing and is settled at $0, as `admission.interrupted_before_start` settles one; a job
-    key's paid job may exist (a retry resumes it), so `Budget.settle_failed` decides those."""
-    _settle_untrained(launched, trained)
-    _fail(sweep, launched, "interrupted", status="KILLED", again=True)
-
-
-def _settle_untrained(launched: Launched, trained: bool) -> None:
-    if not trained and TrialRecord.from_attrs(launched.trial.user_attrs).job_key is None:
-        set_attrs(launched.trial, settle_attrs(0.0))
-
-
-def fail_raised(sweep: Sweep, launched: Launched, exc: BaseException, trained: bool = True) -> None:
-    """Fail a trial whose run raised `exc` (or, the tracking server gone, was in flight beside
-    one that did; `trained` as for `interrupted`). A tracking server that stopped answering is
-    no fault of the trial: it is queued again, as an interrupted one is, and its run is left for
-    the next start to close with this reason (a call to the dead server would only wait minutes
-    more)."""
-    _settle_untrained(launched, trained)
-    outage = server_unreachable(exc)
-    if outage is None:
-        _fail(sweep, launched, f"{type(exc).__name__}: {exc}")
-    else:
-        _fail(sweep, launched, outage, again=True, tracked=False)
-
-
-def _fail(
-    sweep: Sweep,
-    launched: Launched,
-    reason: str,
-    status: str = "FAILED",
-    announce: bool = True,
-    again: bool = False,
-    tracked: bool = True,
-) -> None:
-    """Fail the trial in the study, settle it, close its run; `again`: queue its parameters
-    again (before the run is closed, which a gone tracking server fails)."""
-    set_attrs(launched.trial, failure_attrs(reason))
-    sweep.budget.settle_failed(launched.trial, sweep.backend.capabilities.bills_jobs)
-    sweep.handle.study.tell(launched.trial, state=TrialState.FAIL)
-    if again:
-        requeue(sweep.handle.study, sweep.handle.storage.get_trial(launched.trial._trial_id))
-    if tracked:
-        sweep.tracker.fail_trial(launched.run_id, reason, status)
-    sweep.outcome.failures.append((launched.spec, reason))
-    if announce:
-        sweep.view.trial_failed(launched.spec, reason)
-    sweep.live.failed(launched.spec)

@@ -32,12 +32,13 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from harness.backends.base import SCORING_RESERVED
+from harness.backends.base import HOSTING_PER_HOUR, HOSTING_SINCE, SCORING_BILLED, SCORING_RESERVED
 from harness.config import Experiment
 from harness.errors import ConfigError
 from harness.locations import redact_text, storage_problem, with_driver
 from harness.records import TrialSpec
 from harness.sweep import fidelity
+from harness.sweep.budget import SETTLED_SCORING_USD
 from harness.sweep.grid import GridSearch
 from harness.sweep.locks import study_lock, url_lock
 from harness.sweep.search_space import SearchSpace
@@ -198,9 +199,10 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     attrs.pop(FAILURE_REASON, None)  # the failed trial keeps why; the retry has not failed
     # Nor run: until it starts, its predecessor's MLflow run, curves and dead worker are not its
     # own (`harness trials` and optuna-dashboard would show them as the retry's).
-    for key in (MLFLOW_RUN_ID, HOST, PID, *EPOCH_LISTS):
+    for key in (MLFLOW_RUN_ID, HOST, PID, SETTLED_SCORING_USD, *EPOCH_LISTS):
         attrs.pop(key, None)
-    attrs.pop(journal_key(SCORING_RESERVED), None)  # nor scored yet: it notes its own scoring
+    for note in (SCORING_RESERVED, SCORING_BILLED, HOSTING_SINCE, HOSTING_PER_HOUR):
+        attrs.pop(journal_key(note), None)  # nor scored yet: it notes its own scoring
     if record.job_key is None:  # no job to resume: no entry to share
         attrs.pop(RESERVED_USD, None)
         attrs.pop(SETTLED_USD, None)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from harness.backends.base import Journal
+from harness.backends.base import FAILED_JOB_BILLED, Journal
 from harness.backends.hosted._epochs import FinishedJob, JobCheckpoint
 from harness.backends.hosted._job_keys import (
     SUFFIX_KEY_LENGTH,
@@ -190,8 +190,15 @@ class JobRunner:
 
     # -- wait -----------------------------------------------------------------------------------
 
-    def wait(self, job_id: str, journal: Journal | None) -> Any:
-        """Poll until the job ends, logging its metrics events as step metrics on the way.
+    def wait(
+        self,
+        job_id: str,
+        journal: Journal | None,
+        bill: Callable[[int], float] | None = None,
+    ) -> Any:
+        """Poll until the job ends, logging its metrics events as step metrics on the way. A
+        failed job's bill, `bill(trained_tokens)` (none trained: 0), is journalled first
+        (`FAILED_JOB_BILLED`); a cancelled one's is not known.
 
         Returns:
             The succeeded job (SDK `FineTuningJob`).
@@ -221,6 +228,9 @@ class JobRunner:
                 interval = min(interval * BACKOFF, self.config.poll_max_interval)
                 continue
             if job.status in TERMINAL:
+                if job.status == "failed" and journal is not None and bill is not None:
+                    billed = bill(int(job.trained_tokens or 0))
+                    journal.record(FAILED_JOB_BILLED, f"{billed:.6f}")
                 return _succeeded(job)
             waited = time.monotonic() - started
             if self.config.job_timeout is not None and waited > self.config.job_timeout:

@@ -247,7 +247,7 @@ class OpenAIBackend(WholeTexts):
             if not job_id:
                 request = self._job_request(spec, data, journal)
                 job_id = self.jobs.submit(request, journal)
-            job = self.jobs.wait(job_id, journal)
+            job = self.jobs.wait(job_id, journal, self.prices.lookup(spec.base_model).training_usd)
             finished = self.jobs.finish(job, journal)
         journal.record("fine_tuned_model", finished.fine_tuned_model)
         if self.deployments is None:

@@ -31,7 +31,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from harness.backends.base import Journal, MemoryJournal, RemoteJob
+from harness.backends.base import (
+    HOSTING_PER_HOUR,
+    HOSTING_SINCE,
+    SCORING_BILLED,
+    Journal,
+    MemoryJournal,
+    RemoteJob,
+)
 from harness.backends.together._client import RefusedError, TogetherClient, TransientError
 from harness.backends.together.config import TogetherBackendConfig
 from harness.errors import BackendError, ConfigError
@@ -72,10 +79,19 @@ class TogetherEndpoints:
         self.created = 0
 
     def serve(
-        self, model: str, label: str, journal: Journal, use: Callable[[str, float], T]
+        self,
+        model: str,
+        label: str,
+        journal: Journal,
+        use: Callable[[str, float], T],
+        per_hour: float | None = None,
     ) -> tuple[T, Hosting]:
         """Run `use(endpoint name, deadline)` while `model` is on an endpoint of its own; the
         result and what hosting it was billed. `label` (study tag and trial) names it.
+
+        With its hourly rate `per_hour`, the journal notes since when it bills (`HOSTING_SINCE`)
+        and at what rate, and once it is deleted adds its minutes to the run's
+        `SCORING_BILLED`: a sweep that deletes it after a kill can settle what it cost.
 
         Raises:
             BackendError: The endpoint failed, did not start in time, or could not be deleted
@@ -84,6 +100,9 @@ class TogetherEndpoints:
         self.clear(model, journal)
         started = self._clock()
         deadline = started + (self.serving.max_minutes - 1) * 60
+        if per_hour is not None:  # before the create: its minutes count from its request
+            journal.record(HOSTING_PER_HOUR, f"{per_hour:.6f}")
+            journal.record(HOSTING_SINCE, f"{time.time():.3f}")
         endpoint_id = self._create(model, label, journal)
         try:
             name = self._until_started(endpoint_id, model, deadline)
@@ -91,6 +110,9 @@ class TogetherEndpoints:
         finally:
             self.delete(endpoint_id, journal)
         minutes = max(1, math.ceil((self._clock() - started) / 60))
+        if per_hour is not None:  # after the delete cleared the id: a kill between keeps more
+            billed = float(journal.recall(SCORING_BILLED) or 0.0) + per_hour * minutes / 60
+            journal.record(SCORING_BILLED, f"{billed:.6f}")
         return result, Hosting(endpoint_id, minutes)
 
     def check_hardware(self) -> None:

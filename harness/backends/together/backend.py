@@ -329,8 +329,9 @@ class TogetherBackend(WholeTexts):
             finally:
                 self.evaluator.deadlines.pop(name, None)
 
-        results, hosting = self.endpoints.serve(model, label, journal, use)
-        usd = self.prices.lookup(self.base_of(model)).hosting_usd(hosting.hours)
+        price = self.prices.lookup(self.base_of(model))
+        results, hosting = self.endpoints.serve(model, label, journal, use, price.hosting_per_hour)
+        usd = price.hosting_usd(hosting.hours)
         hosted = Cost(usd=usd, hosting_usd=usd, hosting_hours=hosting.hours)
         results[-1] = replace(results[-1], cost=results[-1].cost + hosted)
         with self._lock:
