@@ -18,7 +18,7 @@ from typing import Any
 
 import optuna
 
-from harness.sweep.study import pareto_front
+from harness.sweep.pareto import pareto_front
 
 DATA = Path(__file__).resolve().parent / "data"
 

@@ -25,7 +25,7 @@ from harness.report.evidence import Evidence
 from harness.report.front import knee_limit
 from harness.scoring import pack_bits, unpack_correct
 from harness.sweep.checkpoints import ScoredCheckpoint, add_checkpoint_trial
-from harness.sweep.study import pareto_front
+from harness.sweep.pareto import pareto_front
 from harness.tracking.record import (
     VALID_ACCURACY,
     VALID_CORRECT,

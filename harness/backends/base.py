@@ -162,6 +162,8 @@ FAILED_JOB_BILLED = "failed_job_billed_usd"
 SCORING_BILLED = "scoring_billed_usd"
 HOSTING_SINCE = "hosting_since"
 HOSTING_PER_HOUR = "hosting_per_hour"
+# Not a journal note: the trial attribute in which the sweep settles that run's scoring.
+SETTLED_SCORING_USD = "settled_scoring_usd"
 
 
 class MemoryJournal:

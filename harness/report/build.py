@@ -42,7 +42,8 @@ from harness.report.sections import (
     ownership,
     qualitative_sample,
 )
-from harness.sweep.study import completed_trials, load_existing_study, pareto_front, sweep_command
+from harness.sweep.pareto import pareto_front
+from harness.sweep.study import completed_trials, load_existing_study, sweep_command
 from harness.tracking.journal import ran_on_a_test_server
 from harness.tracking.record import MLFLOW_RUN_ID, TrialRecord, journal_key
 from harness.tracking.reports import FrontMark, log_study_report

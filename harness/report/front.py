@@ -21,7 +21,7 @@ from harness.report.evidence import Evidence
 from harness.report.formats import chance, p_text, percent, points, usd
 from harness.report.model import Recommendation, ReportOptions, Step, TrialRow
 from harness.report.significance import PairedComparison, compare_paired
-from harness.sweep.study import pareto_front
+from harness.sweep.pareto import pareto_front
 
 # --- the Pareto front and its steps ----------------------------------------------------------
 

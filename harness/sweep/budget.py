@@ -37,12 +37,22 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from harness.backends.base import CREATE_SENT, FAILED_JOB_BILLED, SCORING_RESERVED
+from harness.backends.base import (
+    CREATE_SENT,
+    FAILED_JOB_BILLED,
+    SCORING_RESERVED,
+    SETTLED_SCORING_USD,
+)
 from harness.errors import BudgetExceeded
 from harness.records import Cost, usd
 from harness.sweep.estimate import trial_count, worst_case_total
 from harness.sweep.locks import study_lock
-from harness.tracking.record import TrialRecord, journal_key, reserve_attrs, settle_attrs
+from harness.tracking.record import (
+    TrialRecord,
+    journal_key,
+    reserve_attrs,
+    settle_attrs,
+)
 
 if TYPE_CHECKING:
     from harness.backends.base import Backend
@@ -52,8 +62,6 @@ if TYPE_CHECKING:
 
 # The hosting part of a trial's reservation: the longest life of the deployments it may make.
 RESERVED_HOSTING_USD = "reserved_hosting_usd"
-# What a killed run's scoring was billed, all of it, once its hosting is known deleted.
-SETTLED_SCORING_USD = "settled_scoring_usd"
 
 # Asked when the sweep's worst case exceeds its budget: (worst-case total, budget) -> go on?
 Confirm = Callable[[Cost, float], bool]

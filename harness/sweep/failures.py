@@ -19,15 +19,24 @@ from concurrent.futures import Future
 
 from optuna.trial import TrialState
 
-from harness.backends.base import HOSTING_PER_HOUR, HOSTING_SINCE, SCORING_BILLED
+from harness.backends.base import (
+    HOSTING_PER_HOUR,
+    HOSTING_SINCE,
+    SCORING_BILLED,
+    SETTLED_SCORING_USD,
+)
 from harness.errors import HarnessError
 from harness.records import TrialResult
-from harness.sweep.budget import SETTLED_SCORING_USD
 from harness.sweep.orphans import held_hosting
 from harness.sweep.running import Launched, Sweep
 from harness.sweep.study import requeue
 from harness.sweep.trial import set_attrs
-from harness.tracking.record import TrialRecord, failure_attrs, journal_key, settle_attrs
+from harness.tracking.record import (
+    TrialRecord,
+    failure_attrs,
+    journal_key,
+    settle_attrs,
+)
 from harness.tracking.store import server_unreachable
 
 

@@ -20,7 +20,7 @@ import datetime
 import os
 import shlex
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,15 +32,21 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from harness.backends.base import HOSTING_PER_HOUR, HOSTING_SINCE, SCORING_BILLED, SCORING_RESERVED
+from harness.backends.base import (
+    HOSTING_PER_HOUR,
+    HOSTING_SINCE,
+    SCORING_BILLED,
+    SCORING_RESERVED,
+    SETTLED_SCORING_USD,
+)
 from harness.config import Experiment
 from harness.errors import ConfigError
 from harness.locations import redact_text, storage_problem, with_driver
 from harness.records import TrialSpec
 from harness.sweep import fidelity
-from harness.sweep.budget import SETTLED_SCORING_USD
 from harness.sweep.grid import GridSearch
 from harness.sweep.locks import study_lock, url_lock
+from harness.sweep.pareto import pareto_front
 from harness.sweep.search_space import SearchSpace
 from harness.sweep.storage import (
     GRACE_SECONDS,
@@ -353,25 +359,6 @@ def trained_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [
         t for t in completed_trials(study) if not TrialRecord.from_attrs(t.user_attrs).is_checkpoint
     ]
-
-
-def pareto_front(values: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the (accuracy, cost) pairs no other pair beats on both, cheapest first.
-
-    A pair is dominated when another is at least as accurate and at most as costly, and strictly
-    better on one of the two; equal pairs are both kept, as Optuna does.
-    """
-
-    def dominated(i: int) -> bool:
-        acc, cost = values[i]
-        return any(
-            a >= acc and c <= cost and (a > acc or c < cost)
-            for j, (a, c) in enumerate(values)
-            if j != i
-        )
-
-    keep = [i for i in range(len(values)) if not dominated(i)]
-    return sorted(keep, key=lambda i: (values[i][1], -values[i][0]))
 
 
 def pareto_numbers(study: optuna.Study) -> set[int]:
