@@ -169,3 +169,16 @@ def test_a_hosted_trial_journals_its_scoring_reservation_before_it_scores(
         backend.fine_tune(SPEC, data, lambda epoch: False, journal)
     reserved = backend.estimate(SPEC, data).evaluation.usd
     assert float(journal.notes["scoring_reserved_usd"]) == pytest.approx(reserved, rel=1e-5)
+
+
+def test_a_failed_jobs_bill_counts_once_when_two_runs_of_it_recorded_it() -> None:
+    # Left by the ledger change that settles a failed job at its bill: a signal between the
+    # journal's `failed_job_billed_usd` and the trial's failure copied the note to the retry,
+    # which resumed the job, found it failed and settled at the bill too: both runs "ended" the
+    # job, and the ledger counted its $0.2 twice.
+    study = _study()
+    job = {"journal.job_key": "k1", "journal.job_id": "ftjob-1", "reserved_usd": 0.5}
+    billed = {"journal.failed_job_billed_usd": "0.200000", "settled_usd": 0.2}
+    _add(study, TrialState.FAIL, **job, **billed)  # killed after the bill was journalled
+    _add(study, TrialState.FAIL, **job, **billed)  # its retry: the same failed job
+    assert committed_usd(study.get_trials()) == pytest.approx(0.2)

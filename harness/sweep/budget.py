@@ -102,17 +102,27 @@ def ledger_entries(trials: Iterable[FrozenTrial]) -> dict[int, tuple[float, bool
         else:
             entries[trial.number] = (usd, _holding(trial.state, record))
     for group in groups.values():
-        settled = any(m.ended for m in group)
+        payers = _payers(group)
+        settled = bool(payers)
         live = any(m.state in _LIVE for m in group)
         counted = max(group, key=lambda m: m.usd).number
         for m in group:
-            if m.ended:
+            if m.number in payers:
                 entries[m.number] = (m.usd, False)
             elif not settled and m.number == counted:
                 entries[m.number] = (m.usd, live)
             else:  # the job counted elsewhere; the deployment this run may have left is not
                 entries[m.number] = (m.hosting, live and not settled and not m.known)
     return entries
+
+
+def _payers(group: list[_Member]) -> set[int]:
+    """The members that count the group's job as settled: the run that completed it; else one
+    that knows its failed job's bill (two may: a signal between the journal's bill and the
+    trial's failure copies the note to the retry, which finds the job failed too)."""
+    complete = {m.number for m in group if m.state == TrialState.COMPLETE}
+    ended = [m for m in group if m.ended]
+    return complete or ({max(ended, key=lambda m: m.usd).number} if ended else set())
 
 
 def _own_spend(attrs: dict[str, Any]) -> float:
