@@ -13,6 +13,7 @@ from typing import Any
 
 import optuna
 import pytest
+import yaml
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -116,6 +117,17 @@ def test_the_budget_stops_the_sweep_before_it_overspends(
     spent = sum(r.spent for r in _records())
     assert 0 < spent <= 0.004
     assert len(outcome.results) < 8
+    # It says how to go on: the study keeps its recorded budget, so editing the file would not.
+    assert "--set budget_usd=AMOUNT" in outcome.stopped
+    before = len(_records())
+    edited_file = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**edited_file, "budget_usd": 1.0}))
+    edited = run_cli("sweep", str(path), "--yes")
+    assert "budget_usd" in edited.stderr, edited.output  # named as differing, not read
+    assert len(_records()) == before, "the edited file's budget was not read"
+    again = run_cli("sweep", str(path), "--yes", "--set", "budget_usd=1.0")
+    assert again.exit_code == 0, again.output
+    assert len([r for r in _records() if not r.is_checkpoint]) == 8
 
 
 def test_a_resumed_sweep_trains_only_what_is_missing(

@@ -214,7 +214,9 @@ class Budget:
         return (
             f"budget: {usd(committed)} committed of {usd(self.limit)} (spent, or reserved by "
             f"trials not settled); {what} could cost up to {usd(estimate.usd)}, so no more "
-            "trials start (raise budget_usd to go on)"
+            # A study keeps the experiment it was made with: an edited file's budget_usd is not
+            # read on resume, so say what is.
+            "trials start (to go on, run it again with `--set budget_usd=AMOUNT`)"
         )
 
     def settle_failed(self, trial: Trial, bills_jobs: bool = False) -> None:

@@ -86,6 +86,7 @@ def release_deployments(study: optuna.Study, backend: Backend) -> str | None:
         return None
     return (
         f"deleted {len(deleted)} model deployment(s) of study {study.study_name!r} that no "
-        f"running trial held (left by a killed sweep; hosting bills by the hour): "
+        f"running trial held (left by a killed sweep or a delete that failed; hosting bills "
+        f"while it exists): "
         f"{', '.join(deleted)}"
     )
