@@ -226,6 +226,8 @@ def test_one_class_is_an_error(tmp_path: Path) -> None:
 def test_too_few_rows_of_a_class_names_the_class_and_count(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="class 'pos' has 2 rows"):
         _prepare(_csv(tmp_path / "d.csv", _rows({"neg": 40, "pos": 2})))
+    with pytest.raises(DataError, match="class 'pos' has 1 row after"):  # it said "1 rows"
+        _prepare(_csv(tmp_path / "d.csv", _rows({"neg": 40, "pos": 1})))
     # 3 rows pass the first check, but a stratified 15% test split of 203 rows gets no 'pos'.
     with pytest.raises(DataError, match="class 'pos' has 3 rows after deduplication"):
         _prepare(_csv(tmp_path / "d.csv", _rows({"neg": 200, "pos": 3})))

@@ -115,7 +115,7 @@ def _label_set(present: list[str], configured: list[str] | None, where: str) -> 
         raise DataError(f"dataset.labels {configured}: labels must be distinct and non-empty")
     extra = {label: n for label, n in counts.items() if label not in wanted}
     if extra:
-        listed = ", ".join(f"{label!r} ({n} rows)" for label, n in sorted(extra.items()))
+        listed = ", ".join(f"{label!r} ({_rows(n)})" for label, n in sorted(extra.items()))
         folded = {label.casefold(): label for label in wanted}
         cased = [
             f"{x!r} is {folded[x.casefold()]!r}" for x in sorted(extra) if x.casefold() in folded
@@ -134,7 +134,7 @@ def _check_case(counts: Counter[str], where: str) -> None:
         spellings.setdefault(label.casefold(), []).append(label)
     clash = next((group for group in spellings.values() if len(group) > 1), None)
     if clash:
-        named = " and ".join(f"{label!r} ({counts[label]} rows)" for label in clash)
+        named = " and ".join(f"{label!r} ({_rows(counts[label])})" for label in clash)
         raise DataError(
             f"{where}: labels {named} differ only in case, so they would be separate classes: "
             "write them one way in the data, or list each in dataset.labels to keep them apart"
@@ -187,6 +187,10 @@ def _check_classes(
             raise DataError(_too_few(where, label, counts[label], split, sample, lost))
 
 
+def _rows(count: int) -> str:
+    return f"{count} row" if count == 1 else f"{count} rows"
+
+
 def _too_few(
     where: str,
     label: str,
@@ -196,13 +200,13 @@ def _too_few(
     conflicted: int = 0,
 ) -> str:
     needed = max(3, math.ceil(1 / min(split.validation, split.test)) + 1)
-    found = f"{count} rows after deduplication"
+    found = f"{_rows(count)} after deduplication"
     if conflicted:  # not duplicates: say why they went
         found += f" ({conflicted} more were dropped: their texts also appear with another label)"
     hint = ""
     if sample is not None:  # the sample, not the data, is short of rows: say so
         found = (
-            f"{count} rows in the dataset.max_rows={sample.max_rows} sample "
+            f"{_rows(count)} in the dataset.max_rows={sample.max_rows} sample "
             f"({sample.deduped[label]} after deduplication)"
         )
         hint = "; raise dataset.max_rows or remove it"
