@@ -105,16 +105,7 @@ def test_an_evaluate_stopped_while_its_deployment_is_made_leaves_none_billing(
     # Made slower than any stall of this test on a busy machine: stopped in time, it never waits.
     azure.arm.deploy_seconds = STOPPED_DEPLOY_SECONDS
     process = _evaluate_process(tmp_path, provider, azure)
-    deadline = time.monotonic() + 120
-    while not azure.arm.live and time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()[0].decode()[-2000:]
-        time.sleep(0.02)
-    assert azure.arm.live, "no deployment was made"
-    process.send_signal(signal.SIGTERM)
-    output = process.communicate(timeout=60)[0].decode()
-    assert process.returncode == 143, output[-3000:]
-    assert azure.arm.live == {}, output
-    assert KEY not in output
+    _stop_while_it_deploys(process, azure)
 
 
 def test_a_deployment_a_killed_evaluate_left_is_the_studys_to_clean_up(
@@ -185,6 +176,15 @@ def test_a_predict_stopped_while_its_deployment_is_made_leaves_none_billing(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    _stop_while_it_deploys(process, azure)
+    # Killed outright, it could not delete it: the deployment carries the model's study (it
+    # carried none, so no sweep's clean-up would ever have found it).
+    assert azure.deployments_made[-1].tags == {"harness_study": "prov"}
+
+
+def _stop_while_it_deploys(process: subprocess.Popen[bytes], azure: FakeAzure) -> None:
+    """SIGTERM `process` while its deployment is being made: it exits 143 having deleted it,
+    and says nothing of the key."""
     deadline = time.monotonic() + 120
     while not azure.arm.live and time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()[0].decode()[-2000:]
@@ -195,6 +195,3 @@ def test_a_predict_stopped_while_its_deployment_is_made_leaves_none_billing(
     assert process.returncode == 143, said[-3000:]
     assert azure.arm.live == {}, said
     assert KEY not in said
-    # Killed outright, it could not delete it: the deployment carries the model's study (it
-    # carried none, so no sweep's clean-up would ever have found it).
-    assert azure.deployments_made[-1].tags == {"harness_study": "prov"}
